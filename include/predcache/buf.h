@@ -1,0 +1,39 @@
+/*
+ * buf: a growable byte buffer and small string helpers shared by every module.
+ * Owns only its own memory; never does I/O.
+ */
+#ifndef PREDCACHE_BUF_H
+#define PREDCACHE_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct pc_buf {
+    char *data; /* always NUL-terminated when non-NULL (the NUL is not counted in len) */
+    size_t len;
+    size_t cap;
+};
+
+void pc_buf_init(struct pc_buf *b);
+/* Frees the memory; the buffer may be reused after pc_buf_init. Accepts NULL. */
+void pc_buf_release(struct pc_buf *b);
+/* Ensures room for n more bytes. 0 ok, -1 out of memory. */
+int pc_buf_reserve(struct pc_buf *b, size_t n);
+int pc_buf_append(struct pc_buf *b, const void *p, size_t n);
+int pc_buf_append_str(struct pc_buf *b, const char *s);
+int pc_buf_append_char(struct pc_buf *b, char c);
+int pc_buf_printf(struct pc_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Moves the memory out; the caller frees it. The buffer is left empty. */
+char *pc_buf_steal(struct pc_buf *b, size_t *len);
+
+/* Monotonic clock in microseconds. */
+uint64_t pc_now_us(void);
+/* Wall clock in milliseconds since the epoch. */
+int64_t pc_wall_ms(void);
+
+/* Case-insensitive ASCII comparison of a header name or token. */
+int pc_strcaseeq(const char *a, const char *b);
+/* strlcpy-like: copies at most size-1 bytes, always terminates; returns strlen(src). */
+size_t pc_strlcpy(char *dst, const char *src, size_t size);
+
+#endif

@@ -1,0 +1,55 @@
+/*
+ * cachekey: derives the cache key of a predict request (key format v1).
+ *
+ *     key      = prefix "v1:" hex(SHA-256(material))
+ *     material = namespace "\n" route "\n" input
+ *
+ * route is the request path, plus "?" and the query when there is one. input is the
+ * canonical JSON of the configured input fields when the body is a JSON object holding
+ * any of them; "path:" + the path field when it holds only a path; else the raw body.
+ * Pure: no I/O, no globals; unit-tested with vectors.
+ */
+#ifndef PREDCACHE_CACHEKEY_H
+#define PREDCACHE_CACHEKEY_H
+
+#include <stddef.h>
+
+#include "predcache/buf.h"
+
+/* prefix (up to 255) + "v1:" + 64 hex digits + NUL */
+#define PC_KEY_MAX 332
+
+enum pc_key_kind {
+    PC_KEY_FIELDS = 0, /* canonical JSON of the input fields */
+    PC_KEY_PATH,       /* path-field fallback */
+    PC_KEY_RAW,        /* raw body bytes */
+};
+
+struct pc_key_params {
+    const char *namespace_;
+    const char *prefix;
+    const char *const *input_fields;
+    size_t n_input_fields;
+    const char *path_field; /* NULL or "" disables the fallback */
+};
+
+/*
+ * Derives the key of one request. body_is_json: the request declared a JSON content
+ * type; then a body that does not parse is an error (-1, reason in err) rather than
+ * raw bytes. Borrows everything; writes the NUL-terminated key into out.
+ */
+int pc_cachekey_derive(const struct pc_key_params *p, const char *route, const char *body,
+                       size_t len, int body_is_json, char out[PC_KEY_MAX],
+                       enum pc_key_kind *kind, char *err, size_t errlen);
+
+/*
+ * Canonical JSON of a JSON text: object keys sorted bytewise, no whitespace, strings
+ * re-escaped one way, numbers normalised (integral values as integers, others as the
+ * shortest "%.17g" form that round-trips). 0 ok; -1 when text is not JSON.
+ */
+int pc_cachekey_canonical(const char *json, size_t len, struct pc_buf *out);
+
+/* Human name of a kind: "fields", "path", "raw". */
+const char *pc_cachekey_kind_name(enum pc_key_kind kind);
+
+#endif

@@ -1,0 +1,86 @@
+/*
+ * config: the conf file (INI sections) and its validation.
+ * Owns struct pc_config and its defaults. Parse pass reads "key = value" lines into
+ * the table; validate pass checks cross-field rules. Errors name file:line, the key
+ * and why. Never touches the network or any runtime state.
+ */
+#ifndef PREDCACHE_CONFIG_H
+#define PREDCACHE_CONFIG_H
+
+#include <stddef.h>
+
+#define PC_CFG_MAX_LIST 32
+#define PC_CFG_STR 256
+
+struct pc_route_rule {
+    char method[16];          /* "POST", "GET", ... or "*" for any */
+    char pattern[PC_CFG_STR]; /* path glob: '*' matches any run of characters, '/' included */
+};
+
+struct pc_config {
+    /* [server] */
+    char listen[PC_CFG_STR];       /* host:port of the data port; default 0.0.0.0:8080 */
+    char admin_listen[PC_CFG_STR]; /* default 127.0.0.1:9090 */
+    size_t max_body_bytes;         /* default 16777216 */
+    size_t max_header_bytes;       /* default 16384 */
+    int request_timeout_ms;        /* whole request deadline; default 60000 */
+    int idle_timeout_ms;           /* keep-alive idle and slow-client read timeout; default 30000 */
+    int drain_timeout_ms;          /* bound of the SIGTERM drain; default 10000 */
+    int max_connections;           /* client connections per listener; default 10000 */
+
+    /* [backend] */
+    char backend_url[1024]; /* base URL of the model server; default http://127.0.0.1:8501 */
+    int backend_connect_timeout_ms; /* default 1000 */
+    int backend_timeout_ms;         /* default 30000 */
+    size_t backend_max_response_bytes; /* default 67108864 */
+
+    /* [redis] */
+    char redis_host[PC_CFG_STR]; /* default 127.0.0.1 */
+    int redis_port;              /* default 6379 */
+    char redis_password[PC_CFG_STR]; /* default empty: no AUTH */
+    int redis_db;                    /* default 0 */
+    int redis_timeout_ms;            /* per command and connect; default 100 */
+
+    /* [cache] */
+    int ttl_s;              /* default 86400 */
+    size_t max_value_bytes; /* default 4194304 */
+    char namespace_[PC_CFG_STR]; /* default "default" */
+    char key_prefix[PC_CFG_STR]; /* default "predcache:" */
+    struct pc_route_rule routes[PC_CFG_MAX_LIST];
+    size_t n_routes;
+    char input_fields[PC_CFG_MAX_LIST][64];
+    size_t n_input_fields;
+    char path_field[64]; /* default "file_path"; empty disables the path fallback */
+
+    /* [log] */
+    char log_level[16];   /* debug | info | warn | error; default info */
+    char access_log[1024]; /* "-" stdout (default), "off", or a file path */
+};
+
+/* Fills every field with its default. */
+void pc_config_defaults(struct pc_config *cfg);
+
+/*
+ * Reads FILE over the current values (call pc_config_defaults first), then validates.
+ * 0 ok; -1 with a message "FILE:LINE: [section] key: why" in err.
+ */
+int pc_config_load(struct pc_config *cfg, const char *path, char *err, size_t errlen);
+
+/*
+ * Sets one option as the file would ("server", "listen", "0.0.0.0:8080"). Used by the
+ * parser and by command-line overrides. 0 ok; -1 with the reason in err (no location).
+ */
+int pc_config_set(struct pc_config *cfg, const char *section, const char *key, const char *value,
+                  char *err, size_t errlen);
+
+/* Cross-field checks after all values are set. 0 ok; -1 with the reason in err. */
+int pc_config_validate(const struct pc_config *cfg, char *err, size_t errlen);
+
+/* Splits "host:port" (or "[v6]:port", or ":port" meaning all addresses). 0 ok, -1 bad. */
+int pc_config_split_hostport(const char *s, char *host, size_t hostlen, int *port);
+
+/* Writes the effective configuration in conf-file syntax (for --check -v / debugging). */
+void pc_config_dump(const struct pc_config *cfg, void (*emit)(const char *line, void *arg),
+                    void *arg);
+
+#endif

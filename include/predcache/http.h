@@ -1,0 +1,79 @@
+/*
+ * http: predcache's HTTP/1.1 server on libevent bufferevents.
+ * Owns listeners, client connections and their state machine (READ_HEAD -> READ_BODY ->
+ * HANDLING -> WRITING -> READ_HEAD | CLOSED), request parsing (Content-Length and chunked
+ * bodies, Expect: 100-continue, keep-alive, pipelining one request at a time), limits
+ * (header and body size, idle and read timeouts, connection count) and the JSON error
+ * answers for everything that fails before a handler runs. Knows nothing of caching.
+ */
+#ifndef PREDCACHE_HTTP_H
+#define PREDCACHE_HTTP_H
+
+#include <stddef.h>
+
+struct event_base;
+struct pc_http_server;
+struct pc_http_req;
+
+struct pc_header {
+    char *name;
+    char *value;
+};
+
+struct pc_http_limits {
+    size_t max_header_bytes;
+    size_t max_body_bytes;
+    int idle_timeout_ms; /* keep-alive idle and slow-client read/write timeout */
+    int max_connections;
+};
+
+/*
+ * Called once per complete request. The handler (or something it starts) must call
+ * pc_http_reply exactly once for req; req stays valid until then, even when the client
+ * has gone away (the reply is then dropped).
+ */
+typedef void (*pc_http_handler)(struct pc_http_req *req, void *arg);
+
+/* Binds "host:port". Borrows base; NULL with a message in err on failure. */
+struct pc_http_server *pc_http_server_new(struct event_base *base, const char *hostport,
+                                          const struct pc_http_limits *limits,
+                                          pc_http_handler handler, void *arg, char *err,
+                                          size_t errlen);
+/* Stops accepting; open connections finish their current request and close. */
+void pc_http_server_stop_accepting(struct pc_http_server *srv);
+/* Closes everything at once. Requests still owned by handlers stay valid until replied. */
+void pc_http_server_free(struct pc_http_server *srv);
+/* The port actually bound (useful with port 0). */
+int pc_http_server_port(const struct pc_http_server *srv);
+/* Open client connections. */
+size_t pc_http_server_connections(const struct pc_http_server *srv);
+
+/* Request accessors; strings are borrowed from req. */
+const char *pc_http_req_method(const struct pc_http_req *req);
+const char *pc_http_req_path(const struct pc_http_req *req);   /* without the query */
+const char *pc_http_req_query(const struct pc_http_req *req);  /* "" when none */
+const char *pc_http_req_target(const struct pc_http_req *req); /* as sent: path?query */
+const char *pc_http_req_client(const struct pc_http_req *req); /* peer address */
+const char *pc_http_req_header(const struct pc_http_req *req, const char *name);
+const struct pc_header *pc_http_req_headers(const struct pc_http_req *req, size_t *n);
+const char *pc_http_req_body(const struct pc_http_req *req, size_t *len);
+/* 1 while the client connection is still open. */
+int pc_http_req_client_alive(const struct pc_http_req *req);
+/* Monotonic arrival time in microseconds (pc_now_us clock). */
+unsigned long long pc_http_req_start_us(const struct pc_http_req *req);
+
+/*
+ * Answers req and gives it back to the server (req is invalid afterwards). headers may
+ * be NULL; Content-Length, Connection, Date and Server are added here. Copies body.
+ */
+void pc_http_reply(struct pc_http_req *req, int status, const struct pc_header *headers,
+                   size_t n_headers, const char *body, size_t len);
+/* Answers {"error": msg} with the given status. */
+void pc_http_reply_error(struct pc_http_req *req, int status, const char *msg);
+
+/* Reason phrase of a status code. */
+const char *pc_http_reason(int status);
+/* 1 for hop-by-hop header names (Connection, Keep-Alive, Transfer-Encoding, ...). */
+int pc_http_is_hop_by_hop(const char *name);
+
+#endif

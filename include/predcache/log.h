@@ -1,0 +1,41 @@
+/*
+ * log: levelled log lines to stderr and one access line per request.
+ * Owns the log level and the access-log stream; knows nothing of requests beyond
+ * the fields handed to pc_log_access().
+ */
+#ifndef PREDCACHE_LOG_H
+#define PREDCACHE_LOG_H
+
+enum pc_log_level { PC_LOG_DEBUG = 0, PC_LOG_INFO, PC_LOG_WARN, PC_LOG_ERROR };
+
+extern int pc_log_level_current; /* read by the macro; set once at start-up */
+
+/* The level is checked before the arguments are evaluated. */
+#define pc_log(level, ...)                                                                         \
+    do {                                                                                           \
+        if ((level) >= pc_log_level_current)                                                       \
+            pc_log_write((level), __VA_ARGS__);                                                    \
+    } while (0)
+
+void pc_log_write(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* "debug" | "info" | "warn" | "error" -> level, or -1. */
+int pc_log_parse_level(const char *name);
+void pc_log_set_level(int level);
+/* path: "-" for stdout, "off" for none, else a file opened for append. 0 ok, -1 error. */
+int pc_log_open_access(const char *path);
+void pc_log_close_access(void);
+
+struct pc_access {
+    const char *client;
+    const char *method;
+    const char *path;
+    int status;
+    const char *cache; /* HIT, MISS, BYPASS, PASS, ERROR, ... */
+    const char *key;   /* full key or NULL; the line shows a short form */
+    double backend_ms; /* < 0 when the backend was not called */
+    double total_ms;
+    size_t bytes;
+};
+void pc_log_access(const struct pc_access *a);
+
+#endif

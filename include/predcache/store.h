@@ -1,0 +1,60 @@
+/*
+ * store: Redis access for one worker through hiredis async on its event_base.
+ * Owns the connection and its state machine (CLOSED -> CONNECTING -> CONNECTED), the
+ * connect and per-command timers, and reconnection with backoff. On a command timeout
+ * the connection is dropped and re-established, so a stalled Redis cannot pile up
+ * commands. The only module that includes hiredis.
+ */
+#ifndef PREDCACHE_STORE_H
+#define PREDCACHE_STORE_H
+
+#include <stddef.h>
+
+struct event_base;
+struct pc_config;
+struct pc_metrics;
+struct pc_store;
+
+enum pc_store_result {
+    PC_STORE_HIT = 0,  /* value found */
+    PC_STORE_MISS,     /* no such key */
+    PC_STORE_ERROR,    /* down, refused, timed out, or an error reply */
+};
+
+/*
+ * Called exactly once per accepted GET, never from inside pc_store_get itself.
+ * data/len are valid only until the callback returns.
+ */
+typedef void (*pc_store_get_cb)(enum pc_store_result res, const char *data, size_t len,
+                                void *arg);
+/* Called exactly once per accepted PING. ok: 1 when Redis answered PONG. */
+typedef void (*pc_store_ping_cb)(int ok, void *arg);
+
+/* Borrows base, cfg and metrics for the store's lifetime. Starts connecting at once. */
+struct pc_store *pc_store_new(struct event_base *base, const struct pc_config *cfg,
+                              struct pc_metrics *metrics);
+/* Fails every pending command's callback with PC_STORE_ERROR, then frees. Accepts NULL. */
+void pc_store_free(struct pc_store *st);
+
+/* 1 when connected and ready for commands. */
+int pc_store_ready(const struct pc_store *st);
+
+/*
+ * GET key. 0: cb will be called later. -1: not connected; cb will not be called
+ * (the caller bypasses the cache at once).
+ */
+int pc_store_get(struct pc_store *st, const char *key, pc_store_get_cb cb, void *arg);
+
+/*
+ * SET key value EX ttl_s, fire-and-forget: the outcome only moves the store_ok/
+ * store_failed counters. Copies value. 0 queued; -1 not connected (counted as failed).
+ */
+int pc_store_set(struct pc_store *st, const char *key, const char *value, size_t len, int ttl_s);
+
+/* PING. 0: cb will be called later; -1 not connected (cb not called). */
+int pc_store_ping(struct pc_store *st, pc_store_ping_cb cb, void *arg);
+
+/* Commands sent and not yet answered (for the drain on shutdown). */
+size_t pc_store_pending(const struct pc_store *st);
+
+#endif

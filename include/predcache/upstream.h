@@ -1,0 +1,64 @@
+/*
+ * upstream: forwards requests to the model server with the libcurl multi_socket API,
+ * driven by the worker's event_base (the hiperfifo pattern). Owns the curl multi
+ * handle, its sockets' events and timer, and every transfer in flight. Connections are
+ * kept alive and reused by the multi handle. The only module that includes curl.
+ */
+#ifndef PREDCACHE_UPSTREAM_H
+#define PREDCACHE_UPSTREAM_H
+
+#include <stddef.h>
+
+#include "predcache/buf.h"
+#include "predcache/http.h"
+
+struct event_base;
+struct pc_config;
+struct pc_upstream;
+struct pc_xfer;
+
+enum pc_upstream_error {
+    PC_UP_OK = 0,
+    PC_UP_CONNECT,   /* could not connect / resolve: 502 */
+    PC_UP_TIMEOUT,   /* connect or total timeout: 504 */
+    PC_UP_TOO_LARGE, /* response over the configured maximum: 502 */
+    PC_UP_PROTOCOL,  /* reset, garbage, truncated: 502 */
+};
+
+struct pc_upstream_resp {
+    enum pc_upstream_error error;
+    char errmsg[256];
+    int status;
+    struct pc_header *headers; /* end-to-end response headers, no hop-by-hop ones */
+    size_t n_headers;
+    struct pc_buf body;
+    double total_ms;
+};
+
+/* resp is owned by the upstream and valid only until the callback returns. */
+typedef void (*pc_upstream_cb)(const struct pc_upstream_resp *resp, void *arg);
+
+/* Borrows base and cfg for its lifetime. NULL on failure. */
+struct pc_upstream *pc_upstream_new(struct event_base *base, const struct pc_config *cfg);
+/* Cancels every transfer without calling back, then frees. Accepts NULL. */
+void pc_upstream_free(struct pc_upstream *up);
+
+/*
+ * Starts one transfer: method and target ("/path?query") against the backend base URL,
+ * with the given end-to-end headers (hop-by-hop ones are dropped here) and body.
+ * Borrows headers and body until the callback (it copies what it keeps). timeout_ms
+ * bounds the whole transfer (0: the backend default). The callback is called exactly
+ * once, never from inside pc_upstream_send. NULL when the transfer could not start.
+ */
+struct pc_xfer *pc_upstream_send(struct pc_upstream *up, const char *method, const char *target,
+                                 const struct pc_header *headers, size_t n_headers,
+                                 const char *body, size_t body_len, int timeout_ms,
+                                 pc_upstream_cb cb, void *arg);
+
+/* Transfers in flight. */
+size_t pc_upstream_active(const struct pc_upstream *up);
+
+/* Maps an upstream error to the HTTP status predcache answers with (502 or 504). */
+int pc_upstream_error_status(enum pc_upstream_error e);
+
+#endif

@@ -1,0 +1,47 @@
+/*
+ * worker: one event loop and everything that runs on it: the HTTP listeners, the Redis
+ * store, the upstream multi handle and the metrics. No global mutable state, so that N
+ * workers (one per core, SO_REUSEPORT) are a change of main only.
+ */
+#ifndef PREDCACHE_WORKER_H
+#define PREDCACHE_WORKER_H
+
+#include <stddef.h>
+
+#include "predcache/cachekey.h"
+#include "predcache/metrics.h"
+
+struct event_base;
+struct event;
+struct pc_config;
+struct pc_store;
+struct pc_upstream;
+struct pc_http_server;
+
+struct pc_worker {
+    struct event_base *base;
+    const struct pc_config *cfg;
+    struct pc_store *store;
+    struct pc_upstream *up;
+    struct pc_http_server *data;
+    struct pc_http_server *admin;
+    struct pc_metrics metrics;
+    struct pc_key_params keyp;
+    const char *input_fields[32];
+    int draining;
+    struct event *drain_timer;
+    struct event *drain_deadline;
+};
+
+/* Builds the worker on base (borrowed), binding both listeners. 0 ok; -1 with err. */
+int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc_config *cfg,
+                   char *err, size_t errlen);
+/* Stops accepting and exits the loop once requests and stores are done (bounded). */
+void pc_worker_drain(struct pc_worker *w);
+void pc_worker_release(struct pc_worker *w);
+
+/* Handlers, in proxy.c and admin.c. arg is the worker. */
+void pc_proxy_handle(struct pc_http_req *req, void *arg);
+void pc_admin_handle(struct pc_http_req *req, void *arg);
+
+#endif

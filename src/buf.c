@@ -1,0 +1,121 @@
+/* buf: growable byte buffer and small string helpers. */
+#include "predcache/buf.h"
+
+#include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+void pc_buf_init(struct pc_buf *b)
+{
+    b->data = NULL;
+    b->len = 0;
+    b->cap = 0;
+}
+
+void pc_buf_release(struct pc_buf *b)
+{
+    if (b == NULL)
+        return;
+    free(b->data);
+    pc_buf_init(b);
+}
+
+int pc_buf_reserve(struct pc_buf *b, size_t n)
+{
+    if (b->len + n + 1 <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n + 1) {
+        if (cap > ((size_t)-1) / 2)
+            return -1;
+        cap *= 2;
+    }
+    char *p = realloc(b->data, cap);
+    if (p == NULL)
+        return -1;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+int pc_buf_append(struct pc_buf *b, const void *p, size_t n)
+{
+    if (pc_buf_reserve(b, n) != 0)
+        return -1;
+    if (n > 0)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+int pc_buf_append_str(struct pc_buf *b, const char *s)
+{
+    return pc_buf_append(b, s, strlen(s));
+}
+
+int pc_buf_append_char(struct pc_buf *b, char c)
+{
+    return pc_buf_append(b, &c, 1);
+}
+
+int pc_buf_printf(struct pc_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || pc_buf_reserve(b, (size_t)n) != 0)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+char *pc_buf_steal(struct pc_buf *b, size_t *len)
+{
+    char *p = b->data;
+    if (len != NULL)
+        *len = b->len;
+    pc_buf_init(b);
+    return p;
+}
+
+uint64_t pc_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+int64_t pc_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int pc_strcaseeq(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++) {
+        if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
+            return 0;
+    }
+    return *a == *b;
+}
+
+size_t pc_strlcpy(char *dst, const char *src, size_t size)
+{
+    size_t n = strlen(src);
+    if (size > 0) {
+        size_t c = n < size - 1 ? n : size - 1;
+        memcpy(dst, src, c);
+        dst[c] = '\0';
+    }
+    return n;
+}
