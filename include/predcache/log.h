@@ -6,6 +6,8 @@
 #ifndef PREDCACHE_LOG_H
 #define PREDCACHE_LOG_H
 
+#include <stddef.h>
+
 enum pc_log_level { PC_LOG_DEBUG = 0, PC_LOG_INFO, PC_LOG_WARN, PC_LOG_ERROR };
 
 extern int pc_log_level_current; /* read by the macro; set once at start-up */

@@ -17,6 +17,7 @@ struct pc_config;
 struct pc_store;
 struct pc_upstream;
 struct pc_http_server;
+struct pc_http_req;
 
 struct pc_worker {
     struct event_base *base;
@@ -28,7 +29,8 @@ struct pc_worker {
     struct pc_metrics metrics;
     struct pc_key_params keyp;
     const char *input_fields[32];
-    int draining;
+    int draining; /* SIGTERM seen: listeners closed, finishing what is in flight */
+    int closing;  /* being torn down: callbacks answer at once instead of starting work */
     struct event *drain_timer;
     struct event *drain_deadline;
 };

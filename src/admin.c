@@ -1,0 +1,123 @@
+/*
+ * admin: the admin port. /health (liveness), /ready (Redis and the model server answer
+ * now), /metrics (Prometheus text). Read-only; bound to 127.0.0.1 by default.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "predcache/buf.h"
+#include "predcache/config.h"
+#include "predcache/http.h"
+#include "predcache/log.h"
+#include "predcache/metrics.h"
+#include "predcache/store.h"
+#include "predcache/upstream.h"
+#include "predcache/worker.h"
+
+#define READY_BACKEND_TIMEOUT_MS 2000
+
+/* One /ready probe: waits for both checks, then answers. */
+struct ready_probe {
+    struct pc_http_req *req;
+    int waiting;
+    int redis_ok;
+    int backend_ok;
+    char backend_err[256];
+};
+
+static const struct pc_header json_ct = {(char *)"Content-Type", (char *)"application/json"};
+
+static void ready_maybe_answer(struct ready_probe *pr)
+{
+    if (--pr->waiting > 0)
+        return;
+    char body[512];
+    int ok = pr->redis_ok && pr->backend_ok;
+    int n;
+    if (ok)
+        n = snprintf(body, sizeof body, "{\"ready\":true,\"redis\":\"ok\",\"backend\":\"ok\"}");
+    else
+        n = snprintf(body, sizeof body,
+                     "{\"ready\":false,\"redis\":\"%s\",\"backend\":\"%s\",\"error\":\"%s%s%s\"}",
+                     pr->redis_ok ? "ok" : "down", pr->backend_ok ? "ok" : "down",
+                     pr->redis_ok ? "" : "redis unavailable",
+                     !pr->redis_ok && !pr->backend_ok ? "; " : "",
+                     pr->backend_ok ? "" : "model server unavailable");
+    pc_http_reply(pr->req, ok ? 200 : 503, &json_ct, 1, body, (size_t)n);
+    free(pr);
+}
+
+static void ready_redis_cb(int ok, void *arg)
+{
+    struct ready_probe *pr = arg;
+    pr->redis_ok = ok;
+    ready_maybe_answer(pr);
+}
+
+/* Any HTTP answer from the model server means it is up: its root may well be a 404. */
+static void ready_backend_cb(const struct pc_upstream_resp *r, void *arg)
+{
+    struct ready_probe *pr = arg;
+    pr->backend_ok = r->error == PC_UP_OK;
+    ready_maybe_answer(pr);
+}
+
+static void handle_ready(struct pc_worker *w, struct pc_http_req *req)
+{
+    struct ready_probe *pr = calloc(1, sizeof *pr);
+    if (pr == NULL) {
+        pc_http_reply_error(req, 503, "out of memory");
+        return;
+    }
+    pr->req = req;
+    pr->waiting = 3; /* two checks, plus this function's own hold until both are started */
+    if (pc_store_ping(w->store, ready_redis_cb, pr) != 0)
+        pr->waiting--;
+    if (pc_upstream_send(w->up, "GET", "/", NULL, 0, NULL, 0, READY_BACKEND_TIMEOUT_MS,
+                         ready_backend_cb, pr) == NULL)
+        pr->waiting--;
+    ready_maybe_answer(pr);
+}
+
+static void handle_metrics(struct pc_worker *w, struct pc_http_req *req)
+{
+    struct pc_buf b;
+    pc_buf_init(&b);
+    w->metrics.redis_up = pc_store_ready(w->store);
+    if (pc_metrics_render(&w->metrics, &b) != 0) {
+        pc_buf_release(&b);
+        pc_http_reply_error(req, 503, "out of memory");
+        return;
+    }
+    struct pc_header ct = {(char *)"Content-Type", (char *)"text/plain; version=0.0.4"};
+    pc_http_reply(req, 200, &ct, 1, b.data, b.len);
+    pc_buf_release(&b);
+}
+
+void pc_admin_handle(struct pc_http_req *req, void *arg)
+{
+    struct pc_worker *w = arg;
+    const char *path = pc_http_req_path(req);
+    const char *method = pc_http_req_method(req);
+    int known = strcmp(path, "/health") == 0 || strcmp(path, "/ready") == 0 ||
+                strcmp(path, "/metrics") == 0;
+    if (!known) {
+        pc_http_reply_error(req, 404, "no such admin endpoint");
+        return;
+    }
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        struct pc_header h[2] = {json_ct, {(char *)"Allow", (char *)"GET, HEAD"}};
+        const char *body = "{\"error\":\"method not allowed\"}";
+        pc_http_reply(req, 405, h, 2, body, strlen(body));
+        return;
+    }
+    if (strcmp(path, "/health") == 0) {
+        const char *body = w->draining ? "{\"status\":\"draining\"}" : "{\"status\":\"ok\"}";
+        pc_http_reply(req, 200, &json_ct, 1, body, strlen(body));
+    } else if (strcmp(path, "/ready") == 0) {
+        handle_ready(w, req);
+    } else {
+        handle_metrics(w, req);
+    }
+}

@@ -1,0 +1,401 @@
+/*
+ * store: Redis through hiredis async on the worker's event_base.
+ *
+ *     CLOSED --connect()--> CONNECTING --onConnect ok--> CONNECTED
+ *       ^                      |  connect timer / onConnect error       |
+ *       |                      v                                        |
+ *       +---- retry timer <-- (backoff 100 ms .. 2 s) <-- onDisconnect, command timeout
+ *
+ * hiredis 0.14 has no timeouts of its own: the connect timer and one timer per command
+ * are libevent timers here. A command that times out is answered PC_STORE_ERROR at once
+ * and the whole connection is dropped (from a deferred event, never from inside a
+ * hiredis callback), so a stalled Redis cannot pile up commands; hiredis then calls the
+ * remaining callbacks with a NULL reply, which we have already answered or answer now.
+ * To drop a context we own, ac->data is cleared first so its callbacks know it is gone.
+ */
+#include "predcache/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+
+#include "predcache/buf.h"
+#include "predcache/config.h"
+#include "predcache/log.h"
+#include "predcache/metrics.h"
+
+#define PC_STORE_BACKOFF_MIN_MS 100
+#define PC_STORE_BACKOFF_MAX_MS 2000
+
+enum store_state { ST_CLOSED, ST_CONNECTING, ST_CONNECTED };
+enum cmd_kind { CMD_GET, CMD_SET, CMD_PING, CMD_SETUP };
+
+struct pc_store {
+    struct event_base *base;
+    const struct pc_config *cfg;
+    struct pc_metrics *m;
+    redisAsyncContext *ac;
+    enum store_state state;
+    struct event *connect_timer;
+    struct event *retry_timer;
+    struct event *reset_ev; /* drops the connection outside hiredis callbacks */
+    int backoff_ms;
+    size_t pending;
+};
+
+/* One command in flight. Owned by hiredis (freed in cmd_reply_cb, which always runs). */
+struct cmd {
+    struct pc_store *st;
+    enum cmd_kind kind;
+    pc_store_get_cb get_cb;
+    pc_store_ping_cb ping_cb;
+    void *arg;
+    struct event *timer;
+    int answered; /* the caller's callback has run (reply or timeout) */
+    uint64_t start_us;
+};
+
+static void store_connect(struct pc_store *st);
+
+static void set_state(struct pc_store *st, enum store_state s)
+{
+    static const char *const names[] = {"CLOSED", "CONNECTING", "CONNECTED"};
+    if (st->state != s)
+        pc_log(PC_LOG_DEBUG, "store: %s -> %s", names[st->state], names[s]);
+    st->state = s;
+    st->m->redis_up = s == ST_CONNECTED;
+}
+
+static void schedule_retry(struct pc_store *st)
+{
+    set_state(st, ST_CLOSED);
+    event_del(st->connect_timer);
+    struct timeval tv = {st->backoff_ms / 1000, (st->backoff_ms % 1000) * 1000};
+    event_add(st->retry_timer, &tv);
+    st->backoff_ms *= 2;
+    if (st->backoff_ms > PC_STORE_BACKOFF_MAX_MS)
+        st->backoff_ms = PC_STORE_BACKOFF_MAX_MS;
+}
+
+/* Drops our context. Never call from inside a hiredis callback. */
+static void store_drop(struct pc_store *st)
+{
+    redisAsyncContext *ac = st->ac;
+    st->ac = NULL;
+    if (ac != NULL) {
+        ac->data = NULL;
+        redisAsyncFree(ac); /* calls every pending callback with a NULL reply */
+    }
+}
+
+/* Answers the caller of cmd once, with the outcome of reply (NULL: failed). */
+static void cmd_answer(struct cmd *c, redisReply *r)
+{
+    if (c->answered)
+        return;
+    c->answered = 1;
+    struct pc_store *st = c->st;
+    if (r != NULL) /* Redis answers: a paused Redis that still accepts TCP does not */
+        st->backoff_ms = PC_STORE_BACKOFF_MIN_MS;
+    double secs = (double)(pc_now_us() - c->start_us) / 1e6;
+    switch (c->kind) {
+    case CMD_GET:
+        if (r != NULL && r->type == REDIS_REPLY_STRING) {
+            st->m->redis_get_ok++;
+            pc_hist_observe(&st->m->h_redis_get, secs);
+            c->get_cb(PC_STORE_HIT, r->str, r->len, c->arg);
+        } else if (r != NULL && r->type == REDIS_REPLY_NIL) {
+            st->m->redis_get_ok++;
+            pc_hist_observe(&st->m->h_redis_get, secs);
+            c->get_cb(PC_STORE_MISS, NULL, 0, c->arg);
+        } else {
+            st->m->redis_get_failed++;
+            c->get_cb(PC_STORE_ERROR, NULL, 0, c->arg);
+        }
+        break;
+    case CMD_SET:
+        if (r != NULL && r->type == REDIS_REPLY_STATUS) {
+            st->m->store_ok++;
+            pc_hist_observe(&st->m->h_redis_set, secs);
+        } else {
+            st->m->store_failed++;
+            pc_log(PC_LOG_WARN, "store: SET failed: %s",
+                   r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
+        }
+        break;
+    case CMD_PING:
+        c->ping_cb(r != NULL && r->type == REDIS_REPLY_STATUS, c->arg);
+        break;
+    case CMD_SETUP:
+        if (r != NULL && r->type == REDIS_REPLY_ERROR) {
+            pc_log(PC_LOG_ERROR, "store: Redis refused AUTH/SELECT: %s", r->str);
+            event_active(st->reset_ev, EV_TIMEOUT, 0);
+        }
+        break;
+    }
+}
+
+static void cmd_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    struct cmd *c = priv;
+    cmd_answer(c, reply);
+    c->st->pending--;
+    c->st->m->store_pending = (int64_t)c->st->pending;
+    event_free(c->timer);
+    free(c);
+}
+
+static void cmd_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct cmd *c = arg;
+    struct pc_store *st = c->st;
+    pc_log(PC_LOG_WARN, "store: Redis command timed out after %d ms; reconnecting",
+           st->cfg->redis_timeout_ms);
+    cmd_answer(c, NULL);
+    event_active(st->reset_ev, EV_TIMEOUT, 0);
+}
+
+/* Sends one command; c is owned by hiredis from here on. 0 ok, -1 failed (c freed). */
+static int cmd_send(struct pc_store *st, struct cmd *c, int argc, const char **argv,
+                    const size_t *argvlen)
+{
+    c->st = st;
+    c->start_us = pc_now_us();
+    c->timer = evtimer_new(st->base, cmd_timeout_cb, c);
+    if (c->timer == NULL ||
+        redisAsyncCommandArgv(st->ac, cmd_reply_cb, c, argc, argv, argvlen) != REDIS_OK) {
+        if (c->timer)
+            event_free(c->timer);
+        free(c);
+        return -1;
+    }
+    int ms = st->cfg->redis_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+    st->pending++;
+    st->m->store_pending = (int64_t)st->pending;
+    return 0;
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct pc_store *st = ac->data;
+    if (st == NULL)
+        return;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback. */
+        pc_log(PC_LOG_WARN, "store: cannot connect to Redis %s:%d: %s; retry in %d ms",
+               st->cfg->redis_host, st->cfg->redis_port, ac->errstr, st->backoff_ms);
+        st->ac = NULL;
+        schedule_retry(st);
+        return;
+    }
+    event_del(st->connect_timer);
+    set_state(st, ST_CONNECTED); /* backoff resets on the first answered command */
+    pc_log(PC_LOG_INFO, "store: connected to Redis %s:%d", st->cfg->redis_host,
+           st->cfg->redis_port);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    (void)status;
+    struct pc_store *st = ac->data;
+    if (st == NULL)
+        return; /* we dropped it ourselves */
+    pc_log(PC_LOG_WARN, "store: lost Redis connection: %s",
+           ac->err ? ac->errstr : "closed by server");
+    st->ac = NULL; /* hiredis frees it after this callback */
+    schedule_retry(st);
+}
+
+static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_store *st = arg;
+    if (st->state != ST_CONNECTING)
+        return;
+    pc_log(PC_LOG_WARN, "store: Redis connect timed out; retry in %d ms", st->backoff_ms);
+    store_drop(st);
+    schedule_retry(st);
+}
+
+static void reset_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_store *st = arg;
+    if (st->ac == NULL)
+        return;
+    store_drop(st);
+    schedule_retry(st);
+}
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    store_connect(arg);
+}
+
+/* Queues AUTH and SELECT behind the connect: hiredis sends them first once connected. */
+static void send_setup(struct pc_store *st)
+{
+    const struct pc_config *cfg = st->cfg;
+    if (cfg->redis_password[0] != '\0') {
+        struct cmd *c = calloc(1, sizeof *c);
+        const char *argv[] = {"AUTH", cfg->redis_password};
+        size_t lens[] = {4, strlen(cfg->redis_password)};
+        if (c != NULL) {
+            c->kind = CMD_SETUP;
+            cmd_send(st, c, 2, argv, lens);
+        }
+    }
+    if (cfg->redis_db != 0) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", cfg->redis_db);
+        struct cmd *c = calloc(1, sizeof *c);
+        const char *argv[] = {"SELECT", db};
+        size_t lens[] = {6, strlen(db)};
+        if (c != NULL) {
+            c->kind = CMD_SETUP;
+            cmd_send(st, c, 2, argv, lens);
+        }
+    }
+}
+
+static void store_connect(struct pc_store *st)
+{
+    st->m->redis_reconnects++;
+    redisAsyncContext *ac = redisAsyncConnect(st->cfg->redis_host, st->cfg->redis_port);
+    if (ac == NULL || ac->err) {
+        pc_log(PC_LOG_WARN, "store: cannot connect to Redis: %s",
+               ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        schedule_retry(st);
+        return;
+    }
+    ac->data = st;
+    if (redisLibeventAttach(ac, st->base) != REDIS_OK) {
+        ac->data = NULL;
+        redisAsyncFree(ac);
+        schedule_retry(st);
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    st->ac = ac;
+    set_state(st, ST_CONNECTING);
+    int ms = st->cfg->redis_timeout_ms < 1000 ? 1000 : st->cfg->redis_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(st->connect_timer, &tv);
+    send_setup(st);
+}
+
+struct pc_store *pc_store_new(struct event_base *base, const struct pc_config *cfg,
+                              struct pc_metrics *metrics)
+{
+    struct pc_store *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return NULL;
+    st->base = base;
+    st->cfg = cfg;
+    st->m = metrics;
+    st->backoff_ms = PC_STORE_BACKOFF_MIN_MS;
+    st->connect_timer = evtimer_new(base, connect_timeout_cb, st);
+    st->retry_timer = evtimer_new(base, retry_cb, st);
+    st->reset_ev = event_new(base, -1, 0, reset_cb, st);
+    if (st->connect_timer == NULL || st->retry_timer == NULL || st->reset_ev == NULL) {
+        pc_store_free(st);
+        return NULL;
+    }
+    store_connect(st);
+    return st;
+}
+
+void pc_store_free(struct pc_store *st)
+{
+    if (st == NULL)
+        return;
+    store_drop(st);
+    if (st->connect_timer)
+        event_free(st->connect_timer);
+    if (st->retry_timer)
+        event_free(st->retry_timer);
+    if (st->reset_ev)
+        event_free(st->reset_ev);
+    free(st);
+}
+
+int pc_store_ready(const struct pc_store *st)
+{
+    return st->state == ST_CONNECTED;
+}
+
+int pc_store_get(struct pc_store *st, const char *key, pc_store_get_cb cb, void *arg)
+{
+    if (st->state != ST_CONNECTED) {
+        st->m->redis_get_failed++;
+        return -1;
+    }
+    struct cmd *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return -1;
+    c->kind = CMD_GET;
+    c->get_cb = cb;
+    c->arg = arg;
+    const char *argv[] = {"GET", key};
+    size_t lens[] = {3, strlen(key)};
+    if (cmd_send(st, c, 2, argv, lens) != 0) {
+        st->m->redis_get_failed++;
+        return -1;
+    }
+    return 0;
+}
+
+int pc_store_set(struct pc_store *st, const char *key, const char *value, size_t len, int ttl_s)
+{
+    struct cmd *c = NULL;
+    if (st->state != ST_CONNECTED || (c = calloc(1, sizeof *c)) == NULL) {
+        st->m->store_failed++;
+        return -1;
+    }
+    c->kind = CMD_SET;
+    char ttl[16];
+    snprintf(ttl, sizeof ttl, "%d", ttl_s);
+    const char *argv[] = {"SET", key, value, "EX", ttl};
+    size_t lens[] = {3, strlen(key), len, 2, strlen(ttl)};
+    if (cmd_send(st, c, 5, argv, lens) != 0) {
+        st->m->store_failed++;
+        return -1;
+    }
+    return 0;
+}
+
+int pc_store_ping(struct pc_store *st, pc_store_ping_cb cb, void *arg)
+{
+    if (st->state != ST_CONNECTED)
+        return -1;
+    struct cmd *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return -1;
+    c->kind = CMD_PING;
+    c->ping_cb = cb;
+    c->arg = arg;
+    const char *argv[] = {"PING"};
+    size_t lens[] = {4};
+    return cmd_send(st, c, 1, argv, lens);
+}
+
+size_t pc_store_pending(const struct pc_store *st)
+{
+    return st->pending;
+}

@@ -1,0 +1,419 @@
+/*
+ * upstream: the model server client, libcurl multi_socket on the worker's event_base.
+ *
+ *     pc_upstream_send --add_handle--> curl asks for socket watches (sock_cb) and a timer
+ *     (timer_cb); libevent calls event_cb / timeout_cb --> curl_multi_socket_action -->
+ *     check_done --> finish() --> caller's callback --> easy handle cleaned up.
+ *
+ * The pattern is curl's hiperfifo example. curl is never called from inside one of its
+ * own callbacks: timer_cb only arms a libevent timer. A socket's struct is not touched
+ * after curl_multi_socket_action returns, since CURL_POLL_REMOVE may have freed it.
+ * Connections stay in the multi handle's cache and are reused across transfers.
+ */
+#include "predcache/upstream.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+
+#include "predcache/config.h"
+#include "predcache/log.h"
+
+struct pc_upstream {
+    struct event_base *base;
+    const struct pc_config *cfg;
+    CURLM *multi;
+    struct event *timer;
+    struct pc_xfer *xfers; /* every transfer in flight, for pc_upstream_free */
+    size_t active;
+    char base_url[1024]; /* without a trailing '/' */
+};
+
+struct sock_watch {
+    struct event *ev;
+    struct pc_upstream *up;
+};
+
+struct pc_xfer {
+    struct pc_upstream *up;
+    CURL *easy;
+    struct curl_slist *req_headers;
+    pc_upstream_cb cb;
+    void *arg;
+    struct pc_upstream_resp resp;
+    size_t headers_cap;
+    int too_large;
+    char errbuf[CURL_ERROR_SIZE];
+    struct pc_xfer *prev, *next;
+};
+
+static void check_done(struct pc_upstream *up);
+
+int pc_upstream_error_status(enum pc_upstream_error e)
+{
+    return e == PC_UP_TIMEOUT ? 504 : 502;
+}
+
+/* ---- transfer bookkeeping ---------------------------------------------------------- */
+
+static void resp_clear(struct pc_upstream_resp *r, size_t n_cap)
+{
+    (void)n_cap;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        free(r->headers[i].name);
+        free(r->headers[i].value);
+    }
+    r->n_headers = 0;
+}
+
+static void xfer_free(struct pc_xfer *x)
+{
+    struct pc_upstream *up = x->up;
+    if (x->prev)
+        x->prev->next = x->next;
+    else
+        up->xfers = x->next;
+    if (x->next)
+        x->next->prev = x->prev;
+    up->active--;
+    curl_multi_remove_handle(up->multi, x->easy);
+    curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->req_headers);
+    resp_clear(&x->resp, x->headers_cap);
+    free(x->resp.headers);
+    pc_buf_release(&x->resp.body);
+    free(x);
+}
+
+static enum pc_upstream_error map_error(CURLcode rc, int too_large)
+{
+    switch (rc) {
+    case CURLE_OK:
+        return PC_UP_OK;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+        return PC_UP_CONNECT;
+    case CURLE_OPERATION_TIMEDOUT:
+        return PC_UP_TIMEOUT;
+    case CURLE_WRITE_ERROR:
+        return too_large ? PC_UP_TOO_LARGE : PC_UP_PROTOCOL;
+    default:
+        return PC_UP_PROTOCOL;
+    }
+}
+
+/* The transfer is over: fill in the answer, call back once, free everything. */
+static void finish(struct pc_xfer *x, CURLcode rc)
+{
+    struct pc_upstream_resp *r = &x->resp;
+    long status = 0;
+    double total = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &total);
+    r->status = (int)status;
+    r->total_ms = total * 1000.0;
+    r->error = map_error(rc, x->too_large);
+    if (r->error == PC_UP_TOO_LARGE)
+        snprintf(r->errmsg, sizeof r->errmsg, "model server response larger than %zu bytes",
+                 x->up->cfg->backend_max_response_bytes);
+    else if (r->error != PC_UP_OK)
+        snprintf(r->errmsg, sizeof r->errmsg, "%s",
+                 x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+    if (r->body.data == NULL)
+        pc_buf_append(&r->body, "", 0);
+    curl_multi_remove_handle(x->up->multi, x->easy);
+    x->cb(r, x->arg);
+    xfer_free(x);
+}
+
+static void check_done(struct pc_upstream *up)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(up->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        struct pc_xfer *x = NULL;
+        CURLcode rc = msg->data.result;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        finish(x, rc);
+    }
+}
+
+/* ---- event loop glue --------------------------------------------------------------- */
+
+static void event_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct pc_upstream *up = arg;
+    int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int running;
+    curl_multi_socket_action(up->multi, fd, action, &running);
+    check_done(up);
+}
+
+static void timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_upstream *up = arg;
+    int running;
+    curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(up);
+}
+
+/* CURLMOPT_TIMERFUNCTION: only arms our timer; curl must not be called from here. */
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    (void)multi;
+    struct pc_upstream *up = userp;
+    if (timeout_ms < 0) {
+        evtimer_del(up->timer);
+        return 0;
+    }
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    evtimer_add(up->timer, &tv);
+    return 0;
+}
+
+/* CURLMOPT_SOCKETFUNCTION: keeps one libevent event per socket curl watches. */
+static int sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    (void)easy;
+    struct pc_upstream *up = userp;
+    struct sock_watch *w = socketp;
+    if (what == CURL_POLL_REMOVE) {
+        if (w != NULL) {
+            event_free(w->ev);
+            free(w);
+            curl_multi_assign(up->multi, s, NULL);
+        }
+        return 0;
+    }
+    short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
+                         ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
+    if (w == NULL) {
+        w = calloc(1, sizeof *w);
+        if (w == NULL)
+            return -1;
+        w->up = up;
+        curl_multi_assign(up->multi, s, w);
+    } else {
+        event_free(w->ev);
+    }
+    w->ev = event_new(up->base, s, kind, event_cb, up);
+    if (w->ev == NULL)
+        return -1;
+    event_add(w->ev, NULL);
+    return 0;
+}
+
+/* ---- per-transfer callbacks -------------------------------------------------------- */
+
+static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+    struct pc_xfer *x = userdata;
+    size_t n = size * nmemb;
+    if (x->resp.body.len + n > x->up->cfg->backend_max_response_bytes) {
+        x->too_large = 1;
+        return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+    }
+    if (pc_buf_append(&x->resp.body, ptr, n) != 0)
+        return 0;
+    return n;
+}
+
+/* Keeps the end-to-end headers of the final response (a 100 Continue resets them). */
+static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
+{
+    struct pc_xfer *x = userdata;
+    size_t n = size * nitems;
+    if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        resp_clear(&x->resp, x->headers_cap);
+        return n;
+    }
+    const char *colon = memchr(line, ':', n);
+    if (colon == NULL)
+        return n; /* the blank line that ends the head */
+    size_t nl = (size_t)(colon - line);
+    const char *v = colon + 1, *end = line + n;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    char *name = strndup(line, nl);
+    if (name == NULL)
+        return 0;
+    if (pc_http_is_hop_by_hop(name) || pc_strcaseeq(name, "content-length")) {
+        free(name);
+        return n;
+    }
+    if (x->resp.n_headers == x->headers_cap) {
+        size_t cap = x->headers_cap ? x->headers_cap * 2 : 16;
+        if (cap > 256) { /* a model server with hundreds of headers: keep the first ones */
+            free(name);
+            return n;
+        }
+        struct pc_header *h = realloc(x->resp.headers, cap * sizeof *h);
+        if (h == NULL) {
+            free(name);
+            return 0;
+        }
+        x->resp.headers = h;
+        x->headers_cap = cap;
+    }
+    struct pc_header *h = &x->resp.headers[x->resp.n_headers];
+    h->name = name;
+    h->value = strndup(v, (size_t)(end - v));
+    if (h->value == NULL) {
+        free(name);
+        return 0;
+    }
+    x->resp.n_headers++;
+    return n;
+}
+
+/* ---- public ------------------------------------------------------------------------ */
+
+struct pc_upstream *pc_upstream_new(struct event_base *base, const struct pc_config *cfg)
+{
+    struct pc_upstream *up = calloc(1, sizeof *up);
+    if (up == NULL)
+        return NULL;
+    up->base = base;
+    up->cfg = cfg;
+    pc_strlcpy(up->base_url, cfg->backend_url, sizeof up->base_url);
+    size_t bl = strlen(up->base_url);
+    while (bl > 0 && up->base_url[bl - 1] == '/')
+        up->base_url[--bl] = '\0';
+    up->multi = curl_multi_init();
+    up->timer = evtimer_new(base, timeout_cb, up);
+    if (up->multi == NULL || up->timer == NULL) {
+        pc_upstream_free(up);
+        return NULL;
+    }
+    curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
+    curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
+    curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
+    curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, 256L);
+    return up;
+}
+
+void pc_upstream_free(struct pc_upstream *up)
+{
+    if (up == NULL)
+        return;
+    while (up->xfers != NULL)
+        xfer_free(up->xfers);
+    if (up->multi)
+        curl_multi_cleanup(up->multi);
+    if (up->timer)
+        event_free(up->timer);
+    free(up);
+}
+
+size_t pc_upstream_active(const struct pc_upstream *up)
+{
+    return up->active;
+}
+
+/* Request headers for curl: end-to-end ones only, and none that curl must own. */
+static struct curl_slist *build_headers(const struct pc_header *headers, size_t n)
+{
+    struct curl_slist *list = NULL, *t;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = headers[i].name;
+        if (pc_http_is_hop_by_hop(name) || pc_strcaseeq(name, "host") ||
+            pc_strcaseeq(name, "content-length") || pc_strcaseeq(name, "expect"))
+            continue;
+        char line[8192];
+        int len;
+        if (headers[i].value[0] == '\0')
+            len = snprintf(line, sizeof line, "%s;", name); /* curl's form for empty values */
+        else
+            len = snprintf(line, sizeof line, "%s: %s", name, headers[i].value);
+        if (len < 0 || (size_t)len >= sizeof line)
+            continue;
+        if ((t = curl_slist_append(list, line)) == NULL)
+            goto fail;
+        list = t;
+    }
+    /* No "Expect: 100-continue" round trip to the model server. */
+    if ((t = curl_slist_append(list, "Expect:")) == NULL)
+        goto fail;
+    return t;
+fail:
+    curl_slist_free_all(list);
+    return NULL;
+}
+
+struct pc_xfer *pc_upstream_send(struct pc_upstream *up, const char *method, const char *target,
+                                 const struct pc_header *headers, size_t n_headers,
+                                 const char *body, size_t body_len, int timeout_ms,
+                                 pc_upstream_cb cb, void *arg)
+{
+    struct pc_xfer *x = calloc(1, sizeof *x);
+    if (x == NULL)
+        return NULL;
+    x->up = up;
+    x->cb = cb;
+    x->arg = arg;
+    pc_buf_init(&x->resp.body);
+    x->easy = curl_easy_init();
+    x->req_headers = build_headers(headers, n_headers);
+    struct pc_buf url;
+    pc_buf_init(&url);
+    if (x->easy == NULL || x->req_headers == NULL || pc_buf_append_str(&url, up->base_url) != 0 ||
+        pc_buf_append_str(&url, target) != 0)
+        goto fail;
+
+    CURL *e = x->easy;
+    curl_easy_setopt(e, CURLOPT_URL, url.data);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROXY, "");     /* never an http_proxy from the environment */
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L); /* forward the path exactly as received */
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->req_headers);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)up->cfg->backend_connect_timeout_ms);
+    long total = timeout_ms > 0 && timeout_ms < up->cfg->backend_timeout_ms
+                     ? timeout_ms
+                     : up->cfg->backend_timeout_ms;
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, total);
+    if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (strcmp(method, "GET") != 0 || body_len > 0) {
+        if (strcmp(method, "POST") != 0)
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+        /* Not copied: the caller keeps body alive until the callback. */
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body_len > 0 ? body : "");
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    }
+    pc_buf_release(&url);
+
+    if (curl_multi_add_handle(up->multi, e) != CURLM_OK)
+        goto fail_easy;
+    x->next = up->xfers;
+    if (up->xfers)
+        up->xfers->prev = x;
+    up->xfers = x;
+    up->active++;
+    return x;
+
+fail:
+    pc_buf_release(&url);
+fail_easy:
+    if (x->easy)
+        curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->req_headers);
+    free(x);
+    return NULL;
+}

@@ -1,0 +1,124 @@
+/*
+ * worker: wires one event loop: listeners -> proxy/admin handlers -> store + upstream.
+ * Also runs the drain on shutdown: stop accepting, then poll until no request is in
+ * flight and no Redis command is pending, or until drain_timeout_ms has passed.
+ */
+#include "predcache/worker.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "predcache/config.h"
+#include "predcache/http.h"
+#include "predcache/log.h"
+#include "predcache/store.h"
+#include "predcache/upstream.h"
+
+#define DRAIN_POLL_MS 20
+
+int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc_config *cfg,
+                   char *err, size_t errlen)
+{
+    memset(w, 0, sizeof *w);
+    w->base = base;
+    w->cfg = cfg;
+    pc_metrics_init(&w->metrics);
+    for (size_t i = 0; i < cfg->n_input_fields && i < 32; i++)
+        w->input_fields[i] = cfg->input_fields[i];
+    w->keyp = (struct pc_key_params){
+        .namespace_ = cfg->namespace_,
+        .prefix = cfg->key_prefix,
+        .input_fields = w->input_fields,
+        .n_input_fields = cfg->n_input_fields,
+        .path_field = cfg->path_field,
+    };
+    struct pc_http_limits lim = {
+        .max_header_bytes = cfg->max_header_bytes,
+        .max_body_bytes = cfg->max_body_bytes,
+        .idle_timeout_ms = cfg->idle_timeout_ms,
+        .max_connections = cfg->max_connections,
+    };
+    w->up = pc_upstream_new(base, cfg);
+    if (w->up == NULL) {
+        snprintf(err, errlen, "cannot create the model server client");
+        return -1;
+    }
+    w->data = pc_http_server_new(base, cfg->listen, &lim, pc_proxy_handle, w, err, errlen);
+    if (w->data == NULL)
+        return -1;
+    struct pc_http_limits admin_lim = lim;
+    admin_lim.max_body_bytes = 65536; /* the admin port takes no large bodies */
+    w->admin =
+        pc_http_server_new(base, cfg->admin_listen, &admin_lim, pc_admin_handle, w, err, errlen);
+    if (w->admin == NULL)
+        return -1;
+    w->store = pc_store_new(base, cfg, &w->metrics);
+    if (w->store == NULL) {
+        snprintf(err, errlen, "cannot create the Redis client");
+        return -1;
+    }
+    return 0;
+}
+
+static void drain_check(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_worker *w = arg;
+    if (w->metrics.in_flight > 0 || pc_store_pending(w->store) > 0)
+        return;
+    pc_log(PC_LOG_INFO, "drain: done");
+    event_base_loopexit(w->base, NULL);
+}
+
+static void drain_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_worker *w = arg;
+    pc_log(PC_LOG_WARN, "drain: %lld requests and %zu stores still pending after %d ms; exiting",
+           (long long)w->metrics.in_flight, pc_store_pending(w->store), w->cfg->drain_timeout_ms);
+    event_base_loopexit(w->base, NULL);
+}
+
+void pc_worker_drain(struct pc_worker *w)
+{
+    if (w->draining)
+        return;
+    w->draining = 1;
+    pc_log(PC_LOG_INFO, "drain: stopped accepting; %lld requests in flight",
+           (long long)w->metrics.in_flight);
+    pc_http_server_stop_accepting(w->data);
+    pc_http_server_stop_accepting(w->admin);
+    struct timeval poll = {0, DRAIN_POLL_MS * 1000};
+    struct timeval dl = {w->cfg->drain_timeout_ms / 1000, (w->cfg->drain_timeout_ms % 1000) * 1000};
+    w->drain_timer = event_new(w->base, -1, EV_PERSIST, drain_check, w);
+    w->drain_deadline = evtimer_new(w->base, drain_deadline, w);
+    if (w->drain_timer == NULL || w->drain_deadline == NULL) {
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
+    event_add(w->drain_timer, &poll);
+    event_add(w->drain_deadline, &dl);
+}
+
+/*
+ * Order matters: listeners first (requests still held by the proxy become orphans),
+ * then the store (its pending callbacks see w->closing), then the upstream (transfers
+ * are dropped without callbacks).
+ */
+void pc_worker_release(struct pc_worker *w)
+{
+    w->closing = 1;
+    pc_http_server_free(w->data);
+    pc_http_server_free(w->admin);
+    pc_store_free(w->store);
+    pc_upstream_free(w->up);
+    if (w->drain_timer)
+        event_free(w->drain_timer);
+    if (w->drain_deadline)
+        event_free(w->drain_deadline);
+    memset(w, 0, sizeof *w);
+}
