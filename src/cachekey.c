@@ -1,0 +1,459 @@
+/*
+ * cachekey: derives the v1 cache key of a predict request.
+ *
+ *     body --parse (json-c, strict, depth 64)--> object?
+ *        |-- holds input fields --> canonical JSON of those fields    (PC_KEY_FIELDS)
+ *        |-- holds only a string path field --> "path:" + path         (PC_KEY_PATH)
+ *        `-- anything else, or not JSON --> raw body bytes             (PC_KEY_RAW)
+ *     key = prefix "v1:" hex(SHA-256(namespace "\n" route "\n" input))
+ *
+ * Safety rule: two bodies may share a key only when the model would see the same input.
+ * json-c cannot always tell values apart (integers beyond 64 bits saturate, lone UTF-16
+ * surrogates become U+FFFD, a "\u0000" in a key truncates it), so when a body holds such a
+ * value its JSON reading is refused and it is keyed by its raw bytes instead: a cache miss
+ * is cheap, a wrong answer is not.
+ */
+#include "predcache/cachekey.h"
+
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <json-c/json.h>
+#include <openssl/evp.h>
+
+#define PC_JSON_DEPTH 64
+#define PC_KEY_VERSION "v1:"
+#define PC_SHA256_LEN 32
+
+/* Bytes of U+FFFD, which json-c writes in place of a lone surrogate escape. */
+static const char replacement_char[] = "\xEF\xBF\xBD";
+
+static void set_err(char *err, size_t errlen, const char *msg, const char *detail, size_t off)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    if (detail != NULL)
+        snprintf(err, errlen, "%s: %s at offset %zu", msg, detail, off);
+    else
+        snprintf(err, errlen, "%s", msg);
+}
+
+static int is_json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/*
+ * Parses exactly one JSON value filling s[0..len) (the text need not be NUL-terminated).
+ * Strict mode so that texts a JSON model server would reject (comments, trailing commas)
+ * do not share a key with valid ones. 0 ok with *root a new reference the caller puts
+ * (NULL for the JSON null); -1 with the reason in err.
+ */
+static int parse_json(const char *s, size_t len, struct json_object **root, char *err,
+                      size_t errlen)
+{
+    static const char what[] = "request body is not valid JSON";
+    if (len == 0) {
+        set_err(err, errlen, what, "empty body", 0);
+        return -1;
+    }
+    if (len >= INT_MAX) { /* json-c takes an int length */
+        set_err(err, errlen, what, "body too large to parse", 0);
+        return -1;
+    }
+    struct json_tokener *tok = json_tokener_new_ex(PC_JSON_DEPTH);
+    if (tok == NULL) {
+        set_err(err, errlen, "out of memory", NULL, 0);
+        return -1;
+    }
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
+    struct json_object *v = json_tokener_parse_ex(tok, s, (int)len);
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    size_t end = json_tokener_get_parse_end(tok);
+    if (jerr == json_tokener_continue) {
+        /* A number has no end mark of its own: a NUL tells json-c the input is over. */
+        v = json_tokener_parse_ex(tok, "", 1);
+        jerr = json_tokener_get_error(tok);
+        end = len;
+    }
+    json_tokener_free(tok);
+    if (jerr != json_tokener_success) {
+        json_object_put(v);
+        set_err(err, errlen, what, json_tokener_error_desc(jerr), end);
+        return -1;
+    }
+    for (size_t i = end; i < len; i++) {
+        if (!is_json_space(s[i])) {
+            json_object_put(v);
+            set_err(err, errlen, what, "trailing data after the value", i);
+            return -1;
+        }
+    }
+    *root = v;
+    return 0;
+}
+
+/* Appends s[0..n) as a JSON string: one fixed escaping, every other byte verbatim. */
+static int canon_string(const char *s, size_t n, struct pc_buf *out)
+{
+    if (memmem(s, n, replacement_char, sizeof replacement_char - 1) != NULL)
+        return -1; /* may stand for any lone surrogate: not exact */
+    int rc = pc_buf_append_char(out, '"');
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '"':
+            rc = pc_buf_append(out, "\\\"", 2);
+            break;
+        case '\\':
+            rc = pc_buf_append(out, "\\\\", 2);
+            break;
+        case '\b':
+            rc = pc_buf_append(out, "\\b", 2);
+            break;
+        case '\f':
+            rc = pc_buf_append(out, "\\f", 2);
+            break;
+        case '\n':
+            rc = pc_buf_append(out, "\\n", 2);
+            break;
+        case '\r':
+            rc = pc_buf_append(out, "\\r", 2);
+            break;
+        case '\t':
+            rc = pc_buf_append(out, "\\t", 2);
+            break;
+        default:
+            if (c < 0x20)
+                rc = pc_buf_printf(out, "\\u%04x", c);
+            else
+                rc = pc_buf_append_char(out, (char)c);
+        }
+    }
+    return rc == 0 ? pc_buf_append_char(out, '"') : -1;
+}
+
+/*
+ * json-c saturates integers outside int64/uint64 to INT64_MIN or UINT64_MAX, so those two
+ * values are ambiguous and refused; everything else is printed exactly.
+ */
+static int canon_int(struct json_object *v, struct pc_buf *out)
+{
+    int64_t i = json_object_get_int64(v);
+    if (i == INT64_MIN)
+        return -1;
+    if (i < INT64_MAX)
+        return pc_buf_printf(out, "%" PRId64, i);
+    uint64_t u = json_object_get_uint64(v);
+    if (u == UINT64_MAX)
+        return -1;
+    return pc_buf_printf(out, "%" PRIu64, u);
+}
+
+/*
+ * Integral doubles below 2^53 print as integers (1.0, 1e0 and 1 agree); others print in
+ * the shortest %.15g..%.17g form that reads back to the same double. Non-finite values
+ * (NaN, Infinity, overflow such as 1e400) are refused rather than given a spelling.
+ */
+static int canon_double(double d, struct pc_buf *out)
+{
+    if (!isfinite(d))
+        return -1;
+    if (d == 0)
+        return pc_buf_append_char(out, '0'); /* -0.0 too */
+    if (fabs(d) < 9007199254740992.0 && d == trunc(d))
+        return pc_buf_printf(out, "%" PRId64, (int64_t)d);
+    char tmp[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(tmp, sizeof tmp, "%.*g", prec, d);
+        if (strtod(tmp, NULL) == d)
+            break;
+    }
+    return pc_buf_append_str(out, tmp);
+}
+
+static int canon_value(struct json_object *v, struct pc_buf *out, int depth);
+
+struct member {
+    const char *name;
+    struct json_object *value;
+};
+
+static int member_cmp(const void *a, const void *b)
+{
+    /* strcmp compares as unsigned char: bytewise order of the UTF-8 names. */
+    return strcmp(((const struct member *)a)->name, ((const struct member *)b)->name);
+}
+
+/* Objects: members sorted by name. The member array is owned here; values are borrowed. */
+static int canon_object(struct json_object *obj, struct pc_buf *out, int depth)
+{
+    size_t n = (size_t)json_object_object_length(obj);
+    struct member *m = calloc(n ? n : 1, sizeof *m);
+    if (m == NULL)
+        return -1;
+    size_t k = 0;
+    struct json_object_iterator it = json_object_iter_begin(obj);
+    struct json_object_iterator end = json_object_iter_end(obj);
+    for (; !json_object_iter_equal(&it, &end) && k < n; json_object_iter_next(&it), k++) {
+        m[k].name = json_object_iter_peek_name(&it);
+        m[k].value = json_object_iter_peek_value(&it);
+    }
+    qsort(m, k, sizeof *m, member_cmp);
+    int rc = pc_buf_append_char(out, '{');
+    for (size_t i = 0; i < k && rc == 0; i++) {
+        if (i > 0)
+            rc = pc_buf_append_char(out, ',');
+        if (rc == 0)
+            rc = canon_string(m[i].name, strlen(m[i].name), out);
+        if (rc == 0)
+            rc = pc_buf_append_char(out, ':');
+        if (rc == 0)
+            rc = canon_value(m[i].value, out, depth + 1);
+    }
+    free(m);
+    return rc == 0 ? pc_buf_append_char(out, '}') : -1;
+}
+
+static int canon_array(struct json_object *arr, struct pc_buf *out, int depth)
+{
+    size_t n = json_object_array_length(arr);
+    int rc = pc_buf_append_char(out, '[');
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (i > 0)
+            rc = pc_buf_append_char(out, ',');
+        if (rc == 0)
+            rc = canon_value(json_object_array_get_idx(arr, i), out, depth + 1);
+    }
+    return rc == 0 ? pc_buf_append_char(out, ']') : -1;
+}
+
+/*
+ * Appends the canonical form of v. -1 when v holds a value json-c cannot represent exactly
+ * (see canon_int, canon_double, canon_string) or on out of memory; out may then hold a
+ * partial form, which the caller discards. Recursion depth is bounded by the tokener's.
+ */
+static int canon_value(struct json_object *v, struct pc_buf *out, int depth)
+{
+    if (depth > PC_JSON_DEPTH + 1)
+        return -1;
+    switch (json_object_get_type(v)) {
+    case json_type_null:
+        return pc_buf_append(out, "null", 4);
+    case json_type_boolean:
+        return json_object_get_boolean(v) ? pc_buf_append(out, "true", 4)
+                                          : pc_buf_append(out, "false", 5);
+    case json_type_int:
+        return canon_int(v, out);
+    case json_type_double:
+        return canon_double(json_object_get_double(v), out);
+    case json_type_string:
+        return canon_string(json_object_get_string(v), (size_t)json_object_get_string_len(v), out);
+    case json_type_array:
+        return canon_array(v, out, depth);
+    case json_type_object:
+        return canon_object(v, out, depth);
+    }
+    return -1;
+}
+
+/* Runs canon_value and, on failure, leaves out as it was before the call. */
+static int canon_append(struct json_object *v, struct pc_buf *out)
+{
+    size_t start = out->len;
+    if (canon_value(v, out, 0) == 0)
+        return 0;
+    out->len = start;
+    if (out->data != NULL)
+        out->data[start] = '\0';
+    return -1;
+}
+
+int pc_cachekey_canonical(const char *json, size_t len, struct pc_buf *out)
+{
+    struct json_object *root;
+    if (parse_json(json, len, &root, NULL, 0) != 0)
+        return -1;
+    int rc = canon_append(root, out);
+    json_object_put(root);
+    return rc;
+}
+
+/*
+ * A key holding "\u0000" is cut short at the NUL by json-c, so {"a\u0000b":..} would read
+ * as {"a":..}. Such bodies are keyed raw; the scan is coarse (also hits string values) but
+ * only ever costs cache sharing, never correctness.
+ */
+static int has_nul_escape(const char *body, size_t len)
+{
+    return memmem(body, len, "\\u0000", 6) != NULL;
+}
+
+/*
+ * Builds the FIELDS input: {field: value} of the configured fields present in obj, in
+ * canonical form. 1 when written to input, 0 when obj holds none of them, -1 when the
+ * values are not exact (then the body is keyed raw).
+ */
+static int fields_input(const struct pc_key_params *p, struct json_object *obj,
+                        struct pc_buf *input)
+{
+    struct json_object *sel = json_object_new_object();
+    if (sel == NULL)
+        return -1;
+    int found = 0;
+    for (size_t i = 0; i < p->n_input_fields; i++) {
+        const char *name = p->input_fields[i];
+        struct json_object *v;
+        if (name == NULL || !json_object_object_get_ex(obj, name, &v))
+            continue;
+        /* sel takes a reference of its own; a name listed twice just replaces itself. */
+        if (json_object_object_add(sel, name, json_object_get(v)) != 0) {
+            json_object_put(v);
+            found = -1;
+            break;
+        }
+        found = 1;
+    }
+    if (found == 1 && canon_append(sel, input) != 0)
+        found = -1;
+    json_object_put(sel);
+    return found;
+}
+
+/* Builds the PATH input: 1 when obj's path field is a string, else 0; -1 if not exact. */
+static int path_input(const struct pc_key_params *p, struct json_object *obj, struct pc_buf *input)
+{
+    struct json_object *v;
+    if (p->path_field == NULL || p->path_field[0] == '\0' ||
+        !json_object_object_get_ex(obj, p->path_field, &v) ||
+        !json_object_is_type(v, json_type_string))
+        return 0;
+    const char *s = json_object_get_string(v);
+    size_t n = (size_t)json_object_get_string_len(v);
+    if (memmem(s, n, replacement_char, sizeof replacement_char - 1) != NULL)
+        return -1;
+    if (pc_buf_append(input, "path:", 5) != 0 || pc_buf_append(input, s, n) != 0)
+        return -1;
+    return 1;
+}
+
+/*
+ * Chooses the input of the key material. On 0, *kind is set and, unless it is
+ * PC_KEY_RAW, input holds the bytes (raw input is the borrowed body itself).
+ * -1 only when body_is_json and the body is not JSON (reason in err).
+ */
+static int choose_input(const struct pc_key_params *p, const char *body, size_t len,
+                        int body_is_json, struct pc_buf *input, enum pc_key_kind *kind, char *err,
+                        size_t errlen)
+{
+    *kind = PC_KEY_RAW;
+    /* A body that merely may be JSON is keyed raw when it is not: no reason to report. */
+    struct json_object *root;
+    if (parse_json(body, len, &root, body_is_json ? err : NULL, body_is_json ? errlen : 0) != 0)
+        return body_is_json ? -1 : 0;
+    if (json_object_is_type(root, json_type_object) && !has_nul_escape(body, len)) {
+        int rc = fields_input(p, root, input);
+        if (rc == 1)
+            *kind = PC_KEY_FIELDS;
+        else if (rc == 0 && path_input(p, root, input) == 1)
+            *kind = PC_KEY_PATH;
+    }
+    json_object_put(root);
+    if (*kind == PC_KEY_RAW) { /* drop any partial input; the raw body is used instead */
+        input->len = 0;
+        if (input->data != NULL)
+            input->data[0] = '\0';
+    }
+    return 0;
+}
+
+/* hex(SHA-256(ns "\n" route "\n" input)) into hex[65]. Streams: the body is not copied. */
+static int hash_material(const char *ns, const char *route, const char *input, size_t len,
+                         char hex[2 * PC_SHA256_LEN + 1])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(ctx, ns, strlen(ns)) == 1 && EVP_DigestUpdate(ctx, "\n", 1) == 1 &&
+             EVP_DigestUpdate(ctx, route, strlen(route)) == 1 &&
+             EVP_DigestUpdate(ctx, "\n", 1) == 1 &&
+             (len == 0 || EVP_DigestUpdate(ctx, input, len) == 1) &&
+             EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 && mdlen == PC_SHA256_LEN;
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+        return -1;
+    static const char digits[] = "0123456789abcdef";
+    for (unsigned int i = 0; i < PC_SHA256_LEN; i++) {
+        hex[2 * i] = digits[md[i] >> 4];
+        hex[2 * i + 1] = digits[md[i] & 0x0f];
+    }
+    hex[2 * PC_SHA256_LEN] = '\0';
+    return 0;
+}
+
+/*
+ * Checks what the material format cannot carry: a "\n" in the namespace or route would
+ * let two different (namespace, route) pairs produce the same material.
+ */
+static int check_params(const char *ns, const char *prefix, const char *route, char *err,
+                        size_t errlen)
+{
+    if (route == NULL || strchr(route, '\n') != NULL || strchr(ns, '\n') != NULL) {
+        set_err(err, errlen, "namespace and route must be set and hold no newline", NULL, 0);
+        return -1;
+    }
+    if (strlen(prefix) + strlen(PC_KEY_VERSION) + 2 * PC_SHA256_LEN + 1 > PC_KEY_MAX) {
+        set_err(err, errlen, "cache key prefix too long", NULL, 0);
+        return -1;
+    }
+    return 0;
+}
+
+int pc_cachekey_derive(const struct pc_key_params *p, const char *route, const char *body,
+                       size_t len, int body_is_json, char out[PC_KEY_MAX], enum pc_key_kind *kind,
+                       char *err, size_t errlen)
+{
+    const char *ns = p->namespace_ ? p->namespace_ : "";
+    const char *prefix = p->prefix ? p->prefix : "";
+    if (check_params(ns, prefix, route, err, errlen) != 0)
+        return -1;
+    if (body == NULL)
+        len = 0;
+    enum pc_key_kind k;
+    struct pc_buf input;
+    pc_buf_init(&input);
+    if (choose_input(p, body, len, body_is_json, &input, &k, err, errlen) != 0) {
+        pc_buf_release(&input);
+        return -1;
+    }
+    char hex[2 * PC_SHA256_LEN + 1];
+    int rc = k == PC_KEY_RAW ? hash_material(ns, route, body, len, hex)
+                             : hash_material(ns, route, input.data, input.len, hex);
+    pc_buf_release(&input);
+    if (rc != 0) {
+        set_err(err, errlen, "SHA-256 failed", NULL, 0);
+        return -1;
+    }
+    snprintf(out, PC_KEY_MAX, "%s%s%s", prefix, PC_KEY_VERSION, hex);
+    if (kind != NULL)
+        *kind = k;
+    return 0;
+}
+
+const char *pc_cachekey_kind_name(enum pc_key_kind kind)
+{
+    switch (kind) {
+    case PC_KEY_FIELDS:
+        return "fields";
+    case PC_KEY_PATH:
+        return "path";
+    case PC_KEY_RAW:
+        return "raw";
+    }
+    return "unknown";
+}

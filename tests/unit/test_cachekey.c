@@ -1,0 +1,514 @@
+/* Unit tests of cachekey: fixed vectors pin the v1 format; the rest pin the equivalences. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "predcache/cachekey.h"
+
+static const char *const default_fields[] = {"instances", "inputs", "image_data", "img_base64"};
+
+static const struct pc_key_params default_params = {
+    .namespace_ = "default",
+    .prefix = "pc:",
+    .input_fields = default_fields,
+    .n_input_fields = 4,
+    .path_field = "file_path",
+};
+
+#define ROUTE "/v1/models/m:predict"
+
+/* Derives with params p and asserts success; returns the kind. */
+static enum pc_key_kind derive_p(const struct pc_key_params *p, const char *route, const char *body,
+                                 int is_json, char out[PC_KEY_MAX])
+{
+    enum pc_key_kind kind = (enum pc_key_kind) - 1;
+    char err[256] = "";
+    int rc = pc_cachekey_derive(p, route, body, strlen(body), is_json, out, &kind, err, sizeof err);
+    if (rc != 0)
+        print_error("derive failed: %s\n", err);
+    assert_int_equal(rc, 0);
+    return kind;
+}
+
+static enum pc_key_kind derive(const char *body, char out[PC_KEY_MAX])
+{
+    return derive_p(&default_params, ROUTE, body, 1, out);
+}
+
+static void assert_same_key(const char *a, const char *b)
+{
+    char ka[PC_KEY_MAX], kb[PC_KEY_MAX];
+    derive(a, ka);
+    derive(b, kb);
+    assert_string_equal(ka, kb);
+}
+
+static void assert_other_key(const char *a, const char *b)
+{
+    char ka[PC_KEY_MAX], kb[PC_KEY_MAX];
+    derive(a, ka);
+    derive(b, kb);
+    assert_string_not_equal(ka, kb);
+}
+
+/* Asserts the canonical form of json[0..len): the text is read by length, not to a NUL. */
+static void assert_canonical_len(const char *json, size_t len, const char *want)
+{
+    struct pc_buf b;
+    pc_buf_init(&b);
+    assert_int_equal(pc_cachekey_canonical(json, len, &b), 0);
+    assert_non_null(b.data);
+    assert_string_equal(b.data, want);
+    assert_int_equal(b.len, strlen(want));
+    pc_buf_release(&b);
+}
+
+static void assert_canonical(const char *json, const char *want)
+{
+    assert_canonical_len(json, strlen(json), want);
+}
+
+static void assert_not_canonical(const char *json)
+{
+    struct pc_buf b;
+    pc_buf_init(&b);
+    assert_int_equal(pc_buf_append_str(&b, "keep"), 0);
+    assert_int_equal(pc_cachekey_canonical(json, strlen(json), &b), -1);
+    assert_string_equal(b.data, "keep"); /* a failed call leaves out as it was */
+    assert_int_equal(b.len, 4);
+    pc_buf_release(&b);
+}
+
+/* Vectors: printf 'default\n/v1/models/m:predict\n<input>' | sha256sum */
+static void test_vector_fields(void **state)
+{
+    (void)state;
+    char k[PC_KEY_MAX];
+    /* input {"instances":[1,2]} */
+    assert_int_equal(derive("{\"request_id\": \"r-1\", \"instances\": [1, 2]}", k), PC_KEY_FIELDS);
+    assert_string_equal(k,
+                        "pc:v1:379b2ff898736886cfb706b1d6c71cca3230ee9992f6b506e59536566e626368");
+}
+
+static void test_vector_path(void **state)
+{
+    (void)state;
+    char k[PC_KEY_MAX];
+    /* input path:/data/a.jpg */
+    assert_int_equal(derive("{\"file_path\":\"/data/a.jpg\"}", k), PC_KEY_PATH);
+    assert_string_equal(k,
+                        "pc:v1:9955502897c6162f9ac73d1c058c95714d7091b73461139cd51cb2b23533b25f");
+}
+
+static void test_vector_raw(void **state)
+{
+    (void)state;
+    char k[PC_KEY_MAX];
+    /* input hello world */
+    assert_int_equal(derive_p(&default_params, ROUTE, "hello world", 0, k), PC_KEY_RAW);
+    assert_string_equal(k,
+                        "pc:v1:8e197b2771d02fc727fa9e366c470d3100fffd0867dcaa91f65109331352de40");
+    /* empty input, body not declared JSON */
+    assert_int_equal(derive_p(&default_params, ROUTE, "", 0, k), PC_KEY_RAW);
+    assert_string_equal(k,
+                        "pc:v1:37478f67168fc2d141f4a72ba369dc29d45f3dabde64ea46c774d9f1d1d95ff0");
+}
+
+static void test_key_shape(void **state)
+{
+    (void)state;
+    char k[PC_KEY_MAX];
+    derive("{\"instances\":[3]}", k);
+    assert_int_equal(strlen(k), 3 + 3 + 64);
+    assert_memory_equal(k, "pc:v1:", 6);
+    for (size_t i = 6; i < strlen(k); i++)
+        assert_non_null(strchr("0123456789abcdef", k[i]));
+
+    struct pc_key_params p = default_params;
+    p.prefix = "";
+    derive_p(&p, ROUTE, "{\"instances\":[3]}", 1, k);
+    assert_int_equal(strlen(k), 3 + 64);
+    assert_memory_equal(k, "v1:", 3);
+    p.prefix = NULL;
+    derive_p(&p, ROUTE, "{\"instances\":[3]}", 1, k);
+    assert_memory_equal(k, "v1:", 3);
+}
+
+static void test_prefix_limit(void **state)
+{
+    (void)state;
+    char prefix[300], k[PC_KEY_MAX], err[128] = "";
+    size_t fit = PC_KEY_MAX - 1 - 3 - 64;
+    memset(prefix, 'p', fit);
+    prefix[fit] = '\0';
+    struct pc_key_params p = default_params;
+    p.prefix = prefix;
+    derive_p(&p, ROUTE, "x", 0, k);
+    assert_int_equal(strlen(k), PC_KEY_MAX - 1);
+
+    prefix[fit] = 'p';
+    prefix[fit + 1] = '\0';
+    assert_int_equal(pc_cachekey_derive(&p, ROUTE, "x", 1, 0, k, NULL, err, sizeof err), -1);
+    assert_non_null(strstr(err, "prefix"));
+}
+
+static void test_newline_in_route_or_namespace(void **state)
+{
+    (void)state;
+    char k[PC_KEY_MAX], err[128] = "";
+    assert_int_equal(
+        pc_cachekey_derive(&default_params, "/a\nb", "x", 1, 0, k, NULL, err, sizeof err), -1);
+    assert_true(err[0] != '\0');
+    struct pc_key_params p = default_params;
+    p.namespace_ = "ns\n";
+    assert_int_equal(pc_cachekey_derive(&p, ROUTE, "x", 1, 0, k, NULL, NULL, 0), -1);
+    assert_int_equal(pc_cachekey_derive(&default_params, NULL, "x", 1, 0, k, NULL, NULL, 0), -1);
+}
+
+static void test_order_and_whitespace(void **state)
+{
+    (void)state;
+    assert_same_key("{\"instances\":[{\"b\":1,\"a\":2}],\"inputs\":3}",
+                    " {\n \"inputs\" : 3 ,\t\"instances\" : [ { \"a\" : 2 , \"b\" : 1 } ] }\r\n");
+}
+
+static void test_noise_fields(void **state)
+{
+    (void)state;
+    assert_same_key("{\"instances\":[1,2],\"request_id\":\"a\",\"timestamp\":1700000000}",
+                    "{\"timestamp\":1800000000,\"instances\":[1,2],\"request_id\":\"b\"}");
+    assert_same_key("{\"instances\":[1,2]}", "{\"instances\":[1,2],\"request_id\":\"zzz\"}");
+    assert_other_key("{\"instances\":[1,2]}", "{\"instances\":[2,1]}");
+    assert_other_key("{\"instances\":[1,2]}", "{\"inputs\":[1,2]}");
+}
+
+static void test_routes_never_share(void **state)
+{
+    (void)state;
+    const char *routes[] = {
+        "/v1/models/m:predict",  "/v1/models/n:predict",     "/v1/models/m/versions/2:predict",
+        "/v1/models/m:classify", "/v1/models/m:predict?x=1", "/v1/models/m:predict?x=2"};
+    size_t n = sizeof routes / sizeof routes[0];
+    char keys[6][PC_KEY_MAX];
+    for (size_t i = 0; i < n; i++)
+        derive_p(&default_params, routes[i], "{\"instances\":[1]}", 1, keys[i]);
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = i + 1; j < n; j++)
+            assert_string_not_equal(keys[i], keys[j]);
+}
+
+static void test_namespace_changes_key(void **state)
+{
+    (void)state;
+    char a[PC_KEY_MAX], b[PC_KEY_MAX];
+    struct pc_key_params p = default_params;
+    derive_p(&p, ROUTE, "{\"instances\":[1]}", 1, a);
+    p.namespace_ = "staging";
+    derive_p(&p, ROUTE, "{\"instances\":[1]}", 1, b);
+    assert_string_not_equal(a, b);
+}
+
+static void test_path_fallback(void **state)
+{
+    (void)state;
+    char a[PC_KEY_MAX], b[PC_KEY_MAX];
+    assert_int_equal(derive("{\"file_path\":\"/x/1.jpg\",\"request_id\":1}", a), PC_KEY_PATH);
+    assert_int_equal(derive("{\"request_id\":2,\"file_path\":\"/x/1.jpg\",\"ts\":9}", b),
+                     PC_KEY_PATH);
+    assert_string_equal(a, b);
+    assert_other_key("{\"file_path\":\"/x/1.jpg\"}", "{\"file_path\":\"/x/2.jpg\"}");
+}
+
+static void test_path_not_string_or_disabled(void **state)
+{
+    (void)state;
+    char k[PC_KEY_MAX];
+    assert_int_equal(derive("{\"file_path\":7}", k), PC_KEY_RAW);
+    assert_int_equal(derive("{\"file_path\":null}", k), PC_KEY_RAW);
+    assert_int_equal(derive("{\"other\":\"/x\"}", k), PC_KEY_RAW);
+    struct pc_key_params p = default_params;
+    p.path_field = "";
+    assert_int_equal(derive_p(&p, ROUTE, "{\"file_path\":\"/x\"}", 1, k), PC_KEY_RAW);
+    p.path_field = NULL;
+    assert_int_equal(derive_p(&p, ROUTE, "{\"file_path\":\"/x\"}", 1, k), PC_KEY_RAW);
+}
+
+static void test_fields_win_over_path(void **state)
+{
+    (void)state;
+    char a[PC_KEY_MAX], b[PC_KEY_MAX];
+    assert_int_equal(derive("{\"file_path\":\"/x/1.jpg\",\"instances\":[5]}", a), PC_KEY_FIELDS);
+    assert_int_equal(derive("{\"instances\":[5]}", b), PC_KEY_FIELDS);
+    assert_string_equal(a, b);
+}
+
+static void test_field_present_as_null(void **state)
+{
+    (void)state;
+    char k[PC_KEY_MAX];
+    assert_int_equal(derive("{\"inputs\":null,\"file_path\":\"/x\"}", k), PC_KEY_FIELDS);
+}
+
+static void test_duplicate_configured_field(void **state)
+{
+    (void)state;
+    static const char *const dup[] = {"instances", "instances"};
+    struct pc_key_params p = default_params;
+    char a[PC_KEY_MAX], b[PC_KEY_MAX];
+    derive_p(&p, ROUTE, "{\"instances\":[1]}", 1, a);
+    p.input_fields = dup;
+    p.n_input_fields = 2;
+    assert_int_equal(derive_p(&p, ROUTE, "{\"instances\":[1]}", 1, b), PC_KEY_FIELDS);
+    assert_string_equal(a, b);
+}
+
+static void test_raw_bodies(void **state)
+{
+    (void)state;
+    char a[PC_KEY_MAX], b[PC_KEY_MAX];
+    assert_int_equal(derive_p(&default_params, ROUTE, "\x89PNG\r\n", 0, a), PC_KEY_RAW);
+    assert_int_equal(derive_p(&default_params, ROUTE, "\x89PNG\r\n.", 0, b), PC_KEY_RAW);
+    assert_string_not_equal(a, b);
+    /* A raw body with a NUL inside: every byte counts. */
+    enum pc_key_kind kind;
+    assert_int_equal(pc_cachekey_derive(&default_params, ROUTE, "ab\0c", 4, 0, a, &kind, NULL, 0),
+                     0);
+    assert_int_equal(pc_cachekey_derive(&default_params, ROUTE, "ab\0d", 4, 0, b, &kind, NULL, 0),
+                     0);
+    assert_int_equal(kind, PC_KEY_RAW);
+    assert_string_not_equal(a, b);
+    /* NULL body with length 0 is an empty body. */
+    assert_int_equal(pc_cachekey_derive(&default_params, ROUTE, NULL, 0, 0, b, &kind, NULL, 0), 0);
+    derive_p(&default_params, ROUTE, "", 0, a);
+    assert_string_equal(a, b);
+}
+
+static void test_invalid_json_declared(void **state)
+{
+    (void)state;
+    const char *bad[] = {
+        "{\"instances\":", "hello",   "",   "{\"a\":1} x", "{\"a\":1}{\"b\":2}", "[1,]",
+        "{\"a\":'b'}",     "/*c*/{}", "01", "{\"a\":1}\0"};
+    char k[PC_KEY_MAX];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char err[256] = "";
+        size_t len = strlen(bad[i]) + (i == 9); /* the last one carries its NUL */
+        enum pc_key_kind kind = PC_KEY_FIELDS;
+        assert_int_equal(
+            pc_cachekey_derive(&default_params, ROUTE, bad[i], len, 1, k, &kind, err, sizeof err),
+            -1);
+        assert_non_null(strstr(err, "JSON"));
+        assert_int_equal(
+            pc_cachekey_derive(&default_params, ROUTE, bad[i], len, 0, k, &kind, err, sizeof err),
+            0);
+        assert_int_equal(kind, PC_KEY_RAW);
+    }
+    char err[256] = "";
+    pc_cachekey_derive(&default_params, ROUTE, "{\"a\":1} x", 9, 1, k, NULL, err, sizeof err);
+    assert_non_null(strstr(err, "at offset 8"));
+    /* A NULL or empty err buffer is allowed. */
+    assert_int_equal(pc_cachekey_derive(&default_params, ROUTE, "{", 1, 1, k, NULL, NULL, 0), -1);
+}
+
+static void test_json_not_object_is_raw(void **state)
+{
+    (void)state;
+    char a[PC_KEY_MAX], b[PC_KEY_MAX];
+    assert_int_equal(derive("[{\"instances\":[1]}]", a), PC_KEY_RAW);
+    assert_int_equal(derive_p(&default_params, ROUTE, "[{\"instances\":[1]}]", 0, b), PC_KEY_RAW);
+    assert_string_equal(a, b);
+    assert_int_equal(derive("\"instances\"", a), PC_KEY_RAW);
+    assert_int_equal(derive("42", a), PC_KEY_RAW);
+    assert_int_equal(derive("null", a), PC_KEY_RAW);
+    /* Raw means raw: whitespace in a non-object body does change the key. */
+    assert_other_key("[1,2]", "[1, 2]");
+}
+
+static void test_length_delimited(void **state)
+{
+    (void)state;
+    char a[PC_KEY_MAX], b[PC_KEY_MAX];
+    const char *buf = "{\"instances\":[12]}garbage";
+    assert_int_equal(pc_cachekey_derive(&default_params, ROUTE, buf, 18, 1, a, NULL, NULL, 0), 0);
+    derive("{\"instances\":[12]}", b);
+    assert_string_equal(a, b);
+    /* A number that ends where the length ends is complete: "1234" cut at 2 is 12. */
+    assert_canonical_len("1234", 2, "12");
+}
+
+static void test_numbers(void **state)
+{
+    (void)state;
+    assert_canonical("[1.0,1,1e0,10e-1,1E0,0.1e1]", "[1,1,1,1,1,1]");
+    assert_canonical("[1e2,100,100.0,-0.0,-0,0.0]", "[100,100,100,0,0,0]");
+    assert_canonical("0.1", "0.1");
+    assert_canonical("0.10000000000000002", "0.10000000000000002");
+    assert_canonical("[1.5,-2.25,3.14159]", "[1.5,-2.25,3.14159]");
+    assert_canonical("1.5e300", "1.5e+300");
+    assert_canonical("1e-7", "1e-07");
+    assert_canonical("9007199254740991.0", "9007199254740991");
+    assert_canonical("9007199254740993.0", "9007199254740992"); /* the double it reads as */
+    assert_canonical("1e16", "1e+16");
+    /* Integers are exact across the whole int64 and uint64 ranges. */
+    assert_canonical("[9007199254740993,-9223372036854775807]",
+                     "[9007199254740993,-9223372036854775807]");
+    assert_canonical("[9223372036854775807,9223372036854775808,18446744073709551614]",
+                     "[9223372036854775807,9223372036854775808,18446744073709551614]");
+    assert_same_key("{\"instances\":[1.0,2]}", "{\"instances\":[1,2e0]}");
+    assert_other_key("{\"instances\":[0.1]}", "{\"instances\":[0.10000000000000002]}");
+    assert_other_key("{\"instances\":[9223372036854775807]}",
+                     "{\"instances\":[9223372036854775808]}");
+}
+
+/* json-c saturates these: refusing them keeps distinct bodies on distinct keys. */
+static void test_unrepresentable_numbers(void **state)
+{
+    (void)state;
+    assert_not_canonical("18446744073709551616");
+    assert_not_canonical("[-9223372036854775809]");
+    assert_not_canonical("{\"a\":NaN}");
+    assert_not_canonical("[Infinity]");
+    assert_not_canonical("1e400");
+    char k[PC_KEY_MAX];
+    assert_int_equal(derive("{\"instances\":[18446744073709551616]}", k), PC_KEY_RAW);
+    assert_other_key("{\"instances\":[18446744073709551616]}",
+                     "{\"instances\":[99999999999999999999]}");
+    assert_other_key("{\"instances\":[1e400]}", "{\"instances\":[1e500]}");
+}
+
+static void test_strings(void **state)
+{
+    (void)state;
+    assert_canonical("\"\\u00e9\"", "\"\xC3\xA9\"");
+    assert_canonical("\"\xC3\xA9\"", "\"\xC3\xA9\"");
+    assert_canonical("\"a\\/b\"", "\"a/b\"");
+    assert_canonical("\"\\ud83d\\ude00\"", "\"\xF0\x9F\x98\x80\"");
+    assert_canonical("\"q\\\"b\\\\\"", "\"q\\\"b\\\\\"");
+    assert_canonical("\"\\b\\f\\n\\r\\t\\u0001\\u001F\\u007f\"",
+                     "\"\\b\\f\\n\\r\\t\\u0001\\u001f\x7f\"");
+    assert_canonical("\"a\\u0000b\"", "\"a\\u0000b\"");
+    assert_canonical("\"\xFF\xFE\"", "\"\xFF\xFE\""); /* bytes pass through */
+    assert_same_key("{\"instances\":[\"caf\\u00e9\"]}", "{\"instances\":[\"caf\xC3\xA9\"]}");
+    assert_same_key("{\"instances\":[\"a\\/b\"]}", "{\"instances\":[\"a/b\"]}");
+}
+
+/* Lone surrogates all decode to U+FFFD and a "\u0000" cuts a key short: keyed raw. */
+static void test_lossy_strings_are_raw(void **state)
+{
+    (void)state;
+    char k[PC_KEY_MAX];
+    assert_not_canonical("\"\\ud800\"");
+    assert_int_equal(derive("{\"instances\":[\"\\ud800\"]}", k), PC_KEY_RAW);
+    assert_other_key("{\"instances\":[\"\\ud800\"]}", "{\"instances\":[\"\\udc00\"]}");
+    assert_int_equal(derive("{\"instances\":[1],\"a\\u0000b\":2}", k), PC_KEY_RAW);
+    assert_other_key("{\"instances\\u0000x\":[1]}", "{\"instances\":[1]}");
+    assert_int_equal(derive("{\"file_path\":\"/\\udfff\"}", k), PC_KEY_RAW);
+}
+
+static void test_nested_sorted(void **state)
+{
+    (void)state;
+    assert_canonical("{\"b\":{\"d\":1,\"c\":{\"f\":1,\"e\":[{\"z\":1,\"y\":2}]}},\"a\":[]}",
+                     "{\"a\":[],\"b\":{\"c\":{\"e\":[{\"y\":2,\"z\":1}],\"f\":1},\"d\":1}}");
+    /* Bytewise order of the UTF-8 names: 'B' < '_' < 'a' < 0xC3. */
+    assert_canonical("{\"\xC3\xA9\":1,\"a\":2,\"_\":3,\"B\":4}",
+                     "{\"B\":4,\"_\":3,\"a\":2,\"\xC3\xA9\":1}");
+    assert_canonical(" { } ", "{}");
+    assert_canonical("[true,false,null,\"\",[],{}]", "[true,false,null,\"\",[],{}]");
+    assert_canonical("{\"a\":1,\"a\":2}", "{\"a\":2}");
+    assert_canonical("null", "null"); /* json-c reads null as a NULL object */
+    assert_canonical(" 7 ", "7");
+}
+
+/* Builds {"instances": [[...[1]...]]} with depth levels of nesting in all. */
+static char *nested_body(int depth)
+{
+    size_t cap = 32 + 2 * (size_t)depth;
+    char *s = malloc(cap);
+    assert_non_null(s);
+    size_t n = (size_t)snprintf(s, cap, "{\"instances\":");
+    for (int i = 0; i < depth - 1; i++)
+        s[n++] = '[';
+    s[n++] = '1';
+    for (int i = 0; i < depth - 1; i++)
+        s[n++] = ']';
+    s[n++] = '}';
+    s[n] = '\0';
+    return s;
+}
+
+static void test_deep_nesting(void **state)
+{
+    (void)state;
+    char k[PC_KEY_MAX], err[256] = "";
+    char *ok = nested_body(63); /* the deepest a depth-64 json-c tokener accepts */
+    assert_int_equal(derive(ok, k), PC_KEY_FIELDS);
+    free(ok);
+    char *deep = nested_body(100);
+    assert_int_equal(
+        pc_cachekey_derive(&default_params, ROUTE, deep, strlen(deep), 1, k, NULL, err, sizeof err),
+        -1);
+    assert_non_null(strstr(err, "JSON"));
+    assert_int_equal(derive_p(&default_params, ROUTE, deep, 0, k), PC_KEY_RAW);
+    free(deep);
+}
+
+static void test_canonical_rejects_non_json(void **state)
+{
+    (void)state;
+    assert_not_canonical("");
+    assert_not_canonical("{");
+    assert_not_canonical("[1] [2]");
+    assert_not_canonical("tru");
+    char *deep = nested_body(64);
+    assert_not_canonical(deep);
+    free(deep);
+}
+
+static void test_kind_names(void **state)
+{
+    (void)state;
+    assert_string_equal(pc_cachekey_kind_name(PC_KEY_FIELDS), "fields");
+    assert_string_equal(pc_cachekey_kind_name(PC_KEY_PATH), "path");
+    assert_string_equal(pc_cachekey_kind_name(PC_KEY_RAW), "raw");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_vector_fields),
+        cmocka_unit_test(test_vector_path),
+        cmocka_unit_test(test_vector_raw),
+        cmocka_unit_test(test_key_shape),
+        cmocka_unit_test(test_prefix_limit),
+        cmocka_unit_test(test_newline_in_route_or_namespace),
+        cmocka_unit_test(test_order_and_whitespace),
+        cmocka_unit_test(test_noise_fields),
+        cmocka_unit_test(test_routes_never_share),
+        cmocka_unit_test(test_namespace_changes_key),
+        cmocka_unit_test(test_path_fallback),
+        cmocka_unit_test(test_path_not_string_or_disabled),
+        cmocka_unit_test(test_fields_win_over_path),
+        cmocka_unit_test(test_field_present_as_null),
+        cmocka_unit_test(test_duplicate_configured_field),
+        cmocka_unit_test(test_raw_bodies),
+        cmocka_unit_test(test_invalid_json_declared),
+        cmocka_unit_test(test_json_not_object_is_raw),
+        cmocka_unit_test(test_length_delimited),
+        cmocka_unit_test(test_numbers),
+        cmocka_unit_test(test_unrepresentable_numbers),
+        cmocka_unit_test(test_strings),
+        cmocka_unit_test(test_lossy_strings_are_raw),
+        cmocka_unit_test(test_nested_sorted),
+        cmocka_unit_test(test_deep_nesting),
+        cmocka_unit_test(test_canonical_rejects_non_json),
+        cmocka_unit_test(test_kind_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
