@@ -1,0 +1,22 @@
+# predcache on Debian 12: build stage with the -dev packages, runtime stage with the libraries.
+FROM debian:12-slim AS build
+RUN apt-get update && apt-get install -y --no-install-recommends \
+        make gcc libc6-dev pkg-config libevent-dev libhiredis-dev libcurl4-openssl-dev \
+        libjson-c-dev libssl-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Makefile ./
+COPY include ./include
+COPY src ./src
+RUN make CI=1
+
+FROM debian:12-slim
+RUN apt-get update && apt-get install -y --no-install-recommends \
+        libevent-2.1-7 libhiredis0.14 libcurl4 libjson-c5 libssl3 ca-certificates python3 \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/predcache /usr/local/bin/predcache
+COPY conf/predcache.conf /etc/predcache/predcache.conf
+COPY tests/fixtures/model_server.py /opt/predcache/model_server.py
+EXPOSE 8080 9090
+ENTRYPOINT ["/usr/local/bin/predcache"]
+CMD ["-c", "/etc/predcache/predcache.conf"]

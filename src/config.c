@@ -1,0 +1,888 @@
+/*
+ * config: the option table, the INI parser and the validation pass.
+ *
+ * Every option is one row of static_options[] (as in redis's config.c): where it lives in
+ * struct pc_config, its type, its bounds and its default as text. Three passes read the
+ * same table, so that they cannot disagree:
+ *
+ *   pc_config_defaults   each row's default text  --> opt_apply --> field
+ *   pc_config_load       each "key = value" line  --> opt_apply --> field   (parse pass)
+ *                        then pc_config_validate                            (validate pass)
+ *   pc_config_validate   each field --> opt_format --> opt_apply on a scratch copy
+ *                        (so a struct filled in code is checked like a file), then the
+ *                        cross-field rules
+ *
+ * A setter never leaves a field half-written: it checks the whole value first, and a
+ * failed load leaves the caller's struct as it was.
+ */
+#include "predcache/config.h"
+
+#include "predcache/buf.h"
+#include "predcache/log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define KIB 1024LL
+#define MIB (1024LL * KIB)
+#define GIB (1024LL * MIB)
+
+/* Longest line of a conf file, without its line ending. */
+#define CFG_LINE_MAX 4096
+/* Longest line pc_config_dump emits: a full route list (32 x "METHOD PATTERN, "). */
+#define CFG_DUMP_MAX (PC_CFG_MAX_LIST * (sizeof(struct pc_route_rule) + 4) + 64)
+
+enum opt_type {
+    OPT_STRING,   /* bounded text; min = shortest length allowed */
+    OPT_INT,      /* int within [min, max] */
+    OPT_SIZE,     /* size_t bytes within [min, max]; accepts k, m, g suffixes (KiB, MiB, GiB) */
+    OPT_HOSTPORT, /* text checked by pc_config_split_hostport */
+    OPT_URL,      /* http:// or https:// base URL with a host */
+    OPT_LEVEL,    /* debug | info | warn | error */
+    OPT_ROUTES,   /* comma-separated "METHOD PATTERN" entries */
+    OPT_NAMES,    /* comma-separated names */
+};
+
+#define OPT_SECRET 0x1 /* shown as "********" by pc_config_dump */
+
+struct opt {
+    const char *section;
+    const char *key;
+    enum opt_type type;
+    size_t offset;       /* of the field (the array for lists) in struct pc_config */
+    size_t size;         /* of the field; of one element for lists */
+    size_t count_offset; /* lists only: offset of the entry count */
+    long long min;       /* int, size: bounds; string: shortest length (0 or 1) */
+    long long max;       /* int, size: bounds; lists: most entries; strings: unused (size) */
+    const char *def;     /* the default, as it would be written in the file */
+    unsigned flags;
+};
+
+#define FIELD(f) offsetof(struct pc_config, f), sizeof(((struct pc_config *)0)->f), 0
+#define LIST(f, n)                                                                                 \
+    offsetof(struct pc_config, f), sizeof(((struct pc_config *)0)->f[0]),                          \
+        offsetof(struct pc_config, n)
+
+/* Timeouts are capped at an hour; 512 MiB is the largest string Redis stores. */
+#define HOUR_MS 3600000
+#define REDIS_MAX_STRING (512 * MIB)
+
+#define DEFAULT_INPUT_FIELDS "instances, inputs, image_data, img_base64"
+#define DEFAULT_ROUTES                                                                             \
+    "POST /predict, POST /v1/models/*:predict, POST /v1/models/*:classify, "                       \
+    "POST /v1/models/*:regress, POST /v2/models/*/infer"
+
+/* Sections in the order the file and the dump show them. */
+static const char *const sections[] = {"server", "backend", "redis", "cache", "log"};
+#define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
+
+/* clang-format off */
+static const struct opt static_options[] = {
+    /* section  key                   type          field                               min  max               default                  flags */
+    {"server",  "listen",             OPT_HOSTPORT, FIELD(listen),                      0,   0,                "0.0.0.0:8080",          0},
+    {"server",  "admin_listen",       OPT_HOSTPORT, FIELD(admin_listen),                0,   0,                "127.0.0.1:9090",        0},
+    {"server",  "max_body_bytes",     OPT_SIZE,     FIELD(max_body_bytes),              1,   GIB,              "16m",                   0},
+    {"server",  "max_header_bytes",   OPT_SIZE,     FIELD(max_header_bytes),            KIB, MIB,              "16k",                   0},
+    {"server",  "request_timeout_ms", OPT_INT,      FIELD(request_timeout_ms),          1,   HOUR_MS,          "60000",                 0},
+    {"server",  "idle_timeout_ms",    OPT_INT,      FIELD(idle_timeout_ms),             1,   HOUR_MS,          "30000",                 0},
+    {"server",  "drain_timeout_ms",   OPT_INT,      FIELD(drain_timeout_ms),            0,   HOUR_MS,          "10000",                 0},
+    {"server",  "max_connections",    OPT_INT,      FIELD(max_connections),             1,   1000000,          "10000",                 0},
+
+    {"backend", "url",                OPT_URL,      FIELD(backend_url),                 0,   0,                "http://127.0.0.1:8501", 0},
+    {"backend", "connect_timeout_ms", OPT_INT,      FIELD(backend_connect_timeout_ms),  1,   HOUR_MS,          "1000",                  0},
+    {"backend", "timeout_ms",         OPT_INT,      FIELD(backend_timeout_ms),          1,   HOUR_MS,          "30000",                 0},
+    {"backend", "max_response_bytes", OPT_SIZE,     FIELD(backend_max_response_bytes),  1,   GIB,              "64m",                   0},
+
+    {"redis",   "host",               OPT_STRING,   FIELD(redis_host),                  1,   0,                "127.0.0.1",             0},
+    {"redis",   "port",               OPT_INT,      FIELD(redis_port),                  1,   65535,            "6379",                  0},
+    {"redis",   "password",           OPT_STRING,   FIELD(redis_password),              0,   0,                "",                      OPT_SECRET},
+    {"redis",   "db",                 OPT_INT,      FIELD(redis_db),                    0,   INT_MAX,          "0",                     0},
+    {"redis",   "timeout_ms",         OPT_INT,      FIELD(redis_timeout_ms),            1,   60000,            "100",                   0},
+
+    {"cache",   "ttl_s",              OPT_INT,      FIELD(ttl_s),                       1,   INT_MAX,          "86400",                 0},
+    {"cache",   "max_value_bytes",    OPT_SIZE,     FIELD(max_value_bytes),             1,   REDIS_MAX_STRING, "4m",                    0},
+    {"cache",   "namespace",          OPT_STRING,   FIELD(namespace_),                  0,   0,                "default",               0},
+    {"cache",   "key_prefix",         OPT_STRING,   FIELD(key_prefix),                  0,   0,                "predcache:",            0},
+    {"cache",   "routes",             OPT_ROUTES,   LIST(routes, n_routes),             0,   PC_CFG_MAX_LIST,  DEFAULT_ROUTES,          0},
+    {"cache",   "input_fields",       OPT_NAMES,    LIST(input_fields, n_input_fields), 0,   PC_CFG_MAX_LIST,  DEFAULT_INPUT_FIELDS,    0},
+    {"cache",   "path_field",         OPT_STRING,   FIELD(path_field),                  0,   0,                "file_path",             0},
+
+    {"log",     "level",              OPT_LEVEL,    FIELD(log_level),                   0,   0,                "info",                  0},
+    {"log",     "access_log",         OPT_STRING,   FIELD(access_log),                  1,   0,                "-",                     0},
+};
+/* clang-format on */
+#define N_OPTIONS (sizeof(static_options) / sizeof(static_options[0]))
+
+static const char *const route_methods[] = {"GET",   "POST", "PUT",     "DELETE",
+                                            "PATCH", "HEAD", "OPTIONS", "*"};
+
+static void fmt(char *out, size_t outlen, const char *f, ...) __attribute__((format(printf, 3, 4)));
+static void fmt(char *out, size_t outlen, const char *f, ...)
+{
+    if (out == NULL || outlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(out, outlen, f, ap);
+    va_end(ap);
+}
+
+static const struct opt *opt_find(const char *section, const char *key)
+{
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        if (strcmp(static_options[i].section, section) == 0 &&
+            strcmp(static_options[i].key, key) == 0)
+            return &static_options[i];
+    }
+    return NULL;
+}
+
+static int section_known(const char *name)
+{
+    for (size_t i = 0; i < N_SECTIONS; i++) {
+        if (strcmp(sections[i], name) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int has_control_n(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return 1;
+    }
+    return 0;
+}
+
+static int has_control(const char *s)
+{
+    return has_control_n(s, strlen(s));
+}
+
+/* "16m" for exact multiples, else plain bytes: what the file would say. */
+static void format_size(long long v, char *out, size_t outlen)
+{
+    if (v != 0 && v % GIB == 0)
+        fmt(out, outlen, "%lldg", v / GIB);
+    else if (v != 0 && v % MIB == 0)
+        fmt(out, outlen, "%lldm", v / MIB);
+    else if (v != 0 && v % KIB == 0)
+        fmt(out, outlen, "%lldk", v / KIB);
+    else
+        fmt(out, outlen, "%lld", v);
+}
+
+/* Decimal integer, optional '-', nothing else (no spaces, no '+', no hex). */
+static int parse_int(const char *s, long long *out)
+{
+    const char *d = s[0] == '-' ? s + 1 : s;
+    if (!isdigit((unsigned char)d[0]))
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Digits with an optional k, m or g suffix (KiB, MiB, GiB), either case. */
+static int parse_size(const char *s, unsigned long long *out)
+{
+    if (!isdigit((unsigned char)s[0]))
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0)
+        return -1;
+    unsigned long long mult = 1;
+    switch (tolower((unsigned char)*end)) {
+    case '\0':
+        break;
+    case 'k':
+        mult = KIB;
+        break;
+    case 'm':
+        mult = MIB;
+        break;
+    case 'g':
+        mult = GIB;
+        break;
+    default:
+        return -1;
+    }
+    if (*end != '\0' && end[1] != '\0')
+        return -1;
+    if (v > ULLONG_MAX / mult)
+        return -1;
+    *out = v * mult;
+    return 0;
+}
+
+/*
+ * Checks a base URL: http:// or https://, a host (plain, or [v6]) with an optional port,
+ * an optional path; no spaces, query or fragment.
+ */
+static int check_url(const char *s, char *why, size_t whylen)
+{
+    size_t skip;
+    if (s[0] == '\0') {
+        fmt(why, whylen, "must not be empty");
+        return -1;
+    }
+    if (strncasecmp(s, "http://", 7) == 0) {
+        skip = 7;
+    } else if (strncasecmp(s, "https://", 8) == 0) {
+        skip = 8;
+    } else {
+        fmt(why, whylen, "'%s' must start with http:// or https://", s);
+        return -1;
+    }
+    for (const char *p = s; *p; p++) {
+        if (isspace((unsigned char)*p) || *p == '?' || *p == '#') {
+            fmt(why, whylen, "'%s' must be a base URL (no spaces, query or fragment)", s);
+            return -1;
+        }
+    }
+    const char *auth = s + skip;
+    size_t alen = strcspn(auth, "/");
+    const char *at = memchr(auth, '@', alen);
+    while (at != NULL) { /* skip user:password@ (last '@' of the authority) */
+        alen -= (size_t)(at + 1 - auth);
+        auth = at + 1;
+        at = memchr(auth, '@', alen);
+    }
+    char hostport[PC_CFG_STR];
+    if (alen == 0 || alen >= sizeof hostport) {
+        fmt(why, whylen, "'%s' has no host", s);
+        return -1;
+    }
+    memcpy(hostport, auth, alen);
+    hostport[alen] = '\0';
+    char host[PC_CFG_STR];
+    int port;
+    const char *close = strchr(hostport, ']');
+    const char *colon = strrchr(close ? close : hostport, ':');
+    if (colon != NULL) {
+        if (hostport[0] == ':' || pc_config_split_hostport(hostport, host, sizeof host, &port) ||
+            port == 0) {
+            fmt(why, whylen, "'%s' has a bad host or port", s);
+            return -1;
+        }
+    } else if (hostport[0] == '[' ? (close == NULL || close[1] != '\0' || close == hostport + 1)
+                                  : strpbrk(hostport, "[]") != NULL) {
+        fmt(why, whylen, "'%s' has a bad host", s);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * One entry of a comma-separated list starting at P: trimmed in [*start, *start + *len).
+ * Returns where the next entry starts, or NULL after the last one.
+ */
+static const char *list_next(const char *p, const char **start, size_t *len)
+{
+    const char *comma = strchr(p, ',');
+    const char *end = comma ? comma : p + strlen(p);
+    while (p < end && isspace((unsigned char)*p))
+        p++;
+    while (end > p && isspace((unsigned char)end[-1]))
+        end--;
+    *start = p;
+    *len = (size_t)(end - p);
+    return comma ? comma + 1 : NULL;
+}
+
+static int list_is_blank(const char *s)
+{
+    for (; *s; s++) {
+        if (!isspace((unsigned char)*s))
+            return 0;
+    }
+    return 1;
+}
+
+/* One "METHOD PATTERN" entry of the routes list. */
+static int parse_route(const char *e, size_t len, struct pc_route_rule *r, char *why, size_t whylen)
+{
+    size_t mlen = 0;
+    while (mlen < len && !isspace((unsigned char)e[mlen]))
+        mlen++;
+    size_t p = mlen;
+    while (p < len && isspace((unsigned char)e[p]))
+        p++;
+    const char *pat = e + p;
+    size_t plen = len - p;
+    if (plen == 0 || memchr(pat, ' ', plen) != NULL || memchr(pat, '\t', plen) != NULL) {
+        fmt(why, whylen, "route '%.*s' must be 'METHOD PATTERN'", (int)len, e);
+        return -1;
+    }
+    size_t i;
+    for (i = 0; i < sizeof route_methods / sizeof route_methods[0]; i++) {
+        if (strlen(route_methods[i]) == mlen && strncasecmp(route_methods[i], e, mlen) == 0)
+            break;
+    }
+    if (i == sizeof route_methods / sizeof route_methods[0]) {
+        fmt(why, whylen,
+            "route '%.*s': method '%.*s' is not one of GET POST PUT DELETE PATCH HEAD "
+            "OPTIONS *",
+            (int)len, e, (int)mlen, e);
+        return -1;
+    }
+    if (pat[0] != '/') {
+        fmt(why, whylen, "route '%.*s': pattern must start with '/'", (int)len, e);
+        return -1;
+    }
+    if (plen >= sizeof r->pattern) {
+        fmt(why, whylen, "route '%.*s': pattern too long (at most %zu bytes)", (int)len, e,
+            sizeof r->pattern - 1);
+        return -1;
+    }
+    if (has_control_n(pat, plen)) {
+        fmt(why, whylen, "route '%.*s': control character in pattern", (int)len, e);
+        return -1;
+    }
+    memset(r, 0, sizeof *r);
+    memcpy(r->method, route_methods[i], strlen(route_methods[i]));
+    memcpy(r->pattern, pat, plen);
+    return 0;
+}
+
+/* An empty (or blank) value is an empty list; setting a list replaces it whole. */
+static int set_routes(const struct opt *o, struct pc_config *cfg, const char *v, char *why,
+                      size_t whylen)
+{
+    struct pc_route_rule tmp[PC_CFG_MAX_LIST];
+    size_t n = 0;
+    memset(tmp, 0, sizeof tmp);
+    for (const char *p = list_is_blank(v) ? NULL : v; p != NULL;) {
+        const char *e;
+        size_t len;
+        p = list_next(p, &e, &len);
+        if (len == 0) {
+            fmt(why, whylen, "empty entry in the list");
+            return -1;
+        }
+        if (n == (size_t)o->max) {
+            fmt(why, whylen, "too many routes (at most %lld)", o->max);
+            return -1;
+        }
+        if (parse_route(e, len, &tmp[n], why, whylen) != 0)
+            return -1;
+        n++;
+    }
+    memcpy((char *)cfg + o->offset, tmp, sizeof tmp);
+    *(size_t *)((char *)cfg + o->count_offset) = n;
+    return 0;
+}
+
+static int set_names(const struct opt *o, struct pc_config *cfg, const char *v, char *why,
+                     size_t whylen)
+{
+    char tmp[PC_CFG_MAX_LIST][sizeof cfg->input_fields[0]];
+    size_t n = 0;
+    memset(tmp, 0, sizeof tmp);
+    for (const char *p = list_is_blank(v) ? NULL : v; p != NULL;) {
+        const char *e;
+        size_t len;
+        p = list_next(p, &e, &len);
+        if (len == 0) {
+            fmt(why, whylen, "empty entry in the list");
+            return -1;
+        }
+        if (n == (size_t)o->max) {
+            fmt(why, whylen, "too many names (at most %lld)", o->max);
+            return -1;
+        }
+        if (len >= o->size) {
+            fmt(why, whylen, "name '%.*s' too long (at most %zu bytes)", (int)len, e, o->size - 1);
+            return -1;
+        }
+        for (size_t i = 0; i < len; i++) {
+            unsigned char c = (unsigned char)e[i];
+            if (isspace(c) || c < 0x20 || c == 0x7f) {
+                fmt(why, whylen, "name '%.*s' must not contain spaces", (int)len, e);
+                return -1;
+            }
+        }
+        memcpy(tmp[n], e, len);
+        n++;
+    }
+    memcpy((char *)cfg + o->offset, tmp, sizeof tmp);
+    *(size_t *)((char *)cfg + o->count_offset) = n;
+    return 0;
+}
+
+/* Checks VALUE for option O and stores it; on error the field is left as it was. */
+static int opt_apply(const struct opt *o, struct pc_config *cfg, const char *v, char *why,
+                     size_t whylen)
+{
+    char *field = (char *)cfg + o->offset;
+    size_t len = strlen(v);
+    long long iv;
+    unsigned long long uv;
+    char lo[32], hi[32];
+
+    switch (o->type) {
+    case OPT_STRING:
+    case OPT_HOSTPORT:
+    case OPT_URL:
+        if (len >= o->size) {
+            fmt(why, whylen, "too long (%zu bytes, at most %zu)", len, o->size - 1);
+            return -1;
+        }
+        if (len < (size_t)o->min) {
+            fmt(why, whylen, "must not be empty");
+            return -1;
+        }
+        if (has_control(v)) {
+            fmt(why, whylen, "control character in value");
+            return -1;
+        }
+        if (o->type == OPT_HOSTPORT && pc_config_split_hostport(v, NULL, 0, NULL) != 0) {
+            fmt(why, whylen, "'%s' is not host:port, [ipv6]:port or :port (port 0..65535)", v);
+            return -1;
+        }
+        if (o->type == OPT_URL) {
+            if (check_url(v, why, whylen) != 0)
+                return -1;
+            /* Drop trailing slashes of the path, so that base + "/v1/..." joins cleanly. */
+            const char *path = strchr(strstr(v, "://") + 3, '/');
+            while (path != NULL && len > (size_t)(path - v) && v[len - 1] == '/')
+                len--;
+        }
+        memset(field, 0, o->size);
+        memcpy(field, v, len);
+        return 0;
+
+    case OPT_INT:
+        if (parse_int(v, &iv) != 0) {
+            fmt(why, whylen, "'%s' is not an integer", v);
+            return -1;
+        }
+        if (iv < o->min || iv > o->max) {
+            fmt(why, whylen, "%s is out of range (%lld..%lld)", v, o->min, o->max);
+            return -1;
+        }
+        *(int *)field = (int)iv;
+        return 0;
+
+    case OPT_SIZE:
+        if (parse_size(v, &uv) != 0) {
+            fmt(why, whylen, "'%s' is not a size (bytes, or a number with k, m or g)", v);
+            return -1;
+        }
+        if (uv < (unsigned long long)o->min || uv > (unsigned long long)o->max) {
+            format_size(o->min, lo, sizeof lo);
+            format_size(o->max, hi, sizeof hi);
+            fmt(why, whylen, "%s is out of range (%s..%s)", v, lo, hi);
+            return -1;
+        }
+        *(size_t *)field = (size_t)uv;
+        return 0;
+
+    case OPT_LEVEL: {
+        char lower[16];
+        size_t i;
+        for (i = 0; i < len && i < sizeof lower - 1; i++)
+            lower[i] = (char)tolower((unsigned char)v[i]);
+        lower[i] = '\0';
+        if (len >= sizeof lower || pc_log_parse_level(lower) < 0) {
+            fmt(why, whylen, "'%s' must be one of debug, info, warn, error", v);
+            return -1;
+        }
+        memset(field, 0, o->size);
+        memcpy(field, lower, strlen(lower));
+        return 0;
+    }
+
+    case OPT_ROUTES:
+        return set_routes(o, cfg, v, why, whylen);
+
+    case OPT_NAMES:
+        return set_names(o, cfg, v, why, whylen);
+    }
+    fmt(why, whylen, "unknown option type");
+    return -1;
+}
+
+/* Writes the value of option O as the file would say it (password in clear). */
+static void opt_format(const struct opt *o, const struct pc_config *cfg, char *out, size_t outlen)
+{
+    const char *field = (const char *)cfg + o->offset;
+    size_t used = 0;
+    size_t count = 0;
+    if (o->type == OPT_ROUTES || o->type == OPT_NAMES) {
+        count = *(const size_t *)((const char *)cfg + o->count_offset);
+        count = count < PC_CFG_MAX_LIST ? count : PC_CFG_MAX_LIST;
+    }
+    out[0] = '\0';
+
+    switch (o->type) {
+    case OPT_STRING:
+    case OPT_HOSTPORT:
+    case OPT_URL:
+    case OPT_LEVEL:
+        fmt(out, outlen, "%.*s", (int)strnlen(field, o->size), field);
+        break;
+    case OPT_INT:
+        fmt(out, outlen, "%d", *(const int *)field);
+        break;
+    case OPT_SIZE:
+        format_size((long long)*(const size_t *)field, out, outlen);
+        break;
+    case OPT_ROUTES:
+        for (size_t i = 0; i < count && used < outlen; i++) {
+            const struct pc_route_rule *r = (const struct pc_route_rule *)field + i;
+            int n = snprintf(out + used, outlen - used, "%s%.*s %.*s", i ? ", " : "",
+                             (int)strnlen(r->method, sizeof r->method), r->method,
+                             (int)strnlen(r->pattern, sizeof r->pattern), r->pattern);
+            used += n > 0 ? (size_t)n : 0;
+        }
+        break;
+    case OPT_NAMES:
+        for (size_t i = 0; i < count && used < outlen; i++) {
+            const char *name = field + i * o->size;
+            int n = snprintf(out + used, outlen - used, "%s%.*s", i ? ", " : "",
+                             (int)strnlen(name, o->size), name);
+            used += n > 0 ? (size_t)n : 0;
+        }
+        break;
+    }
+}
+
+void pc_config_defaults(struct pc_config *cfg)
+{
+    char why[256];
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct opt *o = &static_options[i];
+        if (opt_apply(o, cfg, o->def, why, sizeof why) != 0) {
+            /* A bad default is a bug in the table above, caught by the first test run. */
+            fprintf(stderr, "config: bad default for [%s] %s: %s\n", o->section, o->key, why);
+            abort();
+        }
+    }
+}
+
+int pc_config_set(struct pc_config *cfg, const char *section, const char *key, const char *value,
+                  char *err, size_t errlen)
+{
+    char why[512];
+    if (!section_known(section)) {
+        fmt(err, errlen, "unknown section [%s]", section);
+        return -1;
+    }
+    const struct opt *o = opt_find(section, key);
+    if (o == NULL) {
+        fmt(err, errlen, "[%s] %s: unknown key", section, key);
+        return -1;
+    }
+    if (opt_apply(o, cfg, value, why, sizeof why) != 0) {
+        fmt(err, errlen, "[%s] %s: %s", section, key, why);
+        return -1;
+    }
+    return 0;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
+    return s;
+}
+
+/*
+ * Parse pass over one open file into CFG. 0 ok; -1 with "PATH:LINE: ..." in err.
+ * Lines: "[section]", "key = value", "# comment", "; comment", blank.
+ */
+static int parse_file(struct pc_config *cfg, FILE *f, const char *path, char *err, size_t errlen)
+{
+    char buf[CFG_LINE_MAX + 3]; /* the line, "\r\n" and the NUL */
+    char msg[1024];
+    const char *section = NULL;
+    int lineno = 0;
+
+    while (fgets(buf, sizeof buf, f) != NULL) {
+        lineno++;
+        size_t len = strlen(buf);
+        int has_nl = len > 0 && buf[len - 1] == '\n';
+        if (!has_nl && !feof(f)) {
+            if (len == sizeof buf - 1)
+                fmt(err, errlen, "%s:%d: line longer than %d bytes", path, lineno, CFG_LINE_MAX);
+            else
+                fmt(err, errlen, "%s:%d: NUL byte in line", path, lineno);
+            return -1;
+        }
+        if (has_nl)
+            buf[--len] = '\0';
+        if (len > 0 && buf[len - 1] == '\r')
+            buf[--len] = '\0';
+        if (len > CFG_LINE_MAX) {
+            fmt(err, errlen, "%s:%d: line longer than %d bytes", path, lineno, CFG_LINE_MAX);
+            return -1;
+        }
+        char *line = buf;
+        if (lineno == 1 && strncmp(line, "\xEF\xBB\xBF", 3) == 0) /* UTF-8 byte order mark */
+            line += 3;
+        line = trim(line);
+
+        if (line[0] == '\0' || line[0] == '#' || line[0] == ';')
+            continue;
+
+        if (line[0] == '[') {
+            size_t n = strlen(line);
+            if (line[n - 1] != ']') {
+                fmt(err, errlen, "%s:%d: expected '[section]'", path, lineno);
+                return -1;
+            }
+            line[n - 1] = '\0';
+            char *name = trim(line + 1);
+            section = NULL;
+            for (size_t i = 0; i < N_SECTIONS; i++) {
+                if (strcmp(sections[i], name) == 0)
+                    section = sections[i];
+            }
+            if (section == NULL) {
+                fmt(err, errlen, "%s:%d: unknown section [%s]", path, lineno, name);
+                return -1;
+            }
+            continue;
+        }
+
+        char *eq = strchr(line, '=');
+        if (eq == NULL) {
+            fmt(err, errlen, "%s:%d: expected 'key = value'", path, lineno);
+            return -1;
+        }
+        *eq = '\0';
+        char *key = trim(line);
+        char *value = trim(eq + 1);
+        if (key[0] == '\0') {
+            fmt(err, errlen, "%s:%d: expected 'key = value'", path, lineno);
+            return -1;
+        }
+        if (section == NULL) {
+            fmt(err, errlen, "%s:%d: %s: key outside any [section]", path, lineno, key);
+            return -1;
+        }
+        size_t vlen = strlen(value);
+        if (value[0] == '"') {
+            if (vlen < 2 || value[vlen - 1] != '"') {
+                fmt(err, errlen, "%s:%d: [%s] %s: unterminated quote", path, lineno, section, key);
+                return -1;
+            }
+            value[vlen - 1] = '\0';
+            value++;
+        }
+        /* A key given twice: the last one wins, as for command-line overrides. */
+        if (pc_config_set(cfg, section, key, value, msg, sizeof msg) != 0) {
+            fmt(err, errlen, "%s:%d: %s", path, lineno, msg);
+            return -1;
+        }
+    }
+    if (ferror(f)) {
+        fmt(err, errlen, "%s: read error: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int pc_config_load(struct pc_config *cfg, const char *path, char *err, size_t errlen)
+{
+    char msg[1024];
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fmt(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    /* Work on a copy: a file that fails leaves the caller's configuration untouched. */
+    struct pc_config *tmp = malloc(sizeof *tmp);
+    if (tmp == NULL) {
+        fclose(f);
+        fmt(err, errlen, "%s: out of memory", path);
+        return -1;
+    }
+    memcpy(tmp, cfg, sizeof *tmp);
+    int rc = parse_file(tmp, f, path, err, errlen);
+    fclose(f);
+    if (rc == 0 && pc_config_validate(tmp, msg, sizeof msg) != 0) {
+        fmt(err, errlen, "%s: %s", path, msg);
+        rc = -1;
+    }
+    if (rc == 0)
+        memcpy(cfg, tmp, sizeof *cfg);
+    free(tmp);
+    return rc;
+}
+
+static int is_wildcard(const char *host)
+{
+    return strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0;
+}
+
+int pc_config_validate(const struct pc_config *cfg, char *err, size_t errlen)
+{
+    char why[512];
+    char *value = malloc(CFG_DUMP_MAX);
+    struct pc_config *scratch = malloc(sizeof *scratch);
+    int rc = -1;
+    if (value == NULL || scratch == NULL) {
+        fmt(err, errlen, "out of memory");
+        goto out;
+    }
+
+    /* Each field as the table allows it: a struct filled in code gets the file's checks. */
+    memset(scratch, 0, sizeof *scratch);
+    for (size_t i = 0; i < N_OPTIONS; i++) {
+        const struct opt *o = &static_options[i];
+        const char *field = (const char *)cfg + o->offset;
+        if ((o->type == OPT_STRING || o->type == OPT_HOSTPORT || o->type == OPT_URL ||
+             o->type == OPT_LEVEL) &&
+            strnlen(field, o->size) == o->size) {
+            fmt(err, errlen, "[%s] %s: not NUL-terminated", o->section, o->key);
+            goto out;
+        }
+        if ((o->type == OPT_ROUTES || o->type == OPT_NAMES) &&
+            *(const size_t *)((const char *)cfg + o->count_offset) > PC_CFG_MAX_LIST) {
+            fmt(err, errlen, "[%s] %s: more than %d entries", o->section, o->key, PC_CFG_MAX_LIST);
+            goto out;
+        }
+        opt_format(o, cfg, value, CFG_DUMP_MAX);
+        if (opt_apply(o, scratch, value, why, sizeof why) != 0) {
+            fmt(err, errlen, "[%s] %s: %s", o->section, o->key, why);
+            goto out;
+        }
+    }
+
+    /* Cross-field rules. */
+    char h1[PC_CFG_STR], h2[PC_CFG_STR];
+    int p1, p2;
+    if (pc_config_split_hostport(cfg->listen, h1, sizeof h1, &p1) == 0 &&
+        pc_config_split_hostport(cfg->admin_listen, h2, sizeof h2, &p2) == 0 && p1 == p2 &&
+        p1 != 0 && (pc_strcaseeq(h1, h2) || is_wildcard(h1) || is_wildcard(h2))) {
+        fmt(err, errlen, "[server] listen (%s) and admin_listen (%s) must be different addresses",
+            cfg->listen, cfg->admin_listen);
+        goto out;
+    }
+    if (cfg->backend_connect_timeout_ms > cfg->backend_timeout_ms) {
+        fmt(err, errlen, "[backend] connect_timeout_ms (%d) must not be more than timeout_ms (%d)",
+            cfg->backend_connect_timeout_ms, cfg->backend_timeout_ms);
+        goto out;
+    }
+    rc = 0;
+out:
+    free(value);
+    free(scratch);
+    return rc;
+}
+
+int pc_config_split_hostport(const char *s, char *host, size_t hostlen, int *port)
+{
+    const char *h, *colon;
+    size_t hlen;
+
+    if (s == NULL || s[0] == '\0')
+        return -1;
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || close[1] != ':')
+            return -1;
+        h = s + 1;
+        hlen = (size_t)(close - h);
+        colon = close + 1;
+        if (hlen == 0 || memchr(h, ':', hlen) == NULL)
+            return -1; /* brackets hold an IPv6 address */
+    } else {
+        colon = strchr(s, ':');
+        if (colon == NULL || strchr(colon + 1, ':') != NULL)
+            return -1; /* no port, or an IPv6 address without brackets */
+        h = s;
+        hlen = (size_t)(colon - s);
+    }
+    for (size_t i = 0; i < hlen; i++) {
+        unsigned char c = (unsigned char)h[i];
+        if (isspace(c) || c < 0x20 || c == 0x7f || c == '/' || c == '[' || c == ']' || c == '@')
+            return -1;
+    }
+
+    const char *digits = colon + 1;
+    size_t nd = strlen(digits);
+    if (nd == 0 || nd > 5)
+        return -1;
+    long p = 0;
+    for (size_t i = 0; i < nd; i++) {
+        if (!isdigit((unsigned char)digits[i]))
+            return -1;
+        p = p * 10 + (digits[i] - '0');
+    }
+    if (p > 65535)
+        return -1;
+
+    if (hlen == 0) {
+        h = "0.0.0.0";
+        hlen = strlen(h);
+    }
+    if (host != NULL) {
+        if (hlen >= hostlen)
+            return -1;
+        memcpy(host, h, hlen);
+        host[hlen] = '\0';
+    }
+    if (port != NULL)
+        *port = (int)p;
+    return 0;
+}
+
+/* A value the parser would trim or unquote is written in quotes, so the dump reads back. */
+static int needs_quotes(const char *v)
+{
+    size_t n = strlen(v);
+    return n > 0 && (isspace((unsigned char)v[0]) || isspace((unsigned char)v[n - 1]) ||
+                     v[0] == '"' || v[0] == '#' || v[0] == ';');
+}
+
+void pc_config_dump(const struct pc_config *cfg, void (*emit)(const char *line, void *arg),
+                    void *arg)
+{
+    char *value = malloc(CFG_DUMP_MAX);
+    char *line = malloc(CFG_DUMP_MAX + 128);
+    if (value == NULL || line == NULL) {
+        emit("# out of memory", arg);
+        goto out;
+    }
+    for (size_t s = 0; s < N_SECTIONS; s++) {
+        if (s > 0)
+            emit("", arg);
+        snprintf(line, CFG_DUMP_MAX + 128, "[%s]", sections[s]);
+        emit(line, arg);
+        for (size_t i = 0; i < N_OPTIONS; i++) {
+            const struct opt *o = &static_options[i];
+            if (strcmp(o->section, sections[s]) != 0)
+                continue;
+            opt_format(o, cfg, value, CFG_DUMP_MAX);
+            if ((o->flags & OPT_SECRET) && value[0] != '\0')
+                snprintf(value, CFG_DUMP_MAX, "********");
+            const char *q = needs_quotes(value) ? "\"" : "";
+            snprintf(line, CFG_DUMP_MAX + 128, "%s = %s%s%s", o->key, q, value, q);
+            emit(line, arg);
+        }
+    }
+out:
+    free(value);
+    free(line);
+}
