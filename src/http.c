@@ -101,45 +101,82 @@ static void conn_process(struct pc_conn *c);
 const char *pc_http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Payload Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 499: return "Client Closed Request";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Payload Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Entity";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 499:
+        return "Client Closed Request";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return status < 300 ? "OK" : status < 500 ? "Client Error" : "Server Error";
     }
 }
 
 int pc_http_is_hop_by_hop(const char *name)
 {
-    static const char *const hop[] = {"connection", "keep-alive",       "proxy-connection",
-                                      "te",         "trailer",          "transfer-encoding",
-                                      "upgrade",    "proxy-authenticate", "proxy-authorization"};
+    static const char *const hop[] = {"connection",
+                                      "keep-alive",
+                                      "proxy-connection",
+                                      "te",
+                                      "trailer",
+                                      "transfer-encoding",
+                                      "upgrade",
+                                      "proxy-authenticate",
+                                      "proxy-authorization"};
     for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++) {
         if (pc_strcaseeq(name, hop[i]))
             return 1;
@@ -292,8 +329,7 @@ static void set_read_timeout(struct pc_conn *c, int ms)
 
 /* Writes status line, headers and body to the connection's output. */
 static void write_response(struct pc_conn *c, int status, int minor, int is_head,
-                           const struct pc_header *headers, size_t n, const char *body,
-                           size_t len)
+                           const struct pc_header *headers, size_t n, const char *body, size_t len)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
     char date[64];
@@ -361,8 +397,8 @@ static int parse_request_line(struct pc_http_req *r, const char *line, const cha
     }
     const char *ver = sp2 + 1;
     if (strncmp(ver, "HTTP/1.", 7) != 0 || ver[7] < '0' || ver[7] > '9' || ver[8] != '\0') {
-        *why = strncmp(ver, "HTTP/", 5) == 0 ? "HTTP version not supported"
-                                              : "malformed HTTP version";
+        *why =
+            strncmp(ver, "HTTP/", 5) == 0 ? "HTTP version not supported" : "malformed HTTP version";
         return strncmp(ver, "HTTP/", 5) == 0 ? 505 : 400;
     }
     r->minor = ver[7] - '0';
@@ -504,6 +540,15 @@ static int finish_head(struct pc_conn *c, struct pc_http_req *r, const char **wh
     return 0;
 }
 
+/* The request line alone (414) or the whole head (431) is over max_header_bytes. */
+static void fail_head_too_large(struct pc_conn *c)
+{
+    if (c->req != NULL && c->req->method != NULL)
+        conn_fail(c, 431, "request header fields too large");
+    else
+        conn_fail(c, 414, "request line too long");
+}
+
 /* Reads head lines. 1: head complete; 0: need more input; -1: failed (answered). */
 static int read_head(struct pc_conn *c)
 {
@@ -516,9 +561,7 @@ static int read_head(struct pc_conn *c)
             size_t pending = evbuffer_get_length(in);
             size_t used = c->req ? c->req->head_bytes : 0;
             if (used + pending > max) {
-                conn_fail(c, c->req && c->req->method ? 431 : 414,
-                          c->req && c->req->method ? "request header fields too large"
-                                                   : "request line too long");
+                fail_head_too_large(c);
                 return -1;
             }
             return 0;
@@ -539,12 +582,15 @@ static int read_head(struct pc_conn *c)
         r->head_bytes += n + 2;
         const char *why = NULL;
         int st = 0;
-        if (r->head_bytes > max)
-            st = r->method ? 431 : 414, why = r->method ? "request header fields too large"
-                                                         : "request line too long";
-        else if (memchr(line, '\0', n) != NULL)
-            st = 400, why = "NUL byte in request head";
-        else if (r->method == NULL)
+        if (r->head_bytes > max) {
+            free(line);
+            fail_head_too_large(c);
+            return -1;
+        }
+        if (memchr(line, '\0', n) != NULL) {
+            st = 400;
+            why = "NUL byte in request head";
+        } else if (r->method == NULL)
             st = parse_request_line(r, line, &why);
         else if (n == 0)
             st = finish_head(c, r, &why);
@@ -855,10 +901,9 @@ struct pc_http_server *pc_http_server_new(struct event_base *base, const char *h
     srv->lim = *limits;
     srv->handler = handler;
     srv->arg = arg;
-    srv->lev = evconnlistener_new_bind(base, accept_cb, srv,
-                                       LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
-                                           LEV_OPT_CLOSE_ON_EXEC,
-                                       1024, ai->ai_addr, (int)ai->ai_addrlen);
+    srv->lev = evconnlistener_new_bind(
+        base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
+        1024, ai->ai_addr, (int)ai->ai_addrlen);
     freeaddrinfo(ai);
     if (srv->lev == NULL) {
         snprintf(err, errlen, "cannot listen on %s: %s", hostport, strerror(errno));

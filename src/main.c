@@ -82,26 +82,47 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"check", no_argument, NULL, 't'},
-        {"listen", required_argument, NULL, 'L'}, {"admin", required_argument, NULL, 'A'},
-        {"backend", required_argument, NULL, 'B'}, {"redis", required_argument, NULL, 'R'},
-        {"version", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"check", no_argument, NULL, 't'},
+                                         {"listen", required_argument, NULL, 'L'},
+                                         {"admin", required_argument, NULL, 'A'},
+                                         {"backend", required_argument, NULL, 'B'},
+                                         {"redis", required_argument, NULL, 'R'},
+                                         {"version", no_argument, NULL, 'v'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *conf = NULL;
     int check = 0, opt;
     struct overrides ov = {0};
     while ((opt = getopt_long(argc, argv, "c:tvh", opts, NULL)) != -1) {
         switch (opt) {
-        case 'c': conf = optarg; break;
-        case 't': check = 1; break;
-        case 'L': ov.listen = optarg; break;
-        case 'A': ov.admin = optarg; break;
-        case 'B': ov.backend = optarg; break;
-        case 'R': ov.redis = optarg; break;
-        case 'v': printf("predcache %s\n", PC_VERSION); return 0;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 1;
+        case 'c':
+            conf = optarg;
+            break;
+        case 't':
+            check = 1;
+            break;
+        case 'L':
+            ov.listen = optarg;
+            break;
+        case 'A':
+            ov.admin = optarg;
+            break;
+        case 'B':
+            ov.backend = optarg;
+            break;
+        case 'R':
+            ov.redis = optarg;
+            break;
+        case 'v':
+            printf("predcache %s\n", PC_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 1;
         }
     }
     if (optind < argc) {

@@ -4,9 +4,8 @@
 #include <string.h>
 
 /* Upper bounds in seconds; the last bucket is +Inf. */
-static const double bucket_le[PC_HIST_BUCKETS - 1] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
-                                                      0.025,  0.05,  0.1,    0.25,  0.5,
-                                                      1,      2.5,   5,      10};
+static const double bucket_le[PC_HIST_BUCKETS - 1] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
 void pc_metrics_init(struct pc_metrics *m)
 {
@@ -26,8 +25,9 @@ void pc_hist_observe(struct pc_hist *h, double seconds)
 static int render_hist(struct pc_buf *out, const char *name, const char *help,
                        const struct pc_hist *h)
 {
-    int rc = pc_buf_printf(out, "# HELP predcache_%s_seconds %s\n# TYPE predcache_%s_seconds histogram\n",
-                           name, help, name);
+    int rc = pc_buf_printf(
+        out, "# HELP predcache_%s_seconds %s\n# TYPE predcache_%s_seconds histogram\n", name, help,
+        name);
     uint64_t cum = 0;
     for (size_t i = 0; i < PC_HIST_BUCKETS; i++) {
         cum += h->buckets[i];

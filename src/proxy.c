@@ -145,11 +145,21 @@ static void answer(struct pc_preq *p, int status, const struct pc_header *h, siz
     };
     pc_log_access(&a);
     switch (p->result) {
-    case RES_HIT: w->metrics.req_hit++; break;
-    case RES_MISS: w->metrics.req_miss++; break;
-    case RES_BYPASS: w->metrics.req_bypass++; break;
-    case RES_PASS: w->metrics.req_pass++; break;
-    case RES_ERROR: w->metrics.req_error++; break;
+    case RES_HIT:
+        w->metrics.req_hit++;
+        break;
+    case RES_MISS:
+        w->metrics.req_miss++;
+        break;
+    case RES_BYPASS:
+        w->metrics.req_bypass++;
+        break;
+    case RES_PASS:
+        w->metrics.req_pass++;
+        break;
+    case RES_ERROR:
+        w->metrics.req_error++;
+        break;
     }
     pc_hist_observe(&w->metrics.h_request, total_ms / 1000.0);
     w->metrics.in_flight--;

@@ -59,9 +59,8 @@ int pc_upstream_error_status(enum pc_upstream_error e)
 
 /* ---- transfer bookkeeping ---------------------------------------------------------- */
 
-static void resp_clear(struct pc_upstream_resp *r, size_t n_cap)
+static void resp_clear(struct pc_upstream_resp *r)
 {
-    (void)n_cap;
     for (size_t i = 0; i < r->n_headers; i++) {
         free(r->headers[i].name);
         free(r->headers[i].value);
@@ -82,7 +81,7 @@ static void xfer_free(struct pc_xfer *x)
     curl_multi_remove_handle(up->multi, x->easy);
     curl_easy_cleanup(x->easy);
     curl_slist_free_all(x->req_headers);
-    resp_clear(&x->resp, x->headers_cap);
+    resp_clear(&x->resp);
     free(x->resp.headers);
     pc_buf_release(&x->resp.body);
     free(x);
@@ -148,7 +147,8 @@ static void check_done(struct pc_upstream *up)
 static void event_cb(evutil_socket_t fd, short what, void *arg)
 {
     struct pc_upstream *up = arg;
-    int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int action =
+        ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
     curl_multi_socket_action(up->multi, fd, action, &running);
     check_done(up);
@@ -231,7 +231,7 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
     struct pc_xfer *x = userdata;
     size_t n = size * nitems;
     if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-        resp_clear(&x->resp, x->headers_cap);
+        resp_clear(&x->resp);
         return n;
     }
     const char *colon = memchr(line, ':', n);
@@ -375,7 +375,7 @@ struct pc_xfer *pc_upstream_send(struct pc_upstream *up, const char *method, con
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_PROXY, "");     /* never an http_proxy from the environment */
+    curl_easy_setopt(e, CURLOPT_PROXY, "");      /* never an http_proxy from the environment */
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L); /* forward the path exactly as received */
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->req_headers);

@@ -39,8 +39,8 @@ struct pc_key_params {
  * raw bytes. Borrows everything; writes the NUL-terminated key into out.
  */
 int pc_cachekey_derive(const struct pc_key_params *p, const char *route, const char *body,
-                       size_t len, int body_is_json, char out[PC_KEY_MAX],
-                       enum pc_key_kind *kind, char *err, size_t errlen);
+                       size_t len, int body_is_json, char out[PC_KEY_MAX], enum pc_key_kind *kind,
+                       char *err, size_t errlen);
 
 /*
  * Canonical JSON of a JSON text: object keys sorted bytewise, no whitespace, strings

@@ -30,20 +30,20 @@ struct pc_config {
 
     /* [backend] */
     char backend_url[1024]; /* base URL of the model server; default http://127.0.0.1:8501 */
-    int backend_connect_timeout_ms; /* default 1000 */
-    int backend_timeout_ms;         /* default 30000 */
+    int backend_connect_timeout_ms;    /* default 1000 */
+    int backend_timeout_ms;            /* default 30000 */
     size_t backend_max_response_bytes; /* default 67108864 */
 
     /* [redis] */
-    char redis_host[PC_CFG_STR]; /* default 127.0.0.1 */
-    int redis_port;              /* default 6379 */
+    char redis_host[PC_CFG_STR];     /* default 127.0.0.1 */
+    int redis_port;                  /* default 6379 */
     char redis_password[PC_CFG_STR]; /* default empty: no AUTH */
     int redis_db;                    /* default 0 */
     int redis_timeout_ms;            /* per command and connect; default 100 */
 
     /* [cache] */
-    int ttl_s;              /* default 86400 */
-    size_t max_value_bytes; /* default 4194304 */
+    int ttl_s;                   /* default 86400 */
+    size_t max_value_bytes;      /* default 4194304 */
     char namespace_[PC_CFG_STR]; /* default "default" */
     char key_prefix[PC_CFG_STR]; /* default "predcache:" */
     struct pc_route_rule routes[PC_CFG_MAX_LIST];
@@ -53,7 +53,7 @@ struct pc_config {
     char path_field[64]; /* default "file_path"; empty disables the path fallback */
 
     /* [log] */
-    char log_level[16];   /* debug | info | warn | error; default info */
+    char log_level[16];    /* debug | info | warn | error; default info */
     char access_log[1024]; /* "-" stdout (default), "off", or a file path */
 };
 

@@ -16,17 +16,16 @@ struct pc_metrics;
 struct pc_store;
 
 enum pc_store_result {
-    PC_STORE_HIT = 0,  /* value found */
-    PC_STORE_MISS,     /* no such key */
-    PC_STORE_ERROR,    /* down, refused, timed out, or an error reply */
+    PC_STORE_HIT = 0, /* value found */
+    PC_STORE_MISS,    /* no such key */
+    PC_STORE_ERROR,   /* down, refused, timed out, or an error reply */
 };
 
 /*
  * Called exactly once per accepted GET, never from inside pc_store_get itself.
  * data/len are valid only until the callback returns.
  */
-typedef void (*pc_store_get_cb)(enum pc_store_result res, const char *data, size_t len,
-                                void *arg);
+typedef void (*pc_store_get_cb)(enum pc_store_result res, const char *data, size_t len, void *arg);
 /* Called exactly once per accepted PING. ok: 1 when Redis answered PONG. */
 typedef void (*pc_store_ping_cb)(int ok, void *arg);
 

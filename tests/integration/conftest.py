@@ -1,0 +1,576 @@
+"""Integration harness: real redis-server, the test model server and predcache.
+
+Every test gets fresh processes on free loopback ports (tests are independent by
+construction), each one polled until ready with a deadline, and always stopped by pid
+in teardown (SIGTERM, then SIGKILL).
+
+Fixtures:
+    redis            a running RedisServer (kill/start/pause/resume, RESP helpers)
+    model            a running ModelServer (control plane helpers)
+    start_predcache  factory: start_predcache(conf={section: {key: value}}, args=[...])
+    proxy            predcache started with the default test conf
+    predcache_bin    path of the binary under test
+Helpers: free_port, wait_for, Resp, parse_metrics, expected_key, canonical.
+
+Run with Debian's python: /usr/bin/python3 -m pytest -q tests/integration
+"""
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+MODEL_SERVER = os.path.join(ROOT, "tests", "fixtures", "model_server.py")
+REDIS_SERVER = os.environ.get("REDIS_SERVER", "/usr/bin/redis-server")
+PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+READY_S = 10.0
+HTTP_TIMEOUT = 15.0
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE, signal.SIGILL}
+
+
+def predcache_path():
+    path = os.environ.get("PREDCACHE_BIN") or os.path.join(ROOT, "predcache")
+    return os.path.abspath(path)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port():
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(fn, timeout=READY_S, interval=0.05, what="condition"):
+    """Calls fn until it returns something truthy; returns that, or fails after timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            value = fn()
+            if value:
+                return value
+        except Exception as e:  # noqa: BLE001 (polling: any failure means not yet)
+            last_exc = e
+        if time.monotonic() >= deadline:
+            extra = " (last error: %r)" % (last_exc,) if last_exc else ""
+            raise AssertionError("timed out after %.1fs waiting for %s%s" % (timeout, what, extra))
+        time.sleep(interval)
+
+
+def canonical(value):
+    """Canonical JSON as the cache key spec says: sorted keys, no whitespace."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def expected_key(path, input_material, namespace="default", prefix="predcache:"):
+    """<prefix>v1:hex(sha256(namespace \\n path \\n input))."""
+    if isinstance(input_material, str):
+        input_material = input_material.encode("utf-8")
+    material = namespace.encode() + b"\n" + path.encode() + b"\n" + input_material
+    return prefix + "v1:" + hashlib.sha256(material).hexdigest()
+
+
+def parse_metrics(text):
+    """Prometheus text -> {(name, frozenset(labels.items())): value}."""
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        name_part, _, value = line.rpartition(" ")
+        labels = {}
+        if "{" in name_part:
+            name, _, rest = name_part.partition("{")
+            rest = rest.rstrip("}")
+            for item in split_labels(rest):
+                k, _, v = item.partition("=")
+                labels[k.strip()] = v.strip().strip('"')
+        else:
+            name = name_part
+        try:
+            out[(name.strip(), frozenset(labels.items()))] = float(value)
+        except ValueError:
+            continue
+    return out
+
+
+def split_labels(s):
+    items, cur, quoted = [], "", False
+    for ch in s:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        items.append(cur)
+    return items
+
+
+def stop_process(proc, term_wait=5.0):
+    """SIGTERM, then SIGKILL after term_wait. Returns the exit status."""
+    if proc.poll() is None:
+        try:
+            proc.send_signal(signal.SIGCONT)  # a SIGSTOPped process cannot act on SIGTERM
+            proc.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=term_wait)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
+def read_text(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+# --------------------------------------------------------------------------- redis
+
+
+class RedisError(Exception):
+    pass
+
+
+class Resp:
+    """A tiny RESP2 client over one socket: enough for GET, TTL, PTTL, KEYS, FLUSHALL, EXISTS."""
+
+    def __init__(self, port, host="127.0.0.1", timeout=3.0):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.rf = self.sock.makefile("rb")
+
+    def close(self):
+        try:
+            self.rf.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def command(self, *args):
+        parts = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if not isinstance(a, bytes):
+                a = str(a).encode("utf-8")
+            parts.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        self.sock.sendall(b"".join(parts))
+        return self._read()
+
+    def _read(self):
+        line = self.rf.readline()
+        if not line:
+            raise ConnectionError("redis closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RedisError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            data = self.rf.read(n + 2)
+            return data[:-2]
+        if kind == b"*":
+            n = int(rest)
+            if n < 0:
+                return None
+            return [self._read() for _ in range(n)]
+        raise RedisError("unexpected reply %r" % line)
+
+
+class RedisServer:
+    def __init__(self, workdir):
+        self.dir = str(workdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = free_port()
+        self.proc = None
+        self.starts = 0
+
+    def start(self):
+        """Starts (or restarts, on the same port) and waits for PING."""
+        assert self.proc is None or self.proc.poll() is not None, "redis already running"
+        self.starts += 1
+        self.stderr_path = os.path.join(self.dir, "redis-%d.log" % self.starts)
+        cmd = [
+            REDIS_SERVER,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self.dir,
+            "--daemonize", "no",
+        ]
+        with open(self.stderr_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+
+        def ping():
+            if self.proc.poll() is not None:
+                raise AssertionError("redis-server exited with %s:\n%s"
+                                     % (self.proc.returncode, read_text(self.stderr_path)))
+            with Resp(self.port, timeout=1.0) as r:
+                return r.command("PING") == "PONG"
+
+        try:
+            wait_for(ping, what="redis-server PING on port %d" % self.port)
+        except AssertionError as e:
+            self.stop()
+            raise AssertionError("%s\nredis log:\n%s" % (e, read_text(self.stderr_path)))
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def kill(self):
+        """SIGKILL: Redis vanishes without a goodbye, as in a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def pause(self):
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def command(self, *args):
+        with Resp(self.port) as r:
+            return r.command(*args)
+
+    def get(self, key):
+        return self.command("GET", key)
+
+    def ttl(self, key):
+        return self.command("TTL", key)
+
+    def pttl(self, key):
+        return self.command("PTTL", key)
+
+    def keys(self, pattern="*"):
+        return sorted(k.decode() for k in self.command("KEYS", pattern))
+
+    def exists(self, key):
+        return self.command("EXISTS", key)
+
+    def flushall(self):
+        return self.command("FLUSHALL")
+
+    def wait_key(self, key, timeout=READY_S):
+        """Polls until key exists (stores are asynchronous); returns its value."""
+        return wait_for(lambda: self.get(key), timeout=timeout,
+                        what="key %s to appear in Redis" % key)
+
+
+# --------------------------------------------------------------------------- model server
+
+
+class ModelServer:
+    def __init__(self, workdir):
+        self.dir = str(workdir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port_file = os.path.join(self.dir, "model.port")
+        self.stderr_path = os.path.join(self.dir, "model.stderr")
+        self.proc = None
+        self.port = None
+
+    def start(self):
+        with open(self.stderr_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [PYTHON, MODEL_SERVER, "--port", "0", "--port-file", self.port_file],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("model server exited with %s:\n%s"
+                                     % (self.proc.returncode, read_text(self.stderr_path)))
+            if self.port is None:
+                text = read_text(self.port_file).strip()
+                if not text:
+                    return False
+                self.port = int(text)
+            return requests.get(self.url("/_count"), timeout=1).status_code == 200
+
+        try:
+            wait_for(ready, what="model server GET /_count")
+        except AssertionError as e:
+            self.stop()
+            raise AssertionError("%s\nmodel server output:\n%s" % (e, read_text(self.stderr_path)))
+        return self
+
+    def stop(self):
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def url(self, path=""):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def count(self, path=None):
+        doc = requests.get(self.url("/_count"), timeout=HTTP_TIMEOUT).json()
+        if path is None:
+            return doc["total"]
+        return doc["paths"].get(path, 0)
+
+    def last(self):
+        return requests.get(self.url("/_last"), timeout=HTTP_TIMEOUT).json()
+
+    def control(self, **behaviour):
+        r = requests.post(self.url("/_control"), json=behaviour, timeout=HTTP_TIMEOUT)
+        r.raise_for_status()
+
+    def reset(self):
+        requests.post(self.url("/_reset"), timeout=HTTP_TIMEOUT).raise_for_status()
+
+
+# --------------------------------------------------------------------------- predcache
+
+
+def default_conf(listen_port, admin_port, backend_url, redis_port):
+    return {
+        "server": {
+            "listen": "127.0.0.1:%d" % listen_port,
+            "admin_listen": "127.0.0.1:%d" % admin_port,
+            "request_timeout_ms": "20000",
+            "drain_timeout_ms": "5000",
+        },
+        "backend": {
+            "url": backend_url,
+            "connect_timeout_ms": "1000",
+            "timeout_ms": "10000",
+        },
+        "redis": {
+            "host": "127.0.0.1",
+            "port": str(redis_port),
+            "timeout_ms": "500",
+        },
+        "cache": {
+            "ttl_s": "300",
+        },
+        "log": {
+            "level": "info",
+            "access_log": "-",
+        },
+    }
+
+
+def write_conf(path, sections):
+    lines = ["# generated by tests/integration/conftest.py"]
+    for section, items in sections.items():
+        lines.append("")
+        lines.append("[%s]" % section)
+        for key, value in items.items():
+            if value is not None:
+                lines.append("%s = %s" % (key, value))
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def merge_conf(base, overrides):
+    out = {s: dict(items) for s, items in base.items()}
+    for section, items in (overrides or {}).items():
+        out.setdefault(section, {}).update(items)
+    return out
+
+
+class Predcache:
+    def __init__(self, binary, workdir, conf, args=()):
+        self.binary = binary
+        self.dir = str(workdir)
+        self.conf = conf
+        self.args = list(args)
+        self.conf_path = os.path.join(self.dir, "predcache.conf")
+        self.stdout_path = os.path.join(self.dir, "predcache.stdout")
+        self.stderr_path = os.path.join(self.dir, "predcache.stderr")
+        self.listen_port = int(conf["server"]["listen"].rsplit(":", 1)[1])
+        self.admin_port = int(conf["server"]["admin_listen"].rsplit(":", 1)[1])
+        self.proc = None
+        self.expected_exit = False
+
+    def start(self):
+        write_conf(self.conf_path, self.conf)
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen([self.binary, "-c", self.conf_path] + self.args,
+                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+
+        def healthy():
+            if self.proc.poll() is not None:
+                raise AssertionError("predcache exited with %s" % self.proc.returncode)
+            return requests.get(self.admin("/health"), timeout=1).status_code == 200
+
+        try:
+            wait_for(healthy, what="predcache GET /health on admin port %d" % self.admin_port)
+        except AssertionError as e:
+            self.stop()
+            raise AssertionError("%s\nconf:\n%s\npredcache stderr:\n%s" % (
+                e, read_text(self.conf_path), self.stderr_text()))
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def url(self, path=""):
+        return "http://127.0.0.1:%d%s" % (self.listen_port, path)
+
+    def admin(self, path=""):
+        return "http://127.0.0.1:%d%s" % (self.admin_port, path)
+
+    def post(self, path, body=None, json_body=None, headers=None, **kw):
+        hdrs = {"Content-Type": "application/json"}
+        hdrs.update(headers or {})
+        if json_body is not None:
+            body = json.dumps(json_body)
+        kw.setdefault("timeout", HTTP_TIMEOUT)
+        return requests.post(self.url(path), data=body, headers=hdrs, **kw)
+
+    def get(self, path, **kw):
+        kw.setdefault("timeout", HTTP_TIMEOUT)
+        return requests.get(self.url(path), **kw)
+
+    def metrics_text(self):
+        r = requests.get(self.admin("/metrics"), timeout=HTTP_TIMEOUT)
+        assert r.status_code == 200, "GET /metrics: %d %s" % (r.status_code, r.text[:200])
+        return r.text
+
+    def metrics(self):
+        return parse_metrics(self.metrics_text())
+
+    def metric(self, name, **labels):
+        """Value of one series (0.0 when absent)."""
+        return self.metrics().get((name, frozenset(labels.items())), 0.0)
+
+    def stdout_text(self):
+        return read_text(self.stdout_path)
+
+    def stderr_text(self):
+        return read_text(self.stderr_path)
+
+    def access_lines(self):
+        return [l for l in self.stdout_text().splitlines() if " access " in l or
+                l.startswith("access ")]
+
+    def stop(self, term_wait=8.0):
+        if self.proc is None:
+            return None
+        return stop_process(self.proc, term_wait)
+
+    def crash_report(self):
+        """A message when the process crashed or a sanitizer complained, else None."""
+        rc = self.proc.returncode if self.proc else None
+        err = self.stderr_text()
+        if rc is not None and rc < 0 and -rc in CRASH_SIGNALS:
+            return "predcache died of signal %d" % -rc
+        for marker in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"):
+            if marker in err:
+                return "sanitizer report in predcache stderr (%s)" % marker
+        return None
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def predcache_bin():
+    path = predcache_path()
+    if not os.access(path, os.X_OK):
+        pytest.fail("predcache binary not found at %s (build it with make, or set PREDCACHE_BIN)"
+                    % path)
+    return path
+
+
+@pytest.fixture
+def redis(tmp_path):
+    server = RedisServer(tmp_path / "redis")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def model(tmp_path):
+    server = ModelServer(tmp_path / "model")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def start_predcache(predcache_bin, tmp_path, redis, model):
+    """Factory: start_predcache(conf={"cache": {"ttl_s": 5}}, args=[...]) -> Predcache.
+
+    Values of None remove a key from the generated conf. Several instances may be
+    started; each gets its own directory under tmp_path and is stopped in teardown.
+    """
+    started = []
+
+    def start(conf=None, args=(), backend_url=None):
+        base = default_conf(free_port(), free_port(), backend_url or model.url(), redis.port)
+        workdir = tmp_path / ("predcache-%d" % len(started))
+        os.makedirs(str(workdir), exist_ok=True)
+        p = Predcache(predcache_bin, workdir, merge_conf(base, conf), args)
+        started.append(p)
+        return p.start()
+
+    yield start
+
+    problems = []
+    for p in started:
+        p.stop()
+        report = p.crash_report()
+        if report:
+            problems.append("%s\nstderr tail:\n%s" % (report, p.stderr_text()[-4000:]))
+    if problems:
+        pytest.fail("\n\n".join(problems))
+
+
+@pytest.fixture
+def proxy(start_predcache):
+    return start_predcache()
+
+
+def parse_envelope(value):
+    """The stored value: b"PC1\\n<status>\\n<stored_at_ms>\\n<content-type>\\n<body>"."""
+    assert value is not None, "no value in Redis"
+    parts = value.split(b"\n", 4)
+    assert len(parts) == 5, "envelope has fewer than 5 parts: %r" % value[:200]
+    magic, status, stored_at, ctype, body = parts
+    assert magic == b"PC1", "envelope magic is %r, expected b'PC1'" % magic
+    return {
+        "status": int(status),
+        "stored_at_ms": int(stored_at),
+        "content_type": ctype.decode(),
+        "body": body,
+    }

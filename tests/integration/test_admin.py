@@ -1,0 +1,112 @@
+"""Admin port: /health, /ready, /metrics."""
+
+import requests
+
+from conftest import HTTP_TIMEOUT, free_port, wait_for
+
+
+def admin_get(proxy, path):
+    return requests.get(proxy.admin(path), timeout=HTTP_TIMEOUT)
+
+
+def wait_admin_status(proxy, path, status, what, timeout=10.0):
+    """Polls the admin path until it answers status; returns that response.
+    (A requests.Response with a 4xx/5xx status is falsy: wrap it.)"""
+    def poll():
+        r = admin_get(proxy, path)
+        return (r,) if r.status_code == status else None
+
+    return wait_for(poll, timeout=timeout, what=what)[0]
+
+
+def test_health(proxy):
+    r = admin_get(proxy, "/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
+
+
+def test_data_port_forwards_admin_paths(proxy, model):
+    # the data port is a drop-in for the model server: /health there is the model's
+    r = proxy.get("/health")
+    assert r.status_code == 200
+    assert r.json() == {"path": "/health", "query": ""}
+    assert model.count() == 1
+
+
+def test_ready_follows_redis(proxy, redis):
+    wait_for(lambda: admin_get(proxy, "/ready").status_code == 200,
+             what="/ready 200 with Redis and the model server up")
+
+    redis.kill()
+    r = wait_admin_status(proxy, "/ready", 503, "/ready 503 after Redis was killed")
+    assert "redis" in r.text.lower(), "503 body should say Redis is down: %s" % r.text
+    r.json()  # JSON
+
+    redis.start()
+    wait_for(lambda: admin_get(proxy, "/ready").status_code == 200, timeout=15,
+             what="/ready 200 after Redis came back")
+
+
+def test_ready_503_when_backend_down(start_predcache):
+    proxy = start_predcache(backend_url="http://127.0.0.1:%d" % free_port())
+    r = wait_admin_status(proxy, "/ready", 503, "/ready 503 with the model server down")
+    assert "backend" in r.text.lower() or "model" in r.text.lower(), r.text
+    r.json()
+
+
+def test_metrics_counters_move(proxy, model, redis):
+    text = proxy.metrics_text()
+    assert "# TYPE predcache_requests_total counter" in text
+    assert proxy.metric("predcache_requests_total", cache="hit") == 0
+
+    r = proxy.post("/v1/models/m:predict", json_body={"instances": ["m"]})
+    assert r.headers.get("X-Cache") == "MISS"
+    redis.wait_key(r.headers["X-Cache-Key"])
+    r = proxy.post("/v1/models/m:predict", json_body={"instances": ["m"]})
+    assert r.headers.get("X-Cache") == "HIT"
+    r = proxy.post("/v1/models/m:predict", json_body={"instances": ["m"]})
+    assert r.headers.get("X-Cache") == "HIT"
+    assert proxy.get("/labels").status_code == 200
+    assert proxy.post("/predict", body="{oops").status_code == 400
+
+    wait_for(lambda: proxy.metric("predcache_store_ok_total") >= 1, timeout=5,
+             what="predcache_store_ok_total >= 1")
+    m = proxy.metrics()
+
+    def val(name, **labels):
+        return m.get((name, frozenset(labels.items())), None)
+
+    assert val("predcache_requests_total", cache="miss") == 1
+    assert val("predcache_requests_total", cache="hit") == 2
+    assert val("predcache_requests_total", cache="pass") == 1
+    assert val("predcache_requests_total", cache="error") == 1
+    assert val("predcache_requests_total", cache="bypass") == 0
+    assert val("predcache_backend_requests_total") == 2 == model.count()
+    assert val("predcache_store_ok_total") == 1
+    assert val("predcache_store_failed_total") == 0
+    assert val("predcache_store_skipped_total") is not None
+    assert val("predcache_in_flight") is not None
+    assert val("predcache_redis_up") == 1
+
+    for hist in ("predcache_request_seconds", "predcache_backend_seconds",
+                 "predcache_redis_get_seconds"):
+        count = val(hist + "_count")
+        assert count is not None and count >= 1, "%s_count: %s" % (hist, count)
+        assert val(hist + "_sum") is not None, hist + "_sum missing"
+        inf = val(hist + "_bucket", le="+Inf")
+        assert inf == count, "%s_bucket{le=\"+Inf\"} %s != count %s" % (hist, inf, count)
+        buckets = sorted((float(dict(k[1])["le"]), v) for k, v in m.items()
+                         if k[0] == hist + "_bucket")
+        values = [v for _, v in buckets]
+        assert values == sorted(values), "%s buckets are not cumulative: %s" % (hist, buckets)
+    assert val("predcache_request_seconds_count") >= 5
+    assert val("predcache_backend_seconds_count") >= 2
+
+
+def test_metrics_bypass_and_redis_up(proxy, redis):
+    wait_for(lambda: proxy.metric("predcache_redis_up") == 1, what="predcache_redis_up 1")
+    redis.kill()
+    r = proxy.post("/v1/models/m:predict", json_body={"instances": ["b"]})
+    assert r.status_code == 200 and r.headers.get("X-Cache") == "BYPASS"
+    assert proxy.metric("predcache_requests_total", cache="bypass") == 1
+    wait_for(lambda: proxy.metric("predcache_redis_up") == 0, what="predcache_redis_up 0")

@@ -1,0 +1,244 @@
+"""Cache behaviour: miss then hit, what is stored in Redis, and how keys are derived."""
+
+import json
+import re
+import time
+
+import pytest
+
+from conftest import canonical, expected_key, parse_envelope, wait_for
+
+KEY_RE = re.compile(r"^predcache:v1:[0-9a-f]{64}$")
+
+CACHEABLE_ROUTES = [
+    "/predict",
+    "/v1/models/m:predict",
+    "/v1/models/m/versions/2:predict",
+    "/v1/models/m:classify",
+    "/v1/models/m:regress",
+    "/v2/models/m/infer",
+]
+
+
+def cache_of(r):
+    return r.headers.get("X-Cache")
+
+
+@pytest.mark.parametrize("route", CACHEABLE_ROUTES)
+def test_miss_then_hit(proxy, model, redis, route):
+    body = {"instances": [[1, 2], [3, 4]]}
+    r1 = proxy.post(route, json_body=body)
+    assert r1.status_code == 200, r1.text
+    assert cache_of(r1) == "MISS"
+    key = r1.headers.get("X-Cache-Key", "")
+    assert KEY_RE.match(key), "X-Cache-Key %r" % key
+    assert r1.json()["call"] == 1
+    assert model.count() == 1
+
+    redis.wait_key(key)
+
+    r2 = proxy.post(route, json_body=body)
+    assert r2.status_code == 200, r2.text
+    assert cache_of(r2) == "HIT"
+    assert r2.headers.get("X-Cache-Key") == key
+    assert r2.content == r1.content, "a HIT must answer the stored bytes unchanged"
+    assert r2.json()["call"] == 1, "the HIT carries the first call's number"
+    assert r2.headers.get("Content-Type", "").startswith("application/json")
+    age = r2.headers.get("Age")
+    assert age is not None and age.isdigit() and int(age) >= 0, "Age header %r" % age
+    assert model.count() == 1, "a HIT must not reach the model server"
+
+
+def test_store_is_async_envelope_and_ttl(proxy, redis):
+    before_ms = int(time.time() * 1000)
+    r = proxy.post("/v1/models/m:predict", json_body={"instances": [7]})
+    assert r.status_code == 200 and cache_of(r) == "MISS"
+    key = r.headers["X-Cache-Key"]
+
+    value = redis.wait_key(key)
+    env = parse_envelope(value)
+    assert env["status"] == 200
+    assert env["content_type"].startswith("application/json")
+    assert env["body"] == r.content
+    after_ms = int(time.time() * 1000)
+    # generous window: clocks are the same machine, the store is asynchronous
+    assert before_ms - 5000 <= env["stored_at_ms"] <= after_ms + 5000, env["stored_at_ms"]
+
+    ttl = redis.ttl(key)
+    assert 240 <= ttl <= 300, "TTL %s, expected close to ttl_s=300" % ttl
+    assert redis.pttl(key) > 0
+
+
+def test_key_is_sha256_of_canonical_input_fields(proxy, redis):
+    instances = [{"b": "x", "a": [1, 2]}, {"c": "y"}]
+    body = json.dumps({"request_id": "r-1", "instances": instances})
+    r = proxy.post("/v1/models/m:predict", body=body)
+    assert r.status_code == 200
+    want = expected_key("/v1/models/m:predict", canonical({"instances": instances}))
+    assert r.headers.get("X-Cache-Key") == want
+    redis.wait_key(want)
+
+
+def test_key_of_body_without_input_fields_is_raw_body(proxy, redis):
+    raw = '{"foo": 1, "bar": [true]}'
+    r = proxy.post("/predict", body=raw)
+    assert r.status_code == 200 and cache_of(r) == "MISS"
+    want = expected_key("/predict", raw)
+    assert r.headers.get("X-Cache-Key") == want
+    redis.wait_key(want)
+    r2 = proxy.post("/predict", body=raw)
+    assert cache_of(r2) == "HIT"
+
+
+def test_namespace_and_prefix_from_conf(start_predcache, redis):
+    proxy = start_predcache(conf={"cache": {"namespace": "team-a", "key_prefix": "pc-test:"}})
+    instances = [[0, 1]]
+    r = proxy.post("/v1/models/m:predict", json_body={"instances": instances})
+    assert r.status_code == 200
+    want = expected_key("/v1/models/m:predict", canonical({"instances": instances}),
+                        namespace="team-a", prefix="pc-test:")
+    assert r.headers.get("X-Cache-Key") == want
+    redis.wait_key(want)
+    assert redis.keys("predcache:*") == []
+
+
+def test_cosmetic_differences_and_noise_fields_share_a_key(proxy, model, redis):
+    first = '{"instances":[{"a":1,"b":2}],"request_id":"one","ts":1}'
+    second = '{ "ts" : 99,\n  "request_id" : "two",\n  "instances" : [ { "b" : 2, "a" : 1 } ] }'
+    r1 = proxy.post("/v1/models/m:predict", body=first)
+    assert r1.status_code == 200 and cache_of(r1) == "MISS"
+    redis.wait_key(r1.headers["X-Cache-Key"])
+
+    r2 = proxy.post("/v1/models/m:predict", body=second)
+    assert r2.status_code == 200
+    assert r2.headers.get("X-Cache-Key") == r1.headers["X-Cache-Key"]
+    assert cache_of(r2) == "HIT"
+    assert r2.content == r1.content
+    assert model.count() == 1
+
+
+def test_different_model_path_or_input_different_key(proxy, model, redis):
+    body = {"instances": [[1, 2, 3]]}
+    keys = []
+    for path in ("/v1/models/a:predict", "/v1/models/b:predict",
+                 "/v1/models/a/versions/2:predict", "/v2/models/a/infer"):
+        r = proxy.post(path, json_body=body)
+        assert r.status_code == 200 and cache_of(r) == "MISS", (path, cache_of(r))
+        keys.append(r.headers["X-Cache-Key"])
+    r = proxy.post("/v1/models/a:predict", json_body={"instances": [[1, 2, 4]]})
+    assert cache_of(r) == "MISS"
+    keys.append(r.headers["X-Cache-Key"])
+    assert len(set(keys)) == len(keys), keys
+    assert model.count() == 5
+    for k in keys:
+        redis.wait_key(k)
+
+
+def test_path_fallback_key(proxy, model, redis):
+    r1 = proxy.post("/predict", json_body={"file_path": "a.jpg", "request_id": "first"})
+    assert r1.status_code == 200 and cache_of(r1) == "MISS"
+    want = expected_key("/predict", "path:a.jpg")
+    assert r1.headers.get("X-Cache-Key") == want
+    redis.wait_key(want)
+
+    r2 = proxy.post("/predict", json_body={"file_path": "a.jpg", "request_id": "second"})
+    assert r2.status_code == 200 and cache_of(r2) == "HIT"
+    assert r2.headers.get("X-Cache-Key") == want
+    assert r2.content == r1.content
+    assert model.count() == 1
+
+    r3 = proxy.post("/predict", json_body={"file_path": "b.jpg", "request_id": "first"})
+    assert cache_of(r3) == "MISS"
+    assert r3.headers.get("X-Cache-Key") == expected_key("/predict", "path:b.jpg")
+
+
+def test_no_cache_skips_lookup_but_stores(proxy, model, redis):
+    body = {"instances": ["nc"]}
+    r1 = proxy.post("/v1/models/m:predict", json_body=body)
+    assert cache_of(r1) == "MISS" and r1.json()["call"] == 1
+    key = r1.headers["X-Cache-Key"]
+    redis.wait_key(key)
+
+    r2 = proxy.post("/v1/models/m:predict", json_body=body, headers={"Cache-Control": "no-cache"})
+    assert r2.status_code == 200
+    assert cache_of(r2) == "MISS", "no-cache must skip the lookup"
+    assert r2.json()["call"] == 2
+    assert model.count() == 2
+
+    # the fresh answer replaces the stored one
+    wait_for(lambda: json.loads(parse_envelope(redis.get(key))["body"])["call"] == 2,
+             what="the no-cache answer (call 2) to be stored")
+    r3 = proxy.post("/v1/models/m:predict", json_body=body)
+    assert cache_of(r3) == "HIT" and r3.json()["call"] == 2
+    assert model.count() == 2
+
+
+def test_no_store_does_not_store(proxy, model, redis):
+    body = {"instances": ["ns"]}
+    r1 = proxy.post("/v1/models/m:predict", json_body=body, headers={"Cache-Control": "no-store"})
+    assert r1.status_code == 200 and cache_of(r1) == "MISS"
+    key = r1.headers["X-Cache-Key"]
+    wait_for(lambda: proxy.metric("predcache_store_skipped_total") >= 1, timeout=5,
+             what="predcache_store_skipped_total >= 1")
+    assert redis.exists(key) == 0
+
+    r2 = proxy.post("/v1/models/m:predict", json_body=body)
+    assert cache_of(r2) == "MISS"
+    assert model.count() == 2
+
+
+def test_backend_error_passed_through_and_not_cached(proxy, model, redis):
+    error_body = '{"error": "model exploded"}'
+    model.control(status=500, body=error_body, content_type="application/json")
+    body = {"instances": ["boom"]}
+    r1 = proxy.post("/v1/models/m:predict", json_body=body)
+    assert r1.status_code == 500
+    assert r1.text == error_body
+    assert r1.headers.get("Content-Type", "").startswith("application/json")
+    time.sleep(0.5)  # give a (wrong) asynchronous store the time to land
+    assert redis.keys("predcache:*") == []
+
+    r2 = proxy.post("/v1/models/m:predict", json_body=body)
+    assert r2.status_code == 500
+    assert cache_of(r2) != "HIT"
+    assert model.count() == 2, "an error answer must not be served from the cache"
+    time.sleep(0.5)
+    assert redis.keys("predcache:*") == []
+
+
+def test_value_over_max_value_bytes_not_stored(start_predcache, model, redis):
+    proxy = start_predcache(conf={"cache": {"max_value_bytes": "100"}})
+    body = {"instances": list(range(20))}  # 20 predictions of 16 hex chars: well over 100 bytes
+    r1 = proxy.post("/v1/models/m:predict", json_body=body)
+    assert r1.status_code == 200 and len(r1.content) > 100
+    time.sleep(0.5)
+    assert redis.keys("predcache:*") == []
+    r2 = proxy.post("/v1/models/m:predict", json_body=body)
+    assert r2.status_code == 200 and cache_of(r2) == "MISS"
+    assert model.count() == 2
+
+
+def test_access_log_lines(proxy, redis):
+    r1 = proxy.post("/v1/models/m:predict", json_body={"instances": ["log"]})
+    key = r1.headers["X-Cache-Key"]
+    redis.wait_key(key)
+    r2 = proxy.post("/v1/models/m:predict", json_body={"instances": ["log"]})
+    assert cache_of(r2) == "HIT"
+    proxy.get("/labels?x=1")
+
+    def lines():
+        ls = proxy.access_lines()
+        return ls if len(ls) >= 3 else None
+
+    got = wait_for(lines, timeout=5, what="3 access lines on predcache's stdout (flushed per line?)")
+    text = "\n".join(got)
+    tail = key[-12:]
+    miss = [l for l in got if "cache=MISS" in l]
+    hit = [l for l in got if "cache=HIT" in l]
+    passed = [l for l in got if "cache=PASS" in l]
+    assert miss and hit and passed, text
+    for line in (miss[0], hit[0]):
+        for field in ("method=POST", "path=/v1/models/m:predict", "status=200", "key=" + tail,
+                      "client=", "backend_ms=", "total_ms=", "bytes="):
+            assert field in line, "%r missing in %r" % (field, line)
+    assert "path=/labels" in passed[0] and "method=GET" in passed[0]

@@ -1,0 +1,204 @@
+"""Command line (--check, --version, --help, overrides) and the SIGTERM drain."""
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import HTTP_TIMEOUT, default_conf, free_port, wait_for, write_conf
+
+
+def run(binary, *args, timeout=15):
+    return subprocess.run([binary] + list(args), capture_output=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, text=True)
+
+
+def test_check_good_conf(predcache_bin, tmp_path):
+    conf = write_conf(str(tmp_path / "good.conf"),
+                      default_conf(free_port(), free_port(), "http://127.0.0.1:8501", 6379))
+    p = run(predcache_bin, "-c", conf, "--check")
+    assert p.returncode == 0, "rc %d, stderr:\n%s" % (p.returncode, p.stderr)
+
+
+def test_check_conf_with_every_documented_key(predcache_bin, tmp_path):
+    text = """\
+[server]
+listen = 127.0.0.1:18080
+admin_listen = 127.0.0.1:19090
+max_body_bytes = 8m
+max_header_bytes = 16k
+request_timeout_ms = 60000
+idle_timeout_ms = 30000
+drain_timeout_ms = 10000
+max_connections = 1000
+
+[backend]
+url = http://127.0.0.1:8501
+connect_timeout_ms = 1000
+timeout_ms = 30000
+max_response_bytes = 64m
+
+[redis]
+host = 127.0.0.1
+port = 6379
+password =
+db = 0
+timeout_ms = 100
+
+[cache]
+ttl_s = 86400
+max_value_bytes = 4m
+namespace = default
+key_prefix = predcache:
+routes = POST /predict, POST /v1/models/*:predict, POST /v2/models/*/infer
+input_fields = instances, inputs
+path_field = file_path
+
+[log]
+level = info
+access_log = -
+"""
+    path = tmp_path / "full.conf"
+    path.write_text(text)
+    p = run(predcache_bin, "-c", str(path), "--check")
+    assert p.returncode == 0, "rc %d, stderr:\n%s" % (p.returncode, p.stderr)
+
+
+@pytest.mark.parametrize("text,line,needle", [
+    ("# predcache\n[server]\nlisten = 127.0.0.1:18080\nbogus_key = 1\n", 4, "[server] bogus_key"),
+    ("[server]\nlisten = 127.0.0.1:18080\n\n[cache]\nttl_s = abc\n", 5, "[cache] ttl_s"),
+    ("[redis]\nport = 99999\n", 2, "[redis] port"),
+], ids=["unknown-key", "bad-number", "port-out-of-range"])
+def test_check_bad_conf_names_file_and_line(predcache_bin, tmp_path, text, line, needle):
+    path = str(tmp_path / "bad.conf")
+    with open(path, "w") as f:
+        f.write(text)
+    p = run(predcache_bin, "-c", path, "--check")
+    assert p.returncode == 1, "rc %d, stderr:\n%s" % (p.returncode, p.stderr)
+    where = "%s:%d:" % (path, line)
+    assert where in p.stderr, "expected %r in stderr:\n%s" % (where, p.stderr)
+    assert needle in p.stderr, "expected %r in stderr:\n%s" % (needle, p.stderr)
+
+
+def test_check_missing_conf_file(predcache_bin, tmp_path):
+    path = str(tmp_path / "does-not-exist.conf")
+    p = run(predcache_bin, "-c", path, "--check")
+    assert p.returncode != 0
+    assert "does-not-exist.conf" in p.stderr, p.stderr
+
+
+def test_version(predcache_bin):
+    p = run(predcache_bin, "--version")
+    assert p.returncode == 0, p.stderr
+    assert "predcache" in (p.stdout + p.stderr).lower()
+
+
+def test_help(predcache_bin):
+    p = run(predcache_bin, "--help")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout + p.stderr
+    for flag in ("-c", "--check", "--listen", "--backend", "--redis"):
+        assert flag in out, "%r missing from --help:\n%s" % (flag, out)
+
+
+def test_unknown_flag_fails(predcache_bin):
+    p = run(predcache_bin, "--no-such-flag")
+    assert p.returncode != 0
+
+
+def test_command_line_overrides_conf(start_predcache, model, redis):
+    listen = free_port()
+    proxy = start_predcache(
+        conf={"backend": {"url": "http://127.0.0.1:%d" % free_port()},
+              "redis": {"port": str(free_port())}},
+        args=["--listen", "127.0.0.1:%d" % listen,
+              "--backend", model.url(),
+              "--redis", "127.0.0.1:%d" % redis.port])
+    proxy.listen_port = listen
+    r = proxy.post("/v1/models/m:predict", json_body={"instances": ["o"]})
+    assert r.status_code == 200, r.text
+    assert r.headers.get("X-Cache") == "MISS"
+    redis.wait_key(r.headers["X-Cache-Key"])
+    r = proxy.post("/v1/models/m:predict", json_body={"instances": ["o"]})
+    assert r.headers.get("X-Cache") == "HIT"
+
+
+def refused(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+def start_slow_request(proxy, model, delay_ms):
+    model.control(delay_ms=delay_ms)
+    result = {}
+
+    def go():
+        try:
+            result["r"] = proxy.post("/v1/models/m:predict", json_body={"instances": ["slow"]},
+                                     timeout=30)
+        except Exception as e:  # noqa: BLE001 (reported by the test)
+            result["exc"] = e
+
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    # the request has reached the model server: it is in flight inside predcache
+    wait_for(lambda: model.count() == 1, what="the slow request to reach the model server")
+    return t, result
+
+
+def test_sigterm_drains_in_flight_request(proxy, model):
+    t, result = start_slow_request(proxy, model, 1500)
+    os.kill(proxy.pid, signal.SIGTERM)
+
+    t.join(timeout=30)
+    assert not t.is_alive(), "the in-flight request never finished"
+    assert "exc" not in result, "in-flight request failed during drain: %r" % result.get("exc")
+    r = result["r"]
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"]
+
+    try:
+        rc = proxy.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("predcache still running 10s after SIGTERM with nothing in flight")
+    assert rc == 0, "exit status %s after SIGTERM; stderr:\n%s" % (rc, proxy.stderr_text())
+    assert refused(proxy.listen_port)
+    assert refused(proxy.admin_port)
+
+
+def test_sigterm_stops_accepting_while_draining(proxy, model):
+    t, result = start_slow_request(proxy, model, 4000)
+    os.kill(proxy.pid, signal.SIGTERM)
+    try:
+        wait_for(lambda: refused(proxy.listen_port), timeout=3,
+                 what="the data port to refuse connections during the drain")
+        assert t.is_alive() or "r" in result
+    finally:
+        t.join(timeout=30)
+    assert "exc" not in result, "in-flight request failed during drain: %r" % result.get("exc")
+    assert result["r"].status_code == 200
+    rc = proxy.proc.wait(timeout=10)
+    assert rc == 0
+
+
+def test_sigterm_when_idle_exits_zero(proxy):
+    assert proxy.get("/labels").status_code == 200
+    # a client holding an idle keep-alive connection must not keep predcache alive
+    s = requests.Session()
+    assert s.get(proxy.url("/labels"), timeout=HTTP_TIMEOUT).status_code == 200
+    try:
+        start = time.monotonic()
+        os.kill(proxy.pid, signal.SIGTERM)
+        rc = proxy.proc.wait(timeout=10)
+        assert rc == 0, proxy.stderr_text()
+        assert time.monotonic() - start < 10
+    finally:
+        s.close()

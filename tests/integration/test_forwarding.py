@@ -1,0 +1,148 @@
+"""Forwarding: non-cacheable routes pass through unchanged; headers, query and body travel."""
+
+import json
+
+import pytest
+import requests
+
+from conftest import HTTP_TIMEOUT, canonical, expected_key
+
+HOP_BY_HOP = {
+    "Keep-Alive": "timeout=5",
+    "Proxy-Authorization": "Basic dXNlcjpwYXNz",
+    "Proxy-Connection": "keep-alive",
+    "TE": "trailers",
+    "Trailer": "X-Checksum",
+    "Upgrade": "websocket",
+}
+
+
+def test_passthrough_get_metadata_with_query(proxy, model):
+    path = "/v1/models/m/metadata?x=1&y=two"
+    direct = requests.get(model.url(path), timeout=HTTP_TIMEOUT)
+    model.reset()
+
+    r = proxy.get(path)
+    assert r.status_code == direct.status_code == 200
+    assert r.headers.get("Content-Type") == direct.headers.get("Content-Type")
+    assert r.content == direct.content
+    assert "X-Cache" not in r.headers, "non-cacheable routes carry no X-Cache header"
+    assert model.count() == 1
+    last = model.last()
+    assert last["method"] == "GET"
+    assert last["path"] == "/v1/models/m/metadata"
+    assert last["query"] == "x=1&y=two"
+
+
+def test_passthrough_is_never_cached(proxy, model, redis):
+    for _ in range(2):
+        r = proxy.get("/v1/models/m")
+        assert r.status_code == 200
+        assert r.json()["model_version_status"][0]["state"] == "AVAILABLE"
+        assert "X-Cache" not in r.headers
+    assert model.count() == 2
+    assert redis.keys("*") == []
+
+
+def test_passthrough_status_content_type_and_body_unchanged(proxy, model):
+    model.control(status=418, body="short and stout\n", content_type="text/plain; charset=utf-8")
+    r = proxy.get("/labels?lang=en")
+    assert r.status_code == 418
+    assert r.headers.get("Content-Type") == "text/plain; charset=utf-8"
+    assert r.content == b"short and stout\n"
+    assert "X-Cache" not in r.headers
+
+
+def test_passthrough_response_headers(proxy, model):
+    model.control(headers={"X-Model-Header": "kept", "ETag": '"v1"'})
+    r = proxy.get("/labels")
+    assert r.status_code == 200
+    assert r.headers.get("X-Model-Header") == "kept"
+    assert r.headers.get("ETag") == '"v1"'
+
+
+def test_passthrough_post_on_other_route(proxy, model):
+    body = '{"anything": [1, 2, 3]}'
+    r = proxy.post("/v1/models/m:explain", body=body)
+    # the model server has no such route: its 404 comes back as it is
+    assert r.status_code == 404
+    assert "error" in r.json()
+    assert "X-Cache" not in r.headers
+    last = model.last()
+    assert last["method"] == "POST"
+    assert last["path"] == "/v1/models/m:explain"
+    assert last["body"] == body
+
+
+@pytest.mark.parametrize("method,path", [("POST", "/v1/models/m:predict"), ("GET", "/labels")])
+def test_forwarded_headers(proxy, model, method, path):
+    headers = {"X-Custom": "abc 123", "Connection": "keep-alive, X-Hop-Marker"}
+    headers.update(HOP_BY_HOP)
+    body = '{"instances": [1]}'
+    if method == "POST":
+        r = proxy.post(path, body=body, headers=headers)
+    else:
+        r = proxy.get(path + "?q=1", headers=headers)
+    assert r.status_code == 200, r.text
+
+    got = model.last()["headers"]
+    assert got.get("x-custom") == "abc 123", got
+    assert "127.0.0.1" in got.get("x-forwarded-for", ""), "X-Forwarded-For: %r" % got
+    leaked = [name for name in HOP_BY_HOP if name.lower() in got]
+    assert not leaked, "hop-by-hop headers forwarded: %s (backend saw %s)" % (leaked, got)
+    assert "x-hop-marker" not in got.get("connection", "").lower(), \
+        "the client's Connection header was forwarded: %r" % got.get("connection")
+    if method == "POST":
+        assert got.get("content-type") == "application/json"
+        assert model.last()["body"] == body
+
+
+def test_x_forwarded_for_appends_client(proxy, model):
+    r = proxy.get("/labels", headers={"X-Forwarded-For": "10.1.2.3"})
+    assert r.status_code == 200
+    xff = model.last()["headers"].get("x-forwarded-for", "")
+    parts = [p.strip() for p in xff.split(",")]
+    assert "10.1.2.3" in parts and "127.0.0.1" in parts, "X-Forwarded-For: %r" % xff
+
+
+def test_query_string_forwarded_and_part_of_key(proxy, model, redis):
+    instances = [[5, 6]]
+    r1 = proxy.post("/v1/models/m:predict?debug=1", json_body={"instances": instances})
+    assert r1.status_code == 200 and r1.headers.get("X-Cache") == "MISS"
+    assert model.last()["query"] == "debug=1"
+    want = expected_key("/v1/models/m:predict?debug=1", canonical({"instances": instances}))
+    assert r1.headers.get("X-Cache-Key") == want
+
+    r2 = proxy.post("/v1/models/m:predict", json_body={"instances": instances})
+    assert r2.headers.get("X-Cache") == "MISS"
+    assert r2.headers.get("X-Cache-Key") != want
+    assert model.count() == 2
+
+
+def test_large_request_and_response_bodies(proxy, model, redis):
+    # request: ~300 KB of instances, forwarded byte for byte
+    instances = [["%06d" % i] * 4 for i in range(8000)]
+    body = json.dumps({"instances": instances})
+    r = proxy.post("/v1/models/m:predict", body=body)
+    assert r.status_code == 200, r.text[:300]
+    assert len(r.json()["predictions"]) == len(instances)
+    assert model.last()["body"] == body
+
+    # response: 1 MiB from the model server, passed through byte for byte
+    big = "x" * (1 << 20)
+    model.control(status=200, body=big, content_type="text/plain")
+    r = proxy.get("/labels")
+    assert r.status_code == 200
+    assert r.content == big.encode()
+
+
+def test_keep_alive_client_connection(proxy, model):
+    with requests.Session() as s:
+        for i in range(6):
+            if i % 2:
+                r = s.get(proxy.url("/labels?i=%d" % i), timeout=HTTP_TIMEOUT)
+                assert r.status_code == 200 and r.json()["query"] == "i=%d" % i
+            else:
+                r = s.post(proxy.url("/predict"), json={"instances": [i]}, timeout=HTTP_TIMEOUT)
+                assert r.status_code == 200 and r.headers.get("X-Cache") in ("MISS", "HIT")
+    assert model.count() == 6
