@@ -15,9 +15,9 @@
  */
 #include "predcache/cachekey.h"
 
-#include <inttypes.h>
 #include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -137,43 +137,171 @@ static int canon_string(const char *s, size_t n, struct pc_buf *out)
     return rc == 0 ? pc_buf_append_char(out, '"') : -1;
 }
 
-/*
- * json-c saturates integers outside int64/uint64 to INT64_MIN or UINT64_MAX, so those two
- * values are ambiguous and refused; everything else is printed exactly.
- */
-static int canon_int(struct json_object *v, struct pc_buf *out)
+/* Largest written exponent (either sign) accepted; beyond it a number is keyed raw. */
+#define PC_EXP_MAX 100000
+
+static int is_digit(char c)
 {
-    int64_t i = json_object_get_int64(v);
-    if (i == INT64_MIN)
-        return -1;
-    if (i < INT64_MAX)
-        return pc_buf_printf(out, "%" PRId64, i);
-    uint64_t u = json_object_get_uint64(v);
-    if (u == UINT64_MAX)
-        return -1;
-    return pc_buf_printf(out, "%" PRIu64, u);
+    return c >= '0' && c <= '9';
+}
+
+/* Writes u in decimal so that it ends just before end; returns where it starts. */
+static char *u64_digits(uint64_t u, char *end)
+{
+    do {
+        *--end = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    return end;
 }
 
 /*
- * Integral doubles below 2^53 print as integers (1.0, 1e0 and 1 agree); others print in
- * the shortest %.15g..%.17g form that reads back to the same double. Non-finite values
- * (NaN, Infinity, overflow such as 1e400) are refused rather than given a spelling.
+ * Appends the canonical form of the JSON number text s[0..n). Purely lexical, so exact:
+ * the value is D x 10^E with D the significant digits (leading and trailing zeros
+ * stripped, each stripped trailing zero adding one to E), written ["-"] D ["e" E] with
+ * the exponent only when E != 0, and every zero (-0, 0.0, 0e5) as "0". So 100, 100.0,
+ * 1e2, 1.0E+2 and 10e1 are all "1e2", 1.5 is "15e-1", and two texts get the same form
+ * exactly when they denote the same decimal value. O(n), no floating point, no allocation
+ * beyond out. -1, out untouched, when s is not a number of the JSON grammar (json-c's
+ * strict mode still takes "1.", "1.e5" and "-01.5") or its written exponent exceeds
+ * PC_EXP_MAX.
  */
-static int canon_double(double d, struct pc_buf *out)
+static int canon_number(const char *s, size_t n, struct pc_buf *out)
 {
-    if (!isfinite(d))
-        return -1;
-    if (d == 0)
-        return pc_buf_append_char(out, '0'); /* -0.0 too */
-    if (fabs(d) < 9007199254740992.0 && d == trunc(d))
-        return pc_buf_printf(out, "%" PRId64, (int64_t)d);
-    char tmp[40];
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(tmp, sizeof tmp, "%.*g", prec, d);
-        if (strtod(tmp, NULL) == d)
-            break;
+    size_t i = 0;
+    int neg = 0;
+    if (i < n && s[i] == '-') {
+        neg = 1;
+        i++;
     }
-    return pc_buf_append_str(out, tmp);
+    size_t int_start = i;
+    if (i < n && s[i] == '0')
+        i++;
+    else if (i < n && s[i] >= '1' && s[i] <= '9')
+        while (i < n && is_digit(s[i]))
+            i++;
+    else
+        return -1;
+    size_t int_end = i, frac_start = i, frac_end = i;
+    if (i < n && s[i] == '.') {
+        frac_start = ++i;
+        while (i < n && is_digit(s[i]))
+            i++;
+        if (i == frac_start)
+            return -1;
+        frac_end = i;
+    }
+    int64_t exp = 0;
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        int exp_neg = 0;
+        if (++i < n && (s[i] == '+' || s[i] == '-'))
+            exp_neg = s[i++] == '-';
+        size_t exp_start = i;
+        for (; i < n && is_digit(s[i]); i++) {
+            exp = exp * 10 + (s[i] - '0');
+            if (exp > PC_EXP_MAX)
+                return -1;
+        }
+        if (i == exp_start)
+            return -1;
+        if (exp_neg)
+            exp = -exp;
+    }
+    if (i != n)
+        return -1;
+
+    /* The digits are s[int_start..int_end) then s[frac_start..frac_end): find the first and
+     * last nonzero one. A first one in the fraction means the integer part is all zeros. */
+    size_t first = int_start;
+    while (first < int_end && s[first] == '0')
+        first++;
+    if (first == int_end) {
+        first = frac_start;
+        while (first < frac_end && s[first] == '0')
+            first++;
+        if (first == frac_end)
+            return pc_buf_append_char(out, '0'); /* any zero, -0 included */
+    }
+    size_t last = frac_end; /* one past the last nonzero digit */
+    while (last > frac_start && s[last - 1] == '0')
+        last--;
+    int64_t trailing = (int64_t)(frac_end - last); /* stripped zeros, an E of their own */
+    if (last == frac_start) {                      /* the fraction is all zeros */
+        last = int_end;
+        while (s[last - 1] == '0') /* stops: the integer part holds a nonzero digit */
+            last--;
+        trailing += (int64_t)(int_end - last);
+    }
+    int64_t e = exp - (int64_t)(frac_end - frac_start) + trailing;
+
+    /* Room for sign, digits, "e-" and a 20-digit exponent: one reserve, then plain stores. */
+    if (pc_buf_reserve(out, n + 24) != 0)
+        return -1;
+    char *w = out->data + out->len;
+    if (neg)
+        *w++ = '-';
+    if (first < int_end) {
+        size_t end = last < int_end ? last : int_end;
+        memcpy(w, s + first, end - first);
+        w += end - first;
+        first = frac_start;
+    }
+    if (last > frac_start && last > first) {
+        memcpy(w, s + first, last - first);
+        w += last - first;
+    }
+    if (e != 0) {
+        *w++ = 'e';
+        if (e < 0)
+            *w++ = '-';
+        char tmp[20];
+        char *p = u64_digits(e < 0 ? (uint64_t)-e : (uint64_t)e, tmp + sizeof tmp);
+        size_t k = (size_t)(tmp + sizeof tmp - p);
+        memcpy(w, p, k);
+        w += k;
+    }
+    out->len = (size_t)(w - out->data);
+    out->data[out->len] = '\0';
+    return 0;
+}
+
+/*
+ * json-c keeps no text for integers and saturates those outside int64/uint64 to INT64_MIN
+ * or UINT64_MAX, so those two values are ambiguous and refused; every other value is
+ * written in decimal and given the same form as a double of that value (100 and 1e2 agree).
+ */
+static int canon_int(struct json_object *v, struct pc_buf *out)
+{
+    char tmp[24];
+    char *end = tmp + sizeof tmp, *p;
+    int64_t i = json_object_get_int64(v);
+    if (i == INT64_MIN)
+        return -1;
+    if (i < INT64_MAX) {
+        p = u64_digits(i < 0 ? (uint64_t)-i : (uint64_t)i, end);
+        if (i < 0)
+            *--p = '-';
+    } else {
+        uint64_t u = json_object_get_uint64(v);
+        if (u == UINT64_MAX)
+            return -1;
+        p = u64_digits(u, end);
+    }
+    return canon_number(p, (size_t)(end - p), out);
+}
+
+/*
+ * A parsed double keeps its exact source text as userdata (json_object_new_double_s(),
+ * which json_tokener_parse_ex uses); that text is what is normalised, never the binary
+ * value. NaN and Infinity carry no text and, like values that overflow (1e400), are
+ * refused rather than given a spelling.
+ */
+static int canon_double(struct json_object *v, struct pc_buf *out)
+{
+    const char *text = json_object_get_userdata(v);
+    if (text == NULL || !isfinite(json_object_get_double(v)))
+        return -1;
+    return canon_number(text, strlen(text), out);
 }
 
 static int canon_value(struct json_object *v, struct pc_buf *out, int depth);
@@ -250,7 +378,7 @@ static int canon_value(struct json_object *v, struct pc_buf *out, int depth)
     case json_type_int:
         return canon_int(v, out);
     case json_type_double:
-        return canon_double(json_object_get_double(v), out);
+        return canon_double(v, out);
     case json_type_string:
         return canon_string(json_object_get_string(v), (size_t)json_object_get_string_len(v), out);
     case json_type_array:

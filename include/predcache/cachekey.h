@@ -44,8 +44,13 @@ int pc_cachekey_derive(const struct pc_key_params *p, const char *route, const c
 
 /*
  * Canonical JSON of a JSON text: object keys sorted bytewise, no whitespace, strings
- * re-escaped one way, numbers normalised (integral values as integers, others as the
- * shortest "%.17g" form that round-trips). 0 ok; -1 when text is not JSON.
+ * re-escaped one way, numbers rewritten from their decimal text (never through a double)
+ * as ["-"] D ["e" E]: D the significant digits without leading or trailing zeros, E only
+ * when nonzero, every zero "0". 100, 1e2 and 100.0 are all "1e2", 1.5 is "15e-1", and
+ * two numbers share a form exactly when they denote the same decimal value. 0 ok; -1,
+ * out as it was, when text is not JSON or holds a value that cannot be read exactly
+ * (saturated integers, NaN, Infinity, overflow, non-JSON number forms json-c accepts,
+ * exponents beyond 100000, lone surrogates).
  */
 int pc_cachekey_canonical(const char *json, size_t len, struct pc_buf *out);
 

@@ -96,6 +96,17 @@ static void test_vector_fields(void **state)
                         "pc:v1:379b2ff898736886cfb706b1d6c71cca3230ee9992f6b506e59536566e626368");
 }
 
+static void test_vector_numbers(void **state)
+{
+    (void)state;
+    char k[PC_KEY_MAX];
+    /* input {"instances":[15e-1,1e2,0]} */
+    assert_int_equal(derive("{\"instances\": [1.50, 100, -0.0], \"request_id\": \"r-2\"}", k),
+                     PC_KEY_FIELDS);
+    assert_string_equal(k,
+                        "pc:v1:b51d6fb2685026205e2b24b8416c45426dc7e1c8dda255f4ea6f76bc8215ae4d");
+}
+
 static void test_vector_path(void **state)
 {
     (void)state;
@@ -340,30 +351,105 @@ static void test_length_delimited(void **state)
     assert_string_equal(a, b);
     /* A number that ends where the length ends is complete: "1234" cut at 2 is 12. */
     assert_canonical_len("1234", 2, "12");
+    assert_canonical_len("1.5e3", 3, "15e-1");
 }
 
+/* Numbers: ["-"] D ["e" E], D the significant digits, E only when nonzero; zero is "0". */
 static void test_numbers(void **state)
 {
     (void)state;
-    assert_canonical("[1.0,1,1e0,10e-1,1E0,0.1e1]", "[1,1,1,1,1,1]");
-    assert_canonical("[1e2,100,100.0,-0.0,-0,0.0]", "[100,100,100,0,0,0]");
-    assert_canonical("0.1", "0.1");
-    assert_canonical("0.10000000000000002", "0.10000000000000002");
-    assert_canonical("[1.5,-2.25,3.14159]", "[1.5,-2.25,3.14159]");
-    assert_canonical("1.5e300", "1.5e+300");
-    assert_canonical("1e-7", "1e-07");
-    assert_canonical("9007199254740991.0", "9007199254740991");
-    assert_canonical("9007199254740993.0", "9007199254740992"); /* the double it reads as */
-    assert_canonical("1e16", "1e+16");
-    /* Integers are exact across the whole int64 and uint64 ranges. */
+    assert_canonical("[1.0,1,1e0,10e-1,1E0,0.1e1,1.000e+0,100e-2]", "[1,1,1,1,1,1,1,1]");
+    assert_canonical("[100,1e2,100.0,1.0E+2,10e1,1e+002,0.001e5]", "[1e2,1e2,1e2,1e2,1e2,1e2,1e2]");
+    assert_canonical("[12,12.0,1.2e1,120e-1]", "[12,12,12,12]");
+    assert_canonical("[-0.0,-0,0.0,0e5,-0e-5,0.000E+10,0]", "[0,0,0,0,0,0,0]");
+    assert_canonical("[1.5,0.001,0.00120,-2.25,3.14159]", "[15e-1,1e-3,12e-4,-225e-2,314159e-5]");
+    assert_canonical("[0.1,0.10000000000000002,0.10000000000000001]",
+                     "[1e-1,10000000000000002e-17,10000000000000001e-17]");
+    /* Exponents: sign, "+", leading zeros. */
+    assert_canonical("[1E+0002,1e-0002,5e-0,5E+0,2.50e+00,-7e-007]", "[1e2,1e-2,5,5,25e-1,-7e-7]");
+    assert_canonical("[1.5e300,1e-7,1e16,1.5e-300]", "[15e299,1e-7,1e16,15e-301]");
+    /* Exact text, not the double it reads as. */
+    assert_canonical("9007199254740993.0", "9007199254740993");
+    assert_canonical("123456789012345678901234567890.5", "1234567890123456789012345678905e-1");
+    /* Integers are exact across the whole int64 and uint64 ranges, and agree with doubles. */
     assert_canonical("[9007199254740993,-9223372036854775807]",
                      "[9007199254740993,-9223372036854775807]");
     assert_canonical("[9223372036854775807,9223372036854775808,18446744073709551614]",
                      "[9223372036854775807,9223372036854775808,18446744073709551614]");
-    assert_same_key("{\"instances\":[1.0,2]}", "{\"instances\":[1,2e0]}");
+    assert_canonical("[1000000000000000000,-9223372036854775800,18446744073709551610]",
+                     "[1e18,-92233720368547758e2,1844674407370955161e1]");
+    assert_canonical("[10000000000000000000,1e19,10000000000000000000.0,-1700000000,-17e8]",
+                     "[1e19,1e19,1e19,-17e8,-17e8]");
+    assert_same_key("{\"instances\":[1.0,2,100]}", "{\"instances\":[1,2e0,1e2]}");
+    assert_same_key("{\"instances\":[-0]}", "{\"instances\":[0.0e0]}");
     assert_other_key("{\"instances\":[0.1]}", "{\"instances\":[0.10000000000000002]}");
+    /* Same double, different decimals: a lost hit at worst, never a shared key. */
+    assert_other_key("{\"instances\":[0.1]}", "{\"instances\":[0.10000000000000001]}");
+    assert_other_key("{\"instances\":[1]}", "{\"instances\":[1.0000000000000000001]}");
+    assert_other_key("{\"instances\":[1.5]}", "{\"instances\":[15]}");
     assert_other_key("{\"instances\":[9223372036854775807]}",
                      "{\"instances\":[9223372036854775808]}");
+}
+
+static void test_canonical_documents(void **state)
+{
+    (void)state;
+    assert_canonical("{\"b\":1.50,\"a\":[1e2,-0.0]}", "{\"a\":[1e2,0],\"b\":15e-1}");
+    assert_canonical("{\"instances\":[[0.000,0.001,0.010,0.999,1.000]]}",
+                     "{\"instances\":[[0,1e-3,1e-2,999e-3,1]]}");
+    assert_canonical("[{\"x\": -12.50e1, \"s\": \"1.50\"}, 3]", "[{\"s\":\"1.50\",\"x\":-125},3]");
+}
+
+/*
+ * Spellings of one value N x 10^X: the digits of N with leading and trailing zeros added,
+ * the point at every place JSON allows ("0." in front included), the exponent adjusted to
+ * match and written both as "E+0dd" and as "e-d". All must give the one canonical form.
+ */
+static void test_number_spellings(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *n;
+        int x;
+        const char *want;
+    } cases[] = {
+        {"1", 0, "1"},
+        {"15", -1, "15e-1"},
+        {"-42", 3, "-42e3"},
+        {"7", -9, "7e-9"},
+        {"123456789", 4, "123456789e4"},
+        {"-5", 0, "-5"},
+        {"101", -2, "101e-2"},
+        {"9007199254740993", 0, "9007199254740993"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const char *n = cases[c].n;
+        const char *sign = n[0] == '-' ? "-" : "";
+        n += n[0] == '-';
+        for (int lead = 0; lead <= 2; lead++) {
+            for (int trail = 0; trail <= 3; trail++) {
+                char z[64];
+                int len = snprintf(z, sizeof z, "%.*s%s%.*s", lead, "000", n, trail, "000");
+                for (int point = 0; point <= len; point++) {
+                    if (point > 1 && z[0] == '0')
+                        continue; /* a leading zero is JSON only as the whole integer part */
+                    char text[128];
+                    int w = cases[c].x - trail + (len - point); /* the written exponent */
+                    if (point == 0)
+                        snprintf(text, sizeof text, "%s0.%sE%+04d", sign, z, w);
+                    else if (point == len)
+                        snprintf(text, sizeof text, "%s%sE%+04d", sign, z, w);
+                    else
+                        snprintf(text, sizeof text, "%s%.*s.%sE%+04d", sign, point, z, z + point,
+                                 w);
+                    assert_canonical(text, cases[c].want);
+                    char *e = strchr(text, 'E');
+                    snprintf(e, (size_t)(text + sizeof text - e), "e%d", w);
+                    assert_canonical(text, cases[c].want);
+                }
+            }
+        }
+    }
 }
 
 /* json-c saturates these: refusing them keeps distinct bodies on distinct keys. */
@@ -374,12 +460,41 @@ static void test_unrepresentable_numbers(void **state)
     assert_not_canonical("[-9223372036854775809]");
     assert_not_canonical("{\"a\":NaN}");
     assert_not_canonical("[Infinity]");
+    assert_not_canonical("[-Infinity]");
     assert_not_canonical("1e400");
     char k[PC_KEY_MAX];
     assert_int_equal(derive("{\"instances\":[18446744073709551616]}", k), PC_KEY_RAW);
     assert_other_key("{\"instances\":[18446744073709551616]}",
                      "{\"instances\":[99999999999999999999]}");
     assert_other_key("{\"instances\":[1e400]}", "{\"instances\":[1e500]}");
+}
+
+/* Written exponents beyond 100000 either way are refused, even where the value is 0. */
+static void test_exponent_bound(void **state)
+{
+    (void)state;
+    assert_canonical("[0e100000,1e-100000,0.5e-100000]", "[0,1e-100000,5e-100001]");
+    assert_not_canonical("0e100001");
+    assert_not_canonical("[1e-100001]");
+    assert_not_canonical("[1e-0000000000000000000000000000000100001]");
+    assert_canonical("1e-00000000000000000000000000000000000000001", "1e-1");
+    char k[PC_KEY_MAX];
+    assert_int_equal(derive("{\"instances\":[1e-100001]}", k), PC_KEY_RAW);
+}
+
+/* json-c's strict mode still reads these; a JSON model server would not: keyed raw. */
+static void test_non_json_numbers_are_raw(void **state)
+{
+    (void)state;
+    assert_not_canonical("[1.]");
+    assert_not_canonical("[1.e5]");
+    assert_not_canonical("[-01.5]");
+    assert_not_canonical("[00.5]");
+    assert_not_canonical("[00e1]");
+    char k[PC_KEY_MAX];
+    assert_int_equal(derive("{\"instances\":[1.]}", k), PC_KEY_RAW);
+    assert_other_key("{\"instances\":[1.]}", "{\"instances\":[1]}");
+    assert_other_key("{\"instances\":[-01.5]}", "{\"instances\":[-1.5]}");
 }
 
 static void test_strings(void **state)
@@ -483,6 +598,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_vector_fields),
+        cmocka_unit_test(test_vector_numbers),
         cmocka_unit_test(test_vector_path),
         cmocka_unit_test(test_vector_raw),
         cmocka_unit_test(test_key_shape),
@@ -502,7 +618,11 @@ int main(void)
         cmocka_unit_test(test_json_not_object_is_raw),
         cmocka_unit_test(test_length_delimited),
         cmocka_unit_test(test_numbers),
+        cmocka_unit_test(test_canonical_documents),
+        cmocka_unit_test(test_number_spellings),
         cmocka_unit_test(test_unrepresentable_numbers),
+        cmocka_unit_test(test_exponent_bound),
+        cmocka_unit_test(test_non_json_numbers_are_raw),
         cmocka_unit_test(test_strings),
         cmocka_unit_test(test_lossy_strings_are_raw),
         cmocka_unit_test(test_nested_sorted),
