@@ -51,8 +51,13 @@ def free_port():
         return s.getsockname()[1]
 
 
+class GiveUp(AssertionError):
+    """Raised inside a wait_for poll: stop polling now (e.g. the process exited)."""
+
+
 def wait_for(fn, timeout=READY_S, interval=0.05, what="condition"):
-    """Calls fn until it returns something truthy; returns that, or fails after timeout."""
+    """Calls fn until it returns something truthy; returns that, or fails after timeout.
+    Exceptions from fn count as "not yet", except GiveUp, which ends the wait at once."""
     deadline = time.monotonic() + timeout
     last_exc = None
     while True:
@@ -60,6 +65,8 @@ def wait_for(fn, timeout=READY_S, interval=0.05, what="condition"):
             value = fn()
             if value:
                 return value
+        except GiveUp:
+            raise
         except Exception as e:  # noqa: BLE001 (polling: any failure means not yet)
             last_exc = e
         if time.monotonic() >= deadline:
@@ -233,7 +240,7 @@ class RedisServer:
 
         def ping():
             if self.proc.poll() is not None:
-                raise AssertionError("redis-server exited with %s:\n%s"
+                raise GiveUp("redis-server exited with %s:\n%s"
                                      % (self.proc.returncode, read_text(self.stderr_path)))
             with Resp(self.port, timeout=1.0) as r:
                 return r.command("PING") == "PONG"
@@ -310,7 +317,7 @@ class ModelServer:
 
         def ready():
             if self.proc.poll() is not None:
-                raise AssertionError("model server exited with %s:\n%s"
+                raise GiveUp("model server exited with %s:\n%s"
                                      % (self.proc.returncode, read_text(self.stderr_path)))
             if self.port is None:
                 text = read_text(self.port_file).strip()
@@ -423,7 +430,7 @@ class Predcache:
 
         def healthy():
             if self.proc.poll() is not None:
-                raise AssertionError("predcache exited with %s" % self.proc.returncode)
+                raise GiveUp("predcache exited with %s" % self.proc.returncode)
             return requests.get(self.admin("/health"), timeout=1).status_code == 200
 
         try:
@@ -548,8 +555,13 @@ def start_predcache(predcache_bin, tmp_path, redis, model):
 
     problems = []
     for p in started:
-        p.stop()
+        was_running = p.proc.poll() is None
+        rc = p.stop()
         report = p.crash_report()
+        if report is None and was_running and rc != 0:
+            # SIGTERM must end predcache cleanly (exit 0) within drain_timeout_ms
+            report = "predcache exited with %s after SIGTERM in teardown (expected 0%s)" % (
+                rc, "; it needed SIGKILL" if rc == -signal.SIGKILL else "")
         if report:
             problems.append("%s\nstderr tail:\n%s" % (report, p.stderr_text()[-4000:]))
     if problems:

@@ -242,3 +242,85 @@ def test_access_log_lines(proxy, redis):
                       "client=", "backend_ms=", "total_ms=", "bytes="):
             assert field in line, "%r missing in %r" % (field, line)
     assert "path=/labels" in passed[0] and "method=GET" in passed[0]
+
+
+def test_content_type_kept_in_envelope_and_on_hit(proxy, model, redis):
+    model.control(content_type="application/vnd.model+json; charset=utf-8")
+    r1 = proxy.post("/v1/models/m:predict", json_body={"instances": ["ct"]})
+    assert r1.status_code == 200 and cache_of(r1) == "MISS"
+    env = parse_envelope(redis.wait_key(r1.headers["X-Cache-Key"]))
+    assert env["content_type"] == "application/vnd.model+json; charset=utf-8"
+    r2 = proxy.post("/v1/models/m:predict", json_body={"instances": ["ct"]})
+    assert cache_of(r2) == "HIT"
+    assert r2.headers.get("Content-Type") == "application/vnd.model+json; charset=utf-8"
+    assert r2.content == r1.content
+
+
+def test_entry_expires_after_ttl(start_predcache, model, redis):
+    proxy = start_predcache(conf={"cache": {"ttl_s": "1"}})
+    r1 = proxy.post("/v1/models/m:predict", json_body={"instances": ["ttl"]})
+    key = r1.headers["X-Cache-Key"]
+    redis.wait_key(key)
+    assert 0 < redis.pttl(key) <= 1000
+    wait_for(lambda: redis.exists(key) == 0, timeout=10, what="the entry to expire")
+    r2 = proxy.post("/v1/models/m:predict", json_body={"instances": ["ttl"]})
+    assert cache_of(r2) == "MISS"
+    assert r2.json()["call"] == 2
+
+
+def test_redis_db_from_conf(start_predcache, model, redis):
+    proxy = start_predcache(conf={"redis": {"db": "2"}})
+    r = proxy.post("/v1/models/m:predict", json_body={"instances": ["db"]})
+    key = r.headers["X-Cache-Key"]
+
+    def in_db2():
+        from conftest import Resp
+        with Resp(redis.port) as c:
+            c.command("SELECT", 2)
+            return c.command("EXISTS", key) == 1
+
+    wait_for(in_db2, what="the key in Redis db 2")
+    assert redis.exists(key) == 0, "stored in db 0 instead of db 2"
+    assert cache_of(proxy.post("/v1/models/m:predict", json_body={"instances": ["db"]})) == "HIT"
+
+
+def test_concurrent_requests_get_their_own_answers(proxy, model, redis):
+    """Many clients at once, repeated inputs: every answer belongs to its own request."""
+    import hashlib
+    import threading
+
+    inputs = [["in-%d" % i, i] for i in range(6)]
+
+    def expected(inst):
+        return [hashlib.sha256(canonical(x).encode()).hexdigest()[:16] for x in inst]
+
+    errors = []
+    seen = []
+
+    def client(n):
+        for j in range(8):
+            inst = inputs[(n + j) % len(inputs)]
+            try:
+                r = proxy.post("/v1/models/m:predict", json_body={"instances": inst})
+                if r.status_code != 200:
+                    errors.append((inst, r.status_code, r.text[:200]))
+                elif r.json()["predictions"] != expected(inst):
+                    errors.append((inst, "wrong answer", r.text[:200]))
+                else:
+                    seen.append(cache_of(r))
+            except Exception as e:  # noqa: BLE001
+                errors.append((inst, repr(e)))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors[:5]
+    assert len(seen) == 64
+    assert set(seen) <= {"MISS", "HIT"}
+    for inst in inputs:
+        key = expected_key("/v1/models/m:predict", canonical({"instances": inst}))
+        redis.wait_key(key)
+        r = proxy.post("/v1/models/m:predict", json_body={"instances": inst})
+        assert cache_of(r) == "HIT" and r.json()["predictions"] == expected(inst)

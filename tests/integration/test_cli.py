@@ -202,3 +202,12 @@ def test_sigterm_when_idle_exits_zero(proxy):
         assert time.monotonic() - start < 10
     finally:
         s.close()
+
+
+def test_check_shipped_conf(predcache_bin):
+    from conftest import ROOT
+    path = os.path.join(ROOT, "conf", "predcache.conf")
+    if not os.path.exists(path):
+        pytest.skip("conf/predcache.conf not shipped yet")
+    p = run(predcache_bin, "-c", path, "--check")
+    assert p.returncode == 0, "the shipped conf must validate; stderr:\n%s" % p.stderr

@@ -69,7 +69,8 @@ def test_backend_unreachable_is_502(start_predcache, model, redis):
 
 
 def test_backend_slow_is_504(start_predcache, model, redis):
-    proxy = start_predcache(conf={"backend": {"timeout_ms": "500"}})
+    proxy = start_predcache(conf={"backend": {"timeout_ms": "500",
+                                                    "connect_timeout_ms": "200"}})
     model.control(delay_ms=2500)
     r = proxy.post("/v1/models/m:predict", json_body={"instances": [1]})
     assert_json_error(r, 504)
