@@ -20,7 +20,7 @@ UNITSRC := $(wildcard tests/unit/test_*.c)
 UNITBIN := $(UNITSRC:tests/unit/%.c=$(BUILD)/%)
 BIN     ?= predcache
 
-.PHONY: all test unit integration asan demo bench install clean format format-check bootstrap
+.PHONY: all test unit integration asan valgrind demo bench install clean format format-check bootstrap
 
 all: $(BIN)
 
@@ -55,6 +55,11 @@ asan: bootstrap
 	@$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/predcache \
 	    CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	    LDFLAGS="-fsanitize=address,undefined" unit integration
+
+# The integration tests with predcache under valgrind memcheck (slower; errors fail tests).
+valgrind: bootstrap $(BIN)
+	@command -v valgrind >/dev/null || { echo "valgrind: apt-get install valgrind"; exit 1; }
+	PREDCACHE_BIN=$(abspath scripts/valgrind-predcache) $(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 demo: bootstrap $(BIN)
 	scripts/demo

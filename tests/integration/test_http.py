@@ -1,0 +1,189 @@
+"""predcache's own HTTP/1.1 server, spoken to over raw sockets: framing, pipelining,
+Expect, versions, slow and vanishing clients."""
+
+import json
+import socket
+import time
+
+from conftest import wait_for
+
+PREDICT = "/v1/models/m:predict"
+
+
+def raw(port, data, timeout=10.0, read_until_close=True):
+    """Sends bytes, returns everything the server sends until it closes (or timeout)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            out += chunk
+            if not read_until_close and b"\r\n\r\n" in out:
+                break
+        return out
+    finally:
+        s.close()
+
+
+def split_responses(data):
+    """Splits a byte stream of responses with Content-Length bodies."""
+    out = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(b":")
+            headers[k.strip().lower().decode()] = v.strip().decode()
+        n = int(headers.get("content-length", "0"))
+        out.append((lines[0].decode(), headers, rest[:n]))
+        data = rest[n:]
+    return out
+
+
+def post_bytes(path, body, extra=b"", version=b"HTTP/1.1"):
+    return (b"POST " + path.encode() + b" " + version + b"\r\nHost: t\r\n"
+            b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+            b"\r\n" + extra + b"\r\n" + body)
+
+
+def test_chunked_request_body_is_keyed_like_a_plain_one(proxy, model):
+    body = b'{"instances": [[1, 2, 3]]}'
+    chunked = (b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+               b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"5\r\n" + body[:5] + b"\r\n" + ("%x" % (len(body) - 5)).encode() +
+               b";ext=1\r\n" + body[5:] + b"\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    (status, headers, got), = split_responses(raw(proxy.listen_port, chunked))
+    assert status.startswith("HTTP/1.1 200"), status
+    assert headers["x-cache"] == "MISS"
+    assert json.loads(model.last()["body"]) == json.loads(body)
+    wait_for(lambda: proxy.metric("predcache_store_ok_total") >= 1, what="store")
+    r = proxy.post(PREDICT, body=body)
+    assert r.headers["X-Cache"] == "HIT"
+    assert r.content == got
+    assert model.count(PREDICT) == 1
+
+
+def test_pipelined_requests_answered_in_order(proxy, model):
+    reqs = b"".join(post_bytes(PREDICT, json.dumps({"instances": [i]}).encode())
+                    for i in range(5))
+    reqs += b"GET /v1/models/m HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    resps = split_responses(raw(proxy.listen_port, reqs))
+    assert len(resps) == 6
+    for i, (status, headers, body) in enumerate(resps[:5]):
+        assert status.startswith("HTTP/1.1 200")
+        assert headers["x-cache"] == "MISS"
+        assert json.loads(body)["call"] == i + 1  # the model saw them in order
+    assert resps[5][1].get("connection") == "close"
+
+
+def test_expect_100_continue(proxy):
+    s = socket.create_connection(("127.0.0.1", proxy.listen_port), timeout=10)
+    try:
+        body = b'{"instances": ["expect"]}'
+        s.sendall(b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: t\r\n"
+                  b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        interim = s.recv(4096)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim
+        s.sendall(body + b"")
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    finally:
+        s.close()
+
+
+def test_expect_with_oversized_length_is_413_before_the_body(start_predcache):
+    p = start_predcache(conf={"server": {"max_body_bytes": "1k"}})
+    out = raw(p.listen_port, b"POST /predict HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+                             b"Content-Length: 5000\r\n\r\n")
+    (status, headers, body), = split_responses(out)
+    assert status.startswith("HTTP/1.1 413")
+    assert "error" in json.loads(body)
+
+
+def test_http10_gets_http10_answer_and_close(proxy):
+    out = raw(proxy.listen_port, post_bytes(PREDICT, b'{"instances":[10]}', version=b"HTTP/1.0"))
+    (status, headers, body), = split_responses(out)
+    assert status.startswith("HTTP/1.0 200")
+    assert headers.get("connection") == "close"
+
+
+def test_framing_errors_are_json(proxy):
+    cases = [
+        (b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n"
+         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "400"),
+        (b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"
+         b"abcd", "400"),
+        (b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Length: -1\r\n\r\n", "400"),
+        (b"POST /predict HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", "501"),
+        (b"GET / HTTP/2.0\r\nHost: t\r\n\r\n", "505"),
+        (b"GET / HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\nHost: t\r\n folded\r\n\r\n", "400"),
+        (b"GET /a\x01b HTTP/1.1\r\nHost: t\r\n\r\n", "400"),
+        (b"POST /predict HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "400"),
+        (b"GET / HTTP/1.1\r\nExpect: teapot\r\n\r\n", "417"),
+    ]
+    for request, code in cases:
+        (status, headers, body), = split_responses(raw(proxy.listen_port, request))
+        assert status.split()[1] == code, (request, status)
+        assert headers["content-type"] == "application/json"
+        assert json.loads(body)["error"]
+    assert proxy.get("/v1/models/m").status_code == 200  # still serving
+
+
+def test_slow_client_gets_408(start_predcache):
+    p = start_predcache(conf={"server": {"idle_timeout_ms": 300}})
+    out = raw(p.listen_port, b"POST /predict HTTP/1.1\r\nHost: t\r\n", timeout=10)
+    (status, headers, body), = split_responses(out)
+    assert status.startswith("HTTP/1.1 408")
+    assert "error" in json.loads(body)
+
+
+def test_idle_keepalive_connection_closed_silently(start_predcache):
+    p = start_predcache(conf={"server": {"idle_timeout_ms": 300}})
+    t0 = time.monotonic()
+    assert raw(p.listen_port, b"", timeout=10) == b""
+    assert time.monotonic() - t0 < 9  # closed by predcache, not by our own timeout
+
+
+def test_client_leaving_early_still_stores_the_answer(proxy, model):
+    model.control(delay_ms=500)
+    body = b'{"instances": ["leaver"]}'
+    s = socket.create_connection(("127.0.0.1", proxy.listen_port), timeout=5)
+    s.sendall(post_bytes(PREDICT, body))
+    time.sleep(0.1)
+    s.close()  # gone before the model answers
+    wait_for(lambda: proxy.metric("predcache_store_ok_total") >= 1, what="store after leave")
+    model.control()
+    r = proxy.post(PREDICT, body=body)
+    assert r.headers["X-Cache"] == "HIT"
+    assert model.count(PREDICT) == 1
+    assert proxy.metric("predcache_in_flight") == 0
+
+
+def test_too_many_connections_gets_503(start_predcache):
+    p = start_predcache(conf={"server": {"max_connections": 2}})
+    held = [socket.create_connection(("127.0.0.1", p.listen_port), timeout=5) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        (status, headers, body), = split_responses(
+            raw(p.listen_port, b"GET /v1/models/m HTTP/1.1\r\nHost: t\r\n\r\n"))
+        assert status.startswith("HTTP/1.1 503")
+        assert "error" in json.loads(body)
+    finally:
+        for s in held:
+            s.close()
+    wait_for(lambda: p.get("/v1/models/m").status_code == 200, what="serving again")
