@@ -957,6 +957,14 @@ int pc_http_server_port(const struct pc_http_server *srv)
     return srv->port;
 }
 
+size_t pc_http_server_writing(const struct pc_http_server *srv)
+{
+    size_t n = 0;
+    for (const struct pc_conn *c = srv->conns; c != NULL; c = c->next)
+        n += c->state == CS_WRITING;
+    return n;
+}
+
 size_t pc_http_server_connections(const struct pc_http_server *srv)
 {
     return srv->n_conns;

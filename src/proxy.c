@@ -249,8 +249,11 @@ static void on_backend(const struct pc_upstream_resp *r, void *arg)
     if (r->error != PC_UP_OK) {
         w->metrics.backend_errors++;
         char msg[400];
-        snprintf(msg, sizeof msg, "model server %s: %s",
-                 r->error == PC_UP_TIMEOUT ? "timed out" : "unavailable", r->errmsg);
+        if (r->error == PC_UP_SHUTDOWN)
+            snprintf(msg, sizeof msg, "%s", r->errmsg);
+        else
+            snprintf(msg, sizeof msg, "model server %s: %s",
+                     r->error == PC_UP_TIMEOUT ? "timed out" : "unavailable", r->errmsg);
         answer_error(p, pc_upstream_error_status(r->error), msg);
         preq_free(p);
         return;

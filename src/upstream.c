@@ -54,7 +54,7 @@ static void check_done(struct pc_upstream *up);
 
 int pc_upstream_error_status(enum pc_upstream_error e)
 {
-    return e == PC_UP_TIMEOUT ? 504 : 502;
+    return e == PC_UP_TIMEOUT ? 504 : e == PC_UP_SHUTDOWN ? 503 : 502;
 }
 
 /* ---- transfer bookkeeping ---------------------------------------------------------- */
@@ -302,12 +302,24 @@ struct pc_upstream *pc_upstream_new(struct event_base *base, const struct pc_con
     return up;
 }
 
+void pc_upstream_abort_all(struct pc_upstream *up)
+{
+    /* Each caller still hears back once, so that nothing it holds for the answer leaks. */
+    while (up->xfers != NULL) {
+        struct pc_xfer *x = up->xfers;
+        curl_multi_remove_handle(up->multi, x->easy);
+        x->resp.error = PC_UP_SHUTDOWN;
+        snprintf(x->resp.errmsg, sizeof x->resp.errmsg, "predcache is shutting down");
+        x->cb(&x->resp, x->arg);
+        xfer_free(x);
+    }
+}
+
 void pc_upstream_free(struct pc_upstream *up)
 {
     if (up == NULL)
         return;
-    while (up->xfers != NULL)
-        xfer_free(up->xfers);
+    pc_upstream_abort_all(up);
     if (up->multi)
         curl_multi_cleanup(up->multi);
     if (up->timer)

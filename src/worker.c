@@ -17,6 +17,7 @@
 #include "predcache/upstream.h"
 
 #define DRAIN_POLL_MS 20
+#define DRAIN_FLUSH_MS 100
 
 int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc_config *cfg,
                    char *err, size_t errlen)
@@ -67,7 +68,8 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct pc_worker *w = arg;
-    if (w->metrics.in_flight > 0 || pc_store_pending(w->store) > 0)
+    if (w->metrics.in_flight > 0 || pc_store_pending(w->store) > 0 ||
+        pc_http_server_writing(w->data) > 0 || pc_http_server_writing(w->admin) > 0)
         return;
     pc_log(PC_LOG_INFO, "drain: done");
     event_base_loopexit(w->base, NULL);
@@ -80,7 +82,11 @@ static void drain_deadline(evutil_socket_t fd, short what, void *arg)
     struct pc_worker *w = arg;
     pc_log(PC_LOG_WARN, "drain: %lld requests and %zu stores still pending after %d ms; exiting",
            (long long)w->metrics.in_flight, pc_store_pending(w->store), w->cfg->drain_timeout_ms);
-    event_base_loopexit(w->base, NULL);
+    /* Clients still waiting get a 503 rather than a dropped connection; give the loop a
+     * moment to write those answers out. */
+    pc_upstream_abort_all(w->up);
+    struct timeval flush = {0, DRAIN_FLUSH_MS * 1000};
+    event_base_loopexit(w->base, &flush);
 }
 
 void pc_worker_drain(struct pc_worker *w)

@@ -45,6 +45,8 @@ void pc_http_server_stop_accepting(struct pc_http_server *srv);
 void pc_http_server_free(struct pc_http_server *srv);
 /* The port actually bound (useful with port 0). */
 int pc_http_server_port(const struct pc_http_server *srv);
+/* Connections whose answer is still being written out. */
+size_t pc_http_server_writing(const struct pc_http_server *srv);
 /* Open client connections. */
 size_t pc_http_server_connections(const struct pc_http_server *srv);
 

@@ -23,6 +23,7 @@ enum pc_upstream_error {
     PC_UP_TIMEOUT,   /* connect or total timeout: 504 */
     PC_UP_TOO_LARGE, /* response over the configured maximum: 502 */
     PC_UP_PROTOCOL,  /* reset, garbage, truncated: 502 */
+    PC_UP_SHUTDOWN,  /* failed by pc_upstream_abort_all: 503 */
 };
 
 struct pc_upstream_resp {
@@ -40,7 +41,8 @@ typedef void (*pc_upstream_cb)(const struct pc_upstream_resp *resp, void *arg);
 
 /* Borrows base and cfg for its lifetime. NULL on failure. */
 struct pc_upstream *pc_upstream_new(struct event_base *base, const struct pc_config *cfg);
-/* Cancels every transfer without calling back, then frees. Accepts NULL. */
+/* Fails every transfer in flight (its callback runs once, with an error), then frees.
+ * Accepts NULL. */
 void pc_upstream_free(struct pc_upstream *up);
 
 /*
@@ -55,10 +57,13 @@ struct pc_xfer *pc_upstream_send(struct pc_upstream *up, const char *method, con
                                  const char *body, size_t body_len, int timeout_ms,
                                  pc_upstream_cb cb, void *arg);
 
+/* Fails every transfer in flight with PC_UP_SHUTDOWN; each callback runs once. */
+void pc_upstream_abort_all(struct pc_upstream *up);
+
 /* Transfers in flight. */
 size_t pc_upstream_active(const struct pc_upstream *up);
 
-/* Maps an upstream error to the HTTP status predcache answers with (502 or 504). */
+/* Maps an upstream error to the HTTP status predcache answers with (502, 503, 504). */
 int pc_upstream_error_status(enum pc_upstream_error e);
 
 #endif

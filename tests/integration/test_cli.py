@@ -211,3 +211,29 @@ def test_check_shipped_conf(predcache_bin):
         pytest.skip("conf/predcache.conf not shipped yet")
     p = run(predcache_bin, "-c", path, "--check")
     assert p.returncode == 0, "the shipped conf must validate; stderr:\n%s" % p.stderr
+
+
+def test_drain_timeout_answers_503_and_exits_zero(start_predcache, model):
+    """A request still waiting on the model when drain_timeout_ms runs out gets a 503
+    JSON answer instead of a dropped connection, and predcache still exits 0."""
+    import threading
+    p = start_predcache(conf={"server": {"drain_timeout_ms": 300}})
+    model.control(delay_ms=3000)
+    result = {}
+
+    def call():
+        try:
+            r = p.post("/v1/models/m:predict", json_body={"instances": ["slow-drain"]})
+            result["status"] = r.status_code
+            result["body"] = r.json()
+        except Exception as e:  # noqa: BLE001
+            result["exc"] = e
+
+    t = threading.Thread(target=call)
+    t.start()
+    wait_for(lambda: p.metric("predcache_in_flight") >= 1, what="request in flight")
+    p.proc.send_signal(signal.SIGTERM)
+    t.join(15)
+    assert result.get("status") == 503, result
+    assert "shutting down" in result["body"]["error"]
+    assert p.proc.wait(10) == 0
