@@ -61,8 +61,9 @@ valgrind: bootstrap $(BIN)
 	@command -v valgrind >/dev/null || { echo "valgrind: apt-get install valgrind"; exit 1; }
 	PREDCACHE_BIN=$(abspath scripts/valgrind-predcache) $(PY) -m pytest -q tests/integration $(PYTEST_ARGS)
 
+# The main job: a real OCR model behind predcache, cold then warm (see scripts/demo).
 demo: bootstrap $(BIN)
-	scripts/demo
+	PREDCACHE_BIN=$(abspath $(BIN)) scripts/demo
 
 bench: bootstrap $(BIN)
 	scripts/bench
