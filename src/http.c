@@ -75,6 +75,7 @@ struct pc_conn {
     enum conn_state state;
     struct pc_http_req *req; /* request being read or handled, owned by the conn until handed */
     int close_after;         /* close once the current answer is written */
+    int read_eof;            /* the client closed its sending side: never read again */
     char peer[64];
     struct pc_conn *prev, *next;
 };
@@ -339,15 +340,22 @@ static void write_response(struct pc_conn *c, int status, int minor, int is_head
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
     evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nServer: predcache\r\nDate: %s\r\n",
                         minor == 0 ? 0 : 1, status, pc_http_reason(status), date);
+    const char *head_length = NULL;
     for (size_t i = 0; i < n; i++) {
         const char *name = headers[i].name;
-        if (pc_strcaseeq(name, "content-length") || pc_strcaseeq(name, "date") ||
-            pc_strcaseeq(name, "server") || pc_http_is_hop_by_hop(name))
+        if (pc_strcaseeq(name, "content-length")) {
+            head_length = headers[i].value; /* only a HEAD answer may carry its own */
+            continue;
+        }
+        if (pc_strcaseeq(name, "date") || pc_strcaseeq(name, "server") ||
+            pc_http_is_hop_by_hop(name))
             continue;
         evbuffer_add_printf(out, "%s: %s\r\n", name, headers[i].value);
     }
     int bodyless = is_head || status == 204 || status == 304 || status < 200;
-    if (status != 204 && status >= 200)
+    if (is_head && head_length != NULL)
+        evbuffer_add_printf(out, "Content-Length: %s\r\n", head_length);
+    else if (status != 204 && status >= 200)
         evbuffer_add_printf(out, "Content-Length: %zu\r\n", len);
     if (c->close_after)
         evbuffer_add(out, "Connection: close\r\n", 19);
@@ -773,8 +781,16 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         conn_fail(c, 408, "timed out reading the request body");
         return;
     }
-    if ((what & BEV_EVENT_EOF) && c->state == CS_HANDLING)
-        pc_log(PC_LOG_DEBUG, "http: %s closed the connection before the answer", c->peer);
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state == CS_HANDLING) {
+        /* EOF may be a half-close (the client shut its sending side and still reads):
+         * stop reading and answer anyway; a client that is really gone makes the write
+         * fail, and the connection is freed then. */
+        pc_log(PC_LOG_DEBUG, "http: %s closed its side before the answer", c->peer);
+        c->close_after = 1;
+        c->read_eof = 1;
+        bufferevent_disable(c->bev, EV_READ);
+        return;
+    }
     conn_free(c);
 }
 
@@ -795,7 +811,7 @@ void pc_http_reply(struct pc_http_req *req, int status, const struct pc_header *
     c->req = NULL;
     req_free(req);
     c->state = CS_WRITING;
-    bufferevent_enable(c->bev, EV_WRITE | EV_READ);
+    bufferevent_enable(c->bev, c->read_eof ? EV_WRITE : EV_WRITE | EV_READ);
 }
 
 void pc_http_reply_error(struct pc_http_req *req, int status, const char *msg)

@@ -46,6 +46,7 @@ struct pc_xfer {
     struct pc_upstream_resp resp;
     size_t headers_cap;
     int too_large;
+    int is_head;
     char errbuf[CURL_ERROR_SIZE];
     struct pc_xfer *prev, *next;
 };
@@ -246,7 +247,8 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
     char *name = strndup(line, nl);
     if (name == NULL)
         return 0;
-    if (pc_http_is_hop_by_hop(name) || pc_strcaseeq(name, "content-length")) {
+    /* The length of a HEAD answer describes a body that never comes: keep it for the client. */
+    if (pc_http_is_hop_by_hop(name) || (pc_strcaseeq(name, "content-length") && !x->is_head)) {
         free(name);
         return n;
     }
@@ -279,12 +281,18 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
 
 struct pc_upstream *pc_upstream_new(struct event_base *base, const struct pc_config *cfg)
 {
+    return pc_upstream_new_for(base, cfg, cfg->backend_url);
+}
+
+struct pc_upstream *pc_upstream_new_for(struct event_base *base, const struct pc_config *cfg,
+                                        const char *base_url)
+{
     struct pc_upstream *up = calloc(1, sizeof *up);
     if (up == NULL)
         return NULL;
     up->base = base;
     up->cfg = cfg;
-    pc_strlcpy(up->base_url, cfg->backend_url, sizeof up->base_url);
+    pc_strlcpy(up->base_url, base_url, sizeof up->base_url);
     size_t bl = strlen(up->base_url);
     while (bl > 0 && up->base_url[bl - 1] == '/')
         up->base_url[--bl] = '\0';
@@ -401,6 +409,7 @@ struct pc_xfer *pc_upstream_send(struct pc_upstream *up, const char *method, con
                      : up->cfg->backend_timeout_ms;
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, total);
     if (strcmp(method, "HEAD") == 0) {
+        x->is_head = 1;
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (strcmp(method, "GET") != 0 || body_len > 0) {
         if (strcmp(method, "POST") != 0)

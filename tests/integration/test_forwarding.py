@@ -5,7 +5,7 @@ import json
 import pytest
 import requests
 
-from conftest import HTTP_TIMEOUT, canonical, expected_key
+from conftest import HTTP_TIMEOUT, canonical, expected_key, wait_for
 
 HOP_BY_HOP = {
     "Keep-Alive": "timeout=5",
@@ -146,3 +146,26 @@ def test_keep_alive_client_connection(proxy, model):
                 r = s.post(proxy.url("/predict"), json={"instances": [i]}, timeout=HTTP_TIMEOUT)
                 assert r.status_code == 200 and r.headers.get("X-Cache") in ("MISS", "HIT")
     assert model.count() == 6
+
+
+def test_every_x_forwarded_for_header_is_kept_in_order(proxy, model):
+    import socket
+    s = socket.create_connection(("127.0.0.1", proxy.listen_port), timeout=10)
+    try:
+        s.sendall(b"GET /labels HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 10.0.0.1\r\n"
+                  b"X-Forwarded-For: 10.0.0.2, 10.0.0.3\r\nConnection: close\r\n\r\n")
+        while s.recv(65536):
+            pass
+    finally:
+        s.close()
+    assert model.last()["headers"]["x-forwarded-for"] == "10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"
+
+
+def test_overlong_content_type_is_answered_but_not_stored(proxy, model, redis):
+    ctype = "application/json; profile=" + "x" * 300
+    model.control(content_type=ctype)
+    body = {"instances": ["long-ctype"]}
+    r1 = proxy.post("/v1/models/m:predict", json_body=body)
+    assert r1.status_code == 200 and r1.headers["Content-Type"] == ctype
+    wait_for(lambda: proxy.metric("predcache_store_skipped_total") >= 1, what="store skipped")
+    assert not redis.exists(r1.headers["X-Cache-Key"])

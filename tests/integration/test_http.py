@@ -187,3 +187,36 @@ def test_too_many_connections_gets_503(start_predcache):
         for s in held:
             s.close()
     wait_for(lambda: p.get("/v1/models/m").status_code == 200, what="serving again")
+
+
+def test_half_closed_client_still_gets_its_answer(proxy, model):
+    """A client that shuts its sending side after the request (nc -N, some HTTP/1.0
+    clients) still reads the answer."""
+    model.control(delay_ms=200)
+    s = socket.create_connection(("127.0.0.1", proxy.listen_port), timeout=10)
+    try:
+        s.sendall(post_bytes(PREDICT, b'{"instances": ["half"]}'))
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    (status, headers, body), = split_responses(data)
+    assert status.startswith("HTTP/1.1 200"), data[:200]
+    assert headers["x-cache"] == "MISS"
+    assert json.loads(body)["predictions"]
+
+
+def test_head_passthrough_keeps_the_backend_length(proxy, model):
+    get = proxy.get("/v1/models/m/metadata")
+    out = raw(proxy.listen_port,
+              b"HEAD /v1/models/m/metadata HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    head, _, rest = out.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert rest == b""
+    lengths = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+    assert lengths == [b"Content-Length: %d" % len(get.content)], head
