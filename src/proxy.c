@@ -76,7 +76,7 @@ static int glob_match(const char *pat, const char *s)
     return *pat == '\0';
 }
 
-static int route_cacheable(const struct pc_config *cfg, const char *method, const char *path)
+int pc_proxy_route_cacheable(const struct pc_config *cfg, const char *method, const char *path)
 {
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const struct pc_route_rule *r = &cfg->routes[i];
@@ -208,6 +208,9 @@ static const char *store_refusal(const struct pc_preq *p, const struct pc_upstre
         return "response sets a cookie";
     if (find_header(r->headers, r->n_headers, "Content-Encoding") != NULL)
         return "response is content-encoded";
+    const char *ctype = find_header(r->headers, r->n_headers, "Content-Type");
+    if (ctype != NULL && strlen(ctype) >= PC_CFG_STR)
+        return "content type too long to store";
     return NULL;
 }
 
@@ -287,10 +290,12 @@ static int build_forward_headers(struct pc_preq *p)
     p->fwd = calloc(n + 1, sizeof *p->fwd);
     if (p->fwd == NULL)
         return -1;
-    const char *xff = NULL;
+    struct pc_buf xff; /* every X-Forwarded-For value in order, then this client */
+    pc_buf_init(&xff);
     for (size_t i = 0; i < n; i++) {
         if (pc_strcaseeq(in[i].name, "X-Forwarded-For")) {
-            xff = in[i].value;
+            if (in[i].value[0] != '\0')
+                pc_buf_printf(&xff, "%s, ", in[i].value);
             continue;
         }
         /* A cached body is stored without its encoding: ask the model server for identity. */
@@ -300,19 +305,15 @@ static int build_forward_headers(struct pc_preq *p)
             continue;
         p->fwd[p->n_fwd].name = strdup(in[i].name);
         p->fwd[p->n_fwd].value = strdup(in[i].value);
-        if (p->fwd[p->n_fwd].name == NULL || p->fwd[p->n_fwd].value == NULL)
+        if (p->fwd[p->n_fwd].name == NULL || p->fwd[p->n_fwd].value == NULL) {
+            pc_buf_release(&xff);
             return -1;
+        }
         p->n_fwd++;
     }
-    const char *client = pc_http_req_client(p->req);
-    struct pc_buf v;
-    pc_buf_init(&v);
-    if (xff != NULL && xff[0] != '\0')
-        pc_buf_printf(&v, "%s, %s", xff, client);
-    else
-        pc_buf_append_str(&v, client);
+    pc_buf_append_str(&xff, pc_http_req_client(p->req));
     p->fwd[p->n_fwd].name = strdup("X-Forwarded-For");
-    p->fwd[p->n_fwd].value = pc_buf_steal(&v, NULL);
+    p->fwd[p->n_fwd].value = pc_buf_steal(&xff, NULL);
     if (p->fwd[p->n_fwd].name == NULL || p->fwd[p->n_fwd].value == NULL)
         return -1;
     p->n_fwd++;
@@ -409,7 +410,7 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
     p->w = w;
     p->req = req;
     p->backend_ms = -1;
-    p->cacheable = route_cacheable(w->cfg, pc_http_req_method(req), pc_http_req_path(req));
+    p->cacheable = pc_proxy_route_cacheable(w->cfg, pc_http_req_method(req), pc_http_req_path(req));
     if (!p->cacheable) {
         forward(p, RES_PASS);
         return;

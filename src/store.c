@@ -32,7 +32,7 @@
 #define PC_STORE_BACKOFF_MAX_MS 2000
 
 enum store_state { ST_CLOSED, ST_CONNECTING, ST_CONNECTED };
-enum cmd_kind { CMD_GET, CMD_SET, CMD_PING, CMD_SETUP };
+enum cmd_kind { CMD_GET, CMD_SET, CMD_PING, CMD_SETUP, CMD_GENERIC };
 
 struct pc_store {
     struct event_base *base;
@@ -53,7 +53,9 @@ struct cmd {
     enum cmd_kind kind;
     pc_store_get_cb get_cb;
     pc_store_ping_cb ping_cb;
+    pc_store_cmd_cb cmd_cb;
     void *arg;
+    int timeout_ms;
     struct event *timer;
     int answered; /* the caller's callback has run (reply or timeout) */
     uint64_t start_us;
@@ -130,6 +132,11 @@ static void cmd_answer(struct cmd *c, redisReply *r)
     case CMD_PING:
         c->ping_cb(r != NULL && r->type == REDIS_REPLY_STATUS, c->arg);
         break;
+    case CMD_GENERIC:
+        if (r != NULL && r->type == REDIS_REPLY_ERROR)
+            pc_log(PC_LOG_WARN, "store: Redis error: %s", r->str);
+        c->cmd_cb((const struct pc_reply *)r, c->arg);
+        break;
     case CMD_SETUP:
         if (r != NULL && r->type == REDIS_REPLY_ERROR) {
             pc_log(PC_LOG_ERROR, "store: Redis refused AUTH/SELECT: %s", r->str);
@@ -156,8 +163,7 @@ static void cmd_timeout_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct cmd *c = arg;
     struct pc_store *st = c->st;
-    pc_log(PC_LOG_WARN, "store: Redis command timed out after %d ms; reconnecting",
-           st->cfg->redis_timeout_ms);
+    pc_log(PC_LOG_WARN, "store: Redis command timed out after %d ms; reconnecting", c->timeout_ms);
     cmd_answer(c, NULL);
     event_active(st->reset_ev, EV_TIMEOUT, 0);
 }
@@ -176,8 +182,9 @@ static int cmd_send(struct pc_store *st, struct cmd *c, int argc, const char **a
         free(c);
         return -1;
     }
-    int ms = st->cfg->redis_timeout_ms;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    if (c->timeout_ms <= 0)
+        c->timeout_ms = st->cfg->redis_timeout_ms;
+    struct timeval tv = {c->timeout_ms / 1000, (c->timeout_ms % 1000) * 1000};
     evtimer_add(c->timer, &tv);
     st->pending++;
     st->m->store_pending = (int64_t)st->pending;
@@ -398,4 +405,68 @@ int pc_store_ping(struct pc_store *st, pc_store_ping_cb cb, void *arg)
 size_t pc_store_pending(const struct pc_store *st)
 {
     return st->pending;
+}
+
+int pc_store_command(struct pc_store *st, int timeout_ms, pc_store_cmd_cb cb, void *arg, int argc,
+                     const char **argv, const size_t *lens)
+{
+    if (st->state != ST_CONNECTED)
+        return -1;
+    struct cmd *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return -1;
+    c->kind = CMD_GENERIC;
+    c->cmd_cb = cb;
+    c->arg = arg;
+    c->timeout_ms = timeout_ms;
+    return cmd_send(st, c, argc, argv, lens);
+}
+
+/* struct pc_reply is hiredis's redisReply seen through these accessors only. */
+enum pc_reply_type pc_reply_type(const struct pc_reply *r)
+{
+    const redisReply *rr = (const redisReply *)r;
+    switch (rr->type) {
+    case REDIS_REPLY_STRING:
+        return PC_REPLY_STRING;
+    case REDIS_REPLY_ARRAY:
+        return PC_REPLY_ARRAY;
+    case REDIS_REPLY_INTEGER:
+        return PC_REPLY_INTEGER;
+    case REDIS_REPLY_NIL:
+        return PC_REPLY_NIL;
+    case REDIS_REPLY_STATUS:
+        return PC_REPLY_STATUS;
+    default:
+        return PC_REPLY_ERROR;
+    }
+}
+
+const char *pc_reply_str(const struct pc_reply *r, size_t *len)
+{
+    const redisReply *rr = (const redisReply *)r;
+    int has = rr->type == REDIS_REPLY_STRING || rr->type == REDIS_REPLY_STATUS ||
+              rr->type == REDIS_REPLY_ERROR;
+    if (len != NULL)
+        *len = has ? rr->len : 0;
+    return has ? rr->str : NULL;
+}
+
+long long pc_reply_integer(const struct pc_reply *r)
+{
+    return ((const redisReply *)r)->integer;
+}
+
+size_t pc_reply_count(const struct pc_reply *r)
+{
+    const redisReply *rr = (const redisReply *)r;
+    return rr->type == REDIS_REPLY_ARRAY ? rr->elements : 0;
+}
+
+const struct pc_reply *pc_reply_elem(const struct pc_reply *r, size_t i)
+{
+    const redisReply *rr = (const redisReply *)r;
+    if (rr->type != REDIS_REPLY_ARRAY || i >= rr->elements)
+        return NULL;
+    return (const struct pc_reply *)rr->element[i];
 }

@@ -53,6 +53,34 @@ int pc_store_set(struct pc_store *st, const char *key, const char *value, size_t
 /* PING. 0: cb will be called later; -1 not connected (cb not called). */
 int pc_store_ping(struct pc_store *st, pc_store_ping_cb cb, void *arg);
 
+/*
+ * Any command, for modules that need more than GET/SET (MGET, streams, ...). The reply
+ * is NULL when the command failed (down, timed out, dropped); an error reply is passed
+ * as PC_REPLY_ERROR. The reply is valid only until the callback returns. timeout_ms 0
+ * means [redis] timeout_ms; a blocking command (XREADGROUP BLOCK) needs a longer one
+ * and a store of its own, since it holds the connection. 0: cb will be called later;
+ * -1: not connected (cb not called). argv/lens are copied.
+ */
+struct pc_reply;
+enum pc_reply_type {
+    PC_REPLY_NIL = 0,
+    PC_REPLY_STRING,
+    PC_REPLY_INTEGER,
+    PC_REPLY_ARRAY,
+    PC_REPLY_STATUS,
+    PC_REPLY_ERROR,
+};
+typedef void (*pc_store_cmd_cb)(const struct pc_reply *reply, void *arg);
+int pc_store_command(struct pc_store *st, int timeout_ms, pc_store_cmd_cb cb, void *arg, int argc,
+                     const char **argv, const size_t *lens);
+enum pc_reply_type pc_reply_type(const struct pc_reply *r);
+/* String, status or error text (not NUL-safe: use len); NULL for other types. */
+const char *pc_reply_str(const struct pc_reply *r, size_t *len);
+long long pc_reply_integer(const struct pc_reply *r);
+/* Elements of an array reply (0 for other types); NULL past the end. */
+size_t pc_reply_count(const struct pc_reply *r);
+const struct pc_reply *pc_reply_elem(const struct pc_reply *r, size_t i);
+
 /* Commands sent and not yet answered (for the drain on shutdown). */
 size_t pc_store_pending(const struct pc_store *st);
 

@@ -41,6 +41,9 @@ typedef void (*pc_upstream_cb)(const struct pc_upstream_resp *resp, void *arg);
 
 /* Borrows base and cfg for its lifetime. NULL on failure. */
 struct pc_upstream *pc_upstream_new(struct event_base *base, const struct pc_config *cfg);
+/* The same against another base URL ("http://127.0.0.1:8080"), e.g. predcache itself. */
+struct pc_upstream *pc_upstream_new_for(struct event_base *base, const struct pc_config *cfg,
+                                        const char *base_url);
 /* Fails every transfer in flight (its callback runs once, with an error), then frees.
  * Accepts NULL. */
 void pc_upstream_free(struct pc_upstream *up);

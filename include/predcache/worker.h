@@ -17,6 +17,7 @@ struct pc_config;
 struct pc_store;
 struct pc_upstream;
 struct pc_http_server;
+struct pc_jobs;
 struct pc_http_req;
 
 struct pc_worker {
@@ -26,6 +27,7 @@ struct pc_worker {
     struct pc_upstream *up;
     struct pc_http_server *data;
     struct pc_http_server *admin;
+    struct pc_jobs *jobs; /* async jobs; NULL when [jobs] is off */
     struct pc_metrics metrics;
     struct pc_key_params keyp;
     const char *input_fields[32];
@@ -41,6 +43,9 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
 /* Stops accepting and exits the loop once requests and stores are done (bounded). */
 void pc_worker_drain(struct pc_worker *w);
 void pc_worker_release(struct pc_worker *w);
+
+/* 1 when method + path is a cacheable route of cfg ('*' globs, any method for "*"). */
+int pc_proxy_route_cacheable(const struct pc_config *cfg, const char *method, const char *path);
 
 /* Handlers, in proxy.c and admin.c. arg is the worker. */
 void pc_proxy_handle(struct pc_http_req *req, void *arg);
