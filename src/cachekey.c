@@ -137,7 +137,8 @@ static int canon_string(const char *s, size_t n, struct pc_buf *out)
     return rc == 0 ? pc_buf_append_char(out, '"') : -1;
 }
 
-/* Largest written exponent (either sign) accepted; beyond it a number is keyed raw. */
+/* Largest exponent (either sign, written or canonical) accepted; beyond it a number is keyed
+ * raw. */
 #define PC_EXP_MAX 100000
 
 static int is_digit(char c)
@@ -156,6 +157,19 @@ static char *u64_digits(uint64_t u, char *end)
 }
 
 /*
+ * Whether the bare integer ["-"] d[0..k) (no exponent, no leading zero) is one json-c reads
+ * saturated (at or beyond INT64_MIN, at or beyond UINT64_MAX), so that canon_int refuses it.
+ * Its canonical form is refused whatever its spelling (18446744073709551615.0 too): the form
+ * could not be read back, and such a value is never keyed exactly.
+ */
+static int int_saturates(int neg, const char *d, size_t k)
+{
+    const char *lim = neg ? "9223372036854775808" : "18446744073709551615";
+    size_t ll = strlen(lim);
+    return k > ll || (k == ll && memcmp(d, lim, ll) >= 0);
+}
+
+/*
  * Appends the canonical form of the JSON number text s[0..n). Purely lexical, so exact:
  * the value is D x 10^E with D the significant digits (leading and trailing zeros
  * stripped, each stripped trailing zero adding one to E), written ["-"] D ["e" E] with
@@ -163,8 +177,9 @@ static char *u64_digits(uint64_t u, char *end)
  * 1e2, 1.0E+2 and 10e1 are all "1e2", 1.5 is "15e-1", and two texts get the same form
  * exactly when they denote the same decimal value. O(n), no floating point, no allocation
  * beyond out. -1, out untouched, when s is not a number of the JSON grammar (json-c's
- * strict mode still takes "1.", "1.e5" and "-01.5") or its written exponent exceeds
- * PC_EXP_MAX.
+ * strict mode still takes "1.", "1.e5" and "-01.5"), its written exponent or the exponent
+ * of its form exceeds PC_EXP_MAX, or its form is a bare integer json-c would read
+ * saturated (int_saturates): every form given is itself accepted, unchanged.
  */
 static int canon_number(const char *s, size_t n, struct pc_buf *out)
 {
@@ -233,6 +248,8 @@ static int canon_number(const char *s, size_t n, struct pc_buf *out)
         trailing += (int64_t)(int_end - last);
     }
     int64_t e = exp - (int64_t)(frac_end - frac_start) + trailing;
+    if (e > PC_EXP_MAX || e < -PC_EXP_MAX)
+        return -1; /* the form must read back: its exponent is a written one too */
 
     /* Room for sign, digits, "e-" and a 20-digit exponent: one reserve, then plain stores. */
     if (pc_buf_reserve(out, n + 24) != 0)
@@ -240,6 +257,7 @@ static int canon_number(const char *s, size_t n, struct pc_buf *out)
     char *w = out->data + out->len;
     if (neg)
         *w++ = '-';
+    char *digits = w;
     if (first < int_end) {
         size_t end = last < int_end ? last : int_end;
         memcpy(w, s + first, end - first);
@@ -249,6 +267,10 @@ static int canon_number(const char *s, size_t n, struct pc_buf *out)
     if (last > frac_start && last > first) {
         memcpy(w, s + first, last - first);
         w += last - first;
+    }
+    if (e == 0 && int_saturates(neg, digits, (size_t)(w - digits))) {
+        out->data[out->len] = '\0'; /* out as it was */
+        return -1;
     }
     if (e != 0) {
         *w++ = 'e';
@@ -401,10 +423,97 @@ static int canon_append(struct json_object *v, struct pc_buf *out)
     return -1;
 }
 
+/* Length of the JSON number (RFC 8259) that s[0..n) starts with; 0 when it starts with none. */
+static size_t json_number_len(const char *s, size_t n)
+{
+    size_t i = 0, d;
+    if (i < n && s[i] == '-')
+        i++;
+    if (i < n && s[i] == '0')
+        i++;
+    else if (i < n && s[i] >= '1' && s[i] <= '9')
+        while (i < n && is_digit(s[i]))
+            i++;
+    else
+        return 0;
+    if (i < n && s[i] == '.') {
+        d = ++i;
+        while (i < n && is_digit(s[i]))
+            i++;
+        if (i == d)
+            return 0;
+    }
+    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
+        if (++i < n && (s[i] == '+' || s[i] == '-'))
+            i++;
+        d = i;
+        while (i < n && is_digit(s[i]))
+            i++;
+        if (i == d)
+            return 0;
+    }
+    return i;
+}
+
+static int is_number_char(char c)
+{
+    return is_digit(c) || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-';
+}
+
+static int is_letter(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+/*
+ * json-c's strict mode still takes texts that are not JSON and that a JSON model server
+ * refuses: control characters written raw inside strings ("a<TAB>b" read as "a\tb"),
+ * numbers off the grammar ("1.", "-01", "00"; json-c keeps no text for integers), NaN and
+ * Infinity; and it drops what it does not keep (a member given twice, fields outside the
+ * key) unchecked. Such a body must not share a key with a JSON one (it could be answered
+ * from that one's entry): it is keyed raw. One pass over the text, outside strings token
+ * by token: on JSON it finds nothing ('-', digits and letters occur there only in numbers
+ * and in true, false and null).
+ */
+static int has_non_json_lexeme(const char *s, size_t len)
+{
+    int in_string = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (in_string) {
+            if (c < 0x20)
+                return 1;
+            if (c == '"')
+                in_string = 0;
+            else if (c == '\\' && i + 1 < len && (unsigned char)s[++i] < 0x20)
+                return 1;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == '-' || is_digit((char)c)) {
+            size_t n = 1;
+            while (i + n < len && is_number_char(s[i + n]))
+                n++;
+            if (json_number_len(s + i, n) != n)
+                return 1;
+            i += n - 1;
+        } else if (is_letter((char)c)) {
+            size_t n = 1;
+            while (i + n < len && is_letter(s[i + n]))
+                n++;
+            if (!(n == 4 && memcmp(s + i, "true", 4) == 0) &&
+                !(n == 5 && memcmp(s + i, "false", 5) == 0) &&
+                !(n == 4 && memcmp(s + i, "null", 4) == 0))
+                return 1;
+            i += n - 1;
+        }
+    }
+    return 0;
+}
+
 int pc_cachekey_canonical(const char *json, size_t len, struct pc_buf *out)
 {
     struct json_object *root;
-    if (parse_json(json, len, &root, NULL, 0) != 0)
+    if (has_non_json_lexeme(json, len) || parse_json(json, len, &root, NULL, 0) != 0)
         return -1;
     int rc = canon_append(root, out);
     json_object_put(root);
@@ -483,7 +592,8 @@ static int choose_input(const struct pc_key_params *p, const char *body, size_t 
     struct json_object *root;
     if (parse_json(body, len, &root, body_is_json ? err : NULL, body_is_json ? errlen : 0) != 0)
         return body_is_json ? -1 : 0;
-    if (json_object_is_type(root, json_type_object) && !has_nul_escape(body, len)) {
+    if (json_object_is_type(root, json_type_object) && !has_nul_escape(body, len) &&
+        !has_non_json_lexeme(body, len)) {
         int rc = fields_input(p, root, input);
         if (rc == 1)
             *kind = PC_KEY_FIELDS;
@@ -570,6 +680,39 @@ int pc_cachekey_derive(const struct pc_key_params *p, const char *route, const c
     snprintf(out, PC_KEY_MAX, "%s%s%s", prefix, PC_KEY_VERSION, hex);
     if (kind != NULL)
         *kind = k;
+    return 0;
+}
+
+int pc_cachekey_instance(const struct pc_key_params *p, const char *route, const char *signature,
+                         size_t sig_len, const char *inst, size_t inst_len, char out[PC_KEY_MAX],
+                         char *err, size_t errlen)
+{
+    const char *ns = p->namespace_ ? p->namespace_ : "";
+    const char *prefix = p->prefix ? p->prefix : "";
+    if (check_params(ns, prefix, route, err, errlen) != 0)
+        return -1;
+    if (memchr(signature, '\n', sig_len) != NULL || has_nul_escape(inst, inst_len)) {
+        set_err(err, errlen, "instance cannot be keyed on its own", NULL, 0);
+        return -1;
+    }
+    struct pc_buf input;
+    pc_buf_init(&input);
+    int rc = pc_buf_append_str(&input, "instance\n");
+    rc |= pc_buf_append(&input, signature, sig_len);
+    rc |= pc_buf_append_char(&input, '\n');
+    if (rc != 0 || pc_cachekey_canonical(inst, inst_len, &input) != 0) {
+        pc_buf_release(&input);
+        set_err(err, errlen, "instance cannot be keyed on its own", NULL, 0);
+        return -1;
+    }
+    char hex[2 * PC_SHA256_LEN + 1];
+    rc = hash_material(ns, route, input.data, input.len, hex);
+    pc_buf_release(&input);
+    if (rc != 0) {
+        set_err(err, errlen, "SHA-256 failed", NULL, 0);
+        return -1;
+    }
+    snprintf(out, PC_KEY_MAX, "%s%s%s", prefix, PC_KEY_VERSION, hex);
     return 0;
 }
 

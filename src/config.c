@@ -48,6 +48,7 @@ enum opt_type {
     OPT_LEVEL,    /* debug | info | warn | error */
     OPT_ROUTES,   /* comma-separated "METHOD PATTERN" entries */
     OPT_NAMES,    /* comma-separated names */
+    OPT_BOOL,     /* int 0/1: on|off, yes|no, true|false, 1|0 (any case); written on/off */
 };
 
 #define OPT_SECRET 0x1 /* shown as "********" by pc_config_dump */
@@ -80,7 +81,7 @@ struct opt {
     "POST /v1/models/*:regress, POST /v2/models/*/infer"
 
 /* Sections in the order the file and the dump show them. */
-static const char *const sections[] = {"server", "backend", "redis", "cache", "log"};
+static const char *const sections[] = {"server", "backend", "redis", "cache", "jobs", "log"};
 #define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
 
 /* clang-format off */
@@ -99,12 +100,19 @@ static const struct opt static_options[] = {
     {"backend", "connect_timeout_ms", OPT_INT,      FIELD(backend_connect_timeout_ms),  1,   HOUR_MS,          "1000",                  0},
     {"backend", "timeout_ms",         OPT_INT,      FIELD(backend_timeout_ms),          1,   HOUR_MS,          "30000",                 0},
     {"backend", "max_response_bytes", OPT_SIZE,     FIELD(backend_max_response_bytes),  1,   GIB,              "64m",                   0},
+    {"backend", "max_in_flight",      OPT_INT,      FIELD(backend_max_in_flight),       0,   1000000,          "1024",                  0},
+    {"backend", "health_path",        OPT_STRING,   FIELD(backend_health_path),         0,   0,                "",                      0},
+    {"backend", "health_interval_ms", OPT_INT,      FIELD(backend_health_interval_ms),  10,  HOUR_MS,          "2000",                  0},
+    {"backend", "health_fails",       OPT_INT,      FIELD(backend_health_fails),        1,   1000,             "3",                     0},
+    {"backend", "health_passes",      OPT_INT,      FIELD(backend_health_passes),       1,   1000,             "2",                     0},
 
     {"redis",   "host",               OPT_STRING,   FIELD(redis_host),                  1,   0,                "127.0.0.1",             0},
     {"redis",   "port",               OPT_INT,      FIELD(redis_port),                  1,   65535,            "6379",                  0},
     {"redis",   "password",           OPT_STRING,   FIELD(redis_password),              0,   0,                "",                      OPT_SECRET},
     {"redis",   "db",                 OPT_INT,      FIELD(redis_db),                    0,   INT_MAX,          "0",                     0},
     {"redis",   "timeout_ms",         OPT_INT,      FIELD(redis_timeout_ms),            1,   60000,            "100",                   0},
+    {"redis",   "max_pending",        OPT_INT,      FIELD(redis_max_pending),           0,   10000000,         "10000",                 0},
+    {"redis",   "max_pending_bytes",  OPT_SIZE,     FIELD(redis_max_pending_bytes),     0,   64 * GIB,         "256m",                  0},
 
     {"cache",   "ttl_s",              OPT_INT,      FIELD(ttl_s),                       1,   INT_MAX,          "86400",                 0},
     {"cache",   "max_value_bytes",    OPT_SIZE,     FIELD(max_value_bytes),             1,   REDIS_MAX_STRING, "4m",                    0},
@@ -113,6 +121,18 @@ static const struct opt static_options[] = {
     {"cache",   "routes",             OPT_ROUTES,   LIST(routes, n_routes),             0,   PC_CFG_MAX_LIST,  DEFAULT_ROUTES,          0},
     {"cache",   "input_fields",       OPT_NAMES,    LIST(input_fields, n_input_fields), 0,   PC_CFG_MAX_LIST,  DEFAULT_INPUT_FIELDS,    0},
     {"cache",   "path_field",         OPT_STRING,   FIELD(path_field),                  0,   0,                "file_path",             0},
+    {"cache",   "per_instance",       OPT_BOOL,     FIELD(per_instance),                0,   1,                "on",                    0},
+    {"cache",   "grace_s",            OPT_INT,      FIELD(grace_s),                     0,   INT_MAX / 2,      "3600",                  0},
+    {"cache",   "lock_timeout_ms",    OPT_INT,      FIELD(lock_timeout_ms),             0,   HOUR_MS,          "5000",                  0},
+
+    {"jobs",    "enabled",            OPT_BOOL,     FIELD(jobs_enabled),                0,   1,                "on",                    0},
+    {"jobs",    "result_ttl_s",       OPT_INT,      FIELD(jobs_result_ttl_s),           1,   INT_MAX,          "3600",                  0},
+    {"jobs",    "claim_after_ms",     OPT_INT,      FIELD(jobs_claim_after_ms),         100, HOUR_MS,          "30000",                 0},
+    {"jobs",    "max_queue",          OPT_INT,      FIELD(jobs_max_queue),              1,   100000000,        "10000",                 0},
+    {"jobs",    "concurrency",        OPT_INT,      FIELD(jobs_concurrency),            0,   1024,             "8",                     0},
+    {"jobs",    "async_prefix",       OPT_STRING,   FIELD(jobs_async_prefix),           0,   0,                "/async",                0},
+    {"jobs",    "compat",             OPT_BOOL,     FIELD(jobs_compat),                 0,   1,                "off",                   0},
+    {"jobs",    "stream",             OPT_STRING,   FIELD(jobs_stream),                 0,   0,                "",                      0},
 
     {"log",     "level",              OPT_LEVEL,    FIELD(log_level),                   0,   0,                "info",                  0},
     {"log",     "access_log",         OPT_STRING,   FIELD(access_log),                  1,   0,                "-",                     0},
@@ -512,6 +532,19 @@ static int opt_apply(const struct opt *o, struct pc_config *cfg, const char *v, 
 
     case OPT_NAMES:
         return set_names(o, cfg, v, why, whylen);
+
+    case OPT_BOOL: {
+        static const char *const yes[] = {"on", "yes", "true", "1"};
+        static const char *const no[] = {"off", "no", "false", "0"};
+        for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+            if (strcasecmp(v, yes[i]) == 0 || strcasecmp(v, no[i]) == 0) {
+                *(int *)field = strcasecmp(v, yes[i]) == 0;
+                return 0;
+            }
+        }
+        fmt(why, whylen, "'%s' must be on or off (also yes/no, true/false, 1/0)", v);
+        return -1;
+    }
     }
     fmt(why, whylen, "unknown option type");
     return -1;
@@ -541,6 +574,9 @@ static void opt_format(const struct opt *o, const struct pc_config *cfg, char *o
         break;
     case OPT_SIZE:
         format_size((long long)*(const size_t *)field, out, outlen);
+        break;
+    case OPT_BOOL:
+        fmt(out, outlen, "%s", *(const int *)field ? "on" : "off");
         break;
     case OPT_ROUTES:
         for (size_t i = 0; i < count && used < outlen; i++) {
@@ -730,6 +766,30 @@ int pc_config_load(struct pc_config *cfg, const char *path, char *err, size_t er
     return rc;
 }
 
+/* Empty (no alias), or a path prefix: "/x" or "/x/y", no trailing '/', no '*', '?', '#'. */
+static int check_async_prefix(const char *p, char *why, size_t whylen)
+{
+    size_t n = strlen(p);
+    if (n == 0)
+        return 0;
+    if (p[0] != '/' || n < 2 || p[n - 1] == '/') {
+        fmt(why, whylen,
+            "'%s' must be empty or a path like /async (starts with '/', does not end "
+            "with one)",
+            p);
+        return -1;
+    }
+    if (strpbrk(p, "*?# \t") != NULL) {
+        fmt(why, whylen, "'%s' must not contain '*', '?', '#' or spaces", p);
+        return -1;
+    }
+    if (strcmp(p, "/jobs") == 0 || strcmp(p, "/job") == 0) {
+        fmt(why, whylen, "'%s' is taken by the job status paths", p);
+        return -1;
+    }
+    return 0;
+}
+
 static int is_wildcard(const char *host)
 {
     return strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0;
@@ -782,6 +842,18 @@ int pc_config_validate(const struct pc_config *cfg, char *err, size_t errlen)
     if (cfg->backend_connect_timeout_ms > cfg->backend_timeout_ms) {
         fmt(err, errlen, "[backend] connect_timeout_ms (%d) must not be more than timeout_ms (%d)",
             cfg->backend_connect_timeout_ms, cfg->backend_timeout_ms);
+        goto out;
+    }
+    if (cfg->backend_health_path[0] != '\0' && cfg->backend_health_path[0] != '/') {
+        fmt(err, errlen, "[backend] health_path: must start with '/' (or be empty: no checks)");
+        goto out;
+    }
+    if ((long long)cfg->ttl_s + cfg->grace_s > INT_MAX) {
+        fmt(err, errlen, "[cache] grace_s: ttl_s + grace_s is too large");
+        goto out;
+    }
+    if (check_async_prefix(cfg->jobs_async_prefix, why, sizeof why) != 0) {
+        fmt(err, errlen, "[jobs] async_prefix: %s", why);
         goto out;
     }
     rc = 0;

@@ -55,6 +55,12 @@ int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out)
                         (unsigned long long)m->req_miss);
     rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"bypass\"} %llu\n",
                         (unsigned long long)m->req_bypass);
+    rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"partial\"} %llu\n",
+                        (unsigned long long)m->req_partial);
+    rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"coalesced\"} %llu\n",
+                        (unsigned long long)m->req_coalesced);
+    rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"stale\"} %llu\n",
+                        (unsigned long long)m->req_stale);
     rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"pass\"} %llu\n",
                         (unsigned long long)m->req_pass);
     rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"error\"} %llu\n",
@@ -77,7 +83,14 @@ int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out)
                         "# HELP predcache_store_pending Redis commands awaiting an answer\n"
                         "# TYPE predcache_store_pending gauge\npredcache_store_pending %lld\n"
                         "# HELP predcache_redis_up 1 when the Redis connection is ready\n"
-                        "# TYPE predcache_redis_up gauge\npredcache_redis_up %d\n",
-                        (long long)m->in_flight, (long long)m->store_pending, m->redis_up);
+                        "# TYPE predcache_redis_up gauge\npredcache_redis_up %d\n"
+                        "# HELP predcache_backend_up 1 unless active health checks failed\n"
+                        "# TYPE predcache_backend_up gauge\npredcache_backend_up %d\n",
+                        (long long)m->in_flight, (long long)m->store_pending, m->redis_up,
+                        m->backend_up);
+    rc |= pc_buf_printf(out,
+                        "# HELP predcache_jobs_running Async jobs held by this process\n"
+                        "# TYPE predcache_jobs_running gauge\npredcache_jobs_running %lld\n",
+                        (long long)m->jobs_running);
     return rc ? -1 : 0;
 }

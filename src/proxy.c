@@ -28,28 +28,22 @@
 #include "predcache/cachekey.h"
 #include "predcache/config.h"
 #include "predcache/envelope.h"
+#include "predcache/flight.h"
 #include "predcache/http.h"
+#include "predcache/jobs.h"
 #include "predcache/log.h"
 #include "predcache/store.h"
 #include "predcache/upstream.h"
 #include "predcache/worker.h"
+#include "proxy_int.h"
 
-enum pc_cache_result { RES_HIT, RES_MISS, RES_BYPASS, RES_PASS, RES_ERROR };
-static const char *const result_names[] = {"HIT", "MISS", "BYPASS", "PASS", "ERROR"};
+static const char *const result_names[] = {"HIT",   "MISS",    "BYPASS",    "PASS",
+                                           "ERROR", "PARTIAL", "COALESCED", "STALE"};
 
-/* One request in the proxy. Freed by finish() after the answer (and the store, if any). */
-struct pc_preq {
-    struct pc_worker *w;
-    struct pc_http_req *req; /* valid until answered */
-    int cacheable;
-    int no_cache;
-    int no_store;
-    enum pc_cache_result result;
-    char key[PC_KEY_MAX];
-    double backend_ms;
-    struct pc_header *fwd; /* headers for the model server, owned */
-    size_t n_fwd;
-};
+const char *pc_proxy_result_name(enum pc_cache_result r)
+{
+    return result_names[r];
+}
 
 /* ---- route table and request controls ---------------------------------------------- */
 
@@ -105,7 +99,7 @@ static int has_directive(const char *value, const char *dir)
     return 0;
 }
 
-static const char *find_header(const struct pc_header *h, size_t n, const char *name)
+const char *pc_proxy_find_header(const struct pc_header *h, size_t n, const char *name)
 {
     for (size_t i = 0; i < n; i++) {
         if (pc_strcaseeq(h[i].name, name))
@@ -116,19 +110,24 @@ static const char *find_header(const struct pc_header *h, size_t n, const char *
 
 /* ---- finishing --------------------------------------------------------------------- */
 
-static void preq_free(struct pc_preq *p)
+static void flight_fail(struct pc_preq *p);
+
+void pc_preq_free(struct pc_preq *p)
 {
+    if (p->flight != NULL)
+        flight_fail(p); /* a leader that never reached the model server */
     for (size_t i = 0; i < p->n_fwd; i++) {
         free(p->fwd[i].name);
         free(p->fwd[i].value);
     }
     free(p->fwd);
+    pc_proxy_batch_free(p->batch);
     free(p);
 }
 
 /* Logs, counts and answers; p->req is gone afterwards. */
-static void answer(struct pc_preq *p, int status, const struct pc_header *h, size_t n,
-                   const char *body, size_t len)
+void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, size_t n,
+                     const char *body, size_t len)
 {
     struct pc_worker *w = p->w;
     double total_ms = (double)(pc_now_us() - pc_http_req_start_us(p->req)) / 1000.0;
@@ -160,6 +159,15 @@ static void answer(struct pc_preq *p, int status, const struct pc_header *h, siz
     case RES_ERROR:
         w->metrics.req_error++;
         break;
+    case RES_PARTIAL:
+        w->metrics.req_partial++;
+        break;
+    case RES_COALESCED:
+        w->metrics.req_coalesced++;
+        break;
+    case RES_STALE:
+        w->metrics.req_stale++;
+        break;
     }
     pc_hist_observe(&w->metrics.h_request, total_ms / 1000.0);
     w->metrics.in_flight--;
@@ -167,7 +175,7 @@ static void answer(struct pc_preq *p, int status, const struct pc_header *h, siz
     p->req = NULL;
 }
 
-static void answer_error(struct pc_preq *p, int status, const char *msg)
+void pc_proxy_answer_error(struct pc_preq *p, int status, const char *msg)
 {
     p->result = RES_ERROR;
     struct pc_buf b;
@@ -186,44 +194,52 @@ static void answer_error(struct pc_preq *p, int status, const char *msg)
     struct pc_header ct = {(char *)"Content-Type", (char *)"application/json"};
     pc_log(PC_LOG_INFO, "proxy: %s %s -> %d %s", pc_http_req_method(p->req),
            pc_http_req_path(p->req), status, msg);
-    answer(p, status, &ct, 1, b.data, b.len);
+    pc_proxy_answer(p, status, &ct, 1, b.data, b.len);
     pc_buf_release(&b);
 }
 
 /* ---- storing ----------------------------------------------------------------------- */
 
+static const char *response_refusal(const struct pc_worker *w, const struct pc_upstream_resp *r);
+
 /* Why a backend answer must not be stored, or NULL when it may be. */
-static const char *store_refusal(const struct pc_preq *p, const struct pc_upstream_resp *r)
+const char *pc_proxy_store_refusal(const struct pc_preq *p, const struct pc_upstream_resp *r)
 {
     if (p->no_store)
         return "request no-store";
+    return response_refusal(p->w, r);
+}
+
+/* What about the answer itself forbids storing it, or NULL. */
+static const char *response_refusal(const struct pc_worker *w, const struct pc_upstream_resp *r)
+{
     if (r->status < 200 || r->status > 299)
         return "status not 2xx";
-    if (r->body.len > p->w->cfg->max_value_bytes)
+    if (r->body.len > w->cfg->max_value_bytes)
         return "larger than max_value_bytes";
-    const char *cc = find_header(r->headers, r->n_headers, "Cache-Control");
+    const char *cc = pc_proxy_find_header(r->headers, r->n_headers, "Cache-Control");
     if (has_directive(cc, "no-store") || has_directive(cc, "private"))
         return "response no-store/private";
-    if (find_header(r->headers, r->n_headers, "Set-Cookie") != NULL)
+    if (pc_proxy_find_header(r->headers, r->n_headers, "Set-Cookie") != NULL)
         return "response sets a cookie";
-    if (find_header(r->headers, r->n_headers, "Content-Encoding") != NULL)
+    if (pc_proxy_find_header(r->headers, r->n_headers, "Content-Encoding") != NULL)
         return "response is content-encoded";
-    const char *ctype = find_header(r->headers, r->n_headers, "Content-Type");
+    const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
     if (ctype != NULL && strlen(ctype) >= PC_CFG_STR)
         return "content type too long to store";
     return NULL;
 }
 
-static void store_result(struct pc_preq *p, const struct pc_upstream_resp *r)
+int pc_proxy_store_ttl(const struct pc_worker *w)
 {
-    struct pc_worker *w = p->w;
-    const char *why = store_refusal(p, r);
-    if (why != NULL) {
-        w->metrics.store_skipped++;
-        pc_log(PC_LOG_DEBUG, "proxy: not stored (%s): %s", why, p->key);
-        return;
-    }
-    const char *ctype = find_header(r->headers, r->n_headers, "Content-Type");
+    return w->cfg->ttl_s + w->cfg->grace_s; /* kept past its TTL to be served stale */
+}
+
+/* SETs r's answer under key as an envelope. 1 when queued (done_cb runs on its answer). */
+static int store_answer(struct pc_worker *w, const char *key, const struct pc_upstream_resp *r,
+                        pc_store_set_done_cb done_cb, void *done_arg)
+{
+    const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
     struct pc_envelope env = {
         .status = r->status,
         .stored_at_ms = pc_wall_ms(),
@@ -233,53 +249,201 @@ static void store_result(struct pc_preq *p, const struct pc_upstream_resp *r)
     };
     struct pc_buf val;
     pc_buf_init(&val);
-    if (pc_envelope_encode(&env, &val) != 0) {
+    int queued = 0;
+    if (pc_envelope_encode(&env, &val) != 0)
         w->metrics.store_skipped++;
-    } else {
-        pc_store_set(w->store, p->key, val.data, val.len, w->cfg->ttl_s);
-    }
+    else
+        queued = pc_store_set_cb(w->store, key, val.data, val.len, pc_proxy_store_ttl(w), done_cb,
+                                 done_arg) == 0;
     pc_buf_release(&val);
+    return queued;
+}
+
+/* Stores the answer; 1 when a SET was queued (then done_cb runs once it is answered). */
+static int store_result(struct pc_preq *p, const struct pc_upstream_resp *r,
+                        pc_store_set_done_cb done_cb, void *done_arg)
+{
+    struct pc_worker *w = p->w;
+    const char *why = pc_proxy_store_refusal(p, r);
+    if (why != NULL) {
+        w->metrics.store_skipped++;
+        pc_log(PC_LOG_DEBUG, "proxy: not stored (%s): %s", why, p->key);
+        return 0;
+    }
+    return store_answer(w, p->key, r, done_cb, done_arg);
 }
 
 /* ---- forwarding -------------------------------------------------------------------- */
 
-static void on_backend(const struct pc_upstream_resp *r, void *arg)
+/* The status and message predcache answers for a failed transfer. */
+static int backend_error(const struct pc_upstream_resp *r, char *msg, size_t len)
 {
-    struct pc_preq *p = arg;
+    if (r->error == PC_UP_SHUTDOWN)
+        snprintf(msg, len, "%s", r->errmsg);
+    else
+        snprintf(msg, len, "model server %s: %s",
+                 r->error == PC_UP_TIMEOUT ? "timed out" : "unavailable", r->errmsg);
+    return pc_upstream_error_status(r->error);
+}
+
+int pc_proxy_answer_backend_error(struct pc_preq *p, const struct pc_upstream_resp *r)
+{
     struct pc_worker *w = p->w;
     p->backend_ms = r->total_ms;
     pc_hist_observe(&w->metrics.h_backend, r->total_ms / 1000.0);
-    if (r->error != PC_UP_OK) {
-        w->metrics.backend_errors++;
-        char msg[400];
-        if (r->error == PC_UP_SHUTDOWN)
-            snprintf(msg, sizeof msg, "%s", r->errmsg);
-        else
-            snprintf(msg, sizeof msg, "model server %s: %s",
-                     r->error == PC_UP_TIMEOUT ? "timed out" : "unavailable", r->errmsg);
-        answer_error(p, pc_upstream_error_status(r->error), msg);
-        preq_free(p);
+    if (r->error == PC_UP_OK)
+        return 0;
+    w->metrics.backend_errors++;
+    char msg[400];
+    int status = backend_error(r, msg, sizeof msg);
+    pc_proxy_answer_error(p, status, msg);
+    return 1;
+}
+
+/* ---- coalescing -------------------------------------------------------------------- */
+
+/* Answers one request with the leader's answer (X-Cache: COALESCED) and frees it. */
+static void answer_coalesced(struct pc_preq *q, int status, const struct pc_header *base,
+                             size_t n_base, const char *body, size_t len)
+{
+    q->result = RES_COALESCED;
+    struct pc_header *h = calloc(n_base + 2, sizeof *h);
+    if (h == NULL) {
+        pc_proxy_answer_error(q, 503, "out of memory");
+    } else {
+        size_t n = n_base;
+        if (n_base > 0)
+            memcpy(h, base, n_base * sizeof *h);
+        h[n++] = (struct pc_header){(char *)"X-Cache", (char *)"COALESCED"};
+        h[n++] = (struct pc_header){(char *)"X-Cache-Key", q->key};
+        pc_proxy_answer(q, status, h, n, body, len);
+        free(h);
+    }
+    pc_preq_free(q);
+}
+
+/* The leader's model server call is over: every waiter gets the same answer. */
+static void answer_waiters(struct pc_preq *leader, const struct pc_upstream_resp *r)
+{
+    struct pc_flight *f = leader->flight;
+    char msg[400];
+    int status = r->error != PC_UP_OK ? backend_error(r, msg, sizeof msg) : 0;
+    for (size_t i = 0; i < f->n_waiters; i++) {
+        struct pc_preq *q = f->waiters[i];
+        q->backend_ms = r->total_ms;
+        if (status != 0) {
+            pc_proxy_answer_error(q, status, msg);
+            pc_preq_free(q);
+        } else {
+            answer_coalesced(q, r->status, r->headers, r->n_headers, r->body.data, r->body.len);
+        }
+    }
+    f->n_waiters = 0;
+}
+
+struct flight_store {
+    struct pc_worker *w;
+    char key[PC_KEY_MAX];
+};
+
+/* The leader's SET is answered: from now on Redis answers this key, so the entry goes. */
+static void on_flight_stored(int ok, void *arg)
+{
+    (void)ok;
+    struct flight_store *fs = arg;
+    struct pc_flight *f = pc_flights_find(fs->w->flights, fs->key);
+    if (f != NULL && f->done)
+        pc_flights_finish(fs->w->flights, f);
+    free(fs);
+}
+
+/* The leader is gone without an answer to share: its waiters get an error, not silence. */
+static void flight_fail(struct pc_preq *p)
+{
+    struct pc_flight *f = p->flight;
+    for (size_t i = 0; i < f->n_waiters; i++) {
+        struct pc_preq *q = f->waiters[i];
+        pc_proxy_answer_error(q, 502, "the model server request this one waited for failed");
+        pc_preq_free(q);
+    }
+    f->n_waiters = 0;
+    pc_flights_finish(p->w->flights, f);
+    p->flight = NULL;
+}
+
+/* Ends the leader's flight at once (an error, nothing to store). */
+static void flight_drop(struct pc_preq *p)
+{
+    if (p->flight != NULL)
+        pc_flights_finish(p->w->flights, p->flight);
+    p->flight = NULL;
+}
+
+/*
+ * Keeps the leader's answer in its flight while its SET is on the way: a request whose
+ * GET was sent before the SET would still miss, and is answered from here instead.
+ * Returns the argument for on_flight_stored, which ends the flight; NULL when there is
+ * no flight (or no memory: then it has ended now).
+ */
+static struct flight_store *flight_keep(struct pc_preq *p, const struct pc_upstream_resp *r)
+{
+    struct pc_flight *f = p->flight;
+    if (f == NULL)
+        return NULL;
+    struct flight_store *fs = calloc(1, sizeof *fs);
+    const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
+    if (fs == NULL || (f->body = malloc(r->body.len + 1)) == NULL ||
+        (f->ctype = strdup(ctype ? ctype : "")) == NULL) {
+        free(fs);
+        flight_drop(p);
+        return NULL;
+    }
+    memcpy(f->body, r->body.data, r->body.len);
+    f->body_len = r->body.len;
+    f->status = r->status;
+    f->done = 1;
+    f->leader = NULL;
+    fs->w = p->w;
+    pc_strlcpy(fs->key, p->key, sizeof fs->key);
+    p->flight = NULL;
+    return fs;
+}
+
+static void on_backend(const struct pc_upstream_resp *r, void *arg)
+{
+    struct pc_preq *p = arg;
+    if (pc_proxy_answer_backend_error(p, r)) {
+        if (p->flight != NULL) {
+            answer_waiters(p, r);
+            flight_drop(p);
+        }
+        pc_preq_free(p);
         return;
     }
     size_t n = r->n_headers;
     struct pc_header *h = calloc(n + 2, sizeof *h);
     if (h == NULL) {
-        answer_error(p, 503, "out of memory");
-        preq_free(p);
-        return;
+        pc_proxy_answer_error(p, 503, "out of memory");
+    } else {
+        memcpy(h, r->headers, n * sizeof *h);
+        if (p->cacheable) {
+            h[n].name = (char *)"X-Cache";
+            h[n++].value = (char *)result_names[p->result];
+            h[n].name = (char *)"X-Cache-Key";
+            h[n++].value = p->key;
+        }
+        pc_proxy_answer(p, r->status, h, n, r->body.data, r->body.len);
+        free(h);
     }
-    memcpy(h, r->headers, n * sizeof *h);
+    if (p->flight != NULL)
+        answer_waiters(p, r);
     if (p->cacheable) {
-        h[n].name = (char *)"X-Cache";
-        h[n++].value = (char *)result_names[p->result];
-        h[n].name = (char *)"X-Cache-Key";
-        h[n++].value = p->key;
+        /* After the answers: no client waits for Redis. */
+        struct flight_store *fs = flight_keep(p, r);
+        if (!store_result(p, r, fs ? on_flight_stored : NULL, fs) && fs != NULL)
+            on_flight_stored(0, fs); /* nothing stored: the entry ends now */
     }
-    answer(p, r->status, h, n, r->body.data, r->body.len);
-    free(h);
-    if (p->cacheable)
-        store_result(p, r); /* after the answer: the client never waits for Redis */
-    preq_free(p);
+    pc_preq_free(p);
 }
 
 /* Copies the request's end-to-end headers for the model server and adds X-Forwarded-For. */
@@ -320,37 +484,73 @@ static int build_forward_headers(struct pc_preq *p)
     return 0;
 }
 
-static void forward(struct pc_preq *p, enum pc_cache_result result)
+void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const char *body,
+                           size_t len, pc_upstream_cb cb)
 {
     struct pc_worker *w = p->w;
     p->result = result;
     if (w->closing) {
-        answer_error(p, 503, "predcache is shutting down");
-        preq_free(p);
+        pc_proxy_answer_error(p, 503, "predcache is shutting down");
+        pc_preq_free(p);
+        return;
+    }
+    const char *unavailable = pc_worker_backend_refusal(w);
+    if (unavailable != NULL) {
+        w->metrics.backend_refused++;
+        pc_proxy_answer_error(p, 503, unavailable);
+        pc_preq_free(p);
         return;
     }
     if (build_forward_headers(p) != 0) {
-        answer_error(p, 503, "out of memory");
-        preq_free(p);
+        pc_proxy_answer_error(p, 503, "out of memory");
+        pc_preq_free(p);
         return;
     }
     long elapsed_ms = (long)((pc_now_us() - pc_http_req_start_us(p->req)) / 1000);
     long left_ms = w->cfg->request_timeout_ms - elapsed_ms;
     if (left_ms <= 0) {
-        answer_error(p, 504, "request timed out before reaching the model server");
-        preq_free(p);
+        pc_proxy_answer_error(p, 504, "request timed out before reaching the model server");
+        pc_preq_free(p);
         return;
     }
+    w->metrics.backend_requests++;
+    /* body is borrowed by curl: p (and p->req) stay alive until cb answers. */
+    if (pc_upstream_send(w->up, pc_http_req_method(p->req), pc_http_req_target(p->req), p->fwd,
+                         p->n_fwd, body, len, (int)left_ms, cb, p) == NULL) {
+        w->metrics.backend_errors++;
+        pc_proxy_answer_error(p, 502, "cannot start a model server request");
+        pc_preq_free(p);
+    }
+}
+
+/* Forwards the client's own body. */
+static void forward(struct pc_preq *p, enum pc_cache_result result)
+{
     size_t len;
     const char *body = pc_http_req_body(p->req, &len);
-    w->metrics.backend_requests++;
-    /* body is borrowed by curl: p->req stays alive until on_backend answers it. */
-    if (pc_upstream_send(w->up, pc_http_req_method(p->req), pc_http_req_target(p->req), p->fwd,
-                         p->n_fwd, body, len, (int)left_ms, on_backend, p) == NULL) {
-        w->metrics.backend_errors++;
-        answer_error(p, 502, "cannot start a model server request");
-        preq_free(p);
+    pc_proxy_forward_body(p, result, body, len, on_backend);
+}
+
+/*
+ * A miss: when the same key's model server call is already running in this process, wait
+ * for its answer instead of making another; else lead one.
+ */
+static void forward_or_join(struct pc_preq *p, enum pc_cache_result result)
+{
+    struct pc_worker *w = p->w;
+    struct pc_flight *f = pc_flights_find(w->flights, p->key);
+    if (f != NULL && f->done) {
+        struct pc_header ct = {(char *)"Content-Type", f->ctype};
+        answer_coalesced(p, f->status, &ct, f->ctype[0] ? 1 : 0, f->body, f->body_len);
+        return;
     }
+    if (f != NULL && pc_flight_join(f, p) == 0) {
+        p->result = RES_COALESCED;
+        return; /* answered by answer_waiters */
+    }
+    if (f == NULL)
+        p->flight = pc_flights_start(w->flights, p->key, p); /* NULL: just go alone */
+    forward(p, result);
 }
 
 /* ---- lookup ------------------------------------------------------------------------ */
@@ -368,7 +568,114 @@ static void answer_hit(struct pc_preq *p, const struct pc_envelope *env)
     h[n++] = (struct pc_header){(char *)"X-Cache-Key", p->key};
     h[n++] = (struct pc_header){(char *)"Age", age};
     p->w->metrics.bytes_from_cache += env->body_len;
-    answer(p, env->status, h, n, env->body, env->body_len);
+    pc_proxy_answer(p, env->status, h, n, env->body, env->body_len);
+}
+
+/* ---- stale-while-revalidate ------------------------------------------------------- */
+
+/* A background call that refreshes one stale entry; owns copies of what it sends. */
+struct refresh {
+    struct pc_worker *w;
+    char key[PC_KEY_MAX];
+    char *method;
+    char *target;
+    struct pc_header *hdrs;
+    size_t n_hdrs;
+    char *body;
+    size_t len;
+};
+
+static void refresh_free(struct refresh *rf)
+{
+    struct pc_flight *f = pc_flights_find(rf->w->refreshing, rf->key);
+    if (f != NULL)
+        pc_flights_finish(rf->w->refreshing, f);
+    for (size_t i = 0; i < rf->n_hdrs; i++) {
+        free(rf->hdrs[i].name);
+        free(rf->hdrs[i].value);
+    }
+    free(rf->hdrs);
+    free(rf->method);
+    free(rf->target);
+    free(rf->body);
+    free(rf);
+}
+
+static void on_refresh(const struct pc_upstream_resp *r, void *arg)
+{
+    struct refresh *rf = arg;
+    struct pc_worker *w = rf->w;
+    pc_hist_observe(&w->metrics.h_backend, r->total_ms / 1000.0);
+    const char *why = r->error != PC_UP_OK ? r->errmsg : response_refusal(w, r);
+    if (why == NULL) {
+        w->metrics.refresh_ok++;
+        store_answer(w, rf->key, r, NULL, NULL);
+    } else {
+        w->metrics.refresh_failed++;
+        pc_log(PC_LOG_INFO, "proxy: refresh of %s not stored: %s", rf->key, why);
+    }
+    refresh_free(rf);
+}
+
+/*
+ * Starts refreshing p's stale entry in the background, unless one refresh of that key is
+ * already running or the model server is known to be down or full.
+ */
+static void start_refresh(struct pc_preq *p)
+{
+    struct pc_worker *w = p->w;
+    if (p->no_store || pc_flights_find(w->refreshing, p->key) != NULL ||
+        !pc_worker_backend_available(w))
+        return;
+    struct refresh *rf = calloc(1, sizeof *rf);
+    if (rf == NULL)
+        return;
+    rf->w = w;
+    pc_strlcpy(rf->key, p->key, sizeof rf->key);
+    if (build_forward_headers(p) != 0)
+        goto fail;
+    size_t len;
+    const char *body = pc_http_req_body(p->req, &len);
+    rf->method = strdup(pc_http_req_method(p->req));
+    rf->target = strdup(pc_http_req_target(p->req));
+    rf->body = malloc(len + 1);
+    if (rf->method == NULL || rf->target == NULL || rf->body == NULL ||
+        pc_flights_start(w->refreshing, rf->key, NULL) == NULL)
+        goto fail;
+    memcpy(rf->body, body, len);
+    rf->len = len;
+    rf->hdrs = p->fwd; /* the headers move to the refresh */
+    rf->n_hdrs = p->n_fwd;
+    p->fwd = NULL;
+    p->n_fwd = 0;
+    w->metrics.backend_requests++;
+    if (pc_upstream_send(w->up, rf->method, rf->target, rf->hdrs, rf->n_hdrs, rf->body, rf->len,
+                         w->cfg->backend_timeout_ms, on_refresh, rf) == NULL) {
+        w->metrics.backend_errors++;
+        refresh_free(rf);
+    }
+    return;
+fail:
+    refresh_free(rf);
+}
+
+/* An entry past its TTL but within grace: answered at once, marked stale. */
+static void answer_stale(struct pc_preq *p, const struct pc_envelope *env)
+{
+    char age[32];
+    int64_t age_s = (pc_wall_ms() - env->stored_at_ms) / 1000;
+    snprintf(age, sizeof age, "%lld", (long long)(age_s > 0 ? age_s : 0));
+    struct pc_header h[5];
+    size_t n = 0;
+    if (env->content_type[0] != '\0')
+        h[n++] = (struct pc_header){(char *)"Content-Type", (char *)env->content_type};
+    h[n++] = (struct pc_header){(char *)"X-Cache", (char *)"STALE"};
+    h[n++] = (struct pc_header){(char *)"X-Cache-Key", p->key};
+    h[n++] = (struct pc_header){(char *)"Age", age};
+    h[n++] = (struct pc_header){(char *)"Warning", (char *)"110 - \"Response is Stale\""};
+    p->result = RES_STALE;
+    p->w->metrics.bytes_from_cache += env->body_len;
+    pc_proxy_answer(p, env->status, h, n, env->body, env->body_len);
 }
 
 /* Redis answered (or failed): the value is valid only during this callback. */
@@ -379,15 +686,29 @@ static void on_lookup(enum pc_store_result res, const char *data, size_t len, vo
         struct pc_envelope env;
         char ctype[PC_CFG_STR];
         if (pc_envelope_decode(data, len, &env, ctype, sizeof ctype) == 0) {
-            p->result = RES_HIT;
-            answer_hit(p, &env);
-            preq_free(p);
+            if (pc_wall_ms() - env.stored_at_ms <= (int64_t)p->w->cfg->ttl_s * 1000) {
+                p->result = RES_HIT;
+                answer_hit(p, &env);
+            } else {
+                start_refresh(p); /* before the answer: it copies the request */
+                answer_stale(p, &env);
+            }
+            pc_preq_free(p);
             return;
         }
         pc_log(PC_LOG_WARN, "proxy: unreadable cache entry %s; treating as a miss", p->key);
         res = PC_STORE_MISS;
     }
-    forward(p, res == PC_STORE_MISS ? RES_MISS : RES_BYPASS);
+    forward_or_join(p, res == PC_STORE_MISS ? RES_MISS : RES_BYPASS);
+}
+
+/* A query that changes the answer changes the key, so the route carries it. */
+int pc_proxy_route_of(const struct pc_http_req *req, struct pc_buf *out)
+{
+    int rc = pc_buf_append_str(out, pc_http_req_path(req));
+    if (pc_http_req_query(req)[0] != '\0')
+        rc |= pc_buf_printf(out, "?%s", pc_http_req_query(req));
+    return rc;
 }
 
 static int body_declares_json(const struct pc_http_req *req)
@@ -399,6 +720,8 @@ static int body_declares_json(const struct pc_http_req *req)
 void pc_proxy_handle(struct pc_http_req *req, void *arg)
 {
     struct pc_worker *w = arg;
+    if (w->jobs != NULL && pc_jobs_handle(w->jobs, req))
+        return; /* an async job request: the jobs module answers it */
     w->metrics.in_flight++;
     struct pc_preq *p = calloc(1, sizeof *p);
     if (p == NULL) {
@@ -420,12 +743,12 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
                   has_directive(pc_http_req_header(req, "Pragma"), "no-cache");
     p->no_store = has_directive(cc, "no-store");
 
-    /* The route is the path plus its query: a query that changes the answer changes the key. */
+    if (w->cfg->per_instance && pc_proxy_batch_begin(p) == 0)
+        return; /* a TF Serving batch: cached instance by instance */
+
     struct pc_buf route;
     pc_buf_init(&route);
-    pc_buf_append_str(&route, pc_http_req_path(req));
-    if (pc_http_req_query(req)[0] != '\0')
-        pc_buf_printf(&route, "?%s", pc_http_req_query(req));
+    pc_proxy_route_of(req, &route);
     size_t len;
     const char *body = pc_http_req_body(req, &len);
     enum pc_key_kind kind;
@@ -435,8 +758,8 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
     pc_buf_release(&route);
     if (rc != 0) {
         p->cacheable = 0;
-        answer_error(p, 400, err);
-        preq_free(p);
+        pc_proxy_answer_error(p, 400, err);
+        pc_preq_free(p);
         return;
     }
     if (p->no_cache) {
@@ -444,5 +767,5 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
         return;
     }
     if (pc_store_get(w->store, p->key, on_lookup, p) != 0)
-        forward(p, RES_BYPASS);
+        forward_or_join(p, RES_BYPASS);
 }

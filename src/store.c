@@ -45,6 +45,8 @@ struct pc_store {
     struct event *reset_ev; /* drops the connection outside hiredis callbacks */
     int backoff_ms;
     size_t pending;
+    size_t pending_sets; /* SETs sent and not answered, and their bytes: bounded */
+    size_t pending_set_bytes;
 };
 
 /* One command in flight. Owned by hiredis (freed in cmd_reply_cb, which always runs). */
@@ -54,10 +56,12 @@ struct cmd {
     pc_store_get_cb get_cb;
     pc_store_ping_cb ping_cb;
     pc_store_cmd_cb cmd_cb;
+    pc_store_set_done_cb set_cb;
     void *arg;
     int timeout_ms;
     struct event *timer;
-    int answered; /* the caller's callback has run (reply or timeout) */
+    int answered;     /* the caller's callback has run (reply or timeout) */
+    size_t set_bytes; /* a SET's value size, counted in the store's pending bytes */
     uint64_t start_us;
 };
 
@@ -128,6 +132,8 @@ static void cmd_answer(struct cmd *c, redisReply *r)
             pc_log(PC_LOG_WARN, "store: SET failed: %s",
                    r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
         }
+        if (c->set_cb != NULL)
+            c->set_cb(r != NULL && r->type == REDIS_REPLY_STATUS, c->arg);
         break;
     case CMD_PING:
         c->ping_cb(r != NULL && r->type == REDIS_REPLY_STATUS, c->arg);
@@ -153,6 +159,10 @@ static void cmd_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
     cmd_answer(c, reply);
     c->st->pending--;
     c->st->m->store_pending = (int64_t)c->st->pending;
+    if (c->kind == CMD_SET) {
+        c->st->pending_sets--;
+        c->st->pending_set_bytes -= c->set_bytes;
+    }
     event_free(c->timer);
     free(c);
 }
@@ -184,6 +194,9 @@ static int cmd_send(struct pc_store *st, struct cmd *c, int argc, const char **a
     }
     if (c->timeout_ms <= 0)
         c->timeout_ms = st->cfg->redis_timeout_ms;
+    /* Timers count from the loop's cached time: after CPU-heavy work in this callback (a
+     * large key derivation) that time is stale and the command would time out early. */
+    event_base_update_cache_time(st->base);
     struct timeval tv = {c->timeout_ms / 1000, (c->timeout_ms % 1000) * 1000};
     evtimer_add(c->timer, &tv);
     st->pending++;
@@ -370,12 +383,28 @@ int pc_store_get(struct pc_store *st, const char *key, pc_store_get_cb cb, void 
 
 int pc_store_set(struct pc_store *st, const char *key, const char *value, size_t len, int ttl_s)
 {
+    return pc_store_set_cb(st, key, value, len, ttl_s, NULL, NULL);
+}
+
+int pc_store_set_cb(struct pc_store *st, const char *key, const char *value, size_t len, int ttl_s,
+                    pc_store_set_done_cb cb, void *arg)
+{
     struct cmd *c = NULL;
+    const struct pc_config *cfg = st->cfg;
+    if ((cfg->redis_max_pending > 0 && st->pending_sets >= (size_t)cfg->redis_max_pending) ||
+        (cfg->redis_max_pending_bytes > 0 &&
+         st->pending_set_bytes + len > cfg->redis_max_pending_bytes)) {
+        st->m->store_dropped++; /* Redis is behind: shed stores rather than grow without bound */
+        return -1;
+    }
     if (st->state != ST_CONNECTED || (c = calloc(1, sizeof *c)) == NULL) {
         st->m->store_failed++;
         return -1;
     }
     c->kind = CMD_SET;
+    c->set_cb = cb;
+    c->arg = arg;
+    c->set_bytes = len;
     char ttl[16];
     snprintf(ttl, sizeof ttl, "%d", ttl_s);
     const char *argv[] = {"SET", key, value, "EX", ttl};
@@ -384,6 +413,8 @@ int pc_store_set(struct pc_store *st, const char *key, const char *value, size_t
         st->m->store_failed++;
         return -1;
     }
+    st->pending_sets++;
+    st->pending_set_bytes += len;
     return 0;
 }
 

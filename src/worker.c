@@ -1,7 +1,8 @@
 /*
  * worker: wires one event loop: listeners -> proxy/admin handlers -> store + upstream.
- * Also runs the drain on shutdown: stop accepting, then poll until no request is in
- * flight and no Redis command is pending, or until drain_timeout_ms has passed.
+ * Also runs the drain on shutdown: stop accepting and stop taking async jobs, then poll
+ * until no request is in flight, no job is held and no Redis command is pending, or until
+ * drain_timeout_ms has passed.
  */
 #include "predcache/worker.h"
 
@@ -11,7 +12,10 @@
 #include <event2/event.h>
 
 #include "predcache/config.h"
+#include "predcache/flight.h"
+#include "predcache/health.h"
 #include "predcache/http.h"
+#include "predcache/jobs.h"
 #include "predcache/log.h"
 #include "predcache/store.h"
 #include "predcache/upstream.h"
@@ -26,6 +30,12 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
     w->base = base;
     w->cfg = cfg;
     pc_metrics_init(&w->metrics);
+    w->flights = pc_flights_new();
+    w->refreshing = pc_flights_new();
+    if (w->flights == NULL || w->refreshing == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     for (size_t i = 0; i < cfg->n_input_fields && i < 32; i++)
         w->input_fields[i] = cfg->input_fields[i];
     w->keyp = (struct pc_key_params){
@@ -46,6 +56,11 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         snprintf(err, errlen, "cannot create the model server client");
         return -1;
     }
+    w->health = pc_health_new(base, cfg, w->up, &w->metrics);
+    if (w->health == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     w->data = pc_http_server_new(base, cfg->listen, &lim, pc_proxy_handle, w, err, errlen);
     if (w->data == NULL)
         return -1;
@@ -60,6 +75,9 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         snprintf(err, errlen, "cannot create the Redis client");
         return -1;
     }
+    /* Jobs run through the data port and keep their queue in the store: both exist now. */
+    if (cfg->jobs_enabled && (w->jobs = pc_jobs_new(w, err, errlen)) == NULL)
+        return -1;
     return 0;
 }
 
@@ -68,7 +86,7 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct pc_worker *w = arg;
-    if (w->metrics.in_flight > 0 || pc_store_pending(w->store) > 0 ||
+    if (w->metrics.in_flight > 0 || pc_store_pending(w->store) > 0 || pc_jobs_held(w->jobs) > 0 ||
         pc_http_server_writing(w->data) > 0 || pc_http_server_writing(w->admin) > 0)
         return;
     pc_log(PC_LOG_INFO, "drain: done");
@@ -80,13 +98,33 @@ static void drain_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct pc_worker *w = arg;
-    pc_log(PC_LOG_WARN, "drain: %lld requests and %zu stores still pending after %d ms; exiting",
-           (long long)w->metrics.in_flight, pc_store_pending(w->store), w->cfg->drain_timeout_ms);
+    pc_log(PC_LOG_WARN,
+           "drain: %lld requests, %zu stores and %zu jobs still pending after %d ms; exiting",
+           (long long)w->metrics.in_flight, pc_store_pending(w->store), pc_jobs_held(w->jobs),
+           w->cfg->drain_timeout_ms);
+    /* Unfinished jobs go back to the queue first, so that none records the 503 below as
+     * its result; another process takes them over. */
+    pc_jobs_abort(w->jobs);
     /* Clients still waiting get a 503 rather than a dropped connection; give the loop a
-     * moment to write those answers out. */
+     * moment to write those answers out (and the jobs' hand-back to reach Redis). */
     pc_upstream_abort_all(w->up);
     struct timeval flush = {0, DRAIN_FLUSH_MS * 1000};
     event_base_loopexit(w->base, &flush);
+}
+
+const char *pc_worker_backend_refusal(const struct pc_worker *w)
+{
+    if (!pc_health_up(w->health))
+        return "model server is down (health checks failing)";
+    if (w->cfg->backend_max_in_flight > 0 &&
+        pc_upstream_active(w->up) >= (size_t)w->cfg->backend_max_in_flight)
+        return "too many model server requests in flight";
+    return NULL;
+}
+
+int pc_worker_backend_available(const struct pc_worker *w)
+{
+    return pc_worker_backend_refusal(w) == NULL;
 }
 
 void pc_worker_drain(struct pc_worker *w)
@@ -98,6 +136,7 @@ void pc_worker_drain(struct pc_worker *w)
            (long long)w->metrics.in_flight);
     pc_http_server_stop_accepting(w->data);
     pc_http_server_stop_accepting(w->admin);
+    pc_jobs_drain(w->jobs); /* no new jobs from the queue; running ones finish */
     struct timeval poll = {0, DRAIN_POLL_MS * 1000};
     struct timeval dl = {w->cfg->drain_timeout_ms / 1000, (w->cfg->drain_timeout_ms % 1000) * 1000};
     w->drain_timer = event_new(w->base, -1, EV_PERSIST, drain_check, w);
@@ -112,16 +151,23 @@ void pc_worker_drain(struct pc_worker *w)
 
 /*
  * Order matters: listeners first (requests still held by the proxy become orphans),
- * then the store (its pending callbacks see w->closing), then the upstream (transfers
- * are dropped without callbacks).
+ * then the jobs (unfinished ones stay pending in the stream for another process; what
+ * still waits on the store is let go when the store fails it), then the store (its
+ * pending callbacks see w->closing), then the upstream (transfers are dropped without
+ * callbacks).
  */
 void pc_worker_release(struct pc_worker *w)
 {
     w->closing = 1;
     pc_http_server_free(w->data);
     pc_http_server_free(w->admin);
+    pc_jobs_free(w->jobs);
+    w->jobs = NULL;
     pc_store_free(w->store);
     pc_upstream_free(w->up);
+    pc_health_free(w->health);   /* after the upstream: a check in flight calls back */
+    pc_flights_free(w->flights); /* last: store and upstream callbacks above may touch it */
+    pc_flights_free(w->refreshing);
     if (w->drain_timer)
         event_free(w->drain_timer);
     if (w->drain_deadline)

@@ -54,6 +54,16 @@ int pc_cachekey_derive(const struct pc_key_params *p, const char *route, const c
  */
 int pc_cachekey_canonical(const char *json, size_t len, struct pc_buf *out);
 
+/*
+ * Key of one element of a TF Serving "instances" batch:
+ *     material = namespace "\n" route "\n" "instance\n" signature "\n" canonical(instance)
+ * signature is the raw JSON text of "signature_name" (empty when absent). -1 when the
+ * instance cannot be keyed on its own (then the whole body is keyed instead).
+ */
+int pc_cachekey_instance(const struct pc_key_params *p, const char *route, const char *signature,
+                         size_t sig_len, const char *inst, size_t inst_len, char out[PC_KEY_MAX],
+                         char *err, size_t errlen);
+
 /* Human name of a kind: "fields", "path", "raw". */
 const char *pc_cachekey_kind_name(enum pc_key_kind kind);
 

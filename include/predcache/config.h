@@ -33,6 +33,11 @@ struct pc_config {
     int backend_connect_timeout_ms;    /* default 1000 */
     int backend_timeout_ms;            /* default 30000 */
     size_t backend_max_response_bytes; /* default 67108864 */
+    int backend_max_in_flight; /* transfers at once; beyond it 503 at once; 0 = no bound; 1024 */
+    char backend_health_path[PC_CFG_STR]; /* active health check GET path; "" = off (default) */
+    int backend_health_interval_ms;       /* between checks; default 2000 */
+    int backend_health_fails;  /* consecutive failures that mark the backend down; default 3 */
+    int backend_health_passes; /* consecutive passes that mark it up again; default 2 */
 
     /* [redis] */
     char redis_host[PC_CFG_STR];     /* default 127.0.0.1 */
@@ -40,6 +45,8 @@ struct pc_config {
     char redis_password[PC_CFG_STR]; /* default empty: no AUTH */
     int redis_db;                    /* default 0 */
     int redis_timeout_ms;            /* per command and connect; default 100 */
+    int redis_max_pending;           /* stores in flight; beyond it skipped; 0 = no bound; 10000 */
+    size_t redis_max_pending_bytes;  /* bytes of stores in flight; 0 = no bound; 256m */
 
     /* [cache] */
     int ttl_s;                   /* default 86400 */
@@ -51,6 +58,19 @@ struct pc_config {
     char input_fields[PC_CFG_MAX_LIST][64];
     size_t n_input_fields;
     char path_field[64]; /* default "file_path"; empty disables the path fallback */
+    int per_instance;    /* cache each element of a TF Serving `instances` batch; default on */
+    int grace_s;         /* entries are kept and served stale this long past ttl_s; 3600 */
+    int lock_timeout_ms; /* cross-process coalescing: wait for another's call; 0 = off; 5000 */
+
+    /* [jobs] */
+    int jobs_enabled;                   /* async jobs (202 + job id); default on */
+    int jobs_result_ttl_s;              /* how long a finished job's result lives; default 3600 */
+    int jobs_claim_after_ms;            /* take over jobs of a consumer silent this long; 30000 */
+    int jobs_max_queue;                 /* unfinished jobs accepted before 429; default 10000 */
+    int jobs_concurrency;               /* jobs run at once by this process (0: none); 8 */
+    char jobs_async_prefix[PC_CFG_STR]; /* POST <prefix>/<route> submits a job; "/async" */
+    int jobs_compat;                    /* seed aliases POST /predict, GET /job/<id>; off */
+    char jobs_stream[PC_CFG_STR];       /* Redis Stream; "" = key_prefix "jobs:" namespace */
 
     /* [log] */
     char log_level[16];    /* debug | info | warn | error; default info */

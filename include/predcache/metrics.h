@@ -15,6 +15,15 @@
     X(req_hit, "Requests answered from the cache")                                                 \
     X(req_miss, "Cacheable requests forwarded after a cache miss")                                 \
     X(req_bypass, "Cacheable requests forwarded because Redis was unavailable")                    \
+    X(req_partial, "Batches answered partly from the cache, partly by the model server")           \
+    X(req_coalesced, "Misses answered by waiting for the same key's model server call")            \
+    X(req_stale, "Requests answered with an entry past its TTL (grace), refreshed behind")         \
+    X(refresh_ok, "Stale entries refreshed in the background")                                     \
+    X(refresh_failed, "Background refreshes that failed or could not be stored")                   \
+    X(backend_refused, "Requests answered 503 at once: model server down or too busy")             \
+    X(store_dropped, "Results not stored because too many stores were pending")                    \
+    X(instances_hit, "Batch instances answered from the cache")                                    \
+    X(instances_miss, "Batch instances sent to the model server")                                  \
     X(req_pass, "Requests on routes that are not cached, forwarded unchanged")                     \
     X(req_error, "Requests answered with an error by predcache itself")                            \
     X(backend_requests, "Requests sent to the model server")                                       \
@@ -25,7 +34,14 @@
     X(store_ok, "Results stored in Redis")                                                         \
     X(store_failed, "Result stores that Redis refused, timed out or could not take")               \
     X(store_skipped, "Results not stored: not 2xx, too large, no-store")                           \
-    X(bytes_from_cache, "Body bytes answered from the cache")
+    X(bytes_from_cache, "Body bytes answered from the cache")                                      \
+    X(jobs_submitted, "Async jobs accepted (202)")                                                 \
+    X(jobs_rejected, "Async job submits refused: queue full (429) or Redis unavailable (503)")     \
+    X(jobs_polled, "Job status requests (GET /jobs/<id>, GET /job/<id>)")                          \
+    X(jobs_done, "Async jobs this process finished with a 2xx answer")                             \
+    X(jobs_failed, "Async jobs this process finished with an error answer")                        \
+    X(jobs_reclaimed, "Async jobs taken over after claim_after_ms unrenewed (XAUTOCLAIM)")         \
+    X(jobs_released, "Async jobs handed back unfinished on shutdown, for another process")
 
 /* name, help */
 #define PC_HISTOGRAMS(X)                                                                           \
@@ -51,7 +67,9 @@ struct pc_metrics {
 #undef PC_X
     int64_t in_flight; /* client requests being handled */
     int64_t store_pending;
+    int64_t jobs_running; /* async jobs held by this process's consumer */
     int redis_up;
+    int backend_up; /* from the active health checks (1 when they are off) */
 };
 
 void pc_metrics_init(struct pc_metrics *m);

@@ -49,6 +49,10 @@ int pc_store_get(struct pc_store *st, const char *key, pc_store_get_cb cb, void 
  * store_failed counters. Copies value. 0 queued; -1 not connected (counted as failed).
  */
 int pc_store_set(struct pc_store *st, const char *key, const char *value, size_t len, int ttl_s);
+/* The same, and cb(ok, arg) once the SET is answered or has failed (0 only). */
+typedef void (*pc_store_set_done_cb)(int ok, void *arg);
+int pc_store_set_cb(struct pc_store *st, const char *key, const char *value, size_t len, int ttl_s,
+                    pc_store_set_done_cb cb, void *arg);
 
 /* PING. 0: cb will be called later; -1 not connected (cb not called). */
 int pc_store_ping(struct pc_store *st, pc_store_ping_cb cb, void *arg);

@@ -17,6 +17,8 @@ struct pc_config;
 struct pc_store;
 struct pc_upstream;
 struct pc_http_server;
+struct pc_flights;
+struct pc_health;
 struct pc_jobs;
 struct pc_http_req;
 
@@ -29,6 +31,9 @@ struct pc_worker {
     struct pc_http_server *admin;
     struct pc_jobs *jobs; /* async jobs; NULL when [jobs] is off */
     struct pc_metrics metrics;
+    struct pc_flights *flights;    /* keys whose model server call is running (coalescing) */
+    struct pc_flights *refreshing; /* keys whose stale entry is being refreshed */
+    struct pc_health *health;      /* active model server health checks */
     struct pc_key_params keyp;
     const char *input_fields[32];
     int draining; /* SIGTERM seen: listeners closed, finishing what is in flight */
@@ -43,6 +48,10 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
 /* Stops accepting and exits the loop once requests and stores are done (bounded). */
 void pc_worker_drain(struct pc_worker *w);
 void pc_worker_release(struct pc_worker *w);
+
+/* Why the model server must not be called now (down, or too many calls), or NULL. */
+const char *pc_worker_backend_refusal(const struct pc_worker *w);
+int pc_worker_backend_available(const struct pc_worker *w);
 
 /* 1 when method + path is a cacheable route of cfg ('*' globs, any method for "*"). */
 int pc_proxy_route_cacheable(const struct pc_config *cfg, const char *method, const char *path);

@@ -380,6 +380,9 @@ def default_conf(listen_port, admin_port, backend_url, redis_port):
         },
         "cache": {
             "ttl_s": "300",
+            # Most tests pin the per-body key of an {"instances": [...]} body; the
+            # per-instance default is covered by test_instances.py, which turns it on.
+            "per_instance": "off",
         },
         "log": {
             "level": "info",

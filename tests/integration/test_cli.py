@@ -59,6 +59,16 @@ routes = POST /predict, POST /v1/models/*:predict, POST /v2/models/*/infer
 input_fields = instances, inputs
 path_field = file_path
 
+[jobs]
+enabled = on
+result_ttl_s = 3600
+claim_after_ms = 30000
+max_queue = 10000
+concurrency = 8
+async_prefix = /async
+compat = off
+stream =
+
 [log]
 level = info
 access_log = -

@@ -469,11 +469,40 @@ static void test_unrepresentable_numbers(void **state)
     assert_other_key("{\"instances\":[1e400]}", "{\"instances\":[1e500]}");
 }
 
-/* Written exponents beyond 100000 either way are refused, even where the value is 0. */
+/*
+ * Found by fuzz_cachekey: a fraction whose form is a bare integer json-c saturates gave a
+ * canonical form that was itself refused (18446744073709551615.0 -> "18446744073709551615",
+ * which reads back as UINT64_MAX). Refused like the integer; one less still has its form.
+ */
+static void test_saturating_integer_forms(void **state)
+{
+    (void)state;
+    assert_not_canonical("18446744073709551615.0");
+    assert_not_canonical("[1844674407370955161.5e1]");
+    assert_not_canonical("[-9223372036854775808.0]");
+    assert_not_canonical("[-92233720368547758080e-1]");
+    assert_not_canonical("[123456789012345678901.0]");
+    assert_canonical("[18446744073709551614.0,-9223372036854775807.0]",
+                     "[18446744073709551614,-9223372036854775807]");
+    assert_canonical("[18446744073709551614,-9223372036854775807]",
+                     "[18446744073709551614,-9223372036854775807]");
+    assert_canonical("[18446744073709551620.0,1e19]", "[1844674407370955162e1,1e19]");
+    char k[PC_KEY_MAX];
+    assert_int_equal(derive("{\"instances\":[18446744073709551615.0]}", k), PC_KEY_RAW);
+}
+
+/*
+ * Exponents beyond 100000 either way, written or canonical, are refused, even where the
+ * value is 0. The canonical bound was found by fuzz_cachekey: 0.5e-100000 had the form
+ * 5e-100001, which was itself refused (a form must canonicalise to itself).
+ */
 static void test_exponent_bound(void **state)
 {
     (void)state;
-    assert_canonical("[0e100000,1e-100000,0.5e-100000]", "[0,1e-100000,5e-100001]");
+    assert_canonical("[0e100000,1e-100000,0.1e-99999]", "[0,1e-100000,1e-100000]");
+    assert_not_canonical("[0.5e-100000]");
+    assert_not_canonical("[2.51e-100000]");
+    assert_not_canonical("[1000e99998]");
     assert_not_canonical("0e100001");
     assert_not_canonical("[1e-100001]");
     assert_not_canonical("[1e-0000000000000000000000000000000100001]");
@@ -524,6 +553,47 @@ static void test_lossy_strings_are_raw(void **state)
     assert_int_equal(derive("{\"instances\":[1],\"a\\u0000b\":2}", k), PC_KEY_RAW);
     assert_other_key("{\"instances\\u0000x\":[1]}", "{\"instances\":[1]}");
     assert_int_equal(derive("{\"file_path\":\"/\\udfff\"}", k), PC_KEY_RAW);
+}
+
+/*
+ * Found by fuzz_cachekey against batch.c's strict scanner: json-c's strict mode takes control
+ * characters written raw inside strings (["\r"]), integers with leading zeros ([-090], [00]),
+ * NaN and Infinity, and drops duplicate members and fields outside the key unchecked, so
+ * bodies a JSON model server refuses shared a key with JSON ones. Keyed raw now.
+ */
+static void test_non_json_lexemes_are_raw(void **state)
+{
+    (void)state;
+    char k[PC_KEY_MAX];
+    assert_not_canonical("[\"\r\"]");
+    assert_not_canonical("{\"a\tb\":1}");
+    assert_not_canonical("[\"x\x01\"]");
+    assert_not_canonical("[\"\\\n\"]"); /* a backslash, then a raw newline */
+    assert_canonical("[\"\\r\",\n\t\"\\t\"]", "[\"\\r\",\"\\t\"]");
+    assert_int_equal(derive("{\"instances\":[\"a\tb\"]}", k), PC_KEY_RAW);
+    assert_other_key("{\"instances\":[\"a\tb\"]}", "{\"instances\":[\"a\\tb\"]}");
+    assert_int_equal(derive("{\"file_path\":\"/x\ny\"}", k), PC_KEY_RAW);
+    assert_int_equal(derive("{\"instances\":[\"a\\tb\"],\n\"x\":1}", k), PC_KEY_FIELDS);
+
+    assert_not_canonical("[-090]");
+    assert_not_canonical("[00]");
+    assert_not_canonical("-00");
+    assert_not_canonical("{\"a\":[1,-01]}");
+    assert_canonical("[0,-0,10,-10,1e05,1E-005,-0.05,0e0,\"007\",-7]",
+                     "[0,0,1e1,-1e1,1e5,1e-5,-5e-2,0,\"007\",-7]");
+    assert_int_equal(derive("{\"instances\":[-090]}", k), PC_KEY_RAW);
+    assert_other_key("{\"instances\":[-090]}", "{\"instances\":[-90]}");
+    assert_other_key("{\"instances\":[00]}", "{\"instances\":[0]}");
+
+    /* json-c drops a member given twice and fields outside the key unchecked */
+    assert_not_canonical("{\"inputs\":{\"a\":[20.]},\"inputs\":\"1\"}");
+    assert_int_equal(derive("{\"instances\":[1],\"x\":1.}", k), PC_KEY_RAW);
+    assert_int_equal(derive("{\"instances\":[1.],\"instances\":[1]}", k), PC_KEY_RAW);
+    assert_other_key("{\"instances\":[1],\"x\":NaN}", "{\"instances\":[1]}");
+    assert_other_key("{\"instances\":[1],\"x\":-Infinity}", "{\"instances\":[1]}");
+    assert_other_key("{\"instances\":[1],\"x\":\"a\tb\"}", "{\"instances\":[1]}");
+    assert_same_key("{\"instances\":[1],\"x\":[true,false,null,-0.5e-07,\"NaN\"]}",
+                    "{\"instances\":[1]}");
 }
 
 static void test_nested_sorted(void **state)
@@ -621,10 +691,12 @@ int main(void)
         cmocka_unit_test(test_canonical_documents),
         cmocka_unit_test(test_number_spellings),
         cmocka_unit_test(test_unrepresentable_numbers),
+        cmocka_unit_test(test_saturating_integer_forms),
         cmocka_unit_test(test_exponent_bound),
         cmocka_unit_test(test_non_json_numbers_are_raw),
         cmocka_unit_test(test_strings),
         cmocka_unit_test(test_lossy_strings_are_raw),
+        cmocka_unit_test(test_non_json_lexemes_are_raw),
         cmocka_unit_test(test_nested_sorted),
         cmocka_unit_test(test_deep_nesting),
         cmocka_unit_test(test_canonical_rejects_non_json),

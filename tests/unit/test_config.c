@@ -97,6 +97,15 @@ static void test_defaults(void **state)
     assert_string_equal(c.input_fields[2], "image_data");
     assert_string_equal(c.input_fields[3], "img_base64");
     assert_string_equal(c.path_field, "file_path");
+    assert_int_equal(c.per_instance, 1);
+    assert_int_equal(c.jobs_enabled, 1);
+    assert_int_equal(c.jobs_result_ttl_s, 3600);
+    assert_int_equal(c.jobs_claim_after_ms, 30000);
+    assert_int_equal(c.jobs_max_queue, 10000);
+    assert_int_equal(c.jobs_concurrency, 8);
+    assert_string_equal(c.jobs_async_prefix, "/async");
+    assert_int_equal(c.jobs_compat, 0);
+    assert_string_equal(c.jobs_stream, "");
     assert_string_equal(c.log_level, "info");
     assert_string_equal(c.access_log, "-");
     assert_int_equal(pc_config_validate(&c, err, sizeof err), 0);
@@ -128,6 +137,15 @@ static const char *const non_defaults[][3] = {
     {"cache", "routes", "GET /a"},
     {"cache", "input_fields", "x"},
     {"cache", "path_field", ""},
+    {"cache", "per_instance", "off"},
+    {"jobs", "enabled", "off"},
+    {"jobs", "result_ttl_s", "15"},
+    {"jobs", "claim_after_ms", "1600"},
+    {"jobs", "max_queue", "17"},
+    {"jobs", "concurrency", "0"},
+    {"jobs", "async_prefix", "/a/b"},
+    {"jobs", "compat", "on"},
+    {"jobs", "stream", "s"},
     {"log", "level", "error"},
     {"log", "access_log", "off"},
 };
@@ -361,6 +379,88 @@ static void test_input_fields(void **state)
     longname[63] = '\0';
     assert_int_equal(pc_config_set(&c, "cache", "input_fields", longname, err, sizeof err), 0);
     assert_int_equal(c.n_input_fields, 1);
+}
+
+static void test_bools(void **state)
+{
+    (void)state;
+    struct pc_config c;
+    assert_int_equal(load_text(&c, "[jobs]\nenabled = OFF\ncompat = Yes\n[cache]\n"
+                                   "per_instance = false\n"),
+                     0);
+    assert_int_equal(c.jobs_enabled, 0);
+    assert_int_equal(c.jobs_compat, 1);
+    assert_int_equal(c.per_instance, 0);
+
+    const char *on[] = {"on", "yes", "true", "1", "ON", "True"};
+    const char *off[] = {"off", "no", "false", "0", "Off", "NO"};
+    for (size_t i = 0; i < sizeof on / sizeof on[0]; i++) {
+        assert_int_equal(pc_config_set(&c, "jobs", "compat", off[i], err, sizeof err), 0);
+        assert_int_equal(c.jobs_compat, 0);
+        assert_int_equal(pc_config_set(&c, "jobs", "compat", on[i], err, sizeof err), 0);
+        assert_int_equal(c.jobs_compat, 1);
+    }
+    const char *bad[] = {"", "2", "onn", "enabled", " on", "y", "-1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (pc_config_set(&c, "jobs", "compat", bad[i], err, sizeof err) == 0)
+            fail_msg("bool '%s' accepted", bad[i]);
+        assert_err_contains("must be on or off");
+        assert_int_equal(c.jobs_compat, 1); /* unchanged */
+    }
+    assert_int_equal(load_text(&c, "[jobs]\n\nenabled = maybe\n"), -1);
+    assert_err_at(3, "[jobs] enabled: 'maybe' must be on or off");
+}
+
+static void test_jobs_options(void **state)
+{
+    (void)state;
+    struct pc_config c;
+    assert_int_equal(load_text(&c, "[jobs]\n"
+                                   "result_ttl_s = 1\n"
+                                   "claim_after_ms = 100\n"
+                                   "max_queue = 1\n"
+                                   "concurrency = 1024\n"
+                                   "async_prefix = /api/async\n"
+                                   "stream = my:jobs\n"),
+                     0);
+    assert_int_equal(c.jobs_result_ttl_s, 1);
+    assert_int_equal(c.jobs_claim_after_ms, 100);
+    assert_int_equal(c.jobs_max_queue, 1);
+    assert_int_equal(c.jobs_concurrency, 1024);
+    assert_string_equal(c.jobs_async_prefix, "/api/async");
+    assert_string_equal(c.jobs_stream, "my:jobs");
+
+    /* Bounds. */
+    assert_int_equal(load_text(&c, "[jobs]\nclaim_after_ms = 99\n"), -1);
+    assert_err_at(2, "[jobs] claim_after_ms: 99 is out of range (100..3600000)");
+    assert_int_equal(load_text(&c, "[jobs]\nresult_ttl_s = 0\n"), -1);
+    assert_err_at(2, "[jobs] result_ttl_s: ");
+    assert_int_equal(load_text(&c, "[jobs]\nmax_queue = 0\n"), -1);
+    assert_err_at(2, "[jobs] max_queue: ");
+    assert_int_equal(load_text(&c, "[jobs]\nconcurrency = 1025\n"), -1);
+    assert_err_at(2, "[jobs] concurrency: ");
+    assert_int_equal(load_text(&c, "[jobs]\nconcurrency = -1\n"), -1);
+
+    /* async_prefix: empty (alias off) or a path prefix. */
+    assert_int_equal(load_text(&c, "[jobs]\nasync_prefix =\n"), 0);
+    assert_string_equal(c.jobs_async_prefix, "");
+    const char *bad[] = {"async", "/", "/async/", "/a*", "/a b", "/jobs", "/job", "/a?x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[128];
+        snprintf(text, sizeof text, "[jobs]\nasync_prefix = %s\n", bad[i]);
+        if (load_text(&c, text) == 0)
+            fail_msg("async_prefix '%s' accepted", bad[i]);
+        assert_err_contains("[jobs] async_prefix: ");
+        assert_string_equal(c.jobs_async_prefix, "/async"); /* untouched */
+    }
+    /* The same check for a struct filled in code. */
+    pc_config_defaults(&c);
+    strcpy(c.jobs_async_prefix, "nope");
+    assert_int_equal(pc_config_validate(&c, err, sizeof err), -1);
+    assert_err_contains("[jobs] async_prefix");
+    pc_config_defaults(&c);
+    c.jobs_enabled = 2;
+    assert_int_equal(pc_config_validate(&c, err, sizeof err), 0); /* any nonzero is on */
 }
 
 /* ---- parse errors: each names the file, the line, the key and why ---- */
@@ -718,7 +818,11 @@ static void test_dump(void **state)
     assert_non_null(strstr(out->text, "\n[cache]\n"));
     assert_non_null(strstr(out->text, "\n[log]\n"));
     assert_true(strstr(out->text, "[server]") < strstr(out->text, "[backend]"));
-    assert_true(strstr(out->text, "[cache]") < strstr(out->text, "[log]"));
+    assert_true(strstr(out->text, "[cache]") < strstr(out->text, "[jobs]"));
+    assert_true(strstr(out->text, "[jobs]") < strstr(out->text, "[log]"));
+    assert_non_null(strstr(out->text, "\n[jobs]\nenabled = on\n"));
+    assert_non_null(strstr(out->text, "compat = off\n"));
+    assert_non_null(strstr(out->text, "per_instance = on\n"));
     assert_non_null(strstr(out->text, "max_body_bytes = 16m\n"));
     assert_non_null(strstr(out->text, "password = \n"));
     assert_non_null(strstr(out->text, "routes = POST /predict, POST /v1/models/*:predict,"));
@@ -756,6 +860,8 @@ int main(void)
         cmocka_unit_test(test_route_bad_method),
         cmocka_unit_test(test_route_pattern_without_slash),
         cmocka_unit_test(test_input_fields),
+        cmocka_unit_test(test_bools),
+        cmocka_unit_test(test_jobs_options),
         cmocka_unit_test(test_err_unknown_key),
         cmocka_unit_test(test_err_unknown_section),
         cmocka_unit_test(test_err_missing_equals),

@@ -1,0 +1,24 @@
+/*
+ * health: active health checks of the model server. Owns one timer and at most one check
+ * in flight: every interval it GETs [backend] health_path through the upstream; after
+ * health_fails consecutive failures the backend is down, after health_passes consecutive
+ * passes it is up again. Off (always up) when health_path is empty.
+ */
+#ifndef PREDCACHE_HEALTH_H
+#define PREDCACHE_HEALTH_H
+
+struct event_base;
+struct pc_config;
+struct pc_metrics;
+struct pc_upstream;
+struct pc_health;
+
+/* Borrows everything for its lifetime; starts checking at once. NULL on no memory. */
+struct pc_health *pc_health_new(struct event_base *base, const struct pc_config *cfg,
+                                struct pc_upstream *up, struct pc_metrics *m);
+/* Call after the upstream is freed or aborted (a check in flight calls back). NULL ok. */
+void pc_health_free(struct pc_health *h);
+/* 1 unless the checks say the model server is down. */
+int pc_health_up(const struct pc_health *h);
+
+#endif

@@ -1,0 +1,1509 @@
+/*
+ * jobs: async prediction jobs, queued in a Redis Stream, run through predcache itself.
+ *
+ *   client                      this process                      Redis
+ *   POST <route>                  |                                 |
+ *   Prefer: respond-async  -----> derive key (400 on a bad body)    |
+ *   (or POST /async/<route>)      EVAL submit: XLEN >= max_queue? --+--> 429
+ *                                 HSET job:<id> queued + XADD ------+--> 202 {"job_id"}
+ *
+ *   consumer (any process)  XREADGROUP ... BLOCK (own connection) <-+
+ *                           XAUTOCLAIM every claim_after_ms/2 <-----+  (dead consumers' jobs)
+ *        |  EVAL start: attempts+1 (> 5: failed 500), state running
+ *        |  loopback request to our data port, X-Predcache-Job: <id>
+ *        |      --> proxy: cache hit, or the model server, and the result is cached
+ *        |  EVAL finish: HSET done|failed + result envelope, EX result_ttl_s,
+ *        v               XACK + XDEL (one script: stored before acknowledged)
+ *   GET /jobs/<id>  --> HGETALL job:<id> --> 202 queued|running, 200 result, 404
+ *
+ * A held job's stream entry is kept fresh (XCLAIM ... JUSTID every claim_after_ms/3), so
+ * only the entries of a consumer that stopped go idle and are taken over. A job whose
+ * process died five times is failed rather than retried forever. On SIGTERM the consumer
+ * stops reading; running jobs finish within the drain, and those cut off by the deadline
+ * are handed back (XCLAIM IDLE claim_after_ms), so another process takes them at once.
+ * Identical jobs held by this process run one after the other, the later ones from the
+ * cache.
+ */
+#include "predcache/jobs.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <json-c/json.h>
+#include <openssl/rand.h>
+
+#include "predcache/buf.h"
+#include "predcache/cachekey.h"
+#include "predcache/config.h"
+#include "predcache/envelope.h"
+#include "predcache/http.h"
+#include "predcache/log.h"
+#include "predcache/metrics.h"
+#include "predcache/store.h"
+#include "predcache/upstream.h"
+#include "predcache/worker.h"
+
+#define JOB_ID_BYTES 16
+#define JOB_ID_LEN (2 * JOB_ID_BYTES)
+#define JOBS_GROUP "predcache"
+#define JOBS_MAX_ATTEMPTS 5
+#define JOBS_BLOCK_MS 1000          /* XREADGROUP BLOCK */
+#define JOBS_WAIT_STREAM_MS 1000    /* poll for the stream before the first job */
+#define JOBS_RETRY_MS 250           /* after a failed consumer command or job step */
+#define JOBS_STEP_TRIES 20          /* then a job is let go, to come back after its lease */
+#define JOBS_PENDING_TTL_MIN_S 3600 /* a queued/running record lives at least this long */
+#define JOBS_BYTES_PER_MS 1000      /* extra command time for large bodies (1 MB/s) */
+#define JOBS_LOOPBACK_SLACK_MS 1000 /* the proxy's own timeout answer comes first */
+#define JOBS_STREAM_MAX (PC_CFG_STR * 2 + 8)
+#define JOBS_ENTRY_ID_MAX 48
+
+/* ---- Lua scripts: each step is one atomic script ----------------------------------- */
+
+/* KEYS: stream, record. ARGV: group, max_queue, pending_ttl_s, id, method, target,
+ * headers, body, submitted_at. Integer reply: the queue is full (its length). */
+static const char lua_submit[] =
+    "if redis.call('EXISTS', KEYS[1]) == 0 then\n"
+    "  redis.call('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')\n"
+    "end\n"
+    "local n = redis.call('XLEN', KEYS[1])\n"
+    "if n >= tonumber(ARGV[2]) then return n end\n"
+    "redis.call('HSET', KEYS[2], 'state', 'queued', 'attempts', '0', 'submitted_at', ARGV[9],\n"
+    "           'method', ARGV[5], 'target', ARGV[6])\n"
+    "redis.call('EXPIRE', KEYS[2], ARGV[3])\n"
+    "return redis.call('XADD', KEYS[1], '*', 'id', ARGV[4], 'method', ARGV[5], 'target',\n"
+    "                  ARGV[6], 'headers', ARGV[7], 'body', ARGV[8], 'submitted_at', ARGV[9])\n";
+
+/* KEYS: stream. ARGV: group. 1 when the stream exists (its group then exists too). */
+static const char lua_ensure[] = "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end\n"
+                                 "pcall(redis.call, 'XGROUP', 'CREATE', KEYS[1], ARGV[1], '0')\n"
+                                 "return 1\n";
+
+/* KEYS: record. ARGV: pending_ttl_s, max_attempts, consumer, now_ms.
+ * Reply: {verdict, attempts}, verdict one of run, exhausted, done, failed. */
+static const char lua_start[] =
+    "local st = redis.call('HGET', KEYS[1], 'state')\n"
+    "if st == 'done' or st == 'failed' then return {st, 0} end\n"
+    "local n = redis.call('HINCRBY', KEYS[1], 'attempts', 1)\n"
+    "if n > tonumber(ARGV[2]) then return {'exhausted', n} end\n"
+    "redis.call('HSET', KEYS[1], 'state', 'running', 'consumer', ARGV[3], 'started_at', ARGV[4])\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[1])\n"
+    "return {'run', n}\n";
+
+/* KEYS: record, stream. ARGV: ttl_s, state ('' = acknowledge only), result, cache, key,
+ * hits, now_ms, group, entry id. */
+static const char lua_finish[] =
+    "if ARGV[2] ~= '' then\n"
+    "  redis.call('HSET', KEYS[1], 'state', ARGV[2], 'result', ARGV[3], 'cache', ARGV[4],\n"
+    "             'key', ARGV[5], 'hits', ARGV[6], 'finished_at', ARGV[7])\n"
+    "  redis.call('EXPIRE', KEYS[1], ARGV[1])\n"
+    "end\n"
+    "redis.call('XACK', KEYS[2], ARGV[8], ARGV[9])\n"
+    "redis.call('XDEL', KEYS[2], ARGV[9])\n"
+    "return 1\n";
+
+/* KEYS: stream, record. ARGV: group, consumer, entry id, idle_ms, started (0|1).
+ * Makes the entry look idle for claim_after_ms, so the next XAUTOCLAIM anywhere takes it;
+ * a job that was started goes back to queued and its attempt is not counted. */
+static const char lua_release[] =
+    "redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4], 'JUSTID')\n"
+    "if ARGV[5] == '1' and redis.call('HGET', KEYS[2], 'state') == 'running' then\n"
+    "  redis.call('HSET', KEYS[2], 'state', 'queued')\n"
+    "  redis.call('HINCRBY', KEYS[2], 'attempts', -1)\n"
+    "end\n"
+    "return 1\n";
+
+/* ---- state ------------------------------------------------------------------------- */
+
+enum consumer_state { CONS_WAIT_STREAM, CONS_READ };
+
+enum job_state {
+    JS_STARTING,  /* start script in flight */
+    JS_PARKED,    /* an identical job of ours is running: wait for its cached answer */
+    JS_RUNNING,   /* loopback request in flight */
+    JS_FINISHING, /* finish script in flight */
+    JS_RELEASING, /* release script in flight */
+};
+
+struct job;
+
+struct pc_jobs {
+    struct pc_worker *w;
+    const struct pc_config *cfg;
+    struct pc_config upcfg;  /* cfg with the loopback timeouts, for up */
+    struct pc_upstream *up;  /* to our own data port */
+    struct pc_store *bst;    /* the consumer's blocking connection */
+    struct pc_metrics bst_m; /* its counters, kept out of the worker's */
+    char stream[JOBS_STREAM_MAX];
+    char consumer[128];
+    char cursor[JOBS_ENTRY_ID_MAX]; /* XAUTOCLAIM position */
+    enum consumer_state cstate;
+    int bst_busy; /* a consumer command is in flight on bst */
+    uint64_t next_reclaim_us;
+    struct event *consumer_timer;
+    struct event *heartbeat;
+    struct job *held; /* list of held jobs */
+    size_t n_held;
+    size_t pending_cmds; /* our commands in flight on the worker's store */
+    int draining;
+    int closing; /* pc_jobs_free ran: callbacks only let go */
+};
+
+/* What the proxy said about the cache when it answered a job ("" when absent). */
+struct cache_info {
+    char cache[16]; /* X-Cache */
+    char key[PC_KEY_MAX];
+    char hits[32]; /* X-Cache-Hits, on per-instance batches */
+};
+
+struct job {
+    struct pc_jobs *j;
+    struct job *prev, *next;
+    enum job_state state;
+    struct event *retry; /* re-sends the current Redis step after a failure */
+    int tries;           /* failed sends of the current step */
+    char entry[JOBS_ENTRY_ID_MAX];
+    char id[JOB_ID_LEN + 1];
+    char *method, *target, *body;
+    size_t body_len;
+    struct pc_header *headers; /* n_headers + the marker */
+    size_t n_headers;
+    char key[PC_KEY_MAX]; /* cache key, "" when it cannot be derived */
+    int attempt;
+    uint64_t start_us;
+    /* The outcome, kept until Redis has it. */
+    char fin_state[8]; /* done, failed, or "" to acknowledge only */
+    struct pc_buf fin_env;
+    struct cache_info fin_ci;
+};
+
+/* A client request waiting for Redis (submit or poll). */
+struct jreq {
+    struct pc_jobs *j;
+    struct pc_http_req *req;
+    int compat;
+    int prefer; /* submitted with Prefer: respond-async */
+    char id[JOB_ID_LEN + 1];
+};
+
+static void consumer_step(struct pc_jobs *j);
+static void job_run(struct job *jb);
+
+static const struct pc_header json_ct = {(char *)"Content-Type", (char *)"application/json"};
+
+/* ---- small helpers ----------------------------------------------------------------- */
+
+static int starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static void hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int random_hex(char *out, size_t nbytes)
+{
+    unsigned char raw[64];
+    if (nbytes > sizeof raw || RAND_bytes(raw, (int)nbytes) != 1)
+        return -1;
+    hex(raw, nbytes, out);
+    return 0;
+}
+
+static int valid_job_id(const char *s)
+{
+    if (strlen(s) != JOB_ID_LEN)
+        return 0;
+    for (const char *p = s; *p; p++) {
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f')))
+            return 0;
+    }
+    return 1;
+}
+
+static void record_key(const struct pc_jobs *j, const char *id, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%sjob:%s", j->cfg->key_prefix, id);
+}
+
+/* {"error":"msg"} into b. */
+static void json_error(struct pc_buf *b, const char *msg)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "error", json_object_new_string(msg));
+    pc_buf_append_str(b, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+    json_object_put(o);
+}
+
+static const struct pc_reply *elem(const struct pc_reply *r, size_t i)
+{
+    return r != NULL ? pc_reply_elem(r, i) : NULL;
+}
+
+/* Copies a string reply into out (NUL-terminated, cut to outlen); 0 ok, -1 not a string. */
+static int reply_copy(const struct pc_reply *r, char *out, size_t outlen)
+{
+    size_t len;
+    const char *s = r != NULL && pc_reply_type(r) == PC_REPLY_STRING ? pc_reply_str(r, &len) : NULL;
+    if (s == NULL || len >= outlen)
+        return -1;
+    memcpy(out, s, len);
+    out[len] = '\0';
+    return 0;
+}
+
+static int reply_is(const struct pc_reply *r, const char *want)
+{
+    size_t len;
+    const char *s = r != NULL && pc_reply_type(r) == PC_REPLY_STRING ? pc_reply_str(r, &len) : NULL;
+    return s != NULL && len == strlen(want) && memcmp(s, want, len) == 0;
+}
+
+/* An error reply that says the stream or its group is gone (FLUSHALL, XGROUP DESTROY). */
+static int reply_nogroup(const struct pc_reply *r)
+{
+    size_t len;
+    const char *s = r != NULL && pc_reply_type(r) == PC_REPLY_ERROR ? pc_reply_str(r, &len) : NULL;
+    return s != NULL && len >= 7 && memcmp(s, "NOGROUP", 7) == 0;
+}
+
+/* Sends a command on the worker's store, counted so that the module outlives it. */
+static int store_cmd(struct pc_jobs *j, int timeout_ms, pc_store_cmd_cb cb, void *arg, int argc,
+                     const char **argv, const size_t *lens)
+{
+    /* The command's timer counts from libevent's cached time, taken before this callback
+     * began: after CPU-heavy work here (a large body's key), it would fire early. */
+    event_base_update_cache_time(j->w->base);
+    if (pc_store_command(j->w->store, timeout_ms, cb, arg, argc, argv, lens) != 0)
+        return -1;
+    j->pending_cmds++;
+    return 0;
+}
+
+/* Time for a command that carries n bytes. */
+static int cmd_timeout(const struct pc_jobs *j, size_t n)
+{
+    size_t extra = n / JOBS_BYTES_PER_MS;
+    return j->cfg->redis_timeout_ms + (int)(extra > 60000 ? 60000 : extra);
+}
+
+static int pending_ttl_s(const struct pc_jobs *j)
+{
+    return j->cfg->jobs_result_ttl_s > JOBS_PENDING_TTL_MIN_S ? j->cfg->jobs_result_ttl_s
+                                                              : JOBS_PENDING_TTL_MIN_S;
+}
+
+/* The module is freed once pc_jobs_free ran and no command of ours is in flight. */
+static void jobs_maybe_free(struct pc_jobs *j)
+{
+    if (!j->closing || j->pending_cmds > 0)
+        return;
+    free(j);
+}
+
+/* ---- answering clients ------------------------------------------------------------- */
+
+static void jreq_answer(struct pc_jobs *j, struct pc_http_req *req, int status,
+                        const struct pc_header *h, size_t n, const char *body, size_t len)
+{
+    (void)j;
+    double total_ms = (double)(pc_now_us() - pc_http_req_start_us(req)) / 1000.0;
+    struct pc_access a = {
+        .client = pc_http_req_client(req),
+        .method = pc_http_req_method(req),
+        .path = pc_http_req_path(req),
+        .status = status,
+        .cache = "JOB",
+        .key = NULL,
+        .backend_ms = -1,
+        .total_ms = total_ms,
+        .bytes = len,
+    };
+    pc_log_access(&a);
+    pc_http_reply(req, status, h, n, body, len);
+}
+
+static void answer_error(struct pc_jobs *j, struct pc_http_req *req, int status, const char *msg,
+                         int retry_after)
+{
+    struct pc_buf b;
+    pc_buf_init(&b);
+    json_error(&b, msg);
+    struct pc_header h[2] = {json_ct, {(char *)"Retry-After", (char *)"1"}};
+    pc_log(status >= 500 ? PC_LOG_WARN : PC_LOG_INFO, "jobs: %s %s -> %d %s",
+           pc_http_req_method(req), pc_http_req_path(req), status, msg);
+    jreq_answer(j, req, status, h, retry_after ? 2 : 1, b.data, b.len);
+    pc_buf_release(&b);
+}
+
+static struct jreq *jreq_new(struct pc_jobs *j, struct pc_http_req *req)
+{
+    struct jreq *jr = calloc(1, sizeof *jr);
+    if (jr == NULL)
+        return NULL;
+    jr->j = j;
+    jr->req = req;
+    j->w->metrics.in_flight++; /* the drain waits for it */
+    return jr;
+}
+
+/* Answered (or let go): the request is gone, the counters move back. */
+static void jreq_free(struct jreq *jr)
+{
+    jr->j->w->metrics.in_flight--;
+    free(jr);
+}
+
+/* ---- submit ------------------------------------------------------------------------ */
+
+/* Does any Prefer header hold the respond-async preference (RFC 7240)? */
+static int prefers_async(const struct pc_http_req *req)
+{
+    size_t n;
+    const struct pc_header *h = pc_http_req_headers(req, &n);
+    for (size_t i = 0; i < n; i++) {
+        if (!pc_strcaseeq(h[i].name, "Prefer"))
+            continue;
+        for (const char *p = h[i].value; *p;) {
+            while (*p == ' ' || *p == '\t' || *p == ',')
+                p++;
+            size_t tl = strcspn(p, "=;, \t");
+            if (tl == 13 && strncasecmp(p, "respond-async", 13) == 0)
+                return 1;
+            p += strcspn(p, ",");
+        }
+    }
+    return 0;
+}
+
+/* The request's end-to-end headers as JSON [[name, value], ...] for the loopback call:
+ * no hop-by-hop ones, no Prefer (the job must run synchronously), no framing, and the
+ * client appended to X-Forwarded-For as a proxy would. */
+static char *headers_json(const struct pc_http_req *req, size_t *len)
+{
+    size_t n;
+    const struct pc_header *h = pc_http_req_headers(req, &n);
+    json_object *arr = json_object_new_array();
+    struct pc_buf xff;
+    pc_buf_init(&xff);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = h[i].name;
+        if (pc_http_is_hop_by_hop(name) || pc_strcaseeq(name, "Prefer") ||
+            pc_strcaseeq(name, "Host") || pc_strcaseeq(name, "Content-Length") ||
+            pc_strcaseeq(name, "Expect") || pc_strcaseeq(name, PC_JOBS_MARKER))
+            continue;
+        if (pc_strcaseeq(name, "X-Forwarded-For")) {
+            pc_buf_printf(&xff, "%s%s", xff.len ? ", " : "", h[i].value);
+            continue;
+        }
+        json_object *pair = json_object_new_array();
+        json_object_array_add(pair, json_object_new_string(name));
+        json_object_array_add(pair, json_object_new_string(h[i].value));
+        json_object_array_add(arr, pair);
+    }
+    pc_buf_printf(&xff, "%s%s", xff.len ? ", " : "", pc_http_req_client(req));
+    json_object *pair = json_object_new_array();
+    json_object_array_add(pair, json_object_new_string("X-Forwarded-For"));
+    json_object_array_add(pair, json_object_new_string(xff.data ? xff.data : ""));
+    json_object_array_add(arr, pair);
+    pc_buf_release(&xff);
+    size_t l;
+    const char *s = json_object_to_json_string_length(arr, JSON_C_TO_STRING_PLAIN, &l);
+    char *out = s ? strndup(s, l) : NULL;
+    *len = out ? l : 0;
+    json_object_put(arr);
+    return out;
+}
+
+static void on_submit(const struct pc_reply *r, void *arg)
+{
+    struct jreq *jr = arg;
+    struct pc_jobs *j = jr->j;
+    j->pending_cmds--;
+    struct pc_metrics *m = &j->w->metrics;
+    if (r != NULL && pc_reply_type(r) == PC_REPLY_STRING) {
+        m->jobs_submitted++;
+        char loc[16 + JOB_ID_LEN], body[64 + JOB_ID_LEN];
+        snprintf(loc, sizeof loc, "/jobs/%s", jr->id);
+        int n = snprintf(body, sizeof body, "{\"job_id\":\"%s\",\"status\":\"queued\"}", jr->id);
+        struct pc_header h[3] = {json_ct, {(char *)"Location", loc}};
+        size_t nh = 2;
+        if (jr->prefer)
+            h[nh++] = (struct pc_header){(char *)"Preference-Applied", (char *)"respond-async"};
+        pc_log(PC_LOG_DEBUG, "jobs: job %s queued", jr->id);
+        jreq_answer(j, jr->req, 202, h, nh, body, (size_t)n);
+        /* A consumer waiting for the stream to appear need not wait for its next poll. */
+        if (j->cstate == CONS_WAIT_STREAM && !j->bst_busy && !j->draining && !j->closing) {
+            event_del(j->consumer_timer);
+            consumer_step(j);
+        }
+    } else if (r != NULL && pc_reply_type(r) == PC_REPLY_INTEGER) {
+        m->jobs_rejected++;
+        char msg[128];
+        snprintf(msg, sizeof msg, "job queue full: %lld jobs waiting (max_queue %d)",
+                 pc_reply_integer(r), j->cfg->jobs_max_queue);
+        answer_error(j, jr->req, 429, msg, 1);
+    } else {
+        m->jobs_rejected++;
+        answer_error(j, jr->req, 503, "job queue unavailable", 1);
+    }
+    jreq_free(jr);
+    jobs_maybe_free(j);
+}
+
+/* Queues req as a job for route ("/path" after any alias prefix). */
+static void submit(struct pc_jobs *j, struct pc_http_req *req, const char *route, int prefer)
+{
+    struct pc_worker *w = j->w;
+    const char *query = pc_http_req_query(req);
+    struct pc_buf target;
+    pc_buf_init(&target);
+    pc_buf_append_str(&target, route);
+    if (query[0] != '\0')
+        pc_buf_printf(&target, "?%s", query);
+    size_t body_len;
+    const char *body = pc_http_req_body(req, &body_len);
+
+    /* A body the proxy would refuse is refused now, not after the wait. */
+    if (pc_proxy_route_cacheable(j->cfg, pc_http_req_method(req), route)) {
+        char key[PC_KEY_MAX], why[256];
+        enum pc_key_kind kind;
+        const char *ct = pc_http_req_header(req, "Content-Type");
+        if (pc_cachekey_derive(&w->keyp, target.data, body, body_len,
+                               ct != NULL && strcasestr(ct, "json") != NULL, key, &kind, why,
+                               sizeof why) != 0) {
+            pc_buf_release(&target);
+            answer_error(j, req, 400, why, 0);
+            return;
+        }
+    }
+    if (!pc_store_ready(w->store)) {
+        pc_buf_release(&target);
+        w->metrics.jobs_rejected++;
+        answer_error(j, req, 503, "job queue unavailable", 1);
+        return;
+    }
+    struct jreq *jr = jreq_new(j, req);
+    size_t hlen = 0;
+    char *hjson = headers_json(req, &hlen);
+    if (jr == NULL || hjson == NULL || random_hex(jr->id, JOB_ID_BYTES) != 0) {
+        pc_buf_release(&target);
+        free(hjson);
+        if (jr != NULL)
+            jreq_free(jr);
+        answer_error(j, req, 503, "out of memory", 1);
+        return;
+    }
+    jr->prefer = prefer;
+    char rkey[PC_CFG_STR + 16 + JOB_ID_LEN], maxq[16], ttl[16], now[24];
+    record_key(j, jr->id, rkey, sizeof rkey);
+    snprintf(maxq, sizeof maxq, "%d", j->cfg->jobs_max_queue);
+    snprintf(ttl, sizeof ttl, "%d", pending_ttl_s(j));
+    snprintf(now, sizeof now, "%lld", (long long)pc_wall_ms());
+    const char *method = pc_http_req_method(req);
+    const char *argv[] = {"EVAL", lua_submit, "2",    j->stream,   rkey,  JOBS_GROUP, maxq,
+                          ttl,    jr->id,     method, target.data, hjson, body,       now};
+    size_t lens[] = {4,
+                     sizeof lua_submit - 1,
+                     1,
+                     strlen(j->stream),
+                     strlen(rkey),
+                     strlen(JOBS_GROUP),
+                     strlen(maxq),
+                     strlen(ttl),
+                     JOB_ID_LEN,
+                     strlen(method),
+                     target.len,
+                     hlen,
+                     body_len,
+                     strlen(now)};
+    if (body == NULL)
+        argv[12] = "";
+    int rc = store_cmd(j, cmd_timeout(j, body_len + hlen), on_submit, jr, 14, argv, lens);
+    pc_buf_release(&target);
+    free(hjson);
+    if (rc != 0) {
+        jreq_free(jr);
+        w->metrics.jobs_rejected++;
+        answer_error(j, req, 503, "job queue unavailable", 1);
+    }
+}
+
+/* ---- poll -------------------------------------------------------------------------- */
+
+struct record {
+    char state[16];
+    const char *result;
+    size_t result_len;
+    char cache[16];
+    char key[PC_KEY_MAX];
+    char hits[32];
+};
+
+/* HGETALL reply -> record. 0 ok; -1 no such job (empty hash). */
+static int parse_record(const struct pc_reply *r, struct record *rec)
+{
+    memset(rec, 0, sizeof *rec);
+    size_t n = pc_reply_count(r);
+    for (size_t i = 0; i + 1 < n; i += 2) {
+        const struct pc_reply *k = pc_reply_elem(r, i), *v = pc_reply_elem(r, i + 1);
+        if (reply_is(k, "state"))
+            reply_copy(v, rec->state, sizeof rec->state);
+        else if (reply_is(k, "cache"))
+            reply_copy(v, rec->cache, sizeof rec->cache);
+        else if (reply_is(k, "key"))
+            reply_copy(v, rec->key, sizeof rec->key);
+        else if (reply_is(k, "hits"))
+            reply_copy(v, rec->hits, sizeof rec->hits);
+        else if (reply_is(k, "result") && pc_reply_type(v) == PC_REPLY_STRING)
+            rec->result = pc_reply_str(v, &rec->result_len);
+    }
+    return n > 0 ? 0 : -1;
+}
+
+/* 200 {"<id>": {"prediction": <the model's JSON answer, or its text>}} */
+static void answer_compat_done(struct pc_jobs *j, struct jreq *jr, const struct pc_envelope *env)
+{
+    json_tokener *tok = json_tokener_new();
+    json_object *pred = tok ? json_tokener_parse_ex(tok, env->body, (int)env->body_len) : NULL;
+    if (tok != NULL && (json_tokener_get_error(tok) != json_tokener_success ||
+                        json_tokener_get_parse_end(tok) != env->body_len)) {
+        json_object_put(pred);
+        pred = json_object_new_string_len(env->body, (int)env->body_len);
+    }
+    json_tokener_free(tok);
+    json_object *inner = json_object_new_object(), *outer = json_object_new_object();
+    json_object_object_add(inner, "prediction", pred);
+    json_object_object_add(outer, jr->id, inner);
+    size_t len;
+    const char *s = json_object_to_json_string_length(outer, JSON_C_TO_STRING_PLAIN, &len);
+    struct pc_header h[2] = {json_ct, {(char *)"X-Job-Status", (char *)"done"}};
+    jreq_answer(j, jr->req, 200, h, 2, s, len);
+    json_object_put(outer);
+}
+
+static void on_poll(const struct pc_reply *r, void *arg)
+{
+    struct jreq *jr = arg;
+    struct pc_jobs *j = jr->j;
+    j->pending_cmds--;
+    struct record rec;
+    if (r == NULL || pc_reply_type(r) != PC_REPLY_ARRAY || j->closing) {
+        answer_error(j, jr->req, 503, "job store unavailable", 1);
+    } else if (parse_record(r, &rec) != 0) {
+        answer_error(j, jr->req, 404, "no such job (unknown id, or its result expired)", 0);
+    } else if (strcmp(rec.state, "done") == 0 || strcmp(rec.state, "failed") == 0) {
+        struct pc_envelope env;
+        char ctype[PC_CFG_STR];
+        if (rec.result == NULL ||
+            pc_envelope_decode(rec.result, rec.result_len, &env, ctype, sizeof ctype) != 0) {
+            answer_error(j, jr->req, 500, "unreadable job result", 0);
+        } else if (jr->compat && strcmp(rec.state, "done") == 0) {
+            answer_compat_done(j, jr, &env);
+        } else {
+            struct pc_header h[5];
+            size_t n = 0;
+            if (env.content_type[0] != '\0')
+                h[n++] = (struct pc_header){(char *)"Content-Type", (char *)env.content_type};
+            h[n++] = (struct pc_header){(char *)"X-Job-Status", rec.state};
+            if (rec.cache[0] != '\0')
+                h[n++] = (struct pc_header){(char *)"X-Cache", rec.cache};
+            if (rec.key[0] != '\0')
+                h[n++] = (struct pc_header){(char *)"X-Cache-Key", rec.key};
+            if (rec.hits[0] != '\0')
+                h[n++] = (struct pc_header){(char *)"X-Cache-Hits", rec.hits};
+            jreq_answer(j, jr->req, env.status, h, n, env.body, env.body_len);
+        }
+    } else {
+        const char *state = strcmp(rec.state, "running") == 0 ? "running" : "queued";
+        char loc[16 + JOB_ID_LEN], body[128 + 2 * JOB_ID_LEN];
+        snprintf(loc, sizeof loc, "/jobs/%s", jr->id);
+        struct pc_header h[4] = {json_ct,
+                                 {(char *)"X-Job-Status", (char *)state},
+                                 {(char *)"Retry-After", (char *)"1"},
+                                 {(char *)"Location", loc}};
+        int n;
+        if (jr->compat) /* the seed answered a pending job with a null prediction */
+            n = snprintf(body, sizeof body, "{\"%s\":{\"prediction\":null,\"status\":\"%s\"}}",
+                         jr->id, state);
+        else
+            n = snprintf(body, sizeof body, "{\"job_id\":\"%s\",\"status\":\"%s\"}", jr->id, state);
+        jreq_answer(j, jr->req, jr->compat ? 200 : 202, h, 4, body, (size_t)n);
+    }
+    jreq_free(jr);
+    jobs_maybe_free(j);
+}
+
+static void poll_job(struct pc_jobs *j, struct pc_http_req *req, const char *id, int compat)
+{
+    j->w->metrics.jobs_polled++;
+    const char *method = pc_http_req_method(req);
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+        const char *body = "{\"error\":\"method not allowed\"}";
+        struct pc_header h[2] = {json_ct, {(char *)"Allow", (char *)"GET, HEAD"}};
+        jreq_answer(j, req, 405, h, 2, body, strlen(body));
+        return;
+    }
+    if (!valid_job_id(id)) {
+        answer_error(j, req, 404, "no such job (unknown id, or its result expired)", 0);
+        return;
+    }
+    struct jreq *jr = jreq_new(j, req);
+    if (jr == NULL) {
+        answer_error(j, req, 503, "out of memory", 1);
+        return;
+    }
+    jr->compat = compat;
+    memcpy(jr->id, id, JOB_ID_LEN + 1);
+    char rkey[PC_CFG_STR + 16 + JOB_ID_LEN];
+    record_key(j, id, rkey, sizeof rkey);
+    const char *argv[] = {"HGETALL", rkey};
+    size_t lens[] = {7, strlen(rkey)};
+    /* The reply may carry a large result: allow it time to arrive. */
+    if (store_cmd(j, cmd_timeout(j, 0) + 1000, on_poll, jr, 2, argv, lens) != 0) {
+        jreq_free(jr);
+        answer_error(j, req, 503, "job store unavailable", 1);
+    }
+}
+
+/* ---- the request entry point ------------------------------------------------------- */
+
+int pc_jobs_handle(struct pc_jobs *j, struct pc_http_req *req)
+{
+    const struct pc_config *cfg = j->cfg;
+    const char *method = pc_http_req_method(req);
+    const char *path = pc_http_req_path(req);
+    if (pc_http_req_header(req, PC_JOBS_MARKER) != NULL)
+        return 0; /* a job running through the proxy (or a client opting out) */
+    if (starts_with(path, "/jobs/")) {
+        poll_job(j, req, path + 6, 0);
+        return 1;
+    }
+    if (cfg->jobs_compat && starts_with(path, "/job/")) {
+        poll_job(j, req, path + 5, 1);
+        return 1;
+    }
+    size_t pl = strlen(cfg->jobs_async_prefix);
+    if (pl > 0 && starts_with(path, cfg->jobs_async_prefix) && path[pl] == '/') {
+        const char *route = path + pl;
+        if (!pc_proxy_route_cacheable(cfg, method, route)) {
+            char msg[PC_CFG_STR + 128];
+            snprintf(msg, sizeof msg, "%.16s %.200s is not a cacheable route: no async job", method,
+                     route);
+            answer_error(j, req, 404, msg, 0);
+            return 1;
+        }
+        submit(j, req, route, prefers_async(req));
+        return 1;
+    }
+    if (cfg->jobs_compat && strcmp(method, "POST") == 0 && strcmp(path, "/predict") == 0) {
+        submit(j, req, path, prefers_async(req));
+        return 1;
+    }
+    if (prefers_async(req) && pc_proxy_route_cacheable(cfg, method, path)) {
+        submit(j, req, path, 1);
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- held jobs --------------------------------------------------------------------- */
+
+static void job_free(struct job *jb)
+{
+    struct pc_jobs *j = jb->j;
+    if (jb->prev)
+        jb->prev->next = jb->next;
+    else
+        j->held = jb->next;
+    if (jb->next)
+        jb->next->prev = jb->prev;
+    j->n_held--;
+    if (!j->closing)
+        j->w->metrics.jobs_running = (int64_t)j->n_held;
+    if (jb->retry)
+        event_free(jb->retry);
+    for (size_t i = 0; i < jb->n_headers; i++) {
+        free(jb->headers[i].name);
+        free(jb->headers[i].value);
+    }
+    free(jb->headers);
+    free(jb->method);
+    free(jb->target);
+    free(jb->body);
+    pc_buf_release(&jb->fin_env);
+    free(jb);
+    if (!j->closing && !j->draining)
+        consumer_step(j); /* a slot is free */
+}
+
+/* Lets go of a job without touching Redis: its entry stays pending in our name, goes
+ * idle, and is reclaimed (by us or another process) after claim_after_ms. */
+static void job_drop(struct job *jb, const char *why)
+{
+    if (!jb->j->closing)
+        pc_log(PC_LOG_WARN, "jobs: job %s left for a retry after claim_after_ms: %s",
+               jb->id[0] ? jb->id : jb->entry, why);
+    job_free(jb);
+}
+
+/* A Redis step failed (down, timed out): try it again shortly, a bounded number of times,
+ * so that a blip costs neither a second inference nor a wait of claim_after_ms. */
+static void job_retry(struct job *jb, const char *why)
+{
+    if (++jb->tries > JOBS_STEP_TRIES) {
+        job_drop(jb, why);
+        return;
+    }
+    pc_log(PC_LOG_DEBUG, "jobs: job %s: %s; retrying", jb->id, why);
+    struct timeval tv = {0, JOBS_RETRY_MS * 1000};
+    evtimer_add(jb->retry, &tv);
+}
+
+/* Runs our jobs parked behind a job with this cache key: its answer is in the cache now
+ * (the proxy queued its SET before answering, on the connection our lookups use). */
+static void wake_parked(struct pc_jobs *j, const char *key)
+{
+    if (key[0] == '\0')
+        return;
+    struct job *p = j->held;
+    while (p != NULL) {
+        struct job *next = p->next;
+        if (p->state == JS_PARKED && strcmp(p->key, key) == 0)
+            job_run(p); /* may free p, never another job */
+        p = next;
+    }
+}
+
+static void finish_send(struct job *jb);
+
+static void on_finish(const struct pc_reply *r, void *arg)
+{
+    struct job *jb = arg;
+    struct pc_jobs *j = jb->j;
+    j->pending_cmds--;
+    if (j->closing) {
+        job_free(jb);
+        jobs_maybe_free(j);
+        return;
+    }
+    if (r == NULL)
+        job_retry(jb, "Redis did not store its result");
+    else if (pc_reply_type(r) == PC_REPLY_ERROR)
+        job_drop(jb, "Redis refused its result");
+    else
+        job_free(jb);
+}
+
+/* The finish script with the kept outcome; may be sent again after a failure. */
+static void finish_send(struct job *jb)
+{
+    struct pc_jobs *j = jb->j;
+    const struct cache_info *ci = &jb->fin_ci;
+    char rkey[PC_CFG_STR + 16 + JOB_ID_LEN], ttl[16], now[24];
+    record_key(j, jb->id, rkey, sizeof rkey);
+    snprintf(ttl, sizeof ttl, "%d", j->cfg->jobs_result_ttl_s);
+    snprintf(now, sizeof now, "%lld", (long long)pc_wall_ms());
+    const char *env = jb->fin_env.data ? jb->fin_env.data : "";
+    const char *argv[] = {"EVAL",   lua_finish,    "2",        rkey,      j->stream,
+                          ttl,      jb->fin_state, env,        ci->cache, ci->key,
+                          ci->hits, now,           JOBS_GROUP, jb->entry};
+    size_t lens[14];
+    for (size_t i = 0; i < 14; i++)
+        lens[i] = strlen(argv[i]);
+    lens[1] = sizeof lua_finish - 1;
+    lens[7] = jb->fin_env.len;
+    if (store_cmd(j, cmd_timeout(j, jb->fin_env.len), on_finish, jb, 14, argv, lens) != 0)
+        job_retry(jb, "Redis unavailable to store its result");
+}
+
+/*
+ * Stores the job's outcome and acknowledges its entry, in one script. state NULL:
+ * acknowledge only (the job was finished before). ci may be NULL.
+ */
+static void job_finish(struct job *jb, const char *state, int status, const char *ctype,
+                       const char *body, size_t len, const struct cache_info *ci)
+{
+    struct pc_jobs *j = jb->j;
+    jb->state = JS_FINISHING;
+    jb->tries = 0;
+    if (ci != NULL)
+        jb->fin_ci = *ci;
+    pc_strlcpy(jb->fin_state, state ? state : "", sizeof jb->fin_state);
+    if (state != NULL) {
+        struct pc_envelope e = {.status = status,
+                                .stored_at_ms = pc_wall_ms(),
+                                .content_type = ctype ? ctype : "",
+                                .body = body ? body : "",
+                                .body_len = body ? len : 0};
+        if (pc_envelope_encode(&e, &jb->fin_env) != 0) { /* a content type it cannot hold */
+            e.content_type = "";
+            pc_buf_release(&jb->fin_env);
+            pc_envelope_encode(&e, &jb->fin_env);
+        }
+        const char *cache = jb->fin_ci.cache;
+        double ms = (double)(pc_now_us() - jb->start_us) / 1000.0;
+        pc_log(PC_LOG_INFO, "jobs: job %s %s: %d%s%s%s in %.1f ms (attempt %d)", jb->id, state,
+               status, cache[0] ? " (" : "", cache, cache[0] ? ")" : "", ms, jb->attempt);
+        if (strcmp(state, "done") == 0)
+            j->w->metrics.jobs_done++;
+        else
+            j->w->metrics.jobs_failed++;
+    }
+    finish_send(jb);
+}
+
+/* A job failed by predcache itself (not by the model server): status + {"error": msg}. */
+static void job_fail(struct job *jb, int status, const char *msg)
+{
+    struct pc_buf b;
+    pc_buf_init(&b);
+    json_error(&b, msg);
+    job_finish(jb, "failed", status, "application/json", b.data, b.len, NULL);
+    pc_buf_release(&b);
+}
+
+static void on_release(const struct pc_reply *r, void *arg)
+{
+    (void)r; /* not handed back: the lease runs out instead */
+    struct job *jb = arg;
+    struct pc_jobs *j = jb->j;
+    j->pending_cmds--;
+    job_free(jb);
+    jobs_maybe_free(j);
+}
+
+/* Hands the job back to the queue for another process (shutdown). */
+static void job_release(struct job *jb, int started)
+{
+    struct pc_jobs *j = jb->j;
+    jb->state = JS_RELEASING;
+    j->w->metrics.jobs_released++;
+    pc_log(PC_LOG_INFO, "jobs: job %s handed back to the queue (shutting down)",
+           jb->id[0] ? jb->id : jb->entry);
+    char rkey[PC_CFG_STR + 16 + JOB_ID_LEN], idle[16];
+    record_key(j, jb->id, rkey, sizeof rkey);
+    snprintf(idle, sizeof idle, "%d", j->cfg->jobs_claim_after_ms);
+    const char *st = started ? "1" : "0";
+    const char *argv[] = {"EVAL",     lua_release, "2",       j->stream, rkey,
+                          JOBS_GROUP, j->consumer, jb->entry, idle,      st};
+    size_t lens[10];
+    for (size_t i = 0; i < 10; i++)
+        lens[i] = strlen(argv[i]);
+    lens[1] = sizeof lua_release - 1;
+    if (store_cmd(j, 0, on_release, jb, 10, argv, lens) != 0)
+        job_drop(jb, "Redis unavailable to hand it back");
+}
+
+static const char *find_header(const struct pc_upstream_resp *r, const char *name)
+{
+    for (size_t i = 0; i < r->n_headers; i++) {
+        if (pc_strcaseeq(r->headers[i].name, name))
+            return r->headers[i].value;
+    }
+    return NULL;
+}
+
+/* The loopback request answered: that answer is the job's result. */
+static void on_job_answer(const struct pc_upstream_resp *r, void *arg)
+{
+    struct job *jb = arg;
+    struct pc_jobs *j = jb->j;
+    if (j->closing) {
+        job_free(jb);
+        return;
+    }
+    char twin_key[PC_KEY_MAX]; /* jb may be gone below */
+    pc_strlcpy(twin_key, jb->key, sizeof twin_key);
+    if (r->error == PC_UP_SHUTDOWN || (r->error != PC_UP_OK && j->draining)) {
+        job_release(jb, 1);
+    } else if (r->error != PC_UP_OK) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "job request to predcache failed: %s", r->errmsg);
+        job_fail(jb, pc_upstream_error_status(r->error), msg);
+    } else {
+        struct cache_info ci;
+        const char *v;
+        pc_strlcpy(ci.cache, (v = find_header(r, "X-Cache")) ? v : "", sizeof ci.cache);
+        pc_strlcpy(ci.key, (v = find_header(r, "X-Cache-Key")) ? v : "", sizeof ci.key);
+        pc_strlcpy(ci.hits, (v = find_header(r, "X-Cache-Hits")) ? v : "", sizeof ci.hits);
+        job_finish(jb, r->status >= 200 && r->status <= 299 ? "done" : "failed", r->status,
+                   find_header(r, "Content-Type"), r->body.data, r->body.len, &ci);
+    }
+    wake_parked(j, twin_key);
+}
+
+static void job_run(struct job *jb)
+{
+    struct pc_jobs *j = jb->j;
+    if (j->draining) {
+        job_release(jb, 1);
+        return;
+    }
+    jb->state = JS_RUNNING;
+    pc_log(PC_LOG_DEBUG, "jobs: job %s running %s %s (attempt %d)", jb->id, jb->method, jb->target,
+           jb->attempt);
+    if (pc_upstream_send(j->up, jb->method, jb->target, jb->headers, jb->n_headers + 1, jb->body,
+                         jb->body_len, 0, on_job_answer, jb) == NULL)
+        job_fail(jb, 502, "cannot start the job's request to predcache");
+}
+
+/* Is another job of ours with the same cache key running now? */
+static int twin_running(const struct job *jb)
+{
+    if (jb->key[0] == '\0')
+        return 0;
+    for (const struct job *p = jb->j->held; p != NULL; p = p->next) {
+        if (p != jb && p->state == JS_RUNNING && strcmp(p->key, jb->key) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+static void start_send(struct job *jb);
+
+static void on_start(const struct pc_reply *r, void *arg)
+{
+    struct job *jb = arg;
+    struct pc_jobs *j = jb->j;
+    j->pending_cmds--;
+    if (j->closing) {
+        job_free(jb);
+        jobs_maybe_free(j);
+        return;
+    }
+    const struct pc_reply *verdict = elem(r, 0), *count = elem(r, 1);
+    if (r == NULL) {
+        job_retry(jb, "Redis did not answer its start");
+    } else if (pc_reply_type(r) != PC_REPLY_ARRAY || verdict == NULL || count == NULL) {
+        job_drop(jb, "Redis refused its start");
+    } else if (reply_is(verdict, "done") || reply_is(verdict, "failed")) {
+        job_finish(jb, NULL, 0, NULL, NULL, 0, NULL); /* finished before: acknowledge */
+    } else if (reply_is(verdict, "exhausted")) {
+        jb->attempt = (int)pc_reply_integer(count);
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "job abandoned: the predcache processes running it stopped %d times",
+                 JOBS_MAX_ATTEMPTS);
+        job_fail(jb, 500, msg);
+    } else if (j->draining) {
+        jb->attempt = (int)pc_reply_integer(count);
+        job_release(jb, 1);
+    } else {
+        jb->attempt = (int)pc_reply_integer(count);
+        if (twin_running(jb)) {
+            jb->state = JS_PARKED;
+            pc_log(PC_LOG_DEBUG, "jobs: job %s waits for an identical job", jb->id);
+        } else {
+            job_run(jb);
+        }
+    }
+}
+
+static void start_send(struct job *jb)
+{
+    struct pc_jobs *j = jb->j;
+    char rkey[PC_CFG_STR + 16 + JOB_ID_LEN], ttl[16], maxa[8], now[24];
+    record_key(j, jb->id, rkey, sizeof rkey);
+    snprintf(ttl, sizeof ttl, "%d", pending_ttl_s(j));
+    snprintf(maxa, sizeof maxa, "%d", JOBS_MAX_ATTEMPTS);
+    snprintf(now, sizeof now, "%lld", (long long)pc_wall_ms());
+    const char *argv[] = {"EVAL", lua_start, "1", rkey, ttl, maxa, j->consumer, now};
+    size_t lens[8];
+    for (size_t i = 0; i < 8; i++)
+        lens[i] = strlen(argv[i]);
+    lens[1] = sizeof lua_start - 1;
+    if (store_cmd(j, 0, on_start, jb, 8, argv, lens) != 0)
+        job_retry(jb, "Redis unavailable to start it");
+}
+
+static void job_start(struct job *jb)
+{
+    jb->state = JS_STARTING;
+    jb->tries = 0;
+    start_send(jb);
+}
+
+/* The retry timer of a job: sends its current Redis step again. */
+static void job_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct job *jb = arg;
+    if (jb->state == JS_STARTING)
+        start_send(jb);
+    else if (jb->state == JS_FINISHING)
+        finish_send(jb);
+}
+
+/* Reads the stored headers JSON into jb->headers, with room for the marker after them. */
+static int parse_headers(struct job *jb, const char *s, size_t len)
+{
+    json_tokener *tok = json_tokener_new();
+    json_object *arr = tok ? json_tokener_parse_ex(tok, s, (int)len) : NULL;
+    json_tokener_free(tok);
+    size_t n = json_object_is_type(arr, json_type_array) ? json_object_array_length(arr) : 0;
+    jb->headers = calloc(n + 1, sizeof *jb->headers);
+    if (jb->headers == NULL) {
+        json_object_put(arr);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_object *pair = json_object_array_get_idx(arr, i);
+        json_object *name = json_object_array_get_idx(pair, 0);
+        json_object *value = json_object_array_get_idx(pair, 1);
+        if (!json_object_is_type(name, json_type_string) ||
+            !json_object_is_type(value, json_type_string))
+            continue;
+        struct pc_header *h = &jb->headers[jb->n_headers];
+        h->name = strdup(json_object_get_string(name));
+        h->value = strdup(json_object_get_string(value));
+        jb->n_headers++;
+        if (h->name == NULL || h->value == NULL) {
+            json_object_put(arr);
+            return -1;
+        }
+    }
+    json_object_put(arr);
+    /* The marker, after the stored headers; its strings belong to jb->id (not freed). */
+    return 0;
+}
+
+static char *dup_reply(const struct pc_reply *r, size_t *len)
+{
+    size_t l;
+    const char *s = r != NULL && pc_reply_type(r) == PC_REPLY_STRING ? pc_reply_str(r, &l) : NULL;
+    if (s == NULL)
+        return NULL;
+    char *out = malloc(l + 1);
+    if (out == NULL)
+        return NULL;
+    memcpy(out, s, l);
+    out[l] = '\0';
+    if (len)
+        *len = l;
+    return out;
+}
+
+static struct job *held_entry(const struct pc_jobs *j, const char *entry)
+{
+    for (struct job *p = j->held; p != NULL; p = p->next) {
+        if (strcmp(p->entry, entry) == 0)
+            return p;
+    }
+    return NULL;
+}
+
+/* One stream entry [id, [field, value, ...]] handed to this consumer. */
+static void deliver(struct pc_jobs *j, const struct pc_reply *e, int reclaimed)
+{
+    char entry[JOBS_ENTRY_ID_MAX];
+    const struct pc_reply *fields = elem(e, 1);
+    if (reply_copy(elem(e, 0), entry, sizeof entry) != 0)
+        return;
+    if (fields == NULL || pc_reply_type(fields) != PC_REPLY_ARRAY)
+        return; /* deleted meanwhile: Redis drops it from the pending list itself */
+    if (held_entry(j, entry) != NULL)
+        return; /* already ours (its heartbeat came late) */
+    struct job *jb = calloc(1, sizeof *jb);
+    if (jb != NULL && (jb->retry = evtimer_new(j->w->base, job_retry_cb, jb)) == NULL) {
+        free(jb);
+        jb = NULL;
+    }
+    if (jb == NULL)
+        return; /* stays pending: reclaimed later */
+    jb->j = j;
+    jb->start_us = pc_now_us();
+    pc_buf_init(&jb->fin_env);
+    pc_strlcpy(jb->entry, entry, sizeof jb->entry);
+    jb->next = j->held;
+    if (j->held)
+        j->held->prev = jb;
+    j->held = jb;
+    j->n_held++;
+    j->w->metrics.jobs_running = (int64_t)j->n_held;
+    if (reclaimed)
+        j->w->metrics.jobs_reclaimed++;
+
+    int ok = 1;
+    size_t n = pc_reply_count(fields);
+    for (size_t i = 0; i + 1 < n; i += 2) {
+        const struct pc_reply *k = pc_reply_elem(fields, i), *v = pc_reply_elem(fields, i + 1);
+        if (reply_is(k, "id")) {
+            if (reply_copy(v, jb->id, sizeof jb->id) != 0 || !valid_job_id(jb->id))
+                jb->id[0] = '\0';
+        } else if (reply_is(k, "method")) {
+            jb->method = dup_reply(v, NULL);
+        } else if (reply_is(k, "target")) {
+            jb->target = dup_reply(v, NULL);
+        } else if (reply_is(k, "body")) {
+            jb->body = dup_reply(v, &jb->body_len);
+        } else if (reply_is(k, "headers")) {
+            size_t l;
+            const char *s = pc_reply_str(v, &l);
+            if (s == NULL || parse_headers(jb, s, l) != 0)
+                ok = 0;
+        }
+    }
+    if (jb->id[0] == '\0') { /* not a job of ours: nobody can poll it; just drop it */
+        pc_log(PC_LOG_WARN, "jobs: stream entry %s has no job id; dropped", entry);
+        job_finish(jb, NULL, 0, NULL, NULL, 0, NULL);
+        return;
+    }
+    if (!ok || jb->method == NULL || jb->target == NULL || jb->target[0] != '/' ||
+        jb->headers == NULL) {
+        job_fail(jb, 500, "malformed job entry");
+        return;
+    }
+    if (jb->body == NULL)
+        jb->body = strdup("");
+    jb->headers[jb->n_headers].name = (char *)PC_JOBS_MARKER;
+    jb->headers[jb->n_headers].value = jb->id;
+
+    /* The cache key, to run identical jobs one after the other. */
+    const char *ct = NULL;
+    for (size_t i = 0; i < jb->n_headers; i++) {
+        if (pc_strcaseeq(jb->headers[i].name, "Content-Type"))
+            ct = jb->headers[i].value;
+    }
+    char route[PC_CFG_STR * 4];
+    pc_strlcpy(route, jb->target, sizeof route);
+    char *q = strchr(route, '?');
+    if (q != NULL)
+        *q = '\0';
+    enum pc_key_kind kind;
+    char why[128];
+    if (!pc_proxy_route_cacheable(j->cfg, jb->method, route) ||
+        pc_cachekey_derive(&j->w->keyp, jb->target, jb->body ? jb->body : "", jb->body_len,
+                           ct != NULL && strcasestr(ct, "json") != NULL, jb->key, &kind, why,
+                           sizeof why) != 0)
+        jb->key[0] = '\0';
+    job_start(jb);
+}
+
+/* ---- the consumer ------------------------------------------------------------------ */
+
+static void consumer_later(struct pc_jobs *j, int ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(j->consumer_timer, &tv);
+}
+
+static void consumer_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    consumer_step(arg);
+}
+
+/* A consumer command failed: the stream may be gone, or Redis. */
+static void consumer_failed(struct pc_jobs *j, const struct pc_reply *r, const char *what)
+{
+    if (reply_nogroup(r)) {
+        pc_log(PC_LOG_INFO, "jobs: stream %s or its group is gone; waiting for it", j->stream);
+        j->cstate = CONS_WAIT_STREAM;
+        consumer_later(j, JOBS_RETRY_MS);
+        return;
+    }
+    if (r != NULL)
+        pc_log(PC_LOG_WARN, "jobs: %s refused; retrying", what);
+    consumer_later(j, r != NULL ? JOBS_WAIT_STREAM_MS : JOBS_RETRY_MS);
+}
+
+static void on_ensure(const struct pc_reply *r, void *arg)
+{
+    struct pc_jobs *j = arg;
+    j->bst_busy = 0;
+    if (j->draining || j->closing)
+        return;
+    if (r != NULL && pc_reply_type(r) == PC_REPLY_INTEGER && pc_reply_integer(r) == 1) {
+        j->cstate = CONS_READ;
+        j->next_reclaim_us = 0; /* look for abandoned jobs first */
+        consumer_step(j);
+    } else {
+        consumer_later(j, r != NULL ? JOBS_WAIT_STREAM_MS : JOBS_RETRY_MS);
+    }
+}
+
+/* XREADGROUP reply: [[stream, [[id, [f, v, ...]], ...]]] or nil after BLOCK. */
+static void on_read(const struct pc_reply *r, void *arg)
+{
+    struct pc_jobs *j = arg;
+    j->bst_busy = 0;
+    if (j->draining || j->closing)
+        return; /* bst is being freed: the reply never came */
+    if (r == NULL || pc_reply_type(r) == PC_REPLY_ERROR) {
+        consumer_failed(j, r, "XREADGROUP");
+        return;
+    }
+    for (size_t s = 0; s < pc_reply_count(r); s++) {
+        const struct pc_reply *entries = elem(pc_reply_elem(r, s), 1);
+        for (size_t i = 0; entries != NULL && i < pc_reply_count(entries); i++)
+            deliver(j, pc_reply_elem(entries, i), 0);
+    }
+    consumer_step(j);
+}
+
+/* XAUTOCLAIM reply: [next cursor, [[id, [f, v, ...]], ...], [deleted ids]]. */
+static void on_autoclaim(const struct pc_reply *r, void *arg)
+{
+    struct pc_jobs *j = arg;
+    j->bst_busy = 0;
+    if (j->draining || j->closing)
+        return;
+    j->next_reclaim_us = pc_now_us() + (uint64_t)j->cfg->jobs_claim_after_ms * 500;
+    if (r == NULL || pc_reply_type(r) == PC_REPLY_ERROR) {
+        consumer_failed(j, r, "XAUTOCLAIM");
+        return;
+    }
+    if (reply_copy(elem(r, 0), j->cursor, sizeof j->cursor) != 0)
+        pc_strlcpy(j->cursor, "0-0", sizeof j->cursor);
+    const struct pc_reply *entries = elem(r, 1);
+    for (size_t i = 0; entries != NULL && i < pc_reply_count(entries); i++) {
+        const struct pc_reply *e = pc_reply_elem(entries, i);
+        char entry[JOBS_ENTRY_ID_MAX];
+        if (reply_copy(elem(e, 0), entry, sizeof entry) == 0)
+            pc_log(PC_LOG_INFO, "jobs: took over stream entry %s from a stopped consumer", entry);
+        deliver(j, e, 1);
+    }
+    consumer_step(j);
+}
+
+/* Sends the consumer's next command on bst, if it has one to send now. */
+static void consumer_step(struct pc_jobs *j)
+{
+    if (j->draining || j->closing || j->bst == NULL || j->bst_busy)
+        return;
+    if (!pc_store_ready(j->bst)) {
+        consumer_later(j, JOBS_RETRY_MS);
+        return;
+    }
+    const struct pc_config *cfg = j->cfg;
+    int slow = cfg->redis_timeout_ms + 1500;  /* replies may carry large bodies */
+    event_base_update_cache_time(j->w->base); /* see store_cmd */
+    if (j->cstate == CONS_WAIT_STREAM) {
+        const char *argv[] = {"EVAL", lua_ensure, "1", j->stream, JOBS_GROUP};
+        size_t lens[] = {4, sizeof lua_ensure - 1, 1, strlen(j->stream), strlen(JOBS_GROUP)};
+        if (pc_store_command(j->bst, 0, on_ensure, j, 5, argv, lens) != 0)
+            consumer_later(j, JOBS_RETRY_MS);
+        else
+            j->bst_busy = 1;
+        return;
+    }
+    if (j->n_held >= (size_t)cfg->jobs_concurrency)
+        return; /* a finished job calls again */
+    char count[24];
+    snprintf(count, sizeof count, "%zu", (size_t)cfg->jobs_concurrency - j->n_held);
+    uint64_t now = pc_now_us();
+    int rc;
+    if (now >= j->next_reclaim_us) {
+        char idle[16];
+        snprintf(idle, sizeof idle, "%d", cfg->jobs_claim_after_ms);
+        const char *argv[] = {"XAUTOCLAIM", j->stream, JOBS_GROUP, j->consumer,
+                              idle,         j->cursor, "COUNT",    count};
+        size_t lens[8];
+        for (int i = 0; i < 8; i++)
+            lens[i] = strlen(argv[i]);
+        rc = pc_store_command(j->bst, slow, on_autoclaim, j, 8, argv, lens);
+    } else {
+        uint64_t left_ms = (j->next_reclaim_us - now) / 1000;
+        int block = left_ms < JOBS_BLOCK_MS ? (int)left_ms : JOBS_BLOCK_MS;
+        char bms[16];
+        snprintf(bms, sizeof bms, "%d", block > 0 ? block : 1); /* BLOCK 0 would be forever */
+        const char *argv[] = {"XREADGROUP", "GROUP", JOBS_GROUP, j->consumer, "COUNT", count,
+                              "BLOCK",      bms,     "STREAMS",  j->stream,   ">"};
+        size_t lens[11];
+        for (int i = 0; i < 11; i++)
+            lens[i] = strlen(argv[i]);
+        rc = pc_store_command(j->bst, slow + JOBS_BLOCK_MS, on_read, j, 11, argv, lens);
+    }
+    if (rc != 0)
+        consumer_later(j, JOBS_RETRY_MS);
+    else
+        j->bst_busy = 1;
+}
+
+static void on_heartbeat(const struct pc_reply *r, void *arg)
+{
+    (void)r;
+    struct pc_jobs *j = arg;
+    j->pending_cmds--;
+    jobs_maybe_free(j);
+}
+
+/* Keeps the entries of held jobs fresh, so that no other process takes them over. */
+static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_jobs *j = arg;
+    if (j->n_held == 0 || j->closing)
+        return;
+    size_t cap = j->n_held + 6, argc = 0;
+    const char **argv = calloc(cap, sizeof *argv);
+    size_t *lens = calloc(cap, sizeof *lens);
+    if (argv == NULL || lens == NULL)
+        goto out;
+    argv[argc++] = "XCLAIM";
+    argv[argc++] = j->stream;
+    argv[argc++] = JOBS_GROUP;
+    argv[argc++] = j->consumer;
+    argv[argc++] = "0";
+    size_t ids = 0;
+    for (struct job *p = j->held; p != NULL && argc < cap - 1; p = p->next) {
+        if (p->state != JS_RELEASING) {
+            argv[argc++] = p->entry;
+            ids++;
+        }
+    }
+    argv[argc++] = "JUSTID";
+    for (size_t i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    if (ids > 0)
+        store_cmd(j, 0, on_heartbeat, j, (int)argc, argv, lens);
+out:
+    free(argv);
+    free(lens);
+}
+
+/* ---- lifetime ---------------------------------------------------------------------- */
+
+/* http://<host>:<port> of our own data listener, loopback for a wildcard address. */
+static void loopback_url(const struct pc_worker *w, char *out, size_t outlen)
+{
+    char host[PC_CFG_STR] = "127.0.0.1";
+    int port;
+    if (pc_config_split_hostport(w->cfg->listen, host, sizeof host, &port) != 0 ||
+        strcmp(host, "0.0.0.0") == 0)
+        pc_strlcpy(host, "127.0.0.1", sizeof host);
+    port = pc_http_server_port(w->data);
+    if (strcmp(host, "::") == 0)
+        snprintf(out, outlen, "http://[::1]:%d", port);
+    else if (strchr(host, ':') != NULL)
+        snprintf(out, outlen, "http://[%s]:%d", host, port);
+    else
+        snprintf(out, outlen, "http://%s:%d", host, port);
+}
+
+struct pc_jobs *pc_jobs_new(struct pc_worker *w, char *err, size_t errlen)
+{
+    const struct pc_config *cfg = w->cfg;
+    struct pc_jobs *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        snprintf(err, errlen, "jobs: out of memory");
+        return NULL;
+    }
+    j->w = w;
+    j->cfg = cfg;
+    if (cfg->jobs_stream[0] != '\0')
+        pc_strlcpy(j->stream, cfg->jobs_stream, sizeof j->stream);
+    else
+        snprintf(j->stream, sizeof j->stream, "%sjobs:%s", cfg->key_prefix, cfg->namespace_);
+    char host[64] = "host", rnd[9];
+    if (gethostname(host, sizeof host) != 0)
+        pc_strlcpy(host, "host", sizeof host);
+    host[sizeof host - 1] = '\0';
+    if (random_hex(rnd, 4) != 0) {
+        snprintf(err, errlen, "jobs: no random numbers for the consumer name");
+        free(j);
+        return NULL;
+    }
+    snprintf(j->consumer, sizeof j->consumer, "%s-%ld-%s", host, (long)getpid(), rnd);
+    pc_strlcpy(j->cursor, "0-0", sizeof j->cursor);
+
+    /* The loopback call outlasts the proxy's own deadline, so the proxy's answer (504
+     * included) is what the job records. */
+    memcpy(&j->upcfg, cfg, sizeof j->upcfg);
+    j->upcfg.backend_timeout_ms = cfg->request_timeout_ms + JOBS_LOOPBACK_SLACK_MS;
+    j->upcfg.backend_connect_timeout_ms = 1000;
+    char url[PC_CFG_STR + 32];
+    loopback_url(w, url, sizeof url);
+    j->up = pc_upstream_new_for(w->base, &j->upcfg, url);
+    j->consumer_timer = evtimer_new(w->base, consumer_timer_cb, j);
+    j->heartbeat = event_new(w->base, -1, EV_PERSIST, heartbeat_cb, j);
+    pc_metrics_init(&j->bst_m);
+    if (cfg->jobs_concurrency > 0)
+        j->bst = pc_store_new(w->base, cfg, &j->bst_m);
+    if (j->up == NULL || j->consumer_timer == NULL || j->heartbeat == NULL ||
+        (cfg->jobs_concurrency > 0 && j->bst == NULL)) {
+        snprintf(err, errlen, "jobs: cannot create the job consumer");
+        pc_jobs_free(j);
+        return NULL;
+    }
+    int hb = cfg->jobs_claim_after_ms / 3;
+    struct timeval tv = {hb / 1000, (hb % 1000) * 1000};
+    event_add(j->heartbeat, &tv);
+    j->cstate = CONS_WAIT_STREAM;
+    if (j->bst != NULL)
+        consumer_later(j, 0); /* once connected */
+    pc_log(PC_LOG_INFO, "jobs: stream %s, consumer %s, %d at once, loopback %s", j->stream,
+           j->consumer, cfg->jobs_concurrency, url);
+    return j;
+}
+
+void pc_jobs_drain(struct pc_jobs *j)
+{
+    if (j == NULL || j->draining)
+        return;
+    j->draining = 1;
+    if (j->consumer_timer)
+        event_del(j->consumer_timer);
+    /* Drops a blocked XREADGROUP: what was not delivered stays in the stream for others. */
+    struct pc_store *bst = j->bst;
+    j->bst = NULL;
+    pc_store_free(bst);
+    pc_log(PC_LOG_INFO, "jobs: consumer stopped; %zu jobs held", j->n_held);
+}
+
+size_t pc_jobs_held(const struct pc_jobs *j)
+{
+    return j != NULL ? j->n_held : 0;
+}
+
+void pc_jobs_abort(struct pc_jobs *j)
+{
+    if (j == NULL)
+        return;
+    pc_jobs_drain(j);
+    pc_upstream_abort_all(j->up); /* running jobs: their callbacks hand them back */
+    struct job *p = j->held;
+    while (p != NULL) {
+        struct job *next = p->next;
+        if (p->state == JS_PARKED)
+            job_release(p, 1); /* may free p, never another job */
+        p = next;
+    }
+}
+
+void pc_jobs_free(struct pc_jobs *j)
+{
+    if (j == NULL)
+        return;
+    pc_jobs_drain(j);
+    j->closing = 1;
+    pc_upstream_free(j->up); /* running jobs are let go in their callbacks */
+    j->up = NULL;
+    struct job *p = j->held;
+    while (p != NULL) { /* parked or retrying jobs wait on no command; let them go now */
+        struct job *next = p->next;
+        if (p->state == JS_PARKED || evtimer_pending(p->retry, NULL))
+            job_free(p);
+        p = next;
+    }
+    j->w->metrics.jobs_running = 0;
+    if (j->consumer_timer)
+        event_free(j->consumer_timer);
+    if (j->heartbeat)
+        event_free(j->heartbeat);
+    j->consumer_timer = j->heartbeat = NULL;
+    jobs_maybe_free(j);
+}

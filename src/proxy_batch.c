@@ -1,0 +1,482 @@
+/*
+ * proxy_batch: per-instance caching of TF Serving row-format batches.
+ *
+ *   {"instances": [i0 .. iN]} --key each instance, fold duplicates--> MGET unique keys
+ *        |                                                              |
+ *        |  all cached --> merge cached predictions (HIT) -------------+--> answer
+ *        |  some/none  --> sub-request with only the missing instances, |
+ *        |                 in their original relative order            |
+ *        v                                                              |
+ *   model server --> "predictions" of the same length? --no--> pass its answer through,
+ *        |                                                  store nothing
+ *        yes --> merge into the original positions (MISS / PARTIAL) --> answer
+ *                --> store each new prediction under its own key (async)
+ *
+ * Positions are tracked three ways and never mixed: request index i (0..n), unique
+ * index u (in order of first appearance), and response index j (0..sent). uniq_of[i]
+ * maps i to u, first_of[u] maps u back to the first i, resp_of[u] maps a missing u to
+ * its j in the sub-request and so in the model's answer.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "predcache/batch.h"
+#include "predcache/config.h"
+#include "predcache/envelope.h"
+#include "predcache/log.h"
+#include "predcache/store.h"
+#include "proxy_int.h"
+
+#define NO_POS ((size_t)-1)
+
+/* One unique instance found in the cache: its stored value, copied out of the reply. */
+struct cached {
+    struct pc_buf value; /* the envelope body: a "PI1" instance value */
+    int status;
+    char ctype[PC_CFG_STR];
+    int64_t stored_at_ms;
+    struct pc_batch_layout layout; /* points into value */
+    const char *pred;
+    size_t pred_len;
+};
+
+struct pc_batch_state {
+    struct pc_batch_req req; /* spans of the client's instances */
+    size_t n;                /* instances in the request */
+    size_t n_uniq;
+    size_t *uniq_of;          /* [n] */
+    size_t *first_of;         /* [n_uniq] */
+    size_t *resp_of;          /* [n_uniq]: position in the sub-request, or NO_POS */
+    char (*keys)[PC_KEY_MAX]; /* [n_uniq] */
+    struct cached **hit;      /* [n_uniq]: NULL when not cached */
+    size_t hits;              /* request positions answered from the cache */
+    struct pc_buf sub;        /* the sub-request body, when it differs from the client's */
+    int ttl_s;                /* entries older than this are misses */
+};
+
+void pc_proxy_batch_free(struct pc_batch_state *b)
+{
+    if (b == NULL)
+        return;
+    if (b->hit != NULL) {
+        for (size_t u = 0; u < b->n_uniq; u++) {
+            if (b->hit[u] != NULL) {
+                pc_buf_release(&b->hit[u]->value);
+                free(b->hit[u]);
+            }
+        }
+    }
+    pc_batch_req_release(&b->req);
+    free(b->uniq_of);
+    free(b->first_of);
+    free(b->resp_of);
+    free(b->keys);
+    free(b->hit);
+    pc_buf_release(&b->sub);
+    free(b);
+}
+
+/* ---- keys -------------------------------------------------------------------------- */
+
+struct key_ref {
+    const char *key;
+    size_t i;
+};
+
+static int key_ref_cmp(const void *a, const void *b)
+{
+    const struct key_ref *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c != 0 ? c : (x->i < y->i ? -1 : x->i > y->i);
+}
+
+/* Keys every instance and folds duplicates: unique ids follow first appearance. */
+static int batch_keys(struct pc_preq *p, struct pc_batch_state *b, const char *body)
+{
+    const struct pc_worker *w = p->w;
+    struct pc_buf route;
+    pc_buf_init(&route);
+    char(*all)[PC_KEY_MAX] = calloc(b->n, sizeof *all);
+    struct key_ref *refs = calloc(b->n, sizeof *refs);
+    size_t *first_i = calloc(b->n, sizeof *first_i);
+    int rc = -1;
+    if (all == NULL || refs == NULL || first_i == NULL || pc_proxy_route_of(p->req, &route) != 0)
+        goto out;
+    const char *sig = body + b->req.signature.off;
+    char err[128];
+    for (size_t i = 0; i < b->n; i++) {
+        const struct pc_span *s = &b->req.inst.elems[i];
+        if (pc_cachekey_instance(&w->keyp, route.data, sig, b->req.signature.len, body + s->off,
+                                 s->len, all[i], err, sizeof err) != 0)
+            goto out;
+        refs[i] = (struct key_ref){all[i], i};
+    }
+    qsort(refs, b->n, sizeof *refs, key_ref_cmp);
+    for (size_t k = 0; k < b->n; k++) /* sorted by (key, i): a run's head is its first i */
+        first_i[refs[k].i] =
+            k > 0 && strcmp(refs[k].key, refs[k - 1].key) == 0 ? first_i[refs[k - 1].i] : refs[k].i;
+    for (size_t i = 0; i < b->n; i++) {
+        if (first_i[i] == i) {
+            b->first_of[b->n_uniq] = i;
+            memcpy(b->keys[b->n_uniq], all[i], PC_KEY_MAX);
+            b->uniq_of[i] = b->n_uniq++;
+        } else {
+            b->uniq_of[i] = b->uniq_of[first_i[i]];
+        }
+    }
+    rc = 0;
+out:
+    pc_buf_release(&route);
+    free(all);
+    free(refs);
+    free(first_i);
+    return rc;
+}
+
+/* ---- answers ----------------------------------------------------------------------- */
+
+static void answer_merged(struct pc_preq *p, int status, const struct pc_header *base,
+                          size_t n_base, const char *body, size_t len)
+{
+    struct pc_batch_state *b = p->batch;
+    char hits[64];
+    snprintf(hits, sizeof hits, "%zu/%zu", b->hits, b->n);
+    struct pc_header *h = calloc(n_base + 3, sizeof *h);
+    if (h == NULL) {
+        pc_proxy_answer_error(p, 503, "out of memory");
+        return;
+    }
+    size_t n = n_base;
+    if (n_base > 0)
+        memcpy(h, base, n_base * sizeof *h);
+    h[n++] = (struct pc_header){(char *)"X-Cache", (char *)pc_proxy_result_name(p->result)};
+    h[n++] = (struct pc_header){(char *)"X-Cache-Hits", hits};
+    pc_proxy_answer(p, status, h, n, body, len);
+    free(h);
+}
+
+/* The separator to use when a layout has none: any the cached instances carry. */
+static const char *fallback_sep(const struct pc_batch_state *b, char *buf, size_t buflen)
+{
+    for (size_t u = 0; u < b->n_uniq; u++) {
+        const struct cached *c = b->hit[u];
+        if (c != NULL && c->layout.sep_len > 0 && c->layout.sep_len < buflen) {
+            memcpy(buf, c->layout.sep, c->layout.sep_len);
+            buf[c->layout.sep_len] = '\0';
+            return buf;
+        }
+    }
+    return ",";
+}
+
+/* Every instance was cached: rebuild the answer from the first one's layout. */
+static void answer_all_cached(struct pc_preq *p)
+{
+    struct pc_batch_state *b = p->batch;
+    const char **preds = calloc(b->n, sizeof *preds);
+    size_t *lens = calloc(b->n, sizeof *lens);
+    struct pc_buf out;
+    pc_buf_init(&out);
+    int64_t oldest = INT64_MAX;
+    for (size_t i = 0; preds != NULL && lens != NULL && i < b->n; i++) {
+        const struct cached *c = b->hit[b->uniq_of[i]];
+        preds[i] = c->pred;
+        lens[i] = c->pred_len;
+        if (c->stored_at_ms < oldest)
+            oldest = c->stored_at_ms;
+    }
+    const struct cached *first = b->hit[b->uniq_of[0]];
+    char sepbuf[64];
+    if (preds == NULL || lens == NULL ||
+        pc_batch_merge(&first->layout, preds, lens, b->n, fallback_sep(b, sepbuf, sizeof sepbuf),
+                       &out) != 0) {
+        pc_proxy_answer_error(p, 503, "out of memory");
+    } else {
+        char age[32];
+        int64_t age_s = (pc_wall_ms() - oldest) / 1000;
+        snprintf(age, sizeof age, "%lld", (long long)(age_s > 0 ? age_s : 0));
+        struct pc_header h[2];
+        size_t n = 0;
+        if (first->ctype[0] != '\0')
+            h[n++] = (struct pc_header){(char *)"Content-Type", (char *)first->ctype};
+        h[n++] = (struct pc_header){(char *)"Age", age};
+        p->result = RES_HIT;
+        p->w->metrics.bytes_from_cache += out.len;
+        answer_merged(p, first->status, h, n, out.data, out.len);
+    }
+    pc_buf_release(&out);
+    free(preds);
+    free(lens);
+}
+
+/* ---- storing ----------------------------------------------------------------------- */
+
+/* Stores each prediction the model server just made, under its instance's key. */
+static void store_new(struct pc_preq *p, const struct pc_upstream_resp *r,
+                      const struct pc_batch_array *preds, const struct pc_batch_layout *layout)
+{
+    struct pc_worker *w = p->w;
+    struct pc_batch_state *b = p->batch;
+    const char *why = pc_proxy_store_refusal(p, r);
+    const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
+    struct pc_buf inst, val;
+    pc_buf_init(&inst);
+    pc_buf_init(&val);
+    for (size_t u = 0; u < b->n_uniq; u++) {
+        if (b->resp_of[u] == NO_POS)
+            continue;
+        if (why != NULL) {
+            w->metrics.store_skipped++;
+            continue;
+        }
+        const struct pc_span *s = &preds->elems[b->resp_of[u]];
+        inst.len = 0;
+        val.len = 0;
+        if (pc_batch_encode_instance(layout, r->body.data + s->off, s->len, &inst) != 0) {
+            w->metrics.store_skipped++;
+            continue;
+        }
+        struct pc_envelope env = {
+            .status = r->status,
+            .stored_at_ms = pc_wall_ms(),
+            .content_type = ctype ? ctype : "",
+            .body = inst.data,
+            .body_len = inst.len,
+        };
+        if (inst.len > w->cfg->max_value_bytes || pc_envelope_encode(&env, &val) != 0) {
+            w->metrics.store_skipped++;
+            continue;
+        }
+        pc_store_set(w->store, b->keys[u], val.data, val.len, pc_proxy_store_ttl(w));
+    }
+    pc_buf_release(&inst);
+    pc_buf_release(&val);
+}
+
+/* ---- the model server's answer ----------------------------------------------------- */
+
+/* Passes the model server's answer through unchanged; nothing is merged or stored. */
+static void pass_through(struct pc_preq *p, const struct pc_upstream_resp *r)
+{
+    answer_merged(p, r->status, r->headers, r->n_headers, r->body.data, r->body.len);
+}
+
+static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
+{
+    struct pc_preq *p = arg;
+    struct pc_batch_state *b = p->batch;
+    if (pc_proxy_answer_backend_error(p, r)) {
+        pc_preq_free(p);
+        return;
+    }
+    size_t sent = 0;
+    for (size_t u = 0; u < b->n_uniq; u++)
+        sent += b->resp_of[u] != NO_POS;
+    struct pc_batch_array preds;
+    if (r->status < 200 || r->status > 299) {
+        pass_through(p, r);
+        pc_preq_free(p);
+        return;
+    }
+    if (pc_batch_parse_response(r->body.data, r->body.len, &preds) != 0 || preds.n != sent) {
+        pc_log(PC_LOG_WARN,
+               "proxy: model server answered %zu predictions for %zu instances on %s; "
+               "passed through, nothing stored",
+               preds.elems ? preds.n : 0, sent, pc_http_req_path(p->req));
+        pc_batch_array_release(&preds);
+        pass_through(p, r);
+        pc_preq_free(p);
+        return;
+    }
+    struct pc_batch_layout layout;
+    pc_batch_layout_of(r->body.data, r->body.len, &preds, &layout);
+    if (sent == b->n) {
+        /* Nothing cached and no duplicates: the model's own answer is the answer. */
+        pass_through(p, r);
+    } else {
+        const char **bodies = calloc(b->n, sizeof *bodies);
+        size_t *lens = calloc(b->n, sizeof *lens);
+        struct pc_buf out;
+        pc_buf_init(&out);
+        for (size_t i = 0; bodies != NULL && lens != NULL && i < b->n; i++) {
+            size_t u = b->uniq_of[i];
+            if (b->hit[u] != NULL) {
+                bodies[i] = b->hit[u]->pred;
+                lens[i] = b->hit[u]->pred_len;
+            } else {
+                const struct pc_span *s = &preds.elems[b->resp_of[u]];
+                bodies[i] = r->body.data + s->off;
+                lens[i] = s->len;
+            }
+        }
+        char sepbuf[64];
+        if (bodies == NULL || lens == NULL ||
+            pc_batch_merge(&layout, bodies, lens, b->n, fallback_sep(b, sepbuf, sizeof sepbuf),
+                           &out) != 0)
+            pc_proxy_answer_error(p, 503, "out of memory");
+        else
+            answer_merged(p, r->status, r->headers, r->n_headers, out.data, out.len);
+        pc_buf_release(&out);
+        free(bodies);
+        free(lens);
+    }
+    store_new(p, r, &preds, &layout); /* after the answer: the client never waits for Redis */
+    pc_batch_array_release(&preds);
+    pc_preq_free(p);
+}
+
+/* Sends the instances not found in the cache, each unique one once, in request order. */
+static void forward_missing(struct pc_preq *p, enum pc_cache_result result)
+{
+    struct pc_batch_state *b = p->batch;
+    size_t *idx = calloc(b->n_uniq, sizeof *idx);
+    if (idx == NULL) {
+        pc_proxy_answer_error(p, 503, "out of memory");
+        pc_preq_free(p);
+        return;
+    }
+    size_t k = 0;
+    for (size_t u = 0; u < b->n_uniq; u++) { /* u follows first appearance */
+        b->resp_of[u] = NO_POS;
+        if (b->hit[u] == NULL) {
+            b->resp_of[u] = k;
+            idx[k++] = b->first_of[u];
+        }
+    }
+    p->w->metrics.instances_hit += b->hits;
+    p->w->metrics.instances_miss += k;
+    size_t len;
+    const char *body = pc_http_req_body(p->req, &len);
+    if (k < b->n) {
+        if (pc_batch_build_subrequest(body, len, &b->req, idx, k, &b->sub) != 0) {
+            free(idx);
+            pc_proxy_answer_error(p, 503, "out of memory");
+            pc_preq_free(p);
+            return;
+        }
+        body = b->sub.data;
+        len = b->sub.len;
+    }
+    free(idx);
+    pc_proxy_forward_body(p, result, body, len, on_batch_backend);
+}
+
+/* ---- lookup ------------------------------------------------------------------------ */
+
+/* Copies one MGET element into b->hit[u] when it is a readable instance value. */
+static void take_cached(struct pc_batch_state *b, size_t u, const char *data, size_t len)
+{
+    struct pc_envelope env;
+    struct cached *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return;
+    pc_buf_init(&c->value);
+    if (pc_envelope_decode(data, len, &env, c->ctype, sizeof c->ctype) != 0 ||
+        pc_buf_append(&c->value, env.body, env.body_len) != 0 ||
+        pc_batch_decode_instance(c->value.data, c->value.len, &c->layout, &c->pred, &c->pred_len) !=
+            0) {
+        pc_log(PC_LOG_WARN, "proxy: unreadable instance entry %s; treating as a miss", b->keys[u]);
+        pc_buf_release(&c->value);
+        free(c);
+        return;
+    }
+    if (pc_wall_ms() - env.stored_at_ms > (int64_t)b->ttl_s * 1000) {
+        pc_buf_release(&c->value); /* past its TTL: a batch re-asks the model for it */
+        free(c);
+        return;
+    }
+    c->status = env.status;
+    c->stored_at_ms = env.stored_at_ms;
+    b->hit[u] = c;
+}
+
+/* The MGET answer: valid only during this callback, so hits are copied out. */
+static void on_batch_lookup(const struct pc_reply *reply, void *arg)
+{
+    struct pc_preq *p = arg;
+    struct pc_batch_state *b = p->batch;
+    if (reply == NULL || pc_reply_type(reply) != PC_REPLY_ARRAY ||
+        pc_reply_count(reply) != b->n_uniq) {
+        p->w->metrics.redis_get_failed++;
+        forward_missing(p, RES_BYPASS);
+        return;
+    }
+    p->w->metrics.redis_get_ok++;
+    for (size_t u = 0; u < b->n_uniq; u++) {
+        const struct pc_reply *e = pc_reply_elem(reply, u);
+        size_t len;
+        const char *data = pc_reply_str(e, &len);
+        if (pc_reply_type(e) == PC_REPLY_STRING && data != NULL)
+            take_cached(b, u, data, len);
+    }
+    for (size_t i = 0; i < b->n; i++)
+        b->hits += b->hit[b->uniq_of[i]] != NULL;
+    if (b->hits == b->n) {
+        p->w->metrics.instances_hit += b->n;
+        answer_all_cached(p);
+        pc_preq_free(p);
+        return;
+    }
+    forward_missing(p, b->hits > 0 ? RES_PARTIAL : RES_MISS);
+}
+
+/* Only :predict answers carry "predictions"; /predict is the plain-path alias. */
+static int is_predict_route(const char *path)
+{
+    size_t n = strlen(path);
+    return (n >= 8 && strcmp(path + n - 8, ":predict") == 0) ||
+           (n >= 8 && strcmp(path + n - 8, "/predict") == 0);
+}
+
+int pc_proxy_batch_begin(struct pc_preq *p)
+{
+    if (!is_predict_route(pc_http_req_path(p->req)))
+        return -1;
+    size_t len;
+    const char *body = pc_http_req_body(p->req, &len);
+    struct pc_batch_state *b = calloc(1, sizeof *b);
+    if (b == NULL)
+        return -1;
+    pc_buf_init(&b->sub);
+    if (pc_batch_parse_request(body, len, &b->req) != 0) {
+        pc_proxy_batch_free(b);
+        return -1;
+    }
+    b->n = b->req.inst.n;
+    b->ttl_s = p->w->cfg->ttl_s;
+    b->uniq_of = calloc(b->n, sizeof *b->uniq_of);
+    b->first_of = calloc(b->n, sizeof *b->first_of);
+    b->resp_of = calloc(b->n, sizeof *b->resp_of);
+    b->keys = calloc(b->n, sizeof *b->keys);
+    b->hit = calloc(b->n, sizeof *b->hit);
+    if (b->uniq_of == NULL || b->first_of == NULL || b->resp_of == NULL || b->keys == NULL ||
+        b->hit == NULL || batch_keys(p, b, body) != 0) {
+        pc_proxy_batch_free(b);
+        return -1; /* an instance that cannot be keyed alone: key the whole body */
+    }
+    p->batch = b;
+    if (p->no_cache) {
+        forward_missing(p, RES_MISS);
+        return 0;
+    }
+    const char **argv = calloc(b->n_uniq + 1, sizeof *argv);
+    size_t *lens = calloc(b->n_uniq + 1, sizeof *lens);
+    int rc = -1;
+    if (argv != NULL && lens != NULL) {
+        argv[0] = "MGET";
+        lens[0] = 4;
+        for (size_t u = 0; u < b->n_uniq; u++) {
+            argv[u + 1] = b->keys[u];
+            lens[u + 1] = strlen(b->keys[u]);
+        }
+        rc = pc_store_command(p->w->store, 0, on_batch_lookup, p, (int)(b->n_uniq + 1), argv, lens);
+    }
+    free(argv);
+    free(lens);
+    if (rc != 0) {
+        p->w->metrics.redis_get_failed++;
+        forward_missing(p, RES_BYPASS);
+    }
+    return 0;
+}

@@ -1,0 +1,75 @@
+/*
+ * proxy_int: what proxy.c (the per-body flow) and proxy_batch.c (the per-instance flow
+ * for TF Serving batches) share. Private to those two files.
+ */
+#ifndef PREDCACHE_PROXY_INT_H
+#define PREDCACHE_PROXY_INT_H
+
+#include <stddef.h>
+
+#include "predcache/buf.h"
+#include "predcache/cachekey.h"
+#include "predcache/http.h"
+#include "predcache/upstream.h"
+#include "predcache/worker.h"
+
+enum pc_cache_result {
+    RES_HIT,
+    RES_MISS,
+    RES_BYPASS,
+    RES_PASS,
+    RES_ERROR,
+    RES_PARTIAL,
+    RES_COALESCED,
+    RES_STALE,
+};
+
+struct pc_batch_state;
+struct pc_flight;
+
+/* One request in the proxy. Freed by pc_preq_free once answered (and stored, if any). */
+struct pc_preq {
+    struct pc_worker *w;
+    struct pc_http_req *req; /* valid until answered */
+    int cacheable;
+    int no_cache;
+    int no_store;
+    enum pc_cache_result result;
+    char key[PC_KEY_MAX];  /* per-body key; empty for batches */
+    double backend_ms;     /* < 0 until the model server answered */
+    struct pc_header *fwd; /* headers for the model server, owned */
+    size_t n_fwd;
+    struct pc_batch_state *batch; /* per-instance state, owned; NULL for the per-body flow */
+    struct pc_flight *flight;     /* the coalescing entry this request leads, or NULL */
+};
+
+const char *pc_proxy_result_name(enum pc_cache_result r);
+void pc_preq_free(struct pc_preq *p);
+
+/* Logs, counts and answers; p->req is gone afterwards (p itself stays). */
+void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, size_t n,
+                     const char *body, size_t len);
+void pc_proxy_answer_error(struct pc_preq *p, int status, const char *msg);
+/* Answers a failed transfer (502/503/504) when r->error is set. 1 if it answered. */
+int pc_proxy_answer_backend_error(struct pc_preq *p, const struct pc_upstream_resp *r);
+
+/*
+ * Sends the request to the model server with body (borrowed until cb) in place of the
+ * client's. On any failure to start, answers the client and frees p.
+ */
+void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const char *body,
+                           size_t len, pc_upstream_cb cb);
+
+/* Why a backend answer must not be stored (headers, status, request controls), or NULL. */
+const char *pc_proxy_store_refusal(const struct pc_preq *p, const struct pc_upstream_resp *r);
+const char *pc_proxy_find_header(const struct pc_header *h, size_t n, const char *name);
+/* Seconds an entry lives in Redis: ttl_s, plus grace_s to be served stale. */
+int pc_proxy_store_ttl(const struct pc_worker *w);
+/* The key's route: the path, plus "?" query when there is one. */
+int pc_proxy_route_of(const struct pc_http_req *req, struct pc_buf *out);
+
+/* Per-instance flow. 0: it took the request over; -1: not a batch, use the per-body flow. */
+int pc_proxy_batch_begin(struct pc_preq *p);
+void pc_proxy_batch_free(struct pc_batch_state *b);
+
+#endif

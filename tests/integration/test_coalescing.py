@@ -1,0 +1,90 @@
+"""Request coalescing inside one predcache process: concurrent misses for one key make
+one model server call, and every waiter gets its answer (X-Cache: COALESCED)."""
+
+import threading
+
+from conftest import wait_for
+
+PREDICT = "/v1/models/m:predict"
+
+
+def burst(p, n, body, headers=None):
+    """n clients send the same request at once; returns their responses."""
+    results = [None] * n
+    start = threading.Barrier(n)
+
+    def one(i):
+        start.wait()
+        try:
+            results[i] = p.post(PREDICT, json_body=body, headers=headers)
+        except Exception as e:  # noqa: BLE001
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_fifty_identical_misses_make_one_model_call(proxy, model):
+    model.control(delay_ms=400)
+    rs = burst(proxy, 50, {"instances": ["herd"]})
+    assert all(not isinstance(r, Exception) and r.status_code == 200 for r in rs), rs[:3]
+    assert model.count(PREDICT) == 1
+    bodies = {r.content for r in rs}
+    assert len(bodies) == 1
+    caches = [r.headers["X-Cache"] for r in rs]
+    assert caches.count("MISS") == 1
+    assert set(caches) <= {"MISS", "COALESCED", "HIT"}
+    assert len({r.headers["X-Cache-Key"] for r in rs}) == 1
+    coalesced = caches.count("COALESCED")
+    wait_for(lambda: proxy.metric("predcache_requests_total", cache="coalesced") == coalesced,
+             what="coalesced counter")
+    assert proxy.metric("predcache_in_flight") == 0
+
+
+def test_waiters_share_the_leaders_error(proxy, model):
+    model.control(delay_ms=300, status=500, body='{"error": "boom"}')
+    rs = burst(proxy, 10, {"instances": ["bad-herd"]})
+    assert model.count(PREDICT) == 1
+    assert [r.status_code for r in rs] == [500] * 10
+    assert {r.content for r in rs} == {b'{"error": "boom"}'}
+    model.control()
+    r = proxy.post(PREDICT, json_body={"instances": ["bad-herd"]})
+    assert r.headers["X-Cache"] == "MISS"  # errors are neither cached nor kept
+
+
+def test_waiters_share_the_leaders_timeout(start_predcache, model):
+    p = start_predcache(conf={"backend": {"timeout_ms": 300, "connect_timeout_ms": 200}})
+    model.control(delay_ms=1500)
+    rs = burst(p, 8, {"instances": ["slow-herd"]})
+    assert [r.status_code for r in rs] == [504] * 8
+    assert all("error" in r.json() for r in rs)
+
+
+def test_coalescing_without_redis(proxy, model, redis):
+    redis.kill()
+    model.control(delay_ms=300)
+    rs = burst(proxy, 20, {"instances": ["no-redis-herd"]})
+    assert [r.status_code for r in rs] == [200] * 20
+    assert model.count(PREDICT) == 1
+    caches = sorted(r.headers["X-Cache"] for r in rs)
+    assert caches.count("BYPASS") == 1 and caches.count("COALESCED") == 19
+
+
+def test_no_cache_requests_neither_join_nor_lead(proxy, model):
+    model.control(delay_ms=300)
+    rs = burst(proxy, 5, {"instances": ["fresh"]}, headers={"Cache-Control": "no-cache"})
+    assert [r.headers["X-Cache"] for r in rs] == ["MISS"] * 5
+    assert model.count(PREDICT) == 5
+
+
+def test_sequential_misses_after_the_answer_hit_redis(proxy, model):
+    r1 = proxy.post(PREDICT, json_body={"instances": ["seq"]})
+    assert r1.headers["X-Cache"] == "MISS"
+    wait_for(lambda: proxy.metric("predcache_store_ok_total") >= 1, what="stored")
+    r2 = proxy.post(PREDICT, json_body={"instances": ["seq"]})
+    assert r2.headers["X-Cache"] == "HIT"
+    assert model.count(PREDICT) == 1
