@@ -467,13 +467,13 @@ static int is_letter(char c)
 
 /*
  * json-c's strict mode still takes texts that are not JSON and that a JSON model server
- * refuses: control characters written raw inside strings ("a<TAB>b" read as "a\tb"),
- * numbers off the grammar ("1.", "-01", "00"; json-c keeps no text for integers), NaN and
- * Infinity; and it drops what it does not keep (a member given twice, fields outside the
- * key) unchecked. Such a body must not share a key with a JSON one (it could be answered
- * from that one's entry): it is keyed raw. One pass over the text, outside strings token
- * by token: on JSON it finds nothing ('-', digits and letters occur there only in numbers
- * and in true, false and null).
+ * refuses: single-quoted member names, control characters written raw inside strings
+ * ("a<TAB>b" read as "a\tb"), numbers off the grammar ("1.", "-01", "00"; json-c keeps no
+ * text for integers), NaN and Infinity; and it drops what it does not keep (a member given
+ * twice, fields outside the key) unchecked. Such a body must not share a key with a JSON
+ * one (it could be answered from that one's entry): it is keyed raw. One pass over the
+ * text; outside strings only JSON's own bytes may appear, numbers must follow the grammar
+ * and words must be true, false or null, so on JSON it finds nothing.
  */
 static int has_non_json_lexeme(const char *s, size_t len)
 {
@@ -505,6 +505,8 @@ static int has_non_json_lexeme(const char *s, size_t len)
                 !(n == 4 && memcmp(s + i, "null", 4) == 0))
                 return 1;
             i += n - 1;
+        } else if (strchr("{}[]:, \t\n\r", c) == NULL || c == '\0') {
+            return 1; /* a quote ', a comment, ... */
         }
     }
     return 0;

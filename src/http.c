@@ -20,10 +20,12 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -614,6 +616,29 @@ static int read_head(struct pc_conn *c)
     }
 }
 
+/*
+ * chunk-size = 1*HEXDIG [BWS ";" ext]: strtoull would also take signs, "0x" and leading
+ * blanks, which a front proxy may read differently (request smuggling). 0 ok.
+ */
+static int parse_chunk_size(const char *line, size_t *out)
+{
+    size_t v = 0;
+    const char *p = line;
+    for (; isxdigit((unsigned char)*p); p++) {
+        if (v > (SIZE_MAX >> 4))
+            return -1;
+        v = (v << 4) | (size_t)(isdigit((unsigned char)*p) ? *p - '0' : (tolower(*p) - 'a' + 10));
+    }
+    if (p == line)
+        return -1;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (*p != '\0' && *p != ';')
+        return -1;
+    *out = v;
+    return 0;
+}
+
 /* Reads the chunked body. 1 complete; 0 need more; -1 failed (answered). */
 static int read_chunked(struct pc_conn *c, struct pc_http_req *r)
 {
@@ -648,10 +673,8 @@ static int read_chunked(struct pc_conn *c, struct pc_http_req *r)
         }
         int bad = 0;
         if (r->chunk == CH_SIZE) {
-            char *end;
-            errno = 0;
-            unsigned long long sz = strtoull(line, &end, 16);
-            if (end == line || (*end != '\0' && *end != ';' && *end != ' ') || errno != 0)
+            size_t sz;
+            if (parse_chunk_size(line, &sz) != 0)
                 bad = 1;
             else if (sz > c->srv->lim.max_body_bytes ||
                      r->body.len + sz > c->srv->lim.max_body_bytes) {

@@ -21,8 +21,11 @@
  * model server call: its answer is still stored for the next client.
  */
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <event2/event.h>
 
 #include "predcache/buf.h"
 #include "predcache/cachekey.h"
@@ -112,8 +115,14 @@ const char *pc_proxy_find_header(const struct pc_header *h, size_t n, const char
 
 static void flight_fail(struct pc_preq *p);
 
+static void lock_release(struct pc_preq *p);
+
 void pc_preq_free(struct pc_preq *p)
 {
+    if (p->lock_held)
+        lock_release(p); /* after any SET of the answer: same connection, same order */
+    if (p->lock_wait != NULL)
+        event_free(p->lock_wait);
     if (p->flight != NULL)
         flight_fail(p); /* a leader that never reached the model server */
     for (size_t i = 0; i < p->n_fwd; i++) {
@@ -531,6 +540,175 @@ static void forward(struct pc_preq *p, enum pc_cache_result result)
     pc_proxy_forward_body(p, result, body, len, on_backend);
 }
 
+static void answer_hit(struct pc_preq *p, const struct pc_envelope *env);
+
+/* ---- coalescing across processes -------------------------------------------------- */
+/*
+ *   miss --EVAL: value? / SET lock NX PX--> value: answer it (HIT)
+ *                                          acquired: forward; when answered and stored,
+ *                                                    release the lock and PUBLISH the key
+ *                                          held elsewhere: wait for that PUBLISH (or
+ *                                                    lock_timeout_ms), then GET again
+ */
+
+/* One round trip: the value if it landed meanwhile, else the lock if it is free. */
+static const char lock_script[] =
+    "local v = redis.call('GET', KEYS[1]) "
+    "if v then return {1, v} end "
+    "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end "
+    "return {3}";
+static const char unlock_script[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end "
+    "redis.call('PUBLISH', ARGV[2], ARGV[3]) return 1";
+
+static void lock_key(const struct pc_preq *p, char *out, size_t len)
+{
+    snprintf(out, len, "%s:lock", p->key);
+}
+
+/* This process's name in locks: a lock is only released by its holder. */
+static const char *lock_owner(char *buf, size_t len)
+{
+    snprintf(buf, len, "%ld", (long)getpid());
+    return buf;
+}
+
+int pc_proxy_done_channel(const struct pc_config *cfg, char *out, size_t len)
+{
+    return snprintf(out, len, "%sdone:%s", cfg->key_prefix, cfg->namespace_) < (int)len ? 0 : -1;
+}
+
+static void lock_release(struct pc_preq *p)
+{
+    struct pc_worker *w = p->w;
+    char lk[PC_KEY_MAX + 8], owner[32], chan[PC_CHANNEL_MAX];
+    lock_key(p, lk, sizeof lk);
+    lock_owner(owner, sizeof owner);
+    pc_proxy_done_channel(w->cfg, chan, sizeof chan);
+    const char *argv[] = {"EVAL", unlock_script, "1", lk, owner, chan, p->key};
+    size_t lens[7];
+    for (int i = 0; i < 7; i++)
+        lens[i] = strlen(argv[i]);
+    pc_store_command(w->store, 0, NULL, NULL, 7, argv, lens);
+    p->lock_held = 0;
+}
+
+/* Answers the leader and every local waiter with a value that is now in Redis. */
+static void answer_from_redis(struct pc_preq *p, const struct pc_envelope *env,
+                              enum pc_cache_result result)
+{
+    struct pc_flight *f = p->flight;
+    struct pc_header ct = {(char *)"Content-Type", (char *)env->content_type};
+    size_t n_ct = env->content_type[0] ? 1 : 0;
+    for (size_t i = 0; f != NULL && i < f->n_waiters; i++)
+        answer_coalesced(f->waiters[i], env->status, &ct, n_ct, env->body, env->body_len);
+    if (f != NULL)
+        f->n_waiters = 0;
+    flight_drop(p);
+    if (result == RES_HIT) {
+        p->result = RES_HIT;
+        answer_hit(p, env);
+    } else {
+        struct pc_header h[3] = {ct};
+        size_t n = n_ct;
+        h[n++] = (struct pc_header){(char *)"X-Cache", (char *)"COALESCED"};
+        h[n++] = (struct pc_header){(char *)"X-Cache-Key", p->key};
+        p->result = RES_COALESCED;
+        pc_proxy_answer(p, env->status, h, n, env->body, env->body_len);
+    }
+    pc_preq_free(p);
+}
+
+/* After the wait: the other process's answer should be in Redis now. */
+static void on_remote_lookup(enum pc_store_result res, const char *data, size_t len, void *arg)
+{
+    struct pc_preq *p = arg;
+    struct pc_envelope env;
+    char ctype[PC_CFG_STR];
+    if (res == PC_STORE_HIT && pc_envelope_decode(data, len, &env, ctype, sizeof ctype) == 0) {
+        answer_from_redis(p, &env, RES_COALESCED);
+        return;
+    }
+    forward(p, res == PC_STORE_ERROR ? RES_BYPASS : RES_MISS); /* it failed: our own call */
+}
+
+static void remote_resolve(struct pc_preq *p)
+{
+    event_free(p->lock_wait);
+    p->lock_wait = NULL;
+    if (pc_store_get(p->w->store, p->key, on_remote_lookup, p) != 0)
+        forward(p, RES_BYPASS);
+}
+
+static void on_lock_wait_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_preq *p = arg;
+    p->w->metrics.lock_timeouts++;
+    remote_resolve(p);
+}
+
+void pc_proxy_on_done(const char *key, size_t len, void *worker)
+{
+    struct pc_worker *w = worker;
+    char k[PC_KEY_MAX];
+    if (len >= sizeof k)
+        return;
+    memcpy(k, key, len);
+    k[len] = '\0';
+    struct pc_flight *f = pc_flights_find(w->flights, k);
+    struct pc_preq *leader = f != NULL && !f->done ? f->leader : NULL;
+    if (leader != NULL && leader->lock_wait != NULL)
+        remote_resolve(leader);
+}
+
+static void on_lock_reply(const struct pc_reply *r, void *arg)
+{
+    struct pc_preq *p = arg;
+    struct pc_worker *w = p->w;
+    const struct pc_reply *tag = r != NULL ? pc_reply_elem(r, 0) : NULL;
+    long long what =
+        tag != NULL && pc_reply_type(tag) == PC_REPLY_INTEGER ? pc_reply_integer(tag) : 0;
+    if (what == 1) { /* the value landed since our GET */
+        size_t len;
+        const char *data = pc_reply_str(pc_reply_elem(r, 1), &len);
+        struct pc_envelope env;
+        char ctype[PC_CFG_STR];
+        if (data != NULL && pc_envelope_decode(data, len, &env, ctype, sizeof ctype) == 0) {
+            answer_from_redis(p, &env, RES_HIT);
+            return;
+        }
+    } else if (what == 2) {
+        p->lock_held = 1;
+    } else if (what == 3) { /* another process is fetching it: wait for its PUBLISH */
+        int ms = w->cfg->lock_timeout_ms;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        p->lock_wait = evtimer_new(w->base, on_lock_wait_timeout, p);
+        if (p->lock_wait != NULL && evtimer_add(p->lock_wait, &tv) == 0) {
+            w->metrics.lock_waits++;
+            return;
+        }
+    }
+    forward(p, RES_MISS); /* lock taken by us, or Redis could not say: call the model */
+}
+
+static void lock_try(struct pc_preq *p)
+{
+    struct pc_worker *w = p->w;
+    char lk[PC_KEY_MAX + 8], owner[32], ttl[16];
+    lock_key(p, lk, sizeof lk);
+    snprintf(ttl, sizeof ttl, "%d", w->cfg->lock_timeout_ms);
+    const char *argv[] = {"EVAL", lock_script, "2", p->key, lk, lock_owner(owner, sizeof owner),
+                          ttl};
+    size_t lens[7];
+    for (int i = 0; i < 7; i++)
+        lens[i] = strlen(argv[i]);
+    p->result = RES_MISS;
+    if (pc_store_command(w->store, 0, on_lock_reply, p, 7, argv, lens) != 0)
+        forward(p, RES_BYPASS);
+}
+
 /*
  * A miss: when the same key's model server call is already running in this process, wait
  * for its answer instead of making another; else lead one.
@@ -550,7 +728,10 @@ static void forward_or_join(struct pc_preq *p, enum pc_cache_result result)
     }
     if (f == NULL)
         p->flight = pc_flights_start(w->flights, p->key, p); /* NULL: just go alone */
-    forward(p, result);
+    if (p->flight != NULL && w->cfg->lock_timeout_ms > 0 && result == RES_MISS)
+        lock_try(p); /* other processes may be fetching the same key */
+    else
+        forward(p, result);
 }
 
 /* ---- lookup ------------------------------------------------------------------------ */

@@ -26,6 +26,7 @@ enum pc_cache_result {
 
 struct pc_batch_state;
 struct pc_flight;
+struct event;
 
 /* One request in the proxy. Freed by pc_preq_free once answered (and stored, if any). */
 struct pc_preq {
@@ -41,6 +42,8 @@ struct pc_preq {
     size_t n_fwd;
     struct pc_batch_state *batch; /* per-instance state, owned; NULL for the per-body flow */
     struct pc_flight *flight;     /* the coalescing entry this request leads, or NULL */
+    int lock_held;                /* holds the cross-process lock of key: release when done */
+    struct event *lock_wait;      /* waiting for another process's answer: its deadline */
 };
 
 const char *pc_proxy_result_name(enum pc_cache_result r);

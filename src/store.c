@@ -32,7 +32,7 @@
 #define PC_STORE_BACKOFF_MAX_MS 2000
 
 enum store_state { ST_CLOSED, ST_CONNECTING, ST_CONNECTED };
-enum cmd_kind { CMD_GET, CMD_SET, CMD_PING, CMD_SETUP, CMD_GENERIC };
+enum cmd_kind { CMD_GET, CMD_SET, CMD_PING, CMD_SETUP, CMD_GENERIC, CMD_SUBSCRIBE };
 
 struct pc_store {
     struct event_base *base;
@@ -45,6 +45,9 @@ struct pc_store {
     struct event *reset_ev; /* drops the connection outside hiredis callbacks */
     int backoff_ms;
     size_t pending;
+    char *sub_channel; /* subscribed on every (re)connect when set: a subscriber store */
+    pc_store_message_cb sub_cb;
+    void *sub_arg;
     size_t pending_sets; /* SETs sent and not answered, and their bytes: bounded */
     size_t pending_set_bytes;
 };
@@ -141,7 +144,10 @@ static void cmd_answer(struct cmd *c, redisReply *r)
     case CMD_GENERIC:
         if (r != NULL && r->type == REDIS_REPLY_ERROR)
             pc_log(PC_LOG_WARN, "store: Redis error: %s", r->str);
-        c->cmd_cb((const struct pc_reply *)r, c->arg);
+        if (c->cmd_cb != NULL) /* fire-and-forget commands have none */
+            c->cmd_cb((const struct pc_reply *)r, c->arg);
+        break;
+    case CMD_SUBSCRIBE: /* never here: sub_reply_cb handles subscriptions */
         break;
     case CMD_SETUP:
         if (r != NULL && r->type == REDIS_REPLY_ERROR) {
@@ -150,6 +156,25 @@ static void cmd_answer(struct cmd *c, redisReply *r)
         }
         break;
     }
+}
+
+/*
+ * A subscription's callback runs for every message; hiredis calls it once more with a
+ * NULL reply when the connection goes, and only then is the command freed.
+ */
+static void sub_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    (void)ac;
+    struct cmd *c = priv;
+    redisReply *r = reply;
+    if (r == NULL) {
+        free(c);
+        return;
+    }
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+        r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "message") == 0 &&
+        r->element[2]->type == REDIS_REPLY_STRING)
+        c->st->sub_cb(r->element[2]->str, r->element[2]->len, c->st->sub_arg);
 }
 
 static void cmd_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
@@ -278,6 +303,17 @@ static void send_setup(struct pc_store *st)
             cmd_send(st, c, 2, argv, lens);
         }
     }
+    if (st->sub_channel != NULL) {
+        struct cmd *c = calloc(1, sizeof *c);
+        if (c != NULL) {
+            c->st = st;
+            c->kind = CMD_SUBSCRIBE;
+            const char *argv[] = {"SUBSCRIBE", st->sub_channel};
+            size_t lens[] = {9, strlen(st->sub_channel)};
+            if (redisAsyncCommandArgv(st->ac, sub_reply_cb, c, 2, argv, lens) != REDIS_OK)
+                free(c);
+        }
+    }
     if (cfg->redis_db != 0) {
         char db[16];
         snprintf(db, sizeof db, "%d", cfg->redis_db);
@@ -320,12 +356,26 @@ static void store_connect(struct pc_store *st)
     send_setup(st);
 }
 
+static int store_init(struct pc_store *st, struct event_base *base, const struct pc_config *cfg,
+                      struct pc_metrics *metrics);
+
 struct pc_store *pc_store_new(struct event_base *base, const struct pc_config *cfg,
                               struct pc_metrics *metrics)
 {
     struct pc_store *st = calloc(1, sizeof *st);
     if (st == NULL)
         return NULL;
+    if (store_init(st, base, cfg, metrics) != 0) {
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+/* Timers and the first connect. 0 ok; -1 with st's events freed (st itself is not). */
+static int store_init(struct pc_store *st, struct event_base *base, const struct pc_config *cfg,
+                      struct pc_metrics *metrics)
+{
     st->base = base;
     st->cfg = cfg;
     st->m = metrics;
@@ -334,10 +384,33 @@ struct pc_store *pc_store_new(struct event_base *base, const struct pc_config *c
     st->retry_timer = evtimer_new(base, retry_cb, st);
     st->reset_ev = event_new(base, -1, 0, reset_cb, st);
     if (st->connect_timer == NULL || st->retry_timer == NULL || st->reset_ev == NULL) {
-        pc_store_free(st);
-        return NULL;
+        if (st->connect_timer)
+            event_free(st->connect_timer);
+        if (st->retry_timer)
+            event_free(st->retry_timer);
+        if (st->reset_ev)
+            event_free(st->reset_ev);
+        return -1;
     }
     store_connect(st);
+    return 0;
+}
+
+struct pc_store *pc_store_new_subscriber(struct event_base *base, const struct pc_config *cfg,
+                                         struct pc_metrics *metrics, const char *channel,
+                                         pc_store_message_cb cb, void *arg)
+{
+    struct pc_store *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return NULL;
+    st->sub_channel = strdup(channel);
+    st->sub_cb = cb;
+    st->sub_arg = arg;
+    if (st->sub_channel == NULL || store_init(st, base, cfg, metrics) != 0) {
+        free(st->sub_channel);
+        free(st);
+        return NULL;
+    }
     return st;
 }
 
@@ -346,6 +419,7 @@ void pc_store_free(struct pc_store *st)
     if (st == NULL)
         return;
     store_drop(st);
+    free(st->sub_channel);
     if (st->connect_timer)
         event_free(st->connect_timer);
     if (st->retry_timer)

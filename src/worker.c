@@ -70,6 +70,15 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         pc_http_server_new(base, cfg->admin_listen, &admin_lim, pc_admin_handle, w, err, errlen);
     if (w->admin == NULL)
         return -1;
+    if (cfg->lock_timeout_ms > 0) {
+        char chan[PC_CHANNEL_MAX];
+        if (pc_proxy_done_channel(cfg, chan, sizeof chan) != 0 ||
+            (w->subscriber = pc_store_new_subscriber(base, cfg, &w->sub_metrics, chan,
+                                                     pc_proxy_on_done, w)) == NULL) {
+            snprintf(err, errlen, "cannot create the Redis subscriber");
+            return -1;
+        }
+    }
     w->store = pc_store_new(base, cfg, &w->metrics);
     if (w->store == NULL) {
         snprintf(err, errlen, "cannot create the Redis client");
@@ -163,6 +172,7 @@ void pc_worker_release(struct pc_worker *w)
     pc_http_server_free(w->admin);
     pc_jobs_free(w->jobs);
     w->jobs = NULL;
+    pc_store_free(w->subscriber);
     pc_store_free(w->store);
     pc_upstream_free(w->up);
     pc_health_free(w->health);   /* after the upstream: a check in flight calls back */

@@ -22,6 +22,8 @@
     X(refresh_failed, "Background refreshes that failed or could not be stored")                   \
     X(backend_refused, "Requests answered 503 at once: model server down or too busy")             \
     X(store_dropped, "Results not stored because too many stores were pending")                    \
+    X(lock_waits, "Misses that waited for another predcache process's model server call")          \
+    X(lock_timeouts, "Such waits that ran out (lock_timeout_ms) before an answer was announced")   \
     X(instances_hit, "Batch instances answered from the cache")                                    \
     X(instances_miss, "Batch instances sent to the model server")                                  \
     X(req_pass, "Requests on routes that are not cached, forwarded unchanged")                     \

@@ -32,6 +32,15 @@ typedef void (*pc_store_ping_cb)(int ok, void *arg);
 /* Borrows base, cfg and metrics for the store's lifetime. Starts connecting at once. */
 struct pc_store *pc_store_new(struct event_base *base, const struct pc_config *cfg,
                               struct pc_metrics *metrics);
+/*
+ * A store that only listens: it SUBSCRIBEs to channel on every (re)connect and calls
+ * cb(message, len, arg) for each message (valid during the call). It takes no commands.
+ */
+typedef void (*pc_store_message_cb)(const char *msg, size_t len, void *arg);
+struct pc_store *pc_store_new_subscriber(struct event_base *base, const struct pc_config *cfg,
+                                         struct pc_metrics *metrics, const char *channel,
+                                         pc_store_message_cb cb, void *arg);
+
 /* Fails every pending command's callback with PC_STORE_ERROR, then frees. Accepts NULL. */
 void pc_store_free(struct pc_store *st);
 

@@ -34,6 +34,8 @@ struct pc_worker {
     struct pc_flights *flights;    /* keys whose model server call is running (coalescing) */
     struct pc_flights *refreshing; /* keys whose stale entry is being refreshed */
     struct pc_health *health;      /* active model server health checks */
+    struct pc_store *subscriber;   /* listens for answers of other processes (locks) */
+    struct pc_metrics sub_metrics; /* the subscriber's own: it must not move redis_up */
     struct pc_key_params keyp;
     const char *input_fields[32];
     int draining; /* SIGTERM seen: listeners closed, finishing what is in flight */
@@ -48,6 +50,12 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
 /* Stops accepting and exits the loop once requests and stores are done (bounded). */
 void pc_worker_drain(struct pc_worker *w);
 void pc_worker_release(struct pc_worker *w);
+
+/* The Redis channel on which a process announces an answered key. 0 ok, -1 too long. */
+#define PC_CHANNEL_MAX (2 * 256 + 16)
+int pc_proxy_done_channel(const struct pc_config *cfg, char *out, size_t len);
+/* A message on that channel: another process answered the key (arg is the worker). */
+void pc_proxy_on_done(const char *key, size_t len, void *worker);
 
 /* Why the model server must not be called now (down, or too many calls), or NULL. */
 const char *pc_worker_backend_refusal(const struct pc_worker *w);

@@ -88,3 +88,61 @@ def test_sequential_misses_after_the_answer_hit_redis(proxy, model):
     r2 = proxy.post(PREDICT, json_body={"instances": ["seq"]})
     assert r2.headers["X-Cache"] == "HIT"
     assert model.count(PREDICT) == 1
+
+
+def burst_two(p1, p2, n, body):
+    """n clients at once, alternating between two predcache processes."""
+    results = [None] * n
+    start = threading.Barrier(n)
+
+    def one(i):
+        start.wait()
+        p = p1 if i % 2 == 0 else p2
+        try:
+            results[i] = p.post(PREDICT, json_body=body)
+        except Exception as e:  # noqa: BLE001
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_fifty_identical_misses_across_two_processes_make_one_call(start_predcache, model):
+    p1 = start_predcache()
+    p2 = start_predcache()
+    model.control(delay_ms=500)
+    rs = burst_two(p1, p2, 50, {"instances": ["two-process-herd"]})
+    assert all(not isinstance(r, Exception) and r.status_code == 200 for r in rs), rs[:3]
+    assert model.count(PREDICT) == 1
+    assert len({r.content for r in rs}) == 1
+    caches = [r.headers["X-Cache"] for r in rs]
+    assert caches.count("MISS") == 1, caches
+    assert set(caches) <= {"MISS", "COALESCED", "HIT"}
+    waited = p1.metric("predcache_lock_waits_total") + p2.metric("predcache_lock_waits_total")
+    assert waited >= 1
+    assert p1.metric("predcache_lock_timeouts_total") + p2.metric(
+        "predcache_lock_timeouts_total") == 0  # notified, not timed out
+
+
+def test_a_dead_lock_holder_costs_at_most_lock_timeout(start_predcache, model, redis):
+    """A lock whose holder died (never released) is waited out, then the model is called."""
+    p = start_predcache(conf={"cache": {"lock_timeout_ms": "700"}})
+    r0 = p.post(PREDICT, json_body={"instances": ["orphan"]}, headers={"Cache-Control": "no-store"})
+    key = r0.headers["X-Cache-Key"]
+    redis.command("SET", key + ":lock", "someone-else", "PX", "700")
+    r = p.post(PREDICT, json_body={"instances": ["orphan"]})
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+    assert p.metric("predcache_lock_timeouts_total") == 1
+    assert model.count(PREDICT) == 2
+
+
+def test_locks_off_means_no_lock_keys(start_predcache, model, redis):
+    p = start_predcache(conf={"cache": {"lock_timeout_ms": "0"}})
+    model.control(delay_ms=200)
+    r = p.post(PREDICT, json_body={"instances": ["nolock"]})
+    assert r.headers["X-Cache"] == "MISS"
+    assert not [k for k in redis.keys() if str(k).endswith(":lock")]
