@@ -78,6 +78,7 @@ struct pc_conn {
     struct pc_http_req *req; /* request being read or handled, owned by the conn until handed */
     int close_after;         /* close once the current answer is written */
     int read_eof;            /* the client closed its sending side: never read again */
+    struct event *deadline;  /* a started request must be fully received by then */
     char peer[64];
     struct pc_conn *prev, *next;
 };
@@ -98,6 +99,7 @@ static void conn_read_cb(struct bufferevent *bev, void *arg);
 static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_process(struct pc_conn *c);
+static void conn_fail(struct pc_conn *c, int status, const char *msg);
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
@@ -320,6 +322,8 @@ static void conn_free(struct pc_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     srv->n_conns--;
+    if (c->deadline != NULL)
+        event_free(c->deadline);
     bufferevent_free(c->bev);
     free(c);
 }
@@ -328,6 +332,30 @@ static void set_read_timeout(struct pc_conn *c, int ms)
 {
     struct timeval rt = ms_tv(ms), wt = ms_tv(c->srv->lim.idle_timeout_ms);
     bufferevent_set_timeouts(c->bev, ms > 0 ? &rt : NULL, &wt);
+}
+
+/*
+ * The idle timeout only bounds silence: a client trickling one byte a second would hold
+ * its connection for hours. A request must also arrive whole within read_timeout_ms.
+ */
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_conn *c = arg;
+    if (c->state == CS_READ_HEAD || c->state == CS_READ_BODY)
+        conn_fail(c, 408, "request not received in time");
+}
+
+static void arm_deadline(struct pc_conn *c)
+{
+    int ms = c->srv->lim.read_timeout_ms;
+    if (ms <= 0)
+        return;
+    if (c->deadline == NULL && (c->deadline = evtimer_new(c->srv->base, deadline_cb, c)) == NULL)
+        return;
+    struct timeval tv = ms_tv(ms);
+    evtimer_add(c->deadline, &tv);
 }
 
 /* Writes status line, headers and body to the connection's output. */
@@ -469,6 +497,14 @@ static int parse_header_line(struct pc_http_req *r, const char *line, const char
         return 431;
     }
     const char *v = colon + 1;
+    for (const char *q = v; *q; q++) {
+        /* A bare CR (or any control byte but tab) would reach the model server as a
+         * header boundary of its own: header injection. */
+        if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7f) {
+            *why = "control character in header value";
+            return 400;
+        }
+    }
     while (*v == ' ' || *v == '\t')
         v++;
     size_t vl = strlen(v);
@@ -744,6 +780,8 @@ static void conn_process(struct pc_conn *c)
         struct pc_http_req *r = c->req;
         c->close_after = !r->keep_alive || c->srv->stopping;
         c->state = CS_HANDLING;
+        if (c->deadline != NULL)
+            event_del(c->deadline);
         set_read_timeout(c, 0); /* the handler's own deadline bounds the wait */
         /* The handler may reply (and so free r) before it returns: touch neither after. */
         c->srv->handler(r, c->srv->arg);
@@ -763,7 +801,11 @@ static void conn_process(struct pc_conn *c)
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
     (void)bev;
-    conn_process(arg);
+    struct pc_conn *c = arg;
+    /* The request's clock starts with its first byte. */
+    if (c->state == CS_READ_HEAD && (c->deadline == NULL || !evtimer_pending(c->deadline, NULL)))
+        arm_deadline(c);
+    conn_process(c);
 }
 
 /* Output drained: the answer is out. Next request, or close. */
@@ -796,7 +838,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
     (void)bev;
     struct pc_conn *c = arg;
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING) && c->state == CS_READ_HEAD &&
-        c->req != NULL) {
+        (c->req != NULL || evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)) {
         conn_fail(c, 408, "timed out reading the request head");
         return;
     }

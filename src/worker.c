@@ -49,6 +49,7 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         .max_header_bytes = cfg->max_header_bytes,
         .max_body_bytes = cfg->max_body_bytes,
         .idle_timeout_ms = cfg->idle_timeout_ms,
+        .read_timeout_ms = cfg->request_timeout_ms,
         .max_connections = cfg->max_connections,
     };
     w->up = pc_upstream_new(base, cfg);

@@ -24,6 +24,7 @@ struct pc_http_limits {
     size_t max_header_bytes;
     size_t max_body_bytes;
     int idle_timeout_ms; /* keep-alive idle and slow-client read/write timeout */
+    int read_timeout_ms; /* a started request must be received whole within it; 0: none */
     int max_connections;
 };
 

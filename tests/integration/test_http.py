@@ -220,3 +220,34 @@ def test_head_passthrough_keeps_the_backend_length(proxy, model):
     assert rest == b""
     lengths = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
     assert lengths == [b"Content-Length: %d" % len(get.content)], head
+
+
+def test_trickling_client_gets_408_at_the_request_deadline(start_predcache):
+    """The idle timeout only bounds silence; a request must also arrive whole within
+    request_timeout_ms, so a client sending a byte now and then cannot hold a slot."""
+    p = start_predcache(conf={"server": {"idle_timeout_ms": 1000, "request_timeout_ms": 1500}})
+    s = socket.create_connection(("127.0.0.1", p.listen_port), timeout=10)
+    data = b""
+    try:
+        t0 = time.monotonic()
+        for ch in b"POST /predict HTTP/1.1\r\nHost: t\r\nX-Slow: abcdefghijklmnop":
+            try:
+                s.sendall(bytes([ch]))
+            except OSError:
+                break
+            time.sleep(0.3)
+            if time.monotonic() - t0 > 6:
+                break
+        s.settimeout(5)
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    assert data.startswith(b"HTTP/1.1 408"), data[:100]
+    assert b"not received in time" in data
