@@ -446,6 +446,20 @@ static int parse_request_line(struct pc_http_req *r, const char *line, const cha
         *why = "out of memory";
         return 503;
     }
+    if (strncasecmp(r->target, "http://", 7) == 0 || strncasecmp(r->target, "https://", 8) == 0) {
+        /* absolute-form (RFC 9112 3.2.2): keep the path and query, drop the authority */
+        const char *auth = strstr(r->target, "//") + 2;
+        const char *path = auth + strcspn(auth, "/?");
+        char *t = *path == '/' ? strdup(path) : NULL;
+        if (*path != '/' && asprintf(&t, "/%s", path) < 0)
+            t = NULL;
+        if (t == NULL) {
+            *why = "out of memory";
+            return 503;
+        }
+        free(r->target);
+        r->target = t;
+    }
     if (r->target[0] != '/') {
         *why = "request target must be an absolute path";
         return 400;

@@ -340,6 +340,15 @@ size_t pc_upstream_active(const struct pc_upstream *up)
     return up->active;
 }
 
+static int has_header(const struct pc_header *h, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (pc_strcaseeq(h[i].name, name))
+            return 1;
+    }
+    return 0;
+}
+
 /* Request headers for curl: end-to-end ones only, and none that curl must own. */
 static struct curl_slist *build_headers(const struct pc_header *headers, size_t n)
 {
@@ -361,8 +370,16 @@ static struct curl_slist *build_headers(const struct pc_header *headers, size_t 
             goto fail;
         list = t;
     }
-    /* No "Expect: 100-continue" round trip to the model server. */
+    /* No "Expect: 100-continue" round trip to the model server, and none of the headers
+     * curl would add on its own: what the client did not send is not sent. */
     if ((t = curl_slist_append(list, "Expect:")) == NULL)
+        goto fail;
+    list = t;
+    if (!has_header(headers, n, "accept") && (t = curl_slist_append(list, "Accept:")) == NULL)
+        goto fail;
+    list = t;
+    if (!has_header(headers, n, "content-type") &&
+        (t = curl_slist_append(list, "Content-Type:")) == NULL)
         goto fail;
     return t;
 fail:

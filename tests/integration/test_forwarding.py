@@ -169,3 +169,38 @@ def test_overlong_content_type_is_answered_but_not_stored(proxy, model, redis):
     assert r1.status_code == 200 and r1.headers["Content-Type"] == ctype
     wait_for(lambda: proxy.metric("predcache_store_skipped_total") >= 1, what="store skipped")
     assert not redis.exists(r1.headers["X-Cache-Key"])
+
+
+def test_no_headers_are_added_that_the_client_did_not_send(proxy, model):
+    import socket
+    s = socket.create_connection(("127.0.0.1", proxy.listen_port), timeout=10)
+    try:
+        s.sendall(b"POST /other HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n"
+                  b"Connection: close\r\n\r\nab")
+        while s.recv(65536):
+            pass
+    finally:
+        s.close()
+    headers = model.last()["headers"]
+    assert "content-type" not in headers
+    assert "accept" not in headers
+    assert model.last()["body"] == "ab"
+
+
+def test_absolute_form_target_is_accepted(proxy, model):
+    import socket
+    s = socket.create_connection(("127.0.0.1", proxy.listen_port), timeout=10)
+    data = b""
+    try:
+        s.sendall(b"GET http://example.invalid/v1/models/m/metadata?x=1 HTTP/1.1\r\nHost: t\r\n"
+                  b"Connection: close\r\n\r\n")
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    assert data.startswith(b"HTTP/1.1 200")
+    assert model.last()["path"] == "/v1/models/m/metadata"
+    assert model.last()["query"] == "x=1"
