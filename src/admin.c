@@ -8,6 +8,7 @@
 
 #include "predcache/buf.h"
 #include "predcache/config.h"
+#include "predcache/health.h"
 #include "predcache/http.h"
 #include "predcache/log.h"
 #include "predcache/metrics.h"
@@ -74,8 +75,10 @@ static void handle_ready(struct pc_worker *w, struct pc_http_req *req)
     pr->waiting = 3; /* two checks, plus this function's own hold until both are started */
     if (pc_store_ping(w->store, ready_redis_cb, pr) != 0)
         pr->waiting--;
-    if (pc_upstream_send(w->up, "GET", "/", NULL, 0, NULL, 0, READY_BACKEND_TIMEOUT_MS,
-                         ready_backend_cb, pr) == NULL)
+    if (!pc_health_up(w->health)) /* the active checks say down: no need to ask again */
+        pr->waiting--;
+    else if (pc_upstream_send(w->up, "GET", "/", NULL, 0, NULL, 0, READY_BACKEND_TIMEOUT_MS,
+                              ready_backend_cb, pr) == NULL)
         pr->waiting--;
     ready_maybe_answer(pr);
 }

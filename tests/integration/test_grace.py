@@ -4,6 +4,8 @@ with fail-fast, and bounds on model server calls and pending stores."""
 import threading
 import time
 
+import requests
+
 from conftest import wait_for
 
 PREDICT = "/v1/models/m:predict"
@@ -59,6 +61,8 @@ def test_health_checks_fail_fast_and_show(start_predcache, model):
     assert "down" in r.json()["error"]
     assert time.monotonic() - t0 < 5
     assert p.metric("predcache_backend_refused_total") >= 1
+    r_ready = requests.get(p.admin("/ready"), timeout=10)
+    assert r_ready.status_code == 503 and r_ready.json()["backend"] == "down"
     r = p.post(PREDICT, json_body={"instances": ["h1"]})  # cached answers still flow
     assert r.status_code == 200 and r.headers["X-Cache"] == "HIT"
 
