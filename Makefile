@@ -42,7 +42,7 @@ bootstrap:
 
 # The README's test command: installs what it needs, then unit and integration tests.
 test: bootstrap
-	@$(MAKE) --no-print-directory unit integration
+	@$(MAKE) --no-print-directory unit integration fuzz-smoke
 
 unit: $(UNITBIN)
 	@set -e; for t in $(UNITBIN); do echo "== $$t"; $$t; done
@@ -55,6 +55,74 @@ asan: bootstrap
 	@$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/predcache \
 	    CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	    LDFLAGS="-fsanitize=address,undefined" unit integration
+
+# libFuzzer targets (tests/fuzz/fuzz_<target>.c): clang, ASan + UBSan, everything in
+# build-fuzz/. Each target runs FUZZ_SECONDS on a copy of its committed seeds
+# (tests/fuzz/corpus/<target>/ never changes; new inputs stay in build-fuzz/corpus-<target>/).
+# A crash, a leak, undefined behaviour or a broken invariant fails the target and leaves the
+# input in build-fuzz/crash-<target>-*; replay one with `build-fuzz/fuzz_<target> FILE`.
+# fuzz-smoke is the CI-sized run (10 s a target).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_ARGS    ?=
+FUZZ_TARGETS := cachekey config envelope batch
+FUZZ_BUILD   := build-fuzz
+FUZZ_PKGS    := json-c libcrypto
+FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude $(FUZZ_SAN) \
+                $(shell pkg-config --cflags $(FUZZ_PKGS) 2>/dev/null)
+FUZZ_LIBS    := $(shell pkg-config --libs $(FUZZ_PKGS) 2>/dev/null) -lm
+FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-toolchain fuzz-clean
+
+$(FUZZ_BUILD)/obj/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
+
+# A target links its own module and the shared helpers, as a unit test does.
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_BUILD)/obj/%.o \
+                      $(FUZZ_BUILD)/obj/buf.o $(FUZZ_BUILD)/obj/log.o
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) $(FUZZ_LIBS)
+
+# fuzz_cachekey checks json-c's reading against batch.c's strict JSON scanner.
+$(FUZZ_BUILD)/fuzz_cachekey: $(FUZZ_BUILD)/obj/batch.o
+
+-include $(wildcard $(FUZZ_BUILD)/obj/*.d)
+.PRECIOUS: $(FUZZ_BUILD)/obj/%.o
+
+fuzz-toolchain:
+	@command -v $(FUZZ_CC) >/dev/null || { \
+	    echo "fuzz: $(FUZZ_CC) not found: apt-get install clang libclang-rt-14-dev"; exit 1; }
+	@printf 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n);\nint LLVMFuzzerTestOneInput(const char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' | \
+	    $(FUZZ_CC) -x c -fsanitize=fuzzer,address,undefined -o /dev/null - 2>/dev/null || { \
+	    echo "fuzz: $(FUZZ_CC) cannot link -fsanitize=fuzzer: apt-get install libclang-rt-14-dev"; \
+	    exit 1; }
+	@pkg-config --exists $(FUZZ_PKGS) || { \
+	    echo "fuzz: pkg-config finds no $(FUZZ_PKGS): apt-get install libjson-c-dev libssl-dev"; \
+	    exit 1; }
+
+fuzz-build: fuzz-toolchain
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+
+# Runs every target even when one fails, then fails if any did.
+fuzz: fuzz-build
+	@failed=""; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_BUILD)/corpus-$$t && cp tests/fuzz/corpus/$$t/* $(FUZZ_BUILD)/corpus-$$t/; \
+	    dict=""; [ -f tests/fuzz/$$t.dict ] && dict="-dict=tests/fuzz/$$t.dict"; \
+	    echo "== fuzz_$$t: $(FUZZ_SECONDS) s"; \
+	    $(FUZZ_BUILD)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=65536 -timeout=10 \
+	        -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/crash-$$t- $$dict $(FUZZ_ARGS) \
+	        $(FUZZ_BUILD)/corpus-$$t || failed="$$failed $$t"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: FAILED:$$failed (inputs: $(FUZZ_BUILD)/crash-*)"; exit 1; fi; \
+	echo "fuzz: all targets passed"
+
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
+
+fuzz-clean:
+	rm -rf $(FUZZ_BUILD)
 
 # The integration tests with predcache under valgrind memcheck (slower; errors fail tests).
 valgrind: bootstrap $(BIN)

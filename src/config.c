@@ -35,7 +35,7 @@
 #define GIB (1024LL * MIB)
 
 /* Longest line of a conf file, without its line ending. */
-#define CFG_LINE_MAX 4096
+#define CFG_LINE_MAX 16384 /* room for a full route list as pc_config_dump writes it */
 /* Longest line pc_config_dump emits: a full route list (32 x "METHOD PATTERN, "). */
 #define CFG_DUMP_MAX (PC_CFG_MAX_LIST * (sizeof(struct pc_route_rule) + 4) + 64)
 
@@ -648,29 +648,28 @@ static char *trim(char *s)
  */
 static int parse_file(struct pc_config *cfg, FILE *f, const char *path, char *err, size_t errlen)
 {
-    char buf[CFG_LINE_MAX + 3]; /* the line, "\r\n" and the NUL */
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t got;
     char msg[1024];
     const char *section = NULL;
     int lineno = 0;
+    int rc = -1;
 
-    while (fgets(buf, sizeof buf, f) != NULL) {
+    while ((got = getline(&buf, &cap, f)) != -1) {
         lineno++;
-        size_t len = strlen(buf);
-        int has_nl = len > 0 && buf[len - 1] == '\n';
-        if (!has_nl && !feof(f)) {
-            if (len == sizeof buf - 1)
-                fmt(err, errlen, "%s:%d: line longer than %d bytes", path, lineno, CFG_LINE_MAX);
-            else
-                fmt(err, errlen, "%s:%d: NUL byte in line", path, lineno);
-            return -1;
+        size_t len = (size_t)got;
+        if (memchr(buf, '\0', len) != NULL) { /* on any line, the last one included */
+            fmt(err, errlen, "%s:%d: NUL byte in line", path, lineno);
+            goto out;
         }
-        if (has_nl)
+        if (len > 0 && buf[len - 1] == '\n')
             buf[--len] = '\0';
         if (len > 0 && buf[len - 1] == '\r')
             buf[--len] = '\0';
         if (len > CFG_LINE_MAX) {
             fmt(err, errlen, "%s:%d: line longer than %d bytes", path, lineno, CFG_LINE_MAX);
-            return -1;
+            goto out;
         }
         char *line = buf;
         if (lineno == 1 && strncmp(line, "\xEF\xBB\xBF", 3) == 0) /* UTF-8 byte order mark */
@@ -684,7 +683,7 @@ static int parse_file(struct pc_config *cfg, FILE *f, const char *path, char *er
             size_t n = strlen(line);
             if (line[n - 1] != ']') {
                 fmt(err, errlen, "%s:%d: expected '[section]'", path, lineno);
-                return -1;
+                goto out;
             }
             line[n - 1] = '\0';
             char *name = trim(line + 1);
@@ -695,7 +694,7 @@ static int parse_file(struct pc_config *cfg, FILE *f, const char *path, char *er
             }
             if (section == NULL) {
                 fmt(err, errlen, "%s:%d: unknown section [%s]", path, lineno, name);
-                return -1;
+                goto out;
             }
             continue;
         }
@@ -703,24 +702,24 @@ static int parse_file(struct pc_config *cfg, FILE *f, const char *path, char *er
         char *eq = strchr(line, '=');
         if (eq == NULL) {
             fmt(err, errlen, "%s:%d: expected 'key = value'", path, lineno);
-            return -1;
+            goto out;
         }
         *eq = '\0';
         char *key = trim(line);
         char *value = trim(eq + 1);
         if (key[0] == '\0') {
             fmt(err, errlen, "%s:%d: expected 'key = value'", path, lineno);
-            return -1;
+            goto out;
         }
         if (section == NULL) {
             fmt(err, errlen, "%s:%d: %s: key outside any [section]", path, lineno, key);
-            return -1;
+            goto out;
         }
         size_t vlen = strlen(value);
         if (value[0] == '"') {
             if (vlen < 2 || value[vlen - 1] != '"') {
                 fmt(err, errlen, "%s:%d: [%s] %s: unterminated quote", path, lineno, section, key);
-                return -1;
+                goto out;
             }
             value[vlen - 1] = '\0';
             value++;
@@ -728,14 +727,17 @@ static int parse_file(struct pc_config *cfg, FILE *f, const char *path, char *er
         /* A key given twice: the last one wins, as for command-line overrides. */
         if (pc_config_set(cfg, section, key, value, msg, sizeof msg) != 0) {
             fmt(err, errlen, "%s:%d: %s", path, lineno, msg);
-            return -1;
+            goto out;
         }
     }
     if (ferror(f)) {
         fmt(err, errlen, "%s: read error: %s", path, strerror(errno));
-        return -1;
+        goto out;
     }
-    return 0;
+    rc = 0;
+out:
+    free(buf);
+    return rc;
 }
 
 int pc_config_load(struct pc_config *cfg, const char *path, char *err, size_t errlen)

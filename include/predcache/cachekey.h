@@ -49,8 +49,10 @@ int pc_cachekey_derive(const struct pc_key_params *p, const char *route, const c
  * when nonzero, every zero "0". 100, 1e2 and 100.0 are all "1e2", 1.5 is "15e-1", and
  * two numbers share a form exactly when they denote the same decimal value. 0 ok; -1,
  * out as it was, when text is not JSON or holds a value that cannot be read exactly
- * (saturated integers, NaN, Infinity, overflow, non-JSON number forms json-c accepts,
- * exponents beyond 100000, lone surrogates).
+ * (saturated integers in any spelling, NaN, Infinity, overflow, non-JSON number forms
+ * json-c accepts, exponents beyond 100000 in the text or the result, lone surrogates),
+ * or lexemes a strict JSON parser would refuse (single-quoted names, raw control
+ * characters in strings, leading zeros): such bodies are keyed raw instead.
  */
 int pc_cachekey_canonical(const char *json, size_t len, struct pc_buf *out);
 

@@ -558,8 +558,9 @@ static void test_lossy_strings_are_raw(void **state)
 /*
  * Found by fuzz_cachekey against batch.c's strict scanner: json-c's strict mode takes control
  * characters written raw inside strings (["\r"]), integers with leading zeros ([-090], [00]),
- * NaN and Infinity, and drops duplicate members and fields outside the key unchecked, so
- * bodies a JSON model server refuses shared a key with JSON ones. Keyed raw now.
+ * single-quoted member names, NaN and Infinity, and drops duplicate members and fields
+ * outside the key unchecked, so bodies a JSON model server refuses shared a key with JSON
+ * ones. Keyed raw now.
  */
 static void test_non_json_lexemes_are_raw(void **state)
 {
@@ -584,6 +585,12 @@ static void test_non_json_lexemes_are_raw(void **state)
     assert_int_equal(derive("{\"instances\":[-090]}", k), PC_KEY_RAW);
     assert_other_key("{\"instances\":[-090]}", "{\"instances\":[-90]}");
     assert_other_key("{\"instances\":[00]}", "{\"instances\":[0]}");
+
+    /* json-c takes single-quoted member names */
+    assert_not_canonical("{'a':1}");
+    assert_int_equal(derive("{'instances': [1]}", k), PC_KEY_RAW);
+    assert_other_key("{\"instances\": [1], '': 2}", "{\"instances\": [1]}");
+    assert_other_key("{\"instances\": [1], '1': 2}", "{\"instances\": [1]}");
 
     /* json-c drops a member given twice and fields outside the key unchecked */
     assert_not_canonical("{\"inputs\":{\"a\":[20.]},\"inputs\":\"1\"}");

@@ -592,36 +592,90 @@ static void test_line_length(void **state)
 {
     (void)state;
     struct pc_config c;
-    /* A line of exactly 4096 bytes is read; 4097 is refused. */
-    size_t sz = 8 + 4097 + 2 + 1;
+    /* A line of exactly 16384 bytes is read; 16385 is refused. */
+    enum { MAXL = 16384 };
+    size_t sz = 8 + MAXL + 2 + 1;
     char *text = malloc(sz);
     assert_non_null(text);
     strcpy(text, "[cache]\n");
     char *line = text + strlen(text);
-    memset(line, ' ', 4096);
+    memset(line, ' ', MAXL);
     memcpy(line, "ttl_s = 7", 9);
-    line[4096] = '\n';
-    line[4097] = '\0';
+    line[MAXL] = '\n';
+    line[MAXL + 1] = '\0';
     assert_int_equal(load_text(&c, text), 0);
     assert_int_equal(c.ttl_s, 7);
 
-    line[4096] = ' ';
-    line[4097] = '\n';
-    line[4098] = '\0';
+    line[MAXL] = ' ';
+    line[MAXL + 1] = '\n';
+    line[MAXL + 2] = '\0';
     assert_int_equal(load_text(&c, text), -1);
-    assert_err_at(2, "line longer than 4096 bytes");
+    assert_err_at(2, "line longer than 16384 bytes");
 
     free(text);
 
-    /* Far past the reader's buffer. */
-    char *big = calloc(1, 8 + 6000 + 2);
+    /* Far past the limit. */
+    char *big = calloc(1, 8 + 60000 + 2);
     assert_non_null(big);
     strcpy(big, "[cache]\n");
-    memset(big + 8, 'x', 6000);
-    big[8 + 6000] = '\n';
+    memset(big + 8, 'x', 60000);
+    big[8 + 60000] = '\n';
     assert_int_equal(load_text(&c, big), -1);
-    assert_err_at(2, "line longer than 4096 bytes");
+    assert_err_at(2, "line longer than 16384 bytes");
     free(big);
+}
+
+/* Fuzzer finding: a NUL on the last line (no newline after it) was cut, not refused. */
+static void test_nul_in_last_line(void **state)
+{
+    (void)state;
+    struct pc_config c;
+    pc_config_defaults(&c);
+    static const char text[] = "[cache]\nnamespace = abc\0def";
+    char path[] = "/tmp/predcache-test-nul-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, sizeof text - 1), (ssize_t)(sizeof text - 1));
+    close(fd);
+    char msg[512];
+    assert_int_equal(pc_config_load(&c, path, msg, sizeof msg), -1);
+    assert_non_null(strstr(msg, ":2: NUL byte in line"));
+    unlink(path);
+}
+
+static void dump_to_file(const char *line, void *arg)
+{
+    fprintf(arg, "%s\n", line);
+}
+
+/* Fuzzer finding: a full route list as the dump writes it must load back. */
+static void test_dump_of_long_route_list_loads_back(void **state)
+{
+    (void)state;
+    struct pc_config c;
+    pc_config_defaults(&c);
+    char list[8192] = "";
+    for (int i = 0; i < PC_CFG_MAX_LIST; i++) {
+        char one[160];
+        snprintf(one, sizeof one, "%sPOST /v1/models/a-rather-long-model-name-%02d-with-"
+                                  "padding-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx/*:predict",
+                 i ? "," : "", i);
+        strcat(list, one);
+    }
+    char msg[512];
+    assert_int_equal(pc_config_set(&c, "cache", "routes", list, msg, sizeof msg), 0);
+    char path[] = "/tmp/predcache-test-dump-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    pc_config_dump(&c, dump_to_file, f);
+    fclose(f);
+    struct pc_config back;
+    pc_config_defaults(&back);
+    assert_int_equal(pc_config_load(&back, path, msg, sizeof msg), 0);
+    assert_int_equal(back.n_routes, PC_CFG_MAX_LIST);
+    assert_string_equal(back.routes[31].pattern, c.routes[31].pattern);
+    unlink(path);
 }
 
 static void test_err_missing_file(void **state)
@@ -873,6 +927,8 @@ int main(void)
         cmocka_unit_test(test_err_key_before_section),
         cmocka_unit_test(test_err_unterminated_quote),
         cmocka_unit_test(test_line_length),
+        cmocka_unit_test(test_nul_in_last_line),
+        cmocka_unit_test(test_dump_of_long_route_list_loads_back),
         cmocka_unit_test(test_err_missing_file),
         cmocka_unit_test(test_validate_same_listen),
         cmocka_unit_test(test_validate_connect_timeout),
