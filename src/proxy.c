@@ -866,8 +866,12 @@ static void on_lookup(enum pc_store_result res, const char *data, size_t len, vo
     if (res == PC_STORE_HIT) {
         struct pc_envelope env;
         char ctype[PC_CFG_STR];
-        if (pc_envelope_decode(data, len, &env, ctype, sizeof ctype) == 0) {
-            if (pc_wall_ms() - env.stored_at_ms <= (int64_t)p->w->cfg->ttl_s * 1000) {
+        int decoded = pc_envelope_decode(data, len, &env, ctype, sizeof ctype) == 0;
+        int64_t age_ms = decoded ? pc_wall_ms() - env.stored_at_ms : 0;
+        /* Redis starts its expiry when it runs the SET, a little after stored_at: an
+         * entry older than ttl_s + grace_s is expired whatever Redis says. */
+        if (decoded && age_ms <= (int64_t)pc_proxy_store_ttl(p->w) * 1000) {
+            if (age_ms <= (int64_t)p->w->cfg->ttl_s * 1000) {
                 p->result = RES_HIT;
                 answer_hit(p, &env);
             } else {
@@ -877,7 +881,8 @@ static void on_lookup(enum pc_store_result res, const char *data, size_t len, vo
             pc_preq_free(p);
             return;
         }
-        pc_log(PC_LOG_WARN, "proxy: unreadable cache entry %s; treating as a miss", p->key);
+        if (!decoded)
+            pc_log(PC_LOG_WARN, "proxy: unreadable cache entry %s; treating as a miss", p->key);
         res = PC_STORE_MISS;
     }
     forward_or_join(p, res == PC_STORE_MISS ? RES_MISS : RES_BYPASS);
