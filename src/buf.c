@@ -77,6 +77,22 @@ int pc_buf_printf(struct pc_buf *b, const char *fmt, ...)
     return 0;
 }
 
+int pc_buf_json_error(struct pc_buf *b, const char *msg)
+{
+    int rc = pc_buf_append_str(b, "{\"error\":\"");
+    for (const char *p = msg; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch == '"' || ch == '\\')
+            rc |= pc_buf_printf(b, "\\%c", ch);
+        else if (ch < 0x20)
+            rc |= pc_buf_printf(b, "\\u%04x", ch);
+        else
+            rc |= pc_buf_append_char(b, (char)ch);
+    }
+    rc |= pc_buf_append_str(b, "\"}");
+    return rc ? -1 : 0;
+}
+
 char *pc_buf_steal(struct pc_buf *b, size_t *len)
 {
     char *p = b->data;

@@ -400,12 +400,14 @@ static void write_response(struct pc_conn *c, int status, int minor, int is_head
 static void conn_fail(struct pc_conn *c, int status, const char *msg)
 {
     pc_log(PC_LOG_INFO, "http: %s: %d %s", c->peer, status, msg);
-    char body[512];
-    int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
+    struct pc_buf body;
+    pc_buf_init(&body);
+    pc_buf_json_error(&body, msg);
     struct pc_header ct = {(char *)"Content-Type", (char *)"application/json"};
     int minor = c->req != NULL && c->req->method != NULL ? c->req->minor : 1;
     c->close_after = 1;
-    write_response(c, status, minor, 0, &ct, 1, body, (size_t)n);
+    write_response(c, status, minor, 0, &ct, 1, body.data ? body.data : "", body.len);
+    pc_buf_release(&body);
     if (c->req != NULL) {
         req_free(c->req);
         c->req = NULL;
@@ -689,24 +691,33 @@ static int parse_chunk_size(const char *line, size_t *out)
     return 0;
 }
 
+/* Moves up to body_left buffered bytes into the body. 0 ok; -1 failed (answered). */
+static int take_body(struct pc_conn *c, struct pc_http_req *r)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    size_t avail = evbuffer_get_length(in);
+    size_t take = avail < r->body_left ? avail : r->body_left;
+    if (take == 0)
+        return 0;
+    if (pc_buf_reserve(&r->body, take) != 0) {
+        conn_fail(c, 503, "out of memory");
+        return -1;
+    }
+    evbuffer_remove(in, r->body.data + r->body.len, take);
+    r->body.len += take;
+    r->body.data[r->body.len] = '\0';
+    r->body_left -= take;
+    return 0;
+}
+
 /* Reads the chunked body. 1 complete; 0 need more; -1 failed (answered). */
 static int read_chunked(struct pc_conn *c, struct pc_http_req *r)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     for (;;) {
         if (r->chunk == CH_DATA) {
-            size_t avail = evbuffer_get_length(in);
-            size_t take = avail < r->body_left ? avail : r->body_left;
-            if (take > 0) {
-                if (pc_buf_reserve(&r->body, take) != 0) {
-                    conn_fail(c, 503, "out of memory");
-                    return -1;
-                }
-                evbuffer_remove(in, r->body.data + r->body.len, take);
-                r->body.len += take;
-                r->body.data[r->body.len] = '\0';
-                r->body_left -= take;
-            }
+            if (take_body(c, r) != 0)
+                return -1;
             if (r->body_left > 0)
                 return 0;
             r->chunk = CH_DATA_END;
@@ -762,19 +773,8 @@ static int read_body(struct pc_conn *c, struct pc_http_req *r)
 {
     if (r->chunked)
         return read_chunked(c, r);
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    size_t avail = evbuffer_get_length(in);
-    size_t take = avail < r->body_left ? avail : r->body_left;
-    if (take > 0) {
-        if (pc_buf_reserve(&r->body, take) != 0) {
-            conn_fail(c, 503, "out of memory");
-            return -1;
-        }
-        evbuffer_remove(in, r->body.data + r->body.len, take);
-        r->body.len += take;
-        r->body.data[r->body.len] = '\0';
-        r->body_left -= take;
-    }
+    if (take_body(c, r) != 0)
+        return -1;
     return r->body_left == 0 ? 1 : 0;
 }
 
@@ -897,17 +897,7 @@ void pc_http_reply_error(struct pc_http_req *req, int status, const char *msg)
 {
     struct pc_buf b;
     pc_buf_init(&b);
-    pc_buf_append_str(&b, "{\"error\":\"");
-    for (const char *p = msg; *p; p++) {
-        unsigned char ch = (unsigned char)*p;
-        if (ch == '"' || ch == '\\')
-            pc_buf_printf(&b, "\\%c", ch);
-        else if (ch < 0x20)
-            pc_buf_printf(&b, "\\u%04x", ch);
-        else
-            pc_buf_append_char(&b, (char)ch);
-    }
-    pc_buf_append_str(&b, "\"}");
+    pc_buf_json_error(&b, msg);
     struct pc_header ct = {(char *)"Content-Type", (char *)"application/json"};
     pc_http_reply(req, status, &ct, 1, b.data ? b.data : "", b.len);
     pc_buf_release(&b);

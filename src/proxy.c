@@ -189,17 +189,7 @@ void pc_proxy_answer_error(struct pc_preq *p, int status, const char *msg)
     p->result = RES_ERROR;
     struct pc_buf b;
     pc_buf_init(&b);
-    pc_buf_append_str(&b, "{\"error\":\"");
-    for (const char *s = msg; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\')
-            pc_buf_printf(&b, "\\%c", ch);
-        else if (ch < 0x20)
-            pc_buf_printf(&b, "\\u%04x", ch);
-        else
-            pc_buf_append_char(&b, (char)ch);
-    }
-    pc_buf_append_str(&b, "\"}");
+    pc_buf_json_error(&b, msg);
     struct pc_header ct = {(char *)"Content-Type", (char *)"application/json"};
     pc_log(PC_LOG_INFO, "proxy: %s %s -> %d %s", pc_http_req_method(p->req),
            pc_http_req_path(p->req), status, msg);

@@ -657,8 +657,9 @@ static void test_dump_of_long_route_list_loads_back(void **state)
     char list[8192] = "";
     for (int i = 0; i < PC_CFG_MAX_LIST; i++) {
         char one[160];
-        snprintf(one, sizeof one, "%sPOST /v1/models/a-rather-long-model-name-%02d-with-"
-                                  "padding-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx/*:predict",
+        snprintf(one, sizeof one,
+                 "%sPOST /v1/models/a-rather-long-model-name-%02d-with-"
+                 "padding-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx/*:predict",
                  i ? "," : "", i);
         strcat(list, one);
     }
