@@ -400,6 +400,17 @@ static void write_response(struct pc_conn *c, int status, int minor, int is_head
 static void conn_fail(struct pc_conn *c, int status, const char *msg)
 {
     pc_log(PC_LOG_INFO, "http: %s: %d %s", c->peer, status, msg);
+    if (c->srv->lim.on_failure != NULL) {
+        const struct pc_http_req *r = c->req;
+        struct pc_http_failure f = {
+            .client = c->peer,
+            .method = r != NULL && r->method != NULL ? r->method : "-",
+            .path = r != NULL && r->path != NULL ? r->path : "-",
+            .status = status,
+            .total_ms = r != NULL ? (double)(pc_now_us() - r->start_us) / 1000.0 : 0,
+        };
+        c->srv->lim.on_failure(&f, c->srv->lim.on_failure_arg);
+    }
     struct pc_buf body;
     pc_buf_init(&body);
     pc_buf_json_error(&body, msg);

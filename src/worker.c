@@ -23,6 +23,23 @@
 #define DRAIN_POLL_MS 20
 #define DRAIN_FLUSH_MS 100
 
+/* Requests the HTTP layer refused get their access line and count as errors too. */
+static void on_http_failure(const struct pc_http_failure *f, void *arg)
+{
+    struct pc_worker *w = arg;
+    w->metrics.req_error++;
+    struct pc_access a = {
+        .client = f->client,
+        .method = f->method,
+        .path = f->path,
+        .status = f->status,
+        .cache = "ERROR",
+        .backend_ms = -1,
+        .total_ms = f->total_ms,
+    };
+    pc_log_access(&a);
+}
+
 int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc_config *cfg,
                    char *err, size_t errlen)
 {
@@ -46,6 +63,8 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         .path_field = cfg->path_field,
     };
     struct pc_http_limits lim = {
+        .on_failure = on_http_failure,
+        .on_failure_arg = w,
         .max_header_bytes = cfg->max_header_bytes,
         .max_body_bytes = cfg->max_body_bytes,
         .idle_timeout_ms = cfg->idle_timeout_ms,
@@ -66,6 +85,7 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
     if (w->data == NULL)
         return -1;
     struct pc_http_limits admin_lim = lim;
+    admin_lim.on_failure = NULL;      /* the data port's counters and access log only */
     admin_lim.max_body_bytes = 65536; /* the admin port takes no large bodies */
     w->admin =
         pc_http_server_new(base, cfg->admin_listen, &admin_lim, pc_admin_handle, w, err, errlen);

@@ -20,7 +20,19 @@ struct pc_header {
     char *value;
 };
 
+/* A request refused by the HTTP layer itself (400, 408, 413, ...), for logs and counters. */
+struct pc_http_failure {
+    const char *client;
+    const char *method; /* "-" when the request line was not read */
+    const char *path;
+    int status;
+    double total_ms; /* since the request's first byte, or the connection's start */
+};
+typedef void (*pc_http_failure_cb)(const struct pc_http_failure *f, void *arg);
+
 struct pc_http_limits {
+    pc_http_failure_cb on_failure; /* NULL: none */
+    void *on_failure_arg;
     size_t max_header_bytes;
     size_t max_body_bytes;
     int idle_timeout_ms; /* keep-alive idle and slow-client read/write timeout */

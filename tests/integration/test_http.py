@@ -251,3 +251,14 @@ def test_trickling_client_gets_408_at_the_request_deadline(start_predcache):
         s.close()
     assert data.startswith(b"HTTP/1.1 408"), data[:100]
     assert b"not received in time" in data
+
+
+def test_requests_refused_by_the_http_layer_are_logged_and_counted(proxy):
+    before = proxy.metric("predcache_requests_total", cache="error")
+    raw(proxy.listen_port, b"GARBAGE\r\n\r\n")
+    raw(proxy.listen_port, b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Length: 99999999999\r\n\r\n")
+    wait_for(lambda: proxy.metric("predcache_requests_total", cache="error") == before + 2,
+             what="two errors counted")
+    lines = [l for l in proxy.access_lines() if "cache=ERROR" in l]
+    assert any("status=400" in l and "method=-" in l for l in lines), lines
+    assert any("status=413" in l and "method=POST path=/predict" in l for l in lines), lines
