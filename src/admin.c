@@ -1,6 +1,7 @@
 /*
  * admin: the admin port. /health (liveness), /ready (Redis and the model server answer
- * now), /metrics (Prometheus text). Read-only; bound to 127.0.0.1 by default.
+ * now), /metrics (Prometheus text), /stats (latency timers as JSON). Read-only; bound to
+ * 127.0.0.1 by default.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -98,13 +99,26 @@ static void handle_metrics(struct pc_worker *w, struct pc_http_req *req)
     pc_buf_release(&b);
 }
 
+static void handle_stats(struct pc_worker *w, struct pc_http_req *req)
+{
+    struct pc_buf b;
+    pc_buf_init(&b);
+    if (pc_metrics_render_stats(&w->metrics, pc_now_us(), &b) != 0) {
+        pc_buf_release(&b);
+        pc_http_reply_error(req, 503, "out of memory");
+        return;
+    }
+    pc_http_reply(req, 200, &json_ct, 1, b.data, b.len);
+    pc_buf_release(&b);
+}
+
 void pc_admin_handle(struct pc_http_req *req, void *arg)
 {
     struct pc_worker *w = arg;
     const char *path = pc_http_req_path(req);
     const char *method = pc_http_req_method(req);
     int known = strcmp(path, "/health") == 0 || strcmp(path, "/ready") == 0 ||
-                strcmp(path, "/metrics") == 0;
+                strcmp(path, "/metrics") == 0 || strcmp(path, "/stats") == 0;
     if (!known) {
         pc_http_reply_error(req, 404, "no such admin endpoint");
         return;
@@ -120,6 +134,8 @@ void pc_admin_handle(struct pc_http_req *req, void *arg)
         pc_http_reply(req, 200, &json_ct, 1, body, strlen(body));
     } else if (strcmp(path, "/ready") == 0) {
         handle_ready(w, req);
+    } else if (strcmp(path, "/stats") == 0) {
+        handle_stats(w, req);
     } else {
         handle_metrics(w, req);
     }

@@ -1,6 +1,7 @@
-/* metrics: counters and latency histograms, rendered as Prometheus text. */
+/* metrics: counters and latency histograms, rendered as Prometheus text; timers as JSON. */
 #include "predcache/metrics.h"
 
+#include <math.h>
 #include <string.h>
 
 /* Upper bounds in seconds; the last bucket is +Inf. */
@@ -10,6 +11,7 @@ static const double bucket_le[PC_HIST_BUCKETS - 1] = {
 void pc_metrics_init(struct pc_metrics *m)
 {
     memset(m, 0, sizeof *m);
+    m->started_us = pc_now_us();
 }
 
 void pc_hist_observe(struct pc_hist *h, double seconds)
@@ -92,5 +94,142 @@ int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out)
                         "# HELP predcache_jobs_running Async jobs held by this process\n"
                         "# TYPE predcache_jobs_running gauge\npredcache_jobs_running %lld\n",
                         (long long)m->jobs_running);
+    return rc ? -1 : 0;
+}
+
+/* ---- timers (/stats) --------------------------------------------------------------- */
+
+static size_t timer_bucket(uint64_t us)
+{
+    if (us < 2 * PC_TIMER_SUB)
+        return (size_t)us;
+    if (us >= (UINT64_C(1) << PC_TIMER_MAX_BITS))
+        return PC_TIMER_BUCKETS - 1;
+    int e = 63 - __builtin_clzll(us); /* us in [2^e, 2^(e+1)), e > PC_TIMER_SUB_BITS */
+    int shift = e - PC_TIMER_SUB_BITS;
+    return (size_t)(2 * PC_TIMER_SUB + (e - PC_TIMER_SUB_BITS - 1) * PC_TIMER_SUB +
+                    (int)((us >> shift) - PC_TIMER_SUB));
+}
+
+/* Bucket i covers [*lo, *lo + *width) microseconds. */
+static void timer_bucket_range(size_t i, double *lo, double *width)
+{
+    if (i < 2 * PC_TIMER_SUB) {
+        *lo = (double)i;
+        *width = 1;
+        return;
+    }
+    size_t k = i - 2 * PC_TIMER_SUB;
+    int shift = (int)(k / PC_TIMER_SUB) + 1;
+    *lo = (double)((uint64_t)(PC_TIMER_SUB + k % PC_TIMER_SUB) << shift);
+    *width = (double)(UINT64_C(1) << shift);
+}
+
+void pc_timer_observe(struct pc_timer *t, double seconds)
+{
+    if (!(seconds >= 0)) /* negative or NaN */
+        seconds = 0;
+    if (seconds > PC_TIMER_LIMIT_S)
+        seconds = PC_TIMER_LIMIT_S;
+    if (t->count == 0 || seconds < t->min_s)
+        t->min_s = seconds;
+    if (t->count == 0 || seconds > t->max_s)
+        t->max_s = seconds;
+    t->count++;
+    t->sum_s += seconds;
+    double delta = seconds - t->mean_s;
+    t->mean_s += delta / (double)t->count;
+    t->m2 += delta * (seconds - t->mean_s);
+    /* + 1 ps: 0.003 s * 1e6 is 2999.9999999999995, still 3000 us whole */
+    t->buckets[timer_bucket((uint64_t)(seconds * 1e6 + 1e-6))]++;
+}
+
+void pc_timer_observe_us(struct pc_timer *t, uint64_t us)
+{
+    pc_timer_observe(t, (double)us / 1e6);
+}
+
+double pc_timer_mean(const struct pc_timer *t)
+{
+    return t->count ? t->sum_s / (double)t->count : 0;
+}
+
+double pc_timer_stddev(const struct pc_timer *t)
+{
+    if (t->count < 2 || !(t->m2 > 0))
+        return 0;
+    return sqrt(t->m2 / (double)(t->count - 1));
+}
+
+double pc_timer_quantile(const struct pc_timer *t, double q)
+{
+    if (t->count == 0)
+        return 0;
+    if (!(q > 0))
+        return t->min_s;
+    if (q >= 1)
+        return t->max_s;
+    double rank = q * (double)t->count; /* observations at or below the answer */
+    uint64_t before = 0;
+    for (size_t i = 0; i < PC_TIMER_BUCKETS; i++) {
+        uint64_t c = t->buckets[i];
+        if (c == 0)
+            continue;
+        if ((double)(before + c) >= rank) {
+            double lo, width;
+            timer_bucket_range(i, &lo, &width);
+            double v = (lo + width * (rank - (double)before) / (double)c) / 1e6;
+            return v < t->min_s ? t->min_s : v > t->max_s ? t->max_s : v;
+        }
+        before += c;
+    }
+    return t->max_s;
+}
+
+/* A JSON number: never NaN or infinite. */
+static double json_num(double v)
+{
+    return isfinite(v) ? v : 0;
+}
+
+static int render_timer(struct pc_buf *out, const char *name, const struct pc_timer *t,
+                        double uptime_s)
+{
+    double rate = uptime_s > 0 ? (double)t->count / uptime_s : 0;
+    return pc_buf_printf(
+        out,
+        "{\"name\":\"%s\",\"count\":%llu,\"meanRate\":%.6f,\"min\":%.3f,\"max\":%.3f,"
+        "\"mean\":%.3f,\"median\":%.3f,\"stdDev\":%.3f,\"_75thPercentile\":%.3f,"
+        "\"_95thPercentile\":%.3f,\"_98thPercentile\":%.3f,\"_99thPercentile\":%.3f,"
+        "\"_999thPercentile\":%.3f}",
+        name, (unsigned long long)t->count, json_num(rate), json_num(t->count ? t->min_s * 1e3 : 0),
+        json_num(t->count ? t->max_s * 1e3 : 0), json_num(pc_timer_mean(t) * 1e3),
+        json_num(pc_timer_quantile(t, 0.5) * 1e3), json_num(pc_timer_stddev(t) * 1e3),
+        json_num(pc_timer_quantile(t, 0.75) * 1e3), json_num(pc_timer_quantile(t, 0.95) * 1e3),
+        json_num(pc_timer_quantile(t, 0.98) * 1e3), json_num(pc_timer_quantile(t, 0.99) * 1e3),
+        json_num(pc_timer_quantile(t, 0.999) * 1e3));
+}
+
+int pc_metrics_render_stats(const struct pc_metrics *m, uint64_t now_us, struct pc_buf *out)
+{
+    double uptime_s = now_us > m->started_us ? (double)(now_us - m->started_us) / 1e6 : 0;
+    int rc = pc_buf_printf(out, "{\"uptime_s\":%.3f,\"timers\":[", uptime_s);
+    const char *sep = "";
+#define PC_X(name, stat, what)                                                                     \
+    rc |= pc_buf_append_str(out, sep);                                                             \
+    rc |= render_timer(out, stat, &m->t_##name, uptime_s);                                         \
+    sep = ",";
+    PC_TIMERS(PC_X)
+#undef PC_X
+    uint64_t hits = m->t_hit.count, cacheable = m->t_hit.count + m->t_miss.count;
+    rc |= pc_buf_append_str(out, "],\"hit_ratio\":");
+    if (cacheable == 0)
+        rc |= pc_buf_append_str(out, "null");
+    else
+        rc |= pc_buf_printf(out, "%.6f", (double)hits / (double)cacheable);
+    /* An estimate: each hit would have cost one model server call of the mean latency. */
+    rc |= pc_buf_printf(out, ",\"bytes_from_cache\":%llu,\"backend_time_saved_s\":%.6f}",
+                        (unsigned long long)m->bytes_from_cache,
+                        json_num((double)hits * pc_timer_mean(&m->t_backend)));
     return rc ? -1 : 0;
 }

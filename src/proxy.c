@@ -155,12 +155,15 @@ void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, s
     switch (p->result) {
     case RES_HIT:
         w->metrics.req_hit++;
+        pc_timer_observe(&w->metrics.t_hit, total_ms / 1000.0);
         break;
     case RES_MISS:
         w->metrics.req_miss++;
+        pc_timer_observe(&w->metrics.t_miss, total_ms / 1000.0);
         break;
     case RES_BYPASS:
         w->metrics.req_bypass++;
+        pc_timer_observe(&w->metrics.t_miss, total_ms / 1000.0);
         break;
     case RES_PASS:
         w->metrics.req_pass++;
@@ -170,15 +173,18 @@ void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, s
         break;
     case RES_PARTIAL:
         w->metrics.req_partial++;
+        pc_timer_observe(&w->metrics.t_miss, total_ms / 1000.0);
         break;
     case RES_COALESCED:
         w->metrics.req_coalesced++;
+        pc_timer_observe(&w->metrics.t_miss, total_ms / 1000.0);
         break;
     case RES_STALE:
         w->metrics.req_stale++;
         break;
     }
     pc_hist_observe(&w->metrics.h_request, total_ms / 1000.0);
+    pc_timer_observe(&w->metrics.t_request, total_ms / 1000.0);
     w->metrics.in_flight--;
     pc_http_reply(p->req, status, h, n, body, len);
     p->req = NULL;
@@ -290,6 +296,7 @@ int pc_proxy_answer_backend_error(struct pc_preq *p, const struct pc_upstream_re
     struct pc_worker *w = p->w;
     p->backend_ms = r->total_ms;
     pc_hist_observe(&w->metrics.h_backend, r->total_ms / 1000.0);
+    pc_timer_observe(&w->metrics.t_backend, r->total_ms / 1000.0);
     if (r->error == PC_UP_OK)
         return 0;
     w->metrics.backend_errors++;
@@ -777,6 +784,7 @@ static void on_refresh(const struct pc_upstream_resp *r, void *arg)
     struct refresh *rf = arg;
     struct pc_worker *w = rf->w;
     pc_hist_observe(&w->metrics.h_backend, r->total_ms / 1000.0);
+    pc_timer_observe(&w->metrics.t_backend, r->total_ms / 1000.0);
     const char *why = r->error != PC_UP_OK ? r->errmsg : response_refusal(w, r);
     if (why == NULL) {
         w->metrics.refresh_ok++;

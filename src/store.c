@@ -116,10 +116,12 @@ static void cmd_answer(struct cmd *c, redisReply *r)
         if (r != NULL && r->type == REDIS_REPLY_STRING) {
             st->m->redis_get_ok++;
             pc_hist_observe(&st->m->h_redis_get, secs);
+            pc_timer_observe(&st->m->t_redis_get, secs);
             c->get_cb(PC_STORE_HIT, r->str, r->len, c->arg);
         } else if (r != NULL && r->type == REDIS_REPLY_NIL) {
             st->m->redis_get_ok++;
             pc_hist_observe(&st->m->h_redis_get, secs);
+            pc_timer_observe(&st->m->t_redis_get, secs);
             c->get_cb(PC_STORE_MISS, NULL, 0, c->arg);
         } else {
             st->m->redis_get_failed++;
@@ -130,6 +132,7 @@ static void cmd_answer(struct cmd *c, redisReply *r)
         if (r != NULL && r->type == REDIS_REPLY_STATUS) {
             st->m->store_ok++;
             pc_hist_observe(&st->m->h_redis_set, secs);
+            pc_timer_observe(&st->m->t_redis_set, secs);
         } else {
             st->m->store_failed++;
             pc_log(PC_LOG_WARN, "store: SET failed: %s",
