@@ -112,11 +112,96 @@ static void handle_stats(struct pc_worker *w, struct pc_http_req *req)
     pc_buf_release(&b);
 }
 
+/* ---- purge ------------------------------------------------------------------------ */
+
+/* Constant-time comparison, so the token cannot be guessed byte by byte from timings. */
+static int token_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+    for (size_t i = 0; i < la; i++)
+        diff |= (unsigned char)(a[i] ^ (i < lb ? b[i] : 0));
+    return diff == 0;
+}
+
+/* Mutating endpoints need "Authorization: Bearer <[server] admin_token>" when it is set. */
+static int authorized(const struct pc_worker *w, struct pc_http_req *req)
+{
+    const char *token = w->cfg->admin_token;
+    if (token[0] == '\0')
+        return 1;
+    const char *auth = pc_http_req_header(req, "Authorization");
+    if (auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0 && token_equal(auth + 7, token))
+        return 1;
+    struct pc_header h[2] = {json_ct, {(char *)"WWW-Authenticate", (char *)"Bearer"}};
+    const char *body = "{\"error\":\"admin token required\"}";
+    pc_http_reply(req, 401, h, 2, body, strlen(body));
+    return 0;
+}
+
+struct purge {
+    struct pc_http_req *req;
+    char key[PC_CFG_STR * 2];
+};
+
+static void on_purged(const struct pc_reply *r, void *arg)
+{
+    struct purge *pg = arg;
+    if (r == NULL || pc_reply_type(r) != PC_REPLY_INTEGER) {
+        pc_http_reply_error(pg->req, 503, "Redis unavailable");
+    } else {
+        struct pc_buf b;
+        pc_buf_init(&b);
+        pc_buf_printf(&b, "{\"key\":\"%s\",\"deleted\":%lld}", pg->key, pc_reply_integer(r));
+        pc_http_reply(pg->req, 200, &json_ct, 1, b.data, b.len);
+        pc_buf_release(&b);
+    }
+    free(pg);
+}
+
+/* DELETE /cache/<key>: one entry, by the key from X-Cache-Key. */
+static void handle_purge(struct pc_worker *w, struct pc_http_req *req, const char *key)
+{
+    const char *prefix = w->cfg->key_prefix;
+    size_t kl = strlen(key);
+    int ok =
+        kl > 0 && kl < sizeof((struct purge *)0)->key && strncmp(key, prefix, strlen(prefix)) == 0;
+    for (size_t i = 0; ok && i < kl; i++)
+        ok = key[i] > 0x20 && key[i] < 0x7f && key[i] != '"' && key[i] != '\\';
+    if (!ok) { /* only cache entries: never a job record or anything else in Redis */
+        pc_http_reply_error(req, 400, "not a cache key of this predcache (see X-Cache-Key)");
+        return;
+    }
+    struct purge *pg = calloc(1, sizeof *pg);
+    if (pg == NULL) {
+        pc_http_reply_error(req, 503, "out of memory");
+        return;
+    }
+    pg->req = req;
+    memcpy(pg->key, key, kl + 1);
+    const char *argv[] = {"DEL", pg->key};
+    size_t lens[] = {3, kl};
+    if (pc_store_command(w->store, 0, on_purged, pg, 2, argv, lens) != 0) {
+        free(pg);
+        pc_http_reply_error(req, 503, "Redis unavailable");
+    }
+}
+
 void pc_admin_handle(struct pc_http_req *req, void *arg)
 {
     struct pc_worker *w = arg;
     const char *path = pc_http_req_path(req);
     const char *method = pc_http_req_method(req);
+    if (strncmp(path, "/cache/", 7) == 0) {
+        if (strcmp(method, "DELETE") != 0) {
+            struct pc_header h[2] = {json_ct, {(char *)"Allow", (char *)"DELETE"}};
+            const char *body = "{\"error\":\"method not allowed\"}";
+            pc_http_reply(req, 405, h, 2, body, strlen(body));
+        } else if (authorized(w, req)) {
+            handle_purge(w, req, path + 7);
+        }
+        return;
+    }
     int known = strcmp(path, "/health") == 0 || strcmp(path, "/ready") == 0 ||
                 strcmp(path, "/metrics") == 0 || strcmp(path, "/stats") == 0;
     if (!known) {
