@@ -123,6 +123,7 @@ static const struct opt static_options[] = {
     {"cache",   "input_fields",       OPT_NAMES,    LIST(input_fields, n_input_fields), 0,   PC_CFG_MAX_LIST,  DEFAULT_INPUT_FIELDS,    0},
     {"cache",   "path_field",         OPT_STRING,   FIELD(path_field),                  0,   0,                "file_path",             0},
     {"cache",   "per_instance",       OPT_BOOL,     FIELD(per_instance),                0,   1,                "on",                    0},
+    {"cache",   "allow_client_controls", OPT_BOOL,  FIELD(allow_client_controls),       0,   1,                "on",                    0},
     {"cache",   "grace_s",            OPT_INT,      FIELD(grace_s),                     0,   INT_MAX / 2,      "3600",                  0},
     {"cache",   "lock_timeout_ms",    OPT_INT,      FIELD(lock_timeout_ms),             0,   HOUR_MS,          "5000",                  0},
 

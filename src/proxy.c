@@ -500,6 +500,11 @@ void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const
         pc_preq_free(p);
         return;
     }
+    if (p->only_if_cached) { /* RFC 9111 5.2.1.7: 504 when the cache cannot answer */
+        pc_proxy_answer_error(p, 504, "not in the cache (only-if-cached)");
+        pc_preq_free(p);
+        return;
+    }
     const char *unavailable = pc_worker_backend_refusal(w);
     if (unavailable != NULL) {
         w->metrics.backend_refused++;
@@ -725,7 +730,9 @@ static void forward_or_join(struct pc_preq *p, enum pc_cache_result result)
     }
     if (f == NULL)
         p->flight = pc_flights_start(w->flights, p->key, p); /* NULL: just go alone */
-    if (p->flight != NULL && w->cfg->lock_timeout_ms > 0 && result == RES_MISS)
+    /* The lock script may answer with the stored value: not for a client that found it
+     * too old (max-age). */
+    if (p->flight != NULL && w->cfg->lock_timeout_ms > 0 && result == RES_MISS && p->max_age_s < 0)
         lock_try(p); /* other processes may be fetching the same key */
     else
         forward(p, result);
@@ -868,7 +875,8 @@ static void on_lookup(enum pc_store_result res, const char *data, size_t len, vo
         int64_t age_ms = decoded ? pc_wall_ms() - env.stored_at_ms : 0;
         /* Redis starts its expiry when it runs the SET, a little after stored_at: an
          * entry older than ttl_s + grace_s is expired whatever Redis says. */
-        if (decoded && age_ms <= (int64_t)pc_proxy_store_ttl(p->w) * 1000) {
+        int too_old = p->max_age_s >= 0 && age_ms > (int64_t)p->max_age_s * 1000;
+        if (decoded && !too_old && age_ms <= (int64_t)pc_proxy_store_ttl(p->w) * 1000) {
             if (age_ms <= (int64_t)p->w->cfg->ttl_s * 1000) {
                 p->result = RES_HIT;
                 answer_hit(p, &env);
@@ -901,6 +909,58 @@ static int body_declares_json(const struct pc_http_req *req)
     return ct != NULL && strcasestr(ct, "json") != NULL;
 }
 
+/* The value of directive dir ("max-age") as a number of seconds, or -1. */
+static int directive_seconds(const char *value, const char *dir)
+{
+    size_t dl = strlen(dir);
+    for (const char *p = value; p != NULL && *p;) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        if (strncasecmp(p, dir, dl) == 0 && p[dl] == '=') {
+            const char *v = p + dl + 1;
+            long n = 0;
+            int digits = 0;
+            for (; *v >= '0' && *v <= '9' && n < 100000000; v++, digits++)
+                n = n * 10 + (*v - '0');
+            return digits > 0 && (*v == '\0' || *v == ',' || *v == ' ') ? (int)n : -1;
+        }
+        while (*p && *p != ',')
+            p++;
+    }
+    return -1;
+}
+
+/*
+ * The client's say in caching, unless [cache] allow_client_controls is off: Cache-Control
+ * no-cache, no-store, max-age=N, only-if-cached, and X-Predcache-Namespace (a key space of
+ * its own). 0 ok; -1 for a namespace that is not a plain name.
+ */
+static int read_controls(struct pc_preq *p)
+{
+    struct pc_http_req *req = p->req;
+    p->keyp = p->w->keyp;
+    p->max_age_s = -1;
+    if (!p->w->cfg->allow_client_controls)
+        return 0;
+    const char *cc = pc_http_req_header(req, "Cache-Control");
+    p->no_cache = has_directive(cc, "no-cache") ||
+                  has_directive(pc_http_req_header(req, "Pragma"), "no-cache");
+    p->no_store = has_directive(cc, "no-store");
+    p->only_if_cached = has_directive(cc, "only-if-cached");
+    p->max_age_s = directive_seconds(cc, "max-age");
+    const char *ns = pc_http_req_header(req, "X-Predcache-Namespace");
+    if (ns == NULL)
+        return 0;
+    size_t n = strlen(ns);
+    if (n == 0 || n >= sizeof p->ns ||
+        strspn(ns, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                   "0123456789._-") != n)
+        return -1;
+    memcpy(p->ns, ns, n + 1);
+    p->keyp.namespace_ = p->ns;
+    return 0;
+}
+
 void pc_proxy_handle(struct pc_http_req *req, void *arg)
 {
     struct pc_worker *w = arg;
@@ -922,10 +982,12 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
         forward(p, RES_PASS);
         return;
     }
-    const char *cc = pc_http_req_header(req, "Cache-Control");
-    p->no_cache = has_directive(cc, "no-cache") ||
-                  has_directive(pc_http_req_header(req, "Pragma"), "no-cache");
-    p->no_store = has_directive(cc, "no-store");
+    if (read_controls(p) != 0) {
+        p->cacheable = 0;
+        pc_proxy_answer_error(p, 400, "X-Predcache-Namespace: 1 to 64 of A-Z a-z 0-9 . _ -");
+        pc_preq_free(p);
+        return;
+    }
 
     if (w->cfg->per_instance && pc_proxy_batch_begin(p) == 0)
         return; /* a TF Serving batch: cached instance by instance */
@@ -937,7 +999,7 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
     const char *body = pc_http_req_body(req, &len);
     enum pc_key_kind kind;
     char err[256];
-    int rc = pc_cachekey_derive(&w->keyp, route.data ? route.data : "", body, len,
+    int rc = pc_cachekey_derive(&p->keyp, route.data ? route.data : "", body, len,
                                 body_declares_json(req), p->key, &kind, err, sizeof err);
     pc_buf_release(&route);
     if (rc != 0) {

@@ -53,6 +53,7 @@ struct pc_batch_state {
     size_t hits;              /* request positions answered from the cache */
     struct pc_buf sub;        /* the sub-request body, when it differs from the client's */
     int ttl_s;                /* entries older than this are misses */
+    int max_age_s;            /* and older than this, when the client said max-age */
 };
 
 void pc_proxy_batch_free(struct pc_batch_state *b)
@@ -94,7 +95,6 @@ static int key_ref_cmp(const void *a, const void *b)
 /* Keys every instance and folds duplicates: unique ids follow first appearance. */
 static int batch_keys(struct pc_preq *p, struct pc_batch_state *b, const char *body)
 {
-    const struct pc_worker *w = p->w;
     struct pc_buf route;
     pc_buf_init(&route);
     char(*all)[PC_KEY_MAX] = calloc(b->n, sizeof *all);
@@ -107,7 +107,7 @@ static int batch_keys(struct pc_preq *p, struct pc_batch_state *b, const char *b
     char err[128];
     for (size_t i = 0; i < b->n; i++) {
         const struct pc_span *s = &b->req.inst.elems[i];
-        if (pc_cachekey_instance(&w->keyp, route.data, sig, b->req.signature.len, body + s->off,
+        if (pc_cachekey_instance(&p->keyp, route.data, sig, b->req.signature.len, body + s->off,
                                  s->len, all[i], err, sizeof err) != 0)
             goto out;
         refs[i] = (struct key_ref){all[i], i};
@@ -381,7 +381,9 @@ static void take_cached(struct pc_batch_state *b, size_t u, const char *data, si
         free(c);
         return;
     }
-    if (pc_wall_ms() - env.stored_at_ms > (int64_t)b->ttl_s * 1000) {
+    int64_t age_ms = pc_wall_ms() - env.stored_at_ms;
+    if (age_ms > (int64_t)b->ttl_s * 1000 ||
+        (b->max_age_s >= 0 && age_ms > (int64_t)b->max_age_s * 1000)) {
         pc_buf_release(&c->value); /* past its TTL: a batch re-asks the model for it */
         free(c);
         return;
@@ -445,6 +447,7 @@ int pc_proxy_batch_begin(struct pc_preq *p)
     }
     b->n = b->req.inst.n;
     b->ttl_s = p->w->cfg->ttl_s;
+    b->max_age_s = p->max_age_s;
     b->uniq_of = calloc(b->n, sizeof *b->uniq_of);
     b->first_of = calloc(b->n, sizeof *b->first_of);
     b->resp_of = calloc(b->n, sizeof *b->resp_of);

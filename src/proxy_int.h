@@ -35,6 +35,10 @@ struct pc_preq {
     int cacheable;
     int no_cache;
     int no_store;
+    int only_if_cached;        /* Cache-Control: only-if-cached: 504 rather than a model call */
+    int max_age_s;             /* Cache-Control: max-age=N: older entries are misses; -1 none */
+    char ns[65];               /* X-Predcache-Namespace, when given */
+    struct pc_key_params keyp; /* the worker's, with the request's namespace */
     enum pc_cache_result result;
     char key[PC_KEY_MAX];  /* per-body key; empty for batches */
     double backend_ms;     /* < 0 until the model server answered */

@@ -27,7 +27,7 @@ struct pc_config {
     int idle_timeout_ms;           /* keep-alive idle and slow-client read timeout; default 30000 */
     int drain_timeout_ms;          /* bound of the SIGTERM drain; default 10000 */
     int max_connections;           /* client connections per listener; default 10000 */
-    char admin_token[PC_CFG_STR]; /* Bearer token for mutating admin endpoints; "" = none */
+    char admin_token[PC_CFG_STR];  /* Bearer token for mutating admin endpoints; "" = none */
 
     /* [backend] */
     char backend_url[1024]; /* base URL of the model server; default http://127.0.0.1:8501 */
@@ -60,7 +60,8 @@ struct pc_config {
     size_t n_input_fields;
     char path_field[64]; /* default "file_path"; empty disables the path fallback */
     int per_instance;    /* cache each element of a TF Serving `instances` batch; default on */
-    int grace_s;         /* entries are kept and served stale this long past ttl_s; 3600 */
+    int allow_client_controls; /* honour Cache-Control and X-Predcache-Namespace; default on */
+    int grace_s;               /* entries are kept and served stale this long past ttl_s; 3600 */
     int lock_timeout_ms; /* cross-process coalescing: wait for another's call; 0 = off; 5000 */
 
     /* [jobs] */
