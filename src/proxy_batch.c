@@ -152,6 +152,8 @@ static void answer_merged(struct pc_preq *p, int status, const struct pc_header 
         memcpy(h, base, n_base * sizeof *h);
     h[n++] = (struct pc_header){(char *)"X-Cache", (char *)pc_proxy_result_name(p->result)};
     h[n++] = (struct pc_header){(char *)"X-Cache-Hits", hits};
+    if (b->n_uniq == 1) /* one distinct instance: its key is the one to purge */
+        h[n++] = (struct pc_header){(char *)"X-Cache-Key", b->keys[0]};
     pc_proxy_answer(p, status, h, n, body, len);
     free(h);
 }

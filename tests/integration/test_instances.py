@@ -84,11 +84,13 @@ def test_duplicates_inside_a_batch_are_sent_once(ip, model):
     assert r.content == direct(model, {"instances": ["c", "a", "c"]}).content
 
 
-def test_single_instance_and_signature_name(ip, model):
+def test_single_instance_and_signature_name(ip, model, redis):
     r = post(ip, {"instances": [[0.5, 1.25]]})
     assert (r.headers["X-Cache"], r.headers["X-Cache-Hits"]) == ("MISS", "0/1")
-    wait_stores(ip, 1)
-    assert post(ip, {"instances": [[0.5, 1.25]]}).headers["X-Cache"] == "HIT"
+    key = r.headers["X-Cache-Key"]  # one distinct instance: its key, e.g. to purge it
+    redis.wait_key(key)
+    h = post(ip, {"instances": [[0.5, 1.25], [0.5, 1.25]]})
+    assert h.headers["X-Cache"] == "HIT" and h.headers["X-Cache-Key"] == key
     # Another signature is another function of the model: never the same entry.
     r = post(ip, {"signature_name": "other", "instances": [[0.5, 1.25]]})
     assert r.headers["X-Cache"] == "MISS"
