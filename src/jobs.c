@@ -784,18 +784,28 @@ static void wake_parked(struct pc_jobs *j, const char *key)
     }
 }
 
+/*
+ * Every job command's reply first settles the count of commands in flight; while the
+ * module is being freed the job is dropped here (1) instead of being acted on.
+ */
+static int reply_while_closing(struct job *jb)
+{
+    struct pc_jobs *j = jb->j;
+    j->pending_cmds--;
+    if (!j->closing)
+        return 0;
+    job_free(jb);
+    jobs_maybe_free(j);
+    return 1;
+}
+
 static void finish_send(struct job *jb);
 
 static void on_finish(const struct pc_reply *r, void *arg)
 {
     struct job *jb = arg;
-    struct pc_jobs *j = jb->j;
-    j->pending_cmds--;
-    if (j->closing) {
-        job_free(jb);
-        jobs_maybe_free(j);
+    if (reply_while_closing(jb))
         return;
-    }
     if (r == NULL)
         job_retry(jb, "Redis did not store its result");
     else if (pc_reply_type(r) == PC_REPLY_ERROR)
@@ -974,13 +984,8 @@ static void start_send(struct job *jb);
 static void on_start(const struct pc_reply *r, void *arg)
 {
     struct job *jb = arg;
-    struct pc_jobs *j = jb->j;
-    j->pending_cmds--;
-    if (j->closing) {
-        job_free(jb);
-        jobs_maybe_free(j);
+    if (reply_while_closing(jb))
         return;
-    }
     const struct pc_reply *verdict = elem(r, 0), *count = elem(r, 1);
     if (r == NULL) {
         job_retry(jb, "Redis did not answer its start");
@@ -995,7 +1000,7 @@ static void on_start(const struct pc_reply *r, void *arg)
                  "job abandoned: the predcache processes running it stopped %d times",
                  JOBS_MAX_ATTEMPTS);
         job_fail(jb, 500, msg);
-    } else if (j->draining) {
+    } else if (jb->j->draining) {
         jb->attempt = (int)pc_reply_integer(count);
         job_release(jb, 1);
     } else {

@@ -48,25 +48,20 @@ static int render_hist(struct pc_buf *out, const char *name, const char *help,
 int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out)
 {
     int rc = 0;
-    /* The five request outcomes are one family with a label; the rest stand alone. */
+    /* The request outcomes are one family with a label; the other counters stand alone. */
+    const struct {
+        const char *label;
+        uint64_t value;
+    } outcomes[] = {
+        {"hit", m->req_hit},         {"miss", m->req_miss},           {"bypass", m->req_bypass},
+        {"partial", m->req_partial}, {"coalesced", m->req_coalesced}, {"stale", m->req_stale},
+        {"pass", m->req_pass},       {"error", m->req_error},
+    };
     rc |= pc_buf_append_str(out, "# HELP predcache_requests_total Client requests by cache result\n"
                                  "# TYPE predcache_requests_total counter\n");
-    rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"hit\"} %llu\n",
-                        (unsigned long long)m->req_hit);
-    rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"miss\"} %llu\n",
-                        (unsigned long long)m->req_miss);
-    rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"bypass\"} %llu\n",
-                        (unsigned long long)m->req_bypass);
-    rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"partial\"} %llu\n",
-                        (unsigned long long)m->req_partial);
-    rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"coalesced\"} %llu\n",
-                        (unsigned long long)m->req_coalesced);
-    rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"stale\"} %llu\n",
-                        (unsigned long long)m->req_stale);
-    rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"pass\"} %llu\n",
-                        (unsigned long long)m->req_pass);
-    rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"error\"} %llu\n",
-                        (unsigned long long)m->req_error);
+    for (size_t i = 0; i < sizeof outcomes / sizeof outcomes[0]; i++)
+        rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"%s\"} %llu\n", outcomes[i].label,
+                            (unsigned long long)outcomes[i].value);
 #define PC_X(name, help)                                                                           \
     if (strncmp(#name, "req_", 4) != 0)                                                            \
         rc |= pc_buf_printf(out,                                                                   \

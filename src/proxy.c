@@ -551,6 +551,10 @@ static void answer_hit(struct pc_preq *p, const struct pc_envelope *env);
  *                                                    release the lock and PUBLISH the key
  *                                          held elsewhere: wait for that PUBLISH (or
  *                                                    lock_timeout_ms), then GET again
+ *
+ * Ownership: at any time exactly one of the lock reply, the wait timer (or the PUBLISH
+ * that cuts it short) and the second GET holds p; each either answers and frees p or
+ * hands it to the next step (forward, whose transfer then holds it).
  */
 
 /* One round trip: the value if it landed meanwhile, else the lock if it is free. */
