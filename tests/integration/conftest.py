@@ -44,11 +44,20 @@ def predcache_path():
 # --------------------------------------------------------------------------- helpers
 
 
+_HANDED_OUT = set()
+
+
 def free_port():
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port that was free a moment ago and that this test run has not
+    handed out before: the kernel may return the same ephemeral port to two binds in a
+    row once the first socket is closed, and two servers given one port would collide."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 class GiveUp(AssertionError):
