@@ -35,6 +35,10 @@ $(BUILD)/%.o: src/%.c
 $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o $(BUILD)/buf.o $(BUILD)/log.o
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka)
 
+# The configuration checks its route table with the routes module.
+$(BUILD)/test_config: $(BUILD)/routes.o
+$(BUILD)/test_routes: $(BUILD)/config.o
+
 -include $(OBJS:.o=.d)
 
 bootstrap:
@@ -87,6 +91,7 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_BUILD)/obj/%.
 
 # fuzz_cachekey checks json-c's reading against batch.c's strict JSON scanner.
 $(FUZZ_BUILD)/fuzz_cachekey: $(FUZZ_BUILD)/obj/batch.o
+$(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/obj/routes.o
 
 -include $(wildcard $(FUZZ_BUILD)/obj/*.d)
 .PRECIOUS: $(FUZZ_BUILD)/obj/%.o

@@ -19,6 +19,7 @@
 
 #include "predcache/buf.h"
 #include "predcache/log.h"
+#include "predcache/routes.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -48,6 +49,7 @@ enum opt_type {
     OPT_LEVEL,    /* debug | info | warn | error */
     OPT_ROUTES,   /* comma-separated "METHOD PATTERN" entries */
     OPT_NAMES,    /* comma-separated names */
+    OPT_ROUTE,    /* one "METHOD PATTERN" */
     OPT_BOOL,     /* int 0/1: on|off, yes|no, true|false, 1|0 (any case); written on/off */
 };
 
@@ -126,6 +128,9 @@ static const struct opt static_options[] = {
     {"cache",   "allow_client_controls", OPT_BOOL,  FIELD(allow_client_controls),       0,   1,                "on",                    0},
     {"cache",   "grace_s",            OPT_INT,      FIELD(grace_s),                     0,   INT_MAX / 2,      "3600",                  0},
     {"cache",   "lock_timeout_ms",    OPT_INT,      FIELD(lock_timeout_ms),             0,   HOUR_MS,          "5000",                  0},
+    {"cache",   "max_ttl_s",          OPT_INT,      FIELD(max_ttl_s),                   1,   INT_MAX / 2,      "604800",                0},
+    {"cache",   "version_refresh_s",  OPT_INT,      FIELD(version_refresh_s),           0,   86400,            "30",                    0},
+    {"cache",   "generation_refresh_ms", OPT_INT,   FIELD(generation_refresh_ms),       10,  HOUR_MS,          "1000",                  0},
 
     {"jobs",    "enabled",            OPT_BOOL,     FIELD(jobs_enabled),                0,   1,                "on",                    0},
     {"jobs",    "result_ttl_s",       OPT_INT,      FIELD(jobs_result_ttl_s),           1,   INT_MAX,          "3600",                  0},
@@ -141,6 +146,45 @@ static const struct opt static_options[] = {
 };
 /* clang-format on */
 #define N_OPTIONS (sizeof(static_options) / sizeof(static_options[0]))
+
+/*
+ * Named sections. Their rows point into struct pc_backend_cfg / pc_route_cfg; a row's
+ * index is its bit in the struct's `set` mask. The default column is empty: a key left
+ * out takes the value of the [backend] or [cache] section (see inherit_named()).
+ */
+#define BFIELD(f) offsetof(struct pc_backend_cfg, f), sizeof(((struct pc_backend_cfg *)0)->f), 0
+#define RFIELD(f) offsetof(struct pc_route_cfg, f), sizeof(((struct pc_route_cfg *)0)->f), 0
+#define RLIST(f, n)                                                                                \
+    offsetof(struct pc_route_cfg, f), sizeof(((struct pc_route_cfg *)0)->f[0]),                    \
+        offsetof(struct pc_route_cfg, n)
+
+/* clang-format off */
+static const struct opt backend_options[] = {
+    {"backend", "url",                OPT_URL,      BFIELD(url),                        0,   0,                NULL, 0},
+    {"backend", "connect_timeout_ms", OPT_INT,      BFIELD(connect_timeout_ms),         1,   HOUR_MS,          NULL, 0},
+    {"backend", "timeout_ms",         OPT_INT,      BFIELD(timeout_ms),                 1,   HOUR_MS,          NULL, 0},
+    {"backend", "max_response_bytes", OPT_SIZE,     BFIELD(max_response_bytes),         1,   GIB,              NULL, 0},
+    {"backend", "max_in_flight",      OPT_INT,      BFIELD(max_in_flight),              0,   1000000,          NULL, 0},
+    {"backend", "health_path",        OPT_STRING,   BFIELD(health_path),                0,   0,                NULL, 0},
+    {"backend", "health_interval_ms", OPT_INT,      BFIELD(health_interval_ms),         10,  HOUR_MS,          NULL, 0},
+    {"backend", "health_fails",       OPT_INT,      BFIELD(health_fails),               1,   1000,             NULL, 0},
+    {"backend", "health_passes",      OPT_INT,      BFIELD(health_passes),              1,   1000,             NULL, 0},
+};
+enum { B_URL, B_CONNECT, B_TIMEOUT, B_MAXRESP, B_INFLIGHT, B_HPATH, B_HINTERVAL, B_HFAILS, B_HPASSES };
+
+static const struct opt route_options[] = {
+    {"route",   "match",              OPT_ROUTE,    RFIELD(match),                      0,   0,                NULL, 0},
+    {"route",   "backend",            OPT_STRING,   RFIELD(backend),                    0,   0,                NULL, 0},
+    {"route",   "cache",              OPT_BOOL,     RFIELD(cache),                      0,   1,                NULL, 0},
+    {"route",   "ttl_s",              OPT_INT,      RFIELD(ttl_s),                      1,   INT_MAX,          NULL, 0},
+    {"route",   "input_fields",       OPT_NAMES,    RLIST(input_fields, n_input_fields), 0,  PC_CFG_MAX_LIST,  NULL, 0},
+    {"route",   "path_field",         OPT_STRING,   RFIELD(path_field),                 0,   0,                NULL, 0},
+    {"route",   "per_instance",       OPT_BOOL,     RFIELD(per_instance),               0,   1,                NULL, 0},
+};
+enum { R_MATCH, R_BACKEND, R_CACHE, R_TTL, R_INPUTS, R_PATHFIELD, R_PERINST };
+/* clang-format on */
+#define N_BACKEND_OPTIONS (sizeof(backend_options) / sizeof(backend_options[0]))
+#define N_ROUTE_OPTIONS (sizeof(route_options) / sizeof(route_options[0]))
 
 static const char *const route_methods[] = {"GET",   "POST", "PUT",     "DELETE",
                                             "PATCH", "HEAD", "OPTIONS", "*"};
@@ -382,8 +426,7 @@ static int parse_route(const char *e, size_t len, struct pc_route_rule *r, char 
 }
 
 /* An empty (or blank) value is an empty list; setting a list replaces it whole. */
-static int set_routes(const struct opt *o, struct pc_config *cfg, const char *v, char *why,
-                      size_t whylen)
+static int set_routes(const struct opt *o, void *cfg, const char *v, char *why, size_t whylen)
 {
     struct pc_route_rule tmp[PC_CFG_MAX_LIST];
     size_t n = 0;
@@ -409,10 +452,9 @@ static int set_routes(const struct opt *o, struct pc_config *cfg, const char *v,
     return 0;
 }
 
-static int set_names(const struct opt *o, struct pc_config *cfg, const char *v, char *why,
-                     size_t whylen)
+static int set_names(const struct opt *o, void *cfg, const char *v, char *why, size_t whylen)
 {
-    char tmp[PC_CFG_MAX_LIST][sizeof cfg->input_fields[0]];
+    char tmp[PC_CFG_MAX_LIST][sizeof((struct pc_config *)0)->input_fields[0]];
     size_t n = 0;
     memset(tmp, 0, sizeof tmp);
     for (const char *p = list_is_blank(v) ? NULL : v; p != NULL;) {
@@ -447,8 +489,7 @@ static int set_names(const struct opt *o, struct pc_config *cfg, const char *v, 
 }
 
 /* Checks VALUE for option O and stores it; on error the field is left as it was. */
-static int opt_apply(const struct opt *o, struct pc_config *cfg, const char *v, char *why,
-                     size_t whylen)
+static int opt_apply(const struct opt *o, void *cfg, const char *v, char *why, size_t whylen)
 {
     char *field = (char *)cfg + o->offset;
     size_t len = strlen(v);
@@ -535,6 +576,9 @@ static int opt_apply(const struct opt *o, struct pc_config *cfg, const char *v, 
     case OPT_NAMES:
         return set_names(o, cfg, v, why, whylen);
 
+    case OPT_ROUTE:
+        return parse_route(v, len, (struct pc_route_rule *)field, why, whylen);
+
     case OPT_BOOL: {
         static const char *const yes[] = {"on", "yes", "true", "1"};
         static const char *const no[] = {"off", "no", "false", "0"};
@@ -553,7 +597,7 @@ static int opt_apply(const struct opt *o, struct pc_config *cfg, const char *v, 
 }
 
 /* Writes the value of option O as the file would say it (password in clear). */
-static void opt_format(const struct opt *o, const struct pc_config *cfg, char *out, size_t outlen)
+static void opt_format(const struct opt *o, const void *cfg, char *out, size_t outlen)
 {
     const char *field = (const char *)cfg + o->offset;
     size_t used = 0;
@@ -580,6 +624,12 @@ static void opt_format(const struct opt *o, const struct pc_config *cfg, char *o
     case OPT_BOOL:
         fmt(out, outlen, "%s", *(const int *)field ? "on" : "off");
         break;
+    case OPT_ROUTE: {
+        const struct pc_route_rule *r = (const struct pc_route_rule *)field;
+        fmt(out, outlen, "%.*s %.*s", (int)strnlen(r->method, sizeof r->method), r->method,
+            (int)strnlen(r->pattern, sizeof r->pattern), r->pattern);
+        break;
+    }
     case OPT_ROUTES:
         for (size_t i = 0; i < count && used < outlen; i++) {
             const struct pc_route_rule *r = (const struct pc_route_rule *)field + i;
@@ -614,10 +664,117 @@ void pc_config_defaults(struct pc_config *cfg)
     }
 }
 
+/* ---- named sections: [backend NAME], [route NAME] ---------------------------------- */
+
+enum named_kind { NAMED_NONE, NAMED_BACKEND, NAMED_ROUTE };
+
+/* "backend gpu" -> NAMED_BACKEND with *name "gpu"; anything else NAMED_NONE. */
+static enum named_kind named_split(const char *section, const char **name)
+{
+    static const struct {
+        const char *word;
+        enum named_kind kind;
+    } kinds[] = {{"backend", NAMED_BACKEND}, {"route", NAMED_ROUTE}};
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        size_t n = strlen(kinds[i].word);
+        if (strncmp(section, kinds[i].word, n) == 0 && isspace((unsigned char)section[n])) {
+            const char *p = section + n;
+            while (isspace((unsigned char)*p))
+                p++;
+            *name = p;
+            return kinds[i].kind;
+        }
+    }
+    return NAMED_NONE;
+}
+
+static int name_ok(const char *name)
+{
+    size_t n = strlen(name);
+    return n > 0 && n < PC_CFG_NAME &&
+           strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+/*
+ * The struct of section [KIND NAME], created (with line) when it is new. NULL with the
+ * reason in err for a bad name or a full table.
+ */
+static void *named_section(struct pc_config *cfg, enum named_kind kind, const char *name, int line,
+                           char *err, size_t errlen)
+{
+    const char *word = kind == NAMED_BACKEND ? "backend" : "route";
+    if (!name_ok(name)) {
+        fmt(err, errlen, "[%s %s]: a name is 1 to %d of A-Z a-z 0-9 . _ -", word, name,
+            PC_CFG_NAME - 1);
+        return NULL;
+    }
+    if (kind == NAMED_BACKEND) {
+        for (size_t i = 0; i < cfg->n_backends; i++) {
+            if (strcmp(cfg->backends[i].name, name) == 0)
+                return &cfg->backends[i];
+        }
+        if (cfg->n_backends == PC_CFG_MAX_BACKENDS) {
+            fmt(err, errlen, "[backend %s]: too many [backend NAME] sections (at most %d)", name,
+                PC_CFG_MAX_BACKENDS);
+            return NULL;
+        }
+        struct pc_backend_cfg *b = &cfg->backends[cfg->n_backends++];
+        memset(b, 0, sizeof *b);
+        pc_strlcpy(b->name, name, sizeof b->name);
+        b->line = line;
+        return b;
+    }
+    for (size_t i = 0; i < cfg->n_route_secs; i++) {
+        if (strcmp(cfg->route_secs[i].name, name) == 0)
+            return &cfg->route_secs[i];
+    }
+    if (cfg->n_route_secs == PC_CFG_MAX_ROUTES) {
+        fmt(err, errlen, "[route %s]: too many [route NAME] sections (at most %d)", name,
+            PC_CFG_MAX_ROUTES);
+        return NULL;
+    }
+    struct pc_route_cfg *r = &cfg->route_secs[cfg->n_route_secs++];
+    memset(r, 0, sizeof *r);
+    pc_strlcpy(r->name, name, sizeof r->name);
+    r->line = line;
+    return r;
+}
+
+static int named_set(struct pc_config *cfg, enum named_kind kind, const char *name, const char *key,
+                     const char *value, char *err, size_t errlen)
+{
+    char why[512];
+    const char *word = kind == NAMED_BACKEND ? "backend" : "route";
+    const struct opt *table = kind == NAMED_BACKEND ? backend_options : route_options;
+    size_t n = kind == NAMED_BACKEND ? N_BACKEND_OPTIONS : N_ROUTE_OPTIONS;
+    size_t i;
+    for (i = 0; i < n && strcmp(table[i].key, key) != 0; i++)
+        ;
+    if (i == n) {
+        fmt(err, errlen, "[%s %s] %s: unknown key", word, name, key);
+        return -1;
+    }
+    void *sec = named_section(cfg, kind, name, 0, err, errlen);
+    if (sec == NULL)
+        return -1;
+    if (opt_apply(&table[i], sec, value, why, sizeof why) != 0) {
+        fmt(err, errlen, "[%s %s] %s: %s", word, name, key, why);
+        return -1;
+    }
+    *(unsigned *)((char *)sec + (kind == NAMED_BACKEND ? offsetof(struct pc_backend_cfg, set)
+                                                       : offsetof(struct pc_route_cfg, set))) |=
+        1u << i;
+    return 0;
+}
+
 int pc_config_set(struct pc_config *cfg, const char *section, const char *key, const char *value,
                   char *err, size_t errlen)
 {
     char why[512];
+    const char *name;
+    enum named_kind kind = named_split(section, &name);
+    if (kind != NAMED_NONE)
+        return named_set(cfg, kind, name, key, value, err, errlen);
     if (!section_known(section)) {
         fmt(err, errlen, "unknown section [%s]", section);
         return -1;
@@ -655,6 +812,7 @@ static int parse_file(struct pc_config *cfg, FILE *f, const char *path, char *er
     ssize_t got;
     char msg[1024];
     const char *section = NULL;
+    char named[PC_CFG_NAME + 16]; /* the current [backend NAME] or [route NAME] */
     int lineno = 0;
     int rc = -1;
 
@@ -693,6 +851,24 @@ static int parse_file(struct pc_config *cfg, FILE *f, const char *path, char *er
             for (size_t i = 0; i < N_SECTIONS; i++) {
                 if (strcmp(sections[i], name) == 0)
                     section = sections[i];
+            }
+            const char *sname;
+            enum named_kind kind = named_split(name, &sname);
+            if (kind != NAMED_NONE) {
+                if (strlen(name) >= sizeof named) {
+                    fmt(err, errlen, "%s:%d: section name too long", path, lineno);
+                    goto out;
+                }
+                void *sec = named_section(cfg, kind, sname, lineno, msg, sizeof msg);
+                if (sec == NULL) {
+                    fmt(err, errlen, "%s:%d: %s", path, lineno, msg);
+                    goto out;
+                }
+                /* One spelling, whatever the spaces: "[route  a]" is [route a]. */
+                snprintf(named, sizeof named, "%s %s", kind == NAMED_BACKEND ? "backend" : "route",
+                         sname);
+                section = named;
+                continue;
             }
             if (section == NULL) {
                 fmt(err, errlen, "%s:%d: unknown section [%s]", path, lineno, name);
@@ -742,6 +918,8 @@ out:
     return rc;
 }
 
+static int config_validate_at(struct pc_config *cfg, int *line, char *err, size_t errlen);
+
 int pc_config_load(struct pc_config *cfg, const char *path, char *err, size_t errlen)
 {
     char msg[1024];
@@ -760,8 +938,12 @@ int pc_config_load(struct pc_config *cfg, const char *path, char *err, size_t er
     memcpy(tmp, cfg, sizeof *tmp);
     int rc = parse_file(tmp, f, path, err, errlen);
     fclose(f);
-    if (rc == 0 && pc_config_validate(tmp, msg, sizeof msg) != 0) {
-        fmt(err, errlen, "%s: %s", path, msg);
+    int line = 0;
+    if (rc == 0 && config_validate_at(tmp, &line, msg, sizeof msg) != 0) {
+        if (line > 0)
+            fmt(err, errlen, "%s:%d: %s", path, line, msg);
+        else
+            fmt(err, errlen, "%s: %s", path, msg);
         rc = -1;
     }
     if (rc == 0)
@@ -799,9 +981,125 @@ static int is_wildcard(const char *host)
     return strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0;
 }
 
-int pc_config_validate(const struct pc_config *cfg, char *err, size_t errlen)
+/* Keys a named section leaves out take the [backend] or [cache] section's values. */
+static void inherit_named(struct pc_config *cfg)
+{
+    struct pc_backend_cfg def;
+    pc_config_backend(cfg, 0, &def);
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        struct pc_backend_cfg *b = &cfg->backends[i];
+#define INHERIT(bit, f)                                                                            \
+    if (!(b->set & (1u << (bit))))                                                                 \
+    memcpy(&b->f, &def.f, sizeof b->f)
+        INHERIT(B_CONNECT, connect_timeout_ms);
+        INHERIT(B_TIMEOUT, timeout_ms);
+        INHERIT(B_MAXRESP, max_response_bytes);
+        INHERIT(B_INFLIGHT, max_in_flight);
+        INHERIT(B_HPATH, health_path);
+        INHERIT(B_HINTERVAL, health_interval_ms);
+        INHERIT(B_HFAILS, health_fails);
+        INHERIT(B_HPASSES, health_passes);
+#undef INHERIT
+    }
+    for (size_t i = 0; i < cfg->n_route_secs; i++) {
+        struct pc_route_cfg *r = &cfg->route_secs[i];
+        if (!(r->set & (1u << R_CACHE)))
+            r->cache = 1;
+        if (!(r->set & (1u << R_TTL)))
+            r->ttl_s = cfg->ttl_s;
+        if (!(r->set & (1u << R_INPUTS))) {
+            memcpy(r->input_fields, cfg->input_fields, sizeof r->input_fields);
+            r->n_input_fields = cfg->n_input_fields;
+        }
+        if (!(r->set & (1u << R_PATHFIELD)))
+            memcpy(r->path_field, cfg->path_field, sizeof r->path_field);
+        if (!(r->set & (1u << R_PERINST)))
+            r->per_instance = cfg->per_instance;
+        r->backend_index = 0;
+        for (size_t j = 0; j < cfg->n_backends; j++) {
+            if (strcmp(r->backend, cfg->backends[j].name) == 0)
+                r->backend_index = (int)j + 1;
+        }
+    }
+}
+
+const struct pc_backend_cfg *pc_config_backend(const struct pc_config *cfg, size_t i,
+                                               struct pc_backend_cfg *out)
+{
+    if (i >= 1)
+        return i <= cfg->n_backends ? &cfg->backends[i - 1] : NULL;
+    memset(out, 0, sizeof *out);
+    pc_strlcpy(out->url, cfg->backend_url, sizeof out->url);
+    out->connect_timeout_ms = cfg->backend_connect_timeout_ms;
+    out->timeout_ms = cfg->backend_timeout_ms;
+    out->max_response_bytes = cfg->backend_max_response_bytes;
+    out->max_in_flight = cfg->backend_max_in_flight;
+    pc_strlcpy(out->health_path, cfg->backend_health_path, sizeof out->health_path);
+    out->health_interval_ms = cfg->backend_health_interval_ms;
+    out->health_fails = cfg->backend_health_fails;
+    out->health_passes = cfg->backend_health_passes;
+    return out;
+}
+
+/* The rules every backend follows, the [backend] section's and the named ones'. */
+static int check_backend(const struct pc_backend_cfg *b, char *why, size_t whylen)
+{
+    if (b->connect_timeout_ms > b->timeout_ms) {
+        fmt(why, whylen, "connect_timeout_ms (%d) must not be more than timeout_ms (%d)",
+            b->connect_timeout_ms, b->timeout_ms);
+        return -1;
+    }
+    if (b->health_path[0] != '\0' && b->health_path[0] != '/') {
+        fmt(why, whylen, "health_path: must start with '/' (or be empty: no checks)");
+        return -1;
+    }
+    return 0;
+}
+
+/* The named sections after inherit_named(). 0 ok; -1 with *line and err. */
+static int check_named(const struct pc_config *cfg, int *line, char *err, size_t errlen)
 {
     char why[512];
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        const struct pc_backend_cfg *b = &cfg->backends[i];
+        *line = b->line;
+        if (!(b->set & (1u << B_URL))) {
+            fmt(err, errlen, "[backend %s] url: missing (a named backend needs its url)", b->name);
+            return -1;
+        }
+        if (check_backend(b, why, sizeof why) != 0) {
+            fmt(err, errlen, "[backend %s] %s", b->name, why);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_route_secs; i++) {
+        const struct pc_route_cfg *r = &cfg->route_secs[i];
+        *line = r->line;
+        if (!(r->set & (1u << R_MATCH))) {
+            fmt(err, errlen, "[route %s] match: missing (e.g. match = POST /v1/models/m*:predict)",
+                r->name);
+            return -1;
+        }
+        if (r->backend[0] != '\0' && r->backend_index == 0) {
+            fmt(err, errlen, "[route %s] backend: no [backend %s] section", r->name, r->backend);
+            return -1;
+        }
+    }
+    *line = 0;
+    return pc_routes_check(cfg, line, err, errlen);
+}
+
+int pc_config_validate(struct pc_config *cfg, char *err, size_t errlen)
+{
+    int line;
+    return config_validate_at(cfg, &line, err, errlen);
+}
+
+/* pc_config_validate, telling the line of the section a failure comes from (0: none). */
+static int config_validate_at(struct pc_config *cfg, int *line, char *err, size_t errlen)
+{
+    char why[512];
+    *line = 0;
     char *value = malloc(CFG_DUMP_MAX);
     struct pc_config *scratch = malloc(sizeof *scratch);
     int rc = -1;
@@ -843,13 +1141,9 @@ int pc_config_validate(const struct pc_config *cfg, char *err, size_t errlen)
             cfg->listen, cfg->admin_listen);
         goto out;
     }
-    if (cfg->backend_connect_timeout_ms > cfg->backend_timeout_ms) {
-        fmt(err, errlen, "[backend] connect_timeout_ms (%d) must not be more than timeout_ms (%d)",
-            cfg->backend_connect_timeout_ms, cfg->backend_timeout_ms);
-        goto out;
-    }
-    if (cfg->backend_health_path[0] != '\0' && cfg->backend_health_path[0] != '/') {
-        fmt(err, errlen, "[backend] health_path: must start with '/' (or be empty: no checks)");
+    struct pc_backend_cfg def;
+    if (check_backend(pc_config_backend(cfg, 0, &def), why, sizeof why) != 0) {
+        fmt(err, errlen, "[backend] %s", why);
         goto out;
     }
     if ((long long)cfg->ttl_s + cfg->grace_s > INT_MAX) {
@@ -860,6 +1154,9 @@ int pc_config_validate(const struct pc_config *cfg, char *err, size_t errlen)
         fmt(err, errlen, "[jobs] async_prefix: %s", why);
         goto out;
     }
+    inherit_named(cfg);
+    if (check_named(cfg, line, err, errlen) != 0)
+        goto out;
     rc = 0;
 out:
     free(value);
@@ -955,6 +1252,23 @@ void pc_config_dump(const struct pc_config *cfg, void (*emit)(const char *line, 
                 snprintf(value, CFG_DUMP_MAX, "********");
             const char *q = needs_quotes(value) ? "\"" : "";
             snprintf(line, CFG_DUMP_MAX + 128, "%s = %s%s%s", o->key, q, value, q);
+            emit(line, arg);
+        }
+    }
+    for (size_t k = 0; k < cfg->n_backends + cfg->n_route_secs; k++) {
+        int is_backend = k < cfg->n_backends;
+        const void *sec = is_backend ? (const void *)&cfg->backends[k]
+                                     : (const void *)&cfg->route_secs[k - cfg->n_backends];
+        const struct opt *table = is_backend ? backend_options : route_options;
+        size_t n = is_backend ? N_BACKEND_OPTIONS : N_ROUTE_OPTIONS;
+        emit("", arg);
+        snprintf(line, CFG_DUMP_MAX + 128, "[%s %s]", is_backend ? "backend" : "route",
+                 is_backend ? cfg->backends[k].name : cfg->route_secs[k - cfg->n_backends].name);
+        emit(line, arg);
+        for (size_t i = 0; i < n; i++) {
+            opt_format(&table[i], sec, value, CFG_DUMP_MAX);
+            const char *q = needs_quotes(value) || value[0] == '\0' ? "\"" : "";
+            snprintf(line, CFG_DUMP_MAX + 128, "%s = %s%s%s", table[i].key, q, value, q);
             emit(line, arg);
         }
     }

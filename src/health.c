@@ -11,9 +11,10 @@
 #include "predcache/upstream.h"
 
 struct pc_health {
-    const struct pc_config *cfg;
+    struct pc_backend_cfg be; /* path, interval and thresholds (a copy) */
+    const char *what;         /* "model server" or "backend NAME", for the log */
     struct pc_upstream *up;
-    struct pc_metrics *m;
+    int *gauge; /* 1 while up */
     struct event *timer;
     int up_state;
     int fails; /* consecutive */
@@ -28,19 +29,19 @@ static void on_check(const struct pc_upstream_resp *r, void *arg)
     int ok = r->error == PC_UP_OK && r->status >= 200 && r->status < 400;
     if (ok) {
         h->fails = 0;
-        if (!h->up_state && ++h->passes >= h->cfg->backend_health_passes) {
+        if (!h->up_state && ++h->passes >= h->be.health_passes) {
             h->up_state = 1;
-            pc_log(PC_LOG_WARN, "health: model server is up again (%d passes)", h->passes);
+            pc_log(PC_LOG_WARN, "health: %s is up again (%d passes)", h->what, h->passes);
         }
     } else {
         h->passes = 0;
-        if (h->up_state && ++h->fails >= h->cfg->backend_health_fails) {
+        if (h->up_state && ++h->fails >= h->be.health_fails) {
             h->up_state = 0;
-            pc_log(PC_LOG_WARN, "health: model server is down after %d failed checks: %s", h->fails,
+            pc_log(PC_LOG_WARN, "health: %s is down after %d failed checks: %s", h->what, h->fails,
                    r->error != PC_UP_OK ? r->errmsg : "bad status");
         }
     }
-    h->m->backend_up = h->up_state;
+    *h->gauge = h->up_state;
 }
 
 static void tick(evutil_socket_t fd, short what, void *arg)
@@ -50,33 +51,34 @@ static void tick(evutil_socket_t fd, short what, void *arg)
     struct pc_health *h = arg;
     if (h->checking)
         return; /* the previous check is still running: its own timeout ends it */
-    int timeout = h->cfg->backend_health_interval_ms;
-    if (timeout > h->cfg->backend_timeout_ms)
-        timeout = h->cfg->backend_timeout_ms;
-    if (pc_upstream_send(h->up, "GET", h->cfg->backend_health_path, NULL, 0, NULL, 0, timeout,
-                         on_check, h) != NULL)
+    int timeout = h->be.health_interval_ms;
+    if (timeout > h->be.timeout_ms)
+        timeout = h->be.timeout_ms;
+    if (pc_upstream_send(h->up, "GET", h->be.health_path, NULL, 0, NULL, 0, timeout, on_check, h) !=
+        NULL)
         h->checking = 1;
 }
 
-struct pc_health *pc_health_new(struct event_base *base, const struct pc_config *cfg,
-                                struct pc_upstream *up, struct pc_metrics *m)
+struct pc_health *pc_health_new(struct event_base *base, const struct pc_backend_cfg *be,
+                                struct pc_upstream *up, int *gauge)
 {
     struct pc_health *h = calloc(1, sizeof *h);
     if (h == NULL)
         return NULL;
-    h->cfg = cfg;
+    h->be = *be;
+    h->what = h->be.name[0] ? h->be.name : "model server";
     h->up = up;
-    h->m = m;
+    h->gauge = gauge;
     h->up_state = 1;
-    m->backend_up = 1;
-    if (cfg->backend_health_path[0] == '\0')
+    *gauge = 1;
+    if (be->health_path[0] == '\0')
         return h; /* checks off */
     h->timer = event_new(base, -1, EV_PERSIST, tick, h);
     if (h->timer == NULL) {
         free(h);
         return NULL;
     }
-    int ms = cfg->backend_health_interval_ms;
+    int ms = be->health_interval_ms;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     event_add(h->timer, &tv);
     tick(-1, 0, h);

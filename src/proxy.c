@@ -20,6 +20,7 @@
  * never the reason for an error answer. A client that leaves early does not cancel the
  * model server call: its answer is still stored for the next client.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <unistd.h>
 #include <stdlib.h>
@@ -32,11 +33,13 @@
 #include "predcache/config.h"
 #include "predcache/envelope.h"
 #include "predcache/flight.h"
+#include "predcache/generations.h"
 #include "predcache/http.h"
 #include "predcache/jobs.h"
 #include "predcache/log.h"
 #include "predcache/store.h"
 #include "predcache/upstream.h"
+#include "predcache/versions.h"
 #include "predcache/worker.h"
 #include "proxy_int.h"
 
@@ -50,38 +53,11 @@ const char *pc_proxy_result_name(enum pc_cache_result r)
 
 /* ---- route table and request controls ---------------------------------------------- */
 
-/* Glob match where '*' matches any run of characters, '/' included. */
-static int glob_match(const char *pat, const char *s)
-{
-    const char *star = NULL, *retry = NULL;
-    while (*s) {
-        if (*pat == '*') {
-            star = pat++;
-            retry = s;
-        } else if (*pat == *s) {
-            pat++;
-            s++;
-        } else if (star) {
-            pat = star + 1;
-            s = ++retry;
-        } else {
-            return 0;
-        }
-    }
-    while (*pat == '*')
-        pat++;
-    return *pat == '\0';
-}
-
 int pc_proxy_route_cacheable(const struct pc_config *cfg, const char *method, const char *path)
 {
-    for (size_t i = 0; i < cfg->n_routes; i++) {
-        const struct pc_route_rule *r = &cfg->routes[i];
-        if ((strcmp(r->method, "*") == 0 || strcmp(r->method, method) == 0) &&
-            glob_match(r->pattern, path))
-            return 1;
-    }
-    return 0;
+    long id = pc_routes_match(cfg, method, path);
+    struct pc_route_view v;
+    return id >= 0 && pc_routes_get(cfg, (size_t)id, &v) == 0 && v.cache;
 }
 
 /* Does a comma-separated header value hold the directive (case-insensitive)? */
@@ -235,19 +211,29 @@ static const char *response_refusal(const struct pc_worker *w, const struct pc_u
     return NULL;
 }
 
-int pc_proxy_store_ttl(const struct pc_worker *w)
+/* Seconds an entry fresh for ttl_s lives in Redis: kept past its TTL to be served stale. */
+static int redis_ttl(const struct pc_worker *w, int ttl_s)
 {
-    return w->cfg->ttl_s + w->cfg->grace_s; /* kept past its TTL to be served stale */
+    long long t = (long long)ttl_s + w->cfg->grace_s;
+    return t > INT_MAX ? INT_MAX : (int)t;
 }
 
-/* SETs r's answer under key as an envelope. 1 when queued (done_cb runs on its answer). */
-static int store_answer(struct pc_worker *w, const char *key, const struct pc_upstream_resp *r,
-                        pc_store_set_done_cb done_cb, void *done_arg)
+int pc_proxy_store_ttl(const struct pc_preq *p)
+{
+    return redis_ttl(p->w, p->ttl_s);
+}
+
+/* SETs r's answer under key as an envelope fresh for ttl_s (written into it when a client
+ * chose it: record). 1 when queued (done_cb runs on its answer). */
+static int store_answer(struct pc_worker *w, const char *key, int ttl_s, int record,
+                        const struct pc_upstream_resp *r, pc_store_set_done_cb done_cb,
+                        void *done_arg)
 {
     const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
     struct pc_envelope env = {
         .status = r->status,
         .stored_at_ms = pc_wall_ms(),
+        .ttl_s = record ? ttl_s : 0,
         .content_type = ctype ? ctype : "",
         .body = r->body.data,
         .body_len = r->body.len,
@@ -258,7 +244,7 @@ static int store_answer(struct pc_worker *w, const char *key, const struct pc_up
     if (pc_envelope_encode(&env, &val) != 0)
         w->metrics.store_skipped++;
     else
-        queued = pc_store_set_cb(w->store, key, val.data, val.len, pc_proxy_store_ttl(w), done_cb,
+        queued = pc_store_set_cb(w->store, key, val.data, val.len, redis_ttl(w, ttl_s), done_cb,
                                  done_arg) == 0;
     pc_buf_release(&val);
     return queued;
@@ -275,7 +261,7 @@ static int store_result(struct pc_preq *p, const struct pc_upstream_resp *r,
         pc_log(PC_LOG_DEBUG, "proxy: not stored (%s): %s", why, p->key);
         return 0;
     }
-    return store_answer(w, p->key, r, done_cb, done_arg);
+    return store_answer(w, p->key, p->ttl_s, p->client_ttl, r, done_cb, done_arg);
 }
 
 /* ---- forwarding -------------------------------------------------------------------- */
@@ -435,6 +421,8 @@ static void on_backend(const struct pc_upstream_resp *r, void *arg)
         if (p->cacheable) {
             h[n].name = (char *)"X-Cache";
             h[n++].value = (char *)result_names[p->result];
+        }
+        if (p->cacheable && p->key[0] != '\0') {
             h[n].name = (char *)"X-Cache-Key";
             h[n++].value = p->key;
         }
@@ -505,7 +493,7 @@ void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const
         pc_preq_free(p);
         return;
     }
-    const char *unavailable = pc_worker_backend_refusal(w);
+    const char *unavailable = pc_worker_backend_refusal(w, p->backend);
     if (unavailable != NULL) {
         w->metrics.backend_refused++;
         pc_proxy_answer_error(p, 503, unavailable);
@@ -526,8 +514,8 @@ void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const
     }
     w->metrics.backend_requests++;
     /* body is borrowed by curl: p (and p->req) stay alive until cb answers. */
-    if (pc_upstream_send(w->up, pc_http_req_method(p->req), pc_http_req_target(p->req), p->fwd,
-                         p->n_fwd, body, len, (int)left_ms, cb, p) == NULL) {
+    if (pc_upstream_send(w->ups[p->backend], pc_http_req_method(p->req), pc_http_req_target(p->req),
+                         p->fwd, p->n_fwd, body, len, (int)left_ms, cb, p) == NULL) {
         w->metrics.backend_errors++;
         pc_proxy_answer_error(p, 502, "cannot start a model server request");
         pc_preq_free(p);
@@ -663,6 +651,11 @@ void pc_proxy_on_done(const char *key, size_t len, void *worker)
         return;
     memcpy(k, key, len);
     k[len] = '\0';
+    size_t al = strlen(PC_GEN_ANNOUNCE);
+    if (len > al && memcmp(k, PC_GEN_ANNOUNCE, al) == 0) {
+        pc_generations_forget(w->generations, k + al); /* an invalidation of that namespace */
+        return;
+    }
     struct pc_flight *f = pc_flights_find(w->flights, k);
     struct pc_preq *leader = f != NULL && !f->done ? f->leader : NULL;
     if (leader != NULL && leader->lock_wait != NULL)
@@ -766,6 +759,9 @@ static void answer_hit(struct pc_preq *p, const struct pc_envelope *env)
 struct refresh {
     struct pc_worker *w;
     char key[PC_KEY_MAX];
+    size_t backend;
+    int ttl_s;
+    int client_ttl;
     char *method;
     char *target;
     struct pc_header *hdrs;
@@ -799,7 +795,7 @@ static void on_refresh(const struct pc_upstream_resp *r, void *arg)
     const char *why = r->error != PC_UP_OK ? r->errmsg : response_refusal(w, r);
     if (why == NULL) {
         w->metrics.refresh_ok++;
-        store_answer(w, rf->key, r, NULL, NULL);
+        store_answer(w, rf->key, rf->ttl_s, rf->client_ttl, r, NULL, NULL);
     } else {
         w->metrics.refresh_failed++;
         pc_log(PC_LOG_INFO, "proxy: refresh of %s not stored: %s", rf->key, why);
@@ -815,12 +811,15 @@ static void start_refresh(struct pc_preq *p)
 {
     struct pc_worker *w = p->w;
     if (p->no_store || pc_flights_find(w->refreshing, p->key) != NULL ||
-        !pc_worker_backend_available(w))
+        !pc_worker_backend_available(w, p->backend))
         return;
     struct refresh *rf = calloc(1, sizeof *rf);
     if (rf == NULL)
         return;
     rf->w = w;
+    rf->backend = p->backend;
+    rf->ttl_s = p->ttl_s;
+    rf->client_ttl = p->client_ttl;
     pc_strlcpy(rf->key, p->key, sizeof rf->key);
     if (build_forward_headers(p) != 0)
         goto fail;
@@ -839,8 +838,8 @@ static void start_refresh(struct pc_preq *p)
     p->fwd = NULL;
     p->n_fwd = 0;
     w->metrics.backend_requests++;
-    if (pc_upstream_send(w->up, rf->method, rf->target, rf->hdrs, rf->n_hdrs, rf->body, rf->len,
-                         w->cfg->backend_timeout_ms, on_refresh, rf) == NULL) {
+    if (pc_upstream_send(w->ups[rf->backend], rf->method, rf->target, rf->hdrs, rf->n_hdrs,
+                         rf->body, rf->len, w->cfg->backend_timeout_ms, on_refresh, rf) == NULL) {
         w->metrics.backend_errors++;
         refresh_free(rf);
     }
@@ -880,8 +879,9 @@ static void on_lookup(enum pc_store_result res, const char *data, size_t len, vo
         /* Redis starts its expiry when it runs the SET, a little after stored_at: an
          * entry older than ttl_s + grace_s is expired whatever Redis says. */
         int too_old = p->max_age_s >= 0 && age_ms > (int64_t)p->max_age_s * 1000;
-        if (decoded && !too_old && age_ms <= (int64_t)pc_proxy_store_ttl(p->w) * 1000) {
-            if (age_ms <= (int64_t)p->w->cfg->ttl_s * 1000) {
+        int fresh_s = decoded && env.ttl_s > 0 ? env.ttl_s : p->ttl_s;
+        if (decoded && !too_old && age_ms <= (int64_t)redis_ttl(p->w, fresh_s) * 1000) {
+            if (age_ms <= (int64_t)fresh_s * 1000) {
                 p->result = RES_HIT;
                 answer_hit(p, &env);
             } else {
@@ -899,9 +899,10 @@ static void on_lookup(enum pc_store_result res, const char *data, size_t len, vo
 }
 
 /* A query that changes the answer changes the key, so the route carries it. */
-int pc_proxy_route_of(const struct pc_http_req *req, struct pc_buf *out)
+int pc_proxy_route_of(const struct pc_preq *p, struct pc_buf *out)
 {
-    int rc = pc_buf_append_str(out, pc_http_req_path(req));
+    const struct pc_http_req *req = p->req;
+    int rc = pc_buf_append_str(out, p->key_path[0] ? p->key_path : pc_http_req_path(req));
     if (pc_http_req_query(req)[0] != '\0')
         rc |= pc_buf_printf(out, "?%s", pc_http_req_query(req));
     return rc;
@@ -936,33 +937,157 @@ static int directive_seconds(const char *value, const char *dir)
 
 /*
  * The client's say in caching, unless [cache] allow_client_controls is off: Cache-Control
- * no-cache, no-store, max-age=N, only-if-cached, and X-Predcache-Namespace (a key space of
- * its own). 0 ok; -1 for a namespace that is not a plain name.
+ * no-cache, no-store, max-age=N, only-if-cached, X-Predcache-TTL (bounded by max_ttl_s)
+ * and X-Predcache-Namespace (a key space of its own). NULL ok; else why the request is
+ * refused (400).
  */
-static int read_controls(struct pc_preq *p)
+static const char *read_controls(struct pc_preq *p)
 {
     struct pc_http_req *req = p->req;
-    p->keyp = p->w->keyp;
+    p->keyp = p->route->keyp;
     p->max_age_s = -1;
     if (!p->w->cfg->allow_client_controls)
-        return 0;
+        return NULL;
     const char *cc = pc_http_req_header(req, "Cache-Control");
     p->no_cache = has_directive(cc, "no-cache") ||
                   has_directive(pc_http_req_header(req, "Pragma"), "no-cache");
     p->no_store = has_directive(cc, "no-store");
     p->only_if_cached = has_directive(cc, "only-if-cached");
     p->max_age_s = directive_seconds(cc, "max-age");
+    const char *ttl = pc_http_req_header(req, "X-Predcache-TTL");
+    if (ttl != NULL) {
+        size_t n = strlen(ttl);
+        long long v = 0;
+        if (n == 0 || n > 12 || strspn(ttl, "0123456789") != n || (v = atoll(ttl)) < 1)
+            return "X-Predcache-TTL: a number of seconds, 1 or more";
+        p->ttl_s = v > p->w->cfg->max_ttl_s ? p->w->cfg->max_ttl_s : (int)v;
+        p->client_ttl = 1;
+    }
     const char *ns = pc_http_req_header(req, "X-Predcache-Namespace");
     if (ns == NULL)
-        return 0;
+        return NULL;
     size_t n = strlen(ns);
     if (n == 0 || n >= sizeof p->ns ||
         strspn(ns, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                    "0123456789._-") != n)
-        return -1;
+        return "X-Predcache-Namespace: 1 to 64 of A-Z a-z 0-9 . _ -";
     memcpy(p->ns, ns, n + 1);
     p->keyp.namespace_ = p->ns;
-    return 0;
+    return NULL;
+}
+
+/* ---- the request: route, controls, model version, generation, key, lookup --------- */
+
+/* Forwarded without the cache: what would key it cannot be known now. */
+static void bypass_uncached(struct pc_preq *p, const char *why)
+{
+    pc_log(PC_LOG_DEBUG, "proxy: %s %s not cached: %s", pc_http_req_method(p->req),
+           pc_http_req_path(p->req), why);
+    p->no_store = 1;
+    p->key[0] = '\0';
+    forward(p, RES_BYPASS);
+}
+
+/* Last step: the key, then the lookup (or the per-instance flow). */
+static void key_and_lookup(struct pc_preq *p)
+{
+    struct pc_worker *w = p->w;
+    struct pc_http_req *req = p->req;
+    if (p->route->v.per_instance && pc_proxy_batch_begin(p) == 0)
+        return; /* a TF Serving batch: cached instance by instance */
+
+    struct pc_buf route;
+    pc_buf_init(&route);
+    pc_proxy_route_of(p, &route);
+    size_t len;
+    const char *body = pc_http_req_body(req, &len);
+    enum pc_key_kind kind;
+    char err[256];
+    int rc = pc_cachekey_derive(&p->keyp, route.data ? route.data : "", body, len,
+                                body_declares_json(req), p->key, &kind, err, sizeof err);
+    pc_buf_release(&route);
+    if (rc != 0) {
+        p->cacheable = 0;
+        pc_proxy_answer_error(p, 400, err);
+        pc_preq_free(p);
+        return;
+    }
+    if (p->no_cache) {
+        forward(p, RES_MISS);
+        return;
+    }
+    if (p->skip_lookup || pc_store_get(w->store, p->key, on_lookup, p) != 0)
+        forward_or_join(p, RES_BYPASS);
+}
+
+static void on_generation(void *arg);
+
+/*
+ * The invalidation generations of the request's namespace, model and version. Only a
+ * lookup needs them exact (may_wait): an answer stored under an older generation's key
+ * is still a fresh answer.
+ */
+static void with_generation(struct pc_preq *p, int may_wait)
+{
+    struct pc_worker *w = p->w;
+    if (w->closing) {
+        pc_proxy_answer_error(p, 503, "predcache is shutting down");
+        pc_preq_free(p);
+        return;
+    }
+    const char *ns = p->keyp.namespace_;
+    const char *version = p->model.version[0] ? p->model.version : p->version;
+    char gen[PC_GEN_MAX];
+    switch (pc_generations_get(w->generations, ns, p->model.name, version, gen, sizeof gen,
+                               may_wait ? on_generation : NULL, p)) {
+    case PC_GEN_PENDING:
+        return;
+    case PC_GEN_UNKNOWN: /* Redis cannot say: no lookup with a maybe older generation */
+        p->skip_lookup = 1;
+        break;
+    case PC_GEN_KNOWN:
+        break;
+    }
+    if (gen[0] != '\0') { /* keys of older generations are out of reach */
+        snprintf(p->ns_gen, sizeof p->ns_gen, "%s\x1f%s", ns, gen);
+        p->keyp.namespace_ = p->ns_gen;
+    }
+    key_and_lookup(p);
+}
+
+static void on_generation(void *arg)
+{
+    with_generation(arg, 0); /* answered: asked once more, without waiting again */
+}
+
+/* The model version the key names (resolved when the path names none). */
+static void with_version(struct pc_preq *p, const char *version)
+{
+    if (p->w->closing) {
+        pc_proxy_answer_error(p, 503, "predcache is shutting down");
+        pc_preq_free(p);
+        return;
+    }
+    if (version == NULL) {
+        bypass_uncached(p, "model version unknown");
+        return;
+    }
+    struct pc_buf path;
+    pc_buf_init(&path);
+    if (pc_model_versioned_path(&p->model, version, &path) != 0 || path.len >= sizeof p->key_path) {
+        pc_buf_release(&path);
+        bypass_uncached(p, "model path too long");
+        return;
+    }
+    memcpy(p->key_path, path.data, path.len + 1);
+    pc_strlcpy(p->version, version, sizeof p->version);
+    pc_buf_release(&path);
+    with_generation(p, !p->no_cache);
+}
+
+static void on_version(const char *version, void *arg)
+{
+    with_version(arg, version);
 }
 
 void pc_proxy_handle(struct pc_http_req *req, void *arg)
@@ -981,41 +1106,36 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
     p->w = w;
     p->req = req;
     p->backend_ms = -1;
-    p->cacheable = pc_proxy_route_cacheable(w->cfg, pc_http_req_method(req), pc_http_req_path(req));
+    long id = pc_routes_match(w->cfg, pc_http_req_method(req), pc_http_req_path(req));
+    p->route = id >= 0 ? &w->routes[id] : NULL;
+    p->backend = p->route != NULL ? p->route->v.backend : 0;
+    p->cacheable = p->route != NULL && p->route->v.cache;
     if (!p->cacheable) {
         forward(p, RES_PASS);
         return;
     }
-    if (read_controls(p) != 0) {
+    p->ttl_s = p->route->v.ttl_s;
+    const char *bad = read_controls(p);
+    if (bad != NULL) {
         p->cacheable = 0;
-        pc_proxy_answer_error(p, 400, "X-Predcache-Namespace: 1 to 64 of A-Z a-z 0-9 . _ -");
+        pc_proxy_answer_error(p, 400, bad);
         pc_preq_free(p);
         return;
     }
-
-    if (w->cfg->per_instance && pc_proxy_batch_begin(p) == 0)
-        return; /* a TF Serving batch: cached instance by instance */
-
-    struct pc_buf route;
-    pc_buf_init(&route);
-    pc_proxy_route_of(req, &route);
-    size_t len;
-    const char *body = pc_http_req_body(req, &len);
-    enum pc_key_kind kind;
-    char err[256];
-    int rc = pc_cachekey_derive(&p->keyp, route.data ? route.data : "", body, len,
-                                body_declares_json(req), p->key, &kind, err, sizeof err);
-    pc_buf_release(&route);
-    if (rc != 0) {
-        p->cacheable = 0;
-        pc_proxy_answer_error(p, 400, err);
-        pc_preq_free(p);
-        return;
+    if (pc_model_of_path(pc_http_req_path(req), &p->model) == 0 && p->model.version[0] == '\0' &&
+        w->cfg->version_refresh_s > 0) {
+        char version[64];
+        switch (pc_versions_get(w->versions, p->backend, &p->model, version, sizeof version,
+                                on_version, p)) {
+        case PC_VERSION_PENDING:
+            return;
+        case PC_VERSION_UNKNOWN:
+            with_version(p, NULL);
+            return;
+        case PC_VERSION_KNOWN:
+            with_version(p, version);
+            return;
+        }
     }
-    if (p->no_cache) {
-        forward(p, RES_MISS);
-        return;
-    }
-    if (pc_store_get(w->store, p->key, on_lookup, p) != 0)
-        forward_or_join(p, RES_BYPASS);
+    with_generation(p, !p->no_cache);
 }

@@ -101,7 +101,7 @@ static int batch_keys(struct pc_preq *p, struct pc_batch_state *b, const char *b
     struct key_ref *refs = calloc(b->n, sizeof *refs);
     size_t *first_i = calloc(b->n, sizeof *first_i);
     int rc = -1;
-    if (all == NULL || refs == NULL || first_i == NULL || pc_proxy_route_of(p->req, &route) != 0)
+    if (all == NULL || refs == NULL || first_i == NULL || pc_proxy_route_of(p, &route) != 0)
         goto out;
     const char *sig = body + b->req.signature.off;
     char err[128];
@@ -242,6 +242,7 @@ static void store_new(struct pc_preq *p, const struct pc_upstream_resp *r,
         struct pc_envelope env = {
             .status = r->status,
             .stored_at_ms = pc_wall_ms(),
+            .ttl_s = p->client_ttl ? p->ttl_s : 0,
             .content_type = ctype ? ctype : "",
             .body = inst.data,
             .body_len = inst.len,
@@ -250,7 +251,7 @@ static void store_new(struct pc_preq *p, const struct pc_upstream_resp *r,
             w->metrics.store_skipped++;
             continue;
         }
-        pc_store_set(w->store, b->keys[u], val.data, val.len, pc_proxy_store_ttl(w));
+        pc_store_set(w->store, b->keys[u], val.data, val.len, pc_proxy_store_ttl(p));
     }
     pc_buf_release(&inst);
     pc_buf_release(&val);
@@ -384,7 +385,8 @@ static void take_cached(struct pc_batch_state *b, size_t u, const char *data, si
         return;
     }
     int64_t age_ms = pc_wall_ms() - env.stored_at_ms;
-    if (age_ms > (int64_t)b->ttl_s * 1000 ||
+    int fresh_s = env.ttl_s > 0 ? env.ttl_s : b->ttl_s;
+    if (age_ms > (int64_t)fresh_s * 1000 ||
         (b->max_age_s >= 0 && age_ms > (int64_t)b->max_age_s * 1000)) {
         pc_buf_release(&c->value); /* past its TTL: a batch re-asks the model for it */
         free(c);
@@ -448,7 +450,7 @@ int pc_proxy_batch_begin(struct pc_preq *p)
         return -1;
     }
     b->n = b->req.inst.n;
-    b->ttl_s = p->w->cfg->ttl_s;
+    b->ttl_s = p->ttl_s;
     b->max_age_s = p->max_age_s;
     b->uniq_of = calloc(b->n, sizeof *b->uniq_of);
     b->first_of = calloc(b->n, sizeof *b->first_of);

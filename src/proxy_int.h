@@ -10,6 +10,7 @@
 #include "predcache/buf.h"
 #include "predcache/cachekey.h"
 #include "predcache/http.h"
+#include "predcache/routes.h"
 #include "predcache/upstream.h"
 #include "predcache/worker.h"
 
@@ -38,7 +39,16 @@ struct pc_preq {
     int only_if_cached;        /* Cache-Control: only-if-cached: 504 rather than a model call */
     int max_age_s;             /* Cache-Control: max-age=N: older entries are misses; -1 none */
     char ns[65];               /* X-Predcache-Namespace, when given */
-    struct pc_key_params keyp; /* the worker's, with the request's namespace */
+    struct pc_key_params keyp; /* the route's, with the request's namespace */
+    const struct pc_wroute *route; /* the route taken; NULL: none (forwarded as is) */
+    size_t backend;                /* index of the backend it goes to (0: [backend]) */
+    int ttl_s;                     /* fresh this long once stored: route or X-Predcache-TTL */
+    int skip_lookup;               /* Redis could not give the generation: forward (BYPASS) */
+    int client_ttl;                /* ttl_s came from X-Predcache-TTL: the entry records it */
+    char key_path[320];            /* the path keys use when it differs (resolved version) */
+    char ns_gen[PC_CFG_STR + 80];            /* namespace plus invalidation generations, for keys */
+    struct pc_model_ref model;     /* the model the path names (api NONE when none) */
+    char version[64];              /* its resolved version, when the path names none */
     enum pc_cache_result result;
     char key[PC_KEY_MAX];  /* per-body key; empty for batches */
     double backend_ms;     /* < 0 until the model server answered */
@@ -71,9 +81,9 @@ void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const
 const char *pc_proxy_store_refusal(const struct pc_preq *p, const struct pc_upstream_resp *r);
 const char *pc_proxy_find_header(const struct pc_header *h, size_t n, const char *name);
 /* Seconds an entry lives in Redis: ttl_s, plus grace_s to be served stale. */
-int pc_proxy_store_ttl(const struct pc_worker *w);
+int pc_proxy_store_ttl(const struct pc_preq *p);
 /* The key's route: the path, plus "?" query when there is one. */
-int pc_proxy_route_of(const struct pc_http_req *req, struct pc_buf *out);
+int pc_proxy_route_of(const struct pc_preq *p, struct pc_buf *out);
 
 /* Per-instance flow. 0: it took the request over; -1: not a batch, use the per-body flow. */
 int pc_proxy_batch_begin(struct pc_preq *p);

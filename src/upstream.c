@@ -24,7 +24,7 @@
 
 struct pc_upstream {
     struct event_base *base;
-    const struct pc_config *cfg;
+    struct pc_backend_cfg be; /* url, timeouts and limits of this backend (a copy) */
     CURLM *multi;
     struct event *timer;
     struct pc_xfer *xfers; /* every transfer in flight, for pc_upstream_free */
@@ -118,7 +118,7 @@ static void finish(struct pc_xfer *x, CURLcode rc)
     r->error = map_error(rc, x->too_large);
     if (r->error == PC_UP_TOO_LARGE)
         snprintf(r->errmsg, sizeof r->errmsg, "model server response larger than %zu bytes",
-                 x->up->cfg->backend_max_response_bytes);
+                 x->up->be.max_response_bytes);
     else if (r->error != PC_UP_OK)
         snprintf(r->errmsg, sizeof r->errmsg, "%s",
                  x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
@@ -217,7 +217,7 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     struct pc_xfer *x = userdata;
     size_t n = size * nmemb;
-    if (x->resp.body.len + n > x->up->cfg->backend_max_response_bytes) {
+    if (x->resp.body.len + n > x->up->be.max_response_bytes) {
         x->too_large = 1;
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
     }
@@ -281,18 +281,28 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
 
 struct pc_upstream *pc_upstream_new(struct event_base *base, const struct pc_config *cfg)
 {
-    return pc_upstream_new_for(base, cfg, cfg->backend_url);
+    struct pc_backend_cfg be;
+    return pc_upstream_new_backend(base, pc_config_backend(cfg, 0, &be));
 }
 
 struct pc_upstream *pc_upstream_new_for(struct event_base *base, const struct pc_config *cfg,
                                         const char *base_url)
 {
+    struct pc_backend_cfg be;
+    pc_config_backend(cfg, 0, &be);
+    pc_strlcpy(be.url, base_url, sizeof be.url);
+    return pc_upstream_new_backend(base, &be);
+}
+
+struct pc_upstream *pc_upstream_new_backend(struct event_base *base,
+                                            const struct pc_backend_cfg *be)
+{
     struct pc_upstream *up = calloc(1, sizeof *up);
     if (up == NULL)
         return NULL;
     up->base = base;
-    up->cfg = cfg;
-    pc_strlcpy(up->base_url, base_url, sizeof up->base_url);
+    up->be = *be;
+    pc_strlcpy(up->base_url, be->url, sizeof up->base_url);
     size_t bl = strlen(up->base_url);
     while (bl > 0 && up->base_url[bl - 1] == '/')
         up->base_url[--bl] = '\0';
@@ -420,10 +430,8 @@ struct pc_xfer *pc_upstream_send(struct pc_upstream *up, const char *method, con
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)up->cfg->backend_connect_timeout_ms);
-    long total = timeout_ms > 0 && timeout_ms < up->cfg->backend_timeout_ms
-                     ? timeout_ms
-                     : up->cfg->backend_timeout_ms;
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)up->be.connect_timeout_ms);
+    long total = timeout_ms > 0 && timeout_ms < up->be.timeout_ms ? timeout_ms : up->be.timeout_ms;
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, total);
     if (strcmp(method, "HEAD") == 0) {
         x->is_head = 1;

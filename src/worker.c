@@ -7,18 +7,21 @@
 #include "predcache/worker.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/event.h>
 
 #include "predcache/config.h"
 #include "predcache/flight.h"
+#include "predcache/generations.h"
 #include "predcache/health.h"
 #include "predcache/http.h"
 #include "predcache/jobs.h"
 #include "predcache/log.h"
 #include "predcache/store.h"
 #include "predcache/upstream.h"
+#include "predcache/versions.h"
 
 #define DRAIN_POLL_MS 20
 #define DRAIN_FLUSH_MS 100
@@ -38,6 +41,29 @@ static void on_http_failure(const struct pc_http_failure *f, void *arg)
         .total_ms = f->total_ms,
     };
     pc_log_access(&a);
+}
+
+/* The route table with each route's key parameters. */
+static int init_routes(struct pc_worker *w, char *err, size_t errlen)
+{
+    const struct pc_config *cfg = w->cfg;
+    w->n_routes = pc_routes_count(cfg);
+    w->routes = calloc(w->n_routes ? w->n_routes : 1, sizeof *w->routes);
+    if (w->routes == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < w->n_routes; i++) {
+        struct pc_wroute *r = &w->routes[i];
+        pc_routes_get(cfg, i, &r->v);
+        for (size_t f = 0; f < r->v.n_input_fields && f < PC_CFG_MAX_LIST; f++)
+            r->input_fields[f] = r->v.input_fields[f];
+        r->keyp = w->keyp;
+        r->keyp.input_fields = r->input_fields;
+        r->keyp.n_input_fields = r->v.n_input_fields;
+        r->keyp.path_field = r->v.path_field;
+    }
+    return 0;
 }
 
 int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc_config *cfg,
@@ -71,16 +97,32 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         .read_timeout_ms = cfg->request_timeout_ms,
         .max_connections = cfg->max_connections,
     };
-    w->up = pc_upstream_new(base, cfg);
-    if (w->up == NULL) {
-        snprintf(err, errlen, "cannot create the model server client");
-        return -1;
+    w->n_backends = 1 + cfg->n_backends;
+    for (size_t i = 0; i < w->n_backends; i++) {
+        struct pc_backend_cfg def;
+        const struct pc_backend_cfg *be = pc_config_backend(cfg, i, &def);
+        w->ups[i] = pc_upstream_new_backend(base, be);
+        if (w->ups[i] == NULL) {
+            snprintf(err, errlen, "cannot create the model server client");
+            return -1;
+        }
+        w->healths[i] =
+            pc_health_new(base, be, w->ups[i], i == 0 ? &w->metrics.backend_up : &w->backend_up[i]);
+        if (w->healths[i] == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
     }
-    w->health = pc_health_new(base, cfg, w->up, &w->metrics);
-    if (w->health == NULL) {
+    w->up = w->ups[0];
+    w->health = w->healths[0];
+    w->versions = pc_versions_new(w);
+    w->generations = pc_generations_new(w);
+    if (w->versions == NULL || w->generations == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    if (init_routes(w, err, errlen) != 0)
+        return -1;
     w->data = pc_http_server_new(base, cfg->listen, &lim, pc_proxy_handle, w, err, errlen);
     if (w->data == NULL)
         return -1;
@@ -91,7 +133,7 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         pc_http_server_new(base, cfg->admin_listen, &admin_lim, pc_admin_handle, w, err, errlen);
     if (w->admin == NULL)
         return -1;
-    if (cfg->lock_timeout_ms > 0) {
+    { /* answered keys (cross-process coalescing) and invalidations are announced here */
         char chan[PC_CHANNEL_MAX];
         if (pc_proxy_done_channel(cfg, chan, sizeof chan) != 0 ||
             (w->subscriber = pc_store_new_subscriber(base, cfg, &w->sub_metrics, chan,
@@ -137,24 +179,26 @@ static void drain_deadline(evutil_socket_t fd, short what, void *arg)
     pc_jobs_abort(w->jobs);
     /* Clients still waiting get a 503 rather than a dropped connection; give the loop a
      * moment to write those answers out (and the jobs' hand-back to reach Redis). */
-    pc_upstream_abort_all(w->up);
+    for (size_t i = 0; i < w->n_backends; i++)
+        pc_upstream_abort_all(w->ups[i]);
     struct timeval flush = {0, DRAIN_FLUSH_MS * 1000};
     event_base_loopexit(w->base, &flush);
 }
 
-const char *pc_worker_backend_refusal(const struct pc_worker *w)
+const char *pc_worker_backend_refusal(const struct pc_worker *w, size_t be)
 {
-    if (!pc_health_up(w->health))
+    struct pc_backend_cfg def;
+    const struct pc_backend_cfg *b = pc_config_backend(w->cfg, be, &def);
+    if (!pc_health_up(w->healths[be]))
         return "model server is down (health checks failing)";
-    if (w->cfg->backend_max_in_flight > 0 &&
-        pc_upstream_active(w->up) >= (size_t)w->cfg->backend_max_in_flight)
+    if (b->max_in_flight > 0 && pc_upstream_active(w->ups[be]) >= (size_t)b->max_in_flight)
         return "too many model server requests in flight";
     return NULL;
 }
 
-int pc_worker_backend_available(const struct pc_worker *w)
+int pc_worker_backend_available(const struct pc_worker *w, size_t be)
 {
-    return pc_worker_backend_refusal(w) == NULL;
+    return pc_worker_backend_refusal(w, be) == NULL;
 }
 
 void pc_worker_drain(struct pc_worker *w)
@@ -195,8 +239,13 @@ void pc_worker_release(struct pc_worker *w)
     w->jobs = NULL;
     pc_store_free(w->subscriber);
     pc_store_free(w->store);
-    pc_upstream_free(w->up);
-    pc_health_free(w->health);   /* after the upstream: a check in flight calls back */
+    pc_generations_free(w->generations); /* after the store: its HGETALLs call back */
+    for (size_t i = 0; i < w->n_backends; i++) {
+        pc_upstream_free(w->ups[i]);
+        pc_health_free(w->healths[i]); /* after the upstream: a check in flight calls back */
+    }
+    pc_versions_free(w->versions); /* after the upstreams: status calls call back */
+    free(w->routes);
     pc_flights_free(w->flights); /* last: store and upstream callbacks above may touch it */
     pc_flights_free(w->refreshing);
     if (w->drain_timer)

@@ -17,6 +17,42 @@ struct pc_route_rule {
     char pattern[PC_CFG_STR]; /* path glob: '*' matches any run of characters, '/' included */
 };
 
+#define PC_CFG_MAX_BACKENDS 16 /* [backend NAME] sections */
+#define PC_CFG_MAX_ROUTES 64   /* [route NAME] sections */
+#define PC_CFG_NAME 64
+
+/* A [backend NAME] section. Keys the file leaves out take the [backend] section's value. */
+struct pc_backend_cfg {
+    char name[PC_CFG_NAME];
+    char url[1024];
+    int connect_timeout_ms;
+    int timeout_ms;
+    size_t max_response_bytes;
+    int max_in_flight;
+    char health_path[PC_CFG_STR];
+    int health_interval_ms;
+    int health_fails;
+    int health_passes;
+    unsigned set; /* bit i: key i of the section's table was given */
+    int line;     /* of the section header; 0 when set in code */
+};
+
+/* A [route NAME] section: a method and path glob mapped to a backend and cache settings. */
+struct pc_route_cfg {
+    char name[PC_CFG_NAME];
+    struct pc_route_rule match;
+    char backend[PC_CFG_NAME]; /* a [backend NAME]; "" = the [backend] section */
+    int cache;                 /* on: cached; off: forwarded as is; default on */
+    int ttl_s;                 /* default: [cache] ttl_s */
+    char input_fields[PC_CFG_MAX_LIST][64];
+    size_t n_input_fields; /* default: [cache] input_fields */
+    char path_field[64];   /* default: [cache] path_field */
+    int per_instance;      /* default: [cache] per_instance */
+    unsigned set;          /* bit i: key i of the section's table was given */
+    int line;
+    int backend_index; /* resolved by validate: 0 = [backend], i + 1 = backends[i] */
+};
+
 struct pc_config {
     /* [server] */
     char listen[PC_CFG_STR];       /* host:port of the data port; default 0.0.0.0:8080 */
@@ -62,7 +98,16 @@ struct pc_config {
     int per_instance;    /* cache each element of a TF Serving `instances` batch; default on */
     int allow_client_controls; /* honour Cache-Control and X-Predcache-Namespace; default on */
     int grace_s;               /* entries are kept and served stale this long past ttl_s; 3600 */
-    int lock_timeout_ms; /* cross-process coalescing: wait for another's call; 0 = off; 5000 */
+    int lock_timeout_ms;   /* cross-process coalescing: wait for another's call; 0 = off; 5000 */
+    int max_ttl_s;         /* bound of a client's X-Predcache-TTL; default 604800 */
+    int version_refresh_s; /* model versions resolved from the status endpoint; 0 = off; 30 */
+    int generation_refresh_ms; /* invalidation generations re-read at least this often; 1000 */
+
+    /* [backend NAME] and [route NAME] sections, in file order */
+    struct pc_backend_cfg backends[PC_CFG_MAX_BACKENDS];
+    size_t n_backends;
+    struct pc_route_cfg route_secs[PC_CFG_MAX_ROUTES];
+    size_t n_route_secs;
 
     /* [jobs] */
     int jobs_enabled;                   /* async jobs (202 + job id); default on */
@@ -95,8 +140,17 @@ int pc_config_load(struct pc_config *cfg, const char *path, char *err, size_t er
 int pc_config_set(struct pc_config *cfg, const char *section, const char *key, const char *value,
                   char *err, size_t errlen);
 
-/* Cross-field checks after all values are set. 0 ok; -1 with the reason in err. */
-int pc_config_validate(const struct pc_config *cfg, char *err, size_t errlen);
+/*
+ * After all values are set: named backends take the [backend] values they leave out,
+ * routes take the [cache] ones and resolve their backend; then the cross-field checks,
+ * the route table's included (overlapping or unreachable routes). 0 ok; -1 with the
+ * reason in err ("line N: ..." when it comes from a section of the file).
+ */
+int pc_config_validate(struct pc_config *cfg, char *err, size_t errlen);
+
+/* The backend of index i: 0 is [backend] (copied into out), i >= 1 is backends[i - 1]. */
+const struct pc_backend_cfg *pc_config_backend(const struct pc_config *cfg, size_t i,
+                                               struct pc_backend_cfg *out);
 
 /* Splits "host:port" (or "[v6]:port", or ":port" meaning all addresses). 0 ok, -1 bad. */
 int pc_config_split_hostport(const char *s, char *host, size_t hostlen, int *port);

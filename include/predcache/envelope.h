@@ -2,8 +2,10 @@
  * envelope: the stored value format of one cached answer, versioned.
  *
  *     "PC1\n" status "\n" stored_at_ms "\n" content_type "\n" body
+ *     "PC2\n" status "\n" stored_at_ms "\n" ttl_s "\n" content_type "\n" body
  *
- * Status is 3 digits, stored_at_ms a decimal integer, content_type one line (may be
+ * Status is 3 digits, stored_at_ms a decimal integer, ttl_s 1..2^31-1 (written as PC2
+ * when it is set, else PC1), content_type one line (may be
  * empty); the body is the raw bytes to the end of the value. Pure: no I/O.
  */
 #ifndef PREDCACHE_ENVELOPE_H
@@ -17,6 +19,7 @@
 struct pc_envelope {
     int status;               /* 100..599 */
     int64_t stored_at_ms;     /* wall clock at store time */
+    int ttl_s;                /* fresh this long (PC2); 0: not recorded (PC1), the route's */
     const char *content_type; /* borrowed; NUL-terminated */
     const char *body;         /* borrowed */
     size_t body_len;

@@ -8,14 +8,14 @@
 #define PREDCACHE_HEALTH_H
 
 struct event_base;
-struct pc_config;
-struct pc_metrics;
+struct pc_backend_cfg;
 struct pc_upstream;
 struct pc_health;
 
-/* Borrows everything for its lifetime; starts checking at once. NULL on no memory. */
-struct pc_health *pc_health_new(struct event_base *base, const struct pc_config *cfg,
-                                struct pc_upstream *up, struct pc_metrics *m);
+/* Copies be; borrows up and gauge (set to 1 while up); starts checking at once. NULL on
+ * no memory. */
+struct pc_health *pc_health_new(struct event_base *base, const struct pc_backend_cfg *be,
+                                struct pc_upstream *up, int *gauge);
 /* Call after the upstream is freed or aborted (a check in flight calls back). NULL ok. */
 void pc_health_free(struct pc_health *h);
 /* 1 unless the checks say the model server is down. */

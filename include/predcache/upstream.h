@@ -14,6 +14,7 @@
 
 struct event_base;
 struct pc_config;
+struct pc_backend_cfg;
 struct pc_upstream;
 struct pc_xfer;
 
@@ -39,9 +40,13 @@ struct pc_upstream_resp {
 /* resp is owned by the upstream and valid only until the callback returns. */
 typedef void (*pc_upstream_cb)(const struct pc_upstream_resp *resp, void *arg);
 
-/* Borrows base and cfg for its lifetime. NULL on failure. */
+/* The [backend] section's backend. Borrows base for its lifetime. NULL on failure. */
 struct pc_upstream *pc_upstream_new(struct event_base *base, const struct pc_config *cfg);
-/* The same against another base URL ("http://127.0.0.1:8080"), e.g. predcache itself. */
+/* Against one backend (a [backend NAME] section; copied). NULL on failure. */
+struct pc_upstream *pc_upstream_new_backend(struct event_base *base,
+                                            const struct pc_backend_cfg *be);
+/* The [backend] settings against another base URL ("http://127.0.0.1:8080"), e.g.
+ * predcache itself. */
 struct pc_upstream *pc_upstream_new_for(struct event_base *base, const struct pc_config *cfg,
                                         const char *base_url);
 /* Fails every transfer in flight (its callback runs once, with an error), then frees.

@@ -9,7 +9,9 @@
 #include <stddef.h>
 
 #include "predcache/cachekey.h"
+#include "predcache/config.h"
 #include "predcache/metrics.h"
+#include "predcache/routes.h"
 
 struct event_base;
 struct event;
@@ -21,6 +23,18 @@ struct pc_flights;
 struct pc_health;
 struct pc_jobs;
 struct pc_http_req;
+
+#define PC_WORKER_BACKENDS (1 + PC_CFG_MAX_BACKENDS)
+
+/* One route of the table with what the proxy needs at hand for it. */
+struct pc_wroute {
+    struct pc_route_view v;
+    struct pc_key_params keyp; /* the route's input fields and path field */
+    const char *input_fields[PC_CFG_MAX_LIST];
+};
+
+struct pc_versions;
+struct pc_generations;
 
 struct pc_worker {
     struct event_base *base;
@@ -38,6 +52,14 @@ struct pc_worker {
     struct pc_metrics sub_metrics; /* the subscriber's own: it must not move redis_up */
     struct pc_key_params keyp;
     const char *input_fields[32];
+    struct pc_upstream *ups[PC_WORKER_BACKENDS];   /* [0] is up: the [backend] section */
+    struct pc_health *healths[PC_WORKER_BACKENDS]; /* [0] is health */
+    int backend_up[PC_WORKER_BACKENDS];            /* named backends' health gauges */
+    size_t n_backends;                             /* 1 + [backend NAME] sections */
+    struct pc_wroute *routes;                      /* the route table, one entry per route id */
+    size_t n_routes;
+    struct pc_versions *versions;       /* model versions from the status endpoints */
+    struct pc_generations *generations; /* invalidation generations from Redis */
     int draining; /* SIGTERM seen: listeners closed, finishing what is in flight */
     int closing;  /* being torn down: callbacks answer at once instead of starting work */
     struct event *drain_timer;
@@ -57,9 +79,9 @@ int pc_proxy_done_channel(const struct pc_config *cfg, char *out, size_t len);
 /* A message on that channel: another process answered the key (arg is the worker). */
 void pc_proxy_on_done(const char *key, size_t len, void *worker);
 
-/* Why the model server must not be called now (down, or too many calls), or NULL. */
-const char *pc_worker_backend_refusal(const struct pc_worker *w);
-int pc_worker_backend_available(const struct pc_worker *w);
+/* Why backend be (0: [backend]) must not be called now (down, or too many calls), or NULL. */
+const char *pc_worker_backend_refusal(const struct pc_worker *w, size_t be);
+int pc_worker_backend_available(const struct pc_worker *w, size_t be);
 
 /* 1 when method + path is a cacheable route of cfg ('*' globs, any method for "*"). */
 int pc_proxy_route_cacheable(const struct pc_config *cfg, const char *method, const char *path);

@@ -392,6 +392,10 @@ def default_conf(listen_port, admin_port, backend_url, redis_port):
             # Most tests pin the per-body key of an {"instances": [...]} body; the
             # per-instance default is covered by test_instances.py, which turns it on.
             "per_instance": "off",
+            # Keys name the path as sent (expected_key() computes them so); resolving
+            # the model version through the status endpoint is covered by
+            # test_versions.py, which turns it on.
+            "version_refresh_s": "0",
         },
         "log": {
             "level": "info",

@@ -1,0 +1,51 @@
+/*
+ * versions: which version of a model serves requests that name none (or name a label),
+ * as the model server's own status endpoint says (TF Serving GET /v1/models/NAME[/labels/L],
+ * KServe v2 GET /v2/models/NAME). One worker's cache of those answers, refreshed every
+ * [cache] version_refresh_s, so that a rollout starts a fresh cache key space.
+ *
+ * Owns its entries (at most PC_VERSIONS_MAX; model names come from client paths) and the
+ * status calls in flight. A known version is served while its refresh runs behind; a
+ * failed lookup is remembered for the same period (the model server is not asked again
+ * on every request).
+ */
+#ifndef PREDCACHE_VERSIONS_H
+#define PREDCACHE_VERSIONS_H
+
+#include <stddef.h>
+
+#include "predcache/routes.h"
+
+#define PC_VERSIONS_MAX 1024
+
+struct pc_worker;
+struct pc_versions;
+
+enum pc_version_state {
+    PC_VERSION_KNOWN,   /* out holds the version */
+    PC_VERSION_PENDING, /* cb will be called exactly once, later */
+    PC_VERSION_UNKNOWN, /* the model server could not tell (recently): do not cache */
+};
+
+/* version: the resolved version, or NULL when it could not be resolved. */
+typedef void (*pc_version_cb)(const char *version, void *arg);
+
+/* Borrows w (its upstreams, config, metrics and clock). NULL on no memory. */
+struct pc_versions *pc_versions_new(struct pc_worker *w);
+/* Call after the worker's upstreams are freed (their callbacks land here). NULL ok. */
+void pc_versions_free(struct pc_versions *v);
+
+/* The version serving m (a path without a version) on backend be. */
+enum pc_version_state pc_versions_get(struct pc_versions *v, size_t be,
+                                      const struct pc_model_ref *m, char *out, size_t outlen,
+                                      pc_version_cb cb, void *arg);
+
+/*
+ * The version a status body names: TF Serving's model_version_status (the highest
+ * AVAILABLE version), or KServe v2's versions list (the highest). 0 with out filled;
+ * -1 when the body names none. Pure; exposed for unit tests.
+ */
+int pc_versions_parse(enum pc_model_api api, const char *body, size_t len, char *out,
+                      size_t outlen);
+
+#endif
