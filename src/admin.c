@@ -9,6 +9,7 @@
 
 #include "predcache/buf.h"
 #include "predcache/config.h"
+#include "predcache/generations.h"
 #include "predcache/health.h"
 #include "predcache/http.h"
 #include "predcache/log.h"
@@ -187,11 +188,161 @@ static void handle_purge(struct pc_worker *w, struct pc_http_req *req, const cha
     }
 }
 
+/* ---- invalidation ------------------------------------------------------------------ */
+
+/* One round trip: the counter moves and every process hears of it. */
+static const char invalidate_script[] = "local n = redis.call('HINCRBY', KEYS[1], ARGV[1], 1) "
+                                        "redis.call('PUBLISH', ARGV[2], ARGV[3]) return n";
+
+struct invalidation {
+    struct pc_worker *w;
+    struct pc_http_req *req;
+    char ns[PC_CFG_STR];
+    char model[128];
+    char version[64];
+};
+
+/* Decodes %XX and '+' of a query value in place. 0 ok, -1 malformed. */
+static int query_decode(char *s)
+{
+    char *o = s;
+    for (char *i = s; *i; i++) {
+        if (*i == '%') {
+            int hi = pc_hexval(i[1]), lo = hi >= 0 ? pc_hexval(i[2]) : -1;
+            if (lo < 0)
+                return -1;
+            *o++ = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            *o++ = *i == '+' ? ' ' : *i;
+        }
+    }
+    *o = '\0';
+    return 0;
+}
+
+/* A model name or version as keys see it: printable, no '/', no quote, no backslash. */
+static int model_name_ok(const char *s, size_t cap)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n >= cap)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c <= 0x20 || c >= 0x7f || c == '/' || c == '"' || c == '\\')
+            return 0;
+    }
+    return 1;
+}
+
+static void on_invalidated(const struct pc_reply *r, void *arg)
+{
+    struct invalidation *iv = arg;
+    if (r == NULL || pc_reply_type(r) != PC_REPLY_INTEGER) {
+        pc_http_reply_error(iv->req, 503, "Redis unavailable: nothing invalidated");
+    } else {
+        pc_generations_forget(iv->w->generations, iv->ns); /* this worker: at once */
+        iv->w->metrics.invalidations++;
+        const char *what = iv->version[0] ? "version" : iv->model[0] ? "model" : "namespace";
+        pc_log(PC_LOG_INFO, "admin: invalidated %s %s%s%s%s in namespace %s (generation %lld)",
+               what, iv->model, iv->version[0] ? " version " : "", iv->version,
+               iv->model[0] ? "" : "(all)", iv->ns, pc_reply_integer(r));
+        struct pc_buf b;
+        pc_buf_init(&b);
+        pc_buf_printf(&b, "{\"invalidated\":\"%s\",\"namespace\":\"%s\"", what, iv->ns);
+        if (iv->model[0])
+            pc_buf_printf(&b, ",\"model\":\"%s\"", iv->model);
+        if (iv->version[0])
+            pc_buf_printf(&b, ",\"version\":\"%s\"", iv->version);
+        pc_buf_printf(&b, ",\"generation\":%lld}", pc_reply_integer(r));
+        pc_http_reply(iv->req, 200, &json_ct, 1, b.data, b.len);
+        pc_buf_release(&b);
+    }
+    free(iv);
+}
+
+/*
+ * POST /cache/invalidate?model=NAME[&version=V][&namespace=NS] or ?all=1[&namespace=NS]:
+ * every entry of that model (version, namespace) is out of reach at once. O(1): one
+ * counter in Redis, part of every key that model's requests derive.
+ */
+static void handle_invalidate(struct pc_worker *w, struct pc_http_req *req)
+{
+    struct invalidation *iv = calloc(1, sizeof *iv);
+    char *q = strdup(pc_http_req_query(req));
+    const char *bad = NULL;
+    int all = 0;
+    if (iv == NULL || q == NULL) {
+        free(iv);
+        free(q);
+        pc_http_reply_error(req, 503, "out of memory");
+        return;
+    }
+    iv->w = w;
+    iv->req = req;
+    pc_strlcpy(iv->ns, w->cfg->namespace_, sizeof iv->ns);
+    for (char *save = NULL, *kv = strtok_r(q, "&", &save); kv && !bad;
+         kv = strtok_r(NULL, "&", &save)) {
+        char *eq = strchr(kv, '=');
+        char *v = eq ? eq + 1 : (char *)"";
+        if (eq)
+            *eq = '\0';
+        if (query_decode(v) != 0)
+            bad = "malformed %-escape in the query";
+        else if (strcmp(kv, "model") == 0 && model_name_ok(v, sizeof iv->model))
+            pc_strlcpy(iv->model, v, sizeof iv->model);
+        else if (strcmp(kv, "version") == 0 && model_name_ok(v, sizeof iv->version))
+            pc_strlcpy(iv->version, v, sizeof iv->version);
+        else if (strcmp(kv, "namespace") == 0 && pc_name_ok(v, 64))
+            pc_strlcpy(iv->ns, v, sizeof iv->ns);
+        else if (strcmp(kv, "all") == 0 && strcmp(v, "1") == 0)
+            all = 1;
+        else
+            bad = "expected model=NAME[&version=V] or all=1, and optionally namespace=NS "
+                  "(names: printable, no '/', '\"' or '\\'; a namespace: 1 to 64 of "
+                  "A-Z a-z 0-9 . _ -)";
+    }
+    free(q);
+    if (bad == NULL && all == (iv->model[0] != '\0'))
+        bad = "give either model=NAME or all=1";
+    if (bad == NULL && iv->version[0] && !iv->model[0])
+        bad = "version needs model";
+    char key[PC_CFG_STR * 2 + 8], field[PC_CFG_STR], chan[PC_CHANNEL_MAX], msg[PC_CFG_STR + 8];
+    if (bad == NULL && (pc_generations_key(w->cfg, iv->ns, key, sizeof key) != 0 ||
+                        pc_generations_field(iv->model, iv->version, field, sizeof field) != 0 ||
+                        pc_proxy_done_channel(w->cfg, chan, sizeof chan) != 0))
+        bad = "names too long";
+    if (bad != NULL) {
+        free(iv);
+        pc_http_reply_error(req, 400, bad);
+        return;
+    }
+    snprintf(msg, sizeof msg, "%s%s", PC_GEN_ANNOUNCE, iv->ns);
+    const char *argv[] = {"EVAL", invalidate_script, "1", key, field, chan, msg};
+    size_t lens[7];
+    for (int i = 0; i < 7; i++)
+        lens[i] = strlen(argv[i]);
+    if (pc_store_command(w->store, 0, on_invalidated, iv, 7, argv, lens) != 0) {
+        free(iv);
+        pc_http_reply_error(req, 503, "Redis unavailable: nothing invalidated");
+    }
+}
+
 void pc_admin_handle(struct pc_http_req *req, void *arg)
 {
     struct pc_worker *w = arg;
     const char *path = pc_http_req_path(req);
     const char *method = pc_http_req_method(req);
+    if (strcmp(path, "/cache/invalidate") == 0) {
+        if (strcmp(method, "POST") != 0) {
+            struct pc_header h[2] = {json_ct, {(char *)"Allow", (char *)"POST"}};
+            const char *body = "{\"error\":\"method not allowed\"}";
+            pc_http_reply(req, 405, h, 2, body, strlen(body));
+        } else if (authorized(w, req)) {
+            handle_invalidate(w, req);
+        }
+        return;
+    }
     if (strncmp(path, "/cache/", 7) == 0) {
         if (strcmp(method, "DELETE") != 0) {
             struct pc_header h[2] = {json_ct, {(char *)"Allow", (char *)"DELETE"}};

@@ -135,3 +135,21 @@ size_t pc_strlcpy(char *dst, const char *src, size_t size)
     }
     return n;
 }
+
+int pc_hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int pc_name_ok(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    return n > 0 && n <= max &&
+           strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}

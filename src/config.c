@@ -688,13 +688,6 @@ static enum named_kind named_split(const char *section, const char **name)
     return NAMED_NONE;
 }
 
-static int name_ok(const char *name)
-{
-    size_t n = strlen(name);
-    return n > 0 && n < PC_CFG_NAME &&
-           strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
-}
-
 /*
  * The struct of section [KIND NAME], created (with line) when it is new. NULL with the
  * reason in err for a bad name or a full table.
@@ -703,7 +696,7 @@ static void *named_section(struct pc_config *cfg, enum named_kind kind, const ch
                            char *err, size_t errlen)
 {
     const char *word = kind == NAMED_BACKEND ? "backend" : "route";
-    if (!name_ok(name)) {
+    if (!pc_name_ok(name, PC_CFG_NAME - 1)) {
         fmt(err, errlen, "[%s %s]: a name is 1 to %d of A-Z a-z 0-9 . _ -", word, name,
             PC_CFG_NAME - 1);
         return NULL;

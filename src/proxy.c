@@ -966,12 +966,9 @@ static const char *read_controls(struct pc_preq *p)
     const char *ns = pc_http_req_header(req, "X-Predcache-Namespace");
     if (ns == NULL)
         return NULL;
-    size_t n = strlen(ns);
-    if (n == 0 || n >= sizeof p->ns ||
-        strspn(ns, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                   "0123456789._-") != n)
+    if (!pc_name_ok(ns, sizeof p->ns - 1))
         return "X-Predcache-Namespace: 1 to 64 of A-Z a-z 0-9 . _ -";
-    memcpy(p->ns, ns, n + 1);
+    memcpy(p->ns, ns, strlen(ns) + 1);
     p->keyp.namespace_ = p->ns;
     return NULL;
 }

@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <json-c/json.h>
-
 #include "predcache/buf.h"
 #include "predcache/log.h"
 #include "predcache/upstream.h"
@@ -37,84 +35,6 @@ struct pc_versions {
     struct entry **entries;
     size_t n;
 };
-
-/* ---- parsing ------------------------------------------------------------------------ */
-
-static int all_digits(const char *s)
-{
-    return *s && strspn(s, "0123456789") == strlen(s);
-}
-
-/* > 0 when version a is newer than b: numbers by value, anything else as text. */
-static int version_cmp(const char *a, const char *b)
-{
-    if (all_digits(a) && all_digits(b)) {
-        while (*a == '0' && a[1])
-            a++;
-        while (*b == '0' && b[1])
-            b++;
-        size_t la = strlen(a), lb = strlen(b);
-        if (la != lb)
-            return la > lb ? 1 : -1;
-    }
-    return strcmp(a, b);
-}
-
-/* A version given as a JSON string or integer, as text. */
-static int version_text(json_object *v, char *out, size_t outlen)
-{
-    const char *s = NULL;
-    char num[32];
-    if (json_object_is_type(v, json_type_string)) {
-        s = json_object_get_string(v);
-    } else if (json_object_is_type(v, json_type_int)) {
-        snprintf(num, sizeof num, "%lld", (long long)json_object_get_int64(v));
-        s = num;
-    }
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n >= outlen || strpbrk(s, "/:?#") != NULL || strspn(s, " \t") != 0)
-        return -1;
-    memcpy(out, s, n + 1);
-    return 0;
-}
-
-int pc_versions_parse(enum pc_model_api api, const char *body, size_t len, char *out, size_t outlen)
-{
-    json_tokener *tok = json_tokener_new();
-    if (tok == NULL)
-        return -1;
-    json_object *root = json_tokener_parse_ex(tok, body, (int)len);
-    int complete = json_tokener_get_error(tok) == json_tokener_success;
-    json_tokener_free(tok);
-    char best[64] = "", v[64];
-    json_object *list;
-    if (complete && json_object_is_type(root, json_type_object) && api == PC_API_TFS_V1 &&
-        json_object_object_get_ex(root, "model_version_status", &list) &&
-        json_object_is_type(list, json_type_array)) {
-        for (size_t i = 0; i < json_object_array_length(list); i++) {
-            json_object *st = json_object_array_get_idx(list, i), *ver, *state;
-            if (json_object_object_get_ex(st, "version", &ver) &&
-                json_object_object_get_ex(st, "state", &state) &&
-                json_object_is_type(state, json_type_string) &&
-                strcmp(json_object_get_string(state), "AVAILABLE") == 0 &&
-                version_text(ver, v, sizeof v) == 0 && (!best[0] || version_cmp(v, best) > 0))
-                memcpy(best, v, sizeof best);
-        }
-    } else if (complete && json_object_is_type(root, json_type_object) && api == PC_API_KSERVE_V2 &&
-               json_object_object_get_ex(root, "versions", &list) &&
-               json_object_is_type(list, json_type_array)) {
-        for (size_t i = 0; i < json_object_array_length(list); i++) {
-            if (version_text(json_object_array_get_idx(list, i), v, sizeof v) == 0 &&
-                (!best[0] || version_cmp(v, best) > 0))
-                memcpy(best, v, sizeof best);
-        }
-    }
-    json_object_put(root);
-    if (!best[0] || strlen(best) >= outlen)
-        return -1;
-    memcpy(out, best, strlen(best) + 1);
-    return 0;
-}
 
 /* ---- the cache ---------------------------------------------------------------------- */
 
@@ -176,8 +96,8 @@ static void on_status(const struct pc_upstream_resp *r, void *arg)
     e->fetched_ms = pc_wall_ms();
     char found[64];
     if (r->error == PC_UP_OK && r->status == 200 &&
-        pc_versions_parse(e->m.api, r->body.data ? r->body.data : "", r->body.len, found,
-                          sizeof found) == 0) {
+        pc_model_parse_status(e->m.api, r->body.data ? r->body.data : "", r->body.len, found,
+                              sizeof found) == 0) {
         if (strcmp(found, e->version) != 0)
             pc_log(PC_LOG_INFO, "versions: model %s%s%s is served by version %s", e->m.name,
                    e->m.label[0] ? " label " : "", e->m.label, found);

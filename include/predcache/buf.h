@@ -37,5 +37,9 @@ int64_t pc_wall_ms(void);
 int pc_strcaseeq(const char *a, const char *b);
 /* strlcpy-like: copies at most size-1 bytes, always terminates; returns strlen(src). */
 size_t pc_strlcpy(char *dst, const char *src, size_t size);
+/* Value of a hex digit, or -1. */
+int pc_hexval(int c);
+/* 1 when s is a plain name: 1 to max bytes of A-Z a-z 0-9 . _ - (namespaces, sections). */
+int pc_name_ok(const char *s, size_t max);
 
 #endif

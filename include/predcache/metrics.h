@@ -44,7 +44,8 @@
     X(jobs_done, "Async jobs this process finished with a 2xx answer")                             \
     X(jobs_failed, "Async jobs this process finished with an error answer")                        \
     X(jobs_reclaimed, "Async jobs taken over after claim_after_ms unrenewed (XAUTOCLAIM)")         \
-    X(jobs_released, "Async jobs handed back unfinished on shutdown, for another process")
+    X(jobs_released, "Async jobs handed back unfinished on shutdown, for another process")         \
+    X(invalidations, "Invalidations by model, version or namespace (POST /cache/invalidate)")
 
 /* name, help */
 #define PC_HISTOGRAMS(X)                                                                           \

@@ -40,12 +40,4 @@ enum pc_version_state pc_versions_get(struct pc_versions *v, size_t be,
                                       const struct pc_model_ref *m, char *out, size_t outlen,
                                       pc_version_cb cb, void *arg);
 
-/*
- * The version a status body names: TF Serving's model_version_status (the highest
- * AVAILABLE version), or KServe v2's versions list (the highest). 0 with out filled;
- * -1 when the body names none. Pure; exposed for unit tests.
- */
-int pc_versions_parse(enum pc_model_api api, const char *body, size_t len, char *out,
-                      size_t outlen);
-
 #endif
