@@ -223,6 +223,15 @@ int pc_routes_check(const struct pc_config *cfg, int *line, char *err, size_t er
                          vb.rule->pattern);
                 return -1;
             }
+            if (c == 0 && b > a && strcmp(va.rule->method, vb.rule->method) == 0 &&
+                strcmp(va.rule->pattern, vb.rule->pattern) == 0) {
+                *line = vb.line ? vb.line : va.line;
+                snprintf(err, errlen,
+                         "routes '%s' and '%s' match the same requests (%s %s): '%s' is "
+                         "unreachable",
+                         va.name, vb.name, vb.rule->method, vb.rule->pattern, vb.name);
+                return -1;
+            }
             if (c == 0 && b > a && routes_meet(va.rule, vb.rule)) {
                 *line = vb.line ? vb.line : va.line;
                 snprintf(err, errlen,

@@ -69,6 +69,7 @@ static void encode_decode(const uint8_t *data, size_t size)
     if (data[2] & 0x40) /* mostly small, realistic times */
         at = (int64_t)(u % 4000000000000ull);
     int no_type = data[1] & 0x80; /* content_type NULL: encoded as an empty line */
+    int ttl = data[0] & 0x01 ? (int)(int32_t)(uint32_t)(u >> 20) : 0; /* PC2 when > 0 */
     data += 10;
     size -= 10;
     size_t tl = 0;
@@ -83,12 +84,14 @@ static void encode_decode(const uint8_t *data, size_t size)
 
     struct pc_envelope in = {.status = status,
                              .stored_at_ms = at,
+                             .ttl_s = ttl,
                              .content_type = no_type ? NULL : ctype,
                              .body = body,
                              .body_len = body_len};
     int ok = status >= 100 && status <= 599 && at >= 0 && strpbrk(ctype, "\r\n") == NULL;
     if (in.content_type == NULL)
         ok = status >= 100 && status <= 599 && at >= 0;
+    ok = ok && ttl >= 0;
 
     struct pc_buf out;
     pc_buf_init(&out);
@@ -105,7 +108,7 @@ static void encode_decode(const uint8_t *data, size_t size)
         char buf[302];
         struct pc_envelope back;
         FUZZ_CHECK(pc_envelope_decode(copy, vlen, &back, buf, sizeof buf) == 0);
-        FUZZ_CHECK(back.status == status && back.stored_at_ms == at);
+        FUZZ_CHECK(back.status == status && back.stored_at_ms == at && back.ttl_s == ttl);
         FUZZ_CHECK(strcmp(back.content_type, in.content_type ? ctype : "") == 0);
         FUZZ_CHECK(back.body_len == body_len && back.body == copy + vlen - body_len);
         FUZZ_CHECK(body_len == 0 || memcmp(back.body, body, body_len) == 0);

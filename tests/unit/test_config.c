@@ -901,6 +901,137 @@ static void test_dump(void **state)
     free(out);
 }
 
+/* ---- named sections: [backend NAME], [route NAME] ---- */
+
+static void test_named_sections(void **state)
+{
+    (void)state;
+    static struct pc_config c;
+    int rc = load_text(&c, "[backend]\n"
+                           "timeout_ms = 7000\n"
+                           "[backend gpu]\n"
+                           "url = http://10.0.0.2:8501/\n"
+                           "max_in_flight = 4\n"
+                           "[route resnet]\n"
+                           "match = post /v1/models/resnet*:predict\n"
+                           "backend = gpu\n"
+                           "ttl_s = 60\n"
+                           "input_fields = x\n"
+                           "[route meta]\n"
+                           "match = GET /v1/models/*/metadata\n"
+                           "cache = off\n");
+    if (rc != 0)
+        fail_msg("load failed: %s", err);
+    assert_int_equal(c.n_backends, 1);
+    assert_string_equal(c.backends[0].name, "gpu");
+    assert_string_equal(c.backends[0].url, "http://10.0.0.2:8501");
+    assert_int_equal(c.backends[0].max_in_flight, 4);
+    assert_int_equal(c.backends[0].timeout_ms, 7000); /* inherited from [backend] */
+    assert_int_equal(c.backends[0].connect_timeout_ms, c.backend_connect_timeout_ms);
+    assert_int_equal(c.n_route_secs, 2);
+    const struct pc_route_cfg *r = &c.route_secs[0];
+    assert_string_equal(r->name, "resnet");
+    assert_string_equal(r->match.method, "POST");
+    assert_string_equal(r->match.pattern, "/v1/models/resnet*:predict");
+    assert_int_equal(r->backend_index, 1);
+    assert_int_equal(r->ttl_s, 60);
+    assert_int_equal(r->cache, 1);
+    assert_int_equal(r->n_input_fields, 1);
+    assert_string_equal(r->input_fields[0], "x");
+    assert_string_equal(r->path_field, "file_path"); /* inherited from [cache] */
+    assert_int_equal(c.route_secs[1].cache, 0);
+    assert_int_equal(c.route_secs[1].ttl_s, c.ttl_s);
+    assert_int_equal(c.route_secs[1].backend_index, 0);
+}
+
+static void test_named_section_errors(void **state)
+{
+    (void)state;
+    static struct pc_config c;
+    assert_int_equal(load_text(&c, "[backend gpu]\ntimeout_ms = 5\n"), -1);
+    assert_err_at(1, "[backend gpu] url: missing");
+    assert_int_equal(load_text(&c, "\n[route a]\nbackend = nope\nmatch = POST /a\n"), -1);
+    assert_err_at(2, "[route a] backend: no [backend nope] section");
+    assert_int_equal(load_text(&c, "[route a]\nttl_s = 5\n"), -1);
+    assert_err_at(1, "[route a] match: missing");
+    assert_int_equal(load_text(&c, "[route a]\nmatch = POST /a\ncolour = red\n"), -1);
+    assert_err_at(3, "[route a] colour: unknown key");
+    assert_int_equal(load_text(&c, "[route a b]\nmatch = POST /a\n"), -1);
+    assert_err_at(1, "[route a b]: a name is 1 to 63");
+    assert_int_equal(load_text(&c, "[route a]\nmatch = POST a\n"), -1);
+    assert_err_at(2, "[route a] match: route 'POST a': pattern must start with '/'");
+    assert_int_equal(load_text(&c, "[backend g]\nurl = ftp://x\n"), -1);
+    assert_err_at(2, "[backend g] url: ");
+    assert_int_equal(
+        load_text(&c, "[backend g]\nurl = http://h:1\nconnect_timeout_ms = 9\ntimeout_ms = 5\n"),
+        -1);
+    assert_err_at(1, "[backend g] connect_timeout_ms (9) must not be more than timeout_ms (5)");
+}
+
+static void test_route_table_checks(void **state)
+{
+    (void)state;
+    static struct pc_config c;
+    /* The same pattern twice: the second can never be reached. */
+    assert_int_equal(
+        load_text(&c, "[route a]\nmatch = POST /m/*\n\n[route b]\nmatch = POST /m/*\n"), -1);
+    assert_err_at(4, "routes 'a' and 'b' match the same requests (POST /m/*): 'b' is unreachable");
+    /* Covered by a more specific route: unreachable. */
+    assert_int_equal(load_text(&c, "[route a]\nmatch = POST /models/x*\n"
+                                   "[route b]\nmatch = POST /models/xy*\n"
+                                   "[route c]\nmatch = POST /models/xyz\n"),
+                     0);
+    assert_int_equal(load_text(&c, "[route wide]\nmatch = * /a*z\n"
+                                   "[route narrow]\nmatch = * /ab*z\n"),
+                     0);
+    assert_int_equal(load_text(&c, "[cache]\nroutes = POST /x/*\n"
+                                   "[route a]\nmatch = POST /x/*\n"),
+                     0); /* a section overriding a default route */
+    assert_int_equal(load_text(&c, "[cache]\nroutes = POST /x/*, POST /x/*\n"), -1);
+    assert_err_contains("unreachable");
+    /* Same literal count, overlapping languages: ambiguous. */
+    assert_int_equal(load_text(&c, "[route a]\nmatch = POST /v1/models/a*:predict\n"
+                                   "\n[route b]\nmatch = POST /v1/models/*b:predict\n"),
+                     -1);
+    assert_err_at(4, "routes 'a' (POST /v1/models/a*:predict) and 'b'");
+    /* Same literal count, disjoint: fine. */
+    assert_int_equal(load_text(&c, "[route a]\nmatch = POST /v1/models/a*:predict\n"
+                                   "[route b]\nmatch = POST /v1/models/b*:predict\n"),
+                     0);
+    /* A route that a "*" method twin with more literals covers entirely. */
+    assert_int_equal(load_text(&c, "[cache]\nroutes =\n[route any]\nmatch = * /p/*\n"
+                                   "[route post]\nmatch = POST /p/*\n"),
+                     0);
+    /* One language spelled twice: a tie. (A pattern covering another never has more
+     * literal characters, so unreachable routes are ties or duplicates.) */
+    assert_int_equal(load_text(&c, "[cache]\nroutes =\n[route a]\nmatch = POST /p/**\n"
+                                   "\n[route b]\nmatch = POST /p/*\n"),
+                     -1);
+    assert_err_at(6, "routes 'a' (POST /p/**) and 'b' (POST /p/*) overlap");
+}
+
+static void test_named_sections_dump_loads_back(void **state)
+{
+    (void)state;
+    static struct pc_config a, b;
+    if (load_text(&a, "[backend gpu]\nurl = http://h:1\n[route r]\nmatch = POST /r*\n"
+                      "backend = gpu\ncache = off\n") != 0)
+        fail_msg("load failed: %s", err);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    pc_config_dump(&a, dump_to_file, f);
+    fclose(f);
+    if (load_text(&b, text) != 0)
+        fail_msg("dump does not load back: %s\n%s", err, text);
+    free(text);
+    assert_int_equal(b.n_backends, 1);
+    assert_string_equal(b.backends[0].url, "http://h:1");
+    assert_int_equal(b.n_route_secs, 1);
+    assert_int_equal(b.route_secs[0].cache, 0);
+    assert_int_equal(b.route_secs[0].backend_index, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -937,6 +1068,10 @@ int main(void)
         cmocka_unit_test(test_set_overrides),
         cmocka_unit_test(test_split_hostport),
         cmocka_unit_test(test_dump),
+        cmocka_unit_test(test_named_sections),
+        cmocka_unit_test(test_named_section_errors),
+        cmocka_unit_test(test_route_table_checks),
+        cmocka_unit_test(test_named_sections_dump_loads_back),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -213,10 +213,55 @@ static void test_decode_rejects_truncation(void **state)
     }
 }
 
+/* PC2: the entry's own TTL (a client's X-Predcache-TTL); PC1 when none is recorded. */
+static void test_ttl_round_trip(void **state)
+{
+    (void)state;
+    struct pc_buf b;
+    pc_buf_init(&b);
+    struct pc_envelope in = {.status = 201,
+                             .stored_at_ms = 5,
+                             .ttl_s = 2147483647,
+                             .content_type = "t",
+                             .body = "xy",
+                             .body_len = 2};
+    assert_int_equal(pc_envelope_encode(&in, &b), 0);
+    assert_int_equal(b.len, strlen("PC2\n201\n5\n2147483647\nt\nxy"));
+    assert_memory_equal(b.data, "PC2\n201\n5\n2147483647\nt\nxy", b.len);
+    struct pc_envelope out;
+    char ctype[16];
+    assert_int_equal(pc_envelope_decode(b.data, b.len, &out, ctype, sizeof ctype), 0);
+    assert_int_equal(out.status, 201);
+    assert_int_equal(out.stored_at_ms, 5);
+    assert_int_equal(out.ttl_s, 2147483647);
+    assert_string_equal(out.content_type, "t");
+    assert_memory_equal(out.body, "xy", 2);
+    /* PC1 decodes with ttl_s 0: "the route's". */
+    assert_int_equal(pc_envelope_decode("PC1\n200\n1\nt\nb", 13, &out, ctype, sizeof ctype), 0);
+    assert_int_equal(out.ttl_s, 0);
+    in.ttl_s = -1;
+    assert_int_equal(pc_envelope_encode(&in, &b), -1);
+    pc_buf_release(&b);
+}
+
+static void test_decode_rejects_ttl(void **state)
+{
+    (void)state;
+    assert_rejected("PC2\n200\n1\n0\nt\nbody");
+    assert_rejected("PC2\n200\n1\n07\nt\nbody");
+    assert_rejected("PC2\n200\n1\n-7\nt\nbody");
+    assert_rejected("PC2\n200\n1\n2147483648\nt\nbody");
+    assert_rejected("PC2\n200\n1\n12345678901\nt\nbody");
+    assert_rejected("PC2\n200\n1\n60");
+    assert_rejected("PC2\n200\n1\n60\n");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_binary),
+        cmocka_unit_test(test_ttl_round_trip),
+        cmocka_unit_test(test_decode_rejects_ttl),
         cmocka_unit_test(test_empty_body_and_type),
         cmocka_unit_test(test_encode_appends),
         cmocka_unit_test(test_encode_rejects),
