@@ -202,15 +202,15 @@ struct invalidation {
     char version[64];
 };
 
-/* Decodes %XX and '+' of a query value in place. 0 ok, -1 malformed. */
+/* Decodes %XX and '+' of a query value in place. 0 ok, -1 malformed or a NUL in it. */
 static int query_decode(char *s)
 {
     char *o = s;
     for (char *i = s; *i; i++) {
         if (*i == '%') {
             int hi = pc_hexval(i[1]), lo = hi >= 0 ? pc_hexval(i[2]) : -1;
-            if (lo < 0)
-                return -1;
+            if (lo < 0 || (hi == 0 && lo == 0))
+                return -1; /* malformed, or %00: it would cut the name short */
             *o++ = (char)(hi * 16 + lo);
             i += 2;
         } else {
@@ -284,11 +284,14 @@ static void handle_invalidate(struct pc_worker *w, struct pc_http_req *req)
     for (char *save = NULL, *kv = strtok_r(q, "&", &save); kv && !bad;
          kv = strtok_r(NULL, "&", &save)) {
         char *eq = strchr(kv, '=');
-        char *v = eq ? eq + 1 : (char *)"";
-        if (eq)
-            *eq = '\0';
+        if (eq == NULL) {
+            bad = "a query parameter without a value";
+            break;
+        }
+        *eq = '\0';
+        char *v = eq + 1;
         if (query_decode(v) != 0)
-            bad = "malformed %-escape in the query";
+            bad = "malformed %-escape (or %00) in the query";
         else if (strcmp(kv, "model") == 0 && model_name_ok(v, sizeof iv->model))
             pc_strlcpy(iv->model, v, sizeof iv->model);
         else if (strcmp(kv, "version") == 0 && model_name_ok(v, sizeof iv->version))

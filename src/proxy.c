@@ -807,7 +807,7 @@ static void on_refresh(const struct pc_upstream_resp *r, void *arg)
  * Starts refreshing p's stale entry in the background, unless one refresh of that key is
  * already running or the model server is known to be down or full.
  */
-static void start_refresh(struct pc_preq *p)
+static void start_refresh(struct pc_preq *p, const struct pc_envelope *stale)
 {
     struct pc_worker *w = p->w;
     if (p->no_store || pc_flights_find(w->refreshing, p->key) != NULL ||
@@ -818,8 +818,10 @@ static void start_refresh(struct pc_preq *p)
         return;
     rf->w = w;
     rf->backend = p->backend;
-    rf->ttl_s = p->ttl_s;
-    rf->client_ttl = p->client_ttl;
+    /* The refreshed entry keeps the TTL the stale one was stored with, unless this
+     * request names one. */
+    rf->client_ttl = p->client_ttl || stale->ttl_s > 0;
+    rf->ttl_s = p->client_ttl || stale->ttl_s <= 0 ? p->ttl_s : stale->ttl_s;
     pc_strlcpy(rf->key, p->key, sizeof rf->key);
     if (build_forward_headers(p) != 0)
         goto fail;
@@ -879,13 +881,15 @@ static void on_lookup(enum pc_store_result res, const char *data, size_t len, vo
         /* Redis starts its expiry when it runs the SET, a little after stored_at: an
          * entry older than ttl_s + grace_s is expired whatever Redis says. */
         int too_old = p->max_age_s >= 0 && age_ms > (int64_t)p->max_age_s * 1000;
-        int fresh_s = decoded && env.ttl_s > 0 ? env.ttl_s : p->ttl_s;
+        /* Fresh for the entry's own TTL (PC2), else the route's: a client's TTL is a
+         * store directive, not a lookup one. */
+        int fresh_s = decoded && env.ttl_s > 0 ? env.ttl_s : p->route->v.ttl_s;
         if (decoded && !too_old && age_ms <= (int64_t)redis_ttl(p->w, fresh_s) * 1000) {
             if (age_ms <= (int64_t)fresh_s * 1000) {
                 p->result = RES_HIT;
                 answer_hit(p, &env);
             } else {
-                start_refresh(p); /* before the answer: it copies the request */
+                start_refresh(p, &env); /* before the answer: it copies the request */
                 answer_stale(p, &env);
             }
             pc_preq_free(p);

@@ -450,7 +450,7 @@ int pc_proxy_batch_begin(struct pc_preq *p)
         return -1;
     }
     b->n = b->req.inst.n;
-    b->ttl_s = p->ttl_s;
+    b->ttl_s = p->route->v.ttl_s; /* freshness of entries without their own TTL */
     b->max_age_s = p->max_age_s;
     b->uniq_of = calloc(b->n, sizeof *b->uniq_of);
     b->first_of = calloc(b->n, sizeof *b->first_of);

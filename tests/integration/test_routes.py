@@ -5,6 +5,7 @@ per_instance), [backend NAME] sections (a second model server, keys inherited fr
 
 import re
 import subprocess
+import threading
 
 import pytest
 import requests
@@ -170,6 +171,21 @@ def test_route_input_fields(start_predcache, model, redis):
     assert d2.headers["X-Cache"] == "MISS"
 
 
+def test_route_path_field(start_predcache, model, redis):
+    p = start_predcache(conf={"route ocr": {"match": "POST /v1/models/ocr*:predict",
+                                            "path_field": "img"}})
+    ocr = "/v1/models/ocr:predict"
+    r1 = p.post(ocr, json_body={"img": "/data/a.png", "request_id": 1})
+    assert r1.headers["X-Cache-Key"] == expected_key(ocr, "path:/data/a.png")
+    redis.wait_key(r1.headers["X-Cache-Key"])
+    r2 = p.post(ocr, json_body={"request_id": 2, "img": "/data/a.png"})
+    assert r2.headers["X-Cache"] == "HIT"
+    # the default route's path field is file_path: "img" is just part of a raw body there
+    raw = '{"img": "/data/a.png", "request_id": 1}'
+    d = p.post(DEFAULT, body=raw)
+    assert d.headers["X-Cache-Key"] == expected_key(DEFAULT, raw)
+
+
 def test_route_per_instance(start_predcache, model, redis):
     model.control(stable=True)
     p = start_predcache(conf={"route batched": {"match": "POST /v1/models/batched*:predict",
@@ -245,6 +261,33 @@ def test_named_backend_keys_override_and_inherit(start_predcache, model, model2)
     assert model2.count("/v1/models/hasty:predict") == 1
     r = p.post(DEFAULT, json_body={"instances": [1]})  # the fast [backend]
     assert r.status_code == 200
+
+
+def test_named_backend_limits(start_predcache, model, model2):
+    p = start_predcache(conf={
+        "route small": {"match": "POST /v1/models/small*:predict", "backend": "small"},
+        "route one": {"match": "POST /v1/models/one*:predict", "backend": "one"},
+        "backend small": {"url": model2.url(), "max_response_bytes": "20"},
+        "backend one": {"url": model2.url(), "max_in_flight": "1"},
+    })
+    r = p.post("/v1/models/small:predict", json_body={"instances": [1]})
+    assert r.status_code == 502, r.text  # the answer is larger than 20 bytes
+    assert p.post(DEFAULT, json_body={"instances": [1]}).status_code == 200
+
+    model2.control(delay_ms=800)
+    results = {}
+
+    def go(i):
+        results[i] = p.post("/v1/models/one:predict", json_body={"instances": ["one-%d" % i]})
+
+    first = threading.Thread(target=go, args=(0,))
+    first.start()
+    wait_for(lambda: model2.count("/v1/models/one:predict") == 1, what="the first transfer")
+    go(1)
+    first.join(15)
+    statuses = sorted(r.status_code for r in results.values())
+    assert statuses == [200, 503], [(r.status_code, r.text) for r in results.values()]
+    assert "in flight" in results[1].json()["error"]
 
 
 def test_named_backend_health_checks_are_its_own(start_predcache, model, model2):

@@ -1,0 +1,209 @@
+"""X-Predcache-TTL: N (seconds): the client chooses how long its answer stays fresh. The
+entry is stored as a PC2 envelope that carries N (so later requests judge it by N), Redis
+keeps it N + grace_s, N is bounded by [cache] max_ttl_s, a malformed N is a 400, and the
+header is ignored when [cache] allow_client_controls is off."""
+
+import re
+import time
+
+import pytest
+
+from conftest import parse_envelope, wait_for
+
+PREDICT = "/v1/models/m:predict"
+KEY_RE = re.compile(r"^predcache:v1:[0-9a-f]{64}$")
+
+
+def ttl_header(n):
+    return {"X-Predcache-TTL": str(n)}
+
+
+def parse_pc2(value):
+    """b"PC2\\n<status>\\n<stored_at_ms>\\n<ttl_s>\\n<content-type>\\n<body>"."""
+    assert value is not None, "no value in Redis"
+    parts = value.split(b"\n", 5)
+    assert len(parts) == 6, "envelope has fewer than 6 parts: %r" % value[:200]
+    magic, status, stored_at, ttl, ctype, body = parts
+    assert magic == b"PC2", "envelope magic is %r, expected b'PC2'" % magic
+    return {"status": int(status), "stored_at_ms": int(stored_at), "ttl_s": int(ttl),
+            "content_type": ctype.decode(), "body": body}
+
+
+def stored(p, n):
+    wait_for(lambda: p.metric("predcache_store_ok_total") >= n, what="%d stores" % n)
+
+
+def test_client_ttl_is_stored_with_the_entry(start_predcache, model, redis):
+    p = start_predcache(conf={"cache": {"grace_s": "60"}})
+    before_ms = int(time.time() * 1000)
+    r = p.post(PREDICT, json_body={"instances": ["c"]}, headers=ttl_header(5))
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+    key = r.headers["X-Cache-Key"]
+    value = redis.wait_key(key)
+    assert value.startswith(b"PC2\n")
+    env = parse_pc2(value)
+    assert env["ttl_s"] == 5
+    assert env["status"] == 200 and env["body"] == r.content
+    assert env["content_type"].startswith("application/json")
+    assert before_ms - 5000 <= env["stored_at_ms"] <= int(time.time() * 1000) + 5000
+    assert 60 <= redis.ttl(key) <= 65, "TTL %s, expected 5 + grace_s 60" % redis.ttl(key)
+    assert p.post(PREDICT, json_body={"instances": ["c"]}).headers["X-Cache"] == "HIT"
+
+    # without the header: the route's TTL, and the PC1 envelope
+    r = p.post(PREDICT, json_body={"instances": ["plain"]})
+    value = redis.wait_key(r.headers["X-Cache-Key"])
+    assert value.startswith(b"PC1\n")
+    assert parse_envelope(value)["body"] == r.content
+    assert 350 <= redis.ttl(r.headers["X-Cache-Key"]) <= 360
+
+
+def test_entry_is_fresh_for_the_clients_ttl(start_predcache, model, redis):
+    # the route's TTL is 1 s; the client asks for 100 s, then for 1 s
+    p = start_predcache(conf={"cache": {"ttl_s": "1", "grace_s": "60"}})
+    long_r = p.post(PREDICT, json_body={"instances": ["long"]}, headers=ttl_header(100))
+    short_r = p.post(PREDICT, json_body={"instances": ["short"]}, headers=ttl_header(1))
+    redis.wait_key(long_r.headers["X-Cache-Key"])
+    redis.wait_key(short_r.headers["X-Cache-Key"])
+    assert 155 <= redis.ttl(long_r.headers["X-Cache-Key"]) <= 160
+    time.sleep(1.3)
+    # judged by the TTL stored with the entry, whatever a later request says
+    r = p.post(PREDICT, json_body={"instances": ["long"]})
+    assert r.headers["X-Cache"] == "HIT"
+    r = p.post(PREDICT, json_body={"instances": ["short"]}, headers=ttl_header(1))
+    assert r.headers["X-Cache"] == "STALE"
+    assert r.content == short_r.content
+    # the background refresh stores with the client's TTL
+    wait_for(lambda: p.metric("predcache_refresh_ok_total") == 1, what="refresh")
+    key = short_r.headers["X-Cache-Key"]
+    env = wait_for(lambda: (lambda v: v if v.startswith(b"PC2\n") and parse_pc2(v)["body"] !=
+                            short_r.content else None)(redis.get(key)),
+                   what="the refreshed entry")
+    assert parse_pc2(env)["ttl_s"] == 1
+    assert 55 <= redis.ttl(key) <= 61
+
+
+def test_client_ttl_without_grace_expires(start_predcache, model, redis):
+    p = start_predcache(conf={"cache": {"grace_s": "0"}})
+    r = p.post(PREDICT, json_body={"instances": ["brief"]}, headers=ttl_header(1))
+    key = r.headers["X-Cache-Key"]
+    redis.wait_key(key)
+    assert 0 < redis.pttl(key) <= 1000
+    assert p.post(PREDICT, json_body={"instances": ["brief"]}).headers["X-Cache"] == "HIT"
+    wait_for(lambda: not redis.exists(key), timeout=5, what="the entry to expire")
+    r = p.post(PREDICT, json_body={"instances": ["brief"]})
+    assert r.headers["X-Cache"] == "MISS"
+    assert model.count(PREDICT) == 2
+
+
+def test_client_ttl_is_bounded_by_max_ttl_s(start_predcache, model, redis):
+    p = start_predcache(conf={"cache": {"grace_s": "60", "max_ttl_s": "50"}})
+    for n, body in ((100000, "big"), (999999999999, "huge"), (50, "equal")):
+        r = p.post(PREDICT, json_body={"instances": [body]}, headers=ttl_header(n))
+        assert r.status_code == 200, r.text
+        key = r.headers["X-Cache-Key"]
+        assert parse_pc2(redis.wait_key(key))["ttl_s"] == 50, n
+        assert 105 <= redis.ttl(key) <= 110, "TTL %s for %d" % (redis.ttl(key), n)
+    r = p.post(PREDICT, json_body={"instances": ["below"]}, headers=ttl_header(7))
+    assert parse_pc2(redis.wait_key(r.headers["X-Cache-Key"]))["ttl_s"] == 7
+
+
+def test_default_max_ttl_s_is_a_week(proxy, model, redis):
+    r = proxy.post(PREDICT, json_body={"instances": ["week"]}, headers=ttl_header(10 ** 9))
+    key = r.headers["X-Cache-Key"]
+    assert parse_pc2(redis.wait_key(key))["ttl_s"] == 604800
+    assert 604800 + 3600 - 10 <= redis.ttl(key) <= 604800 + 3600
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "", "1e3", "1.5", "+5", "0x10", "5s",
+                                   "1 2", "00", "9" * 13])
+def test_invalid_values_are_400(proxy, model, redis, value):
+    r = proxy.post(PREDICT, json_body={"instances": ["bad"]}, headers={"X-Predcache-TTL": value})
+    assert r.status_code == 400, "%r -> %d %s" % (value, r.status_code, r.text)
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert "X-Predcache-TTL" in r.json()["error"]
+    assert model.count() == 0
+    assert [k for k in redis.keys("predcache:*") if KEY_RE.match(k)] == []
+
+
+def test_ignored_when_client_controls_are_off(start_predcache, model, redis):
+    p = start_predcache(conf={"cache": {"grace_s": "60", "allow_client_controls": "off"}})
+    r = p.post(PREDICT, json_body={"instances": ["strict"]}, headers=ttl_header(5))
+    assert r.status_code == 200
+    key = r.headers["X-Cache-Key"]
+    assert redis.wait_key(key).startswith(b"PC1\n")
+    assert 350 <= redis.ttl(key) <= 360
+    r = p.post(PREDICT, json_body={"instances": ["strict-2"]}, headers=ttl_header("abc"))
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+
+
+def test_per_instance_entries_get_the_clients_ttl(start_predcache, model, redis):
+    model.control(stable=True)
+    p = start_predcache(conf={"cache": {"per_instance": "on", "grace_s": "60"}})
+    r = p.post(PREDICT, json_body={"instances": ["i1", "i2", "i3"]}, headers=ttl_header(5))
+    assert r.status_code == 200
+    assert (r.headers["X-Cache"], r.headers["X-Cache-Hits"]) == ("MISS", "0/3")
+    stored(p, 3)
+    keys = [k for k in redis.keys("predcache:*") if KEY_RE.match(k)]
+    assert len(keys) == 3
+    for key in keys:
+        value = redis.get(key)
+        assert value.startswith(b"PC2\n"), value[:40]
+        assert parse_pc2(value)["ttl_s"] == 5
+        assert 60 <= redis.ttl(key) <= 65, "TTL %s" % redis.ttl(key)
+
+    r = p.post(PREDICT, json_body={"instances": ["i4"]})  # no header: the route's TTL
+    stored(p, 4)
+    new = [k for k in redis.keys("predcache:*") if KEY_RE.match(k) and k not in keys]
+    assert len(new) == 1
+    assert redis.get(new[0]).startswith(b"PC1\n")
+    assert 350 <= redis.ttl(new[0]) <= 360
+
+    r = p.post(PREDICT, json_body={"instances": ["i1", "i4"]}, headers={"X-Predcache-TTL": "x"})
+    assert r.status_code == 400 and "X-Predcache-TTL" in r.json()["error"]
+
+
+def test_per_instance_short_client_ttl_goes_stale(start_predcache, model, redis):
+    model.control(stable=True)
+    p = start_predcache(conf={"cache": {"per_instance": "on", "grace_s": "60"}})
+    p.post(PREDICT, json_body={"instances": ["s1", "s2"]}, headers=ttl_header(1))
+    stored(p, 2)
+    r = p.post(PREDICT, json_body={"instances": ["s1", "s2"]})
+    assert (r.headers["X-Cache"], r.headers["X-Cache-Hits"]) == ("HIT", "2/2")
+    time.sleep(1.3)
+    r = p.post(PREDICT, json_body={"instances": ["s1", "s2"]})
+    assert r.status_code == 200
+    assert r.headers["X-Cache-Hits"] != "2/2", "instances past their 1 s TTL answered as fresh"
+
+
+def test_lookup_header_does_not_change_freshness_of_route_entries(start_predcache, model, redis):
+    # A client's TTL is a store directive: an entry stored with the route's TTL (PC1)
+    # stays fresh for the route's TTL whatever a later request's header says.
+    p = start_predcache(conf={"cache": {"ttl_s": "300", "grace_s": "60"}})
+    r = p.post(PREDICT, json_body={"instances": ["route-ttl"]})
+    assert redis.wait_key(r.headers["X-Cache-Key"]).startswith(b"PC1\n")
+    time.sleep(1.3)
+    r = p.post(PREDICT, json_body={"instances": ["route-ttl"]}, headers=ttl_header(1))
+    assert r.headers["X-Cache"] == "HIT"
+
+
+def test_refresh_keeps_the_entrys_own_ttl(start_predcache, model, redis):
+    # A stale PC2 entry refreshed by a request without the header keeps its TTL: a 1 s
+    # entry must not become a 300 s one.
+    p = start_predcache(conf={"cache": {"ttl_s": "300", "grace_s": "60"}})
+    first = p.post(PREDICT, json_body={"instances": ["keep"]}, headers=ttl_header(1))
+    key = first.headers["X-Cache-Key"]
+    redis.wait_key(key)
+    time.sleep(1.3)
+    r = p.post(PREDICT, json_body={"instances": ["keep"]})
+    assert r.headers["X-Cache"] == "STALE"
+    wait_for(lambda: p.metric("predcache_refresh_ok_total") == 1, what="refresh")
+    value = wait_for(lambda: (lambda v: v if v and parse_envelope_any(v) != first.content
+                              else None)(redis.get(key)), what="the refreshed entry")
+    assert value.startswith(b"PC2\n"), value[:40]
+    assert parse_pc2(value)["ttl_s"] == 1
+    assert 55 <= redis.ttl(key) <= 61
+
+
+def parse_envelope_any(value):
+    """The body of a PC1 or PC2 envelope."""
+    return value.split(b"\n", 5 if value.startswith(b"PC2\n") else 4)[-1]
