@@ -131,6 +131,8 @@ static const struct opt static_options[] = {
     {"cache",   "max_ttl_s",          OPT_INT,      FIELD(max_ttl_s),                   1,   INT_MAX / 2,      "604800",                0},
     {"cache",   "version_refresh_s",  OPT_INT,      FIELD(version_refresh_s),           0,   86400,            "30",                    0},
     {"cache",   "generation_refresh_ms", OPT_INT,   FIELD(generation_refresh_ms),       10,  HOUR_MS,          "1000",                  0},
+    {"cache",   "l1_max_bytes",       OPT_SIZE,     FIELD(l1_max_bytes),                0,   64 * GIB,         "64m",                   0},
+    {"cache",   "l1_ttl_ms",          OPT_INT,      FIELD(l1_ttl_ms),                   1,   HOUR_MS,          "5000",                  0},
 
     {"jobs",    "enabled",            OPT_BOOL,     FIELD(jobs_enabled),                0,   1,                "on",                    0},
     {"jobs",    "result_ttl_s",       OPT_INT,      FIELD(jobs_result_ttl_s),           1,   INT_MAX,          "3600",                  0},

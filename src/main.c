@@ -16,6 +16,7 @@
 
 #include "predcache/config.h"
 #include "predcache/log.h"
+#include "predcache/l1.h"
 #include "predcache/worker.h"
 
 #define PC_VERSION "0.1.0"
@@ -162,13 +163,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "predcache: event_base_new failed\n");
         return 1;
     }
+    struct pc_l1 *l1 = pc_l1_new(cfg.l1_max_bytes, cfg.l1_ttl_ms); /* NULL: tier off */
     struct pc_worker w;
     if (pc_worker_init(&w, base, &cfg, err, sizeof err) != 0) {
         fprintf(stderr, "predcache: %s\n", err);
         pc_worker_release(&w);
         event_base_free(base);
+        pc_l1_free(l1);
         return 1;
     }
+    w.l1 = l1;
     struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, &w);
     struct event *sigint = evsignal_new(base, SIGINT, on_signal, &w);
     event_add(sigterm, NULL);
@@ -182,6 +186,7 @@ int main(int argc, char **argv)
     event_free(sigint);
     pc_worker_release(&w);
     event_base_free(base);
+    pc_l1_free(l1);
     curl_global_cleanup();
     pc_log_close_access();
     pc_log(PC_LOG_INFO, "predcache: stopped");

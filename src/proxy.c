@@ -36,6 +36,7 @@
 #include "predcache/generations.h"
 #include "predcache/http.h"
 #include "predcache/jobs.h"
+#include "predcache/l1.h"
 #include "predcache/log.h"
 #include "predcache/store.h"
 #include "predcache/upstream.h"
@@ -241,11 +242,13 @@ static int store_answer(struct pc_worker *w, const char *key, int ttl_s, int rec
     struct pc_buf val;
     pc_buf_init(&val);
     int queued = 0;
-    if (pc_envelope_encode(&env, &val) != 0)
+    if (pc_envelope_encode(&env, &val) != 0) {
         w->metrics.store_skipped++;
-    else
+    } else {
+        pc_l1_put(w->l1, key, val.data, val.len);
         queued = pc_store_set_cb(w->store, key, val.data, val.len, redis_ttl(w, ttl_s), done_cb,
                                  done_arg) == 0;
+    }
     pc_buf_release(&val);
     return queued;
 }
@@ -656,6 +659,11 @@ void pc_proxy_on_done(const char *key, size_t len, void *worker)
         pc_generations_forget(w->generations, k + al); /* an invalidation of that namespace */
         return;
     }
+    al = strlen(PC_PURGE_ANNOUNCE);
+    if (len > al && memcmp(k, PC_PURGE_ANNOUNCE, al) == 0) {
+        pc_l1_del(w->l1, k + al); /* a purge by another process */
+        return;
+    }
     struct pc_flight *f = pc_flights_find(w->flights, k);
     struct pc_preq *leader = f != NULL && !f->done ? f->leader : NULL;
     if (leader != NULL && leader->lock_wait != NULL)
@@ -870,36 +878,77 @@ static void answer_stale(struct pc_preq *p, const struct pc_envelope *env)
 }
 
 /* Redis answered (or failed): the value is valid only during this callback. */
+enum value_use { VALUE_FRESH, VALUE_STALE, VALUE_NONE };
+
+/* What a stored value is worth to p: fresh, stale (within grace) or nothing. */
+static enum value_use judge_value(const struct pc_preq *p, const char *data, size_t len,
+                                  struct pc_envelope *env, char *ctype, size_t ctype_len)
+{
+    if (pc_envelope_decode(data, len, env, ctype, ctype_len) != 0) {
+        pc_log(PC_LOG_WARN, "proxy: unreadable cache entry %s; treating as a miss", p->key);
+        return VALUE_NONE;
+    }
+    int64_t age_ms = pc_wall_ms() - env->stored_at_ms;
+    /* Redis starts its expiry when it runs the SET, a little after stored_at: an
+     * entry older than ttl_s + grace_s is expired whatever Redis says. */
+    if (p->max_age_s >= 0 && age_ms > (int64_t)p->max_age_s * 1000)
+        return VALUE_NONE;
+    /* Fresh for the entry's own TTL (PC2), else the route's: a client's TTL is a store
+     * directive, not a lookup one. */
+    int fresh_s = env->ttl_s > 0 ? env->ttl_s : p->route->v.ttl_s;
+    if (age_ms <= (int64_t)fresh_s * 1000)
+        return VALUE_FRESH;
+    return age_ms <= (int64_t)redis_ttl(p->w, fresh_s) * 1000 ? VALUE_STALE : VALUE_NONE;
+}
+
 static void on_lookup(enum pc_store_result res, const char *data, size_t len, void *arg)
 {
     struct pc_preq *p = arg;
     if (res == PC_STORE_HIT) {
         struct pc_envelope env;
         char ctype[PC_CFG_STR];
-        int decoded = pc_envelope_decode(data, len, &env, ctype, sizeof ctype) == 0;
-        int64_t age_ms = decoded ? pc_wall_ms() - env.stored_at_ms : 0;
-        /* Redis starts its expiry when it runs the SET, a little after stored_at: an
-         * entry older than ttl_s + grace_s is expired whatever Redis says. */
-        int too_old = p->max_age_s >= 0 && age_ms > (int64_t)p->max_age_s * 1000;
-        /* Fresh for the entry's own TTL (PC2), else the route's: a client's TTL is a
-         * store directive, not a lookup one. */
-        int fresh_s = decoded && env.ttl_s > 0 ? env.ttl_s : p->route->v.ttl_s;
-        if (decoded && !too_old && age_ms <= (int64_t)redis_ttl(p->w, fresh_s) * 1000) {
-            if (age_ms <= (int64_t)fresh_s * 1000) {
-                p->result = RES_HIT;
-                answer_hit(p, &env);
-            } else {
-                start_refresh(p, &env); /* before the answer: it copies the request */
-                answer_stale(p, &env);
-            }
+        switch (judge_value(p, data, len, &env, ctype, sizeof ctype)) {
+        case VALUE_FRESH:
+            pc_l1_put(p->w->l1, p->key, data, len);
+            p->result = RES_HIT;
+            answer_hit(p, &env);
             pc_preq_free(p);
             return;
+        case VALUE_STALE:
+            start_refresh(p, &env); /* before the answer: it copies the request */
+            answer_stale(p, &env);
+            pc_preq_free(p);
+            return;
+        case VALUE_NONE:
+            break;
         }
-        if (!decoded)
-            pc_log(PC_LOG_WARN, "proxy: unreadable cache entry %s; treating as a miss", p->key);
         res = PC_STORE_MISS;
     }
     forward_or_join(p, res == PC_STORE_MISS ? RES_MISS : RES_BYPASS);
+}
+
+/* The in-process tier: 1 when it answered p (a fresh hit); anything else asks Redis. */
+static int l1_answer(struct pc_preq *p)
+{
+    struct pc_worker *w = p->w;
+    if (w->l1 == NULL)
+        return 0;
+    struct pc_buf v;
+    pc_buf_init(&v);
+    int answered = 0;
+    if (pc_l1_get(w->l1, p->key, &v)) {
+        struct pc_envelope env;
+        char ctype[PC_CFG_STR];
+        if (judge_value(p, v.data, v.len, &env, ctype, sizeof ctype) == VALUE_FRESH) {
+            w->metrics.l1_hits++;
+            p->result = RES_HIT;
+            answer_hit(p, &env);
+            pc_preq_free(p);
+            answered = 1;
+        }
+    }
+    pc_buf_release(&v);
+    return answered;
 }
 
 /* A query that changes the answer changes the key, so the route carries it. */
@@ -1017,6 +1066,8 @@ static void key_and_lookup(struct pc_preq *p)
         forward(p, RES_MISS);
         return;
     }
+    if (!p->skip_lookup && l1_answer(p))
+        return;
     if (p->skip_lookup || pc_store_get(w->store, p->key, on_lookup, p) != 0)
         forward_or_join(p, RES_BYPASS);
 }

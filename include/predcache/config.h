@@ -102,6 +102,8 @@ struct pc_config {
     int max_ttl_s;         /* bound of a client's X-Predcache-TTL; default 604800 */
     int version_refresh_s; /* model versions resolved from the status endpoint; 0 = off; 30 */
     int generation_refresh_ms; /* invalidation generations re-read at least this often; 1000 */
+    size_t l1_max_bytes;       /* in-process tier in front of Redis; 0 = off; 64m */
+    int l1_ttl_ms;             /* longest an entry stays in that tier; 5000 */
 
     /* [backend NAME] and [route NAME] sections, in file order */
     struct pc_backend_cfg backends[PC_CFG_MAX_BACKENDS];

@@ -45,7 +45,8 @@
     X(jobs_failed, "Async jobs this process finished with an error answer")                        \
     X(jobs_reclaimed, "Async jobs taken over after claim_after_ms unrenewed (XAUTOCLAIM)")         \
     X(jobs_released, "Async jobs handed back unfinished on shutdown, for another process")         \
-    X(invalidations, "Invalidations by model, version or namespace (POST /cache/invalidate)")
+    X(invalidations, "Invalidations by model, version or namespace (POST /cache/invalidate)")      \
+    X(l1_hits, "Requests answered from the in-process tier without asking Redis")
 
 /* name, help */
 #define PC_HISTOGRAMS(X)                                                                           \

@@ -35,6 +35,7 @@ struct pc_wroute {
 
 struct pc_versions;
 struct pc_generations;
+struct pc_l1;
 
 struct pc_worker {
     struct event_base *base;
@@ -60,8 +61,9 @@ struct pc_worker {
     size_t n_routes;
     struct pc_versions *versions;       /* model versions from the status endpoints */
     struct pc_generations *generations; /* invalidation generations from Redis */
-    int draining; /* SIGTERM seen: listeners closed, finishing what is in flight */
-    int closing;  /* being torn down: callbacks answer at once instead of starting work */
+    struct pc_l1 *l1; /* the in-process tier, shared by the process's workers; NULL: off */
+    int draining;     /* SIGTERM seen: listeners closed, finishing what is in flight */
+    int closing;      /* being torn down: callbacks answer at once instead of starting work */
     struct event *drain_timer;
     struct event *drain_deadline;
 };
@@ -73,6 +75,8 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
 void pc_worker_drain(struct pc_worker *w);
 void pc_worker_release(struct pc_worker *w);
 
+/* A message on the done channel that starts with this purges a key from the l1 tier. */
+#define PC_PURGE_ANNOUNCE "!del "
 /* The Redis channel on which a process announces an answered key. 0 ok, -1 too long. */
 #define PC_CHANNEL_MAX (2 * 256 + 16)
 int pc_proxy_done_channel(const struct pc_config *cfg, char *out, size_t len);

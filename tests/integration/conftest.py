@@ -396,6 +396,9 @@ def default_conf(listen_port, admin_port, backend_url, redis_port):
             # the model version through the status endpoint is covered by
             # test_versions.py, which turns it on.
             "version_refresh_s": "0",
+            # Tests read and change Redis behind predcache's back (DEL, expiry, bad
+            # values); the in-process tier would answer for Redis. test_l1.py turns it on.
+            "l1_max_bytes": "0",
         },
         "log": {
             "level": "info",

@@ -1,0 +1,259 @@
+/*
+ * l1: the in-process tier (see the header).
+ *
+ * Each shard: a chained hash table (power-of-two buckets, doubled when the load passes 1)
+ * and a doubly linked LRU list, under one mutex. A key goes to shard hash % 16; keys are
+ * SHA-256 hex strings, so FNV-1a over them spreads well. Values are copied in and out
+ * under the lock: an 8 KB copy costs less than a Redis round trip by two orders.
+ */
+#include "predcache/l1.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define N_SHARDS 16
+#define ENTRY_OVERHEAD 64 /* bookkeeping charged per entry, besides key and value */
+
+struct l1_entry {
+    struct l1_entry *next_in_bucket;
+    struct l1_entry *prev, *next; /* LRU: head is the most recent */
+    uint64_t hash;
+    int64_t born_ms;
+    size_t key_len, len;
+    char *key; /* key_len + 1 bytes, then the value, in one allocation */
+};
+
+struct shard {
+    pthread_mutex_t mu;
+    struct l1_entry **buckets;
+    size_t n_buckets, n_entries, bytes, max_bytes;
+    struct l1_entry *head, *tail;
+    uint64_t hits, misses, puts, evictions;
+};
+
+struct pc_l1 {
+    int max_age_ms;
+    struct shard shards[N_SHARDS];
+};
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static size_t charge(const struct l1_entry *e)
+{
+    return e->key_len + e->len + ENTRY_OVERHEAD;
+}
+
+struct pc_l1 *pc_l1_new(size_t max_bytes, int max_age_ms)
+{
+    if (max_bytes == 0)
+        return NULL;
+    struct pc_l1 *l1 = calloc(1, sizeof *l1);
+    if (l1 == NULL)
+        return NULL;
+    l1->max_age_ms = max_age_ms;
+    for (size_t i = 0; i < N_SHARDS; i++) {
+        struct shard *s = &l1->shards[i];
+        pthread_mutex_init(&s->mu, NULL);
+        s->max_bytes = max_bytes / N_SHARDS;
+        s->n_buckets = 64;
+        s->buckets = calloc(s->n_buckets, sizeof *s->buckets);
+        if (s->buckets == NULL) {
+            pc_l1_free(l1);
+            return NULL;
+        }
+    }
+    return l1;
+}
+
+void pc_l1_free(struct pc_l1 *l1)
+{
+    if (l1 == NULL)
+        return;
+    for (size_t i = 0; i < N_SHARDS; i++) {
+        struct shard *s = &l1->shards[i];
+        for (struct l1_entry *e = s->head, *next; e != NULL; e = next) {
+            next = e->next;
+            free(e);
+        }
+        free(s->buckets);
+        pthread_mutex_destroy(&s->mu);
+    }
+    free(l1);
+}
+
+static struct shard *shard_of(struct pc_l1 *l1, uint64_t h)
+{
+    return &l1->shards[h % N_SHARDS];
+}
+
+/* The bucket slot holding e's pointer, or the empty slot where key would go. */
+static struct l1_entry **slot(struct shard *s, uint64_t h, const char *key, size_t kl)
+{
+    struct l1_entry **p = &s->buckets[(h / N_SHARDS) & (s->n_buckets - 1)];
+    while (*p != NULL &&
+           ((*p)->hash != h || (*p)->key_len != kl || memcmp((*p)->key, key, kl) != 0))
+        p = &(*p)->next_in_bucket;
+    return p;
+}
+
+static void lru_unlink(struct shard *s, struct l1_entry *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        s->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        s->tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void lru_push_front(struct shard *s, struct l1_entry *e)
+{
+    e->prev = NULL;
+    e->next = s->head;
+    if (s->head)
+        s->head->prev = e;
+    s->head = e;
+    if (s->tail == NULL)
+        s->tail = e;
+}
+
+/* Unlinks and frees the entry at *p (a bucket slot). */
+static void remove_at(struct shard *s, struct l1_entry **p)
+{
+    struct l1_entry *e = *p;
+    *p = e->next_in_bucket;
+    lru_unlink(s, e);
+    s->n_entries--;
+    s->bytes -= charge(e);
+    free(e);
+}
+
+static void grow(struct shard *s)
+{
+    size_t n = s->n_buckets * 2;
+    struct l1_entry **b = calloc(n, sizeof *b);
+    if (b == NULL)
+        return; /* longer chains, still correct */
+    for (size_t i = 0; i < s->n_buckets; i++) {
+        for (struct l1_entry *e = s->buckets[i], *next; e != NULL; e = next) {
+            next = e->next_in_bucket;
+            struct l1_entry **head = &b[(e->hash / N_SHARDS) & (n - 1)];
+            e->next_in_bucket = *head;
+            *head = e;
+        }
+    }
+    free(s->buckets);
+    s->buckets = b;
+    s->n_buckets = n;
+}
+
+int pc_l1_get(struct pc_l1 *l1, const char *key, struct pc_buf *out)
+{
+    if (l1 == NULL)
+        return 0;
+    size_t kl = strlen(key);
+    uint64_t h = fnv1a(key, kl);
+    struct shard *s = shard_of(l1, h);
+    int found = 0;
+    pthread_mutex_lock(&s->mu);
+    struct l1_entry **p = slot(s, h, key, kl);
+    if (*p != NULL && pc_wall_ms() - (*p)->born_ms > l1->max_age_ms)
+        remove_at(s, p); /* past its time in this tier: Redis says what is current */
+    if (*p != NULL && pc_buf_append(out, (*p)->key + kl + 1, (*p)->len) == 0) {
+        lru_unlink(s, *p);
+        lru_push_front(s, *p);
+        found = 1;
+    }
+    if (found)
+        s->hits++;
+    else
+        s->misses++;
+    pthread_mutex_unlock(&s->mu);
+    return found;
+}
+
+void pc_l1_put(struct pc_l1 *l1, const char *key, const char *value, size_t len)
+{
+    if (l1 == NULL)
+        return;
+    size_t kl = strlen(key);
+    uint64_t h = fnv1a(key, kl);
+    struct shard *s = shard_of(l1, h);
+    if (kl + len + ENTRY_OVERHEAD > s->max_bytes / 4)
+        return; /* one value must not flush a quarter of its shard */
+    struct l1_entry *e = malloc(sizeof *e + kl + 1 + len);
+    if (e == NULL)
+        return;
+    memset(e, 0, sizeof *e);
+    e->key = (char *)(e + 1);
+    memcpy(e->key, key, kl + 1);
+    if (len > 0)
+        memcpy(e->key + kl + 1, value, len);
+    e->key_len = kl;
+    e->len = len;
+    e->hash = h;
+    e->born_ms = pc_wall_ms();
+    pthread_mutex_lock(&s->mu);
+    struct l1_entry **p = slot(s, h, key, kl);
+    if (*p != NULL)
+        remove_at(s, p);
+    while (s->tail != NULL && s->bytes + charge(e) > s->max_bytes) {
+        struct l1_entry *old = s->tail;
+        remove_at(s, slot(s, old->hash, old->key, old->key_len));
+        s->evictions++;
+    }
+    if (s->n_entries >= s->n_buckets)
+        grow(s);
+    p = &s->buckets[(h / N_SHARDS) & (s->n_buckets - 1)];
+    e->next_in_bucket = *p;
+    *p = e;
+    lru_push_front(s, e);
+    s->n_entries++;
+    s->bytes += charge(e);
+    s->puts++;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void pc_l1_del(struct pc_l1 *l1, const char *key)
+{
+    if (l1 == NULL)
+        return;
+    size_t kl = strlen(key);
+    uint64_t h = fnv1a(key, kl);
+    struct shard *s = shard_of(l1, h);
+    pthread_mutex_lock(&s->mu);
+    struct l1_entry **p = slot(s, h, key, kl);
+    if (*p != NULL)
+        remove_at(s, p);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void pc_l1_stats(struct pc_l1 *l1, struct pc_l1_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (l1 == NULL)
+        return;
+    for (size_t i = 0; i < N_SHARDS; i++) {
+        struct shard *s = &l1->shards[i];
+        pthread_mutex_lock(&s->mu);
+        out->hits += s->hits;
+        out->misses += s->misses;
+        out->puts += s->puts;
+        out->evictions += s->evictions;
+        out->bytes += s->bytes;
+        out->entries += s->n_entries;
+        pthread_mutex_unlock(&s->mu);
+    }
+}
