@@ -138,18 +138,20 @@ valgrind: bootstrap $(BIN)
 demo: bootstrap $(BIN)
 	PREDCACHE_BIN=$(abspath $(BIN)) scripts/demo
 
+# Hits, the cost of a miss, floors, cost growth and key MB/s (see docs/PERFORMANCE.md);
+# BENCH_ARGS is passed on (make bench BENCH_ARGS='--quick --json bench.json').
 bench: bootstrap $(BIN)
-	scripts/bench
+	scripts/bench --binary $(abspath $(BIN)) $(BENCH_ARGS)
 
 install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/predcache
 	install -D -m 0644 conf/predcache.conf $(DESTDIR)/etc/predcache/predcache.conf
 
 format:
-	clang-format -i src/*.c include/predcache/*.h tests/unit/*.c
+	clang-format -i src/*.c include/predcache/*.h tests/unit/*.c scripts/bench.d/*.c
 
 format-check:
-	clang-format --dry-run -Werror src/*.c include/predcache/*.h tests/unit/*.c
+	clang-format --dry-run -Werror src/*.c include/predcache/*.h tests/unit/*.c scripts/bench.d/*.c
 
 clean:
 	rm -rf build build-asan $(BIN)

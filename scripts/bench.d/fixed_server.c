@@ -1,0 +1,260 @@
+/*
+ * fixed_server: the HTTP floor of scripts/bench. Answers every request with one fixed
+ * JSON body, keep-alive, on libevent bufferevents (the same machinery as predcache's
+ * http.c), and does nothing else: no routing, no key, no Redis. Driven by the same wrk
+ * load as predcache, it shows the most an HTTP server on this machine can do.
+ *
+ *     usage: fixed_server PORT [BODY_BYTES]      (binds 127.0.0.1; BODY_BYTES 8192)
+ *
+ * A request is read whole (head up to the blank line, then Content-Length bytes of body)
+ * before it is answered; pipelined requests are answered in order. Chunked bodies get
+ * 501 and a close. SIGTERM or SIGINT stops it.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#define MAX_HEAD 65536
+#define MAX_BODY (64L * 1024 * 1024)
+
+struct conn {
+    struct bufferevent *bev;
+    size_t need;     /* head + body bytes of the request being read; 0: head not seen */
+    size_t head_len; /* bytes of head, blank line included */
+    int closing;     /* close once the output has drained */
+};
+
+static char *answer;
+static size_t answer_len;
+
+static const char bad_request[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
+                                  "Connection: close\r\n\r\n";
+static const char not_impl[] = "HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\n"
+                               "Connection: close\r\n\r\n";
+
+static void conn_free(struct conn *c)
+{
+    if (c == NULL)
+        return;
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+/* The value of header name in a NUL-terminated head, or NULL; borrows head. */
+static const char *header_value(const char *head, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = strstr(head, "\r\n"); p != NULL; p = strstr(p, "\r\n")) {
+        p += 2;
+        if (strncasecmp(p, name, n) == 0 && p[n] == ':') {
+            p += n + 1;
+            while (*p == ' ' || *p == '\t')
+                p++;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+/*
+ * Reads the head of the next request once it is complete (c->need set); 0 also when it
+ * is not complete yet (c->need still 0); -1 bad request; -2 chunked body.
+ */
+static int parse_head(struct conn *c, struct evbuffer *in)
+{
+    struct evbuffer_ptr end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+    if (end.pos < 0)
+        return evbuffer_get_length(in) > MAX_HEAD ? -1 : 0;
+    c->head_len = (size_t)end.pos + 4;
+    if (c->head_len > MAX_HEAD)
+        return -1;
+    char head[MAX_HEAD + 1];
+    evbuffer_copyout(in, head, c->head_len);
+    head[c->head_len] = '\0';
+    if (header_value(head, "Transfer-Encoding") != NULL)
+        return -2;
+    const char *cl = header_value(head, "Content-Length");
+    long body = cl != NULL ? strtol(cl, NULL, 10) : 0;
+    if (body < 0 || body > MAX_BODY)
+        return -1;
+    const char *conn = header_value(head, "Connection");
+    if (conn != NULL && strncasecmp(conn, "close", 5) == 0)
+        c->closing = 1;
+    if (strstr(head, " HTTP/1.0\r\n") != NULL && (conn == NULL || strncasecmp(conn, "keep", 4)))
+        c->closing = 1;
+    c->need = c->head_len + (size_t)body;
+    return 0;
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct evbuffer *out = bufferevent_get_output(bev);
+
+    for (;;) {
+        if (c->need == 0) {
+            int rc = parse_head(c, in);
+            if (rc < 0) {
+                if (rc == -2)
+                    evbuffer_add(out, not_impl, sizeof not_impl - 1);
+                else
+                    evbuffer_add(out, bad_request, sizeof bad_request - 1);
+                c->closing = 1;
+                bufferevent_disable(bev, EV_READ);
+                return;
+            }
+            if (c->need == 0)
+                return; /* head not complete yet */
+        }
+        if (evbuffer_get_length(in) < c->need)
+            return;
+        evbuffer_drain(in, c->need);
+        c->need = 0;
+        evbuffer_add_reference(out, answer, answer_len, NULL, NULL);
+        if (c->closing) {
+            bufferevent_disable(bev, EV_READ);
+            return;
+        }
+    }
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    struct conn *c = arg;
+    (void)bev;
+    if (c->closing)
+        conn_free(c);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+        conn_free(arg);
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
+{
+    (void)l;
+    (void)sa;
+    (void)salen;
+    struct event_base *base = arg;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    event_base_loopexit(arg, NULL);
+}
+
+/* A JSON body of exactly n bytes (at least 32): {"predictions":[[0.5,0.5,...]]} padded. */
+static char *make_body(size_t n)
+{
+    char *b = malloc(n + 1);
+    if (b == NULL)
+        return NULL;
+    size_t len = (size_t)snprintf(b, n + 1, "{\"predictions\":[[0.5");
+    while (len + 4 + 3 <= n) {
+        memcpy(b + len, ",0.5", 4);
+        len += 4;
+    }
+    memcpy(b + len, "]]}", 3);
+    len += 3;
+    while (len < n) /* pad with spaces: still the same JSON */
+        b[len++] = ' ';
+    b[len] = '\0';
+    return b;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || argc > 3) {
+        fprintf(stderr, "usage: fixed_server PORT [BODY_BYTES]\n");
+        return 2;
+    }
+    int port = atoi(argv[1]);
+    long body_len = argc > 2 ? atol(argv[2]) : 8192;
+    if (port <= 0 || port > 65535 || body_len < 32 || body_len > MAX_BODY) {
+        fprintf(stderr, "fixed_server: bad PORT or BODY_BYTES (32..%ld)\n", MAX_BODY);
+        return 2;
+    }
+
+    int rc = 1;
+    struct event_base *base = NULL;
+    struct evconnlistener *listener = NULL;
+    struct event *sigterm = NULL, *sigint = NULL;
+    char *body = make_body((size_t)body_len);
+    if (body == NULL)
+        goto err;
+    answer_len = (size_t)body_len + 128;
+    answer = malloc(answer_len);
+    if (answer == NULL)
+        goto err;
+    answer_len = (size_t)snprintf(answer, answer_len,
+                                  "HTTP/1.1 200 OK\r\nServer: fixed_server\r\n"
+                                  "Content-Type: application/json\r\nContent-Length: %ld\r\n\r\n%s",
+                                  body_len, body);
+
+    signal(SIGPIPE, SIG_IGN);
+    base = event_base_new();
+    if (base == NULL)
+        goto err;
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    listener =
+        evconnlistener_new_bind(base, on_accept, base, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE,
+                                1024, (struct sockaddr *)&sin, sizeof sin);
+    if (listener == NULL) {
+        perror("fixed_server: bind");
+        goto err;
+    }
+    sigterm = evsignal_new(base, SIGTERM, on_signal, base);
+    sigint = evsignal_new(base, SIGINT, on_signal, base);
+    if (sigterm == NULL || sigint == NULL || event_add(sigterm, NULL) || event_add(sigint, NULL))
+        goto err;
+    fprintf(stderr, "fixed_server listening on 127.0.0.1:%d, %ld byte answers\n", port, body_len);
+    event_base_dispatch(base);
+    rc = 0;
+
+err:
+    if (sigint != NULL)
+        event_free(sigint);
+    if (sigterm != NULL)
+        event_free(sigterm);
+    if (listener != NULL)
+        evconnlistener_free(listener);
+    if (base != NULL)
+        event_base_free(base);
+    free(answer);
+    free(body);
+    return rc;
+}

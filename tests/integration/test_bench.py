@@ -1,0 +1,86 @@
+"""scripts/bench (make bench) in its tiny mode: it runs every phase, prints one table with
+numbers, writes the same as JSON, exits 0 and leaves nothing running. Speed is never
+checked: this is about the benchmark working, not about how fast predcache is.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+
+import pytest
+
+from conftest import PYTHON, ROOT
+
+BENCH = os.path.join(ROOT, "scripts", "bench")
+NUMBER = r"\d+(?:\.\d+)?"
+
+
+def run_bench(args, timeout):
+    """Runs the bench; on timeout SIGTERM lets it stop what it started, then SIGKILL."""
+    proc = subprocess.Popen([PYTHON, BENCH] + args, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+        pytest.fail("scripts/bench did not finish in %d s:\n%s" % (timeout, out[-4000:]))
+    return proc.returncode, out
+
+
+def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
+    if "valgrind" in os.path.basename(predcache_bin):
+        pytest.skip("timings under valgrind mean nothing; the bench runs predcache itself")
+    for tool in ("wrk", "redis-benchmark", "cc"):
+        if shutil.which(tool) is None:
+            pytest.skip("%s not installed (scripts/bootstrap installs it)" % tool)
+    out_json = str(tmp_path / "bench.json")
+    rc, out = run_bench(["--quick", "--smoke", "--binary", predcache_bin, "--json", out_json],
+                        timeout=90)
+    assert rc == 0, out[-4000:]
+    assert "bench: OK (everything stopped)" in out, out[-4000:]
+
+    # One table: a row per measurement, each with figures.
+    rows = {
+        "hit, 8 KB body": r"hit, 8 KB body, \d+ inputs, c64\s+(%s)\s+(%s)\s+(%s)" % (
+            NUMBER, NUMBER, NUMBER),
+        "miss direct": r"miss, straight to the model server, c1\s+(%s)\s+(%s)" % (NUMBER, NUMBER),
+        "miss through": r"miss, through predcache, c1\s+(%s)\s+(%s)" % (NUMBER, NUMBER),
+        "overhead": r"miss overhead \(p50 through - direct\)\s+-\s+(-?%s)" % NUMBER,
+        "redis floor": r"redis-benchmark GET, 8 KB values, c64\s+(%s)" % NUMBER,
+        "fixed floor": r"fixed-answer HTTP server, same load, c64\s+(%s)" % NUMBER,
+        "size 1 KB": r"hit, 1 KB body, \d+ inputs\s+(%s)\s+(%s)\s+(%s)" % (NUMBER, NUMBER, NUMBER),
+        "distinct": r"hit, 10\^3 distinct inputs, 8 KB body\s+(%s)" % NUMBER,
+        "keys 8 KB": r"key derivation, 8 KB body\s+(%s)\s+-\s+-\s+(%s)" % (NUMBER, NUMBER),
+    }
+    table = out[out.index("measurement"):]
+    for name, pattern in rows.items():
+        m = re.search(pattern, table)
+        assert m, "no %s row with numbers in:\n%s" % (name, table)
+    m = re.search(rows["hit, 8 KB body"], table)
+    assert float(m.group(1)) > 0
+
+    # The JSON holds the same table, and every figure the table shows.
+    with open(out_json) as f:
+        doc = json.load(f)
+    assert doc["ok"] is True and doc["failures"] == []
+    measured = [r["measurement"] for r in doc["table"]]
+    assert len(measured) >= 12, measured
+    assert doc["hit"]["rps"] > 0 and doc["hit"]["p99_ms"] > 0
+    assert doc["hit"]["answers"]["hit"] > 0
+    assert doc["miss"]["answers_through"]["miss"] > 0
+    assert {k["size"] > 0 and k["instance_mb_s"] > 0 for k in doc["keys"]} == {True}
+
+    # Everything it started is gone: its ports refuse connections.
+    for name in ("server.listen", "server.admin_listen", "backend.url", "redis.port"):
+        port = int(doc["overrides"][name].rsplit(":", 1)[-1])
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
