@@ -40,7 +40,7 @@ static void on_check(const struct pc_upstream_resp *r, void *arg)
                    r->error != PC_UP_OK ? r->errmsg : "bad status");
         }
     }
-    h->m->backend_up = h->up_state;
+    PC_METRIC_SET(h->m->backend_up, h->up_state);
 }
 
 static void tick(evutil_socket_t fd, short what, void *arg)
@@ -68,7 +68,7 @@ struct pc_health *pc_health_new(struct event_base *base, const struct pc_config 
     h->up = up;
     h->m = m;
     h->up_state = 1;
-    m->backend_up = 1;
+    PC_METRIC_SET(m->backend_up, 1);
     if (cfg->backend_health_path[0] == '\0')
         return h; /* checks off */
     h->timer = event_new(base, -1, EV_PERSIST, tick, h);
