@@ -10,7 +10,7 @@ ifneq ($(CI),)
 WARN    += -Werror
 endif
 CFLAGS  ?= -O2 -g
-override CFLAGS += -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+override CFLAGS += -std=c11 -D_GNU_SOURCE -pthread $(WARN) -Iinclude $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 
 BUILD   ?= build

@@ -1,7 +1,8 @@
 /*
- * admin: the admin port. /health (liveness), /ready (Redis and the model server answer
- * now), /metrics (Prometheus text), /stats (latency timers as JSON). Read-only; bound to
- * 127.0.0.1 by default.
+ * admin: the admin port, served by worker 0. /health (liveness), /ready (Redis and the
+ * model server answer now, and every other worker has both up), /metrics (Prometheus
+ * text) and /stats (latency timers as JSON), both the sum over all workers' shards;
+ * DELETE /cache/<key> through worker 0's store. Bound to 127.0.0.1 by default.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,7 @@
 #include "predcache/worker.h"
 
 #define READY_BACKEND_TIMEOUT_MS 2000
+#define MAX_SHARDS 64 /* [server] workers at most */
 
 /* One /ready probe: waits for both checks, then answers. */
 struct ready_probe {
@@ -52,6 +54,17 @@ static void ready_maybe_answer(struct ready_probe *pr)
     free(pr);
 }
 
+/* The other workers' own view, from their shards: Redis connected, health checks up. */
+static void ready_others(const struct pc_worker *w, int *redis_ok, int *backend_ok)
+{
+    *redis_ok = *backend_ok = 1;
+    for (size_t i = 1; i < w->n_workers; i++) {
+        const struct pc_metrics *m = &w->group[i].metrics;
+        *redis_ok = *redis_ok && PC_METRIC_GET(m->redis_up);
+        *backend_ok = *backend_ok && PC_METRIC_GET(m->backend_up);
+    }
+}
+
 static void ready_redis_cb(int ok, void *arg)
 {
     struct ready_probe *pr = arg;
@@ -76,9 +89,11 @@ static void handle_ready(struct pc_worker *w, struct pc_http_req *req)
     }
     pr->req = req;
     pr->waiting = 3; /* two checks, plus this function's own hold until both are started */
-    if (pc_store_ping(w->store, ready_redis_cb, pr) != 0)
+    int others_redis, others_backend;
+    ready_others(w, &others_redis, &others_backend);
+    if (!others_redis || pc_store_ping(w->store, ready_redis_cb, pr) != 0)
         pr->waiting--;
-    if (!pc_health_up(w->health)) /* the active checks say down: no need to ask again */
+    if (!others_backend || !pc_health_up(w->health)) /* down already: no need to ask */
         pr->waiting--;
     else if (pc_upstream_send(w->up, "GET", "/", NULL, 0, NULL, 0, READY_BACKEND_TIMEOUT_MS,
                               ready_backend_cb, pr) == NULL)
@@ -86,12 +101,28 @@ static void handle_ready(struct pc_worker *w, struct pc_http_req *req)
     ready_maybe_answer(pr);
 }
 
+/* The sum over every worker's shard, in sum (large: the caller's heap). */
+static void metrics_sum(const struct pc_worker *w, struct pc_metrics *sum,
+                        const struct pc_metrics **shards, size_t *n)
+{
+    pc_worker_shards(w, shards, MAX_SHARDS, n);
+    pc_metrics_sum(sum, shards, *n);
+}
+
 static void handle_metrics(struct pc_worker *w, struct pc_http_req *req)
 {
     struct pc_buf b;
     pc_buf_init(&b);
-    w->metrics.redis_up = pc_store_ready(w->store);
-    if (pc_metrics_render(&w->metrics, &b) != 0) {
+    const struct pc_metrics *shards[MAX_SHARDS];
+    size_t n;
+    struct pc_metrics *sum = malloc(sizeof *sum);
+    int rc = -1;
+    if (sum != NULL) {
+        metrics_sum(w, sum, shards, &n);
+        rc = pc_metrics_render(sum, &b) | pc_metrics_render_workers(shards, n, &b);
+        free(sum);
+    }
+    if (rc != 0) {
         pc_buf_release(&b);
         pc_http_reply_error(req, 503, "out of memory");
         return;
@@ -105,7 +136,16 @@ static void handle_stats(struct pc_worker *w, struct pc_http_req *req)
 {
     struct pc_buf b;
     pc_buf_init(&b);
-    if (pc_metrics_render_stats(&w->metrics, pc_now_us(), &b) != 0) {
+    const struct pc_metrics *shards[MAX_SHARDS];
+    size_t n;
+    struct pc_metrics *sum = malloc(sizeof *sum);
+    int rc = -1;
+    if (sum != NULL) {
+        metrics_sum(w, sum, shards, &n);
+        rc = pc_metrics_render_stats(sum, pc_now_us(), &b);
+        free(sum);
+    }
+    if (rc != 0) {
         pc_buf_release(&b);
         pc_http_reply_error(req, 503, "out of memory");
         return;
@@ -253,7 +293,7 @@ static void on_invalidated(const struct pc_reply *r, void *arg)
         pc_http_reply_error(iv->req, 503, "Redis unavailable: nothing invalidated");
     } else {
         pc_generations_forget(iv->w->generations, iv->ns); /* this worker: at once */
-        iv->w->metrics.invalidations++;
+        PC_METRIC_INC(iv->w->metrics.invalidations);
         const char *what = iv->version[0] ? "version" : iv->model[0] ? "model" : "namespace";
         pc_log(PC_LOG_INFO, "admin: invalidated %s %s%s%s%s in namespace %s (generation %lld)",
                what, iv->model, iv->version[0] ? " version " : "", iv->version,

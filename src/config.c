@@ -51,6 +51,7 @@ enum opt_type {
     OPT_NAMES,    /* comma-separated names */
     OPT_ROUTE,    /* one "METHOD PATTERN" */
     OPT_BOOL,     /* int 0/1: on|off, yes|no, true|false, 1|0 (any case); written on/off */
+    OPT_AUTO_INT, /* int within [min, max], or "auto" (any case), stored as 0 */
 };
 
 #define OPT_SECRET 0x1 /* shown as "********" by pc_config_dump */
@@ -98,6 +99,7 @@ static const struct opt static_options[] = {
     {"server",  "drain_timeout_ms",   OPT_INT,      FIELD(drain_timeout_ms),            0,   HOUR_MS,          "10000",                 0},
     {"server",  "max_connections",    OPT_INT,      FIELD(max_connections),             1,   1000000,          "10000",                 0},
     {"server",  "admin_token",        OPT_STRING,   FIELD(admin_token),                 0,   0,                "",                      OPT_SECRET},
+    {"server",  "workers",            OPT_AUTO_INT, FIELD(workers),                     1,   64,               "auto",                  0},
 
     {"backend", "url",                OPT_URL,      FIELD(backend_url),                 0,   0,                "http://127.0.0.1:8501", 0},
     {"backend", "connect_timeout_ms", OPT_INT,      FIELD(backend_connect_timeout_ms),  1,   HOUR_MS,          "1000",                  0},
@@ -531,9 +533,18 @@ static int opt_apply(const struct opt *o, void *cfg, const char *v, char *why, s
         memcpy(field, v, len);
         return 0;
 
+    case OPT_AUTO_INT:
+        if (o->type == OPT_AUTO_INT && strcasecmp(v, "auto") == 0) {
+            *(int *)field = 0;
+            return 0;
+        }
+        /* fall through */
     case OPT_INT:
         if (parse_int(v, &iv) != 0) {
-            fmt(why, whylen, "'%s' is not an integer", v);
+            fmt(why, whylen,
+                o->type == OPT_AUTO_INT ? "'%s' is not auto or an integer"
+                                        : "'%s' is not an integer",
+                v);
             return -1;
         }
         if (iv < o->min || iv > o->max) {
@@ -619,6 +630,12 @@ static void opt_format(const struct opt *o, const void *cfg, char *out, size_t o
         break;
     case OPT_INT:
         fmt(out, outlen, "%d", *(const int *)field);
+        break;
+    case OPT_AUTO_INT:
+        if (*(const int *)field == 0)
+            fmt(out, outlen, "auto");
+        else
+            fmt(out, outlen, "%d", *(const int *)field);
         break;
     case OPT_SIZE:
         format_size((long long)*(const size_t *)field, out, outlen);

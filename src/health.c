@@ -41,7 +41,7 @@ static void on_check(const struct pc_upstream_resp *r, void *arg)
                    r->error != PC_UP_OK ? r->errmsg : "bad status");
         }
     }
-    *h->gauge = h->up_state;
+    PC_METRIC_SET(*h->gauge, h->up_state);
 }
 
 static void tick(evutil_socket_t fd, short what, void *arg)
@@ -70,7 +70,7 @@ struct pc_health *pc_health_new(struct event_base *base, const struct pc_backend
     h->up = up;
     h->gauge = gauge;
     h->up_state = 1;
-    *gauge = 1;
+    PC_METRIC_SET(*gauge, 1);
     if (be->health_path[0] == '\0')
         return h; /* checks off */
     h->timer = event_new(base, -1, EV_PERSIST, tick, h);

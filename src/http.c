@@ -965,6 +965,19 @@ static void accept_error_cb(struct evconnlistener *lev, void *arg)
     pc_log(PC_LOG_WARN, "http: accept failed: %s", strerror(errno));
 }
 
+/* 1 when a socket without SO_REUSEPORT cannot bind ai: something listens there already. */
+static int port_taken(const struct addrinfo *ai)
+{
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0; /* let the real bind report it */
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int taken = bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno == EADDRINUSE;
+    close(fd);
+    return taken;
+}
+
 struct pc_http_server *pc_http_server_new(struct event_base *base, const char *hostport,
                                           const struct pc_http_limits *limits,
                                           pc_http_handler handler, void *arg, char *err,
@@ -997,12 +1010,19 @@ struct pc_http_server *pc_http_server_new(struct event_base *base, const char *h
     srv->lim = *limits;
     srv->handler = handler;
     srv->arg = arg;
-    srv->lev = evconnlistener_new_bind(
-        base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC,
-        1024, ai->ai_addr, (int)ai->ai_addrlen);
+    unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
+    if (limits->bind != PC_HTTP_EXCLUSIVE)
+        flags |= LEV_OPT_REUSEABLE_PORT;
+    /* SO_REUSEPORT would let this listener share the port with any other program of the
+     * same user that set it too: first make sure that nothing listens there yet. */
+    int inuse = limits->bind == PC_HTTP_SHARE_FIRST && port != 0 && port_taken(ai);
+    srv->lev = inuse ? NULL
+                     : evconnlistener_new_bind(base, accept_cb, srv, flags, 1024, ai->ai_addr,
+                                               (int)ai->ai_addrlen);
     freeaddrinfo(ai);
     if (srv->lev == NULL) {
-        snprintf(err, errlen, "cannot listen on %s: %s", hostport, strerror(errno));
+        snprintf(err, errlen, "cannot listen on %s: %s", hostport,
+                 strerror(inuse ? EADDRINUSE : errno));
         free(srv);
         return NULL;
     }

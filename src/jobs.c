@@ -352,14 +352,14 @@ static struct jreq *jreq_new(struct pc_jobs *j, struct pc_http_req *req)
         return NULL;
     jr->j = j;
     jr->req = req;
-    j->w->metrics.in_flight++; /* the drain waits for it */
+    PC_METRIC_INC(j->w->metrics.in_flight); /* the drain waits for it */
     return jr;
 }
 
 /* Answered (or let go): the request is gone, the counters move back. */
 static void jreq_free(struct jreq *jr)
 {
-    jr->j->w->metrics.in_flight--;
+    PC_METRIC_DEC(jr->j->w->metrics.in_flight);
     free(jr);
 }
 
@@ -431,7 +431,7 @@ static void on_submit(const struct pc_reply *r, void *arg)
     j->pending_cmds--;
     struct pc_metrics *m = &j->w->metrics;
     if (r != NULL && pc_reply_type(r) == PC_REPLY_STRING) {
-        m->jobs_submitted++;
+        PC_METRIC_INC(m->jobs_submitted);
         char loc[16 + JOB_ID_LEN], body[64 + JOB_ID_LEN];
         snprintf(loc, sizeof loc, "/jobs/%s", jr->id);
         int n = snprintf(body, sizeof body, "{\"job_id\":\"%s\",\"status\":\"queued\"}", jr->id);
@@ -447,13 +447,13 @@ static void on_submit(const struct pc_reply *r, void *arg)
             consumer_step(j);
         }
     } else if (r != NULL && pc_reply_type(r) == PC_REPLY_INTEGER) {
-        m->jobs_rejected++;
+        PC_METRIC_INC(m->jobs_rejected);
         char msg[128];
         snprintf(msg, sizeof msg, "job queue full: %lld jobs waiting (max_queue %d)",
                  pc_reply_integer(r), j->cfg->jobs_max_queue);
         answer_error(j, jr->req, 429, msg, 1);
     } else {
-        m->jobs_rejected++;
+        PC_METRIC_INC(m->jobs_rejected);
         answer_error(j, jr->req, 503, "job queue unavailable", 1);
     }
     jreq_free(jr);
@@ -488,7 +488,7 @@ static void submit(struct pc_jobs *j, struct pc_http_req *req, const char *route
     }
     if (!pc_store_ready(w->store)) {
         pc_buf_release(&target);
-        w->metrics.jobs_rejected++;
+        PC_METRIC_INC(w->metrics.jobs_rejected);
         answer_error(j, req, 503, "job queue unavailable", 1);
         return;
     }
@@ -533,7 +533,7 @@ static void submit(struct pc_jobs *j, struct pc_http_req *req, const char *route
     free(hjson);
     if (rc != 0) {
         jreq_free(jr);
-        w->metrics.jobs_rejected++;
+        PC_METRIC_INC(w->metrics.jobs_rejected);
         answer_error(j, req, 503, "job queue unavailable", 1);
     }
 }
@@ -645,7 +645,7 @@ static void on_poll(const struct pc_reply *r, void *arg)
 
 static void poll_job(struct pc_jobs *j, struct pc_http_req *req, const char *id, int compat)
 {
-    j->w->metrics.jobs_polled++;
+    PC_METRIC_INC(j->w->metrics.jobs_polled);
     const char *method = pc_http_req_method(req);
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
         const char *body = "{\"error\":\"method not allowed\"}";
@@ -729,7 +729,7 @@ static void job_free(struct job *jb)
         jb->next->prev = jb->prev;
     j->n_held--;
     if (!j->closing)
-        j->w->metrics.jobs_running = (int64_t)j->n_held;
+        PC_METRIC_SET(j->w->metrics.jobs_running, (int64_t)j->n_held);
     if (jb->retry)
         event_free(jb->retry);
     for (size_t i = 0; i < jb->n_headers; i++) {
@@ -865,9 +865,9 @@ static void job_finish(struct job *jb, const char *state, int status, const char
         pc_log(PC_LOG_INFO, "jobs: job %s %s: %d%s%s%s in %.1f ms (attempt %d)", jb->id, state,
                status, cache[0] ? " (" : "", cache, cache[0] ? ")" : "", ms, jb->attempt);
         if (strcmp(state, "done") == 0)
-            j->w->metrics.jobs_done++;
+            PC_METRIC_INC(j->w->metrics.jobs_done);
         else
-            j->w->metrics.jobs_failed++;
+            PC_METRIC_INC(j->w->metrics.jobs_failed);
     }
     finish_send(jb);
 }
@@ -897,7 +897,7 @@ static void job_release(struct job *jb, int started)
 {
     struct pc_jobs *j = jb->j;
     jb->state = JS_RELEASING;
-    j->w->metrics.jobs_released++;
+    PC_METRIC_INC(j->w->metrics.jobs_released);
     pc_log(PC_LOG_INFO, "jobs: job %s handed back to the queue (shutting down)",
            jb->id[0] ? jb->id : jb->entry);
     char rkey[PC_CFG_STR + 16 + JOB_ID_LEN], idle[16];
@@ -1135,9 +1135,9 @@ static void deliver(struct pc_jobs *j, const struct pc_reply *e, int reclaimed)
         j->held->prev = jb;
     j->held = jb;
     j->n_held++;
-    j->w->metrics.jobs_running = (int64_t)j->n_held;
+    PC_METRIC_SET(j->w->metrics.jobs_running, (int64_t)j->n_held);
     if (reclaimed)
-        j->w->metrics.jobs_reclaimed++;
+        PC_METRIC_INC(j->w->metrics.jobs_reclaimed);
 
     int ok = 1;
     size_t n = pc_reply_count(fields);
@@ -1504,7 +1504,7 @@ void pc_jobs_free(struct pc_jobs *j)
             job_free(p);
         p = next;
     }
-    j->w->metrics.jobs_running = 0;
+    PC_METRIC_SET(j->w->metrics.jobs_running, 0);
     if (j->consumer_timer)
         event_free(j->consumer_timer);
     if (j->heartbeat)

@@ -1,15 +1,26 @@
 /*
- * main: command line, configuration, signals, and the event loop.
+ * main: command line, configuration, signals, and the worker threads.
  *
- *     predcache -c FILE [--listen H:P] [--backend URL] [--redis H:P] [--check]
+ *     predcache -c FILE [--listen H:P] [--backend URL] [--redis H:P] [--workers N] [--check]
  *
- * SIGTERM/SIGINT start a graceful drain; a second signal exits at once.
+ *     main thread: config -> curl_global_init -> pc_worker_init x N (binds every listener,
+ *                  so a bad address fails here, before any thread) -> N threads, each
+ *                  running its own worker's event loop -> control loop: signals, exits
+ *     SIGTERM/SIGINT -> PC_WORKER_DRAIN to every worker; a second one: PC_WORKER_STOP
+ *     each worker's loop returns -> tells the control loop -> all returned: join, release
+ *
+ * The worker threads block SIGTERM and SIGINT, so only the main thread takes them.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -34,13 +45,14 @@ static void usage(FILE *out)
             "      --admin H:P     admin port address (overrides [server] admin_listen)\n"
             "      --backend URL   model server base URL (overrides [backend] url)\n"
             "      --redis H:P     Redis address (overrides [redis] host and port)\n"
+            "      --workers N     worker threads, 1..64 or auto (overrides [server] workers)\n"
             "  -v, --version       print the version and exit\n"
             "  -h, --help          print this help and exit\n",
             PC_VERSION);
 }
 
 struct overrides {
-    const char *listen, *admin, *backend, *redis;
+    const char *listen, *admin, *backend, *redis, *workers;
 };
 
 static int apply_overrides(struct pc_config *cfg, const struct overrides *o, char *err,
@@ -51,6 +63,8 @@ static int apply_overrides(struct pc_config *cfg, const struct overrides *o, cha
     if (o->admin && pc_config_set(cfg, "server", "admin_listen", o->admin, err, errlen) != 0)
         return -1;
     if (o->backend && pc_config_set(cfg, "backend", "url", o->backend, err, errlen) != 0)
+        return -1;
+    if (o->workers && pc_config_set(cfg, "server", "workers", o->workers, err, errlen) != 0)
         return -1;
     if (o->redis) {
         char host[256];
@@ -68,30 +82,197 @@ static int apply_overrides(struct pc_config *cfg, const struct overrides *o, cha
     return pc_config_validate(cfg, err, errlen);
 }
 
+/* ---- workers ------------------------------------------------------------------- */
+
+struct run;
+struct thread_arg {
+    struct run *run;
+    size_t i;
+};
+
+struct run {
+    struct pc_worker *workers;
+    struct thread_arg *args;
+    struct event_base **bases;
+    struct pc_config *cfgs;
+    pthread_t *threads;
+    size_t n;               /* workers */
+    size_t inited;          /* workers built (to release) */
+    size_t started;         /* threads running (to join) */
+    size_t returned;        /* worker loops that have returned */
+    int done[2];            /* pipe: a worker thread writes one byte when its loop returns */
+    int draining;           /* a signal was seen */
+    struct event_base *ctl; /* the main thread's loop: signals and done */
+    struct pc_l1 *l1;       /* the in-process tier every worker shares; NULL: off */
+};
+
+/* [server] workers = auto: the CPUs this process may run on. */
+static size_t auto_workers(void)
+{
+    cpu_set_t set;
+    long n = 0;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        n = CPU_COUNT(&set);
+    if (n <= 0)
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 64 ? 64 : (size_t)n;
+}
+
+/* part of total for worker i of n: floor shares, the remainder to the first workers. */
+static int share_floor(int total, size_t i, size_t n)
+{
+    return total / (int)n + ((size_t)(total % (int)n) > i ? 1 : 0);
+}
+
+/* A bound where 0 means none: each worker gets total / n rounded up, so none gets 0. */
+static long long share_bound(long long total, size_t n)
+{
+    return total == 0 ? 0 : (total + (long long)n - 1) / (long long)n;
+}
+
+/*
+ * Each worker reads its own copy of the configuration. The limits that the README
+ * states for the whole process are split between the workers: async jobs run at once
+ * ([jobs] concurrency), model server calls at once ([backend] max_in_flight) and pending
+ * Redis stores ([redis] max_pending, max_pending_bytes).
+ */
+static void worker_config(struct pc_config *out, const struct pc_config *cfg, size_t i, size_t n)
+{
+    *out = *cfg;
+    out->jobs_concurrency = share_floor(cfg->jobs_concurrency, i, n);
+    out->backend_max_in_flight = (int)share_bound(cfg->backend_max_in_flight, n);
+    out->redis_max_pending = (int)share_bound(cfg->redis_max_pending, n);
+    out->redis_max_pending_bytes = (size_t)share_bound((long long)cfg->redis_max_pending_bytes, n);
+}
+
+static void *worker_main(void *arg)
+{
+    struct thread_arg *ta = arg;
+    struct run *r = ta->run;
+    event_base_dispatch(r->bases[ta->i]);
+    char c = 1;
+    while (write(r->done[1], &c, 1) < 0 && errno == EINTR)
+        ;
+    return NULL;
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
-    struct pc_worker *w = arg;
-    if (w->draining) {
+    struct run *r = arg;
+    enum pc_worker_cmd cmd = PC_WORKER_DRAIN;
+    if (r->draining) {
         pc_log(PC_LOG_WARN, "signal %d during drain: exiting now", (int)sig);
-        event_base_loopbreak(w->base);
-        return;
+        cmd = PC_WORKER_STOP;
+    } else {
+        pc_log(PC_LOG_INFO, "signal %d: draining", (int)sig);
+        r->draining = 1;
     }
-    pc_log(PC_LOG_INFO, "signal %d: draining", (int)sig);
-    pc_worker_drain(w);
+    for (size_t i = 0; i < r->started; i++)
+        pc_worker_post(&r->workers[i], cmd);
+}
+
+static void on_worker_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct run *r = arg;
+    char buf[64];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n > 0)
+        r->returned += (size_t)n;
+    if (r->returned >= r->started)
+        event_base_loopexit(r->ctl, NULL);
+}
+
+/* Builds every worker in this thread, in order (worker 0 binds first). 0 ok, -1 with err. */
+static int run_init(struct run *r, const struct pc_config *cfg, size_t n, char *err, size_t errlen)
+{
+    r->n = n;
+    r->done[0] = r->done[1] = -1;
+    r->workers = calloc(n, sizeof *r->workers);
+    r->bases = calloc(n, sizeof *r->bases);
+    r->cfgs = calloc(n, sizeof *r->cfgs);
+    r->threads = calloc(n, sizeof *r->threads);
+    r->args = calloc(n, sizeof *r->args);
+    if (r->workers == NULL || r->bases == NULL || r->cfgs == NULL || r->threads == NULL ||
+        r->args == NULL || pipe2(r->done, O_NONBLOCK | O_CLOEXEC) != 0 ||
+        (r->ctl = event_base_new()) == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    r->l1 = pc_l1_new(cfg->l1_max_bytes, cfg->l1_ttl_ms);
+    if (r->l1 == NULL && cfg->l1_max_bytes > 0) {
+        snprintf(err, errlen, "out of memory for the l1 tier");
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        worker_config(&r->cfgs[i], cfg, i, n);
+        r->args[i] = (struct thread_arg){r, i};
+        if ((r->bases[i] = event_base_new()) == NULL) {
+            snprintf(err, errlen, "event_base_new failed");
+            return -1;
+        }
+        r->inited = i + 1;
+        if (pc_worker_init(&r->workers[i], r->bases[i], &r->cfgs[i], r->workers, n, err, errlen) !=
+            0)
+            return -1;
+        r->workers[i].l1 = r->l1;
+    }
+    return 0;
+}
+
+/* After every started thread was joined: tear down in this thread. */
+static void run_free(struct run *r)
+{
+    for (size_t i = 0; i < r->inited; i++)
+        pc_worker_release(&r->workers[i]);
+    for (size_t i = 0; r->bases != NULL && i < r->n; i++)
+        if (r->bases[i] != NULL)
+            event_base_free(r->bases[i]);
+    if (r->ctl != NULL)
+        event_base_free(r->ctl);
+    pc_l1_free(r->l1); /* after every worker: they share it */
+    if (r->done[0] >= 0) {
+        close(r->done[0]);
+        close(r->done[1]);
+    }
+    free(r->workers);
+    free(r->bases);
+    free(r->cfgs);
+    free(r->threads);
+    free(r->args);
+}
+
+/* Starts one thread per worker, with SIGTERM and SIGINT blocked in them. 0 ok, -1 error. */
+static int run_start(struct run *r)
+{
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int rc = 0;
+    for (size_t i = 0; i < r->n && rc == 0; i++) {
+        int e = pthread_create(&r->threads[i], NULL, worker_main, &r->args[i]);
+        if (e != 0) {
+            pc_log(PC_LOG_ERROR, "cannot start worker thread %zu: %s", i, strerror(e));
+            rc = -1;
+        } else {
+            r->started++;
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"check", no_argument, NULL, 't'},
-                                         {"listen", required_argument, NULL, 'L'},
-                                         {"admin", required_argument, NULL, 'A'},
-                                         {"backend", required_argument, NULL, 'B'},
-                                         {"redis", required_argument, NULL, 'R'},
-                                         {"version", no_argument, NULL, 'v'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},  {"check", no_argument, NULL, 't'},
+        {"listen", required_argument, NULL, 'L'},  {"admin", required_argument, NULL, 'A'},
+        {"backend", required_argument, NULL, 'B'}, {"redis", required_argument, NULL, 'R'},
+        {"workers", required_argument, NULL, 'W'}, {"version", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
     const char *conf = NULL;
     int check = 0, opt;
     struct overrides ov = {0};
@@ -114,6 +295,9 @@ int main(int argc, char **argv)
             break;
         case 'R':
             ov.redis = optarg;
+            break;
+        case 'W':
+            ov.workers = optarg;
             break;
         case 'v':
             printf("predcache %s\n", PC_VERSION);
@@ -154,41 +338,55 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    /* Once, before any thread: libcurl's global state is not thread-safe to set up. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "predcache: curl_global_init failed\n");
         return 1;
     }
-    struct event_base *base = event_base_new();
-    if (base == NULL) {
-        fprintf(stderr, "predcache: event_base_new failed\n");
-        return 1;
-    }
-    struct pc_l1 *l1 = pc_l1_new(cfg.l1_max_bytes, cfg.l1_ttl_ms); /* NULL: tier off */
-    struct pc_worker w;
-    if (pc_worker_init(&w, base, &cfg, err, sizeof err) != 0) {
+    size_t n = cfg.workers > 0 ? (size_t)cfg.workers : auto_workers();
+    struct run r = {0};
+    if (run_init(&r, &cfg, n, err, sizeof err) != 0) {
         fprintf(stderr, "predcache: %s\n", err);
-        pc_worker_release(&w);
-        event_base_free(base);
-        pc_l1_free(l1);
+        run_free(&r);
+        curl_global_cleanup();
+        pc_log_close_access();
         return 1;
     }
-    w.l1 = l1;
-    struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, &w);
-    struct event *sigint = evsignal_new(base, SIGINT, on_signal, &w);
-    event_add(sigterm, NULL);
-    event_add(sigint, NULL);
-    pc_log(PC_LOG_INFO, "predcache %s: data %s, admin %s, backend %s, redis %s:%d", PC_VERSION,
-           cfg.listen, cfg.admin_listen, cfg.backend_url, cfg.redis_host, cfg.redis_port);
+    struct event *sigterm = evsignal_new(r.ctl, SIGTERM, on_signal, &r);
+    struct event *sigint = evsignal_new(r.ctl, SIGINT, on_signal, &r);
+    struct event *done = event_new(r.ctl, r.done[0], EV_READ | EV_PERSIST, on_worker_done, &r);
+    int rc = 0;
+    if (sigterm == NULL || sigint == NULL || done == NULL || event_add(sigterm, NULL) != 0 ||
+        event_add(sigint, NULL) != 0 || event_add(done, NULL) != 0) {
+        fprintf(stderr, "predcache: cannot set up signal handling\n");
+        rc = 1;
+    }
+    if (rc == 0) {
+        pc_log(PC_LOG_INFO,
+               "predcache %s: data %s, admin %s, backend %s, redis %s:%d, %zu worker%s", PC_VERSION,
+               cfg.listen, cfg.admin_listen, cfg.backend_url, cfg.redis_host, cfg.redis_port, n,
+               n == 1 ? "" : "s");
+        if (run_start(&r) != 0)
+            rc = 1;
+    }
+    if (rc == 0) {
+        event_base_dispatch(r.ctl);
+    } else { /* no loop to wait for: stop the threads that did start */
+        for (size_t i = 0; i < r.started; i++)
+            pc_worker_post(&r.workers[i], PC_WORKER_STOP);
+    }
+    for (size_t i = 0; i < r.started; i++)
+        pthread_join(r.threads[i], NULL);
 
-    event_base_dispatch(base);
-
-    event_free(sigterm);
-    event_free(sigint);
-    pc_worker_release(&w);
-    event_base_free(base);
-    pc_l1_free(l1);
+    if (sigterm)
+        event_free(sigterm);
+    if (sigint)
+        event_free(sigint);
+    if (done)
+        event_free(done);
+    run_free(&r);
     curl_global_cleanup();
     pc_log_close_access();
     pc_log(PC_LOG_INFO, "predcache: stopped");
-    return 0;
+    return rc;
 }

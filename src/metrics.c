@@ -1,4 +1,8 @@
-/* metrics: counters and latency histograms, rendered as Prometheus text; timers as JSON. */
+/*
+ * metrics: counters and latency histograms, rendered as Prometheus text; timers as JSON.
+ * Shard writes are relaxed atomic stores of their owner thread; pc_metrics_sum reads other
+ * threads' shards with relaxed atomic loads (see the header).
+ */
 #include "predcache/metrics.h"
 
 #include <math.h>
@@ -14,14 +18,27 @@ void pc_metrics_init(struct pc_metrics *m)
     m->started_us = pc_now_us();
 }
 
+/* Relaxed atomic access to a double (the _n built-ins take integers and pointers only). */
+static double load_d(const double *p)
+{
+    double v;
+    __atomic_load(p, &v, __ATOMIC_RELAXED);
+    return v;
+}
+
+static void store_d(double *p, double v)
+{
+    __atomic_store(p, &v, __ATOMIC_RELAXED);
+}
+
 void pc_hist_observe(struct pc_hist *h, double seconds)
 {
     size_t i = 0;
     while (i < PC_HIST_BUCKETS - 1 && seconds > bucket_le[i])
         i++;
-    h->buckets[i]++;
-    h->count++;
-    h->sum_s += seconds;
+    PC_METRIC_INC(h->buckets[i]);
+    PC_METRIC_INC(h->count);
+    store_d(&h->sum_s, h->sum_s + seconds);
 }
 
 static int render_hist(struct pc_buf *out, const char *name, const char *help,
@@ -92,6 +109,100 @@ int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out)
     return rc ? -1 : 0;
 }
 
+/* ---- the sum of several shards ------------------------------------------------- */
+
+static void hist_add(struct pc_hist *sum, const struct pc_hist *h)
+{
+    for (size_t i = 0; i < PC_HIST_BUCKETS; i++)
+        sum->buckets[i] += PC_METRIC_GET(h->buckets[i]);
+    sum->count += PC_METRIC_GET(h->count);
+    sum->sum_s += load_d(&h->sum_s);
+}
+
+/* Merges timer t into sum: counts and sums add, the mean and m2 combine (Chan et al.). */
+static void timer_add(struct pc_timer *sum, const struct pc_timer *t)
+{
+    struct pc_timer b;
+    b.count = PC_METRIC_GET(t->count);
+    if (b.count == 0)
+        return;
+    b.sum_s = load_d(&t->sum_s);
+    b.mean_s = load_d(&t->mean_s);
+    b.m2 = load_d(&t->m2);
+    b.min_s = load_d(&t->min_s);
+    b.max_s = load_d(&t->max_s);
+    if (sum->count == 0) {
+        sum->count = b.count;
+        sum->sum_s = b.sum_s;
+        sum->mean_s = b.mean_s;
+        sum->m2 = b.m2;
+        sum->min_s = b.min_s;
+        sum->max_s = b.max_s;
+    } else {
+        double na = (double)sum->count, nb = (double)b.count, n = na + nb;
+        double delta = b.mean_s - sum->mean_s;
+        sum->mean_s += delta * nb / n;
+        sum->m2 += b.m2 + delta * delta * na * nb / n;
+        sum->count += b.count;
+        sum->sum_s += b.sum_s;
+        if (b.min_s < sum->min_s)
+            sum->min_s = b.min_s;
+        if (b.max_s > sum->max_s)
+            sum->max_s = b.max_s;
+    }
+    for (size_t i = 0; i < PC_TIMER_BUCKETS; i++)
+        sum->buckets[i] += PC_METRIC_GET(t->buckets[i]);
+}
+
+void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shards, size_t n)
+{
+    memset(sum, 0, sizeof *sum);
+    sum->redis_up = sum->backend_up = 1;
+    for (size_t k = 0; k < n; k++) {
+        const struct pc_metrics *m = shards[k];
+#define PC_X(name, help) sum->name += PC_METRIC_GET(m->name);
+        PC_COUNTERS(PC_X)
+#undef PC_X
+#define PC_X(name, help) hist_add(&sum->h_##name, &m->h_##name);
+        PC_HISTOGRAMS(PC_X)
+#undef PC_X
+#define PC_X(name, stat, what) timer_add(&sum->t_##name, &m->t_##name);
+        PC_TIMERS(PC_X)
+#undef PC_X
+        uint64_t started = PC_METRIC_GET(m->started_us);
+        if (k == 0 || started < sum->started_us)
+            sum->started_us = started;
+        sum->in_flight += PC_METRIC_GET(m->in_flight);
+        sum->store_pending += PC_METRIC_GET(m->store_pending);
+        sum->jobs_running += PC_METRIC_GET(m->jobs_running);
+        sum->redis_up = sum->redis_up && PC_METRIC_GET(m->redis_up);
+        sum->backend_up = sum->backend_up && PC_METRIC_GET(m->backend_up);
+    }
+}
+
+int pc_metrics_render_workers(const struct pc_metrics *const *shards, size_t n, struct pc_buf *out)
+{
+    int rc = pc_buf_printf(out,
+                           "# HELP predcache_workers Worker threads, each with its own event loop\n"
+                           "# TYPE predcache_workers gauge\npredcache_workers %zu\n"
+                           "# HELP predcache_worker_requests_total Client requests answered, by "
+                           "worker (all cache results)\n"
+                           "# TYPE predcache_worker_requests_total counter\n",
+                           n);
+    for (size_t k = 0; k < n; k++) {
+        const struct pc_metrics *m = shards[k];
+        uint64_t total = 0;
+#define PC_X(name, help)                                                                           \
+    if (strncmp(#name, "req_", 4) == 0)                                                            \
+        total += PC_METRIC_GET(m->name);
+        PC_COUNTERS(PC_X)
+#undef PC_X
+        rc |= pc_buf_printf(out, "predcache_worker_requests_total{worker=\"%zu\"} %llu\n", k,
+                            (unsigned long long)total);
+    }
+    return rc ? -1 : 0;
+}
+
 /* ---- timers (/stats) --------------------------------------------------------------- */
 
 static size_t timer_bucket(uint64_t us)
@@ -126,17 +237,20 @@ void pc_timer_observe(struct pc_timer *t, double seconds)
         seconds = 0;
     if (seconds > PC_TIMER_LIMIT_S)
         seconds = PC_TIMER_LIMIT_S;
-    if (t->count == 0 || seconds < t->min_s)
-        t->min_s = seconds;
-    if (t->count == 0 || seconds > t->max_s)
-        t->max_s = seconds;
-    t->count++;
-    t->sum_s += seconds;
+    /* The owner thread reads its own fields plainly; only its writes can race a reader. */
+    uint64_t count = t->count + 1;
+    if (count == 1 || seconds < t->min_s)
+        store_d(&t->min_s, seconds);
+    if (count == 1 || seconds > t->max_s)
+        store_d(&t->max_s, seconds);
+    PC_METRIC_SET(t->count, count);
+    store_d(&t->sum_s, t->sum_s + seconds);
     double delta = seconds - t->mean_s;
-    t->mean_s += delta / (double)t->count;
-    t->m2 += delta * (seconds - t->mean_s);
+    double mean = t->mean_s + delta / (double)count;
+    store_d(&t->mean_s, mean);
+    store_d(&t->m2, t->m2 + delta * (seconds - mean));
     /* + 1 ps: 0.003 s * 1e6 is 2999.9999999999995, still 3000 us whole */
-    t->buckets[timer_bucket((uint64_t)(seconds * 1e6 + 1e-6))]++;
+    PC_METRIC_INC(t->buckets[timer_bucket((uint64_t)(seconds * 1e6 + 1e-6))]);
 }
 
 void pc_timer_observe_us(struct pc_timer *t, uint64_t us)

@@ -131,38 +131,38 @@ void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, s
     pc_log_access(&a);
     switch (p->result) {
     case RES_HIT:
-        w->metrics.req_hit++;
+        PC_METRIC_INC(w->metrics.req_hit);
         pc_timer_observe(&w->metrics.t_hit, total_ms / 1000.0);
         break;
     case RES_MISS:
-        w->metrics.req_miss++;
+        PC_METRIC_INC(w->metrics.req_miss);
         pc_timer_observe(&w->metrics.t_miss, total_ms / 1000.0);
         break;
     case RES_BYPASS:
-        w->metrics.req_bypass++;
+        PC_METRIC_INC(w->metrics.req_bypass);
         pc_timer_observe(&w->metrics.t_miss, total_ms / 1000.0);
         break;
     case RES_PASS:
-        w->metrics.req_pass++;
+        PC_METRIC_INC(w->metrics.req_pass);
         break;
     case RES_ERROR:
-        w->metrics.req_error++;
+        PC_METRIC_INC(w->metrics.req_error);
         break;
     case RES_PARTIAL:
-        w->metrics.req_partial++;
+        PC_METRIC_INC(w->metrics.req_partial);
         pc_timer_observe(&w->metrics.t_miss, total_ms / 1000.0);
         break;
     case RES_COALESCED:
-        w->metrics.req_coalesced++;
+        PC_METRIC_INC(w->metrics.req_coalesced);
         pc_timer_observe(&w->metrics.t_miss, total_ms / 1000.0);
         break;
     case RES_STALE:
-        w->metrics.req_stale++;
+        PC_METRIC_INC(w->metrics.req_stale);
         break;
     }
     pc_hist_observe(&w->metrics.h_request, total_ms / 1000.0);
     pc_timer_observe(&w->metrics.t_request, total_ms / 1000.0);
-    w->metrics.in_flight--;
+    PC_METRIC_DEC(w->metrics.in_flight);
     pc_http_reply(p->req, status, h, n, body, len);
     p->req = NULL;
 }
@@ -243,7 +243,7 @@ static int store_answer(struct pc_worker *w, const char *key, int ttl_s, int rec
     pc_buf_init(&val);
     int queued = 0;
     if (pc_envelope_encode(&env, &val) != 0) {
-        w->metrics.store_skipped++;
+        PC_METRIC_INC(w->metrics.store_skipped);
     } else {
         pc_l1_put(w->l1, key, val.data, val.len);
         queued = pc_store_set_cb(w->store, key, val.data, val.len, redis_ttl(w, ttl_s), done_cb,
@@ -260,7 +260,7 @@ static int store_result(struct pc_preq *p, const struct pc_upstream_resp *r,
     struct pc_worker *w = p->w;
     const char *why = pc_proxy_store_refusal(p, r);
     if (why != NULL) {
-        w->metrics.store_skipped++;
+        PC_METRIC_INC(w->metrics.store_skipped);
         pc_log(PC_LOG_DEBUG, "proxy: not stored (%s): %s", why, p->key);
         return 0;
     }
@@ -288,7 +288,7 @@ int pc_proxy_answer_backend_error(struct pc_preq *p, const struct pc_upstream_re
     pc_timer_observe(&w->metrics.t_backend, r->total_ms / 1000.0);
     if (r->error == PC_UP_OK)
         return 0;
-    w->metrics.backend_errors++;
+    PC_METRIC_INC(w->metrics.backend_errors);
     char msg[400];
     int status = backend_error(r, msg, sizeof msg);
     pc_proxy_answer_error(p, status, msg);
@@ -498,7 +498,7 @@ void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const
     }
     const char *unavailable = pc_worker_backend_refusal(w, p->backend);
     if (unavailable != NULL) {
-        w->metrics.backend_refused++;
+        PC_METRIC_INC(w->metrics.backend_refused);
         pc_proxy_answer_error(p, 503, unavailable);
         pc_preq_free(p);
         return;
@@ -515,11 +515,11 @@ void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const
         pc_preq_free(p);
         return;
     }
-    w->metrics.backend_requests++;
+    PC_METRIC_INC(w->metrics.backend_requests);
     /* body is borrowed by curl: p (and p->req) stay alive until cb answers. */
     if (pc_upstream_send(w->ups[p->backend], pc_http_req_method(p->req), pc_http_req_target(p->req),
                          p->fwd, p->n_fwd, body, len, (int)left_ms, cb, p) == NULL) {
-        w->metrics.backend_errors++;
+        PC_METRIC_INC(w->metrics.backend_errors);
         pc_proxy_answer_error(p, 502, "cannot start a model server request");
         pc_preq_free(p);
     }
@@ -563,10 +563,11 @@ static void lock_key(const struct pc_preq *p, char *out, size_t len)
     snprintf(out, len, "%s:lock", p->key);
 }
 
-/* This process's name in locks: a lock is only released by its holder. */
-static const char *lock_owner(char *buf, size_t len)
+/* This worker's name in locks (process and worker): a lock is only released by its holder,
+ * and the workers of one process are as separate as two processes. */
+static const char *lock_owner(const struct pc_worker *w, char *buf, size_t len)
 {
-    snprintf(buf, len, "%ld", (long)getpid());
+    snprintf(buf, len, "%ld.%zu", (long)getpid(), w->id);
     return buf;
 }
 
@@ -580,7 +581,7 @@ static void lock_release(struct pc_preq *p)
     struct pc_worker *w = p->w;
     char lk[PC_KEY_MAX + 8], owner[32], chan[PC_CHANNEL_MAX];
     lock_key(p, lk, sizeof lk);
-    lock_owner(owner, sizeof owner);
+    lock_owner(w, owner, sizeof owner);
     pc_proxy_done_channel(w->cfg, chan, sizeof chan);
     const char *argv[] = {"EVAL", unlock_script, "1", lk, owner, chan, p->key};
     size_t lens[7];
@@ -642,7 +643,7 @@ static void on_lock_wait_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct pc_preq *p = arg;
-    p->w->metrics.lock_timeouts++;
+    PC_METRIC_INC(p->w->metrics.lock_timeouts);
     remote_resolve(p);
 }
 
@@ -693,7 +694,7 @@ static void on_lock_reply(const struct pc_reply *r, void *arg)
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
         p->lock_wait = evtimer_new(w->base, on_lock_wait_timeout, p);
         if (p->lock_wait != NULL && evtimer_add(p->lock_wait, &tv) == 0) {
-            w->metrics.lock_waits++;
+            PC_METRIC_INC(w->metrics.lock_waits);
             return;
         }
     }
@@ -706,7 +707,7 @@ static void lock_try(struct pc_preq *p)
     char lk[PC_KEY_MAX + 8], owner[32], ttl[16];
     lock_key(p, lk, sizeof lk);
     snprintf(ttl, sizeof ttl, "%d", w->cfg->lock_timeout_ms);
-    const char *argv[] = {"EVAL", lock_script, "2", p->key, lk, lock_owner(owner, sizeof owner),
+    const char *argv[] = {"EVAL", lock_script, "2", p->key, lk, lock_owner(w, owner, sizeof owner),
                           ttl};
     size_t lens[7];
     for (int i = 0; i < 7; i++)
@@ -757,7 +758,7 @@ static void answer_hit(struct pc_preq *p, const struct pc_envelope *env)
     h[n++] = (struct pc_header){(char *)"X-Cache", (char *)"HIT"};
     h[n++] = (struct pc_header){(char *)"X-Cache-Key", p->key};
     h[n++] = (struct pc_header){(char *)"Age", age};
-    p->w->metrics.bytes_from_cache += env->body_len;
+    PC_METRIC_ADD(p->w->metrics.bytes_from_cache, env->body_len);
     pc_proxy_answer(p, env->status, h, n, env->body, env->body_len);
 }
 
@@ -802,10 +803,10 @@ static void on_refresh(const struct pc_upstream_resp *r, void *arg)
     pc_timer_observe(&w->metrics.t_backend, r->total_ms / 1000.0);
     const char *why = r->error != PC_UP_OK ? r->errmsg : response_refusal(w, r);
     if (why == NULL) {
-        w->metrics.refresh_ok++;
+        PC_METRIC_INC(w->metrics.refresh_ok);
         store_answer(w, rf->key, rf->ttl_s, rf->client_ttl, r, NULL, NULL);
     } else {
-        w->metrics.refresh_failed++;
+        PC_METRIC_INC(w->metrics.refresh_failed);
         pc_log(PC_LOG_INFO, "proxy: refresh of %s not stored: %s", rf->key, why);
     }
     refresh_free(rf);
@@ -847,10 +848,10 @@ static void start_refresh(struct pc_preq *p, const struct pc_envelope *stale)
     rf->n_hdrs = p->n_fwd;
     p->fwd = NULL;
     p->n_fwd = 0;
-    w->metrics.backend_requests++;
+    PC_METRIC_INC(w->metrics.backend_requests);
     if (pc_upstream_send(w->ups[rf->backend], rf->method, rf->target, rf->hdrs, rf->n_hdrs,
                          rf->body, rf->len, w->cfg->backend_timeout_ms, on_refresh, rf) == NULL) {
-        w->metrics.backend_errors++;
+        PC_METRIC_INC(w->metrics.backend_errors);
         refresh_free(rf);
     }
     return;
@@ -873,7 +874,7 @@ static void answer_stale(struct pc_preq *p, const struct pc_envelope *env)
     h[n++] = (struct pc_header){(char *)"Age", age};
     h[n++] = (struct pc_header){(char *)"Warning", (char *)"110 - \"Response is Stale\""};
     p->result = RES_STALE;
-    p->w->metrics.bytes_from_cache += env->body_len;
+    PC_METRIC_ADD(p->w->metrics.bytes_from_cache, env->body_len);
     pc_proxy_answer(p, env->status, h, n, env->body, env->body_len);
 }
 
@@ -940,7 +941,7 @@ static int l1_answer(struct pc_preq *p)
         struct pc_envelope env;
         char ctype[PC_CFG_STR];
         if (judge_value(p, v.data, v.len, &env, ctype, sizeof ctype) == VALUE_FRESH) {
-            w->metrics.l1_hits++;
+            PC_METRIC_INC(w->metrics.l1_hits);
             p->result = RES_HIT;
             answer_hit(p, &env);
             pc_preq_free(p);
@@ -1147,11 +1148,11 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
     struct pc_worker *w = arg;
     if (w->jobs != NULL && pc_jobs_handle(w->jobs, req))
         return; /* an async job request: the jobs module answers it */
-    w->metrics.in_flight++;
+    PC_METRIC_INC(w->metrics.in_flight);
     struct pc_preq *p = calloc(1, sizeof *p);
     if (p == NULL) {
-        w->metrics.in_flight--;
-        w->metrics.req_error++;
+        PC_METRIC_DEC(w->metrics.in_flight);
+        PC_METRIC_INC(w->metrics.req_error);
         pc_http_reply_error(req, 503, "out of memory");
         return;
     }

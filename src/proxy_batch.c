@@ -204,7 +204,7 @@ static void answer_all_cached(struct pc_preq *p)
             h[n++] = (struct pc_header){(char *)"Content-Type", (char *)first->ctype};
         h[n++] = (struct pc_header){(char *)"Age", age};
         p->result = RES_HIT;
-        p->w->metrics.bytes_from_cache += out.len;
+        PC_METRIC_ADD(p->w->metrics.bytes_from_cache, out.len);
         answer_merged(p, first->status, h, n, out.data, out.len);
     }
     pc_buf_release(&out);
@@ -229,14 +229,14 @@ static void store_new(struct pc_preq *p, const struct pc_upstream_resp *r,
         if (b->resp_of[u] == NO_POS)
             continue;
         if (why != NULL) {
-            w->metrics.store_skipped++;
+            PC_METRIC_INC(w->metrics.store_skipped);
             continue;
         }
         const struct pc_span *s = &preds->elems[b->resp_of[u]];
         inst.len = 0;
         val.len = 0;
         if (pc_batch_encode_instance(layout, r->body.data + s->off, s->len, &inst) != 0) {
-            w->metrics.store_skipped++;
+            PC_METRIC_INC(w->metrics.store_skipped);
             continue;
         }
         struct pc_envelope env = {
@@ -248,7 +248,7 @@ static void store_new(struct pc_preq *p, const struct pc_upstream_resp *r,
             .body_len = inst.len,
         };
         if (inst.len > w->cfg->max_value_bytes || pc_envelope_encode(&env, &val) != 0) {
-            w->metrics.store_skipped++;
+            PC_METRIC_INC(w->metrics.store_skipped);
             continue;
         }
         pc_store_set(w->store, b->keys[u], val.data, val.len, pc_proxy_store_ttl(p));
@@ -347,8 +347,8 @@ static void forward_missing(struct pc_preq *p, enum pc_cache_result result)
             idx[k++] = b->first_of[u];
         }
     }
-    p->w->metrics.instances_hit += b->hits;
-    p->w->metrics.instances_miss += k;
+    PC_METRIC_ADD(p->w->metrics.instances_hit, b->hits);
+    PC_METRIC_ADD(p->w->metrics.instances_miss, k);
     size_t len;
     const char *body = pc_http_req_body(p->req, &len);
     if (k < b->n) {
@@ -404,11 +404,11 @@ static void on_batch_lookup(const struct pc_reply *reply, void *arg)
     struct pc_batch_state *b = p->batch;
     if (reply == NULL || pc_reply_type(reply) != PC_REPLY_ARRAY ||
         pc_reply_count(reply) != b->n_uniq) {
-        p->w->metrics.redis_get_failed++;
+        PC_METRIC_INC(p->w->metrics.redis_get_failed);
         forward_missing(p, RES_BYPASS);
         return;
     }
-    p->w->metrics.redis_get_ok++;
+    PC_METRIC_INC(p->w->metrics.redis_get_ok);
     for (size_t u = 0; u < b->n_uniq; u++) {
         const struct pc_reply *e = pc_reply_elem(reply, u);
         size_t len;
@@ -419,7 +419,7 @@ static void on_batch_lookup(const struct pc_reply *reply, void *arg)
     for (size_t i = 0; i < b->n; i++)
         b->hits += b->hit[b->uniq_of[i]] != NULL;
     if (b->hits == b->n) {
-        p->w->metrics.instances_hit += b->n;
+        PC_METRIC_ADD(p->w->metrics.instances_hit, b->n);
         answer_all_cached(p);
         pc_preq_free(p);
         return;
@@ -482,7 +482,7 @@ int pc_proxy_batch_begin(struct pc_preq *p)
     free(argv);
     free(lens);
     if (rc != 0) {
-        p->w->metrics.redis_get_failed++;
+        PC_METRIC_INC(p->w->metrics.redis_get_failed);
         forward_missing(p, RES_BYPASS);
     }
     return 0;

@@ -76,7 +76,7 @@ static void set_state(struct pc_store *st, enum store_state s)
     if (st->state != s)
         pc_log(PC_LOG_DEBUG, "store: %s -> %s", names[st->state], names[s]);
     st->state = s;
-    st->m->redis_up = s == ST_CONNECTED;
+    PC_METRIC_SET(st->m->redis_up, s == ST_CONNECTED);
 }
 
 static void schedule_retry(struct pc_store *st)
@@ -114,27 +114,27 @@ static void cmd_answer(struct cmd *c, redisReply *r)
     switch (c->kind) {
     case CMD_GET:
         if (r != NULL && r->type == REDIS_REPLY_STRING) {
-            st->m->redis_get_ok++;
+            PC_METRIC_INC(st->m->redis_get_ok);
             pc_hist_observe(&st->m->h_redis_get, secs);
             pc_timer_observe(&st->m->t_redis_get, secs);
             c->get_cb(PC_STORE_HIT, r->str, r->len, c->arg);
         } else if (r != NULL && r->type == REDIS_REPLY_NIL) {
-            st->m->redis_get_ok++;
+            PC_METRIC_INC(st->m->redis_get_ok);
             pc_hist_observe(&st->m->h_redis_get, secs);
             pc_timer_observe(&st->m->t_redis_get, secs);
             c->get_cb(PC_STORE_MISS, NULL, 0, c->arg);
         } else {
-            st->m->redis_get_failed++;
+            PC_METRIC_INC(st->m->redis_get_failed);
             c->get_cb(PC_STORE_ERROR, NULL, 0, c->arg);
         }
         break;
     case CMD_SET:
         if (r != NULL && r->type == REDIS_REPLY_STATUS) {
-            st->m->store_ok++;
+            PC_METRIC_INC(st->m->store_ok);
             pc_hist_observe(&st->m->h_redis_set, secs);
             pc_timer_observe(&st->m->t_redis_set, secs);
         } else {
-            st->m->store_failed++;
+            PC_METRIC_INC(st->m->store_failed);
             pc_log(PC_LOG_WARN, "store: SET failed: %s",
                    r && r->type == REDIS_REPLY_ERROR ? r->str : "no reply");
         }
@@ -186,7 +186,7 @@ static void cmd_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
     struct cmd *c = priv;
     cmd_answer(c, reply);
     c->st->pending--;
-    c->st->m->store_pending = (int64_t)c->st->pending;
+    PC_METRIC_SET(c->st->m->store_pending, (int64_t)c->st->pending);
     if (c->kind == CMD_SET) {
         c->st->pending_sets--;
         c->st->pending_set_bytes -= c->set_bytes;
@@ -228,7 +228,7 @@ static int cmd_send(struct pc_store *st, struct cmd *c, int argc, const char **a
     struct timeval tv = {c->timeout_ms / 1000, (c->timeout_ms % 1000) * 1000};
     evtimer_add(c->timer, &tv);
     st->pending++;
-    st->m->store_pending = (int64_t)st->pending;
+    PC_METRIC_SET(st->m->store_pending, (int64_t)st->pending);
     return 0;
 }
 
@@ -332,7 +332,7 @@ static void send_setup(struct pc_store *st)
 
 static void store_connect(struct pc_store *st)
 {
-    st->m->redis_reconnects++;
+    PC_METRIC_INC(st->m->redis_reconnects);
     redisAsyncContext *ac = redisAsyncConnect(st->cfg->redis_host, st->cfg->redis_port);
     if (ac == NULL || ac->err) {
         pc_log(PC_LOG_WARN, "store: cannot connect to Redis: %s",
@@ -440,7 +440,7 @@ int pc_store_ready(const struct pc_store *st)
 int pc_store_get(struct pc_store *st, const char *key, pc_store_get_cb cb, void *arg)
 {
     if (st->state != ST_CONNECTED) {
-        st->m->redis_get_failed++;
+        PC_METRIC_INC(st->m->redis_get_failed);
         return -1;
     }
     struct cmd *c = calloc(1, sizeof *c);
@@ -452,7 +452,7 @@ int pc_store_get(struct pc_store *st, const char *key, pc_store_get_cb cb, void 
     const char *argv[] = {"GET", key};
     size_t lens[] = {3, strlen(key)};
     if (cmd_send(st, c, 2, argv, lens) != 0) {
-        st->m->redis_get_failed++;
+        PC_METRIC_INC(st->m->redis_get_failed);
         return -1;
     }
     return 0;
@@ -471,11 +471,12 @@ int pc_store_set_cb(struct pc_store *st, const char *key, const char *value, siz
     if ((cfg->redis_max_pending > 0 && st->pending_sets >= (size_t)cfg->redis_max_pending) ||
         (cfg->redis_max_pending_bytes > 0 &&
          st->pending_set_bytes + len > cfg->redis_max_pending_bytes)) {
-        st->m->store_dropped++; /* Redis is behind: shed stores rather than grow without bound */
+        PC_METRIC_INC(
+            st->m->store_dropped); /* Redis is behind: shed stores rather than grow without bound */
         return -1;
     }
     if (st->state != ST_CONNECTED || (c = calloc(1, sizeof *c)) == NULL) {
-        st->m->store_failed++;
+        PC_METRIC_INC(st->m->store_failed);
         return -1;
     }
     c->kind = CMD_SET;
@@ -487,7 +488,7 @@ int pc_store_set_cb(struct pc_store *st, const char *key, const char *value, siz
     const char *argv[] = {"SET", key, value, "EX", ttl};
     size_t lens[] = {3, strlen(key), len, 2, strlen(ttl)};
     if (cmd_send(st, c, 5, argv, lens) != 0) {
-        st->m->store_failed++;
+        PC_METRIC_INC(st->m->store_failed);
         return -1;
     }
     st->pending_sets++;

@@ -2,13 +2,17 @@
  * worker: wires one event loop: listeners -> proxy/admin handlers -> store + upstream.
  * Also runs the drain on shutdown: stop accepting and stop taking async jobs, then poll
  * until no request is in flight, no job is held and no Redis command is pending, or until
- * drain_timeout_ms has passed.
+ * drain_timeout_ms has passed. Other threads reach a worker only through its control pipe
+ * (drain, stop) and, for worker 0's admin, its metrics shard.
  */
 #include "predcache/worker.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -30,7 +34,7 @@
 static void on_http_failure(const struct pc_http_failure *f, void *arg)
 {
     struct pc_worker *w = arg;
-    w->metrics.req_error++;
+    PC_METRIC_INC(w->metrics.req_error);
     struct pc_access a = {
         .client = f->client,
         .method = f->method,
@@ -66,13 +70,77 @@ static int init_routes(struct pc_worker *w, char *err, size_t errlen)
     return 0;
 }
 
+/* Commands posted by other threads (main's signal handling). */
+static void on_ctl(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct pc_worker *w = arg;
+    char cmds[16];
+    ssize_t n = read(fd, cmds, sizeof cmds);
+    for (ssize_t i = 0; i < n; i++) {
+        if (cmds[i] == PC_WORKER_DRAIN) {
+            pc_worker_drain(w);
+        } else if (cmds[i] == PC_WORKER_STOP) {
+            event_base_loopbreak(w->base);
+            return;
+        }
+    }
+}
+
+int pc_worker_post(struct pc_worker *w, enum pc_worker_cmd cmd)
+{
+    char c = (char)cmd;
+    ssize_t n;
+    do
+        n = write(w->ctl[1], &c, 1);
+    while (n < 0 && errno == EINTR);
+    return n == 1 ? 0 : -1;
+}
+
+void pc_worker_shards(const struct pc_worker *w, const struct pc_metrics **out, size_t max,
+                      size_t *n)
+{
+    *n = 0;
+    for (size_t i = 0; i < w->n_workers && i < max; i++)
+        out[(*n)++] = &w->group[i].metrics;
+}
+
+/* The data port of a worker after the first: group[0]'s address with the port it bound
+ * (which differs from the configured one when that is 0). */
+static int join_address(const struct pc_worker *w, char *out, size_t len)
+{
+    char host[256];
+    int port;
+    if (pc_config_split_hostport(w->cfg->listen, host, sizeof host, &port) != 0)
+        return -1;
+    port = pc_http_server_port(w->group[0].data);
+    int n;
+    if (host[0] == '\0')
+        n = snprintf(out, len, ":%d", port);
+    else if (strchr(host, ':') != NULL)
+        n = snprintf(out, len, "[%s]:%d", host, port);
+    else
+        n = snprintf(out, len, "%s:%d", host, port);
+    return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
 int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc_config *cfg,
-                   char *err, size_t errlen)
+                   struct pc_worker *group, size_t n, char *err, size_t errlen)
 {
     memset(w, 0, sizeof *w);
+    w->ctl[0] = w->ctl[1] = -1;
+    w->group = group;
+    w->n_workers = n;
+    w->id = (size_t)(w - group);
     w->base = base;
     w->cfg = cfg;
     pc_metrics_init(&w->metrics);
+    if (pipe2(w->ctl, O_NONBLOCK | O_CLOEXEC) != 0 ||
+        (w->ctl_ev = event_new(base, w->ctl[0], EV_READ | EV_PERSIST, on_ctl, w)) == NULL ||
+        event_add(w->ctl_ev, NULL) != 0) {
+        snprintf(err, errlen, "cannot create the worker's control pipe: %s", strerror(errno));
+        return -1;
+    }
     w->flights = pc_flights_new();
     w->refreshing = pc_flights_new();
     if (w->flights == NULL || w->refreshing == NULL) {
@@ -123,16 +191,30 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
     }
     if (init_routes(w, err, errlen) != 0)
         return -1;
-    w->data = pc_http_server_new(base, cfg->listen, &lim, pc_proxy_handle, w, err, errlen);
+    /* Several workers: one listener each on one port, and the kernel spreads connections. */
+    char addr[PC_CFG_STR + 16];
+    const char *listen = cfg->listen;
+    if (w->id > 0) {
+        if (join_address(w, addr, sizeof addr) != 0) {
+            snprintf(err, errlen, "invalid listen address '%s'", cfg->listen);
+            return -1;
+        }
+        listen = addr;
+    }
+    lim.bind = n == 1 ? PC_HTTP_EXCLUSIVE : w->id == 0 ? PC_HTTP_SHARE_FIRST : PC_HTTP_SHARE_JOIN;
+    w->data = pc_http_server_new(base, listen, &lim, pc_proxy_handle, w, err, errlen);
     if (w->data == NULL)
         return -1;
-    struct pc_http_limits admin_lim = lim;
-    admin_lim.on_failure = NULL;      /* the data port's counters and access log only */
-    admin_lim.max_body_bytes = 65536; /* the admin port takes no large bodies */
-    w->admin =
-        pc_http_server_new(base, cfg->admin_listen, &admin_lim, pc_admin_handle, w, err, errlen);
-    if (w->admin == NULL)
-        return -1;
+    if (w->id == 0) {
+        struct pc_http_limits admin_lim = lim;
+        admin_lim.on_failure = NULL;      /* the data port's counters and access log only */
+        admin_lim.max_body_bytes = 65536; /* the admin port takes no large bodies */
+        admin_lim.bind = PC_HTTP_EXCLUSIVE;
+        w->admin = pc_http_server_new(base, cfg->admin_listen, &admin_lim, pc_admin_handle, w, err,
+                                      errlen);
+        if (w->admin == NULL)
+            return -1;
+    }
     { /* answered keys (cross-process coalescing) and invalidations are announced here */
         char chan[PC_CHANNEL_MAX];
         if (pc_proxy_done_channel(cfg, chan, sizeof chan) != 0 ||
@@ -159,9 +241,10 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct pc_worker *w = arg;
     if (w->metrics.in_flight > 0 || pc_store_pending(w->store) > 0 || pc_jobs_held(w->jobs) > 0 ||
-        pc_http_server_writing(w->data) > 0 || pc_http_server_writing(w->admin) > 0)
+        pc_http_server_writing(w->data) > 0 ||
+        (w->admin != NULL && pc_http_server_writing(w->admin) > 0))
         return;
-    pc_log(PC_LOG_INFO, "drain: done");
+    pc_log(PC_LOG_INFO, "drain: worker %zu done", w->id);
     event_base_loopexit(w->base, NULL);
 }
 
@@ -171,9 +254,10 @@ static void drain_deadline(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct pc_worker *w = arg;
     pc_log(PC_LOG_WARN,
-           "drain: %lld requests, %zu stores and %zu jobs still pending after %d ms; exiting",
-           (long long)w->metrics.in_flight, pc_store_pending(w->store), pc_jobs_held(w->jobs),
-           w->cfg->drain_timeout_ms);
+           "drain: worker %zu: %lld requests, %zu stores and %zu jobs still pending after %d ms; "
+           "exiting",
+           w->id, (long long)w->metrics.in_flight, pc_store_pending(w->store),
+           pc_jobs_held(w->jobs), w->cfg->drain_timeout_ms);
     /* Unfinished jobs go back to the queue first, so that none records the 503 below as
      * its result; another process takes them over. */
     pc_jobs_abort(w->jobs);
@@ -206,7 +290,7 @@ void pc_worker_drain(struct pc_worker *w)
     if (w->draining)
         return;
     w->draining = 1;
-    pc_log(PC_LOG_INFO, "drain: stopped accepting; %lld requests in flight",
+    pc_log(PC_LOG_INFO, "drain: worker %zu stopped accepting; %lld requests in flight", w->id,
            (long long)w->metrics.in_flight);
     pc_http_server_stop_accepting(w->data);
     pc_http_server_stop_accepting(w->admin);
@@ -252,5 +336,12 @@ void pc_worker_release(struct pc_worker *w)
         event_free(w->drain_timer);
     if (w->drain_deadline)
         event_free(w->drain_deadline);
+    if (w->ctl_ev)
+        event_free(w->ctl_ev);
+    if (w->ctl[0] >= 0) {
+        close(w->ctl[0]);
+        close(w->ctl[1]);
+    }
     memset(w, 0, sizeof *w);
+    w->ctl[0] = w->ctl[1] = -1;
 }

@@ -64,6 +64,7 @@ struct pc_config {
     int drain_timeout_ms;          /* bound of the SIGTERM drain; default 10000 */
     int max_connections;           /* client connections per listener; default 10000 */
     char admin_token[PC_CFG_STR];  /* Bearer token for mutating admin endpoints; "" = none */
+    int workers;                   /* event loop threads, 1..64; 0 = auto (usable CPUs) */
 
     /* [backend] */
     char backend_url[1024]; /* base URL of the model server; default http://127.0.0.1:8501 */

@@ -1,7 +1,15 @@
 /*
- * metrics: counters, a gauge and latency histograms of one worker, rendered as
- * Prometheus text, and latency timers rendered as JSON for the admin /stats. Declared
- * once as X-macros. Owns only its numbers; reads the clock only in pc_metrics_init.
+ * metrics: counters, gauges and latency histograms of one worker (its shard), the sum of
+ * several shards, rendered as Prometheus text, and latency timers rendered as JSON for
+ * the admin /stats. Declared once as X-macros. Owns only its numbers; reads the clock
+ * only in pc_metrics_init.
+ *
+ * Threads: a shard is written only by its own worker's thread, and read by worker 0's
+ * admin (pc_metrics_sum) from another thread. Every write goes through PC_METRIC_* or
+ * the observe functions: a relaxed atomic load and store, which is a plain mov on x86-64
+ * and arm64 (no lock prefix, no fence: with one writer no read-modify-write atomicity is
+ * needed). Readers load relaxed. So each number is read whole and no access is a data
+ * race; a scrape may see an observation in one field and not yet in the next.
  */
 #ifndef PREDCACHE_METRICS_H
 #define PREDCACHE_METRICS_H
@@ -10,6 +18,13 @@
 #include <stdint.h>
 
 #include "predcache/buf.h"
+
+/* Owner-thread updates of one shard field (see above). */
+#define PC_METRIC_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+#define PC_METRIC_SET(field, v) __atomic_store_n(&(field), (v), __ATOMIC_RELAXED)
+#define PC_METRIC_ADD(field, n) PC_METRIC_SET((field), PC_METRIC_GET(field) + (n))
+#define PC_METRIC_INC(field) PC_METRIC_ADD((field), 1)
+#define PC_METRIC_DEC(field) PC_METRIC_ADD((field), -1)
 
 /* name, help */
 #define PC_COUNTERS(X)                                                                             \
@@ -117,8 +132,18 @@ struct pc_metrics {
 
 void pc_metrics_init(struct pc_metrics *m);
 void pc_hist_observe(struct pc_hist *h, double seconds);
+/*
+ * Fills sum (a plain struct of the caller's) with n >= 1 shards, each read with relaxed
+ * atomic loads: counters, histograms, timers, in_flight, store_pending and jobs_running
+ * add up; redis_up and backend_up are 1 only when they are 1 in every shard; started_us
+ * is the earliest. Timers merge exactly (mean and variance by Chan's formula), so that
+ * one shard sums to itself.
+ */
+void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shards, size_t n);
 /* Appends the Prometheus text exposition of m to out. */
 int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out);
+/* Appends predcache_workers (n) and each shard's requests, labelled worker="i". */
+int pc_metrics_render_workers(const struct pc_metrics *const *shards, size_t n, struct pc_buf *out);
 
 /* One observation, in seconds or in microseconds. No allocation. */
 void pc_timer_observe(struct pc_timer *t, double seconds);

@@ -1,7 +1,9 @@
 /*
  * worker: one event loop and everything that runs on it: the HTTP listeners, the Redis
- * store, the upstream multi handle and the metrics. No global mutable state, so that N
- * workers (one per core, SO_REUSEPORT) are a change of main only.
+ * store, the upstream multi handle and the metrics. No global mutable state: main runs N
+ * workers, one thread each, whose data listeners share one port (SO_REUSEPORT). They
+ * share nothing but Redis and the read-only configuration; another thread may only post
+ * commands to a worker (pc_worker_post) and read its metrics shard (see metrics.h).
  */
 #ifndef PREDCACHE_WORKER_H
 #define PREDCACHE_WORKER_H
@@ -38,6 +40,11 @@ struct pc_generations;
 struct pc_l1;
 
 struct pc_worker {
+    struct pc_worker *group; /* all workers, group[0 .. n_workers - 1]; this is group[id] */
+    size_t n_workers;
+    size_t id;  /* worker 0 owns the admin listener and sums the others' metrics */
+    int ctl[2]; /* pipe: pc_worker_post writes commands, this loop reads them */
+    struct event *ctl_ev;
     struct event_base *base;
     const struct pc_config *cfg;
     struct pc_store *store;
@@ -68,15 +75,31 @@ struct pc_worker {
     struct event *drain_deadline;
 };
 
-/* Builds the worker on base (borrowed), binding both listeners. 0 ok; -1 with err. */
+/*
+ * Builds w, which must be &group[i] of n workers, on base (borrowed), in one thread, in
+ * order: group[0] binds the admin listener and the data listener, shared (SO_REUSEPORT)
+ * when n > 1; the others join group[0]'s data port. 0 ok; -1 with err (then release w).
+ */
 int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc_config *cfg,
-                   char *err, size_t errlen);
+                   struct pc_worker *group, size_t n, char *err, size_t errlen);
 /* Stops accepting and exits the loop once requests and stores are done (bounded). */
 void pc_worker_drain(struct pc_worker *w);
+/* Once w's loop has returned and no other thread can touch w (main: after joining all). */
 void pc_worker_release(struct pc_worker *w);
 
 /* A message on the done channel that starts with this purges a key from the l1 tier. */
 #define PC_PURGE_ANNOUNCE "!del "
+/* What other threads may ask of a worker. */
+enum pc_worker_cmd {
+    PC_WORKER_DRAIN = 'd', /* pc_worker_drain */
+    PC_WORKER_STOP = 's',  /* leave the loop now (a second signal) */
+};
+/* Thread-safe (one write(2) on w's pipe), async-signal-safe. 0 ok, -1 error. */
+int pc_worker_post(struct pc_worker *w, enum pc_worker_cmd cmd);
+/* Worker 0's view of every shard, for /metrics, /stats and /ready. */
+void pc_worker_shards(const struct pc_worker *w, const struct pc_metrics **out, size_t max,
+                      size_t *n);
+
 /* The Redis channel on which a process announces an answered key. 0 ok, -1 too long. */
 #define PC_CHANNEL_MAX (2 * 256 + 16)
 int pc_proxy_done_channel(const struct pc_config *cfg, char *out, size_t len);

@@ -376,6 +376,10 @@ def default_conf(listen_port, admin_port, backend_url, redis_port):
             "admin_listen": "127.0.0.1:%d" % admin_port,
             "request_timeout_ms": "20000",
             "drain_timeout_ms": "5000",
+            # One event loop, whatever the machine: many tests pin exact outcomes inside
+            # one process (one MISS then COALESCED, per-process limits, X-Cache orders).
+            # Several workers (the default is one per CPU) are covered by test_workers.py.
+            "workers": "1",
         },
         "backend": {
             "url": backend_url,

@@ -138,6 +138,7 @@ static const char *const non_defaults[][3] = {
     {"cache", "input_fields", "x"},
     {"cache", "path_field", ""},
     {"cache", "per_instance", "off"},
+    {"server", "workers", "3"},
     {"jobs", "enabled", "off"},
     {"jobs", "result_ttl_s", "15"},
     {"jobs", "claim_after_ms", "1600"},
@@ -409,6 +410,29 @@ static void test_bools(void **state)
     }
     assert_int_equal(load_text(&c, "[jobs]\n\nenabled = maybe\n"), -1);
     assert_err_at(3, "[jobs] enabled: 'maybe' must be on or off");
+}
+
+/* [server] workers: auto (0, the default) or 1..64, written back as it was given. */
+static void test_workers(void **state)
+{
+    (void)state;
+    struct pc_config c;
+    pc_config_defaults(&c);
+    assert_int_equal(c.workers, 0);
+    assert_int_equal(load_text(&c, "[server]\nworkers = 4\n"), 0);
+    assert_int_equal(c.workers, 4);
+    assert_int_equal(pc_config_set(&c, "server", "workers", "Auto", err, sizeof err), 0);
+    assert_int_equal(c.workers, 0);
+    assert_int_equal(pc_config_set(&c, "server", "workers", "64", err, sizeof err), 0);
+    const char *bad[] = {"0", "65", "-1", "", "two", "auto2"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (pc_config_set(&c, "server", "workers", bad[i], err, sizeof err) == 0)
+            fail_msg("workers '%s' accepted", bad[i]);
+        assert_int_equal(c.workers, 64); /* unchanged */
+    }
+    assert_err_contains("is not auto or an integer");
+    assert_int_equal(load_text(&c, "[server]\nworkers = 0\n"), -1);
+    assert_err_at(2, "[server] workers: 0 is out of range (1..64)");
 }
 
 static void test_jobs_options(void **state)
@@ -1047,6 +1071,7 @@ int main(void)
         cmocka_unit_test(test_route_pattern_without_slash),
         cmocka_unit_test(test_input_fields),
         cmocka_unit_test(test_bools),
+        cmocka_unit_test(test_workers),
         cmocka_unit_test(test_jobs_options),
         cmocka_unit_test(test_err_unknown_key),
         cmocka_unit_test(test_err_unknown_section),

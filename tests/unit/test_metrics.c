@@ -1,4 +1,4 @@
-/* Unit tests of metrics' timers: the /stats percentiles, moments and JSON. */
+/* Unit tests of metrics' timers: the /stats percentiles, moments and JSON; shard sums. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -305,6 +305,70 @@ static void test_render_stats(void **state)
     free(m);
 }
 
+/* Observations split over three shards sum to what one shard holding all of them shows. */
+static void test_sum_of_shards(void **state)
+{
+    (void)state;
+    struct pc_metrics *all = calloc(1, sizeof *all), *sum = calloc(1, sizeof *sum);
+    struct pc_metrics *sh = calloc(3, sizeof *sh);
+    assert_true(all != NULL && sum != NULL && sh != NULL);
+    pc_metrics_init(all);
+    for (int k = 0; k < 3; k++)
+        pc_metrics_init(&sh[k]);
+    const struct pc_metrics *shards[3] = {&sh[0], &sh[1], &sh[2]};
+    uint64_t seed = 42;
+    for (int i = 0; i < 3000; i++) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        double v = 1e-5 * exp((double)(seed >> 11) / 9007199254740992.0 * 13.8); /* 10 us..10 s */
+        struct pc_metrics *m = &sh[i % 7 == 0 ? 0 : i % 2 + 1];                  /* uneven shares */
+        pc_timer_observe(&m->t_request, v);
+        pc_timer_observe(&all->t_request, v);
+        pc_hist_observe(&m->h_request, v);
+        pc_hist_observe(&all->h_request, v);
+        PC_METRIC_INC(m->req_hit);
+        PC_METRIC_INC(all->req_hit);
+    }
+    PC_METRIC_SET(sh[1].in_flight, 3);
+    PC_METRIC_SET(sh[2].in_flight, 4);
+    sh[0].redis_up = sh[1].redis_up = sh[2].redis_up = 1;
+    sh[0].backend_up = sh[2].backend_up = 1; /* shard 1's health checks say down */
+
+    pc_metrics_sum(sum, shards, 3);
+    assert_int_equal(sum->req_hit, 3000);
+    assert_int_equal(sum->in_flight, 7);
+    assert_int_equal(sum->redis_up, 1);
+    assert_int_equal(sum->backend_up, 0);
+    assert_int_equal(sum->h_request.count, 3000);
+    assert_memory_equal(sum->h_request.buckets, all->h_request.buckets,
+                        sizeof all->h_request.buckets);
+    const struct pc_timer *a = &all->t_request, *t = &sum->t_request;
+    assert_int_equal(t->count, a->count);
+    assert_memory_equal(t->buckets, a->buckets, sizeof a->buckets);
+    assert_true(t->min_s == a->min_s && t->max_s == a->max_s);
+    assert_true(fabs(t->sum_s - a->sum_s) <= 1e-9 * a->sum_s);
+    assert_true(fabs(pc_timer_stddev(t) - pc_timer_stddev(a)) <= 1e-9 * pc_timer_stddev(a));
+    for (double q = 0.05; q < 1; q += 0.05)
+        assert_true(pc_timer_quantile(t, q) == pc_timer_quantile(a, q));
+
+    /* One shard sums to itself, bit for bit where /stats reads it. */
+    pc_metrics_sum(sum, shards, 1);
+    assert_memory_equal(&sum->t_request, &sh[0].t_request, sizeof sh[0].t_request);
+    assert_int_equal(sum->started_us, sh[0].started_us);
+
+    struct pc_buf b;
+    pc_buf_init(&b);
+    assert_int_equal(pc_metrics_render_workers(shards, 3, &b), 0);
+    assert_non_null(strstr(b.data, "\npredcache_workers 3\n"));
+    char line[128];
+    snprintf(line, sizeof line, "predcache_worker_requests_total{worker=\"1\"} %llu\n",
+             (unsigned long long)sh[1].req_hit);
+    assert_non_null(strstr(b.data, line));
+    pc_buf_release(&b);
+    free(all);
+    free(sum);
+    free(sh);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -316,6 +380,7 @@ int main(void)
         cmocka_unit_test(test_tiny_huge_and_invalid_values),
         cmocka_unit_test(test_bucket_edges),
         cmocka_unit_test(test_render_stats),
+        cmocka_unit_test(test_sum_of_shards),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,282 @@
+"""Several workers ([server] workers = 2): one event loop thread each, one data port
+shared through SO_REUSEPORT, nothing shared but Redis. Checked from the outside: both
+workers answer (the per-worker counter and the threads in /proc), /metrics and /stats are
+the sum over the workers, a hit or a purge is seen from every connection, coalescing
+across the workers goes through the Redis lock, the SIGTERM drain answers every request
+sent before it, and a taken port fails the start."""
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import requests
+
+from conftest import HTTP_TIMEOUT, free_port, wait_for, write_conf
+
+PREDICT = "/v1/models/m:predict"
+TWO = {"server": {"workers": "2"}}
+FRESH = 60  # connections: each lands on either worker, so both get some (1 - 2^-59)
+
+
+def fresh_post(p, x, headers=None):
+    """One request on a new connection (requests without a session does not keep it)."""
+    h = {"Content-Type": "application/json", "Connection": "close"}
+    h.update(headers or {})
+    return requests.post(p.url(PREDICT), data=json.dumps({"instances": [x]}), headers=h,
+                         timeout=HTTP_TIMEOUT)
+
+
+def per_worker(p):
+    m = p.metrics()
+    return {dict(labels)["worker"]: v for (name, labels), v in m.items()
+            if name == "predcache_worker_requests_total"}
+
+
+def requests_total(p):
+    return sum(v for (name, _), v in p.metrics().items() if name == "predcache_requests_total")
+
+
+def test_two_workers_are_two_threads_and_both_answer(start_predcache, model):
+    p = start_predcache(conf=TWO)
+    assert p.metric("predcache_workers") == 2
+    # the main thread and one thread per worker
+    assert len(os.listdir("/proc/%d/task" % p.pid)) >= 3
+    for i in range(FRESH):
+        r = fresh_post(p, "spread-%d" % i)
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", r.text
+    counts = per_worker(p)
+    assert set(counts) == {"0", "1"}, counts
+    assert counts["0"] > 0 and counts["1"] > 0, counts
+    assert counts["0"] + counts["1"] == FRESH
+
+
+def test_metrics_and_stats_are_the_sum_over_workers(start_predcache, model, redis):
+    p = start_predcache(conf=TWO)
+    first = fresh_post(p, "summed")
+    assert first.headers["X-Cache"] == "MISS"
+    redis.wait_key(first.headers["X-Cache-Key"])
+    caches = [fresh_post(p, "summed").headers["X-Cache"] for _ in range(FRESH - 1)]
+    assert caches == ["HIT"] * (FRESH - 1)  # a miss on one worker is a hit on every one
+
+    m = p.metrics()
+    assert m[("predcache_requests_total", frozenset({("cache", "hit")}))] == FRESH - 1
+    assert m[("predcache_requests_total", frozenset({("cache", "miss")}))] == 1
+    assert requests_total(p) == FRESH
+    assert m[("predcache_request_seconds_count", frozenset())] == FRESH
+    assert m[("predcache_request_seconds_bucket", frozenset({("le", "+Inf")}))] == FRESH
+    assert m[("predcache_backend_requests_total", frozenset())] == 1
+    assert m[("predcache_in_flight", frozenset())] == 0
+    assert m[("predcache_redis_up", frozenset())] == 1
+    assert m[("predcache_backend_up", frozenset())] == 1
+    counts = per_worker(p)
+    assert counts["0"] > 0 and counts["1"] > 0, counts
+
+    stats = requests.get(p.admin("/stats"), timeout=HTTP_TIMEOUT).json()
+    timers = {t["name"]: t for t in stats["timers"]}
+    assert timers["predcache.request"]["count"] == FRESH
+    assert timers["predcache.hit"]["count"] == FRESH - 1
+    assert timers["predcache.miss"]["count"] == 1
+    t = timers["predcache.request"]
+    assert 0 < t["min"] <= t["median"] <= t["_99thPercentile"] <= t["max"]
+    assert t["min"] <= t["mean"] <= t["max"]
+    assert abs(stats["hit_ratio"] - (FRESH - 1) / FRESH) < 1e-6
+
+
+def test_ready_covers_every_worker(start_predcache, model, redis):
+    p = start_predcache(conf=TWO)
+    wait_for(lambda: requests.get(p.admin("/ready"), timeout=HTTP_TIMEOUT).status_code == 200,
+             what="/ready 200")
+    redis.kill()
+    wait_for(lambda: p.metric("predcache_redis_up") == 0, what="redis_up 0")
+    r = requests.get(p.admin("/ready"), timeout=HTTP_TIMEOUT)
+    assert r.status_code == 503 and r.json()["redis"] == "down"
+
+
+def test_purge_is_seen_by_every_worker(start_predcache, model, redis):
+    p = start_predcache(conf=TWO)
+    key = fresh_post(p, "purge-all").headers["X-Cache-Key"]
+    redis.wait_key(key)
+    assert fresh_post(p, "purge-all").headers["X-Cache"] == "HIT"
+    d = requests.delete(p.admin("/cache/" + key), timeout=HTTP_TIMEOUT)
+    assert d.status_code == 200 and d.json() == {"key": key, "deleted": 1}
+    before = per_worker(p)
+    # no-store: each of these looks the key up and none puts it back
+    caches = [fresh_post(p, "purge-all", {"Cache-Control": "no-store"}).headers["X-Cache"]
+              for _ in range(FRESH)]
+    assert caches == ["MISS"] * FRESH
+    after = per_worker(p)
+    assert after["0"] > before["0"] and after["1"] > before["1"], (before, after)
+    assert not redis.exists(key)
+
+
+def burst(p, n, body):
+    """n clients at once, each on its own connection; returns their responses."""
+    results = [None] * n
+    start = threading.Barrier(n)
+
+    def one(i):
+        start.wait()
+        try:
+            results[i] = requests.post(p.url(PREDICT), data=json.dumps(body),
+                                       headers={"Content-Type": "application/json"},
+                                       timeout=HTTP_TIMEOUT)
+        except Exception as e:  # noqa: BLE001
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_fifty_identical_misses_across_workers_make_one_call(start_predcache, model):
+    """Workers coalesce among themselves through the Redis lock, as processes do."""
+    p = start_predcache(conf=TWO)
+    model.control(delay_ms=500)
+    before = per_worker(p)
+    rs = burst(p, 50, {"instances": ["worker-herd"]})
+    assert all(not isinstance(r, Exception) and r.status_code == 200 for r in rs), rs[:3]
+    assert model.count(PREDICT) == 1
+    assert len({r.content for r in rs}) == 1
+    caches = [r.headers["X-Cache"] for r in rs]
+    assert caches.count("MISS") == 1, caches
+    assert set(caches) <= {"MISS", "COALESCED", "HIT"}
+    after = per_worker(p)
+    assert after["0"] > before["0"] and after["1"] > before["1"], (before, after)
+    # the worker that did not lead waited on the lock and was told, not timed out
+    assert p.metric("predcache_lock_waits_total") >= 1
+    assert p.metric("predcache_lock_timeouts_total") == 0
+    wait_for(lambda: p.metric("predcache_in_flight") == 0, what="nothing in flight")
+
+
+def test_sigterm_drains_every_worker_under_load(start_predcache, model):
+    """Each client keeps one connection and sends slow misses; SIGTERM comes while
+    requests are in flight on both workers. Every request written before the signal is
+    answered 200, and predcache exits 0."""
+    p = start_predcache(conf=TWO)
+    model.control(delay_ms=300)
+    stop = threading.Event()
+    records = []  # (t_sent, status or exception)
+    lock = threading.Lock()
+
+    def client(idx):
+        conn = None
+        n = 0
+        while not stop.is_set():
+            n += 1
+            body = json.dumps({"instances": ["drain-%d-%d" % (idx, n)]})
+            t_sent = None
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", p.listen_port,
+                                                      timeout=HTTP_TIMEOUT)
+                conn.request("POST", PREDICT, body=body,
+                             headers={"Content-Type": "application/json"})
+                t_sent = time.monotonic()
+                resp = conn.getresponse()
+                resp.read()
+                with lock:
+                    records.append((t_sent, resp.status))
+                if resp.will_close:
+                    conn.close()
+                    conn = None
+            except Exception as e:  # noqa: BLE001 (after the signal: refused or closed)
+                with lock:
+                    records.append((t_sent, e))
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.02)
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(16)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: min(per_worker(p).values()) >= 2, timeout=15,
+                 what="both workers answering the load")
+        wait_for(lambda: p.metric("predcache_in_flight") >= 4, what="requests in flight")
+        t_sig = time.monotonic()
+        p.proc.send_signal(signal.SIGTERM)
+        rc = p.proc.wait(timeout=20)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(HTTP_TIMEOUT + 5)
+    assert rc == 0, p.stderr_text()[-3000:]
+    before = [(t, s) for t, s in records if t is not None and t < t_sig]
+    bad = [(t, s) for t, s in before if s != 200]
+    assert before and not bad, bad[:5]
+    in_flight_at_signal = [t for t, s in before if t > t_sig - 0.3]
+    assert in_flight_at_signal, "no request was in flight at SIGTERM"
+    err = p.stderr_text()
+    assert "drain: worker 0 done" in err and "drain: worker 1 done" in err, err[-2000:]
+
+
+def test_jobs_run_with_two_workers(start_predcache, model):
+    p = start_predcache(conf=TWO)
+    r = p.post(PREDICT, json_body={"instances": ["job-two"]},
+               headers={"Prefer": "respond-async"})
+    assert r.status_code == 202, r.text
+    job = r.json()["job_id"]
+
+    def done():
+        g = p.get("/jobs/" + job)
+        return g if g.status_code == 200 else None
+
+    g = wait_for(done, timeout=15, what="the job's result")
+    assert g.headers["X-Job-Status"] == "done"
+    assert g.json()["predictions"]
+
+
+def test_workers_flag_overrides_conf(start_predcache, model):
+    p = start_predcache(args=["--workers", "2"])  # the harness conf says 1
+    assert p.metric("predcache_workers") == 2
+
+
+def test_port_taken_by_another_program_fails_the_start(predcache_bin, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        conf = write_conf(str(tmp_path / "taken.conf"), {
+            "server": {"listen": "127.0.0.1:%d" % port,
+                       "admin_listen": "127.0.0.1:%d" % free_port(), "workers": "2"},
+            "log": {"access_log": "off"}})
+        r = subprocess.run([predcache_bin, "-c", conf], capture_output=True, text=True,
+                           timeout=20)
+    assert r.returncode == 1, r.stderr
+    assert "cannot listen on 127.0.0.1:%d" % port in r.stderr, r.stderr
+    assert "Address already in use" in r.stderr, r.stderr
+
+
+def test_port_of_another_predcache_is_not_shared(start_predcache, model, predcache_bin,
+                                                 tmp_path):
+    """SO_REUSEPORT would let a second process join the port: the first worker checks
+    that nothing listens there before it opens the port for its siblings."""
+    p = start_predcache(conf=TWO)
+    conf = write_conf(str(tmp_path / "second.conf"), {
+        "server": {"listen": "127.0.0.1:%d" % p.listen_port,
+                   "admin_listen": "127.0.0.1:%d" % free_port(), "workers": "2"},
+        "log": {"access_log": "off"}})
+    r = subprocess.run([predcache_bin, "-c", conf], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1, r.stderr
+    assert "cannot listen on 127.0.0.1:%d: Address already in use" % p.listen_port in r.stderr
+    assert fresh_post(p, "still-mine").status_code == 200
+
+
+def test_check_rejects_bad_worker_counts(predcache_bin, tmp_path):
+    for value, ok in (("auto", True), ("AUTO", True), ("1", True), ("64", True),
+                      ("0", False), ("65", False), ("two", False)):
+        conf = write_conf(str(tmp_path / "w.conf"), {"server": {"workers": value}})
+        r = subprocess.run([predcache_bin, "-c", conf, "--check"], capture_output=True,
+                           text=True, timeout=20)
+        assert (r.returncode == 0) == ok, (value, r.stderr)
+        if not ok:
+            assert "[server] workers" in r.stderr, r.stderr
