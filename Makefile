@@ -39,7 +39,17 @@ $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o $(BUILD)/buf.o $(BUILD)/log.o
 $(BUILD)/test_config: $(BUILD)/routes.o
 $(BUILD)/test_routes: $(BUILD)/config.o
 
--include $(OBJS:.o=.d)
+# cachekey reads JSON through canon. test_canon also links the json-c implementation the
+# v1 key was first built on (tests/ref/), the reference canon is held to.
+REFOBJ  := $(BUILD)/ref/cachekey_ref.o
+$(BUILD)/test_cachekey: $(BUILD)/canon.o
+$(BUILD)/test_canon: $(BUILD)/cachekey.o $(REFOBJ)
+
+$(BUILD)/ref/%.o: tests/ref/%.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+-include $(OBJS:.o=.d) $(REFOBJ:.o=.d)
 
 bootstrap:
 	@scripts/bootstrap
@@ -69,7 +79,7 @@ asan: bootstrap
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS    ?=
-FUZZ_TARGETS := cachekey config envelope batch
+FUZZ_TARGETS := cachekey canon config envelope batch
 FUZZ_BUILD   := build-fuzz
 FUZZ_PKGS    := json-c libcrypto
 FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -89,12 +99,18 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_BUILD)/obj/%.
                       $(FUZZ_BUILD)/obj/buf.o $(FUZZ_BUILD)/obj/log.o
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) $(FUZZ_LIBS)
 
-# fuzz_cachekey checks json-c's reading against batch.c's strict JSON scanner.
-$(FUZZ_BUILD)/fuzz_cachekey: $(FUZZ_BUILD)/obj/batch.o
+# fuzz_cachekey checks the v1 reading against batch.c's strict JSON scanner; fuzz_canon
+# checks cachekey (canon) against the json-c reference in tests/ref/, key for key.
+$(FUZZ_BUILD)/fuzz_cachekey: $(FUZZ_BUILD)/obj/batch.o $(FUZZ_BUILD)/obj/canon.o
+$(FUZZ_BUILD)/fuzz_canon: $(FUZZ_BUILD)/obj/cachekey.o $(FUZZ_BUILD)/obj/ref/cachekey_ref.o
 $(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/obj/routes.o
 
--include $(wildcard $(FUZZ_BUILD)/obj/*.d)
-.PRECIOUS: $(FUZZ_BUILD)/obj/%.o
+$(FUZZ_BUILD)/obj/ref/%.o: tests/ref/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
+
+-include $(wildcard $(FUZZ_BUILD)/obj/*.d $(FUZZ_BUILD)/obj/ref/*.d)
+.PRECIOUS: $(FUZZ_BUILD)/obj/%.o $(FUZZ_BUILD)/obj/ref/%.o
 
 fuzz-toolchain:
 	@command -v $(FUZZ_CC) >/dev/null || { \
@@ -147,11 +163,14 @@ install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/predcache
 	install -D -m 0644 conf/predcache.conf $(DESTDIR)/etc/predcache/predcache.conf
 
+FORMAT_SRC := src/*.c include/predcache/*.h tests/unit/*.c tests/fuzz/*.c tests/fuzz/*.h \
+              tests/ref/*.c tests/ref/*.h scripts/bench.d/*.c
+
 format:
-	clang-format -i src/*.c include/predcache/*.h tests/unit/*.c scripts/bench.d/*.c
+	clang-format -i $(FORMAT_SRC)
 
 format-check:
-	clang-format --dry-run -Werror src/*.c include/predcache/*.h tests/unit/*.c scripts/bench.d/*.c
+	clang-format --dry-run -Werror $(FORMAT_SRC)
 
 clean:
 	rm -rf build build-asan $(BIN)

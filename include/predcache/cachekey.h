@@ -7,6 +7,8 @@
  * route is the request path, plus "?" and the query when there is one. input is the
  * canonical JSON of the configured input fields when the body is a JSON object holding
  * any of them; "path:" + the path field when it holds only a path; else the raw body.
+ * The body is read and made canonical by canon (canon.h), which reads JSON exactly as the
+ * v1 key always has (json-c 0.16's strict tokener), and streamed into SHA-256.
  * Pure: no I/O, no globals; unit-tested with vectors.
  */
 #ifndef PREDCACHE_CACHEKEY_H
@@ -50,9 +52,9 @@ int pc_cachekey_derive(const struct pc_key_params *p, const char *route, const c
  * two numbers share a form exactly when they denote the same decimal value. 0 ok; -1,
  * out as it was, when text is not JSON or holds a value that cannot be read exactly
  * (saturated integers in any spelling, NaN, Infinity, overflow, non-JSON number forms
- * json-c accepts, exponents beyond 100000 in the text or the result, lone surrogates),
- * or lexemes a strict JSON parser would refuse (single-quoted names, raw control
- * characters in strings, leading zeros): such bodies are keyed raw instead.
+ * the v1 reading accepts, exponents beyond 100000 in the text or the result, lone
+ * surrogates), or lexemes a strict JSON parser would refuse (single-quoted names, raw
+ * control characters in strings, leading zeros): such bodies are keyed raw instead.
  */
 int pc_cachekey_canonical(const char *json, size_t len, struct pc_buf *out);
 
