@@ -24,6 +24,7 @@
 #include "predcache/batch.h"
 #include "predcache/config.h"
 #include "predcache/envelope.h"
+#include "predcache/l1.h"
 #include "predcache/log.h"
 #include "predcache/store.h"
 #include "proxy_int.h"
@@ -56,18 +57,23 @@ struct pc_batch_state {
     int max_age_s;            /* and older than this, when the client said max-age */
 };
 
+static void drop_hits(struct pc_batch_state *b)
+{
+    for (size_t u = 0; u < b->n_uniq; u++) {
+        if (b->hit[u] != NULL) {
+            pc_buf_release(&b->hit[u]->value);
+            free(b->hit[u]);
+            b->hit[u] = NULL;
+        }
+    }
+}
+
 void pc_proxy_batch_free(struct pc_batch_state *b)
 {
     if (b == NULL)
         return;
-    if (b->hit != NULL) {
-        for (size_t u = 0; u < b->n_uniq; u++) {
-            if (b->hit[u] != NULL) {
-                pc_buf_release(&b->hit[u]->value);
-                free(b->hit[u]);
-            }
-        }
-    }
+    if (b->hit != NULL)
+        drop_hits(b);
     pc_batch_req_release(&b->req);
     free(b->uniq_of);
     free(b->first_of);
@@ -251,6 +257,7 @@ static void store_new(struct pc_preq *p, const struct pc_upstream_resp *r,
             PC_METRIC_INC(w->metrics.store_skipped);
             continue;
         }
+        pc_l1_put(w->l1, b->keys[u], val.data, val.len);
         pc_store_set(w->store, b->keys[u], val.data, val.len, pc_proxy_store_ttl(p));
     }
     pc_buf_release(&inst);
@@ -367,8 +374,10 @@ static void forward_missing(struct pc_preq *p, enum pc_cache_result result)
 
 /* ---- lookup ------------------------------------------------------------------------ */
 
-/* Copies one MGET element into b->hit[u] when it is a readable instance value. */
-static void take_cached(struct pc_batch_state *b, size_t u, const char *data, size_t len)
+/* Copies one stored value into b->hit[u] when it is a readable, fresh instance value
+ * (and then into the l1 tier, when l1 is not NULL). */
+static void take_cached(struct pc_batch_state *b, size_t u, const char *data, size_t len,
+                        struct pc_l1 *l1)
 {
     struct pc_envelope env;
     struct cached *c = calloc(1, sizeof *c);
@@ -395,6 +404,39 @@ static void take_cached(struct pc_batch_state *b, size_t u, const char *data, si
     c->status = env.status;
     c->stored_at_ms = env.stored_at_ms;
     b->hit[u] = c;
+    pc_l1_put(l1, b->keys[u], data, len);
+}
+
+/* The in-process tier: 1 when every instance is a fresh hit there (then p is answered
+ * without Redis); else 0 with nothing taken, and Redis is asked for all of them. */
+static int l1_batch(struct pc_preq *p)
+{
+    struct pc_batch_state *b = p->batch;
+    struct pc_l1 *l1 = p->w->l1;
+    if (l1 == NULL)
+        return 0;
+    struct pc_buf v;
+    pc_buf_init(&v);
+    size_t u;
+    for (u = 0; u < b->n_uniq; u++) {
+        v.len = 0;
+        if (!pc_l1_get(l1, b->keys[u], &v))
+            break;
+        take_cached(b, u, v.data, v.len, NULL);
+        if (b->hit[u] == NULL)
+            break;
+    }
+    pc_buf_release(&v);
+    if (u < b->n_uniq) {
+        drop_hits(b);
+        return 0;
+    }
+    b->hits = b->n;
+    PC_METRIC_INC(p->w->metrics.l1_hits);
+    PC_METRIC_ADD(p->w->metrics.instances_hit, b->n);
+    answer_all_cached(p);
+    pc_preq_free(p);
+    return 1;
 }
 
 /* The MGET answer: valid only during this callback, so hits are copied out. */
@@ -414,7 +456,7 @@ static void on_batch_lookup(const struct pc_reply *reply, void *arg)
         size_t len;
         const char *data = pc_reply_str(e, &len);
         if (pc_reply_type(e) == PC_REPLY_STRING && data != NULL)
-            take_cached(b, u, data, len);
+            take_cached(b, u, data, len, p->w->l1);
     }
     for (size_t i = 0; i < b->n; i++)
         b->hits += b->hit[b->uniq_of[i]] != NULL;
@@ -467,6 +509,12 @@ int pc_proxy_batch_begin(struct pc_preq *p)
         forward_missing(p, RES_MISS);
         return 0;
     }
+    if (p->skip_lookup) { /* no generation from Redis: keyed, but not looked up */
+        forward_missing(p, RES_BYPASS);
+        return 0;
+    }
+    if (l1_batch(p))
+        return 0;
     const char **argv = calloc(b->n_uniq + 1, sizeof *argv);
     size_t *lens = calloc(b->n_uniq + 1, sizeof *lens);
     int rc = -1;

@@ -104,3 +104,22 @@ def test_stale_entries_go_to_redis(start_predcache, model, redis):
     wait_for(lambda: p.metric("predcache_refresh_ok_total") == 1, what="refresh")
     # the refreshed entry is fresh again, and served from the tier
     wait_for(lambda: hit_from_l1(p, "f"), what="a fresh hit from the tier")
+
+
+def test_batches_use_the_tier(start_predcache, model, redis):
+    p = start_predcache(conf={"cache": {"l1_max_bytes": "4m", "l1_ttl_ms": "60000",
+                                        "per_instance": "on"}})
+    body = {"instances": [[1, 2], [3, 4], [1, 2]]}
+    first = p.post(PREDICT, json_body=body)
+    assert first.headers["X-Cache"] == "MISS"
+    wait_for(lambda: p.metric("predcache_store_ok_total") >= 2, what="instance stores")
+    gets = p.metric("predcache_redis_get_ok_total")
+    r = p.post(PREDICT, json_body=body)
+    assert r.headers["X-Cache"] == "HIT" and r.content == first.content
+    assert p.metric("predcache_l1_hits_total") == 1
+    assert p.metric("predcache_redis_get_ok_total") == gets  # no MGET
+    # one instance not in the tier: Redis is asked for the whole batch
+    r = p.post(PREDICT, json_body={"instances": [[1, 2], [5, 6]]})
+    assert r.headers["X-Cache"] == "PARTIAL"
+    assert p.metric("predcache_redis_get_ok_total") == gets + 1
+    assert model.count(PREDICT) == 2
