@@ -935,6 +935,10 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* libevent reads 4 KB per callback by default: a body of a few KB would take several
+     * reads and parser passes. Take what the socket has, up to 64 KB, at once. */
+    bufferevent_set_max_single_read(c->bev, 65536);
+    bufferevent_set_max_single_write(c->bev, 65536);
     if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof c->peer);
     else if (sa->sa_family == AF_INET6)
