@@ -109,6 +109,23 @@ static void metrics_sum(const struct pc_worker *w, struct pc_metrics *sum,
     pc_metrics_sum(sum, shards, *n);
 }
 
+/* The per-route families, summed over every worker. */
+static int render_routes(const struct pc_worker *w, struct pc_buf *out)
+{
+    size_t n_routes = w->n_routes + 1;
+    const struct pc_route_metrics *shards[MAX_SHARDS];
+    size_t n = 0;
+    for (size_t i = 0; i < w->n_workers && n < MAX_SHARDS; i++)
+        shards[n++] = w->group[i].route_metrics;
+    struct pc_route_metrics *sum = calloc(n_routes, sizeof *sum);
+    if (sum == NULL)
+        return -1;
+    pc_route_metrics_sum(sum, shards, n, n_routes);
+    int rc = pc_route_metrics_render(sum, w->route_names, n_routes, out);
+    free(sum);
+    return rc;
+}
+
 static void handle_metrics(struct pc_worker *w, struct pc_http_req *req)
 {
     struct pc_buf b;
@@ -119,7 +136,8 @@ static void handle_metrics(struct pc_worker *w, struct pc_http_req *req)
     int rc = -1;
     if (sum != NULL) {
         metrics_sum(w, sum, shards, &n);
-        rc = pc_metrics_render(sum, &b) | pc_metrics_render_workers(shards, n, &b);
+        rc = pc_metrics_render(sum, &b) | pc_metrics_render_workers(shards, n, &b) |
+             render_routes(w, &b);
         free(sum);
     }
     if (rc != 0) {

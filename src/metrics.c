@@ -6,6 +6,7 @@
 #include "predcache/metrics.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 /* Upper bounds in seconds; the last bucket is +Inf. */
@@ -340,5 +341,100 @@ int pc_metrics_render_stats(const struct pc_metrics *m, uint64_t now_us, struct 
     rc |= pc_buf_printf(out, ",\"bytes_from_cache\":%llu,\"backend_time_saved_s\":%.6f}",
                         (unsigned long long)m->bytes_from_cache,
                         json_num((double)hits * pc_timer_mean(&m->t_backend)));
+    return rc ? -1 : 0;
+}
+
+/* ---- per route ----------------------------------------------------------------------- */
+
+void pc_route_metrics_sum(struct pc_route_metrics *sum,
+                          const struct pc_route_metrics *const *shards, size_t n, size_t n_routes)
+{
+    memset(sum, 0, n_routes * sizeof *sum);
+    for (size_t k = 0; k < n; k++) {
+        for (size_t r = 0; r < n_routes; r++) {
+            const struct pc_route_metrics *m = &shards[k][r];
+            for (size_t i = 0; i < PC_ROUTE_RESULTS; i++)
+                sum[r].requests[i] += PC_METRIC_GET(m->requests[i]);
+            hist_add(&sum[r].h_request, &m->h_request);
+            hist_add(&sum[r].h_backend, &m->h_backend);
+        }
+    }
+}
+
+/* A label value as Prometheus reads it: backslash, quote and newline escaped. */
+static int label_value(struct pc_buf *out, const char *v)
+{
+    int rc = 0;
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            rc |= pc_buf_append_char(out, '\\') | pc_buf_append_char(out, *v);
+        else if (*v == '\n')
+            rc |= pc_buf_append_str(out, "\\n");
+        else
+            rc |= pc_buf_append_char(out, *v);
+    }
+    return rc;
+}
+
+static int render_route_hist(struct pc_buf *out, const char *family, const char *route,
+                             const struct pc_hist *h)
+{
+    int rc = 0;
+    uint64_t cum = 0;
+    for (size_t i = 0; i < PC_HIST_BUCKETS; i++) {
+        cum += h->buckets[i];
+        rc |= pc_buf_printf(out, "predcache_%s_seconds_bucket{route=\"", family);
+        rc |= label_value(out, route);
+        if (i < PC_HIST_BUCKETS - 1)
+            rc |= pc_buf_printf(out, "\",le=\"%g\"} %llu\n", bucket_le[i], (unsigned long long)cum);
+        else
+            rc |= pc_buf_printf(out, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    }
+    rc |= pc_buf_printf(out, "predcache_%s_seconds_sum{route=\"", family);
+    rc |= label_value(out, route);
+    rc |= pc_buf_printf(out, "\"} %.6f\npredcache_%s_seconds_count{route=\"", h->sum_s, family);
+    rc |= label_value(out, route);
+    rc |= pc_buf_printf(out, "\"} %llu\n", (unsigned long long)h->count);
+    return rc;
+}
+
+int pc_route_metrics_render(const struct pc_route_metrics *m, const char *const *names,
+                            size_t n_routes, struct pc_buf *out)
+{
+    static const char *const results[] = PC_ROUTE_RESULT_NAMES;
+    int rc = pc_buf_append_str(out, "# HELP predcache_route_requests_total Client requests by "
+                                    "route and cache result\n"
+                                    "# TYPE predcache_route_requests_total counter\n");
+    for (size_t r = 0; r < n_routes; r++) {
+        for (size_t i = 0; i < PC_ROUTE_RESULTS; i++) {
+            if (m[r].requests[i] == 0)
+                continue;
+            rc |= pc_buf_append_str(out, "predcache_route_requests_total{route=\"");
+            rc |= label_value(out, names[r]);
+            rc |= pc_buf_printf(out, "\",cache=\"%s\"} %llu\n", results[i],
+                                (unsigned long long)m[r].requests[i]);
+        }
+    }
+    static const struct {
+        const char *family, *help;
+        size_t offset;
+    } hists[] = {
+        {"route_request", "Time from the request's arrival to its answer, by route, seconds",
+         offsetof(struct pc_route_metrics, h_request)},
+        {"route_backend", "Model server latency, by route, seconds",
+         offsetof(struct pc_route_metrics, h_backend)},
+    };
+    for (size_t k = 0; k < sizeof hists / sizeof hists[0]; k++) {
+        rc |= pc_buf_printf(out,
+                            "# HELP predcache_%s_seconds %s\n# TYPE predcache_%s_seconds "
+                            "histogram\n",
+                            hists[k].family, hists[k].help, hists[k].family);
+        for (size_t r = 0; r < n_routes; r++) {
+            const struct pc_hist *h =
+                (const struct pc_hist *)((const char *)&m[r] + hists[k].offset);
+            if (h->count > 0)
+                rc |= render_route_hist(out, hists[k].family, names[r], h);
+        }
+    }
     return rc ? -1 : 0;
 }

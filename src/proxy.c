@@ -162,6 +162,9 @@ void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, s
     }
     pc_hist_observe(&w->metrics.h_request, total_ms / 1000.0);
     pc_timer_observe(&w->metrics.t_request, total_ms / 1000.0);
+    struct pc_route_metrics *rm = &w->route_metrics[p->route ? p->route->v.id + 1 : 0];
+    PC_METRIC_INC(rm->requests[p->result]);
+    pc_hist_observe(&rm->h_request, total_ms / 1000.0);
     PC_METRIC_DEC(w->metrics.in_flight);
     pc_http_reply(p->req, status, h, n, body, len);
     p->req = NULL;
@@ -286,6 +289,8 @@ int pc_proxy_answer_backend_error(struct pc_preq *p, const struct pc_upstream_re
     p->backend_ms = r->total_ms;
     pc_hist_observe(&w->metrics.h_backend, r->total_ms / 1000.0);
     pc_timer_observe(&w->metrics.t_backend, r->total_ms / 1000.0);
+    pc_hist_observe(&w->route_metrics[p->route ? p->route->v.id + 1 : 0].h_backend,
+                    r->total_ms / 1000.0);
     if (r->error == PC_UP_OK)
         return 0;
     PC_METRIC_INC(w->metrics.backend_errors);

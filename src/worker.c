@@ -53,7 +53,9 @@ static int init_routes(struct pc_worker *w, char *err, size_t errlen)
     const struct pc_config *cfg = w->cfg;
     w->n_routes = pc_routes_count(cfg);
     w->routes = calloc(w->n_routes ? w->n_routes : 1, sizeof *w->routes);
-    if (w->routes == NULL) {
+    w->route_metrics = calloc(w->n_routes + 1, sizeof *w->route_metrics);
+    w->route_names = calloc(w->n_routes + 1, sizeof *w->route_names);
+    if (w->routes == NULL || w->route_metrics == NULL || w->route_names == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -66,7 +68,9 @@ static int init_routes(struct pc_worker *w, char *err, size_t errlen)
         r->keyp.input_fields = r->input_fields;
         r->keyp.n_input_fields = r->v.n_input_fields;
         r->keyp.path_field = r->v.path_field;
+        w->route_names[i + 1] = r->v.name;
     }
+    w->route_names[0] = "(none)";
     return 0;
 }
 
@@ -330,6 +334,8 @@ void pc_worker_release(struct pc_worker *w)
     }
     pc_versions_free(w->versions); /* after the upstreams: status calls call back */
     free(w->routes);
+    free(w->route_metrics);
+    free(w->route_names);
     pc_flights_free(w->flights); /* last: store and upstream callbacks above may touch it */
     pc_flights_free(w->refreshing);
     if (w->drain_timer)

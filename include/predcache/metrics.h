@@ -130,6 +130,29 @@ struct pc_metrics {
     int backend_up; /* from the active health checks (1 when they are off) */
 };
 
+/*
+ * Per route: one entry per route of the table plus one (index 0) for requests that match
+ * none. Results are indexed like the proxy's (hit, miss, bypass, pass, error, partial,
+ * coalesced, stale: PC_ROUTE_RESULT_NAMES).
+ */
+#define PC_ROUTE_RESULTS 8
+#define PC_ROUTE_RESULT_NAMES                                                                      \
+    {                                                                                              \
+        "hit", "miss", "bypass", "pass", "error", "partial", "coalesced", "stale"                  \
+    }
+struct pc_route_metrics {
+    uint64_t requests[PC_ROUTE_RESULTS];
+    struct pc_hist h_request; /* arrival to answer */
+    struct pc_hist h_backend; /* model server calls */
+};
+/* sum[r] = the sum over n shards (arrays of n_routes entries each), read relaxed. */
+void pc_route_metrics_sum(struct pc_route_metrics *sum,
+                          const struct pc_route_metrics *const *shards, size_t n, size_t n_routes);
+/* Appends predcache_route_requests_total{route,cache} and the route histograms;
+ * names[r] labels entry r. */
+int pc_route_metrics_render(const struct pc_route_metrics *m, const char *const *names,
+                            size_t n_routes, struct pc_buf *out);
+
 void pc_metrics_init(struct pc_metrics *m);
 void pc_hist_observe(struct pc_hist *h, double seconds);
 /*

@@ -66,8 +66,10 @@ struct pc_worker {
     size_t n_backends;                             /* 1 + [backend NAME] sections */
     struct pc_wroute *routes;                      /* the route table, one entry per route id */
     size_t n_routes;
-    struct pc_versions *versions;       /* model versions from the status endpoints */
-    struct pc_generations *generations; /* invalidation generations from Redis */
+    struct pc_route_metrics *route_metrics; /* [0]: no route; [id + 1]: route id */
+    const char **route_names;               /* their labels, the same indexes */
+    struct pc_versions *versions;           /* model versions from the status endpoints */
+    struct pc_generations *generations;     /* invalidation generations from Redis */
     struct pc_l1 *l1; /* the in-process tier, shared by the process's workers; NULL: off */
     int draining;     /* SIGTERM seen: listeners closed, finishing what is in flight */
     int closing;      /* being torn down: callbacks answer at once instead of starting work */

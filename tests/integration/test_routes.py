@@ -387,3 +387,32 @@ def test_check_accepts_valid_tables(predcache_bin, tmp_path, text):
         f.write(text)
     p = run_check(predcache_bin, path)
     assert p.returncode == 0, "rc %d, stderr:\n%s" % (p.returncode, p.stderr)
+
+
+def test_metrics_carry_per_route_labels(start_predcache, model):
+    p = start_predcache(conf={
+        "route resnet": {"match": "POST /v1/models/resnet*:predict", "ttl_s": "60"},
+        "route meta": {"match": "GET /v1/models/*/metadata", "cache": "off"},
+    })
+    body = {"instances": ["per-route"]}
+    assert p.post("/v1/models/resnet50:predict", json_body=body).headers["X-Cache"] == "MISS"
+    wait_for(lambda: p.metric("predcache_store_ok_total") == 1, what="store")
+    assert p.post("/v1/models/resnet50:predict", json_body=body).headers["X-Cache"] == "HIT"
+    assert p.post("/v1/models/bert:predict", json_body=body).headers["X-Cache"] == "MISS"
+    assert p.get("/v1/models/bert/metadata").status_code == 200
+    assert p.get("/somewhere/else").status_code == 200
+
+    def requests_of(route, cache):
+        return p.metric("predcache_route_requests_total", route=route, cache=cache)
+
+    assert requests_of("resnet", "miss") == 1
+    assert requests_of("resnet", "hit") == 1
+    assert requests_of("POST /v1/models/*:predict", "miss") == 1
+    assert requests_of("meta", "pass") == 1
+    assert requests_of("(none)", "pass") == 1
+    # the route histograms count the same requests; model server time per route
+    assert p.metric("predcache_route_request_seconds_count", route="resnet") == 2
+    assert p.metric("predcache_route_backend_seconds_count", route="resnet") == 1
+    assert p.metric("predcache_route_request_seconds_bucket", route="resnet", le="+Inf") == 2
+    # the totals still agree with the per-route ones
+    assert p.metric("predcache_requests_total", cache="hit") == 1
