@@ -608,7 +608,10 @@ static int finish_head(struct pc_conn *c, struct pc_http_req *r, const char **wh
         }
         if (r->minor >= 1 && (r->chunked || r->body_left > 0) &&
             evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        {
             evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            bufferevent_enable(c->bev, EV_WRITE); /* it may be off after a written answer */
+        }
     }
     return 0;
 }
@@ -858,6 +861,28 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
         conn_process(c); /* a pipelined request is already here */
 }
 
+/*
+ * The keep-alive answer written straight away. 1 when it all went out and the connection
+ * waits for the next request; 0 to let the write event finish it (a partial or failed
+ * write, a close after the answer, or a pipelined request waiting: conn_write_cb then
+ * reads it from the loop, never from inside the handler that answered).
+ */
+static int try_write_now(struct pc_conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (c->close_after || c->read_eof || evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+        return 0;
+    if (evbuffer_write(out, bufferevent_getfd(c->bev)) < 0 || evbuffer_get_length(out) > 0)
+        return 0;
+    c->state = CS_READ_HEAD;
+    set_read_timeout(c, c->srv->lim.idle_timeout_ms);
+    /* The write event stays off until there is something to write: enabling it would arm
+     * it (libevent adds it whatever the buffer holds) for one empty wakeup. Every writer
+     * (an answer, a 100 Continue, an error) enables it itself. */
+    bufferevent_enable(c->bev, EV_READ);
+    return 1;
+}
+
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
@@ -897,10 +922,15 @@ void pc_http_reply(struct pc_http_req *req, int status, const struct pc_header *
     assert(c->state == CS_HANDLING && c->req == req);
     if (c->srv->stopping)
         c->close_after = 1;
+    /* Composed with the write event off: most answers fit the socket buffer and are
+     * written at once below, without arming the write event and a loop round for it. */
+    bufferevent_disable(c->bev, EV_WRITE);
     write_response(c, status, req->minor, req->is_head, headers, n_headers, body, len);
     c->req = NULL;
     req_free(req);
     c->state = CS_WRITING;
+    if (try_write_now(c))
+        return;
     bufferevent_enable(c->bev, c->read_eof ? EV_WRITE : EV_WRITE | EV_READ);
 }
 
