@@ -687,6 +687,10 @@ void pc_config_defaults(struct pc_config *cfg)
 
 enum named_kind { NAMED_NONE, NAMED_BACKEND, NAMED_ROUTE };
 
+/* named_section() finds a section by the name at the start of its struct. */
+_Static_assert(offsetof(struct pc_backend_cfg, name) == 0, "name first in pc_backend_cfg");
+_Static_assert(offsetof(struct pc_route_cfg, name) == 0, "name first in pc_route_cfg");
+
 /* "backend gpu" -> NAMED_BACKEND with *name "gpu"; anything else NAMED_NONE. */
 static enum named_kind named_split(const char *section, const char **name)
 {
@@ -720,36 +724,27 @@ static void *named_section(struct pc_config *cfg, enum named_kind kind, const ch
             PC_CFG_NAME - 1);
         return NULL;
     }
-    if (kind == NAMED_BACKEND) {
-        for (size_t i = 0; i < cfg->n_backends; i++) {
-            if (strcmp(cfg->backends[i].name, name) == 0)
-                return &cfg->backends[i];
-        }
-        if (cfg->n_backends == PC_CFG_MAX_BACKENDS) {
-            fmt(err, errlen, "[backend %s]: too many [backend NAME] sections (at most %d)", name,
-                PC_CFG_MAX_BACKENDS);
-            return NULL;
-        }
-        struct pc_backend_cfg *b = &cfg->backends[cfg->n_backends++];
-        memset(b, 0, sizeof *b);
-        pc_strlcpy(b->name, name, sizeof b->name);
-        b->line = line;
-        return b;
+    /* The two tables differ only in where they live: one walk serves both. */
+    char *base = kind == NAMED_BACKEND ? (char *)cfg->backends : (char *)cfg->route_secs;
+    size_t size = kind == NAMED_BACKEND ? sizeof cfg->backends[0] : sizeof cfg->route_secs[0];
+    size_t *count = kind == NAMED_BACKEND ? &cfg->n_backends : &cfg->n_route_secs;
+    size_t max = kind == NAMED_BACKEND ? PC_CFG_MAX_BACKENDS : PC_CFG_MAX_ROUTES;
+    size_t line_off = kind == NAMED_BACKEND ? offsetof(struct pc_backend_cfg, line)
+                                            : offsetof(struct pc_route_cfg, line);
+    for (size_t i = 0; i < *count; i++) {
+        if (strcmp(base + i * size, name) == 0)
+            return base + i * size;
     }
-    for (size_t i = 0; i < cfg->n_route_secs; i++) {
-        if (strcmp(cfg->route_secs[i].name, name) == 0)
-            return &cfg->route_secs[i];
-    }
-    if (cfg->n_route_secs == PC_CFG_MAX_ROUTES) {
-        fmt(err, errlen, "[route %s]: too many [route NAME] sections (at most %d)", name,
-            PC_CFG_MAX_ROUTES);
+    if (*count == max) {
+        fmt(err, errlen, "[%s %s]: too many [%s NAME] sections (at most %zu)", word, name, word,
+            max);
         return NULL;
     }
-    struct pc_route_cfg *r = &cfg->route_secs[cfg->n_route_secs++];
-    memset(r, 0, sizeof *r);
-    pc_strlcpy(r->name, name, sizeof r->name);
-    r->line = line;
-    return r;
+    char *sec = base + (*count)++ * size;
+    memset(sec, 0, size);
+    pc_strlcpy(sec, name, PC_CFG_NAME);
+    memcpy(sec + line_off, &line, sizeof line);
+    return sec;
 }
 
 static int named_set(struct pc_config *cfg, enum named_kind kind, const char *name, const char *key,

@@ -607,8 +607,7 @@ static int finish_head(struct pc_conn *c, struct pc_http_req *r, const char **wh
             return 417;
         }
         if (r->minor >= 1 && (r->chunked || r->body_left > 0) &&
-            evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
-        {
+            evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
             evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
             bufferevent_enable(c->bev, EV_WRITE); /* it may be off after a written answer */
         }
