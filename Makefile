@@ -163,7 +163,7 @@ install: $(BIN)
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/predcache
 	install -D -m 0644 conf/predcache.conf $(DESTDIR)/etc/predcache/predcache.conf
 
-FORMAT_SRC := src/*.c include/predcache/*.h tests/unit/*.c tests/fuzz/*.c tests/fuzz/*.h \
+FORMAT_SRC := src/*.c src/*.h include/predcache/*.h tests/unit/*.c tests/fuzz/*.c tests/fuzz/*.h \
               tests/ref/*.c tests/ref/*.h scripts/bench.d/*.c
 
 format:

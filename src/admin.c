@@ -126,7 +126,8 @@ static int render_routes(const struct pc_worker *w, struct pc_buf *out)
     return rc;
 }
 
-static void handle_metrics(struct pc_worker *w, struct pc_http_req *req)
+/* /metrics (Prometheus text) or /stats (JSON): both render the sum over the workers. */
+static void handle_sum(struct pc_worker *w, struct pc_http_req *req, int stats)
 {
     struct pc_buf b;
     pc_buf_init(&b);
@@ -136,8 +137,11 @@ static void handle_metrics(struct pc_worker *w, struct pc_http_req *req)
     int rc = -1;
     if (sum != NULL) {
         metrics_sum(w, sum, shards, &n);
-        rc = pc_metrics_render(sum, &b) | pc_metrics_render_workers(shards, n, &b) |
-             render_routes(w, &b);
+        if (stats)
+            rc = pc_metrics_render_stats(sum, pc_now_us(), &b);
+        else
+            rc = pc_metrics_render(sum, &b) | pc_metrics_render_workers(shards, n, &b) |
+                 render_routes(w, &b);
         free(sum);
     }
     if (rc != 0) {
@@ -146,29 +150,7 @@ static void handle_metrics(struct pc_worker *w, struct pc_http_req *req)
         return;
     }
     struct pc_header ct = {(char *)"Content-Type", (char *)"text/plain; version=0.0.4"};
-    pc_http_reply(req, 200, &ct, 1, b.data, b.len);
-    pc_buf_release(&b);
-}
-
-static void handle_stats(struct pc_worker *w, struct pc_http_req *req)
-{
-    struct pc_buf b;
-    pc_buf_init(&b);
-    const struct pc_metrics *shards[MAX_SHARDS];
-    size_t n;
-    struct pc_metrics *sum = malloc(sizeof *sum);
-    int rc = -1;
-    if (sum != NULL) {
-        metrics_sum(w, sum, shards, &n);
-        rc = pc_metrics_render_stats(sum, pc_now_us(), &b);
-        free(sum);
-    }
-    if (rc != 0) {
-        pc_buf_release(&b);
-        pc_http_reply_error(req, 503, "out of memory");
-        return;
-    }
-    pc_http_reply(req, 200, &json_ct, 1, b.data, b.len);
+    pc_http_reply(req, 200, stats ? &json_ct : &ct, 1, b.data, b.len);
     pc_buf_release(&b);
 }
 
@@ -443,8 +425,8 @@ void pc_admin_handle(struct pc_http_req *req, void *arg)
     } else if (strcmp(path, "/ready") == 0) {
         handle_ready(w, req);
     } else if (strcmp(path, "/stats") == 0) {
-        handle_stats(w, req);
+        handle_sum(w, req, 1);
     } else {
-        handle_metrics(w, req);
+        handle_sum(w, req, 0);
     }
 }

@@ -36,17 +36,17 @@ struct pc_preq {
     int cacheable;
     int no_cache;
     int no_store;
-    int only_if_cached;        /* Cache-Control: only-if-cached: 504 rather than a model call */
-    int max_age_s;             /* Cache-Control: max-age=N: older entries are misses; -1 none */
-    char ns[65];               /* X-Predcache-Namespace, when given */
-    struct pc_key_params keyp; /* the route's, with the request's namespace */
+    int only_if_cached;            /* Cache-Control: only-if-cached: 504 rather than a model call */
+    int max_age_s;                 /* Cache-Control: max-age=N: older entries are misses; -1 none */
+    char ns[65];                   /* X-Predcache-Namespace, when given */
+    struct pc_key_params keyp;     /* the route's, with the request's namespace */
     const struct pc_wroute *route; /* the route taken; NULL: none (forwarded as is) */
     size_t backend;                /* index of the backend it goes to (0: [backend]) */
     int ttl_s;                     /* fresh this long once stored: route or X-Predcache-TTL */
     int skip_lookup;               /* Redis could not give the generation: forward (BYPASS) */
     int client_ttl;                /* ttl_s came from X-Predcache-TTL: the entry records it */
     char key_path[320];            /* the path keys use when it differs (resolved version) */
-    char ns_gen[PC_CFG_STR + 80];            /* namespace plus invalidation generations, for keys */
+    char ns_gen[PC_CFG_STR + 80];  /* namespace plus invalidation generations, for keys */
     struct pc_model_ref model;     /* the model the path names (api NONE when none) */
     char version[64];              /* its resolved version, when the path names none */
     enum pc_cache_result result;
