@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -62,6 +63,27 @@ def free_port():
 
 class GiveUp(AssertionError):
     """Raised inside a wait_for poll: stop polling now (e.g. the process exited)."""
+
+
+def concurrently(n, fn, join_s=60):
+    """Runs fn(i) for i in 0..n-1 in n threads released together; returns the results in
+    order, an exception raised by fn(i) standing in its place."""
+    results = [None] * n
+    start = threading.Barrier(n)
+
+    def one(i):
+        start.wait()
+        try:
+            results[i] = fn(i)
+        except Exception as e:  # noqa: BLE001 (the caller asserts on it)
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(join_s)
+    return results
 
 
 def wait_for(fn, timeout=READY_S, interval=0.05, what="condition"):

@@ -1,31 +1,14 @@
 """Request coalescing inside one predcache process: concurrent misses for one key make
 one model server call, and every waiter gets its answer (X-Cache: COALESCED)."""
 
-import threading
-
-from conftest import wait_for
+from conftest import concurrently, wait_for
 
 PREDICT = "/v1/models/m:predict"
 
 
 def burst(p, n, body, headers=None):
     """n clients send the same request at once; returns their responses."""
-    results = [None] * n
-    start = threading.Barrier(n)
-
-    def one(i):
-        start.wait()
-        try:
-            results[i] = p.post(PREDICT, json_body=body, headers=headers)
-        except Exception as e:  # noqa: BLE001
-            results[i] = e
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
+    return concurrently(n, lambda i: p.post(PREDICT, json_body=body, headers=headers))
 
 
 def test_fifty_identical_misses_make_one_model_call(proxy, model):
@@ -92,23 +75,7 @@ def test_sequential_misses_after_the_answer_hit_redis(proxy, model):
 
 def burst_two(p1, p2, n, body):
     """n clients at once, alternating between two predcache processes."""
-    results = [None] * n
-    start = threading.Barrier(n)
-
-    def one(i):
-        start.wait()
-        p = p1 if i % 2 == 0 else p2
-        try:
-            results[i] = p.post(PREDICT, json_body=body)
-        except Exception as e:  # noqa: BLE001
-            results[i] = e
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
+    return concurrently(n, lambda i: (p1 if i % 2 == 0 else p2).post(PREDICT, json_body=body))
 
 
 def test_fifty_identical_misses_across_two_processes_make_one_call(start_predcache, model):

@@ -31,7 +31,6 @@ import threading
 import time
 from collections import Counter
 
-import pytest
 
 from conftest import canonical, wait_for
 

@@ -4,14 +4,13 @@ starts a fresh key space; a label resolves to its version; a status endpoint tha
 means the request is forwarded uncached (BYPASS), and the endpoint is asked once per
 period, once for any number of waiting requests."""
 
-import threading
 import time
 
 import pytest
 import requests
 
 import conftest
-from conftest import HTTP_TIMEOUT, canonical, expected_key, wait_for
+from conftest import HTTP_TIMEOUT, canonical, concurrently, expected_key, wait_for
 
 BODY = {"instances": [[1, 2]]}
 
@@ -160,21 +159,9 @@ def test_failing_status_endpoint_means_bypass_asked_once_per_period(start_predca
 
 def test_status_lookup_is_shared_by_concurrent_requests(vp, model):
     model.control(delay_ms=400)
-    results = [None] * 20
-    barrier = threading.Barrier(20)
-
-    def go(i):
-        barrier.wait()
-        try:
-            results[i] = vp.post("/v1/models/busy:predict", json_body={"instances": ["c-%d" % i]})
-        except Exception as e:  # noqa: BLE001 (reported below)
-            results[i] = e
-
-    threads = [threading.Thread(target=go, args=(i,)) for i in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    results = concurrently(20, lambda i: vp.post("/v1/models/busy:predict",
+                                                   json_body={"instances": ["c-%d" % i]}),
+                           join_s=30)
     for i, r in enumerate(results):
         assert isinstance(r, requests.Response), r
         assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", (i, r.headers)

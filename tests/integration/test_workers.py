@@ -16,7 +16,7 @@ import time
 
 import requests
 
-from conftest import HTTP_TIMEOUT, free_port, wait_for, write_conf
+from conftest import HTTP_TIMEOUT, concurrently, free_port, wait_for, write_conf
 
 PREDICT = "/v1/models/m:predict"
 TWO = {"server": {"workers": "2"}}
@@ -116,24 +116,9 @@ def test_purge_is_seen_by_every_worker(start_predcache, model, redis):
 
 def burst(p, n, body):
     """n clients at once, each on its own connection; returns their responses."""
-    results = [None] * n
-    start = threading.Barrier(n)
-
-    def one(i):
-        start.wait()
-        try:
-            results[i] = requests.post(p.url(PREDICT), data=json.dumps(body),
-                                       headers={"Content-Type": "application/json"},
-                                       timeout=HTTP_TIMEOUT)
-        except Exception as e:  # noqa: BLE001
-            results[i] = e
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    return results
+    return concurrently(n, lambda i: requests.post(
+        p.url(PREDICT), data=json.dumps(body), headers={"Content-Type": "application/json"},
+        timeout=HTTP_TIMEOUT))
 
 
 def test_fifty_identical_misses_across_workers_make_one_call(start_predcache, model):
