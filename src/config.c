@@ -134,6 +134,7 @@ static const struct opt static_options[] = {
     {"cache",   "version_refresh_s",  OPT_INT,      FIELD(version_refresh_s),           0,   86400,            "30",                    0},
     {"cache",   "generation_refresh_ms", OPT_INT,   FIELD(generation_refresh_ms),       10,  HOUR_MS,          "1000",                  0},
     {"cache",   "l1_max_bytes",       OPT_SIZE,     FIELD(l1_max_bytes),                0,   64 * GIB,         "64m",                   0},
+    {"cache",   "key_memo_bytes",     OPT_SIZE,     FIELD(key_memo_bytes),              0,   64 * GIB,         "32m",                   0},
     {"cache",   "l1_ttl_ms",          OPT_INT,      FIELD(l1_ttl_ms),                   1,   HOUR_MS,          "5000",                  0},
 
     {"jobs",    "enabled",            OPT_BOOL,     FIELD(jobs_enabled),                0,   1,                "on",                    0},

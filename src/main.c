@@ -133,8 +133,9 @@ static long long share_bound(long long total, size_t n)
 /*
  * Each worker reads its own copy of the configuration. The limits that the README
  * states for the whole process are split between the workers: async jobs run at once
- * ([jobs] concurrency), model server calls at once ([backend] max_in_flight) and pending
- * Redis stores ([redis] max_pending, max_pending_bytes).
+ * ([jobs] concurrency), model server calls at once ([backend] max_in_flight), pending
+ * Redis stores ([redis] max_pending, max_pending_bytes) and the key memo's bytes ([cache]
+ * key_memo_bytes: each worker keeps its own).
  */
 static void worker_config(struct pc_config *out, const struct pc_config *cfg, size_t i, size_t n)
 {
@@ -143,6 +144,7 @@ static void worker_config(struct pc_config *out, const struct pc_config *cfg, si
     out->backend_max_in_flight = (int)share_bound(cfg->backend_max_in_flight, n);
     out->redis_max_pending = (int)share_bound(cfg->redis_max_pending, n);
     out->redis_max_pending_bytes = (size_t)share_bound((long long)cfg->redis_max_pending_bytes, n);
+    out->key_memo_bytes = (size_t)share_bound((long long)cfg->key_memo_bytes, n);
 }
 
 static void *worker_main(void *arg)

@@ -1044,28 +1044,102 @@ static void bypass_uncached(struct pc_preq *p, const char *why)
     forward(p, RES_BYPASS);
 }
 
-/* Last step: the key, then the lookup (or the per-instance flow). */
-static void key_and_lookup(struct pc_preq *p)
+/*
+ * What a request's keys depend on besides its body, as one byte string for the key memo:
+ * the route taken (its key parameters and per-instance setting), whether the body was
+ * declared JSON, the request path (a batch only on :predict routes), the key's route
+ * (resolved version, query) and the namespace with its generations. Appended to ctx, whose
+ * first route_len + 1 bytes after route_off are the key's route and its NUL.
+ */
+static int memo_context(const struct pc_preq *p, struct pc_buf *ctx, size_t *route_off)
+{
+    size_t route_id = (size_t)(p->route - p->w->routes);
+    char flags = (char)('0' + body_declares_json(p->req));
+    int rc = pc_buf_append(ctx, &route_id, sizeof route_id);
+    rc |= pc_buf_append_char(ctx, flags);
+    rc |= pc_buf_append(ctx, pc_http_req_path(p->req), strlen(pc_http_req_path(p->req)) + 1);
+    *route_off = ctx->len;
+    rc |= pc_proxy_route_of(p, ctx);
+    rc |= pc_buf_append_char(ctx, '\0');
+    rc |= pc_buf_append_str(ctx, p->keyp.namespace_ ? p->keyp.namespace_ : "");
+    return rc;
+}
+
+/*
+ * Keys the request: from the key memo when the same bytes came before with the same
+ * context, else by reading the body (per instance for a TF Serving batch on a per-instance
+ * route), and then remembered. 0 keyed (p->key, or p->batch); -1 answered (400, 503).
+ */
+static int key_request(struct pc_preq *p)
 {
     struct pc_worker *w = p->w;
-    struct pc_http_req *req = p->req;
-    if (p->route->v.per_instance && pc_proxy_batch_begin(p) == 0)
-        return; /* a TF Serving batch: cached instance by instance */
-
-    struct pc_buf route;
-    pc_buf_init(&route);
-    pc_proxy_route_of(p, &route);
-    size_t len;
-    const char *body = pc_http_req_body(req, &len);
+    size_t len, route_off = 0;
+    const char *body = pc_http_req_body(p->req, &len);
+    struct pc_buf ctx;
+    pc_buf_init(&ctx);
+    if (memo_context(p, &ctx, &route_off) != 0) {
+        pc_buf_release(&ctx);
+        pc_proxy_answer_error(p, 503, "out of memory");
+        pc_preq_free(p);
+        return -1;
+    }
+    const char *route = ctx.data + route_off;
+    struct pc_keymemo_probe probe;
+    struct pc_keymemo_val mv;
+    if (pc_keymemo_get(w->memo, ctx.data, ctx.len, body, len, &probe, &mv)) {
+        PC_METRIC_INC(w->metrics.key_memo_hits);
+        int rc = 0;
+        if (mv.n > 0)
+            rc = pc_proxy_batch_from_memo(p, &mv);
+        else
+            memcpy(p->key, mv.keys, mv.keys_len < PC_KEY_MAX ? mv.keys_len : 0);
+        pc_buf_release(&ctx);
+        if (rc != 0) {
+            pc_proxy_answer_error(p, 503, "out of memory");
+            pc_preq_free(p);
+        }
+        return rc;
+    }
+    if (w->memo != NULL)
+        PC_METRIC_INC(w->metrics.key_memo_misses);
+    struct pc_buf keys;
+    pc_buf_init(&keys);
+    uint32_t *uniq_of = NULL;
+    int batch = p->route->v.per_instance ? pc_proxy_batch_key(p, route) : 1;
+    if (batch == 0) { /* a TF Serving batch: cached instance by instance */
+        if (w->memo != NULL && pc_proxy_batch_memo_val(p, &keys, &uniq_of, &mv) == 0)
+            pc_keymemo_put(w->memo, &probe, ctx.data, ctx.len, body, len, &mv);
+        free(uniq_of);
+        pc_buf_release(&keys);
+        pc_buf_release(&ctx);
+        return 0;
+    }
     enum pc_key_kind kind;
     char err[256];
-    int rc = pc_cachekey_derive(&p->keyp, route.data ? route.data : "", body, len,
-                                body_declares_json(req), p->key, &kind, err, sizeof err);
-    pc_buf_release(&route);
+    int rc = pc_cachekey_derive(&p->keyp, route, body, len, body_declares_json(p->req), p->key,
+                                &kind, err, sizeof err);
+    if (rc == 0 && batch == 1) { /* not after a failure: the outcome may differ next time */
+        mv = (struct pc_keymemo_val){0, 1, NULL, p->key, strlen(p->key) + 1};
+        pc_keymemo_put(w->memo, &probe, ctx.data, ctx.len, body, len, &mv);
+    }
+    pc_buf_release(&ctx);
     if (rc != 0) {
         p->cacheable = 0;
         pc_proxy_answer_error(p, 400, err);
         pc_preq_free(p);
+        return -1;
+    }
+    return 0;
+}
+
+/* Last step: the key, then the lookup (or the per-instance flow). */
+static void key_and_lookup(struct pc_preq *p)
+{
+    struct pc_worker *w = p->w;
+    if (key_request(p) != 0)
+        return;
+    if (p->batch != NULL) {
+        pc_proxy_batch_lookup(p);
         return;
     }
     if (p->no_cache) {

@@ -98,24 +98,28 @@ static int key_ref_cmp(const void *a, const void *b)
     return c != 0 ? c : (x->i < y->i ? -1 : x->i > y->i);
 }
 
-/* Keys every instance and folds duplicates: unique ids follow first appearance. */
-static int batch_keys(struct pc_preq *p, struct pc_batch_state *b, const char *body)
+/*
+ * Keys every instance and folds duplicates: unique ids follow first appearance. 0 keyed;
+ * 1 an instance cannot be keyed alone; -1 out of memory.
+ */
+static int batch_keys(struct pc_preq *p, struct pc_batch_state *b, const char *route,
+                      const char *body)
 {
-    struct pc_buf route;
-    pc_buf_init(&route);
     char(*all)[PC_KEY_MAX] = calloc(b->n, sizeof *all);
     struct key_ref *refs = calloc(b->n, sizeof *refs);
     size_t *first_i = calloc(b->n, sizeof *first_i);
     int rc = -1;
-    if (all == NULL || refs == NULL || first_i == NULL || pc_proxy_route_of(p, &route) != 0)
+    if (all == NULL || refs == NULL || first_i == NULL)
         goto out;
     const char *sig = body + b->req.signature.off;
     char err[128];
     for (size_t i = 0; i < b->n; i++) {
         const struct pc_span *s = &b->req.inst.elems[i];
-        if (pc_cachekey_instance(&p->keyp, route.data, sig, b->req.signature.len, body + s->off,
-                                 s->len, all[i], err, sizeof err) != 0)
+        if (pc_cachekey_instance(&p->keyp, route, sig, b->req.signature.len, body + s->off, s->len,
+                                 all[i], err, sizeof err) != 0) {
+            rc = 1;
             goto out;
+        }
         refs[i] = (struct key_ref){all[i], i};
     }
     qsort(refs, b->n, sizeof *refs, key_ref_cmp);
@@ -133,7 +137,6 @@ static int batch_keys(struct pc_preq *p, struct pc_batch_state *b, const char *b
     }
     rc = 0;
 out:
-    pc_buf_release(&route);
     free(all);
     free(refs);
     free(first_i);
@@ -336,6 +339,23 @@ static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
     pc_preq_free(p);
 }
 
+/*
+ * A batch keyed from the memo has no spans yet: only a sub-request needs them. The body is
+ * the one the memo's keys were derived from, so it has the same instances; 0, or -1 (then
+ * p is answered).
+ */
+static int spans_of(struct pc_preq *p, struct pc_batch_state *b, const char *body, size_t len)
+{
+    int rc = pc_batch_parse_request(body, len, &b->req);
+    if (rc == 0 && b->req.inst.n == b->n)
+        return 0;
+    pc_batch_req_release(&b->req);
+    pc_log(PC_LOG_ERROR, "proxy: %s: the key memo's batch does not match the body",
+           pc_http_req_path(p->req));
+    pc_proxy_answer_error(p, 500, "internal error: batch keys do not match the body");
+    return -1;
+}
+
 /* Sends the instances not found in the cache, each unique one once, in request order. */
 static void forward_missing(struct pc_preq *p, enum pc_cache_result result)
 {
@@ -359,6 +379,11 @@ static void forward_missing(struct pc_preq *p, enum pc_cache_result result)
     size_t len;
     const char *body = pc_http_req_body(p->req, &len);
     if (k < b->n) {
+        if (b->req.inst.n == 0 && spans_of(p, b, body, len) != 0) {
+            free(idx);
+            pc_preq_free(p);
+            return;
+        }
         if (pc_batch_build_subrequest(body, len, &b->req, idx, k, &b->sub) != 0) {
             free(idx);
             pc_proxy_answer_error(p, 503, "out of memory");
@@ -477,44 +502,105 @@ static int is_predict_route(const char *path)
            (n >= 8 && strcmp(path + n - 8, "/predict") == 0);
 }
 
-int pc_proxy_batch_begin(struct pc_preq *p)
+/* The state of a batch of n instances, its arrays allocated; NULL on no memory. */
+static struct pc_batch_state *batch_new(const struct pc_preq *p, size_t n)
 {
-    if (!is_predict_route(pc_http_req_path(p->req)))
-        return -1;
-    size_t len;
-    const char *body = pc_http_req_body(p->req, &len);
     struct pc_batch_state *b = calloc(1, sizeof *b);
     if (b == NULL)
-        return -1;
+        return NULL;
     pc_buf_init(&b->sub);
-    if (pc_batch_parse_request(body, len, &b->req) != 0) {
-        pc_proxy_batch_free(b);
-        return -1;
-    }
-    b->n = b->req.inst.n;
+    b->n = n;
     b->ttl_s = p->route->v.ttl_s; /* freshness of entries without their own TTL */
     b->max_age_s = p->max_age_s;
-    b->uniq_of = calloc(b->n, sizeof *b->uniq_of);
-    b->first_of = calloc(b->n, sizeof *b->first_of);
-    b->resp_of = calloc(b->n, sizeof *b->resp_of);
-    b->keys = calloc(b->n, sizeof *b->keys);
-    b->hit = calloc(b->n, sizeof *b->hit);
+    b->uniq_of = calloc(n, sizeof *b->uniq_of);
+    b->first_of = calloc(n, sizeof *b->first_of);
+    b->resp_of = calloc(n, sizeof *b->resp_of);
+    b->keys = calloc(n, sizeof *b->keys);
+    b->hit = calloc(n, sizeof *b->hit);
     if (b->uniq_of == NULL || b->first_of == NULL || b->resp_of == NULL || b->keys == NULL ||
-        b->hit == NULL || batch_keys(p, b, body) != 0) {
+        b->hit == NULL) {
         pc_proxy_batch_free(b);
-        return -1; /* an instance that cannot be keyed alone: key the whole body */
+        return NULL;
+    }
+    return b;
+}
+
+int pc_proxy_batch_key(struct pc_preq *p, const char *route)
+{
+    if (!is_predict_route(pc_http_req_path(p->req)))
+        return 1;
+    size_t len;
+    const char *body = pc_http_req_body(p->req, &len);
+    struct pc_batch_req req;
+    int rc = pc_batch_parse_request(body, len, &req);
+    if (rc != 0)
+        return 1;
+    struct pc_batch_state *b = batch_new(p, req.inst.n);
+    if (b == NULL) {
+        pc_batch_req_release(&req);
+        return -1;
+    }
+    b->req = req;
+    if ((rc = batch_keys(p, b, route, body)) != 0) {
+        pc_proxy_batch_free(b);
+        return rc; /* an instance that cannot be keyed alone: key the whole body */
     }
     p->batch = b;
+    return 0;
+}
+
+int pc_proxy_batch_from_memo(struct pc_preq *p, const struct pc_keymemo_val *v)
+{
+    struct pc_batch_state *b = batch_new(p, v->n);
+    if (b == NULL)
+        return -1;
+    const char *k = v->keys;
+    for (size_t u = 0; u < v->n_uniq; u++) {
+        size_t kl = strlen(k);
+        memcpy(b->keys[u], k, kl + 1);
+        k += kl + 1;
+        b->first_of[u] = NO_POS;
+    }
+    for (size_t i = 0; i < v->n; i++) {
+        size_t u = v->uniq_of[i];
+        b->uniq_of[i] = u;
+        if (b->first_of[u] == NO_POS)
+            b->first_of[u] = i;
+    }
+    b->n_uniq = v->n_uniq;
+    p->batch = b;
+    return 0;
+}
+
+int pc_proxy_batch_memo_val(const struct pc_preq *p, struct pc_buf *keys, uint32_t **uniq_of,
+                            struct pc_keymemo_val *out)
+{
+    const struct pc_batch_state *b = p->batch;
+    *uniq_of = malloc(b->n * sizeof **uniq_of);
+    if (*uniq_of == NULL)
+        return -1;
+    int rc = 0;
+    for (size_t u = 0; u < b->n_uniq && rc == 0; u++)
+        rc = pc_buf_append(keys, b->keys[u], strlen(b->keys[u]) + 1);
+    for (size_t i = 0; i < b->n; i++)
+        (*uniq_of)[i] = (uint32_t)b->uniq_of[i];
+    *out = (struct pc_keymemo_val){b->n, b->n_uniq, *uniq_of, keys->data, keys->len};
+    return rc;
+}
+
+void pc_proxy_batch_lookup(struct pc_preq *p)
+{
+    struct pc_batch_state *b = p->batch;
     if (p->no_cache) {
         forward_missing(p, RES_MISS);
-        return 0;
+        return;
     }
     if (p->skip_lookup) { /* no generation from Redis: keyed, but not looked up */
         forward_missing(p, RES_BYPASS);
-        return 0;
+        return;
     }
     if (l1_batch(p))
-        return 0;
+        return;
     const char **argv = calloc(b->n_uniq + 1, sizeof *argv);
     size_t *lens = calloc(b->n_uniq + 1, sizeof *lens);
     int rc = -1;
@@ -533,5 +619,4 @@ int pc_proxy_batch_begin(struct pc_preq *p)
         PC_METRIC_INC(p->w->metrics.redis_get_failed);
         forward_missing(p, RES_BYPASS);
     }
-    return 0;
 }

@@ -6,10 +6,12 @@
 #define PREDCACHE_PROXY_INT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "predcache/buf.h"
 #include "predcache/cachekey.h"
 #include "predcache/http.h"
+#include "predcache/keymemo.h"
 #include "predcache/routes.h"
 #include "predcache/upstream.h"
 #include "predcache/worker.h"
@@ -85,8 +87,20 @@ int pc_proxy_store_ttl(const struct pc_preq *p);
 /* The key's route: the path, plus "?" query when there is one. */
 int pc_proxy_route_of(const struct pc_preq *p, struct pc_buf *out);
 
-/* Per-instance flow. 0: it took the request over; -1: not a batch, use the per-body flow. */
-int pc_proxy_batch_begin(struct pc_preq *p);
+/*
+ * Per-instance flow, keyed one of two ways, then looked up. Keys the request's batch with
+ * route (the key's route, pc_proxy_route_of): 0 keyed (p->batch set); 1 not a batch, or an
+ * instance cannot be keyed alone (use the per-body flow); -1 out of memory (the same, but
+ * the outcome must not be remembered).
+ */
+int pc_proxy_batch_key(struct pc_preq *p, const char *route);
+/* Keyed from the key memo (v->n > 0). 0 ok (p->batch set), -1 out of memory. */
+int pc_proxy_batch_from_memo(struct pc_preq *p, const struct pc_keymemo_val *v);
+/* The key memo's value for p->batch: keys and *uniq_of (malloc'ed) hold its arrays. 0 ok. */
+int pc_proxy_batch_memo_val(const struct pc_preq *p, struct pc_buf *keys, uint32_t **uniq_of,
+                            struct pc_keymemo_val *out);
+/* Looks the keyed batch up (in-process tier, then Redis) and answers: takes p over. */
+void pc_proxy_batch_lookup(struct pc_preq *p);
 void pc_proxy_batch_free(struct pc_batch_state *b);
 
 #endif

@@ -22,6 +22,7 @@
 #include "predcache/health.h"
 #include "predcache/http.h"
 #include "predcache/jobs.h"
+#include "predcache/keymemo.h"
 #include "predcache/log.h"
 #include "predcache/store.h"
 #include "predcache/upstream.h"
@@ -187,6 +188,11 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
     }
     w->up = w->ups[0];
     w->health = w->healths[0];
+    w->memo = pc_keymemo_new(cfg->key_memo_bytes, NULL);
+    if (w->memo == NULL && cfg->key_memo_bytes > 0) {
+        snprintf(err, errlen, "out of memory for the key memo");
+        return -1;
+    }
     w->versions = pc_versions_new(w);
     w->generations = pc_generations_new(w);
     if (w->versions == NULL || w->generations == NULL) {
@@ -333,6 +339,7 @@ void pc_worker_release(struct pc_worker *w)
         pc_health_free(w->healths[i]); /* after the upstream: a check in flight calls back */
     }
     pc_versions_free(w->versions); /* after the upstreams: status calls call back */
+    pc_keymemo_free(w->memo);
     free(w->routes);
     free(w->route_metrics);
     free(w->route_names);

@@ -105,6 +105,7 @@ struct pc_config {
     int generation_refresh_ms; /* invalidation generations re-read at least this often; 1000 */
     size_t l1_max_bytes;       /* in-process tier in front of Redis; 0 = off; 64m */
     int l1_ttl_ms;             /* longest an entry stays in that tier; 5000 */
+    size_t key_memo_bytes;     /* memo of keys derived from request bytes; 0 = off; 32m */
 
     /* [backend NAME] and [route NAME] sections, in file order */
     struct pc_backend_cfg backends[PC_CFG_MAX_BACKENDS];

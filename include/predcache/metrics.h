@@ -61,7 +61,9 @@
     X(jobs_reclaimed, "Async jobs taken over after claim_after_ms unrenewed (XAUTOCLAIM)")         \
     X(jobs_released, "Async jobs handed back unfinished on shutdown, for another process")         \
     X(invalidations, "Invalidations by model, version or namespace (POST /cache/invalidate)")      \
-    X(l1_hits, "Requests answered from the in-process tier without asking Redis")
+    X(l1_hits, "Requests answered from the in-process tier without asking Redis")                  \
+    X(key_memo_hits, "Requests keyed from the key memo, their body not read again")                \
+    X(key_memo_misses, "Cacheable requests whose keys were derived from their body")
 
 /* name, help */
 #define PC_HISTOGRAMS(X)                                                                           \

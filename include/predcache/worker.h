@@ -38,6 +38,7 @@ struct pc_wroute {
 struct pc_versions;
 struct pc_generations;
 struct pc_l1;
+struct pc_keymemo;
 
 struct pc_worker {
     struct pc_worker *group; /* all workers, group[0 .. n_workers - 1]; this is group[id] */
@@ -70,9 +71,10 @@ struct pc_worker {
     const char **route_names;               /* their labels, the same indexes */
     struct pc_versions *versions;           /* model versions from the status endpoints */
     struct pc_generations *generations;     /* invalidation generations from Redis */
-    struct pc_l1 *l1; /* the in-process tier, shared by the process's workers; NULL: off */
-    int draining;     /* SIGTERM seen: listeners closed, finishing what is in flight */
-    int closing;      /* being torn down: callbacks answer at once instead of starting work */
+    struct pc_l1 *l1;        /* the in-process tier, shared by the process's workers; NULL: off */
+    struct pc_keymemo *memo; /* keys derived from request bytes, this worker's; NULL: off */
+    int draining;            /* SIGTERM seen: listeners closed, finishing what is in flight */
+    int closing; /* being torn down: callbacks answer at once instead of starting work */
     struct event *drain_timer;
     struct event *drain_deadline;
 };
