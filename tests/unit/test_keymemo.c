@@ -1,0 +1,245 @@
+/* Unit tests of keymemo: the memo of keys derived from request bytes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "predcache/keymemo.h"
+
+static struct pc_keymemo_val one_key(const char *key)
+{
+    return (struct pc_keymemo_val){0, 1, NULL, key, strlen(key) + 1};
+}
+
+static int get(struct pc_keymemo *m, const char *ctx, const char *body, struct pc_keymemo_val *out)
+{
+    struct pc_keymemo_probe probe;
+    return pc_keymemo_get(m, ctx, strlen(ctx), body, strlen(body), &probe, out);
+}
+
+static void put(struct pc_keymemo *m, const char *ctx, const char *body,
+                const struct pc_keymemo_val *v)
+{
+    struct pc_keymemo_probe probe;
+    struct pc_keymemo_val ignored;
+    pc_keymemo_get(m, ctx, strlen(ctx), body, strlen(body), &probe, &ignored);
+    pc_keymemo_put(m, &probe, ctx, strlen(ctx), body, strlen(body), v);
+}
+
+/* Every entry lands in one chain: only the byte comparisons tell entries apart. */
+static uint64_t same_hash(uint64_t seed, const char *ctx, size_t ctx_len, const char *body,
+                          size_t len)
+{
+    (void)seed, (void)ctx, (void)ctx_len, (void)body, (void)len;
+    return 42;
+}
+
+static void test_whole_body_key_round_trip(void **state)
+{
+    (void)state;
+    struct pc_keymemo *m = pc_keymemo_new(1 << 20, NULL);
+    assert_non_null(m);
+    struct pc_keymemo_val v, got;
+    assert_int_equal(get(m, "ctx", "{\"a\":1}", &got), 0);
+    v = one_key("predcache:v1:abc");
+    put(m, "ctx", "{\"a\":1}", &v);
+    assert_int_equal(get(m, "ctx", "{\"a\":1}", &got), 1);
+    assert_int_equal(got.n, 0);
+    assert_int_equal(got.n_uniq, 1);
+    assert_null(got.uniq_of);
+    assert_string_equal(got.keys, "predcache:v1:abc");
+    assert_int_equal(got.keys_len, strlen("predcache:v1:abc") + 1);
+    struct pc_keymemo_stats st;
+    pc_keymemo_stats(m, &st);
+    assert_int_equal(st.hits, 1);
+    assert_int_equal(st.misses, 2); /* the first get, and put()'s own probe */
+    pc_keymemo_free(m);
+}
+
+static void test_batch_round_trip(void **state)
+{
+    (void)state;
+    struct pc_keymemo *m = pc_keymemo_new(1 << 20, NULL);
+    const uint32_t uniq_of[5] = {0, 1, 0, 2, 1};
+    const char keys[] = "k0\0k1\0k2"; /* three keys, NULs included */
+    struct pc_keymemo_val v = {5, 3, uniq_of, keys, sizeof keys}, got;
+    put(m, "c", "{\"instances\":[1,2,1,3,2]}", &v);
+    assert_int_equal(get(m, "c", "{\"instances\":[1,2,1,3,2]}", &got), 1);
+    assert_int_equal(got.n, 5);
+    assert_int_equal(got.n_uniq, 3);
+    assert_memory_equal(got.uniq_of, uniq_of, sizeof uniq_of);
+    assert_int_equal(got.keys_len, sizeof keys);
+    assert_memory_equal(got.keys, keys, sizeof keys);
+    pc_keymemo_free(m);
+}
+
+/* With one hash for everything, context and body still have to match byte for byte. */
+static void test_collisions_never_answer_another_entry(void **state)
+{
+    (void)state;
+    struct pc_keymemo *m = pc_keymemo_new(1 << 20, same_hash);
+    char ctx[32], body[64], key[32];
+    for (int i = 0; i < 200; i++) {
+        snprintf(ctx, sizeof ctx, "route%d", i % 7);
+        snprintf(body, sizeof body, "{\"x\":%d}", i);
+        snprintf(key, sizeof key, "key-%d", i);
+        struct pc_keymemo_val v = one_key(key);
+        put(m, ctx, body, &v);
+    }
+    struct pc_keymemo_val got;
+    for (int i = 0; i < 200; i++) {
+        snprintf(ctx, sizeof ctx, "route%d", i % 7);
+        snprintf(body, sizeof body, "{\"x\":%d}", i);
+        snprintf(key, sizeof key, "key-%d", i);
+        assert_int_equal(get(m, ctx, body, &got), 1);
+        assert_string_equal(got.keys, key);
+        snprintf(ctx, sizeof ctx, "route%d", (i + 1) % 7); /* same body, another context */
+        assert_int_equal(get(m, ctx, body, &got), 0);
+    }
+    assert_int_equal(get(m, "route0", "{\"x\":0} ", &got), 0); /* one byte more */
+    assert_int_equal(get(m, "route0", "{\"x\":1}", &got), 0);  /* same length, other bytes */
+    assert_int_equal(get(m, "route", "0{\"x\":0}", &got), 0);  /* the same bytes, split apart */
+    pc_keymemo_free(m);
+}
+
+static void test_put_replaces_the_same_request(void **state)
+{
+    (void)state;
+    struct pc_keymemo *m = pc_keymemo_new(1 << 20, NULL);
+    struct pc_keymemo_val a = one_key("a"), b = one_key("b"), got;
+    put(m, "c", "body", &a);
+    put(m, "c", "body", &b);
+    assert_int_equal(get(m, "c", "body", &got), 1);
+    assert_string_equal(got.keys, "b");
+    struct pc_keymemo_stats st;
+    pc_keymemo_stats(m, &st);
+    assert_int_equal(st.entries, 1);
+    pc_keymemo_free(m);
+}
+
+/* Bounded: the least recently used entries leave first, a lookup refreshes one. */
+static void test_bounded_lru(void **state)
+{
+    (void)state;
+    size_t max = 64 * 1024;
+    struct pc_keymemo *m = pc_keymemo_new(max, NULL);
+    char body[1100], key[32];
+    struct pc_keymemo_val got;
+    memset(body, 'a', sizeof body - 1);
+    body[sizeof body - 1] = '\0';
+    for (int i = 0; i < 500; i++) {
+        snprintf(key, sizeof key, "%06d", i); /* distinct bodies of 1099 bytes */
+        memcpy(body, key, 6);
+        snprintf(key, sizeof key, "k%d", i);
+        struct pc_keymemo_val v = one_key(key);
+        put(m, "c", body, &v);
+        if (i >= 1) { /* keep entry 0 in use: it must survive */
+            memcpy(body, "000000", 6);
+            assert_int_equal(get(m, "c", body, &got), 1);
+            assert_string_equal(got.keys, "k0");
+        }
+        struct pc_keymemo_stats st;
+        pc_keymemo_stats(m, &st);
+        assert_true(st.bytes <= max);
+    }
+    struct pc_keymemo_stats st;
+    pc_keymemo_stats(m, &st);
+    assert_true(st.evictions > 400);
+    assert_true(st.entries < 60);
+    pc_keymemo_free(m);
+}
+
+static void test_too_large_entries_are_not_kept(void **state)
+{
+    (void)state;
+    struct pc_keymemo *m = pc_keymemo_new(4096, NULL);
+    char big[2000];
+    memset(big, 'b', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    struct pc_keymemo_val v = one_key("k"), got;
+    put(m, "c", big, &v);
+    assert_int_equal(get(m, "c", big, &got), 0);
+    put(m, "c", "small", &v);
+    assert_int_equal(get(m, "c", "small", &got), 1);
+    pc_keymemo_free(m);
+}
+
+static void test_off_and_empty(void **state)
+{
+    (void)state;
+    assert_null(pc_keymemo_new(0, NULL));
+    struct pc_keymemo_val v = one_key("k"), got;
+    struct pc_keymemo_probe probe;
+    assert_int_equal(pc_keymemo_get(NULL, "c", 1, "b", 1, &probe, &got), 0);
+    pc_keymemo_put(NULL, &probe, "c", 1, "b", 1, &v); /* nothing, no crash */
+    pc_keymemo_free(NULL);
+    struct pc_keymemo *m = pc_keymemo_new(1 << 16, NULL);
+    put(m, "", "", &v); /* an empty context and body are bytes like any */
+    assert_int_equal(get(m, "", "", &got), 1);
+    assert_int_equal(get(m, "", "x", &got), 0);
+    pc_keymemo_free(m);
+}
+
+/*
+ * The hash is XXH64 applied twice: XXH64(XXH64(seed, ctx), body). Expected values from
+ * the reference implementation (Debian's python3-xxhash, xxhash.xxh64_intdigest).
+ */
+static void test_hash_is_xxh64(void **state)
+{
+    (void)state;
+    assert_true(pc_keymemo_hash(0, "", 0, "", 0) == 0xa258d6ec1fb5d95cull);
+    assert_true(pc_keymemo_hash(0, "", 0, "abc", 3) == 0x52d58cdd5301992eull);
+    char x[31], y[32], d[1000];
+    memset(x, 'x', sizeof x);
+    memset(y, 'y', sizeof y);
+    for (size_t i = 0; i < sizeof d; i++)
+        d[i] = (char)('0' + i % 10);
+    assert_true(pc_keymemo_hash(0, "", 0, x, sizeof x) == 0xf6c423b5bd9199c7ull);
+    assert_true(pc_keymemo_hash(0, "", 0, y, sizeof y) == 0xa93017dd72db33dfull);
+    assert_true(pc_keymemo_hash(0, "", 0, d, sizeof d) == 0x6e9f62a0c071163aull);
+    const char ctx[] = "route\0/v1/models/m:predict\0default";
+    const char body[] = "{\"instances\":[[1,2,3]]}";
+    assert_true(pc_keymemo_hash(12345, ctx, sizeof ctx - 1, body, sizeof body - 1) ==
+                0x7677568b0e7a7ceeull);
+}
+
+/* Every single-bit change of the body, at every length and tail shape, changes the hash. */
+static void test_hash_sees_every_bit(void **state)
+{
+    (void)state;
+    char b[80];
+    for (size_t len = 1; len <= sizeof b; len++) {
+        for (size_t i = 0; i < len; i++)
+            b[i] = (char)(i * 7 + len);
+        uint64_t h0 = pc_keymemo_hash(7, "c", 1, b, len);
+        for (size_t i = 0; i < len; i++) {
+            for (int bit = 0; bit < 8; bit++) {
+                b[i] ^= (char)(1 << bit);
+                assert_true(pc_keymemo_hash(7, "c", 1, b, len) != h0);
+                b[i] ^= (char)(1 << bit);
+            }
+        }
+        assert_true(pc_keymemo_hash(8, "c", 1, b, len) != h0); /* the seed counts */
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_whole_body_key_round_trip),
+        cmocka_unit_test(test_batch_round_trip),
+        cmocka_unit_test(test_collisions_never_answer_another_entry),
+        cmocka_unit_test(test_put_replaces_the_same_request),
+        cmocka_unit_test(test_bounded_lru),
+        cmocka_unit_test(test_too_large_entries_are_not_kept),
+        cmocka_unit_test(test_off_and_empty),
+        cmocka_unit_test(test_hash_is_xxh64),
+        cmocka_unit_test(test_hash_sees_every_bit),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
