@@ -358,18 +358,71 @@ static void arm_deadline(struct pc_conn *c)
     evtimer_add(c->deadline, &tv);
 }
 
+/* The Date header's value for now, formatted once a second per thread. */
+static const char *http_date(void)
+{
+    static __thread time_t cached_sec = -1;
+    static __thread char cached[40];
+    time_t now = time(NULL);
+    if (now != cached_sec) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(cached, sizeof cached, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        cached_sec = now;
+    }
+    return cached;
+}
+
+/* A response head composed in a stack buffer, handed to the evbuffer when full or done. */
+struct head {
+    struct evbuffer *out;
+    size_t len;
+    char buf[2048];
+};
+
+static void head_put(struct head *h, const char *s, size_t n)
+{
+    if (h->len + n > sizeof h->buf) {
+        evbuffer_add(h->out, h->buf, h->len);
+        h->len = 0;
+        if (n > sizeof h->buf) {
+            evbuffer_add(h->out, s, n);
+            return;
+        }
+    }
+    memcpy(h->buf + h->len, s, n);
+    h->len += n;
+}
+
+static void head_str(struct head *h, const char *s)
+{
+    head_put(h, s, strlen(s));
+}
+
+static void head_uint(struct head *h, uint64_t v)
+{
+    char d[24], *p = d + sizeof d;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    head_put(h, p, (size_t)(d + sizeof d - p));
+}
+
 /* Writes status line, headers and body to the connection's output. */
 static void write_response(struct pc_conn *c, int status, int minor, int is_head,
                            const struct pc_header *headers, size_t n, const char *body, size_t len)
 {
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    char date[64];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    evbuffer_add_printf(out, "HTTP/1.%d %d %s\r\nServer: predcache\r\nDate: %s\r\n",
-                        minor == 0 ? 0 : 1, status, pc_http_reason(status), date);
+    struct head h;
+    h.out = bufferevent_get_output(c->bev);
+    h.len = 0;
+    head_str(&h, minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+    head_uint(&h, status > 0 ? (uint64_t)status : 0);
+    head_put(&h, " ", 1);
+    head_str(&h, pc_http_reason(status));
+    head_str(&h, "\r\nServer: predcache\r\nDate: ");
+    head_str(&h, http_date());
+    head_put(&h, "\r\n", 2);
     const char *head_length = NULL;
     for (size_t i = 0; i < n; i++) {
         const char *name = headers[i].name;
@@ -380,20 +433,29 @@ static void write_response(struct pc_conn *c, int status, int minor, int is_head
         if (pc_strcaseeq(name, "date") || pc_strcaseeq(name, "server") ||
             pc_http_is_hop_by_hop(name))
             continue;
-        evbuffer_add_printf(out, "%s: %s\r\n", name, headers[i].value);
+        head_str(&h, name);
+        head_put(&h, ": ", 2);
+        head_str(&h, headers[i].value);
+        head_put(&h, "\r\n", 2);
     }
     int bodyless = is_head || status == 204 || status == 304 || status < 200;
-    if (is_head && head_length != NULL)
-        evbuffer_add_printf(out, "Content-Length: %s\r\n", head_length);
-    else if (status != 204 && status >= 200)
-        evbuffer_add_printf(out, "Content-Length: %zu\r\n", len);
+    if (is_head && head_length != NULL) {
+        head_str(&h, "Content-Length: ");
+        head_str(&h, head_length);
+        head_put(&h, "\r\n", 2);
+    } else if (status != 204 && status >= 200) {
+        head_str(&h, "Content-Length: ");
+        head_uint(&h, len);
+        head_put(&h, "\r\n", 2);
+    }
     if (c->close_after)
-        evbuffer_add(out, "Connection: close\r\n", 19);
+        head_str(&h, "Connection: close\r\n");
     else if (minor == 0)
-        evbuffer_add(out, "Connection: keep-alive\r\n", 24);
-    evbuffer_add(out, "\r\n", 2);
+        head_str(&h, "Connection: keep-alive\r\n");
+    head_put(&h, "\r\n", 2);
+    evbuffer_add(h.out, h.buf, h.len);
     if (!bodyless && len > 0)
-        evbuffer_add(out, body, len);
+        evbuffer_add(h.out, body, len);
 }
 
 /* Answers a protocol error before any handler ran, then closes the connection. */

@@ -6,6 +6,7 @@
 #include "predcache/log.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,45 +93,121 @@ void pc_log_close_access(void)
 }
 
 /* The short key is the last 12 hex digits: enough to grep, short enough to read. */
+/* An access line being composed: on the stack, moved to the heap if it outgrows it. */
+struct line {
+    char *p;
+    size_t len, cap;
+    char stack[LOG_LINE_MAX];
+};
+
+static void line_put(struct line *l, const char *s, size_t n)
+{
+    if (l->len + n + 1 > l->cap) { /* + 1: room for the newline */
+        size_t cap = 2 * (l->len + n + 1);
+        char *p = l->p == l->stack ? malloc(cap) : realloc(l->p, cap);
+        if (p == NULL) { /* out of memory: the line, truncated */
+            n = l->cap - 1 - l->len;
+        } else {
+            if (l->p == l->stack)
+                memcpy(p, l->stack, l->len);
+            l->p = p;
+            l->cap = cap;
+        }
+    }
+    memcpy(l->p + l->len, s, n);
+    l->len += n;
+}
+
+static void line_str(struct line *l, const char *s)
+{
+    line_put(l, s, strlen(s));
+}
+
+static void line_uint(struct line *l, uint64_t v)
+{
+    char d[24], *p = d + sizeof d;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    line_put(l, p, (size_t)(d + sizeof d - p));
+}
+
+/* x with two decimals, as %.2f writes it for the milliseconds a request takes. */
+static void line_ms(struct line *l, double x)
+{
+    if (!(x >= 0 && x < 1e15)) {
+        char b[64];
+        int n = snprintf(b, sizeof b, "%.2f", x);
+        line_put(l, b, n > 0 ? (size_t)n : 0);
+        return;
+    }
+    uint64_t c = (uint64_t)(x * 100 + 0.5);
+    line_uint(l, c / 100);
+    char frac[3] = {'.', (char)('0' + c % 100 / 10), (char)('0' + c % 10)};
+    line_put(l, frac, 3);
+}
+
+/* "2026-11-21T10:15:00.123Z": the seconds formatted once a second per thread. */
+static void line_time(struct line *l)
+{
+    static __thread time_t cached_sec = -1;
+    static __thread char cached[32];
+    static __thread size_t cached_len;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    if (tv.tv_sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&tv.tv_sec, &tm);
+        cached_len = strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_sec = tv.tv_sec;
+    }
+    line_put(l, cached, cached_len);
+    int ms = (int)(tv.tv_usec / 1000);
+    char frac[5] = {'.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10),
+                    'Z'};
+    line_put(l, frac, 5);
+}
+
 void pc_log_access(const struct pc_access *a)
 {
     if (access_fp == NULL)
         return;
-    char ts[40];
-    format_time(ts, sizeof ts);
     const char *key = "-";
     if (a->key != NULL && a->key[0] != '\0') {
         size_t n = strlen(a->key);
         key = n > 12 ? a->key + n - 12 : a->key;
     }
-    char backend[32];
+    struct line l;
+    l.p = l.stack;
+    l.len = 0;
+    l.cap = sizeof l.stack;
+    line_time(&l);
+    line_str(&l, " access client=");
+    line_str(&l, a->client ? a->client : "-");
+    line_str(&l, " method=");
+    line_str(&l, a->method ? a->method : "-");
+    line_str(&l, " path=");
+    line_str(&l, a->path ? a->path : "-");
+    line_str(&l, " status=");
+    if (a->status < 0)
+        line_put(&l, "-", 1);
+    line_uint(&l, a->status < 0 ? (uint64_t) - (int64_t)a->status : (uint64_t)a->status);
+    line_str(&l, " cache=");
+    line_str(&l, a->cache ? a->cache : "-");
+    line_str(&l, " key=");
+    line_str(&l, key);
+    line_str(&l, " backend_ms=");
     if (a->backend_ms < 0)
-        snprintf(backend, sizeof backend, "-");
+        line_put(&l, "-", 1);
     else
-        snprintf(backend, sizeof backend, "%.2f", a->backend_ms);
-    /* A path may be as long as the request head: a line that does not fit the stack
-     * buffer is formatted again into one of its size. */
-    char stack[LOG_LINE_MAX], *line = stack;
-    size_t size = sizeof stack;
-    for (int pass = 0; pass < 2; pass++) {
-        int n = snprintf(line, size,
-                         "%s access client=%s method=%s path=%s status=%d cache=%s key=%s "
-                         "backend_ms=%s total_ms=%.2f bytes=%zu",
-                         ts, a->client ? a->client : "-", a->method ? a->method : "-",
-                         a->path ? a->path : "-", a->status, a->cache ? a->cache : "-", key,
-                         backend, a->total_ms, a->bytes);
-        if (n < 0)
-            break;
-        if ((size_t)n + 2 <= size || pass == 1) {
-            write_line(access_fp, line, size, (size_t)n);
-            break;
-        }
-        size = (size_t)n + 2;
-        if ((line = malloc(size)) == NULL) { /* out of memory: the line, truncated */
-            write_line(access_fp, stack, sizeof stack, (size_t)n);
-            break;
-        }
-    }
-    if (line != stack)
-        free(line);
+        line_ms(&l, a->backend_ms);
+    line_str(&l, " total_ms=");
+    line_ms(&l, a->total_ms);
+    line_str(&l, " bytes=");
+    line_uint(&l, a->bytes);
+    l.p[l.len++] = '\n';
+    fwrite(l.p, 1, l.len, access_fp);
+    if (l.p != l.stack)
+        free(l.p);
 }
