@@ -4,11 +4,17 @@
  * http.c), and does nothing else: no routing, no key, no Redis. Driven by the same wrk
  * load as predcache, it shows the most an HTTP server on this machine can do.
  *
- *     usage: fixed_server PORT [BODY_BYTES]      (binds 127.0.0.1; BODY_BYTES 8192)
+ *     usage: fixed_server PORT [BODY_BYTES [DELAY_US]]   (binds 127.0.0.1; 8192, 0)
  *
  * A request is read whole (head up to the blank line, then Content-Length bytes of body)
  * before it is answered; pipelined requests are answered in order. Chunked bodies get
  * 501 and a close. SIGTERM or SIGINT stops it.
+ *
+ * With DELAY_US, each answer goes out that long after its request was read (a precise
+ * timer, one per connection, over the connection's queue of due times): the bench's
+ * model server for the miss row, a model that takes a fixed time and costs next to no
+ * CPU, so that what a miss through predcache adds is predcache's own. A GET is a TF
+ * Serving status request then: it is answered at once with version 1 AVAILABLE.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -32,11 +38,22 @@ struct conn {
     struct bufferevent *bev;
     size_t need;     /* head + body bytes of the request being read; 0: head not seen */
     size_t head_len; /* bytes of head, blank line included */
+    int is_get;      /* the request being read is a GET */
     int closing;     /* close once the output has drained */
+    struct event *timer;
+    struct timeval *due; /* when each pending answer is due, oldest first (a ring) */
+    size_t n_due, cap_due, head_due;
 };
 
 static char *answer;
 static size_t answer_len;
+static long delay_us;
+
+static const char status_body[] =
+    "{\"model_version_status\":[{\"version\":\"1\",\"state\":\"AVAILABLE\",\"status\":"
+    "{\"error_code\":\"OK\",\"error_message\":\"\"}}]}";
+static char status_answer[512];
+static size_t status_answer_len;
 
 static const char bad_request[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n"
                                   "Connection: close\r\n\r\n";
@@ -47,8 +64,63 @@ static void conn_free(struct conn *c)
 {
     if (c == NULL)
         return;
+    if (c->timer != NULL)
+        event_free(c->timer);
+    free(c->due);
     bufferevent_free(c->bev);
     free(c);
+}
+
+static void arm(struct conn *c, const struct timeval *now)
+{
+    struct timeval wait;
+    evutil_timersub(&c->due[c->head_due], now, &wait);
+    if (wait.tv_sec < 0)
+        wait = (struct timeval){0, 0};
+    evtimer_add(c->timer, &wait);
+}
+
+/* Answers every pending request that is due, then waits for the next one. */
+static void on_due(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct conn *c = arg;
+    struct timeval now;
+    evutil_gettimeofday(&now, NULL);
+    while (c->n_due > 0 && !evutil_timercmp(&c->due[c->head_due], &now, >)) {
+        evbuffer_add_reference(bufferevent_get_output(c->bev), answer, answer_len, NULL, NULL);
+        c->head_due = (c->head_due + 1) % c->cap_due;
+        c->n_due--;
+    }
+    if (c->n_due > 0)
+        arm(c, &now);
+}
+
+/* Queues one answer, due DELAY_US from now. 0 ok, -1 no memory. */
+static int answer_later(struct conn *c)
+{
+    if (c->timer == NULL &&
+        (c->timer = evtimer_new(bufferevent_get_base(c->bev), on_due, c)) == NULL)
+        return -1;
+    if (c->n_due == c->cap_due) {
+        size_t cap = c->cap_due ? 2 * c->cap_due : 4;
+        struct timeval *d = malloc(cap * sizeof *d);
+        if (d == NULL)
+            return -1;
+        for (size_t i = 0; i < c->n_due; i++)
+            d[i] = c->due[(c->head_due + i) % c->cap_due];
+        free(c->due);
+        c->due = d;
+        c->cap_due = cap;
+        c->head_due = 0;
+    }
+    struct timeval now, delay = {delay_us / 1000000, delay_us % 1000000};
+    evutil_gettimeofday(&now, NULL);
+    evutil_timeradd(&now, &delay, &c->due[(c->head_due + c->n_due) % c->cap_due]);
+    if (c->n_due++ == 0)
+        arm(c, &now);
+    return 0;
 }
 
 /* The value of header name in a NUL-terminated head, or NULL; borrows head. */
@@ -94,6 +166,7 @@ static int parse_head(struct conn *c, struct evbuffer *in)
     if (strstr(head, " HTTP/1.0\r\n") != NULL && (conn == NULL || strncasecmp(conn, "keep", 4)))
         c->closing = 1;
     c->need = c->head_len + (size_t)body;
+    c->is_get = strncmp(head, "GET ", 4) == 0;
     return 0;
 }
 
@@ -122,7 +195,14 @@ static void on_read(struct bufferevent *bev, void *arg)
             return;
         evbuffer_drain(in, c->need);
         c->need = 0;
-        evbuffer_add_reference(out, answer, answer_len, NULL, NULL);
+        if (delay_us > 0 && c->is_get) {
+            evbuffer_add_reference(out, status_answer, status_answer_len, NULL, NULL);
+        } else if (delay_us == 0) {
+            evbuffer_add_reference(out, answer, answer_len, NULL, NULL);
+        } else if (answer_later(c) != 0) {
+            conn_free(c);
+            return;
+        }
         if (c->closing) {
             bufferevent_disable(bev, EV_READ);
             return;
@@ -197,14 +277,16 @@ static char *make_body(size_t n)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2 || argc > 3) {
-        fprintf(stderr, "usage: fixed_server PORT [BODY_BYTES]\n");
+    if (argc < 2 || argc > 4) {
+        fprintf(stderr, "usage: fixed_server PORT [BODY_BYTES [DELAY_US]]\n");
         return 2;
     }
     int port = atoi(argv[1]);
     long body_len = argc > 2 ? atol(argv[2]) : 8192;
-    if (port <= 0 || port > 65535 || body_len < 32 || body_len > MAX_BODY) {
-        fprintf(stderr, "fixed_server: bad PORT or BODY_BYTES (32..%ld)\n", MAX_BODY);
+    delay_us = argc > 3 ? atol(argv[3]) : 0;
+    if (port <= 0 || port > 65535 || body_len < 32 || body_len > MAX_BODY || delay_us < 0 ||
+        delay_us > 60000000) {
+        fprintf(stderr, "fixed_server: bad PORT, BODY_BYTES (32..%ld) or DELAY_US\n", MAX_BODY);
         return 2;
     }
 
@@ -224,8 +306,18 @@ int main(int argc, char **argv)
                                   "Content-Type: application/json\r\nContent-Length: %ld\r\n\r\n%s",
                                   body_len, body);
 
+    status_answer_len = (size_t)snprintf(status_answer, sizeof status_answer,
+                                         "HTTP/1.1 200 OK\r\nServer: fixed_server\r\n"
+                                         "Content-Type: application/json\r\n"
+                                         "Content-Length: %zu\r\n\r\n%s",
+                                         sizeof status_body - 1, status_body);
     signal(SIGPIPE, SIG_IGN);
-    base = event_base_new();
+    struct event_config *ec = event_config_new();
+    if (ec == NULL)
+        goto err;
+    event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER); /* timerfd: microseconds */
+    base = event_base_new_with_config(ec);
+    event_config_free(ec);
     if (base == NULL)
         goto err;
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
@@ -241,7 +333,8 @@ int main(int argc, char **argv)
     sigint = evsignal_new(base, SIGINT, on_signal, base);
     if (sigterm == NULL || sigint == NULL || event_add(sigterm, NULL) || event_add(sigint, NULL))
         goto err;
-    fprintf(stderr, "fixed_server listening on 127.0.0.1:%d, %ld byte answers\n", port, body_len);
+    fprintf(stderr, "fixed_server listening on 127.0.0.1:%d, %ld byte answers, %ld us delay\n",
+            port, body_len, delay_us);
     event_base_dispatch(base);
     rc = 0;
 

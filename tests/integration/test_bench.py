@@ -55,6 +55,10 @@ def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
         "miss direct": r"miss, straight to the model server, c1\s+(%s)\s+(%s)" % (NUMBER, NUMBER),
         "miss through": r"miss, through predcache, c1\s+(%s)\s+(%s)" % (NUMBER, NUMBER),
         "overhead": r"miss overhead \(p50 through - direct\)\s+-\s+(-?%s)" % NUMBER,
+        "python direct": r"miss, straight to the Python model server, c1\s+(%s)\s+(%s)" % (
+            NUMBER, NUMBER),
+        "python through": r"miss, through predcache to it, c1\s+(%s)\s+(%s)" % (NUMBER, NUMBER),
+        "python overhead": r"miss overhead, Python model server\s+-\s+(-?%s)" % NUMBER,
         "redis floor": r"redis-benchmark GET, 8 KB values, c64\s+(%s)" % NUMBER,
         "fixed floor": r"fixed-answer HTTP server, same load, c64\s+(%s)" % NUMBER,
         "size 1 KB": r"hit, 1 KB body, \d+ inputs\s+(%s)\s+(%s)\s+(%s)" % (NUMBER, NUMBER, NUMBER),
@@ -76,7 +80,9 @@ def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
     assert len(measured) >= 12, measured
     assert doc["hit"]["rps"] > 0 and doc["hit"]["p99_ms"] > 0
     assert doc["hit"]["answers"]["hit"] > 0
-    assert doc["miss"]["answers_through"]["miss"] > 0
+    for miss in ("miss", "miss_python"):  # every answer through predcache was a real miss
+        answers = doc[miss]["answers_through"]
+        assert answers["miss"] > 0 and answers["miss"] == sum(answers.values()), answers
     assert {k["size"] > 0 and k["instance_mb_s"] > 0 for k in doc["keys"]} == {True}
 
     # Everything it started is gone: its ports refuse connections.
