@@ -15,7 +15,9 @@
 #include <sys/random.h>
 #include <time.h>
 
-#define ENTRY_OVERHEAD 64 /* charged per entry besides its own bytes: malloc and bucket */
+#define ENTRY_OVERHEAD 64       /* charged per entry besides its own bytes: malloc and bucket */
+#define DOOR_BYTES_PER_SLOT 512 /* one doorkeeper slot per this many bytes of the bound */
+#define DOOR_MIN_SLOTS 1024
 
 struct entry {
     struct entry *next_in_bucket;
@@ -31,7 +33,9 @@ struct pc_keymemo {
     struct entry **buckets;
     size_t n_buckets, n_entries, bytes, max_bytes;
     struct entry *head, *tail;
-    uint64_t hits, misses, puts, evictions;
+    uint64_t *door; /* recent hashes, direct-mapped: a put is admitted when its is there */
+    size_t door_mask;
+    uint64_t hits, misses, puts, evictions, first_seen;
 };
 
 /* ---- the hash ---------------------------------------------------------------------- */
@@ -160,8 +164,13 @@ struct pc_keymemo *pc_keymemo_new(size_t max_bytes, pc_keymemo_hash_fn hash)
     m->max_bytes = max_bytes;
     m->n_buckets = 64;
     m->buckets = calloc(m->n_buckets, sizeof *m->buckets);
-    if (m->buckets == NULL) {
-        free(m);
+    size_t slots = DOOR_MIN_SLOTS;
+    while (slots < max_bytes / DOOR_BYTES_PER_SLOT && slots < ((size_t)1 << 24))
+        slots *= 2;
+    m->door = calloc(slots, sizeof *m->door);
+    m->door_mask = slots - 1;
+    if (m->buckets == NULL || m->door == NULL) {
+        pc_keymemo_free(m);
         return NULL;
     }
     return m;
@@ -176,6 +185,7 @@ void pc_keymemo_free(struct pc_keymemo *m)
         free(e);
     }
     free(m->buckets);
+    free(m->door);
     free(m);
 }
 
@@ -279,6 +289,13 @@ void pc_keymemo_put(struct pc_keymemo *m, const struct pc_keymemo_probe *probe, 
 {
     if (m == NULL || val->n_uniq == 0 || val->keys_len == 0 || (val->n > 0 && val->uniq_of == NULL))
         return;
+    /* The seed makes 0 as likely as any hash: an empty slot admits nothing but hash 0. */
+    uint64_t *door = &m->door[(probe->hash >> 17) & m->door_mask];
+    if (*door != probe->hash) {
+        *door = probe->hash;
+        m->first_seen++;
+        return;
+    }
     size_t idx_bytes = val->n * sizeof(uint32_t);
     size_t own = sizeof(struct entry) + idx_bytes + ctx_len + len + val->keys_len;
     size_t charge = own + ENTRY_OVERHEAD;
@@ -328,6 +345,7 @@ void pc_keymemo_stats(const struct pc_keymemo *m, struct pc_keymemo_stats *out)
     out->misses = m->misses;
     out->puts = m->puts;
     out->evictions = m->evictions;
+    out->first_seen = m->first_seen;
     out->bytes = m->bytes;
     out->entries = m->n_entries;
 }

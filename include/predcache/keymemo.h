@@ -12,7 +12,10 @@
  * derivation would not. The 64-bit hash only picks the bucket; it is seeded per memo.
  *
  * One memo per worker, used from that worker's thread only: no locks. Bounded in bytes
- * (bodies, contexts, keys and bookkeeping), least recently used out first.
+ * (bodies, contexts, keys and bookkeeping), least recently used out first. A request is
+ * remembered only the second time its bytes come in a while (a doorkeeper of recent
+ * hashes decides): bodies seen once, such as a stream of misses, are never copied in and
+ * never push out the entries that repeat.
  */
 #ifndef PREDCACHE_KEYMEMO_H
 #define PREDCACHE_KEYMEMO_H
@@ -33,6 +36,7 @@ struct pc_keymemo_val {
 
 struct pc_keymemo_stats {
     uint64_t hits, misses, puts, evictions;
+    uint64_t first_seen; /* puts declined: the bytes were not seen recently */
     size_t bytes, entries;
 };
 
@@ -58,8 +62,11 @@ void pc_keymemo_free(struct pc_keymemo *m); /* NULL ok */
 int pc_keymemo_get(struct pc_keymemo *m, const char *ctx, size_t ctx_len, const char *body,
                    size_t len, struct pc_keymemo_probe *probe, struct pc_keymemo_val *out);
 
-/* Stores a copy of ctx, body and val (replacing an entry for the same ctx and body). An
- * entry larger than a quarter of the bound is not kept. NULL m: nothing. */
+/*
+ * Stores a copy of ctx, body and val (replacing an entry for the same ctx and body) when
+ * the doorkeeper saw the probe's hash recently; else only notes the hash. An entry larger
+ * than a quarter of the bound is not kept. NULL m: nothing.
+ */
 void pc_keymemo_put(struct pc_keymemo *m, const struct pc_keymemo_probe *probe, const char *ctx,
                     size_t ctx_len, const char *body, size_t len, const struct pc_keymemo_val *val);
 

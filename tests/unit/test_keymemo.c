@@ -22,13 +22,22 @@ static int get(struct pc_keymemo *m, const char *ctx, const char *body, struct p
     return pc_keymemo_get(m, ctx, strlen(ctx), body, strlen(body), &probe, out);
 }
 
-static void put(struct pc_keymemo *m, const char *ctx, const char *body,
+/* One sighting: probe, then put (the doorkeeper notes the bytes the first time). */
+static void see(struct pc_keymemo *m, const char *ctx, const char *body,
                 const struct pc_keymemo_val *v)
 {
     struct pc_keymemo_probe probe;
     struct pc_keymemo_val ignored;
     pc_keymemo_get(m, ctx, strlen(ctx), body, strlen(body), &probe, &ignored);
     pc_keymemo_put(m, &probe, ctx, strlen(ctx), body, strlen(body), v);
+}
+
+/* Two sightings: remembered. */
+static void put(struct pc_keymemo *m, const char *ctx, const char *body,
+                const struct pc_keymemo_val *v)
+{
+    see(m, ctx, body, v);
+    see(m, ctx, body, v);
 }
 
 /* Every entry lands in one chain: only the byte comparisons tell entries apart. */
@@ -57,7 +66,9 @@ static void test_whole_body_key_round_trip(void **state)
     struct pc_keymemo_stats st;
     pc_keymemo_stats(m, &st);
     assert_int_equal(st.hits, 1);
-    assert_int_equal(st.misses, 2); /* the first get, and put()'s own probe */
+    assert_int_equal(st.misses, 3); /* the first get, and put()'s two probes */
+    assert_int_equal(st.first_seen, 1);
+    assert_int_equal(st.puts, 1);
     pc_keymemo_free(m);
 }
 
@@ -169,6 +180,35 @@ static void test_too_large_entries_are_not_kept(void **state)
     pc_keymemo_free(m);
 }
 
+/* Bytes seen once are not remembered, and a stream of them leaves the memo as it was. */
+static void test_doorkeeper_admits_the_second_sighting(void **state)
+{
+    (void)state;
+    struct pc_keymemo *m = pc_keymemo_new(64 * 1024, NULL);
+    struct pc_keymemo_val v = one_key("k"), got;
+    see(m, "c", "once", &v);
+    assert_int_equal(get(m, "c", "once", &got), 0);
+    see(m, "c", "once", &v); /* the get above was the second sighting's probe: now the put */
+    assert_int_equal(get(m, "c", "once", &got), 1);
+    put(m, "c", "hot", &v);
+    char body[600];
+    memset(body, 'x', sizeof body - 1);
+    body[sizeof body - 1] = '\0';
+    for (int i = 0; i < 2000; i++) { /* 1.2 MB of one-off bodies through a 64 KB memo */
+        char n[16];
+        int len = snprintf(n, sizeof n, "%d", i);
+        memcpy(body, n, (size_t)len);
+        see(m, "c", body, &v);
+    }
+    assert_int_equal(get(m, "c", "hot", &got), 1);
+    struct pc_keymemo_stats st;
+    pc_keymemo_stats(m, &st);
+    assert_int_equal(st.evictions, 0);
+    assert_int_equal(st.puts, 2);
+    assert_true(st.first_seen >= 2000);
+    pc_keymemo_free(m);
+}
+
 static void test_off_and_empty(void **state)
 {
     (void)state;
@@ -237,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_put_replaces_the_same_request),
         cmocka_unit_test(test_bounded_lru),
         cmocka_unit_test(test_too_large_entries_are_not_kept),
+        cmocka_unit_test(test_doorkeeper_admits_the_second_sighting),
         cmocka_unit_test(test_off_and_empty),
         cmocka_unit_test(test_hash_is_xxh64),
         cmocka_unit_test(test_hash_sees_every_bit),
