@@ -6,7 +6,8 @@
  * indexes, then the context, the body and the keys. The hash is XXH64's construction
  * (four lanes of multiply-rotate over 32-byte blocks, then the tail and an avalanche):
  * several GB/s, so an 8 KB body costs about a microsecond against the ten or more that
- * reading and hashing it for its key cost.
+ * reading and hashing it for its key cost. A body over PC_KEYMEMO_DIGEST_MIN is replaced
+ * by its SHA-256 (flagged, so a 32-byte body never matches a digest) before any of that.
  */
 #include "predcache/keymemo.h"
 
@@ -14,6 +15,8 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+
+#include <openssl/evp.h>
 
 #define ENTRY_OVERHEAD 64       /* charged per entry besides its own bytes: malloc and bucket */
 #define DOOR_BYTES_PER_SLOT 512 /* one doorkeeper slot per this many bytes of the bound */
@@ -23,6 +26,7 @@ struct entry {
     struct entry *next_in_bucket;
     struct entry *prev, *next; /* LRU: head is the most recent */
     uint64_t hash;
+    int digested;
     size_t ctx_len, body_len, n, n_uniq, keys_len, charge;
     /* then: uint32_t uniq_of[n], ctx, body, keys */
 };
@@ -190,14 +194,14 @@ void pc_keymemo_free(struct pc_keymemo *m)
 }
 
 /* The bucket slot holding the entry for (ctx, body), or the empty slot at its chain's end. */
-static struct entry **slot(struct pc_keymemo *m, uint64_t h, const char *ctx, size_t ctx_len,
-                           const char *body, size_t len)
+static struct entry **slot(struct pc_keymemo *m, uint64_t h, int digested, const char *ctx,
+                           size_t ctx_len, const char *body, size_t len)
 {
     struct entry **p = &m->buckets[h & (m->n_buckets - 1)];
     for (; *p != NULL; p = &(*p)->next_in_bucket) {
         struct entry *e = *p;
-        if (e->hash == h && e->ctx_len == ctx_len && e->body_len == len &&
-            (ctx_len == 0 || memcmp(ctx_of(e), ctx, ctx_len) == 0) &&
+        if (e->hash == h && e->digested == digested && e->ctx_len == ctx_len &&
+            e->body_len == len && (ctx_len == 0 || memcmp(ctx_of(e), ctx, ctx_len) == 0) &&
             (len == 0 || memcmp(body_of(e), body, len) == 0))
             break;
     }
@@ -265,10 +269,21 @@ int pc_keymemo_get(struct pc_keymemo *m, const char *ctx, size_t ctx_len, const 
                    size_t len, struct pc_keymemo_probe *probe, struct pc_keymemo_val *out)
 {
     probe->hash = 0;
+    probe->digested = 0;
     if (m == NULL)
         return 0;
+    if (len > PC_KEYMEMO_DIGEST_MIN) {
+        if (EVP_Digest(body, len, probe->digest, NULL, EVP_sha256(), NULL) != 1) {
+            m->misses++;
+            probe->digested = -1; /* no digest: nothing to remember either */
+            return 0;
+        }
+        probe->digested = 1;
+        body = (const char *)probe->digest;
+        len = sizeof probe->digest;
+    }
     probe->hash = m->hash(m->seed, ctx, ctx_len, body, len);
-    struct entry *e = *slot(m, probe->hash, ctx, ctx_len, body, len);
+    struct entry *e = *slot(m, probe->hash, probe->digested, ctx, ctx_len, body, len);
     if (e == NULL) {
         m->misses++;
         return 0;
@@ -287,8 +302,13 @@ int pc_keymemo_get(struct pc_keymemo *m, const char *ctx, size_t ctx_len, const 
 void pc_keymemo_put(struct pc_keymemo *m, const struct pc_keymemo_probe *probe, const char *ctx,
                     size_t ctx_len, const char *body, size_t len, const struct pc_keymemo_val *val)
 {
-    if (m == NULL || val->n_uniq == 0 || val->keys_len == 0 || (val->n > 0 && val->uniq_of == NULL))
+    if (m == NULL || val->n_uniq == 0 || val->keys_len == 0 ||
+        (val->n > 0 && val->uniq_of == NULL) || probe->digested < 0)
         return;
+    if (probe->digested) {
+        body = (const char *)probe->digest;
+        len = sizeof probe->digest;
+    }
     /* The seed makes 0 as likely as any hash: an empty slot admits nothing but hash 0. */
     uint64_t *door = &m->door[(probe->hash >> 17) & m->door_mask];
     if (*door != probe->hash) {
@@ -301,7 +321,7 @@ void pc_keymemo_put(struct pc_keymemo *m, const struct pc_keymemo_probe *probe, 
     size_t charge = own + ENTRY_OVERHEAD;
     if (val->n > UINT32_MAX || charge > m->max_bytes / 4 || charge < own)
         return;
-    struct entry **p = slot(m, probe->hash, ctx, ctx_len, body, len);
+    struct entry **p = slot(m, probe->hash, probe->digested, ctx, ctx_len, body, len);
     if (*p != NULL)
         drop(m, *p);
     while (m->bytes + charge > m->max_bytes && m->tail != NULL) {
@@ -312,6 +332,7 @@ void pc_keymemo_put(struct pc_keymemo *m, const struct pc_keymemo_probe *probe, 
     if (e == NULL)
         return;
     *e = (struct entry){.hash = probe->hash,
+                        .digested = probe->digested,
                         .ctx_len = ctx_len,
                         .body_len = len,
                         .n = val->n,

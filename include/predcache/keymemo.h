@@ -10,6 +10,9 @@
  * joins them into one byte string, and an entry is found only when context and body are
  * both equal to what was stored, byte for byte, so the memo can never answer a key that
  * derivation would not. The 64-bit hash only picks the bucket; it is seeded per memo.
+ * A body over PC_KEYMEMO_DIGEST_MIN bytes is held as its SHA-256 instead of its bytes
+ * (hashing is several times cheaper than reading it for its key, and a large body's
+ * entry stays small): two bodies with one SHA-256 would already share a cache key.
  *
  * One memo per worker, used from that worker's thread only: no locks. Bounded in bytes
  * (bodies, contexts, keys and bookkeeping), least recently used out first. A request is
@@ -40,9 +43,14 @@ struct pc_keymemo_stats {
     size_t bytes, entries;
 };
 
+#define PC_KEYMEMO_DIGEST_MIN 16384
+#define PC_KEYMEMO_DIGEST_LEN 32
+
 /* Where a probe landed: handed from pc_keymemo_get to pc_keymemo_put for the same request. */
 struct pc_keymemo_probe {
     uint64_t hash;
+    int digested; /* the body is over PC_KEYMEMO_DIGEST_MIN: digest stands for it */
+    unsigned char digest[PC_KEYMEMO_DIGEST_LEN];
 };
 
 typedef uint64_t (*pc_keymemo_hash_fn)(uint64_t seed, const char *ctx, size_t ctx_len,

@@ -154,3 +154,21 @@ def test_bounded_memo_forgets_and_keys_stay_right(start_predcache, model, redis)
     assert memo(p) == (hits, misses + 1)
     r = post(p, bodies[-1])  # the most recent one is still there
     assert r.headers["X-Cache"] == "HIT" and memo(p) == (hits + 1, misses + 1)
+
+
+def test_large_bodies_are_remembered_by_digest(start_predcache, model, redis):
+    """Bodies over 16 KB are held as their SHA-256: the same bytes are found again, a body
+    one byte apart is not."""
+    p = start_predcache(conf={"cache": {"key_memo_bytes": "64k"}})  # smaller than 3 bodies
+    a = '{"instances": ["%s"]}' % ("a" * 50000)
+    b = '{"instances": ["%s"]}' % ("a" * 24999 + "b" + "a" * 25000)
+    assert len(a) == len(b) and a != b
+    for i in range(3):
+        r = post(p, a)
+        assert r.headers["X-Cache-Key"] == body_key(PREDICT, a)
+        redis.wait_key(r.headers["X-Cache-Key"])
+    assert memo(p) == (1, 2)
+    r = post(p, b)
+    assert r.headers["X-Cache"] == "MISS" and r.headers["X-Cache-Key"] == body_key(PREDICT, b)
+    assert memo(p) == (1, 3)
+    assert model.count(PREDICT) == 2

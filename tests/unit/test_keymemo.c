@@ -209,6 +209,43 @@ static void test_doorkeeper_admits_the_second_sighting(void **state)
     pc_keymemo_free(m);
 }
 
+/* Large bodies are held as their SHA-256: found again, told apart, and cheap to keep. */
+static void test_large_bodies_by_digest(void **state)
+{
+    (void)state;
+    size_t big = 1 << 20;
+    struct pc_keymemo *m = pc_keymemo_new(64 * 1024, same_hash); /* smaller than one body */
+    char *a = malloc(big + 1), *b = malloc(big + 1);
+    memset(a, 'a', big);
+    a[big] = '\0';
+    memcpy(b, a, big + 1);
+    b[big / 2] = 'b'; /* one byte apart, same length */
+    struct pc_keymemo_val va = one_key("key-a"), vb = one_key("key-b"), got;
+    put(m, "c", a, &va);
+    put(m, "c", b, &vb);
+    assert_int_equal(get(m, "c", a, &got), 1);
+    assert_string_equal(got.keys, "key-a");
+    assert_int_equal(get(m, "c", b, &got), 1);
+    assert_string_equal(got.keys, "key-b");
+    a[big - 1] = 'z';
+    assert_int_equal(get(m, "c", a, &got), 0);
+    struct pc_keymemo_stats st;
+    pc_keymemo_stats(m, &st);
+    assert_int_equal(st.entries, 2);
+    assert_true(st.bytes < 1024);
+    /* At the threshold a body is kept as bytes; one byte over, as its digest. A body of
+     * 32 bytes never matches a digest that happens to equal its bytes (flagged apart). */
+    char edge[PC_KEYMEMO_DIGEST_MIN + 2];
+    memset(edge, 'e', sizeof edge - 1);
+    edge[sizeof edge - 1] = '\0';
+    put(m, "c", edge, &va); /* DIGEST_MIN + 1 bytes: digest */
+    edge[PC_KEYMEMO_DIGEST_MIN] = '\0';
+    assert_int_equal(get(m, "c", edge, &got), 0); /* DIGEST_MIN bytes: another request */
+    free(a);
+    free(b);
+    pc_keymemo_free(m);
+}
+
 static void test_off_and_empty(void **state)
 {
     (void)state;
@@ -278,6 +315,7 @@ int main(void)
         cmocka_unit_test(test_bounded_lru),
         cmocka_unit_test(test_too_large_entries_are_not_kept),
         cmocka_unit_test(test_doorkeeper_admits_the_second_sighting),
+        cmocka_unit_test(test_large_bodies_by_digest),
         cmocka_unit_test(test_off_and_empty),
         cmocka_unit_test(test_hash_is_xxh64),
         cmocka_unit_test(test_hash_sees_every_bit),
