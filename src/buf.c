@@ -125,6 +125,19 @@ int pc_strcaseeq(const char *a, const char *b)
     return *a == *b;
 }
 
+size_t pc_u64_text(uint64_t v, char out[PC_U64_TEXT])
+{
+    char d[PC_U64_TEXT], *p = d + sizeof d;
+    do {
+        *--p = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    size_t n = (size_t)(d + sizeof d - p);
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return n;
+}
+
 size_t pc_strlcpy(char *dst, const char *src, size_t size)
 {
     size_t n = strlen(src);

@@ -47,16 +47,26 @@ int pc_generations_key(const struct pc_config *cfg, const char *ns, char *out, s
     return n >= 0 && (size_t)n < len ? 0 : -1;
 }
 
+/* Appends s to out[*n..len); 0 ok, -1 when it does not fit (with its NUL). */
+static int field_put(char *out, size_t len, size_t *n, const char *s)
+{
+    size_t k = strlen(s);
+    if (*n + k >= len)
+        return -1;
+    memcpy(out + *n, s, k + 1);
+    *n += k;
+    return 0;
+}
+
 int pc_generations_field(const char *model, const char *version, char *out, size_t len)
 {
-    int n;
+    size_t n = 0;
     if (model == NULL || model[0] == '\0')
-        n = snprintf(out, len, "*");
-    else if (version == NULL || version[0] == '\0')
-        n = snprintf(out, len, "m/%s", model);
-    else
-        n = snprintf(out, len, "v/%s/%s", model, version);
-    return n >= 0 && (size_t)n < len ? 0 : -1;
+        return field_put(out, len, &n, "*");
+    if (version == NULL || version[0] == '\0')
+        return field_put(out, len, &n, "m/") | field_put(out, len, &n, model);
+    return field_put(out, len, &n, "v/") | field_put(out, len, &n, model) |
+           field_put(out, len, &n, "/") | field_put(out, len, &n, version);
 }
 
 struct pc_generations *pc_generations_new(struct pc_worker *w)
@@ -224,8 +234,12 @@ static int format_gen(const struct ns_entry *e, const char *model, const char *v
             pc_generations_field(model, version, field, sizeof field) == 0)
             v = counter(e, field);
     }
-    int n = all || m || v ? snprintf(out, outlen, "g%lld.%lld.%lld", all, m, v)
-                          : snprintf(out, outlen, "%s", "");
+    if (!all && !m && !v) { /* the usual case: nothing invalidated, the key is unchanged */
+        if (outlen > 0)
+            out[0] = '\0';
+        return outlen > 0 ? 0 : -1;
+    }
+    int n = snprintf(out, outlen, "g%lld.%lld.%lld", all, m, v);
     if (n < 0 || (size_t)n >= outlen) {
         if (outlen > 0)
             out[0] = '\0';

@@ -401,12 +401,8 @@ static void head_str(struct head *h, const char *s)
 
 static void head_uint(struct head *h, uint64_t v)
 {
-    char d[24], *p = d + sizeof d;
-    do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    head_put(h, p, (size_t)(d + sizeof d - p));
+    char d[PC_U64_TEXT];
+    head_put(h, d, pc_u64_text(v, d));
 }
 
 /* Writes status line, headers and body to the connection's output. */

@@ -13,6 +13,8 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "predcache/buf.h"
+
 int pc_log_level_current = PC_LOG_INFO; /* set once at start-up, before any thread */
 static FILE *access_fp; /* NULL: access log off. Set once at start-up, before any thread. */
 
@@ -125,12 +127,8 @@ static void line_str(struct line *l, const char *s)
 
 static void line_uint(struct line *l, uint64_t v)
 {
-    char d[24], *p = d + sizeof d;
-    do {
-        *--p = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    line_put(l, p, (size_t)(d + sizeof d - p));
+    char d[PC_U64_TEXT];
+    line_put(l, d, pc_u64_text(v, d));
 }
 
 /* x with two decimals, as %.2f writes it for the milliseconds a request takes. */

@@ -149,8 +149,10 @@ static void answer_merged(struct pc_preq *p, int status, const struct pc_header 
                           size_t n_base, const char *body, size_t len)
 {
     struct pc_batch_state *b = p->batch;
-    char hits[64];
-    snprintf(hits, sizeof hits, "%zu/%zu", b->hits, b->n);
+    char hits[2 * PC_U64_TEXT];
+    size_t k = pc_u64_text(b->hits, hits);
+    hits[k++] = '/';
+    pc_u64_text(b->n, hits + k);
     struct pc_header *h = calloc(n_base + 3, sizeof *h);
     if (h == NULL) {
         pc_proxy_answer_error(p, 503, "out of memory");
@@ -204,9 +206,9 @@ static void answer_all_cached(struct pc_preq *p)
                        &out) != 0) {
         pc_proxy_answer_error(p, 503, "out of memory");
     } else {
-        char age[32];
+        char age[PC_U64_TEXT];
         int64_t age_s = (pc_wall_ms() - oldest) / 1000;
-        snprintf(age, sizeof age, "%lld", (long long)(age_s > 0 ? age_s : 0));
+        pc_u64_text(age_s > 0 ? (uint64_t)age_s : 0, age);
         struct pc_header h[2];
         size_t n = 0;
         if (first->ctype[0] != '\0')

@@ -320,9 +320,15 @@ int pc_model_of_path(const char *path, struct pc_model_ref *m)
 
 int pc_model_versioned_path(const struct pc_model_ref *m, const char *version, struct pc_buf *out)
 {
-    if (m->api == PC_API_TFS_V1)
-        return pc_buf_printf(out, "/v1/models/%s/versions/%s:%s", m->name, version, m->verb);
-    return pc_buf_printf(out, "/v2/models/%s/versions/%s/infer", m->name, version);
+    int rc = pc_buf_append_str(out, m->api == PC_API_TFS_V1 ? "/v1/models/" : "/v2/models/");
+    rc |= pc_buf_append_str(out, m->name);
+    rc |= pc_buf_append_str(out, "/versions/");
+    rc |= pc_buf_append_str(out, version);
+    if (m->api == PC_API_TFS_V1) {
+        rc |= pc_buf_append_char(out, ':');
+        return rc | pc_buf_append_str(out, m->verb);
+    }
+    return rc | pc_buf_append_str(out, "/infer");
 }
 
 int pc_model_status_path(const struct pc_model_ref *m, struct pc_buf *out)

@@ -35,6 +35,10 @@ int64_t pc_wall_ms(void);
 
 /* Case-insensitive ASCII comparison of a header name or token. */
 int pc_strcaseeq(const char *a, const char *b);
+/* Decimal text of v, NUL-terminated, in out (20 digits at most); returns its length. The
+ * hot paths' integer formatting, without printf. */
+#define PC_U64_TEXT 21
+size_t pc_u64_text(uint64_t v, char out[PC_U64_TEXT]);
 /* strlcpy-like: copies at most size-1 bytes, always terminates; returns strlen(src). */
 size_t pc_strlcpy(char *dst, const char *src, size_t size);
 /* Value of a hex digit, or -1. */
