@@ -38,6 +38,8 @@ $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o $(BUILD)/buf.o $(BUILD)/log.o
 # The configuration checks its route table with the routes module.
 $(BUILD)/test_config: $(BUILD)/routes.o
 $(BUILD)/test_routes: $(BUILD)/config.o
+# The one-pass batch keys are checked against the batch scanner.
+$(BUILD)/test_cachekey: $(BUILD)/batch.o
 
 # cachekey reads JSON through canon. test_canon also links the json-c implementation the
 # v1 key was first built on (tests/ref/), the reference canon is held to.

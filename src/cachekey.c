@@ -256,7 +256,7 @@ static int hash_input(const struct pc_key_params *p, const char *ns, const char 
     } else {
         k.field = calloc(p->n_input_fields ? p->n_input_fields : 1, sizeof *k.field);
         nul = has_nul_escape(body, len);
-        struct pc_canon_hook hook = {pick_member, pick_member_end, &k};
+        struct pc_canon_hook hook = {pick_member, pick_member_end, &k, NULL, NULL};
         struct pc_canon_out out = {NULL, hash_update, h};
         rc = pc_canon_scan(body, len, nul || k.field == NULL ? NULL : &hook, &out, &info);
     }
@@ -377,6 +377,126 @@ int pc_cachekey_instance(const struct pc_key_params *p, const char *route, const
         set_err(err, errlen, alone, NULL, 0);
         return -1;
     }
+    return 0;
+}
+
+/* ---- every instance of a batch in one pass ----------------------------------------- */
+
+struct each {
+    struct pc_buf text; /* the elements' canonical texts, one after the other */
+    struct pc_span *spans, *texts;
+    size_t n, cap;
+    struct pc_span sig;
+    int instances, other; /* "instances" members seen; something that rules the pass out */
+    int oom;
+};
+
+struct each_ctx {
+    struct each *e;
+    const char *body;
+    int in_instances, in_sig;
+};
+
+static int each_member_at(void *arg, const char *name, size_t name_len, size_t raw_off,
+                          size_t raw_len)
+{
+    (void)name;
+    (void)name_len;
+    struct each_ctx *x = arg;
+    const char *raw = x->body + raw_off;
+    x->in_sig = raw_len == 16 && memcmp(raw, "\"signature_name\"", 16) == 0;
+    x->in_instances = raw_len == 11 && memcmp(raw, "\"instances\"", 11) == 0;
+    if (x->in_instances && x->e->instances++ > 0)
+        x->e->other = 1; /* given twice: not a batch */
+    return x->in_instances && !x->e->other ? PC_CANON_EACH : 0;
+}
+
+static void each_member_end(void *arg, size_t off, size_t len, enum pc_canon_type type,
+                            enum pc_canon_rc exact)
+{
+    (void)exact;
+    struct each_ctx *x = arg;
+    if (x->in_sig)
+        x->e->sig = (struct pc_span){off, len};
+    if (x->in_instances && type != PC_CANON_ARRAY)
+        x->e->other = 1;
+    x->in_sig = x->in_instances = 0;
+}
+
+static void each_element(void *arg, size_t off, size_t len, size_t text_off, size_t text_len,
+                         enum pc_canon_rc exact)
+{
+    struct each_ctx *x = arg;
+    struct each *e = x->e;
+    if (exact != PC_CANON_OK || has_nul_escape(x->body + off, len)) {
+        e->other = 1; /* an instance that cannot be keyed alone */
+        return;
+    }
+    if (e->n == e->cap) {
+        size_t cap = e->cap ? 2 * e->cap : 16;
+        struct pc_span *s = realloc(e->spans, cap * sizeof *s);
+        struct pc_span *t = s == NULL ? NULL : realloc(e->texts, cap * sizeof *t);
+        if (s != NULL)
+            e->spans = s;
+        if (t == NULL) {
+            e->oom = 1;
+            return;
+        }
+        e->texts = t;
+        e->cap = cap;
+    }
+    e->spans[e->n] = (struct pc_span){off, len};
+    e->texts[e->n++] = (struct pc_span){text_off, text_len};
+}
+
+int pc_cachekey_instances(const struct pc_key_params *p, const char *route, const char *body,
+                          size_t len, struct pc_span **spans, size_t *n, struct pc_span *sig,
+                          char (**keys)[PC_KEY_MAX])
+{
+    const char *ns = p->namespace_ ? p->namespace_ : "";
+    const char *prefix = p->prefix ? p->prefix : "";
+    if (body == NULL || len == 0 || len >= INT_MAX || check_params(ns, prefix, route, NULL, 0))
+        return 1;
+    struct each e;
+    memset(&e, 0, sizeof e);
+    pc_buf_init(&e.text);
+    struct each_ctx x = {&e, body, 0, 0};
+    struct pc_canon_hook hook = {NULL, each_member_end, &x, each_member_at, each_element};
+    struct pc_canon_out out = {&e.text, NULL, NULL};
+    struct pc_canon_info info;
+    enum pc_canon_rc rc = pc_canon_scan(body, len, &hook, &out, &info);
+    int result = 1;
+    char(*k)[PC_KEY_MAX] = NULL;
+    if (e.oom) {
+        result = -1;
+    } else if (rc == PC_CANON_OK && info.root == PC_CANON_OBJECT && e.instances == 1 && !e.other &&
+               e.n > 0 && memchr(body + e.sig.off, '\n', e.sig.len) == NULL) {
+        k = malloc(e.n * sizeof *k);
+        struct hasher h = {EVP_MD_CTX_new(), 0};
+        result = k == NULL || h.ctx == NULL ? -1 : 0;
+        for (size_t i = 0; result == 0 && i < e.n; i++) {
+            /* material = namespace "\n" route "\n" "instance\n" signature "\n" canonical */
+            hash_begin(&h, ns, route);
+            hash_update(&h, "instance\n", 9);
+            hash_update(&h, body + e.sig.off, e.sig.len);
+            hash_update(&h, "\n", 1);
+            hash_update(&h, e.text.data + e.texts[i].off, e.texts[i].len);
+            if (hash_end(&h, prefix, k[i]) != 0)
+                result = -1;
+        }
+        EVP_MD_CTX_free(h.ctx);
+    }
+    pc_buf_release(&e.text);
+    free(e.texts);
+    if (result != 0) {
+        free(k);
+        free(e.spans);
+        return result;
+    }
+    *spans = e.spans;
+    *n = e.n;
+    *sig = e.sig;
+    *keys = k;
     return 0;
 }
 

@@ -877,6 +877,43 @@ static int read_array(struct canon *c, size_t i, int depth, int emit, size_t *en
     return inexact;
 }
 
+/*
+ * The array at i whose elements the hook asked for one by one: each element's canonical
+ * text appended to out and shown to hook->element, read as read_array reads them. -1
+ * refused, else 0 (exactness goes to each element).
+ */
+static int read_elements(struct canon *c, size_t i, int depth, size_t *end)
+{
+    size_t j = skip_ws(c, i + 1);
+    if (at(c, j) != ']') {
+        for (;;) {
+            if (depth >= CANON_DEPTH - 1)
+                return fail_at(c, J_DEPTH, j);
+            size_t ve, text = c->out->len;
+            int ch = at(c, j), v;
+            if (ch == '-' || (ch >= '0' && ch <= '9'))
+                v = fast_number(c, j, &ve) == 0 ? 0 : read_number(c, j, depth + 1, 1, &ve);
+            else
+                v = read_value(c, j, depth + 1, 1, &ve);
+            if (v < 0)
+                return -1;
+            c->hook->element(c->hook->arg, j, ve - j, text, c->out->len - text,
+                             v || c->broken ? PC_CANON_INEXACT : PC_CANON_OK);
+            j = skip_ws(c, ve);
+            int t = at(c, j);
+            if (t == ']')
+                break;
+            if (t != ',')
+                return fail_at(c, J_ARRAY, j);
+            j = skip_ws(c, j + 1);
+            if (at(c, j) == ']') /* strict mode: no trailing comma */
+                return fail_at(c, J_UNEXPECTED, j);
+        }
+    }
+    *end = j + 1;
+    return 0;
+}
+
 static int name_cmp(const char *a, size_t al, const char *b, size_t bl)
 {
     int r = memcmp(a, b, al < bl ? al : bl);
@@ -996,6 +1033,7 @@ static int read_object(struct canon *c, size_t i, int depth, int emit, size_t *e
     if (at(c, j) != '}') {
         for (;;) {
             int q = at(c, j);
+            size_t j0 = j;
             if (q != '"' && q != '\'')
                 return fail_at(c, J_KEY_NAME, j);
             if (q == '\'')
@@ -1012,10 +1050,16 @@ static int read_object(struct canon *c, size_t i, int depth, int emit, size_t *e
             if (depth >= CANON_DEPTH - 1)
                 return fail_at(c, J_DEPTH, j);
 
-            int v_emit = emit;
-            if (hook)
-                v_emit = c->hook->member(c->hook->arg, c->broken ? "" : c->names.data + name,
-                                         name_len) == 1;
+            int v_emit = emit, each = 0;
+            if (hook) {
+                const char *nm = c->broken ? "" : c->names.data + name;
+                int want = c->hook->member_at != NULL
+                               ? c->hook->member_at(c->hook->arg, nm, name_len, j0, ke - j0)
+                               : c->hook->member(c->hook->arg, nm, name_len);
+                v_emit = want == 1;
+                each = want == PC_CANON_EACH && at(c, j) == '[' && c->hook->element != NULL &&
+                       c->out != &c->stage; /* texts are shown by offset in out->buf */
+            }
             struct member x = {0, 0, name, name_len, 0};
             if (emit) {
                 if (c->nm > m0)
@@ -1030,7 +1074,8 @@ static int read_object(struct canon *c, size_t i, int depth, int emit, size_t *e
                 }
             }
             size_t ve;
-            int v = read_value(c, j, depth + 1, v_emit, &ve);
+            int v = each ? read_elements(c, j, depth + 1, &ve)
+                         : read_value(c, j, depth + 1, v_emit, &ve);
             if (v < 0)
                 return -1;
             if (emit) {

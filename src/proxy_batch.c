@@ -98,30 +98,33 @@ static int key_ref_cmp(const void *a, const void *b)
     return c != 0 ? c : (x->i < y->i ? -1 : x->i > y->i);
 }
 
-/*
- * Keys every instance and folds duplicates: unique ids follow first appearance. 0 keyed;
- * 1 an instance cannot be keyed alone; -1 out of memory.
- */
-static int batch_keys(struct pc_preq *p, struct pc_batch_state *b, const char *route,
-                      const char *body)
+/* Keys every instance the longer way, one pass each: 0; 1 one cannot be keyed alone. */
+static int instance_keys(struct pc_preq *p, const struct pc_batch_state *b, const char *route,
+                         const char *body, char (*all)[PC_KEY_MAX])
 {
-    char(*all)[PC_KEY_MAX] = calloc(b->n, sizeof *all);
-    struct key_ref *refs = calloc(b->n, sizeof *refs);
-    size_t *first_i = calloc(b->n, sizeof *first_i);
-    int rc = -1;
-    if (all == NULL || refs == NULL || first_i == NULL)
-        goto out;
     const char *sig = body + b->req.signature.off;
     char err[128];
     for (size_t i = 0; i < b->n; i++) {
         const struct pc_span *s = &b->req.inst.elems[i];
         if (pc_cachekey_instance(&p->keyp, route, sig, b->req.signature.len, body + s->off, s->len,
-                                 all[i], err, sizeof err) != 0) {
-            rc = 1;
-            goto out;
-        }
-        refs[i] = (struct key_ref){all[i], i};
+                                 all[i], err, sizeof err) != 0)
+            return 1;
     }
+    return 0;
+}
+
+/* Folds the duplicates among all[0..n): unique ids follow first appearance. 0 or -1. */
+static int fold_keys(struct pc_batch_state *b, char (*all)[PC_KEY_MAX])
+{
+    struct key_ref *refs = calloc(b->n, sizeof *refs);
+    size_t *first_i = calloc(b->n, sizeof *first_i);
+    if (refs == NULL || first_i == NULL) {
+        free(refs);
+        free(first_i);
+        return -1;
+    }
+    for (size_t i = 0; i < b->n; i++)
+        refs[i] = (struct key_ref){all[i], i};
     qsort(refs, b->n, sizeof *refs, key_ref_cmp);
     for (size_t k = 0; k < b->n; k++) /* sorted by (key, i): a run's head is its first i */
         first_i[refs[k].i] =
@@ -135,12 +138,9 @@ static int batch_keys(struct pc_preq *p, struct pc_batch_state *b, const char *r
             b->uniq_of[i] = b->uniq_of[first_i[i]];
         }
     }
-    rc = 0;
-out:
-    free(all);
     free(refs);
     free(first_i);
-    return rc;
+    return 0;
 }
 
 /* ---- answers ----------------------------------------------------------------------- */
@@ -531,21 +531,43 @@ int pc_proxy_batch_key(struct pc_preq *p, const char *route)
 {
     if (!is_predict_route(pc_http_req_path(p->req)))
         return 1;
-    size_t len;
+    size_t len, n = 0;
     const char *body = pc_http_req_body(p->req, &len);
     struct pc_batch_req req;
-    int rc = pc_batch_parse_request(body, len, &req);
-    if (rc != 0)
+    memset(&req, 0, sizeof req);
+    char(*all)[PC_KEY_MAX] = NULL;
+    /* One pass for spans and keys; anything unusual is decided the longer way. */
+    int rc = pc_cachekey_instances(&p->keyp, route, body, len, &req.inst.elems, &n, &req.signature,
+                                   &all);
+    if (rc < 0)
+        return -1;
+    if (rc == 0)
+        req.inst.n = req.inst.cap = n;
+    else if (pc_batch_parse_request(body, len, &req) != 0)
         return 1;
     struct pc_batch_state *b = batch_new(p, req.inst.n);
     if (b == NULL) {
         pc_batch_req_release(&req);
+        free(all);
         return -1;
     }
     b->req = req;
-    if ((rc = batch_keys(p, b, route, body)) != 0) {
+    if (all == NULL) {
+        if ((all = calloc(b->n, sizeof *all)) == NULL) {
+            pc_proxy_batch_free(b);
+            return -1;
+        }
+        if ((rc = instance_keys(p, b, route, body, all)) != 0) {
+            free(all);
+            pc_proxy_batch_free(b);
+            return rc; /* an instance that cannot be keyed alone: key the whole body */
+        }
+    }
+    rc = fold_keys(b, all);
+    free(all);
+    if (rc != 0) {
         pc_proxy_batch_free(b);
-        return rc; /* an instance that cannot be keyed alone: key the whole body */
+        return -1;
     }
     p->batch = b;
     return 0;

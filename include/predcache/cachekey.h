@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 
+#include "predcache/batch.h"
 #include "predcache/buf.h"
 
 /* prefix (up to 255) + "v1:" + 64 hex digits + NUL */
@@ -67,6 +68,20 @@ int pc_cachekey_canonical(const char *json, size_t len, struct pc_buf *out);
 int pc_cachekey_instance(const struct pc_key_params *p, const char *route, const char *signature,
                          size_t sig_len, const char *inst, size_t inst_len, char out[PC_KEY_MAX],
                          char *err, size_t errlen);
+
+/*
+ * The keys of every element of a TF Serving batch in one pass over the body, the same keys
+ * as pc_batch_parse_request followed by pc_cachekey_instance for each element. Returns 0
+ * when body is strict JSON, an object with one "instances" member (that spelling) holding
+ * a non-empty array, and every element can be keyed alone: then *n elements, (*spans)[i]
+ * their spans in body, *sig the span of "signature_name"'s value (the last one; len 0 when
+ * absent) and (*keys)[i] their keys, both arrays malloc'ed for the caller to free. 1 for
+ * any other body (nothing allocated): the caller then decides the longer way. -1 when
+ * memory runs out.
+ */
+int pc_cachekey_instances(const struct pc_key_params *p, const char *route, const char *body,
+                          size_t len, struct pc_span **spans, size_t *n, struct pc_span *sig,
+                          char (**keys)[PC_KEY_MAX]);
 
 /* Human name of a kind: "fields", "path", "raw". */
 const char *pc_cachekey_kind_name(enum pc_key_kind kind);

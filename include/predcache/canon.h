@@ -75,7 +75,21 @@ struct pc_canon_hook {
     void (*member_end)(void *arg, size_t off, size_t len, enum pc_canon_type type,
                        enum pc_canon_rc exact);
     void *arg;
+    /*
+     * Optional. member_at, when set, is called instead of member and also gets the span
+     * of the member name's token in s (quotes included). It may return PC_CANON_EACH:
+     * when the value is an array, each element's canonical text is then appended to
+     * out's buffer (out->buf is required) and shown to element() with the element's span
+     * in s, where its text starts in the buffer, its length, and PC_CANON_OK or
+     * PC_CANON_INEXACT; no brackets or commas are written. A value that is not an array
+     * is then only read.
+     */
+    int (*member_at)(void *arg, const char *name, size_t name_len, size_t raw_off, size_t raw_len);
+    void (*element)(void *arg, size_t off, size_t len, size_t text_off, size_t text_len,
+                    enum pc_canon_rc exact);
 };
+
+#define PC_CANON_EACH 2
 
 enum pc_canon_rc pc_canon_scan(const char *s, size_t len, const struct pc_canon_hook *hook,
                                const struct pc_canon_out *out, struct pc_canon_info *info);

@@ -17,6 +17,8 @@
  *     depends on the values, never on their spelling)
  *   - an instance key exists exactly when the instance has a canonical form (and holds no
  *     "\u0000"), and has the key format
+ *   - the keys of a whole batch in one pass (pc_cachekey_instances), when it takes the
+ *     body, are those of batch.c's spans keyed one instance at a time, span for span
  */
 #include "fuzz.h"
 
@@ -178,6 +180,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int exact = c1.len > 4 && memmem(body, len, "\\u0000", 6) == NULL;
     FUZZ_CHECK((irc == 0) == exact);
     pc_buf_release(&c1);
+
+    /* a whole batch in one pass agrees with the spans keyed one by one */
+    struct pc_span *spans = NULL, sig = {0, 0};
+    char(*keys)[PC_KEY_MAX] = NULL;
+    size_t n = 0;
+    int brc = pc_cachekey_instances(&params, ROUTE, body, len, &spans, &n, &sig, &keys);
+    FUZZ_CHECK(brc == 0 || brc == 1);
+    if (brc == 0) {
+        struct pc_batch_req req;
+        FUZZ_CHECK(pc_batch_parse_request(body, len, &req) == 0);
+        FUZZ_CHECK(req.inst.n == n && req.signature.off == sig.off && req.signature.len == sig.len);
+        for (size_t i = 0; i < n; i++) {
+            const struct pc_span *e = &req.inst.elems[i];
+            FUZZ_CHECK(spans[i].off == e->off && spans[i].len == e->len);
+            FUZZ_CHECK(pc_cachekey_instance(&params, ROUTE, body + sig.off, sig.len, body + e->off,
+                                            e->len, key2, err, sizeof err) == 0);
+            FUZZ_CHECK(strcmp(keys[i], key2) == 0);
+        }
+        pc_batch_req_release(&req);
+        free(spans);
+        free(keys);
+    }
 
     free(body);
     return 0;

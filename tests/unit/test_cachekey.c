@@ -671,6 +671,155 @@ static void test_kind_names(void **state)
     assert_string_equal(pc_cachekey_kind_name(PC_KEY_RAW), "raw");
 }
 
+/* ---- every instance in one pass: the same as the spans and one key per instance ------ */
+
+/*
+ * pc_cachekey_instances against the longer way (pc_batch_parse_request, then
+ * pc_cachekey_instance per element). Returns what the one pass said; when it keyed the
+ * batch, the longer way must give the same spans, signature and keys.
+ */
+static int same_as_longer_way(const char *body, size_t len)
+{
+    const struct pc_key_params *p = &default_params;
+    const char *route = "/v1/models/m:predict";
+    struct pc_span *spans = NULL, sig = {0, 0};
+    char(*keys)[PC_KEY_MAX] = NULL;
+    size_t n = 0;
+    int rc = pc_cachekey_instances(p, route, body, len, &spans, &n, &sig, &keys);
+    assert_true(rc == 0 || rc == 1);
+    struct pc_batch_req req;
+    int longer = pc_batch_parse_request(body, len, &req);
+    int all_keyed = longer == 0;
+    for (size_t i = 0; longer == 0 && i < req.inst.n; i++) {
+        char key[PC_KEY_MAX], err[128];
+        const struct pc_span *e = &req.inst.elems[i];
+        if (pc_cachekey_instance(p, route, body + req.signature.off, req.signature.len,
+                                 body + e->off, e->len, key, err, sizeof err) != 0) {
+            all_keyed = 0;
+            break;
+        }
+        if (rc == 0) {
+            assert_int_equal(spans[i].off, e->off);
+            assert_int_equal(spans[i].len, e->len);
+            assert_string_equal(keys[i], key);
+        }
+    }
+    if (rc == 0) {
+        assert_int_equal(longer, 0);
+        assert_true(all_keyed);
+        assert_int_equal(n, req.inst.n);
+        assert_int_equal(sig.off, req.signature.off);
+        assert_int_equal(sig.len, req.signature.len);
+        free(spans);
+        free(keys);
+    }
+    if (longer == 0)
+        pc_batch_req_release(&req);
+    return rc;
+}
+
+static int same_str(const char *body)
+{
+    return same_as_longer_way(body, strlen(body));
+}
+
+static void test_instances_in_one_pass(void **state)
+{
+    (void)state;
+    /* The usual bodies: keyed in one pass. */
+    assert_int_equal(same_str("{\"instances\":[[1,2.50,-3e2],[1,2.5,-300]]}"), 0);
+    assert_int_equal(
+        same_str(" {\"signature_name\" : \"s\", \"instances\": [ {\"b\":1,\"a\":[\"x\"]}, "
+                 "\"str\\u00e9\", null, true, 0.0, {\"b64\":\"QUJD\"} ] } "),
+        0);
+    assert_int_equal(same_str("{\"instances\":[1],\"signature_name\":1,\"signature_name\":[2]}"),
+                     0);
+    assert_int_equal(same_str("{\"instances\":[[[[[[1]]]]]],\"x\":{\"instances\":[2,2]}}"), 0);
+    assert_int_equal(same_str("{\"instances\":[1e400000, 2]}"), 1); /* inexact: longer way */
+    /* Anything else is left to the longer way, which decides. */
+    const char *others[] = {
+        "{\"instances\":[]}",
+        "{\"instances\":{}}",
+        "{\"instances\":[1],\"instances\":[2]}",
+        "{\"instan\\u0063es\":[1]}",
+        "{\"instances\":[\"a\\u0000b\"]}",
+        "{\"instances\":[1],\"signature_name\":[1,\n2]}", /* a newline in its text */
+        "[{\"instances\":[1]}]",
+        "{\"instances\":[1,]}",
+        "{'instances':[1]}",
+        "{\"instances\":[01]}",
+        "{\"instances\":[NaN]}",
+        "{\"instances\":[\"\\ud800\"]}",
+        "{\"instances\":[1]} x",
+        "{\"inputs\":[1]}",
+        "",
+        "{\"instances\":[18446744073709551616]}", /* saturated: inexact */
+    };
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
+        assert_int_equal(same_str(others[i]), 1);
+    char nul[] = "{\"instances\":[1,\"a\0b\"]}";
+    assert_int_equal(same_as_longer_way(nul, sizeof nul - 1), 1);
+}
+
+/* Random batches built from pieces that exercise every value kind, and random bytes flipped
+ * in them: whatever the one pass keys, the longer way keys the same. */
+static void test_instances_in_one_pass_random(void **state)
+{
+    (void)state;
+    static const char *const pieces[] = {"1",
+                                         "-0",
+                                         "0.10",
+                                         "1e5",
+                                         "1.5E-3",
+                                         "123456789012345678901234567890",
+                                         "\"\"",
+                                         "\"a\\\"b\"",
+                                         "\"\\u00e9\\ud83d\\ude00\"",
+                                         "true",
+                                         "false",
+                                         "null",
+                                         "[]",
+                                         "{}",
+                                         "[1,[2,[3]]]",
+                                         "{\"z\":1,\"a\":{\"y\":[true]}}",
+                                         "{\"a\":1,\"a\":2}",
+                                         "\"\\/\\b\\f\\n\\r\\t\"",
+                                         "{\"b64\":\"QUJDRA==\"}",
+                                         "-12.500e+2"};
+    size_t np = sizeof pieces / sizeof pieces[0];
+    unsigned seed = 12345;
+    char body[4096];
+    int keyed = 0;
+    for (int round = 0; round < 3000; round++) {
+        size_t len = 0;
+        seed = seed * 1103515245u + 12345u;
+        int sig_first = (seed >> 16) & 1, with_sig = (seed >> 17) & 1;
+        len += (size_t)snprintf(body + len, sizeof body - len, "{");
+        if (with_sig && sig_first)
+            len += (size_t)snprintf(body + len, sizeof body - len, "\"signature_name\":\"s%d\",",
+                                    round % 3);
+        len += (size_t)snprintf(body + len, sizeof body - len, "\"instances\":[");
+        int k = 1 + (int)((seed >> 8) % 6);
+        for (int j = 0; j < k; j++) {
+            seed = seed * 1103515245u + 12345u;
+            len += (size_t)snprintf(body + len, sizeof body - len, "%s%s", j ? ", " : "",
+                                    pieces[(seed >> 16) % np]);
+        }
+        len += (size_t)snprintf(body + len, sizeof body - len, "]");
+        if (with_sig && !sig_first)
+            len += (size_t)snprintf(body + len, sizeof body - len, ",\"signature_name\":[%d]",
+                                    round % 3);
+        len += (size_t)snprintf(body + len, sizeof body - len, "}");
+        keyed += same_as_longer_way(body, len) == 0;
+        seed = seed * 1103515245u + 12345u;
+        if (round % 2 == 1) { /* one byte changed: often invalid, sometimes another batch */
+            body[(seed >> 8) % len] = "{}[]\",:0a\\ e-"[(seed >> 20) % 14];
+            same_as_longer_way(body, len);
+        }
+    }
+    assert_true(keyed > 1000); /* the one pass takes the usual batches */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -708,6 +857,8 @@ int main(void)
         cmocka_unit_test(test_deep_nesting),
         cmocka_unit_test(test_canonical_rejects_non_json),
         cmocka_unit_test(test_kind_names),
+        cmocka_unit_test(test_instances_in_one_pass),
+        cmocka_unit_test(test_instances_in_one_pass_random),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
