@@ -41,6 +41,7 @@
 #include "predcache/buf.h"
 #include "predcache/config.h"
 #include "predcache/log.h"
+#include "predcache/metrics.h"
 
 #define PC_HTTP_MAX_HEADERS 100
 #define PC_HTTP_LINGER_MS 2000
@@ -929,8 +930,17 @@ static int try_write_now(struct pc_conn *c)
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (c->close_after || c->read_eof || evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         return 0;
-    if (evbuffer_write(out, bufferevent_getfd(c->bev)) < 0 || evbuffer_get_length(out) > 0)
+    /* A bufferevent keeps the start of its output frozen so that only its own write
+     * callback drains it (evbuffer_write fails on a frozen start, writing nothing): thaw
+     * it for this one write, as that callback does. */
+    evbuffer_unfreeze(out, 1);
+    int n = evbuffer_write(out, bufferevent_getfd(c->bev));
+    evbuffer_freeze(out, 1);
+    if (n < 0 || evbuffer_get_length(out) > 0) {
+        if (c->srv->lim.answers_queued != NULL)
+            PC_METRIC_INC(*c->srv->lim.answers_queued);
         return 0;
+    }
     c->state = CS_READ_HEAD;
     set_read_timeout(c, c->srv->lim.idle_timeout_ms);
     /* The write event stays off until there is something to write: enabling it would arm

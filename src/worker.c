@@ -169,6 +169,7 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         .idle_timeout_ms = cfg->idle_timeout_ms,
         .read_timeout_ms = cfg->request_timeout_ms,
         .max_connections = cfg->max_connections,
+        .answers_queued = &w->metrics.answers_queued,
     };
     w->n_backends = 1 + cfg->n_backends;
     for (size_t i = 0; i < w->n_backends; i++) {
@@ -218,6 +219,7 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
     if (w->id == 0) {
         struct pc_http_limits admin_lim = lim;
         admin_lim.on_failure = NULL;      /* the data port's counters and access log only */
+        admin_lim.answers_queued = NULL;
         admin_lim.max_body_bytes = 65536; /* the admin port takes no large bodies */
         admin_lim.bind = PC_HTTP_EXCLUSIVE;
         w->admin = pc_http_server_new(base, cfg->admin_listen, &admin_lim, pc_admin_handle, w, err,

@@ -10,6 +10,7 @@
 #define PREDCACHE_HTTP_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct pc_http_server;
@@ -47,6 +48,9 @@ struct pc_http_limits {
     int idle_timeout_ms; /* keep-alive idle and slow-client read/write timeout */
     int read_timeout_ms; /* a started request must be received whole within it; 0: none */
     int max_connections;
+    /* NULL: not counted. Else one more (PC_METRIC_INC) for each answer the client's socket
+     * did not take at once, finished later by the write event (slow or stalled readers). */
+    uint64_t *answers_queued;
 };
 
 /*

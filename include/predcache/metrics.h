@@ -63,7 +63,9 @@
     X(invalidations, "Invalidations by model, version or namespace (POST /cache/invalidate)")      \
     X(l1_hits, "Requests answered from the in-process tier without asking Redis")                  \
     X(key_memo_hits, "Requests keyed from the key memo, their body not read again")                \
-    X(key_memo_misses, "Cacheable requests whose keys were derived from their body")
+    X(key_memo_misses, "Cacheable requests whose keys were derived from their body")               \
+    X(answers_queued, "Answers the client's socket did not take at once (slow or stalled "         \
+                      "readers)")
 
 /* name, help */
 #define PC_HISTOGRAMS(X)                                                                           \

@@ -262,3 +262,39 @@ def test_requests_refused_by_the_http_layer_are_logged_and_counted(proxy):
     lines = [l for l in proxy.access_lines() if "cache=ERROR" in l]
     assert any("status=400" in l and "method=-" in l for l in lines), lines
     assert any("status=413" in l and "method=POST path=/predict" in l for l in lines), lines
+
+
+def test_answers_are_written_at_once(start_predcache, model):
+    """An answer that fits the client's socket goes out from the handler, without waiting
+    for a write event: a client reading normally sees none counted as queued."""
+    p = start_predcache()
+    for i in range(20):
+        r = p.get("/v1/models/m/metadata?i=%d" % i)  # forwarded, answered on keep-alive
+        assert r.status_code == 200
+        r = p.post("/v1/models/m:predict", json_body={"instances": [i]})
+        assert r.status_code == 200
+    assert p.metric("predcache_answers_queued_total") == 0
+
+
+def test_an_answer_a_stalled_client_cannot_take_is_finished_later(start_predcache, model):
+    big = "x" * (8 * 1024 * 1024)
+    model.control(body=json.dumps({"predictions": [big]}))
+    p = start_predcache()
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(30)
+    s.connect(("127.0.0.1", p.listen_port))
+    s.sendall(b"GET /v1/models/m/metadata HTTP/1.1\r\nHost: x\r\n\r\n")
+    wait_for(lambda: p.metric("predcache_answers_queued_total") == 1, what="a queued answer")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += s.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = int([l.split(b":")[1] for l in head.split(b"\r\n")
+                  if l.lower().startswith(b"content-length:")][0])
+    while len(body) < length:
+        chunk = s.recv(1 << 20)
+        assert chunk, "closed after %d of %d bytes" % (len(body), length)
+        body += chunk
+    s.close()
+    assert json.loads(body) == {"predictions": [big]}
