@@ -218,7 +218,7 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         return -1;
     if (w->id == 0) {
         struct pc_http_limits admin_lim = lim;
-        admin_lim.on_failure = NULL;      /* the data port's counters and access log only */
+        admin_lim.on_failure = NULL; /* the data port's counters and access log only */
         admin_lim.answers_queued = NULL;
         admin_lim.max_body_bytes = 65536; /* the admin port takes no large bodies */
         admin_lim.bind = PC_HTTP_EXCLUSIVE;
