@@ -469,6 +469,8 @@ int pc_cachekey_instances(const struct pc_key_params *p, const char *route, cons
     char(*k)[PC_KEY_MAX] = NULL;
     if (e.oom) {
         result = -1;
+    } else if (rc != PC_CANON_INVALID && (info.root != PC_CANON_OBJECT || e.instances == 0)) {
+        result = 2; /* every root member was shown: batch.c finds no "instances" either */
     } else if (rc == PC_CANON_OK && info.root == PC_CANON_OBJECT && e.instances == 1 && !e.other &&
                e.n > 0 && memchr(body + e.sig.off, '\n', e.sig.len) == NULL) {
         k = malloc(e.n * sizeof *k);

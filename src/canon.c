@@ -836,19 +836,24 @@ static enum pc_canon_type type_at(const struct canon *c, size_t i)
     }
 }
 
-static int read_array(struct canon *c, size_t i, int depth, int emit, size_t *end)
+/*
+ * An array. With each (the hook asked for the elements one by one, emit set), no brackets
+ * or commas are written: each element's canonical text is appended to out and shown to
+ * hook->element with its exactness, and the array itself counts as exact.
+ */
+static int read_array(struct canon *c, size_t i, int depth, int emit, int each, size_t *end)
 {
-    int inexact = 0;
-    if (emit)
+    int inexact = 0, frame = emit && !each; /* brackets and commas */
+    if (frame)
         put(c, "[", 1);
     size_t j = skip_ws(c, i + 1);
     if (at(c, j) != ']') {
         for (int first = 1;; first = 0) {
             if (depth >= CANON_DEPTH - 1)
                 return fail_at(c, J_DEPTH, j);
-            if (emit && !first)
+            if (frame && !first)
                 put_char(c, ',');
-            size_t ve;
+            size_t ve, text = c->out->len;
             int ch = at(c, j), v;
             if (ch == '-' || (ch >= '0' && ch <= '9')) /* the usual element: straight there */
                 v = emit && fast_number(c, j, &ve) == 0 ? 0
@@ -857,8 +862,12 @@ static int read_array(struct canon *c, size_t i, int depth, int emit, size_t *en
                 v = read_value(c, j, depth + 1, emit, &ve);
             if (v < 0)
                 return -1;
-            inexact |= v;
-            if (emit && c->stage.len >= CANON_CHUNK)
+            if (each)
+                c->hook->element(c->hook->arg, j, ve - j, text, c->out->len - text,
+                                 v || c->broken ? PC_CANON_INEXACT : PC_CANON_OK);
+            else
+                inexact |= v;
+            if (frame && c->stage.len >= CANON_CHUNK)
                 flush(c);
             j = skip_ws(c, ve);
             int t = at(c, j);
@@ -871,47 +880,10 @@ static int read_array(struct canon *c, size_t i, int depth, int emit, size_t *en
                 return fail_at(c, J_UNEXPECTED, j);
         }
     }
-    if (emit)
+    if (frame)
         put(c, "]", 1);
     *end = j + 1;
     return inexact;
-}
-
-/*
- * The array at i whose elements the hook asked for one by one: each element's canonical
- * text appended to out and shown to hook->element, read as read_array reads them. -1
- * refused, else 0 (exactness goes to each element).
- */
-static int read_elements(struct canon *c, size_t i, int depth, size_t *end)
-{
-    size_t j = skip_ws(c, i + 1);
-    if (at(c, j) != ']') {
-        for (;;) {
-            if (depth >= CANON_DEPTH - 1)
-                return fail_at(c, J_DEPTH, j);
-            size_t ve, text = c->out->len;
-            int ch = at(c, j), v;
-            if (ch == '-' || (ch >= '0' && ch <= '9'))
-                v = fast_number(c, j, &ve) == 0 ? 0 : read_number(c, j, depth + 1, 1, &ve);
-            else
-                v = read_value(c, j, depth + 1, 1, &ve);
-            if (v < 0)
-                return -1;
-            c->hook->element(c->hook->arg, j, ve - j, text, c->out->len - text,
-                             v || c->broken ? PC_CANON_INEXACT : PC_CANON_OK);
-            j = skip_ws(c, ve);
-            int t = at(c, j);
-            if (t == ']')
-                break;
-            if (t != ',')
-                return fail_at(c, J_ARRAY, j);
-            j = skip_ws(c, j + 1);
-            if (at(c, j) == ']') /* strict mode: no trailing comma */
-                return fail_at(c, J_UNEXPECTED, j);
-        }
-    }
-    *end = j + 1;
-    return 0;
 }
 
 static int name_cmp(const char *a, size_t al, const char *b, size_t bl)
@@ -1074,7 +1046,7 @@ static int read_object(struct canon *c, size_t i, int depth, int emit, size_t *e
                 }
             }
             size_t ve;
-            int v = each ? read_elements(c, j, depth + 1, &ve)
+            int v = each ? read_array(c, j, depth + 1, 1, 1, &ve)
                          : read_value(c, j, depth + 1, v_emit, &ve);
             if (v < 0)
                 return -1;
@@ -1121,7 +1093,7 @@ static int read_value(struct canon *c, size_t i, int depth, int emit, size_t *en
     case '{':
         return read_object(c, i, depth, emit, end);
     case '[':
-        return read_array(c, i, depth, emit, end);
+        return read_array(c, i, depth, emit, 0, end);
     case '"':
         return read_string(c, i, emit ? S_EMIT : S_CHECK, NULL, end);
     case '-':

@@ -1092,7 +1092,7 @@ static int key_request(struct pc_preq *p)
         if (mv.n > 0)
             rc = pc_proxy_batch_from_memo(p, &mv);
         else
-            memcpy(p->key, mv.keys, mv.keys_len < PC_KEY_MAX ? mv.keys_len : 0);
+            memcpy(p->key, mv.keys, mv.keys_len <= PC_KEY_MAX ? mv.keys_len : 0);
         pc_buf_release(&ctx);
         if (rc != 0) {
             pc_proxy_answer_error(p, 503, "out of memory");

@@ -541,6 +541,8 @@ int pc_proxy_batch_key(struct pc_preq *p, const char *route)
                                    &all);
     if (rc < 0)
         return -1;
+    if (rc == 2)
+        return 1; /* certainly not a batch: no need to scan it again */
     if (rc == 0)
         req.inst.n = req.inst.cap = n;
     else if (pc_batch_parse_request(body, len, &req) != 0)

@@ -75,9 +75,11 @@ int pc_cachekey_instance(const struct pc_key_params *p, const char *route, const
  * when body is strict JSON, an object with one "instances" member (that spelling) holding
  * a non-empty array, and every element can be keyed alone: then *n elements, (*spans)[i]
  * their spans in body, *sig the span of "signature_name"'s value (the last one; len 0 when
- * absent) and (*keys)[i] their keys, both arrays malloc'ed for the caller to free. 1 for
- * any other body (nothing allocated): the caller then decides the longer way. -1 when
- * memory runs out.
+ * absent) and (*keys)[i] their keys, both arrays malloc'ed for the caller to free. 2 when
+ * the body was read whole and is certainly no batch (no such member at its root, or not
+ * an object): pc_batch_parse_request would not take it either. 1 for any other body: the
+ * caller then decides the longer way. Nothing is allocated but on 0. -1 when memory runs
+ * out.
  */
 int pc_cachekey_instances(const struct pc_key_params *p, const char *route, const char *body,
                           size_t len, struct pc_span **spans, size_t *n, struct pc_span *sig,
