@@ -813,7 +813,9 @@ static char *trim(char *s)
  * Parse pass over one open file into CFG. 0 ok; -1 with "PATH:LINE: ..." in err.
  * Lines: "[section]", "key = value", "# comment", "; comment", blank.
  */
-static int parse_file(struct pc_config *cfg, FILE *f, const char *path, char *err, size_t errlen)
+/* parse_file: lines[i] is set to the line that set static_options[i] (0: not in the file). */
+static int parse_file(struct pc_config *cfg, FILE *f, const char *path, int *lines, char *err,
+                      size_t errlen)
 {
     char *buf = NULL;
     size_t cap = 0;
@@ -915,6 +917,9 @@ static int parse_file(struct pc_config *cfg, FILE *f, const char *path, char *er
             fmt(err, errlen, "%s:%d: %s", path, lineno, msg);
             goto out;
         }
+        const struct opt *o = opt_find(section, key);
+        if (o != NULL)
+            lines[o - static_options] = lineno;
     }
     if (ferror(f)) {
         fmt(err, errlen, "%s: read error: %s", path, strerror(errno));
@@ -926,7 +931,8 @@ out:
     return rc;
 }
 
-static int config_validate_at(struct pc_config *cfg, int *line, char *err, size_t errlen);
+static int config_validate_at(struct pc_config *cfg, const int *lines, int *line, char *err,
+                              size_t errlen);
 
 int pc_config_load(struct pc_config *cfg, const char *path, char *err, size_t errlen)
 {
@@ -944,10 +950,11 @@ int pc_config_load(struct pc_config *cfg, const char *path, char *err, size_t er
         return -1;
     }
     memcpy(tmp, cfg, sizeof *tmp);
-    int rc = parse_file(tmp, f, path, err, errlen);
+    int lines[N_OPTIONS] = {0};
+    int rc = parse_file(tmp, f, path, lines, err, errlen);
     fclose(f);
     int line = 0;
-    if (rc == 0 && config_validate_at(tmp, &line, msg, sizeof msg) != 0) {
+    if (rc == 0 && config_validate_at(tmp, lines, &line, msg, sizeof msg) != 0) {
         if (line > 0)
             fmt(err, errlen, "%s:%d: %s", path, line, msg);
         else
@@ -1049,17 +1056,20 @@ const struct pc_backend_cfg *pc_config_backend(const struct pc_config *cfg, size
     return out;
 }
 
-/* The rules every backend follows, the [backend] section's and the named ones'. */
+enum { CHECK_TIMEOUTS = 1, CHECK_HEALTH_PATH };
+
+/* The rules every backend follows, the [backend] section's and the named ones'. 0, or the
+ * rule broken (CHECK_*) with why. */
 static int check_backend(const struct pc_backend_cfg *b, char *why, size_t whylen)
 {
     if (b->connect_timeout_ms > b->timeout_ms) {
         fmt(why, whylen, "connect_timeout_ms (%d) must not be more than timeout_ms (%d)",
             b->connect_timeout_ms, b->timeout_ms);
-        return -1;
+        return CHECK_TIMEOUTS;
     }
     if (b->health_path[0] != '\0' && b->health_path[0] != '/') {
         fmt(why, whylen, "health_path: must start with '/' (or be empty: no checks)");
-        return -1;
+        return CHECK_HEALTH_PATH;
     }
     return 0;
 }
@@ -1100,11 +1110,26 @@ static int check_named(const struct pc_config *cfg, int *line, char *err, size_t
 int pc_config_validate(struct pc_config *cfg, char *err, size_t errlen)
 {
     int line;
-    return config_validate_at(cfg, &line, err, errlen);
+    return config_validate_at(cfg, NULL, &line, err, errlen);
 }
 
-/* pc_config_validate, telling the line of the section a failure comes from (0: none). */
-static int config_validate_at(struct pc_config *cfg, int *line, char *err, size_t errlen)
+/* The later of the lines that set two options (a rule between them fails there); 0 when
+ * neither came from a file. */
+static int line_of(const int *lines, const char *section, const char *key, const char *key2)
+{
+    const struct opt *a = opt_find(section, key), *b = key2 ? opt_find(section, key2) : NULL;
+    int la = lines != NULL && a != NULL ? lines[a - static_options] : 0;
+    int lb = lines != NULL && b != NULL ? lines[b - static_options] : 0;
+    return la > lb ? la : lb;
+}
+
+/*
+ * pc_config_validate, telling the line a failure comes from (0: none): the section's for
+ * named sections, for a rule between two options the later of the lines that set them
+ * (lines as parse_file fills it; NULL when the configuration is not from a file).
+ */
+static int config_validate_at(struct pc_config *cfg, const int *lines, int *line, char *err,
+                              size_t errlen)
 {
     char why[512];
     *line = 0;
@@ -1147,19 +1172,26 @@ static int config_validate_at(struct pc_config *cfg, int *line, char *err, size_
         p1 != 0 && (pc_strcaseeq(h1, h2) || is_wildcard(h1) || is_wildcard(h2))) {
         fmt(err, errlen, "[server] listen (%s) and admin_listen (%s) must be different addresses",
             cfg->listen, cfg->admin_listen);
+        *line = line_of(lines, "server", "listen", "admin_listen");
         goto out;
     }
     struct pc_backend_cfg def;
-    if (check_backend(pc_config_backend(cfg, 0, &def), why, sizeof why) != 0) {
+    int bad = check_backend(pc_config_backend(cfg, 0, &def), why, sizeof why);
+    if (bad != 0) {
         fmt(err, errlen, "[backend] %s", why);
+        *line = bad == CHECK_TIMEOUTS
+                    ? line_of(lines, "backend", "connect_timeout_ms", "timeout_ms")
+                    : line_of(lines, "backend", "health_path", NULL);
         goto out;
     }
     if ((long long)cfg->ttl_s + cfg->grace_s > INT_MAX) {
         fmt(err, errlen, "[cache] grace_s: ttl_s + grace_s is too large");
+        *line = line_of(lines, "cache", "ttl_s", "grace_s");
         goto out;
     }
     if (check_async_prefix(cfg->jobs_async_prefix, why, sizeof why) != 0) {
         fmt(err, errlen, "[jobs] async_prefix: %s", why);
+        *line = line_of(lines, "jobs", "async_prefix", NULL);
         goto out;
     }
     inherit_named(cfg);

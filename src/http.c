@@ -217,6 +217,17 @@ static int header_has_token(const char *value, const char *token)
     return 0;
 }
 
+int pc_http_is_hop_by_hop_in(const char *name, const struct pc_header *h, size_t n)
+{
+    if (pc_http_is_hop_by_hop(name))
+        return 1;
+    for (size_t i = 0; i < n; i++) {
+        if (pc_strcaseeq(h[i].name, "connection") && header_has_token(h[i].value, name))
+            return 1;
+    }
+    return 0;
+}
+
 /* ---- requests ---------------------------------------------------------------------- */
 
 static struct pc_http_req *req_new(struct pc_conn *c)

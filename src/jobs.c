@@ -397,7 +397,7 @@ static char *headers_json(const struct pc_http_req *req, size_t *len)
     pc_buf_init(&xff);
     for (size_t i = 0; i < n; i++) {
         const char *name = h[i].name;
-        if (pc_http_is_hop_by_hop(name) || pc_strcaseeq(name, "Prefer") ||
+        if (pc_http_is_hop_by_hop_in(name, h, n) || pc_strcaseeq(name, "Prefer") ||
             pc_strcaseeq(name, "Host") || pc_strcaseeq(name, "Content-Length") ||
             pc_strcaseeq(name, "Expect") || pc_strcaseeq(name, PC_JOBS_MARKER))
             continue;

@@ -5,6 +5,9 @@
  */
 #include "predcache/log.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -12,6 +15,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "predcache/buf.h"
 
@@ -85,6 +89,28 @@ int pc_log_open_access(const char *path)
         return -1;
     setvbuf(access_fp, NULL, _IOLBF, 0);
     return 0;
+}
+
+int pc_log_check_access(const char *path)
+{
+    if (strcmp(path, "off") == 0 || strcmp(path, "-") == 0)
+        return 0;
+    int fd = open(path, O_WRONLY | O_APPEND | O_NOCTTY | O_CLOEXEC);
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    if (errno != ENOENT)
+        return -1;
+    /* Missing: the start would create it, so its directory must take a new file. */
+    char *copy = strdup(path);
+    if (copy == NULL)
+        return -1;
+    int rc = access(dirname(copy), W_OK | X_OK);
+    int saved = errno;
+    free(copy);
+    errno = saved;
+    return rc;
 }
 
 void pc_log_close_access(void)

@@ -330,12 +330,18 @@ int main(int argc, char **argv)
         return 1;
     }
     if (check) {
+        if (pc_log_check_access(cfg.access_log) != 0) {
+            fprintf(stderr, "predcache: %s%s[log] access_log: cannot open '%s': %s\n",
+                    conf ? conf : "", conf ? ": " : "", cfg.access_log, strerror(errno));
+            return 1;
+        }
         printf("predcache: configuration %s is valid\n", conf ? conf : "(defaults)");
         return 0;
     }
     pc_log_set_level(pc_log_parse_level(cfg.log_level));
     if (pc_log_open_access(cfg.access_log) != 0) {
-        fprintf(stderr, "predcache: cannot open access log '%s'\n", cfg.access_log);
+        fprintf(stderr, "predcache: %s%s[log] access_log: cannot open '%s': %s\n", conf ? conf : "",
+                conf ? ": " : "", cfg.access_log, strerror(errno));
         return 1;
     }
 

@@ -467,7 +467,7 @@ static int build_forward_headers(struct pc_preq *p)
         /* A cached body is stored without its encoding: ask the model server for identity. */
         if (p->cacheable && pc_strcaseeq(in[i].name, "Accept-Encoding"))
             continue;
-        if (pc_http_is_hop_by_hop(in[i].name))
+        if (pc_http_is_hop_by_hop_in(in[i].name, in, n))
             continue;
         p->fwd[p->n_fwd].name = strdup(in[i].name);
         p->fwd[p->n_fwd].value = strdup(in[i].value);

@@ -45,6 +45,7 @@ struct pc_xfer {
     void *arg;
     struct pc_upstream_resp resp;
     size_t headers_cap;
+    struct pc_buf conn; /* the Connection header's tokens: headers it names end here */
     int too_large;
     int is_head;
     char errbuf[CURL_ERROR_SIZE];
@@ -85,6 +86,7 @@ static void xfer_free(struct pc_xfer *x)
     resp_clear(&x->resp);
     free(x->resp.headers);
     pc_buf_release(&x->resp.body);
+    pc_buf_release(&x->conn);
     free(x);
 }
 
@@ -105,10 +107,30 @@ static enum pc_upstream_error map_error(CURLcode rc, int too_large)
     }
 }
 
+/* Drops the headers the model server's Connection header named (RFC 9110 7.6.1). */
+static void drop_connection_named(struct pc_xfer *x)
+{
+    struct pc_upstream_resp *r = &x->resp;
+    if (x->conn.len == 0)
+        return;
+    struct pc_header conn = {(char *)"Connection", x->conn.data};
+    size_t k = 0;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        if (pc_http_is_hop_by_hop_in(r->headers[i].name, &conn, 1)) {
+            free(r->headers[i].name);
+            free(r->headers[i].value);
+        } else {
+            r->headers[k++] = r->headers[i];
+        }
+    }
+    r->n_headers = k;
+}
+
 /* The transfer is over: fill in the answer, call back once, free everything. */
 static void finish(struct pc_xfer *x, CURLcode rc)
 {
     struct pc_upstream_resp *r = &x->resp;
+    drop_connection_named(x);
     long status = 0;
     double total = 0;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
@@ -233,6 +255,7 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
     size_t n = size * nitems;
     if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
         resp_clear(&x->resp);
+        x->conn.len = 0;
         return n;
     }
     const char *colon = memchr(line, ':', n);
@@ -247,6 +270,13 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
     char *name = strndup(line, nl);
     if (name == NULL)
         return 0;
+    if (pc_strcaseeq(name, "connection")) {
+        if ((x->conn.len > 0 && pc_buf_append(&x->conn, ",", 1) != 0) ||
+            pc_buf_append(&x->conn, v, (size_t)(end - v)) != 0) {
+            free(name);
+            return 0;
+        }
+    }
     /* The length of a HEAD answer describes a body that never comes: keep it for the client. */
     if (pc_http_is_hop_by_hop(name) || (pc_strcaseeq(name, "content-length") && !x->is_head)) {
         free(name);
@@ -409,6 +439,7 @@ struct pc_xfer *pc_upstream_send(struct pc_upstream *up, const char *method, con
     x->cb = cb;
     x->arg = arg;
     pc_buf_init(&x->resp.body);
+    pc_buf_init(&x->conn);
     x->easy = curl_easy_init();
     x->req_headers = build_headers(headers, n_headers);
     struct pc_buf url;

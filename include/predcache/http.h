@@ -103,5 +103,8 @@ void pc_http_reply_error(struct pc_http_req *req, int status, const char *msg);
 const char *pc_http_reason(int status);
 /* 1 for hop-by-hop header names (Connection, Keep-Alive, Transfer-Encoding, ...). */
 int pc_http_is_hop_by_hop(const char *name);
+/* 1 for a hop-by-hop name, or one that a Connection header among h[0..n) names
+ * (RFC 9110 7.6.1): such headers end at this hop and are never passed on. */
+int pc_http_is_hop_by_hop_in(const char *name, const struct pc_header *h, size_t n);
 
 #endif

@@ -23,8 +23,12 @@ void pc_log_write(int level, const char *fmt, ...) __attribute__((format(printf,
 /* "debug" | "info" | "warn" | "error" -> level, or -1. */
 int pc_log_parse_level(const char *name);
 void pc_log_set_level(int level);
-/* path: "-" for stdout, "off" for none, else a file opened for append. 0 ok, -1 error. */
+/* path: "-" for stdout, "off" for none, else a file opened for append (created when
+ * missing). 0 ok, -1 error with errno set. */
 int pc_log_open_access(const char *path);
+/* Whether pc_log_open_access(path) would succeed, without creating or changing anything
+ * (for --check). 0 yes; -1 no, with errno set. */
+int pc_log_check_access(const char *path);
 void pc_log_close_access(void);
 
 struct pc_access {

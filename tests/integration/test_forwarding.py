@@ -61,6 +61,21 @@ def test_passthrough_response_headers(proxy, model):
     assert r.headers.get("ETag") == '"v1"'
 
 
+@pytest.mark.parametrize("path", ["/labels", "/v1/models/m:predict"])
+def test_response_headers_named_by_connection_end_at_predcache(proxy, model, path):
+    """RFC 9110 7.6.1: a header the model server's Connection header names is for this
+    hop only; the client gets the other headers."""
+    model.control(headers={"Connection": "X-Resp-Hop, X-Other-Hop", "X-Resp-Hop": "1",
+                           "X-Other-Hop": "2", "X-Model-Header": "kept"})
+    if path == "/labels":
+        r = proxy.get(path)
+    else:
+        r = proxy.post(path, body='{"instances": [["hop"]]}')
+    assert r.status_code == 200, r.text
+    assert r.headers.get("X-Model-Header") == "kept", dict(r.headers)
+    assert "X-Resp-Hop" not in r.headers and "X-Other-Hop" not in r.headers, dict(r.headers)
+
+
 def test_passthrough_post_on_other_route(proxy, model):
     body = '{"anything": [1, 2, 3]}'
     r = proxy.post("/v1/models/m:explain", body=body)
@@ -76,7 +91,8 @@ def test_passthrough_post_on_other_route(proxy, model):
 
 @pytest.mark.parametrize("method,path", [("POST", "/v1/models/m:predict"), ("GET", "/labels")])
 def test_forwarded_headers(proxy, model, method, path):
-    headers = {"X-Custom": "abc 123", "Connection": "keep-alive, X-Hop-Marker"}
+    headers = {"X-Custom": "abc 123", "Connection": "keep-alive, X-Hop-Marker",
+               "X-Hop-Marker": "secret"}
     headers.update(HOP_BY_HOP)
     body = '{"instances": [1]}'
     if method == "POST":
@@ -92,6 +108,8 @@ def test_forwarded_headers(proxy, model, method, path):
     assert not leaked, "hop-by-hop headers forwarded: %s (backend saw %s)" % (leaked, got)
     assert "x-hop-marker" not in got.get("connection", "").lower(), \
         "the client's Connection header was forwarded: %r" % got.get("connection")
+    assert "x-hop-marker" not in got, \
+        "a header the client's Connection header named was forwarded: %r" % got
     if method == "POST":
         assert got.get("content-type") == "application/json"
         assert model.last()["body"] == body
