@@ -344,6 +344,24 @@ int pc_cachekey_canonical(const char *json, size_t len, struct pc_buf *out)
     return pc_canon_json(json, len, &o, NULL) == PC_CANON_OK ? 0 : -1;
 }
 
+int pc_cachekey_herd(const char *prefix, const char (*keys)[PC_KEY_MAX], const size_t *pick,
+                     size_t n, char out[PC_KEY_MAX])
+{
+    const char *pf = prefix != NULL ? prefix : "";
+    if (strlen(pf) > 255)
+        return -1;
+    struct hasher h = {EVP_MD_CTX_new(), 0};
+    h.failed = h.ctx == NULL || EVP_DigestInit_ex(h.ctx, EVP_sha256(), NULL) != 1;
+    hash_update(&h, "herd\n", 5);
+    for (size_t i = 0; i < n; i++) {
+        hash_update(&h, keys[pick[i]], strlen(keys[pick[i]]));
+        hash_update(&h, "\n", 1);
+    }
+    int rc = hash_end(&h, pf, out);
+    EVP_MD_CTX_free(h.ctx);
+    return rc;
+}
+
 int pc_cachekey_instance(const struct pc_key_params *p, const char *route, const char *signature,
                          size_t sig_len, const char *inst, size_t inst_len, char out[PC_KEY_MAX],
                          char *err, size_t errlen)

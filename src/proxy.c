@@ -173,6 +173,8 @@ void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, s
 void pc_proxy_answer_error(struct pc_preq *p, int status, const char *msg)
 {
     p->result = RES_ERROR;
+    p->err_status = status;
+    pc_strlcpy(p->err_msg, msg, sizeof p->err_msg);
     struct pc_buf b;
     pc_buf_init(&b);
     pc_buf_json_error(&b, msg);
@@ -302,6 +304,12 @@ int pc_proxy_answer_backend_error(struct pc_preq *p, const struct pc_upstream_re
 
 /* ---- coalescing -------------------------------------------------------------------- */
 
+/* The key p coalesces on: a batch's sub-request has its own, else the per-body key. */
+static const char *herd_key(const struct pc_preq *p)
+{
+    return p->herd[0] != '\0' ? p->herd : p->key;
+}
+
 /* Answers one request with the leader's answer (X-Cache: COALESCED) and frees it. */
 static void answer_coalesced(struct pc_preq *q, int status, const struct pc_header *base,
                              size_t n_base, const char *body, size_t len)
@@ -357,13 +365,17 @@ static void on_flight_stored(int ok, void *arg)
     free(fs);
 }
 
-/* The leader is gone without an answer to share: its waiters get an error, not silence. */
+/* The leader is gone without an answer to share: its waiters get an error, not silence:
+ * the one the leader got (a refusal, say), else 502. */
 static void flight_fail(struct pc_preq *p)
 {
     struct pc_flight *f = p->flight;
     for (size_t i = 0; i < f->n_waiters; i++) {
         struct pc_preq *q = f->waiters[i];
-        pc_proxy_answer_error(q, 502, "the model server request this one waited for failed");
+        if (p->err_status != 0)
+            pc_proxy_answer_error(q, p->err_status, p->err_msg);
+        else
+            pc_proxy_answer_error(q, 502, "the model server request this one waited for failed");
         pc_preq_free(q);
     }
     f->n_waiters = 0;
@@ -377,6 +389,31 @@ static void flight_drop(struct pc_preq *p)
     if (p->flight != NULL)
         pc_flights_finish(p->w->flights, p->flight);
     p->flight = NULL;
+}
+
+void pc_proxy_flight_drop(struct pc_preq *p)
+{
+    flight_drop(p);
+}
+
+struct pc_preq **pc_proxy_flight_release(struct pc_preq *p, size_t *n)
+{
+    struct pc_flight *f = p->flight;
+    struct pc_preq **out = NULL;
+    *n = 0;
+    if (f == NULL)
+        return NULL;
+    if (f->n_waiters > 0 && (out = malloc(f->n_waiters * sizeof *out)) != NULL) {
+        memcpy(out, f->waiters, f->n_waiters * sizeof *out);
+        *n = f->n_waiters;
+        f->n_waiters = 0;
+    }
+    if (out == NULL && f->n_waiters > 0) { /* no memory: they get an error, not silence */
+        flight_fail(p);
+        return NULL;
+    }
+    flight_drop(p);
+    return out;
 }
 
 /*
@@ -404,9 +441,19 @@ static struct flight_store *flight_keep(struct pc_preq *p, const struct pc_upstr
     f->done = 1;
     f->leader = NULL;
     fs->w = p->w;
-    pc_strlcpy(fs->key, p->key, sizeof fs->key);
+    pc_strlcpy(fs->key, herd_key(p), sizeof fs->key);
     p->flight = NULL;
     return fs;
+}
+
+void *pc_proxy_flight_keep(struct pc_preq *p, const struct pc_upstream_resp *r)
+{
+    return flight_keep(p, r);
+}
+
+void pc_proxy_flight_stored(int ok, void *arg)
+{
+    on_flight_stored(ok, arg);
 }
 
 static void on_backend(const struct pc_upstream_resp *r, void *arg)
@@ -540,6 +587,20 @@ static void forward(struct pc_preq *p, enum pc_cache_result result)
 
 static void answer_hit(struct pc_preq *p, const struct pc_envelope *env);
 
+enum value_use { VALUE_FRESH, VALUE_STALE, VALUE_NONE };
+static enum value_use judge_value(const struct pc_preq *p, const char *data, size_t len,
+                                  struct pc_envelope *env, char *ctype, size_t ctype_len);
+
+/* The miss goes on to the model server, by the flow p is in: a batch keeps the label its
+ * lookup gave (MISS or PARTIAL) unless Redis failed on the way. */
+static void continue_miss(struct pc_preq *p, enum pc_cache_result result)
+{
+    if (p->batch != NULL)
+        pc_proxy_batch_send(p, result == RES_BYPASS ? RES_BYPASS : p->result);
+    else
+        forward(p, result);
+}
+
 /* ---- coalescing across processes -------------------------------------------------- */
 /*
  *   miss --EVAL: value? / SET lock NX PX--> value: answer it (HIT)
@@ -565,7 +626,7 @@ static const char unlock_script[] =
 
 static void lock_key(const struct pc_preq *p, char *out, size_t len)
 {
-    snprintf(out, len, "%s:lock", p->key);
+    snprintf(out, len, "%s:lock", herd_key(p));
 }
 
 /* This worker's name in locks (process and worker): a lock is only released by its holder,
@@ -588,7 +649,7 @@ static void lock_release(struct pc_preq *p)
     lock_key(p, lk, sizeof lk);
     lock_owner(w, owner, sizeof owner);
     pc_proxy_done_channel(w->cfg, chan, sizeof chan);
-    const char *argv[] = {"EVAL", unlock_script, "1", lk, owner, chan, p->key};
+    const char *argv[] = {"EVAL", unlock_script, "1", lk, owner, chan, herd_key(p)};
     size_t lens[7];
     for (int i = 0; i < 7; i++)
         lens[i] = strlen(argv[i]);
@@ -628,7 +689,9 @@ static void on_remote_lookup(enum pc_store_result res, const char *data, size_t 
     struct pc_preq *p = arg;
     struct pc_envelope env;
     char ctype[PC_CFG_STR];
-    if (res == PC_STORE_HIT && pc_envelope_decode(data, len, &env, ctype, sizeof ctype) == 0) {
+    /* Only a fresh value: one stored long ago and expiring is no answer to this miss. */
+    if (res == PC_STORE_HIT &&
+        judge_value(p, data, len, &env, ctype, sizeof ctype) == VALUE_FRESH) {
         answer_from_redis(p, &env, RES_COALESCED);
         return;
     }
@@ -639,7 +702,9 @@ static void remote_resolve(struct pc_preq *p)
 {
     event_free(p->lock_wait);
     p->lock_wait = NULL;
-    if (pc_store_get(p->w->store, p->key, on_remote_lookup, p) != 0)
+    if (p->batch != NULL)
+        pc_proxy_batch_retry(p); /* its instances, one MGET again */
+    else if (pc_store_get(p->w->store, p->key, on_remote_lookup, p) != 0)
         forward(p, RES_BYPASS);
 }
 
@@ -688,38 +753,73 @@ static void on_lock_reply(const struct pc_reply *r, void *arg)
         const char *data = pc_reply_str(pc_reply_elem(r, 1), &len);
         struct pc_envelope env;
         char ctype[PC_CFG_STR];
-        if (data != NULL && pc_envelope_decode(data, len, &env, ctype, sizeof ctype) == 0) {
+        if (data != NULL && judge_value(p, data, len, &env, ctype, sizeof ctype) == VALUE_FRESH) {
             answer_from_redis(p, &env, RES_HIT);
             return;
         }
     } else if (what == 2) {
         p->lock_held = 1;
     } else if (what == 3) { /* another process is fetching it: wait for its PUBLISH */
-        int ms = w->cfg->lock_timeout_ms;
+        /* No longer than the request may still wait: past its deadline it gets a 504. */
+        long left_ms = w->cfg->request_timeout_ms -
+                       (long)((pc_now_us() - pc_http_req_start_us(p->req)) / 1000);
+        long ms = w->cfg->lock_timeout_ms < left_ms ? w->cfg->lock_timeout_ms : left_ms;
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-        p->lock_wait = evtimer_new(w->base, on_lock_wait_timeout, p);
+        p->lock_wait = ms > 0 ? evtimer_new(w->base, on_lock_wait_timeout, p) : NULL;
         if (p->lock_wait != NULL && evtimer_add(p->lock_wait, &tv) == 0) {
             PC_METRIC_INC(w->metrics.lock_waits);
             return;
         }
     }
-    forward(p, RES_MISS); /* lock taken by us, or Redis could not say: call the model */
+    continue_miss(p, RES_MISS); /* lock taken by us, or Redis could not say: call the model */
 }
 
+/* A batch's herd key holds no value: the script's GET finds nothing and it goes on to the
+ * lock. */
 static void lock_try(struct pc_preq *p)
 {
     struct pc_worker *w = p->w;
     char lk[PC_KEY_MAX + 8], owner[32], ttl[16];
     lock_key(p, lk, sizeof lk);
     snprintf(ttl, sizeof ttl, "%d", w->cfg->lock_timeout_ms);
-    const char *argv[] = {"EVAL", lock_script, "2", p->key, lk, lock_owner(w, owner, sizeof owner),
-                          ttl};
+    const char *argv[] = {
+        "EVAL", lock_script, "2", herd_key(p), lk, lock_owner(w, owner, sizeof owner), ttl};
     size_t lens[7];
     for (int i = 0; i < 7; i++)
         lens[i] = strlen(argv[i]);
-    p->result = RES_MISS;
+    if (p->batch == NULL)
+        p->result = RES_MISS;
     if (pc_store_command(w->store, 0, on_lock_reply, p, 7, argv, lens) != 0)
-        forward(p, RES_BYPASS);
+        continue_miss(p, RES_BYPASS);
+}
+
+int pc_proxy_lock_batch(struct pc_preq *p, enum pc_cache_result result)
+{
+    if (p->flight == NULL || p->w->cfg->lock_timeout_ms <= 0 ||
+        (result != RES_MISS && result != RES_PARTIAL))
+        return 0;
+    p->result = result;
+    lock_try(p);
+    return 1;
+}
+
+enum pc_join pc_proxy_join(struct pc_preq *p, struct pc_flight **done)
+{
+    struct pc_worker *w = p->w;
+    const char *key = herd_key(p);
+    struct pc_flight *f = pc_flights_find(w->flights, key);
+    *done = NULL;
+    if (f != NULL && f->done) {
+        *done = f;
+        return PC_JOIN_DONE;
+    }
+    if (f != NULL && pc_flight_join(f, p) == 0) {
+        p->result = RES_COALESCED;
+        return PC_JOIN_WAIT;
+    }
+    if (f == NULL)
+        p->flight = pc_flights_start(w->flights, key, p); /* NULL: just go alone */
+    return PC_JOIN_LEAD;
 }
 
 /*
@@ -729,18 +829,18 @@ static void lock_try(struct pc_preq *p)
 static void forward_or_join(struct pc_preq *p, enum pc_cache_result result)
 {
     struct pc_worker *w = p->w;
-    struct pc_flight *f = pc_flights_find(w->flights, p->key);
-    if (f != NULL && f->done) {
+    struct pc_flight *f;
+    switch (pc_proxy_join(p, &f)) {
+    case PC_JOIN_DONE: {
         struct pc_header ct = {(char *)"Content-Type", f->ctype};
         answer_coalesced(p, f->status, &ct, f->ctype[0] ? 1 : 0, f->body, f->body_len);
         return;
     }
-    if (f != NULL && pc_flight_join(f, p) == 0) {
-        p->result = RES_COALESCED;
+    case PC_JOIN_WAIT:
         return; /* answered by answer_waiters */
+    case PC_JOIN_LEAD:
+        break;
     }
-    if (f == NULL)
-        p->flight = pc_flights_start(w->flights, p->key, p); /* NULL: just go alone */
     /* The lock script may answer with the stored value: not for a client that found it
      * too old (max-age). */
     if (p->flight != NULL && w->cfg->lock_timeout_ms > 0 && result == RES_MISS && p->max_age_s < 0)
@@ -884,7 +984,6 @@ static void answer_stale(struct pc_preq *p, const struct pc_envelope *env)
 }
 
 /* Redis answered (or failed): the value is valid only during this callback. */
-enum value_use { VALUE_FRESH, VALUE_STALE, VALUE_NONE };
 
 /* What a stored value is worth to p: fresh, stale (within grace) or nothing. */
 static enum value_use judge_value(const struct pc_preq *p, const char *data, size_t len,

@@ -24,6 +24,7 @@
 #include "predcache/batch.h"
 #include "predcache/config.h"
 #include "predcache/envelope.h"
+#include "predcache/flight.h"
 #include "predcache/l1.h"
 #include "predcache/log.h"
 #include "predcache/store.h"
@@ -53,8 +54,12 @@ struct pc_batch_state {
     struct cached **hit;      /* [n_uniq]: NULL when not cached */
     size_t hits;              /* request positions answered from the cache */
     struct pc_buf sub;        /* the sub-request body, when it differs from the client's */
-    int ttl_s;                /* entries older than this are misses */
-    int max_age_s;            /* and older than this, when the client said max-age */
+    size_t *pick;             /* [n_uniq]: the unique ids sent, in sub-request order */
+    size_t n_pick;
+    int retried;   /* looked up again after another process's answer */
+    int counted;   /* instance metrics counted (once per request) */
+    int ttl_s;     /* entries older than this are misses */
+    int max_age_s; /* and older than this, when the client said max-age */
 };
 
 static void drop_hits(struct pc_batch_state *b)
@@ -78,6 +83,7 @@ void pc_proxy_batch_free(struct pc_batch_state *b)
     free(b->uniq_of);
     free(b->first_of);
     free(b->resp_of);
+    free(b->pick);
     free(b->keys);
     free(b->hit);
     pc_buf_release(&b->sub);
@@ -214,7 +220,8 @@ static void answer_all_cached(struct pc_preq *p)
         if (first->ctype[0] != '\0')
             h[n++] = (struct pc_header){(char *)"Content-Type", (char *)first->ctype};
         h[n++] = (struct pc_header){(char *)"Age", age};
-        p->result = RES_HIT;
+        /* Found after waiting for another process's model call: that call answered it. */
+        p->result = b->retried ? RES_COALESCED : RES_HIT;
         PC_METRIC_ADD(p->w->metrics.bytes_from_cache, out.len);
         answer_merged(p, first->status, h, n, out.data, out.len);
     }
@@ -225,9 +232,17 @@ static void answer_all_cached(struct pc_preq *p)
 
 /* ---- storing ----------------------------------------------------------------------- */
 
-/* Stores each prediction the model server just made, under its instance's key. */
+/* The stores before this PING are answered (one connection, in order): the flight ends. */
+static void on_stores_done(const struct pc_reply *reply, void *arg)
+{
+    pc_proxy_flight_stored(reply != NULL, arg);
+}
+
+/* Stores each prediction the model server just made, under its instance's key; fs (from
+ * pc_proxy_flight_keep, or NULL) ends the flight once they are answered. */
 static void store_new(struct pc_preq *p, const struct pc_upstream_resp *r,
-                      const struct pc_batch_array *preds, const struct pc_batch_layout *layout)
+                      const struct pc_batch_array *preds, const struct pc_batch_layout *layout,
+                      void *fs)
 {
     struct pc_worker *w = p->w;
     struct pc_batch_state *b = p->batch;
@@ -267,6 +282,12 @@ static void store_new(struct pc_preq *p, const struct pc_upstream_resp *r,
     }
     pc_buf_release(&inst);
     pc_buf_release(&val);
+    if (fs != NULL) {
+        const char *argv[] = {"PING"};
+        size_t lens[] = {4};
+        if (pc_store_command(w->store, 0, on_stores_done, fs, 1, argv, lens) != 0)
+            pc_proxy_flight_stored(0, fs);
+    }
 }
 
 /* ---- the model server's answer ----------------------------------------------------- */
@@ -277,67 +298,102 @@ static void pass_through(struct pc_preq *p, const struct pc_upstream_resp *r)
     answer_merged(p, r->status, r->headers, r->n_headers, r->body.data, r->body.len);
 }
 
-static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
+/*
+ * Answers p with the model server's answer r to the sub-request p sent or shares (the same
+ * instances in the same order). 1 when preds and layout hold r's predictions, to be stored
+ * (then the caller releases preds); 0 when nothing may be stored.
+ */
+static int answer_model(struct pc_preq *p, const struct pc_upstream_resp *r,
+                        struct pc_batch_array *preds, struct pc_batch_layout *layout)
 {
-    struct pc_preq *p = arg;
     struct pc_batch_state *b = p->batch;
-    if (pc_proxy_answer_backend_error(p, r)) {
-        pc_preq_free(p);
-        return;
-    }
-    size_t sent = 0;
-    for (size_t u = 0; u < b->n_uniq; u++)
-        sent += b->resp_of[u] != NO_POS;
-    struct pc_batch_array preds;
+    memset(preds, 0, sizeof *preds);
+    if (pc_proxy_answer_backend_error(p, r))
+        return 0;
     if (r->status < 200 || r->status > 299) {
         pass_through(p, r);
-        pc_preq_free(p);
-        return;
+        return 0;
     }
-    if (pc_batch_parse_response(r->body.data, r->body.len, &preds) != 0 || preds.n != sent) {
+    if (pc_batch_parse_response(r->body.data, r->body.len, preds) != 0 || preds->n != b->n_pick) {
         pc_log(PC_LOG_WARN,
                "proxy: model server answered %zu predictions for %zu instances on %s; "
                "passed through, nothing stored",
-               preds.elems ? preds.n : 0, sent, pc_http_req_path(p->req));
-        pc_batch_array_release(&preds);
+               preds->elems ? preds->n : 0, b->n_pick, pc_http_req_path(p->req));
+        pc_batch_array_release(preds);
         pass_through(p, r);
-        pc_preq_free(p);
-        return;
+        return 0;
     }
-    struct pc_batch_layout layout;
-    pc_batch_layout_of(r->body.data, r->body.len, &preds, &layout);
-    if (sent == b->n) {
+    pc_batch_layout_of(r->body.data, r->body.len, preds, layout);
+    if (b->n_pick == b->n) {
         /* Nothing cached and no duplicates: the model's own answer is the answer. */
         pass_through(p, r);
-    } else {
-        const char **bodies = calloc(b->n, sizeof *bodies);
-        size_t *lens = calloc(b->n, sizeof *lens);
-        struct pc_buf out;
-        pc_buf_init(&out);
-        for (size_t i = 0; bodies != NULL && lens != NULL && i < b->n; i++) {
-            size_t u = b->uniq_of[i];
-            if (b->hit[u] != NULL) {
-                bodies[i] = b->hit[u]->pred;
-                lens[i] = b->hit[u]->pred_len;
-            } else {
-                const struct pc_span *s = &preds.elems[b->resp_of[u]];
-                bodies[i] = r->body.data + s->off;
-                lens[i] = s->len;
-            }
-        }
-        char sepbuf[64];
-        if (bodies == NULL || lens == NULL ||
-            pc_batch_merge(&layout, bodies, lens, b->n, fallback_sep(b, sepbuf, sizeof sepbuf),
-                           &out) != 0)
-            pc_proxy_answer_error(p, 503, "out of memory");
-        else
-            answer_merged(p, r->status, r->headers, r->n_headers, out.data, out.len);
-        pc_buf_release(&out);
-        free(bodies);
-        free(lens);
+        return 1;
     }
-    store_new(p, r, &preds, &layout); /* after the answer: the client never waits for Redis */
-    pc_batch_array_release(&preds);
+    const char **bodies = calloc(b->n, sizeof *bodies);
+    size_t *lens = calloc(b->n, sizeof *lens);
+    struct pc_buf out;
+    pc_buf_init(&out);
+    for (size_t i = 0; bodies != NULL && lens != NULL && i < b->n; i++) {
+        size_t u = b->uniq_of[i];
+        if (b->hit[u] != NULL) {
+            bodies[i] = b->hit[u]->pred;
+            lens[i] = b->hit[u]->pred_len;
+        } else {
+            const struct pc_span *s = &preds->elems[b->resp_of[u]];
+            bodies[i] = r->body.data + s->off;
+            lens[i] = s->len;
+        }
+    }
+    char sepbuf[64];
+    if (bodies == NULL || lens == NULL ||
+        pc_batch_merge(layout, bodies, lens, b->n, fallback_sep(b, sepbuf, sizeof sepbuf), &out) !=
+            0)
+        pc_proxy_answer_error(p, 503, "out of memory");
+    else
+        answer_merged(p, r->status, r->headers, r->n_headers, out.data, out.len);
+    pc_buf_release(&out);
+    free(bodies);
+    free(lens);
+    return 1;
+}
+
+/* A request that waited for another one's model call, answered with it (COALESCED). */
+static void answer_shared(struct pc_preq *q, const struct pc_upstream_resp *r)
+{
+    struct pc_batch_array preds;
+    struct pc_batch_layout layout;
+    q->backend_ms = r->total_ms;
+    q->result = RES_COALESCED;
+    if (answer_model(q, r, &preds, &layout))
+        pc_batch_array_release(&preds);
+    pc_preq_free(q);
+}
+
+static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
+{
+    struct pc_preq *p = arg;
+    struct pc_batch_array preds;
+    struct pc_batch_layout layout;
+    int storable = answer_model(p, r, &preds, &layout);
+    size_t n_waiters = 0;
+    struct pc_preq **waiters = NULL;
+    if (p->flight != NULL && !storable) {
+        waiters = pc_proxy_flight_release(p, &n_waiters); /* the flight ends with the answer */
+    } else if (p->flight != NULL) {
+        struct pc_flight *f = p->flight;
+        for (size_t i = 0; i < f->n_waiters; i++)
+            answer_shared(f->waiters[i], r);
+        f->n_waiters = 0;
+    }
+    for (size_t i = 0; i < n_waiters; i++)
+        answer_shared(waiters[i], r);
+    free(waiters);
+    if (storable) {
+        /* After the answers: no client waits for Redis. */
+        void *fs = pc_proxy_flight_keep(p, r);
+        store_new(p, r, &preds, &layout, fs);
+        pc_batch_array_release(&preds);
+    }
     pc_preq_free(p);
 }
 
@@ -358,45 +414,93 @@ static int spans_of(struct pc_preq *p, struct pc_batch_state *b, const char *bod
     return -1;
 }
 
-/* Sends the instances not found in the cache, each unique one once, in request order. */
-static void forward_missing(struct pc_preq *p, enum pc_cache_result result)
+void pc_proxy_batch_send(struct pc_preq *p, enum pc_cache_result result)
 {
     struct pc_batch_state *b = p->batch;
-    size_t *idx = calloc(b->n_uniq, sizeof *idx);
-    if (idx == NULL) {
-        pc_proxy_answer_error(p, 503, "out of memory");
-        pc_preq_free(p);
-        return;
-    }
-    size_t k = 0;
-    for (size_t u = 0; u < b->n_uniq; u++) { /* u follows first appearance */
-        b->resp_of[u] = NO_POS;
-        if (b->hit[u] == NULL) {
-            b->resp_of[u] = k;
-            idx[k++] = b->first_of[u];
-        }
-    }
-    PC_METRIC_ADD(p->w->metrics.instances_hit, b->hits);
-    PC_METRIC_ADD(p->w->metrics.instances_miss, k);
     size_t len;
     const char *body = pc_http_req_body(p->req, &len);
-    if (k < b->n) {
-        if (b->req.inst.n == 0 && spans_of(p, b, body, len) != 0) {
-            free(idx);
+    if (b->n_pick < b->n) {
+        size_t *idx = calloc(b->n_pick, sizeof *idx);
+        if (idx == NULL) {
+            pc_proxy_answer_error(p, 503, "out of memory");
             pc_preq_free(p);
             return;
         }
-        if (pc_batch_build_subrequest(body, len, &b->req, idx, k, &b->sub) != 0) {
-            free(idx);
+        for (size_t k = 0; k < b->n_pick; k++)
+            idx[k] = b->first_of[b->pick[k]];
+        int rc = b->req.inst.n == 0 ? spans_of(p, b, body, len) : 0;
+        if (rc == 0 &&
+            pc_batch_build_subrequest(body, len, &b->req, idx, b->n_pick, &b->sub) != 0) {
             pc_proxy_answer_error(p, 503, "out of memory");
+            rc = -1;
+        }
+        free(idx);
+        if (rc != 0) {
             pc_preq_free(p);
             return;
         }
         body = b->sub.data;
         len = b->sub.len;
     }
-    free(idx);
     pc_proxy_forward_body(p, result, body, len, on_batch_backend);
+}
+
+/* Answers p from a flight already answered (its stores on the way): the kept answer. */
+static void answer_kept(struct pc_preq *p, const struct pc_flight *f)
+{
+    struct pc_header ct = {(char *)"Content-Type", f->ctype};
+    struct pc_upstream_resp r;
+    memset(&r, 0, sizeof r);
+    r.status = f->status;
+    r.headers = f->ctype[0] ? &ct : NULL;
+    r.n_headers = f->ctype[0] ? 1 : 0;
+    r.body.data = f->body;
+    r.body.len = f->body_len;
+    r.total_ms = -1;
+    answer_shared(p, &r);
+}
+
+/*
+ * The instances not found in the cache, each unique one once, in request order: a request
+ * missing the same ones as a model call running now waits for that call's answer (in this
+ * process; across processes through the lock on the herd key); else it makes the call.
+ */
+static void forward_missing(struct pc_preq *p, enum pc_cache_result result)
+{
+    struct pc_batch_state *b = p->batch;
+    size_t k = 0;
+    for (size_t u = 0; u < b->n_uniq; u++) { /* u follows first appearance */
+        b->resp_of[u] = NO_POS;
+        if (b->hit[u] == NULL) {
+            b->resp_of[u] = k;
+            b->pick[k++] = u;
+        }
+    }
+    b->n_pick = k;
+    if (!b->counted) {
+        PC_METRIC_ADD(p->w->metrics.instances_hit, b->hits);
+        PC_METRIC_ADD(p->w->metrics.instances_miss, k);
+        b->counted = 1;
+    }
+    /* A no-cache request wants a model call of its own: it neither joins nor leads. */
+    if (p->no_cache || pc_cachekey_herd(p->keyp.prefix, b->keys, b->pick, k, p->herd) != 0) {
+        p->herd[0] = '\0';
+        pc_proxy_batch_send(p, result); /* cannot coalesce: go alone */
+        return;
+    }
+    struct pc_flight *f;
+    switch (pc_proxy_join(p, &f)) {
+    case PC_JOIN_WAIT:
+        return; /* answered by on_batch_backend of the leader */
+    case PC_JOIN_DONE:
+        answer_kept(p, f);
+        return;
+    case PC_JOIN_LEAD:
+        break;
+    }
+    if (!b->retried && pc_proxy_lock_batch(p, result))
+        return;
+    pc_proxy_batch_send(p, result);
 }
 
 /* ---- lookup ------------------------------------------------------------------------ */
@@ -460,7 +564,8 @@ static int l1_batch(struct pc_preq *p)
     }
     b->hits = b->n;
     PC_METRIC_INC(p->w->metrics.l1_hits);
-    PC_METRIC_ADD(p->w->metrics.instances_hit, b->n);
+    if (!b->counted)
+        PC_METRIC_ADD(p->w->metrics.instances_hit, b->n);
     answer_all_cached(p);
     pc_preq_free(p);
     return 1;
@@ -488,7 +593,8 @@ static void on_batch_lookup(const struct pc_reply *reply, void *arg)
     for (size_t i = 0; i < b->n; i++)
         b->hits += b->hit[b->uniq_of[i]] != NULL;
     if (b->hits == b->n) {
-        PC_METRIC_ADD(p->w->metrics.instances_hit, b->n);
+        if (!b->counted)
+            PC_METRIC_ADD(p->w->metrics.instances_hit, b->n);
         answer_all_cached(p);
         pc_preq_free(p);
         return;
@@ -517,10 +623,11 @@ static struct pc_batch_state *batch_new(const struct pc_preq *p, size_t n)
     b->uniq_of = calloc(n, sizeof *b->uniq_of);
     b->first_of = calloc(n, sizeof *b->first_of);
     b->resp_of = calloc(n, sizeof *b->resp_of);
+    b->pick = calloc(n, sizeof *b->pick);
     b->keys = calloc(n, sizeof *b->keys);
     b->hit = calloc(n, sizeof *b->hit);
-    if (b->uniq_of == NULL || b->first_of == NULL || b->resp_of == NULL || b->keys == NULL ||
-        b->hit == NULL) {
+    if (b->uniq_of == NULL || b->first_of == NULL || b->resp_of == NULL || b->pick == NULL ||
+        b->keys == NULL || b->hit == NULL) {
         pc_proxy_batch_free(b);
         return NULL;
     }
@@ -645,4 +752,20 @@ void pc_proxy_batch_lookup(struct pc_preq *p)
         PC_METRIC_INC(p->w->metrics.redis_get_failed);
         forward_missing(p, RES_BYPASS);
     }
+}
+
+void pc_proxy_batch_retry(struct pc_preq *p)
+{
+    size_t n = 0;
+    struct pc_preq **waiters = pc_proxy_flight_release(p, &n);
+    for (size_t i = 0; i <= n; i++) {
+        struct pc_preq *q = i < n ? waiters[i] : p;
+        struct pc_batch_state *b = q->batch;
+        drop_hits(b);
+        b->hits = 0;
+        b->retried = 1;
+        q->herd[0] = '\0';
+        pc_proxy_batch_lookup(q);
+    }
+    free(waiters);
 }

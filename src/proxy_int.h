@@ -58,8 +58,11 @@ struct pc_preq {
     size_t n_fwd;
     struct pc_batch_state *batch; /* per-instance state, owned; NULL for the per-body flow */
     struct pc_flight *flight;     /* the coalescing entry this request leads, or NULL */
-    int lock_held;                /* holds the cross-process lock of key: release when done */
-    struct event *lock_wait;      /* waiting for another process's answer: its deadline */
+    char herd[PC_KEY_MAX];        /* a batch's sub-request coalesces on this (else on key) */
+    int err_status;               /* the error p was answered with: its waiters get it too */
+    char err_msg[200];
+    int lock_held;           /* holds the cross-process lock of key: release when done */
+    struct event *lock_wait; /* waiting for another process's answer: its deadline */
 };
 
 const char *pc_proxy_result_name(enum pc_cache_result r);
@@ -88,6 +91,32 @@ int pc_proxy_store_ttl(const struct pc_preq *p);
 int pc_proxy_route_of(const struct pc_preq *p, struct pc_buf *out);
 
 /*
+ * Coalescing, shared by both flows, on p->key or (for a batch's sub-request) p->herd.
+ * pc_proxy_join: PC_JOIN_WAIT p waits for the flight's leader (answered by it);
+ * PC_JOIN_DONE *done is a flight already answered whose stores are on the way (answer p
+ * from its kept answer); PC_JOIN_LEAD p leads (p->flight set, or NULL: no memory, go alone).
+ */
+enum pc_join { PC_JOIN_LEAD, PC_JOIN_WAIT, PC_JOIN_DONE };
+enum pc_join pc_proxy_join(struct pc_preq *p, struct pc_flight **done);
+/* Waiters of p's flight that the leader's answer cannot serve: ends the flight and hands
+ * them back (count in *n, malloc'ed array, NULL when none). */
+struct pc_preq **pc_proxy_flight_release(struct pc_preq *p, size_t *n);
+/*
+ * A leader of the batch flow asks the cross-process lock on p->herd: 1 asked (p is held
+ * until pc_proxy_batch_send, when the lock is ours or cannot be had, or
+ * pc_proxy_batch_retry, when another process answered or lock_timeout_ms passed); 0 not
+ * asked (the caller goes on).
+ */
+int pc_proxy_lock_batch(struct pc_preq *p, enum pc_cache_result result);
+/* Keeps the leader's answer in its flight while its stores are on the way: the argument for
+ * pc_proxy_flight_stored, which ends the flight; NULL when there is no flight (then it has
+ * ended now). */
+void *pc_proxy_flight_keep(struct pc_preq *p, const struct pc_upstream_resp *r);
+void pc_proxy_flight_stored(int ok, void *arg);
+/* Ends the leader's flight at once (nothing to share). */
+void pc_proxy_flight_drop(struct pc_preq *p);
+
+/*
  * Per-instance flow, keyed one of two ways, then looked up. Keys the request's batch with
  * route (the key's route, pc_proxy_route_of): 0 keyed (p->batch set); 1 not a batch, or an
  * instance cannot be keyed alone (use the per-body flow); -1 out of memory (the same, but
@@ -102,5 +131,9 @@ int pc_proxy_batch_memo_val(const struct pc_preq *p, struct pc_buf *keys, uint32
 /* Looks the keyed batch up (in-process tier, then Redis) and answers: takes p over. */
 void pc_proxy_batch_lookup(struct pc_preq *p);
 void pc_proxy_batch_free(struct pc_batch_state *b);
+/* Sends the batch's missing instances to the model server (result as the answer's label). */
+void pc_proxy_batch_send(struct pc_preq *p, enum pc_cache_result result);
+/* Another process answered p's sub-request, or the wait ended: look the batch up again. */
+void pc_proxy_batch_retry(struct pc_preq *p);
 
 #endif

@@ -85,6 +85,14 @@ int pc_cachekey_instances(const struct pc_key_params *p, const char *route, cons
                           size_t len, struct pc_span **spans, size_t *n, struct pc_span *sig,
                           char (**keys)[PC_KEY_MAX]);
 
+/*
+ * The key a batch's sub-request coalesces on (never a stored entry's key): prefix "v1:"
+ * hex(SHA-256("herd\n" keys[pick[0]] "\n" ... keys[pick[n-1]] "\n")). Two requests
+ * missing the same instances in the same order share it. 0 ok, -1 on failure.
+ */
+int pc_cachekey_herd(const char *prefix, const char (*keys)[PC_KEY_MAX], const size_t *pick,
+                     size_t n, char out[PC_KEY_MAX]);
+
 /* Human name of a kind: "fields", "path", "raw". */
 const char *pc_cachekey_kind_name(enum pc_key_kind kind);
 

@@ -1,0 +1,134 @@
+"""Coalescing of per-instance batches: concurrent batches missing the same instances make
+one model server call, in one process and across processes, and every waiter is answered
+with exactly the body the model server gives for its own batch."""
+
+import json
+
+import pytest
+
+from conftest import concurrently, wait_for
+
+PREDICT = "/v1/models/m:predict"
+ON = {"cache": {"per_instance": "on"}}
+
+
+def direct(model, body):
+    """The model server's own answer for body (no predcache in between)."""
+    import requests
+    return requests.post(model.url(PREDICT), data=json.dumps(body),
+                         headers={"Content-Type": "application/json"}, timeout=10)
+
+
+def ok(rs):
+    assert all(not isinstance(r, Exception) for r in rs), [r for r in rs if isinstance(r, Exception)][:3]
+    return rs
+
+
+def test_fifty_identical_batches_make_one_model_call(start_predcache, model):
+    p = start_predcache(conf=ON)
+    model.control(delay_ms=400, stable=True)
+    body = {"instances": [["herd", 1], ["herd", 2], ["herd", 3]]}
+    rs = ok(concurrently(50, lambda i: p.post(PREDICT, json_body=body)))
+    assert [r.status_code for r in rs] == [200] * 50
+    assert model.count(PREDICT) == 1
+    model.control(stable=True)
+    want = direct(model, body).content
+    assert {r.content for r in rs} == {want}
+    caches = [r.headers["X-Cache"] for r in rs]
+    assert caches.count("MISS") == 1, caches
+    assert set(caches) <= {"MISS", "COALESCED", "HIT"}, caches
+    coalesced = caches.count("COALESCED")
+    assert coalesced >= 1
+    wait_for(lambda: p.metric("predcache_requests_total", cache="coalesced") == coalesced,
+             what="coalesced counter")
+    assert p.metric("predcache_in_flight") == 0
+
+
+def test_batches_missing_the_same_instances_share_one_call(start_predcache, model, redis):
+    """Different batches whose cached parts differ but whose missing part is the same:
+    one model call for that part, each answer merged in its own order."""
+    p = start_predcache(conf=ON)
+    model.control(stable=True)
+    for warm in (["a"], ["b"], ["c"]):
+        assert p.post(PREDICT, json_body={"instances": [warm]}).status_code == 200
+    wait_for(lambda: p.metric("predcache_store_ok_total") >= 3, what="warm stores")
+    base = model.count(PREDICT)
+    model.control(delay_ms=400, stable=True)
+    bodies = [{"instances": [["a"], ["x"], ["y"]]},
+              {"instances": [["x"], ["b"], ["y"], ["x"]]},
+              {"instances": [["c"], ["x"], ["y"], ["a"]]}]
+    rs = ok(concurrently(30, lambda i: p.post(PREDICT, json_body=bodies[i % 3])))
+    assert [r.status_code for r in rs] == [200] * 30
+    assert model.count(PREDICT) == base + 1
+    assert model.last()["body"] and json.loads(model.last()["body"])["instances"] == [["x"], ["y"]]
+    model.control(stable=True)
+    for i, r in enumerate(rs):
+        assert r.content == direct(model, bodies[i % 3]).content, (i, r.headers)
+        assert r.headers["X-Cache"] in ("PARTIAL", "COALESCED", "HIT"), r.headers
+
+
+def test_waiters_share_the_leaders_error_and_nothing_is_stored(start_predcache, model, redis):
+    p = start_predcache(conf=ON)
+    model.control(delay_ms=300, status=500, body='{"error": "boom"}')
+    rs = ok(concurrently(10, lambda i: p.post(PREDICT, json_body={"instances": [["bad"]]})))
+    assert model.count(PREDICT) == 1
+    assert [r.status_code for r in rs] == [500] * 10
+    assert {r.content for r in rs} == {b'{"error": "boom"}'}
+    assert not [k for k in redis.keys() if not str(k).endswith(":lock")]
+    model.control()
+    r = p.post(PREDICT, json_body={"instances": [["bad"]]})
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+
+
+def test_a_short_answer_is_passed_to_every_waiter(start_predcache, model, redis):
+    p = start_predcache(conf=ON)
+    model.control(delay_ms=300, mangle="short")
+    body = {"instances": [["s1"], ["s2"]]}
+    rs = ok(concurrently(8, lambda i: p.post(PREDICT, json_body=body)))
+    assert model.count(PREDICT) == 1
+    assert len({r.content for r in rs}) == 1
+    assert not redis.keys("predcache:*v1:*")
+
+
+def test_no_cache_batches_neither_join_nor_lead(start_predcache, model):
+    p = start_predcache(conf=ON)
+    model.control(delay_ms=300)
+    rs = ok(concurrently(5, lambda i: p.post(PREDICT, json_body={"instances": [["fresh"]]},
+                                             headers={"Cache-Control": "no-cache"})))
+    assert [r.headers["X-Cache"] for r in rs] == ["MISS"] * 5
+    assert model.count(PREDICT) == 5
+
+
+def test_fifty_identical_batches_across_two_processes_make_one_call(start_predcache, model):
+    p1 = start_predcache(conf=ON)
+    p2 = start_predcache(conf=ON)
+    model.control(delay_ms=500, stable=True)
+    body = {"instances": [["two", 1], ["two", 2]]}
+    rs = ok(concurrently(50, lambda i: (p1 if i % 2 == 0 else p2).post(PREDICT, json_body=body)))
+    assert [r.status_code for r in rs] == [200] * 50
+    assert model.count(PREDICT) == 1
+    model.control(stable=True)
+    assert {r.content for r in rs} == {direct(model, body).content}
+    caches = [r.headers["X-Cache"] for r in rs]
+    assert caches.count("MISS") == 1, caches
+    assert set(caches) <= {"MISS", "COALESCED", "HIT"}, caches
+    waited = p1.metric("predcache_lock_waits_total") + p2.metric("predcache_lock_waits_total")
+    assert waited >= 1
+    assert p1.metric("predcache_lock_timeouts_total") + p2.metric(
+        "predcache_lock_timeouts_total") == 0  # notified, not timed out
+
+
+@pytest.mark.parametrize("per_instance", ["on", "off"])
+def test_waiters_of_a_refused_leader_get_its_503(start_predcache, model, per_instance):
+    """The leader is refused before the model server is called (its backend is marked
+    down by failing health checks): the requests waiting on it get the same 503, not a
+    502 of their own."""
+    p = start_predcache(conf={"cache": {"per_instance": per_instance},
+                              "backend": {"health_path": "/v1/models/m",
+                                          "health_interval_ms": "100",
+                                          "health_fails": "1", "health_passes": "1"}})
+    model.control(status=503, body='{"error": "down"}')
+    wait_for(lambda: p.metric("predcache_backend_up") == 0, what="backend marked down")
+    rs = ok(concurrently(10, lambda i: p.post(PREDICT, json_body={"instances": [["refused"]]})))
+    assert [r.status_code for r in rs] == [503] * 10, [(r.status_code, r.text) for r in rs]
+    assert all("error" in r.json() for r in rs)
