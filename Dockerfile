@@ -10,13 +10,14 @@ COPY include ./include
 COPY src ./src
 RUN make CI=1
 
+# Runtime: predcache and its shared libraries only (nothing here runs Python: the
+# entrypoint is the binary, and there is no healthcheck script).
 FROM debian:12-slim
 RUN apt-get update && apt-get install -y --no-install-recommends \
-        libevent-2.1-7 libhiredis0.14 libcurl4 libjson-c5 libssl3 ca-certificates python3 \
+        libevent-2.1-7 libhiredis0.14 libcurl4 libjson-c5 libssl3 ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/predcache /usr/local/bin/predcache
 COPY conf/predcache.conf /etc/predcache/predcache.conf
-COPY tests/fixtures/model_server.py /opt/predcache/model_server.py
 EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/predcache"]
 CMD ["-c", "/etc/predcache/predcache.conf"]

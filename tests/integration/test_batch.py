@@ -12,7 +12,9 @@ import os
 import pty
 import re
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -256,33 +258,175 @@ def test_timeout_and_direct_to_model_server(model, tmp_path):
                for f in doc["total"]["failures"])
 
 
-def test_progress_bar_on_a_terminal(proxy, tmp_path):
-    files = make_tree(tmp_path / "in")
+def run_with_tty_stderr(argv, stdout):
+    """Runs the client with stderr on a pseudo-terminal and stdout as given (a pipe or a
+    file); -> (exit status, stdout text or None, bytes written to the terminal)."""
     master, slave = pty.openpty()
-    try:
-        proc = subprocess.Popen([PYTHON, BATCH, "--url", proxy.url(ROUTE), "--in-dir",
-                                 str(tmp_path / "in"), "--out-dir", str(tmp_path / "out")],
-                                stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
-                                text=True)
-        os.close(slave)
-        stdout, _ = proc.communicate(timeout=60)
-        tty = b""
+    tty = bytearray()
+
+    def drain():  # read while it runs: a full terminal buffer would block the client
         while True:
             try:
                 chunk = os.read(master, 4096)
             except OSError:  # EIO: the terminal's other side is closed
-                break
+                return
             if not chunk:
-                break
-            tty += chunk
+                return
+            tty.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    try:
+        proc = subprocess.Popen([PYTHON, BATCH] + [str(a) for a in argv], stdout=stdout,
+                                stderr=slave, stdin=subprocess.DEVNULL, text=True)
+        os.close(slave)
+        slave = None
+        reader.start()
+        out, _ = proc.communicate(timeout=60)
+        reader.join(10)
     finally:
+        if slave is not None:
+            os.close(slave)
         os.close(master)
-    assert proc.returncode == 0
+    return proc.returncode, out, bytes(tty)
+
+
+def test_progress_bar_on_a_terminal(proxy, tmp_path):
+    files = make_tree(tmp_path / "in")
+    # stdout is a pipe here, but with --json the per-request lines would go to stderr,
+    # the terminal: the bar replaces them there and stdout holds the document alone.
+    rc, stdout, tty = run_with_tty_stderr(
+        ["--url", proxy.url(ROUTE), "--in-dir", tmp_path / "in", "--out-dir", tmp_path / "o1",
+         "--json"], subprocess.PIPE)
+    assert rc == 0
     assert b"\r" in tty and b"[" + b"#" * 30 + b"]" in tty, tty
     assert ("%d/%d" % (len(files), len(files))).encode() in tty
-    # the summary still goes to stdout, the per-request lines are replaced by the bar
-    assert stdout.startswith("pass 1: %d files, %d ok" % (len(files), len(files))), stdout
-    assert len(stdout.splitlines()) == 1, stdout
+    assert not [name for name in files if name.encode() in tty], tty
+    assert json.loads(stdout)["total"]["ok"] == len(files)
+
+
+def test_progress_bar_only_when_the_lines_would_reach_a_terminal(proxy, tmp_path):
+    """stdout redirected, stderr a terminal: every per-request line still reaches stdout
+    (the bar used to replace them, chosen from stderr alone, and they were lost)."""
+    files = make_tree(tmp_path / "in")
+    out_path = tmp_path / "stdout.txt"
+    with open(str(out_path), "w") as out:
+        rc, _, tty = run_with_tty_stderr(
+            ["--url", proxy.url(ROUTE), "--in-dir", tmp_path / "in", "--out-dir",
+             tmp_path / "out"], out)
+    assert rc == 0
+    assert tty == b"", "no progress bar on stderr when stdout is not a terminal: %r" % tty
+    stdout = out_path.read_text()
+    lines = stdout.splitlines()
+    assert sorted(l.split()[0] for l in lines[:-1]) == sorted(files), stdout
+    assert all(re.match(r"^\S+ +200 +MISS +[\d.]+ ms$", l) for l in lines[:-1]), stdout
+    assert lines[-1].startswith("pass 1: %d files, %d ok" % (len(files), len(files))), stdout
+
+
+def test_sorted_walk_in_order_with_concurrency_1(proxy, tmp_path):
+    # Relative paths sort by code point: "A" < "Z" < "a", "." < "/" < "0" (so "b.png"
+    # comes before the files in b/, and "b/..." before "b0.png"), and a directory's files
+    # mix with its subdirectories' by name, not walk order (top files first).
+    names = ["b.png", "B.png", "a.GIF", "Z/y.jpg", "b/z.png", "b/A/q.webp", "b0.png",
+             "b/a.JPEG", "b-c.bmp", "nested/deeper/h.PNG", "nested/i.png", "nested.png",
+             "nested/Deeper/k.png"]
+    make_tree(tmp_path / "in", names=names, ignored=["b/notes.txt"])
+    expected = sorted(names)
+    assert expected[:4] == ["B.png", "Z/y.jpg", "a.GIF", "b-c.bmp"]  # what sorted means
+    cp = run_batch("--url", proxy.url(ROUTE), "--in-dir", tmp_path / "in",
+                   "--out-dir", tmp_path / "out", "--concurrency", 1)
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    lines = [l for l in cp.stdout.splitlines() if not l.startswith("pass ")]
+    assert [l.split()[0] for l in lines] == expected, cp.stdout
+
+
+def test_redis_down_answers_counted_as_bypass(proxy, model, redis, tmp_path):
+    files = make_tree(tmp_path / "in")
+    n = len(files)
+    redis.stop()  # predcache answers from the model with X-Cache: BYPASS
+    cp, doc = json_run("--url", proxy.url(ROUTE), "--in-dir", tmp_path / "in",
+                       "--out-dir", tmp_path / "out", "--concurrency", 2)
+    assert cp.returncode == 0, cp.stderr
+    s = doc["total"]
+    assert (s["requests"], s["ok"], s["errors"], s["bypass"]) == (n, n, 0, n), s
+    assert s["hits"] == s["misses"] == s["other"] == 0, s
+    assert model.count(ROUTE) == n
+    assert len(re.findall(r"^\S+ +200 +BYPASS +[\d.]+ ms$", cp.stderr, re.M)) == n, cp.stderr
+    assert "pass 1: %d files, %d ok, 0 errors | hits 0, misses 0, bypass %d |" % (n, n, n) \
+        in cp.stderr
+    assert outputs(tmp_path / "out") == {name + ".json" for name in files}
+
+
+class SlowFailingBackend:
+    """Answers every POST 500 after a delay chosen by the body's file_path, so that the
+    requests complete in an order other than the files' order."""
+
+    def __init__(self, delays):
+        delays = dict(delays)
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                time.sleep(delays.get(json.loads(body)["file_path"], 0))
+                data = json.dumps({"error": "no luck"}).encode()
+                self.send_response(500)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path):
+        return "http://127.0.0.1:%d%s" % (self.server.server_address[1], path)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+def test_failures_listed_in_file_order(tmp_path):
+    names = ["a.png", "b.png", "c.png", "d.png", "e.png"]
+    make_tree(tmp_path / "in", names=names, ignored=[])
+    # the first file answers last: completion order is e, d, c, b, a
+    backend = SlowFailingBackend({n: 0.1 * (len(names) - i) for i, n in enumerate(names)})
+    try:
+        argv = ["--url", backend.url(ROUTE), "--in-dir", tmp_path / "in", "--out-dir",
+                tmp_path / "out", "--format", "file_path", "--concurrency", len(names)]
+        cp, doc = json_run(*argv)
+        assert cp.returncode == 1, cp.stderr
+        assert [f["file"] for f in doc["total"]["failures"]] == names, doc["total"]
+        # the lines are printed as the requests complete: not in file order here
+        completed = [l.split()[0] for l in cp.stderr.splitlines() if l.split()[0] in names]
+        assert sorted(completed) == names and completed != names, cp.stderr
+
+        cp = run_batch(*argv + ["--quiet"])
+        assert cp.returncode == 1, cp.stderr
+        failed = re.findall(r"^  failed: (\S+) +500 +no luck$", cp.stdout, re.M)
+        assert failed == names, cp.stdout
+    finally:
+        backend.close()
+
+
+def test_help_shows_exit_codes_summary_and_json(tmp_path):
+    cp = run_batch("--help", timeout=20)
+    assert cp.returncode == 0, cp.stderr
+    text = cp.stdout
+    for needle in ("Exit status: 0 all requests answered 2xx; 1 some request failed",
+                   "2 bad arguments or bad input",
+                   "hits/misses/bypass", "p50/p95/p99",
+                   '{"passes": [summary, ...], "total":',
+                   '{"instances": [{"b64": "..."}]}', '{"image_data": "..."}',
+                   "<out-dir>/<relative path>.json", "--concurrency N"):
+        assert needle in text, (needle, text)
 
 
 # ----------------------------------------------------------------------- bad arguments
@@ -311,6 +455,8 @@ def bad_case(tmp_path, case):
     elif case == "unreadable file":
         os.chmod(str(good_in / "a.png"), 0)
         msg = "cannot read %s: Permission denied" % (good_in / "a.png")
+    elif case.startswith("url http://no-such-host"):
+        base["--url"], msg = case[4:], "cannot resolve host no-such-host.invalid: "
     elif case.startswith("url "):
         base["--url"], msg = case[4:], "bad URL"
     elif case == "missing url":
@@ -327,6 +473,7 @@ def bad_case(tmp_path, case):
     "missing dir", "not a dir", "no images", "empty dir", "broken symlink", "unreadable file",
     "url ftp://x/v1/models/m:predict", "url not a url", "url http:///v1/models/m:predict",
     "url http://127.0.0.1:99999/v1/models/m:predict", "missing url",
+    "url http://no-such-host.invalid:8080/v1/models/m:predict",
     "--concurrency 0", "--concurrency many", "--repeat 0", "--timeout-ms -5", "--format xml",
 ])
 def test_bad_arguments_rejected(tmp_path, case):

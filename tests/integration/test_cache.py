@@ -325,3 +325,58 @@ def test_concurrent_requests_get_their_own_answers(proxy, model, redis):
         redis.wait_key(key)
         r = proxy.post("/v1/models/m:predict", json_body={"instances": inst})
         assert cache_of(r) == "HIT" and r.json()["predictions"] == expected(inst)
+
+
+def test_redis_password_from_conf(start_predcache, model, redis):
+    """[redis] password is sent with AUTH: against a Redis that requires it, caching works."""
+    from conftest import Resp
+
+    password = "s3cret-pw"
+    redis.command("CONFIG", "SET", "requirepass", password)
+
+    def authed(*args):
+        with Resp(redis.port) as c:
+            c.command("AUTH", password)
+            return c.command(*args)
+
+    try:
+        proxy = start_predcache(conf={"redis": {"password": password}})
+        r1 = proxy.post("/v1/models/m:predict", json_body={"instances": ["pw"]})
+        assert r1.status_code == 200, r1.text
+        assert cache_of(r1) == "MISS", r1.headers
+        key = r1.headers["X-Cache-Key"]
+        wait_for(lambda: authed("EXISTS", key) == 1, what="key %s in Redis" % key)
+        assert authed("TTL", key) > 0
+        r2 = proxy.post("/v1/models/m:predict", json_body={"instances": ["pw"]})
+        assert r2.status_code == 200, r2.text
+        assert cache_of(r2) == "HIT", r2.headers
+        assert r2.content == r1.content
+        assert model.count() == 1
+    finally:
+        authed("CONFIG", "SET", "requirepass", "")
+
+
+def test_store_does_not_hold_up_the_answer(start_predcache, model, redis):
+    """Stores are asynchronous: with Redis refusing to run writes for 3 s (CLIENT PAUSE
+    WRITE; reads go on), a miss is answered at once and the entry lands after the pause.
+    lock_timeout_ms = 0: the cross-process lock is a write and would wait out the pause;
+    timeout_ms 5000: the paused SET must not time out (that drops it)."""
+    proxy = start_predcache(conf={"cache": {"lock_timeout_ms": "0"},
+                                  "redis": {"timeout_ms": "5000"}})
+    warm = proxy.post("/v1/models/m:predict", json_body={"instances": ["warm"]})
+    assert warm.status_code == 200, warm.text
+    # that store done: nothing of predcache's is queued behind a paused write
+    redis.wait_key(warm.headers["X-Cache-Key"])
+    redis.command("CLIENT", "PAUSE", "3000", "WRITE")
+    paused_at = time.monotonic()
+    r = proxy.post("/v1/models/m:predict", json_body={"instances": ["paused-write"]})
+    took = time.monotonic() - paused_at
+    assert r.status_code == 200, r.text
+    assert cache_of(r) == "MISS", r.headers
+    assert took < 1.5, "the miss took %.2fs: answered only once the store was done?" % took
+    key = r.headers["X-Cache-Key"]
+    assert redis.exists(key) == 0, "stored during the write pause?"
+    value = redis.wait_key(key, timeout=10)
+    assert time.monotonic() - paused_at >= 2.5, "stored before the pause ended"
+    assert parse_envelope(value)["body"] == r.content
+    assert redis.ttl(key) > 0

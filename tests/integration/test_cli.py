@@ -83,7 +83,11 @@ access_log = -
     ("# predcache\n[server]\nlisten = 127.0.0.1:18080\nbogus_key = 1\n", 4, "[server] bogus_key"),
     ("[server]\nlisten = 127.0.0.1:18080\n\n[cache]\nttl_s = abc\n", 5, "[cache] ttl_s"),
     ("[redis]\nport = 99999\n", 2, "[redis] port"),
-], ids=["unknown-key", "bad-number", "port-out-of-range"])
+    ("[backend]\nconnect_timeout_ms = 5000\n\ntimeout_ms = 1000\n", 4,
+     "[backend] connect_timeout_ms (5000) must not be more than timeout_ms (1000)"),
+    ("[server]\nlisten = 127.0.0.1:19090\nadmin_listen = 127.0.0.1:19090\n", 3,
+     "must be different addresses"),
+], ids=["unknown-key", "bad-number", "port-out-of-range", "two-options", "same-addresses"])
 def test_check_bad_conf_names_file_and_line(predcache_bin, tmp_path, text, line, needle):
     path = str(tmp_path / "bad.conf")
     with open(path, "w") as f:
@@ -95,10 +99,32 @@ def test_check_bad_conf_names_file_and_line(predcache_bin, tmp_path, text, line,
     assert needle in p.stderr, "expected %r in stderr:\n%s" % (needle, p.stderr)
 
 
+@pytest.mark.parametrize("where", ["missing-dir", "a-directory"])
+def test_check_refuses_an_access_log_it_cannot_open(predcache_bin, tmp_path, where):
+    """--check answers for the start: an access log that cannot be opened fails both,
+    with the file, the key and the reason."""
+    log = str(tmp_path / "no" / "such" / "dir" / "a.log") if where == "missing-dir" else str(tmp_path)
+    path = str(tmp_path / "log.conf")
+    with open(path, "w") as f:
+        f.write("[log]\naccess_log = %s\n" % log)
+    for args in (("--check",), ("--listen", "127.0.0.1:%d" % free_port(),
+                                "--admin", "127.0.0.1:%d" % free_port())):
+        p = run(predcache_bin, "-c", path, *args)
+        assert p.returncode == 1, "%s: rc %d, stderr:\n%s" % (args, p.returncode, p.stderr)
+        assert "%s: [log] access_log: cannot open '%s': " % (path, log) in p.stderr, p.stderr
+    ok = str(tmp_path / "new.log")
+    with open(path, "w") as f:
+        f.write("[log]\naccess_log = %s\n" % ok)
+    p = run(predcache_bin, "-c", path, "--check")
+    assert p.returncode == 0, p.stderr
+    assert not os.path.exists(ok), "--check must not create the access log"
+
+
 def test_check_missing_conf_file(predcache_bin, tmp_path):
     path = str(tmp_path / "does-not-exist.conf")
     p = run(predcache_bin, "-c", path, "--check")
-    assert p.returncode != 0
+    # README: configuration errors exit 1 (main.c: a failed pc_config_load returns 1)
+    assert p.returncode == 1, "rc %d, stderr:\n%s" % (p.returncode, p.stderr)
     assert "does-not-exist.conf" in p.stderr, p.stderr
 
 
@@ -118,7 +144,10 @@ def test_help(predcache_bin):
 
 def test_unknown_flag_fails(predcache_bin):
     p = run(predcache_bin, "--no-such-flag")
-    assert p.returncode != 0
+    # main.c: an unknown option prints the usage to stderr and exits 1
+    assert p.returncode == 1, "rc %d, stderr:\n%s" % (p.returncode, p.stderr)
+    assert "usage: predcache" in p.stderr, p.stderr
+    assert p.stdout == "", "the usage of a bad command line goes to stderr: %r" % p.stdout
 
 
 def test_command_line_overrides_conf(start_predcache, model, redis):
@@ -182,6 +211,49 @@ def test_sigterm_drains_in_flight_request(proxy, model):
     assert rc == 0, "exit status %s after SIGTERM; stderr:\n%s" % (rc, proxy.stderr_text())
     assert refused(proxy.listen_port)
     assert refused(proxy.admin_port)
+
+
+def test_sigint_drains_like_sigterm(proxy, model):
+    """README: SIGTERM or SIGINT starts a graceful drain."""
+    t, result = start_slow_request(proxy, model, 1500)
+    os.kill(proxy.pid, signal.SIGINT)
+
+    t.join(timeout=30)
+    assert not t.is_alive(), "the in-flight request never finished"
+    assert "exc" not in result, "in-flight request failed during drain: %r" % result.get("exc")
+    r = result["r"]
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"]
+
+    try:
+        rc = proxy.proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("predcache still running 10s after SIGINT with nothing in flight")
+    assert rc == 0, "exit status %s after SIGINT; stderr:\n%s" % (rc, proxy.stderr_text())
+    assert refused(proxy.listen_port)
+    assert refused(proxy.admin_port)
+
+
+def test_drain_finishes_pending_stores(proxy, model, redis):
+    """README: on SIGTERM pending Redis stores finish: the answer of a cacheable request in
+    flight when the drain starts is in Redis, with its TTL, once predcache has exited."""
+    t, result = start_slow_request(proxy, model, 1500)
+    os.kill(proxy.pid, signal.SIGTERM)
+    t.join(timeout=30)
+    assert not t.is_alive(), "the in-flight request never finished"
+    assert "exc" not in result, "in-flight request failed during drain: %r" % result.get("exc")
+    r = result["r"]
+    assert r.status_code == 200, r.text
+    assert r.headers.get("X-Cache") == "MISS", r.headers
+    key = r.headers["X-Cache-Key"]
+
+    rc = proxy.proc.wait(timeout=10)
+    assert rc == 0, "exit status %s after SIGTERM; stderr:\n%s" % (rc, proxy.stderr_text())
+    # the process is gone: whatever is in Redis now was stored before it exited
+    assert redis.exists(key) == 1, "the in-flight answer was not stored before exit"
+    ttl = redis.ttl(key)
+    # ttl_s (300 in the test conf) + grace_s (3600 by default)
+    assert 0 < ttl <= 3900, "TTL %s" % ttl
 
 
 def test_sigterm_stops_accepting_while_draining(proxy, model):

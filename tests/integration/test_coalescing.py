@@ -1,6 +1,8 @@
 """Request coalescing inside one predcache process: concurrent misses for one key make
 one model server call, and every waiter gets its answer (X-Cache: COALESCED)."""
 
+import time
+
 from conftest import concurrently, wait_for
 
 PREDICT = "/v1/models/m:predict"
@@ -113,3 +115,35 @@ def test_locks_off_means_no_lock_keys(start_predcache, model, redis):
     r = p.post(PREDICT, json_body={"instances": ["nolock"]})
     assert r.headers["X-Cache"] == "MISS"
     assert not [k for k in redis.keys() if str(k).endswith(":lock")]
+
+
+def test_an_expired_entry_never_answers_through_the_lock(start_predcache, model, redis):
+    """An entry past ttl_s + grace_s that Redis still holds is a miss: the lock script,
+    which returns a value that landed since the GET, must not serve it as a HIT."""
+    p = start_predcache(conf={"cache": {"ttl_s": "300", "grace_s": "0"}})
+    r0 = p.post(PREDICT, json_body={"instances": ["expired"]}, headers={"Cache-Control": "no-store"})
+    key = r0.headers["X-Cache-Key"]
+    old_ms = int(time.time() * 1000) - 600 * 1000
+    redis.command("SET", key, b"PC1\n200\n%d\napplication/json\n{\"predictions\": [\"old\"]}" % old_ms,
+                  "EX", "600")
+    r = p.post(PREDICT, json_body={"instances": ["expired"]})
+    assert r.status_code == 200
+    assert r.headers["X-Cache"] == "MISS", r.headers
+    assert b"old" not in r.content
+    assert model.count(PREDICT) == 2
+
+
+def test_a_lock_wait_ends_with_the_request_deadline(start_predcache, model, redis):
+    """Another process holds the lock for longer than this request may wait: the wait ends
+    at the request's deadline, not after lock_timeout_ms: then the model server gets what
+    is left of it (an answer, or 504 when nothing is left)."""
+    p = start_predcache(conf={"server": {"request_timeout_ms": "1000"},
+                              "cache": {"lock_timeout_ms": "4000"}})
+    r0 = p.post(PREDICT, json_body={"instances": ["deadline"]}, headers={"Cache-Control": "no-store"})
+    key = r0.headers["X-Cache-Key"]
+    redis.command("SET", key + ":lock", "someone-else", "PX", "4000")
+    t0 = time.monotonic()
+    r = p.post(PREDICT, json_body={"instances": ["deadline"]})
+    took = time.monotonic() - t0
+    assert r.status_code in (200, 504), (r.status_code, r.text)
+    assert took < 3.0, "waited %.1f s for a lock past a 1 s deadline" % took

@@ -82,6 +82,25 @@ def test_backend_slow_is_504(start_predcache, model, redis):
     assert r.status_code == 200, r.text
 
 
+def test_request_timeout_bounds_a_slow_model_server(start_predcache, model, redis):
+    """[server] request_timeout_ms counts from the request's arrival: it cuts a model server
+    call short even when [backend] timeout_ms would allow more."""
+    proxy = start_predcache(conf={"server": {"request_timeout_ms": "800"},
+                                  "backend": {"timeout_ms": "10000"}})
+    model.control(delay_ms=3000)
+    start = time.monotonic()
+    r = proxy.post("/v1/models/m:predict", json_body={"instances": ["request-timeout"]})
+    took = time.monotonic() - start
+    assert_json_error(r, 504)
+    assert took < 2.5, "504 after %.2fs; request_timeout_ms is 800" % took
+    assert took >= 0.7, "504 after %.2fs, before request_timeout_ms (800) ran out" % took
+    time.sleep(0.3)
+    assert redis.keys("*") == []
+    model.control()
+    r = proxy.post("/v1/models/m:predict", json_body={"instances": ["request-timeout"]})
+    assert r.status_code == 200, r.text
+
+
 def test_body_over_max_body_bytes_is_413(start_predcache, model):
     proxy = start_predcache(conf={"server": {"max_body_bytes": "1k"}})
     small = json.dumps({"instances": ["a" * 900]})

@@ -131,8 +131,6 @@ def tree_digest(root):
 
 
 def test_ocr_through_predcache_cold_then_warm(ocr, start_predcache, samples, tmp_path):
-    if not os.path.exists(BATCH):
-        pytest.skip("scripts/predcache-batch does not exist yet")
     samples_dir, labels = samples
     in_dir = tmp_path / "in"
     for rel in PICKED:

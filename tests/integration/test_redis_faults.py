@@ -1,6 +1,10 @@
 """Redis is never a reason to fail a request: down or slow -> BYPASS; back -> caching resumes."""
 
-from conftest import wait_for
+import time
+
+import pytest
+
+from conftest import Resp, wait_for
 
 RECOVER_S = 15.0
 
@@ -89,3 +93,67 @@ def test_redis_down_at_start(start_predcache, model, redis):
 
     redis.start()
     wait_caching_resumes(proxy, redis, ["x"], seen)
+
+
+@pytest.mark.parametrize("password", ["wrong-pw", None], ids=["wrong-password", "no-password"])
+def test_redis_auth_refused_is_bypass(start_predcache, model, redis, password):
+    """A Redis that refuses predcache's AUTH (or wants one that is not sent) is a Redis that
+    is unavailable: requests are answered by the model server with X-Cache: BYPASS."""
+    redis.command("CONFIG", "SET", "requirepass", "right-pw")
+    try:
+        proxy = start_predcache(conf={"redis": {"password": password}})
+        seen = []
+        for i in range(3):
+            r = post_ok(proxy, ["auth"], seen)
+            assert r.status_code == 200, r.text
+            assert r.headers.get("X-Cache") == "BYPASS", seen
+            assert r.json()["call"] == i + 1, "a BYPASS answer comes from the model"
+        assert proxy.get("/labels").status_code == 200
+    finally:
+        with Resp(redis.port) as c:
+            c.command("AUTH", "right-pw")
+            c.command("CONFIG", "SET", "requirepass", "")
+    assert redis.keys("*") == [], "stored despite the refused AUTH"
+
+
+def test_redis_refusing_writes_counts_store_failed(proxy, model, redis):
+    """Redis out of memory (maxmemory, noeviction) refuses every SET: answers are still
+    200, the failed stores are counted, and caching works again once Redis takes writes."""
+    redis.command("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    redis.command("CONFIG", "SET", "maxmemory", "1")
+    try:
+        before = proxy.metric("predcache_store_failed_total")
+        seen = []
+        for i in range(3):
+            r = post_ok(proxy, ["oom-%d" % i], seen)
+            assert r.status_code == 200, r.text
+            assert r.json()["call"] == i + 1
+        assert_all_200(seen)
+        wait_for(lambda: proxy.metric("predcache_store_failed_total") >= before + 3,
+                 what="predcache_store_failed_total to count the 3 refused stores "
+                      "(before %s, X-Cache %s)" % (before, [s[1] for s in seen]))
+        assert redis.keys("predcache:v1:*") == [], "a SET got through maxmemory 1?"
+    finally:
+        redis.command("CONFIG", "SET", "maxmemory", "0")
+    wait_caching_resumes(proxy, redis, ["after-oom"], [])
+
+
+def test_reconnect_backoff_while_redis_down(proxy, model, redis):
+    """While Redis is down, reconnection attempts back off (100 ms doubling to 2 s): over
+    3 s that is about 5 attempts, not one per request or per event loop turn."""
+    warm_up(proxy, redis, ["backoff"])
+    redis.kill()
+    before = proxy.metric("predcache_redis_reconnects_total")
+    seen = []
+    deadline = time.monotonic() + 3.0
+    while time.monotonic() < deadline:
+        r = post_ok(proxy, ["backoff"], seen)
+        assert r.status_code == 200, r.text
+        assert r.headers.get("X-Cache") == "BYPASS", seen[-3:]
+        time.sleep(0.05)
+    grew = proxy.metric("predcache_redis_reconnects_total") - before
+    assert 2 <= grew <= 10, "%d connection attempts in 3 s with Redis down (%d requests)" % (
+        grew, len(seen))
+
+    redis.start()
+    wait_caching_resumes(proxy, redis, ["backoff-after"], seen)
