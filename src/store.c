@@ -108,7 +108,9 @@ static void cmd_answer(struct cmd *c, redisReply *r)
         return;
     c->answered = 1;
     struct pc_store *st = c->st;
-    if (r != NULL) /* Redis answers: a paused Redis that still accepts TCP does not */
+    /* Redis answers: a paused Redis that still accepts TCP does not. An error reply (a
+     * refused AUTH, say) leads to a reconnect: it must not reset the backoff. */
+    if (r != NULL && r->type != REDIS_REPLY_ERROR)
         st->backoff_ms = PC_STORE_BACKOFF_MIN_MS;
     double secs = (double)(pc_now_us() - c->start_us) / 1e6;
     switch (c->kind) {

@@ -109,6 +109,12 @@ def test_redis_auth_refused_is_bypass(start_predcache, model, redis, password):
             assert r.headers.get("X-Cache") == "BYPASS", seen
             assert r.json()["call"] == i + 1, "a BYPASS answer comes from the model"
         assert proxy.get("/labels").status_code == 200
+        # Each refusal ends in a reconnect, and those back off (100 ms doubling to 2 s)
+        # as for a Redis that is down: the error reply is no sign of a healthy Redis.
+        before = proxy.metric("predcache_redis_reconnects_total")
+        time.sleep(3.0)
+        grew = proxy.metric("predcache_redis_reconnects_total") - before
+        assert grew <= 10, "%d reconnects in 3 s: no backoff after a refused AUTH" % grew
     finally:
         with Resp(redis.port) as c:
             c.command("AUTH", "right-pw")
