@@ -4,11 +4,12 @@ byte for byte what the model server gives for the whole batch."""
 
 import json
 import random
+import re
 
 import pytest
 import requests
 
-from conftest import HTTP_TIMEOUT, wait_for
+from conftest import HTTP_TIMEOUT, canonical, expected_key, parse_envelope, wait_for
 
 PREDICT = "/v1/models/m:predict"
 
@@ -35,6 +36,29 @@ def post(p, body, headers=None):
 
 def sent_instances(model):
     return json.loads(model.last()["body"])["instances"]
+
+
+def instance_key(x, signature=""):
+    """The Redis key of one instance: material "instance\n" signature "\n" canonical(x)."""
+    return expected_key(PREDICT, "instance\n%s\n%s" % (signature, canonical(x)))
+
+
+def cached_prediction(redis, x):
+    """The prediction bytes stored for instance x (the "PI1" value inside the envelope)."""
+    body = parse_envelope(redis.get(instance_key(x)))["body"]
+    head, sizes, rest = body.split(b"\n", 2)
+    assert head == b"PI1", body[:40]
+    a, b, c = (int(n) for n in sizes.split(b" "))
+    return rest[a + b + c:]
+
+
+def split_predictions(body):
+    """The test model's answer as (text before the array, [each prediction's bytes],
+    separator, text after): its predictions are hex strings, so no nesting to care about."""
+    m = re.match(rb'^(.*?"predictions": \[)(.*?)(\].*)$', body, re.S)
+    assert m, body[:200]
+    items = m.group(2).split(b", ") if m.group(2) else []
+    return m.group(1), items, b", ", m.group(3)
 
 
 def stores(p):
@@ -105,9 +129,17 @@ def test_cosmetic_differences_share_instance_entries(ip, model):
 
 
 def test_empty_list_gets_the_model_servers_400(ip, model, redis):
+    before = model.count(PREDICT)
     r = post(ip, {"instances": []})
     assert r.status_code == 400
     assert "error" in r.json()
+    # It came from the model server: one call reached it, and the answer is its own.
+    assert model.count(PREDICT) == before + 1
+    assert json.loads(model.last()["body"]) == {"instances": []}
+    own = direct(model, {"instances": []})
+    assert own.status_code == 400
+    assert r.content == own.content, "byte for byte the model server's answer"
+    assert r.headers["Content-Type"] == own.headers["Content-Type"]
     # Nothing stored; the miss's cross-process lock is released just after the answer.
     wait_for(lambda: redis.keys() == [], what="no keys left in Redis")
 
@@ -116,25 +148,50 @@ def test_empty_list_gets_the_model_servers_400(ip, model, redis):
 def test_bad_model_answers_pass_through_and_store_nothing(ip, model, redis, mangle):
     post(ip, {"instances": ["p", "q"]})  # cached, to force a partial batch below
     wait_stores(ip, 2)
+    cached = {x: cached_prediction(redis, x) for x in ("p", "q")}
+    values_before = {x: redis.get(instance_key(x)) for x in ("p", "q")}
     keys_before = sorted(redis.keys())
+    assert keys_before == sorted(instance_key(x) for x in ("p", "q"))
     model.control(stable=True, mangle=mangle)
     batch = {"instances": ["p", "x", "y", "q", "z"]}
     r = post(ip, batch)
     assert r.status_code == 200
+    assert sent_instances(model) == ["x", "y", "z"]  # only the missing ones, in order
+    # The model's own answer to that sub-request (it is deterministic from the input).
     expected = direct(model, {"instances": ["x", "y", "z"]}).content
     if mangle == "reverse":
-        # Same length, wrong order: undetectable by count, so it is merged as given; the
-        # reversed predictions are the model's own answer for x, y, z.
-        assert r.headers["X-Cache"] == "PARTIAL"
+        # Same length, wrong order: a proxy cannot tell it from a right answer (documented),
+        # so it is merged as given. The merge itself must be faithful: the cached positions
+        # hold exactly their cached predictions, the missing positions exactly the model's
+        # predictions in the order the model gave them, in the model's own layout.
+        assert (r.headers["X-Cache"], r.headers["X-Cache-Hits"]) == ("PARTIAL", "2/5")
+        prefix, model_preds, sep, suffix = split_predictions(expected)
+        assert len(model_preds) == 3
+        merged = [cached["p"], model_preds[0], model_preds[1], cached["q"], model_preds[2]]
+        assert r.content == prefix + sep.join(merged) + suffix
+        preds = r.json()["predictions"]
+        assert [preds[0], preds[3]] == [json.loads(cached["p"]), json.loads(cached["q"])]
+        assert [preds[1], preds[2], preds[4]] == json.loads(expected)["predictions"]
+        # The cached entries are untouched (the new ones hold what the model said).
+        assert {x: redis.get(instance_key(x)) for x in ("p", "q")} == values_before
+        for x, pred in zip(("x", "y", "z"), model_preds):
+            wait_for(lambda: redis.get(instance_key(x)), what="%s stored" % x)
+            assert cached_prediction(redis, x) == pred
     else:
         assert r.content == expected  # the model's answer to the sub-batch, unchanged
+        assert r.headers["Content-Type"] == "application/json"
         wait_for(lambda: ip.metric("predcache_requests_total", cache="partial") >= 1,
                  what="counted")
+        wait_for(lambda: "passed through, nothing stored" in ip.stdout_text() + ip.stderr_text(),
+                 what="the pass-through warning")
+        assert stores(ip) == 2
         assert sorted(redis.keys()) == keys_before  # nothing stored
-    model.control(stable=True)
-    if mangle != "reverse":
-        r = post(ip, {"instances": ["x"]})
-        assert r.headers["X-Cache"] == "MISS"
+        for x in ("x", "y", "z"):
+            assert redis.exists(instance_key(x)) == 0, x
+        assert {x: redis.get(instance_key(x)) for x in ("p", "q")} == values_before
+        model.control(stable=True)
+        r = post(ip, {"instances": ["x", "y", "z"]})
+        assert (r.headers["X-Cache"], r.headers["X-Cache-Hits"]) == ("MISS", "0/3")
 
 
 def test_model_error_passes_through_and_nothing_is_stored(ip, model, redis):

@@ -83,10 +83,22 @@ def jobs_metric(p, name):
     return p.metric("predcache_jobs_%s_total" % name)
 
 
+@pytest.fixture(params=["off", "on"], ids=["per_body", "per_instance"])
+def jp(request, start_predcache):
+    """predcache with [cache] per_instance off (the harness default) and on: a job takes the
+    synchronous cache path, so both ways of keying an "instances" batch must hold for it."""
+    return start_predcache(conf={"cache": {"per_instance": request.param}})
+
+
+def per_instance(p):
+    return p.conf["cache"]["per_instance"] == "on"
+
+
 # --------------------------------------------------------------------------- submit and poll
 
 
-def test_prefer_respond_async_submit_then_poll(proxy, model, redis):
+def test_prefer_respond_async_submit_then_poll(jp, model, redis):
+    proxy = jp
     r = submit(proxy, {"instances": [[1, 2]]})
     job_id = job_id_of(r)
     assert r.json()["status"] == "queued"
@@ -99,6 +111,8 @@ def test_prefer_respond_async_submit_then_poll(proxy, model, redis):
     assert done.headers["X-Job-Status"] == "done"
     assert done.headers["Content-Type"].startswith("application/json")
     assert done.headers["X-Cache"] == "MISS"
+    if per_instance(proxy):
+        assert done.headers["X-Cache-Hits"] == "0/1"
     assert done.json()["model"] == "m" and len(done.json()["predictions"]) == 1
     assert model.count() == 1
 
@@ -191,7 +205,8 @@ BODIES = [{"inputs": [[0.5, 1.5]], "request_id": "a"}, {"instances": [[0.5, 1.5]
 
 
 @pytest.mark.parametrize("body", BODIES, ids=["inputs", "instances"])
-def test_result_equals_the_synchronous_answer(proxy, model, redis, body):
+def test_result_equals_the_synchronous_answer(jp, model, redis, body):
+    proxy = jp
     done = wait_done(proxy, job_id_of(submit(proxy, body)))
     assert done.status_code == 200 and done.headers["X-Cache"] == "MISS"
     wait_cached(redis, done)
@@ -201,11 +216,14 @@ def test_result_equals_the_synchronous_answer(proxy, model, redis, body):
     assert sync.content == done.content, "byte for byte"
     assert sync.headers["Content-Type"] == done.headers["Content-Type"]
     assert sync.headers.get("X-Cache-Key") == done.headers.get("X-Cache-Key")
+    assert sync.headers.get("X-Cache-Hits") == ("1/1" if per_instance(proxy) and
+                                                "instances" in body else None)
     assert model.count() == 1
 
 
 @pytest.mark.parametrize("body", BODIES, ids=["inputs", "instances"])
-def test_job_after_a_synchronous_request_is_a_cache_hit(proxy, model, redis, body):
+def test_job_after_a_synchronous_request_is_a_cache_hit(jp, model, redis, body):
+    proxy = jp
     sync = proxy.post(ROUTE, json_body=body)
     assert sync.status_code == 200 and sync.headers["X-Cache"] == "MISS"
     wait_cached(redis, sync)
@@ -224,13 +242,58 @@ def test_job_after_a_synchronous_request_is_a_cache_hit(proxy, model, redis, bod
     assert model.count() == 1
 
 
-def test_same_input_twice_one_inference(proxy, model):
+def test_same_input_twice_one_inference(jp, model):
+    proxy = jp
     a = wait_done(proxy, job_id_of(submit(proxy, {"instances": [9], "id": "first"})))
     b = wait_done(proxy, job_id_of(submit(proxy, {"id": "second", "instances": [9]})))
     assert a.status_code == b.status_code == 200
     assert a.headers["X-Cache"] == "MISS" and b.headers["X-Cache"] == "HIT"
     assert a.content == b.content
+    if per_instance(proxy):
+        assert (a.headers["X-Cache-Hits"], b.headers["X-Cache-Hits"]) == ("0/1", "1/1")
     assert model.count() == 1
+
+
+def test_partially_cached_batch_job_answers_the_merged_body(jp, model, redis):
+    """A job over a batch whose instances are partly cached: per instance, only the missing
+    instances are inferred (one model call, listing just them) and the job's result is the
+    merged answer, byte for byte the synchronous one and the model's own for the batch; per
+    body, the batch is a different body, so all of it is inferred."""
+    proxy = jp
+    model.control(stable=True)  # answers without the call counter: byte-comparable
+    seed = proxy.post(ROUTE, json_body={"instances": ["b", "d"]})
+    assert seed.status_code == 200 and seed.headers["X-Cache"] == "MISS"
+    if per_instance(proxy):
+        wait_for(lambda: proxy.metric("predcache_store_ok_total") >= 2, what="2 stores")
+    else:
+        wait_cached(redis, seed)
+    batch = {"instances": ["a", "b", "c", "d", "e"]}
+    calls = model.count(ROUTE)
+
+    job_id = job_id_of(submit(proxy, batch))
+    done = wait_done(proxy, job_id)
+    assert done.status_code == 200 and done.headers["X-Job-Status"] == "done", done.text
+    assert model.count(ROUTE) == calls + 1, "one inference for the job"
+    sent = json.loads(model.last()["body"])["instances"]
+    assert model.last()["headers"]["x-predcache-job"] == job_id
+    if per_instance(proxy):
+        assert (done.headers["X-Cache"], done.headers["X-Cache-Hits"]) == ("PARTIAL", "2/5")
+        assert sent == ["a", "c", "e"], "only the missing instances, in order"
+        rec = record(redis, job_id)
+        assert (rec["cache"], rec["hits"]) == (b"PARTIAL", b"2/5")
+        wait_for(lambda: proxy.metric("predcache_store_ok_total") >= 5, what="5 stores")
+    else:
+        assert done.headers["X-Cache"] == "MISS"
+        assert sent == batch["instances"]
+        wait_cached(redis, done)
+
+    sync = proxy.post(ROUTE, json_body=batch)
+    assert sync.status_code == 200 and sync.headers["X-Cache"] == "HIT"
+    assert model.count(ROUTE) == calls + 1, "the synchronous request is answered from the cache"
+    assert sync.content == done.content, "byte for byte"
+    assert sync.headers["Content-Type"] == done.headers["Content-Type"]
+    direct = requests.post(model.url(ROUTE), json=batch, timeout=HTTP_TIMEOUT)
+    assert done.content == direct.content, "the model's own answer for the whole batch"
 
 
 def test_identical_jobs_at_once_one_inference(proxy, model):
@@ -497,6 +560,33 @@ def test_compat_aliases(start_predcache, model):
     assert std.status_code == 200 and std.json() == pred
     assert model.last()["path"] == "/predict"
     assert poll(p, "0" * 32, path="/job/").status_code == 404
+
+
+def test_compat_alias_of_a_failed_job_answers_the_model_error(start_predcache, model, redis):
+    p = start_predcache(conf={"jobs": {"compat": "on"}})
+    error = b'{"error": "model exploded"}'
+    model.control(status=500, body=error.decode(), content_type="application/json")
+    r = p.post("/predict", json_body={"image_data": "aGVsbG8="})
+    assert r.status_code == 202, r.text
+    job_id = job_id_of(r)
+
+    def finished():
+        r = poll(p, job_id, path="/job/")
+        if r.status_code == 200 and r.json()[job_id]["prediction"] is None:
+            return None  # still pending, in the seed's shape
+        return [r]
+
+    r = wait_for(finished, timeout=20, what="the failed job through /job/")[0]
+    assert r.status_code == 500, r.text
+    assert r.content == error, "the model's own body, not wrapped in the seed's shape"
+    assert r.headers["Content-Type"] == "application/json"
+    assert r.headers["X-Job-Status"] == "failed"
+    # The same answer as the standard path gives.
+    std = poll(p, job_id)
+    assert std.status_code == 500 and std.content == error
+    assert record(redis, job_id)["state"] == b"failed"
+    assert model.count() == 1 and model.last()["path"] == "/predict"
+    assert redis.keys("predcache:v1:*") == [], "errors are never cached"
 
 
 def test_compat_off_by_default(proxy, model):
