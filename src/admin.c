@@ -30,7 +30,34 @@ struct ready_probe {
     int redis_ok;
     int backend_ok;
     char backend_err[256];
+    const struct pc_worker *w;
 };
+
+/* A named backend's health checks, over every worker: up only when up in each. */
+static int named_up(const struct pc_worker *w, size_t be)
+{
+    for (size_t i = 0; i < w->n_workers; i++) {
+        if (!PC_METRIC_GET(w->group[i].backend_up[be]))
+            return 0;
+    }
+    return 1;
+}
+
+/* ,"backends":{"NAME":"ok"|"down",...} for the named backends (none: nothing); 1 when
+ * every one is up. */
+static int named_json(const struct pc_worker *w, struct pc_buf *out)
+{
+    int all = 1;
+    for (size_t be = 1; be < w->n_backends; be++) {
+        int up = named_up(w, be);
+        all = all && up;
+        pc_buf_printf(out, "%s\"%s\":\"%s\"", be == 1 ? ",\"backends\":{" : ",",
+                      w->cfg->backends[be - 1].name, up ? "ok" : "down");
+    }
+    if (w->n_backends > 1)
+        pc_buf_append_str(out, "}");
+    return all;
+}
 
 static const struct pc_header json_ct = {(char *)"Content-Type", (char *)"application/json"};
 
@@ -38,19 +65,29 @@ static void ready_maybe_answer(struct ready_probe *pr)
 {
     if (--pr->waiting > 0)
         return;
-    char body[512];
-    int ok = pr->redis_ok && pr->backend_ok;
-    int n;
+    struct pc_buf named, body;
+    pc_buf_init(&named);
+    pc_buf_init(&body);
+    int named_ok = named_json(pr->w, &named);
+    int ok = pr->redis_ok && pr->backend_ok && named_ok;
+    const char *nj = named.data ? named.data : "";
     if (ok)
-        n = snprintf(body, sizeof body, "{\"ready\":true,\"redis\":\"ok\",\"backend\":\"ok\"}");
+        pc_buf_printf(&body, "{\"ready\":true,\"redis\":\"ok\",\"backend\":\"ok\"%s}", nj);
     else
-        n = snprintf(body, sizeof body,
-                     "{\"ready\":false,\"redis\":\"%s\",\"backend\":\"%s\",\"error\":\"%s%s%s\"}",
-                     pr->redis_ok ? "ok" : "down", pr->backend_ok ? "ok" : "down",
-                     pr->redis_ok ? "" : "redis unavailable",
-                     !pr->redis_ok && !pr->backend_ok ? "; " : "",
-                     pr->backend_ok ? "" : "model server unavailable");
-    pc_http_reply(pr->req, ok ? 200 : 503, &json_ct, 1, body, (size_t)n);
+        pc_buf_printf(
+            &body,
+            "{\"ready\":false,\"redis\":\"%s\",\"backend\":\"%s\"%s,\"error\":\"%s%s%s%s%s\"}",
+            pr->redis_ok ? "ok" : "down", pr->backend_ok ? "ok" : "down", nj,
+            pr->redis_ok ? "" : "redis unavailable", !pr->redis_ok && !pr->backend_ok ? "; " : "",
+            pr->backend_ok ? "" : "model server unavailable",
+            !named_ok && (!pr->redis_ok || !pr->backend_ok) ? "; " : "",
+            named_ok ? "" : "a named backend is down (health checks failing)");
+    if (body.data == NULL)
+        pc_http_reply_error(pr->req, 503, "out of memory");
+    else
+        pc_http_reply(pr->req, ok ? 200 : 503, &json_ct, 1, body.data, body.len);
+    pc_buf_release(&named);
+    pc_buf_release(&body);
     free(pr);
 }
 
@@ -88,6 +125,7 @@ static void handle_ready(struct pc_worker *w, struct pc_http_req *req)
         return;
     }
     pr->req = req;
+    pr->w = w;
     pr->waiting = 3; /* two checks, plus this function's own hold until both are started */
     int others_redis, others_backend;
     ready_others(w, &others_redis, &others_backend);
@@ -126,6 +164,20 @@ static int render_routes(const struct pc_worker *w, struct pc_buf *out)
     return rc;
 }
 
+/* The named backends' health gauges, over every worker. */
+static int render_named_backends(const struct pc_worker *w, struct pc_buf *out)
+{
+    if (w->n_backends <= 1)
+        return 0;
+    int rc = pc_buf_printf(out, "# HELP predcache_named_backend_up 1 unless the active health "
+                                "checks of a [backend NAME] failed\n"
+                                "# TYPE predcache_named_backend_up gauge\n");
+    for (size_t be = 1; be < w->n_backends; be++)
+        rc |= pc_buf_printf(out, "predcache_named_backend_up{backend=\"%s\"} %d\n",
+                            w->cfg->backends[be - 1].name, named_up(w, be));
+    return rc ? -1 : 0;
+}
+
 /* /metrics (Prometheus text) or /stats (JSON): both render the sum over the workers. */
 static void handle_sum(struct pc_worker *w, struct pc_http_req *req, int stats)
 {
@@ -141,7 +193,7 @@ static void handle_sum(struct pc_worker *w, struct pc_http_req *req, int stats)
             rc = pc_metrics_render_stats(sum, pc_now_us(), &b);
         else
             rc = pc_metrics_render(sum, &b) | pc_metrics_render_workers(shards, n, &b) |
-                 render_routes(w, &b);
+                 render_routes(w, &b) | render_named_backends(w, &b);
         free(sum);
     }
     if (rc != 0) {

@@ -133,7 +133,8 @@ static long long share_bound(long long total, size_t n)
 /*
  * Each worker reads its own copy of the configuration. The limits that the README
  * states for the whole process are split between the workers: async jobs run at once
- * ([jobs] concurrency), model server calls at once ([backend] max_in_flight), pending
+ * ([jobs] concurrency), model server calls at once ([backend] max_in_flight, and each
+ * [backend NAME]'s), pending
  * Redis stores ([redis] max_pending, max_pending_bytes) and the key memo's bytes ([cache]
  * key_memo_bytes: each worker keeps its own).
  */
@@ -142,6 +143,8 @@ static void worker_config(struct pc_config *out, const struct pc_config *cfg, si
     *out = *cfg;
     out->jobs_concurrency = share_floor(cfg->jobs_concurrency, i, n);
     out->backend_max_in_flight = (int)share_bound(cfg->backend_max_in_flight, n);
+    for (size_t k = 0; k < cfg->n_backends; k++) /* each named backend's own bound too */
+        out->backends[k].max_in_flight = (int)share_bound(cfg->backends[k].max_in_flight, n);
     out->redis_max_pending = (int)share_bound(cfg->redis_max_pending, n);
     out->redis_max_pending_bytes = (size_t)share_bound((long long)cfg->redis_max_pending_bytes, n);
     out->key_memo_bytes = (size_t)share_bound((long long)cfg->key_memo_bytes, n);

@@ -290,6 +290,23 @@ def test_named_backend_limits(start_predcache, model, model2):
     assert "in flight" in results[1].json()["error"]
 
 
+def test_named_backend_in_flight_bound_is_for_the_whole_process(start_predcache, model, model2):
+    """Like [backend] max_in_flight, a named backend's bound is split between the workers:
+    two workers and max_in_flight = 2 make at most two model calls at once, not four."""
+    p = start_predcache(conf={
+        "server": {"workers": "2"},
+        "route one": {"match": "POST /v1/models/one*:predict", "backend": "one"},
+        "backend one": {"url": model2.url(), "max_in_flight": "2"},
+    })
+    model2.control(delay_ms=1500)
+    rs = conftest.concurrently(8, lambda i: p.post("/v1/models/one:predict",
+                                                   json_body={"instances": ["w-%d" % i]}))
+    assert all(not isinstance(r, Exception) for r in rs), rs
+    statuses = sorted(r.status_code for r in rs)
+    assert statuses.count(200) <= 2, statuses
+    assert set(statuses) <= {200, 503}, statuses
+
+
 def test_named_backend_health_checks_are_its_own(start_predcache, model, model2):
     p = start_predcache(conf={
         "route gpu": {"match": "POST /v1/models/gpu*:predict", "backend": "b2"},
@@ -298,6 +315,10 @@ def test_named_backend_health_checks_are_its_own(start_predcache, model, model2)
                        "connect_timeout_ms": "200"},
     })
     assert p.post("/v1/models/gpu:predict", json_body={"instances": [1]}).status_code == 200
+    assert p.metric("predcache_named_backend_up", backend="b2") == 1
+    ready = requests.get(p.admin("/ready"), timeout=5)
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["backends"] == {"b2": "ok"}
     model2.stop()
 
     def refused():
@@ -307,6 +328,14 @@ def test_named_backend_health_checks_are_its_own(start_predcache, model, model2)
     wait_for(refused, timeout=5, what="503 from the b2 route once its health checks fail")
     r = p.post(DEFAULT, json_body={"instances": [2]})
     assert r.status_code == 200, "the [backend] model server is still up: %s" % r.text
+    # Its health shows: on /metrics by name, and /ready is not ready while it is down.
+    assert p.metric("predcache_backend_up") == 1
+    assert p.metric("predcache_named_backend_up", backend="b2") == 0
+    ready = requests.get(p.admin("/ready"), timeout=5)
+    assert ready.status_code == 503, ready.text
+    doc = ready.json()
+    assert doc["backends"] == {"b2": "down"} and doc["backend"] == "ok", doc
+    assert "named backend" in doc["error"], doc
 
 
 # --------------------------------------------------------------------------- --check
