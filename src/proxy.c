@@ -739,12 +739,15 @@ void pc_proxy_on_done(const char *key, size_t len, void *worker)
     struct pc_preq *leader = f != NULL && !f->done ? f->leader : NULL;
     if (leader != NULL && leader->lock_wait != NULL)
         remote_resolve(leader);
+    else if (leader != NULL && leader->lock_asking)
+        leader->lock_notified = 1; /* the announcement overtook the lock script's answer */
 }
 
 static void on_lock_reply(const struct pc_reply *r, void *arg)
 {
     struct pc_preq *p = arg;
     struct pc_worker *w = p->w;
+    p->lock_asking = 0;
     const struct pc_reply *tag = r != NULL ? pc_reply_elem(r, 0) : NULL;
     long long what =
         tag != NULL && pc_reply_type(tag) == PC_REPLY_INTEGER ? pc_reply_integer(tag) : 0;
@@ -768,6 +771,8 @@ static void on_lock_reply(const struct pc_reply *r, void *arg)
         p->lock_wait = ms > 0 ? evtimer_new(w->base, on_lock_wait_timeout, p) : NULL;
         if (p->lock_wait != NULL && evtimer_add(p->lock_wait, &tv) == 0) {
             PC_METRIC_INC(w->metrics.lock_waits);
+            if (p->lock_notified) /* the holder is done already: no wait */
+                remote_resolve(p);
             return;
         }
     }
@@ -789,8 +794,12 @@ static void lock_try(struct pc_preq *p)
         lens[i] = strlen(argv[i]);
     if (p->batch == NULL)
         p->result = RES_MISS;
-    if (pc_store_command(w->store, 0, on_lock_reply, p, 7, argv, lens) != 0)
+    p->lock_notified = 0;
+    p->lock_asking = 1;
+    if (pc_store_command(w->store, 0, on_lock_reply, p, 7, argv, lens) != 0) {
+        p->lock_asking = 0;
         continue_miss(p, RES_BYPASS);
+    }
 }
 
 int pc_proxy_lock_batch(struct pc_preq *p, enum pc_cache_result result)
@@ -869,10 +878,13 @@ static void answer_hit(struct pc_preq *p, const struct pc_envelope *env)
 
 /* ---- stale-while-revalidate ------------------------------------------------------- */
 
-/* A background call that refreshes one stale entry; owns copies of what it sends. */
+/* A background call that refreshes one stale entry, or a batch's stale instances; owns
+ * copies of what it sends. */
 struct refresh {
     struct pc_worker *w;
-    char key[PC_KEY_MAX];
+    char key[PC_KEY_MAX];          /* the entry's, or the batch's herd key */
+    char (*inst_keys)[PC_KEY_MAX]; /* a batch's: the key of each instance sent, in order */
+    size_t n_inst;
     size_t backend;
     int ttl_s;
     int client_ttl;
@@ -897,6 +909,7 @@ static void refresh_free(struct refresh *rf)
     free(rf->method);
     free(rf->target);
     free(rf->body);
+    free(rf->inst_keys);
     free(rf);
 }
 
@@ -907,9 +920,13 @@ static void on_refresh(const struct pc_upstream_resp *r, void *arg)
     pc_hist_observe(&w->metrics.h_backend, r->total_ms / 1000.0);
     pc_timer_observe(&w->metrics.t_backend, r->total_ms / 1000.0);
     const char *why = r->error != PC_UP_OK ? r->errmsg : response_refusal(w, r);
+    if (why == NULL && rf->n_inst > 0)
+        why = pc_proxy_batch_store_refresh(w, r, rf->inst_keys, rf->n_inst,
+                                           rf->client_ttl ? rf->ttl_s : 0, redis_ttl(w, rf->ttl_s));
+    else if (why == NULL)
+        store_answer(w, rf->key, rf->ttl_s, rf->client_ttl, r, NULL, NULL);
     if (why == NULL) {
         PC_METRIC_INC(w->metrics.refresh_ok);
-        store_answer(w, rf->key, rf->ttl_s, rf->client_ttl, r, NULL, NULL);
     } else {
         PC_METRIC_INC(w->metrics.refresh_failed);
         pc_log(PC_LOG_INFO, "proxy: refresh of %s not stored: %s", rf->key, why);
@@ -918,13 +935,17 @@ static void on_refresh(const struct pc_upstream_resp *r, void *arg)
 }
 
 /*
- * Starts refreshing p's stale entry in the background, unless one refresh of that key is
- * already running or the model server is known to be down or full.
+ * Starts a background model call with body (copied) for p's route, keyed key in the
+ * refreshing table, unless one of that key is already running or the model server is
+ * known to be down or full. stale_ttl_s: the TTL the stale entry was stored with (0 none).
+ * inst_keys (copied), when not NULL: body is a batch of n_inst instances, stored each
+ * under its key. p->req must still be valid.
  */
-static void start_refresh(struct pc_preq *p, const struct pc_envelope *stale)
+static void refresh_start(struct pc_preq *p, const char *key, int stale_ttl_s, const char *body,
+                          size_t len, const char (*inst_keys)[PC_KEY_MAX], size_t n_inst)
 {
     struct pc_worker *w = p->w;
-    if (p->no_store || pc_flights_find(w->refreshing, p->key) != NULL ||
+    if (p->no_store || pc_flights_find(w->refreshing, key) != NULL ||
         !pc_worker_backend_available(w, p->backend))
         return;
     struct refresh *rf = calloc(1, sizeof *rf);
@@ -934,13 +955,17 @@ static void start_refresh(struct pc_preq *p, const struct pc_envelope *stale)
     rf->backend = p->backend;
     /* The refreshed entry keeps the TTL the stale one was stored with, unless this
      * request names one. */
-    rf->client_ttl = p->client_ttl || stale->ttl_s > 0;
-    rf->ttl_s = p->client_ttl || stale->ttl_s <= 0 ? p->ttl_s : stale->ttl_s;
-    pc_strlcpy(rf->key, p->key, sizeof rf->key);
+    rf->client_ttl = p->client_ttl || stale_ttl_s > 0;
+    rf->ttl_s = p->client_ttl || stale_ttl_s <= 0 ? p->ttl_s : stale_ttl_s;
+    pc_strlcpy(rf->key, key, sizeof rf->key);
+    if (n_inst > 0) {
+        if ((rf->inst_keys = malloc(n_inst * sizeof *rf->inst_keys)) == NULL)
+            goto fail;
+        memcpy(rf->inst_keys, inst_keys, n_inst * sizeof *rf->inst_keys);
+        rf->n_inst = n_inst;
+    }
     if (build_forward_headers(p) != 0)
         goto fail;
-    size_t len;
-    const char *body = pc_http_req_body(p->req, &len);
     rf->method = strdup(pc_http_req_method(p->req));
     rf->target = strdup(pc_http_req_target(p->req));
     rf->body = malloc(len + 1);
@@ -962,6 +987,19 @@ static void start_refresh(struct pc_preq *p, const struct pc_envelope *stale)
     return;
 fail:
     refresh_free(rf);
+}
+
+static void start_refresh(struct pc_preq *p, const struct pc_envelope *stale)
+{
+    size_t len;
+    const char *body = pc_http_req_body(p->req, &len);
+    refresh_start(p, p->key, stale->ttl_s, body, len, NULL, 0);
+}
+
+void pc_proxy_batch_refresh(struct pc_preq *p, const char *herd, int stale_ttl_s, const char *body,
+                            size_t len, const char (*keys)[PC_KEY_MAX], size_t n)
+{
+    refresh_start(p, herd, stale_ttl_s, body, len, keys, n);
 }
 
 /* An entry past its TTL but within grace: answered at once, marked stale. */

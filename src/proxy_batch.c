@@ -41,6 +41,8 @@ struct cached {
     struct pc_batch_layout layout; /* points into value */
     const char *pred;
     size_t pred_len;
+    int stale; /* past its TTL, within grace: answers only a batch cached whole */
+    int ttl_s; /* the TTL a client chose for it (0: the route's) */
 };
 
 struct pc_batch_state {
@@ -58,7 +60,8 @@ struct pc_batch_state {
     size_t n_pick;
     int retried;   /* looked up again after another process's answer */
     int counted;   /* instance metrics counted (once per request) */
-    int ttl_s;     /* entries older than this are misses */
+    int ttl_s;     /* entries older than this are stale */
+    int grace_s;   /* and older than ttl_s + this, misses */
     int max_age_s; /* and older than this, when the client said max-age */
 };
 
@@ -189,10 +192,57 @@ static const char *fallback_sep(const struct pc_batch_state *b, char *buf, size_
     return ",";
 }
 
-/* Every instance was cached: rebuild the answer from the first one's layout. */
+/*
+ * Refreshes the batch's stale instances in the background (stale-while-revalidate): one
+ * model call with only them, each unique one once, in request order, stored under their
+ * keys. p->req must still be valid. 1 when some instance is stale.
+ */
+static int refresh_stale(struct pc_preq *p)
+{
+    struct pc_batch_state *b = p->batch;
+    size_t k = 0;
+    int ttl_s = 0; /* the refreshed entries keep a client's TTL: the shortest among them */
+    for (size_t u = 0; u < b->n_uniq; u++) {
+        const struct cached *c = b->hit[u];
+        if (c->stale) {
+            b->pick[k++] = u;
+            if (c->ttl_s > 0 && (ttl_s == 0 || c->ttl_s < ttl_s))
+                ttl_s = c->ttl_s;
+        }
+    }
+    if (k == 0)
+        return 0;
+    size_t len;
+    const char *body = pc_http_req_body(p->req, &len);
+    char herd[PC_KEY_MAX];
+    char(*keys)[PC_KEY_MAX] = malloc(k * sizeof *keys);
+    size_t *idx = malloc(k * sizeof *idx);
+    struct pc_buf sub;
+    pc_buf_init(&sub);
+    if (keys != NULL && idx != NULL &&
+        pc_cachekey_herd(p->keyp.prefix, b->keys, b->pick, k, herd) == 0 &&
+        (b->req.inst.n == b->n ||
+         (pc_batch_parse_request(body, len, &b->req) == 0 && b->req.inst.n == b->n))) {
+        for (size_t j = 0; j < k; j++) {
+            memcpy(keys[j], b->keys[b->pick[j]], PC_KEY_MAX);
+            idx[j] = b->first_of[b->pick[j]];
+        }
+        if (pc_batch_build_subrequest(body, len, &b->req, idx, k, &sub) == 0)
+            pc_proxy_batch_refresh(p, herd, ttl_s, sub.data, sub.len,
+                                   (const char(*)[PC_KEY_MAX])keys, k);
+    }
+    pc_buf_release(&sub);
+    free(idx);
+    free(keys);
+    return 1;
+}
+
+/* Every instance was cached: rebuild the answer from the first one's layout. An instance
+ * past its TTL (within grace) makes the answer STALE, and is refreshed behind it. */
 static void answer_all_cached(struct pc_preq *p)
 {
     struct pc_batch_state *b = p->batch;
+    int stale = refresh_stale(p);
     const char **preds = calloc(b->n, sizeof *preds);
     size_t *lens = calloc(b->n, sizeof *lens);
     struct pc_buf out;
@@ -215,13 +265,15 @@ static void answer_all_cached(struct pc_preq *p)
         char age[PC_U64_TEXT];
         int64_t age_s = (pc_wall_ms() - oldest) / 1000;
         pc_u64_text(age_s > 0 ? (uint64_t)age_s : 0, age);
-        struct pc_header h[2];
+        struct pc_header h[3];
         size_t n = 0;
         if (first->ctype[0] != '\0')
             h[n++] = (struct pc_header){(char *)"Content-Type", (char *)first->ctype};
         h[n++] = (struct pc_header){(char *)"Age", age};
+        if (stale)
+            h[n++] = (struct pc_header){(char *)"Warning", (char *)"110 - \"Response is Stale\""};
         /* Found after waiting for another process's model call: that call answered it. */
-        p->result = b->retried ? RES_COALESCED : RES_HIT;
+        p->result = stale ? RES_STALE : b->retried ? RES_COALESCED : RES_HIT;
         PC_METRIC_ADD(p->w->metrics.bytes_from_cache, out.len);
         answer_merged(p, first->status, h, n, out.data, out.len);
     }
@@ -231,6 +283,44 @@ static void answer_all_cached(struct pc_preq *p)
 }
 
 /* ---- storing ----------------------------------------------------------------------- */
+
+/* Stores preds->elems[j] under keys[j] for j < preds->n, each a "PI1" instance value
+ * in an envelope (ttl env_ttl_s written into it, 0: none) kept redis_ttl_s in Redis. */
+static void store_instances(struct pc_worker *w, const struct pc_upstream_resp *r,
+                            const struct pc_batch_array *preds,
+                            const struct pc_batch_layout *layout, const char *const *keys,
+                            int env_ttl_s, int redis_ttl_s)
+{
+    const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
+    struct pc_buf inst, val;
+    pc_buf_init(&inst);
+    pc_buf_init(&val);
+    for (size_t j = 0; j < preds->n; j++) {
+        const struct pc_span *s = &preds->elems[j];
+        inst.len = 0;
+        val.len = 0;
+        if (pc_batch_encode_instance(layout, r->body.data + s->off, s->len, &inst) != 0) {
+            PC_METRIC_INC(w->metrics.store_skipped);
+            continue;
+        }
+        struct pc_envelope env = {
+            .status = r->status,
+            .stored_at_ms = pc_wall_ms(),
+            .ttl_s = env_ttl_s,
+            .content_type = ctype ? ctype : "",
+            .body = inst.data,
+            .body_len = inst.len,
+        };
+        if (inst.len > w->cfg->max_value_bytes || pc_envelope_encode(&env, &val) != 0) {
+            PC_METRIC_INC(w->metrics.store_skipped);
+            continue;
+        }
+        pc_l1_put(w->l1, keys[j], val.data, val.len);
+        pc_store_set(w->store, keys[j], val.data, val.len, redis_ttl_s);
+    }
+    pc_buf_release(&inst);
+    pc_buf_release(&val);
+}
 
 /* The stores before this PING are answered (one connection, in order): the flight ends. */
 static void on_stores_done(const struct pc_reply *reply, void *arg)
@@ -247,47 +337,47 @@ static void store_new(struct pc_preq *p, const struct pc_upstream_resp *r,
     struct pc_worker *w = p->w;
     struct pc_batch_state *b = p->batch;
     const char *why = pc_proxy_store_refusal(p, r);
-    const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
-    struct pc_buf inst, val;
-    pc_buf_init(&inst);
-    pc_buf_init(&val);
-    for (size_t u = 0; u < b->n_uniq; u++) {
-        if (b->resp_of[u] == NO_POS)
-            continue;
-        if (why != NULL) {
-            PC_METRIC_INC(w->metrics.store_skipped);
-            continue;
-        }
-        const struct pc_span *s = &preds->elems[b->resp_of[u]];
-        inst.len = 0;
-        val.len = 0;
-        if (pc_batch_encode_instance(layout, r->body.data + s->off, s->len, &inst) != 0) {
-            PC_METRIC_INC(w->metrics.store_skipped);
-            continue;
-        }
-        struct pc_envelope env = {
-            .status = r->status,
-            .stored_at_ms = pc_wall_ms(),
-            .ttl_s = p->client_ttl ? p->ttl_s : 0,
-            .content_type = ctype ? ctype : "",
-            .body = inst.data,
-            .body_len = inst.len,
-        };
-        if (inst.len > w->cfg->max_value_bytes || pc_envelope_encode(&env, &val) != 0) {
-            PC_METRIC_INC(w->metrics.store_skipped);
-            continue;
-        }
-        pc_l1_put(w->l1, b->keys[u], val.data, val.len);
-        pc_store_set(w->store, b->keys[u], val.data, val.len, pc_proxy_store_ttl(p));
+    const char **keys = why == NULL ? calloc(b->n_pick, sizeof *keys) : NULL;
+    if (keys == NULL) {
+        PC_METRIC_ADD(w->metrics.store_skipped, b->n_pick);
+    } else {
+        for (size_t j = 0; j < b->n_pick; j++)
+            keys[j] = b->keys[b->pick[j]];
+        store_instances(w, r, preds, layout, keys, p->client_ttl ? p->ttl_s : 0,
+                        pc_proxy_store_ttl(p));
+        free(keys);
     }
-    pc_buf_release(&inst);
-    pc_buf_release(&val);
     if (fs != NULL) {
         const char *argv[] = {"PING"};
         size_t lens[] = {4};
         if (pc_store_command(w->store, 0, on_stores_done, fs, 1, argv, lens) != 0)
             pc_proxy_flight_stored(0, fs);
     }
+}
+
+const char *pc_proxy_batch_store_refresh(struct pc_worker *w, const struct pc_upstream_resp *r,
+                                         const char (*keys)[PC_KEY_MAX], size_t n, int env_ttl_s,
+                                         int redis_ttl_s)
+{
+    struct pc_batch_array preds;
+    memset(&preds, 0, sizeof preds);
+    if (pc_batch_parse_response(r->body.data, r->body.len, &preds) != 0 || preds.n != n) {
+        pc_batch_array_release(&preds);
+        return "the answer's predictions do not match the instances sent";
+    }
+    const char **k = calloc(n, sizeof *k);
+    if (k == NULL) {
+        pc_batch_array_release(&preds);
+        return "out of memory";
+    }
+    for (size_t j = 0; j < n; j++)
+        k[j] = keys[j];
+    struct pc_batch_layout layout;
+    pc_batch_layout_of(r->body.data, r->body.len, &preds, &layout);
+    store_instances(w, r, &preds, &layout, k, env_ttl_s, redis_ttl_s);
+    free(k);
+    pc_batch_array_release(&preds);
+    return NULL;
 }
 
 /* ---- the model server's answer ----------------------------------------------------- */
@@ -526,12 +616,14 @@ static void take_cached(struct pc_batch_state *b, size_t u, const char *data, si
     }
     int64_t age_ms = pc_wall_ms() - env.stored_at_ms;
     int fresh_s = env.ttl_s > 0 ? env.ttl_s : b->ttl_s;
-    if (age_ms > (int64_t)fresh_s * 1000 ||
+    if (age_ms > ((int64_t)fresh_s + b->grace_s) * 1000 ||
         (b->max_age_s >= 0 && age_ms > (int64_t)b->max_age_s * 1000)) {
-        pc_buf_release(&c->value); /* past its TTL: a batch re-asks the model for it */
+        pc_buf_release(&c->value); /* past its grace: a batch re-asks the model for it */
         free(c);
         return;
     }
+    c->stale = age_ms > (int64_t)fresh_s * 1000;
+    c->ttl_s = env.ttl_s;
     c->status = env.status;
     c->stored_at_ms = env.stored_at_ms;
     b->hit[u] = c;
@@ -554,7 +646,7 @@ static int l1_batch(struct pc_preq *p)
         if (!pc_l1_get(l1, b->keys[u], &v))
             break;
         take_cached(b, u, v.data, v.len, NULL);
-        if (b->hit[u] == NULL)
+        if (b->hit[u] == NULL || b->hit[u]->stale) /* stale ones are Redis's to judge */
             break;
     }
     pc_buf_release(&v);
@@ -592,6 +684,20 @@ static void on_batch_lookup(const struct pc_reply *reply, void *arg)
     }
     for (size_t i = 0; i < b->n; i++)
         b->hits += b->hit[b->uniq_of[i]] != NULL;
+    if (b->hits < b->n) {
+        /* The model is asked anyway: it answers the stale instances too, so they are
+         * misses like the missing ones. */
+        for (size_t u = 0; u < b->n_uniq; u++) {
+            if (b->hit[u] != NULL && b->hit[u]->stale) {
+                pc_buf_release(&b->hit[u]->value);
+                free(b->hit[u]);
+                b->hit[u] = NULL;
+            }
+        }
+        b->hits = 0;
+        for (size_t i = 0; i < b->n; i++)
+            b->hits += b->hit[b->uniq_of[i]] != NULL;
+    }
     if (b->hits == b->n) {
         if (!b->counted)
             PC_METRIC_ADD(p->w->metrics.instances_hit, b->n);
@@ -619,6 +725,7 @@ static struct pc_batch_state *batch_new(const struct pc_preq *p, size_t n)
     pc_buf_init(&b->sub);
     b->n = n;
     b->ttl_s = p->route->v.ttl_s; /* freshness of entries without their own TTL */
+    b->grace_s = p->w->cfg->grace_s;
     b->max_age_s = p->max_age_s;
     b->uniq_of = calloc(n, sizeof *b->uniq_of);
     b->first_of = calloc(n, sizeof *b->first_of);

@@ -27,11 +27,15 @@ import time
 import pytest
 import requests
 
-from conftest import (PYTHON, ROOT, GiveUp, canonical, expected_key, read_text, stop_process,
-                      wait_for)
+from conftest import (PYTHON, ROOT, GiveUp, ModelServer, canonical, expected_key, read_text,
+                      stop_process, wait_for)
 
 PREDICT = "/v1/models/m:predict"
 STATUS = "/v1/models/m"  # a pass-through route (model status)
+# The bystander's own model ("side" backend, see bystander_proxy): its requests leave the
+# model server under test, its counters, last request and /_control alone.
+SIDE_PREDICT = "/v1/models/bystander:predict"
+SIDE_STATUS = "/v1/models/bystander"
 BAD_BACKEND = os.path.join(ROOT, "tests", "fixtures", "bad_backend.py")
 SLOWHTTPTEST = shutil.which("slowhttptest")
 
@@ -230,10 +234,13 @@ class Bystander:
     """An unrelated client: one request every interval on a fresh connection, from a
     thread, while something hostile happens. Every one of them must succeed."""
 
-    def __init__(self, p, interval=0.05, timeout=5.0, predict=True, get_check=None):
+    def __init__(self, p, interval=0.05, timeout=5.0, predict=True, get_check=None,
+                 predict_path=PREDICT, status_path=STATUS):
         self.p, self.interval, self.timeout, self.predict = p, interval, timeout, predict
         self.get_check = get_check or (lambda r: "model_version_status" in r.json())
+        self.predict_path, self.status_path = predict_path, status_path
         self.results = []
+        self.keys = set()  # the cache keys its answers named (X-Cache-Key)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -244,11 +251,14 @@ class Bystander:
             t0 = time.monotonic()
             try:
                 if self.predict and i % 2 == 0:
-                    r = self.p.post(PREDICT, json_body={"instances": ["bystander", i % 7]},
+                    r = self.p.post(self.predict_path,
+                                    json_body={"instances": ["bystander", i % 7]},
                                     timeout=self.timeout)
                     ok = r.status_code == 200 and r.json().get("predictions")
+                    if "X-Cache-Key" in r.headers:
+                        self.keys.add(r.headers["X-Cache-Key"])
                 else:
-                    r = self.p.get(STATUS, timeout=self.timeout)
+                    r = self.p.get(self.status_path, timeout=self.timeout)
                     ok = r.status_code == 200 and self.get_check(r)
                 self.results.append((bool(ok), r.status_code, time.monotonic() - t0,
                                      "" if ok else r.text[:200]))
@@ -275,6 +285,40 @@ class Bystander:
             len(bad), len(self.results), bad[:5])
         assert len(self.results) >= at_least, "bystander made only %d requests" % len(
             self.results)
+
+
+@pytest.fixture
+def side_model(tmp_path):
+    """A second test model server, the bystander's."""
+    server = ModelServer(tmp_path / "side-model")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bystander_proxy(start_predcache, side_model):
+    """predcache as the harness starts it, plus routes that send SIDE_PREDICT (cached) and
+    SIDE_STATUS to side_model: a SideBystander on it runs next to tests that pin the
+    model server's counters, its last request or its /_control behaviour."""
+    return start_predcache(conf={
+        "backend side": {"url": side_model.url()},
+        "route side-predict": {"match": "POST " + SIDE_PREDICT, "backend": "side"},
+        "route side-status": {"match": "GET " + SIDE_STATUS, "backend": "side",
+                              "cache": "off"},
+    })
+
+
+def SideBystander(p, **kw):
+    """A Bystander whose requests go to the side model (see bystander_proxy)."""
+    return Bystander(p, predict_path=SIDE_PREDICT, status_path=SIDE_STATUS, **kw)
+
+
+def other_keys(redis, bystander):
+    """Redis keys that are not the bystander's entries."""
+    return [k for k in redis.keys("*") if k not in bystander.keys]
 
 
 # --------------------------------------------------------------------------- bad backend
@@ -588,22 +632,25 @@ def test_too_many_headers_is_431(proxy, model):
 # --------------------------------------------------------------------------- JSON
 
 
-def test_invalid_json_with_json_type_is_400(proxy, model, redis):
-    bodies = [b"", b" ", b"{", b'{"instances": [1, 2,', b"{instances: [1]}",
-              b'{"instances": [1]} trailing', b'{"instances": [1]}{"instances": [2]}',
-              b'{"instances": [01]}', b'{"instances": [1,]}', b'{"instances": [.5]}',
-              b'{"instances": [+1]}', b'{"instances": [0x10]}', b'{"instances": [TRUE]}',
-              b'{"instances": [1]} /* c */', b'{"instances": ["\\x41"]}',
-              b'{"instances": [1]}\x00', b"\xef\xbb\xbf{\"instances\": [1]}", b"nul\x00l"]
-    ctypes = [b"application/json", b"application/json; charset=utf-8",
-              b"application/vnd.api+json", b"APPLICATION/JSON"]
-    for i, body in enumerate(bodies):
-        ctype = ctypes[i % len(ctypes)]
-        resp = one(proxy.listen_port, post_bytes(PREDICT, body, ctype=ctype, close=True))
-        assert_error(resp, 400, "%r as %s" % (body, ctype))
-        assert b"json" in resp[2].lower(), resp
+def test_invalid_json_with_json_type_is_400(bystander_proxy, model, redis):
+    proxy = bystander_proxy
+    with SideBystander(proxy) as bystander:
+        bodies = [b"", b" ", b"{", b'{"instances": [1, 2,', b"{instances: [1]}",
+                  b'{"instances": [1]} trailing', b'{"instances": [1]}{"instances": [2]}',
+                  b'{"instances": [01]}', b'{"instances": [1,]}', b'{"instances": [.5]}',
+                  b'{"instances": [+1]}', b'{"instances": [0x10]}', b'{"instances": [TRUE]}',
+                  b'{"instances": [1]} /* c */', b'{"instances": ["\\x41"]}',
+                  b'{"instances": [1]}\x00', b"\xef\xbb\xbf{\"instances\": [1]}", b"nul\x00l"]
+        ctypes = [b"application/json", b"application/json; charset=utf-8",
+                  b"application/vnd.api+json", b"APPLICATION/JSON"]
+        for i, body in enumerate(bodies):
+            ctype = ctypes[i % len(ctypes)]
+            resp = one(proxy.listen_port, post_bytes(PREDICT, body, ctype=ctype, close=True))
+            assert_error(resp, 400, "%r as %s" % (body, ctype))
+            assert b"json" in resp[2].lower(), resp
+    bystander.check()
     assert model.count() == 0
-    assert redis.keys("*") == []
+    assert other_keys(redis, bystander) == []
     assert_alive(proxy, model)
 
 
@@ -634,98 +681,108 @@ def test_json_c_leniencies_never_share_a_key(proxy, model):
     assert_alive(proxy, model)
 
 
-def test_deep_nesting(proxy, model, redis):
+def test_deep_nesting(bystander_proxy, model, redis):
     """Past json-c's depth (64) a JSON-typed body is a 400 and nothing reaches the model
     server; without a JSON content type it is keyed by its bytes and forwarded."""
-    deep = b"[" * 10000 + b"]" * 10000
-    deep_obj = b'{"instances": ' + b"[" * 5000 + b"1" + b"]" * 5000 + b"}"
-    unbalanced = b"[" * 100000
-    objects = b'{"a":' * 5000 + b"1" + b"}" * 5000
-    for body in (deep, deep_obj, unbalanced, objects):
-        resp = one(proxy.listen_port, post_bytes(PREDICT, body, close=True), timeout=15)
-        assert_error(resp, 400, "deep %r..." % body[:20])
-    assert model.count() == 0
-    # 65 levels inside "instances": over the limit as well
-    r = proxy.post(PREDICT, body=b'{"instances": ' + b"[" * 64 + b"]" * 64 + b"}")
-    assert_json_error(r, 400, "depth 65")
-    assert model.count() == 0
-    # raw: the model server gives a fixed answer (it cannot parse 10000 levels itself)
-    model.control(status=200, body='{"predictions": ["deep"]}')
-    for body in (deep, unbalanced):
-        r1 = proxy.post(PREDICT, body=body, headers={"Content-Type": "text/plain"})
-        assert r1.status_code == 200, r1.text[:300]
-        assert r1.headers["X-Cache"] == "MISS"
-        assert r1.headers["X-Cache-Key"] == expected_key(PREDICT, body)
-        assert model.last()["body"].encode() == body  # forwarded unchanged
-        redis.wait_key(r1.headers["X-Cache-Key"])
-        r2 = proxy.post(PREDICT, body=body, headers={"Content-Type": "text/plain"})
-        assert r2.status_code == 200 and r2.headers["X-Cache"] == "HIT", r2.headers
-        assert r2.content == r1.content
-    assert model.count(PREDICT) == 2
-    model.control()
+    proxy = bystander_proxy
+    with SideBystander(proxy) as bystander:
+        deep = b"[" * 10000 + b"]" * 10000
+        deep_obj = b'{"instances": ' + b"[" * 5000 + b"1" + b"]" * 5000 + b"}"
+        unbalanced = b"[" * 100000
+        objects = b'{"a":' * 5000 + b"1" + b"}" * 5000
+        for body in (deep, deep_obj, unbalanced, objects):
+            resp = one(proxy.listen_port, post_bytes(PREDICT, body, close=True), timeout=15)
+            assert_error(resp, 400, "deep %r..." % body[:20])
+        assert model.count() == 0
+        # 65 levels inside "instances": over the limit as well
+        r = proxy.post(PREDICT, body=b'{"instances": ' + b"[" * 64 + b"]" * 64 + b"}")
+        assert_json_error(r, 400, "depth 65")
+        assert model.count() == 0
+        # raw: the model server gives a fixed answer (it cannot parse 10000 levels itself)
+        model.control(status=200, body='{"predictions": ["deep"]}')
+        for body in (deep, unbalanced):
+            r1 = proxy.post(PREDICT, body=body, headers={"Content-Type": "text/plain"})
+            assert r1.status_code == 200, r1.text[:300]
+            assert r1.headers["X-Cache"] == "MISS"
+            assert r1.headers["X-Cache-Key"] == expected_key(PREDICT, body)
+            assert model.last()["body"].encode() == body  # forwarded unchanged
+            redis.wait_key(r1.headers["X-Cache-Key"])
+            r2 = proxy.post(PREDICT, body=body, headers={"Content-Type": "text/plain"})
+            assert r2.status_code == 200 and r2.headers["X-Cache"] == "HIT", r2.headers
+            assert r2.content == r1.content
+        assert model.count(PREDICT) == 2
+        model.control()
+    bystander.check()
     assert_alive(proxy, model)
 
 
-def test_huge_numbers_are_forwarded_and_never_collide(proxy, model, redis):
-    numbers = [b"1e999999", b"2e999999", b"-1e999999", b"1e-999999", b"2e-999999",
-               b"123456789012345678901234567890", b"123456789012345678901234567891",
-               b"18446744073709551616", b"18446744073709551617", b"9223372036854775808",
-               b"-9223372036854775809", b"1.00000000000000000000000000001",
-               b"1.00000000000000000000000000002", b"1" + b"0" * 4000, b"0." + b"0" * 4000 + b"1"]
-    keys = {}
-    for num in numbers:
-        body = b'{"instances": [' + num + b"], \"id\": 1}"
-        r1 = proxy.post(PREDICT, body=body)
-        assert r1.status_code == 200, (num[:40], r1.status_code, r1.text[:300])
-        assert r1.headers["X-Cache"] == "MISS", (num[:40], r1.headers)
-        assert model.last()["body"].encode() == body, "forwarded unchanged"
-        key = r1.headers["X-Cache-Key"]
-        assert key not in keys, "%s and %s share the key %s" % (num[:40], keys.get(key), key)
-        keys[key] = num[:40]
-        redis.wait_key(key)
-        r2 = proxy.post(PREDICT, body=body)
-        assert r2.status_code == 200 and r2.headers["X-Cache"] == "HIT", (num[:40], r2.headers)
-        assert r2.headers["X-Cache-Key"] == key and r2.content == r1.content
+def test_huge_numbers_are_forwarded_and_never_collide(bystander_proxy, model, redis):
+    proxy = bystander_proxy
+    with SideBystander(proxy) as bystander:
+        numbers = [b"1e999999", b"2e999999", b"-1e999999", b"1e-999999", b"2e-999999",
+                   b"123456789012345678901234567890", b"123456789012345678901234567891",
+                   b"18446744073709551616", b"18446744073709551617", b"9223372036854775808",
+                   b"-9223372036854775809", b"1.00000000000000000000000000001",
+                   b"1.00000000000000000000000000002", b"1" + b"0" * 4000,
+                   b"0." + b"0" * 4000 + b"1"]
+        keys = {}
+        for num in numbers:
+            body = b'{"instances": [' + num + b"], \"id\": 1}"
+            r1 = proxy.post(PREDICT, body=body)
+            assert r1.status_code == 200, (num[:40], r1.status_code, r1.text[:300])
+            assert r1.headers["X-Cache"] == "MISS", (num[:40], r1.headers)
+            assert model.last()["body"].encode() == body, "forwarded unchanged"
+            key = r1.headers["X-Cache-Key"]
+            assert key not in keys, "%s and %s share the key %s" % (num[:40], keys.get(key), key)
+            keys[key] = num[:40]
+            redis.wait_key(key)
+            r2 = proxy.post(PREDICT, body=body)
+            assert r2.status_code == 200 and r2.headers["X-Cache"] == "HIT", (num[:40], r2.headers)
+            assert r2.headers["X-Cache-Key"] == key and r2.content == r1.content
+    bystander.check()
     assert model.count(PREDICT) == len(numbers)
     assert_alive(proxy, model)
 
 
-def test_non_utf8_in_json_strings(proxy, model, redis):
+def test_non_utf8_in_json_strings(bystander_proxy, model, redis):
     """Invalid UTF-8 inside a JSON string: a consistent answer. The test model server
     refuses it (400, passed through, never stored); a model that answers 200 gets it cached."""
-    bodies = [b'{"instances": ["\xff\xfe"]}', b'{"instances": ["\xc3"]}',
-              b'{"instances": ["\xed\xa0\x80"]}', b'{"instances": ["\xf4\x90\x80\x80"]}',
-              b'{"instances": ["\xc0\xaf"]}']
-    for body in bodies:
-        answers = [proxy.post(PREDICT, body=body) for _ in range(2)]
-        first = answers[0]
-        if first.status_code == 400 and "X-Cache" not in first.headers:
-            # predcache's own refusal: the same both times, nothing forwarded
+    proxy = bystander_proxy
+    with SideBystander(proxy) as bystander:
+        bodies = [b'{"instances": ["\xff\xfe"]}', b'{"instances": ["\xc3"]}',
+                  b'{"instances": ["\xed\xa0\x80"]}', b'{"instances": ["\xf4\x90\x80\x80"]}',
+                  b'{"instances": ["\xc0\xaf"]}']
+        for body in bodies:
+            answers = [proxy.post(PREDICT, body=body) for _ in range(2)]
+            first = answers[0]
+            if first.status_code == 400 and "X-Cache" not in first.headers:
+                # predcache's own refusal: the same both times, nothing forwarded
+                for r in answers:
+                    assert_json_error(r, 400, repr(body))
+                continue
             for r in answers:
-                assert_json_error(r, 400, repr(body))
-            continue
-        for r in answers:
-            assert r.status_code == 400, (body, r.status_code, r.text[:200])
-            assert r.headers["X-Cache"] in ("MISS", "BYPASS"), (body, r.headers)
-            assert "invalid JSON" in r.json()["error"]
-    time.sleep(0.2)
-    assert redis.keys("*") == [], "a model server error was stored"
-    # A model server that answers 200 whatever the bytes: cached, then a HIT.
-    model.control(status=200, body='{"predictions": ["bytes"]}')
-    n0 = model.count(PREDICT)
-    forwarded = 0
-    for body in bodies:
-        r1 = proxy.post(PREDICT, body=body)
-        if r1.status_code == 400 and "X-Cache" not in r1.headers:
-            continue  # refused by predcache: checked above
-        forwarded += 1
-        assert r1.status_code == 200 and r1.headers["X-Cache"] == "MISS", (body, r1.headers)
-        redis.wait_key(r1.headers["X-Cache-Key"])
-        r2 = proxy.post(PREDICT, body=body)
-        assert r2.status_code == 200 and r2.headers["X-Cache"] == "HIT", (body, r2.headers)
-        assert r2.headers["X-Cache-Key"] == r1.headers["X-Cache-Key"]
-    assert model.count(PREDICT) == n0 + forwarded
-    model.control()
+                assert r.status_code == 400, (body, r.status_code, r.text[:200])
+                assert r.headers["X-Cache"] in ("MISS", "BYPASS"), (body, r.headers)
+                assert "invalid JSON" in r.json()["error"]
+        time.sleep(0.2)
+        assert other_keys(redis, bystander) == [], "a model server error was stored"
+        # A model server that answers 200 whatever the bytes: cached, then a HIT.
+        model.control(status=200, body='{"predictions": ["bytes"]}')
+        n0 = model.count(PREDICT)
+        forwarded = 0
+        for body in bodies:
+            r1 = proxy.post(PREDICT, body=body)
+            if r1.status_code == 400 and "X-Cache" not in r1.headers:
+                continue  # refused by predcache: checked above
+            forwarded += 1
+            assert r1.status_code == 200 and r1.headers["X-Cache"] == "MISS", (body, r1.headers)
+            redis.wait_key(r1.headers["X-Cache-Key"])
+            r2 = proxy.post(PREDICT, body=body)
+            assert r2.status_code == 200 and r2.headers["X-Cache"] == "HIT", (body, r2.headers)
+            assert r2.headers["X-Cache-Key"] == r1.headers["X-Cache-Key"]
+        assert model.count(PREDICT) == n0 + forwarded
+        model.control()
+    bystander.check()
     assert_alive(proxy, model)
 
 
@@ -785,39 +842,43 @@ def test_non_utf8_raw_body_path_and_headers(proxy, model, redis):
 # --------------------------------------------------------------------------- chunked
 
 
-def test_chunked_bodies(proxy, model, redis):
-    body = json.dumps({"instances": [["chunk", i] for i in range(200)]}).encode()
-    # many tiny chunks, sent in small writes
-    data = chunked_post(PREDICT, [body[i:i + 1] for i in range(len(body))])
-    s = connect(proxy.listen_port)
-    try:
-        for i in range(0, len(data), 997):
-            s.sendall(data[i:i + 997])
-        (status, headers, got), = read_responses(s, 1)[0]
-    finally:
-        s.close()
-    assert status == 200 and headers["x-cache"] == "MISS", (status, got[:200])
-    assert model.last()["body"].encode() == body
-    key = headers["x-cache-key"]
-    redis.wait_key(key)
-    # chunk extensions and trailers, then a second request on the same connection
-    cases = [
-        chunked_post(PREDICT, [body[:100], body[100:]], ext=b";name=value;flag"),
-        chunked_post(PREDICT, [body], ext=b';q="quoted;ext"'),
-        chunked_post(PREDICT, [body[:7], body[7:]], trailers=b"X-Trailer: 1\r\nX-Other: 2\r\n"),
-        chunked_post(PREDICT, [body[i:i + 1000] for i in range(0, len(body), 1000)]),
-    ]
-    for data in cases:
-        resps, _, _ = exchange(proxy.listen_port, data + get_bytes("/after", close=True), 2)
-        assert [r[0] for r in resps] == [200, 200], (data[:200], resps)
-        assert resps[0][1]["x-cache"] == "HIT" and resps[0][1]["x-cache-key"] == key
-        assert json.loads(resps[1][2]) == {"path": "/after", "query": ""}
-    # uppercase hex sizes and leading zeros
-    data = (b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-            b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" +
-            b"%X\r\n" % len(body) + body + b"\r\n000\r\n\r\n")
-    (status, headers, _), = exchange(proxy.listen_port, data)[0]
-    assert status == 200 and headers["x-cache"] == "HIT"
+def test_chunked_bodies(bystander_proxy, model, redis):
+    proxy = bystander_proxy
+    with SideBystander(proxy) as bystander:
+        body = json.dumps({"instances": [["chunk", i] for i in range(200)]}).encode()
+        # many tiny chunks, sent in small writes
+        data = chunked_post(PREDICT, [body[i:i + 1] for i in range(len(body))])
+        s = connect(proxy.listen_port)
+        try:
+            for i in range(0, len(data), 997):
+                s.sendall(data[i:i + 997])
+            (status, headers, got), = read_responses(s, 1)[0]
+        finally:
+            s.close()
+        assert status == 200 and headers["x-cache"] == "MISS", (status, got[:200])
+        assert model.last()["body"].encode() == body
+        key = headers["x-cache-key"]
+        redis.wait_key(key)
+        # chunk extensions and trailers, then a second request on the same connection
+        cases = [
+            chunked_post(PREDICT, [body[:100], body[100:]], ext=b";name=value;flag"),
+            chunked_post(PREDICT, [body], ext=b';q="quoted;ext"'),
+            chunked_post(PREDICT, [body[:7], body[7:]],
+                         trailers=b"X-Trailer: 1\r\nX-Other: 2\r\n"),
+            chunked_post(PREDICT, [body[i:i + 1000] for i in range(0, len(body), 1000)]),
+        ]
+        for data in cases:
+            resps, _, _ = exchange(proxy.listen_port, data + get_bytes("/after", close=True), 2)
+            assert [r[0] for r in resps] == [200, 200], (data[:200], resps)
+            assert resps[0][1]["x-cache"] == "HIT" and resps[0][1]["x-cache-key"] == key
+            assert json.loads(resps[1][2]) == {"path": "/after", "query": ""}
+        # uppercase hex sizes and leading zeros
+        data = (b"POST " + PREDICT.encode() + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                b"%X\r\n" % len(body) + body + b"\r\n000\r\n\r\n")
+        (status, headers, _), = exchange(proxy.listen_port, data)[0]
+        assert status == 200 and headers["x-cache"] == "HIT"
+    bystander.check()
     assert model.count(PREDICT) == 1
     assert_alive(proxy, model)
 
