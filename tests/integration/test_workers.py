@@ -141,6 +141,35 @@ def test_fifty_identical_misses_across_workers_make_one_call(start_predcache, mo
     wait_for(lambda: p.metric("predcache_in_flight") == 0, what="nothing in flight")
 
 
+def test_fast_answers_never_leave_a_lock_waiter_waiting(start_predcache, model):
+    """Many keys, each asked by both workers at about once, and a model that answers in
+    milliseconds: the holder's announcement may reach the other worker before its own
+    lock script's answer does. The waiter must still go on at once, never after
+    lock_timeout_ms (here 20 s, so a lost announcement shows as a slow answer)."""
+    p = start_predcache(conf={"server": {"workers": "2", "request_timeout_ms": "30000"},
+                              "cache": {"lock_timeout_ms": "20000"}})
+
+    def walk(t):
+        """Every client asks the same keys in the same order, so each key is asked by
+        several clients on both workers at about once."""
+        out = []
+        with requests.Session() as s:
+            for k in range(120):
+                t0 = time.monotonic()
+                r = s.post(p.url(PREDICT), data=json.dumps({"instances": ["fast-%d" % k]}),
+                           headers={"Content-Type": "application/json"}, timeout=30)
+                out.append((r.status_code, time.monotonic() - t0))
+        return out
+
+    rs = concurrently(16, walk, join_s=120)
+    assert all(not isinstance(r, Exception) for r in rs), [r for r in rs if isinstance(r, Exception)][:3]
+    answers = [a for r in rs for a in r]
+    slow = [t for status, t in answers if t > 10]
+    assert [status for status, _ in answers] == [200] * len(answers)
+    assert p.metric("predcache_lock_waits_total") >= 1
+    assert p.metric("predcache_lock_timeouts_total") == 0, "%d answers waited > 10 s" % len(slow)
+
+
 def test_sigterm_drains_every_worker_under_load(start_predcache, model):
     """Each client keeps one connection and sends slow misses; SIGTERM comes while
     requests are in flight on both workers. Every request written before the signal is
