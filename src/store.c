@@ -90,11 +90,14 @@ static void schedule_retry(struct pc_store *st)
         st->backoff_ms = PC_STORE_BACKOFF_MAX_MS;
 }
 
-/* Drops our context. Never call from inside a hiredis callback. */
+/* Drops our context. Never call from inside a hiredis callback. The callbacks it runs may
+ * send new commands (a failed lookup going on to the next step): they see a closed store
+ * and fail at once, never the context being freed. */
 static void store_drop(struct pc_store *st)
 {
     redisAsyncContext *ac = st->ac;
     st->ac = NULL;
+    set_state(st, ST_CLOSED);
     if (ac != NULL) {
         ac->data = NULL;
         redisAsyncFree(ac); /* calls every pending callback with a NULL reply */
@@ -214,7 +217,7 @@ static int cmd_send(struct pc_store *st, struct cmd *c, int argc, const char **a
 {
     c->st = st;
     c->start_us = pc_now_us();
-    c->timer = evtimer_new(st->base, cmd_timeout_cb, c);
+    c->timer = st->ac != NULL ? evtimer_new(st->base, cmd_timeout_cb, c) : NULL;
     if (c->timer == NULL ||
         redisAsyncCommandArgv(st->ac, cmd_reply_cb, c, argc, argv, argvlen) != REDIS_OK) {
         if (c->timer)

@@ -100,7 +100,9 @@ def test_fifty_identical_misses_across_two_processes_make_one_call(start_predcac
 def test_a_dead_lock_holder_costs_at_most_lock_timeout(start_predcache, model, redis):
     """A lock whose holder died (never released) is waited out, then the model is called."""
     p = start_predcache(conf={"cache": {"lock_timeout_ms": "700"}})
-    r0 = p.post(PREDICT, json_body={"instances": ["orphan"]}, headers={"Cache-Control": "no-store"})
+    # no-cache: this first call takes no lock, so no announcement of its own can arrive
+    # late and end the wait below early.
+    r0 = p.post(PREDICT, json_body={"instances": ["orphan"]}, headers={"Cache-Control": "no-cache, no-store"})
     key = r0.headers["X-Cache-Key"]
     redis.command("SET", key + ":lock", "someone-else", "PX", "700")
     r = p.post(PREDICT, json_body={"instances": ["orphan"]})
@@ -121,7 +123,7 @@ def test_an_expired_entry_never_answers_through_the_lock(start_predcache, model,
     """An entry past ttl_s + grace_s that Redis still holds is a miss: the lock script,
     which returns a value that landed since the GET, must not serve it as a HIT."""
     p = start_predcache(conf={"cache": {"ttl_s": "300", "grace_s": "0"}})
-    r0 = p.post(PREDICT, json_body={"instances": ["expired"]}, headers={"Cache-Control": "no-store"})
+    r0 = p.post(PREDICT, json_body={"instances": ["expired"]}, headers={"Cache-Control": "no-cache, no-store"})
     key = r0.headers["X-Cache-Key"]
     old_ms = int(time.time() * 1000) - 600 * 1000
     redis.command("SET", key, b"PC1\n200\n%d\napplication/json\n{\"predictions\": [\"old\"]}" % old_ms,
@@ -139,7 +141,7 @@ def test_a_lock_wait_ends_with_the_request_deadline(start_predcache, model, redi
     is left of it (an answer, or 504 when nothing is left)."""
     p = start_predcache(conf={"server": {"request_timeout_ms": "1000"},
                               "cache": {"lock_timeout_ms": "4000"}})
-    r0 = p.post(PREDICT, json_body={"instances": ["deadline"]}, headers={"Cache-Control": "no-store"})
+    r0 = p.post(PREDICT, json_body={"instances": ["deadline"]}, headers={"Cache-Control": "no-cache, no-store"})
     key = r0.headers["X-Cache-Key"]
     redis.command("SET", key + ":lock", "someone-else", "PX", "4000")
     t0 = time.monotonic()
