@@ -193,30 +193,11 @@ def start_slow_request(proxy, model, delay_ms):
     return t, result
 
 
-def test_sigterm_drains_in_flight_request(proxy, model):
-    t, result = start_slow_request(proxy, model, 1500)
-    os.kill(proxy.pid, signal.SIGTERM)
-
-    t.join(timeout=30)
-    assert not t.is_alive(), "the in-flight request never finished"
-    assert "exc" not in result, "in-flight request failed during drain: %r" % result.get("exc")
-    r = result["r"]
-    assert r.status_code == 200, r.text
-    assert r.json()["predictions"]
-
-    try:
-        rc = proxy.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pytest.fail("predcache still running 10s after SIGTERM with nothing in flight")
-    assert rc == 0, "exit status %s after SIGTERM; stderr:\n%s" % (rc, proxy.stderr_text())
-    assert refused(proxy.listen_port)
-    assert refused(proxy.admin_port)
-
-
-def test_sigint_drains_like_sigterm(proxy, model):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_drains_in_flight_request(proxy, model, sig):
     """README: SIGTERM or SIGINT starts a graceful drain."""
     t, result = start_slow_request(proxy, model, 1500)
-    os.kill(proxy.pid, signal.SIGINT)
+    os.kill(proxy.pid, sig)
 
     t.join(timeout=30)
     assert not t.is_alive(), "the in-flight request never finished"
@@ -225,11 +206,12 @@ def test_sigint_drains_like_sigterm(proxy, model):
     assert r.status_code == 200, r.text
     assert r.json()["predictions"]
 
+    name = signal.Signals(sig).name
     try:
         rc = proxy.proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        pytest.fail("predcache still running 10s after SIGINT with nothing in flight")
-    assert rc == 0, "exit status %s after SIGINT; stderr:\n%s" % (rc, proxy.stderr_text())
+        pytest.fail("predcache still running 10s after %s with nothing in flight" % name)
+    assert rc == 0, "exit status %s after %s; stderr:\n%s" % (rc, name, proxy.stderr_text())
     assert refused(proxy.listen_port)
     assert refused(proxy.admin_port)
 
