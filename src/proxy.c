@@ -938,19 +938,22 @@ static void on_refresh(const struct pc_upstream_resp *r, void *arg)
  * Starts a background model call with body (copied) for p's route, keyed key in the
  * refreshing table, unless one of that key is already running or the model server is
  * known to be down or full. stale_ttl_s: the TTL the stale entry was stored with (0 none).
- * inst_keys (copied), when not NULL: body is a batch of n_inst instances, stored each
- * under its key. p->req must still be valid.
+ * inst_keys (malloc'ed, taken over: the refresh frees it, or this function when none
+ * starts), when not NULL: body is a batch of n_inst instances, stored each under its key.
+ * p->req must still be valid.
  */
 static void refresh_start(struct pc_preq *p, const char *key, int stale_ttl_s, const char *body,
-                          size_t len, const char (*inst_keys)[PC_KEY_MAX], size_t n_inst)
+                          size_t len, char (*inst_keys)[PC_KEY_MAX], size_t n_inst)
 {
     struct pc_worker *w = p->w;
+    struct refresh *rf = NULL;
     if (p->no_store || pc_flights_find(w->refreshing, key) != NULL ||
-        !pc_worker_backend_available(w, p->backend))
+        !pc_worker_backend_available(w, p->backend) || (rf = calloc(1, sizeof *rf)) == NULL) {
+        free(inst_keys);
         return;
-    struct refresh *rf = calloc(1, sizeof *rf);
-    if (rf == NULL)
-        return;
+    }
+    rf->inst_keys = inst_keys;
+    rf->n_inst = n_inst;
     rf->w = w;
     rf->backend = p->backend;
     /* The refreshed entry keeps the TTL the stale one was stored with, unless this
@@ -958,12 +961,6 @@ static void refresh_start(struct pc_preq *p, const char *key, int stale_ttl_s, c
     rf->client_ttl = p->client_ttl || stale_ttl_s > 0;
     rf->ttl_s = p->client_ttl || stale_ttl_s <= 0 ? p->ttl_s : stale_ttl_s;
     pc_strlcpy(rf->key, key, sizeof rf->key);
-    if (n_inst > 0) {
-        if ((rf->inst_keys = malloc(n_inst * sizeof *rf->inst_keys)) == NULL)
-            goto fail;
-        memcpy(rf->inst_keys, inst_keys, n_inst * sizeof *rf->inst_keys);
-        rf->n_inst = n_inst;
-    }
     if (build_forward_headers(p) != 0)
         goto fail;
     rf->method = strdup(pc_http_req_method(p->req));
@@ -997,7 +994,7 @@ static void start_refresh(struct pc_preq *p, const struct pc_envelope *stale)
 }
 
 void pc_proxy_batch_refresh(struct pc_preq *p, const char *herd, int stale_ttl_s, const char *body,
-                            size_t len, const char (*keys)[PC_KEY_MAX], size_t n)
+                            size_t len, char (*keys)[PC_KEY_MAX], size_t n)
 {
     refresh_start(p, herd, stale_ttl_s, body, len, keys, n);
 }

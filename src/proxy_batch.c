@@ -152,6 +152,36 @@ static int fold_keys(struct pc_batch_state *b, char (*all)[PC_KEY_MAX])
     return 0;
 }
 
+/* ---- sub-requests ---------------------------------------------------------------- */
+
+enum { SUB_OK = 0, SUB_NO_MEMORY = -1, SUB_MISMATCH = -2 };
+
+/*
+ * The body with only the instances b->pick[0..k) (each unique one once, in the order
+ * picked) into out. A batch keyed from the memo has no spans yet, since only a
+ * sub-request needs them: they are found here. The body is the one the memo's keys were
+ * derived from, so it has the same instances; SUB_MISMATCH if not.
+ */
+static int subrequest_of(struct pc_batch_state *b, const char *body, size_t len, size_t k,
+                         struct pc_buf *out)
+{
+    if (b->req.inst.n != b->n) {
+        pc_batch_req_release(&b->req);
+        if (pc_batch_parse_request(body, len, &b->req) != 0 || b->req.inst.n != b->n) {
+            pc_batch_req_release(&b->req);
+            return SUB_MISMATCH;
+        }
+    }
+    size_t *idx = malloc(k * sizeof *idx);
+    if (idx == NULL)
+        return SUB_NO_MEMORY;
+    for (size_t j = 0; j < k; j++)
+        idx[j] = b->first_of[b->pick[j]];
+    int rc = pc_batch_build_subrequest(body, len, &b->req, idx, k, out);
+    free(idx);
+    return rc == 0 ? SUB_OK : SUB_NO_MEMORY;
+}
+
 /* ---- answers ----------------------------------------------------------------------- */
 
 static void answer_merged(struct pc_preq *p, int status, const struct pc_header *base,
@@ -216,25 +246,18 @@ static int refresh_stale(struct pc_preq *p)
     const char *body = pc_http_req_body(p->req, &len);
     char herd[PC_KEY_MAX];
     char(*keys)[PC_KEY_MAX] = malloc(k * sizeof *keys);
-    size_t *idx = malloc(k * sizeof *idx);
     struct pc_buf sub;
     pc_buf_init(&sub);
-    if (keys != NULL && idx != NULL &&
-        pc_cachekey_herd(p->keyp.prefix, b->keys, b->pick, k, herd) == 0 &&
-        (b->req.inst.n == b->n ||
-         (pc_batch_parse_request(body, len, &b->req) == 0 && b->req.inst.n == b->n))) {
-        for (size_t j = 0; j < k; j++) {
+    if (keys != NULL && pc_cachekey_herd(p->keyp.prefix, b->keys, b->pick, k, herd) == 0 &&
+        subrequest_of(b, body, len, k, &sub) == SUB_OK) {
+        for (size_t j = 0; j < k; j++)
             memcpy(keys[j], b->keys[b->pick[j]], PC_KEY_MAX);
-            idx[j] = b->first_of[b->pick[j]];
-        }
-        if (pc_batch_build_subrequest(body, len, &b->req, idx, k, &sub) == 0)
-            pc_proxy_batch_refresh(p, herd, ttl_s, sub.data, sub.len,
-                                   (const char(*)[PC_KEY_MAX])keys, k);
+        pc_proxy_batch_refresh(p, herd, ttl_s, sub.data, sub.len, keys, k);
+        keys = NULL; /* the refresh's now */
     }
     pc_buf_release(&sub);
-    free(idx);
     free(keys);
-    return 1;
+    return 1; /* no refresh (no memory, or one of these already running): still stale */
 }
 
 /* Every instance was cached: rebuild the answer from the first one's layout. An instance
@@ -447,7 +470,8 @@ static int answer_model(struct pc_preq *p, const struct pc_upstream_resp *r,
     return 1;
 }
 
-/* A request that waited for another one's model call, answered with it (COALESCED). */
+/* A request that waited for another one's model call, answered with it (COALESCED), and
+ * freed. */
 static void answer_shared(struct pc_preq *q, const struct pc_upstream_resp *r)
 {
     struct pc_batch_array preds;
@@ -487,45 +511,21 @@ static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
     pc_preq_free(p);
 }
 
-/*
- * A batch keyed from the memo has no spans yet: only a sub-request needs them. The body is
- * the one the memo's keys were derived from, so it has the same instances; 0, or -1 (then
- * p is answered).
- */
-static int spans_of(struct pc_preq *p, struct pc_batch_state *b, const char *body, size_t len)
-{
-    int rc = pc_batch_parse_request(body, len, &b->req);
-    if (rc == 0 && b->req.inst.n == b->n)
-        return 0;
-    pc_batch_req_release(&b->req);
-    pc_log(PC_LOG_ERROR, "proxy: %s: the key memo's batch does not match the body",
-           pc_http_req_path(p->req));
-    pc_proxy_answer_error(p, 500, "internal error: batch keys do not match the body");
-    return -1;
-}
-
 void pc_proxy_batch_send(struct pc_preq *p, enum pc_cache_result result)
 {
     struct pc_batch_state *b = p->batch;
     size_t len;
     const char *body = pc_http_req_body(p->req, &len);
     if (b->n_pick < b->n) {
-        size_t *idx = calloc(b->n_pick, sizeof *idx);
-        if (idx == NULL) {
+        int rc = subrequest_of(b, body, len, b->n_pick, &b->sub);
+        if (rc == SUB_MISMATCH) {
+            pc_log(PC_LOG_ERROR, "proxy: %s: the key memo's batch does not match the body",
+                   pc_http_req_path(p->req));
+            pc_proxy_answer_error(p, 500, "internal error: batch keys do not match the body");
+        } else if (rc != SUB_OK) {
             pc_proxy_answer_error(p, 503, "out of memory");
-            pc_preq_free(p);
-            return;
         }
-        for (size_t k = 0; k < b->n_pick; k++)
-            idx[k] = b->first_of[b->pick[k]];
-        int rc = b->req.inst.n == 0 ? spans_of(p, b, body, len) : 0;
-        if (rc == 0 &&
-            pc_batch_build_subrequest(body, len, &b->req, idx, b->n_pick, &b->sub) != 0) {
-            pc_proxy_answer_error(p, 503, "out of memory");
-            rc = -1;
-        }
-        free(idx);
-        if (rc != 0) {
+        if (rc != SUB_OK) {
             pc_preq_free(p);
             return;
         }

@@ -138,11 +138,11 @@ void pc_proxy_batch_send(struct pc_preq *p, enum pc_cache_result result);
 /* Another process answered p's sub-request, or the wait ended: look the batch up again. */
 void pc_proxy_batch_retry(struct pc_preq *p);
 /* Refreshes a batch's stale instances in the background: body (copied) holds exactly the
- * n instances whose keys are keys (copied), in order; herd keys the refresh (one at a
- * time); stale_ttl_s: a client's TTL they were stored with (0: none). p->req must still
- * be valid. */
+ * n instances whose keys are keys (malloc'ed: taken over, and freed when no refresh
+ * starts), in order; herd keys the refresh (one at a time); stale_ttl_s: a client's TTL
+ * they were stored with (0: none). p->req must still be valid. */
 void pc_proxy_batch_refresh(struct pc_preq *p, const char *herd, int stale_ttl_s, const char *body,
-                            size_t len, const char (*keys)[PC_KEY_MAX], size_t n);
+                            size_t len, char (*keys)[PC_KEY_MAX], size_t n);
 /* Stores a refresh's answer r, one prediction under each of keys[0..n): NULL, or why
  * nothing was stored. */
 const char *pc_proxy_batch_store_refresh(struct pc_worker *w, const struct pc_upstream_resp *r,
