@@ -273,21 +273,9 @@ static void handle_purge(struct pc_worker *w, struct pc_http_req *req, const cha
     }
     pg->req = req;
     memcpy(pg->key, key, kl + 1);
-    pc_l1_del(w->l1, key); /* this process's tier at once; the others hear it below */
-    const char *argv[] = {"DEL", pg->key};
-    size_t lens[] = {3, kl};
-    if (pc_store_command(w->store, 0, on_purged, pg, 2, argv, lens) != 0) {
+    if (pc_proxy_purge_cb(w, pg->key, on_purged, pg) != 0) {
         free(pg);
         pc_http_reply_error(req, 503, "Redis unavailable");
-        return;
-    }
-    /* After the DEL on the same connection: a process that hears it reads Redis anew. */
-    char chan[PC_CHANNEL_MAX], msg[PC_CFG_STR * 2 + 8];
-    if (pc_proxy_done_channel(w->cfg, chan, sizeof chan) == 0) {
-        snprintf(msg, sizeof msg, "%s%s", PC_PURGE_ANNOUNCE, key);
-        const char *pargv[] = {"PUBLISH", chan, msg};
-        size_t plens[] = {7, strlen(chan), strlen(msg)};
-        pc_store_command(w->store, 0, NULL, NULL, 3, pargv, plens);
     }
 }
 

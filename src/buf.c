@@ -116,6 +116,11 @@ int64_t pc_wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int64_t pc_clock_ms(const struct pc_clock *c)
+{
+    return c != NULL && c->now_ms != NULL ? c->now_ms(c->arg) : pc_wall_ms();
+}
+
 int pc_strcaseeq(const char *a, const char *b)
 {
     for (; *a && *b; a++, b++) {

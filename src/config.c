@@ -52,6 +52,8 @@ enum opt_type {
     OPT_ROUTE,    /* one "METHOD PATTERN" */
     OPT_BOOL,     /* int 0/1: on|off, yes|no, true|false, 1|0 (any case); written on/off */
     OPT_AUTO_INT, /* int within [min, max], or "auto" (any case), stored as 0 */
+    OPT_NUMBER,   /* double within [min, max] (decimal, finite) */
+    OPT_CHOICE,   /* int: the index of the value in the row's choices (any case) */
 };
 
 #define OPT_SECRET 0x1 /* shown as "********" by pc_config_dump */
@@ -88,6 +90,20 @@ static const char *const sections[] = {"server", "backend", "redis", "cache", "j
 #define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
 
 /* clang-format off */
+/* The names an OPT_CHOICE row takes, NULL-terminated, indexed by the enum it stores. */
+static const char *const verify_compares[] = {"bytes", "json", NULL}; /* pc_verify_compare */
+static const char *const verify_actions[] = {"log", "purge", NULL};   /* pc_verify_action */
+
+static const char *const *opt_choices(const struct opt *o)
+{
+    static const char *const none[] = {NULL};
+    if (strcmp(o->key, "verify_compare") == 0)
+        return verify_compares;
+    if (strcmp(o->key, "verify_action") == 0)
+        return verify_actions;
+    return none;
+}
+
 static const struct opt static_options[] = {
     /* section  key                   type          field                               min  max               default                  flags */
     {"server",  "listen",             OPT_HOSTPORT, FIELD(listen),                      0,   0,                "0.0.0.0:8080",          0},
@@ -136,6 +152,10 @@ static const struct opt static_options[] = {
     {"cache",   "l1_max_bytes",       OPT_SIZE,     FIELD(l1_max_bytes),                0,   64 * GIB,         "64m",                   0},
     {"cache",   "key_memo_bytes",     OPT_SIZE,     FIELD(key_memo_bytes),              0,   64 * GIB,         "32m",                   0},
     {"cache",   "l1_ttl_ms",          OPT_INT,      FIELD(l1_ttl_ms),                   1,   HOUR_MS,          "5000",                  0},
+    {"cache",   "verify_sample",      OPT_NUMBER,   FIELD(verify_sample),               0,   1,                "0",                     0},
+    {"cache",   "verify_compare",     OPT_CHOICE,   FIELD(verify_compare),              0,   0,                "bytes",                 0},
+    {"cache",   "verify_float_tolerance", OPT_NUMBER, FIELD(verify_float_tolerance),    0,   1000000,          "0",                     0},
+    {"cache",   "verify_action",      OPT_CHOICE,   FIELD(verify_action),               0,   0,                "log",                   0},
 
     {"jobs",    "enabled",            OPT_BOOL,     FIELD(jobs_enabled),                0,   1,                "on",                    0},
     {"jobs",    "result_ttl_s",       OPT_INT,      FIELD(jobs_result_ttl_s),           1,   INT_MAX,          "3600",                  0},
@@ -593,6 +613,40 @@ static int opt_apply(const struct opt *o, void *cfg, const char *v, char *why, s
     case OPT_ROUTE:
         return parse_route(v, len, (struct pc_route_rule *)field, why, whylen);
 
+    case OPT_NUMBER: {
+        char *end;
+        errno = 0;
+        double d = len > 0 && len < 64 ? strtod(v, &end) : 0;
+        if (len == 0 || len >= 64 || *end != '\0' || errno != 0 || d != d ||
+            strspn(v, "0123456789.eE+-") != len) {
+            fmt(why, whylen, "'%s' is not a decimal number", v);
+            return -1;
+        }
+        if (d < (double)o->min || d > (double)o->max) {
+            fmt(why, whylen, "%s is out of range (%lld..%lld)", v, o->min, o->max);
+            return -1;
+        }
+        *(double *)field = d;
+        return 0;
+    }
+
+    case OPT_CHOICE: {
+        const char *const *choices = opt_choices(o);
+        struct pc_buf names;
+        pc_buf_init(&names);
+        for (int i = 0; choices[i] != NULL; i++) {
+            if (strcasecmp(v, choices[i]) == 0) {
+                pc_buf_release(&names);
+                *(int *)field = i;
+                return 0;
+            }
+            pc_buf_printf(&names, "%s%s", i ? ", " : "", choices[i]);
+        }
+        fmt(why, whylen, "'%s' must be one of %s", v, names.data ? names.data : "");
+        pc_buf_release(&names);
+        return -1;
+    }
+
     case OPT_BOOL: {
         static const char *const yes[] = {"on", "yes", "true", "1"};
         static const char *const no[] = {"off", "no", "false", "0"};
@@ -644,6 +698,18 @@ static void opt_format(const struct opt *o, const void *cfg, char *out, size_t o
     case OPT_BOOL:
         fmt(out, outlen, "%s", *(const int *)field ? "on" : "off");
         break;
+    case OPT_NUMBER:
+        fmt(out, outlen, "%.17g", *(const double *)field);
+        break;
+    case OPT_CHOICE: {
+        const char *const *choices = opt_choices(o);
+        int i = *(const int *)field;
+        int n = 0;
+        while (choices[n] != NULL)
+            n++;
+        fmt(out, outlen, "%s", i >= 0 && i < n ? choices[i] : "?");
+        break;
+    }
     case OPT_ROUTE: {
         const struct pc_route_rule *r = (const struct pc_route_rule *)field;
         fmt(out, outlen, "%.*s %.*s", (int)strnlen(r->method, sizeof r->method), r->method,

@@ -34,6 +34,7 @@ struct shard {
 
 struct pc_l1 {
     int max_age_ms;
+    struct pc_clock clock;
     struct shard shards[N_SHARDS];
 };
 
@@ -52,7 +53,7 @@ static size_t charge(const struct l1_entry *e)
     return e->key_len + e->len + ENTRY_OVERHEAD;
 }
 
-struct pc_l1 *pc_l1_new(size_t max_bytes, int max_age_ms)
+struct pc_l1 *pc_l1_new(size_t max_bytes, int max_age_ms, const struct pc_clock *clock)
 {
     if (max_bytes == 0)
         return NULL;
@@ -60,6 +61,8 @@ struct pc_l1 *pc_l1_new(size_t max_bytes, int max_age_ms)
     if (l1 == NULL)
         return NULL;
     l1->max_age_ms = max_age_ms;
+    if (clock != NULL)
+        l1->clock = *clock;
     for (size_t i = 0; i < N_SHARDS; i++) {
         struct shard *s = &l1->shards[i];
         pthread_mutex_init(&s->mu, NULL);
@@ -169,11 +172,16 @@ int pc_l1_get(struct pc_l1 *l1, const char *key, struct pc_buf *out)
     int found = 0;
     pthread_mutex_lock(&s->mu);
     struct l1_entry **p = slot(s, h, key, kl);
-    if (*p != NULL && pc_wall_ms() - (*p)->born_ms > l1->max_age_ms)
-        remove_at(s, p); /* past its time in this tier: Redis says what is current */
-    if (*p != NULL && pc_buf_append(out, (*p)->key + kl + 1, (*p)->len) == 0) {
-        lru_unlink(s, *p);
-        lru_push_front(s, *p);
+    struct l1_entry *e = *p;
+    if (e != NULL && pc_clock_ms(&l1->clock) - e->born_ms > l1->max_age_ms) {
+        /* Past its time in this tier: Redis says what is current. remove_at leaves *p on
+         * the next entry of the chain, another key's: e is the answer, never *p. */
+        remove_at(s, p);
+        e = NULL;
+    }
+    if (e != NULL && pc_buf_append(out, e->key + kl + 1, e->len) == 0) {
+        lru_unlink(s, e);
+        lru_push_front(s, e);
         found = 1;
     }
     if (found)
@@ -204,7 +212,7 @@ void pc_l1_put(struct pc_l1 *l1, const char *key, const char *value, size_t len)
     e->key_len = kl;
     e->len = len;
     e->hash = h;
-    e->born_ms = pc_wall_ms();
+    e->born_ms = pc_clock_ms(&l1->clock);
     pthread_mutex_lock(&s->mu);
     struct l1_entry **p = slot(s, h, key, kl);
     if (*p != NULL)

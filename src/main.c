@@ -205,7 +205,7 @@ static int run_init(struct run *r, const struct pc_config *cfg, size_t n, char *
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    r->l1 = pc_l1_new(cfg->l1_max_bytes, cfg->l1_ttl_ms);
+    r->l1 = pc_l1_new(cfg->l1_max_bytes, cfg->l1_ttl_ms, NULL);
     if (r->l1 == NULL && cfg->l1_max_bytes > 0) {
         snprintf(err, errlen, "out of memory for the l1 tier");
         return -1;

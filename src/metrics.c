@@ -4,6 +4,7 @@
  * threads' shards with relaxed atomic loads (see the header).
  */
 #include "predcache/metrics.h"
+#include "predcache/verify.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -338,9 +339,20 @@ int pc_metrics_render_stats(const struct pc_metrics *m, uint64_t now_us, struct 
     else
         rc |= pc_buf_printf(out, "%.6f", (double)hits / (double)cacheable);
     /* An estimate: each hit would have cost one model server call of the mean latency. */
-    rc |= pc_buf_printf(out, ",\"bytes_from_cache\":%llu,\"backend_time_saved_s\":%.6f}",
+    rc |= pc_buf_printf(out, ",\"bytes_from_cache\":%llu,\"backend_time_saved_s\":%.6f",
                         (unsigned long long)m->bytes_from_cache,
                         json_num((double)hits * pc_timer_mean(&m->t_backend)));
+    /* Shadow verification: the share of compared hits the model server answered otherwise. */
+    uint64_t compared = m->verify_match + m->verify_mismatch;
+    rc |= pc_buf_printf(out,
+                        ",\"verify\":{\"match\":%llu,\"mismatch\":%llu,\"error\":%llu,"
+                        "\"skipped\":%llu,\"mismatch_rate\":",
+                        (unsigned long long)m->verify_match, (unsigned long long)m->verify_mismatch,
+                        (unsigned long long)m->verify_error, (unsigned long long)m->verify_skipped);
+    if (compared == 0)
+        rc |= pc_buf_append_str(out, "null}}");
+    else
+        rc |= pc_buf_printf(out, "%.6f}}", (double)m->verify_mismatch / (double)compared);
     return rc ? -1 : 0;
 }
 
@@ -355,6 +367,8 @@ void pc_route_metrics_sum(struct pc_route_metrics *sum,
             const struct pc_route_metrics *m = &shards[k][r];
             for (size_t i = 0; i < PC_ROUTE_RESULTS; i++)
                 sum[r].requests[i] += PC_METRIC_GET(m->requests[i]);
+            for (size_t i = 0; i < 3; i++)
+                sum[r].verify[i] += PC_METRIC_GET(m->verify[i]);
             hist_add(&sum[r].h_request, &m->h_request);
             hist_add(&sum[r].h_backend, &m->h_backend);
         }
@@ -413,6 +427,20 @@ int pc_route_metrics_render(const struct pc_route_metrics *m, const char *const 
             rc |= label_value(out, names[r]);
             rc |= pc_buf_printf(out, "\",cache=\"%s\"} %llu\n", results[i],
                                 (unsigned long long)m[r].requests[i]);
+        }
+    }
+    static const char *const verify_results[] = PC_VERIFY_RESULT_NAMES;
+    rc |= pc_buf_append_str(out, "# HELP predcache_verify_total Sampled hits checked against "
+                                 "the model server, by route and result\n"
+                                 "# TYPE predcache_verify_total counter\n");
+    for (size_t r = 0; r < n_routes; r++) {
+        for (size_t i = 0; i < 3; i++) {
+            if (m[r].verify[i] == 0)
+                continue;
+            rc |= pc_buf_append_str(out, "predcache_verify_total{route=\"");
+            rc |= label_value(out, names[r]);
+            rc |= pc_buf_printf(out, "\",result=\"%s\"} %llu\n", verify_results[i],
+                                (unsigned long long)m[r].verify[i]);
         }
     }
     static const struct {

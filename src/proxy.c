@@ -166,8 +166,13 @@ void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, s
     PC_METRIC_INC(rm->requests[p->result]);
     pc_hist_observe(&rm->h_request, total_ms / 1000.0);
     PC_METRIC_DEC(w->metrics.in_flight);
+    /* A sampled hit is copied before the reply and checked after it: no client waits. */
+    struct pc_verify *v =
+        p->result == RES_HIT ? pc_proxy_verify_prepare(p, status, body, len) : NULL;
     pc_http_reply(p->req, status, h, n, body, len);
     p->req = NULL;
+    if (v != NULL)
+        pc_proxy_verify_start(v);
 }
 
 void pc_proxy_answer_error(struct pc_preq *p, int status, const char *msg)
@@ -585,6 +590,54 @@ static void forward(struct pc_preq *p, enum pc_cache_result result)
     pc_proxy_forward_body(p, result, body, len, on_backend);
 }
 
+/* ---- model server calls that outlive their request ---------------------------------- */
+
+int pc_bgcall_copy(struct pc_preq *p, const char *body, size_t len, struct pc_bgcall *c)
+{
+    memset(c, 0, sizeof *c);
+    c->backend = p->backend;
+    int rc = build_forward_headers(p);
+    c->hdrs = p->fwd; /* the headers move to the call (also those copied before a failure) */
+    c->n_hdrs = p->n_fwd;
+    p->fwd = NULL;
+    p->n_fwd = 0;
+    c->method = strdup(pc_http_req_method(p->req));
+    c->target = strdup(pc_http_req_target(p->req));
+    c->body = malloc(len + 1);
+    if (rc != 0 || c->method == NULL || c->target == NULL || c->body == NULL) {
+        pc_bgcall_release(c);
+        return -1;
+    }
+    if (len > 0)
+        memcpy(c->body, body, len);
+    c->len = len;
+    return 0;
+}
+
+int pc_bgcall_send(struct pc_worker *w, struct pc_bgcall *c, pc_upstream_cb cb, void *arg)
+{
+    PC_METRIC_INC(w->metrics.backend_requests);
+    if (pc_upstream_send(w->ups[c->backend], c->method, c->target, c->hdrs, c->n_hdrs, c->body,
+                         c->len, w->cfg->backend_timeout_ms, cb, arg) == NULL) {
+        PC_METRIC_INC(w->metrics.backend_errors);
+        return -1;
+    }
+    return 0;
+}
+
+void pc_bgcall_release(struct pc_bgcall *c)
+{
+    for (size_t i = 0; i < c->n_hdrs; i++) {
+        free(c->hdrs[i].name);
+        free(c->hdrs[i].value);
+    }
+    free(c->hdrs);
+    free(c->method);
+    free(c->target);
+    free(c->body);
+    memset(c, 0, sizeof *c);
+}
+
 static void answer_hit(struct pc_preq *p, const struct pc_envelope *env);
 
 enum value_use { VALUE_FRESH, VALUE_STALE, VALUE_NONE };
@@ -640,6 +693,29 @@ static const char *lock_owner(const struct pc_worker *w, char *buf, size_t len)
 int pc_proxy_done_channel(const struct pc_config *cfg, char *out, size_t len)
 {
     return snprintf(out, len, "%sdone:%s", cfg->key_prefix, cfg->namespace_) < (int)len ? 0 : -1;
+}
+
+int pc_proxy_purge_cb(struct pc_worker *w, const char *key, pc_store_cmd_cb cb, void *arg)
+{
+    pc_l1_del(w->l1, key); /* this process's tier at once; the others hear it below */
+    const char *argv[] = {"DEL", key};
+    size_t lens[] = {3, strlen(key)};
+    if (pc_store_command(w->store, 0, cb, arg, 2, argv, lens) != 0)
+        return -1;
+    /* After the DEL on the same connection: a process that hears it reads Redis anew. */
+    char chan[PC_CHANNEL_MAX], msg[PC_CFG_STR * 2 + sizeof PC_PURGE_ANNOUNCE];
+    if (pc_proxy_done_channel(w->cfg, chan, sizeof chan) == 0 &&
+        (size_t)snprintf(msg, sizeof msg, "%s%s", PC_PURGE_ANNOUNCE, key) < sizeof msg) {
+        const char *pargv[] = {"PUBLISH", chan, msg};
+        size_t plens[] = {7, strlen(chan), strlen(msg)};
+        pc_store_command(w->store, 0, NULL, NULL, 3, pargv, plens);
+    }
+    return 0;
+}
+
+int pc_proxy_purge(struct pc_worker *w, const char *key)
+{
+    return pc_proxy_purge_cb(w, key, NULL, NULL);
 }
 
 static void lock_release(struct pc_preq *p)
@@ -878,22 +954,15 @@ static void answer_hit(struct pc_preq *p, const struct pc_envelope *env)
 
 /* ---- stale-while-revalidate ------------------------------------------------------- */
 
-/* A background call that refreshes one stale entry, or a batch's stale instances; owns
- * copies of what it sends. */
+/* A background call that refreshes one stale entry, or a batch's stale instances. */
 struct refresh {
     struct pc_worker *w;
     char key[PC_KEY_MAX];          /* the entry's, or the batch's herd key */
     char (*inst_keys)[PC_KEY_MAX]; /* a batch's: the key of each instance sent, in order */
     size_t n_inst;
-    size_t backend;
     int ttl_s;
     int client_ttl;
-    char *method;
-    char *target;
-    struct pc_header *hdrs;
-    size_t n_hdrs;
-    char *body;
-    size_t len;
+    struct pc_bgcall call;
 };
 
 static void refresh_free(struct refresh *rf)
@@ -901,14 +970,7 @@ static void refresh_free(struct refresh *rf)
     struct pc_flight *f = pc_flights_find(rf->w->refreshing, rf->key);
     if (f != NULL)
         pc_flights_finish(rf->w->refreshing, f);
-    for (size_t i = 0; i < rf->n_hdrs; i++) {
-        free(rf->hdrs[i].name);
-        free(rf->hdrs[i].value);
-    }
-    free(rf->hdrs);
-    free(rf->method);
-    free(rf->target);
-    free(rf->body);
+    pc_bgcall_release(&rf->call);
     free(rf->inst_keys);
     free(rf);
 }
@@ -955,35 +1017,15 @@ static void refresh_start(struct pc_preq *p, const char *key, int stale_ttl_s, c
     rf->inst_keys = inst_keys;
     rf->n_inst = n_inst;
     rf->w = w;
-    rf->backend = p->backend;
     /* The refreshed entry keeps the TTL the stale one was stored with, unless this
      * request names one. */
     rf->client_ttl = p->client_ttl || stale_ttl_s > 0;
     rf->ttl_s = p->client_ttl || stale_ttl_s <= 0 ? p->ttl_s : stale_ttl_s;
     pc_strlcpy(rf->key, key, sizeof rf->key);
-    if (build_forward_headers(p) != 0)
-        goto fail;
-    rf->method = strdup(pc_http_req_method(p->req));
-    rf->target = strdup(pc_http_req_target(p->req));
-    rf->body = malloc(len + 1);
-    if (rf->method == NULL || rf->target == NULL || rf->body == NULL ||
-        pc_flights_start(w->refreshing, rf->key, NULL) == NULL)
-        goto fail;
-    memcpy(rf->body, body, len);
-    rf->len = len;
-    rf->hdrs = p->fwd; /* the headers move to the refresh */
-    rf->n_hdrs = p->n_fwd;
-    p->fwd = NULL;
-    p->n_fwd = 0;
-    PC_METRIC_INC(w->metrics.backend_requests);
-    if (pc_upstream_send(w->ups[rf->backend], rf->method, rf->target, rf->hdrs, rf->n_hdrs,
-                         rf->body, rf->len, w->cfg->backend_timeout_ms, on_refresh, rf) == NULL) {
-        PC_METRIC_INC(w->metrics.backend_errors);
+    if (pc_bgcall_copy(p, body, len, &rf->call) != 0 ||
+        pc_flights_start(w->refreshing, rf->key, NULL) == NULL ||
+        pc_bgcall_send(w, &rf->call, on_refresh, rf) != 0)
         refresh_free(rf);
-    }
-    return;
-fail:
-    refresh_free(rf);
 }
 
 static void start_refresh(struct pc_preq *p, const struct pc_envelope *stale)

@@ -93,6 +93,18 @@ void pc_proxy_batch_free(struct pc_batch_state *b)
     free(b);
 }
 
+int pc_proxy_batch_hit_keys(const struct pc_preq *p, char (**keys)[PC_KEY_MAX], size_t *n)
+{
+    const struct pc_batch_state *b = p->batch;
+    *keys = NULL;
+    *n = 0;
+    if (b == NULL || b->n_uniq == 0 || (*keys = malloc(b->n_uniq * sizeof **keys)) == NULL)
+        return -1;
+    memcpy(*keys, b->keys, b->n_uniq * sizeof **keys);
+    *n = b->n_uniq;
+    return 0;
+}
+
 /* ---- keys -------------------------------------------------------------------------- */
 
 struct key_ref {

@@ -84,6 +84,40 @@ int pc_proxy_answer_backend_error(struct pc_preq *p, const struct pc_upstream_re
 void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const char *body,
                            size_t len, pc_upstream_cb cb);
 
+/*
+ * A model server call that outlives its request (a stale refresh, a shadow verification):
+ * a copy of the request as it is forwarded, owning every string.
+ */
+struct pc_bgcall {
+    size_t backend;
+    char *method, *target;
+    struct pc_header *hdrs;
+    size_t n_hdrs;
+    char *body;
+    size_t len;
+};
+/* Copies p's request with body (copied) in place of the client's. p->req must be valid.
+ * 0 ok; -1 no memory (c is left empty). */
+int pc_bgcall_copy(struct pc_preq *p, const char *body, size_t len, struct pc_bgcall *c);
+/* Starts c (borrowed until cb) with the backend's timeout. 0 started; -1 not (cb never runs). */
+int pc_bgcall_send(struct pc_worker *w, struct pc_bgcall *c, pc_upstream_cb cb, void *arg);
+/* Frees what c owns; c is left empty. */
+void pc_bgcall_release(struct pc_bgcall *c);
+
+/*
+ * Shadow verification of hits ([cache] verify_*), in proxy_verify.c. pc_proxy_answer asks
+ * prepare for every HIT before its reply (p->req valid): NULL when this hit is not
+ * sampled or cannot be checked now; else a copy of the request and of the answer, which
+ * start sends to the model server once the client has its answer (taken over).
+ */
+struct pc_verify;
+struct pc_verify *pc_proxy_verify_prepare(struct pc_preq *p, int status, const char *body,
+                                          size_t len);
+void pc_proxy_verify_start(struct pc_verify *v);
+/* The keys of the entries that answered a batch hit (malloc'ed copy in *keys, count in *n).
+ * 0 ok; -1 no memory or not a batch. */
+int pc_proxy_batch_hit_keys(const struct pc_preq *p, char (**keys)[PC_KEY_MAX], size_t *n);
+
 /* Why a backend answer must not be stored (headers, status, request controls), or NULL. */
 const char *pc_proxy_store_refusal(const struct pc_preq *p, const struct pc_upstream_resp *r);
 const char *pc_proxy_find_header(const struct pc_header *h, size_t n, const char *name);

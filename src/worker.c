@@ -138,6 +138,8 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
     w->n_workers = n;
     w->id = (size_t)(w - group);
     w->base = base;
+    /* Each worker samples hits on its own sequence; never 0 (the sampler's fixed point). */
+    w->verify_rng = ((uint64_t)getpid() << 32) ^ pc_now_us() ^ ((uint64_t)w->id << 56) ^ 1u;
     w->cfg = cfg;
     pc_metrics_init(&w->metrics);
     if (pipe2(w->ctl, O_NONBLOCK | O_CLOEXEC) != 0 ||

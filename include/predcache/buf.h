@@ -33,6 +33,15 @@ uint64_t pc_now_us(void);
 /* Wall clock in milliseconds since the epoch. */
 int64_t pc_wall_ms(void);
 
+/* The clock a structure that ages its entries reads: the wall clock in production, a fake
+ * one in the model-based tests (which move time by hand). */
+struct pc_clock {
+    int64_t (*now_ms)(void *arg);
+    void *arg;
+};
+/* c->now_ms(c->arg); pc_wall_ms() when c or its function is NULL. */
+int64_t pc_clock_ms(const struct pc_clock *c);
+
 /* Case-insensitive ASCII comparison of a header name or token. */
 int pc_strcaseeq(const char *a, const char *b);
 /* Decimal text of v, NUL-terminated, in out (20 digits at most); returns its length. The

@@ -53,6 +53,10 @@ struct pc_route_cfg {
     int backend_index; /* resolved by validate: 0 = [backend], i + 1 = backends[i] */
 };
 
+/* [cache] verify_compare and verify_action (the order of their names in config.c). */
+enum pc_verify_compare { PC_VERIFY_BYTES, PC_VERIFY_JSON };
+enum pc_verify_action { PC_VERIFY_LOG, PC_VERIFY_PURGE };
+
 struct pc_config {
     /* [server] */
     char listen[PC_CFG_STR];       /* host:port of the data port; default 0.0.0.0:8080 */
@@ -102,10 +106,14 @@ struct pc_config {
     int lock_timeout_ms;   /* cross-process coalescing: wait for another's call; 0 = off; 5000 */
     int max_ttl_s;         /* bound of a client's X-Predcache-TTL; default 604800 */
     int version_refresh_s; /* model versions resolved from the status endpoint; 0 = off; 30 */
-    int generation_refresh_ms; /* invalidation generations re-read at least this often; 1000 */
-    size_t l1_max_bytes;       /* in-process tier in front of Redis; 0 = off; 64m */
-    int l1_ttl_ms;             /* longest an entry stays in that tier; 5000 */
-    size_t key_memo_bytes;     /* memo of keys derived from request bytes; 0 = off; 32m */
+    int generation_refresh_ms;     /* invalidation generations re-read at least this often; 1000 */
+    size_t l1_max_bytes;           /* in-process tier in front of Redis; 0 = off; 64m */
+    int l1_ttl_ms;                 /* longest an entry stays in that tier; 5000 */
+    size_t key_memo_bytes;         /* memo of keys derived from request bytes; 0 = off; 32m */
+    double verify_sample;          /* shadow verification: fraction of hits checked; 0 = off */
+    int verify_compare;            /* PC_VERIFY_BYTES (default) | PC_VERIFY_JSON */
+    double verify_float_tolerance; /* json: numbers equal within this (relative above 1); 0 */
+    int verify_action;             /* PC_VERIFY_LOG (default) | PC_VERIFY_PURGE */
 
     /* [backend NAME] and [route NAME] sections, in file order */
     struct pc_backend_cfg backends[PC_CFG_MAX_BACKENDS];

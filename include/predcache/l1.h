@@ -24,8 +24,11 @@ struct pc_l1_stats {
     size_t bytes, entries;
 };
 
-/* max_bytes bounds keys + values + bookkeeping. NULL when max_bytes is 0 or no memory. */
-struct pc_l1 *pc_l1_new(size_t max_bytes, int max_age_ms);
+/*
+ * max_bytes bounds keys + values + bookkeeping. clock: NULL for the wall clock (copied; its
+ * function is called under a shard's lock). NULL when max_bytes is 0 or no memory.
+ */
+struct pc_l1 *pc_l1_new(size_t max_bytes, int max_age_ms, const struct pc_clock *clock);
 void pc_l1_free(struct pc_l1 *l1); /* NULL ok */
 
 /* Appends key's value to out. 1 found (and younger than max_age_ms); 0 not. NULL l1: 0. */

@@ -64,6 +64,10 @@
     X(l1_hits, "Requests answered from the in-process tier without asking Redis")                  \
     X(key_memo_hits, "Requests keyed from the key memo, their body not read again")                \
     X(key_memo_misses, "Cacheable requests whose keys were derived from their body")               \
+    X(verify_match, "Sampled hits the model server answered the same way (shadow verification)")   \
+    X(verify_mismatch, "Sampled hits the model server answered differently")                       \
+    X(verify_error, "Sampled hits whose check failed: model server error, timeout or 5xx")         \
+    X(verify_skipped, "Sampled hits not checked: model server down or busy, or no memory")         \
     X(answers_queued, "Answers the client's socket did not take at once (slow or stalled "         \
                       "readers)")
 
@@ -146,13 +150,15 @@ struct pc_metrics {
     }
 struct pc_route_metrics {
     uint64_t requests[PC_ROUTE_RESULTS];
+    uint64_t verify[3];       /* shadow verification, by enum pc_verify_result (verify.h) */
     struct pc_hist h_request; /* arrival to answer */
     struct pc_hist h_backend; /* model server calls */
 };
 /* sum[r] = the sum over n shards (arrays of n_routes entries each), read relaxed. */
 void pc_route_metrics_sum(struct pc_route_metrics *sum,
                           const struct pc_route_metrics *const *shards, size_t n, size_t n_routes);
-/* Appends predcache_route_requests_total{route,cache} and the route histograms;
+/* Appends predcache_route_requests_total{route,cache}, predcache_verify_total{route,result}
+ * and the route histograms;
  * names[r] labels entry r. */
 int pc_route_metrics_render(const struct pc_route_metrics *m, const char *const *names,
                             size_t n_routes, struct pc_buf *out);

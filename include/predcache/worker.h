@@ -14,6 +14,7 @@
 #include "predcache/config.h"
 #include "predcache/metrics.h"
 #include "predcache/routes.h"
+#include "predcache/store.h"
 
 struct event_base;
 struct event;
@@ -73,6 +74,8 @@ struct pc_worker {
     struct pc_generations *generations;     /* invalidation generations from Redis */
     struct pc_l1 *l1;        /* the in-process tier, shared by the process's workers; NULL: off */
     struct pc_keymemo *memo; /* keys derived from request bytes, this worker's; NULL: off */
+    uint64_t verify_rng;     /* shadow verification's sampler state (never 0) */
+    size_t verify_in_flight; /* its checks running now */
     int draining;            /* SIGTERM seen: listeners closed, finishing what is in flight */
     int closing; /* being torn down: callbacks answer at once instead of starting work */
     struct event *drain_timer;
@@ -107,6 +110,13 @@ void pc_worker_shards(const struct pc_worker *w, const struct pc_metrics **out, 
 /* The Redis channel on which a process announces an answered key. 0 ok, -1 too long. */
 #define PC_CHANNEL_MAX (2 * 256 + 16)
 int pc_proxy_done_channel(const struct pc_config *cfg, char *out, size_t len);
+/*
+ * Deletes the cache entry key: from the in-process tier at once, from Redis, and announces
+ * it on the done channel (after the DEL) so the other processes drop it from their tiers.
+ * cb (may be NULL) gets the DEL's reply. 0 sent; -1 Redis unavailable (cb never runs).
+ */
+int pc_proxy_purge_cb(struct pc_worker *w, const char *key, pc_store_cmd_cb cb, void *arg);
+int pc_proxy_purge(struct pc_worker *w, const char *key);
 /* A message on that channel: another process answered the key (arg is the worker). */
 void pc_proxy_on_done(const char *key, size_t len, void *worker);
 

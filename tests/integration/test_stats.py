@@ -31,7 +31,12 @@ def get_stats(proxy):
 def check_shape(doc):
     """Types, names, finiteness and the order of the percentile fields."""
     assert set(doc) == {"uptime_s", "timers", "hit_ratio", "bytes_from_cache",
-                        "backend_time_saved_s"}, sorted(doc)
+                        "backend_time_saved_s", "verify"}, sorted(doc)
+    v = doc["verify"]
+    assert set(v) == {"match", "mismatch", "error", "skipped", "mismatch_rate"}, sorted(v)
+    assert all(isinstance(v[k], int) and v[k] >= 0 for k in ("match", "mismatch", "error",
+                                                              "skipped"))
+    assert v["mismatch_rate"] is None or 0 <= v["mismatch_rate"] <= 1
     assert is_number(doc["uptime_s"]) and doc["uptime_s"] >= 0
     assert doc["hit_ratio"] is None or (is_number(doc["hit_ratio"]) and
                                         0 <= doc["hit_ratio"] <= 1)

@@ -228,6 +228,36 @@ static void test_ints(void **state)
     assert_int_equal(c.redis_db, 15);
 }
 
+static void test_numbers_and_choices(void **state)
+{
+    (void)state;
+    struct pc_config c;
+    assert_int_equal(load_text(&c, "[cache]\nverify_sample = 0.25\nverify_compare = JSON\n"
+                                   "verify_float_tolerance = 1e-6\nverify_action = purge\n"),
+                     0);
+    assert_true(c.verify_sample == 0.25);
+    assert_int_equal(c.verify_compare, PC_VERIFY_JSON);
+    assert_true(c.verify_float_tolerance == 1e-6);
+    assert_int_equal(c.verify_action, PC_VERIFY_PURGE);
+
+    const char *bad[] = {"", "x", "0x1", "nan", "inf", "1,5", " 0.5", "0.5 x", "--1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (pc_config_set(&c, "cache", "verify_sample", bad[i], err, sizeof err) == 0)
+            fail_msg("number '%s' accepted", bad[i]);
+        assert_err_contains("not a decimal number");
+    }
+    assert_int_equal(pc_config_set(&c, "cache", "verify_sample", "1.0001", err, sizeof err), -1);
+    assert_err_contains("out of range (0..1)");
+    assert_int_equal(pc_config_set(&c, "cache", "verify_float_tolerance", "-1e-9", err, sizeof err),
+                     -1);
+    assert_true(c.verify_sample == 0.25); /* a refused value leaves the field as it was */
+    assert_int_equal(pc_config_set(&c, "cache", "verify_compare", "xml", err, sizeof err), -1);
+    assert_err_contains("'xml' must be one of bytes, json");
+    assert_int_equal(pc_config_set(&c, "cache", "verify_action", "", err, sizeof err), -1);
+    assert_err_contains("must be one of log, purge");
+    assert_int_equal(c.verify_action, PC_VERIFY_PURGE);
+}
+
 static void test_strings_quotes_comments_whitespace(void **state)
 {
     (void)state;
@@ -1082,6 +1112,7 @@ int main(void)
         cmocka_unit_test(test_shipped_conf_equals_defaults),
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_ints),
+        cmocka_unit_test(test_numbers_and_choices),
         cmocka_unit_test(test_strings_quotes_comments_whitespace),
         cmocka_unit_test(test_duplicate_key_last_wins),
         cmocka_unit_test(test_hostport_and_url_values),
