@@ -33,7 +33,12 @@ $(BUILD)/%.o: src/%.c
 
 # A unit test links only its own module and the shared helpers: pure modules stand alone.
 $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o $(BUILD)/buf.o $(BUILD)/log.o
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(shell pkg-config --libs cmocka)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(shell pkg-config --libs cmocka)
+
+# The model-based tests run the drivers the fuzz targets run (tests/model/).
+$(BUILD)/test_l1: tests/model/model.h tests/model/l1_model.h
+$(BUILD)/test_keymemo: tests/model/model.h tests/model/keymemo_model.h
+$(BUILD)/test_flight: tests/model/model.h tests/model/flight_model.h
 
 # The configuration checks its route table with the routes module.
 $(BUILD)/test_config: $(BUILD)/routes.o
@@ -81,7 +86,7 @@ asan: bootstrap
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS    ?=
-FUZZ_TARGETS := cachekey canon config envelope batch
+FUZZ_TARGETS := cachekey canon config envelope batch l1 keymemo flight
 FUZZ_BUILD   := build-fuzz
 FUZZ_PKGS    := json-c libcrypto
 FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -106,6 +111,11 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_BUILD)/obj/%.
 $(FUZZ_BUILD)/fuzz_cachekey: $(FUZZ_BUILD)/obj/batch.o $(FUZZ_BUILD)/obj/canon.o
 $(FUZZ_BUILD)/fuzz_canon: $(FUZZ_BUILD)/obj/cachekey.o $(FUZZ_BUILD)/obj/ref/cachekey_ref.o
 $(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/obj/routes.o
+# fuzz_l1, fuzz_keymemo and fuzz_flight run their unit test's model driver; l1 locks.
+$(FUZZ_BUILD)/fuzz_l1: tests/model/model.h tests/model/l1_model.h
+$(FUZZ_BUILD)/fuzz_l1: FUZZ_LIBS += -pthread
+$(FUZZ_BUILD)/fuzz_keymemo: tests/model/model.h tests/model/keymemo_model.h
+$(FUZZ_BUILD)/fuzz_flight: tests/model/model.h tests/model/flight_model.h
 
 $(FUZZ_BUILD)/obj/ref/%.o: tests/ref/%.c
 	@mkdir -p $(@D)
@@ -166,6 +176,7 @@ install: $(BIN)
 	install -D -m 0644 conf/predcache.conf $(DESTDIR)/etc/predcache/predcache.conf
 
 FORMAT_SRC := src/*.c src/*.h include/predcache/*.h tests/unit/*.c tests/fuzz/*.c tests/fuzz/*.h \
+              tests/model/*.h \
               tests/ref/*.c tests/ref/*.h scripts/bench.d/*.c
 
 format:

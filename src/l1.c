@@ -199,11 +199,14 @@ void pc_l1_put(struct pc_l1 *l1, const char *key, const char *value, size_t len)
     size_t kl = strlen(key);
     uint64_t h = fnv1a(key, kl);
     struct shard *s = shard_of(l1, h);
-    if (kl + len + ENTRY_OVERHEAD > s->max_bytes / 4)
-        return; /* one value must not flush a quarter of its shard */
-    struct l1_entry *e = malloc(sizeof *e + kl + 1 + len);
-    if (e == NULL)
+    struct l1_entry *e = NULL;
+    /* One value must not flush a quarter of its shard. Refused or not, an older value of
+     * the key goes: the tier must not go on answering what was just replaced. */
+    if (kl + len + ENTRY_OVERHEAD > s->max_bytes / 4 ||
+        (e = malloc(sizeof *e + kl + 1 + len)) == NULL) {
+        pc_l1_del(l1, key);
         return;
+    }
     memset(e, 0, sizeof *e);
     e->key = (char *)(e + 1);
     memcpy(e->key, key, kl + 1);

@@ -73,7 +73,8 @@ int pc_keymemo_get(struct pc_keymemo *m, const char *ctx, size_t ctx_len, const 
 /*
  * Stores a copy of ctx, body and val (replacing an entry for the same ctx and body) when
  * the doorkeeper saw the probe's hash recently; else only notes the hash. An entry larger
- * than a quarter of the bound is not kept. NULL m: nothing.
+ * than a quarter of the bound is not kept. NULL m: nothing. val must not point into the
+ * memo (a get's *out): the entry it points into may be the one replaced.
  */
 void pc_keymemo_put(struct pc_keymemo *m, const struct pc_keymemo_probe *probe, const char *ctx,
                     size_t ctx_len, const char *body, size_t len, const struct pc_keymemo_val *val);

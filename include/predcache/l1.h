@@ -33,7 +33,8 @@ void pc_l1_free(struct pc_l1 *l1); /* NULL ok */
 
 /* Appends key's value to out. 1 found (and younger than max_age_ms); 0 not. NULL l1: 0. */
 int pc_l1_get(struct pc_l1 *l1, const char *key, struct pc_buf *out);
-/* Stores a copy (replacing any older one); a value larger than a shard's share is not kept. */
+/* Stores a copy, replacing any older one; a value larger than a quarter of a shard is not
+ * kept (and the older one is dropped all the same). */
 void pc_l1_put(struct pc_l1 *l1, const char *key, const char *value, size_t len);
 void pc_l1_del(struct pc_l1 *l1, const char *key);
 void pc_l1_stats(struct pc_l1 *l1, struct pc_l1_stats *out);

@@ -61,11 +61,39 @@ static void test_many_keys(void **state)
     pc_flights_free(t); /* frees the rest, waiters lists included */
 }
 
+/* ---- against the reference model (tests/model/flight_model.h) ------------------------- */
+
+static uint64_t run_seed; /* which run diverged, for the failure message */
+
+#define MODEL_FAIL(file, line, what)                                                               \
+    fail_msg("%s:%d: flight diverged from the model (seed %llu) at step %zu: %s", file, line,      \
+             (unsigned long long)run_seed, model_step, what)
+
+#include "../model/flight_model.h"
+
+/* Random operations against the model: eight seeds, about 6700 operations a run. */
+#define MODEL_BYTES 20000
+static void test_model(void **state)
+{
+    (void)state;
+    uint8_t *ops = malloc(MODEL_BYTES);
+    assert_non_null(ops);
+    size_t steps = 0, runs = 0;
+    for (run_seed = 1; run_seed <= 8; run_seed++) {
+        model_fill(ops, MODEL_BYTES, run_seed);
+        steps += flight_model_run(ops, MODEL_BYTES);
+        runs++;
+    }
+    print_message("flight model: %zu runs, %zu operations\n", runs, steps);
+    free(ops);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start_find_join_finish),
         cmocka_unit_test(test_many_keys),
+        cmocka_unit_test(test_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -305,6 +305,44 @@ static void test_hash_sees_every_bit(void **state)
     }
 }
 
+/* ---- against the reference model (tests/model/keymemo_model.h) ------------------------ */
+
+/* Which run diverged, for the failure message: the model's bytes are (seed, config). */
+static uint64_t run_seed;
+static unsigned run_cfg;
+
+#define MODEL_FAIL(file, line, what)                                                               \
+    fail_msg("%s:%d: keymemo diverged from the model (seed %llu, config %u) at step %zu: %s",      \
+             file, line, (unsigned long long)run_seed, run_cfg, model_step, what)
+
+#include "../model/keymemo_model.h"
+
+/*
+ * Random requests against the model: every bound with every hash (the first byte: the
+ * default seeded one, one hash for all, 32 hashes over 2 doorkeeper slots), three seeds
+ * each, about 3800 requests a run (181852 in all).
+ */
+#define MODEL_BYTES 20000
+static void test_model(void **state)
+{
+    (void)state;
+    static const uint64_t seeds[] = {1, 0x5eed, 20240611};
+    uint8_t *ops = malloc(MODEL_BYTES);
+    assert_non_null(ops);
+    size_t steps = 0, runs = 0;
+    for (run_cfg = 0; run_cfg < 16; run_cfg++) {
+        for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
+            run_seed = seeds[i];
+            model_fill(ops, MODEL_BYTES, run_seed * 16 + run_cfg);
+            ops[0] = (uint8_t)run_cfg;
+            steps += keymemo_model_run(ops, MODEL_BYTES);
+            runs++;
+        }
+    }
+    print_message("keymemo model: %zu runs, %zu requests\n", runs, steps);
+    free(ops);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -319,6 +357,7 @@ int main(void)
         cmocka_unit_test(test_off_and_empty),
         cmocka_unit_test(test_hash_is_xxh64),
         cmocka_unit_test(test_hash_sees_every_bit),
+        cmocka_unit_test(test_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
