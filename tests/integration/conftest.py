@@ -10,7 +10,9 @@ Fixtures:
     start_predcache  factory: start_predcache(conf={section: {key: value}}, args=[...])
     proxy            predcache started with the default test conf
     predcache_bin    path of the binary under test
-Helpers: free_port, wait_for, Resp, parse_metrics, expected_key, canonical.
+Helpers: free_port, wait_for, Resp, parse_metrics, expected_key, canonical,
+without_received. The integrity oracle (every answer checked against its own request)
+is tests/integration/oracle.py.
 
 Run with Debian's python: /usr/bin/python3 -m pytest -q tests/integration
 """
@@ -18,6 +20,7 @@ Run with Debian's python: /usr/bin/python3 -m pytest -q tests/integration
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -109,6 +112,18 @@ def wait_for(fn, timeout=READY_S, interval=0.05, what="condition"):
 def canonical(value):
     """Canonical JSON as the cache key spec says: sorted keys, no whitespace."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+_RECEIVED = re.compile(rb',\s*"received":\s*\{(?:[^{}"]|"(?:[^"\\]|\\.)*")*\}')
+
+
+def without_received(content):
+    """A predict answer's bytes without the test model's "received" member (the digest of
+    what the model server received: see tests/fixtures/model_server.py). A batch that
+    predcache merges from per-instance entries carries the layout of another model call
+    (the sub-request, or the first instance's stored answer), so its "received" is that
+    call's, by design; everything else must be byte for byte the model's answer."""
+    return _RECEIVED.sub(b"", content)
 
 
 def expected_key(path, input_material, namespace="default", prefix="predcache:"):
