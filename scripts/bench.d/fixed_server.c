@@ -13,8 +13,12 @@
  * With DELAY_US, each answer goes out that long after its request was read (a precise
  * timer, one per connection, over the connection's queue of due times): the bench's
  * model server for the miss row, a model that takes a fixed time and costs next to no
- * CPU, so that what a miss through predcache adds is predcache's own. A GET is a TF
- * Serving status request then: it is answered at once with version 1 AVAILABLE.
+ * CPU, so that what a miss through predcache adds is predcache's own. Its answer says
+ * which request it answers: BODY_BYTES (at least MIN_DIGEST_BODY) of
+ *     {"predictions":[[0.5,...]],"received":{"body_sha256":"<hex SHA-256 of the body>"}}
+ * so that scripts/bench can check every answer of a miss run against its own request. A
+ * GET is a TF Serving status request then: it is answered at once with version 1
+ * AVAILABLE. Without DELAY_US (the floor) the answer is one fixed body, never hashed.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -31,8 +35,17 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include <openssl/sha.h>
+
 #define MAX_HEAD 65536
 #define MAX_BODY (64L * 1024 * 1024)
+#define HEX_LEN (2 * SHA256_DIGEST_LENGTH)
+
+/* One answer waiting for its time: when it is due, and the digest of its request. */
+struct pending {
+    struct timeval due;
+    char hex[HEX_LEN];
+};
 
 struct conn {
     struct bufferevent *bev;
@@ -41,13 +54,21 @@ struct conn {
     int is_get;      /* the request being read is a GET */
     int closing;     /* close once the output has drained */
     struct event *timer;
-    struct timeval *due; /* when each pending answer is due, oldest first (a ring) */
+    struct pending *due; /* the pending answers, oldest first (a ring) */
     size_t n_due, cap_due, head_due;
 };
 
 static char *answer;
 static size_t answer_len;
 static long delay_us;
+
+/* The delayed answer is digest_head, then the request's hex digest, then digest_tail. */
+static const char digest_tail[] = "\"}}";
+static char *digest_head;
+static size_t digest_head_len, digest_body_len;
+#define DIGEST_KEY ",\"received\":{\"body_sha256\":\""
+#define DIGEST_REST (sizeof DIGEST_KEY - 1 + HEX_LEN + sizeof digest_tail - 1)
+#define MIN_DIGEST_BODY (sizeof "{\"predictions\":[[0.5]]}" - 1 + DIGEST_REST)
 
 static const char status_body[] =
     "{\"model_version_status\":[{\"version\":\"1\",\"state\":\"AVAILABLE\",\"status\":"
@@ -74,7 +95,7 @@ static void conn_free(struct conn *c)
 static void arm(struct conn *c, const struct timeval *now)
 {
     struct timeval wait;
-    evutil_timersub(&c->due[c->head_due], now, &wait);
+    evutil_timersub(&c->due[c->head_due].due, now, &wait);
     if (wait.tv_sec < 0)
         wait = (struct timeval){0, 0};
     evtimer_add(c->timer, &wait);
@@ -88,8 +109,11 @@ static void on_due(evutil_socket_t fd, short what, void *arg)
     struct conn *c = arg;
     struct timeval now;
     evutil_gettimeofday(&now, NULL);
-    while (c->n_due > 0 && !evutil_timercmp(&c->due[c->head_due], &now, >)) {
-        evbuffer_add_reference(bufferevent_get_output(c->bev), answer, answer_len, NULL, NULL);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    while (c->n_due > 0 && !evutil_timercmp(&c->due[c->head_due].due, &now, >)) {
+        evbuffer_add_reference(out, digest_head, digest_head_len, NULL, NULL);
+        evbuffer_add(out, c->due[c->head_due].hex, HEX_LEN);
+        evbuffer_add_reference(out, digest_tail, sizeof digest_tail - 1, NULL, NULL);
         c->head_due = (c->head_due + 1) % c->cap_due;
         c->n_due--;
     }
@@ -97,15 +121,16 @@ static void on_due(evutil_socket_t fd, short what, void *arg)
         arm(c, &now);
 }
 
-/* Queues one answer, due DELAY_US from now. 0 ok, -1 no memory. */
-static int answer_later(struct conn *c)
+/* Queues the answer to a request whose body is body[0..len), due DELAY_US from now. 0 ok,
+ * -1 no memory. */
+static int answer_later(struct conn *c, const unsigned char *body, size_t len)
 {
     if (c->timer == NULL &&
         (c->timer = evtimer_new(bufferevent_get_base(c->bev), on_due, c)) == NULL)
         return -1;
     if (c->n_due == c->cap_due) {
         size_t cap = c->cap_due ? 2 * c->cap_due : 4;
-        struct timeval *d = malloc(cap * sizeof *d);
+        struct pending *d = malloc(cap * sizeof *d);
         if (d == NULL)
             return -1;
         for (size_t i = 0; i < c->n_due; i++)
@@ -115,9 +140,17 @@ static int answer_later(struct conn *c)
         c->cap_due = cap;
         c->head_due = 0;
     }
+    struct pending *p = &c->due[(c->head_due + c->n_due) % c->cap_due];
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    static const char hexdigits[] = "0123456789abcdef";
+    SHA256(body, len, md);
+    for (size_t i = 0; i < SHA256_DIGEST_LENGTH; i++) {
+        p->hex[2 * i] = hexdigits[md[i] >> 4];
+        p->hex[2 * i + 1] = hexdigits[md[i] & 15];
+    }
     struct timeval now, delay = {delay_us / 1000000, delay_us % 1000000};
     evutil_gettimeofday(&now, NULL);
-    evutil_timeradd(&now, &delay, &c->due[(c->head_due + c->n_due) % c->cap_due]);
+    evutil_timeradd(&now, &delay, &p->due);
     if (c->n_due++ == 0)
         arm(c, &now);
     return 0;
@@ -193,16 +226,21 @@ static void on_read(struct bufferevent *bev, void *arg)
         }
         if (evbuffer_get_length(in) < c->need)
             return;
+        int queued = 0;
+        if (delay_us > 0 && !c->is_get) {
+            const unsigned char *req = evbuffer_pullup(in, (ev_ssize_t)c->need);
+            queued = req == NULL ? -1 : answer_later(c, req + c->head_len, c->need - c->head_len);
+        }
         evbuffer_drain(in, c->need);
         c->need = 0;
-        if (delay_us > 0 && c->is_get) {
-            evbuffer_add_reference(out, status_answer, status_answer_len, NULL, NULL);
-        } else if (delay_us == 0) {
-            evbuffer_add_reference(out, answer, answer_len, NULL, NULL);
-        } else if (answer_later(c) != 0) {
+        if (queued != 0) {
             conn_free(c);
             return;
         }
+        if (delay_us > 0 && c->is_get)
+            evbuffer_add_reference(out, status_answer, status_answer_len, NULL, NULL);
+        else if (delay_us == 0)
+            evbuffer_add_reference(out, answer, answer_len, NULL, NULL);
         if (c->closing) {
             bufferevent_disable(bev, EV_READ);
             return;
@@ -275,6 +313,29 @@ static char *make_body(size_t n)
     return b;
 }
 
+/*
+ * The head of a delayed answer: status line and headers, then the start of a body of
+ * n bytes (at least MIN_DIGEST_BODY) that the request's digest and digest_tail complete.
+ */
+static char *make_digest_head(size_t n, size_t *len)
+{
+    char *b = make_body(n - DIGEST_REST);
+    if (b == NULL)
+        return NULL;
+    char *close = strrchr(b, '}'); /* {"predictions":[[...]]} padded: the object goes on */
+    *close = ' ';
+    size_t cap = n + 256;
+    char *head = malloc(cap);
+    if (head != NULL)
+        *len = (size_t)snprintf(head, cap,
+                                "HTTP/1.1 200 OK\r\nServer: fixed_server\r\n"
+                                "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n"
+                                "%s" DIGEST_KEY,
+                                n, b);
+    free(b);
+    return head;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2 || argc > 4) {
@@ -297,6 +358,12 @@ int main(int argc, char **argv)
     char *body = make_body((size_t)body_len);
     if (body == NULL)
         goto err;
+    if (delay_us > 0) {
+        digest_body_len = (size_t)body_len < MIN_DIGEST_BODY ? MIN_DIGEST_BODY : (size_t)body_len;
+        digest_head = make_digest_head(digest_body_len, &digest_head_len);
+        if (digest_head == NULL)
+            goto err;
+    }
     answer_len = (size_t)body_len + 128;
     answer = malloc(answer_len);
     if (answer == NULL)
@@ -333,8 +400,14 @@ int main(int argc, char **argv)
     sigint = evsignal_new(base, SIGINT, on_signal, base);
     if (sigterm == NULL || sigint == NULL || event_add(sigterm, NULL) || event_add(sigint, NULL))
         goto err;
-    fprintf(stderr, "fixed_server listening on 127.0.0.1:%d, %ld byte answers, %ld us delay\n",
-            port, body_len, delay_us);
+    if (delay_us > 0)
+        fprintf(stderr,
+                "fixed_server listening on 127.0.0.1:%d, %zu byte answers with the body's "
+                "SHA-256, %ld us delay\n",
+                port, digest_body_len, delay_us);
+    else
+        fprintf(stderr, "fixed_server listening on 127.0.0.1:%d, %ld byte answers\n", port,
+                body_len);
     event_base_dispatch(base);
     rc = 0;
 
@@ -347,6 +420,7 @@ err:
         evconnlistener_free(listener);
     if (base != NULL)
         event_base_free(base);
+    free(digest_head);
     free(answer);
     free(body);
     return rc;

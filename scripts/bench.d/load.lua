@@ -11,6 +11,14 @@
 -- the same bodies in Python to fill the cache). done() prints one line,
 -- "BENCH-JSON {...}": requests, duration and latency in microseconds, errors; non2xx is
 -- wrk's count of statuses >= 400.
+--
+-- With BENCH_RECORD=PREFIX in the environment, each thread also writes every answer it
+-- gets to PREFIX.<thread>, one record each: a line "T C STATUS XCACHE LEN" (T the thread,
+-- C the counter of the request it answers, XCACHE "-" when absent), then LEN bytes of
+-- body and a newline. scripts/bench rebuilds each request from T and C and checks its
+-- answer (wrong answers: N). The bench runs such loads with one connection per thread,
+-- so that a thread's answers come in the order of its requests. Without BENCH_RECORD
+-- there is no response() and wrk reads no bodies: the hit runs pay nothing for it.
 
 local threads = {}
 
@@ -19,7 +27,7 @@ function setup(thread)
   table.insert(threads, thread)
 end
 
-local base, mode, n, nonce, counter
+local base, mode, n, nonce, counter, last, record
 local headers = { ["Content-Type"] = "application/json" }
 
 function init(args)
@@ -34,6 +42,10 @@ function init(args)
     nonce = args[3] or "0"
     counter = 0
   end
+  local prefix = os.getenv("BENCH_RECORD")
+  if prefix then
+    record = assert(io.open(prefix .. "." .. tid, "wb"))
+  end
 end
 
 function request()
@@ -43,8 +55,17 @@ function request()
   else
     body = '{"instances":[[' .. nonce .. "," .. tid .. "," .. counter .. "," .. base .. "]]}"
   end
+  last = counter
   counter = counter + 1
   return wrk.format("POST", nil, headers, body)
+end
+
+if os.getenv("BENCH_RECORD") then
+  -- One connection per thread and no pipelining: this answers the last request made.
+  function response(status, hdrs, body)
+    local xcache = hdrs["X-Cache"] or "-"
+    record:write(string.format("%d %d %d %s %d\n", tid, last, status, xcache, #body), body, "\n")
+  end
 end
 
 function done(summary, latency, requests)

@@ -27,7 +27,8 @@ IMAGES = ["a.png", "b.jpg", "c.jpeg", "d.gif", "e.bmp",
 IGNORED = ["notes.txt", "nested/readme.md", "nested/photo.png.bak", "nested/deeper/labels.json"]
 SUMMARY_RE = re.compile(r"^pass 1: (\d+) files, (\d+) ok, (\d+) errors \| hits (\d+), "
                         r"misses (\d+), bypass (\d+) \| p50 [\d.]+ ms p95 [\d.]+ ms "
-                        r"p99 [\d.]+ ms \| wall [\d.]+ s, [\d.]+ req/s$", re.M)
+                        r"p99 [\d.]+ ms \| wall [\d.]+ s, [\d.]+ req/s \| "
+                        r"wrong answers: 0 \(0 checked\)$", re.M)
 
 
 def run_batch(*args, timeout=60, **kw):

@@ -1,6 +1,8 @@
 """scripts/bench (make bench) in its tiny mode: it runs every phase, prints one table with
 numbers, writes the same as JSON, exits 0 and leaves nothing running. Speed is never
-checked: this is about the benchmark working, not about how fast predcache is.
+checked: this is about the benchmark working, not about how fast predcache is. Every
+answer it can check (the fills, a pass over the cached inputs after each hit run, the
+miss runs) is checked against its own request: the count of wrong answers must be 0.
 """
 
 import json
@@ -47,6 +49,9 @@ def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
                         timeout=90)
     assert rc == 0, out[-4000:]
     assert "bench: OK (everything stopped)" in out, out[-4000:]
+    m = re.search(r"^wrong answers: (\d+) \(of (\d+) checked: (.*)\)$", out, re.M)
+    assert m, "no wrong-answer count in:\n" + out[-4000:]
+    assert int(m.group(1)) == 0 and int(m.group(2)) > 0, m.group(0)
 
     # One table: a row per measurement, each with figures.
     rows = {
@@ -76,6 +81,21 @@ def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
     with open(out_json) as f:
         doc = json.load(f)
     assert doc["ok"] is True and doc["failures"] == []
+    # The answers were checked, every step of them, and none was wrong.
+    integrity = doc["integrity"]
+    assert doc["wrong_answers"] == 0 == integrity["wrong_answers"], integrity
+    assert integrity["samples"] == [], integrity
+    for step in ("fill", "verify", "miss native direct", "miss native predcache",
+                 "miss python direct", "miss python predcache"):
+        assert integrity["steps"][step]["checked"] > 0, (step, integrity)
+        assert integrity["steps"][step]["wrong"] == 0, (step, integrity)
+    for run in [doc["hit"]] + doc["sizes"] + doc["distinct"]:  # every cached input, checked
+        assert run["verified"]["checked"] == run["verified"]["inputs"] == run["inputs"], run
+        assert run["verified"]["wrong"] == 0, run
+    for miss in ("miss", "miss_python"):  # every answer of every miss run, checked
+        for rnd in doc[miss]["wrk"]:
+            for which in ("direct", "predcache"):
+                assert rnd[which]["answers_checked"] == rnd[which]["requests"] > 0, rnd[which]
     measured = [r["measurement"] for r in doc["table"]]
     assert len(measured) >= 12, measured
     assert doc["hit"]["rps"] > 0 and doc["hit"]["p99_ms"] > 0

@@ -286,10 +286,14 @@ def test_redis_db_from_conf(start_predcache, model, redis):
 
 
 def test_concurrent_requests_get_their_own_answers(proxy, model, redis):
-    """Many clients at once, repeated inputs: every answer belongs to its own request."""
+    """Many clients at once, repeated inputs: every answer belongs to its own request
+    (checked by the integrity oracle, tests/integration/oracle.py: 0 wrong answers)."""
     import hashlib
     import threading
 
+    from oracle import Oracle
+
+    oracle = Oracle("concurrent clients, repeated inputs", per_instance=False)
     inputs = [["in-%d" % i, i] for i in range(6)]
 
     def expected(inst):
@@ -302,11 +306,14 @@ def test_concurrent_requests_get_their_own_answers(proxy, model, redis):
         for j in range(8):
             inst = inputs[(n + j) % len(inputs)]
             try:
-                r = proxy.post("/v1/models/m:predict", json_body={"instances": inst})
+                body = json.dumps({"instances": inst})
+                r = proxy.post("/v1/models/m:predict", body=body)
+                reason = oracle.check("POST", "/v1/models/m:predict", body, {},
+                                      r.status_code, r.content, r.headers.get("X-Cache"))
                 if r.status_code != 200:
                     errors.append((inst, r.status_code, r.text[:200]))
-                elif r.json()["predictions"] != expected(inst):
-                    errors.append((inst, "wrong answer", r.text[:200]))
+                elif reason is not None:
+                    errors.append((inst, "wrong answer: " + reason, r.text[:200]))
                 else:
                     seen.append(cache_of(r))
             except Exception as e:  # noqa: BLE001
@@ -318,6 +325,7 @@ def test_concurrent_requests_get_their_own_answers(proxy, model, redis):
     for t in threads:
         t.join(timeout=60)
     assert not errors, errors[:5]
+    oracle.assert_clean()
     assert len(seen) == 64
     assert set(seen) <= {"MISS", "HIT", "COALESCED"}
     for inst in inputs:

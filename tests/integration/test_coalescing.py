@@ -1,11 +1,31 @@
 """Request coalescing inside one predcache process: concurrent misses for one key make
-one model server call, and every waiter gets its answer (X-Cache: COALESCED)."""
+one model server call, and every waiter gets its answer (X-Cache: COALESCED). Every 200
+answer of these runs is checked by the integrity oracle (tests/integration/oracle.py)
+against its own request, and each test that gets one asserts 0 wrong answers."""
 
+import json
 import time
 
 from conftest import concurrently, wait_for
+from oracle import Oracle
 
 PREDICT = "/v1/models/m:predict"
+
+
+def herd_oracle(name):
+    """The harness conf keys whole bodies (per_instance off): a waiter's answer must be
+    the model's answer to its very body."""
+    return Oracle(name, per_instance=False)
+
+
+def check(oracle, body, rs, headers=None):
+    """Judges each response (exceptions are left to the test's own assertions) to
+    POST PREDICT with the JSON document body."""
+    for r in rs:
+        if not isinstance(r, Exception):
+            oracle.check("POST", PREDICT, json.dumps(body), headers or {}, r.status_code,
+                         r.content, r.headers.get("X-Cache"))
+    return rs
 
 
 def burst(p, n, body, headers=None):
@@ -15,7 +35,8 @@ def burst(p, n, body, headers=None):
 
 def test_fifty_identical_misses_make_one_model_call(proxy, model):
     model.control(delay_ms=400)
-    rs = burst(proxy, 50, {"instances": ["herd"]})
+    oracle = herd_oracle("50 identical misses")
+    rs = check(oracle, {"instances": ["herd"]}, burst(proxy, 50, {"instances": ["herd"]}))
     assert all(not isinstance(r, Exception) and r.status_code == 200 for r in rs), rs[:3]
     assert model.count(PREDICT) == 1
     bodies = {r.content for r in rs}
@@ -28,6 +49,7 @@ def test_fifty_identical_misses_make_one_model_call(proxy, model):
     wait_for(lambda: proxy.metric("predcache_requests_total", cache="coalesced") == coalesced,
              what="coalesced counter")
     assert proxy.metric("predcache_in_flight") == 0
+    oracle.assert_clean()
 
 
 def test_waiters_share_the_leaders_error(proxy, model):
@@ -39,6 +61,9 @@ def test_waiters_share_the_leaders_error(proxy, model):
     model.control()
     r = proxy.post(PREDICT, json_body={"instances": ["bad-herd"]})
     assert r.headers["X-Cache"] == "MISS"  # errors are neither cached nor kept
+    oracle = herd_oracle("after the leader's error")
+    check(oracle, {"instances": ["bad-herd"]}, [r])
+    oracle.assert_clean()
 
 
 def test_waiters_share_the_leaders_timeout(start_predcache, model):
@@ -52,18 +77,24 @@ def test_waiters_share_the_leaders_timeout(start_predcache, model):
 def test_coalescing_without_redis(proxy, model, redis):
     redis.kill()
     model.control(delay_ms=300)
-    rs = burst(proxy, 20, {"instances": ["no-redis-herd"]})
+    oracle = herd_oracle("coalescing without Redis")
+    body = {"instances": ["no-redis-herd"]}
+    rs = check(oracle, body, burst(proxy, 20, body))
     assert [r.status_code for r in rs] == [200] * 20
     assert model.count(PREDICT) == 1
     caches = sorted(r.headers["X-Cache"] for r in rs)
     assert caches.count("BYPASS") == 1 and caches.count("COALESCED") == 19
+    oracle.assert_clean()
 
 
 def test_no_cache_requests_neither_join_nor_lead(proxy, model):
     model.control(delay_ms=300)
-    rs = burst(proxy, 5, {"instances": ["fresh"]}, headers={"Cache-Control": "no-cache"})
+    oracle = herd_oracle("no-cache neither joins nor leads")
+    rs = check(oracle, {"instances": ["fresh"]},
+               burst(proxy, 5, {"instances": ["fresh"]}, headers={"Cache-Control": "no-cache"}))
     assert [r.headers["X-Cache"] for r in rs] == ["MISS"] * 5
     assert model.count(PREDICT) == 5
+    oracle.assert_clean()
 
 
 def test_sequential_misses_after_the_answer_hit_redis(proxy, model):
@@ -73,6 +104,9 @@ def test_sequential_misses_after_the_answer_hit_redis(proxy, model):
     r2 = proxy.post(PREDICT, json_body={"instances": ["seq"]})
     assert r2.headers["X-Cache"] == "HIT"
     assert model.count(PREDICT) == 1
+    oracle = herd_oracle("a miss, then a hit")
+    check(oracle, {"instances": ["seq"]}, [r1, r2])
+    oracle.assert_clean()
 
 
 def burst_two(p1, p2, n, body):
@@ -84,7 +118,9 @@ def test_fifty_identical_misses_across_two_processes_make_one_call(start_predcac
     p1 = start_predcache()
     p2 = start_predcache()
     model.control(delay_ms=500)
-    rs = burst_two(p1, p2, 50, {"instances": ["two-process-herd"]})
+    oracle = herd_oracle("50 identical misses, two processes")
+    body = {"instances": ["two-process-herd"]}
+    rs = check(oracle, body, burst_two(p1, p2, 50, body))
     assert all(not isinstance(r, Exception) and r.status_code == 200 for r in rs), rs[:3]
     assert model.count(PREDICT) == 1
     assert len({r.content for r in rs}) == 1
@@ -95,6 +131,7 @@ def test_fifty_identical_misses_across_two_processes_make_one_call(start_predcac
     assert waited >= 1
     assert p1.metric("predcache_lock_timeouts_total") + p2.metric(
         "predcache_lock_timeouts_total") == 0  # notified, not timed out
+    oracle.assert_clean()
 
 
 def test_a_dead_lock_holder_costs_at_most_lock_timeout(start_predcache, model, redis):
@@ -109,6 +146,9 @@ def test_a_dead_lock_holder_costs_at_most_lock_timeout(start_predcache, model, r
     assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
     assert p.metric("predcache_lock_timeouts_total") == 1
     assert model.count(PREDICT) == 2
+    oracle = herd_oracle("a dead lock holder")
+    check(oracle, {"instances": ["orphan"]}, [r0, r])
+    oracle.assert_clean()
 
 
 def test_locks_off_means_no_lock_keys(start_predcache, model, redis):
@@ -133,6 +173,9 @@ def test_an_expired_entry_never_answers_through_the_lock(start_predcache, model,
     assert r.headers["X-Cache"] == "MISS", r.headers
     assert b"old" not in r.content
     assert model.count(PREDICT) == 2
+    oracle = herd_oracle("an expired entry behind the lock")
+    check(oracle, {"instances": ["expired"]}, [r0, r])
+    oracle.assert_clean()
 
 
 def test_a_lock_wait_ends_with_the_request_deadline(start_predcache, model, redis):
@@ -149,3 +192,6 @@ def test_a_lock_wait_ends_with_the_request_deadline(start_predcache, model, redi
     took = time.monotonic() - t0
     assert r.status_code in (200, 504), (r.status_code, r.text)
     assert took < 3.0, "waited %.1f s for a lock past a 1 s deadline" % took
+    oracle = herd_oracle("a lock wait ended by the deadline")
+    check(oracle, {"instances": ["deadline"]}, [r0, r])
+    oracle.assert_clean()

@@ -139,6 +139,10 @@ def test_demo_two_samples_ok_and_nothing_left_running(predcache_bin):
     assert re.search(r"^pass +files +ok +errors +hits +misses +bypass +p50 ms", out, re.M), out
     assert re.search(r"^cold +2 +2 +0 +0 +2 +0 ", out, re.M), out
     assert re.search(r"^warm +2 +2 +0 +2 +0 +0 ", out, re.M), out
+    # every answer of each pass checked against the image sent, none wrong
+    for label in ("cold", "warm"):
+        assert re.search(r"^%s pass: wrong answers: 0 \(2 of 2 answers checked " % label, out,
+                         re.M), out
     assert "(+0)" in out.split("model server requests", 1)[1].splitlines()[0], out
     assert not os.path.exists(workdir), "the work dir is removed after a success"
     assert time.monotonic() - t0 < DEMO_TIMEOUT_S

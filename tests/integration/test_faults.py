@@ -7,17 +7,23 @@ A small load harness runs THREADS client threads, each with one keep-alive HTTP/
 connection (http.client: it tells when the request bytes have been written, which the
 SIGTERM scenario needs to know which requests were sent before the signal), sending
 POST /v1/models/m:predict {"instances": [x]} for x drawn from a pool of 40 inputs, for
-DURATION_S seconds (and at most MAX_PER_THREAD requests per thread). The test model
-server's predictions are sha256(canonical(x))[:16], so every answer is checked:
+DURATION_S seconds (and at most MAX_PER_THREAD requests per thread). Every answer is
+checked by the integrity oracle (tests/integration/oracle.py, the one checker of every
+load test): the test model server's predictions are sha256(canonical(x))[:16] and its
+answers carry a digest of what it received, so each answer is judged against its own
+request:
 
-    answered   200 and predictions == [expected], model == "m"
-    wrong      200 with anything else (wrong predictions, a body not from the model)
+    answered   200 and the oracle finds it the model's answer to that request
+    wrong      200 and the oracle finds it is not (wrong predictions, another request's
+               answer, a body not from the model)
     failed     anything else (status or exception recorded)
 
 The fault is injected from the main thread at 1/3 of the run and healed at 2/3. Every
 scenario prints a report (sent, answered, failed, wrong, X-Cache counts, per phase) and
-appends it to the file named by PREDCACHE_FAULT_REPORT when that is set. Timing is never
-asserted: only correctness, and that the fault did take effect.
+appends it to the file named by PREDCACHE_FAULT_REPORT when that is set; its "wrong"
+column and its "wrong answers: N" line are the oracle's count, and every scenario asserts
+N == 0 (the answers of the warm-up and of the polls after a fault are checked too).
+Timing is never asserted: only correctness, and that the fault did take effect.
 """
 
 import hashlib
@@ -33,8 +39,10 @@ from collections import Counter
 
 
 from conftest import canonical, wait_for
+from oracle import Oracle
 
 PREDICT = "/v1/models/m:predict"
+JSON = {"Content-Type": "application/json"}
 THREADS = 8
 DURATION_S = float(os.environ.get("PREDCACHE_FAULT_SECONDS", "6"))
 MAX_PER_THREAD = 10000
@@ -75,12 +83,13 @@ class Rec:
     """One request: what was sent, when, and what came back."""
 
     __slots__ = ("thread", "kind", "x", "t0", "t_sent", "t1", "status", "xcache", "verdict",
-                 "error", "exc", "reused", "conn_close", "body")
+                 "error", "exc", "reused", "conn_close", "body", "reason")
 
     def __init__(self, thread, kind, x):
         self.thread, self.kind, self.x = thread, kind, x
         self.t0 = self.t_sent = self.t1 = None
         self.status = self.xcache = self.error = self.exc = self.body = None
+        self.reason = None  # the oracle's, for a wrong answer
         self.verdict = None  # "ok" | "wrong" | "status" | "error"
         self.reused = False
         self.conn_close = False
@@ -88,7 +97,9 @@ class Rec:
     def describe(self, t_base=0.0):
         def t(v):
             return "-" if v is None else "%+.4f" % (v - t_base)
-        what = ("HTTP %s X-Cache=%s body=%r" % (self.status, self.xcache, self.body)
+        what = ("HTTP %s X-Cache=%s body=%r%s" % (
+            self.status, self.xcache, self.body,
+            " (oracle: %s)" % self.reason if self.reason else "")
                 if self.status is not None else self.error)
         return "thread %d %s x=%s t0=%s sent=%s end=%s reused=%s: %s" % (
             self.thread, self.kind, json.dumps(self.x)[:60], t(self.t0), t(self.t_sent),
@@ -100,13 +111,21 @@ def pool_chooser(rng, thread, n):
     return POOL[i], "pool", POOL_EXPECTED[i]
 
 
+def fault_oracle(name):
+    """The checker of one scenario: the harness conf keys whole bodies (per_instance off),
+    so an answer must be the model's for this very body, not merged from instances."""
+    return Oracle(name, per_instance=False)
+
+
 class Load:
     """THREADS clients; each loops until stop is set, the deadline passes or it has sent
-    max_per_thread requests. choose(rng, thread, n) -> (x, kind, expected prediction)."""
+    max_per_thread requests. choose(rng, thread, n) -> (x, kind, expected prediction);
+    every answer is judged by oracle (one is made when none is given)."""
 
     def __init__(self, port, choose=pool_chooser, threads=THREADS, duration=DURATION_S,
-                 max_per_thread=MAX_PER_THREAD):
+                 max_per_thread=MAX_PER_THREAD, oracle=None):
         self.port = port
+        self.oracle = oracle if oracle is not None else fault_oracle("load")
         self.choose = choose
         self.nthreads = threads
         self.duration = duration
@@ -173,7 +192,7 @@ class Load:
         n = 0
         while (not self.stop.is_set() and n < self.max_per_thread
                and time.monotonic() < self.deadline):
-            x, kind, expected = self.choose(rng, idx, n)
+            x, kind, _ = self.choose(rng, idx, n)  # the oracle judges, not the expectation
             n += 1
             rec = Rec(idx, kind, x)
             recs.append(rec)
@@ -201,24 +220,22 @@ class Load:
                 rec.exc = e
                 rec.error = "%s: %s" % (type(e).__name__, e)
                 rec.verdict = "error"
+                self.oracle.fail(rec.error)
                 if conn is not None:
                     conn.close()
                 conn = None
                 if isinstance(e, ConnectionRefusedError):
                     time.sleep(0.01)  # nothing listens: do not spin
                 continue
+            # one checker: the oracle judges every answer (non-200 ones are counted apart)
+            rec.reason = self.oracle.check("POST", PREDICT, body, JSON, rec.status, data,
+                                           rec.xcache)
             if rec.status != 200:
                 rec.verdict = "status"
                 rec.body = data[:160]
                 continue
-            try:
-                doc = json.loads(data)
-                good = (isinstance(doc, dict) and doc.get("predictions") == [expected]
-                        and doc.get("model") == "m")
-            except ValueError:
-                good = False
-            rec.verdict = "ok" if good else "wrong"
-            if not good:
+            rec.verdict = "wrong" if rec.reason is not None else "ok"
+            if rec.reason is not None:
                 rec.body = data[:200]
         if conn is not None:
             conn.close()
@@ -262,8 +279,11 @@ def fmt_counter(c):
 
 
 def report(name, load, buckets, xcache, phases, notes="", samples=SAMPLES):
+    """The scenario's table; its "wrong" column is the oracle's count (of the load's
+    answers and of every other answer checked with the same oracle: warm-up, polls)."""
     n = {k: len(v) for k, v in buckets.items()}
-    sent = sum(n.values())
+    n["wrong"] = load.oracle.wrong
+    sent = sum(len(v) for v in buckets.values())
     others = {k: v for k, v in n.items() if k not in ("answered", "failed", "wrong")}
     dur = (load.t_end - load.t_start) if load.t_start else 0.0
     lines = [
@@ -281,6 +301,8 @@ def report(name, load, buckets, xcache, phases, notes="", samples=SAMPLES):
             lines.append("      %-7s %s" % (ph, fmt_counter(phases[ph])))
     if notes:
         lines.extend("    " + l for l in notes.splitlines())
+    lines.append("    " + load.oracle.report())
+    lines.extend("    oracle sample: " + x for x in load.oracle.samples[:samples])
     bad = buckets.get("failed", []) + buckets.get("wrong", [])
     for rec in bad[:samples]:
         lines.append("    sample %s: %s" % ("wrong" if rec.verdict == "wrong" else "failed",
@@ -297,6 +319,8 @@ def report(name, load, buckets, xcache, phases, notes="", samples=SAMPLES):
 def evidence(p, buckets, load, extra=""):
     """What an assertion message carries: samples and predcache's stderr tail."""
     out = [extra] if extra else []
+    out.append(load.oracle.report())
+    out.extend("oracle sample: " + x for x in load.oracle.samples)
     for k in ("wrong", "failed"):
         for rec in buckets.get(k, [])[:SAMPLES]:
             out.append("%s: %s" % (k, rec.describe(t_base(load))))
@@ -305,26 +329,31 @@ def evidence(p, buckets, load, extra=""):
     return "\n".join(out)
 
 
-def post(p, x):
-    return p.post(PREDICT, json_body={"instances": [x]})
+def post(p, x, oracle):
+    """One request outside the load, its answer checked by the scenario's oracle."""
+    body = json.dumps({"instances": [x]})
+    r = p.post(PREDICT, body=body)
+    oracle.check("POST", PREDICT, body, JSON, r.status_code, r.content,
+                 r.headers.get("X-Cache"))
+    return r
 
 
-def warm_pool(p):
+def warm_pool(p, oracle):
     """Every pool input once through predcache, then waits until all are stored."""
     stored = p.metric("predcache_store_ok_total")
     for i, x in enumerate(POOL):
-        r = post(p, x)
+        r = post(p, x, oracle)
         assert r.status_code == 200 and r.json()["predictions"] == [POOL_EXPECTED[i]], r.text
     wait_for(lambda: p.metric("predcache_store_ok_total") >= stored + len(POOL),
              what="the %d pool answers stored" % len(POOL))
 
 
-def wait_hit(p):
+def wait_hit(p, oracle):
     """Polls pool inputs until one is answered from the cache (HIT)."""
     seen = []
 
     def hit():
-        r = post(p, POOL[len(seen) % len(POOL)])
+        r = post(p, POOL[len(seen) % len(POOL)], oracle)
         seen.append((r.status_code, r.headers.get("X-Cache")))
         assert r.status_code == 200, r.text
         return r.headers.get("X-Cache") == "HIT"
@@ -343,14 +372,15 @@ def assert_alive(p):
 
 def test_redis_killed_and_restarted_under_load(start_predcache, model, redis):
     p = start_predcache()
-    warm_pool(p)
-    load = Load(p.listen_port).run(inject=redis.kill, heal=redis.start)
+    oracle = fault_oracle("redis killed+restarted")
+    warm_pool(p, oracle)
+    load = Load(p.listen_port, oracle=oracle).run(inject=redis.kill, heal=redis.start)
     buckets, xcache, phases = tally(load)
     resumed = Counter()
 
     def hits_again():
         # caching resumes: pool inputs get stored again and come back as HITs
-        r = post(p, POOL[sum(resumed.values()) % len(POOL)])
+        r = post(p, POOL[sum(resumed.values()) % len(POOL)], oracle)
         assert r.status_code == 200, r.text
         resumed[r.headers.get("X-Cache")] += 1
         return r.headers.get("X-Cache") == "HIT"
@@ -359,7 +389,8 @@ def test_redis_killed_and_restarted_under_load(start_predcache, model, redis):
     n = report("redis killed+restarted", load, buckets, xcache, phases,
                notes="after the run, polled until a HIT: %s" % fmt_counter(resumed))
     msg = evidence(p, buckets, load)
-    assert n.get("wrong", 0) == 0, msg
+    assert n["wrong"] == 0 and load.oracle.checked > 0, msg
+    load.oracle.assert_clean()
     assert n.get("failed", 0) == 0, msg
     assert phases["during"]["BYPASS"] > 0, "the kill had no effect (no BYPASS)\n" + msg
     assert_alive(p)
@@ -367,16 +398,17 @@ def test_redis_killed_and_restarted_under_load(start_predcache, model, redis):
 
 def test_redis_paused_under_load(start_predcache, model, redis):
     p = start_predcache(conf={"redis": {"timeout_ms": "100"}})
-    warm_pool(p)
+    oracle = fault_oracle("redis paused (SIGSTOP)")
+    warm_pool(p, oracle)
     try:
-        load = Load(p.listen_port).run(inject=redis.pause, heal=redis.resume)
+        load = Load(p.listen_port, oracle=oracle).run(inject=redis.pause, heal=redis.resume)
     finally:
         redis.resume()
     buckets, xcache, phases = tally(load)
     resumed = Counter()
 
     def hits_again():
-        r = post(p, POOL[sum(resumed.values()) % len(POOL)])
+        r = post(p, POOL[sum(resumed.values()) % len(POOL)], oracle)
         assert r.status_code == 200, r.text
         resumed[r.headers.get("X-Cache")] += 1
         return r.headers.get("X-Cache") == "HIT"
@@ -385,7 +417,8 @@ def test_redis_paused_under_load(start_predcache, model, redis):
     n = report("redis paused (SIGSTOP)", load, buckets, xcache, phases,
                notes="after the run, polled until a HIT: %s" % fmt_counter(resumed))
     msg = evidence(p, buckets, load)
-    assert n.get("wrong", 0) == 0, msg
+    assert n["wrong"] == 0 and load.oracle.checked > 0, msg
+    load.oracle.assert_clean()
     assert n.get("failed", 0) == 0, msg
     assert phases["during"]["BYPASS"] > 0, "the pause had no effect (no BYPASS)\n" + msg
     assert_alive(p)
@@ -402,9 +435,10 @@ def kill_model(model):
 
 def test_backend_killed_under_load_answers_from_cache(start_predcache, model, redis):
     p = start_predcache(conf=GRACE_CONF)
-    warm_pool(p)
+    oracle = fault_oracle("backend killed (warm)")
+    warm_pool(p, oracle)
     time.sleep(1.1)  # past ttl_s: the run starts with stale entries
-    load = Load(p.listen_port).run(inject=lambda: kill_model(model))
+    load = Load(p.listen_port, oracle=oracle).run(inject=lambda: kill_model(model))
     buckets, xcache, phases = tally(load)
     not_cached = [r for r in buckets.get("answered", []) if r.xcache not in ("HIT", "STALE")]
     n = report("backend killed (warm)", load, buckets, xcache, phases,
@@ -412,7 +446,8 @@ def test_backend_killed_under_load_answers_from_cache(start_predcache, model, re
                    p.metric("predcache_refresh_ok_total"),
                    p.metric("predcache_refresh_failed_total")))
     msg = evidence(p, buckets, load)
-    assert n.get("wrong", 0) == 0, msg
+    assert n["wrong"] == 0 and load.oracle.checked > 0, msg
+    load.oracle.assert_clean()
     assert n.get("failed", 0) == 0, msg
     assert not not_cached, "answers not from the cache: %s\n%s" % (
         [r.describe(t_base(load)) for r in not_cached[:SAMPLES]], msg)
@@ -424,7 +459,8 @@ def test_backend_killed_under_load_answers_from_cache(start_predcache, model, re
 def test_backend_killed_under_load_with_unseen_inputs(start_predcache, model, redis):
     """10% never-seen inputs, sent once the model server is dead: exactly those fail."""
     p = start_predcache(conf=GRACE_CONF)
-    warm_pool(p)
+    oracle = fault_oracle("backend killed (+unseen)")
+    warm_pool(p, oracle)
     time.sleep(1.1)
     dead = threading.Event()
 
@@ -438,7 +474,7 @@ def test_backend_killed_under_load_with_unseen_inputs(start_predcache, model, re
         kill_model(model)
         dead.set()
 
-    load = Load(p.listen_port, choose=choose).run(inject=inject)
+    load = Load(p.listen_port, choose=choose, oracle=oracle).run(inject=inject)
     buckets, xcache, phases = tally(load)
     unseen = [r for r in load.all if r.kind == "unseen"]
     failed = buckets.get("failed", [])
@@ -448,7 +484,8 @@ def test_backend_killed_under_load_with_unseen_inputs(start_predcache, model, re
                        str(r.status) if r.status is not None else r.error for r in unseen))),
                samples=2)
     msg = evidence(p, buckets, load)
-    assert n.get("wrong", 0) == 0, msg
+    assert n["wrong"] == 0 and load.oracle.checked > 0, msg
+    load.oracle.assert_clean()
     assert unseen, "no unseen input was sent\n" + msg
     seen_failed = [r for r in failed if r.kind != "unseen"]
     assert not seen_failed, "cached inputs failed:\n%s\n%s" % (
@@ -464,7 +501,8 @@ def test_sigterm_under_load(start_predcache, model, redis):
     """Requests whose bytes were written before SIGTERM are answered 200 (in flight ones
     included); afterwards new connections are refused and predcache exits 0."""
     p = start_predcache()
-    warm_pool(p)  # pool clients get fast HITs: many requests are just written at the signal
+    oracle = fault_oracle("predcache SIGTERM")
+    warm_pool(p, oracle)  # pool clients get fast HITs: many requests just written at the signal
     model.control(delay_ms=250)
 
     def choose(rng, thread, n):
@@ -473,7 +511,7 @@ def test_sigterm_under_load(start_predcache, model, redis):
             return x, "slow", expected_prediction(x)
         return pool_chooser(rng, thread, n)
 
-    load = Load(p.listen_port, choose=choose, duration=DURATION_S + 20).start()
+    load = Load(p.listen_port, choose=choose, duration=DURATION_S + 20, oracle=oracle).start()
     try:
         time.sleep(DURATION_S / 3)
 
@@ -530,7 +568,8 @@ def test_sigterm_under_load(start_predcache, model, redis):
                           max([r.t1 - t_sig for r in in_flight] or [0]))))
     msg = evidence(p, buckets, load, "exit status %s" % rc)
     assert rc == 0, msg
-    assert n.get("wrong", 0) == 0, msg
+    assert n["wrong"] == 0 and load.oracle.checked > 0, msg
+    load.oracle.assert_clean()
     assert n.get("failed", 0) == 0, msg
     assert in_flight, "no request was in flight at SIGTERM (the check proved nothing)\n" + msg
     assert n.get("refused after stop", 0) > 0, "no connection was refused after exit\n" + msg
@@ -549,7 +588,7 @@ def test_slow_backend_coalescing_under_load(start_predcache, model, redis):
         return hot[i], "hot", hot_expected[i]
 
     before = model.count(PREDICT)
-    load = Load(p.listen_port, choose=choose).run()
+    load = Load(p.listen_port, choose=choose, oracle=fault_oracle("slow model, 3 hot keys")).run()
     calls = model.count(PREDICT) - before
     buckets, xcache, phases = tally(load)
     span = max(r.t0 for r in load.all) - load.t_start
@@ -562,7 +601,8 @@ def test_slow_backend_coalescing_under_load(start_predcache, model, redis):
                                   p.metric("predcache_refresh_failed_total"),
                                   xcache.get("STALE", 0))))
     msg = evidence(p, buckets, load)
-    assert n.get("wrong", 0) == 0, msg
+    assert n["wrong"] == 0 and load.oracle.checked > 0, msg
+    load.oracle.assert_clean()
     assert n.get("failed", 0) == 0, msg
     # Coalescing: the calls made for misses. Background refreshes are left out: with
     # grace_s 0 there should be none, but predcache still makes some (see
@@ -599,7 +639,8 @@ def test_grace_zero_gives_no_stale_answer(start_predcache, model, redis):
     key = r1.headers["X-Cache-Key"]
     time.sleep(0.75)  # now past stored_at + ttl_s, still inside the key's Redis lifetime
     pttl = redis.pttl(key)
-    r2 = post(p, "grace-zero")
+    oracle = fault_oracle("grace_s 0")
+    r2 = post(p, "grace-zero", oracle)
     assert r2.status_code == 200, r2.text
     if r2.headers.get("X-Cache") == "STALE":
         time.sleep(0.2)
@@ -609,3 +650,4 @@ def test_grace_zero_gives_no_stale_answer(start_predcache, model, redis):
                 r2.headers.get("Age"), r2.headers.get("Warning"), pttl,
                 p.metric("predcache_refresh_ok_total"), model.count(PREDICT)))
     assert r2.headers.get("X-Cache") in ("HIT", "MISS"), r2.headers
+    oracle.assert_clean()

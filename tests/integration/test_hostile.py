@@ -29,6 +29,7 @@ import requests
 
 from conftest import (PYTHON, ROOT, GiveUp, ModelServer, canonical, expected_key, read_text,
                       stop_process, wait_for)
+from oracle import Oracle
 
 PREDICT = "/v1/models/m:predict"
 STATUS = "/v1/models/m"  # a pass-through route (model status)
@@ -232,7 +233,9 @@ def assert_alive(p, model=None, timeout=5.0):
 
 class Bystander:
     """An unrelated client: one request every interval on a fresh connection, from a
-    thread, while something hostile happens. Every one of them must succeed."""
+    thread, while something hostile happens. Every one of them must succeed, and every
+    predict answer must be the model's answer to that very request (the integrity
+    oracle, tests/integration/oracle.py, judges it: 0 wrong answers)."""
 
     def __init__(self, p, interval=0.05, timeout=5.0, predict=True, get_check=None,
                  predict_path=PREDICT, status_path=STATUS):
@@ -241,6 +244,7 @@ class Bystander:
         self.predict_path, self.status_path = predict_path, status_path
         self.results = []
         self.keys = set()  # the cache keys its answers named (X-Cache-Key)
+        self.oracle = Oracle("bystander")
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -251,10 +255,12 @@ class Bystander:
             t0 = time.monotonic()
             try:
                 if self.predict and i % 2 == 0:
-                    r = self.p.post(self.predict_path,
-                                    json_body={"instances": ["bystander", i % 7]},
-                                    timeout=self.timeout)
-                    ok = r.status_code == 200 and r.json().get("predictions")
+                    body = json.dumps({"instances": ["bystander", i % 7]})
+                    r = self.p.post(self.predict_path, body=body, timeout=self.timeout)
+                    reason = self.oracle.check("POST", self.predict_path, body, {},
+                                               r.status_code, r.content,
+                                               r.headers.get("X-Cache"))
+                    ok = r.status_code == 200 and reason is None
                     if "X-Cache-Key" in r.headers:
                         self.keys.add(r.headers["X-Cache-Key"])
                 else:
@@ -281,6 +287,9 @@ class Bystander:
 
     def check(self, at_least=2):
         bad = [r for r in self.results if not r[0]]
+        print(self.oracle.report())
+        assert self.oracle.wrong == 0, "%s\n%s" % (self.oracle.report(),
+                                                   "\n".join(self.oracle.samples))
         assert not bad, "the bystander client was affected: %d/%d failed, e.g. %s" % (
             len(bad), len(self.results), bad[:5])
         assert len(self.results) >= at_least, "bystander made only %d requests" % len(

@@ -15,6 +15,8 @@ import json
 import os
 import shutil
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -112,6 +114,12 @@ def b64_of(samples_dir, rel):
         return base64.b64encode(f.read()).decode("ascii")
 
 
+def sha_of(samples_dir, rel):
+    """The input_sha256 the OCR model server names for that image."""
+    with open(os.path.join(samples_dir, rel), "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def run_batch(*args):
     return subprocess.run([PYTHON, BATCH] + [str(a) for a in args], capture_output=True,
                           text=True, timeout=120, stdin=subprocess.DEVNULL)
@@ -145,10 +153,14 @@ def test_ocr_through_predcache_cold_then_warm(ocr, start_predcache, samples, tmp
     assert cold.returncode == 0, cold.stdout + cold.stderr
     s = json.loads(cold.stdout)["passes"][0]
     assert (s["files"], s["ok"], s["errors"], s["misses"], s["hits"]) == (2, 2, 0, 2, 0), s
+    # every answer checked against the image sent (its input_sha256), none wrong
+    assert (s["wrong"], s["checked"]) == (0, 2), s
+    assert "| wrong answers: 0 (2 checked)" in cold.stderr, cold.stderr
     for rel in PICKED:
         with open(str(tmp_path / "cold" / (rel + ".json"))) as f:
             doc = json.load(f)
         assert doc["predictions"][0]["text"] == labels[rel], (rel, doc)
+        assert doc["predictions"][0]["input_sha256"] == sha_of(str(in_dir), rel), (rel, doc)
         assert doc["model_version"] == "1"
     stats = ocr.stats()
     assert (stats["requests"], stats["inferences"]) == (2, 2), stats
@@ -164,11 +176,82 @@ def test_ocr_through_predcache_cold_then_warm(ocr, start_predcache, samples, tmp
     assert warm.returncode == 0, warm.stdout + warm.stderr
     s = json.loads(warm.stdout)["passes"][0]
     assert (s["files"], s["ok"], s["errors"], s["hits"], s["misses"]) == (2, 2, 0, 2, 0), s
+    assert (s["wrong"], s["checked"]) == (0, 2), s
     assert ocr.stats()["requests"] == 2 and ocr.stats()["inferences"] == 2
     assert proxy.metric("predcache_backend_requests_total") == backend
     assert tree_digest(str(tmp_path / "warm")) == tree_digest(str(tmp_path / "cold"))
     # The OCR server logged exactly the two predict calls (one line per request).
     assert ocr.log().count("POST %s 200" % ROUTE) == 2, ocr.log()
+
+
+class SwappingBackend:
+    """A model server that names inputs (like scripts/model-server) but answers each
+    request with the prediction of the image sent before it: what a cache that mixed up
+    its entries would answer. The first request gets its own answer."""
+
+    def __init__(self):
+        state = {"previous": None}
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                image = base64.b64decode(json.loads(body)["instances"][0]["b64"])
+                digest = hashlib.sha256(image).hexdigest()
+                with lock:
+                    answered = state["previous"] or digest
+                    state["previous"] = digest
+                data = json.dumps({"predictions": [{"text": "x", "input_sha256": answered}],
+                                   "model_version": "1"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path):
+        return "http://127.0.0.1:%d%s" % (self.server.server_address[1], path)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+def test_batch_client_counts_wrong_answers(samples, tmp_path):
+    """Answers naming another image than the one sent are wrong answers: counted, listed
+    as failures, not written, and the exit status is 1."""
+    samples_dir, _ = samples
+    in_dir = tmp_path / "in"
+    names = ["sample-00.png", "sample-01.png", "sample-02.png"]
+    for rel in names:
+        os.makedirs(str(in_dir), exist_ok=True)
+        shutil.copyfile(os.path.join(samples_dir, rel), str(in_dir / rel))
+    backend = SwappingBackend()
+    try:
+        cp = run_batch("--url", backend.url(ROUTE), "--in-dir", in_dir, "--out-dir",
+                       tmp_path / "out", "--concurrency", 1, "--json")
+    finally:
+        backend.close()
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    s = json.loads(cp.stdout)["total"]
+    assert (s["requests"], s["ok"], s["errors"], s["wrong"], s["checked"]) == (3, 1, 2, 2, 3), s
+    assert [f["file"] for f in s["failures"]] == names[1:], s
+    assert all(f["status"] == 200 and f["error"].startswith("wrong answer: the prediction is "
+                                                            "for input ")
+               for f in s["failures"]), s
+    assert "| wrong answers: 2 (3 checked)" in cp.stderr, cp.stderr
+    assert sorted(os.listdir(str(tmp_path / "out"))) == [names[0] + ".json"]
 
 
 # --------------------------------------------------------------------------- model server
@@ -184,7 +267,9 @@ def test_predict_instances_in_order(ocr, samples):
     assert r.status_code == 200, r.text
     assert r.headers["Content-Type"] == "application/json"
     assert int(r.headers["Content-Length"]) == len(r.content)
-    assert r.json() == {"predictions": [{"text": labels[rel]} for rel in rels],
+    assert r.json() == {"predictions": [{"text": labels[rel],
+                                         "input_sha256": sha_of(samples_dir, rel)}
+                                        for rel in rels],
                         "model_version": "1"}
     assert ocr.stats()["inferences"] == 3
 
@@ -205,7 +290,8 @@ def test_predict_other_body_shapes(ocr, samples, shape):
         body, path = {"image_data": data}, "/predict"
     r = ocr.post(body, path=path)
     assert r.status_code == 200, r.text
-    assert r.json()["predictions"] == [{"text": labels[rel]}]
+    assert r.json()["predictions"] == [{"text": labels[rel],
+                                        "input_sha256": sha_of(samples_dir, rel)}]
 
 
 NOT_AN_IMAGE = base64.b64encode(b"just some text, not pixels").decode("ascii")

@@ -3,7 +3,9 @@ shared through SO_REUSEPORT, nothing shared but Redis. Checked from the outside:
 workers answer (the per-worker counter and the threads in /proc), /metrics and /stats are
 the sum over the workers, a hit or a purge is seen from every connection, coalescing
 across the workers goes through the Redis lock, the SIGTERM drain answers every request
-sent before it, and a taken port fails the start."""
+sent before it, and a taken port fails the start. Every predict answer of the runs with
+many requests is checked by the integrity oracle (tests/integration/oracle.py) against
+its own request, and each such test asserts 0 wrong answers."""
 
 import http.client
 import json
@@ -17,18 +19,35 @@ import time
 import requests
 
 from conftest import HTTP_TIMEOUT, concurrently, free_port, wait_for, write_conf
+from oracle import Oracle
 
 PREDICT = "/v1/models/m:predict"
 TWO = {"server": {"workers": "2"}}
 FRESH = 60  # connections: each lands on either worker, so both get some (1 - 2^-59)
 
 
-def fresh_post(p, x, headers=None):
-    """One request on a new connection (requests without a session does not keep it)."""
+def workers_oracle(name):
+    """The harness conf keys whole bodies (per_instance off): an answer must be the
+    model's answer to this very body."""
+    return Oracle(name, per_instance=False)
+
+
+def check(oracle, body, r, headers=None):
+    """Judges one requests.Response to POST PREDICT with body (bytes or str)."""
+    return oracle.check("POST", PREDICT, body, headers or {}, r.status_code, r.content,
+                        r.headers.get("X-Cache"))
+
+
+def fresh_post(p, x, headers=None, oracle=None):
+    """One request on a new connection (requests without a session does not keep it);
+    its answer checked when an oracle is given."""
     h = {"Content-Type": "application/json", "Connection": "close"}
     h.update(headers or {})
-    return requests.post(p.url(PREDICT), data=json.dumps({"instances": [x]}), headers=h,
-                         timeout=HTTP_TIMEOUT)
+    body = json.dumps({"instances": [x]})
+    r = requests.post(p.url(PREDICT), data=body, headers=h, timeout=HTTP_TIMEOUT)
+    if oracle is not None:
+        check(oracle, body, r, h)
+    return r
 
 
 def per_worker(p):
@@ -43,24 +62,28 @@ def requests_total(p):
 
 def test_two_workers_are_two_threads_and_both_answer(start_predcache, model):
     p = start_predcache(conf=TWO)
+    oracle = workers_oracle("two workers, fresh connections")
     assert p.metric("predcache_workers") == 2
     # the main thread and one thread per worker
     assert len(os.listdir("/proc/%d/task" % p.pid)) >= 3
     for i in range(FRESH):
-        r = fresh_post(p, "spread-%d" % i)
+        r = fresh_post(p, "spread-%d" % i, oracle=oracle)
         assert r.status_code == 200 and r.headers["X-Cache"] == "MISS", r.text
     counts = per_worker(p)
     assert set(counts) == {"0", "1"}, counts
     assert counts["0"] > 0 and counts["1"] > 0, counts
     assert counts["0"] + counts["1"] == FRESH
+    oracle.assert_clean()
 
 
 def test_metrics_and_stats_are_the_sum_over_workers(start_predcache, model, redis):
     p = start_predcache(conf=TWO)
-    first = fresh_post(p, "summed")
+    oracle = workers_oracle("a miss on one worker, hits on both")
+    first = fresh_post(p, "summed", oracle=oracle)
     assert first.headers["X-Cache"] == "MISS"
     redis.wait_key(first.headers["X-Cache-Key"])
-    caches = [fresh_post(p, "summed").headers["X-Cache"] for _ in range(FRESH - 1)]
+    caches = [fresh_post(p, "summed", oracle=oracle).headers["X-Cache"]
+              for _ in range(FRESH - 1)]
     assert caches == ["HIT"] * (FRESH - 1)  # a miss on one worker is a hit on every one
 
     m = p.metrics()
@@ -85,6 +108,7 @@ def test_metrics_and_stats_are_the_sum_over_workers(start_predcache, model, redi
     assert 0 < t["min"] <= t["median"] <= t["_99thPercentile"] <= t["max"]
     assert t["min"] <= t["mean"] <= t["max"]
     assert abs(stats["hit_ratio"] - (FRESH - 1) / FRESH) < 1e-6
+    oracle.assert_clean()
 
 
 def test_ready_covers_every_worker(start_predcache, model, redis):
@@ -99,19 +123,21 @@ def test_ready_covers_every_worker(start_predcache, model, redis):
 
 def test_purge_is_seen_by_every_worker(start_predcache, model, redis):
     p = start_predcache(conf=TWO)
-    key = fresh_post(p, "purge-all").headers["X-Cache-Key"]
+    oracle = workers_oracle("purge seen by every worker")
+    key = fresh_post(p, "purge-all", oracle=oracle).headers["X-Cache-Key"]
     redis.wait_key(key)
-    assert fresh_post(p, "purge-all").headers["X-Cache"] == "HIT"
+    assert fresh_post(p, "purge-all", oracle=oracle).headers["X-Cache"] == "HIT"
     d = requests.delete(p.admin("/cache/" + key), timeout=HTTP_TIMEOUT)
     assert d.status_code == 200 and d.json() == {"key": key, "deleted": 1}
     before = per_worker(p)
     # no-store: each of these looks the key up and none puts it back
-    caches = [fresh_post(p, "purge-all", {"Cache-Control": "no-store"}).headers["X-Cache"]
-              for _ in range(FRESH)]
+    caches = [fresh_post(p, "purge-all", {"Cache-Control": "no-store"},
+                         oracle=oracle).headers["X-Cache"] for _ in range(FRESH)]
     assert caches == ["MISS"] * FRESH
     after = per_worker(p)
     assert after["0"] > before["0"] and after["1"] > before["1"], (before, after)
     assert not redis.exists(key)
+    oracle.assert_clean()
 
 
 def burst(p, n, body):
@@ -128,6 +154,9 @@ def test_fifty_identical_misses_across_workers_make_one_call(start_predcache, mo
     before = per_worker(p)
     rs = burst(p, 50, {"instances": ["worker-herd"]})
     assert all(not isinstance(r, Exception) and r.status_code == 200 for r in rs), rs[:3]
+    oracle = workers_oracle("50 identical misses across workers")
+    for r in rs:
+        check(oracle, json.dumps({"instances": ["worker-herd"]}), r)
     assert model.count(PREDICT) == 1
     assert len({r.content for r in rs}) == 1
     caches = [r.headers["X-Cache"] for r in rs]
@@ -139,6 +168,7 @@ def test_fifty_identical_misses_across_workers_make_one_call(start_predcache, mo
     assert p.metric("predcache_lock_waits_total") >= 1
     assert p.metric("predcache_lock_timeouts_total") == 0
     wait_for(lambda: p.metric("predcache_in_flight") == 0, what="nothing in flight")
+    oracle.assert_clean()
 
 
 def test_fast_answers_never_leave_a_lock_waiter_waiting(start_predcache, model):
@@ -148,6 +178,7 @@ def test_fast_answers_never_leave_a_lock_waiter_waiting(start_predcache, model):
     lock_timeout_ms (here 20 s, so a lost announcement shows as a slow answer)."""
     p = start_predcache(conf={"server": {"workers": "2", "request_timeout_ms": "30000"},
                               "cache": {"lock_timeout_ms": "20000"}})
+    oracle = workers_oracle("fast answers, lock waiters on both workers")
 
     def walk(t):
         """Every client asks the same keys in the same order, so each key is asked by
@@ -156,9 +187,11 @@ def test_fast_answers_never_leave_a_lock_waiter_waiting(start_predcache, model):
         with requests.Session() as s:
             for k in range(120):
                 t0 = time.monotonic()
-                r = s.post(p.url(PREDICT), data=json.dumps({"instances": ["fast-%d" % k]}),
+                body = json.dumps({"instances": ["fast-%d" % k]})
+                r = s.post(p.url(PREDICT), data=body,
                            headers={"Content-Type": "application/json"}, timeout=30)
                 out.append((r.status_code, time.monotonic() - t0))
+                check(oracle, body, r)
         return out
 
     rs = concurrently(16, walk, join_s=120)
@@ -168,6 +201,7 @@ def test_fast_answers_never_leave_a_lock_waiter_waiting(start_predcache, model):
     assert [status for status, _ in answers] == [200] * len(answers)
     assert p.metric("predcache_lock_waits_total") >= 1
     assert p.metric("predcache_lock_timeouts_total") == 0, "%d answers waited > 10 s" % len(slow)
+    oracle.assert_clean()
 
 
 def test_sigterm_drains_every_worker_under_load(start_predcache, model):
@@ -176,6 +210,7 @@ def test_sigterm_drains_every_worker_under_load(start_predcache, model):
     answered 200, and predcache exits 0."""
     p = start_predcache(conf=TWO)
     model.control(delay_ms=300)
+    oracle = workers_oracle("SIGTERM drain on both workers")
     stop = threading.Event()
     records = []  # (t_sent, status or exception)
     lock = threading.Lock()
@@ -195,7 +230,9 @@ def test_sigterm_drains_every_worker_under_load(start_predcache, model):
                              headers={"Content-Type": "application/json"})
                 t_sent = time.monotonic()
                 resp = conn.getresponse()
-                resp.read()
+                data = resp.read()
+                oracle.check("POST", PREDICT, body, {}, resp.status, data,
+                             resp.getheader("X-Cache"))
                 with lock:
                     records.append((t_sent, resp.status))
                 if resp.will_close:
@@ -231,6 +268,7 @@ def test_sigterm_drains_every_worker_under_load(start_predcache, model):
     assert in_flight_at_signal, "no request was in flight at SIGTERM"
     err = p.stderr_text()
     assert "drain: worker 0 done" in err and "drain: worker 1 done" in err, err[-2000:]
+    oracle.assert_clean()
 
 
 def test_jobs_run_with_two_workers(start_predcache, model):
@@ -247,6 +285,9 @@ def test_jobs_run_with_two_workers(start_predcache, model):
     g = wait_for(done, timeout=15, what="the job's result")
     assert g.headers["X-Job-Status"] == "done"
     assert g.json()["predictions"]
+    oracle = workers_oracle("a job with two workers")  # the result: the job's own answer
+    check(oracle, json.dumps({"instances": ["job-two"]}), g)
+    oracle.assert_clean()
 
 
 def test_workers_flag_overrides_conf(start_predcache, model):
@@ -282,7 +323,9 @@ def test_port_of_another_predcache_is_not_shared(start_predcache, model, predcac
     r = subprocess.run([predcache_bin, "-c", conf], capture_output=True, text=True, timeout=20)
     assert r.returncode == 1, r.stderr
     assert "cannot listen on 127.0.0.1:%d: Address already in use" % p.listen_port in r.stderr
-    assert fresh_post(p, "still-mine").status_code == 200
+    oracle = workers_oracle("the port stays the first predcache's")
+    assert fresh_post(p, "still-mine", oracle=oracle).status_code == 200
+    oracle.assert_clean()
 
 
 def test_check_rejects_bad_worker_counts(predcache_bin, tmp_path):
