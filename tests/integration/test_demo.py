@@ -143,7 +143,11 @@ def test_demo_two_samples_ok_and_nothing_left_running(predcache_bin):
     for label in ("cold", "warm"):
         assert re.search(r"^%s pass: wrong answers: 0 \(2 of 2 answers checked " % label, out,
                          re.M), out
-    assert "(+0)" in out.split("model server requests", 1)[1].splitlines()[0], out
+    # the warm pass reached the model server only for its shadow checks, which all matched
+    assert "(+2: the shadow checks)" in out.split("model server requests", 1)[1].splitlines()[0], out
+    assert re.search(r"^shadow verification \(warm pass, verify_sample = 1\): 2 hits checked "
+                     r"against the model server: 2 match, 0 mismatch, 0 error, 0 skipped$", out,
+                     re.M), out
     assert not os.path.exists(workdir), "the work dir is removed after a success"
     assert time.monotonic() - t0 < DEMO_TIMEOUT_S
 
