@@ -39,6 +39,9 @@ $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o $(BUILD)/buf.o $(BUILD)/log.o
 $(BUILD)/test_l1: tests/model/model.h tests/model/l1_model.h
 $(BUILD)/test_keymemo: tests/model/model.h tests/model/keymemo_model.h
 $(BUILD)/test_flight: tests/model/model.h tests/model/flight_model.h
+$(BUILD)/test_lookups: tests/model/model.h tests/model/model_unit.h tests/model/lookups_model.h
+$(BUILD)/test_jobtab: tests/model/model.h tests/model/model_unit.h tests/model/jobtab_model.h
+$(BUILD)/test_cmdq: tests/model/model.h tests/model/model_unit.h tests/model/cmdq_model.h
 
 # The configuration checks its route table with the routes module.
 $(BUILD)/test_config: $(BUILD)/routes.o
@@ -86,7 +89,7 @@ asan: bootstrap
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS    ?=
-FUZZ_TARGETS := cachekey canon config envelope batch l1 keymemo flight
+FUZZ_TARGETS := cachekey canon config envelope batch l1 keymemo flight lookups jobtab cmdq
 FUZZ_BUILD   := build-fuzz
 FUZZ_PKGS    := json-c libcrypto
 FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -116,6 +119,9 @@ $(FUZZ_BUILD)/fuzz_l1: tests/model/model.h tests/model/l1_model.h
 $(FUZZ_BUILD)/fuzz_l1: FUZZ_LIBS += -pthread
 $(FUZZ_BUILD)/fuzz_keymemo: tests/model/model.h tests/model/keymemo_model.h
 $(FUZZ_BUILD)/fuzz_flight: tests/model/model.h tests/model/flight_model.h
+$(FUZZ_BUILD)/fuzz_lookups: tests/model/model.h tests/model/lookups_model.h
+$(FUZZ_BUILD)/fuzz_jobtab: tests/model/model.h tests/model/jobtab_model.h
+$(FUZZ_BUILD)/fuzz_cmdq: tests/model/model.h tests/model/cmdq_model.h
 
 $(FUZZ_BUILD)/obj/ref/%.o: tests/ref/%.c
 	@mkdir -p $(@D)

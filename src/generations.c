@@ -8,6 +8,7 @@
 #include "predcache/buf.h"
 #include "predcache/config.h"
 #include "predcache/log.h"
+#include "predcache/lookups.h"
 #include "predcache/store.h"
 #include "predcache/worker.h"
 
@@ -16,29 +17,16 @@ struct field {
     long long value;
 };
 
-struct waiter {
-    pc_gen_cb cb;
-    void *arg;
-};
-
-struct ns_entry {
+/* One namespace's counters: the table's block. */
+struct counters {
     struct pc_generations *g;
-    char ns[PC_CFG_STR];
     struct field *fields;
     size_t n_fields;
-    int64_t fetched_ms;
-    int have;     /* the counters were read at least once */
-    int invalid;  /* an invalidation was announced since: wait for the new counters */
-    int fetching; /* an HGETALL is in flight */
-    int refetch;  /* announced while fetching: that answer may be older, read again */
-    struct waiter *waiters;
-    size_t n_waiters, cap_waiters;
 };
 
 struct pc_generations {
     struct pc_worker *w;
-    struct ns_entry **entries;
-    size_t n;
+    struct pc_lookups *table;
 };
 
 int pc_generations_key(const struct pc_config *cfg, const char *ns, char *out, size_t len)
@@ -69,21 +57,7 @@ int pc_generations_field(const char *model, const char *version, char *out, size
            field_put(out, len, &n, "/") | field_put(out, len, &n, version);
 }
 
-struct pc_generations *pc_generations_new(struct pc_worker *w)
-{
-    struct pc_generations *g = calloc(1, sizeof *g);
-    if (g == NULL)
-        return NULL;
-    g->w = w;
-    g->entries = calloc(PC_GENERATIONS_MAX, sizeof *g->entries);
-    if (g->entries == NULL) {
-        free(g);
-        return NULL;
-    }
-    return g;
-}
-
-static void clear_fields(struct ns_entry *e)
+static void clear_fields(struct counters *e)
 {
     for (size_t i = 0; i < e->n_fields; i++)
         free(e->fields[i].name);
@@ -92,24 +66,7 @@ static void clear_fields(struct ns_entry *e)
     e->n_fields = 0;
 }
 
-static void entry_free(struct ns_entry *e)
-{
-    clear_fields(e);
-    free(e->waiters);
-    free(e);
-}
-
-void pc_generations_free(struct pc_generations *g)
-{
-    if (g == NULL)
-        return;
-    for (size_t i = 0; i < g->n; i++)
-        entry_free(g->entries[i]);
-    free(g->entries);
-    free(g);
-}
-
-static long long counter(const struct ns_entry *e, const char *field)
+static long long counter(const struct counters *e, const char *field)
 {
     for (size_t i = 0; i < e->n_fields; i++) {
         if (strcmp(e->fields[i].name, field) == 0)
@@ -119,7 +76,7 @@ static long long counter(const struct ns_entry *e, const char *field)
 }
 
 /* The HGETALL answer: [field, value, field, value, ...]. 0 ok, -1 unreadable. */
-static int read_fields(struct ns_entry *e, const struct pc_reply *r)
+static int read_fields(struct counters *e, const struct pc_reply *r)
 {
     size_t n = pc_reply_count(r);
     if (pc_reply_type(r) != PC_REPLY_ARRAY || n % 2 != 0)
@@ -151,78 +108,86 @@ static int read_fields(struct ns_entry *e, const struct pc_reply *r)
     return 0;
 }
 
-static int fetch(struct ns_entry *e);
-
 static void on_hgetall(const struct pc_reply *r, void *arg)
 {
-    struct ns_entry *e = arg;
+    struct counters *e = arg;
     struct pc_generations *g = e->g;
-    e->fetching = 0;
-    if (g->w->closing) {
-        r = NULL; /* the store is going away: answer the waiters, start nothing */
-        e->refetch = 0;
-    }
-    if (r != NULL && read_fields(e, r) == 0) {
-        e->have = 1;
-        e->fetched_ms = pc_wall_ms();
-        if (!e->refetch)
-            e->invalid = 0;
-    } else {
-        pc_log(PC_LOG_INFO, "generations: cannot read the counters of namespace %s", e->ns);
-    }
-    if (e->refetch) { /* announced meanwhile: this answer may predate it */
-        e->refetch = 0;
-        if (fetch(e) == 0)
-            return; /* the waiters wait for that one */
-    }
-    struct waiter *ws = e->waiters;
-    size_t n = e->n_waiters;
-    e->waiters = NULL;
-    e->n_waiters = e->cap_waiters = 0;
-    for (size_t i = 0; i < n; i++)
-        ws[i].cb(ws[i].arg);
-    free(ws);
+    /* The store is going away: answer the waiters (fetch starts nothing now). */
+    int ok = !g->w->closing && r != NULL && read_fields(e, r) == 0;
+    if (!ok)
+        pc_log(PC_LOG_INFO, "generations: cannot read the counters of namespace %s",
+               pc_lookups_id(e));
+    pc_lookups_done(g->table, e, ok);
 }
 
-static int fetch(struct ns_entry *e)
+static int counters_fetch(void *owner, const char *ns, void *data)
 {
+    struct pc_generations *g = owner;
     char key[PC_CFG_STR * 2 + 8];
-    if (pc_generations_key(e->g->w->cfg, e->ns, key, sizeof key) != 0)
+    if (g->w->closing || pc_generations_key(g->w->cfg, ns, key, sizeof key) != 0)
         return -1;
     const char *argv[] = {"HGETALL", key};
     size_t lens[] = {7, strlen(key)};
-    if (pc_store_command(e->g->w->store, 0, on_hgetall, e, 2, argv, lens) != 0)
-        return -1;
-    e->fetching = 1;
+    return pc_store_command(g->w->store, 0, on_hgetall, data, 2, argv, lens);
+}
+
+static int counters_init(void *owner, const char *ns, void *data, const void *seed)
+{
+    (void)ns;
+    (void)seed;
+    struct counters *e = data;
+    e->g = owner;
     return 0;
 }
 
-static struct ns_entry *find(struct pc_generations *g, const char *ns)
+static void counters_wake(void *owner, void *data, pc_lookups_fn fn, void *arg)
 {
-    for (size_t i = 0; i < g->n; i++) {
-        if (strcmp(g->entries[i]->ns, ns) == 0)
-            return g->entries[i];
-    }
-    return NULL;
+    (void)owner;
+    (void)data;
+    ((pc_gen_cb)fn)(arg);
 }
 
-/* Drops namespaces nobody asked about for a while (and nothing waits on). */
-static void evict_idle(struct pc_generations *g)
+static void counters_drop(void *owner, void *data)
 {
-    int64_t now = pc_wall_ms();
-    size_t k = 0;
-    for (size_t i = 0; i < g->n; i++) {
-        struct ns_entry *e = g->entries[i];
-        if (!e->fetching && now - e->fetched_ms > g->w->cfg->generation_refresh_ms)
-            entry_free(e);
-        else
-            g->entries[k++] = e;
+    (void)owner;
+    clear_fields(data);
+}
+
+struct pc_generations *pc_generations_new(struct pc_worker *w)
+{
+    struct pc_generations *g = calloc(1, sizeof *g);
+    if (g == NULL)
+        return NULL;
+    g->w = w;
+    struct pc_lookups_params p = {
+        .max = PC_GENERATIONS_MAX,
+        .data_size = sizeof(struct counters),
+        .period_ms = w->cfg->generation_refresh_ms,
+        .remember_failures = 0, /* a failed read keeps the counters known before it */
+        .owner = g,
+        .init = counters_init,
+        .fetch = counters_fetch,
+        .wake = counters_wake,
+        .drop = counters_drop,
+    };
+    g->table = pc_lookups_new(&p);
+    if (g->table == NULL) {
+        free(g);
+        return NULL;
     }
-    g->n = k;
+    return g;
+}
+
+void pc_generations_free(struct pc_generations *g)
+{
+    if (g == NULL)
+        return;
+    pc_lookups_free(g->table);
+    free(g);
 }
 
 /* The generation text of e's counters for model and version. 0 ok, -1 no room. */
-static int format_gen(const struct ns_entry *e, const char *model, const char *version, char *out,
+static int format_gen(const struct counters *e, const char *model, const char *version, char *out,
                       size_t outlen)
 {
     char field[PC_CFG_STR + 80];
@@ -254,46 +219,26 @@ enum pc_gen_state pc_generations_get(struct pc_generations *g, const char *ns, c
 {
     if (outlen > 0)
         out[0] = '\0';
-    struct ns_entry *e = find(g, ns);
-    if (e == NULL) {
-        if (strlen(ns) >= sizeof e->ns)
-            return PC_GEN_UNKNOWN;
-        if (g->n == PC_GENERATIONS_MAX)
-            evict_idle(g);
-        if (g->n == PC_GENERATIONS_MAX || (e = calloc(1, sizeof *e)) == NULL)
-            return PC_GEN_UNKNOWN;
-        e->g = g;
-        memcpy(e->ns, ns, strlen(ns) + 1);
-        g->entries[g->n++] = e;
-    }
-    if (e->have && !e->invalid) {
-        if (pc_wall_ms() - e->fetched_ms > g->w->cfg->generation_refresh_ms && !e->fetching)
-            fetch(e); /* behind: an announcement may have been missed */
-        return format_gen(e, model, version, out, outlen) == 0 ? PC_GEN_KNOWN : PC_GEN_UNKNOWN;
-    }
-    format_gen(e, model, version, out, outlen); /* the best known, for an UNKNOWN answer */
-    if (!e->fetching && fetch(e) != 0)
+    if (strlen(ns) >= PC_CFG_STR)
         return PC_GEN_UNKNOWN;
-    if (cb == NULL)
-        return PC_GEN_UNKNOWN; /* the caller does not wait (again) */
-    if (e->n_waiters == e->cap_waiters) {
-        size_t cap = e->cap_waiters ? e->cap_waiters * 2 : 4;
-        struct waiter *nw = realloc(e->waiters, cap * sizeof *nw);
-        if (nw == NULL)
-            return PC_GEN_UNKNOWN;
-        e->waiters = nw;
-        e->cap_waiters = cap;
+    void *data;
+    enum pc_lookup r = pc_lookups_get(g->table, ns, NULL, (pc_lookups_fn)cb, arg, &data);
+    if (data == NULL)
+        return PC_GEN_UNKNOWN; /* no room */
+    /* Served: the counters; otherwise the best known, for an UNKNOWN answer. */
+    int formatted = format_gen(data, model, version, out, outlen) == 0;
+    switch (r) {
+    case PC_LOOKUP_SERVE:
+        return formatted ? PC_GEN_KNOWN : PC_GEN_UNKNOWN;
+    case PC_LOOKUP_WAIT:
+        return PC_GEN_PENDING;
+    case PC_LOOKUP_NONE:
+        break;
     }
-    e->waiters[e->n_waiters++] = (struct waiter){cb, arg};
-    return PC_GEN_PENDING;
+    return PC_GEN_UNKNOWN;
 }
 
 void pc_generations_forget(struct pc_generations *g, const char *ns)
 {
-    struct ns_entry *e = find(g, ns);
-    if (e == NULL)
-        return;
-    e->invalid = 1;
-    if (e->fetching)
-        e->refetch = 1;
+    pc_lookups_forget(g->table, ns);
 }

@@ -40,6 +40,7 @@
 #include "predcache/config.h"
 #include "predcache/envelope.h"
 #include "predcache/http.h"
+#include "predcache/jobtab.h"
 #include "predcache/log.h"
 #include "predcache/metrics.h"
 #include "predcache/store.h"
@@ -119,14 +120,6 @@ static const char lua_release[] =
 
 enum consumer_state { CONS_WAIT_STREAM, CONS_READ };
 
-enum job_state {
-    JS_STARTING,  /* start script in flight */
-    JS_PARKED,    /* an identical job of ours is running: wait for its cached answer */
-    JS_RUNNING,   /* loopback request in flight */
-    JS_FINISHING, /* finish script in flight */
-    JS_RELEASING, /* release script in flight */
-};
-
 struct job;
 
 struct pc_jobs {
@@ -144,9 +137,8 @@ struct pc_jobs {
     uint64_t next_reclaim_us;
     struct event *consumer_timer;
     struct event *heartbeat;
-    struct job *held; /* list of held jobs */
-    size_t n_held;
-    size_t pending_cmds; /* our commands in flight on the worker's store */
+    struct pc_jobtab *held; /* held jobs by entry id, their steps, twins */
+    size_t pending_cmds;    /* our commands in flight on the worker's store */
     int draining;
     int closing; /* pc_jobs_free ran: callbacks only let go */
 };
@@ -160,8 +152,6 @@ struct cache_info {
 
 struct job {
     struct pc_jobs *j;
-    struct job *prev, *next;
-    enum job_state state;
     struct event *retry; /* re-sends the current Redis step after a failure */
     int tries;           /* failed sends of the current step */
     char entry[JOBS_ENTRY_ID_MAX];
@@ -307,6 +297,7 @@ static void jobs_maybe_free(struct pc_jobs *j)
 {
     if (!j->closing || j->pending_cmds > 0)
         return;
+    pc_jobtab_free(j->held); /* empty by now: every job was let go */
     free(j);
 }
 
@@ -718,18 +709,9 @@ int pc_jobs_handle(struct pc_jobs *j, struct pc_http_req *req)
 
 /* ---- held jobs --------------------------------------------------------------------- */
 
-static void job_free(struct job *jb)
+/* Frees what jb holds; jb is not (or no longer) in the table. */
+static void job_discard(struct job *jb)
 {
-    struct pc_jobs *j = jb->j;
-    if (jb->prev)
-        jb->prev->next = jb->next;
-    else
-        j->held = jb->next;
-    if (jb->next)
-        jb->next->prev = jb->prev;
-    j->n_held--;
-    if (!j->closing)
-        PC_METRIC_SET(j->w->metrics.jobs_running, (int64_t)j->n_held);
     if (jb->retry)
         event_free(jb->retry);
     for (size_t i = 0; i < jb->n_headers; i++) {
@@ -742,8 +724,22 @@ static void job_free(struct job *jb)
     free(jb->body);
     pc_buf_release(&jb->fin_env);
     free(jb);
+}
+
+static void job_free(struct job *jb)
+{
+    struct pc_jobs *j = jb->j;
+    pc_jobtab_remove(j->held, jb->entry);
+    if (!j->closing)
+        PC_METRIC_SET(j->w->metrics.jobs_running, (int64_t)pc_jobtab_count(j->held));
+    job_discard(jb);
     if (!j->closing && !j->draining)
         consumer_step(j); /* a slot is free */
+}
+
+static void job_step(struct job *jb, enum pc_job_step step)
+{
+    pc_jobtab_set_step(jb->j->held, jb->entry, step);
 }
 
 /* Lets go of a job without touching Redis: its entry stays pending in our name, goes
@@ -773,15 +769,9 @@ static void job_retry(struct job *jb, const char *why)
  * (the proxy queued its SET before answering, on the connection our lookups use). */
 static void wake_parked(struct pc_jobs *j, const char *key)
 {
-    if (key[0] == '\0')
-        return;
-    struct job *p = j->held;
-    while (p != NULL) {
-        struct job *next = p->next;
-        if (p->state == JS_PARKED && strcmp(p->key, key) == 0)
-            job_run(p); /* may free p, never another job */
-        p = next;
-    }
+    struct job *p;
+    while (key[0] != '\0' && (p = pc_jobtab_unpark(j->held, key)) != NULL)
+        job_run(p); /* RUNNING now; may free p, never another job */
 }
 
 /*
@@ -844,7 +834,7 @@ static void job_finish(struct job *jb, const char *state, int status, const char
                        const char *body, size_t len, const struct cache_info *ci)
 {
     struct pc_jobs *j = jb->j;
-    jb->state = JS_FINISHING;
+    job_step(jb, PC_JOB_FINISHING);
     jb->tries = 0;
     if (ci != NULL)
         jb->fin_ci = *ci;
@@ -896,7 +886,7 @@ static void on_release(const struct pc_reply *r, void *arg)
 static void job_release(struct job *jb, int started)
 {
     struct pc_jobs *j = jb->j;
-    jb->state = JS_RELEASING;
+    job_step(jb, PC_JOB_RELEASING);
     PC_METRIC_INC(j->w->metrics.jobs_released);
     pc_log(PC_LOG_INFO, "jobs: job %s handed back to the queue (shutting down)",
            jb->id[0] ? jb->id : jb->entry);
@@ -952,6 +942,7 @@ static void on_job_answer(const struct pc_upstream_resp *r, void *arg)
     wake_parked(j, twin_key);
 }
 
+/* Sends a job the table marked RUNNING. */
 static void job_run(struct job *jb)
 {
     struct pc_jobs *j = jb->j;
@@ -959,24 +950,11 @@ static void job_run(struct job *jb)
         job_release(jb, 1);
         return;
     }
-    jb->state = JS_RUNNING;
     pc_log(PC_LOG_DEBUG, "jobs: job %s running %s %s (attempt %d)", jb->id, jb->method, jb->target,
            jb->attempt);
     if (pc_upstream_send(j->up, jb->method, jb->target, jb->headers, jb->n_headers + 1, jb->body,
                          jb->body_len, 0, on_job_answer, jb) == NULL)
         job_fail(jb, 502, "cannot start the job's request to predcache");
-}
-
-/* Is another job of ours with the same cache key running now? */
-static int twin_running(const struct job *jb)
-{
-    if (jb->key[0] == '\0')
-        return 0;
-    for (const struct job *p = jb->j->held; p != NULL; p = p->next) {
-        if (p != jb && p->state == JS_RUNNING && strcmp(p->key, jb->key) == 0)
-            return 1;
-    }
-    return 0;
 }
 
 static void start_send(struct job *jb);
@@ -1005,12 +983,10 @@ static void on_start(const struct pc_reply *r, void *arg)
         job_release(jb, 1);
     } else {
         jb->attempt = (int)pc_reply_integer(count);
-        if (twin_running(jb)) {
-            jb->state = JS_PARKED;
-            pc_log(PC_LOG_DEBUG, "jobs: job %s waits for an identical job", jb->id);
-        } else {
+        if (pc_jobtab_run(jb->j->held, jb->entry) == 1)
             job_run(jb);
-        }
+        else
+            pc_log(PC_LOG_DEBUG, "jobs: job %s waits for an identical job", jb->id);
     }
 }
 
@@ -1033,7 +1009,7 @@ static void start_send(struct job *jb)
 
 static void job_start(struct job *jb)
 {
-    jb->state = JS_STARTING;
+    job_step(jb, PC_JOB_STARTING);
     jb->tries = 0;
     start_send(jb);
 }
@@ -1044,9 +1020,10 @@ static void job_retry_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct job *jb = arg;
-    if (jb->state == JS_STARTING)
+    enum pc_job_step step = pc_jobtab_step(jb->j->held, jb->entry);
+    if (step == PC_JOB_STARTING)
         start_send(jb);
-    else if (jb->state == JS_FINISHING)
+    else if (step == PC_JOB_FINISHING)
         finish_send(jb);
 }
 
@@ -1099,13 +1076,27 @@ static char *dup_reply(const struct pc_reply *r, size_t *len)
     return out;
 }
 
-static struct job *held_entry(const struct pc_jobs *j, const char *entry)
+/* The cache key of a well-formed job, to run identical jobs one after the other; "" when
+ * its route is not cached or its body cannot be keyed. */
+static void job_key(struct pc_jobs *j, struct job *jb)
 {
-    for (struct job *p = j->held; p != NULL; p = p->next) {
-        if (strcmp(p->entry, entry) == 0)
-            return p;
+    const char *ct = NULL;
+    for (size_t i = 0; i < jb->n_headers; i++) {
+        if (pc_strcaseeq(jb->headers[i].name, "Content-Type"))
+            ct = jb->headers[i].value;
     }
-    return NULL;
+    char route[PC_CFG_STR * 4];
+    pc_strlcpy(route, jb->target, sizeof route);
+    char *q = strchr(route, '?');
+    if (q != NULL)
+        *q = '\0';
+    enum pc_key_kind kind;
+    char why[128];
+    if (!pc_proxy_route_cacheable(j->cfg, jb->method, route) ||
+        pc_cachekey_derive(&j->w->keyp, jb->target, jb->body ? jb->body : "", jb->body_len,
+                           ct != NULL && strcasestr(ct, "json") != NULL, jb->key, &kind, why,
+                           sizeof why) != 0)
+        jb->key[0] = '\0';
 }
 
 /* One stream entry [id, [field, value, ...]] handed to this consumer. */
@@ -1117,7 +1108,7 @@ static void deliver(struct pc_jobs *j, const struct pc_reply *e, int reclaimed)
         return;
     if (fields == NULL || pc_reply_type(fields) != PC_REPLY_ARRAY)
         return; /* deleted meanwhile: Redis drops it from the pending list itself */
-    if (held_entry(j, entry) != NULL)
+    if (pc_jobtab_find(j->held, entry) != NULL)
         return; /* already ours (its heartbeat came late) */
     struct job *jb = calloc(1, sizeof *jb);
     if (jb != NULL && (jb->retry = evtimer_new(j->w->base, job_retry_cb, jb)) == NULL) {
@@ -1130,14 +1121,6 @@ static void deliver(struct pc_jobs *j, const struct pc_reply *e, int reclaimed)
     jb->start_us = pc_now_us();
     pc_buf_init(&jb->fin_env);
     pc_strlcpy(jb->entry, entry, sizeof jb->entry);
-    jb->next = j->held;
-    if (j->held)
-        j->held->prev = jb;
-    j->held = jb;
-    j->n_held++;
-    PC_METRIC_SET(j->w->metrics.jobs_running, (int64_t)j->n_held);
-    if (reclaimed)
-        PC_METRIC_INC(j->w->metrics.jobs_reclaimed);
 
     int ok = 1;
     size_t n = pc_reply_count(fields);
@@ -1159,40 +1142,34 @@ static void deliver(struct pc_jobs *j, const struct pc_reply *e, int reclaimed)
                 ok = 0;
         }
     }
-    if (jb->id[0] == '\0') { /* not a job of ours: nobody can poll it; just drop it */
+    int has_id = jb->id[0] != '\0';
+    int well_formed = has_id && ok && jb->method != NULL && jb->target != NULL &&
+                      jb->target[0] == '/' && jb->headers != NULL;
+    if (well_formed) {
+        if (jb->body == NULL)
+            jb->body = strdup("");
+        jb->headers[jb->n_headers].name = (char *)PC_JOBS_MARKER;
+        jb->headers[jb->n_headers].value = jb->id;
+        job_key(j, jb);
+    }
+    if (pc_jobtab_add(j->held, jb->entry, jb->key, jb) != 0) {
+        pc_log(PC_LOG_WARN, "jobs: cannot hold stream entry %s (%zu held); left pending", entry,
+               pc_jobtab_count(j->held));
+        job_discard(jb); /* stays pending: reclaimed later */
+        return;
+    }
+    PC_METRIC_SET(j->w->metrics.jobs_running, (int64_t)pc_jobtab_count(j->held));
+    if (reclaimed)
+        PC_METRIC_INC(j->w->metrics.jobs_reclaimed);
+
+    if (!has_id) { /* not a job of ours: nobody can poll it; just drop it */
         pc_log(PC_LOG_WARN, "jobs: stream entry %s has no job id; dropped", entry);
         job_finish(jb, NULL, 0, NULL, NULL, 0, NULL);
-        return;
-    }
-    if (!ok || jb->method == NULL || jb->target == NULL || jb->target[0] != '/' ||
-        jb->headers == NULL) {
+    } else if (!well_formed) {
         job_fail(jb, 500, "malformed job entry");
-        return;
+    } else {
+        job_start(jb);
     }
-    if (jb->body == NULL)
-        jb->body = strdup("");
-    jb->headers[jb->n_headers].name = (char *)PC_JOBS_MARKER;
-    jb->headers[jb->n_headers].value = jb->id;
-
-    /* The cache key, to run identical jobs one after the other. */
-    const char *ct = NULL;
-    for (size_t i = 0; i < jb->n_headers; i++) {
-        if (pc_strcaseeq(jb->headers[i].name, "Content-Type"))
-            ct = jb->headers[i].value;
-    }
-    char route[PC_CFG_STR * 4];
-    pc_strlcpy(route, jb->target, sizeof route);
-    char *q = strchr(route, '?');
-    if (q != NULL)
-        *q = '\0';
-    enum pc_key_kind kind;
-    char why[128];
-    if (!pc_proxy_route_cacheable(j->cfg, jb->method, route) ||
-        pc_cachekey_derive(&j->w->keyp, jb->target, jb->body ? jb->body : "", jb->body_len,
-                           ct != NULL && strcasestr(ct, "json") != NULL, jb->key, &kind, why,
-                           sizeof why) != 0)
-        jb->key[0] = '\0';
-    job_start(jb);
 }
 
 /* ---- the consumer ------------------------------------------------------------------ */
@@ -1304,10 +1281,11 @@ static void consumer_step(struct pc_jobs *j)
             j->bst_busy = 1;
         return;
     }
-    if (j->n_held >= (size_t)cfg->jobs_concurrency)
+    size_t held = pc_jobtab_count(j->held);
+    if (held >= (size_t)cfg->jobs_concurrency)
         return; /* a finished job calls again */
     char count[24];
-    snprintf(count, sizeof count, "%zu", (size_t)cfg->jobs_concurrency - j->n_held);
+    snprintf(count, sizeof count, "%zu", (size_t)cfg->jobs_concurrency - held);
     uint64_t now = pc_now_us();
     int rc;
     if (now >= j->next_reclaim_us) {
@@ -1351,9 +1329,10 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct pc_jobs *j = arg;
-    if (j->n_held == 0 || j->closing)
+    size_t held = pc_jobtab_count(j->held);
+    if (held == 0 || j->closing)
         return;
-    size_t cap = j->n_held + 6, argc = 0;
+    size_t cap = held + 6, argc = 0;
     const char **argv = calloc(cap, sizeof *argv);
     size_t *lens = calloc(cap, sizeof *lens);
     if (argv == NULL || lens == NULL)
@@ -1364,9 +1343,12 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
     argv[argc++] = j->consumer;
     argv[argc++] = "0";
     size_t ids = 0;
-    for (struct job *p = j->held; p != NULL && argc < cap - 1; p = p->next) {
-        if (p->state != JS_RELEASING) {
-            argv[argc++] = p->entry;
+    for (size_t i = 0; i < held && argc < cap - 1; i++) {
+        const char *entry;
+        enum pc_job_step step;
+        pc_jobtab_at(j->held, i, &entry, &step);
+        if (step != PC_JOB_RELEASING) {
+            argv[argc++] = entry;
             ids++;
         }
     }
@@ -1409,6 +1391,13 @@ struct pc_jobs *pc_jobs_new(struct pc_worker *w, char *err, size_t errlen)
     }
     j->w = w;
     j->cfg = cfg;
+    /* At most concurrency jobs: the consumer reads no more than the slots left. */
+    j->held = pc_jobtab_new((size_t)cfg->jobs_concurrency);
+    if (j->held == NULL) {
+        snprintf(err, errlen, "jobs: out of memory");
+        free(j);
+        return NULL;
+    }
     if (cfg->jobs_stream[0] != '\0')
         pc_strlcpy(j->stream, cfg->jobs_stream, sizeof j->stream);
     else
@@ -1419,6 +1408,7 @@ struct pc_jobs *pc_jobs_new(struct pc_worker *w, char *err, size_t errlen)
     host[sizeof host - 1] = '\0';
     if (random_hex(rnd, 4) != 0) {
         snprintf(err, errlen, "jobs: no random numbers for the consumer name");
+        pc_jobtab_free(j->held);
         free(j);
         return NULL;
     }
@@ -1466,12 +1456,12 @@ void pc_jobs_drain(struct pc_jobs *j)
     struct pc_store *bst = j->bst;
     j->bst = NULL;
     pc_store_free(bst);
-    pc_log(PC_LOG_INFO, "jobs: consumer stopped; %zu jobs held", j->n_held);
+    pc_log(PC_LOG_INFO, "jobs: consumer stopped; %zu jobs held", pc_jobtab_count(j->held));
 }
 
 size_t pc_jobs_held(const struct pc_jobs *j)
 {
-    return j != NULL ? j->n_held : 0;
+    return j != NULL && j->held != NULL ? pc_jobtab_count(j->held) : 0;
 }
 
 void pc_jobs_abort(struct pc_jobs *j)
@@ -1480,13 +1470,9 @@ void pc_jobs_abort(struct pc_jobs *j)
         return;
     pc_jobs_drain(j);
     pc_upstream_abort_all(j->up); /* running jobs: their callbacks hand them back */
-    struct job *p = j->held;
-    while (p != NULL) {
-        struct job *next = p->next;
-        if (p->state == JS_PARKED)
-            job_release(p, 1); /* may free p, never another job */
-        p = next;
-    }
+    struct job *p;
+    while ((p = pc_jobtab_first(j->held, PC_JOB_PARKED, NULL)) != NULL)
+        job_release(p, 1); /* RELEASING now; may free p, never another job */
 }
 
 void pc_jobs_free(struct pc_jobs *j)
@@ -1497,12 +1483,13 @@ void pc_jobs_free(struct pc_jobs *j)
     j->closing = 1;
     pc_upstream_free(j->up); /* running jobs are let go in their callbacks */
     j->up = NULL;
-    struct job *p = j->held;
-    while (p != NULL) { /* parked or retrying jobs wait on no command; let them go now */
-        struct job *next = p->next;
-        if (p->state == JS_PARKED || evtimer_pending(p->retry, NULL))
+    /* Parked or retrying jobs wait on no command; let them go now. From the newest: freeing
+     * one leaves the places of those before it. */
+    for (size_t i = pc_jobtab_count(j->held); i-- > 0;) {
+        enum pc_job_step step;
+        struct job *p = pc_jobtab_at(j->held, i, NULL, &step);
+        if (step == PC_JOB_PARKED || evtimer_pending(p->retry, NULL))
             job_free(p);
-        p = next;
     }
     PC_METRIC_SET(j->w->metrics.jobs_running, 0);
     if (j->consumer_timer)

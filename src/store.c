@@ -12,6 +12,11 @@
  * hiredis callback), so a stalled Redis cannot pile up commands; hiredis then calls the
  * remaining callbacks with a NULL reply, which we have already answered or answer now.
  * To drop a context we own, ac->data is cleared first so its callbacks know it is gone.
+ *
+ * hiredis keeps the queue of callbacks; cmdq.c keeps ours beside it, in the same order:
+ * the budgets, the pending count, and who was answered (a timed-out command keeps its
+ * place until its reply). Each reply hiredis hands over must be for our oldest command;
+ * one that is not is a desync: answered as a failure, counted, and the connection dropped.
  */
 #include "predcache/store.h"
 
@@ -24,6 +29,7 @@
 #include <hiredis/hiredis.h>
 
 #include "predcache/buf.h"
+#include "predcache/cmdq.h"
 #include "predcache/config.h"
 #include "predcache/log.h"
 #include "predcache/metrics.h"
@@ -44,17 +50,17 @@ struct pc_store {
     struct event *retry_timer;
     struct event *reset_ev; /* drops the connection outside hiredis callbacks */
     int backoff_ms;
-    size_t pending;
+    struct pc_cmdq *q; /* commands sent and not replied to, in order; SET budgets */
+    size_t desyncs;    /* replies that were not for the oldest command */
     char *sub_channel; /* subscribed on every (re)connect when set: a subscriber store */
     pc_store_message_cb sub_cb;
     void *sub_arg;
-    size_t pending_sets; /* SETs sent and not answered, and their bytes: bounded */
-    size_t pending_set_bytes;
 };
 
 /* One command in flight. Owned by hiredis (freed in cmd_reply_cb, which always runs). */
 struct cmd {
     struct pc_store *st;
+    uint64_t id; /* in st->q */
     enum cmd_kind kind;
     pc_store_get_cb get_cb;
     pc_store_ping_cb ping_cb;
@@ -63,12 +69,11 @@ struct cmd {
     void *arg;
     int timeout_ms;
     struct event *timer;
-    int answered;     /* the caller's callback has run (reply or timeout) */
-    size_t set_bytes; /* a SET's value size, counted in the store's pending bytes */
     uint64_t start_us;
 };
 
 static void store_connect(struct pc_store *st);
+static void fail_leftovers(struct pc_store *st);
 
 static void set_state(struct pc_store *st, enum store_state s)
 {
@@ -102,14 +107,18 @@ static void store_drop(struct pc_store *st)
         ac->data = NULL;
         redisAsyncFree(ac); /* calls every pending callback with a NULL reply */
     }
+    fail_leftovers(st);
 }
 
-/* Answers the caller of cmd once, with the outcome of reply (NULL: failed). */
+static void pending_changed(struct pc_store *st)
+{
+    PC_METRIC_SET(st->m->store_pending, (int64_t)pc_cmdq_count(st->q));
+}
+
+/* Answers the caller of cmd with the outcome of reply (NULL: failed). Once: the caller
+ * claims the right first (pc_cmdq_claim). */
 static void cmd_answer(struct cmd *c, redisReply *r)
 {
-    if (c->answered)
-        return;
-    c->answered = 1;
     struct pc_store *st = c->st;
     /* Redis answers: a paused Redis that still accepts TCP does not. An error reply (a
      * refused AUTH, say) leads to a reconnect: it must not reset the backoff. */
@@ -189,15 +198,44 @@ static void cmd_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
     (void)ac;
     struct cmd *c = priv;
-    cmd_answer(c, reply);
-    c->st->pending--;
-    PC_METRIC_SET(c->st->m->store_pending, (int64_t)c->st->pending);
-    if (c->kind == CMD_SET) {
-        c->st->pending_sets--;
-        c->st->pending_set_bytes -= c->set_bytes;
+    struct pc_store *st = c->st;
+    redisReply *r = reply;
+    uint64_t head = pc_cmdq_head(st->q);
+    if (head != c->id) { /* not ours to trust: fail it, and start over on a new connection */
+        st->desyncs++;
+        PC_METRIC_INC(st->m->redis_desyncs);
+        pc_log(PC_LOG_ERROR,
+               "store: a Redis reply came for command %llu while %llu was the oldest (desync "
+               "%zu); dropping the connection",
+               (unsigned long long)c->id, (unsigned long long)head, st->desyncs);
+        r = NULL;
+        event_active(st->reset_ev, EV_TIMEOUT, 0);
     }
+    if (pc_cmdq_claim(st->q, c->id))
+        cmd_answer(c, r); /* else: answered at its timeout; this late reply is dropped */
+    pc_cmdq_remove(st->q, c->id);
+    pending_changed(st);
     event_free(c->timer);
     free(c);
+}
+
+/* Commands hiredis has not called back once it let go of the context (it calls every one
+ * first, so none should be): a desync. Each is failed and freed here. */
+static void fail_leftovers(struct pc_store *st)
+{
+    struct cmd *c;
+    int answered;
+    while ((c = pc_cmdq_shift(st->q, &answered)) != NULL) {
+        st->desyncs++;
+        PC_METRIC_INC(st->m->redis_desyncs);
+        pc_log(PC_LOG_ERROR, "store: Redis command %llu was never called back (desync %zu)",
+               (unsigned long long)c->id, st->desyncs);
+        if (!answered)
+            cmd_answer(c, NULL);
+        event_free(c->timer);
+        free(c);
+    }
+    pending_changed(st);
 }
 
 static void cmd_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -207,19 +245,24 @@ static void cmd_timeout_cb(evutil_socket_t fd, short what, void *arg)
     struct cmd *c = arg;
     struct pc_store *st = c->st;
     pc_log(PC_LOG_WARN, "store: Redis command timed out after %d ms; reconnecting", c->timeout_ms);
-    cmd_answer(c, NULL);
+    if (pc_cmdq_claim(st->q, c->id))
+        cmd_answer(c, NULL); /* now; it keeps its place in the queue until its reply */
     event_active(st->reset_ev, EV_TIMEOUT, 0);
 }
 
-/* Sends one command; c is owned by hiredis from here on. 0 ok, -1 failed (c freed). */
-static int cmd_send(struct pc_store *st, struct cmd *c, int argc, const char **argv,
-                    const size_t *argvlen)
+/* Sends one command; c is owned by hiredis from here on. bounded: a SET of bytes, counted
+ * against the budgets (the caller checked pc_cmdq_full). 0 ok, -1 failed (c freed). */
+static int cmd_send(struct pc_store *st, struct cmd *c, int bounded, size_t bytes, int argc,
+                    const char **argv, const size_t *argvlen)
 {
     c->st = st;
     c->start_us = pc_now_us();
     c->timer = st->ac != NULL ? evtimer_new(st->base, cmd_timeout_cb, c) : NULL;
-    if (c->timer == NULL ||
+    int queued = c->timer != NULL && pc_cmdq_push(st->q, c, bounded, bytes, &c->id) == PC_CMDQ_OK;
+    if (!queued ||
         redisAsyncCommandArgv(st->ac, cmd_reply_cb, c, argc, argv, argvlen) != REDIS_OK) {
+        if (queued)
+            pc_cmdq_remove(st->q, c->id);
         if (c->timer)
             event_free(c->timer);
         free(c);
@@ -232,8 +275,7 @@ static int cmd_send(struct pc_store *st, struct cmd *c, int argc, const char **a
     event_base_update_cache_time(st->base);
     struct timeval tv = {c->timeout_ms / 1000, (c->timeout_ms % 1000) * 1000};
     evtimer_add(c->timer, &tv);
-    st->pending++;
-    PC_METRIC_SET(st->m->store_pending, (int64_t)st->pending);
+    pending_changed(st);
     return 0;
 }
 
@@ -266,6 +308,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
            ac->err ? ac->errstr : "closed by server");
     st->ac = NULL; /* hiredis frees it after this callback */
     schedule_retry(st);
+    fail_leftovers(st); /* hiredis has called back every command before this */
 }
 
 static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -298,7 +341,9 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
     store_connect(arg);
 }
 
-/* Queues AUTH and SELECT behind the connect: hiredis sends them first once connected. */
+/* Queues AUTH and SELECT behind the connect: hiredis sends them first once connected. A
+ * subscriber's SUBSCRIBE goes last: on a subscribed connection Redis refuses SELECT, and
+ * hiredis drops the connection on that error. */
 static void send_setup(struct pc_store *st)
 {
     const struct pc_config *cfg = st->cfg;
@@ -308,7 +353,18 @@ static void send_setup(struct pc_store *st)
         size_t lens[] = {4, strlen(cfg->redis_password)};
         if (c != NULL) {
             c->kind = CMD_SETUP;
-            cmd_send(st, c, 2, argv, lens);
+            cmd_send(st, c, 0, 0, 2, argv, lens);
+        }
+    }
+    if (cfg->redis_db != 0) {
+        char db[16];
+        snprintf(db, sizeof db, "%d", cfg->redis_db);
+        struct cmd *c = calloc(1, sizeof *c);
+        const char *argv[] = {"SELECT", db};
+        size_t lens[] = {6, strlen(db)};
+        if (c != NULL) {
+            c->kind = CMD_SETUP;
+            cmd_send(st, c, 0, 0, 2, argv, lens);
         }
     }
     if (st->sub_channel != NULL) {
@@ -320,17 +376,6 @@ static void send_setup(struct pc_store *st)
             size_t lens[] = {9, strlen(st->sub_channel)};
             if (redisAsyncCommandArgv(st->ac, sub_reply_cb, c, 2, argv, lens) != REDIS_OK)
                 free(c);
-        }
-    }
-    if (cfg->redis_db != 0) {
-        char db[16];
-        snprintf(db, sizeof db, "%d", cfg->redis_db);
-        struct cmd *c = calloc(1, sizeof *c);
-        const char *argv[] = {"SELECT", db};
-        size_t lens[] = {6, strlen(db)};
-        if (c != NULL) {
-            c->kind = CMD_SETUP;
-            cmd_send(st, c, 2, argv, lens);
         }
     }
 }
@@ -388,10 +433,13 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
     st->cfg = cfg;
     st->m = metrics;
     st->backoff_ms = PC_STORE_BACKOFF_MIN_MS;
+    st->q = pc_cmdq_new((size_t)cfg->redis_max_pending, cfg->redis_max_pending_bytes);
     st->connect_timer = evtimer_new(base, connect_timeout_cb, st);
     st->retry_timer = evtimer_new(base, retry_cb, st);
     st->reset_ev = event_new(base, -1, 0, reset_cb, st);
-    if (st->connect_timer == NULL || st->retry_timer == NULL || st->reset_ev == NULL) {
+    if (st->q == NULL || st->connect_timer == NULL || st->retry_timer == NULL ||
+        st->reset_ev == NULL) {
+        pc_cmdq_free(st->q);
         if (st->connect_timer)
             event_free(st->connect_timer);
         if (st->retry_timer)
@@ -427,6 +475,7 @@ void pc_store_free(struct pc_store *st)
     if (st == NULL)
         return;
     store_drop(st);
+    pc_cmdq_free(st->q);
     free(st->sub_channel);
     if (st->connect_timer)
         event_free(st->connect_timer);
@@ -456,7 +505,7 @@ int pc_store_get(struct pc_store *st, const char *key, pc_store_get_cb cb, void 
     c->arg = arg;
     const char *argv[] = {"GET", key};
     size_t lens[] = {3, strlen(key)};
-    if (cmd_send(st, c, 2, argv, lens) != 0) {
+    if (cmd_send(st, c, 0, 0, 2, argv, lens) != 0) {
         PC_METRIC_INC(st->m->redis_get_failed);
         return -1;
     }
@@ -472,12 +521,8 @@ int pc_store_set_cb(struct pc_store *st, const char *key, const char *value, siz
                     pc_store_set_done_cb cb, void *arg)
 {
     struct cmd *c = NULL;
-    const struct pc_config *cfg = st->cfg;
-    if ((cfg->redis_max_pending > 0 && st->pending_sets >= (size_t)cfg->redis_max_pending) ||
-        (cfg->redis_max_pending_bytes > 0 &&
-         st->pending_set_bytes + len > cfg->redis_max_pending_bytes)) {
-        PC_METRIC_INC(
-            st->m->store_dropped); /* Redis is behind: shed stores rather than grow without bound */
+    if (pc_cmdq_full(st->q, len)) { /* Redis is behind: shed stores, do not grow without bound */
+        PC_METRIC_INC(st->m->store_dropped);
         return -1;
     }
     if (st->state != ST_CONNECTED || (c = calloc(1, sizeof *c)) == NULL) {
@@ -487,17 +532,14 @@ int pc_store_set_cb(struct pc_store *st, const char *key, const char *value, siz
     c->kind = CMD_SET;
     c->set_cb = cb;
     c->arg = arg;
-    c->set_bytes = len;
     char ttl[16];
     snprintf(ttl, sizeof ttl, "%d", ttl_s);
     const char *argv[] = {"SET", key, value, "EX", ttl};
     size_t lens[] = {3, strlen(key), len, 2, strlen(ttl)};
-    if (cmd_send(st, c, 5, argv, lens) != 0) {
+    if (cmd_send(st, c, 1, len, 5, argv, lens) != 0) {
         PC_METRIC_INC(st->m->store_failed);
         return -1;
     }
-    st->pending_sets++;
-    st->pending_set_bytes += len;
     return 0;
 }
 
@@ -513,12 +555,12 @@ int pc_store_ping(struct pc_store *st, pc_store_ping_cb cb, void *arg)
     c->arg = arg;
     const char *argv[] = {"PING"};
     size_t lens[] = {4};
-    return cmd_send(st, c, 1, argv, lens);
+    return cmd_send(st, c, 0, 0, 1, argv, lens);
 }
 
 size_t pc_store_pending(const struct pc_store *st)
 {
-    return st->pending;
+    return pc_cmdq_count(st->q);
 }
 
 int pc_store_command(struct pc_store *st, int timeout_ms, pc_store_cmd_cb cb, void *arg, int argc,
@@ -533,7 +575,7 @@ int pc_store_command(struct pc_store *st, int timeout_ms, pc_store_cmd_cb cb, vo
     c->cmd_cb = cb;
     c->arg = arg;
     c->timeout_ms = timeout_ms;
-    return cmd_send(st, c, argc, argv, lens);
+    return cmd_send(st, c, 0, 0, argc, argv, lens);
 }
 
 /* struct pc_reply is hiredis's redisReply seen through these accessors only. */

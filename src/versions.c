@@ -1,4 +1,6 @@
-/* versions: model versions from the model server's status endpoint (see the header). */
+/* versions: model versions from the model server's status endpoint (see the header). The
+ * table, its refreshes and its waiters are lookups.c; here are the status call and its
+ * reading. */
 #include "predcache/versions.h"
 
 #include <stdio.h>
@@ -7,97 +9,51 @@
 
 #include "predcache/buf.h"
 #include "predcache/log.h"
+#include "predcache/lookups.h"
 #include "predcache/upstream.h"
 #include "predcache/worker.h"
 
 #define STATUS_TIMEOUT_MS 5000
 
-struct waiter {
-    pc_version_cb cb;
-    void *arg;
+/* What pc_lookups_get hands a new entry. */
+struct seed {
+    size_t backend;
+    const struct pc_model_ref *m;
 };
 
-struct entry {
+/* One model's entry: the table's block. */
+struct model {
     struct pc_versions *v;
-    char id[sizeof(((struct pc_model_ref *)0)->name) + 96]; /* backend, api, name, label */
     size_t backend;
     struct pc_model_ref m;
     char version[64]; /* "" when the last lookup failed */
-    int64_t fetched_ms;
-    int have; /* fetched at least once */
-    int fetching;
-    struct waiter *waiters;
-    size_t n_waiters, cap_waiters;
 };
 
 struct pc_versions {
     struct pc_worker *w;
-    struct entry **entries;
-    size_t n;
+    struct pc_lookups *table;
 };
 
-/* ---- the cache ---------------------------------------------------------------------- */
-
-struct pc_versions *pc_versions_new(struct pc_worker *w)
+static int model_init(void *owner, const char *id, void *data, const void *seed)
 {
-    struct pc_versions *v = calloc(1, sizeof *v);
-    if (v == NULL)
-        return NULL;
-    v->w = w;
-    v->entries = calloc(PC_VERSIONS_MAX, sizeof *v->entries);
-    if (v->entries == NULL) {
-        free(v);
-        return NULL;
-    }
-    return v;
-}
-
-static void entry_free(struct entry *e)
-{
-    free(e->waiters);
-    free(e);
-}
-
-void pc_versions_free(struct pc_versions *v)
-{
-    if (v == NULL)
-        return;
-    for (size_t i = 0; i < v->n; i++)
-        entry_free(v->entries[i]);
-    free(v->entries);
-    free(v);
-}
-
-static int64_t refresh_ms(const struct pc_versions *v)
-{
-    return (int64_t)v->w->cfg->version_refresh_s * 1000;
-}
-
-/* Makes room for one entry: drops the expired ones that nothing waits for. */
-static void evict_expired(struct pc_versions *v)
-{
-    int64_t now = pc_wall_ms();
-    size_t k = 0;
-    for (size_t i = 0; i < v->n; i++) {
-        struct entry *e = v->entries[i];
-        if (!e->fetching && now - e->fetched_ms > refresh_ms(v))
-            entry_free(e);
-        else
-            v->entries[k++] = e;
-    }
-    v->n = k;
+    (void)id;
+    struct model *e = data;
+    const struct seed *s = seed;
+    e->v = owner;
+    e->backend = s->backend;
+    e->m = *s->m;
+    return 0;
 }
 
 static void on_status(const struct pc_upstream_resp *r, void *arg)
 {
-    struct entry *e = arg;
-    e->fetching = 0;
-    e->have = 1;
-    e->fetched_ms = pc_wall_ms();
+    struct model *e = arg;
     char found[64];
-    if (r->error == PC_UP_OK && r->status == 200 &&
-        pc_model_parse_status(e->m.api, r->body.data ? r->body.data : "", r->body.len, found,
-                              sizeof found) == 0) {
+    int ok = r->error == PC_UP_OK && r->status == 200 &&
+             pc_model_parse_status(e->m.api, r->body.data ? r->body.data : "", r->body.len, found,
+                                   sizeof found) == 0 &&
+             found[0] != '\0';
+    if (ok) {
         if (strcmp(found, e->version) != 0)
             pc_log(PC_LOG_INFO, "versions: model %s%s%s is served by version %s", e->m.name,
                    e->m.label[0] ? " label " : "", e->m.label, found);
@@ -111,75 +67,85 @@ static void on_status(const struct pc_upstream_resp *r, void *arg)
                e->v->w->cfg->version_refresh_s);
         e->version[0] = '\0';
     }
-    /* The waiters may add new ones (a request continuing can look up another model). */
-    struct waiter *ws = e->waiters;
-    size_t n = e->n_waiters;
-    e->waiters = NULL;
-    e->n_waiters = e->cap_waiters = 0;
-    for (size_t i = 0; i < n; i++)
-        ws[i].cb(e->version[0] ? e->version : NULL, ws[i].arg);
-    free(ws);
+    pc_lookups_done(e->v->table, e, ok);
 }
 
-static int fetch(struct pc_versions *v, struct entry *e)
+static int model_fetch(void *owner, const char *id, void *data)
 {
+    (void)id;
+    struct pc_versions *v = owner;
+    struct model *e = data;
     struct pc_buf path;
     pc_buf_init(&path);
     int rc = -1;
     if (pc_model_status_path(&e->m, &path) == 0 &&
         pc_upstream_send(v->w->ups[e->backend], "GET", path.data, NULL, 0, NULL, 0,
-                         STATUS_TIMEOUT_MS, on_status, e) != NULL) {
-        e->fetching = 1;
+                         STATUS_TIMEOUT_MS, on_status, e) != NULL)
         rc = 0;
-    }
     pc_buf_release(&path);
     return rc;
+}
+
+static void model_wake(void *owner, void *data, pc_lookups_fn fn, void *arg)
+{
+    (void)owner;
+    const struct model *e = data;
+    ((pc_version_cb)fn)(e->version[0] ? e->version : NULL, arg);
+}
+
+struct pc_versions *pc_versions_new(struct pc_worker *w)
+{
+    struct pc_versions *v = calloc(1, sizeof *v);
+    if (v == NULL)
+        return NULL;
+    v->w = w;
+    struct pc_lookups_params p = {
+        .max = PC_VERSIONS_MAX,
+        .data_size = sizeof(struct model),
+        .period_ms = (int64_t)w->cfg->version_refresh_s * 1000,
+        .remember_failures = 1, /* the model server is not asked on every request */
+        .owner = v,
+        .init = model_init,
+        .fetch = model_fetch,
+        .wake = model_wake,
+    };
+    v->table = pc_lookups_new(&p);
+    if (v->table == NULL) {
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
+void pc_versions_free(struct pc_versions *v)
+{
+    if (v == NULL)
+        return;
+    pc_lookups_free(v->table);
+    free(v);
 }
 
 enum pc_version_state pc_versions_get(struct pc_versions *v, size_t be,
                                       const struct pc_model_ref *m, char *out, size_t outlen,
                                       pc_version_cb cb, void *arg)
 {
-    char id[sizeof(((struct entry *)0)->id)];
+    char id[sizeof m->name + 96]; /* backend, api, name, label */
     snprintf(id, sizeof id, "%zu\n%d\n%s\n%s", be, (int)m->api, m->name, m->label);
-    struct entry *e = NULL;
-    for (size_t i = 0; i < v->n && e == NULL; i++) {
-        if (strcmp(v->entries[i]->id, id) == 0)
-            e = v->entries[i];
-    }
-    int64_t now = pc_wall_ms();
-    if (e == NULL) {
-        if (v->n == PC_VERSIONS_MAX)
-            evict_expired(v);
-        if (v->n == PC_VERSIONS_MAX || (e = calloc(1, sizeof *e)) == NULL)
+    struct seed s = {be, m};
+    void *data;
+    switch (pc_lookups_get(v->table, id, &s, (pc_lookups_fn)cb, arg, &data)) {
+    case PC_LOOKUP_SERVE: {
+        const struct model *e = data;
+        size_t n = strlen(e->version);
+        if (n >= outlen)
             return PC_VERSION_UNKNOWN;
-        memcpy(e->id, id, sizeof e->id);
-        e->v = v;
-        e->backend = be;
-        e->m = *m;
-        v->entries[v->n++] = e;
-    }
-    int fresh = e->have && now - e->fetched_ms <= refresh_ms(v);
-    if (e->have && e->version[0] != '\0') {
-        if (!fresh && !e->fetching)
-            fetch(v, e); /* behind: this request keeps the version known until now */
-        if (strlen(e->version) >= outlen)
-            return PC_VERSION_UNKNOWN;
-        memcpy(out, e->version, strlen(e->version) + 1);
+        memcpy(out, e->version, n + 1);
         return PC_VERSION_KNOWN;
     }
-    if (fresh)
-        return PC_VERSION_UNKNOWN; /* failed recently: not asked again before the period */
-    if (!e->fetching && fetch(v, e) != 0)
-        return PC_VERSION_UNKNOWN;
-    if (e->n_waiters == e->cap_waiters) {
-        size_t cap = e->cap_waiters ? e->cap_waiters * 2 : 4;
-        struct waiter *nw = realloc(e->waiters, cap * sizeof *nw);
-        if (nw == NULL)
-            return PC_VERSION_UNKNOWN;
-        e->waiters = nw;
-        e->cap_waiters = cap;
+    case PC_LOOKUP_WAIT:
+        return PC_VERSION_PENDING;
+    case PC_LOOKUP_NONE:
+        break;
     }
-    e->waiters[e->n_waiters++] = (struct waiter){cb, arg};
-    return PC_VERSION_PENDING;
+    return PC_VERSION_UNKNOWN;
 }

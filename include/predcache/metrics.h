@@ -49,6 +49,7 @@
     X(redis_get_ok, "Redis GETs answered (hit or miss)")                                           \
     X(redis_get_failed, "Redis GETs failed or timed out")                                          \
     X(redis_reconnects, "Redis connection attempts")                                               \
+    X(redis_desyncs, "Redis replies not for the oldest command sent (the connection is dropped)")  \
     X(store_ok, "Results stored in Redis")                                                         \
     X(store_failed, "Result stores that Redis refused, timed out or could not take")               \
     X(store_skipped, "Results not stored: not 2xx, too large, no-store")                           \

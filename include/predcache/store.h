@@ -1,7 +1,8 @@
 /*
  * store: Redis access for one worker through hiredis async on its event_base.
  * Owns the connection and its state machine (CLOSED -> CONNECTING -> CONNECTED), the
- * connect and per-command timers, and reconnection with backoff. On a command timeout
+ * connect and per-command timers, the queue of commands awaiting replies (cmdq.h: SET
+ * budgets, answered once), and reconnection with backoff. On a command timeout
  * the connection is dropped and re-established, so a stalled Redis cannot pile up
  * commands. The only module that includes hiredis.
  */

@@ -3,6 +3,7 @@
 import time
 
 import pytest
+import requests
 
 from conftest import Resp, wait_for
 
@@ -163,3 +164,29 @@ def test_reconnect_backoff_while_redis_down(proxy, model, redis):
 
     redis.start()
     wait_caching_resumes(proxy, redis, ["backoff-after"], seen)
+
+
+def test_subscriber_with_a_redis_db(start_predcache, model, redis):
+    """[redis] db != 0: the subscriber's SELECT goes before its SUBSCRIBE (Redis refuses
+    SELECT on a subscribed connection, and hiredis drops the connection on that error), so
+    it stays subscribed and a second process hears an invalidation at once."""
+    p1 = start_predcache(conf={"redis": {"db": 1}})
+    p2 = start_predcache(conf={"redis": {"db": 1}, "cache": {"generation_refresh_ms": "60000"}})
+
+    def subscribers():
+        return redis.command("PUBSUB", "NUMSUB", "predcache:done:default")[1]
+
+    wait_for(lambda: subscribers() == 2, what="both processes subscribed")
+    time.sleep(0.5)
+    assert subscribers() == 2, "a subscriber lost its connection"
+
+    path, body = "/v1/models/a:predict", {"instances": ["db1"]}
+    key = p1.post(path, json_body=body).headers["X-Cache-Key"]
+    with Resp(redis.port) as c:
+        c.command("SELECT", 1)
+        wait_for(lambda: c.command("EXISTS", key) == 1, what="the entry stored in db 1")
+    assert p2.post(path, json_body=body).headers["X-Cache"] == "HIT"
+    r = requests.post("http://127.0.0.1:%d/cache/invalidate?model=a" % p1.admin_port, timeout=5)
+    assert r.status_code == 200, r.text
+    wait_for(lambda: p2.post(path, json_body=body).headers["X-Cache"] == "MISS", timeout=5,
+             what="p2 to miss after p1's invalidation (announced on the done channel)")
