@@ -36,9 +36,9 @@ $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o $(BUILD)/buf.o $(BUILD)/log.o
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(shell pkg-config --libs cmocka)
 
 # The model-based tests run the drivers the fuzz targets run (tests/model/).
-$(BUILD)/test_l1: tests/model/model.h tests/model/l1_model.h
-$(BUILD)/test_keymemo: tests/model/model.h tests/model/keymemo_model.h
-$(BUILD)/test_flight: tests/model/model.h tests/model/flight_model.h
+$(BUILD)/test_l1: tests/model/model.h tests/model/model_unit.h tests/model/l1_model.h
+$(BUILD)/test_keymemo: tests/model/model.h tests/model/model_unit.h tests/model/keymemo_model.h
+$(BUILD)/test_flight: tests/model/model.h tests/model/model_unit.h tests/model/flight_model.h
 $(BUILD)/test_lookups: tests/model/model.h tests/model/model_unit.h tests/model/lookups_model.h
 $(BUILD)/test_jobtab: tests/model/model.h tests/model/model_unit.h tests/model/jobtab_model.h
 $(BUILD)/test_cmdq: tests/model/model.h tests/model/model_unit.h tests/model/cmdq_model.h

@@ -51,17 +51,7 @@ static const char *flm_colliding(unsigned i)
     static char keys[FLM_COLLIDE][FLM_KEY_MAX];
     static int found;
     if (!found) {
-        uint64_t want = 0;
-        unsigned n = 0;
-        char k[FLM_KEY_MAX];
-        for (unsigned c = 0; n < FLM_COLLIDE; c++) {
-            int len = snprintf(k, sizeof k, "predcache:c%u", c);
-            uint64_t low = model_fnv1a(k, (size_t)len) & 0xFFF;
-            if (n == 0)
-                want = low;
-            if (low == want)
-                memcpy(keys[n++], k, (size_t)len + 1);
-        }
+        model_colliding(keys[0], FLM_KEY_MAX, FLM_COLLIDE, "predcache:c", 0xFFF);
         found = 1;
     }
     return keys[i];

@@ -70,17 +70,7 @@ static const char *l1m_colliding(unsigned i)
     static char keys[L1M_COLLIDE][L1M_KEY_MAX];
     static int found;
     if (!found) {
-        uint64_t want = 0;
-        unsigned n = 0;
-        char k[L1M_KEY_MAX];
-        for (unsigned c = 0; n < L1M_COLLIDE; c++) {
-            int len = snprintf(k, sizeof k, "c%u", c);
-            uint64_t low = model_fnv1a(k, (size_t)len) & 0x3FFF;
-            if (n == 0)
-                want = low;
-            if (low == want)
-                memcpy(keys[n++], k, (size_t)len + 1);
-        }
+        model_colliding(keys[0], L1M_KEY_MAX, L1M_COLLIDE, "c", 0x3FFF);
         found = 1;
     }
     return keys[i];

@@ -450,17 +450,7 @@ static void lkm_ids(struct lkm_world *w)
 {
     for (unsigned i = 0; i < LKM_PLAIN; i++)
         snprintf(w->ids[i], LKM_ID_MAX, "m%u", i);
-    unsigned n = 0;
-    uint64_t want = 0;
-    char id[LKM_ID_MAX];
-    for (unsigned c = 0; n < LKM_COLLIDE; c++) {
-        int len = snprintf(id, sizeof id, "ns-%u", c);
-        uint64_t low = model_fnv1a(id, (size_t)len) & 15;
-        if (n == 0)
-            want = low;
-        if (low == want)
-            memcpy(w->ids[LKM_PLAIN + n++], id, (size_t)len + 1);
-    }
+    model_colliding(w->ids[LKM_PLAIN], LKM_ID_MAX, LKM_COLLIDE, "ns-", 15);
 }
 
 /*

@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The operation being checked, named in the failure message: which step to replay. */
 static size_t model_step;
@@ -75,6 +76,28 @@ static inline uint64_t model_fnv1a(const char *s, size_t n)
         h *= 1099511628211ull;
     }
     return h;
+}
+
+/*
+ * Fills keys[0..n) (each key_max bytes) with the first n keys prefix0, prefix1, ... whose
+ * FNV-1a hashes agree on the bits of mask: keys that share a shard and a bucket chain.
+ */
+static inline void model_colliding(char *keys, size_t key_max, unsigned n, const char *prefix,
+                                   uint64_t mask)
+{
+    uint64_t want = 0;
+    unsigned found = 0;
+    char k[128];
+    for (unsigned c = 0; found < n; c++) {
+        int len = snprintf(k, sizeof k, "%s%u", prefix, c);
+        if (len <= 0 || (size_t)len >= key_max || (size_t)len >= sizeof k)
+            abort();
+        uint64_t low = model_fnv1a(k, (size_t)len) & mask;
+        if (found == 0)
+            want = low;
+        if (low == want)
+            memcpy(keys + (size_t)found++ * key_max, k, (size_t)len + 1);
+    }
 }
 
 #endif

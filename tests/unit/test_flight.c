@@ -63,11 +63,7 @@ static void test_many_keys(void **state)
 
 /* ---- against the reference model (tests/model/flight_model.h) ------------------------- */
 
-static uint64_t run_seed; /* which run diverged, for the failure message */
-
-#define MODEL_FAIL(file, line, what)                                                               \
-    fail_msg("%s:%d: flight diverged from the model (seed %llu) at step %zu: %s", file, line,      \
-             (unsigned long long)run_seed, model_step, what)
+#include "../model/model_unit.h"
 
 #include "../model/flight_model.h"
 
@@ -76,16 +72,8 @@ static uint64_t run_seed; /* which run diverged, for the failure message */
 static void test_model(void **state)
 {
     (void)state;
-    uint8_t *ops = malloc(MODEL_BYTES);
-    assert_non_null(ops);
-    size_t steps = 0, runs = 0;
-    for (run_seed = 1; run_seed <= 8; run_seed++) {
-        model_fill(ops, MODEL_BYTES, run_seed);
-        steps += flight_model_run(ops, MODEL_BYTES);
-        runs++;
-    }
-    print_message("flight model: %zu runs, %zu operations\n", runs, steps);
-    free(ops);
+    size_t steps = model_run_seeds(flight_model_run, 8, MODEL_BYTES);
+    print_message("flight model: 8 runs, %zu operations\n", steps);
 }
 
 int main(void)

@@ -307,13 +307,7 @@ static void test_hash_sees_every_bit(void **state)
 
 /* ---- against the reference model (tests/model/keymemo_model.h) ------------------------ */
 
-/* Which run diverged, for the failure message: the model's bytes are (seed, config). */
-static uint64_t run_seed;
-static unsigned run_cfg;
-
-#define MODEL_FAIL(file, line, what)                                                               \
-    fail_msg("%s:%d: keymemo diverged from the model (seed %llu, config %u) at step %zu: %s",      \
-             file, line, (unsigned long long)run_seed, run_cfg, model_step, what)
+#include "../model/model_unit.h"
 
 #include "../model/keymemo_model.h"
 
@@ -327,20 +321,8 @@ static void test_model(void **state)
 {
     (void)state;
     static const uint64_t seeds[] = {1, 0x5eed, 20240611};
-    uint8_t *ops = malloc(MODEL_BYTES);
-    assert_non_null(ops);
-    size_t steps = 0, runs = 0;
-    for (run_cfg = 0; run_cfg < 16; run_cfg++) {
-        for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
-            run_seed = seeds[i];
-            model_fill(ops, MODEL_BYTES, run_seed * 16 + run_cfg);
-            ops[0] = (uint8_t)run_cfg;
-            steps += keymemo_model_run(ops, MODEL_BYTES);
-            runs++;
-        }
-    }
-    print_message("keymemo model: %zu runs, %zu requests\n", runs, steps);
-    free(ops);
+    size_t steps = model_run_configs(keymemo_model_run, 16, seeds, 3, MODEL_BYTES);
+    print_message("keymemo model: 48 runs, %zu requests\n", steps);
 }
 
 int main(void)

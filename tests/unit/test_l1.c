@@ -1,24 +1,10 @@
 /* Unit tests of l1: the in-process tier, on a fake clock, and against its reference model. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include "../model/model_unit.h"
 
-#include <cmocka.h>
+#include <string.h>
 
 #include "predcache/buf.h"
 #include "predcache/l1.h"
-
-/* Which run diverged, for the failure message: the model's bytes are (seed, config). */
-static uint64_t run_seed;
-static unsigned run_cfg;
-
-#define MODEL_FAIL(file, line, what)                                                               \
-    fail_msg("%s:%d: l1 diverged from the model (seed %llu, config %u) at step %zu: %s", file,     \
-             line, (unsigned long long)run_seed, run_cfg, model_step, what)
 
 #include "../model/l1_model.h"
 
@@ -36,14 +22,10 @@ static uint64_t key_hash(const char *key)
  * bucket chain ((h / 16) & (n_buckets - 1)) for every n_buckets up to 2^(bits - 4). */
 static void colliding_pair(unsigned bits, char a[16], char b[16])
 {
-    uint64_t mask = ((uint64_t)1 << bits) - 1;
-    snprintf(a, 16, "a0");
-    uint64_t want = key_hash(a) & mask;
-    for (unsigned i = 1;; i++) {
-        snprintf(b, 16, "a%u", i);
-        if ((key_hash(b) & mask) == want)
-            return;
-    }
+    char keys[2][16];
+    model_colliding(keys[0], sizeof keys[0], 2, "a", ((uint64_t)1 << bits) - 1);
+    memcpy(a, keys[0], 16);
+    memcpy(b, keys[1], 16);
 }
 
 static void test_off_and_null(void **state)
@@ -177,20 +159,8 @@ static void test_model(void **state)
 {
     (void)state;
     static const uint64_t seeds[] = {1, 0x5eed, 20240611};
-    uint8_t *ops = malloc(MODEL_BYTES);
-    assert_non_null(ops);
-    size_t steps = 0, runs = 0;
-    for (run_cfg = 0; run_cfg < 16; run_cfg++) {
-        for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
-            run_seed = seeds[i];
-            model_fill(ops, MODEL_BYTES, run_seed * 16 + run_cfg);
-            ops[0] = (uint8_t)run_cfg;
-            steps += l1_model_run(ops, MODEL_BYTES);
-            runs++;
-        }
-    }
-    print_message("l1 model: %zu runs, %zu operations\n", runs, steps);
-    free(ops);
+    size_t steps = model_run_configs(l1_model_run, 16, seeds, 3, MODEL_BYTES);
+    print_message("l1 model: 48 runs, %zu operations\n", steps);
 }
 
 int main(void)
