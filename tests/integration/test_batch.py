@@ -14,11 +14,10 @@ import re
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import PYTHON, ROOT, canonical, free_port
+from conftest import PYTHON, ROOT, StubBackend, canonical, free_port
 
 BATCH = os.path.join(ROOT, "scripts", "predcache-batch")
 ROUTE = "/v1/models/m:predict"
@@ -357,48 +356,23 @@ def test_redis_down_answers_counted_as_bypass(proxy, model, redis, tmp_path):
     assert outputs(tmp_path / "out") == {name + ".json" for name in files}
 
 
-class SlowFailingBackend:
+def slow_failing_backend(delays):
     """Answers every POST 500 after a delay chosen by the body's file_path, so that the
     requests complete in an order other than the files' order."""
+    delays = dict(delays)
 
-    def __init__(self, delays):
-        delays = dict(delays)
+    def answer(body):
+        time.sleep(delays.get(json.loads(body)["file_path"], 0))
+        return 500, {"error": "no luck"}
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                time.sleep(delays.get(json.loads(body)["file_path"], 0))
-                data = json.dumps({"error": "no luck"}).encode()
-                self.send_response(500)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path):
-        return "http://127.0.0.1:%d%s" % (self.server.server_address[1], path)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+    return StubBackend(answer)
 
 
 def test_failures_listed_in_file_order(tmp_path):
     names = ["a.png", "b.png", "c.png", "d.png", "e.png"]
     make_tree(tmp_path / "in", names=names, ignored=[])
     # the first file answers last: completion order is e, d, c, b, a
-    backend = SlowFailingBackend({n: 0.1 * (len(names) - i) for i, n in enumerate(names)})
+    backend = slow_failing_backend({n: 0.1 * (len(names) - i) for i, n in enumerate(names)})
     try:
         argv = ["--url", backend.url(ROUTE), "--in-dir", tmp_path / "in", "--out-dir",
                 tmp_path / "out", "--format", "file_path", "--concurrency", len(names)]

@@ -16,12 +16,12 @@ import os
 import shutil
 import subprocess
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
 
-from conftest import GiveUp, HTTP_TIMEOUT, PYTHON, ROOT, read_text, stop_process, wait_for
+from conftest import (GiveUp, HTTP_TIMEOUT, PYTHON, ROOT, StubBackend, read_text, stop_process,
+                      wait_for)
 
 MODEL_SERVER = os.path.join(ROOT, "scripts", "model-server")
 MAKE_SAMPLES = os.path.join(ROOT, "scripts", "make-samples")
@@ -184,48 +184,23 @@ def test_ocr_through_predcache_cold_then_warm(ocr, start_predcache, samples, tmp
     assert ocr.log().count("POST %s 200" % ROUTE) == 2, ocr.log()
 
 
-class SwappingBackend:
+def swapping_backend():
     """A model server that names inputs (like scripts/model-server) but answers each
     request with the prediction of the image sent before it: what a cache that mixed up
     its entries would answer. The first request gets its own answer."""
+    state = {"previous": None}
+    lock = threading.Lock()
 
-    def __init__(self):
-        state = {"previous": None}
-        lock = threading.Lock()
+    def answer(body):
+        image = base64.b64decode(json.loads(body)["instances"][0]["b64"])
+        digest = hashlib.sha256(image).hexdigest()
+        with lock:
+            answered = state["previous"] or digest
+            state["previous"] = digest
+        return 200, {"predictions": [{"text": "x", "input_sha256": answered}],
+                     "model_version": "1"}
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                image = base64.b64decode(json.loads(body)["instances"][0]["b64"])
-                digest = hashlib.sha256(image).hexdigest()
-                with lock:
-                    answered = state["previous"] or digest
-                    state["previous"] = digest
-                data = json.dumps({"predictions": [{"text": "x", "input_sha256": answered}],
-                                   "model_version": "1"}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *a):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path):
-        return "http://127.0.0.1:%d%s" % (self.server.server_address[1], path)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
+    return StubBackend(answer)
 
 
 def test_batch_client_counts_wrong_answers(samples, tmp_path):
@@ -237,7 +212,7 @@ def test_batch_client_counts_wrong_answers(samples, tmp_path):
     for rel in names:
         os.makedirs(str(in_dir), exist_ok=True)
         shutil.copyfile(os.path.join(samples_dir, rel), str(in_dir / rel))
-    backend = SwappingBackend()
+    backend = swapping_backend()
     try:
         cp = run_batch("--url", backend.url(ROUTE), "--in-dir", in_dir, "--out-dir",
                        tmp_path / "out", "--concurrency", 1, "--json")
