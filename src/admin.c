@@ -273,7 +273,7 @@ static void handle_purge(struct pc_worker *w, struct pc_http_req *req, const cha
     }
     pg->req = req;
     memcpy(pg->key, key, kl + 1);
-    if (pc_proxy_purge_cb(w, pg->key, on_purged, pg) != 0) {
+    if (pc_proxy_purge(w, pg->key, on_purged, pg) != 0) {
         free(pg);
         pc_http_reply_error(req, 503, "Redis unavailable");
     }

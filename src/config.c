@@ -53,7 +53,7 @@ enum opt_type {
     OPT_BOOL,     /* int 0/1: on|off, yes|no, true|false, 1|0 (any case); written on/off */
     OPT_AUTO_INT, /* int within [min, max], or "auto" (any case), stored as 0 */
     OPT_NUMBER,   /* double within [min, max] (decimal, finite) */
-    OPT_CHOICE,   /* int: the index of the value in the row's choices (any case) */
+    OPT_CHOICE,   /* int: the index of the value in choice_sets[max] (any case) */
 };
 
 #define OPT_SECRET 0x1 /* shown as "********" by pc_config_dump */
@@ -90,19 +90,12 @@ static const char *const sections[] = {"server", "backend", "redis", "cache", "j
 #define N_SECTIONS (sizeof(sections) / sizeof(sections[0]))
 
 /* clang-format off */
-/* The names an OPT_CHOICE row takes, NULL-terminated, indexed by the enum it stores. */
+/* The names an OPT_CHOICE row takes, NULL-terminated, indexed by the enum it stores. The
+ * row's max names its set: an index into choice_sets. */
 static const char *const verify_compares[] = {"bytes", "json", NULL}; /* pc_verify_compare */
 static const char *const verify_actions[] = {"log", "purge", NULL};   /* pc_verify_action */
-
-static const char *const *opt_choices(const struct opt *o)
-{
-    static const char *const none[] = {NULL};
-    if (strcmp(o->key, "verify_compare") == 0)
-        return verify_compares;
-    if (strcmp(o->key, "verify_action") == 0)
-        return verify_actions;
-    return none;
-}
+enum { CHOICES_VERIFY_COMPARE, CHOICES_VERIFY_ACTION };
+static const char *const *const choice_sets[] = {verify_compares, verify_actions};
 
 static const struct opt static_options[] = {
     /* section  key                   type          field                               min  max               default                  flags */
@@ -153,9 +146,9 @@ static const struct opt static_options[] = {
     {"cache",   "key_memo_bytes",     OPT_SIZE,     FIELD(key_memo_bytes),              0,   64 * GIB,         "32m",                   0},
     {"cache",   "l1_ttl_ms",          OPT_INT,      FIELD(l1_ttl_ms),                   1,   HOUR_MS,          "5000",                  0},
     {"cache",   "verify_sample",      OPT_NUMBER,   FIELD(verify_sample),               0,   1,                "0",                     0},
-    {"cache",   "verify_compare",     OPT_CHOICE,   FIELD(verify_compare),              0,   0,                "bytes",                 0},
+    {"cache",   "verify_compare",     OPT_CHOICE,   FIELD(verify_compare),              0,   CHOICES_VERIFY_COMPARE, "bytes",           0},
     {"cache",   "verify_float_tolerance", OPT_NUMBER, FIELD(verify_float_tolerance),    0,   1000000,          "0",                     0},
-    {"cache",   "verify_action",      OPT_CHOICE,   FIELD(verify_action),               0,   0,                "log",                   0},
+    {"cache",   "verify_action",      OPT_CHOICE,   FIELD(verify_action),               0,   CHOICES_VERIFY_ACTION, "log",              0},
 
     {"jobs",    "enabled",            OPT_BOOL,     FIELD(jobs_enabled),                0,   1,                "on",                    0},
     {"jobs",    "result_ttl_s",       OPT_INT,      FIELD(jobs_result_ttl_s),           1,   INT_MAX,          "3600",                  0},
@@ -631,7 +624,7 @@ static int opt_apply(const struct opt *o, void *cfg, const char *v, char *why, s
     }
 
     case OPT_CHOICE: {
-        const char *const *choices = opt_choices(o);
+        const char *const *choices = choice_sets[o->max];
         struct pc_buf names;
         pc_buf_init(&names);
         for (int i = 0; choices[i] != NULL; i++) {
@@ -702,7 +695,7 @@ static void opt_format(const struct opt *o, const void *cfg, char *out, size_t o
         fmt(out, outlen, "%.17g", *(const double *)field);
         break;
     case OPT_CHOICE: {
-        const char *const *choices = opt_choices(o);
+        const char *const *choices = choice_sets[o->max];
         int i = *(const int *)field;
         int n = 0;
         while (choices[n] != NULL)

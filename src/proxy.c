@@ -167,8 +167,9 @@ void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, s
     pc_hist_observe(&rm->h_request, total_ms / 1000.0);
     PC_METRIC_DEC(w->metrics.in_flight);
     /* A sampled hit is copied before the reply and checked after it: no client waits. */
-    struct pc_verify *v =
-        p->result == RES_HIT ? pc_proxy_verify_prepare(p, status, body, len) : NULL;
+    struct pc_verify *v = p->result == RES_HIT && w->cfg->verify_sample > 0
+                              ? pc_proxy_verify_prepare(p, status, body, len)
+                              : NULL;
     pc_http_reply(p->req, status, h, n, body, len);
     p->req = NULL;
     if (v != NULL)
@@ -695,7 +696,7 @@ int pc_proxy_done_channel(const struct pc_config *cfg, char *out, size_t len)
     return snprintf(out, len, "%sdone:%s", cfg->key_prefix, cfg->namespace_) < (int)len ? 0 : -1;
 }
 
-int pc_proxy_purge_cb(struct pc_worker *w, const char *key, pc_store_cmd_cb cb, void *arg)
+int pc_proxy_purge(struct pc_worker *w, const char *key, pc_store_cmd_cb cb, void *arg)
 {
     pc_l1_del(w->l1, key); /* this process's tier at once; the others hear it below */
     const char *argv[] = {"DEL", key};
@@ -711,11 +712,6 @@ int pc_proxy_purge_cb(struct pc_worker *w, const char *key, pc_store_cmd_cb cb, 
         pc_store_command(w->store, 0, NULL, NULL, 3, pargv, plens);
     }
     return 0;
-}
-
-int pc_proxy_purge(struct pc_worker *w, const char *key)
-{
-    return pc_proxy_purge_cb(w, key, NULL, NULL);
 }
 
 static void lock_release(struct pc_preq *p)

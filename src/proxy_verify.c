@@ -104,11 +104,12 @@ skip:
 static void purge_keys(struct pc_verify *v)
 {
     for (size_t i = 0; i < v->n_keys; i++) {
-        if (pc_proxy_purge(v->w, v->keys[i]) != 0)
+        if (pc_proxy_purge(v->w, v->keys[i], NULL, NULL) != 0)
             pc_log(PC_LOG_WARN, "verify: cannot purge %s: Redis unavailable", v->keys[i]);
     }
 }
 
+/* The model server's answer to a check (r valid during the call); takes v and frees it. */
 static void on_verify(const struct pc_upstream_resp *r, void *arg)
 {
     struct pc_verify *v = arg;

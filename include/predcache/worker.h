@@ -115,8 +115,7 @@ int pc_proxy_done_channel(const struct pc_config *cfg, char *out, size_t len);
  * it on the done channel (after the DEL) so the other processes drop it from their tiers.
  * cb (may be NULL) gets the DEL's reply. 0 sent; -1 Redis unavailable (cb never runs).
  */
-int pc_proxy_purge_cb(struct pc_worker *w, const char *key, pc_store_cmd_cb cb, void *arg);
-int pc_proxy_purge(struct pc_worker *w, const char *key);
+int pc_proxy_purge(struct pc_worker *w, const char *key, pc_store_cmd_cb cb, void *arg);
 /* A message on that channel: another process answered the key (arg is the worker). */
 void pc_proxy_on_done(const char *key, size_t len, void *worker);
 
