@@ -54,6 +54,8 @@ $(BUILD)/test_cachekey: $(BUILD)/batch.o
 REFOBJ  := $(BUILD)/ref/cachekey_ref.o
 $(BUILD)/test_cachekey: $(BUILD)/canon.o
 $(BUILD)/test_canon: $(BUILD)/cachekey.o $(REFOBJ)
+# jsonedit finds members with canon's scan.
+$(BUILD)/test_jsonedit: $(BUILD)/canon.o
 
 $(BUILD)/ref/%.o: tests/ref/%.c
 	@mkdir -p $(@D)
@@ -89,7 +91,8 @@ asan: bootstrap
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS    ?=
-FUZZ_TARGETS := cachekey canon config envelope batch l1 keymemo flight lookups jobtab cmdq
+FUZZ_TARGETS := cachekey canon config envelope batch l1 keymemo flight lookups jobtab cmdq \
+                jsonedit
 FUZZ_BUILD   := build-fuzz
 FUZZ_PKGS    := json-c libcrypto
 FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -114,6 +117,7 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_BUILD)/obj/%.
 $(FUZZ_BUILD)/fuzz_cachekey: $(FUZZ_BUILD)/obj/batch.o $(FUZZ_BUILD)/obj/canon.o
 $(FUZZ_BUILD)/fuzz_canon: $(FUZZ_BUILD)/obj/cachekey.o $(FUZZ_BUILD)/obj/ref/cachekey_ref.o
 $(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/obj/routes.o
+$(FUZZ_BUILD)/fuzz_jsonedit: $(FUZZ_BUILD)/obj/canon.o
 # fuzz_l1, fuzz_keymemo and fuzz_flight run their unit test's model driver; l1 locks.
 $(FUZZ_BUILD)/fuzz_l1: tests/model/model.h tests/model/l1_model.h
 $(FUZZ_BUILD)/fuzz_l1: FUZZ_LIBS += -pthread

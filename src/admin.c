@@ -4,6 +4,7 @@
  * text) and /stats (latency timers as JSON), both the sum over all workers' shards;
  * DELETE /cache/<key> through worker 0's store. Bound to 127.0.0.1 by default.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,10 +255,26 @@ static void on_purged(const struct pc_reply *r, void *arg)
 }
 
 /* DELETE /cache/<key>: one entry, by the key from X-Cache-Key. */
-static void handle_purge(struct pc_worker *w, struct pc_http_req *req, const char *key)
+static void handle_purge(struct pc_worker *w, struct pc_http_req *req, const char *raw)
 {
     const char *prefix = w->cfg->key_prefix;
-    size_t kl = strlen(key);
+    /* A key's hash tag braces arrive as %7B and %7D from most clients. */
+    char key[sizeof((struct purge *)0)->key];
+    size_t kl = 0;
+    const char *s = raw;
+    while (*s && kl + 1 < sizeof key) {
+        unsigned v;
+        if (s[0] == '%' && isxdigit((unsigned char)s[1]) && isxdigit((unsigned char)s[2]) &&
+            sscanf(s + 1, "%2x", &v) == 1 && v != 0) {
+            key[kl++] = (char)v;
+            s += 3;
+        } else {
+            key[kl++] = *s++;
+        }
+    }
+    key[kl] = '\0';
+    if (*s != '\0') /* longer than any key */
+        kl = 0;
     int ok =
         kl > 0 && kl < sizeof((struct purge *)0)->key && strncmp(key, prefix, strlen(prefix)) == 0;
     for (size_t i = 0; ok && i < kl; i++)

@@ -1,23 +1,24 @@
 /*
- * cachekey: derives the v1 cache key of a predict request.
+ * cachekey: derives the v2 cache key of a predict request.
  *
  *     body --canon: one pass, read as json-c 0.16 strict (depth 64) reads it--> object?
- *        |-- holds input fields --> canonical JSON of those fields    (PC_KEY_FIELDS)
- *        |-- holds only a string path field --> "path:" + path         (PC_KEY_PATH)
- *        `-- anything else, or not JSON --> raw body bytes             (PC_KEY_RAW)
- *     key = prefix "v1:" hex(SHA-256(namespace "\n" route "\n" input))
+ *        |-- its members as the route's family reads them, names decoded,
+ *        |   the last of a name winning, values canonical         (PC_KEY_BODY "tfs"/"json")
+ *        |-- plain JSON holding only a string path field          (PC_KEY_PATH "path")
+ *        |-- input_fields named (unsafe alias) and present        (PC_KEY_FIELDS "fields")
+ *        `-- anything else, or not JSON --> the bytes             (PC_KEY_RAW "raw")
+ *     key = prefix "v2:{" hex(SHA-256(head form "\n" input)) "}"
  *
- * The input is never built whole: canon hands the canonical text to SHA-256 in chunks as it
- * writes it. A body holding one input field (the usual case) is hashed during the one pass
- * that also decides how it is read; anything else (several input fields, one given twice)
- * is hashed again from the recorded spans once the pass has read the whole body.
+ * One pass over the body records each root member (decoded name, spans) and writes the
+ * canonical text of the members the family reads into one buffer; the input is then those
+ * texts in name order, hashed with the head.
  *
  * Safety rule: two bodies may share a key only when the model would see the same input.
- * The v1 reading cannot always tell values apart (integers beyond 64 bits saturate, lone
+ * The reading cannot always tell values apart (integers beyond 64 bits saturate, lone
  * UTF-16 surrogates become U+FFFD, a "\u0000" in a name truncates it), so when a body holds
- * such a value its JSON reading is refused and it is keyed by its raw bytes instead; so is
- * a body json-c reads but strict JSON refuses (canon's PC_CANON_LENIENT): a cache miss is
- * cheap, a wrong answer is not.
+ * such a value where it is read its JSON reading is refused and it is keyed by its raw
+ * bytes instead; so is a body json-c reads but strict JSON refuses (canon's
+ * PC_CANON_LENIENT): a cache miss is cheap, a wrong answer is not.
  */
 #include "predcache/cachekey.h"
 
@@ -30,7 +31,8 @@
 
 #include "predcache/canon.h"
 
-#define PC_KEY_VERSION "v1:"
+#define PC_KEY_VERSION "v2:{"
+#define PC_KEY_HEAD "predcache-key-v2\n"
 #define PC_SHA256_LEN 32
 
 static void set_err(char *err, size_t errlen, const char *msg, const char *detail, size_t off)
@@ -58,17 +60,14 @@ static int hash_update(void *arg, const void *p, size_t n)
     return h->failed ? -1 : 0;
 }
 
-/* Starts the material: namespace "\n" route "\n". */
-static void hash_begin(struct hasher *h, const char *ns, const char *route)
+/* Starts the material with the head. */
+static void hash_begin(struct hasher *h, const char *head, size_t head_len)
 {
     h->failed = h->ctx == NULL || EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL) != 1;
-    hash_update(h, ns, strlen(ns));
-    hash_update(h, "\n", 1);
-    hash_update(h, route, strlen(route));
-    hash_update(h, "\n", 1);
+    hash_update(h, head, head_len);
 }
 
-/* Ends it: prefix "v1:" hex(digest) into out. 0 ok, -1 when any step failed. */
+/* Ends it: prefix "v2:{" hex(digest) "}" into out. 0 ok, -1 when any step failed. */
 static int hash_end(struct hasher *h, const char *prefix, char out[PC_KEY_MAX])
 {
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -82,20 +81,8 @@ static int hash_end(struct hasher *h, const char *prefix, char out[PC_KEY_MAX])
         hex[2 * i + 1] = digits[md[i] & 0x0f];
     }
     hex[2 * PC_SHA256_LEN] = '\0';
-    snprintf(out, PC_KEY_MAX, "%s%s%s", prefix, PC_KEY_VERSION, hex);
+    snprintf(out, PC_KEY_MAX, "%s%s%s}", prefix, PC_KEY_VERSION, hex);
     return 0;
-}
-
-/* Hashes a name as a canonical JSON string. -1 when it holds U+FFFD (not exact) or OOM. */
-static int hash_name(struct hasher *h, const char *name)
-{
-    struct pc_buf b;
-    pc_buf_init(&b);
-    int rc = pc_canon_put_string(&b, name, strlen(name)) == PC_CANON_OK ? 0 : -1;
-    if (rc == 0)
-        hash_update(h, b.data, b.len);
-    pc_buf_release(&b);
-    return rc;
 }
 
 /* ---- reading a body ------------------------------------------------------------------ */
@@ -116,212 +103,430 @@ static int has_nul_escape(const char *body, size_t len)
     return 0;
 }
 
-struct span {
-    size_t off, len;
-    int seen;
-};
-
-/*
- * What the pass over a body found among its root members. The first member naming an
- * input field has its value streamed into h as `{"name":value`; a second one (another
- * field, or the same given twice) means the input must be hashed again from the spans.
- */
-struct pick {
-    const struct pc_key_params *p;
-    struct hasher *h;
-    struct span *field; /* per input field (the first of a name listed twice): last value */
-    int matches;        /* members naming an input field */
-    enum pc_canon_rc streamed;
-    int cur_field; /* the member being read: input field index, or -1 */
-    int cur_path;  /* ... it is the path field */
-    struct span path;
-    enum pc_canon_type path_type;
-};
-
-static int pick_member(void *arg, const char *name, size_t name_len)
+/* Hashes name[0..len) as a canonical JSON string. -1 when it holds U+FFFD or no memory. */
+static int hash_name_n(struct hasher *h, const char *name, size_t len)
 {
-    struct pick *k = arg;
-    k->cur_field = -1;
-    for (size_t i = 0; i < k->p->n_input_fields && k->cur_field < 0; i++) {
-        const char *f = k->p->input_fields[i];
-        if (f != NULL && strlen(f) == name_len && memcmp(f, name, name_len) == 0)
-            k->cur_field = (int)i;
-    }
-    const char *pf = k->p->path_field;
-    k->cur_path =
-        pf != NULL && pf[0] != '\0' && strlen(pf) == name_len && memcmp(pf, name, name_len) == 0;
-    if (k->cur_field < 0 || ++k->matches > 1)
-        return 0;
-    hash_update(k->h, "{", 1);
-    if (hash_name(k->h, k->p->input_fields[k->cur_field]) != 0) {
-        k->streamed = PC_CANON_INEXACT;
-        return 0;
-    }
-    hash_update(k->h, ":", 1);
-    return 1;
-}
-
-static void pick_member_end(void *arg, size_t off, size_t len, enum pc_canon_type type,
-                            enum pc_canon_rc exact)
-{
-    struct pick *k = arg;
-    if (k->cur_field >= 0) {
-        k->field[k->cur_field] = (struct span){off, len, 1};
-        if (k->matches == 1 && k->streamed == PC_CANON_OK)
-            k->streamed = exact;
-    }
-    if (k->cur_path) {
-        k->path = (struct span){off, len, 1};
-        k->path_type = type;
-    }
-}
-
-static int name_order(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/*
- * Hashes the FIELDS input afresh: {"name":value,...} over the input fields present, in
- * name order (a name listed twice counts once), each value re-read from its span. 0 ok;
- * -1 when a value or name is not exact (then the body is keyed raw).
- */
-static int hash_fields(const struct pick *k, const char *body)
-{
-    const struct pc_key_params *p = k->p;
-    const char **names = calloc(p->n_input_fields ? p->n_input_fields : 1, sizeof *names);
-    if (names == NULL)
-        return -1;
-    size_t n = 0;
-    for (size_t i = 0; i < p->n_input_fields; i++)
-        if (k->field[i].seen)
-            names[n++] = p->input_fields[i];
-    qsort(names, n, sizeof *names, name_order);
-    int rc = 0;
-    hash_update(k->h, "{", 1);
-    for (size_t a = 0; a < n && rc == 0; a++) {
-        if (a > 0 && strcmp(names[a], names[a - 1]) == 0)
-            continue;
-        size_t i = 0;
-        while (p->input_fields[i] == NULL || strcmp(p->input_fields[i], names[a]) != 0 ||
-               !k->field[i].seen)
-            i++;
-        if (a > 0)
-            hash_update(k->h, ",", 1);
-        rc = hash_name(k->h, names[a]);
-        hash_update(k->h, ":", 1);
-        struct pc_canon_out out = {NULL, hash_update, k->h};
-        if (rc == 0 &&
-            pc_canon_json(body + k->field[i].off, k->field[i].len, &out, NULL) != PC_CANON_OK)
-            rc = -1;
-    }
-    hash_update(k->h, "}", 1);
-    free(names);
+    struct pc_buf b;
+    pc_buf_init(&b);
+    int rc = pc_canon_put_string(&b, name, len) == PC_CANON_OK ? 0 : -1;
+    if (rc == 0)
+        hash_update(h, b.data, b.len);
+    pc_buf_release(&b);
     return rc;
 }
 
-/* Hashes the PATH input: "path:" + the decoded string. -1 when it holds U+FFFD. */
-static int hash_path(const struct pick *k, const char *body)
+static int names_eq(const char *a, size_t alen, const char *b)
+{
+    return b != NULL && strlen(b) == alen && memcmp(a, b, alen) == 0;
+}
+
+static int in_list(const char *name, size_t len, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (names_eq(name, len, list[i]))
+            return 1;
+    }
+    return 0;
+}
+
+/* Does the route's family read the root member name? */
+static int family_reads(const struct pc_key_params *p, const char *name, size_t len)
+{
+    static const char *const tfs_predict[] = {"signature_name", "instances", "inputs"};
+    static const char *const tfs_examples[] = {"signature_name", "context", "examples"};
+    switch (p->family) {
+    case PC_FAMILY_TFS_PREDICT:
+        return in_list(name, len, tfs_predict, 3);
+    case PC_FAMILY_TFS_EXAMPLES:
+        return in_list(name, len, tfs_examples, 3);
+    case PC_FAMILY_JSON:
+    case PC_FAMILY_KSERVE:
+        break;
+    }
+    return !in_list(name, len, p->ignore_fields, p->n_ignore_fields);
+}
+
+/* One root member as the pass saw it. */
+struct rmember {
+    size_t name, name_len;   /* decoded, in reading.names */
+    size_t val_off, val_len; /* the value's span in the body */
+    size_t text, text_len;   /* its canonical text in reading.text, when written */
+    enum pc_canon_type type;
+    int family, field; /* read by the family; named by input_fields */
+    int exact;         /* written and exact */
+    size_t pos;        /* order in the text */
+};
+
+/*
+ * The pass over a body: every root member recorded, the values the key may read written
+ * canonical to text. In instances mode the member "instances" is shown element by element.
+ */
+struct reading {
+    const struct pc_key_params *p;
+    const char *body;
+    struct pc_buf names, text;
+    struct rmember *m;
+    size_t n, cap;
+    int oom;
+    int each;                /* instances mode */
+    int n_instances, raw_ok; /* members decoding to "instances"; the one spelled so */
+    int el_bad;              /* an element that cannot be keyed alone */
+    struct pc_span *el_spans, *el_texts;
+    size_t n_el, cap_el;
+};
+
+static void reading_init(struct reading *r, const struct pc_key_params *p, const char *body,
+                         int each)
+{
+    memset(r, 0, sizeof *r);
+    r->p = p;
+    r->body = body;
+    r->each = each;
+    pc_buf_init(&r->names);
+    pc_buf_init(&r->text);
+}
+
+static void reading_release(struct reading *r)
+{
+    pc_buf_release(&r->names);
+    pc_buf_release(&r->text);
+    free(r->m);
+    free(r->el_spans);
+    free(r->el_texts);
+}
+
+static int read_member(void *arg, const char *name, size_t name_len, size_t raw_off, size_t raw_len)
+{
+    struct reading *r = arg;
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 16;
+        struct rmember *m = realloc(r->m, cap * sizeof *m);
+        if (m == NULL) {
+            r->oom = 1;
+            return 0;
+        }
+        r->m = m;
+        r->cap = cap;
+    }
+    struct rmember *x = &r->m[r->n];
+    memset(x, 0, sizeof *x);
+    x->pos = r->n;
+    x->name = r->names.len;
+    x->name_len = name_len;
+    if (pc_buf_append(&r->names, name, name_len) != 0)
+        r->oom = 1;
+    x->family = family_reads(r->p, name, name_len);
+    x->field = in_list(name, name_len, r->p->input_fields, r->p->n_input_fields);
+    x->text = r->text.len;
+    r->n++;
+    if (r->each && names_eq(name, name_len, "instances")) {
+        r->n_instances++;
+        if (raw_len == 11 && memcmp(r->body + raw_off, "\"instances\"", 11) == 0)
+            r->raw_ok++;
+        x->family = 0; /* its elements are keyed one by one, not as a member */
+        return PC_CANON_EACH;
+    }
+    return x->family || x->field ? 1 : 0;
+}
+
+static void read_member_end(void *arg, size_t off, size_t len, enum pc_canon_type type,
+                            enum pc_canon_rc exact)
+{
+    struct reading *r = arg;
+    if (r->n == 0 || r->oom)
+        return;
+    struct rmember *x = &r->m[r->n - 1];
+    x->val_off = off;
+    x->val_len = len;
+    x->type = type;
+    x->text_len = r->text.len - x->text;
+    x->exact = exact == PC_CANON_OK;
+}
+
+static void read_element(void *arg, size_t off, size_t len, size_t text_off, size_t text_len,
+                         enum pc_canon_rc exact)
+{
+    struct reading *r = arg;
+    if (exact != PC_CANON_OK || has_nul_escape(r->body + off, len)) {
+        r->el_bad = 1;
+        return;
+    }
+    if (r->n_el == r->cap_el) {
+        size_t cap = r->cap_el ? 2 * r->cap_el : 16;
+        struct pc_span *s = realloc(r->el_spans, cap * sizeof *s);
+        if (s != NULL)
+            r->el_spans = s;
+        struct pc_span *t = s == NULL ? NULL : realloc(r->el_texts, cap * sizeof *t);
+        if (t == NULL) {
+            r->oom = 1;
+            return;
+        }
+        r->el_texts = t;
+        r->cap_el = cap;
+    }
+    r->el_spans[r->n_el] = (struct pc_span){off, len};
+    r->el_texts[r->n_el++] = (struct pc_span){text_off, text_len};
+}
+
+/* Reads the body: the canon result, with info. */
+static enum pc_canon_rc reading_run(struct reading *r, const char *body, size_t len,
+                                    struct pc_canon_info *info)
+{
+    struct pc_canon_hook hook = {NULL, read_member_end, r, read_member, read_element};
+    struct pc_canon_out out = {&r->text, NULL, NULL};
+    enum pc_canon_rc rc = pc_canon_scan(body, len, &hook, &out, info);
+    if (rc == PC_CANON_OK && r->oom)
+        rc = PC_CANON_INEXACT;
+    return rc;
+}
+
+/* Name order, then text order: the last of a run of equal names is the one that counts. */
+static int member_order(const void *a, const void *b, void *arg)
+{
+    const struct rmember *x = a, *y = b;
+    const char *names = ((const struct reading *)arg)->names.data;
+    size_t n = x->name_len < y->name_len ? x->name_len : y->name_len;
+    int c = n > 0 ? memcmp(names + x->name, names + y->name, n) : 0;
+    if (c == 0)
+        c = x->name_len < y->name_len ? -1 : x->name_len > y->name_len;
+    return c != 0 ? c : (x->pos < y->pos ? -1 : x->pos > y->pos);
+}
+
+/*
+ * The members a reading keeps: those `pick` selects (1: family, 2: input fields), the last
+ * of each name, in name order, into *out (malloc'ed; *n of them). 0 ok, -1 no memory.
+ * Sorting is by bytes of the decoded names, the order the canonical form uses.
+ */
+static int kept_members(struct reading *r, int pick, struct rmember **out, size_t *n)
+{
+    struct rmember *k = malloc((r->n ? r->n : 1) * sizeof *k);
+    if (k == NULL)
+        return -1;
+    size_t m = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        if (pick == 1 ? r->m[i].family : r->m[i].field)
+            k[m++] = r->m[i];
+    }
+    qsort_r(k, m, sizeof *k, member_order, r);
+    size_t w = 0;
+    for (size_t i = 0; i < m; i++) {
+        int last =
+            i + 1 == m || k[i].name_len != k[i + 1].name_len ||
+            memcmp(r->names.data + k[i].name, r->names.data + k[i + 1].name, k[i].name_len) != 0;
+        if (last)
+            k[w++] = k[i];
+    }
+    *out = k;
+    *n = w;
+    return 0;
+}
+
+/* Hashes the kept members as a canonical object. -1 when one is not exact. */
+static int hash_object(struct hasher *h, const struct reading *r, const struct rmember *k, size_t n)
+{
+    hash_update(h, "{", 1);
+    for (size_t i = 0; i < n; i++) {
+        if (!k[i].exact)
+            return -1;
+        if (i > 0)
+            hash_update(h, ",", 1);
+        if (hash_name_n(h, r->names.data + k[i].name, k[i].name_len) != 0)
+            return -1;
+        hash_update(h, ":", 1);
+        hash_update(h, r->text.data + k[i].text, k[i].text_len);
+    }
+    hash_update(h, "}", 1);
+    return 0;
+}
+
+/* Hashes the PATH input: "path\n" + the decoded string. -1 when it holds U+FFFD. */
+static int hash_path(struct hasher *h, const char *body, const struct rmember *x)
 {
     struct pc_buf s;
     pc_buf_init(&s);
-    int rc = pc_canon_decode_string(body + k->path.off, k->path.len, &s) == PC_CANON_OK ? 0 : -1;
+    int rc = pc_canon_decode_string(body + x->val_off, x->val_len, &s) == PC_CANON_OK ? 0 : -1;
     if (rc == 0) {
-        hash_update(k->h, "path:", 5);
-        hash_update(k->h, s.data, s.len);
+        hash_update(h, "path\n", 5);
+        hash_update(h, s.data, s.len);
     }
     pc_buf_release(&s);
     return rc;
 }
 
+/* The object input: fields, path or the family's reading. -1 when it must be keyed raw. */
+static int hash_object_input(const struct pc_key_params *p, struct reading *r, struct hasher *h,
+                             const char *head, size_t head_len, enum pc_key_kind *kind)
+{
+    struct rmember *k = NULL;
+    size_t n = 0;
+    int rc = -1;
+    if (p->n_input_fields > 0) {
+        if (kept_members(r, 2, &k, &n) != 0)
+            return -1;
+        if (n > 0) {
+            hash_begin(h, head, head_len);
+            hash_update(h, "fields\n", 7);
+            rc = hash_object(h, r, k, n);
+            *kind = PC_KEY_FIELDS;
+            free(k);
+            return rc;
+        }
+        free(k);
+    }
+    if (kept_members(r, 1, &k, &n) != 0)
+        return -1;
+    const char *pf = p->path_field;
+    hash_begin(h, head, head_len);
+    if (p->family == PC_FAMILY_JSON && n == 1 && pf != NULL && pf[0] != '\0' &&
+        k[0].type == PC_CANON_STRING && names_eq(r->names.data + k[0].name, k[0].name_len, pf)) {
+        rc = hash_path(h, r->body, &k[0]);
+        *kind = PC_KEY_PATH;
+    } else {
+        int tfs = p->family == PC_FAMILY_TFS_PREDICT || p->family == PC_FAMILY_TFS_EXAMPLES;
+        hash_update(h, tfs ? "tfs\n" : "json\n", tfs ? 4 : 5);
+        rc = hash_object(h, r, k, n);
+        *kind = PC_KEY_BODY;
+    }
+    free(k);
+    return rc;
+}
+
 /*
- * Reads the body and hashes the material of its key into h (begun with namespace and
- * route). On 0, *kind says which input was hashed. -1 only when body_is_json and the body
- * is not JSON (reason in err).
+ * Reads the body and hashes the material of its key into h. On 0, *kind says which input
+ * was hashed. -1 only when body_is_json and the body is not JSON (reason in err).
  */
-static int hash_input(const struct pc_key_params *p, const char *ns, const char *route,
+static int hash_input(const struct pc_key_params *p, const char *head, size_t head_len,
                       const char *body, size_t len, int body_is_json, struct hasher *h,
                       enum pc_key_kind *kind, char *err, size_t errlen)
 {
     static const char what[] = "request body is not valid JSON";
     *kind = PC_KEY_RAW;
-    struct pick k = {.p = p, .h = h, .streamed = PC_CANON_OK, .cur_field = -1};
+    struct reading r;
+    reading_init(&r, p, body, 0);
     enum pc_canon_rc rc = PC_CANON_INVALID;
     struct pc_canon_info info = {PC_CANON_NULL, NULL, 0};
     int nul = 0;
     if (len == 0) {
         info.error = "empty body";
-    } else if (len >= INT_MAX) { /* the v1 reading took an int length */
+    } else if (len >= INT_MAX) { /* json-c's reading takes an int length */
         info.error = "body too large to parse";
     } else {
-        k.field = calloc(p->n_input_fields ? p->n_input_fields : 1, sizeof *k.field);
         nul = has_nul_escape(body, len);
-        struct pc_canon_hook hook = {pick_member, pick_member_end, &k, NULL, NULL};
-        struct pc_canon_out out = {NULL, hash_update, h};
-        rc = pc_canon_scan(body, len, nul || k.field == NULL ? NULL : &hook, &out, &info);
+        rc = reading_run(&r, body, len, &info);
     }
     if (rc == PC_CANON_INVALID && body_is_json) {
-        free(k.field);
+        reading_release(&r);
         set_err(err, errlen, what, info.error, info.error_off);
         return -1;
     }
     /* A body that merely may be JSON is keyed raw when it is not: no reason to report. */
-    if (rc == PC_CANON_OK && info.root == PC_CANON_OBJECT && !nul && k.field != NULL) {
-        if (k.matches == 1 && k.streamed == PC_CANON_OK) {
-            hash_update(h, "}", 1);
-            *kind = PC_KEY_FIELDS;
-        } else if (k.matches > 1) {
-            hash_begin(h, ns, route);
-            if (hash_fields(&k, body) == 0)
-                *kind = PC_KEY_FIELDS;
-        } else if (k.matches == 0 && k.path.seen && k.path_type == PC_CANON_STRING) {
-            hash_begin(h, ns, route);
-            if (hash_path(&k, body) == 0)
-                *kind = PC_KEY_PATH;
-        }
+    int done = 0;
+    if (rc == PC_CANON_OK && !nul && info.root == PC_CANON_OBJECT) {
+        done = hash_object_input(p, &r, h, head, head_len, kind) == 0;
+    } else if (rc == PC_CANON_OK && !nul &&
+               (p->family == PC_FAMILY_JSON || p->family == PC_FAMILY_KSERVE)) {
+        /* another JSON value: read whole */
+        hash_begin(h, head, head_len);
+        hash_update(h, "json\n", 5);
+        struct pc_canon_out out = {NULL, hash_update, h};
+        done = pc_canon_json(body, len, &out, NULL) == PC_CANON_OK;
+        *kind = PC_KEY_BODY;
     }
-    free(k.field);
-    if (*kind == PC_KEY_RAW) {
-        hash_begin(h, ns, route);
+    reading_release(&r);
+    if (!done) {
+        *kind = PC_KEY_RAW;
+        hash_begin(h, head, head_len);
+        hash_update(h, "raw\n", 4);
         hash_update(h, body, len);
     }
     return 0;
 }
 
+/* ---- the head -------------------------------------------------------------------------- */
+
+int pc_cachekey_head(const struct pc_key_head *hd, struct pc_buf *out)
+{
+    const char *lines[][2] = {
+        {"backend ", hd->backend}, {"method ", hd->method}, {"path ", hd->path},
+        {"query ", hd->query},     {"media ", hd->media},   {"scope ", hd->scope},
+    };
+    int rc = pc_buf_append_str(out, PC_KEY_HEAD);
+    for (size_t i = 0; i < sizeof lines / sizeof lines[0]; i++) {
+        const char *v = lines[i][1] ? lines[i][1] : "";
+        if (strchr(v, '\n') != NULL)
+            return -1;
+        rc |= pc_buf_printf(out, "%s%s\n", lines[i][0], v);
+    }
+    rc |= pc_buf_append_str(out, "vary ");
+    if (hd->vary_len > 0)
+        rc |= pc_buf_append(out, hd->vary, hd->vary_len);
+    const char *ns = hd->ns ? hd->ns : "";
+    if (strchr(ns, '\n') != NULL)
+        return -1;
+    rc |= pc_buf_printf(out, "\nnamespace %s\n", ns);
+    return rc != 0 ? -1 : 0;
+}
+
+int pc_cachekey_media(const char *ct, struct pc_buf *out)
+{
+    if (ct == NULL)
+        return 0;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t n = strcspn(ct, ";");
+    while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+        n--;
+    const char *slash = memchr(ct, '/', n);
+    size_t sub = slash ? n - (size_t)(slash + 1 - ct) : 0;
+    const char *s = slash ? slash + 1 : NULL;
+    if (s != NULL && ((sub == 4 && strncasecmp(s, "json", 4) == 0) ||
+                      (sub > 5 && strncasecmp(s + sub - 5, "+json", 5) == 0)))
+        return pc_buf_append_str(out, "json");
+    for (size_t i = 0; i < n; i++) {
+        char c = ct[i];
+        if (c == '\n' || c == '\r')
+            c = ' ';
+        if (pc_buf_append_char(out, (char)(c >= 'A' && c <= 'Z' ? c + 32 : c)) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int pc_cachekey_vary_add(struct pc_buf *out, const char *name, const char *value)
+{
+    int rc = 0;
+    for (const char *c = name; *c; c++)
+        rc |= pc_buf_append_char(out, (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c));
+    if (value == NULL)
+        rc |= pc_buf_append_str(out, " -;");
+    else
+        rc |= pc_buf_printf(out, " %zu:%s;", strlen(value), value);
+    return rc != 0 ? -1 : 0;
+}
+
 /* ---- entry points -------------------------------------------------------------------- */
 
-/*
- * Checks what the material format cannot carry: a "\n" in the namespace or route would
- * let two different (namespace, route) pairs produce the same material.
- */
-static int check_params(const char *ns, const char *prefix, const char *route, char *err,
-                        size_t errlen)
+static int check_prefix(const char *prefix, char *err, size_t errlen)
 {
-    if (route == NULL || strchr(route, '\n') != NULL || strchr(ns, '\n') != NULL) {
-        set_err(err, errlen, "namespace and route must be set and hold no newline", NULL, 0);
-        return -1;
-    }
-    if (strlen(prefix) + strlen(PC_KEY_VERSION) + 2 * PC_SHA256_LEN + 1 > PC_KEY_MAX) {
+    if (strlen(prefix) + strlen(PC_KEY_VERSION) + 2 * PC_SHA256_LEN + 2 > PC_KEY_MAX) {
         set_err(err, errlen, "cache key prefix too long", NULL, 0);
         return -1;
     }
     return 0;
 }
 
-int pc_cachekey_derive(const struct pc_key_params *p, const char *route, const char *body,
-                       size_t len, int body_is_json, char out[PC_KEY_MAX], enum pc_key_kind *kind,
-                       char *err, size_t errlen)
+int pc_cachekey_body(const struct pc_key_params *p, const char *head, size_t head_len,
+                     const char *body, size_t len, int body_is_json, char out[PC_KEY_MAX],
+                     enum pc_key_kind *kind, char *err, size_t errlen)
 {
-    const char *ns = p->namespace_ ? p->namespace_ : "";
     const char *prefix = p->prefix ? p->prefix : "";
-    if (check_params(ns, prefix, route, err, errlen) != 0)
+    if (check_prefix(prefix, err, errlen) != 0)
         return -1;
     if (body == NULL)
         len = 0;
     struct hasher h = {EVP_MD_CTX_new(), 0};
-    hash_begin(&h, ns, route);
     enum pc_key_kind k;
-    if (hash_input(p, ns, route, body, len, body_is_json, &h, &k, err, errlen) != 0) {
+    if (hash_input(p, head, head_len, body, len, body_is_json, &h, &k, err, errlen) != 0) {
         EVP_MD_CTX_free(h.ctx);
         return -1;
     }
@@ -336,6 +541,24 @@ int pc_cachekey_derive(const struct pc_key_params *p, const char *route, const c
     return 0;
 }
 
+int pc_cachekey_derive(const struct pc_key_params *p, const char *route, const char *body,
+                       size_t len, int body_is_json, char out[PC_KEY_MAX], enum pc_key_kind *kind,
+                       char *err, size_t errlen)
+{
+    struct pc_key_head hd = {.path = route, .ns = p->namespace_};
+    struct pc_buf head;
+    pc_buf_init(&head);
+    if (route == NULL || pc_cachekey_head(&hd, &head) != 0) {
+        pc_buf_release(&head);
+        set_err(err, errlen, "namespace and route must be set and hold no newline", NULL, 0);
+        return -1;
+    }
+    int rc =
+        pc_cachekey_body(p, head.data, head.len, body, len, body_is_json, out, kind, err, errlen);
+    pc_buf_release(&head);
+    return rc;
+}
+
 int pc_cachekey_canonical(const char *json, size_t len, struct pc_buf *out)
 {
     if (len == 0 || len >= INT_MAX)
@@ -348,11 +571,10 @@ int pc_cachekey_herd(const char *prefix, const char (*keys)[PC_KEY_MAX], const s
                      size_t n, char out[PC_KEY_MAX])
 {
     const char *pf = prefix != NULL ? prefix : "";
-    if (strlen(pf) > 255)
+    if (check_prefix(pf, NULL, 0) != 0)
         return -1;
     struct hasher h = {EVP_MD_CTX_new(), 0};
-    h.failed = h.ctx == NULL || EVP_DigestInit_ex(h.ctx, EVP_sha256(), NULL) != 1;
-    hash_update(&h, "herd\n", 5);
+    hash_begin(&h, "herd\n", 5);
     for (size_t i = 0; i < n; i++) {
         hash_update(&h, keys[pick[i]], strlen(keys[pick[i]]));
         hash_update(&h, "\n", 1);
@@ -362,161 +584,74 @@ int pc_cachekey_herd(const char *prefix, const char (*keys)[PC_KEY_MAX], const s
     return rc;
 }
 
-int pc_cachekey_instance(const struct pc_key_params *p, const char *route, const char *signature,
-                         size_t sig_len, const char *inst, size_t inst_len, char out[PC_KEY_MAX],
-                         char *err, size_t errlen)
-{
-    static const char alone[] = "instance cannot be keyed on its own";
-    const char *ns = p->namespace_ ? p->namespace_ : "";
-    const char *prefix = p->prefix ? p->prefix : "";
-    if (check_params(ns, prefix, route, err, errlen) != 0)
-        return -1;
-    if (memchr(signature, '\n', sig_len) != NULL || has_nul_escape(inst, inst_len) ||
-        inst_len == 0 || inst_len >= INT_MAX) {
-        set_err(err, errlen, alone, NULL, 0);
-        return -1;
-    }
-    /* material = namespace "\n" route "\n" "instance\n" signature "\n" canonical(instance) */
-    struct hasher h = {EVP_MD_CTX_new(), 0};
-    hash_begin(&h, ns, route);
-    hash_update(&h, "instance\n", 9);
-    hash_update(&h, signature, sig_len);
-    hash_update(&h, "\n", 1);
-    struct pc_canon_out o = {NULL, hash_update, &h};
-    enum pc_canon_rc rc = pc_canon_json(inst, inst_len, &o, NULL);
-    int hrc = rc == PC_CANON_OK ? hash_end(&h, prefix, out) : 0;
-    int failed = h.failed;
-    EVP_MD_CTX_free(h.ctx);
-    if (failed || hrc != 0) {
-        set_err(err, errlen, "SHA-256 failed", NULL, 0);
-        return -1;
-    }
-    if (rc != PC_CANON_OK) {
-        set_err(err, errlen, alone, NULL, 0);
-        return -1;
-    }
-    return 0;
-}
-
 /* ---- every instance of a batch in one pass ----------------------------------------- */
 
-struct each {
-    struct pc_buf text; /* the elements' canonical texts, one after the other */
-    struct pc_span *spans, *texts;
-    size_t n, cap;
-    struct pc_span sig;
-    int instances, other; /* "instances" members seen; something that rules the pass out */
-    int oom;
-};
-
-struct each_ctx {
-    struct each *e;
-    const char *body;
-    int in_instances, in_sig;
-};
-
-static int each_member_at(void *arg, const char *name, size_t name_len, size_t raw_off,
-                          size_t raw_len)
+int pc_cachekey_instances(const struct pc_key_params *p, const char *head, size_t head_len,
+                          const char *body, size_t len, struct pc_span **spans, size_t *n,
+                          struct pc_span *sig, char (**keys)[PC_KEY_MAX])
 {
-    (void)name;
-    (void)name_len;
-    struct each_ctx *x = arg;
-    const char *raw = x->body + raw_off;
-    x->in_sig = raw_len == 16 && memcmp(raw, "\"signature_name\"", 16) == 0;
-    x->in_instances = raw_len == 11 && memcmp(raw, "\"instances\"", 11) == 0;
-    if (x->in_instances && x->e->instances++ > 0)
-        x->e->other = 1; /* given twice: not a batch */
-    return x->in_instances && !x->e->other ? PC_CANON_EACH : 0;
-}
-
-static void each_member_end(void *arg, size_t off, size_t len, enum pc_canon_type type,
-                            enum pc_canon_rc exact)
-{
-    (void)exact;
-    struct each_ctx *x = arg;
-    if (x->in_sig)
-        x->e->sig = (struct pc_span){off, len};
-    if (x->in_instances && type != PC_CANON_ARRAY)
-        x->e->other = 1;
-    x->in_sig = x->in_instances = 0;
-}
-
-static void each_element(void *arg, size_t off, size_t len, size_t text_off, size_t text_len,
-                         enum pc_canon_rc exact)
-{
-    struct each_ctx *x = arg;
-    struct each *e = x->e;
-    if (exact != PC_CANON_OK || has_nul_escape(x->body + off, len)) {
-        e->other = 1; /* an instance that cannot be keyed alone */
-        return;
-    }
-    if (e->n == e->cap) {
-        size_t cap = e->cap ? 2 * e->cap : 16;
-        struct pc_span *s = realloc(e->spans, cap * sizeof *s);
-        struct pc_span *t = s == NULL ? NULL : realloc(e->texts, cap * sizeof *t);
-        if (s != NULL)
-            e->spans = s;
-        if (t == NULL) {
-            e->oom = 1;
-            return;
-        }
-        e->texts = t;
-        e->cap = cap;
-    }
-    e->spans[e->n] = (struct pc_span){off, len};
-    e->texts[e->n++] = (struct pc_span){text_off, text_len};
-}
-
-int pc_cachekey_instances(const struct pc_key_params *p, const char *route, const char *body,
-                          size_t len, struct pc_span **spans, size_t *n, struct pc_span *sig,
-                          char (**keys)[PC_KEY_MAX])
-{
-    const char *ns = p->namespace_ ? p->namespace_ : "";
     const char *prefix = p->prefix ? p->prefix : "";
-    if (body == NULL || len == 0 || len >= INT_MAX || check_params(ns, prefix, route, NULL, 0))
+    if (body == NULL || len == 0 || len >= INT_MAX || check_prefix(prefix, NULL, 0) != 0 ||
+        has_nul_escape(body, len))
         return 1;
-    struct each e;
-    memset(&e, 0, sizeof e);
-    pc_buf_init(&e.text);
-    struct each_ctx x = {&e, body, 0, 0};
-    struct pc_canon_hook hook = {NULL, each_member_end, &x, each_member_at, each_element};
-    struct pc_canon_out out = {&e.text, NULL, NULL};
+    struct reading r;
+    reading_init(&r, p, body, 1);
     struct pc_canon_info info;
-    enum pc_canon_rc rc = pc_canon_scan(body, len, &hook, &out, &info);
+    enum pc_canon_rc rc = reading_run(&r, body, len, &info);
     int result = 1;
     char(*k)[PC_KEY_MAX] = NULL;
-    if (e.oom) {
+    struct rmember *ctx = NULL;
+    size_t n_ctx = 0;
+    if (r.oom) {
         result = -1;
-    } else if (rc != PC_CANON_INVALID && (info.root != PC_CANON_OBJECT || e.instances == 0)) {
-        result = 2; /* every root member was shown: batch.c finds no "instances" either */
-    } else if (rc == PC_CANON_OK && info.root == PC_CANON_OBJECT && e.instances == 1 && !e.other &&
-               e.n > 0 && memchr(body + e.sig.off, '\n', e.sig.len) == NULL) {
-        k = malloc(e.n * sizeof *k);
+    } else if (rc == PC_CANON_OK && info.root == PC_CANON_OBJECT && r.n_instances == 1 &&
+               r.raw_ok == 1 && !r.el_bad && r.n_el > 0) {
         struct hasher h = {EVP_MD_CTX_new(), 0};
-        result = k == NULL || h.ctx == NULL ? -1 : 0;
-        for (size_t i = 0; result == 0 && i < e.n; i++) {
-            /* material = namespace "\n" route "\n" "instance\n" signature "\n" canonical */
-            hash_begin(&h, ns, route);
+        struct pc_buf c; /* canonical(context) "\n": the same for every element */
+        pc_buf_init(&c);
+        result = h.ctx == NULL || kept_members(&r, 1, &ctx, &n_ctx) != 0 ? -1 : 0;
+        for (size_t i = 0; result == 0 && i < n_ctx; i++) {
+            if (!ctx[i].exact)
+                result = 1;
+            else if (pc_buf_append_char(&c, i == 0 ? '{' : ',') != 0 ||
+                     pc_canon_put_string(&c, r.names.data + ctx[i].name, ctx[i].name_len) !=
+                         PC_CANON_OK ||
+                     pc_buf_append_char(&c, ':') != 0 ||
+                     pc_buf_append(&c, r.text.data + ctx[i].text, ctx[i].text_len) != 0)
+                result = 1;
+        }
+        if (result == 0 &&
+            (n_ctx == 0 ? pc_buf_append_str(&c, "{}\n") : pc_buf_append_str(&c, "}\n")) != 0)
+            result = -1;
+        if (result == 0 && (k = malloc(r.n_el * sizeof *k)) == NULL)
+            result = -1;
+        for (size_t i = 0; result == 0 && i < r.n_el; i++) {
+            hash_begin(&h, head, head_len);
             hash_update(&h, "instance\n", 9);
-            hash_update(&h, body + e.sig.off, e.sig.len);
-            hash_update(&h, "\n", 1);
-            hash_update(&h, e.text.data + e.texts[i].off, e.texts[i].len);
+            hash_update(&h, c.data, c.len);
+            hash_update(&h, r.text.data + r.el_texts[i].off, r.el_texts[i].len);
             if (hash_end(&h, prefix, k[i]) != 0)
                 result = -1;
         }
+        *sig = (struct pc_span){0, 0};
+        for (size_t i = 0; result == 0 && i < r.n; i++) {
+            if (names_eq(r.names.data + r.m[i].name, r.m[i].name_len, "signature_name"))
+                *sig = (struct pc_span){r.m[i].val_off, r.m[i].val_len};
+        }
+        pc_buf_release(&c);
         EVP_MD_CTX_free(h.ctx);
     }
-    pc_buf_release(&e.text);
-    free(e.texts);
+    free(ctx);
     if (result != 0) {
         free(k);
-        free(e.spans);
+        reading_release(&r);
         return result;
     }
-    *spans = e.spans;
-    *n = e.n;
-    *sig = e.sig;
+    *spans = r.el_spans;
+    r.el_spans = NULL;
+    *n = r.n_el;
     *keys = k;
+    reading_release(&r);
     return 0;
 }
 
@@ -529,6 +664,8 @@ const char *pc_cachekey_kind_name(enum pc_key_kind kind)
         return "path";
     case PC_KEY_RAW:
         return "raw";
+    case PC_KEY_BODY:
+        return "body";
     }
     return "unknown";
 }

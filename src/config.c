@@ -80,7 +80,7 @@ struct opt {
 #define HOUR_MS 3600000
 #define REDIS_MAX_STRING (512 * MIB)
 
-#define DEFAULT_INPUT_FIELDS "instances, inputs, image_data, img_base64"
+#define DEFAULT_REPLAY_HEADERS "Content-Type, Inference-Header-Content-Length"
 #define DEFAULT_ROUTES                                                                             \
     "POST /predict, POST /v1/models/*:predict, POST /v1/models/*:classify, "                       \
     "POST /v1/models/*:regress, POST /v2/models/*/infer"
@@ -94,8 +94,13 @@ static const char *const sections[] = {"server", "backend", "redis", "cache", "j
  * row's max names its set: an index into choice_sets. */
 static const char *const verify_compares[] = {"bytes", "json", NULL}; /* pc_verify_compare */
 static const char *const verify_actions[] = {"log", "purge", NULL};   /* pc_verify_action */
-enum { CHOICES_VERIFY_COMPARE, CHOICES_VERIFY_ACTION };
-static const char *const *const choice_sets[] = {verify_compares, verify_actions};
+static const char *const credentials[] = {"isolate", "shared", "bypass", NULL}; /* pc_credentials */
+static const char *const response_ccs[] = {"honour", "ignore", NULL};           /* pc_response_cc */
+static const char *const jobs_creds[] = {"refuse", "local", NULL}; /* pc_jobs_credentials */
+enum { CHOICES_VERIFY_COMPARE, CHOICES_VERIFY_ACTION, CHOICES_CREDENTIALS, CHOICES_RESPONSE_CC,
+       CHOICES_JOBS_CREDENTIALS };
+static const char *const *const choice_sets[] = {verify_compares, verify_actions, credentials,
+                                                 response_ccs, jobs_creds};
 
 static const struct opt static_options[] = {
     /* section  key                   type          field                               min  max               default                  flags */
@@ -111,6 +116,7 @@ static const struct opt static_options[] = {
     {"server",  "workers",            OPT_AUTO_INT, FIELD(workers),                     1,   64,               "auto",                  0},
 
     {"backend", "url",                OPT_URL,      FIELD(backend_url),                 0,   0,                "http://127.0.0.1:8501", 0},
+    {"backend", "cache_id",           OPT_STRING,   FIELD(backend_cache_id),            0,   0,                "",                      0},
     {"backend", "connect_timeout_ms", OPT_INT,      FIELD(backend_connect_timeout_ms),  1,   HOUR_MS,          "1000",                  0},
     {"backend", "timeout_ms",         OPT_INT,      FIELD(backend_timeout_ms),          1,   HOUR_MS,          "30000",                 0},
     {"backend", "max_response_bytes", OPT_SIZE,     FIELD(backend_max_response_bytes),  1,   GIB,              "64m",                   0},
@@ -133,8 +139,14 @@ static const struct opt static_options[] = {
     {"cache",   "namespace",          OPT_STRING,   FIELD(namespace_),                  0,   0,                "default",               0},
     {"cache",   "key_prefix",         OPT_STRING,   FIELD(key_prefix),                  0,   0,                "predcache:",            0},
     {"cache",   "routes",             OPT_ROUTES,   LIST(routes, n_routes),             0,   PC_CFG_MAX_LIST,  DEFAULT_ROUTES,          0},
-    {"cache",   "input_fields",       OPT_NAMES,    LIST(input_fields, n_input_fields), 0,   PC_CFG_MAX_LIST,  DEFAULT_INPUT_FIELDS,    0},
+    {"cache",   "input_fields",       OPT_NAMES,    LIST(input_fields, n_input_fields), 0,   PC_CFG_MAX_LIST,  "",                      0},
+    {"cache",   "ignore_fields",      OPT_NAMES,    LIST(ignore_fields, n_ignore_fields), 0, PC_CFG_MAX_LIST,  "auto",                  0},
     {"cache",   "path_field",         OPT_STRING,   FIELD(path_field),                  0,   0,                "file_path",             0},
+    {"cache",   "credentials",        OPT_CHOICE,   FIELD(credentials),                 0,   CHOICES_CREDENTIALS, "isolate",            0},
+    {"cache",   "credential_headers", OPT_NAMES,    LIST(credential_headers, n_credential_headers), 0, PC_CFG_MAX_LIST, "",         0},
+    {"cache",   "vary",               OPT_NAMES,    LIST(vary, n_vary),                 0,   PC_CFG_MAX_LIST,  "",                      0},
+    {"cache",   "response_cache_control", OPT_CHOICE, FIELD(response_cache_control),    0,   CHOICES_RESPONSE_CC, "honour",             0},
+    {"cache",   "replay_headers",     OPT_NAMES,    LIST(replay_headers, n_replay_headers), 0, 8,              DEFAULT_REPLAY_HEADERS,  0},
     {"cache",   "per_instance",       OPT_BOOL,     FIELD(per_instance),                0,   1,                "on",                    0},
     {"cache",   "allow_client_controls", OPT_BOOL,  FIELD(allow_client_controls),       0,   1,                "on",                    0},
     {"cache",   "grace_s",            OPT_INT,      FIELD(grace_s),                     0,   INT_MAX / 2,      "3600",                  0},
@@ -158,6 +170,7 @@ static const struct opt static_options[] = {
     {"jobs",    "async_prefix",       OPT_STRING,   FIELD(jobs_async_prefix),           0,   0,                "/async",                0},
     {"jobs",    "compat",             OPT_BOOL,     FIELD(jobs_compat),                 0,   1,                "off",                   0},
     {"jobs",    "stream",             OPT_STRING,   FIELD(jobs_stream),                 0,   0,                "",                      0},
+    {"jobs",    "credentials",        OPT_CHOICE,   FIELD(jobs_credentials),            0,   CHOICES_JOBS_CREDENTIALS, "local",         0},
 
     {"log",     "level",              OPT_LEVEL,    FIELD(log_level),                   0,   0,                "info",                  0},
     {"log",     "access_log",         OPT_STRING,   FIELD(access_log),                  1,   0,                "-",                     0},
@@ -187,8 +200,10 @@ static const struct opt backend_options[] = {
     {"backend", "health_interval_ms", OPT_INT,      BFIELD(health_interval_ms),         10,  HOUR_MS,          NULL, 0},
     {"backend", "health_fails",       OPT_INT,      BFIELD(health_fails),               1,   1000,             NULL, 0},
     {"backend", "health_passes",      OPT_INT,      BFIELD(health_passes),              1,   1000,             NULL, 0},
+    {"backend", "cache_id",           OPT_STRING,   BFIELD(cache_id),                   0,   0,                NULL, 0},
 };
-enum { B_URL, B_CONNECT, B_TIMEOUT, B_MAXRESP, B_INFLIGHT, B_HPATH, B_HINTERVAL, B_HFAILS, B_HPASSES };
+enum { B_URL, B_CONNECT, B_TIMEOUT, B_MAXRESP, B_INFLIGHT, B_HPATH, B_HINTERVAL, B_HFAILS, B_HPASSES,
+       B_CACHE_ID };
 
 static const struct opt route_options[] = {
     {"route",   "match",              OPT_ROUTE,    RFIELD(match),                      0,   0,                NULL, 0},
@@ -198,8 +213,13 @@ static const struct opt route_options[] = {
     {"route",   "input_fields",       OPT_NAMES,    RLIST(input_fields, n_input_fields), 0,  PC_CFG_MAX_LIST,  NULL, 0},
     {"route",   "path_field",         OPT_STRING,   RFIELD(path_field),                 0,   0,                NULL, 0},
     {"route",   "per_instance",       OPT_BOOL,     RFIELD(per_instance),               0,   1,                NULL, 0},
+    {"route",   "credentials",        OPT_CHOICE,   RFIELD(credentials),                0,   CHOICES_CREDENTIALS, NULL, 0},
+    {"route",   "ignore_fields",      OPT_NAMES,    RLIST(ignore_fields, n_ignore_fields), 0, PC_CFG_MAX_LIST, NULL, 0},
+    {"route",   "vary",               OPT_NAMES,    RLIST(vary, n_vary),                0,   PC_CFG_MAX_LIST,  NULL, 0},
+    {"route",   "response_cache_control", OPT_CHOICE, RFIELD(response_cache_control),   0,   CHOICES_RESPONSE_CC, NULL, 0},
 };
-enum { R_MATCH, R_BACKEND, R_CACHE, R_TTL, R_INPUTS, R_PATHFIELD, R_PERINST };
+enum { R_MATCH, R_BACKEND, R_CACHE, R_TTL, R_INPUTS, R_PATHFIELD, R_PERINST, R_CREDS, R_IGNORE,
+       R_VARY, R_RCC };
 /* clang-format on */
 #define N_BACKEND_OPTIONS (sizeof(backend_options) / sizeof(backend_options[0]))
 #define N_ROUTE_OPTIONS (sizeof(route_options) / sizeof(route_options[0]))
@@ -1089,6 +1109,18 @@ static void inherit_named(struct pc_config *cfg)
             memcpy(r->path_field, cfg->path_field, sizeof r->path_field);
         if (!(r->set & (1u << R_PERINST)))
             r->per_instance = cfg->per_instance;
+        if (!(r->set & (1u << R_CREDS)))
+            r->credentials = cfg->credentials;
+        if (!(r->set & (1u << R_IGNORE))) {
+            memcpy(r->ignore_fields, cfg->ignore_fields, sizeof r->ignore_fields);
+            r->n_ignore_fields = cfg->n_ignore_fields;
+        }
+        if (!(r->set & (1u << R_VARY))) {
+            memcpy(r->vary, cfg->vary, sizeof r->vary);
+            r->n_vary = cfg->n_vary;
+        }
+        if (!(r->set & (1u << R_RCC)))
+            r->response_cache_control = cfg->response_cache_control;
         r->backend_index = 0;
         for (size_t j = 0; j < cfg->n_backends; j++) {
             if (strcmp(r->backend, cfg->backends[j].name) == 0)
@@ -1112,7 +1144,64 @@ const struct pc_backend_cfg *pc_config_backend(const struct pc_config *cfg, size
     out->health_interval_ms = cfg->backend_health_interval_ms;
     out->health_fails = cfg->backend_health_fails;
     out->health_passes = cfg->backend_health_passes;
+    pc_strlcpy(out->cache_id, cfg->backend_cache_id, sizeof out->cache_id);
     return out;
+}
+
+/* An RFC 9110 token: the only header names a list of them may hold. */
+static int is_token(const char *s)
+{
+    static const char extra[] = "!#$%&'*+-.^_`|~";
+    if (*s == '\0')
+        return 0;
+    for (; *s; s++) {
+        if (!isalnum((unsigned char)*s) && strchr(extra, *s) == NULL)
+            return 0;
+    }
+    return 1;
+}
+
+/*
+ * Header names in [cache] lists are tokens; replay_headers never names what describes a
+ * connection or one client (hop-by-hop, Set-Cookie, Date, framing, predcache's own). 0 ok;
+ * -1 with the option's key in *key and why.
+ */
+static int check_header_lists(const struct pc_config *cfg, char *why, size_t whylen,
+                              const char **key)
+{
+    static const char *const never_replayed[] = {
+        "Connection",   "Keep-Alive",        "Proxy-Connection", "TE",
+        "Trailer",      "Transfer-Encoding", "Upgrade",          "Set-Cookie",
+        "Date",         "Content-Length",    "Content-Encoding", "Age",
+        "X-Cache",      "X-Cache-Key",       "Warning",          "Vary",
+        "Cache-Control"};
+    const struct {
+        const char *key;
+        const char (*names)[64];
+        size_t n;
+    } lists[] = {
+        {"credential_headers", cfg->credential_headers, cfg->n_credential_headers},
+        {"vary", cfg->vary, cfg->n_vary},
+        {"replay_headers", cfg->replay_headers, cfg->n_replay_headers},
+    };
+    for (size_t l = 0; l < sizeof lists / sizeof lists[0]; l++) {
+        for (size_t i = 0; i < lists[l].n; i++) {
+            const char *name = lists[l].names[i];
+            *key = lists[l].key;
+            if (!is_token(name)) {
+                fmt(why, whylen, "'%s' is not a header name", name);
+                return -1;
+            }
+            for (size_t k = 0; l == 2 && k < sizeof never_replayed / sizeof never_replayed[0];
+                 k++) {
+                if (strcasecmp(name, never_replayed[k]) == 0) {
+                    fmt(why, whylen, "%s is never replayed from a cache entry", name);
+                    return -1;
+                }
+            }
+        }
+    }
+    return 0;
 }
 
 enum { CHECK_TIMEOUTS = 1, CHECK_HEALTH_PATH };
@@ -1191,6 +1280,7 @@ static int config_validate_at(struct pc_config *cfg, const int *lines, int *line
                               size_t errlen)
 {
     char why[512];
+    const char *bad_key = NULL;
     *line = 0;
     char *value = malloc(CFG_DUMP_MAX);
     struct pc_config *scratch = malloc(sizeof *scratch);
@@ -1251,6 +1341,11 @@ static int config_validate_at(struct pc_config *cfg, const int *lines, int *line
     if (check_async_prefix(cfg->jobs_async_prefix, why, sizeof why) != 0) {
         fmt(err, errlen, "[jobs] async_prefix: %s", why);
         *line = line_of(lines, "jobs", "async_prefix", NULL);
+        goto out;
+    }
+    if (check_header_lists(cfg, why, sizeof why, &bad_key) != 0) {
+        fmt(err, errlen, "[cache] %s: %s", bad_key, why);
+        *line = line_of(lines, "cache", bad_key, NULL);
         goto out;
     }
     inherit_named(cfg);

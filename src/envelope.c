@@ -3,22 +3,28 @@
  *
  *     "PC1\n" status "\n" stored_at_ms "\n" content_type "\n" body
  *     "PC2\n" status "\n" stored_at_ms "\n" ttl_s "\n" content_type "\n" body
+ *     "PC3\n" status "\n" stored_at_ms "\n" ttl_s "\n" n_headers "\n" content_type "\n"
+ *             (name ":" value "\n") * n_headers  body
  *
- * PC2 carries the entry's own TTL (a route's ttl_s or a client's X-Predcache-TTL), so
+ * PC2 carried the entry's own TTL (a route's ttl_s or a client's X-Predcache-TTL), so
  * that fresh versus stale is decided by what the entry was stored with; PC1 entries,
- * written before, take the route's TTL.
+ * written before, take the route's TTL. PC3, the only one written now, also carries the
+ * end-to-end headers that describe the body, so a hit replays the answer faithfully (a
+ * binary KServe answer is unreadable without its Inference-Header-Content-Length); its
+ * ttl_s may be 0, "not recorded".
  * The decoder reads bytes that come back from the store, so it trusts nothing: it accepts
- * exactly what the encoder writes (3-digit status 100..599, a non-negative decimal time
- * without leading zeros or sign, a content type line without CR or NUL) and never reads
- * past len.
+ * exactly what the encoder writes (3-digit status 100..599, non-negative decimals without
+ * leading zeros or sign, text lines without CR or NUL, header names that are tokens, text
+ * that fits PC_ENV_SCRATCH, whatever the version) and never reads past len.
  */
 #include "predcache/envelope.h"
 
 #include <inttypes.h>
 #include <string.h>
 
-#define PC_ENV_MAGIC "PC1\n"
+#define PC_ENV_MAGIC1 "PC1\n"
 #define PC_ENV_MAGIC2 "PC2\n"
+#define PC_ENV_MAGIC3 "PC3\n"
 #define PC_ENV_MAGIC_LEN 4
 #define PC_ENV_MAX_TTL_DIGITS 10
 #define PC_ENV_MAX_TIME_DIGITS 19
@@ -26,6 +32,22 @@
 static int status_ok(int status)
 {
     return status >= 100 && status <= 599;
+}
+
+/* RFC 9110 tchar: "!#$%&'*+-.^_`|~", digits and letters. */
+static int is_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* Length of the token at s[0..n) that ends at the first non-tchar (0 when none). */
+static size_t token_len(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && is_tchar((unsigned char)s[i]))
+        i++;
+    return i;
 }
 
 /* Restores out to its length before a failed encode, so no half envelope is left. */
@@ -37,19 +59,48 @@ static int encode_fail(struct pc_buf *out, size_t start)
     return -1;
 }
 
+/* 0 when env's text lines are what PC3 can carry; *text is then their scratch size (NULs
+ * included), which is also their encoded size. The sum stops growing past PC_ENV_SCRATCH. */
+static int check_text(const struct pc_envelope *env, const char *ctype, size_t *text)
+{
+    if (strpbrk(ctype, "\r\n") != NULL || env->n_headers > PC_ENV_MAX_HEADERS)
+        return -1;
+    size_t need = strlen(ctype) + 1;
+    for (size_t i = 0; i < env->n_headers && need <= PC_ENV_SCRATCH; i++) {
+        const struct pc_env_header *h = &env->headers[i];
+        if (h->name == NULL || h->value == NULL)
+            return -1;
+        size_t nl = strlen(h->name);
+        if (nl == 0 || nl > PC_ENV_MAX_NAME || token_len(h->name, nl) != nl ||
+            strpbrk(h->value, "\r\n") != NULL)
+            return -1;
+        need += nl + 1 + strlen(h->value) + 1;
+    }
+    if (need > PC_ENV_SCRATCH)
+        return -1;
+    *text = need;
+    return 0;
+}
+
 int pc_envelope_encode(const struct pc_envelope *env, struct pc_buf *out)
 {
     const char *ctype = env->content_type ? env->content_type : "";
+    size_t text = 0;
     if (!status_ok(env->status) || env->stored_at_ms < 0 || env->ttl_s < 0 ||
-        strpbrk(ctype, "\r\n") != NULL || (env->body == NULL && env->body_len > 0))
+        (env->body == NULL && env->body_len > 0) || check_text(env, ctype, &text) != 0)
         return -1;
     size_t start = out->len;
-    int rc = env->ttl_s > 0 ? pc_buf_printf(out, PC_ENV_MAGIC2 "%d\n%" PRId64 "\n%d\n%s\n",
-                                            env->status, env->stored_at_ms, env->ttl_s, ctype)
-                            : pc_buf_printf(out, PC_ENV_MAGIC "%d\n%" PRId64 "\n%s\n", env->status,
-                                            env->stored_at_ms, ctype);
-    if (rc != 0)
+    /* one allocation: the numbers take at most 40 bytes with their newlines */
+    if (pc_buf_reserve(out, PC_ENV_MAGIC_LEN + 48 + text + env->body_len) != 0 ||
+        pc_buf_printf(out, PC_ENV_MAGIC3 "%d\n%" PRId64 "\n%d\n%zu\n%s\n", env->status,
+                      env->stored_at_ms, env->ttl_s, env->n_headers, ctype) != 0)
         return encode_fail(out, start);
+    for (size_t i = 0; i < env->n_headers; i++) {
+        const struct pc_env_header *h = &env->headers[i];
+        if (pc_buf_append_str(out, h->name) != 0 || pc_buf_append_char(out, ':') != 0 ||
+            pc_buf_append_str(out, h->value) != 0 || pc_buf_append_char(out, '\n') != 0)
+            return encode_fail(out, start);
+    }
     if (env->body_len > 0 && pc_buf_append(out, env->body, env->body_len) != 0)
         return encode_fail(out, start);
     return 0;
@@ -82,52 +133,105 @@ static int read_decimal_line(const char *data, size_t len, size_t *pos, int max_
     return 0;
 }
 
+/* Where decode copies the text lines: buf[0..cap), used up to len. */
+struct scratch {
+    char *buf;
+    size_t cap, len;
+};
+
+/* Copies s[0..n) into the scratch, NUL-terminated; NULL when it does not fit. */
+static const char *scratch_put(struct scratch *sc, const char *s, size_t n)
+{
+    if (n >= sc->cap - sc->len)
+        return NULL;
+    char *p = sc->buf + sc->len;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    sc->len += n + 1;
+    return p;
+}
+
 /*
- * Copies the content type line at *pos into buf (NUL-terminated) and advances *pos past
- * its "\n". Rejects CR and NUL (the copy must read back as the same string) and a line
- * that does not fit buf with its NUL.
+ * The text line at *pos, up to its "\n": *line and *n set, *pos advanced past the "\n".
+ * Refuses a missing "\n" and CR or NUL in the line (a copy must read back as the same
+ * string, and the encoder never writes them).
  */
-static int read_ctype_line(const char *data, size_t len, size_t *pos, char *buf, size_t buflen)
+static int read_text_line(const char *data, size_t len, size_t *pos, const char **line, size_t *n)
 {
     const char *start = data + *pos;
     const char *nl = memchr(start, '\n', len - *pos);
     if (nl == NULL)
         return -1;
-    size_t n = (size_t)(nl - start);
-    if (buf == NULL || n >= buflen || memchr(start, '\r', n) != NULL ||
-        memchr(start, '\0', n) != NULL)
+    size_t k = (size_t)(nl - start);
+    if (memchr(start, '\r', k) != NULL || memchr(start, '\0', k) != NULL)
         return -1;
-    memcpy(buf, start, n);
-    buf[n] = '\0';
-    *pos += n + 1;
+    *line = start;
+    *n = k;
+    *pos += k + 1;
     return 0;
+}
+
+/* One "name:value" line into h, both copied into the scratch. */
+static int read_header_line(const char *data, size_t len, size_t *pos, struct scratch *sc,
+                            struct pc_env_header *h)
+{
+    const char *line;
+    size_t n;
+    if (read_text_line(data, len, pos, &line, &n) != 0)
+        return -1;
+    size_t nl = token_len(line, n);
+    if (nl == 0 || nl > PC_ENV_MAX_NAME || nl == n || line[nl] != ':')
+        return -1;
+    h->name = scratch_put(sc, line, nl);
+    h->value = h->name ? scratch_put(sc, line + nl + 1, n - nl - 1) : NULL;
+    return h->value != NULL ? 0 : -1;
 }
 
 int pc_envelope_decode(const char *data, size_t len, struct pc_envelope *env, char *ctype_buf,
                        size_t ctype_len)
 {
-    if (data == NULL || len < PC_ENV_MAGIC_LEN)
+    if (data == NULL || len < PC_ENV_MAGIC_LEN || ctype_buf == NULL || ctype_len == 0)
         return -1;
-    int v2 = memcmp(data, PC_ENV_MAGIC2, PC_ENV_MAGIC_LEN) == 0;
-    if (!v2 && memcmp(data, PC_ENV_MAGIC, PC_ENV_MAGIC_LEN) != 0)
+    int version;
+    if (memcmp(data, PC_ENV_MAGIC3, PC_ENV_MAGIC_LEN) == 0)
+        version = 3;
+    else if (memcmp(data, PC_ENV_MAGIC2, PC_ENV_MAGIC_LEN) == 0)
+        version = 2;
+    else if (memcmp(data, PC_ENV_MAGIC1, PC_ENV_MAGIC_LEN) == 0)
+        version = 1;
+    else
         return -1;
     size_t pos = PC_ENV_MAGIC_LEN;
-    int64_t status, stored_at, ttl = 0;
+    int64_t status, stored_at, ttl = 0, n_headers = 0;
     /* 3 digits, no leading zero: exactly 100..999, then narrowed to 100..599. */
     if (read_decimal_line(data, len, &pos, 3, &status) != 0 || status < 100 ||
         !status_ok((int)status))
         return -1;
     if (read_decimal_line(data, len, &pos, PC_ENV_MAX_TIME_DIGITS, &stored_at) != 0)
         return -1;
-    if (v2 && (read_decimal_line(data, len, &pos, PC_ENV_MAX_TTL_DIGITS, &ttl) != 0 || ttl < 1 ||
-               ttl > INT32_MAX))
+    if (version >= 2 && (read_decimal_line(data, len, &pos, PC_ENV_MAX_TTL_DIGITS, &ttl) != 0 ||
+                         ttl > INT32_MAX || (version == 2 && ttl < 1)))
         return -1;
-    if (read_ctype_line(data, len, &pos, ctype_buf, ctype_len) != 0)
+    if (version == 3 &&
+        (read_decimal_line(data, len, &pos, 1, &n_headers) != 0 || n_headers > PC_ENV_MAX_HEADERS))
         return -1;
+    /* Whatever buffer the caller has, no more text than the encoder would write. */
+    struct scratch sc = {ctype_buf, ctype_len < PC_ENV_SCRATCH ? ctype_len : PC_ENV_SCRATCH, 0};
+    const char *line, *ctype;
+    size_t n;
+    if (read_text_line(data, len, &pos, &line, &n) != 0 ||
+        (ctype = scratch_put(&sc, line, n)) == NULL)
+        return -1;
+    struct pc_env_header headers[PC_ENV_MAX_HEADERS] = {{NULL, NULL}};
+    for (int64_t i = 0; i < n_headers; i++)
+        if (read_header_line(data, len, &pos, &sc, &headers[i]) != 0)
+            return -1;
     env->status = (int)status;
     env->stored_at_ms = stored_at;
     env->ttl_s = (int)ttl;
-    env->content_type = ctype_buf;
+    env->content_type = ctype;
+    memcpy(env->headers, headers, sizeof headers);
+    env->n_headers = (size_t)n_headers;
     env->body = data + pos;
     env->body_len = len - pos;
     return 0;

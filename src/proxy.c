@@ -20,6 +20,7 @@
  * never the reason for an error answer. A client that leaves early does not cancel the
  * model server call: its answer is still stored for the next client.
  */
+#include <ctype.h>
 #include <limits.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -31,11 +32,13 @@
 #include "predcache/buf.h"
 #include "predcache/cachekey.h"
 #include "predcache/config.h"
+#include "predcache/creds.h"
 #include "predcache/envelope.h"
 #include "predcache/flight.h"
 #include "predcache/generations.h"
 #include "predcache/http.h"
 #include "predcache/jobs.h"
+#include "predcache/jsonedit.h"
 #include "predcache/l1.h"
 #include "predcache/log.h"
 #include "predcache/store.h"
@@ -90,6 +93,9 @@ const char *pc_proxy_find_header(const struct pc_header *h, size_t n, const char
 
 /* ---- finishing --------------------------------------------------------------------- */
 
+static void answer_entry(struct pc_preq *p, const struct pc_envelope *env,
+                         enum pc_cache_result result);
+
 static void flight_fail(struct pc_preq *p);
 
 static void lock_release(struct pc_preq *p);
@@ -107,6 +113,7 @@ void pc_preq_free(struct pc_preq *p)
         free(p->fwd[i].value);
     }
     free(p->fwd);
+    free(p->head);
     pc_proxy_batch_free(p->batch);
     free(p);
 }
@@ -193,26 +200,93 @@ void pc_proxy_answer_error(struct pc_preq *p, int status, const char *msg)
 
 /* ---- storing ----------------------------------------------------------------------- */
 
-static const char *response_refusal(const struct pc_worker *w, const struct pc_upstream_resp *r);
+static int directive_seconds(const char *value, const char *dir);
 
-/* Why a backend answer must not be stored, or NULL when it may be. */
-const char *pc_proxy_store_refusal(const struct pc_preq *p, const struct pc_upstream_resp *r)
+/* What an answer's rules are judged against: the route and what p's keys carry. */
+struct answer_rules {
+    struct pc_worker *w;
+    struct pc_wroute *route;
+    size_t vary_n; /* the route's Vary headers in the key */
+    int ttl_s;     /* fresh this long: bounded by max-age / s-maxage */
+    int record;    /* ttl_s goes into the entry */
+    int no_grace;  /* not to be served stale */
+};
+
+/* Does any header `name` of r hold the directive? */
+static int response_directive(const struct pc_upstream_resp *r, const char *name, const char *dir)
 {
-    if (p->no_store)
-        return "request no-store";
-    return response_refusal(p->w, r);
+    for (size_t i = 0; i < r->n_headers; i++) {
+        if (pc_strcaseeq(r->headers[i].name, name) && has_directive(r->headers[i].value, dir))
+            return 1;
+    }
+    return 0;
 }
 
-/* What about the answer itself forbids storing it, or NULL. */
-static const char *response_refusal(const struct pc_worker *w, const struct pc_upstream_resp *r)
+/* The smallest value of the directive among r's Cache-Control headers, or -1. */
+static int response_seconds(const struct pc_upstream_resp *r, const char *dir)
+{
+    int best = -1;
+    for (size_t i = 0; i < r->n_headers; i++) {
+        if (!pc_strcaseeq(r->headers[i].name, "Cache-Control"))
+            continue;
+        int v = directive_seconds(r->headers[i].value, dir);
+        if (v >= 0 && (best < 0 || v < best))
+            best = v;
+    }
+    return best;
+}
+
+/*
+ * A Vary header of the answer: every request header it names must be in the key (the
+ * route's first vary_n headers), else the answer is not shared and the route learns the
+ * name, so that later keys carry it. Accept-Encoding is never sent to the model server
+ * (its answer cannot vary by it); credential headers are in the key as its scope.
+ */
+static const char *vary_refusal(struct answer_rules *a, const char *value)
+{
+    const struct pc_config *cfg = a->w->cfg;
+    const char *why = NULL;
+    for (const char *v = value; *v;) {
+        v += strspn(v, " \t,");
+        size_t n = strcspn(v, " \t,");
+        if (n == 0)
+            break;
+        char name[64];
+        if (n >= sizeof name)
+            return "response varies by a header name too long";
+        for (size_t i = 0; i < n; i++)
+            name[i] = (char)tolower((unsigned char)v[i]);
+        name[n] = '\0';
+        v += n;
+        if (strcmp(name, "*") == 0)
+            return "response Vary: *";
+        if (strcmp(name, "accept-encoding") == 0)
+            continue;
+        if (pc_creds_is_credential(name, cfg->credential_headers, cfg->n_credential_headers)) {
+            if (a->route->v.credentials != PC_CREDS_ISOLATE)
+                why = "response varies by credentials";
+            continue;
+        }
+        size_t k = 0;
+        while (k < a->route->n_vary && strcmp(a->route->vary[k], name) != 0)
+            k++;
+        if (k < a->vary_n)
+            continue;
+        why = "response varies by a header the key lacked";
+        if (k == a->route->n_vary && a->route->n_vary < PC_WROUTE_VARY)
+            memcpy(a->route->vary[a->route->n_vary++], name, n + 1);
+    }
+    return why;
+}
+
+/* Why an answer must not be shared or stored (as a shared cache, RFC 9111), or NULL; then
+ * its max-age / s-maxage bound a->ttl_s. */
+static const char *judge_answer(struct answer_rules *a, const struct pc_upstream_resp *r)
 {
     if (r->status < 200 || r->status > 299)
         return "status not 2xx";
-    if (r->body.len > w->cfg->max_value_bytes)
+    if (r->body.len > a->w->cfg->max_value_bytes)
         return "larger than max_value_bytes";
-    const char *cc = pc_proxy_find_header(r->headers, r->n_headers, "Cache-Control");
-    if (has_directive(cc, "no-store") || has_directive(cc, "private"))
-        return "response no-store/private";
     if (pc_proxy_find_header(r->headers, r->n_headers, "Set-Cookie") != NULL)
         return "response sets a cookie";
     if (pc_proxy_find_header(r->headers, r->n_headers, "Content-Encoding") != NULL)
@@ -220,7 +294,54 @@ static const char *response_refusal(const struct pc_worker *w, const struct pc_u
     const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
     if (ctype != NULL && strlen(ctype) >= PC_CFG_STR)
         return "content type too long to store";
+    for (size_t i = 0; i < r->n_headers; i++) {
+        const char *why =
+            pc_strcaseeq(r->headers[i].name, "Vary") ? vary_refusal(a, r->headers[i].value) : NULL;
+        if (why != NULL)
+            return why;
+    }
+    if (a->route->v.response_cache_control == PC_RCC_IGNORE)
+        return NULL;
+    if (response_directive(r, "Cache-Control", "no-store") ||
+        response_directive(r, "Cache-Control", "private"))
+        return "response no-store/private";
+    if (response_directive(r, "Cache-Control", "no-cache"))
+        return "response no-cache";
+    int smax = response_seconds(r, "s-maxage"), max = response_seconds(r, "max-age");
+    int bound = smax >= 0 ? smax : max;
+    if (bound == 0)
+        return "response max-age=0";
+    if (bound > 0 && bound < a->ttl_s) {
+        a->ttl_s = bound;
+        a->record = 1;
+    }
+    if (smax >= 0 || response_directive(r, "Cache-Control", "must-revalidate") ||
+        response_directive(r, "Cache-Control", "proxy-revalidate"))
+        a->no_grace = 1;
     return NULL;
+}
+
+static struct pc_wroute *route_of(const struct pc_preq *p)
+{
+    return &p->w->routes[p->route->v.id];
+}
+
+const char *pc_proxy_share_refusal(struct pc_preq *p, const struct pc_upstream_resp *r)
+{
+    struct answer_rules a = {p->w, route_of(p), p->vary_n, p->ttl_s, p->client_ttl, 0};
+    const char *why = judge_answer(&a, r);
+    if (why == NULL) {
+        p->ttl_s = a.ttl_s;
+        p->client_ttl = a.record;
+        p->no_grace = a.no_grace;
+    }
+    return why;
+}
+
+const char *pc_proxy_store_refusal(struct pc_preq *p, const struct pc_upstream_resp *r)
+{
+    const char *why = pc_proxy_share_refusal(p, r);
+    return why == NULL && p->no_store ? "request no-store" : why;
 }
 
 /* Seconds an entry fresh for ttl_s lives in Redis: kept past its TTL to be served stale. */
@@ -232,24 +353,45 @@ static int redis_ttl(const struct pc_worker *w, int ttl_s)
 
 int pc_proxy_store_ttl(const struct pc_preq *p)
 {
-    return redis_ttl(p->w, p->ttl_s);
+    return p->no_grace ? p->ttl_s : redis_ttl(p->w, p->ttl_s);
 }
 
-/* SETs r's answer under key as an envelope fresh for ttl_s (written into it when a client
- * chose it: record). 1 when queued (done_cb runs on its answer). */
-static int store_answer(struct pc_worker *w, const char *key, int ttl_s, int record,
-                        const struct pc_upstream_resp *r, pc_store_set_done_cb done_cb,
-                        void *done_arg)
+/* The answer r as an entry holds it: status, content type, the replayed headers ([cache]
+ * replay_headers; as many as an envelope carries), the body. Borrows r. */
+static void envelope_of(const struct pc_worker *w, const struct pc_upstream_resp *r,
+                        struct pc_envelope *env)
 {
+    const struct pc_config *cfg = w->cfg;
     const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
-    struct pc_envelope env = {
-        .status = r->status,
-        .stored_at_ms = pc_wall_ms(),
-        .ttl_s = record ? ttl_s : 0,
-        .content_type = ctype ? ctype : "",
-        .body = r->body.data,
-        .body_len = r->body.len,
-    };
+    memset(env, 0, sizeof *env);
+    env->status = r->status;
+    env->stored_at_ms = pc_wall_ms();
+    env->content_type = ctype ? ctype : "";
+    env->body = r->body.data;
+    env->body_len = r->body.len;
+    for (size_t i = 0; i < r->n_headers && env->n_headers < PC_ENV_MAX_HEADERS; i++) {
+        const char *name = r->headers[i].name;
+        if (pc_strcaseeq(name, "Content-Type"))
+            continue;
+        for (size_t k = 0; k < cfg->n_replay_headers; k++) {
+            if (pc_strcaseeq(name, cfg->replay_headers[k])) {
+                env->headers[env->n_headers++] =
+                    (struct pc_env_header){r->headers[i].name, r->headers[i].value};
+                break;
+            }
+        }
+    }
+}
+
+/* SETs r's answer under key as an envelope fresh for ttl_s (written into it when record),
+ * kept redis_ttl_s in Redis. 1 when queued (done_cb runs on its answer). */
+static int store_answer(struct pc_worker *w, const char *key, int ttl_s, int record,
+                        int redis_ttl_s, const struct pc_upstream_resp *r,
+                        pc_store_set_done_cb done_cb, void *done_arg)
+{
+    struct pc_envelope env;
+    envelope_of(w, r, &env);
+    env.ttl_s = record ? ttl_s : 0;
     struct pc_buf val;
     pc_buf_init(&val);
     int queued = 0;
@@ -257,25 +399,28 @@ static int store_answer(struct pc_worker *w, const char *key, int ttl_s, int rec
         PC_METRIC_INC(w->metrics.store_skipped);
     } else {
         pc_l1_put(w->l1, key, val.data, val.len);
-        queued = pc_store_set_cb(w->store, key, val.data, val.len, redis_ttl(w, ttl_s), done_cb,
-                                 done_arg) == 0;
+        queued =
+            pc_store_set_cb(w->store, key, val.data, val.len, redis_ttl_s, done_cb, done_arg) == 0;
     }
     pc_buf_release(&val);
     return queued;
 }
 
-/* Stores the answer; 1 when a SET was queued (then done_cb runs once it is answered). */
-static int store_result(struct pc_preq *p, const struct pc_upstream_resp *r,
+/* Stores the answer (why: its refusal, judged before); 1 when a SET was queued (then
+ * done_cb runs once it is answered). */
+static int store_result(struct pc_preq *p, const struct pc_upstream_resp *r, const char *why,
                         pc_store_set_done_cb done_cb, void *done_arg)
 {
     struct pc_worker *w = p->w;
-    const char *why = pc_proxy_store_refusal(p, r);
+    if (why == NULL && p->no_store)
+        why = "request no-store";
     if (why != NULL) {
         PC_METRIC_INC(w->metrics.store_skipped);
         pc_log(PC_LOG_DEBUG, "proxy: not stored (%s): %s", why, p->key);
         return 0;
     }
-    return store_answer(w, p->key, p->ttl_s, p->client_ttl, r, done_cb, done_arg);
+    return store_answer(w, p->key, p->ttl_s, p->client_ttl, pc_proxy_store_ttl(p), r, done_cb,
+                        done_arg);
 }
 
 /* ---- forwarding -------------------------------------------------------------------- */
@@ -316,32 +461,38 @@ static const char *herd_key(const struct pc_preq *p)
     return p->herd[0] != '\0' ? p->herd : p->key;
 }
 
-/* Answers one request with the leader's answer (X-Cache: COALESCED) and frees it. */
-static void answer_coalesced(struct pc_preq *q, int status, const struct pc_header *base,
-                             size_t n_base, const char *body, size_t len)
+static void forward(struct pc_preq *p, enum pc_cache_result result);
+
+/* Answers q with the entry env (X-Cache: COALESCED) and frees it. */
+static void answer_coalesced(struct pc_preq *q, const struct pc_envelope *env)
 {
-    q->result = RES_COALESCED;
-    struct pc_header *h = calloc(n_base + 2, sizeof *h);
-    if (h == NULL) {
-        pc_proxy_answer_error(q, 503, "out of memory");
-    } else {
-        size_t n = n_base;
-        if (n_base > 0)
-            memcpy(h, base, n_base * sizeof *h);
-        h[n++] = (struct pc_header){(char *)"X-Cache", (char *)"COALESCED"};
-        h[n++] = (struct pc_header){(char *)"X-Cache-Key", q->key};
-        pc_proxy_answer(q, status, h, n, body, len);
-        free(h);
-    }
+    answer_entry(q, env, RES_COALESCED);
     pc_preq_free(q);
 }
 
-/* The leader's model server call is over: every waiter gets the same answer. */
-static void answer_waiters(struct pc_preq *leader, const struct pc_upstream_resp *r)
+/*
+ * The leader's model server call is over. When its answer may be shared (why: its refusal,
+ * NULL when none), every waiter gets it as an entry would replay it; otherwise (a private
+ * answer, a cookie, a Vary its key lacks, an error status) each waiter makes its own call.
+ * A failed transfer is everyone's failure.
+ */
+static void answer_waiters(struct pc_preq *leader, const struct pc_upstream_resp *r,
+                           const char *why)
 {
+    if (r->error == PC_UP_OK && why != NULL) {
+        size_t n;
+        struct pc_preq **qs = pc_proxy_flight_release(leader, &n); /* the flight ends */
+        pc_log(PC_LOG_DEBUG, "proxy: %zu waiters of %s call on their own: %s", n, leader->key, why);
+        for (size_t i = 0; i < n; i++)
+            forward(qs[i], RES_MISS);
+        free(qs);
+        return;
+    }
     struct pc_flight *f = leader->flight;
     char msg[400];
     int status = r->error != PC_UP_OK ? backend_error(r, msg, sizeof msg) : 0;
+    struct pc_envelope env;
+    envelope_of(leader->w, r, &env);
     for (size_t i = 0; i < f->n_waiters; i++) {
         struct pc_preq *q = f->waiters[i];
         q->backend_ms = r->total_ms;
@@ -349,7 +500,7 @@ static void answer_waiters(struct pc_preq *leader, const struct pc_upstream_resp
             pc_proxy_answer_error(q, status, msg);
             pc_preq_free(q);
         } else {
-            answer_coalesced(q, r->status, r->headers, r->n_headers, r->body.data, r->body.len);
+            answer_coalesced(q, &env);
         }
     }
     f->n_waiters = 0;
@@ -434,15 +585,18 @@ static struct flight_store *flight_keep(struct pc_preq *p, const struct pc_upstr
     if (f == NULL)
         return NULL;
     struct flight_store *fs = calloc(1, sizeof *fs);
-    const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
-    if (fs == NULL || (f->body = malloc(r->body.len + 1)) == NULL ||
-        (f->ctype = strdup(ctype ? ctype : "")) == NULL) {
+    struct pc_envelope env;
+    envelope_of(p->w, r, &env);
+    struct pc_buf val;
+    pc_buf_init(&val);
+    if (fs == NULL || pc_envelope_encode(&env, &val) != 0 || (f->ctype = strdup("")) == NULL) {
+        pc_buf_release(&val);
         free(fs);
         flight_drop(p);
         return NULL;
     }
-    memcpy(f->body, r->body.data, r->body.len);
-    f->body_len = r->body.len;
+    f->body_len = val.len;
+    f->body = pc_buf_steal(&val, NULL);
     f->status = r->status;
     f->done = 1;
     f->leader = NULL;
@@ -467,12 +621,14 @@ static void on_backend(const struct pc_upstream_resp *r, void *arg)
     struct pc_preq *p = arg;
     if (pc_proxy_answer_backend_error(p, r)) {
         if (p->flight != NULL) {
-            answer_waiters(p, r);
+            answer_waiters(p, r, NULL);
             flight_drop(p);
         }
         pc_preq_free(p);
         return;
     }
+    /* Judged once, before any answer: it may bound the TTL or teach the route a Vary. */
+    const char *why = p->cacheable ? pc_proxy_share_refusal(p, r) : "not cacheable";
     size_t n = r->n_headers;
     struct pc_header *h = calloc(n + 2, sizeof *h);
     if (h == NULL) {
@@ -491,11 +647,11 @@ static void on_backend(const struct pc_upstream_resp *r, void *arg)
         free(h);
     }
     if (p->flight != NULL)
-        answer_waiters(p, r);
+        answer_waiters(p, r, why);
     if (p->cacheable) {
         /* After the answers: no client waits for Redis. */
-        struct flight_store *fs = flight_keep(p, r);
-        if (!store_result(p, r, fs ? on_flight_stored : NULL, fs) && fs != NULL)
+        struct flight_store *fs = why == NULL && !p->no_store ? flight_keep(p, r) : NULL;
+        if (!store_result(p, r, why, fs ? on_flight_stored : NULL, fs) && fs != NULL)
             on_flight_stored(0, fs); /* nothing stored: the entry ends now */
     }
     pc_preq_free(p);
@@ -734,24 +890,12 @@ static void answer_from_redis(struct pc_preq *p, const struct pc_envelope *env,
                               enum pc_cache_result result)
 {
     struct pc_flight *f = p->flight;
-    struct pc_header ct = {(char *)"Content-Type", (char *)env->content_type};
-    size_t n_ct = env->content_type[0] ? 1 : 0;
     for (size_t i = 0; f != NULL && i < f->n_waiters; i++)
-        answer_coalesced(f->waiters[i], env->status, &ct, n_ct, env->body, env->body_len);
+        answer_coalesced(f->waiters[i], env);
     if (f != NULL)
         f->n_waiters = 0;
     flight_drop(p);
-    if (result == RES_HIT) {
-        p->result = RES_HIT;
-        answer_hit(p, env);
-    } else {
-        struct pc_header h[3] = {ct};
-        size_t n = n_ct;
-        h[n++] = (struct pc_header){(char *)"X-Cache", (char *)"COALESCED"};
-        h[n++] = (struct pc_header){(char *)"X-Cache-Key", p->key};
-        p->result = RES_COALESCED;
-        pc_proxy_answer(p, env->status, h, n, env->body, env->body_len);
-    }
+    answer_entry(p, env, result);
     pc_preq_free(p);
 }
 
@@ -760,7 +904,7 @@ static void on_remote_lookup(enum pc_store_result res, const char *data, size_t 
 {
     struct pc_preq *p = arg;
     struct pc_envelope env;
-    char ctype[PC_CFG_STR];
+    char ctype[PC_ENV_SCRATCH];
     /* Only a fresh value: one stored long ago and expiring is no answer to this miss. */
     if (res == PC_STORE_HIT &&
         judge_value(p, data, len, &env, ctype, sizeof ctype) == VALUE_FRESH) {
@@ -827,7 +971,7 @@ static void on_lock_reply(const struct pc_reply *r, void *arg)
         size_t len;
         const char *data = pc_reply_str(pc_reply_elem(r, 1), &len);
         struct pc_envelope env;
-        char ctype[PC_CFG_STR];
+        char ctype[PC_ENV_SCRATCH];
         if (data != NULL && judge_value(p, data, len, &env, ctype, sizeof ctype) == VALUE_FRESH) {
             answer_from_redis(p, &env, RES_HIT);
             return;
@@ -913,8 +1057,13 @@ static void forward_or_join(struct pc_preq *p, enum pc_cache_result result)
     struct pc_flight *f;
     switch (pc_proxy_join(p, &f)) {
     case PC_JOIN_DONE: {
-        struct pc_header ct = {(char *)"Content-Type", f->ctype};
-        answer_coalesced(p, f->status, &ct, f->ctype[0] ? 1 : 0, f->body, f->body_len);
+        struct pc_envelope env;
+        char scratch[PC_ENV_SCRATCH];
+        if (pc_envelope_decode(f->body, f->body_len, &env, scratch, sizeof scratch) == 0) {
+            answer_coalesced(p, &env);
+            return;
+        }
+        forward(p, result); /* cannot happen: the flight holds what flight_keep encoded */
         return;
     }
     case PC_JOIN_WAIT:
@@ -932,20 +1081,67 @@ static void forward_or_join(struct pc_preq *p, enum pc_cache_result result)
 
 /* ---- lookup ------------------------------------------------------------------------ */
 
-static void answer_hit(struct pc_preq *p, const struct pc_envelope *env)
+void pc_proxy_replay_body(const struct pc_preq *p, const char *body, size_t len, struct pc_buf *tmp,
+                          const char **out, size_t *out_len)
 {
-    char age[32];
-    int64_t age_s = (pc_wall_ms() - env->stored_at_ms) / 1000;
-    snprintf(age, sizeof age, "%lld", (long long)(age_s > 0 ? age_s : 0));
-    struct pc_header h[4];
+    *out = body;
+    *out_len = len;
+    /* Only a body keyed as read (not raw: then the id is in the key, and the entry's). */
+    if (p->keyp.family != PC_FAMILY_KSERVE || p->key_kind != PC_KEY_BODY || p->req == NULL)
+        return;
+    int ignored = 0;
+    for (size_t i = 0; i < p->keyp.n_ignore_fields; i++)
+        ignored |= strcmp(p->keyp.ignore_fields[i], "id") == 0;
+    if (!ignored)
+        return;
+    size_t rlen, off = 0, vlen = 0;
+    const char *req = pc_http_req_body(p->req, &rlen);
+    int have = pc_jsonedit_find_member(req, rlen, "id", &off, &vlen) == 0;
+    if (pc_jsonedit_set_member(body, len, "id", have ? req + off : NULL, have ? vlen : 0, tmp) ==
+        0) {
+        *out = tmp->data;
+        *out_len = tmp->len;
+    }
+}
+
+/*
+ * Answers p with a cached answer (an entry, or a flight's kept answer): its status, content
+ * type, replayed headers and body (a KServe v2 id made the requester's), with X-Cache as
+ * result; Age for HIT and STALE, and a Warning for STALE.
+ */
+static void answer_entry(struct pc_preq *p, const struct pc_envelope *env,
+                         enum pc_cache_result result)
+{
+    struct pc_header h[PC_ENV_MAX_HEADERS + 6];
     size_t n = 0;
+    char age[32];
     if (env->content_type[0] != '\0')
         h[n++] = (struct pc_header){(char *)"Content-Type", (char *)env->content_type};
-    h[n++] = (struct pc_header){(char *)"X-Cache", (char *)"HIT"};
+    for (size_t i = 0; i < env->n_headers && i < PC_ENV_MAX_HEADERS; i++)
+        h[n++] = (struct pc_header){(char *)env->headers[i].name, (char *)env->headers[i].value};
+    h[n++] = (struct pc_header){(char *)"X-Cache", (char *)result_names[result]};
     h[n++] = (struct pc_header){(char *)"X-Cache-Key", p->key};
-    h[n++] = (struct pc_header){(char *)"Age", age};
-    PC_METRIC_ADD(p->w->metrics.bytes_from_cache, env->body_len);
-    pc_proxy_answer(p, env->status, h, n, env->body, env->body_len);
+    if (result == RES_HIT || result == RES_STALE) {
+        int64_t age_s = (pc_wall_ms() - env->stored_at_ms) / 1000;
+        snprintf(age, sizeof age, "%lld", (long long)(age_s > 0 ? age_s : 0));
+        h[n++] = (struct pc_header){(char *)"Age", age};
+        PC_METRIC_ADD(p->w->metrics.bytes_from_cache, env->body_len);
+    }
+    if (result == RES_STALE)
+        h[n++] = (struct pc_header){(char *)"Warning", (char *)"110 - \"Response is Stale\""};
+    p->result = result;
+    struct pc_buf tmp;
+    pc_buf_init(&tmp);
+    const char *body;
+    size_t len;
+    pc_proxy_replay_body(p, env->body, env->body_len, &tmp, &body, &len);
+    pc_proxy_answer(p, env->status, h, n, body, len);
+    pc_buf_release(&tmp);
+}
+
+static void answer_hit(struct pc_preq *p, const struct pc_envelope *env)
+{
+    answer_entry(p, env, RES_HIT);
 }
 
 /* ---- stale-while-revalidate ------------------------------------------------------- */
@@ -953,6 +1149,8 @@ static void answer_hit(struct pc_preq *p, const struct pc_envelope *env)
 /* A background call that refreshes one stale entry, or a batch's stale instances. */
 struct refresh {
     struct pc_worker *w;
+    struct pc_wroute *route;
+    size_t vary_n;
     char key[PC_KEY_MAX];          /* the entry's, or the batch's herd key */
     char (*inst_keys)[PC_KEY_MAX]; /* a batch's: the key of each instance sent, in order */
     size_t n_inst;
@@ -977,12 +1175,14 @@ static void on_refresh(const struct pc_upstream_resp *r, void *arg)
     struct pc_worker *w = rf->w;
     pc_hist_observe(&w->metrics.h_backend, r->total_ms / 1000.0);
     pc_timer_observe(&w->metrics.t_backend, r->total_ms / 1000.0);
-    const char *why = r->error != PC_UP_OK ? r->errmsg : response_refusal(w, r);
+    struct answer_rules a = {w, rf->route, rf->vary_n, rf->ttl_s, rf->client_ttl, 0};
+    const char *why = r->error != PC_UP_OK ? r->errmsg : judge_answer(&a, r);
+    int rttl = a.no_grace ? a.ttl_s : redis_ttl(w, a.ttl_s);
     if (why == NULL && rf->n_inst > 0)
-        why = pc_proxy_batch_store_refresh(w, r, rf->inst_keys, rf->n_inst,
-                                           rf->client_ttl ? rf->ttl_s : 0, redis_ttl(w, rf->ttl_s));
+        why = pc_proxy_batch_store_refresh(w, r, rf->inst_keys, rf->n_inst, a.record ? a.ttl_s : 0,
+                                           rttl);
     else if (why == NULL)
-        store_answer(w, rf->key, rf->ttl_s, rf->client_ttl, r, NULL, NULL);
+        store_answer(w, rf->key, a.ttl_s, a.record, rttl, r, NULL, NULL);
     if (why == NULL) {
         PC_METRIC_INC(w->metrics.refresh_ok);
     } else {
@@ -1013,6 +1213,8 @@ static void refresh_start(struct pc_preq *p, const char *key, int stale_ttl_s, c
     rf->inst_keys = inst_keys;
     rf->n_inst = n_inst;
     rf->w = w;
+    rf->route = route_of(p);
+    rf->vary_n = p->vary_n;
     /* The refreshed entry keeps the TTL the stale one was stored with, unless this
      * request names one. */
     rf->client_ttl = p->client_ttl || stale_ttl_s > 0;
@@ -1040,20 +1242,7 @@ void pc_proxy_batch_refresh(struct pc_preq *p, const char *herd, int stale_ttl_s
 /* An entry past its TTL but within grace: answered at once, marked stale. */
 static void answer_stale(struct pc_preq *p, const struct pc_envelope *env)
 {
-    char age[32];
-    int64_t age_s = (pc_wall_ms() - env->stored_at_ms) / 1000;
-    snprintf(age, sizeof age, "%lld", (long long)(age_s > 0 ? age_s : 0));
-    struct pc_header h[5];
-    size_t n = 0;
-    if (env->content_type[0] != '\0')
-        h[n++] = (struct pc_header){(char *)"Content-Type", (char *)env->content_type};
-    h[n++] = (struct pc_header){(char *)"X-Cache", (char *)"STALE"};
-    h[n++] = (struct pc_header){(char *)"X-Cache-Key", p->key};
-    h[n++] = (struct pc_header){(char *)"Age", age};
-    h[n++] = (struct pc_header){(char *)"Warning", (char *)"110 - \"Response is Stale\""};
-    p->result = RES_STALE;
-    PC_METRIC_ADD(p->w->metrics.bytes_from_cache, env->body_len);
-    pc_proxy_answer(p, env->status, h, n, env->body, env->body_len);
+    answer_entry(p, env, RES_STALE);
 }
 
 /* Redis answered (or failed): the value is valid only during this callback. */
@@ -1084,7 +1273,7 @@ static void on_lookup(enum pc_store_result res, const char *data, size_t len, vo
     struct pc_preq *p = arg;
     if (res == PC_STORE_HIT) {
         struct pc_envelope env;
-        char ctype[PC_CFG_STR];
+        char ctype[PC_ENV_SCRATCH];
         switch (judge_value(p, data, len, &env, ctype, sizeof ctype)) {
         case VALUE_FRESH:
             pc_l1_put(p->w->l1, p->key, data, len);
@@ -1116,7 +1305,7 @@ static int l1_answer(struct pc_preq *p)
     int answered = 0;
     if (pc_l1_get(w->l1, p->key, &v)) {
         struct pc_envelope env;
-        char ctype[PC_CFG_STR];
+        char ctype[PC_ENV_SCRATCH];
         if (judge_value(p, v.data, v.len, &env, ctype, sizeof ctype) == VALUE_FRESH) {
             PC_METRIC_INC(w->metrics.l1_hits);
             p->result = RES_HIT;
@@ -1206,6 +1395,61 @@ static const char *read_controls(struct pc_preq *p)
 
 /* ---- the request: route, controls, model version, generation, key, lookup --------- */
 
+/*
+ * How the model server reads p's body, from the API its path names: TF Serving (predict,
+ * or classify / regress), KServe v2, else plain JSON; and the noise its whole-body reading
+ * leaves out when the route says "auto": KServe v2's "id" (written back into replayed
+ * answers), plain JSON's "request_id".
+ */
+static void bypass_uncached(struct pc_preq *p, const char *why);
+
+static void key_family(struct pc_preq *p)
+{
+    static const char *const json_noise[] = {"request_id"};
+    static const char *const kserve_noise[] = {"id"};
+    enum pc_key_family f = PC_FAMILY_JSON;
+    if (p->model.api == PC_API_TFS_V1)
+        f = strcmp(p->model.verb, "predict") == 0 ? PC_FAMILY_TFS_PREDICT : PC_FAMILY_TFS_EXAMPLES;
+    else if (p->model.api == PC_API_KSERVE_V2)
+        f = PC_FAMILY_KSERVE;
+    p->keyp.family = f;
+    if (p->route->ignore_auto) {
+        p->keyp.ignore_fields = f == PC_FAMILY_KSERVE ? kserve_noise : json_noise;
+        p->keyp.n_ignore_fields = 1;
+    }
+}
+
+/*
+ * A request carrying credentials (Authorization, Proxy-Authorization, Cookie, [cache]
+ * credential_headers): isolate puts their scope in its keys; shared leaves them out;
+ * bypass forwards it uncached. 0 go on; -1 p was taken over.
+ */
+static int key_credentials(struct pc_preq *p)
+{
+    const struct pc_config *cfg = p->w->cfg;
+    size_t n;
+    const struct pc_header *h = pc_http_req_headers(p->req, &n);
+    switch (p->route->v.credentials) {
+    case PC_CREDS_SHARED:
+        return 0;
+    case PC_CREDS_BYPASS:
+        if (pc_creds_present(h, n, cfg->credential_headers, cfg->n_credential_headers)) {
+            bypass_uncached(p, "the request carries credentials");
+            return -1;
+        }
+        return 0;
+    default:
+        break;
+    }
+    if (pc_creds_scope(h, n, cfg->credential_headers, cfg->n_credential_headers, p->scope) != 0) {
+        p->cacheable = 0;
+        pc_proxy_answer_error(p, 503, "out of memory");
+        pc_preq_free(p);
+        return -1;
+    }
+    return 0;
+}
+
 /* Forwarded without the cache: what would key it cannot be known now. */
 static void bypass_uncached(struct pc_preq *p, const char *why)
 {
@@ -1216,24 +1460,108 @@ static void bypass_uncached(struct pc_preq *p, const char *why)
     forward(p, RES_BYPASS);
 }
 
+/* Appends every value of request header name, joined with ", "; *found: any present. */
+static int header_values(const struct pc_http_req *req, const char *name, struct pc_buf *out,
+                         int *found)
+{
+    size_t n;
+    const struct pc_header *h = pc_http_req_headers(req, &n);
+    int rc = 0;
+    *found = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!pc_strcaseeq(h[i].name, name))
+            continue;
+        if (*found)
+            rc |= pc_buf_append_str(out, ", ");
+        rc |= pc_buf_append_str(out, h[i].value);
+        *found = 1;
+    }
+    return rc;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * The Vary part of p's keys: the route's Vary headers as they are now (p->vary_n of them)
+ * and, for KServe v2, Inference-Header-Content-Length (it says where the body's JSON
+ * ends), in name order.
+ */
+static int vary_of(struct pc_preq *p, struct pc_buf *out)
+{
+    const struct pc_wroute *r = p->route;
+    const char *names[PC_WROUTE_VARY + 1];
+    size_t n = 0;
+    int kserve = p->keyp.family == PC_FAMILY_KSERVE;
+    p->vary_n = r->n_vary;
+    for (size_t i = 0; i < r->n_vary; i++) {
+        names[n++] = r->vary[i];
+        if (strcmp(r->vary[i], "inference-header-content-length") == 0)
+            kserve = 0;
+    }
+    if (kserve)
+        names[n++] = "inference-header-content-length";
+    qsort(names, n, sizeof names[0], name_cmp);
+    struct pc_buf v;
+    pc_buf_init(&v);
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        int found;
+        v.len = 0;
+        rc |= header_values(p->req, names[i], &v, &found);
+        rc |= pc_buf_append_char(&v, '\0');
+        rc |= pc_cachekey_vary_add(out, names[i], found && rc == 0 ? v.data : NULL);
+    }
+    pc_buf_release(&v);
+    return rc;
+}
+
+/* The head of p's keys (pc_cachekey_head): everything but the body. */
+static int key_head(struct pc_preq *p, struct pc_buf *out)
+{
+    struct pc_buf media, vary;
+    pc_buf_init(&media);
+    pc_buf_init(&vary);
+    int rc = pc_cachekey_media(pc_http_req_header(p->req, "Content-Type"), &media);
+    rc |= pc_buf_append_char(&media, '\0');
+    rc |= vary_of(p, &vary);
+    if (rc == 0) {
+        struct pc_key_head h = {
+            .backend = p->w->cache_ids[p->backend],
+            .method = pc_http_req_method(p->req),
+            .path = p->key_path[0] ? p->key_path : pc_http_req_path(p->req),
+            .query = pc_http_req_query(p->req),
+            .media = media.data,
+            .scope = p->scope,
+            .ns = p->keyp.namespace_,
+            .vary = vary.data,
+            .vary_len = vary.len,
+        };
+        rc = pc_cachekey_head(&h, out);
+    }
+    pc_buf_release(&media);
+    pc_buf_release(&vary);
+    return rc;
+}
+
 /*
  * What a request's keys depend on besides its body, as one byte string for the key memo:
  * the route taken (its key parameters and per-instance setting), whether the body was
- * declared JSON, the request path (a batch only on :predict routes), the key's route
- * (resolved version, query) and the namespace with its generations. Appended to ctx, whose
- * first route_len + 1 bytes after route_off are the key's route and its NUL.
+ * declared JSON, the request path (a batch only on :predict routes) and the keys' head
+ * (backend, method, resolved path, query, media type, credential scope, Vary headers,
+ * namespace with its generations), which starts at *head_off.
  */
-static int memo_context(const struct pc_preq *p, struct pc_buf *ctx, size_t *route_off)
+static int memo_context(struct pc_preq *p, struct pc_buf *ctx, size_t *head_off)
 {
     size_t route_id = (size_t)(p->route - p->w->routes);
     char flags = (char)('0' + body_declares_json(p->req));
     int rc = pc_buf_append(ctx, &route_id, sizeof route_id);
     rc |= pc_buf_append_char(ctx, flags);
     rc |= pc_buf_append(ctx, pc_http_req_path(p->req), strlen(pc_http_req_path(p->req)) + 1);
-    *route_off = ctx->len;
-    rc |= pc_proxy_route_of(p, ctx);
-    rc |= pc_buf_append_char(ctx, '\0');
-    rc |= pc_buf_append_str(ctx, p->keyp.namespace_ ? p->keyp.namespace_ : "");
+    *head_off = ctx->len;
+    rc |= key_head(p, ctx);
     return rc;
 }
 
@@ -1245,26 +1573,32 @@ static int memo_context(const struct pc_preq *p, struct pc_buf *ctx, size_t *rou
 static int key_request(struct pc_preq *p)
 {
     struct pc_worker *w = p->w;
-    size_t len, route_off = 0;
+    size_t len, head_off = 0;
     const char *body = pc_http_req_body(p->req, &len);
     struct pc_buf ctx;
     pc_buf_init(&ctx);
-    if (memo_context(p, &ctx, &route_off) != 0) {
+    if (memo_context(p, &ctx, &head_off) != 0 ||
+        (p->head = malloc(ctx.len - head_off + 1)) == NULL) {
         pc_buf_release(&ctx);
-        pc_proxy_answer_error(p, 503, "out of memory");
+        pc_proxy_answer_error(p, 400, "the request's path, query or headers cannot be keyed");
         pc_preq_free(p);
         return -1;
     }
-    const char *route = ctx.data + route_off;
+    p->head_len = ctx.len - head_off;
+    memcpy(p->head, ctx.data + head_off, p->head_len);
+    p->head[p->head_len] = '\0';
     struct pc_keymemo_probe probe;
     struct pc_keymemo_val mv;
     if (pc_keymemo_get(w->memo, ctx.data, ctx.len, body, len, &probe, &mv)) {
         PC_METRIC_INC(w->metrics.key_memo_hits);
         int rc = 0;
-        if (mv.n > 0)
+        if (mv.n > 0) {
             rc = pc_proxy_batch_from_memo(p, &mv);
-        else
-            memcpy(p->key, mv.keys, mv.keys_len <= PC_KEY_MAX ? mv.keys_len : 0);
+        } else if (mv.keys_len >= 2 && mv.keys_len <= PC_KEY_MAX + 1) {
+            /* the key, its NUL and the kind it was read as */
+            memcpy(p->key, mv.keys, mv.keys_len - 1);
+            p->key_kind = (enum pc_key_kind)mv.keys[mv.keys_len - 1];
+        }
         pc_buf_release(&ctx);
         if (rc != 0) {
             pc_proxy_answer_error(p, 503, "out of memory");
@@ -1277,7 +1611,7 @@ static int key_request(struct pc_preq *p)
     struct pc_buf keys;
     pc_buf_init(&keys);
     uint32_t *uniq_of = NULL;
-    int batch = p->route->v.per_instance ? pc_proxy_batch_key(p, route) : 1;
+    int batch = p->route->v.per_instance ? pc_proxy_batch_key(p) : 1;
     if (batch == 0) { /* a TF Serving batch: cached instance by instance */
         if (w->memo != NULL && pc_proxy_batch_memo_val(p, &keys, &uniq_of, &mv) == 0)
             pc_keymemo_put(w->memo, &probe, ctx.data, ctx.len, body, len, &mv);
@@ -1286,12 +1620,15 @@ static int key_request(struct pc_preq *p)
         pc_buf_release(&ctx);
         return 0;
     }
-    enum pc_key_kind kind;
     char err[256];
-    int rc = pc_cachekey_derive(&p->keyp, route, body, len, body_declares_json(p->req), p->key,
-                                &kind, err, sizeof err);
+    int rc = pc_cachekey_body(&p->keyp, p->head, p->head_len, body, len, body_declares_json(p->req),
+                              p->key, &p->key_kind, err, sizeof err);
     if (rc == 0 && batch == 1) { /* not after a failure: the outcome may differ next time */
-        mv = (struct pc_keymemo_val){0, 1, NULL, p->key, strlen(p->key) + 1};
+        char kv[PC_KEY_MAX + 1];
+        size_t kl = strlen(p->key);
+        memcpy(kv, p->key, kl + 1);
+        kv[kl + 1] = (char)p->key_kind;
+        mv = (struct pc_keymemo_val){0, 1, NULL, kv, kl + 2};
         pc_keymemo_put(w->memo, &probe, ctx.data, ctx.len, body, len, &mv);
     }
     pc_buf_release(&ctx);
@@ -1426,7 +1763,12 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
         pc_preq_free(p);
         return;
     }
-    if (pc_model_of_path(pc_http_req_path(req), &p->model) == 0 && p->model.version[0] == '\0' &&
+    if (pc_model_of_path(pc_http_req_path(req), &p->model) != 0)
+        memset(&p->model, 0, sizeof p->model);
+    key_family(p);
+    if (key_credentials(p) != 0)
+        return;
+    if (p->model.api != PC_API_NONE && p->model.version[0] == '\0' &&
         w->cfg->version_refresh_s > 0) {
         char version[64];
         switch (pc_versions_get(w->versions, p->backend, &p->model, version, sizeof version,

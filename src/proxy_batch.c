@@ -119,21 +119,6 @@ static int key_ref_cmp(const void *a, const void *b)
     return c != 0 ? c : (x->i < y->i ? -1 : x->i > y->i);
 }
 
-/* Keys every instance the longer way, one pass each: 0; 1 one cannot be keyed alone. */
-static int instance_keys(struct pc_preq *p, const struct pc_batch_state *b, const char *route,
-                         const char *body, char (*all)[PC_KEY_MAX])
-{
-    const char *sig = body + b->req.signature.off;
-    char err[128];
-    for (size_t i = 0; i < b->n; i++) {
-        const struct pc_span *s = &b->req.inst.elems[i];
-        if (pc_cachekey_instance(&p->keyp, route, sig, b->req.signature.len, body + s->off, s->len,
-                                 all[i], err, sizeof err) != 0)
-            return 1;
-    }
-    return 0;
-}
-
 /* Folds the duplicates among all[0..n): unique ids follow first appearance. 0 or -1. */
 static int fold_keys(struct pc_batch_state *b, char (*all)[PC_KEY_MAX])
 {
@@ -367,11 +352,12 @@ static void on_stores_done(const struct pc_reply *reply, void *arg)
  * pc_proxy_flight_keep, or NULL) ends the flight once they are answered. */
 static void store_new(struct pc_preq *p, const struct pc_upstream_resp *r,
                       const struct pc_batch_array *preds, const struct pc_batch_layout *layout,
-                      void *fs)
+                      void *fs, const char *why)
 {
     struct pc_worker *w = p->w;
     struct pc_batch_state *b = p->batch;
-    const char *why = pc_proxy_store_refusal(p, r);
+    if (why == NULL && p->no_store)
+        why = "request no-store";
     const char **keys = why == NULL ? calloc(b->n_pick, sizeof *keys) : NULL;
     if (keys == NULL) {
         PC_METRIC_ADD(w->metrics.store_skipped, b->n_pick);
@@ -500,10 +486,12 @@ static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
     struct pc_preq *p = arg;
     struct pc_batch_array preds;
     struct pc_batch_layout layout;
+    /* Judged before any answer: it may bound the TTL or teach the route a Vary. */
+    const char *why = r->error == PC_UP_OK ? pc_proxy_share_refusal(p, r) : NULL;
     int storable = answer_model(p, r, &preds, &layout);
     size_t n_waiters = 0;
     struct pc_preq **waiters = NULL;
-    if (p->flight != NULL && !storable) {
+    if (p->flight != NULL && (!storable || why != NULL)) {
         waiters = pc_proxy_flight_release(p, &n_waiters); /* the flight ends with the answer */
     } else if (p->flight != NULL) {
         struct pc_flight *f = p->flight;
@@ -511,13 +499,19 @@ static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
             answer_shared(f->waiters[i], r);
         f->n_waiters = 0;
     }
-    for (size_t i = 0; i < n_waiters; i++)
-        answer_shared(waiters[i], r);
+    /* A failed transfer is everyone's failure; an answer that may not be shared (private,
+     * a cookie, an error status, predictions that do not match) is only the leader's. */
+    for (size_t i = 0; i < n_waiters; i++) {
+        if (r->error != PC_UP_OK)
+            answer_shared(waiters[i], r);
+        else
+            pc_proxy_batch_send(waiters[i], RES_MISS);
+    }
     free(waiters);
     if (storable) {
         /* After the answers: no client waits for Redis. */
-        void *fs = pc_proxy_flight_keep(p, r);
-        store_new(p, r, &preds, &layout, fs);
+        void *fs = why == NULL ? pc_proxy_flight_keep(p, r) : NULL;
+        store_new(p, r, &preds, &layout, fs, why);
         pc_batch_array_release(&preds);
     }
     pc_preq_free(p);
@@ -547,17 +541,29 @@ void pc_proxy_batch_send(struct pc_preq *p, enum pc_cache_result result)
     pc_proxy_forward_body(p, result, body, len, on_batch_backend);
 }
 
-/* Answers p from a flight already answered (its stores on the way): the kept answer. */
+/* Answers p from a flight already answered (its stores on the way): the kept answer, an
+ * envelope (pc_proxy_flight_keep). */
 static void answer_kept(struct pc_preq *p, const struct pc_flight *f)
 {
-    struct pc_header ct = {(char *)"Content-Type", f->ctype};
+    struct pc_envelope env;
+    char scratch[PC_ENV_SCRATCH];
+    if (pc_envelope_decode(f->body, f->body_len, &env, scratch, sizeof scratch) != 0) {
+        pc_proxy_batch_send(p, RES_MISS); /* cannot happen: it holds what keep encoded */
+        return;
+    }
+    struct pc_header h[PC_ENV_MAX_HEADERS + 1];
+    size_t n = 0;
+    if (env.content_type[0] != '\0')
+        h[n++] = (struct pc_header){(char *)"Content-Type", (char *)env.content_type};
+    for (size_t i = 0; i < env.n_headers; i++)
+        h[n++] = (struct pc_header){(char *)env.headers[i].name, (char *)env.headers[i].value};
     struct pc_upstream_resp r;
     memset(&r, 0, sizeof r);
-    r.status = f->status;
-    r.headers = f->ctype[0] ? &ct : NULL;
-    r.n_headers = f->ctype[0] ? 1 : 0;
-    r.body.data = f->body;
-    r.body.len = f->body_len;
+    r.status = env.status;
+    r.headers = h;
+    r.n_headers = n;
+    r.body.data = (char *)env.body;
+    r.body.len = env.body_len;
     r.total_ms = -1;
     answer_shared(p, &r);
 }
@@ -753,7 +759,7 @@ static struct pc_batch_state *batch_new(const struct pc_preq *p, size_t n)
     return b;
 }
 
-int pc_proxy_batch_key(struct pc_preq *p, const char *route)
+int pc_proxy_batch_key(struct pc_preq *p)
 {
     if (!is_predict_route(pc_http_req_path(p->req)))
         return 1;
@@ -762,17 +768,12 @@ int pc_proxy_batch_key(struct pc_preq *p, const char *route)
     struct pc_batch_req req;
     memset(&req, 0, sizeof req);
     char(*all)[PC_KEY_MAX] = NULL;
-    /* One pass for spans and keys; anything unusual is decided the longer way. */
-    int rc = pc_cachekey_instances(&p->keyp, route, body, len, &req.inst.elems, &n, &req.signature,
-                                   &all);
-    if (rc < 0)
-        return -1;
-    if (rc == 2)
-        return 1; /* certainly not a batch: no need to scan it again */
-    if (rc == 0)
-        req.inst.n = req.inst.cap = n;
-    else if (pc_batch_parse_request(body, len, &req) != 0)
-        return 1;
+    /* One pass for spans and keys; anything unusual is keyed whole. */
+    int rc = pc_cachekey_instances(&p->keyp, p->head, p->head_len, body, len, &req.inst.elems, &n,
+                                   &req.signature, &all);
+    if (rc != 0)
+        return rc;
+    req.inst.n = req.inst.cap = n;
     struct pc_batch_state *b = batch_new(p, req.inst.n);
     if (b == NULL) {
         pc_batch_req_release(&req);
@@ -780,17 +781,6 @@ int pc_proxy_batch_key(struct pc_preq *p, const char *route)
         return -1;
     }
     b->req = req;
-    if (all == NULL) {
-        if ((all = calloc(b->n, sizeof *all)) == NULL) {
-            pc_proxy_batch_free(b);
-            return -1;
-        }
-        if ((rc = instance_keys(p, b, route, body, all)) != 0) {
-            free(all);
-            pc_proxy_batch_free(b);
-            return rc; /* an instance that cannot be keyed alone: key the whole body */
-        }
-    }
     rc = fold_keys(b, all);
     free(all);
     if (rc != 0) {

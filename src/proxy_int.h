@@ -52,9 +52,10 @@ struct pc_preq {
     struct pc_model_ref model;     /* the model the path names (api NONE when none) */
     char version[64];              /* its resolved version, when the path names none */
     enum pc_cache_result result;
-    char key[PC_KEY_MAX];  /* per-body key; empty for batches */
-    double backend_ms;     /* < 0 until the model server answered */
-    struct pc_header *fwd; /* headers for the model server, owned */
+    char key[PC_KEY_MAX];      /* per-body key; empty for batches */
+    enum pc_key_kind key_kind; /* how the body was read for it */
+    double backend_ms;         /* < 0 until the model server answered */
+    struct pc_header *fwd;     /* headers for the model server, owned */
     size_t n_fwd;
     struct pc_batch_state *batch; /* per-instance state, owned; NULL for the per-body flow */
     struct pc_flight *flight;     /* the coalescing entry this request leads, or NULL */
@@ -65,6 +66,11 @@ struct pc_preq {
     int lock_asking;         /* the lock script is on its way */
     int lock_notified;       /* and the holder's announcement came before its answer */
     struct event *lock_wait; /* waiting for another process's answer: its deadline */
+    char scope[65];          /* the credential scope in its keys; "" none */
+    size_t vary_n;           /* its keys carry the route's first vary_n Vary headers */
+    char *head;              /* its keys' head (pc_cachekey_head), owned */
+    size_t head_len;
+    int no_grace; /* the answer may not be served stale (s-maxage, *-revalidate) */
 };
 
 const char *pc_proxy_result_name(enum pc_cache_result r);
@@ -118,13 +124,24 @@ void pc_proxy_verify_start(struct pc_verify *v);
  * 0 ok; -1 no memory or not a batch. */
 int pc_proxy_batch_hit_keys(const struct pc_preq *p, char (**keys)[PC_KEY_MAX], size_t *n);
 
-/* Why a backend answer must not be stored (headers, status, request controls), or NULL. */
-const char *pc_proxy_store_refusal(const struct pc_preq *p, const struct pc_upstream_resp *r);
+/*
+ * Why a backend answer to p must not be shared with another request or stored (status,
+ * size, the model server's directives, Set-Cookie, a Vary beyond p's keys), or NULL. When
+ * it may be, a max-age or s-maxage of the answer bounds p->ttl_s (then recorded in the
+ * entry) and s-maxage or must-revalidate set p->no_grace.
+ */
+const char *pc_proxy_share_refusal(struct pc_preq *p, const struct pc_upstream_resp *r);
+/* The same, and the request's own no-store: why the answer must not be stored, or NULL. */
+const char *pc_proxy_store_refusal(struct pc_preq *p, const struct pc_upstream_resp *r);
 const char *pc_proxy_find_header(const struct pc_header *h, size_t n, const char *name);
 /* Seconds an entry lives in Redis: ttl_s, plus grace_s to be served stale. */
 int pc_proxy_store_ttl(const struct pc_preq *p);
 /* The key's route: the path, plus "?" query when there is one. */
 int pc_proxy_route_of(const struct pc_preq *p, struct pc_buf *out);
+/* The body a replayed answer carries for p: a KServe v2 answer's "id" is the requester's.
+ * *out is body, or tmp's data when rewritten. */
+void pc_proxy_replay_body(const struct pc_preq *p, const char *body, size_t len, struct pc_buf *tmp,
+                          const char **out, size_t *out_len);
 
 /*
  * Coalescing, shared by both flows, on p->key or (for a batch's sub-request) p->herd.
@@ -154,11 +171,10 @@ void pc_proxy_flight_drop(struct pc_preq *p);
 
 /*
  * Per-instance flow, keyed one of two ways, then looked up. Keys the request's batch with
- * route (the key's route, pc_proxy_route_of): 0 keyed (p->batch set); 1 not a batch, or an
- * instance cannot be keyed alone (use the per-body flow); -1 out of memory (the same, but
- * the outcome must not be remembered).
+ * p->head: 0 keyed (p->batch set); 1 not a batch, or an instance cannot be keyed alone (use
+ * the per-body flow); -1 out of memory (the same, but the outcome must not be remembered).
  */
-int pc_proxy_batch_key(struct pc_preq *p, const char *route);
+int pc_proxy_batch_key(struct pc_preq *p);
 /* Keyed from the key memo (v->n > 0). 0 ok (p->batch set), -1 out of memory. */
 int pc_proxy_batch_from_memo(struct pc_preq *p, const struct pc_keymemo_val *v);
 /* The key memo's value for p->batch: keys and *uniq_of (malloc'ed) hold its arrays. 0 ok. */

@@ -126,6 +126,12 @@ int pc_routes_get(const struct pc_config *cfg, size_t id, struct pc_route_view *
         v->n_input_fields = cfg->n_input_fields;
         v->path_field = cfg->path_field;
         v->per_instance = cfg->per_instance;
+        v->credentials = cfg->credentials;
+        v->ignore_fields = cfg->ignore_fields;
+        v->n_ignore_fields = cfg->n_ignore_fields;
+        v->vary = cfg->vary;
+        v->n_vary = cfg->n_vary;
+        v->response_cache_control = cfg->response_cache_control;
         return 0;
     }
     id -= cfg->n_routes;
@@ -142,6 +148,12 @@ int pc_routes_get(const struct pc_config *cfg, size_t id, struct pc_route_view *
     v->n_input_fields = s->n_input_fields;
     v->path_field = s->path_field;
     v->per_instance = s->per_instance;
+    v->credentials = s->credentials;
+    v->ignore_fields = s->ignore_fields;
+    v->n_ignore_fields = s->n_ignore_fields;
+    v->vary = s->vary;
+    v->n_vary = s->n_vary;
+    v->response_cache_control = s->response_cache_control;
     v->line = s->line;
     return 0;
 }

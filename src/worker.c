@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,23 @@ static int init_routes(struct pc_worker *w, char *err, size_t errlen)
         r->keyp.input_fields = r->input_fields;
         r->keyp.n_input_fields = r->v.n_input_fields;
         r->keyp.path_field = r->v.path_field;
+        r->ignore_auto = r->v.n_ignore_fields == 1 && strcmp(r->v.ignore_fields[0], "auto") == 0;
+        for (size_t f = 0; !r->ignore_auto && f < r->v.n_ignore_fields; f++)
+            r->ignore_fields[f] = r->v.ignore_fields[f];
+        r->keyp.ignore_fields = r->ignore_fields;
+        r->keyp.n_ignore_fields = r->ignore_auto ? 0 : r->v.n_ignore_fields;
+        for (size_t f = 0; f < r->v.n_vary && r->n_vary < PC_WROUTE_VARY; f++) {
+            char name[64];
+            size_t k = 0;
+            for (; r->v.vary[f][k] && k < sizeof name - 1; k++)
+                name[k] = (char)tolower((unsigned char)r->v.vary[f][k]);
+            name[k] = '\0';
+            int dup = 0;
+            for (size_t j = 0; j < r->n_vary; j++)
+                dup |= strcmp(r->vary[j], name) == 0;
+            if (!dup)
+                memcpy(r->vary[r->n_vary++], name, sizeof name);
+        }
         w->route_names[i + 1] = r->v.name;
     }
     w->route_names[0] = "(none)";
@@ -163,6 +181,11 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         .n_input_fields = cfg->n_input_fields,
         .path_field = cfg->path_field,
     };
+    /* A backend is known by its cache_id, else by its URL as written. */
+    w->cache_ids[0] = cfg->backend_cache_id[0] ? cfg->backend_cache_id : cfg->backend_url;
+    for (size_t i = 0; i < cfg->n_backends && i + 1 < PC_WORKER_BACKENDS; i++)
+        w->cache_ids[i + 1] =
+            cfg->backends[i].cache_id[0] ? cfg->backends[i].cache_id : cfg->backends[i].url;
     struct pc_http_limits lim = {
         .on_failure = on_http_failure,
         .on_failure_arg = w,

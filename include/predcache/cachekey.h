@@ -1,15 +1,25 @@
 /*
- * cachekey: derives the cache key of a predict request (key format v1).
+ * cachekey: derives the cache key of a predict request (key format v2).
  *
- *     key      = prefix "v1:" hex(SHA-256(material))
- *     material = namespace "\n" route "\n" input
+ *     key      = prefix "v2:{" hex(SHA-256(material)) "}"
+ *     material = head form "\n" input
+ *     head     = "predcache-key-v2\n" "backend " cache_id "\n" "method " METHOD "\n"
+ *                "path " resolved-path "\n" "query " query "\n" "media " family "\n"
+ *                "scope " credential-scope "\n" "vary " vary "\n" "namespace " ns "\n"
  *
- * route is the request path, plus "?" and the query when there is one. input is the
- * canonical JSON of the configured input fields when the body is a JSON object holding
- * any of them; "path:" + the path field when it holds only a path; else the raw body.
- * The body is read and made canonical by canon (canon.h), which reads JSON exactly as the
- * v1 key always has (json-c 0.16's strict tokener), and streamed into SHA-256.
- * Pure: no I/O, no globals; unit-tested with vectors.
+ * The hash tag ({...}) puts an entry and its lock (key ":lock") in one Redis Cluster slot.
+ * The input is the body read the way the model server of the route's API family reads it
+ * (member names decoded, the last of a name given twice winning, canonical: see canon.h):
+ *   tfs      TF Serving :predict: signature_name and instances or inputs, nothing else;
+ *            :classify / :regress: signature_name, context, examples
+ *   json     KServe v2 and plain JSON: the whole body minus the route's ignore fields
+ *   path     plain JSON whose only member (ignore fields aside) is the path field, a string
+ *   fields   the route's input_fields (unsafe alias of v1: fields it names are the only
+ *            ones read, whatever else the server reads)
+ *   raw      anything else: the bytes
+ *   instance one element of a TF Serving "instances" batch: canonical(context) "\n"
+ *            canonical(element), the context being every other member the server reads
+ * Pure: no I/O, no globals; unit-tested with vectors and fuzzed.
  */
 #ifndef PREDCACHE_CACHEKEY_H
 #define PREDCACHE_CACHEKEY_H
@@ -19,27 +29,72 @@
 #include "predcache/batch.h"
 #include "predcache/buf.h"
 
-/* prefix (up to 255) + "v1:" + 64 hex digits + NUL */
+/* prefix (up to 255) + "v2:{" + 64 hex digits + "}" + NUL */
 #define PC_KEY_MAX 332
 
 enum pc_key_kind {
-    PC_KEY_FIELDS = 0, /* canonical JSON of the input fields */
+    PC_KEY_FIELDS = 0, /* canonical JSON of the input fields (unsafe alias) */
     PC_KEY_PATH,       /* path-field fallback */
     PC_KEY_RAW,        /* raw body bytes */
+    PC_KEY_BODY,       /* the body as the API family reads it, canonical */
+};
+
+/* How a route's model server reads a request body. */
+enum pc_key_family {
+    PC_FAMILY_JSON = 0,     /* plain JSON: the whole body minus ignore fields */
+    PC_FAMILY_TFS_PREDICT,  /* signature_name, instances, inputs */
+    PC_FAMILY_TFS_EXAMPLES, /* :classify, :regress: signature_name, context, examples */
+    PC_FAMILY_KSERVE,       /* KServe v2 infer: the whole body minus ignore fields */
 };
 
 struct pc_key_params {
-    const char *namespace_;
+    const char *namespace_; /* pc_cachekey_derive only: the head's namespace */
     const char *prefix;
-    const char *const *input_fields;
+    const char *const *input_fields; /* the unsafe alias; none: the family's reading */
     size_t n_input_fields;
     const char *path_field; /* NULL or "" disables the fallback */
+    enum pc_key_family family;
+    const char *const *ignore_fields; /* members a whole-body reading leaves out */
+    size_t n_ignore_fields;
 };
 
+/* What a key holds besides the body; every string one line (no "\n"). */
+struct pc_key_head {
+    const char *backend; /* the backend's cache_id */
+    const char *method;
+    const char *path; /* the resolved model path */
+    const char *query;
+    const char *media; /* pc_cachekey_media() of the Content-Type */
+    const char *scope; /* credential scope: "" none */
+    const char *ns;    /* namespace, with its invalidation generations */
+    const char *vary;  /* pc_cachekey_vary_add() encoding of the Vary headers */
+    size_t vary_len;
+};
+
+/* Appends the head's material to out. 0 ok; -1 a string holds a newline, or no memory. */
+int pc_cachekey_head(const struct pc_key_head *h, struct pc_buf *out);
+
+/* Appends the media type family of a Content-Type value (NULL: absent) to out: "json" for
+ * any JSON type (application/json, x/y+json), else the lowercased type/subtype without
+ * parameters; nothing when absent. 0 ok, -1 no memory. */
+int pc_cachekey_media(const char *content_type, struct pc_buf *out);
+
+/* Appends one Vary header to a vary encoding: name (lowercased) " " ("-" when absent, else
+ * length ":" value) ";". Callers add names in sorted order. 0 ok, -1 no memory. */
+int pc_cachekey_vary_add(struct pc_buf *out, const char *name, const char *value);
+
 /*
- * Derives the key of one request. body_is_json: the request declared a JSON content
- * type; then a body that does not parse is an error (-1, reason in err) rather than
- * raw bytes. Borrows everything; writes the NUL-terminated key into out.
+ * Derives the key of one request from its head (pc_cachekey_head) and body. body_is_json:
+ * the request declared a JSON content type; then a body that does not parse is an error
+ * (-1, reason in err) rather than raw bytes. Borrows everything; writes the key into out.
+ */
+int pc_cachekey_body(const struct pc_key_params *p, const char *head, size_t head_len,
+                     const char *body, size_t len, int body_is_json, char out[PC_KEY_MAX],
+                     enum pc_key_kind *kind, char *err, size_t errlen);
+
+/*
+ * pc_cachekey_body with a head of p->namespace_ and route (as path) only: the key a job
+ * uses to find its twins and to refuse a bad body early, never a stored entry's.
  */
 int pc_cachekey_derive(const struct pc_key_params *p, const char *route, const char *body,
                        size_t len, int body_is_json, char out[PC_KEY_MAX], enum pc_key_kind *kind,
@@ -60,40 +115,29 @@ int pc_cachekey_derive(const struct pc_key_params *p, const char *route, const c
 int pc_cachekey_canonical(const char *json, size_t len, struct pc_buf *out);
 
 /*
- * Key of one element of a TF Serving "instances" batch:
- *     material = namespace "\n" route "\n" "instance\n" signature "\n" canonical(instance)
- * signature is the raw JSON text of "signature_name" (empty when absent). -1 when the
- * instance cannot be keyed on its own (then the whole body is keyed instead).
+ * The keys of every element of a TF Serving batch in one pass over the body:
+ *     material = head "instance\n" canonical(context) "\n" canonical(element)
+ * context: the members the family reads besides "instances" (TF Serving: signature_name),
+ * as a canonical object. Returns 0 when body is strict JSON, an object with exactly one
+ * member whose decoded name is "instances", spelled so (what pc_batch_parse_request finds),
+ * holding a non-empty array, and every element and the context can be keyed exactly: then
+ * *n elements, (*spans)[i] their spans in body, *sig the span of the last signature_name's
+ * value (len 0 when absent) and (*keys)[i] their keys, both arrays malloc'ed for the caller
+ * to free. 1 for any other body (then the whole body is keyed instead). -1 no memory.
  */
-int pc_cachekey_instance(const struct pc_key_params *p, const char *route, const char *signature,
-                         size_t sig_len, const char *inst, size_t inst_len, char out[PC_KEY_MAX],
-                         char *err, size_t errlen);
+int pc_cachekey_instances(const struct pc_key_params *p, const char *head, size_t head_len,
+                          const char *body, size_t len, struct pc_span **spans, size_t *n,
+                          struct pc_span *sig, char (**keys)[PC_KEY_MAX]);
 
 /*
- * The keys of every element of a TF Serving batch in one pass over the body, the same keys
- * as pc_batch_parse_request followed by pc_cachekey_instance for each element. Returns 0
- * when body is strict JSON, an object with one "instances" member (that spelling) holding
- * a non-empty array, and every element can be keyed alone: then *n elements, (*spans)[i]
- * their spans in body, *sig the span of "signature_name"'s value (the last one; len 0 when
- * absent) and (*keys)[i] their keys, both arrays malloc'ed for the caller to free. 2 when
- * the body was read whole and is certainly no batch (no such member at its root, or not
- * an object): pc_batch_parse_request would not take it either. 1 for any other body: the
- * caller then decides the longer way. Nothing is allocated but on 0. -1 when memory runs
- * out.
- */
-int pc_cachekey_instances(const struct pc_key_params *p, const char *route, const char *body,
-                          size_t len, struct pc_span **spans, size_t *n, struct pc_span *sig,
-                          char (**keys)[PC_KEY_MAX]);
-
-/*
- * The key a batch's sub-request coalesces on (never a stored entry's key): prefix "v1:"
- * hex(SHA-256("herd\n" keys[pick[0]] "\n" ... keys[pick[n-1]] "\n")). Two requests
+ * The key a batch's sub-request coalesces on (never a stored entry's key): prefix "v2:{"
+ * hex(SHA-256("herd\n" keys[pick[0]] "\n" ... keys[pick[n-1]] "\n")) "}". Two requests
  * missing the same instances in the same order share it. 0 ok, -1 on failure.
  */
 int pc_cachekey_herd(const char *prefix, const char (*keys)[PC_KEY_MAX], const size_t *pick,
                      size_t n, char out[PC_KEY_MAX]);
 
-/* Human name of a kind: "fields", "path", "raw". */
+/* Human name of a kind: "fields", "path", "raw", "body". */
 const char *pc_cachekey_kind_name(enum pc_key_kind kind);
 
 #endif

@@ -33,8 +33,9 @@ struct pc_backend_cfg {
     int health_interval_ms;
     int health_fails;
     int health_passes;
-    unsigned set; /* bit i: key i of the section's table was given */
-    int line;     /* of the section header; 0 when set in code */
+    char cache_id[PC_CFG_STR]; /* the backend's identity in keys; "" = derived from url */
+    unsigned set;              /* bit i: key i of the section's table was given */
+    int line;                  /* of the section header; 0 when set in code */
 };
 
 /* A [route NAME] section: a method and path glob mapped to a backend and cache settings. */
@@ -48,7 +49,13 @@ struct pc_route_cfg {
     size_t n_input_fields; /* default: [cache] input_fields */
     char path_field[64];   /* default: [cache] path_field */
     int per_instance;      /* default: [cache] per_instance */
-    unsigned set;          /* bit i: key i of the section's table was given */
+    int credentials;       /* enum pc_credentials; default: [cache] credentials */
+    char ignore_fields[PC_CFG_MAX_LIST][64];
+    size_t n_ignore_fields; /* default: [cache] ignore_fields */
+    char vary[PC_CFG_MAX_LIST][64];
+    size_t n_vary;              /* default: [cache] vary */
+    int response_cache_control; /* enum pc_response_cc; default: [cache] response_cache_control */
+    unsigned set;               /* bit i: key i of the section's table was given */
     int line;
     int backend_index; /* resolved by validate: 0 = [backend], i + 1 = backends[i] */
 };
@@ -56,6 +63,12 @@ struct pc_route_cfg {
 /* [cache] verify_compare and verify_action (the order of their names in config.c). */
 enum pc_verify_compare { PC_VERIFY_BYTES, PC_VERIFY_JSON };
 enum pc_verify_action { PC_VERIFY_LOG, PC_VERIFY_PURGE };
+/* [cache] credentials: who may share an answer given to a request that carries credentials */
+enum pc_credentials { PC_CREDS_ISOLATE, PC_CREDS_SHARED, PC_CREDS_BYPASS };
+/* [cache] response_cache_control: the model server's Cache-Control is honoured or ignored */
+enum pc_response_cc { PC_RCC_HONOUR, PC_RCC_IGNORE };
+/* [jobs] credentials: a job request carrying credentials is refused, or run from memory */
+enum pc_jobs_credentials { PC_JOBS_CREDS_REFUSE, PC_JOBS_CREDS_LOCAL };
 
 struct pc_config {
     /* [server] */
@@ -72,6 +85,7 @@ struct pc_config {
 
     /* [backend] */
     char backend_url[1024]; /* base URL of the model server; default http://127.0.0.1:8501 */
+    char backend_cache_id[PC_CFG_STR]; /* the backend's identity in keys; "" = derived from url */
     int backend_connect_timeout_ms;    /* default 1000 */
     int backend_timeout_ms;            /* default 30000 */
     size_t backend_max_response_bytes; /* default 67108864 */
@@ -100,7 +114,18 @@ struct pc_config {
     char input_fields[PC_CFG_MAX_LIST][64];
     size_t n_input_fields;
     char path_field[64]; /* default "file_path"; empty disables the path fallback */
-    int per_instance;    /* cache each element of a TF Serving `instances` batch; default on */
+    char ignore_fields[PC_CFG_MAX_LIST][64];      /* noise members left out of a whole-body key */
+    size_t n_ignore_fields;                       /* default "auto": per API family */
+    int credentials;                              /* enum pc_credentials; default isolate */
+    char credential_headers[PC_CFG_MAX_LIST][64]; /* besides Authorization, Proxy-Authorization,
+                                                     Cookie; default none */
+    size_t n_credential_headers;
+    char vary[PC_CFG_MAX_LIST][64]; /* request headers always in the key; default none */
+    size_t n_vary;
+    int response_cache_control;               /* enum pc_response_cc; default honour */
+    char replay_headers[PC_CFG_MAX_LIST][64]; /* response headers an entry keeps and replays */
+    size_t n_replay_headers; /* default Content-Type, Inference-Header-Content-Length */
+    int per_instance;        /* cache each element of a TF Serving `instances` batch; default on */
     int allow_client_controls; /* honour Cache-Control and X-Predcache-Namespace; default on */
     int grace_s;               /* entries are kept and served stale this long past ttl_s; 3600 */
     int lock_timeout_ms;   /* cross-process coalescing: wait for another's call; 0 = off; 5000 */
@@ -130,6 +155,7 @@ struct pc_config {
     char jobs_async_prefix[PC_CFG_STR]; /* POST <prefix>/<route> submits a job; "/async" */
     int jobs_compat;                    /* seed aliases POST /predict, GET /job/<id>; off */
     char jobs_stream[PC_CFG_STR];       /* Redis Stream; "" = key_prefix "jobs:" namespace */
+    int jobs_credentials;               /* enum pc_jobs_credentials; default local */
 
     /* [log] */
     char log_level[16];    /* debug | info | warn | error; default info */

@@ -28,7 +28,13 @@ struct pc_route_view {
     size_t n_input_fields;
     const char *path_field;
     int per_instance;
-    int line; /* of the section header; 0 for [cache] routes entries */
+    int credentials; /* enum pc_credentials */
+    const char (*ignore_fields)[64];
+    size_t n_ignore_fields; /* one entry "auto": the API family's default */
+    const char (*vary)[64];
+    size_t n_vary;
+    int response_cache_control; /* enum pc_response_cc */
+    int line;                   /* of the section header; 0 for [cache] routes entries */
 };
 
 /* Number of routes in the table. */

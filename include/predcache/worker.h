@@ -29,11 +29,20 @@ struct pc_http_req;
 
 #define PC_WORKER_BACKENDS (1 + PC_CFG_MAX_BACKENDS)
 
+#define PC_WROUTE_VARY 16 /* request headers a route's keys may carry (Vary) */
+
 /* One route of the table with what the proxy needs at hand for it. */
 struct pc_wroute {
     struct pc_route_view v;
     struct pc_key_params keyp; /* the route's input fields and path field */
     const char *input_fields[PC_CFG_MAX_LIST];
+    const char *ignore_fields[PC_CFG_MAX_LIST]; /* none when ignore_auto */
+    int ignore_auto;                            /* "auto": the API family's default */
+    /* The request headers its keys carry, lowercased: [cache] vary, then each name a model
+     * answer's Vary header added (this worker's; only ever appended, so a key made with
+     * the first n of them stays meaningful). */
+    char vary[PC_WROUTE_VARY][64];
+    size_t n_vary;
 };
 
 struct pc_versions;
@@ -62,6 +71,7 @@ struct pc_worker {
     struct pc_metrics sub_metrics; /* the subscriber's own: it must not move redis_up */
     struct pc_key_params keyp;
     const char *input_fields[32];
+    const char *cache_ids[PC_WORKER_BACKENDS];     /* each backend's identity in keys */
     struct pc_upstream *ups[PC_WORKER_BACKENDS];   /* [0] is up: the [backend] section */
     struct pc_health *healths[PC_WORKER_BACKENDS]; /* [0] is health */
     int backend_up[PC_WORKER_BACKENDS];            /* named backends' health gauges */

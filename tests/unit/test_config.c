@@ -91,11 +91,18 @@ static void test_defaults(void **state)
         assert_string_equal(c.routes[i].method, methods[i]);
         assert_string_equal(c.routes[i].pattern, patterns[i]);
     }
-    assert_int_equal(c.n_input_fields, 4);
-    assert_string_equal(c.input_fields[0], "instances");
-    assert_string_equal(c.input_fields[1], "inputs");
-    assert_string_equal(c.input_fields[2], "image_data");
-    assert_string_equal(c.input_fields[3], "img_base64");
+    assert_int_equal(c.n_input_fields, 0); /* the unsafe alias is off */
+    assert_int_equal(c.n_ignore_fields, 1);
+    assert_string_equal(c.ignore_fields[0], "auto");
+    assert_int_equal(c.credentials, PC_CREDS_ISOLATE);
+    assert_int_equal(c.n_credential_headers, 0);
+    assert_int_equal(c.n_vary, 0);
+    assert_int_equal(c.response_cache_control, PC_RCC_HONOUR);
+    assert_int_equal(c.n_replay_headers, 2);
+    assert_string_equal(c.replay_headers[0], "Content-Type");
+    assert_string_equal(c.replay_headers[1], "Inference-Header-Content-Length");
+    assert_string_equal(c.backend_cache_id, "");
+    assert_int_equal(c.jobs_credentials, PC_JOBS_CREDS_LOCAL);
     assert_string_equal(c.path_field, "file_path");
     assert_int_equal(c.per_instance, 1);
     assert_int_equal(c.jobs_enabled, 1);
@@ -1017,6 +1024,67 @@ static void test_named_sections(void **state)
     assert_int_equal(c.route_secs[1].backend_index, 0);
 }
 
+/* The options of sound keys: per-route credentials, ignore fields, vary, response
+ * Cache-Control, inherited from [cache]; header lists hold header names, and replay_headers
+ * never what describes one connection or one client. */
+static void test_key_options(void **state)
+{
+    (void)state;
+    static struct pc_config c;
+    int rc = load_text(&c, "[backend]\n"
+                           "cache_id = resnet-v3\n"
+                           "[backend gpu]\n"
+                           "url = http://10.0.0.2:8501\n"
+                           "[cache]\n"
+                           "credentials = shared\n"
+                           "credential_headers = X-Api-Key, X-Tenant-Token\n"
+                           "vary = X-Tenant\n"
+                           "ignore_fields = request_id, trace\n"
+                           "replay_headers = Content-Type, X-Model-Version\n"
+                           "[jobs]\n"
+                           "credentials = refuse\n"
+                           "[route ts]\n"
+                           "match = POST /predictions/*\n"
+                           "backend = gpu\n"
+                           "response_cache_control = IGNORE\n"
+                           "credentials = bypass\n"
+                           "[route other]\n"
+                           "match = POST /other\n"
+                           "ignore_fields =\n"
+                           "vary = X-A, X-B\n");
+    if (rc != 0)
+        fail_msg("load failed: %s", err);
+    assert_string_equal(c.backend_cache_id, "resnet-v3");
+    assert_string_equal(c.backends[0].cache_id, ""); /* its own url, not [backend]'s id */
+    assert_int_equal(c.credentials, PC_CREDS_SHARED);
+    assert_int_equal(c.n_credential_headers, 2);
+    assert_string_equal(c.credential_headers[1], "X-Tenant-Token");
+    assert_int_equal(c.jobs_credentials, PC_JOBS_CREDS_REFUSE);
+    const struct pc_route_cfg *ts = &c.route_secs[0], *other = &c.route_secs[1];
+    assert_int_equal(ts->response_cache_control, PC_RCC_IGNORE);
+    assert_int_equal(ts->credentials, PC_CREDS_BYPASS);
+    assert_int_equal(ts->n_vary, 1); /* inherited */
+    assert_string_equal(ts->vary[0], "X-Tenant");
+    assert_int_equal(ts->n_ignore_fields, 2);
+    assert_string_equal(ts->ignore_fields[1], "trace");
+    assert_int_equal(other->response_cache_control, PC_RCC_HONOUR);
+    assert_int_equal(other->credentials, PC_CREDS_SHARED);
+    assert_int_equal(other->n_ignore_fields, 0); /* set empty: nothing ignored */
+    assert_int_equal(other->n_vary, 2);
+
+    assert_int_equal(load_text(&c, "[cache]\nreplay_headers = Content-Type, Set-Cookie\n"), -1);
+    assert_err_at(2, "[cache] replay_headers: Set-Cookie is never replayed");
+    assert_int_equal(load_text(&c, "[cache]\nreplay_headers = date\n"), -1);
+    assert_err_at(2, "[cache] replay_headers: date is never replayed");
+    assert_int_equal(load_text(&c, "[cache]\nreplay_headers = Transfer-Encoding\n"), -1);
+    assert_int_equal(load_text(&c, "[cache]\nvary = X(Tenant)\n"), -1);
+    assert_err_at(2, "[cache] vary: 'X(Tenant)' is not a header name");
+    assert_int_equal(load_text(&c, "[cache]\ncredential_headers = a/b\n"), -1);
+    assert_int_equal(load_text(&c, "[cache]\ncredentials = maybe\n"), -1);
+    assert_err_at(2, "[cache] credentials: 'maybe' must be one of isolate, shared, bypass");
+    assert_int_equal(load_text(&c, "[cache]\nreplay_headers = a,b,c,d,e,f,g,h,i\n"), -1);
+}
+
 static void test_named_section_errors(void **state)
 {
     (void)state;
@@ -1145,6 +1213,7 @@ int main(void)
         cmocka_unit_test(test_split_hostport),
         cmocka_unit_test(test_dump),
         cmocka_unit_test(test_named_sections),
+        cmocka_unit_test(test_key_options),
         cmocka_unit_test(test_named_section_errors),
         cmocka_unit_test(test_route_table_checks),
         cmocka_unit_test(test_named_sections_dump_loads_back),
