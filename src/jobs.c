@@ -3,8 +3,9 @@
  *
  *   client                      this process                      Redis
  *   POST <route>                  |                                 |
- *   Prefer: respond-async  -----> derive key (400 on a bad body)    |
- *   (or POST /async/<route>)      EVAL submit: XLEN >= max_queue? --+--> 429
+ *   Prefer: respond-async  -----> credentials? refuse: 400          |
+ *   (or POST /async/<route>)      derive key (400 on a bad body)    |
+ *                                 EVAL submit: XLEN >= max_queue? --+--> 429
  *                                 HSET job:<id> queued + XADD ------+--> 202 {"job_id"}
  *
  *   consumer (any process)  XREADGROUP ... BLOCK (own connection) <-+
@@ -16,13 +17,31 @@
  *        v               XACK + XDEL (one script: stored before acknowledged)
  *   GET /jobs/<id>  --> HGETALL job:<id> --> 202 queued|running, 200 result, 404
  *
+ *   credentials = local (the request carries Authorization, Cookie, ...):
+ *   POST ... ---> local jobs held >= max_queue? 429
+ *                 EVAL submit local: HSET job:<id> queued, runs_in, credential_scope
+ *                 (never a value) + SET job:<id>:lease PX claim_after_ms ------> 202
+ *                 job (headers with the credentials) waits in this process's memory,
+ *                 never in the stream: no other process can see, claim or run it
+ *        |  a free slot (before the stream's next read): EVAL start, loopback request
+ *        |  with the credentials added back from memory, EVAL finish local (no XACK)
+ *        v  SIGTERM: waiting ones failed at once, running ones finish or are failed at
+ *           the drain deadline; a killed process's lease runs out, and the next
+ *           GET /jobs/<id> records the job failed (EVAL poll local)
+ *
  * A held job's stream entry is kept fresh (XCLAIM ... JUSTID every claim_after_ms/3), so
- * only the entries of a consumer that stopped go idle and are taken over. A job whose
- * process died five times is failed rather than retried forever. On SIGTERM the consumer
- * stops reading; running jobs finish within the drain, and those cut off by the deadline
- * are handed back (XCLAIM IDLE claim_after_ms), so another process takes them at once.
- * Identical jobs held by this process run one after the other, the later ones from the
- * cache.
+ * only the entries of a consumer that stopped go idle and are taken over; the same beat
+ * renews the leases of local jobs. A job whose process died five times is failed rather
+ * than retried forever. On SIGTERM the consumer stops reading; running jobs finish within
+ * the drain, and those cut off by the deadline are handed back (XCLAIM IDLE
+ * claim_after_ms), so another process takes them at once. Identical jobs held by this
+ * process run one after the other, the later ones from the cache.
+ *
+ * Local jobs and [jobs] limits: a process holds at most max_queue unfinished local jobs
+ * (their bodies and credentials are in its memory); they share the concurrency slots with
+ * stream jobs and go first, since only this process can run them, but never take the slots
+ * a stream read in flight asked for (so a local job may wait for that read: at most
+ * JOBS_BLOCK_MS). A process with concurrency 0 runs nothing, so it refuses them (400).
  */
 #include "predcache/jobs.h"
 
@@ -38,6 +57,7 @@
 #include "predcache/buf.h"
 #include "predcache/cachekey.h"
 #include "predcache/config.h"
+#include "predcache/creds.h"
 #include "predcache/envelope.h"
 #include "predcache/http.h"
 #include "predcache/jobtab.h"
@@ -60,6 +80,13 @@
 #define JOBS_LOOPBACK_SLACK_MS 1000 /* the proxy's own timeout answer comes first */
 #define JOBS_STREAM_MAX (PC_CFG_STR * 2 + 8)
 #define JOBS_ENTRY_ID_MAX 48
+#define JOBS_LOCAL_ENTRY "local:" /* + job id: a local job's name in the table */
+#define JOBS_RECORD_MAX (PC_CFG_STR + 24 + JOB_ID_LEN)
+
+/* The error of a local job that its process could not finish (drain, deadline, or gone). */
+#define JOBS_LOCAL_STOPPED                                                                         \
+    "a job with credentials is kept only in the memory of the predcache process that "             \
+    "accepted it ([jobs] credentials = local) and never runs elsewhere; submit it again"
 
 /* ---- Lua scripts: each step is one atomic script ----------------------------------- */
 
@@ -116,6 +143,63 @@ static const char lua_release[] =
     "end\n"
     "return 1\n";
 
+/* Local jobs (credentials = local): a record and a lease, never a stream entry. */
+
+/* KEYS: record, lease. ARGV: pending_ttl_s, method, target, submitted_at, consumer,
+ * credential scope, lease_ms. The lease (the holder's name) lives while the holder beats. */
+static const char lua_submit_local[] =
+    "redis.call('HSET', KEYS[1], 'state', 'queued', 'attempts', '0', 'submitted_at', ARGV[4],\n"
+    "           'method', ARGV[2], 'target', ARGV[3], 'runs_in', ARGV[5],\n"
+    "           'credential_scope', ARGV[6])\n"
+    "redis.call('EXPIRE', KEYS[1], ARGV[1])\n"
+    "redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[7])\n"
+    "return 'local'\n";
+
+/* KEYS: record, lease. ARGV: ttl_s, state ('' = let the lease go only), result, cache, key,
+ * hits, now_ms. A record already finished (failed by a poll that found no lease) stays. */
+static const char lua_finish_local[] =
+    "if ARGV[2] ~= '' then\n"
+    "  local st = redis.call('HGET', KEYS[1], 'state')\n"
+    "  if st == 'queued' or st == 'running' then\n"
+    "    redis.call('HSET', KEYS[1], 'state', ARGV[2], 'result', ARGV[3], 'cache', ARGV[4],\n"
+    "               'key', ARGV[5], 'hits', ARGV[6], 'finished_at', ARGV[7])\n"
+    "    redis.call('EXPIRE', KEYS[1], ARGV[1])\n"
+    "  end\n"
+    "end\n"
+    "redis.call('DEL', KEYS[2])\n"
+    "return 1\n";
+
+/* KEYS: leases. ARGV: lease_ms, consumer. The heartbeat of the local jobs held here. */
+static const char lua_lease[] = "for _, k in ipairs(KEYS) do\n"
+                                "  redis.call('SET', k, ARGV[2], 'PX', ARGV[1])\n"
+                                "end\n"
+                                "return #KEYS\n";
+
+/* KEYS: record, lease, record, lease, ... ARGV: ttl_s, result, now_ms. Local jobs this
+ * process will never run: failed, unless finished already. */
+static const char lua_lost[] =
+    "for i = 1, #KEYS, 2 do\n"
+    "  local st = redis.call('HGET', KEYS[i], 'state')\n"
+    "  if st == 'queued' or st == 'running' then\n"
+    "    redis.call('HSET', KEYS[i], 'state', 'failed', 'result', ARGV[2], 'finished_at',\n"
+    "               ARGV[3])\n"
+    "    redis.call('EXPIRE', KEYS[i], ARGV[1])\n"
+    "  end\n"
+    "  redis.call('DEL', KEYS[i + 1])\n"
+    "end\n"
+    "return 1\n";
+
+/* KEYS: record, lease. ARGV: ttl_s, result, now_ms. A poll of an unfinished local job: when
+ * its holder's lease ran out (the process was killed), the job is failed. Reply: HGETALL. */
+static const char lua_poll_local[] =
+    "local st = redis.call('HGET', KEYS[1], 'state')\n"
+    "if (st == 'queued' or st == 'running') and redis.call('HEXISTS', KEYS[1], 'runs_in') == 1\n"
+    "   and redis.call('EXISTS', KEYS[2]) == 0 then\n"
+    "  redis.call('HSET', KEYS[1], 'state', 'failed', 'result', ARGV[2], 'finished_at', ARGV[3])\n"
+    "  redis.call('EXPIRE', KEYS[1], ARGV[1])\n"
+    "end\n"
+    "return redis.call('HGETALL', KEYS[1])\n";
+
 /* ---- state ------------------------------------------------------------------------- */
 
 enum consumer_state { CONS_WAIT_STREAM, CONS_READ };
@@ -133,12 +217,16 @@ struct pc_jobs {
     char consumer[128];
     char cursor[JOBS_ENTRY_ID_MAX]; /* XAUTOCLAIM position */
     enum consumer_state cstate;
-    int bst_busy; /* a consumer command is in flight on bst */
+    int bst_busy;   /* a consumer command is in flight on bst */
+    size_t reading; /* slots the stream read in flight on bst asked for (COUNT) */
     uint64_t next_reclaim_us;
     struct event *consumer_timer;
     struct event *heartbeat;
     struct pc_jobtab *held; /* held jobs by entry id, their steps, twins */
-    size_t pending_cmds;    /* our commands in flight on the worker's store */
+    struct job **waiting;   /* local jobs accepted, not yet in held: oldest first */
+    size_t n_waiting, cap_waiting;
+    size_t n_local;      /* local jobs alive: submitting, waiting or held */
+    size_t pending_cmds; /* our commands in flight on the worker's store */
     int draining;
     int closing; /* pc_jobs_free ran: callbacks only let go */
 };
@@ -152,9 +240,10 @@ struct cache_info {
 
 struct job {
     struct pc_jobs *j;
-    struct event *retry; /* re-sends the current Redis step after a failure */
-    int tries;           /* failed sends of the current step */
-    char entry[JOBS_ENTRY_ID_MAX];
+    int local; /* credentials = local: never in the stream; headers hold the credentials */
+    struct event *retry;           /* re-sends the current Redis step after a failure */
+    int tries;                     /* failed sends of the current step */
+    char entry[JOBS_ENTRY_ID_MAX]; /* stream entry id, or JOBS_LOCAL_ENTRY + id */
     char id[JOB_ID_LEN + 1];
     char *method, *target, *body;
     size_t body_len;
@@ -174,12 +263,17 @@ struct jreq {
     struct pc_jobs *j;
     struct pc_http_req *req;
     int compat;
-    int prefer; /* submitted with Prefer: respond-async */
+    int prefer;     /* submitted with Prefer: respond-async */
+    int checked;    /* poll: the holder's lease of a local job was checked */
+    struct job *jb; /* submit of a local job: the job, waiting for its record */
     char id[JOB_ID_LEN + 1];
 };
 
 static void consumer_step(struct pc_jobs *j);
+static void local_step(struct pc_jobs *j);
+static void local_enqueue(struct pc_jobs *j, struct job *jb);
 static void job_run(struct job *jb);
+static void job_discard(struct job *jb);
 
 static const struct pc_header json_ct = {(char *)"Content-Type", (char *)"application/json"};
 
@@ -225,6 +319,12 @@ static void record_key(const struct pc_jobs *j, const char *id, char *out, size_
     snprintf(out, outlen, "%sjob:%s", j->cfg->key_prefix, id);
 }
 
+/* The lease of a local job: exists while the process holding it is alive. */
+static void lease_key(const struct pc_jobs *j, const char *id, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%sjob:%s:lease", j->cfg->key_prefix, id);
+}
+
 /* {"error":"msg"} into b. */
 static void json_error(struct pc_buf *b, const char *msg)
 {
@@ -232,6 +332,26 @@ static void json_error(struct pc_buf *b, const char *msg)
     json_object_object_add(o, "error", json_object_new_string(msg));
     pc_buf_append_str(b, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
     json_object_put(o);
+}
+
+/* The envelope of a job failed by predcache itself: status + {"error": msg}, into a fresh
+ * out (released by the caller on success). 0 ok, -1 no memory. */
+static int failure_envelope(int status, const char *msg, struct pc_buf *out)
+{
+    struct pc_buf b;
+    pc_buf_init(&b);
+    pc_buf_init(out);
+    json_error(&b, msg);
+    struct pc_envelope e = {.status = status,
+                            .stored_at_ms = pc_wall_ms(),
+                            .content_type = "application/json",
+                            .body = b.data ? b.data : "",
+                            .body_len = b.len};
+    int rc = b.data != NULL ? pc_envelope_encode(&e, out) : -1;
+    pc_buf_release(&b);
+    if (rc != 0)
+        pc_buf_release(out);
+    return rc;
 }
 
 static const struct pc_reply *elem(const struct pc_reply *r, size_t i)
@@ -298,6 +418,7 @@ static void jobs_maybe_free(struct pc_jobs *j)
     if (!j->closing || j->pending_cmds > 0)
         return;
     pc_jobtab_free(j->held); /* empty by now: every job was let go */
+    free(j->waiting);        /* empty too: the drain failed them */
     free(j);
 }
 
@@ -376,37 +497,77 @@ static int prefers_async(const struct pc_http_req *req)
     return 0;
 }
 
-/* The request's end-to-end headers as JSON [[name, value], ...] for the loopback call:
- * no hop-by-hop ones, no Prefer (the job must run synchronously), no framing, and the
- * client appended to X-Forwarded-For as a proxy would. */
-static char *headers_json(const struct pc_http_req *req, size_t *len)
+static void free_headers(struct pc_header *h, size_t n)
 {
-    size_t n;
+    for (size_t i = 0; h != NULL && i < n; i++) {
+        free(h[i].name);
+        free(h[i].value);
+    }
+    free(h);
+}
+
+/*
+ * The request's end-to-end headers for the loopback call: no hop-by-hop ones, no Prefer
+ * (the job must run synchronously), no framing, and the client appended to X-Forwarded-For
+ * as a proxy would. Credential headers only when creds (a local job, kept in memory), so
+ * that nothing built for the stream can carry one to Redis. *count headers, copied, and a
+ * free slot after them (for the marker); the caller frees them with free_headers.
+ */
+static struct pc_header *forward_headers(const struct pc_jobs *j, const struct pc_http_req *req,
+                                         int creds, size_t *count)
+{
+    const struct pc_config *cfg = j->cfg;
+    size_t n, k = 0;
     const struct pc_header *h = pc_http_req_headers(req, &n);
-    json_object *arr = json_object_new_array();
+    struct pc_header *out = calloc(n + 2, sizeof *out); /* + X-Forwarded-For + the marker */
     struct pc_buf xff;
     pc_buf_init(&xff);
+    if (out == NULL)
+        return NULL;
     for (size_t i = 0; i < n; i++) {
         const char *name = h[i].name;
         if (pc_http_is_hop_by_hop_in(name, h, n) || pc_strcaseeq(name, "Prefer") ||
             pc_strcaseeq(name, "Host") || pc_strcaseeq(name, "Content-Length") ||
             pc_strcaseeq(name, "Expect") || pc_strcaseeq(name, PC_JOBS_MARKER))
             continue;
+        if (!creds &&
+            pc_creds_is_credential(name, cfg->credential_headers, cfg->n_credential_headers))
+            continue;
         if (pc_strcaseeq(name, "X-Forwarded-For")) {
             pc_buf_printf(&xff, "%s%s", xff.len ? ", " : "", h[i].value);
             continue;
         }
+        out[k].name = strdup(name);
+        out[k].value = strdup(h[i].value);
+        k++;
+        if (out[k - 1].name == NULL || out[k - 1].value == NULL)
+            goto fail;
+    }
+    if (pc_buf_printf(&xff, "%s%s", xff.len ? ", " : "", pc_http_req_client(req)) != 0)
+        goto fail;
+    out[k].name = strdup("X-Forwarded-For");
+    out[k].value = pc_buf_steal(&xff, NULL);
+    k++;
+    if (out[k - 1].name == NULL || out[k - 1].value == NULL)
+        goto fail;
+    *count = k;
+    return out;
+fail:
+    pc_buf_release(&xff);
+    free_headers(out, k);
+    return NULL;
+}
+
+/* h[0..n) as JSON [[name, value], ...], malloc'ed; NULL on no memory. */
+static char *headers_json(const struct pc_header *h, size_t n, size_t *len)
+{
+    json_object *arr = json_object_new_array();
+    for (size_t i = 0; i < n; i++) {
         json_object *pair = json_object_new_array();
-        json_object_array_add(pair, json_object_new_string(name));
+        json_object_array_add(pair, json_object_new_string(h[i].name));
         json_object_array_add(pair, json_object_new_string(h[i].value));
         json_object_array_add(arr, pair);
     }
-    pc_buf_printf(&xff, "%s%s", xff.len ? ", " : "", pc_http_req_client(req));
-    json_object *pair = json_object_new_array();
-    json_object_array_add(pair, json_object_new_string("X-Forwarded-For"));
-    json_object_array_add(pair, json_object_new_string(xff.data ? xff.data : ""));
-    json_object_array_add(arr, pair);
-    pc_buf_release(&xff);
     size_t l;
     const char *s = json_object_to_json_string_length(arr, JSON_C_TO_STRING_PLAIN, &l);
     char *out = s ? strndup(s, l) : NULL;
@@ -421,6 +582,7 @@ static void on_submit(const struct pc_reply *r, void *arg)
     struct pc_jobs *j = jr->j;
     j->pending_cmds--;
     struct pc_metrics *m = &j->w->metrics;
+    struct job *jb = jr->jb; /* a local job's submit: the job is ours again */
     if (r != NULL && pc_reply_type(r) == PC_REPLY_STRING) {
         PC_METRIC_INC(m->jobs_submitted);
         char loc[16 + JOB_ID_LEN], body[64 + JOB_ID_LEN];
@@ -430,10 +592,12 @@ static void on_submit(const struct pc_reply *r, void *arg)
         size_t nh = 2;
         if (jr->prefer)
             h[nh++] = (struct pc_header){(char *)"Preference-Applied", (char *)"respond-async"};
-        pc_log(PC_LOG_DEBUG, "jobs: job %s queued", jr->id);
+        pc_log(PC_LOG_DEBUG, "jobs: job %s queued%s", jr->id, jb ? " (local)" : "");
         jreq_answer(j, jr->req, 202, h, nh, body, (size_t)n);
-        /* A consumer waiting for the stream to appear need not wait for its next poll. */
-        if (j->cstate == CONS_WAIT_STREAM && !j->bst_busy && !j->draining && !j->closing) {
+        if (jb != NULL) {
+            local_enqueue(j, jb); /* runs it, or fails it when we are stopping */
+        } else if (j->cstate == CONS_WAIT_STREAM && !j->bst_busy && !j->draining && !j->closing) {
+            /* A consumer waiting for the stream to appear need not wait for its next poll. */
             event_del(j->consumer_timer);
             consumer_step(j);
         }
@@ -447,14 +611,145 @@ static void on_submit(const struct pc_reply *r, void *arg)
         PC_METRIC_INC(m->jobs_rejected);
         answer_error(j, jr->req, 503, "job queue unavailable", 1);
     }
+    if (jb != NULL && (r == NULL || pc_reply_type(r) != PC_REPLY_STRING))
+        job_discard(jb); /* no record: nobody can poll it */
     jreq_free(jr);
     jobs_maybe_free(j);
+}
+
+/* The name of the first credential header among h[0..n) (borrowed), NULL when none. */
+static const char *credential_name(const struct pc_config *cfg, const struct pc_header *h, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (pc_creds_is_credential(h[i].name, cfg->credential_headers, cfg->n_credential_headers))
+            return h[i].name;
+    }
+    return NULL;
+}
+
+/* A job request carrying credentials (named cred) that this process cannot take: answers it
+ * and returns 1; 0 when it may be accepted as a local job. */
+static int refuse_credentials(struct pc_jobs *j, struct pc_http_req *req, const char *cred)
+{
+    const struct pc_config *cfg = j->cfg;
+    char msg[512];
+    if (cfg->jobs_credentials == PC_JOBS_CREDS_REFUSE) {
+        snprintf(msg, sizeof msg,
+                 "async jobs do not take credentials ([jobs] credentials = refuse): the request "
+                 "carries %.63s; send it synchronously instead",
+                 cred);
+        answer_error(j, req, 400, msg, 0);
+        return 1;
+    }
+    if (cfg->jobs_concurrency == 0) {
+        snprintf(msg, sizeof msg,
+                 "this predcache process runs no jobs ([jobs] concurrency = 0), and a job with "
+                 "credentials (the request carries %.63s) runs only in the process that accepts "
+                 "it ([jobs] credentials = local); send it synchronously instead",
+                 cred);
+        answer_error(j, req, 400, msg, 0);
+        return 1;
+    }
+    if (j->draining || j->closing) {
+        PC_METRIC_INC(j->w->metrics.jobs_rejected);
+        answer_error(j, req, 503, "shutting down: no job with credentials is taken", 1);
+        return 1;
+    }
+    if (j->n_local >= (size_t)cfg->jobs_max_queue) {
+        PC_METRIC_INC(j->w->metrics.jobs_rejected);
+        snprintf(msg, sizeof msg,
+                 "job queue full: %zu jobs with credentials held by this process (max_queue %d)",
+                 j->n_local, cfg->jobs_max_queue);
+        answer_error(j, req, 429, msg, 1);
+        return 1;
+    }
+    return 0;
+}
+
+static struct job *job_new(struct pc_jobs *j, const char *entry);
+static void job_key(struct pc_jobs *j, struct job *jb);
+
+/*
+ * Accepts req as a local job: its record goes to Redis with the credential scope and no
+ * credential value; the job, credentials included, stays in this process until it has
+ * run. Borrows target. Answers req (202 once the record is stored, or an error).
+ */
+static void submit_local(struct pc_jobs *j, struct pc_http_req *req, const char *target, int prefer)
+{
+    const struct pc_config *cfg = j->cfg;
+    size_t nh, body_len = 0;
+    const struct pc_header *rh = pc_http_req_headers(req, &nh);
+    const char *body = pc_http_req_body(req, &body_len);
+    char id[JOB_ID_LEN + 1], entry[JOBS_ENTRY_ID_MAX], scope[PC_CREDS_SCOPE_LEN + 1];
+    struct jreq *jr = NULL;
+    struct job *jb = NULL;
+    if (body == NULL)
+        body_len = 0;
+    if (random_hex(id, JOB_ID_BYTES) != 0 ||
+        pc_creds_scope(rh, nh, cfg->credential_headers, cfg->n_credential_headers, scope) != 0)
+        goto fail;
+    snprintf(entry, sizeof entry, "%s%s", JOBS_LOCAL_ENTRY, id);
+    if ((jb = job_new(j, entry)) == NULL)
+        goto fail;
+    jb->local = 1;
+    j->n_local++;
+    memcpy(jb->id, id, sizeof jb->id);
+    jb->method = strdup(pc_http_req_method(req));
+    jb->target = strdup(target);
+    jb->body = malloc(body_len + 1);
+    jb->headers = forward_headers(j, req, 1, &jb->n_headers);
+    if (jb->method == NULL || jb->target == NULL || jb->body == NULL || jb->headers == NULL)
+        goto fail;
+    if (body_len > 0)
+        memcpy(jb->body, body, body_len);
+    jb->body[body_len] = '\0';
+    jb->body_len = body_len;
+    jb->headers[jb->n_headers].name = (char *)PC_JOBS_MARKER;
+    jb->headers[jb->n_headers].value = jb->id;
+    job_key(j, jb);
+    /* Jobs with other credentials may be answered otherwise: never each other's twins. */
+    size_t kl = strlen(jb->key);
+    if (kl > 0 && kl + 1 + PC_CREDS_SCOPE_LEN < sizeof jb->key)
+        snprintf(jb->key + kl, sizeof jb->key - kl, "#%s", scope);
+
+    if ((jr = jreq_new(j, req)) == NULL)
+        goto fail;
+    jr->prefer = prefer;
+    jr->jb = jb;
+    memcpy(jr->id, id, sizeof jr->id);
+    char rkey[JOBS_RECORD_MAX], lkey[JOBS_RECORD_MAX], ttl[16], now[24], lease[16];
+    record_key(j, id, rkey, sizeof rkey);
+    lease_key(j, id, lkey, sizeof lkey);
+    snprintf(ttl, sizeof ttl, "%d", pending_ttl_s(j));
+    snprintf(now, sizeof now, "%lld", (long long)pc_wall_ms());
+    snprintf(lease, sizeof lease, "%d", cfg->jobs_claim_after_ms);
+    const char *argv[] = {"EVAL",     lua_submit_local, "2", rkey,        lkey,  ttl,
+                          jb->method, jb->target,       now, j->consumer, scope, lease};
+    size_t lens[12];
+    for (size_t i = 0; i < 12; i++)
+        lens[i] = strlen(argv[i]);
+    lens[1] = sizeof lua_submit_local - 1;
+    if (store_cmd(j, cmd_timeout(j, 0), on_submit, jr, 12, argv, lens) == 0)
+        return;
+fail:
+    if (jr != NULL)
+        jreq_free(jr);
+    if (jb != NULL)
+        job_discard(jb);
+    PC_METRIC_INC(j->w->metrics.jobs_rejected);
+    answer_error(j, req, 503, "job queue unavailable", 1);
 }
 
 /* Queues req as a job for route ("/path" after any alias prefix). */
 static void submit(struct pc_jobs *j, struct pc_http_req *req, const char *route, int prefer)
 {
     struct pc_worker *w = j->w;
+    const struct pc_config *cfg = j->cfg;
+    size_t nreq;
+    const struct pc_header *rh = pc_http_req_headers(req, &nreq);
+    int creds = pc_creds_present(rh, nreq, cfg->credential_headers, cfg->n_credential_headers);
+    if (creds && refuse_credentials(j, req, credential_name(cfg, rh, nreq)))
+        return;
     const char *query = pc_http_req_query(req);
     struct pc_buf target;
     pc_buf_init(&target);
@@ -465,7 +760,7 @@ static void submit(struct pc_jobs *j, struct pc_http_req *req, const char *route
     const char *body = pc_http_req_body(req, &body_len);
 
     /* A body the proxy would refuse is refused now, not after the wait. */
-    if (pc_proxy_route_cacheable(j->cfg, pc_http_req_method(req), route)) {
+    if (pc_proxy_route_cacheable(cfg, pc_http_req_method(req), route)) {
         char key[PC_KEY_MAX], why[256];
         enum pc_key_kind kind;
         const char *ct = pc_http_req_header(req, "Content-Type");
@@ -483,9 +778,16 @@ static void submit(struct pc_jobs *j, struct pc_http_req *req, const char *route
         answer_error(j, req, 503, "job queue unavailable", 1);
         return;
     }
+    if (creds) { /* credentials = local: never in the stream */
+        submit_local(j, req, target.data, prefer);
+        pc_buf_release(&target);
+        return;
+    }
     struct jreq *jr = jreq_new(j, req);
-    size_t hlen = 0;
-    char *hjson = headers_json(req, &hlen);
+    size_t nh = 0, hlen = 0;
+    struct pc_header *fh = forward_headers(j, req, 0, &nh);
+    char *hjson = fh != NULL ? headers_json(fh, nh, &hlen) : NULL;
+    free_headers(fh, nh);
     if (jr == NULL || hjson == NULL || random_hex(jr->id, JOB_ID_BYTES) != 0) {
         pc_buf_release(&target);
         free(hjson);
@@ -495,9 +797,9 @@ static void submit(struct pc_jobs *j, struct pc_http_req *req, const char *route
         return;
     }
     jr->prefer = prefer;
-    char rkey[PC_CFG_STR + 16 + JOB_ID_LEN], maxq[16], ttl[16], now[24];
+    char rkey[JOBS_RECORD_MAX], maxq[16], ttl[16], now[24];
     record_key(j, jr->id, rkey, sizeof rkey);
-    snprintf(maxq, sizeof maxq, "%d", j->cfg->jobs_max_queue);
+    snprintf(maxq, sizeof maxq, "%d", cfg->jobs_max_queue);
     snprintf(ttl, sizeof ttl, "%d", pending_ttl_s(j));
     snprintf(now, sizeof now, "%lld", (long long)pc_wall_ms());
     const char *method = pc_http_req_method(req);
@@ -533,6 +835,7 @@ static void submit(struct pc_jobs *j, struct pc_http_req *req, const char *route
 
 struct record {
     char state[16];
+    char runs_in[128]; /* a local job: the consumer name of the only process that runs it */
     const char *result;
     size_t result_len;
     char cache[16];
@@ -555,6 +858,8 @@ static int parse_record(const struct pc_reply *r, struct record *rec)
             reply_copy(v, rec->key, sizeof rec->key);
         else if (reply_is(k, "hits"))
             reply_copy(v, rec->hits, sizeof rec->hits);
+        else if (reply_is(k, "runs_in"))
+            reply_copy(v, rec->runs_in, sizeof rec->runs_in);
         else if (reply_is(k, "result") && pc_reply_type(v) == PC_REPLY_STRING)
             rec->result = pc_reply_str(v, &rec->result_len);
     }
@@ -582,17 +887,59 @@ static void answer_compat_done(struct pc_jobs *j, struct jreq *jr, const struct 
     json_object_put(outer);
 }
 
+static void on_poll(const struct pc_reply *r, void *arg);
+
+/* A local job that is not finished: asks again, with its holder's lease checked (see
+ * lua_poll_local), so that the job of a process that was killed is answered failed instead
+ * of queued or running forever. 0: sent (on_poll answers). */
+static int poll_check_lease(struct jreq *jr, const char *runs_in)
+{
+    struct pc_jobs *j = jr->j;
+    char msg[768], rkey[JOBS_RECORD_MAX], lkey[JOBS_RECORD_MAX], ttl[16], now[24];
+    snprintf(msg, sizeof msg,
+             "job lost: the predcache process holding it (%.128s) stopped before it finished; "
+             "%s",
+             runs_in, JOBS_LOCAL_STOPPED);
+    struct pc_buf env;
+    if (failure_envelope(500, msg, &env) != 0)
+        return -1;
+    record_key(j, jr->id, rkey, sizeof rkey);
+    lease_key(j, jr->id, lkey, sizeof lkey);
+    snprintf(ttl, sizeof ttl, "%d", j->cfg->jobs_result_ttl_s);
+    snprintf(now, sizeof now, "%lld", (long long)pc_wall_ms());
+    const char *argv[] = {"EVAL", lua_poll_local, "2", rkey, lkey, ttl, env.data, now};
+    size_t lens[8];
+    for (size_t i = 0; i < 8; i++)
+        lens[i] = strlen(argv[i]);
+    lens[1] = sizeof lua_poll_local - 1;
+    lens[6] = env.len;
+    jr->checked = 1;
+    int rc = store_cmd(j, cmd_timeout(j, 0), on_poll, jr, 8, argv, lens);
+    pc_buf_release(&env);
+    return rc;
+}
+
+static int finished(const struct record *rec)
+{
+    return strcmp(rec->state, "done") == 0 || strcmp(rec->state, "failed") == 0;
+}
+
 static void on_poll(const struct pc_reply *r, void *arg)
 {
     struct jreq *jr = arg;
     struct pc_jobs *j = jr->j;
     j->pending_cmds--;
     struct record rec;
-    if (r == NULL || pc_reply_type(r) != PC_REPLY_ARRAY || j->closing) {
+    int ok = r != NULL && pc_reply_type(r) == PC_REPLY_ARRAY && !j->closing;
+    int found = ok && parse_record(r, &rec) == 0;
+    if (found && !finished(&rec) && rec.runs_in[0] != '\0' && !jr->checked &&
+        poll_check_lease(jr, rec.runs_in) == 0)
+        return; /* asked again */
+    if (!ok) {
         answer_error(j, jr->req, 503, "job store unavailable", 1);
-    } else if (parse_record(r, &rec) != 0) {
+    } else if (!found) {
         answer_error(j, jr->req, 404, "no such job (unknown id, or its result expired)", 0);
-    } else if (strcmp(rec.state, "done") == 0 || strcmp(rec.state, "failed") == 0) {
+    } else if (finished(&rec)) {
         struct pc_envelope env;
         char ctype[PC_CFG_STR];
         if (rec.result == NULL ||
@@ -655,7 +1002,7 @@ static void poll_job(struct pc_jobs *j, struct pc_http_req *req, const char *id,
     }
     jr->compat = compat;
     memcpy(jr->id, id, JOB_ID_LEN + 1);
-    char rkey[PC_CFG_STR + 16 + JOB_ID_LEN];
+    char rkey[JOBS_RECORD_MAX];
     record_key(j, id, rkey, sizeof rkey);
     const char *argv[] = {"HGETALL", rkey};
     size_t lens[] = {7, strlen(rkey)};
@@ -709,16 +1056,35 @@ int pc_jobs_handle(struct pc_jobs *j, struct pc_http_req *req)
 
 /* ---- held jobs --------------------------------------------------------------------- */
 
-/* Frees what jb holds; jb is not (or no longer) in the table. */
+static void job_retry_cb(evutil_socket_t fd, short what, void *arg);
+
+/* A job of j named entry (a stream entry id, or JOBS_LOCAL_ENTRY + id), in no table yet.
+ * NULL on no memory. */
+static struct job *job_new(struct pc_jobs *j, const char *entry)
+{
+    struct job *jb = calloc(1, sizeof *jb);
+    if (jb != NULL && (jb->retry = evtimer_new(j->w->base, job_retry_cb, jb)) == NULL) {
+        free(jb);
+        jb = NULL;
+    }
+    if (jb == NULL)
+        return NULL;
+    jb->j = j;
+    jb->start_us = pc_now_us();
+    pc_buf_init(&jb->fin_env);
+    pc_strlcpy(jb->entry, entry, sizeof jb->entry);
+    return jb;
+}
+
+/* Frees what jb holds; jb is not (or no longer) in the table. A local job's credentials
+ * go with it: nothing else ever held them. */
 static void job_discard(struct job *jb)
 {
+    if (jb->local)
+        jb->j->n_local--;
     if (jb->retry)
         event_free(jb->retry);
-    for (size_t i = 0; i < jb->n_headers; i++) {
-        free(jb->headers[i].name);
-        free(jb->headers[i].value);
-    }
-    free(jb->headers);
+    free_headers(jb->headers, jb->n_headers); /* the marker after them is not ours */
     free(jb->method);
     free(jb->target);
     free(jb->body);
@@ -733,8 +1099,10 @@ static void job_free(struct job *jb)
     if (!j->closing)
         PC_METRIC_SET(j->w->metrics.jobs_running, (int64_t)pc_jobtab_count(j->held));
     job_discard(jb);
-    if (!j->closing && !j->draining)
-        consumer_step(j); /* a slot is free */
+    if (!j->closing && !j->draining) { /* a slot is free: local jobs first */
+        local_step(j);
+        consumer_step(j);
+    }
 }
 
 static void job_step(struct job *jb, enum pc_job_step step)
@@ -746,7 +1114,9 @@ static void job_step(struct job *jb, enum pc_job_step step)
  * idle, and is reclaimed (by us or another process) after claim_after_ms. */
 static void job_drop(struct job *jb, const char *why)
 {
-    if (!jb->j->closing)
+    if (!jb->j->closing && jb->local) /* its lease runs out: the next poll fails it */
+        pc_log(PC_LOG_WARN, "jobs: local job %s given up: %s", jb->id, why);
+    else if (!jb->j->closing)
         pc_log(PC_LOG_WARN, "jobs: job %s left for a retry after claim_after_ms: %s",
                jb->id[0] ? jb->id : jb->entry, why);
     job_free(jb);
@@ -809,11 +1179,26 @@ static void finish_send(struct job *jb)
 {
     struct pc_jobs *j = jb->j;
     const struct cache_info *ci = &jb->fin_ci;
-    char rkey[PC_CFG_STR + 16 + JOB_ID_LEN], ttl[16], now[24];
+    char rkey[JOBS_RECORD_MAX], ttl[16], now[24];
     record_key(j, jb->id, rkey, sizeof rkey);
     snprintf(ttl, sizeof ttl, "%d", j->cfg->jobs_result_ttl_s);
     snprintf(now, sizeof now, "%lld", (long long)pc_wall_ms());
     const char *env = jb->fin_env.data ? jb->fin_env.data : "";
+    if (jb->local) { /* no stream entry: the lease goes instead */
+        char lkey[JOBS_RECORD_MAX];
+        lease_key(j, jb->id, lkey, sizeof lkey);
+        const char *largv[] = {
+            "EVAL", lua_finish_local, "2",     rkey,     lkey, ttl, jb->fin_state,
+            env,    ci->cache,        ci->key, ci->hits, now};
+        size_t llens[12];
+        for (size_t i = 0; i < 12; i++)
+            llens[i] = strlen(largv[i]);
+        llens[1] = sizeof lua_finish_local - 1;
+        llens[7] = jb->fin_env.len;
+        if (store_cmd(j, cmd_timeout(j, jb->fin_env.len), on_finish, jb, 12, largv, llens) != 0)
+            job_retry(jb, "Redis unavailable to store its result");
+        return;
+    }
     const char *argv[] = {"EVAL",   lua_finish,    "2",        rkey,      j->stream,
                           ttl,      jb->fin_state, env,        ci->cache, ci->key,
                           ci->hits, now,           JOBS_GROUP, jb->entry};
@@ -882,15 +1267,22 @@ static void on_release(const struct pc_reply *r, void *arg)
     jobs_maybe_free(j);
 }
 
-/* Hands the job back to the queue for another process (shutdown). */
+/* Hands the job back to the queue for another process (shutdown). A local job cannot be:
+ * no other process has its credentials; it is failed instead. */
 static void job_release(struct job *jb, int started)
 {
     struct pc_jobs *j = jb->j;
+    if (jb->local) {
+        job_fail(jb, 500,
+                 "job not finished: the predcache process holding it shut down "
+                 "first; " JOBS_LOCAL_STOPPED);
+        return;
+    }
     job_step(jb, PC_JOB_RELEASING);
     PC_METRIC_INC(j->w->metrics.jobs_released);
     pc_log(PC_LOG_INFO, "jobs: job %s handed back to the queue (shutting down)",
            jb->id[0] ? jb->id : jb->entry);
-    char rkey[PC_CFG_STR + 16 + JOB_ID_LEN], idle[16];
+    char rkey[JOBS_RECORD_MAX], idle[16];
     record_key(j, jb->id, rkey, sizeof rkey);
     snprintf(idle, sizeof idle, "%d", j->cfg->jobs_claim_after_ms);
     const char *st = started ? "1" : "0";
@@ -993,7 +1385,7 @@ static void on_start(const struct pc_reply *r, void *arg)
 static void start_send(struct job *jb)
 {
     struct pc_jobs *j = jb->j;
-    char rkey[PC_CFG_STR + 16 + JOB_ID_LEN], ttl[16], maxa[8], now[24];
+    char rkey[JOBS_RECORD_MAX], ttl[16], maxa[8], now[24];
     record_key(j, jb->id, rkey, sizeof rkey);
     snprintf(ttl, sizeof ttl, "%d", pending_ttl_s(j));
     snprintf(maxa, sizeof maxa, "%d", JOBS_MAX_ATTEMPTS);
@@ -1110,17 +1502,9 @@ static void deliver(struct pc_jobs *j, const struct pc_reply *e, int reclaimed)
         return; /* deleted meanwhile: Redis drops it from the pending list itself */
     if (pc_jobtab_find(j->held, entry) != NULL)
         return; /* already ours (its heartbeat came late) */
-    struct job *jb = calloc(1, sizeof *jb);
-    if (jb != NULL && (jb->retry = evtimer_new(j->w->base, job_retry_cb, jb)) == NULL) {
-        free(jb);
-        jb = NULL;
-    }
+    struct job *jb = job_new(j, entry);
     if (jb == NULL)
         return; /* stays pending: reclaimed later */
-    jb->j = j;
-    jb->start_us = pc_now_us();
-    pc_buf_init(&jb->fin_env);
-    pc_strlcpy(jb->entry, entry, sizeof jb->entry);
 
     int ok = 1;
     size_t n = pc_reply_count(fields);
@@ -1172,6 +1556,126 @@ static void deliver(struct pc_jobs *j, const struct pc_reply *e, int reclaimed)
     }
 }
 
+/* ---- local jobs (credentials = local) ---------------------------------------------- */
+
+static void on_lost(const struct pc_reply *r, void *arg)
+{
+    (void)r; /* not recorded: the leases run out instead, and the next polls fail the jobs */
+    struct pc_jobs *j = arg;
+    j->pending_cmds--;
+    jobs_maybe_free(j);
+}
+
+/*
+ * Local jobs that will never run here (stopping, or no memory): their records are failed
+ * with why, in one script, and the jobs freed, credentials and all. Takes jobs[0..n), which
+ * are in no table.
+ */
+static void local_lost(struct pc_jobs *j, struct job **jobs, size_t n, const char *why)
+{
+    if (n == 0)
+        return;
+    size_t argc = 0, cap = 2 * n + 6;
+    const char **argv = calloc(cap, sizeof *argv);
+    size_t *lens = calloc(cap, sizeof *lens);
+    size_t *offs = calloc(2 * n, sizeof *offs);
+    struct pc_buf names, env;
+    pc_buf_init(&names);
+    pc_buf_init(&env);
+    int sent = -1;
+    if (argv == NULL || lens == NULL || offs == NULL || failure_envelope(500, why, &env) != 0)
+        goto out;
+    for (size_t i = 0; i < n; i++) { /* names first: the buffer moves as it grows */
+        char key[JOBS_RECORD_MAX];
+        record_key(j, jobs[i]->id, key, sizeof key);
+        offs[2 * i] = names.len;
+        pc_buf_append(&names, key, strlen(key) + 1);
+        lease_key(j, jobs[i]->id, key, sizeof key);
+        offs[2 * i + 1] = names.len;
+        pc_buf_append(&names, key, strlen(key) + 1);
+    }
+    if (names.data == NULL)
+        goto out;
+    char nkeys[24], ttl[16], now[24];
+    snprintf(nkeys, sizeof nkeys, "%zu", 2 * n);
+    snprintf(ttl, sizeof ttl, "%d", j->cfg->jobs_result_ttl_s);
+    snprintf(now, sizeof now, "%lld", (long long)pc_wall_ms());
+    argv[argc++] = "EVAL";
+    argv[argc++] = lua_lost;
+    argv[argc++] = nkeys;
+    for (size_t i = 0; i < 2 * n; i++)
+        argv[argc++] = names.data + offs[i];
+    argv[argc++] = ttl;
+    argv[argc++] = env.data;
+    argv[argc++] = now;
+    for (size_t i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    lens[1] = sizeof lua_lost - 1;
+    lens[argc - 2] = env.len;
+    sent = store_cmd(j, cmd_timeout(j, names.len), on_lost, j, (int)argc, argv, lens);
+out:
+    if (sent != 0)
+        pc_log(PC_LOG_WARN,
+               "jobs: %zu local jobs not recorded failed now; polls fail them once "
+               "their leases run out",
+               n);
+    pc_log(PC_LOG_INFO, "jobs: %zu local jobs failed without running: %s", n, why);
+    for (size_t i = 0; i < n; i++) {
+        pc_log(PC_LOG_DEBUG, "jobs: local job %s failed without running", jobs[i]->id);
+        PC_METRIC_INC(j->w->metrics.jobs_failed);
+        job_discard(jobs[i]);
+    }
+    pc_buf_release(&names);
+    pc_buf_release(&env);
+    free(argv);
+    free(lens);
+    free(offs);
+}
+
+/* A local job whose record is stored waits for a slot (taken at once when one is free).
+ * Takes jb. */
+static void local_enqueue(struct pc_jobs *j, struct job *jb)
+{
+    if (j->draining || j->closing) {
+        local_lost(
+            j, &jb, 1,
+            "job not run: the predcache process holding it shut down first; " JOBS_LOCAL_STOPPED);
+        return;
+    }
+    if (j->n_waiting == j->cap_waiting) {
+        size_t cap = j->cap_waiting ? 2 * j->cap_waiting : 16;
+        struct job **grown = realloc(j->waiting, cap * sizeof *grown);
+        if (grown == NULL) {
+            local_lost(j, &jb, 1, "job not run: predcache ran out of memory");
+            return;
+        }
+        j->waiting = grown;
+        j->cap_waiting = cap;
+    }
+    j->waiting[j->n_waiting++] = jb;
+    local_step(j);
+}
+
+/* Starts waiting local jobs, oldest first, while a slot is free: neither held nor asked for
+ * by the stream read in flight (whose entries must find room when they come). */
+static void local_step(struct pc_jobs *j)
+{
+    while (j->n_waiting > 0 && !j->draining && !j->closing) {
+        if (pc_jobtab_count(j->held) + j->reading >= (size_t)j->cfg->jobs_concurrency)
+            return;
+        struct job *jb = j->waiting[0];
+        j->n_waiting--;
+        memmove(j->waiting, j->waiting + 1, j->n_waiting * sizeof *j->waiting);
+        if (pc_jobtab_add(j->held, jb->entry, jb->key, jb) != 0) { /* no memory */
+            local_lost(j, &jb, 1, "job not run: predcache ran out of memory");
+            continue;
+        }
+        PC_METRIC_SET(j->w->metrics.jobs_running, (int64_t)pc_jobtab_count(j->held));
+        jb->start_us = pc_now_us();
+        job_start(jb);
+    }
+}
+
 /* ---- the consumer ------------------------------------------------------------------ */
 
 static void consumer_later(struct pc_jobs *j, int ms)
@@ -1205,6 +1709,7 @@ static void on_ensure(const struct pc_reply *r, void *arg)
 {
     struct pc_jobs *j = arg;
     j->bst_busy = 0;
+    j->reading = 0;
     if (j->draining || j->closing)
         return;
     if (r != NULL && pc_reply_type(r) == PC_REPLY_INTEGER && pc_reply_integer(r) == 1) {
@@ -1221,9 +1726,11 @@ static void on_read(const struct pc_reply *r, void *arg)
 {
     struct pc_jobs *j = arg;
     j->bst_busy = 0;
+    j->reading = 0;
     if (j->draining || j->closing)
         return; /* bst is being freed: the reply never came */
     if (r == NULL || pc_reply_type(r) == PC_REPLY_ERROR) {
+        local_step(j); /* the slots it asked for are free again */
         consumer_failed(j, r, "XREADGROUP");
         return;
     }
@@ -1232,6 +1739,7 @@ static void on_read(const struct pc_reply *r, void *arg)
         for (size_t i = 0; entries != NULL && i < pc_reply_count(entries); i++)
             deliver(j, pc_reply_elem(entries, i), 0);
     }
+    local_step(j); /* the slots the read asked for and did not fill */
     consumer_step(j);
 }
 
@@ -1240,10 +1748,12 @@ static void on_autoclaim(const struct pc_reply *r, void *arg)
 {
     struct pc_jobs *j = arg;
     j->bst_busy = 0;
+    j->reading = 0;
     if (j->draining || j->closing)
         return;
     j->next_reclaim_us = pc_now_us() + (uint64_t)j->cfg->jobs_claim_after_ms * 500;
     if (r == NULL || pc_reply_type(r) == PC_REPLY_ERROR) {
+        local_step(j);
         consumer_failed(j, r, "XAUTOCLAIM");
         return;
     }
@@ -1257,6 +1767,7 @@ static void on_autoclaim(const struct pc_reply *r, void *arg)
             pc_log(PC_LOG_INFO, "jobs: took over stream entry %s from a stopped consumer", entry);
         deliver(j, e, 1);
     }
+    local_step(j);
     consumer_step(j);
 }
 
@@ -1281,11 +1792,13 @@ static void consumer_step(struct pc_jobs *j)
             j->bst_busy = 1;
         return;
     }
-    size_t held = pc_jobtab_count(j->held);
+    /* Local jobs waiting here go first: only this process can run them. */
+    size_t held = pc_jobtab_count(j->held) + j->n_waiting;
     if (held >= (size_t)cfg->jobs_concurrency)
         return; /* a finished job calls again */
+    size_t want = (size_t)cfg->jobs_concurrency - held;
     char count[24];
-    snprintf(count, sizeof count, "%zu", (size_t)cfg->jobs_concurrency - held);
+    snprintf(count, sizeof count, "%zu", want);
     uint64_t now = pc_now_us();
     int rc;
     if (now >= j->next_reclaim_us) {
@@ -1309,10 +1822,12 @@ static void consumer_step(struct pc_jobs *j)
             lens[i] = strlen(argv[i]);
         rc = pc_store_command(j->bst, slow + JOBS_BLOCK_MS, on_read, j, 11, argv, lens);
     }
-    if (rc != 0)
+    if (rc != 0) {
         consumer_later(j, JOBS_RETRY_MS);
-    else
+    } else {
         j->bst_busy = 1;
+        j->reading = want; /* until its reply, these slots are the read's */
+    }
 }
 
 static void on_heartbeat(const struct pc_reply *r, void *arg)
@@ -1323,14 +1838,57 @@ static void on_heartbeat(const struct pc_reply *r, void *arg)
     jobs_maybe_free(j);
 }
 
-/* Keeps the entries of held jobs fresh, so that no other process takes them over. */
+/* Renews the leases of the local jobs among held[0..n_held) and waiting[0..n_waiting). */
+static void leases_renew(struct pc_jobs *j, size_t n_held)
+{
+    size_t n = n_held + j->n_waiting, argc = 0, nkeys = 0;
+    const char **argv = calloc(n + 5, sizeof *argv);
+    size_t *lens = calloc(n + 5, sizeof *lens), *offs = calloc(n, sizeof *offs);
+    struct pc_buf names;
+    pc_buf_init(&names);
+    if (argv == NULL || lens == NULL || offs == NULL)
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        struct job *jb = i < n_held ? pc_jobtab_at(j->held, i, NULL, NULL) : j->waiting[i - n_held];
+        if (!jb->local)
+            continue;
+        char key[JOBS_RECORD_MAX];
+        lease_key(j, jb->id, key, sizeof key);
+        offs[nkeys++] = names.len;
+        pc_buf_append(&names, key, strlen(key) + 1);
+    }
+    if (nkeys == 0 || names.data == NULL)
+        goto out;
+    char nk[24], ms[16];
+    snprintf(nk, sizeof nk, "%zu", nkeys);
+    snprintf(ms, sizeof ms, "%d", j->cfg->jobs_claim_after_ms);
+    argv[argc++] = "EVAL";
+    argv[argc++] = lua_lease;
+    argv[argc++] = nk;
+    for (size_t i = 0; i < nkeys; i++)
+        argv[argc++] = names.data + offs[i];
+    argv[argc++] = ms;
+    argv[argc++] = j->consumer;
+    for (size_t i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    lens[1] = sizeof lua_lease - 1;
+    store_cmd(j, 0, on_heartbeat, j, (int)argc, argv, lens);
+out:
+    pc_buf_release(&names);
+    free(argv);
+    free(lens);
+    free(offs);
+}
+
+/* Keeps the entries of held stream jobs fresh, so that no other process takes them over,
+ * and the leases of local jobs, so that no poll takes them for lost. */
 static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct pc_jobs *j = arg;
     size_t held = pc_jobtab_count(j->held);
-    if (held == 0 || j->closing)
+    if (held + j->n_waiting == 0 || j->closing)
         return;
     size_t cap = held + 6, argc = 0;
     const char **argv = calloc(cap, sizeof *argv);
@@ -1346,8 +1904,8 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
     for (size_t i = 0; i < held && argc < cap - 1; i++) {
         const char *entry;
         enum pc_job_step step;
-        pc_jobtab_at(j->held, i, &entry, &step);
-        if (step != PC_JOB_RELEASING) {
+        struct job *jb = pc_jobtab_at(j->held, i, &entry, &step);
+        if (!jb->local && step != PC_JOB_RELEASING) {
             argv[argc++] = entry;
             ids++;
         }
@@ -1360,6 +1918,7 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 out:
     free(argv);
     free(lens);
+    leases_renew(j, held);
 }
 
 /* ---- lifetime ---------------------------------------------------------------------- */
@@ -1456,12 +2015,20 @@ void pc_jobs_drain(struct pc_jobs *j)
     struct pc_store *bst = j->bst;
     j->bst = NULL;
     pc_store_free(bst);
-    pc_log(PC_LOG_INFO, "jobs: consumer stopped; %zu jobs held", pc_jobtab_count(j->held));
+    pc_log(PC_LOG_INFO, "jobs: consumer stopped; %zu jobs held, %zu local jobs not started",
+           pc_jobtab_count(j->held), j->n_waiting);
+    /* Local jobs not started cannot be handed to anyone: they fail now, so that their
+     * clients know at once. */
+    size_t n = j->n_waiting;
+    j->n_waiting = 0;
+    local_lost(
+        j, j->waiting, n,
+        "job not run: the predcache process holding it shut down first; " JOBS_LOCAL_STOPPED);
 }
 
 size_t pc_jobs_held(const struct pc_jobs *j)
 {
-    return j != NULL && j->held != NULL ? pc_jobtab_count(j->held) : 0;
+    return j != NULL && j->held != NULL ? pc_jobtab_count(j->held) + j->n_waiting : 0;
 }
 
 void pc_jobs_abort(struct pc_jobs *j)
