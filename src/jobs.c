@@ -836,6 +836,7 @@ static void submit(struct pc_jobs *j, struct pc_http_req *req, const char *route
 struct record {
     char state[16];
     char runs_in[128]; /* a local job: the consumer name of the only process that runs it */
+    char scope[PC_CREDS_SCOPE_LEN + 1]; /* the credential scope it was submitted with */
     const char *result;
     size_t result_len;
     char cache[16];
@@ -860,6 +861,8 @@ static int parse_record(const struct pc_reply *r, struct record *rec)
             reply_copy(v, rec->hits, sizeof rec->hits);
         else if (reply_is(k, "runs_in"))
             reply_copy(v, rec->runs_in, sizeof rec->runs_in);
+        else if (reply_is(k, "credential_scope"))
+            reply_copy(v, rec->scope, sizeof rec->scope);
         else if (reply_is(k, "result") && pc_reply_type(v) == PC_REPLY_STRING)
             rec->result = pc_reply_str(v, &rec->result_len);
     }
@@ -932,6 +935,17 @@ static void on_poll(const struct pc_reply *r, void *arg)
     struct record rec;
     int ok = r != NULL && pc_reply_type(r) == PC_REPLY_ARRAY && !j->closing;
     int found = ok && parse_record(r, &rec) == 0;
+    /* A job submitted with credentials is only shown to the same credentials: to anyone
+     * else it does not exist (its id alone is no right to the answer). */
+    if (found && rec.scope[0] != '\0') {
+        size_t nh;
+        const struct pc_header *hh = pc_http_req_headers(jr->req, &nh);
+        char scope[PC_CREDS_SCOPE_LEN + 1];
+        if (pc_creds_scope(hh, nh, j->cfg->credential_headers, j->cfg->n_credential_headers,
+                           scope) != 0 ||
+            strcmp(scope, rec.scope) != 0)
+            found = 0;
+    }
     if (found && !finished(&rec) && rec.runs_in[0] != '\0' && !jr->checked &&
         poll_check_lease(jr, rec.runs_in) == 0)
         return; /* asked again */

@@ -36,12 +36,19 @@ def auth_digest(authorization="", cookie=""):
     return sha256_hex(authorization + "\n" + cookie)
 
 
+# The headers each job was submitted with: polls present them again (a job submitted with
+# credentials is only shown to the same credentials).
+SUBMITTED_WITH = {}
+
+
 def submit(p, body, headers=None, route=ROUTE, expect=202):
     hdrs = dict(PREFER)
     hdrs.update(headers or {})
     r = p.post(route, json_body=body, headers=hdrs)
     if expect is not None:
         assert r.status_code == expect, "submit: %d %s" % (r.status_code, r.text)
+    if r.status_code == 202:
+        SUBMITTED_WITH[r.json()["job_id"]] = dict(headers or {})
     return r
 
 
@@ -51,8 +58,10 @@ def job_id_of(r):
     return job_id
 
 
-def poll(p, job_id):
-    return requests.get(p.url("/jobs/" + job_id), timeout=HTTP_TIMEOUT)
+def poll(p, job_id, headers=None):
+    if headers is None:
+        headers = SUBMITTED_WITH.get(job_id, {})
+    return requests.get(p.url("/jobs/" + job_id), headers=headers, timeout=HTTP_TIMEOUT)
 
 
 def wait_finished(p, job_id, timeout=20.0):
@@ -193,6 +202,20 @@ def test_local_job_with_authorization(start_predcache, model, redis):
     assert p.metric("predcache_jobs_running") == 0
 
 
+def test_a_credentialed_job_is_shown_only_to_its_credentials(start_predcache, model, redis):
+    """Its id alone is no right to its answer: another client, or none, is told there is no
+    such job (404, the same as an unknown id); the submitter gets it."""
+    p = start_predcache(conf=local_conf())
+    job_id = job_id_of(submit(p, {"instances": ["private"]}, headers={"Authorization": BEARER}))
+    done = wait_finished(p, job_id)
+    assert done.status_code == 200, done.text
+    for other in ({}, {"Authorization": "Bearer bob"}, {"Cookie": "a=b"}):
+        r = poll(p, job_id, headers=other)
+        assert r.status_code == 404, (other, r.status_code, r.text)
+        assert "private" not in r.text and r.json()["error"].startswith("no such job")
+    assert poll(p, job_id).content == done.content
+
+
 def test_local_job_with_a_cookie(start_predcache, model, redis):
     p = start_predcache(conf=local_conf())
     cookie = "session=alice-secret-cookie; theme=dark"
@@ -239,6 +262,7 @@ def test_async_alias_with_credentials_runs_locally(start_predcache, model, redis
     r = p.post("/async" + ROUTE + "?v=1", json_body={"instances": [5]},
                headers={"Authorization": BEARER})
     assert r.status_code == 202, r.text
+    SUBMITTED_WITH[job_id_of(r)] = {"Authorization": BEARER}
     done = wait_finished(p, job_id_of(r))
     assert done.status_code == 200
     assert model.last()["query"] == "v=1" and model.last()["headers"]["authorization"] == BEARER
