@@ -153,6 +153,7 @@ struct rmember {
     size_t text, text_len;   /* its canonical text in reading.text, when written */
     enum pc_canon_type type;
     int family, field; /* read by the family; named by input_fields */
+    int whole;         /* read by a whole-body reading (not an ignore field) */
     int exact;         /* written and exact */
     size_t pos;        /* order in the text */
 };
@@ -217,16 +218,17 @@ static int read_member(void *arg, const char *name, size_t name_len, size_t raw_
         r->oom = 1;
     x->family = family_reads(r->p, name, name_len);
     x->field = in_list(name, name_len, r->p->input_fields, r->p->n_input_fields);
+    x->whole = !in_list(name, name_len, r->p->ignore_fields, r->p->n_ignore_fields);
     x->text = r->text.len;
     r->n++;
     if (r->each && names_eq(name, name_len, "instances")) {
         r->n_instances++;
         if (raw_len == 11 && memcmp(r->body + raw_off, "\"instances\"", 11) == 0)
             r->raw_ok++;
-        x->family = 0; /* its elements are keyed one by one, not as a member */
+        x->family = x->whole = 0; /* its elements are keyed one by one, not as a member */
         return PC_CANON_EACH;
     }
-    return x->family || x->field ? 1 : 0;
+    return x->family || x->field || x->whole ? 1 : 0;
 }
 
 static void read_member_end(void *arg, size_t off, size_t len, enum pc_canon_type type,
@@ -292,8 +294,11 @@ static int member_order(const void *a, const void *b, void *arg)
     return c != 0 ? c : (x->pos < y->pos ? -1 : x->pos > y->pos);
 }
 
+enum { PICK_FAMILY = 1, PICK_FIELDS, PICK_WHOLE };
+
 /*
- * The members a reading keeps: those `pick` selects (1: family, 2: input fields), the last
+ * The members a reading keeps: those `pick` selects (the family's, the input fields, the
+ * whole body's), the last
  * of each name, in name order, into *out (malloc'ed; *n of them). 0 ok, -1 no memory.
  * Sorting is by bytes of the decoded names, the order the canonical form uses.
  */
@@ -304,8 +309,9 @@ static int kept_members(struct reading *r, int pick, struct rmember **out, size_
         return -1;
     size_t m = 0;
     for (size_t i = 0; i < r->n; i++) {
-        if (pick == 1 ? r->m[i].family : r->m[i].field)
-            k[m++] = r->m[i];
+        const struct rmember *x = &r->m[i];
+        if (pick == PICK_FAMILY ? x->family : pick == PICK_FIELDS ? x->field : x->whole)
+            k[m++] = *x;
     }
     qsort_r(k, m, sizeof *k, member_order, r);
     size_t w = 0;
@@ -353,6 +359,22 @@ static int hash_path(struct hasher *h, const char *body, const struct rmember *x
     return rc;
 }
 
+/* Does a TF Serving reading hold an input (instances or inputs; classify / regress:
+ * examples)? */
+static int holds_tfs_input(const struct pc_key_params *p, const struct reading *r,
+                           const struct rmember *k, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *name = r->names.data + k[i].name;
+        size_t len = k[i].name_len;
+        if (p->family == PC_FAMILY_TFS_PREDICT
+                ? names_eq(name, len, "instances") || names_eq(name, len, "inputs")
+                : names_eq(name, len, "examples"))
+            return 1;
+    }
+    return 0;
+}
+
 /* The object input: fields, path or the family's reading. -1 when it must be keyed raw. */
 static int hash_object_input(const struct pc_key_params *p, struct reading *r, struct hasher *h,
                              const char *head, size_t head_len, enum pc_key_kind *kind)
@@ -361,7 +383,7 @@ static int hash_object_input(const struct pc_key_params *p, struct reading *r, s
     size_t n = 0;
     int rc = -1;
     if (p->n_input_fields > 0) {
-        if (kept_members(r, 2, &k, &n) != 0)
+        if (kept_members(r, PICK_FIELDS, &k, &n) != 0)
             return -1;
         if (n > 0) {
             hash_begin(h, head, head_len);
@@ -373,16 +395,24 @@ static int hash_object_input(const struct pc_key_params *p, struct reading *r, s
         }
         free(k);
     }
-    if (kept_members(r, 1, &k, &n) != 0)
+    int tfs = p->family == PC_FAMILY_TFS_PREDICT || p->family == PC_FAMILY_TFS_EXAMPLES;
+    if (kept_members(r, PICK_FAMILY, &k, &n) != 0)
         return -1;
+    if (tfs && !holds_tfs_input(p, r, k, n)) {
+        /* No input TF Serving would read: whatever serves this path reads something else
+         * (TF Serving itself refuses it), so the whole body is read. */
+        free(k);
+        tfs = 0;
+        if (kept_members(r, PICK_WHOLE, &k, &n) != 0)
+            return -1;
+    }
     const char *pf = p->path_field;
     hash_begin(h, head, head_len);
-    if (p->family == PC_FAMILY_JSON && n == 1 && pf != NULL && pf[0] != '\0' &&
-        k[0].type == PC_CANON_STRING && names_eq(r->names.data + k[0].name, k[0].name_len, pf)) {
+    if (!tfs && n == 1 && pf != NULL && pf[0] != '\0' && k[0].type == PC_CANON_STRING &&
+        names_eq(r->names.data + k[0].name, k[0].name_len, pf)) {
         rc = hash_path(h, r->body, &k[0]);
         *kind = PC_KEY_PATH;
     } else {
-        int tfs = p->family == PC_FAMILY_TFS_PREDICT || p->family == PC_FAMILY_TFS_EXAMPLES;
         hash_update(h, tfs ? "tfs\n" : "json\n", tfs ? 4 : 5);
         rc = hash_object(h, r, k, n);
         *kind = PC_KEY_BODY;

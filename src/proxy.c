@@ -279,27 +279,24 @@ static const char *vary_refusal(struct answer_rules *a, const char *value)
     return why;
 }
 
-/* Why an answer must not be shared or stored (as a shared cache, RFC 9111), or NULL; then
- * its max-age / s-maxage bound a->ttl_s. */
-static const char *judge_answer(struct answer_rules *a, const struct pc_upstream_resp *r)
+/*
+ * Why an answer belongs to its own request alone, or NULL: a cookie, a Vary beyond the key,
+ * a client error (4xx: about this client: its token, its rate), and, unless the route
+ * ignores them, Cache-Control private, no-store, no-cache or max-age=0. Such an answer is
+ * neither stored nor handed to a request that waited for it.
+ */
+static const char *judge_personal(struct answer_rules *a, const struct pc_upstream_resp *r)
 {
-    if (r->status < 200 || r->status > 299)
-        return "status not 2xx";
-    if (r->body.len > a->w->cfg->max_value_bytes)
-        return "larger than max_value_bytes";
     if (pc_proxy_find_header(r->headers, r->n_headers, "Set-Cookie") != NULL)
         return "response sets a cookie";
-    if (pc_proxy_find_header(r->headers, r->n_headers, "Content-Encoding") != NULL)
-        return "response is content-encoded";
-    const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
-    if (ctype != NULL && strlen(ctype) >= PC_CFG_STR)
-        return "content type too long to store";
     for (size_t i = 0; i < r->n_headers; i++) {
         const char *why =
             pc_strcaseeq(r->headers[i].name, "Vary") ? vary_refusal(a, r->headers[i].value) : NULL;
         if (why != NULL)
             return why;
     }
+    if (r->status >= 400 && r->status <= 499)
+        return "a client error";
     if (a->route->v.response_cache_control == PC_RCC_IGNORE)
         return NULL;
     if (response_directive(r, "Cache-Control", "no-store") ||
@@ -308,9 +305,31 @@ static const char *judge_answer(struct answer_rules *a, const struct pc_upstream
     if (response_directive(r, "Cache-Control", "no-cache"))
         return "response no-cache";
     int smax = response_seconds(r, "s-maxage"), max = response_seconds(r, "max-age");
-    int bound = smax >= 0 ? smax : max;
-    if (bound == 0)
+    if ((smax >= 0 ? smax : max) == 0)
         return "response max-age=0";
+    return NULL;
+}
+
+/* Why an answer must not be stored (as a shared cache, RFC 9111), or NULL; then its
+ * max-age / s-maxage bound a->ttl_s. */
+static const char *judge_answer(struct answer_rules *a, const struct pc_upstream_resp *r)
+{
+    const char *why = judge_personal(a, r);
+    if (why != NULL)
+        return why;
+    if (r->status < 200 || r->status > 299)
+        return "status not 2xx";
+    if (r->body.len > a->w->cfg->max_value_bytes)
+        return "larger than max_value_bytes";
+    if (pc_proxy_find_header(r->headers, r->n_headers, "Content-Encoding") != NULL)
+        return "response is content-encoded";
+    const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
+    if (ctype != NULL && strlen(ctype) >= PC_CFG_STR)
+        return "content type too long to store";
+    if (a->route->v.response_cache_control == PC_RCC_IGNORE)
+        return NULL;
+    int smax = response_seconds(r, "s-maxage"), max = response_seconds(r, "max-age");
+    int bound = smax >= 0 ? smax : max;
     if (bound > 0 && bound < a->ttl_s) {
         a->ttl_s = bound;
         a->record = 1;
@@ -329,18 +348,18 @@ static struct pc_wroute *route_of(const struct pc_preq *p)
 const char *pc_proxy_share_refusal(struct pc_preq *p, const struct pc_upstream_resp *r)
 {
     struct answer_rules a = {p->w, route_of(p), p->vary_n, p->ttl_s, p->client_ttl, 0};
+    return judge_personal(&a, r);
+}
+
+const char *pc_proxy_store_refusal(struct pc_preq *p, const struct pc_upstream_resp *r)
+{
+    struct answer_rules a = {p->w, route_of(p), p->vary_n, p->ttl_s, p->client_ttl, 0};
     const char *why = judge_answer(&a, r);
     if (why == NULL) {
         p->ttl_s = a.ttl_s;
         p->client_ttl = a.record;
         p->no_grace = a.no_grace;
     }
-    return why;
-}
-
-const char *pc_proxy_store_refusal(struct pc_preq *p, const struct pc_upstream_resp *r)
-{
-    const char *why = pc_proxy_share_refusal(p, r);
     return why == NULL && p->no_store ? "request no-store" : why;
 }
 
@@ -471,10 +490,11 @@ static void answer_coalesced(struct pc_preq *q, const struct pc_envelope *env)
 }
 
 /*
- * The leader's model server call is over. When its answer may be shared (why: its refusal,
- * NULL when none), every waiter gets it as an entry would replay it; otherwise (a private
- * answer, a cookie, a Vary its key lacks, an error status) each waiter makes its own call.
- * A failed transfer is everyone's failure.
+ * The leader's model server call is over. When its answer may be shared (why: why it is
+ * its requester's alone, NULL when it is not), every waiter gets it as an entry would
+ * replay it (an error of the model server too: a herd must not multiply the calls to a
+ * failing model); otherwise (a private answer, a cookie, a Vary its key lacks, a client
+ * error) each waiter makes its own call. A failed transfer is everyone's failure.
  */
 static void answer_waiters(struct pc_preq *leader, const struct pc_upstream_resp *r,
                            const char *why)
@@ -627,8 +647,9 @@ static void on_backend(const struct pc_upstream_resp *r, void *arg)
         pc_preq_free(p);
         return;
     }
-    /* Judged once, before any answer: it may bound the TTL or teach the route a Vary. */
-    const char *why = p->cacheable ? pc_proxy_share_refusal(p, r) : "not cacheable";
+    /* Judged before any answer: it may bound the TTL or teach the route a Vary. */
+    const char *why = p->cacheable ? pc_proxy_store_refusal(p, r) : "not cacheable";
+    const char *personal = p->cacheable ? pc_proxy_share_refusal(p, r) : why;
     size_t n = r->n_headers;
     struct pc_header *h = calloc(n + 2, sizeof *h);
     if (h == NULL) {
@@ -647,10 +668,10 @@ static void on_backend(const struct pc_upstream_resp *r, void *arg)
         free(h);
     }
     if (p->flight != NULL)
-        answer_waiters(p, r, why);
+        answer_waiters(p, r, personal);
     if (p->cacheable) {
         /* After the answers: no client waits for Redis. */
-        struct flight_store *fs = why == NULL && !p->no_store ? flight_keep(p, r) : NULL;
+        struct flight_store *fs = why == NULL ? flight_keep(p, r) : NULL;
         if (!store_result(p, r, why, fs ? on_flight_stored : NULL, fs) && fs != NULL)
             on_flight_stored(0, fs); /* nothing stored: the entry ends now */
     }

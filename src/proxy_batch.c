@@ -487,11 +487,12 @@ static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
     struct pc_batch_array preds;
     struct pc_batch_layout layout;
     /* Judged before any answer: it may bound the TTL or teach the route a Vary. */
-    const char *why = r->error == PC_UP_OK ? pc_proxy_share_refusal(p, r) : NULL;
+    const char *why = r->error == PC_UP_OK ? pc_proxy_store_refusal(p, r) : NULL;
+    const char *personal = r->error == PC_UP_OK ? pc_proxy_share_refusal(p, r) : NULL;
     int storable = answer_model(p, r, &preds, &layout);
     size_t n_waiters = 0;
     struct pc_preq **waiters = NULL;
-    if (p->flight != NULL && (!storable || why != NULL)) {
+    if (p->flight != NULL && (!storable || personal != NULL)) {
         waiters = pc_proxy_flight_release(p, &n_waiters); /* the flight ends with the answer */
     } else if (p->flight != NULL) {
         struct pc_flight *f = p->flight;
@@ -499,10 +500,11 @@ static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
             answer_shared(f->waiters[i], r);
         f->n_waiters = 0;
     }
-    /* A failed transfer is everyone's failure; an answer that may not be shared (private,
-     * a cookie, an error status, predictions that do not match) is only the leader's. */
+    /* An answer that is the leader's alone (private, a cookie, a client error) is not
+     * handed on: each waiter calls on its own. Anything else (a failed transfer, a server
+     * error, predictions that do not match) is the same for every waiter. */
     for (size_t i = 0; i < n_waiters; i++) {
-        if (r->error != PC_UP_OK)
+        if (personal == NULL)
             answer_shared(waiters[i], r);
         else
             pc_proxy_batch_send(waiters[i], RES_MISS);

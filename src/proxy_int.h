@@ -125,13 +125,17 @@ void pc_proxy_verify_start(struct pc_verify *v);
 int pc_proxy_batch_hit_keys(const struct pc_preq *p, char (**keys)[PC_KEY_MAX], size_t *n);
 
 /*
- * Why a backend answer to p must not be shared with another request or stored (status,
- * size, the model server's directives, Set-Cookie, a Vary beyond p's keys), or NULL. When
- * it may be, a max-age or s-maxage of the answer bounds p->ttl_s (then recorded in the
- * entry) and s-maxage or must-revalidate set p->no_grace.
+ * Why a backend answer to p belongs to p alone (a cookie, a Vary beyond p's keys, a client
+ * error, Cache-Control private / no-store / no-cache / max-age=0 unless the route ignores
+ * it), or NULL: then it may be handed to the requests that waited for it. A Vary header
+ * the key lacked is learned by the route.
  */
 const char *pc_proxy_share_refusal(struct pc_preq *p, const struct pc_upstream_resp *r);
-/* The same, and the request's own no-store: why the answer must not be stored, or NULL. */
+/*
+ * Why it must not be stored (the above; a status not 2xx, the size, Content-Encoding, the
+ * request's no-store), or NULL: then a max-age or s-maxage of the answer bounds p->ttl_s
+ * (recorded in the entry) and s-maxage or must-revalidate set p->no_grace.
+ */
 const char *pc_proxy_store_refusal(struct pc_preq *p, const struct pc_upstream_resp *r);
 const char *pc_proxy_find_header(const struct pc_header *h, size_t n, const char *name);
 /* Seconds an entry lives in Redis: ttl_s, plus grace_s to be served stale. */

@@ -11,9 +11,11 @@
  * The input is the body read the way the model server of the route's API family reads it
  * (member names decoded, the last of a name given twice winning, canonical: see canon.h):
  *   tfs      TF Serving :predict: signature_name and instances or inputs, nothing else;
- *            :classify / :regress: signature_name, context, examples
+ *            :classify / :regress: signature_name, context, examples (a body holding no
+ *            such input is not TF Serving's to read: it is read as plain JSON)
  *   json     KServe v2 and plain JSON: the whole body minus the route's ignore fields
- *   path     plain JSON whose only member (ignore fields aside) is the path field, a string
+ *   path     a whole-body reading whose only member (ignore fields aside) is the path
+ *            field, a string
  *   fields   the route's input_fields (unsafe alias of v1: fields it names are the only
  *            ones read, whatever else the server reads)
  *   raw      anything else: the bytes

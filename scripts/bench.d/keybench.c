@@ -7,8 +7,8 @@
  *
  * For each SIZE (bytes) it builds a TF Serving body {"instances":[[floats...]]} of about
  * that size and times, for S seconds each:
- *   - pc_cachekey_derive over the whole body (what a per-body key costs), and
- *   - pc_cachekey_instance over the one instance (what a per-instance key costs),
+ *   - pc_cachekey_body over the whole body (what a per-body key costs), and
+ *   - pc_cachekey_instances over it (what the per-instance keys of a batch cost),
  * then prints one JSON object a line: {"size":..,"derive_mb_s":..,"instance_mb_s":..,...}
  * (MB = 10^6 bytes of input).
  */
@@ -19,15 +19,18 @@
 
 #include "predcache/cachekey.h"
 
-static const char *const fields[] = {"instances", "inputs", "image_data", "img_base64"};
 static const struct pc_key_params params = {
-    .namespace_ = "default",
     .prefix = "predcache:",
-    .input_fields = fields,
-    .n_input_fields = sizeof fields / sizeof fields[0],
     .path_field = "file_path",
+    .family = PC_FAMILY_TFS_PREDICT,
 };
-static const char route[] = "/v1/models/bench:predict";
+static const struct pc_key_head head_fields = {
+    .backend = "http://127.0.0.1:8501",
+    .method = "POST",
+    .path = "/v1/models/bench:predict",
+    .media = "json",
+    .ns = "default",
+};
 
 static double now_s(void)
 {
@@ -70,24 +73,42 @@ struct timing {
 static int run(int per_instance, const char *body, size_t len, const char *inst, size_t inst_len,
                double seconds, struct timing *t, char key[PC_KEY_MAX])
 {
-    char err[256];
+    char err[256] = "";
     enum pc_key_kind kind;
     unsigned long calls = 0;
+    struct pc_buf head;
+    pc_buf_init(&head);
+    if (pc_cachekey_head(&head_fields, &head) != 0)
+        return -1;
     double start = now_s(), elapsed;
     do {
         for (int i = 0; i < 8; i++) {
-            int rc = per_instance ? pc_cachekey_instance(&params, route, "", 0, inst, inst_len, key,
-                                                         err, sizeof err)
-                                  : pc_cachekey_derive(&params, route, body, len, 1, key, &kind,
-                                                       err, sizeof err);
+            int rc;
+            if (per_instance) {
+                struct pc_span *spans = NULL, sig;
+                size_t n = 0;
+                char(*keys)[PC_KEY_MAX] = NULL;
+                rc = pc_cachekey_instances(&params, head.data, head.len, body, len, &spans, &n,
+                                           &sig, &keys);
+                if (rc == 0)
+                    memcpy(key, keys[0], PC_KEY_MAX);
+                free(spans);
+                free(keys);
+            } else {
+                rc = pc_cachekey_body(&params, head.data, head.len, body, len, 1, key, &kind, err,
+                                      sizeof err);
+            }
             if (rc != 0) {
                 fprintf(stderr, "keybench: key derivation failed: %s\n", err);
+                pc_buf_release(&head);
                 return -1;
             }
             calls++;
         }
         elapsed = now_s() - start;
     } while (elapsed < seconds);
+    pc_buf_release(&head);
+    (void)inst;
     size_t bytes = per_instance ? inst_len : len;
     t->calls = calls;
     t->mb_s = (double)bytes * (double)calls / elapsed / 1e6;

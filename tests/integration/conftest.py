@@ -127,12 +127,60 @@ def without_received(content):
     return _RECEIVED.sub(b"", content)
 
 
-def expected_key(path, input_material, namespace="default", prefix="predcache:"):
-    """<prefix>v1:hex(sha256(namespace \\n path \\n input))."""
+# The backend identity keys carry ([backend] cache_id, else its URL as written): set by
+# each Predcache started, so that expected_key() needs no argument for the usual test.
+_KEY_BACKEND = {"id": ""}
+
+TFS_PATH = re.compile(r"^/v1/models/[^?]*:(predict|classify|regress)$")
+
+
+def vary_material(headers):
+    """The vary part of a key: [(name, value or None)], encoded as predcache does."""
+    out = b""
+    for name, value in sorted((n.lower(), v) for n, v in headers):
+        if value is None:
+            out += name.encode() + b" -;"
+        else:
+            v = value.encode("utf-8")
+            out += name.encode() + b" %d:" % len(v) + v + b";"
+    return out
+
+
+def expected_key(path, input_material, namespace="default", prefix="predcache:", backend=None,
+                 method="POST", media="json", scope="", vary=None, form=None):
+    """<prefix>v2:{hex(sha256(head form \n input))} as cachekey.h specifies.
+
+    path may carry "?query". input_material: "path:P" is the path form; canonical JSON is
+    the body as read ("tfs" on TF Serving paths, "json" elsewhere); other text is raw.
+    vary: [(header, value)] ; KServe v2 paths always carry Inference-Header-Content-Length.
+    """
     if isinstance(input_material, str):
         input_material = input_material.encode("utf-8")
-    material = namespace.encode() + b"\n" + path.encode() + b"\n" + input_material
-    return prefix + "v1:" + hashlib.sha256(material).hexdigest()
+    route, _, query = path.partition("?")
+    if backend is None:
+        backend = _KEY_BACKEND["id"]
+    if vary is None:
+        vary = []
+    if route.startswith("/v2/models/") and not any(
+            n.lower() == "inference-header-content-length" for n, _ in vary):
+        vary = list(vary) + [("inference-header-content-length", None)]
+    if form is None:
+        if input_material.startswith(b"path:"):
+            form, input_material = "path", input_material[5:]
+        else:
+            try:
+                json.loads(input_material.decode("utf-8"))
+                form = "tfs" if TFS_PATH.match(route) else "json"
+            except (ValueError, UnicodeDecodeError):
+                form = "raw"
+    head = b"predcache-key-v2\n"
+    for label, value in (("backend", backend), ("method", method), ("path", route),
+                         ("query", query), ("media", media), ("scope", scope)):
+        head += label.encode() + b" " + value.encode("utf-8") + b"\n"
+    head += b"vary " + vary_material(vary) + b"\n"
+    head += b"namespace " + namespace.encode("utf-8") + b"\n"
+    material = head + form.encode() + b"\n" + input_material
+    return prefix + "v2:{" + hashlib.sha256(material).hexdigest() + "}"
 
 
 def parse_metrics(text):
@@ -520,6 +568,8 @@ class Predcache:
         self.expected_exit = False
 
     def start(self):
+        backend = self.conf.get("backend", {})
+        _KEY_BACKEND["id"] = backend.get("cache_id") or backend.get("url", "")
         write_conf(self.conf_path, self.conf)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen([self.binary, "-c", self.conf_path] + self.args,
@@ -671,15 +721,29 @@ def proxy(start_predcache):
 
 
 def parse_envelope(value):
-    """The stored value: b"PC1\\n<status>\\n<stored_at_ms>\\n<content-type>\\n<body>"."""
+    """The stored value (envelope.h): b"PC3\\n<status>\\n<stored_at_ms>\\n<ttl_s>\\n<n>\\n
+    <content-type>\\n" then n "name:value\\n" lines, then the body (PC1 and PC2, written by
+    earlier versions, are read too)."""
     assert value is not None, "no value in Redis"
+    magic = value[:4]
+    assert magic in (b"PC1\n", b"PC2\n", b"PC3\n"), "envelope magic is %r" % value[:4]
+    if magic == b"PC3\n":
+        parts = value.split(b"\n", 6)
+        assert len(parts) == 7, "PC3 envelope has too few lines: %r" % value[:200]
+        _, status, stored_at, ttl, n, ctype, rest = parts
+        headers = []
+        for _ in range(int(n)):
+            line, rest = rest.split(b"\n", 1)
+            name, _, val = line.partition(b":")
+            headers.append((name.decode(), val.decode()))
+        return {"status": int(status), "stored_at_ms": int(stored_at), "ttl_s": int(ttl),
+                "content_type": ctype.decode(), "headers": headers, "body": rest}
+    if magic == b"PC2\n":
+        _, status, stored_at, ttl, ctype, body = value.split(b"\n", 5)
+        return {"status": int(status), "stored_at_ms": int(stored_at), "ttl_s": int(ttl),
+                "content_type": ctype.decode(), "headers": [], "body": body}
     parts = value.split(b"\n", 4)
     assert len(parts) == 5, "envelope has fewer than 5 parts: %r" % value[:200]
-    magic, status, stored_at, ctype, body = parts
-    assert magic == b"PC1", "envelope magic is %r, expected b'PC1'" % magic
-    return {
-        "status": int(status),
-        "stored_at_ms": int(stored_at),
-        "content_type": ctype.decode(),
-        "body": body,
-    }
+    _, status, stored_at, ctype, body = parts
+    return {"status": int(status), "stored_at_ms": int(stored_at), "ttl_s": 0,
+            "content_type": ctype.decode(), "headers": [], "body": body}

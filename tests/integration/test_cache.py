@@ -8,7 +8,7 @@ import pytest
 
 from conftest import canonical, expected_key, parse_envelope, wait_for
 
-KEY_RE = re.compile(r"^predcache:v1:[0-9a-f]{64}$")
+KEY_RE = re.compile(r"^predcache:v2:\{[0-9a-f]{64}\}$")
 
 CACHEABLE_ROUTES = [
     "/predict",
@@ -80,15 +80,25 @@ def test_key_is_sha256_of_canonical_input_fields(proxy, redis):
     redis.wait_key(want)
 
 
-def test_key_of_body_without_input_fields_is_raw_body(proxy, redis):
+def test_plain_json_body_is_keyed_whole_and_canonical(proxy, model, redis):
+    # v2 change: v1 keyed a plain JSON body without input fields by its raw bytes; v2 reads
+    # it the way the model server does, the whole body (but request_id) in canonical form,
+    # so spelling, member order and request_id no longer split the cache, and every other
+    # member still does.
     raw = '{"foo": 1, "bar": [true]}'
     r = proxy.post("/predict", body=raw)
     assert r.status_code == 200 and cache_of(r) == "MISS"
-    want = expected_key("/predict", raw)
+    want = expected_key("/predict", canonical({"foo": 1, "bar": [True]}))
     assert r.headers.get("X-Cache-Key") == want
     redis.wait_key(want)
     r2 = proxy.post("/predict", body=raw)
     assert cache_of(r2) == "HIT"
+    r3 = proxy.post("/predict", body='{"request_id":"x","bar":[ true ],"foo":1}')
+    assert cache_of(r3) == "HIT" and r3.headers.get("X-Cache-Key") == want
+    assert r3.content == r.content
+    r4 = proxy.post("/predict", body='{"foo": 1, "bar": [true], "extra": 0}')
+    assert cache_of(r4) == "MISS" and r4.headers.get("X-Cache-Key") != want
+    assert model.count() == 2
 
 
 def test_namespace_and_prefix_from_conf(start_predcache, redis):

@@ -1,5 +1,5 @@
 """X-Predcache-TTL: N (seconds): the client chooses how long its answer stays fresh. The
-entry is stored as a PC2 envelope that carries N (so later requests judge it by N), Redis
+entry is stored in an envelope that carries N (so later requests judge it by N), Redis
 keeps it N + grace_s, N is bounded by [cache] max_ttl_s, a malformed N is a 400, and the
 header is ignored when [cache] allow_client_controls is off."""
 
@@ -11,22 +11,20 @@ import pytest
 from conftest import parse_envelope, wait_for
 
 PREDICT = "/v1/models/m:predict"
-KEY_RE = re.compile(r"^predcache:v1:[0-9a-f]{64}$")
+KEY_RE = re.compile(r"^predcache:v2:\{[0-9a-f]{64}\}$")
 
 
 def ttl_header(n):
     return {"X-Predcache-TTL": str(n)}
 
 
-def parse_pc2(value):
-    """b"PC2\\n<status>\\n<stored_at_ms>\\n<ttl_s>\\n<content-type>\\n<body>"."""
+def parse_stored(value):
+    """An entry as predcache writes it: a PC3 envelope (envelope.h), whose ttl_s is the
+    client's TTL, 0 when none was given (the route's TTL applies). PC3 replaced PC2 (the
+    client's TTL) and PC1 (the route's) as the written format."""
     assert value is not None, "no value in Redis"
-    parts = value.split(b"\n", 5)
-    assert len(parts) == 6, "envelope has fewer than 6 parts: %r" % value[:200]
-    magic, status, stored_at, ttl, ctype, body = parts
-    assert magic == b"PC2", "envelope magic is %r, expected b'PC2'" % magic
-    return {"status": int(status), "stored_at_ms": int(stored_at), "ttl_s": int(ttl),
-            "content_type": ctype.decode(), "body": body}
+    assert value.startswith(b"PC3\n"), "envelope magic is %r, expected b'PC3'" % value[:4]
+    return parse_envelope(value)
 
 
 def stored(p, n):
@@ -40,8 +38,7 @@ def test_client_ttl_is_stored_with_the_entry(start_predcache, model, redis):
     assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
     key = r.headers["X-Cache-Key"]
     value = redis.wait_key(key)
-    assert value.startswith(b"PC2\n")
-    env = parse_pc2(value)
+    env = parse_stored(value)
     assert env["ttl_s"] == 5
     assert env["status"] == 200 and env["body"] == r.content
     assert env["content_type"].startswith("application/json")
@@ -49,11 +46,11 @@ def test_client_ttl_is_stored_with_the_entry(start_predcache, model, redis):
     assert 60 <= redis.ttl(key) <= 65, "TTL %s, expected 5 + grace_s 60" % redis.ttl(key)
     assert p.post(PREDICT, json_body={"instances": ["c"]}).headers["X-Cache"] == "HIT"
 
-    # without the header: the route's TTL, and the PC1 envelope
+    # without the header: the route's TTL, and no TTL recorded in the envelope
     r = p.post(PREDICT, json_body={"instances": ["plain"]})
     value = redis.wait_key(r.headers["X-Cache-Key"])
-    assert value.startswith(b"PC1\n")
-    assert parse_envelope(value)["body"] == r.content
+    assert parse_stored(value)["ttl_s"] == 0
+    assert parse_stored(value)["body"] == r.content
     assert 350 <= redis.ttl(r.headers["X-Cache-Key"]) <= 360
 
 
@@ -75,10 +72,10 @@ def test_entry_is_fresh_for_the_clients_ttl(start_predcache, model, redis):
     # the background refresh stores with the client's TTL
     wait_for(lambda: p.metric("predcache_refresh_ok_total") == 1, what="refresh")
     key = short_r.headers["X-Cache-Key"]
-    env = wait_for(lambda: (lambda v: v if v.startswith(b"PC2\n") and parse_pc2(v)["body"] !=
+    env = wait_for(lambda: (lambda v: v if parse_stored(v)["body"] !=
                             short_r.content else None)(redis.get(key)),
                    what="the refreshed entry")
-    assert parse_pc2(env)["ttl_s"] == 1
+    assert parse_stored(env)["ttl_s"] == 1
     assert 55 <= redis.ttl(key) <= 61
 
 
@@ -101,16 +98,16 @@ def test_client_ttl_is_bounded_by_max_ttl_s(start_predcache, model, redis):
         r = p.post(PREDICT, json_body={"instances": [body]}, headers=ttl_header(n))
         assert r.status_code == 200, r.text
         key = r.headers["X-Cache-Key"]
-        assert parse_pc2(redis.wait_key(key))["ttl_s"] == 50, n
+        assert parse_stored(redis.wait_key(key))["ttl_s"] == 50, n
         assert 105 <= redis.ttl(key) <= 110, "TTL %s for %d" % (redis.ttl(key), n)
     r = p.post(PREDICT, json_body={"instances": ["below"]}, headers=ttl_header(7))
-    assert parse_pc2(redis.wait_key(r.headers["X-Cache-Key"]))["ttl_s"] == 7
+    assert parse_stored(redis.wait_key(r.headers["X-Cache-Key"]))["ttl_s"] == 7
 
 
 def test_default_max_ttl_s_is_a_week(proxy, model, redis):
     r = proxy.post(PREDICT, json_body={"instances": ["week"]}, headers=ttl_header(10 ** 9))
     key = r.headers["X-Cache-Key"]
-    assert parse_pc2(redis.wait_key(key))["ttl_s"] == 604800
+    assert parse_stored(redis.wait_key(key))["ttl_s"] == 604800
     assert 604800 + 3600 - 10 <= redis.ttl(key) <= 604800 + 3600
 
 
@@ -130,7 +127,7 @@ def test_ignored_when_client_controls_are_off(start_predcache, model, redis):
     r = p.post(PREDICT, json_body={"instances": ["strict"]}, headers=ttl_header(5))
     assert r.status_code == 200
     key = r.headers["X-Cache-Key"]
-    assert redis.wait_key(key).startswith(b"PC1\n")
+    assert parse_stored(redis.wait_key(key))["ttl_s"] == 0
     assert 350 <= redis.ttl(key) <= 360
     r = p.post(PREDICT, json_body={"instances": ["strict-2"]}, headers=ttl_header("abc"))
     assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
@@ -147,15 +144,14 @@ def test_per_instance_entries_get_the_clients_ttl(start_predcache, model, redis)
     assert len(keys) == 3
     for key in keys:
         value = redis.get(key)
-        assert value.startswith(b"PC2\n"), value[:40]
-        assert parse_pc2(value)["ttl_s"] == 5
+        assert parse_stored(value)["ttl_s"] == 5, value[:40]
         assert 60 <= redis.ttl(key) <= 65, "TTL %s" % redis.ttl(key)
 
     r = p.post(PREDICT, json_body={"instances": ["i4"]})  # no header: the route's TTL
     stored(p, 4)
     new = [k for k in redis.keys("predcache:*") if KEY_RE.match(k) and k not in keys]
     assert len(new) == 1
-    assert redis.get(new[0]).startswith(b"PC1\n")
+    assert parse_stored(redis.get(new[0]))["ttl_s"] == 0
     assert 350 <= redis.ttl(new[0]) <= 360
 
     r = p.post(PREDICT, json_body={"instances": ["i1", "i4"]}, headers={"X-Predcache-TTL": "x"})
@@ -178,18 +174,18 @@ def test_per_instance_short_client_ttl_goes_stale(start_predcache, model, redis)
 
 
 def test_lookup_header_does_not_change_freshness_of_route_entries(start_predcache, model, redis):
-    # A client's TTL is a store directive: an entry stored with the route's TTL (PC1)
+    # A client's TTL is a store directive: an entry stored with the route's TTL (ttl_s 0)
     # stays fresh for the route's TTL whatever a later request's header says.
     p = start_predcache(conf={"cache": {"ttl_s": "300", "grace_s": "60"}})
     r = p.post(PREDICT, json_body={"instances": ["route-ttl"]})
-    assert redis.wait_key(r.headers["X-Cache-Key"]).startswith(b"PC1\n")
+    assert parse_stored(redis.wait_key(r.headers["X-Cache-Key"]))["ttl_s"] == 0
     time.sleep(1.3)
     r = p.post(PREDICT, json_body={"instances": ["route-ttl"]}, headers=ttl_header(1))
     assert r.headers["X-Cache"] == "HIT"
 
 
 def test_refresh_keeps_the_entrys_own_ttl(start_predcache, model, redis):
-    # A stale PC2 entry refreshed by a request without the header keeps its TTL: a 1 s
+    # A stale entry with a client's TTL refreshed by a request without the header keeps its TTL: a 1 s
     # entry must not become a 300 s one.
     p = start_predcache(conf={"cache": {"ttl_s": "300", "grace_s": "60"}})
     first = p.post(PREDICT, json_body={"instances": ["keep"]}, headers=ttl_header(1))
@@ -199,13 +195,7 @@ def test_refresh_keeps_the_entrys_own_ttl(start_predcache, model, redis):
     r = p.post(PREDICT, json_body={"instances": ["keep"]})
     assert r.headers["X-Cache"] == "STALE"
     wait_for(lambda: p.metric("predcache_refresh_ok_total") == 1, what="refresh")
-    value = wait_for(lambda: (lambda v: v if v and parse_envelope_any(v) != first.content
+    value = wait_for(lambda: (lambda v: v if v and parse_envelope(v)["body"] != first.content
                               else None)(redis.get(key)), what="the refreshed entry")
-    assert value.startswith(b"PC2\n"), value[:40]
-    assert parse_pc2(value)["ttl_s"] == 1
+    assert parse_stored(value)["ttl_s"] == 1, value[:40]
     assert 55 <= redis.ttl(key) <= 61
-
-
-def parse_envelope_any(value):
-    """The body of a PC1 or PC2 envelope."""
-    return value.split(b"\n", 5 if value.startswith(b"PC2\n") else 4)[-1]

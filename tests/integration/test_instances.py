@@ -10,7 +10,7 @@ import re
 import pytest
 import requests
 
-from conftest import (HTTP_TIMEOUT, canonical, expected_key, parse_envelope, wait_for,
+from conftest import (HTTP_TIMEOUT, expected_key, parse_envelope, wait_for,
                       without_received)
 
 PREDICT = "/v1/models/m:predict"
@@ -40,9 +40,44 @@ def sent_instances(model):
     return json.loads(model.last()["body"])["instances"]
 
 
-def instance_key(x, signature=""):
-    """The Redis key of one instance: material "instance\n" signature "\n" canonical(x)."""
-    return expected_key(PREDICT, "instance\n%s\n%s" % (signature, canonical(x)))
+def key_number(text):
+    """A JSON number as the key's canonical form writes it (cachekey.h, canon.h):
+    ["-"] D ["e" E], D the significant digits, E only when nonzero, every zero "0"."""
+    m = re.match(r"^(-?)(\d+)(?:\.(\d+))?(?:[eE]([+-]?\d+))?$", text)
+    assert m, text
+    sign, frac = m.group(1), m.group(3) or ""
+    digits = (m.group(2) + frac).lstrip("0")
+    exp = int(m.group(4) or 0) - len(frac)
+    if not digits:
+        return "0"
+    exp += len(digits) - len(digits.rstrip("0"))
+    digits = digits.rstrip("0")
+    return sign + digits + ("e%d" % exp if exp else "")
+
+
+def key_canonical(value):
+    """canonical(value) with numbers in the key's form (1.0 and 1 are both "1", 0.5 is
+    "5e-1"); conftest.canonical() is the test model's own form, which keeps Python's."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, (int, float)):
+        return key_number(repr(value) if isinstance(value, float) else str(value))
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ",".join(key_canonical(v) for v in value) + "]"
+    return "{" + ",".join(json.dumps(k, ensure_ascii=False) + ":" + key_canonical(value[k])
+                          for k in sorted(value)) + "}"
+
+
+def instance_key(x, signature=None):
+    """The Redis key of one instance (cachekey.h, v2): the batch's head, then the material
+    "instance\n" canonical(context) "\n" canonical(x), the context being the members the
+    model server reads besides "instances": {"signature_name": ...} when the body names
+    one, else {}."""
+    context = {} if signature is None else {"signature_name": signature}
+    return expected_key(PREDICT, "%s\n%s" % (key_canonical(context), key_canonical(x)),
+                        form="instance")
 
 
 def cached_prediction(redis, x):
@@ -115,12 +150,14 @@ def test_single_instance_and_signature_name(ip, model, redis):
     r = post(ip, {"instances": [[0.5, 1.25]]})
     assert (r.headers["X-Cache"], r.headers["X-Cache-Hits"]) == ("MISS", "0/1")
     key = r.headers["X-Cache-Key"]  # one distinct instance: its key, e.g. to purge it
+    assert key == instance_key([0.5, 1.25])
     redis.wait_key(key)
     h = post(ip, {"instances": [[0.5, 1.25], [0.5, 1.25]]})
     assert h.headers["X-Cache"] == "HIT" and h.headers["X-Cache-Key"] == key
     # Another signature is another function of the model: never the same entry.
     r = post(ip, {"signature_name": "other", "instances": [[0.5, 1.25]]})
     assert r.headers["X-Cache"] == "MISS"
+    assert r.headers["X-Cache-Key"] == instance_key([0.5, 1.25], signature="other")
     assert json.loads(model.last()["body"])["signature_name"] == "other"
 
 

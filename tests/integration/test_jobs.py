@@ -197,7 +197,7 @@ def wait_cached(redis, r):
     if "X-Cache-Key" in r.headers:
         redis.wait_key(r.headers["X-Cache-Key"])
     else:
-        wait_for(lambda: redis.keys("predcache:v1:*"), what="a cache entry")
+        wait_for(lambda: redis.keys("predcache:v2:*"), what="a cache entry")
 
 
 # Columnar "inputs" are cached per body; row "instances" per instance (when per_instance).
@@ -318,7 +318,7 @@ def test_failed_job_passes_the_model_error(proxy, model, redis):
     assert r.headers["Content-Type"] == "application/json"
     assert r.headers["X-Job-Status"] == "failed"
     assert record(redis, job_id)["state"] == b"failed"
-    assert redis.keys("predcache:v1:*") == [], "errors are never cached"
+    assert redis.keys("predcache:v2:*") == [], "errors are never cached"
     assert jobs_metric(proxy, "failed") == 1
     wait_for(lambda: stream_len(redis) == 0, what="the failed job to leave the stream")
 
@@ -592,7 +592,7 @@ def test_compat_alias_of_a_failed_job_answers_the_model_error(start_predcache, m
     assert std.status_code == 500 and std.content == error
     assert record(redis, job_id)["state"] == b"failed"
     assert model.count() == 1 and model.last()["path"] == "/predict"
-    assert redis.keys("predcache:v1:*") == [], "errors are never cached"
+    assert redis.keys("predcache:v2:*") == [], "errors are never cached"
 
 
 def test_compat_off_by_default(proxy, model):

@@ -103,7 +103,7 @@ def test_batch_keyed_from_the_memo_still_sends_only_the_missing(start_predcache,
     first = post(p, body)
     assert first.headers["X-Cache"] == "MISS"
     wait_for(lambda: p.metric("predcache_store_ok_total") >= 3, what="3 instance stores")
-    keys = redis.keys("predcache:v1:*")
+    keys = redis.keys("predcache:v2:*")
     assert len(keys) == 3
     for _ in range(2):  # the second time, the memo remembers it
         hit = post(p, body)

@@ -24,7 +24,7 @@ def test_delete_one_entry_then_miss(proxy, model, redis):
     assert not redis.exists(key)
     assert proxy.post(PREDICT, json_body={"instances": ["purge-me"]}).headers["X-Cache"] == "MISS"
     wait_for(lambda: redis.exists(key), what="stored again")
-    assert delete(proxy, "predcache:v1:" + "0" * 64).json()["deleted"] == 0
+    assert delete(proxy, "predcache:v2:{" + "0" * 64 + "}").json()["deleted"] == 0
 
 
 def test_only_cache_keys_and_only_delete(proxy, redis):
@@ -33,7 +33,7 @@ def test_only_cache_keys_and_only_delete(proxy, redis):
         r = delete(proxy, bad)
         assert r.status_code == 400 and "error" in r.json()
     assert redis.get("other:thing") == b"x" or redis.get("other:thing") == "x"
-    r = requests.get(proxy.admin("/cache/predcache:v1:abc"), timeout=HTTP_TIMEOUT)
+    r = requests.get(proxy.admin("/cache/predcache:v2:{abc}"), timeout=HTTP_TIMEOUT)
     assert r.status_code == 405 and r.headers["Allow"] == "DELETE"
 
 
@@ -53,7 +53,7 @@ def test_admin_token_guards_purge(start_predcache, model, redis):
 def test_purge_with_redis_down_is_503(proxy, redis):
     redis.kill()
     wait_for(lambda: proxy.metric("predcache_redis_up") == 0, what="redis down")
-    r = delete(proxy, "predcache:v1:" + "1" * 64)
+    r = delete(proxy, "predcache:v2:{" + "1" * 64 + "}")
     assert r.status_code == 503 and "error" in r.json()
 
 

@@ -139,7 +139,7 @@ def test_redis_refusing_writes_counts_store_failed(proxy, model, redis):
         wait_for(lambda: proxy.metric("predcache_store_failed_total") >= before + 3,
                  what="predcache_store_failed_total to count the 3 refused stores "
                       "(before %s, X-Cache %s)" % (before, [s[1] for s in seen]))
-        assert redis.keys("predcache:v1:*") == [], "a SET got through maxmemory 1?"
+        assert redis.keys("predcache:v2:*") == [], "a SET got through maxmemory 1?"
     finally:
         redis.command("CONFIG", "SET", "maxmemory", "0")
     wait_caching_resumes(proxy, redis, ["after-oom"], [])

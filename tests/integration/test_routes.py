@@ -14,7 +14,7 @@ import conftest
 from conftest import canonical, expected_key, wait_for
 
 DEFAULT = "/v1/models/m:predict"
-KEY_RE = re.compile(r"^predcache:v1:[0-9a-f]{64}$")
+KEY_RE = re.compile(r"^predcache:v2:\{[0-9a-f]{64}\}$")
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def model2(tmp_path):
 
 
 def cache_keys(redis):
-    return [k for k in redis.keys("predcache:v1:*") if KEY_RE.match(k)]
+    return [k for k in redis.keys("predcache:v2:*") if KEY_RE.match(k)]
 
 
 def stored(p, n):
@@ -48,7 +48,8 @@ def test_route_to_a_second_backend(start_predcache, model, model2, redis):
     r1 = p.post(path, json_body=body)
     assert r1.status_code == 200, r1.text
     assert r1.headers["X-Cache"] == "MISS"
-    assert r1.headers["X-Cache-Key"] == expected_key(path, canonical(body))
+    # v2: the key names the backend (its cache_id, else its URL): the route's b2
+    assert r1.headers["X-Cache-Key"] == expected_key(path, canonical(body), backend=model2.url())
     assert r1.json()["model"] == "gpu-big"
     assert model2.count(path) == 1 and model2.count() == 1
     assert model.count() == 0, "the [backend] model server must not see the gpu route"
@@ -152,7 +153,8 @@ def test_route_input_fields(start_predcache, model, redis):
     second = {"request_id": "r-2", "payload": {"x": [1, 2]}}
     r1 = p.post(typed, json_body=first)
     assert r1.headers["X-Cache"] == "MISS"
-    assert r1.headers["X-Cache-Key"] == expected_key(typed, canonical({"payload": {"x": [1, 2]}}))
+    assert r1.headers["X-Cache-Key"] == expected_key(typed, canonical({"payload": {"x": [1, 2]}}),
+                                                     form="fields")
     redis.wait_key(r1.headers["X-Cache-Key"])
     r2 = p.post(typed, json_body=second)  # only the noise differs: same key
     assert r2.headers["X-Cache"] == "HIT"
@@ -161,29 +163,58 @@ def test_route_input_fields(start_predcache, model, redis):
     assert r3.headers["X-Cache"] == "MISS"
     assert model.count(typed) == 2
 
-    # The default route does not know "payload": the whole body is the key material,
-    # so the noise field splits the cache there.
+    # v2 change: v1 keyed the default route's body whole (raw), so the noise field split
+    # the cache there. v2 reads a TF Serving :predict body as the server does; a body
+    # holding no TF Serving input (no instances, no inputs) is not TF Serving's to read,
+    # so it is read whole, as plain JSON, minus request_id.
     d1 = p.post(DEFAULT, body='{"payload":{"x":[1,2]},"request_id":"r-1"}')
+    assert d1.headers["X-Cache"] == "MISS"
+    assert d1.headers["X-Cache-Key"] == expected_key(DEFAULT, canonical({"payload": {"x": [1, 2]}}),
+                                                     form="json")
+    redis.wait_key(d1.headers["X-Cache-Key"])
     d2 = p.post(DEFAULT, body='{"payload":{"x":[1,2]},"request_id":"r-2"}')
-    assert d1.headers["X-Cache-Key"] == expected_key(
-        DEFAULT, '{"payload":{"x":[1,2]},"request_id":"r-1"}')
-    assert d1.headers["X-Cache-Key"] != d2.headers["X-Cache-Key"]
-    assert d2.headers["X-Cache"] == "MISS"
+    assert d2.headers["X-Cache-Key"] == d1.headers["X-Cache-Key"]
+    assert d2.headers["X-Cache"] == "HIT" and d2.content == d1.content
+    assert model.count(DEFAULT) == 1
 
 
 def test_route_path_field(start_predcache, model, redis):
-    p = start_predcache(conf={"route ocr": {"match": "POST /v1/models/ocr*:predict",
-                                            "path_field": "img"}})
-    ocr = "/v1/models/ocr:predict"
+    # v2 change: the path field is read only from plain JSON bodies (a TF Serving path is
+    # read the way TF Serving reads it), so the route is a plain JSON one, /predict, where
+    # v1's was /v1/models/ocr:predict.
+    p = start_predcache(conf={"route ocr": {"match": "POST /predict", "path_field": "img"}})
+    ocr = "/predict"
     r1 = p.post(ocr, json_body={"img": "/data/a.png", "request_id": 1})
     assert r1.headers["X-Cache-Key"] == expected_key(ocr, "path:/data/a.png")
     redis.wait_key(r1.headers["X-Cache-Key"])
     r2 = p.post(ocr, json_body={"request_id": 2, "img": "/data/a.png"})
     assert r2.headers["X-Cache"] == "HIT"
-    # the default route's path field is file_path: "img" is just part of a raw body there
+    assert r2.headers["X-Cache-Key"] == r1.headers["X-Cache-Key"]
+    # the [cache] path field (file_path) is not this route's: just a member of the body
+    d = p.post(ocr, body='{"file_path": "/data/a.png", "request_id": 1}')
+    assert d.headers["X-Cache-Key"] == expected_key(ocr, canonical({"file_path": "/data/a.png"}))
+    # without the route, the path field is file_path: "img" is just a member of the body
+    plain = start_predcache()
     raw = '{"img": "/data/a.png", "request_id": 1}'
-    d = p.post(DEFAULT, body=raw)
-    assert d.headers["X-Cache-Key"] == expected_key(DEFAULT, raw)
+    d = plain.post(ocr, body=raw)
+    assert d.headers["X-Cache-Key"] == expected_key(ocr, canonical({"img": "/data/a.png"}))
+
+
+def test_path_field_on_a_tf_serving_path(start_predcache, model, redis):
+    """A body with no TF Serving input on a TF Serving path is read whole: two paths never
+    share a key (a route that says path_field = img reads img), and the noise still does
+    not split the cache."""
+    p = start_predcache(conf={"route ocr": {"match": "POST /v1/models/ocr*:predict",
+                                            "path_field": "img"}})
+    ocr = "/v1/models/ocr:predict"
+    a = p.post(ocr, json_body={"img": "/data/a.png", "request_id": 1})
+    assert a.headers["X-Cache-Key"] == expected_key(ocr, "path:/data/a.png")
+    redis.wait_key(a.headers["X-Cache-Key"])
+    b = p.post(ocr, json_body={"img": "/data/b.png", "request_id": 1})
+    assert b.headers["X-Cache"] == "MISS" and b.headers["X-Cache-Key"] != a.headers["X-Cache-Key"]
+    again = p.post(ocr, json_body={"request_id": 2, "img": "/data/a.png"})
+    assert again.headers["X-Cache"] == "HIT" and again.content == a.content
+    assert model.count(ocr) == 2
 
 
 def test_route_per_instance(start_predcache, model, redis):

@@ -21,8 +21,9 @@ def set_version(model, name, version, labels=None):
     r.raise_for_status()
 
 
-def versioned_key(name, version, body=BODY):
-    return expected_key("/v1/models/%s/versions/%s:predict" % (name, version), canonical(body))
+def versioned_key(name, version, body=BODY, backend=None):
+    return expected_key("/v1/models/%s/versions/%s:predict" % (name, version), canonical(body),
+                        backend=backend)
 
 
 @pytest.fixture
@@ -62,9 +63,12 @@ def test_other_verbs_and_v2_are_resolved(vp, model, redis):
     r2 = vp.post("/v2/models/k2/versions/7/infer", json_body=body)
     assert r2.headers["X-Cache"] == "HIT"
 
-    r = vp.post("/v1/models/m:classify", json_body=BODY)
+    # v2: :classify is read as TF Serving reads it (signature_name, context, examples), so
+    # the body names examples (an "instances" body would be read as nothing at all)
+    examples = {"examples": [{"x": [1, 2]}]}
+    r = vp.post("/v1/models/m:classify", json_body=examples)
     assert r.headers["X-Cache-Key"] == expected_key("/v1/models/m/versions/1:classify",
-                                                     canonical(BODY))
+                                                     canonical(examples))
 
 
 def test_resolution_off_keys_the_path_as_sent(proxy, model):
@@ -181,7 +185,8 @@ def test_status_is_asked_of_the_routes_backend(start_predcache, model, tmp_path)
             "backend b2": {"url": model2.url()},
         })
         r = p.post("/v1/models/gpu:predict", json_body=BODY)
-        assert r.headers["X-Cache-Key"] == versioned_key("gpu", "5")
+        # v2: the key names the backend (its cache_id, else its URL): the route's b2
+        assert r.headers["X-Cache-Key"] == versioned_key("gpu", "5", backend=model2.url())
         assert r.json()["version"] == "5"
         assert model2.count("/v1/models/gpu") == 1
         assert model.count() == 0
