@@ -92,7 +92,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS    ?=
 FUZZ_TARGETS := cachekey canon config envelope batch l1 keymemo flight lookups jobtab cmdq \
-                jsonedit
+                jsonedit keypairs
 FUZZ_BUILD   := build-fuzz
 FUZZ_PKGS    := json-c libcrypto
 FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -112,9 +112,19 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_BUILD)/obj/%.
                       $(FUZZ_BUILD)/obj/buf.o $(FUZZ_BUILD)/obj/log.o
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) $(FUZZ_LIBS)
 
-# fuzz_cachekey checks the v1 reading against batch.c's strict JSON scanner; fuzz_canon
-# checks cachekey (canon) against the json-c reference in tests/ref/, key for key.
-$(FUZZ_BUILD)/fuzz_cachekey: $(FUZZ_BUILD)/obj/batch.o $(FUZZ_BUILD)/obj/canon.o
+# fuzz_cachekey checks the key against the json-c reference in tests/ref/ and batch.c's
+# strict JSON scanner; fuzz_canon checks cachekey (canon) against the reference, key for key.
+$(FUZZ_BUILD)/fuzz_cachekey: $(FUZZ_BUILD)/obj/batch.o $(FUZZ_BUILD)/obj/canon.o \
+                             $(FUZZ_BUILD)/obj/ref/cachekey_ref.o
+# fuzz_keypairs (no module of its own): keys that are equal, readings that must be too;
+# KEYPAIRS_CFLAGS=-DKEYPAIRS_LAST_WINS=1 takes json-c's reading of a name given twice as
+# every model server's (see the file).
+$(FUZZ_BUILD)/fuzz_keypairs: tests/fuzz/fuzz_keypairs.c tests/fuzz/fuzz.h \
+                             $(FUZZ_BUILD)/obj/cachekey.o $(FUZZ_BUILD)/obj/canon.o \
+                             $(FUZZ_BUILD)/obj/ref/cachekey_ref.o $(FUZZ_BUILD)/obj/buf.o \
+                             $(FUZZ_BUILD)/obj/log.o
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(KEYPAIRS_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) \
+	    $(FUZZ_LIBS)
 $(FUZZ_BUILD)/fuzz_canon: $(FUZZ_BUILD)/obj/cachekey.o $(FUZZ_BUILD)/obj/ref/cachekey_ref.o
 $(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/obj/routes.o
 $(FUZZ_BUILD)/fuzz_jsonedit: $(FUZZ_BUILD)/obj/canon.o

@@ -3,7 +3,7 @@
  *
  *     body --canon: one pass, read as json-c 0.16 strict (depth 64) reads it--> object?
  *        |-- its members as the route's family reads them, names decoded,
- *        |   the last of a name winning, values canonical         (PC_KEY_BODY "tfs"/"json")
+ *        |   a name given twice keyed raw, values canonical        (PC_KEY_BODY "tfs"/"json")
  *        |-- plain JSON holding only a string path field          (PC_KEY_PATH "path")
  *        |-- input_fields named (unsafe alias) and present        (PC_KEY_FIELDS "fields")
  *        `-- anything else, or not JSON --> the bytes             (PC_KEY_RAW "raw")
@@ -298,9 +298,10 @@ enum { PICK_FAMILY = 1, PICK_FIELDS, PICK_WHOLE };
 
 /*
  * The members a reading keeps: those `pick` selects (the family's, the input fields, the
- * whole body's), the last
- * of each name, in name order, into *out (malloc'ed; *n of them). 0 ok, -1 no memory.
- * Sorting is by bytes of the decoded names, the order the canonical form uses.
+ * whole body's), one of each name, marked not exact when the name is given twice (servers
+ * differ on which one they read: then the body is keyed raw), in name order, into *out (malloc'ed;
+ * *n of them). 0 ok, -1 no memory. Sorting is by bytes of the decoded names, the order the
+ * canonical form uses.
  */
 static int kept_members(struct reading *r, int pick, struct rmember **out, size_t *n)
 {
@@ -321,6 +322,8 @@ static int kept_members(struct reading *r, int pick, struct rmember **out, size_
             memcmp(r->names.data + k[i].name, r->names.data + k[i + 1].name, k[i].name_len) != 0;
         if (last)
             k[w++] = k[i];
+        else
+            k[i + 1].exact = 0; /* given twice: read two ways, see canon.h */
     }
     *out = k;
     *n = w;
@@ -408,8 +411,8 @@ static int hash_object_input(const struct pc_key_params *p, struct reading *r, s
     }
     const char *pf = p->path_field;
     hash_begin(h, head, head_len);
-    if (!tfs && n == 1 && pf != NULL && pf[0] != '\0' && k[0].type == PC_CANON_STRING &&
-        names_eq(r->names.data + k[0].name, k[0].name_len, pf)) {
+    if (!tfs && n == 1 && k[0].exact && pf != NULL && pf[0] != '\0' &&
+        k[0].type == PC_CANON_STRING && names_eq(r->names.data + k[0].name, k[0].name_len, pf)) {
         rc = hash_path(h, r->body, &k[0]);
         *kind = PC_KEY_PATH;
     } else {

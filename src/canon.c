@@ -6,7 +6,7 @@
  *        |   scalars: written at once (numbers from their text, strings re-escaped)
  *        |   arrays:  elements written in order; flushed to out.write in chunks
  *        |   objects: members written in text order and recorded; at '}' put in name
- *        |            order (last of a name wins) only when they are not already
+ *        |            order only when they are not already (a name given twice: INEXACT)
  *        `--> PC_CANON_OK / LENIENT (json-c reads it, strict JSON does not) / INEXACT
  *
  * The reading mirrors json_tokener_parse_ex() fed the text and then, when it asks for more,
@@ -937,8 +937,12 @@ static int close_object(struct canon *c, size_t out0, size_t m0, size_t names0)
         int rc = pc_buf_append_char(sb, '{');
         for (size_t a = 0, kept = 0; a < k && rc == 0; a++) {
             if (a + 1 < k && name_cmp(c->sort[a].name, c->sort[a].len, c->sort[a + 1].name,
-                                      c->sort[a + 1].len) == 0)
-                continue; /* a later member of the same name wins */
+                                      c->sort[a + 1].len) == 0) {
+                /* A name given twice is read two ways (TF Serving's rapidjson takes the
+                 * first, json-c and Python the last): no exact form. */
+                inexact = 1;
+                continue;
+            }
             const struct member *x = &m[c->sort[a].pos];
             if (kept++ > 0)
                 rc = pc_buf_append_char(sb, ',');

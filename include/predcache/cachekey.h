@@ -9,7 +9,8 @@
  *
  * The hash tag ({...}) puts an entry and its lock (key ":lock") in one Redis Cluster slot.
  * The input is the body read the way the model server of the route's API family reads it
- * (member names decoded, the last of a name given twice winning, canonical: see canon.h):
+ * (member names decoded, canonical: see canon.h; a name it reads given twice, at the root or
+ * inside, is read two ways by servers, TF Serving the first, Python the last: keyed raw):
  *   tfs      TF Serving :predict: signature_name and instances or inputs, nothing else;
  *            :classify / :regress: signature_name, context, examples (a body holding no
  *            such input is not TF Serving's to read: it is read as plain JSON)

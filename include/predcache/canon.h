@@ -7,11 +7,12 @@
  * tokener at depth 64, with its leniencies: single-quoted member names, raw control
  * characters in strings, NaN, Infinity, numbers off the grammar such as "1." or "-01";
  * those are read but reported as PC_CANON_LENIENT). And the canonical form: members sorted
- * bytewise by name (the last of a name given twice wins; a name is cut at a "\u0000"), no
- * whitespace, strings re-escaped one way, numbers rewritten from their decimal text as
- * ["-"] D ["e" E] (see cachekey.h). Values that form cannot carry exactly (integers json-c
- * saturates, doubles that overflow, exponents beyond 100000, U+FFFD, which stands for any
- * lone surrogate) make the result PC_CANON_INEXACT.
+ * bytewise by name (a name is cut at a "\u0000"), no whitespace, strings re-escaped one way,
+ * numbers rewritten from their decimal text as ["-"] D ["e" E] (see cachekey.h). Values that
+ * form cannot carry exactly (integers json-c saturates, doubles that overflow, exponents
+ * beyond 100000, U+FFFD, which stands for any lone surrogate) and objects that give a name
+ * twice (parsers differ on which one counts: TF Serving's rapidjson reads the first, json-c
+ * and Python the last; the form written keeps the last) make the result PC_CANON_INEXACT.
  * Never hashes, never does I/O, keeps no globals; allocates only its own scratch and the
  * caller's buffer.
  */

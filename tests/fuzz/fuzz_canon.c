@@ -1,15 +1,16 @@
 /*
- * fuzz_canon: cachekey on canon (src/) against the json-c implementation it replaced
- * (tests/ref/cachekey_ref.c), on arbitrary bodies. Keys must stay byte-identical: stored
- * entries are keyed v1 by the old code.
+ * fuzz_canon: cachekey on canon (src/) against the json-c reference reading of
+ * the v2 key (tests/ref/cachekey_ref.c), on arbitrary bodies: keys must be
+ * byte-identical.
  *
- * Input: byte 0 holds flags (bit 0: body_is_json; bits 1-2: which of four key parameter
- * sets), the rest is the body.
- * Invariants, new == reference for each of:
- *   - pc_cachekey_derive: return code, key, kind, and the error text of a refused body
- *   - pc_cachekey_canonical: return code and output bytes (after a marker that a failed
- *     call must leave alone)
- *   - pc_cachekey_instance: return code and key
+ * Input: byte 0 holds flags (bit 0: body_is_json; bits 1-3: which of the
+ * reference's parameter sets), the rest is the body. Invariants, new ==
+ * reference for each of:
+ *   - pc_cachekey_derive: return code, key, kind, and the error text of a
+ * refused body
+ *   - pc_cachekey_canonical: return code and output bytes (after a marker that
+ * a failed call must leave alone)
+ *   - pc_cachekey_instances: return code, spans and keys
  */
 #include "fuzz.h"
 
@@ -17,18 +18,6 @@
 
 #include "../ref/cachekey_ref.h"
 #include "predcache/cachekey.h"
-
-static const char *const default_fields[] = {"instances", "inputs", "image_data", "img_base64"};
-static const char *const dup_fields[] = {"b", "a", NULL, "b", "\xEF\xBF\xBD"};
-static const char *const one_field[] = {"instances"};
-static const char *const odd_fields[] = {"x\"y\\", "b\n", "\xC3\xA9", ""};
-
-static const struct pc_key_params params[4] = {
-    {"default", "predcache:", default_fields, 4, "file_path"},
-    {"ns", "", dup_fields, 5, "p"},
-    {"default", "pc:", one_field, 1, ""},
-    {"", NULL, odd_fields, 4, "instances"},
-};
 
 #define ROUTE "/v1/models/m:predict"
 
@@ -72,18 +61,27 @@ static void check_canonical(const char *body, size_t len)
     pc_buf_release(&b2);
 }
 
-static void check_instance(const struct pc_key_params *p, const char *body, size_t len)
+static void check_instances(const struct pc_key_params *p, const char *body, size_t len)
 {
-    char k1[PC_KEY_MAX], k2[PC_KEY_MAX], e1[128], e2[128];
-    int rc1 =
-        pc_cachekey_instance(p, ROUTE, "\"serving_default\"", 17, body, len, k1, e1, sizeof e1);
-    int rc2 =
-        pc_ref_cachekey_instance(p, ROUTE, "\"serving_default\"", 17, body, len, k2, e2, sizeof e2);
+    static const char head[] = "predcache-key-v2\nbackend b\nmethod POST\npath /p\nquery \n"
+                               "media json\nscope \nvary \nnamespace n\n";
+    struct pc_span *s1 = NULL, *s2 = NULL, g1, g2;
+    char(*k1)[PC_KEY_MAX] = NULL, (*k2)[PC_KEY_MAX] = NULL;
+    size_t n1 = 0, n2 = 0;
+    int rc1 = pc_cachekey_instances(p, head, sizeof head - 1, body, len, &s1, &n1, &g1, &k1);
+    int rc2 = pc_ref_cachekey_instances(p, head, sizeof head - 1, body, len, &s2, &n2, &g2, &k2);
     if (rc1 != rc2)
-        fprintf(stderr, "instance: new rc=%d ref rc=%d\n", rc1, rc2);
+        fprintf(stderr, "instances: new rc=%d ref rc=%d\n", rc1, rc2);
     FUZZ_CHECK(rc1 == rc2);
-    if (rc1 == 0)
-        FUZZ_CHECK(strcmp(k1, k2) == 0);
+    if (rc1 != 0)
+        return;
+    FUZZ_CHECK(n1 == n2 && g1.off == g2.off && g1.len == g2.len);
+    for (size_t i = 0; i < n1; i++)
+        FUZZ_CHECK(s1[i].off == s2[i].off && s1[i].len == s2[i].len && !strcmp(k1[i], k2[i]));
+    free(s1);
+    free(s2);
+    free(k1);
+    free(k2);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -91,12 +89,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     int json = data[0] & 1;
-    const struct pc_key_params *p = &params[(data[0] >> 1) & 3];
+    const struct pc_key_params *p = &pc_ref_params[(data[0] >> 1) % pc_ref_n_params];
     size_t len = size - 1;
     char *body = fuzz_dup(data + 1, len);
     check_derive(p, body, len, json);
     check_canonical(body, len);
-    check_instance(p, body, len);
+    check_instances(p, body, len);
     free(body);
     return 0;
 }

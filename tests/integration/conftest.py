@@ -171,7 +171,7 @@ def expected_key(path, input_material, namespace="default", prefix="predcache:",
             try:
                 json.loads(input_material.decode("utf-8"))
                 form = "tfs" if TFS_PATH.match(route) else "json"
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 form = "raw"
     head = b"predcache-key-v2\n"
     for label, value in (("backend", backend), ("method", method), ("path", route),

@@ -1,56 +1,75 @@
 """The integrity oracle: is each answer the model's answer to that exact request?
 
 One checker for the whole test tree (integrity, soak, faults, workers, coalescing, bench,
-demo runs). A cache that answers fast but with another request's prediction is worse than
-no cache; the only way to see it is to check every answer against the request it answers,
-in the runs that cross the boundaries where caches break (TTL expiry, grace, the
-in-process tier's TTL and eviction, key memo eviction, purges, invalidations, several
-workers, several processes, Redis restarts, per-instance batches).
+demo runs, the key, credential and directive tables). A cache that answers fast but with
+another request's prediction is worse than no cache; the only way to see it is to check
+every answer against the request it answers, in the runs that cross the boundaries where
+caches break (TTL expiry, grace, the in-process tier's TTL and eviction, key memo
+eviction, purges, invalidations, several workers, several processes, Redis restarts,
+per-instance batches).
 
-The test model server (tests/fixtures/model_server.py) makes that checkable: every 200
-predict answer carries the predictions of its input (one short hash per instance) and a
-digest of exactly what the server received ("received": method, path, query,
-body_sha256, doc_sha256, auth_sha256). A cache replays stored bytes, so a replayed answer
-still names the request the model answered.
+The test model server (tests/fixtures/model_server.py) makes that checkable: it reads
+each request the way the real server of its route does (read_request(): TF Serving reads
+only signature_name and instances/inputs, KServe v2 everything but "id", /predict the
+whole document but "request_id", or raw bytes with their media type), and every 200
+predict answer carries the predictions of that reading (one short hash per instance, with
+the signature and other members folded in) and a digest of exactly what the server
+received and read ("received": method, path, query, body_sha256, doc_sha256,
+view_sha256, auth_sha256, and vary_on/vary_sha256 when the model varies by headers). A
+cache replays stored bytes, so a replayed answer still names the request the model
+answered.
 
     from oracle import Oracle, run_load, expected_predictions
 
     oracle = Oracle("l1 boundary")
     err = oracle.check("POST", "/v1/models/m:predict", body, headers, r.status,
-                       r.content, r.headers.get("X-Cache"))
+                       r.content, r.headers.get("X-Cache"), r.headers)
     ...
     oracle.assert_clean()          # prints the report; fails when wrong > 0 or nothing checked
 
 What counts as WRONG (check() returns the reason, counts it in .wrong, keeps the first
 SAMPLES reasons in .samples):
 
-- a 200 answer to a predict request (POST to /v1/models/...:predict|classify|regress,
-  /v1/models/.../labels/...:..., /predict, /v2/models/.../infer) that
-    * is not JSON, or is not an object, or has no "predictions" list;
-    * has predictions other than expected_predictions(body sent), i.e. what the model
-      gives for this body, compared per instance (so it still holds for a batch that
-      predcache merged from per-instance cache entries);
+- a 200 answer to a predict request (POST or PUT to /v1/models/...:predict|classify|
+  regress, /v1/models/.../labels/...:..., /predict, /v2/models/.../infer) that
+    * is not JSON (KServe: nor a JSON header followed by binary outputs), or is not an
+      object, or has no "predictions" list;
+    * has predictions other than the model's for this request (expected_predictions()
+      with its path, headers, the vary_on values the answer names, and the salt),
+      compared per instance (so it still holds for a batch that predcache merged from
+      per-instance cache entries);
     * names another model than the request's path ("model");
     * has no "received" member (the answer did not come from the model server);
     * received another method, path (without query) or query than the request had:
       the key holds the route and the query, so another route's answer is wrong even
       when its predictions are equal (two models given the same input);
-    * received a body that is neither the same bytes (body_sha256) nor the same
-      document (doc_sha256, canonical JSON: whitespace and key order do not change the
-      meaning), unless
-        - the body differs only in top-level fields named in ignore_fields (noise
-          fields the key leaves out by design, e.g. "request_id"): the oracle remembers
-          the documents it was asked about and accepts an answer received for one that
-          equals this one without those fields; or
+    * with check_auth (the default): was computed under other credentials
+      (auth_sha256 of Authorization, Cookie and X-Api-Key differs from the request's): a
+      shared cache must not hand one client's answer to another credential scope;
+    * was computed for other values of the headers the model varies by (vary_on);
+    * KServe v2, with check_id (the default): carries another "id" than the request's,
+      or any "id" when the request sent none (predcache rewrites it on a hit); or
+      "outputs" (and binary outputs) that are not the ones of the reading it names, or a
+      binary answer to a request that asked for JSON, or the reverse; or an
+      Inference-Header-Content-Length (response_headers given) that is not the length
+      of its JSON header;
+    * was read from another request: the model's reading of the request (view_sha256)
+      differs from the one the answer names, unless
+        - ignore_fields (a list: noise fields the key leaves out by design, e.g.
+          "request_id" on a route whose model would read it): the body differs only in
+          those top-level fields: the oracle remembers the documents it was asked about
+          and accepts an answer received for one that equals this one without those
+          fields; ignore_fields as a dict {path glob: [names]} is the same map given to
+          the model server's /_control "ignore_fields": the model ignores them too, and
+          the oracle reads requests as the model does; or
         - the request is a TF Serving batch ({"instances": [...]} on :predict or
           /predict) and every prediction matched: with per_instance on, predcache merges
           such answers from per-instance entries (the text around the array comes from
           another request's answer, and the model only saw the missing instances), so
           the per-instance predictions are all that can be asked of it. Counted in
           .merged. Construct with per_instance=False to refuse this (per-body keys).
-    * with check_auth (the default): was computed under other credentials
-      (auth_sha256 of Authorization + "\\n" + Cookie differs from the request's): a
-      shared cache must not hand one client's answer to another credential scope.
+      (An answer without view_sha256, from another model server, is judged on the body:
+      the same bytes (body_sha256) or the same document (doc_sha256).)
 - a 200 answer to a GET passed through to the model server's echo route
   ({"path", "query"}) that names another path or query.
 
@@ -62,10 +81,11 @@ NOT wrong, counted apart:
   predict request whose body the model would have refused (that one IS wrong: the
   model answers 400, so a 200 with predictions cannot be its answer).
 
-Known limits: equal-by-value inputs that the key folds (1, 1.0 and 1e0 share a key by
-design) get different predictions from the test model, so the oracle calls such answers
-wrong: runs must draw inputs that are not numerically equal. With version_refresh_s on,
-two labels resolving to one version share entries by design: pass check_path=False there.
+Numbers: the model reads numbers by value (1, 1.0 and 1e0 are one number, as the key
+reads them), so equal-by-value inputs get equal predictions. With version_refresh_s on,
+two labels resolving to one version share entries by design: pass check_path=False
+there. With [cache] credentials = shared, pass check_auth=False. Against a model server
+given a salt (/_control), pass the same salt.
 
 Thread-safe: one lock guards the counters; check() may be called from any thread.
 """
@@ -85,18 +105,27 @@ if _FIXTURES not in sys.path:
 
 import model_server  # noqa: E402  (tests/fixtures/model_server.py: the model's own rules)
 from model_server import (  # noqa: E402,F401  (re-exported for tests)
+    MISSING,
+    Refused,
     auth_digest,
     canonical,
     doc_digest,
     expected_predictions,
+    header_value,
     predictions_for,
+    predictions_of,
+    read_request,
     sha256_hex,
     short_hash,
+    vary_digest,
+    vary_values,
+    view_digest,
 )
 
 __all__ = ["Oracle", "Result", "run_load", "predict_request", "expected_predictions",
            "predictions_for", "short_hash", "canonical", "auth_digest", "doc_digest",
-           "sha256_hex", "split_target", "is_predict_route", "is_batch_route", "model_of"]
+           "sha256_hex", "split_target", "is_predict_route", "is_batch_route", "model_of",
+           "read_request", "predictions_of", "view_digest", "answer_document"]
 
 SAMPLES = 10
 REMEMBER_MAX = 1_000_000  # documents remembered for ignore_fields (digest -> digest)
@@ -109,10 +138,7 @@ def split_target(target):
 
 
 def is_predict_route(method, path):
-    if method != "POST":
-        return False
-    return bool(model_server.TF_ROUTE.match(path) or model_server.V2_ROUTE.match(path)
-                or model_server.LABEL_ROUTE.match(path) or path == "/predict")
+    return model_server.predict_route(method, path) is not None
 
 
 def model_of(path):
@@ -140,16 +166,40 @@ def _short(data, n=80):
     return text + ("..." if len(data) > n else "")
 
 
+def answer_document(answer, response_headers=None):
+    """(document, binary tail or None) of a predict answer (bytes): a JSON document, or a
+    KServe binary answer (a JSON header, then binary outputs); raises ValueError when it
+    is neither."""
+    try:
+        return json.loads(answer), None
+    except (ValueError, UnicodeDecodeError):
+        pass
+    length = header_value(response_headers, "Inference-Header-Content-Length")
+    for n in ([length] if length is not None else []) + [None]:
+        try:
+            return model_server.split_binary(answer, n)
+        except (ValueError, UnicodeDecodeError, TypeError) as e:
+            err = e  # a wrong length is judged later: read the JSON where it ends
+    raise ValueError("neither JSON nor a JSON header with binary data: %s" % err)
+
+
 class Oracle:
     """Checks answers against their requests; see the module docstring for the rules."""
 
     def __init__(self, name="", ignore_fields=(), check_auth=True, per_instance=True,
-                 check_path=True):
+                 check_path=True, salt=None, check_id=True):
         self.name = name
-        self.ignore_fields = frozenset(ignore_fields or ())
+        if isinstance(ignore_fields, dict):
+            self.ignore_map = {k: tuple(v) for k, v in ignore_fields.items()}
+            self.ignore_fields = frozenset()
+        else:
+            self.ignore_map = None
+            self.ignore_fields = frozenset(ignore_fields or ())
         self.check_auth = check_auth
         self.per_instance = per_instance
         self.check_path = check_path
+        self.check_id = check_id
+        self.salt = salt
         self._lock = threading.Lock()
         self.total = 0          # every check() and fail()
         self.checked = 0        # 200 answers judged (right or wrong)
@@ -171,7 +221,7 @@ class Oracle:
             doc = {k: v for k, v in doc.items() if k not in self.ignore_fields}
         return sha256_hex(canonical(doc))
 
-    def _judge(self, method, target, body, headers, answer):
+    def _judge(self, method, target, body, headers, answer, response_headers=None):
         """(verdict, reason): verdict 'right' | 'wrong' | 'merged' | 'unchecked'."""
         path, query = split_target(target)
         if method in ("GET", "HEAD") and not is_predict_route(method, path):
@@ -188,15 +238,24 @@ class Oracle:
         if not is_predict_route(method, path):
             return "unchecked", None
 
-        expected = expected_predictions(body)
         try:
-            doc = json.loads(answer)
-        except (ValueError, UnicodeDecodeError) as e:
+            reading = read_request(method, path, body, headers, self.ignore_map)
+        except Refused:
+            reading = None
+        try:
+            doc, tail = answer_document(answer, response_headers)
+        except ValueError as e:
             return "wrong", "answer is not JSON (%s): %r" % (e, _short(answer))
         if not isinstance(doc, dict) or not isinstance(doc.get("predictions"), list):
             return "wrong", "answer has no predictions list: %r" % _short(answer)
-        if expected is None:
+        if reading is None:
             return "wrong", "200 with predictions for a body the model refuses (400)"
+        rec = doc.get("received")
+        vary_names = []
+        if isinstance(rec, dict) and isinstance(rec.get("vary_on"), str) and rec["vary_on"]:
+            vary_names = rec["vary_on"].split(",")
+        vary = vary_values(headers, vary_names)
+        expected = predictions_of(reading, vary, self.salt)
         got = doc["predictions"]
         if got != expected:
             if len(got) != len(expected):
@@ -208,7 +267,6 @@ class Oracle:
         if doc.get("model") != model_name:
             return "wrong", "answer names model %r, request was for %r" % (doc.get("model"),
                                                                          model_name)
-        rec = doc.get("received")
         if not isinstance(rec, dict):
             return "wrong", "answer has no 'received' digest (not from the model server)"
         if rec.get("method") != method:
@@ -220,12 +278,25 @@ class Oracle:
         if self.check_auth and rec.get("auth_sha256") != auth_digest(headers):
             return "wrong", "answer computed under other credentials (auth_sha256 %s, " \
                 "request's %s)" % (rec.get("auth_sha256"), auth_digest(headers))
+        if vary_names and rec.get("vary_sha256") != vary_digest(vary):
+            return "wrong", "answer computed for other values of %s than the request's %r" % (
+                rec["vary_on"], vary)
+        if reading.family == "v2":
+            why = self._judge_v2(reading, doc, tail, rec, response_headers, answer)
+            if why is not None:
+                return "wrong", why
+        elif tail is not None:
+            return "wrong", "a JSON header with binary data answers a %s request" % reading.family
 
-        if rec.get("body_sha256") == sha256_hex(body):
-            return "right", None
+        if "view_sha256" in rec:
+            if rec["view_sha256"] == view_digest(reading):
+                return "right", None
+        else:  # another model server's answer: judged on the body it received
+            if rec.get("body_sha256") == sha256_hex(body):
+                return "right", None
+            if doc_digest(body) is not None and rec.get("doc_sha256") == doc_digest(body):
+                return "right", None
         sent_doc = doc_digest(body)
-        if sent_doc is not None and rec.get("doc_sha256") == sent_doc:
-            return "right", None
         if self.ignore_fields and sent_doc is not None:
             with self._lock:
                 theirs = self._reduced.get(rec.get("doc_sha256"))
@@ -239,10 +310,45 @@ class Oracle:
                 sent = None
             if isinstance(sent, dict) and isinstance(sent.get("instances"), list):
                 return "merged", None
-        return "wrong", "model received another body (body_sha256 %s, doc_sha256 %s; sent " \
-            "body_sha256 %s, doc_sha256 %s)" % (
-                str(rec.get("body_sha256"))[:12], str(rec.get("doc_sha256"))[:12],
+        return "wrong", "model received another body (view_sha256 %s, body_sha256 %s, " \
+            "doc_sha256 %s; sent view_sha256 %s, body_sha256 %s, doc_sha256 %s)" % (
+                str(rec.get("view_sha256"))[:12], str(rec.get("body_sha256"))[:12],
+                str(rec.get("doc_sha256"))[:12], view_digest(reading)[:12],
                 sha256_hex(body)[:12], str(sent_doc)[:12])
+
+    def _judge_v2(self, reading, doc, tail, rec, response_headers, answer):
+        """The KServe v2 parts of an answer: id, outputs, binary framing. None when right."""
+        if self.check_id:
+            if reading.id is MISSING:
+                if "id" in doc:
+                    return "answer carries id %r, the request sent none" % (doc["id"],)
+            elif doc.get("id", MISSING) is MISSING:
+                return "answer carries no id, the request's was %r" % (reading.id,)
+            elif doc["id"] != reading.id:
+                return "answer's id %r, the request's %r" % (doc["id"], reading.id)
+        if "outputs" not in doc:
+            return None  # an answer of another model server
+        if not isinstance(rec.get("view_sha256"), str):
+            return "outputs without a view_sha256 in received"
+        members, data = model_server.outputs_of(reading, rec["view_sha256"])
+        if doc["outputs"] != members:
+            return "outputs %r are not the ones of the reading the answer names (%r)" % (
+                doc["outputs"], members)
+        if reading.binary_answer:
+            if tail is None:
+                return "a JSON answer to a request that asked for binary outputs"
+            if tail != data:
+                return "binary outputs (%d bytes) are not the answer's own" % len(tail)
+            length = header_value(response_headers, "Inference-Header-Content-Length")
+            if response_headers is not None and length is None:
+                return "binary answer without Inference-Header-Content-Length"
+            if length is not None and (not length.strip().isdigit()
+                                       or int(length) != len(answer) - len(tail)):
+                return "Inference-Header-Content-Length %r, the JSON header is %d bytes" % (
+                    length, len(answer) - len(tail))
+        elif tail is not None:
+            return "binary data answers a request that asked for JSON"
+        return None
 
     def note_sent(self, body):
         """Remembers a body about to be sent (only needed with ignore_fields: an answer
@@ -263,19 +369,22 @@ class Oracle:
             if len(self._reduced) < REMEMBER_MAX:
                 self._reduced[full] = reduced
 
-    def check(self, method, path, body, headers, status, answer, x_cache=None):
+    def check(self, method, path, body, headers, status, answer, x_cache=None,
+              response_headers=None):
         """Judges one answer: None when right (or not judged), else the reason it is wrong.
 
         method, path (with any query), body (bytes or str), headers (dict: the request's),
         status (int), answer (bytes or str: the response body), x_cache (the response's
-        X-Cache, or None)."""
+        X-Cache, or None), response_headers (the response's, optional: KServe binary
+        framing is checked against them)."""
         body = _as_bytes(body)
         answer = _as_bytes(answer)
         method = method.upper()
         self.note_sent(body)
         verdict, reason = ("unchecked", None)
         if status == 200:
-            verdict, reason = self._judge(method, path, body, headers, answer)
+            verdict, reason = self._judge(method, path, body, headers, answer,
+                                          response_headers)
         cache = x_cache or "-"
         with self._lock:
             self.total += 1
@@ -365,7 +474,7 @@ class _Conn:
             raise
         if resp.will_close:
             self.close()
-        return resp.status, resp.getheader("X-Cache"), resp.getheader("X-Cache-Key"), data
+        return resp.status, dict(resp.getheaders()), data
 
     def close(self):
         if self.conn is not None:
@@ -420,13 +529,14 @@ def run_load(url_base, requests, concurrency, oracle, max_requests=None, duratio
                 oracle.note_sent(body)
                 t0 = time.monotonic()
                 try:
-                    status, xc, xk, data = conn.request(method, path, body, headers)
+                    status, rh, data = conn.request(method, path, body, headers)
+                    xc, xk = header_value(rh, "X-Cache"), header_value(rh, "X-Cache-Key")
                 except Exception as e:  # noqa: BLE001 (recorded, judged by the caller)
                     oracle.fail("%s: %s" % (type(e).__name__, e))
                     res = Result(i, method, path, None, None, None, None, repr(e), t0,
                                  time.monotonic())
                 else:
-                    reason = oracle.check(method, path, body, headers, status, data, xc)
+                    reason = oracle.check(method, path, body, headers, status, data, xc, rh)
                     res = Result(i, method, path, status, xc, xk, reason, None, t0,
                                  time.monotonic())
                 mine.append(res)

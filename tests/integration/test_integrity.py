@@ -46,6 +46,9 @@ import model_server
 
 PREDICT = "/v1/models/m:predict"
 JSON = {"Content-Type": "application/json"}
+CLASSIFY = "/v1/models/m:classify"
+CLASSIFY_X1 = json.dumps({"examples": ["a"], "context": {"x": 1}}).encode()
+CLASSIFY_X2 = json.dumps({"examples": ["a"], "context": {"x": 2}}).encode()
 
 
 def phase_summary(name, results):
@@ -108,10 +111,14 @@ def test_oracle_tells_right_from_wrong():
         (PREDICT, a, auth, _answer("POST", PREDICT, a, {"Authorization": "Bearer y"}),
          "credentials"),
         (PREDICT, a, auth, _answer("POST", PREDICT, a), "credentials"),
-        # same predictions, another body, not a batch route: another request's answer
-        ("/v1/models/m:classify", json.dumps({"instances": ["a"], "x": 1}).encode(), JSON,
-         _answer("POST", "/v1/models/m:classify", json.dumps({"instances": ["a"], "x": 2})
-                 .encode()), "another body"),
+        # same predictions, another body, not a batch route: another request's answer.
+        # v2 change: :classify reads only signature_name, context and examples (as the
+        # model server and the v2 key do), so the bodies differ in a member it reads; the
+        # answer carries the sent body's own predictions and the other body's digest.
+        (CLASSIFY, CLASSIFY_X1, JSON,
+         _answer("POST", CLASSIFY, CLASSIFY_X2,
+                 predictions=expected_predictions(CLASSIFY_X1, path=CLASSIFY, headers=JSON)),
+         "another body"),
         (PREDICT, a, JSON, json.dumps({"predictions": expected_predictions(a), "model": "m"}),
          "received"),
         (PREDICT, a, JSON, b"not json", "not JSON"),

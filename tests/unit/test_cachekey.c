@@ -1,4 +1,9 @@
-/* Unit tests of cachekey: fixed vectors pin the v1 format; the rest pin the equivalences. */
+/*
+ * Unit tests of cachekey (key format v2). Fixed vectors pin the format: next to each is its
+ * material, hashed when the vector was written without cachekey (printf '%s' MATERIAL |
+ * sha256sum, with HEAD below spelled out). The rest pin what a key reads and what it leaves
+ * out, family by family, the head, and the canonical form of values.
+ */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -9,19 +14,88 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
+#include "predcache/batch.h"
 #include "predcache/cachekey.h"
 
-static const char *const default_fields[] = {"instances", "inputs", "image_data", "img_base64"};
+static const char *const json_noise[] = {"request_id"};
+static const char *const kserve_noise[] = {"id"};
+static const char *const alias_fields[] = {"instances", "inputs"};
 
+/* TF Serving :predict: what a route whose path names that API reads (proxy.c key_family). */
 static const struct pc_key_params default_params = {
     .namespace_ = "default",
     .prefix = "pc:",
-    .input_fields = default_fields,
-    .n_input_fields = 4,
     .path_field = "file_path",
+    .family = PC_FAMILY_TFS_PREDICT,
+};
+
+static const struct pc_key_params examples_params = {
+    .namespace_ = "default",
+    .prefix = "pc:",
+    .path_field = "file_path",
+    .family = PC_FAMILY_TFS_EXAMPLES,
+};
+
+static const struct pc_key_params kserve_params = {
+    .namespace_ = "default",
+    .prefix = "pc:",
+    .path_field = "file_path",
+    .family = PC_FAMILY_KSERVE,
+    .ignore_fields = kserve_noise,
+    .n_ignore_fields = 1,
+};
+
+static const struct pc_key_params json_params = {
+    .namespace_ = "default",
+    .prefix = "pc:",
+    .path_field = "file_path",
+    .family = PC_FAMILY_JSON,
+    .ignore_fields = json_noise,
+    .n_ignore_fields = 1,
+};
+
+/* The unsafe alias of v1: only the input fields are read when one is present. */
+static const struct pc_key_params alias_params = {
+    .namespace_ = "default",
+    .prefix = "pc:",
+    .input_fields = alias_fields,
+    .n_input_fields = 2,
+    .path_field = "file_path",
+    .family = PC_FAMILY_TFS_PREDICT,
 };
 
 #define ROUTE "/v1/models/m:predict"
+
+/* The head of the vectors: pc_cachekey_head(&vector_head) (test_head_form pins it). */
+#define HEAD                                                                                       \
+    "predcache-key-v2\nbackend tfs-a\nmethod POST\npath /v1/models/m:predict\nquery \n"            \
+    "media json\nscope \nvary \nnamespace default\n"
+
+static const struct pc_key_head vector_head = {
+    .backend = "tfs-a",
+    .method = "POST",
+    .path = ROUTE,
+    .query = "",
+    .media = "json",
+    .scope = "",
+    .ns = "default",
+};
+
+/* pc_cachekey_body with HEAD; asserts success and returns the kind. */
+static enum pc_key_kind body_key(const struct pc_key_params *p, const char *body, size_t len,
+                                 int is_json, char out[PC_KEY_MAX])
+{
+    enum pc_key_kind kind = (enum pc_key_kind) - 1;
+    char err[256] = "";
+    int rc =
+        pc_cachekey_body(p, HEAD, strlen(HEAD), body, len, is_json, out, &kind, err, sizeof err);
+    if (rc != 0)
+        print_error("body key failed: %s\n", err);
+    assert_int_equal(rc, 0);
+    return kind;
+}
 
 /* Derives with params p and asserts success; returns the kind. */
 static enum pc_key_kind derive_p(const struct pc_key_params *p, const char *route, const char *body,
@@ -41,20 +115,39 @@ static enum pc_key_kind derive(const char *body, char out[PC_KEY_MAX])
     return derive_p(&default_params, ROUTE, body, 1, out);
 }
 
-static void assert_same_key(const char *a, const char *b)
+static void assert_same_key_p(const struct pc_key_params *p, const char *a, const char *b)
 {
     char ka[PC_KEY_MAX], kb[PC_KEY_MAX];
-    derive(a, ka);
-    derive(b, kb);
+    derive_p(p, ROUTE, a, 1, ka);
+    derive_p(p, ROUTE, b, 1, kb);
     assert_string_equal(ka, kb);
+}
+
+static void assert_other_key_p(const struct pc_key_params *p, const char *a, const char *b)
+{
+    char ka[PC_KEY_MAX], kb[PC_KEY_MAX];
+    derive_p(p, ROUTE, a, 1, ka);
+    derive_p(p, ROUTE, b, 1, kb);
+    assert_string_not_equal(ka, kb);
+}
+
+static void assert_same_key(const char *a, const char *b)
+{
+    assert_same_key_p(&default_params, a, b);
 }
 
 static void assert_other_key(const char *a, const char *b)
 {
-    char ka[PC_KEY_MAX], kb[PC_KEY_MAX];
-    derive(a, ka);
-    derive(b, kb);
-    assert_string_not_equal(ka, kb);
+    assert_other_key_p(&default_params, a, b);
+}
+
+/* The key of body (declared JSON or not) under HEAD is want, of kind want_kind. */
+static void assert_vector(const struct pc_key_params *p, const char *body, int is_json,
+                          enum pc_key_kind want_kind, const char *want)
+{
+    char k[PC_KEY_MAX];
+    assert_int_equal(body_key(p, body, strlen(body), is_json, k), want_kind);
+    assert_string_equal(k, want);
 }
 
 /* Asserts the canonical form of json[0..len): the text is read by length, not to a NUL. */
@@ -66,6 +159,15 @@ static void assert_canonical_len(const char *json, size_t len, const char *want)
     assert_non_null(b.data);
     assert_string_equal(b.data, want);
     assert_int_equal(b.len, strlen(want));
+    pc_buf_release(&b);
+}
+
+static void assert_no_canonical(const char *json)
+{
+    struct pc_buf b;
+    pc_buf_init(&b);
+    assert_int_equal(pc_cachekey_canonical(json, strlen(json), &b), -1);
+    assert_int_equal(b.len, 0);
     pc_buf_release(&b);
 }
 
@@ -85,50 +187,338 @@ static void assert_not_canonical(const char *json)
     pc_buf_release(&b);
 }
 
-/* Vectors: printf 'default\n/v1/models/m:predict\n<input>' | sha256sum */
+/* "pc:" "v2:{" hex(SHA-256(material)) "}", hashed here rather than by cachekey. */
+static void sha_key(const char *material, size_t len, char out[PC_KEY_MAX])
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    assert_int_equal(EVP_Digest(material, len, md, &n, EVP_sha256(), NULL), 1);
+    assert_int_equal(n, 32);
+    int w = snprintf(out, PC_KEY_MAX, "pc:v2:{");
+    for (unsigned int i = 0; i < n; i++)
+        w += snprintf(out + w, (size_t)(PC_KEY_MAX - w), "%02x", md[i]);
+    snprintf(out + w, (size_t)(PC_KEY_MAX - w), "}");
+}
+
+/* ---- vectors: one per form and family ----------------------------------------------- */
+
+static void test_vector_tfs_predict(void **state)
+{
+    (void)state;
+    /* HEAD "tfs\n{\"instances\":[15e-1,1e2,0],\"signature_name\":\"serving_default\"}" */
+    assert_vector(&default_params,
+                  "{\"request_id\":\"r-1\",\"signature_name\":\"serving_default\","
+                  "\"instances\":[1.50,100,-0.0]}",
+                  1, PC_KEY_BODY,
+                  "pc:v2:{7975d80cbdb90e346c39357e78ac78c802f1ceda19e9dbf5dea5d5ad8d0230a6}");
+    /* HEAD "tfs\n{\"instances\":[2e1]}": the name decoded */
+    assert_vector(&default_params, "{\"instan\\u0063es\":[20]}", 1, PC_KEY_BODY,
+                  "pc:v2:{021b2c5666de1a7f6f9fcfbc92e5838988c7dcfd9033881f830b2fccb2071209}");
+    assert_vector(&default_params, "{\"instances\":[20]}", 1, PC_KEY_BODY,
+                  "pc:v2:{021b2c5666de1a7f6f9fcfbc92e5838988c7dcfd9033881f830b2fccb2071209}");
+    /* HEAD "json\n{\"q\":[1],\"signature_name\":\"s\"}": no input TF Serving reads, so
+     * whatever serves the path reads the whole body */
+    assert_vector(&default_params, "{\"signature_name\":\"s\",\"q\":[1.0]}", 1, PC_KEY_BODY,
+                  "pc:v2:{e73ac4d7c6b03a7fe748cb743843e1df4bab1959a10e51ab85331ea05b76a063}");
+    /* HEAD "raw\n[1,2]": TF Serving reads objects only */
+    assert_vector(&default_params, "[1,2]", 1, PC_KEY_RAW,
+                  "pc:v2:{86d1b56072465828f73862cf5399b182d899c0f99dcf3da000afcdb030010d9a}");
+}
+
+static void test_vector_tfs_examples(void **state)
+{
+    (void)state;
+    /* HEAD "tfs\n{\"context\":{\"k\":[2]},\"examples\":[{\"b\":\"q\",\"x\":1}],"
+     *      "\"signature_name\":\"s\"}" */
+    assert_vector(&examples_params,
+                  "{\"examples\":[{\"x\":1.0,\"b\":\"q\"}],\"context\":{\"k\":[2]},"
+                  "\"signature_name\":\"s\",\"extra\":1}",
+                  1, PC_KEY_BODY,
+                  "pc:v2:{23b979dec3a1b9bf9700b1f870b884222c739386c1a7b844d61333ed52ee038f}");
+    /* HEAD "json\n{\"instances\":[1]}": no examples, read whole */
+    assert_vector(&examples_params, "{\"instances\":[1]}", 1, PC_KEY_BODY,
+                  "pc:v2:{00b056e198d2f466ea5be90741401ea7368ecca08cfce3fa77b77868daa5d916}");
+}
+
+static void test_vector_kserve(void **state)
+{
+    (void)state;
+    /* HEAD "json\n{\"inputs\":[{\"data\":[1,25e-1],\"datatype\":\"FP32\",\"name\":\"x\","
+     *      "\"shape\":[2]}],\"parameters\":{\"b\":true}}" */
+    assert_vector(&kserve_params,
+                  "{\"id\":\"42\",\"inputs\":[{\"name\":\"x\",\"shape\":[2],\"datatype\":\"FP32\","
+                  "\"data\":[1.0,2.5]}],\"parameters\":{\"b\":true}}",
+                  1, PC_KEY_BODY,
+                  "pc:v2:{4ec1e1ca372911c393697c45bd112b446f7b818c5bf12865608b575c8bf287bd}");
+}
+
+static void test_vector_json(void **state)
+{
+    (void)state;
+    /* HEAD "json\n{\"k\":1e1,\"text\":\"hi\"}" */
+    assert_vector(&json_params, "{\"request_id\":7,\"text\":\"hi\",\"k\":10}", 1, PC_KEY_BODY,
+                  "pc:v2:{3e730017ba22ded62490db3a829243afa67f14b116373f83e99264a18375fd9f}");
+    /* HEAD "json\n[1,2]": plain JSON reads any JSON value */
+    assert_vector(&json_params, "[1, 2.0]", 1, PC_KEY_BODY,
+                  "pc:v2:{843b7f1c6c3ff67b481b6999f8dcd1c9c16dbd83b27358e470497507cef5f061}");
+    /* HEAD "json\n{\"file_path\":\"in/X.jpg\",\"k\":1}": a path field among others */
+    assert_vector(&json_params, "{\"file_path\":\"in/X.jpg\",\"k\":1}", 1, PC_KEY_BODY,
+                  "pc:v2:{3e37a26142fd8c4e0655b2ee2d83eaab241872542ffa99e933e63cae17fd3897}");
+}
+
+static void test_vector_path_and_raw(void **state)
+{
+    (void)state;
+    /* HEAD "path\nin/X.jpg" */
+    assert_vector(&json_params, "{\"file_path\":\"in\\/X.jpg\",\"request_id\":1}", 1, PC_KEY_PATH,
+                  "pc:v2:{9a97210c209fc977d1f72711f6a2f9208f8894dacad54aece8d6cc6e53886e7c}");
+    /* HEAD "raw\npath:in/X.jpg" */
+    assert_vector(&json_params, "path:in/X.jpg", 0, PC_KEY_RAW,
+                  "pc:v2:{5663566bedf82763e59dbc83c3c9f468071d1caaa9778c7ce8ec60d404fe6f45}");
+    /* HEAD "raw\n" */
+    assert_vector(&json_params, "", 0, PC_KEY_RAW,
+                  "pc:v2:{28482bf88b7b3d2143204e87c344a918ac1f3c5f10f6d47ae41d46f497d4bb5c}");
+}
+
 static void test_vector_fields(void **state)
 {
     (void)state;
-    char k[PC_KEY_MAX];
-    /* input {"instances":[1,2]} */
-    assert_int_equal(derive("{\"request_id\": \"r-1\", \"instances\": [1, 2]}", k), PC_KEY_FIELDS);
-    assert_string_equal(k,
-                        "pc:v1:379b2ff898736886cfb706b1d6c71cca3230ee9992f6b506e59536566e626368");
+    /* HEAD "fields\n{\"instances\":[1]}" */
+    assert_vector(&alias_params, "{\"instances\":[1],\"signature_name\":\"s\"}", 1, PC_KEY_FIELDS,
+                  "pc:v2:{61ee359da51f3c716f7d736138c952edf29049f7f11723f8a046d80bf3211823}");
 }
 
-static void test_vector_numbers(void **state)
+/* pc_cachekey_derive: a head of the route (as path) and the namespace only. */
+static void test_vector_derive(void **state)
 {
     (void)state;
     char k[PC_KEY_MAX];
-    /* input {"instances":[15e-1,1e2,0]} */
-    assert_int_equal(derive("{\"instances\": [1.50, 100, -0.0], \"request_id\": \"r-2\"}", k),
-                     PC_KEY_FIELDS);
+    /* "predcache-key-v2\nbackend \nmethod \npath /r\nquery \nmedia \nscope \nvary \n"
+     * "namespace default\n" "json\n{\"k\":1}" */
+    assert_int_equal(derive_p(&json_params, "/r", "{\"k\" : 1.0}", 1, k), PC_KEY_BODY);
     assert_string_equal(k,
-                        "pc:v1:b51d6fb2685026205e2b24b8416c45426dc7e1c8dda255f4ea6f76bc8215ae4d");
+                        "pc:v2:{1daae4517383fcc676a2a833890f27d06a996cf695f672f290254000d528328e}");
 }
 
-static void test_vector_path(void **state)
+/* A head with Vary headers: encoded by pc_cachekey_vary_add, in the order added. */
+static void test_vector_vary(void **state)
 {
     (void)state;
+    struct pc_buf v, head;
+    pc_buf_init(&v);
+    pc_buf_init(&head);
+    assert_int_equal(pc_cachekey_vary_add(&v, "Accept-Language", "en-GB"), 0);
+    assert_int_equal(pc_cachekey_vary_add(&v, "X-Tenant", NULL), 0);
+    assert_string_equal(v.data, "accept-language 5:en-GB;x-tenant -;");
+    struct pc_key_head h = vector_head;
+    h.vary = v.data;
+    h.vary_len = v.len;
+    assert_int_equal(pc_cachekey_head(&h, &head), 0);
     char k[PC_KEY_MAX];
-    /* input path:/data/a.jpg */
-    assert_int_equal(derive("{\"file_path\":\"/data/a.jpg\"}", k), PC_KEY_PATH);
+    enum pc_key_kind kind;
+    assert_int_equal(
+        pc_cachekey_body(&json_params, head.data, head.len, "{\"k\":1}", 7, 1, k, &kind, NULL, 0),
+        0);
+    /* "predcache-key-v2\nbackend tfs-a\nmethod POST\npath /v1/models/m:predict\nquery \n"
+     * "media json\nscope \nvary accept-language 5:en-GB;x-tenant -;\nnamespace default\n"
+     * "json\n{\"k\":1}" */
     assert_string_equal(k,
-                        "pc:v1:9955502897c6162f9ac73d1c058c95714d7091b73461139cd51cb2b23533b25f");
+                        "pc:v2:{f3333efc317bb434e215f5292540c3300e43284842d9a2577948a2977e746b86}");
+    pc_buf_release(&v);
+    pc_buf_release(&head);
 }
 
-static void test_vector_raw(void **state)
+static void test_vector_instances_and_herd(void **state)
 {
     (void)state;
-    char k[PC_KEY_MAX];
-    /* input hello world */
-    assert_int_equal(derive_p(&default_params, ROUTE, "hello world", 0, k), PC_KEY_RAW);
-    assert_string_equal(k,
-                        "pc:v1:8e197b2771d02fc727fa9e366c470d3100fffd0867dcaa91f65109331352de40");
-    /* empty input, body not declared JSON */
-    assert_int_equal(derive_p(&default_params, ROUTE, "", 0, k), PC_KEY_RAW);
-    assert_string_equal(k,
-                        "pc:v1:37478f67168fc2d141f4a72ba369dc29d45f3dabde64ea46c774d9f1d1d95ff0");
+    const char *body = "{\"signature_name\":\"s\",\"instances\":[{\"b\":1,\"a\":2.0},3]}";
+    struct pc_span *spans = NULL, sig = {0, 0};
+    char(*keys)[PC_KEY_MAX] = NULL;
+    size_t n = 0;
+    assert_int_equal(pc_cachekey_instances(&default_params, HEAD, strlen(HEAD), body, strlen(body),
+                                           &spans, &n, &sig, &keys),
+                     0);
+    assert_int_equal(n, 2);
+    /* HEAD "instance\n{\"signature_name\":\"s\"}\n{\"a\":2,\"b\":1}" */
+    assert_string_equal(keys[0],
+                        "pc:v2:{5b1db018df3ee8eb0527f9207d31355d03c7e07dfd2a001db888d4de427c6dda}");
+    /* HEAD "instance\n{\"signature_name\":\"s\"}\n3" */
+    assert_string_equal(keys[1],
+                        "pc:v2:{329580b7cdbbd6b73e3c623e95c5bd77733f0c1232a4bef36b667794ae724032}");
+    assert_int_equal(spans[0].off, 35);
+    assert_int_equal(spans[0].len, 15);
+    assert_int_equal(spans[1].off, 51);
+    assert_int_equal(spans[1].len, 1);
+    assert_int_equal(sig.off, 18);
+    assert_int_equal(sig.len, 3);
+
+    /* "herd\n" keys[1] "\n" keys[0] "\n" (no head: the keys hold it) */
+    static const size_t pick[] = {1, 0};
+    char herd[PC_KEY_MAX], again[PC_KEY_MAX];
+    assert_int_equal(pc_cachekey_herd("pc:", (const char(*)[PC_KEY_MAX])keys, pick, 2, herd), 0);
+    assert_string_equal(herd,
+                        "pc:v2:{66ff55e5d65226a65f357933ae1e7e6c11c81f6b9a8474c8c9f5a214d2046b3f}");
+    static const size_t order[] = {0, 1};
+    assert_int_equal(pc_cachekey_herd("pc:", (const char(*)[PC_KEY_MAX])keys, order, 2, again), 0);
+    assert_string_not_equal(herd, again); /* the order of the missing instances counts */
+    assert_int_equal(pc_cachekey_herd(NULL, (const char(*)[PC_KEY_MAX])keys, pick, 1, again), 0);
+    assert_memory_equal(again, "v2:{", 4);
+    assert_int_equal(strlen(again), 4 + 64 + 1);
+    free(spans);
+    free(keys);
+
+    /* HEAD "instance\n{}\n3": no signature, an empty context */
+    body = "{\"instances\":[3]}";
+    assert_int_equal(pc_cachekey_instances(&default_params, HEAD, strlen(HEAD), body, strlen(body),
+                                           &spans, &n, &sig, &keys),
+                     0);
+    assert_int_equal(n, 1);
+    assert_int_equal(sig.len, 0);
+    assert_string_equal(keys[0],
+                        "pc:v2:{cc8a63a4fa378b020cbca6cc88798e397e09b7b8681eb14356495e0b5ece4170}");
+    free(spans);
+    free(keys);
+}
+
+/* ---- the head ---------------------------------------------------------------------- */
+
+static void test_head_form(void **state)
+{
+    (void)state;
+    struct pc_buf b;
+    pc_buf_init(&b);
+    assert_int_equal(pc_cachekey_head(&vector_head, &b), 0);
+    assert_string_equal(b.data, HEAD);
+    /* NULL strings are empty lines; vary is taken by length */
+    struct pc_key_head h = {.vary = "x 1:a;IGNORED", .vary_len = 6};
+    b.len = 0;
+    assert_int_equal(pc_cachekey_head(&h, &b), 0);
+    assert_string_equal(b.data, "predcache-key-v2\nbackend \nmethod \npath \nquery \nmedia \n"
+                                "scope \nvary x 1:a;\nnamespace \n");
+    pc_buf_release(&b);
+}
+
+/* A newline in any head string would let two heads share a material: refused. */
+static void test_head_newline_refused(void **state)
+{
+    (void)state;
+    for (int f = 0; f < 7; f++) {
+        struct pc_key_head h = vector_head;
+        const char **field[] = {&h.backend, &h.method, &h.path, &h.query,
+                                &h.media,   &h.scope,  &h.ns};
+        *field[f] = "a\nb";
+        struct pc_buf b;
+        pc_buf_init(&b);
+        assert_int_equal(pc_cachekey_head(&h, &b), -1);
+        pc_buf_release(&b);
+    }
+    char k[PC_KEY_MAX], err[128] = "";
+    assert_int_equal(pc_cachekey_derive(&json_params, "/a\nb", "x", 1, 0, k, NULL, err, sizeof err),
+                     -1);
+    assert_non_null(strstr(err, "newline"));
+    struct pc_key_params p = json_params;
+    p.namespace_ = "ns\n";
+    assert_int_equal(pc_cachekey_derive(&p, ROUTE, "x", 1, 0, k, NULL, NULL, 0), -1);
+    assert_int_equal(pc_cachekey_derive(&json_params, NULL, "x", 1, 0, k, NULL, NULL, 0), -1);
+}
+
+/* Every line of the head changes the key, and a value never passes for another line's. */
+static void test_head_fields_change_key(void **state)
+{
+    (void)state;
+    struct pc_key_head heads[12];
+    for (size_t i = 0; i < 12; i++)
+        heads[i] = vector_head;
+    heads[1].backend = "tfs-b";
+    heads[2].method = "PUT";
+    heads[3].path = "/v1/models/n:predict";
+    heads[4].query = "x=1";
+    heads[5].media = "text/plain";
+    heads[6].scope = "tenant-a";
+    heads[7].ns = "default@2";
+    heads[8].vary = "x 1:a;";
+    heads[8].vary_len = 6;
+    heads[9].backend = "";
+    heads[9].method = "tfs-aPOST"; /* the same bytes, on another line */
+    heads[10].query = "media json";
+    heads[10].media = "";
+    heads[11].vary = "x -;";
+    heads[11].vary_len = 4;
+    char keys[12][PC_KEY_MAX];
+    for (size_t i = 0; i < 12; i++) {
+        struct pc_buf b;
+        pc_buf_init(&b);
+        assert_int_equal(pc_cachekey_head(&heads[i], &b), 0);
+        enum pc_key_kind kind;
+        assert_int_equal(pc_cachekey_body(&default_params, b.data, b.len, "{\"instances\":[1]}", 17,
+                                          1, keys[i], &kind, NULL, 0),
+                         0);
+        pc_buf_release(&b);
+    }
+    for (size_t i = 0; i < 12; i++)
+        for (size_t j = i + 1; j < 12; j++)
+            assert_string_not_equal(keys[i], keys[j]);
+    /* an absent string and an empty one are the same line */
+    struct pc_key_head h = vector_head;
+    h.query = NULL;
+    struct pc_buf b;
+    pc_buf_init(&b);
+    assert_int_equal(pc_cachekey_head(&h, &b), 0);
+    assert_string_equal(b.data, HEAD);
+    pc_buf_release(&b);
+}
+
+static void assert_media(const char *ct, const char *want)
+{
+    struct pc_buf b;
+    pc_buf_init(&b);
+    assert_int_equal(pc_buf_append_str(&b, "<"), 0); /* appends, never resets */
+    assert_int_equal(pc_cachekey_media(ct, &b), 0);
+    assert_memory_equal(b.data, "<", 1);
+    assert_string_equal(b.data + 1, want);
+    pc_buf_release(&b);
+}
+
+static void test_media(void **state)
+{
+    (void)state;
+    assert_media("application/json", "json");
+    assert_media("application/json; charset=utf-8", "json");
+    assert_media("  Application/JSON ;x=1", "json");
+    assert_media("application/vnd.api+json", "json");
+    assert_media("application/problem+JSON; q=1", "json");
+    assert_media("TEXT/Plain", "text/plain");
+    assert_media("text/plain; charset=utf-8", "text/plain");
+    assert_media("application/octet-stream", "application/octet-stream");
+    assert_media("application/jsonx", "application/jsonx");
+    assert_media("image/png\r\nX: 1", "image/png  x: 1"); /* no line break gets in */
+    assert_media(NULL, "");
+    assert_media("", "");
+}
+
+static void assert_vary(const char *name, const char *value, const char *want)
+{
+    struct pc_buf b;
+    pc_buf_init(&b);
+    assert_int_equal(pc_cachekey_vary_add(&b, name, value), 0);
+    assert_string_equal(b.data, want);
+    pc_buf_release(&b);
+}
+
+static void test_vary_add(void **state)
+{
+    (void)state;
+    assert_vary("Accept-Language", "en", "accept-language 2:en;");
+    assert_vary("X-Tenant", NULL, "x-tenant -;");
+    assert_vary("X-Tenant", "", "x-tenant 0:;");
+    assert_vary("X-Tenant", "-", "x-tenant 1:-;");
+    assert_vary("A", "1;b 1:2", "a 7:1;b 1:2;"); /* the length keeps values apart */
+    struct pc_buf b;
+    pc_buf_init(&b);
+    assert_int_equal(pc_cachekey_vary_add(&b, "a", "1"), 0);
+    assert_int_equal(pc_cachekey_vary_add(&b, "b", "2"), 0);
+    assert_string_equal(b.data, "a 1:1;b 1:2;");
+    pc_buf_release(&b);
 }
 
 static void test_key_shape(void **state)
@@ -136,147 +526,272 @@ static void test_key_shape(void **state)
     (void)state;
     char k[PC_KEY_MAX];
     derive("{\"instances\":[3]}", k);
-    assert_int_equal(strlen(k), 3 + 3 + 64);
-    assert_memory_equal(k, "pc:v1:", 6);
-    for (size_t i = 6; i < strlen(k); i++)
+    assert_int_equal(strlen(k), 3 + 4 + 64 + 1);
+    assert_memory_equal(k, "pc:v2:{", 7);
+    for (size_t i = 7; i < 7 + 64; i++)
         assert_non_null(strchr("0123456789abcdef", k[i]));
+    assert_int_equal(k[7 + 64], '}');
 
     struct pc_key_params p = default_params;
     p.prefix = "";
     derive_p(&p, ROUTE, "{\"instances\":[3]}", 1, k);
-    assert_int_equal(strlen(k), 3 + 64);
-    assert_memory_equal(k, "v1:", 3);
+    assert_int_equal(strlen(k), 4 + 64 + 1);
+    assert_memory_equal(k, "v2:{", 4);
     p.prefix = NULL;
     derive_p(&p, ROUTE, "{\"instances\":[3]}", 1, k);
-    assert_memory_equal(k, "v1:", 3);
+    assert_memory_equal(k, "v2:{", 4);
 }
 
 static void test_prefix_limit(void **state)
 {
     (void)state;
-    char prefix[300], k[PC_KEY_MAX], err[128] = "";
-    size_t fit = PC_KEY_MAX - 1 - 3 - 64;
+    char prefix[400], k[PC_KEY_MAX], err[128] = "";
+    size_t fit = PC_KEY_MAX - 1 - 4 - 64 - 1;
     memset(prefix, 'p', fit);
     prefix[fit] = '\0';
     struct pc_key_params p = default_params;
     p.prefix = prefix;
     derive_p(&p, ROUTE, "x", 0, k);
     assert_int_equal(strlen(k), PC_KEY_MAX - 1);
+    assert_int_equal(k[PC_KEY_MAX - 2], '}');
 
     prefix[fit] = 'p';
     prefix[fit + 1] = '\0';
     assert_int_equal(pc_cachekey_derive(&p, ROUTE, "x", 1, 0, k, NULL, err, sizeof err), -1);
     assert_non_null(strstr(err, "prefix"));
+    struct pc_span *spans;
+    struct pc_span sig;
+    size_t n;
+    char(*keys)[PC_KEY_MAX];
+    assert_int_equal(pc_cachekey_instances(&p, HEAD, strlen(HEAD), "{\"instances\":[1]}", 17,
+                                           &spans, &n, &sig, &keys),
+                     1);
+    static const char one[1][PC_KEY_MAX] = {"k"};
+    static const size_t pick[] = {0};
+    assert_int_equal(pc_cachekey_herd(prefix, one, pick, 1, k), -1);
 }
 
-static void test_newline_in_route_or_namespace(void **state)
-{
-    (void)state;
-    char k[PC_KEY_MAX], err[128] = "";
-    assert_int_equal(
-        pc_cachekey_derive(&default_params, "/a\nb", "x", 1, 0, k, NULL, err, sizeof err), -1);
-    assert_true(err[0] != '\0');
-    struct pc_key_params p = default_params;
-    p.namespace_ = "ns\n";
-    assert_int_equal(pc_cachekey_derive(&p, ROUTE, "x", 1, 0, k, NULL, NULL, 0), -1);
-    assert_int_equal(pc_cachekey_derive(&default_params, NULL, "x", 1, 0, k, NULL, NULL, 0), -1);
-}
+/* ---- what each family reads -------------------------------------------------------- */
 
-static void test_order_and_whitespace(void **state)
-{
-    (void)state;
-    assert_same_key("{\"instances\":[{\"b\":1,\"a\":2}],\"inputs\":3}",
-                    " {\n \"inputs\" : 3 ,\t\"instances\" : [ { \"a\" : 2 , \"b\" : 1 } ] }\r\n");
-}
-
-static void test_noise_fields(void **state)
+/* TF Serving :predict reads signature_name, instances and inputs, nothing else. */
+static void test_tfs_predict_reads(void **state)
 {
     (void)state;
     assert_same_key("{\"instances\":[1,2],\"request_id\":\"a\",\"timestamp\":1700000000}",
                     "{\"timestamp\":1800000000,\"instances\":[1,2],\"request_id\":\"b\"}");
-    assert_same_key("{\"instances\":[1,2]}", "{\"instances\":[1,2],\"request_id\":\"zzz\"}");
+    assert_same_key("{\"instances\":[1,2]}", "{\"instances\":[1,2],\"meta\":{\"x\":[1e400]}}");
     assert_other_key("{\"instances\":[1,2]}", "{\"instances\":[2,1]}");
     assert_other_key("{\"instances\":[1,2]}", "{\"inputs\":[1,2]}");
-}
-
-static void test_routes_never_share(void **state)
-{
-    (void)state;
-    const char *routes[] = {
-        "/v1/models/m:predict",  "/v1/models/n:predict",     "/v1/models/m/versions/2:predict",
-        "/v1/models/m:classify", "/v1/models/m:predict?x=1", "/v1/models/m:predict?x=2"};
-    size_t n = sizeof routes / sizeof routes[0];
-    char keys[6][PC_KEY_MAX];
-    for (size_t i = 0; i < n; i++)
-        derive_p(&default_params, routes[i], "{\"instances\":[1]}", 1, keys[i]);
-    for (size_t i = 0; i < n; i++)
-        for (size_t j = i + 1; j < n; j++)
-            assert_string_not_equal(keys[i], keys[j]);
-}
-
-static void test_namespace_changes_key(void **state)
-{
-    (void)state;
-    char a[PC_KEY_MAX], b[PC_KEY_MAX];
+    assert_other_key("{\"inputs\":{\"a\":1}}", "{\"inputs\":{\"a\":2}}");
+    assert_other_key("{\"signature_name\":\"a\",\"instances\":[1]}",
+                     "{\"signature_name\":\"b\",\"instances\":[1]}");
+    assert_other_key("{\"signature_name\":\"serving_default\",\"instances\":[1]}",
+                     "{\"instances\":[1]}");
+    assert_same_key("{\"signatur\\u0065_name\":\"a\",\"instances\":[1]}",
+                    "{\"instances\":[1],\"signature_name\":\"a\"}");
+    /* ignore fields are a whole-body reading's: TF Serving's reading never drops its own */
+    static const char *const sig_noise[] = {"signature_name"};
     struct pc_key_params p = default_params;
-    derive_p(&p, ROUTE, "{\"instances\":[1]}", 1, a);
-    p.namespace_ = "staging";
-    derive_p(&p, ROUTE, "{\"instances\":[1]}", 1, b);
-    assert_string_not_equal(a, b);
+    p.ignore_fields = sig_noise;
+    p.n_ignore_fields = 1;
+    assert_other_key_p(&p, "{\"signature_name\":\"a\",\"instances\":[1]}",
+                       "{\"signature_name\":\"b\",\"instances\":[1]}");
+    /* A body holding neither instances nor inputs is refused by TF Serving: whatever serves
+     * the path reads something else, so the whole body is read. */
+    char k[PC_KEY_MAX];
+    assert_int_equal(derive("{\"x\":1}", k), PC_KEY_BODY);
+    assert_other_key("{\"signature_name\":\"a\",\"x\":1}", "{\"signature_name\":\"a\",\"x\":2}");
+    assert_other_key("{\"x\":1}", "{}");
+    assert_same_key("{\"x\":1,\"signature_name\":\"a\"}", "{\"signature_name\":\"a\", \"x\":1.0}");
+    assert_other_key("{\"x\":1,\"instances\":[1]}", "{\"x\":2}");
+    assert_other_key("{\"instances\":[1]}", "{\"instance\":[1]}");
+    /* ... and its ignore fields apply then */
+    struct pc_key_params q = default_params;
+    q.ignore_fields = json_noise;
+    q.n_ignore_fields = 1;
+    assert_same_key_p(&q, "{\"x\":1,\"request_id\":1}", "{\"x\":1,\"request_id\":2}");
+    assert_same_key_p(&q, "{\"instances\":[1],\"request_id\":1}", "{\"instances\":[1]}");
 }
 
-static void test_path_fallback(void **state)
+/* Member names are decoded before they are read, like the server decodes them. */
+static void test_escaped_member_names(void **state)
 {
     (void)state;
-    char a[PC_KEY_MAX], b[PC_KEY_MAX];
-    assert_int_equal(derive("{\"file_path\":\"/x/1.jpg\",\"request_id\":1}", a), PC_KEY_PATH);
-    assert_int_equal(derive("{\"request_id\":2,\"file_path\":\"/x/1.jpg\",\"ts\":9}", b),
+    assert_same_key("{\"instan\\u0063es\":[20]}", "{\"instances\":[20]}");
+    assert_same_key("{\"\\u0069nstances\":[20],\"request_id\":1}", "{\"instances\":[2e1]}");
+    assert_other_key("{\"instances_\":[20]}", "{\"instances\":[20]}");
+    /* One body, two spellings of one name: never keyed as the first one's value. */
+    assert_other_key("{\"instances\":[10],\"instan\\u0063es\":[20]}", "{\"instances\":[10]}");
+    assert_same_key_p(&json_params, "{\"request_i\\u0064\":1,\"a\":2}", "{\"a\":2}");
+    assert_same_key_p(&kserve_params, "{\"i\\u0064\":\"7\",\"inputs\":[]}", "{\"inputs\":[]}");
+}
+
+/* Members given twice that the family does not read change nothing. */
+static void test_unread_duplicates(void **state)
+{
+    (void)state;
+    assert_same_key("{\"x\":1,\"x\":2,\"instances\":[1]}", "{\"instances\":[1]}");
+    assert_same_key_p(&json_params, "{\"request_id\":1,\"a\":[1],\"request_id\":2}", "{\"a\":[1]}");
+    assert_same_key_p(&kserve_params, "{\"id\":\"1\",\"inputs\":[],\"id\":\"2\"}",
+                      "{\"inputs\":[]}");
+}
+
+/* :classify and :regress read signature_name, context and examples, values canonical. */
+static void test_tfs_examples_reads(void **state)
+{
+    (void)state;
+    const struct pc_key_params *p = &examples_params;
+    assert_same_key_p(p, "{\"examples\":[{\"x\":1.0,\"b\":\"q\"}],\"context\":{\"k\":[2]}}",
+                      "{\"context\":{\"k\":[2.0]},\"examples\":[{\"b\":\"q\",\"x\":1}],"
+                      "\"request_id\":5}");
+    assert_same_key_p(p, "{\"examples\":[1],\"instances\":[9]}", "{\"examples\":[1]}");
+    assert_other_key_p(p, "{\"context\":{},\"instances\":[8]}",
+                       "{\"context\":{},\"instances\":[9]}");
+    assert_other_key_p(p, "{\"examples\":[{\"x\":1}]}", "{\"examples\":[{\"x\":2}]}");
+    assert_other_key_p(p, "{\"examples\":[{\"x\":1}]}",
+                       "{\"examples\":[{\"x\":1}],\"context\":{}}");
+    assert_other_key_p(p, "{\"examples\":[{\"x\":1}],\"context\":{\"c\":1}}",
+                       "{\"examples\":[{\"x\":1}],\"context\":{\"c\":2}}");
+    assert_other_key_p(p, "{\"examples\":[{\"x\":1}],\"signature_name\":\"a\"}",
+                       "{\"examples\":[{\"x\":1}]}");
+    assert_other_key_p(p, "{\"examples\":[{\"x\":1},{\"x\":2}]}",
+                       "{\"examples\":[{\"x\":2},{\"x\":1}]}");
+}
+
+/* KServe v2: the whole body minus "id" (its answer is written back into a replay). */
+static void test_kserve_reads(void **state)
+{
+    (void)state;
+    const struct pc_key_params *p = &kserve_params;
+    const char *in =
+        "\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\",\"data\":[1]}]";
+    char a[512], b[512];
+    snprintf(a, sizeof a, "{\"id\":\"1\",%s}", in);
+    snprintf(b, sizeof b, "{%s,\"id\":\"2\"}", in);
+    assert_same_key_p(p, a, b);
+    snprintf(b, sizeof b, "{%s}", in);
+    assert_same_key_p(p, a, b);
+    snprintf(b, sizeof b, "{%s,\"parameters\":{\"p\":1}}", in);
+    assert_other_key_p(p, a, b);
+    snprintf(a, sizeof a, "{%s,\"parameters\":{\"p\":2}}", in);
+    assert_other_key_p(p, a, b);
+    snprintf(a, sizeof a, "{%s,\"outputs\":[{\"name\":\"y\"}]}", in);
+    snprintf(b, sizeof b, "{%s,\"outputs\":[{\"name\":\"z\"}]}", in);
+    assert_other_key_p(p, a, b);
+    snprintf(a, sizeof a, "{%s,\"ID\":\"1\"}", in); /* names are case-sensitive */
+    snprintf(b, sizeof b, "{%s,\"ID\":\"2\"}", in);
+    assert_other_key_p(p, a, b);
+    snprintf(a, sizeof a, "{%s,\"request_id\":\"1\"}", in); /* not KServe's noise */
+    snprintf(b, sizeof b, "{%s,\"request_id\":\"2\"}", in);
+    assert_other_key_p(p, a, b);
+}
+
+/* Plain JSON: the whole body minus request_id, any JSON value. */
+static void test_json_reads(void **state)
+{
+    (void)state;
+    const struct pc_key_params *p = &json_params;
+    assert_same_key_p(p, "{\"request_id\":\"a\",\"q\":\"hi\"}",
+                      "{\"q\":\"hi\",\"request_id\":\"b\"}");
+    assert_same_key_p(p, "{\"q\":\"hi\"}", "{ \"q\" : \"h\\u0069\" , \"request_id\" : 0 }");
+    assert_other_key_p(p, "{\"q\":\"hi\"}", "{\"q\":\"hi\",\"id\":1}");
+    assert_other_key_p(p, "{\"q\":\"hi\"}", "{\"q\":\"hi\",\"timestamp\":1}");
+    assert_same_key_p(p, "[1, 2.0, {\"b\":1,\"a\":2}]", "[1,2,{\"a\":2,\"b\":1}]");
+    assert_other_key_p(p, "[1,2]", "[2,1]");
+    assert_other_key_p(p, "\"x\"", "[\"x\"]");
+    assert_other_key_p(p, "{}", "[]");
+    assert_same_key_p(p, "{}", "{\"request_id\":1}");
+    char k[PC_KEY_MAX];
+    assert_int_equal(derive_p(p, ROUTE, "null", 1, k), PC_KEY_BODY);
+    assert_int_equal(derive_p(p, ROUTE, " 7 ", 1, k), PC_KEY_BODY);
+    /* without ignore fields request_id is read */
+    struct pc_key_params all = json_params;
+    all.n_ignore_fields = 0;
+    all.ignore_fields = NULL;
+    assert_other_key_p(&all, "{\"request_id\":\"a\",\"q\":1}", "{\"request_id\":\"b\",\"q\":1}");
+}
+
+/* The path form, raw text that spells it and JSON that holds it never share a key. */
+static void test_path_forms_distinct(void **state)
+{
+    (void)state;
+    const struct pc_key_params *p = &json_params;
+    char k[6][PC_KEY_MAX];
+    assert_int_equal(body_key(p, "{\"file_path\":\"in/X.jpg\"}", 24, 1, k[0]), PC_KEY_PATH);
+    assert_int_equal(body_key(p, "path:in/X.jpg", 13, 0, k[1]), PC_KEY_RAW);
+    assert_int_equal(body_key(p, "path\nin/X.jpg", 13, 0, k[2]), PC_KEY_RAW);
+    assert_int_equal(body_key(p, "\"in/X.jpg\"", 10, 1, k[3]), PC_KEY_BODY);
+    assert_int_equal(body_key(p, "{\"file_path\":\"in/X.jpg\",\"k\":1}", 30, 1, k[4]), PC_KEY_BODY);
+    assert_int_equal(body_key(p, "in/X.jpg", 8, 0, k[5]), PC_KEY_RAW);
+    for (size_t i = 0; i < 6; i++)
+        for (size_t j = i + 1; j < 6; j++)
+            assert_string_not_equal(k[i], k[j]);
+    char again[PC_KEY_MAX];
+    const char *same = "{\"request_id\":9, \"file_path\":\"in\\/X.jpg\"}";
+    assert_int_equal(body_key(p, same, strlen(same), 1, again), PC_KEY_PATH);
+    assert_string_equal(again, k[0]);
+    assert_other_key_p(p, "{\"file_path\":\"/x/1.jpg\"}", "{\"file_path\":\"/x/2.jpg\"}");
+    /* every whole-body reading has the path form (TF Serving's when the body holds none of
+     * its inputs), with the same material */
+    assert_int_equal(body_key(&default_params, "{\"file_path\":\"in/X.jpg\"}", 24, 1, again),
                      PC_KEY_PATH);
-    assert_string_equal(a, b);
-    assert_other_key("{\"file_path\":\"/x/1.jpg\"}", "{\"file_path\":\"/x/2.jpg\"}");
+    assert_string_equal(again, k[0]);
+    same = "{\"file_path\":\"in/X.jpg\",\"id\":\"7\"}";
+    assert_int_equal(body_key(&kserve_params, same, strlen(same), 1, again), PC_KEY_PATH);
+    assert_string_equal(again, k[0]);
+    same = "{\"file_path\":\"in/X.jpg\",\"instances\":[1]}";
+    assert_int_equal(body_key(&default_params, same, strlen(same), 1, again), PC_KEY_BODY);
+    same = "{\"file_path\":\"in/X.jpg\",\"signature_name\":\"s\"}";
+    assert_int_equal(body_key(&default_params, same, strlen(same), 1, again), PC_KEY_BODY);
 }
 
 static void test_path_not_string_or_disabled(void **state)
 {
     (void)state;
     char k[PC_KEY_MAX];
-    assert_int_equal(derive("{\"file_path\":7}", k), PC_KEY_RAW);
-    assert_int_equal(derive("{\"file_path\":null}", k), PC_KEY_RAW);
-    assert_int_equal(derive("{\"other\":\"/x\"}", k), PC_KEY_RAW);
-    struct pc_key_params p = default_params;
-    p.path_field = "";
-    assert_int_equal(derive_p(&p, ROUTE, "{\"file_path\":\"/x\"}", 1, k), PC_KEY_RAW);
-    p.path_field = NULL;
-    assert_int_equal(derive_p(&p, ROUTE, "{\"file_path\":\"/x\"}", 1, k), PC_KEY_RAW);
+    const struct pc_key_params *p = &json_params;
+    assert_int_equal(derive_p(p, ROUTE, "{\"file_path\":7}", 1, k), PC_KEY_BODY);
+    assert_int_equal(derive_p(p, ROUTE, "{\"file_path\":null}", 1, k), PC_KEY_BODY);
+    assert_int_equal(derive_p(p, ROUTE, "{\"other\":\"/x\"}", 1, k), PC_KEY_BODY);
+    assert_int_equal(derive_p(p, ROUTE, "{\"file_path\":\"/\\ud800\"}", 1, k), PC_KEY_RAW);
+    struct pc_key_params q = json_params;
+    q.path_field = "";
+    assert_int_equal(derive_p(&q, ROUTE, "{\"file_path\":\"/x\"}", 1, k), PC_KEY_BODY);
+    q.path_field = NULL;
+    assert_int_equal(derive_p(&q, ROUTE, "{\"file_path\":\"/x\"}", 1, k), PC_KEY_BODY);
 }
 
-static void test_fields_win_over_path(void **state)
+/* The unsafe alias: fields it names are the only ones read when one is present. */
+static void test_fields_alias(void **state)
 {
     (void)state;
+    const struct pc_key_params *p = &alias_params;
     char a[PC_KEY_MAX], b[PC_KEY_MAX];
-    assert_int_equal(derive("{\"file_path\":\"/x/1.jpg\",\"instances\":[5]}", a), PC_KEY_FIELDS);
-    assert_int_equal(derive("{\"instances\":[5]}", b), PC_KEY_FIELDS);
-    assert_string_equal(a, b);
-}
-
-static void test_field_present_as_null(void **state)
-{
-    (void)state;
-    char k[PC_KEY_MAX];
-    assert_int_equal(derive("{\"inputs\":null,\"file_path\":\"/x\"}", k), PC_KEY_FIELDS);
-}
-
-static void test_duplicate_configured_field(void **state)
-{
-    (void)state;
+    assert_same_key_p(p, "{\"instances\":[1],\"signature_name\":\"a\"}",
+                      "{\"instances\":[1],\"signature_name\":\"b\"}");
+    assert_int_equal(derive_p(p, ROUTE, "{\"signature_name\":\"a\"}", 1, a), PC_KEY_BODY);
+    assert_int_equal(derive_p(p, ROUTE, "{\"inputs\":null,\"file_path\":\"/x\"}", 1, a),
+                     PC_KEY_FIELDS);
+    assert_int_equal(derive_p(p, ROUTE, "{\"instances\":[1.]}", 1, a), PC_KEY_RAW);
     static const char *const dup[] = {"instances", "instances"};
-    struct pc_key_params p = default_params;
-    char a[PC_KEY_MAX], b[PC_KEY_MAX];
-    derive_p(&p, ROUTE, "{\"instances\":[1]}", 1, a);
-    p.input_fields = dup;
-    p.n_input_fields = 2;
-    assert_int_equal(derive_p(&p, ROUTE, "{\"instances\":[1]}", 1, b), PC_KEY_FIELDS);
+    struct pc_key_params q = alias_params;
+    derive_p(&q, ROUTE, "{\"instances\":[1]}", 1, a);
+    q.input_fields = dup;
+    q.n_input_fields = 2;
+    assert_int_equal(derive_p(&q, ROUTE, "{\"instances\":[1]}", 1, b), PC_KEY_FIELDS);
     assert_string_equal(a, b);
+    /* the fields form is not the family's form of the same object */
+    derive_p(&default_params, ROUTE, "{\"instances\":[1]}", 1, b);
+    assert_string_not_equal(a, b);
+}
+
+static void test_order_and_whitespace(void **state)
+{
+    (void)state;
+    assert_same_key(
+        "{\"instances\":[{\"b\":1,\"a\":2}],\"signature_name\":\"s\"}",
+        " {\n \"signature_name\" : \"s\" ,\t\"instances\" : [ { \"a\" : 2 , \"b\" : 1 } ] "
+        "}\r\n");
 }
 
 static void test_raw_bodies(void **state)
@@ -298,6 +813,10 @@ static void test_raw_bodies(void **state)
     assert_int_equal(pc_cachekey_derive(&default_params, ROUTE, NULL, 0, 0, b, &kind, NULL, 0), 0);
     derive_p(&default_params, ROUTE, "", 0, a);
     assert_string_equal(a, b);
+    /* raw bytes never pass for a reading: "tfs\n{}" as a body is not the form of {} */
+    assert_int_equal(body_key(&default_params, "{}", 2, 1, a), PC_KEY_BODY);
+    assert_int_equal(body_key(&default_params, "tfs\n{}", 6, 0, b), PC_KEY_RAW);
+    assert_string_not_equal(a, b);
 }
 
 static void test_invalid_json_declared(void **state)
@@ -306,19 +825,21 @@ static void test_invalid_json_declared(void **state)
     const char *bad[] = {
         "{\"instances\":", "hello",   "",   "{\"a\":1} x", "{\"a\":1}{\"b\":2}", "[1,]",
         "{\"a\":'b'}",     "/*c*/{}", "01", "{\"a\":1}\0"};
+    const struct pc_key_params *ps[] = {&default_params, &json_params, &kserve_params,
+                                        &examples_params};
     char k[PC_KEY_MAX];
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        char err[256] = "";
-        size_t len = strlen(bad[i]) + (i == 9); /* the last one carries its NUL */
-        enum pc_key_kind kind = PC_KEY_FIELDS;
-        assert_int_equal(
-            pc_cachekey_derive(&default_params, ROUTE, bad[i], len, 1, k, &kind, err, sizeof err),
-            -1);
-        assert_non_null(strstr(err, "JSON"));
-        assert_int_equal(
-            pc_cachekey_derive(&default_params, ROUTE, bad[i], len, 0, k, &kind, err, sizeof err),
-            0);
-        assert_int_equal(kind, PC_KEY_RAW);
+    for (size_t f = 0; f < 4; f++) {
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            char err[256] = "";
+            size_t len = strlen(bad[i]) + (i == 9); /* the last one carries its NUL */
+            enum pc_key_kind kind = PC_KEY_FIELDS;
+            assert_int_equal(
+                pc_cachekey_derive(ps[f], ROUTE, bad[i], len, 1, k, &kind, err, sizeof err), -1);
+            assert_non_null(strstr(err, "JSON"));
+            assert_int_equal(
+                pc_cachekey_derive(ps[f], ROUTE, bad[i], len, 0, k, &kind, err, sizeof err), 0);
+            assert_int_equal(kind, PC_KEY_RAW);
+        }
     }
     char err[256] = "";
     pc_cachekey_derive(&default_params, ROUTE, "{\"a\":1} x", 9, 1, k, NULL, err, sizeof err);
@@ -327,7 +848,7 @@ static void test_invalid_json_declared(void **state)
     assert_int_equal(pc_cachekey_derive(&default_params, ROUTE, "{", 1, 1, k, NULL, NULL, 0), -1);
 }
 
-static void test_json_not_object_is_raw(void **state)
+static void test_json_not_object(void **state)
 {
     (void)state;
     char a[PC_KEY_MAX], b[PC_KEY_MAX];
@@ -337,8 +858,12 @@ static void test_json_not_object_is_raw(void **state)
     assert_int_equal(derive("\"instances\"", a), PC_KEY_RAW);
     assert_int_equal(derive("42", a), PC_KEY_RAW);
     assert_int_equal(derive("null", a), PC_KEY_RAW);
+    assert_int_equal(derive_p(&examples_params, ROUTE, "[1]", 1, a), PC_KEY_RAW);
     /* Raw means raw: whitespace in a non-object body does change the key. */
     assert_other_key("[1,2]", "[1, 2]");
+    /* a whole-body reading reads it */
+    assert_int_equal(derive_p(&kserve_params, ROUTE, "[1, 2]", 1, a), PC_KEY_BODY);
+    assert_same_key_p(&kserve_params, "[1,2]", "[1, 2]");
 }
 
 static void test_length_delimited(void **state)
@@ -552,7 +1077,8 @@ static void test_lossy_strings_are_raw(void **state)
     assert_other_key("{\"instances\":[\"\\ud800\"]}", "{\"instances\":[\"\\udc00\"]}");
     assert_int_equal(derive("{\"instances\":[1],\"a\\u0000b\":2}", k), PC_KEY_RAW);
     assert_other_key("{\"instances\\u0000x\":[1]}", "{\"instances\":[1]}");
-    assert_int_equal(derive("{\"file_path\":\"/\\udfff\"}", k), PC_KEY_RAW);
+    assert_int_equal(derive_p(&json_params, ROUTE, "{\"file_path\":\"/\\udfff\"}", 1, k),
+                     PC_KEY_RAW);
 }
 
 /*
@@ -574,7 +1100,7 @@ static void test_non_json_lexemes_are_raw(void **state)
     assert_int_equal(derive("{\"instances\":[\"a\tb\"]}", k), PC_KEY_RAW);
     assert_other_key("{\"instances\":[\"a\tb\"]}", "{\"instances\":[\"a\\tb\"]}");
     assert_int_equal(derive("{\"file_path\":\"/x\ny\"}", k), PC_KEY_RAW);
-    assert_int_equal(derive("{\"instances\":[\"a\\tb\"],\n\"x\":1}", k), PC_KEY_FIELDS);
+    assert_int_equal(derive("{\"instances\":[\"a\\tb\"],\n\"x\":1}", k), PC_KEY_BODY);
 
     assert_not_canonical("[-090]");
     assert_not_canonical("[00]");
@@ -613,7 +1139,11 @@ static void test_nested_sorted(void **state)
                      "{\"B\":4,\"_\":3,\"a\":2,\"\xC3\xA9\":1}");
     assert_canonical(" { } ", "{}");
     assert_canonical("[true,false,null,\"\",[],{}]", "[true,false,null,\"\",[],{}]");
-    assert_canonical("{\"a\":1,\"a\":2}", "{\"a\":2}");
+    /* A name given twice is read two ways (the first by rapidjson, the last by json-c):
+     * no canonical form. */
+    assert_no_canonical("{\"a\":1,\"a\":2}");
+    assert_no_canonical("{\"a\":1,\"a\":1}");
+    assert_no_canonical("[{\"x\":{\"a\":1,\"b\":0,\"a\":2}}]");
     assert_canonical("null", "null"); /* json-c reads null as a NULL object */
     assert_canonical(" 7 ", "7");
 }
@@ -640,7 +1170,7 @@ static void test_deep_nesting(void **state)
     (void)state;
     char k[PC_KEY_MAX], err[256] = "";
     char *ok = nested_body(63); /* the deepest a depth-64 json-c tokener accepts */
-    assert_int_equal(derive(ok, k), PC_KEY_FIELDS);
+    assert_int_equal(derive(ok, k), PC_KEY_BODY);
     free(ok);
     char *deep = nested_body(100);
     assert_int_equal(
@@ -669,37 +1199,87 @@ static void test_kind_names(void **state)
     assert_string_equal(pc_cachekey_kind_name(PC_KEY_FIELDS), "fields");
     assert_string_equal(pc_cachekey_kind_name(PC_KEY_PATH), "path");
     assert_string_equal(pc_cachekey_kind_name(PC_KEY_RAW), "raw");
+    assert_string_equal(pc_cachekey_kind_name(PC_KEY_BODY), "body");
 }
 
 /* ---- every instance in one pass: the same as the spans and one key per instance ------ */
 
+/* pc_cachekey_instances under HEAD; frees what it got unless the caller takes it. */
+static int instances(const struct pc_key_params *p, const char *body, size_t len,
+                     struct pc_span **spans, size_t *n, struct pc_span *sig,
+                     char (**keys)[PC_KEY_MAX])
+{
+    int rc = pc_cachekey_instances(p, HEAD, strlen(HEAD), body, len, spans, n, sig, keys);
+    assert_true(rc == 0 || rc == 1);
+    return rc;
+}
+
+/* The element keys of body (asserting it is keyed one element at a time) into keys. */
+static size_t element_keys(const struct pc_key_params *p, const char *body, char keys[][PC_KEY_MAX],
+                           size_t max)
+{
+    struct pc_span *spans, sig;
+    char(*k)[PC_KEY_MAX];
+    size_t n;
+    assert_int_equal(instances(p, body, strlen(body), &spans, &n, &sig, &k), 0);
+    assert_true(n <= max);
+    for (size_t i = 0; i < n; i++)
+        memcpy(keys[i], k[i], PC_KEY_MAX);
+    free(spans);
+    free(k);
+    return n;
+}
+
+static void assert_not_batch(const struct pc_key_params *p, const char *body, size_t len)
+{
+    struct pc_span *spans, sig;
+    char(*k)[PC_KEY_MAX];
+    size_t n;
+    assert_int_equal(instances(p, body, len, &spans, &n, &sig, &k), 1);
+}
+
 /*
- * pc_cachekey_instances against the longer way (pc_batch_parse_request, then
- * pc_cachekey_instance per element). Returns what the one pass said; when it keyed the
- * batch, the longer way must give the same spans, signature and keys.
+ * pc_cachekey_instances against the longer way: batch.c's spans, and each element keyed
+ * here from its material, HEAD "instance\n" canonical(context) "\n" canonical(element),
+ * the context being {"signature_name": batch.c's signature} (or {}). Returns what the one
+ * pass said; when it keyed the batch, the longer way must give the same spans and keys.
  */
 static int same_as_longer_way(const char *body, size_t len)
 {
-    const struct pc_key_params *p = &default_params;
-    const char *route = "/v1/models/m:predict";
     struct pc_span *spans = NULL, sig = {0, 0};
     char(*keys)[PC_KEY_MAX] = NULL;
     size_t n = 0;
-    int rc = pc_cachekey_instances(p, route, body, len, &spans, &n, &sig, &keys);
-    assert_true(rc == 0 || rc == 1 || rc == 2);
+    int rc = instances(&default_params, body, len, &spans, &n, &sig, &keys);
     struct pc_batch_req req;
     int longer = pc_batch_parse_request(body, len, &req);
-    if (rc == 2) /* certainly not a batch: the longer way agrees */
-        assert_int_not_equal(longer, 0);
     int all_keyed = longer == 0;
-    for (size_t i = 0; longer == 0 && i < req.inst.n; i++) {
-        char key[PC_KEY_MAX], err[128];
+    struct pc_buf ctx, m;
+    pc_buf_init(&ctx);
+    pc_buf_init(&m);
+    if (longer == 0) {
+        struct pc_buf c;
+        pc_buf_init(&c);
+        if (req.signature.len > 0)
+            assert_int_equal(pc_buf_printf(&c, "{\"signature_name\":%.*s}", (int)req.signature.len,
+                                           body + req.signature.off),
+                             0);
+        else
+            assert_int_equal(pc_buf_append_str(&c, "{}"), 0);
+        if (pc_cachekey_canonical(c.data, c.len, &ctx) != 0)
+            all_keyed = 0;
+        pc_buf_release(&c);
+    }
+    for (size_t i = 0; all_keyed && i < req.inst.n; i++) {
         const struct pc_span *e = &req.inst.elems[i];
-        if (pc_cachekey_instance(p, route, body + req.signature.off, req.signature.len,
-                                 body + e->off, e->len, key, err, sizeof err) != 0) {
+        m.len = 0;
+        assert_int_equal(pc_buf_printf(&m, "%sinstance\n%s\n", HEAD, ctx.data), 0);
+        if (memmem(body + e->off, e->len, "\\u0000", 6) != NULL ||
+            pc_cachekey_canonical(body + e->off, e->len, &m) != 0) {
             all_keyed = 0;
             break;
         }
+        char key[PC_KEY_MAX];
+        sha_key(m.data, m.len, key);
         if (rc == 0) {
             assert_int_equal(spans[i].off, e->off);
             assert_int_equal(spans[i].len, e->len);
@@ -717,6 +1297,8 @@ static int same_as_longer_way(const char *body, size_t len)
     }
     if (longer == 0)
         pc_batch_req_release(&req);
+    pc_buf_release(&ctx);
+    pc_buf_release(&m);
     return rc;
 }
 
@@ -734,38 +1316,89 @@ static void test_instances_in_one_pass(void **state)
         same_str(" {\"signature_name\" : \"s\", \"instances\": [ {\"b\":1,\"a\":[\"x\"]}, "
                  "\"str\\u00e9\", null, true, 0.0, {\"b64\":\"QUJD\"} ] } "),
         0);
-    assert_int_equal(same_str("{\"instances\":[1],\"signature_name\":1,\"signature_name\":[2]}"),
-                     0);
     assert_int_equal(same_str("{\"instances\":[[[[[[1]]]]]],\"x\":{\"instances\":[2,2]}}"), 0);
-    assert_int_equal(same_str("{\"instances\":[1e400000, 2]}"), 1); /* inexact: longer way */
-    /* Anything else is left to the longer way, which decides. */
+    assert_int_equal(same_str("{\"instances\":[1],\"signature_name\":[1,\n2]}"), 0);
+    assert_int_equal(same_str("{\"instances\":[1],\"request_id\":\"r\",\"x\":1e400}"), 0);
+    /* Anything else is keyed whole. */
     const char *others[] = {
         "{\"instances\":[]}",
         "{\"instances\":{}}",
+        "{\"instances\":1}",
         "{\"instances\":[1],\"instances\":[2]}",
         "{\"instan\\u0063es\":[1]}",
+        "{\"instances\":[1],\"instan\\u0063es\":[2]}",
+        "{\"instan\\u0063es\":[1],\"instances\":[2]}",
         "{\"instances\":[\"a\\u0000b\"]}",
-        "{\"instances\":[1],\"signature_name\":[1,\n2]}", /* a newline in its text */
+        "{\"instances\":[1],\"x\":\"\\u0000\"}",
         "[{\"instances\":[1]}]",
         "{\"instances\":[1,]}",
         "{'instances':[1]}",
         "{\"instances\":[01]}",
         "{\"instances\":[NaN]}",
+        "{\"instances\":[1],\"x\":1.}",
         "{\"instances\":[\"\\ud800\"]}",
         "{\"instances\":[1]} x",
         "{\"inputs\":[1]}",
         "",
         "{\"instances\":[18446744073709551616]}", /* saturated: inexact */
+        "{\"instances\":[1e400000, 2]}",
+        "{\"instances\":[1],\"signature_name\":\"\\udc00\"}", /* an inexact context */
     };
-    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
-        assert_true(same_str(others[i]) != 0);
-    /* Read whole and no batch: said at once, without the longer way. */
-    assert_int_equal(same_str("{\"inputs\":[1],\"instances_\":[2]}"), 2);
-    assert_int_equal(same_str("[1,2]"), 2);
-    assert_int_equal(same_str("{\"instan\\u0063es\":[1]}"), 2);
-    assert_int_equal(same_str("{\"instances\":[1],\"instances\":[2]}"), 1);
+    for (size_t i = 0; i < sizeof others / sizeof others[0]; i++) {
+        assert_int_equal(same_str(others[i]), 1);
+        assert_not_batch(&default_params, others[i], strlen(others[i]));
+    }
     char nul[] = "{\"instances\":[1,\"a\0b\"]}";
     assert_int_equal(same_as_longer_way(nul, sizeof nul - 1), 1);
+    assert_not_batch(&default_params, NULL, 0);
+}
+
+/* The context is what the family reads besides the batch, names decoded. */
+static void test_instances_context(void **state)
+{
+    (void)state;
+    char a[4][PC_KEY_MAX], b[4][PC_KEY_MAX];
+    element_keys(&default_params, "{\"signature_name\":\"s\",\"instances\":[1,2]}", a, 4);
+    element_keys(&default_params, "{\"instances\":[1,2],\"signatur\\u0065_name\":\"s\"}", b, 4);
+    assert_string_equal(a[0], b[0]);
+    assert_string_equal(a[1], b[1]);
+    element_keys(&default_params, "{\"instances\":[2,1],\"signature_name\":\"s\",\"r\":1}", b, 4);
+    assert_string_equal(a[0], b[1]); /* an element's key is its own, wherever it stands */
+    assert_string_equal(a[1], b[0]);
+    element_keys(&default_params, "{\"signature_name\":\"t\",\"instances\":[1,2]}", b, 4);
+    assert_string_not_equal(a[0], b[0]);
+    element_keys(&default_params, "{\"instances\":[1,2]}", b, 4);
+    assert_string_not_equal(a[0], b[0]);
+    /* inputs is read by TF Serving (which then refuses the body): it is context too */
+    element_keys(&default_params, "{\"instances\":[1,2],\"inputs\":[3]}", b, 4);
+    element_keys(&default_params, "{\"instances\":[1,2],\"inputs\":[4]}", a, 4);
+    assert_string_not_equal(a[0], b[0]);
+    /* a whole-body family: every member but the batch and the ignore fields */
+    element_keys(&json_params, "{\"instances\":[1],\"request_id\":1,\"k\":1}", a, 4);
+    element_keys(&json_params, "{\"k\":1,\"instances\":[1],\"request_id\":2}", b, 4);
+    assert_string_equal(a[0], b[0]);
+    element_keys(&json_params, "{\"k\":2,\"instances\":[1]}", b, 4);
+    assert_string_not_equal(a[0], b[0]);
+    /* ... and the same context and element key alike in every family that reads them so */
+    element_keys(&default_params, "{\"instances\":[1]}", a, 4);
+    element_keys(&json_params, "{\"instances\":[1]}", b, 4);
+    assert_string_equal(a[0], b[0]);
+}
+
+/* An element's key is never a whole body's. */
+static void test_instance_keys_not_body_keys(void **state)
+{
+    (void)state;
+    char e[1][PC_KEY_MAX], k[PC_KEY_MAX];
+    element_keys(&default_params, "{\"instances\":[1]}", e, 1);
+    body_key(&default_params, "{\"instances\":[1]}", 17, 1, k);
+    assert_string_not_equal(e[0], k);
+    body_key(&json_params, "1", 1, 1, k);
+    assert_string_not_equal(e[0], k);
+    body_key(&json_params, "{}\n1", 4, 0, k);
+    assert_string_not_equal(e[0], k);
+    body_key(&json_params, "instance\n{}\n1", 13, 0, k);
+    assert_string_not_equal(e[0], k);
 }
 
 /* Random batches built from pieces that exercise every value kind, and random bytes flipped
@@ -789,7 +1422,7 @@ static void test_instances_in_one_pass_random(void **state)
                                          "{}",
                                          "[1,[2,[3]]]",
                                          "{\"z\":1,\"a\":{\"y\":[true]}}",
-                                         "{\"a\":1,\"a\":2}",
+                                         "{\"a\":1,\"b\":2}",
                                          "\"\\/\\b\\f\\n\\r\\t\"",
                                          "{\"b64\":\"QUJDRA==\"}",
                                          "-12.500e+2"};
@@ -827,28 +1460,129 @@ static void test_instances_in_one_pass_random(void **state)
     assert_true(keyed > 1000); /* the one pass takes the usual batches */
 }
 
+/* ---- names given twice: servers read them two ways ---------------------------------- */
+/*
+ * json-c and Python's json keep the last member of a name given twice; rapidjson's
+ * FindMember, which TF Serving (tensorflow_serving/util/json_tensor.cc: doc.FindMember
+ * ("instances"), ("signature_name"), ...) and Triton use, returns the first. A body that
+ * names a member it reads twice must then share a key with neither reading, or one body
+ * answered by one server's reading is served to the other's: keyed raw, as a lenient body.
+ * These tests fail while the key takes the last one (src/cachekey.c: kept_members).
+ */
+
+/* twice names a member twice; first and last are it as read by the servers that take the
+ * first or the last: it must share a key with neither under p. */
+static void assert_not_read_as(const struct pc_key_params *p, const char *twice, const char *first,
+                               const char *last)
+{
+    char k[PC_KEY_MAX], kf[PC_KEY_MAX], kl[PC_KEY_MAX];
+    derive_p(p, ROUTE, twice, 1, k);
+    derive_p(p, ROUTE, first, 1, kf);
+    derive_p(p, ROUTE, last, 1, kl);
+    if (strcmp(k, kf) == 0 || strcmp(k, kl) == 0)
+        print_error("%s\n  keys like %s\n", twice, strcmp(k, kf) == 0 ? first : last);
+    assert_string_not_equal(k, kf);
+    assert_string_not_equal(k, kl);
+}
+
+static void test_read_twice_tfs(void **state)
+{
+    (void)state;
+    const struct pc_key_params *p = &default_params;
+    assert_not_read_as(p, "{\"instances\":[10],\"instan\\u0063es\":[20]}", "{\"instances\":[10]}",
+                       "{\"instances\":[20]}");
+    assert_not_read_as(p, "{\"instances\":[10],\"instances\":[20]}", "{\"instances\":[10]}",
+                       "{\"instances\":[20]}");
+    assert_not_read_as(p, "{\"signature_name\":\"a\",\"signature_name\":\"b\",\"instances\":[1]}",
+                       "{\"signature_name\":\"a\",\"instances\":[1]}",
+                       "{\"signature_name\":\"b\",\"instances\":[1]}");
+    assert_not_read_as(
+        &examples_params, "{\"examples\":[{}],\"context\":{\"c\":1},\"context\":{\"c\":2}}",
+        "{\"examples\":[{}],\"context\":{\"c\":1}}", "{\"examples\":[{}],\"context\":{\"c\":2}}");
+}
+
+/* The batch context: TF Serving signs the whole batch with the first signature_name. */
+static void test_read_twice_batch_context(void **state)
+{
+    (void)state;
+    const char *twice[] = {
+        "{\"signature_name\":\"a\",\"signature_name\":\"b\",\"instances\":[1]}",
+        "{\"signature_name\":\"a\",\"signatur\\u0065_name\":\"b\",\"instances\":[1]}",
+    };
+    char first[1][PC_KEY_MAX], last[1][PC_KEY_MAX];
+    element_keys(&default_params, "{\"signature_name\":\"a\",\"instances\":[1]}", first, 1);
+    element_keys(&default_params, "{\"signature_name\":\"b\",\"instances\":[1]}", last, 1);
+    for (size_t i = 0; i < 2; i++) {
+        struct pc_span *spans, sig;
+        char(*k)[PC_KEY_MAX];
+        size_t n;
+        if (instances(&default_params, twice[i], strlen(twice[i]), &spans, &n, &sig, &k) == 0) {
+            int bad = strcmp(k[0], first[0]) == 0 || strcmp(k[0], last[0]) == 0;
+            if (bad)
+                print_error("%s\n  element 0 keys like one signature's\n", twice[i]);
+            free(spans);
+            free(k);
+            assert_false(bad);
+        }
+    }
+}
+
+static void test_read_twice_whole_body(void **state)
+{
+    (void)state;
+    assert_not_read_as(&kserve_params, "{\"inputs\":[1],\"inputs\":[2]}", "{\"inputs\":[1]}",
+                       "{\"inputs\":[2]}");
+    assert_not_read_as(&json_params, "{\"q\":\"a\",\"\\u0071\":\"b\"}", "{\"q\":\"a\"}",
+                       "{\"q\":\"b\"}");
+    assert_not_read_as(&alias_params, "{\"inputs\":[1],\"inputs\":[2]}", "{\"inputs\":[1]}",
+                       "{\"inputs\":[2]}");
+}
+
+/* Inside a value read: Triton finds "data", "name", "shape" with FindMember too. */
+static void test_read_twice_nested(void **state)
+{
+    (void)state;
+    assert_not_read_as(&kserve_params,
+                       "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\","
+                       "\"data\":[1],\"data\":[2]}]}",
+                       "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\","
+                       "\"data\":[1]}]}",
+                       "{\"inputs\":[{\"name\":\"x\",\"shape\":[1],\"datatype\":\"FP32\","
+                       "\"data\":[2]}]}");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_vector_tfs_predict),
+        cmocka_unit_test(test_vector_tfs_examples),
+        cmocka_unit_test(test_vector_kserve),
+        cmocka_unit_test(test_vector_json),
+        cmocka_unit_test(test_vector_path_and_raw),
         cmocka_unit_test(test_vector_fields),
-        cmocka_unit_test(test_vector_numbers),
-        cmocka_unit_test(test_vector_path),
-        cmocka_unit_test(test_vector_raw),
+        cmocka_unit_test(test_vector_derive),
+        cmocka_unit_test(test_vector_vary),
+        cmocka_unit_test(test_vector_instances_and_herd),
+        cmocka_unit_test(test_head_form),
+        cmocka_unit_test(test_head_newline_refused),
+        cmocka_unit_test(test_head_fields_change_key),
+        cmocka_unit_test(test_media),
+        cmocka_unit_test(test_vary_add),
         cmocka_unit_test(test_key_shape),
         cmocka_unit_test(test_prefix_limit),
-        cmocka_unit_test(test_newline_in_route_or_namespace),
-        cmocka_unit_test(test_order_and_whitespace),
-        cmocka_unit_test(test_noise_fields),
-        cmocka_unit_test(test_routes_never_share),
-        cmocka_unit_test(test_namespace_changes_key),
-        cmocka_unit_test(test_path_fallback),
+        cmocka_unit_test(test_tfs_predict_reads),
+        cmocka_unit_test(test_escaped_member_names),
+        cmocka_unit_test(test_unread_duplicates),
+        cmocka_unit_test(test_tfs_examples_reads),
+        cmocka_unit_test(test_kserve_reads),
+        cmocka_unit_test(test_json_reads),
+        cmocka_unit_test(test_path_forms_distinct),
         cmocka_unit_test(test_path_not_string_or_disabled),
-        cmocka_unit_test(test_fields_win_over_path),
-        cmocka_unit_test(test_field_present_as_null),
-        cmocka_unit_test(test_duplicate_configured_field),
+        cmocka_unit_test(test_fields_alias),
+        cmocka_unit_test(test_order_and_whitespace),
         cmocka_unit_test(test_raw_bodies),
         cmocka_unit_test(test_invalid_json_declared),
-        cmocka_unit_test(test_json_not_object_is_raw),
+        cmocka_unit_test(test_json_not_object),
         cmocka_unit_test(test_length_delimited),
         cmocka_unit_test(test_numbers),
         cmocka_unit_test(test_canonical_documents),
@@ -865,7 +1599,13 @@ int main(void)
         cmocka_unit_test(test_canonical_rejects_non_json),
         cmocka_unit_test(test_kind_names),
         cmocka_unit_test(test_instances_in_one_pass),
+        cmocka_unit_test(test_instances_context),
+        cmocka_unit_test(test_instance_keys_not_body_keys),
         cmocka_unit_test(test_instances_in_one_pass_random),
+        cmocka_unit_test(test_read_twice_tfs),
+        cmocka_unit_test(test_read_twice_batch_context),
+        cmocka_unit_test(test_read_twice_whole_body),
+        cmocka_unit_test(test_read_twice_nested),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -330,7 +330,9 @@ static void test_property(void **state)
             fail_msg("in '%s' value %s: out '%s'", in.data, value ? value : "NULL", out.data);
         json_object_put(want);
         json_object_put(got);
-        assert_int_equal(pc_canon_json(out.data, out.len, NULL, NULL), PC_CANON_OK);
+        /* strict JSON (a name the input gave twice makes it INEXACT, never INVALID) */
+        enum pc_canon_rc crc = pc_canon_json(out.data, out.len, NULL, NULL);
+        assert_true(crc == PC_CANON_OK || crc == PC_CANON_INEXACT);
 
         size_t off, vlen;
         int rc = pc_jsonedit_find_member(out.data, out.len, "id", &off, &vlen);
