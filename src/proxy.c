@@ -1102,13 +1102,16 @@ static void forward_or_join(struct pc_preq *p, enum pc_cache_result result)
 
 /* ---- lookup ------------------------------------------------------------------------ */
 
-void pc_proxy_replay_body(const struct pc_preq *p, const char *body, size_t len, struct pc_buf *tmp,
-                          const char **out, size_t *out_len)
+void pc_proxy_replay_body(const struct pc_preq *p, const char *body, size_t len, size_t json_len,
+                          struct pc_buf *tmp, const char **out, size_t *out_len,
+                          size_t *out_json_len)
 {
     *out = body;
     *out_len = len;
+    *out_json_len = json_len;
     /* Only a body keyed as read (not raw: then the id is in the key, and the entry's). */
-    if (p->keyp.family != PC_FAMILY_KSERVE || p->key_kind != PC_KEY_BODY || p->req == NULL)
+    if (p->keyp.family != PC_FAMILY_KSERVE || p->key_kind != PC_KEY_BODY || p->req == NULL ||
+        json_len > len)
         return;
     int ignored = 0;
     for (size_t i = 0; i < p->keyp.n_ignore_fields; i++)
@@ -1118,11 +1121,32 @@ void pc_proxy_replay_body(const struct pc_preq *p, const char *body, size_t len,
     size_t rlen, off = 0, vlen = 0;
     const char *req = pc_http_req_body(p->req, &rlen);
     int have = pc_jsonedit_find_member(req, rlen, "id", &off, &vlen) == 0;
-    if (pc_jsonedit_set_member(body, len, "id", have ? req + off : NULL, have ? vlen : 0, tmp) ==
-        0) {
+    /* A binary tensor answer: the JSON part is its first json_len bytes, the rest raw. */
+    if (pc_jsonedit_set_member(body, json_len, "id", have ? req + off : NULL, have ? vlen : 0,
+                               tmp) == 0) {
+        *out_json_len = tmp->len;
+        if (pc_buf_append(tmp, body + json_len, len - json_len) != 0)
+            return;
         *out = tmp->data;
         *out_len = tmp->len;
     }
+}
+
+/* The length of a binary tensor answer's JSON part (Inference-Header-Content-Length), or
+ * len when the answer is all JSON (or the header is not a length within it). */
+static size_t json_part(const struct pc_envelope *env)
+{
+    for (size_t i = 0; i < env->n_headers && i < PC_ENV_MAX_HEADERS; i++) {
+        if (!pc_strcaseeq(env->headers[i].name, "Inference-Header-Content-Length"))
+            continue;
+        const char *v = env->headers[i].value;
+        size_t n = strlen(v);
+        if (n == 0 || n > 12 || strspn(v, "0123456789") != n)
+            return env->body_len;
+        unsigned long long x = strtoull(v, NULL, 10);
+        return x <= env->body_len ? (size_t)x : env->body_len;
+    }
+    return env->body_len;
 }
 
 /*
@@ -1154,8 +1178,16 @@ static void answer_entry(struct pc_preq *p, const struct pc_envelope *env,
     struct pc_buf tmp;
     pc_buf_init(&tmp);
     const char *body;
-    size_t len;
-    pc_proxy_replay_body(p, env->body, env->body_len, &tmp, &body, &len);
+    size_t len, json_len = json_part(env), new_json_len;
+    pc_proxy_replay_body(p, env->body, env->body_len, json_len, &tmp, &body, &len, &new_json_len);
+    char ihcl[32];
+    if (new_json_len != json_len) { /* the JSON part changed length: so does its header */
+        snprintf(ihcl, sizeof ihcl, "%zu", new_json_len);
+        for (size_t i = 0; i < n; i++) {
+            if (pc_strcaseeq(h[i].name, "Inference-Header-Content-Length"))
+                h[i].value = ihcl;
+        }
+    }
     pc_proxy_answer(p, env->status, h, n, body, len);
     pc_buf_release(&tmp);
 }

@@ -142,10 +142,12 @@ const char *pc_proxy_find_header(const struct pc_header *h, size_t n, const char
 int pc_proxy_store_ttl(const struct pc_preq *p);
 /* The key's route: the path, plus "?" query when there is one. */
 int pc_proxy_route_of(const struct pc_preq *p, struct pc_buf *out);
-/* The body a replayed answer carries for p: a KServe v2 answer's "id" is the requester's.
- * *out is body, or tmp's data when rewritten. */
-void pc_proxy_replay_body(const struct pc_preq *p, const char *body, size_t len, struct pc_buf *tmp,
-                          const char **out, size_t *out_len);
+/* The body a replayed answer carries for p: a KServe v2 answer's "id" is the requester's,
+ * in its first json_len bytes (all of it, or the JSON part of a binary tensor answer).
+ * *out is body, or tmp's data when rewritten; *out_json_len the JSON part's new length. */
+void pc_proxy_replay_body(const struct pc_preq *p, const char *body, size_t len, size_t json_len,
+                          struct pc_buf *tmp, const char **out, size_t *out_len,
+                          size_t *out_json_len);
 
 /*
  * Coalescing, shared by both flows, on p->key or (for a batch's sub-request) p->herd.

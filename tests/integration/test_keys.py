@@ -35,14 +35,15 @@ appended to $PREDCACHE_KEY_TABLE when set).
 
 import json
 import os
+import random
 import re
-from collections import namedtuple
+from collections import Counter, namedtuple
 
 import pytest
 import requests
 
 from conftest import HTTP_TIMEOUT, ModelServer
-from oracle import Oracle, answer_document
+from oracle import Oracle, answer_document, run_load
 import model_server  # noqa: E402 (on sys.path through oracle)
 
 PREDICT = "/v1/models/m:predict"
@@ -541,3 +542,105 @@ def test_oracle_reads_as_the_model():
     assert Oracle("salted", salt="B").check(
         acme.method, acme.path, acme.body, acme.headers, 200,
         model_answer(acme, vary_on=["X-Tenant"])[0], "HIT") is not None
+
+
+# --------------------------------------------------------------------------- under load
+
+
+def mixed_families(seed):
+    """An endless stream of requests over every family above, drawn from small pools so that most repeat
+    (hits, coalescing) while noise varies (ids, request ids, member order, whitespace), and
+    the confusable pairs are sent side by side: escaped and duplicated names, path text
+    against a path member, three users and anonymous, two tenants (a Vary header)."""
+    rng = random.Random(seed)
+    users = [None, "Bearer alice-load", "Bearer bob-load", "Bearer carol-load"]
+    tenants = ["t1", "t2"]
+
+    def noise():
+        return "".join(rng.choice("abcdef0123") for _ in range(6))
+
+    def tf_row():
+        v = rng.randrange(40)
+        body = rng.choice([
+            '{"instances":[%d],"request_id":"%s"}' % (v, noise()),
+            '{ "request_id" : "%s", "instances" : [ %d ] }' % (noise(), v),
+            '{"instan\\u0063es":[%d]}' % v,
+            '{"instances":[%d],"instances":[%d]}' % (v, rng.randrange(40)),
+            '{"signature_name":"s%d","instances":[%d]}' % (v % 2, v),
+            '{"signature_n\\u0061me":"s%d","instances":[%d]}' % (v % 2, v),
+        ])
+        return "POST", PREDICT, body.encode(), {"Content-Type": JSON_CT}
+
+    def tf_columnar():
+        v = rng.randrange(20)
+        body = {"signature_name": "s%d" % (v % 3), "inputs": {"x": [v, v + 1]}}
+        return "POST", PREDICT, json.dumps(body).encode(), {"Content-Type": JSON_CT}
+
+    def classify():
+        v = rng.randrange(20)
+        body = {"examples": [{"x": v}], "context": {"c": v % 2}, "trace": noise()}
+        path = CLASSIFY if v % 2 else REGRESS
+        return "POST", path, json.dumps(body).encode(), {"Content-Type": JSON_CT}
+
+    def kserve():
+        v = rng.randrange(30)
+        body = {"inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [v]}]}
+        if rng.random() < 0.7:
+            body["id"] = noise()
+        if v % 3 == 0:
+            body["outputs"] = [{"name": "y%d" % (v % 2)}]
+        if v % 5 == 0:
+            body["parameters"] = {"binary_data_output": v % 2 == 0}
+        return "POST", INFER, json.dumps(body).encode(), {"Content-Type": JSON_CT}
+
+    def kserve_binary():
+        v = rng.randrange(10)
+        r = binary(BIN_HEADER, bytes([v, v + 1, v + 2, v + 3]))
+        return r.method, r.path, r.body, dict(r.headers)
+
+    def plain():
+        v = rng.randrange(30)
+        body = rng.choice([
+            {"text": "t%d" % v, "request_id": noise()},
+            {"file_path": "in/%d.jpg" % v, "request_id": noise()},
+            {"file_path": "in/%d.jpg" % v, "extra": v % 2},
+        ])
+        return "POST", PLAIN, json.dumps(body).encode(), {"Content-Type": JSON_CT}
+
+    def text():
+        v = rng.randrange(30)
+        return "POST", PLAIN, ("path:in/%d.jpg" % v).encode(), {"Content-Type": "text/plain"}
+
+    kinds = [tf_row] * 5 + [tf_columnar, classify] * 2 + [kserve] * 4 + \
+        [kserve_binary, plain, plain, text]
+    while True:
+        method, path, body, headers = rng.choice(kinds)()
+        user = rng.choice(users)
+        if user is not None:
+            headers["Authorization"] = user
+        headers["X-Tenant"] = rng.choice(tenants)
+        yield method, path, body, headers
+
+
+def test_mixed_families_under_load(start_predcache, model, redis):
+    """Thousands of requests over every family, 4 at a time, across the TTL and the
+    in-process tier's age-out, with per-instance caching, the key memo and coalescing on:
+    every answer is the model's answer to that request, for that user and tenant."""
+    model.control(vary_on=["X-Tenant"])
+    p = start_predcache(conf={
+        "cache": {"ttl_s": "2", "grace_s": "1", "per_instance": "on", "l1_max_bytes": "64k",
+                  "l1_ttl_ms": "300", "key_memo_bytes": "256k", "vary": "X-Tenant"},
+        "route tenants": {"match": "POST /predict", "ignore_fields": "request_id"}})
+    oracle = Oracle("mixed families under load", check_auth=True)
+    # 7 s: entries live 2 s fresh and 1 s stale, the tier 300 ms: each crossed many times
+    results = run_load(p.url(), mixed_families(seed=13), 4, oracle, max_requests=60000,
+                       duration_s=7)
+    by_cache = Counter(r.x_cache for r in results)
+    print("mixed families: %d requests, X-Cache %s" % (len(results), dict(by_cache)))
+    oracle.assert_clean()
+    assert len(results) >= 2000, "too few requests ran: %d" % len(results)
+    assert by_cache["STALE"] > 0, dict(by_cache)
+    assert by_cache["HIT"] + by_cache["STALE"] + by_cache["PARTIAL"] >= len(results) // 4, \
+        dict(by_cache)
+    assert by_cache["MISS"] >= 100, dict(by_cache)
+    assert [r for r in results if r.error] == []

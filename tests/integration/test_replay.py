@@ -100,6 +100,35 @@ def test_binary_answer_id_is_the_requesters(start_predcache, model, redis):
     oracle.assert_clean()
 
 
+def test_binary_output_asked_in_json_gets_the_requesters_id(start_predcache, model, redis):
+    """A JSON request (keyed as read, id left out) asking binary_data_output: the hit is a
+    binary answer whose JSON part carries the entry's id. It is rewritten there, and
+    Inference-Header-Content-Length follows the JSON part's new length."""
+    p = start_predcache()
+    oracle = Oracle("binary output, id")
+    params = {"binary_data_output": True}
+    r1 = send(p, oracle, INFER, json.dumps({"id": "a", "inputs": [TENSOR], "parameters": params}),
+              JSON_CT)
+    redis.wait_key(r1.headers["X-Cache-Key"])
+    doc1, tail1 = answer_document(r1.content, r1.headers)
+    for rid in ("a much longer id", "", None):
+        body = {"inputs": [TENSOR], "parameters": params}
+        if rid is not None:
+            body["id"] = rid
+        r = send(p, oracle, INFER, json.dumps(body), JSON_CT)  # checks id and framing
+        assert r.headers.get("X-Cache") == "HIT"
+        doc, tail = answer_document(r.content, r.headers)
+        assert tail == tail1, "the binary part is the entry's, byte for byte"
+        assert int(r.headers[IHCL]) == len(r.content) - len(tail)
+        if rid is None:
+            assert "id" not in doc
+        else:
+            assert doc["id"] == rid
+        assert dict(doc, id="a") == dict(doc1, id="a")
+    assert model.count() == 1
+    oracle.assert_clean()
+
+
 # --------------------------------------------------------------------------- JSON KServe id
 
 
