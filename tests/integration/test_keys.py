@@ -37,6 +37,7 @@ import json
 import os
 import random
 import re
+import threading
 from collections import Counter, namedtuple
 
 import pytest
@@ -622,25 +623,41 @@ def mixed_families(seed):
         yield method, path, body, headers
 
 
-def test_mixed_families_under_load(start_predcache, model, redis):
-    """Thousands of requests over every family, 4 at a time, across the TTL and the
-    in-process tier's age-out, with per-instance caching, the key memo and coalescing on:
-    every answer is the model's answer to that request, for that user and tenant."""
+@pytest.mark.parametrize("procs,workers", [(1, 1), (2, 2)])
+def test_mixed_families_under_load(start_predcache, model, redis, procs, workers):
+    """Thousands of requests over every family, 4 at a time per process, across the TTL and
+    the in-process tier's age-out, with per-instance caching, the key memo, coalescing and
+    (2 x 2) several workers and processes on one Redis: every answer is the model's answer
+    to that request, for that user and tenant."""
     model.control(vary_on=["X-Tenant"])
-    p = start_predcache(conf={
+    conf = {
+        "server": {"workers": str(workers)},
         "cache": {"ttl_s": "2", "grace_s": "1", "per_instance": "on", "l1_max_bytes": "64k",
                   "l1_ttl_ms": "300", "key_memo_bytes": "256k", "vary": "X-Tenant"},
-        "route tenants": {"match": "POST /predict", "ignore_fields": "request_id"}})
-    oracle = Oracle("mixed families under load", check_auth=True)
-    # 7 s: entries live 2 s fresh and 1 s stale, the tier 300 ms: each crossed many times
-    results = run_load(p.url(), mixed_families(seed=13), 4, oracle, max_requests=60000,
-                       duration_s=7)
-    by_cache = Counter(r.x_cache for r in results)
-    print("mixed families: %d requests, X-Cache %s" % (len(results), dict(by_cache)))
+        "route tenants": {"match": "POST /predict", "ignore_fields": "request_id"}}
+    ps = [start_predcache(conf=conf) for _ in range(procs)]
+    oracle = Oracle("mixed families under load, %d x %d" % (procs, workers), check_auth=True)
+    results = [None] * procs
+
+    def one(i):
+        # 7 s: entries live 2 s fresh and 1 s stale, the tier 300 ms: each crossed many times
+        results[i] = run_load(ps[i].url(), mixed_families(seed=13 + i), 4, oracle,
+                              max_requests=60000, duration_s=7)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(procs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(r is not None for r in results), "a load thread did not finish"
+    flat = [r for rs in results for r in rs]
+    by_cache = Counter(r.x_cache for r in flat)
+    print("mixed families, %d x %d: %d requests, X-Cache %s" % (procs, workers, len(flat),
+                                                               dict(by_cache)))
     oracle.assert_clean()
-    assert len(results) >= 2000, "too few requests ran: %d" % len(results)
+    assert len(flat) >= 2000, "too few requests ran: %d" % len(flat)
     assert by_cache["STALE"] > 0, dict(by_cache)
-    assert by_cache["HIT"] + by_cache["STALE"] + by_cache["PARTIAL"] >= len(results) // 4, \
+    assert by_cache["HIT"] + by_cache["STALE"] + by_cache["PARTIAL"] >= len(flat) // 4, \
         dict(by_cache)
     assert by_cache["MISS"] >= 100, dict(by_cache)
-    assert [r for r in results if r.error] == []
+    assert [r for r in flat if r.error] == []
