@@ -392,6 +392,73 @@ class RedisServer:
                         what="key %s to appear in Redis" % key)
 
 
+def _flatten(value):
+    """Every byte string in a RESP reply (nested lists included), joined by newlines."""
+    if value is None:
+        return b""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (int, str)):
+        return str(value).encode()
+    return b"\n".join(_flatten(v) for v in value)
+
+
+# How redis_dump reads each type: the command, then its arguments after the key.
+_READ_BY_TYPE = {"string": ("GET",), "hash": ("HGETALL",), "list": ("LRANGE", 0, -1),
+                 "set": ("SMEMBERS",), "zset": ("ZRANGE", 0, -1, "WITHSCORES")}
+
+
+def redis_dump(redis):
+    """{key: every byte Redis holds for it}, whatever its type: the key's name, then its
+    value as its type is read (a stream: its entries, its groups, their consumers and
+    pending entries; a type read otherwise: its DUMP). For searching all of Redis for a
+    value that must not be there. Keys found by SCAN; one expired since is left out."""
+    keys, cursor = [], b"0"
+    while True:
+        cursor, batch = redis.command("SCAN", cursor, "COUNT", "1000")
+        keys.extend(batch)
+        if cursor in (b"0", 0, "0"):
+            break
+    out = {}
+    for key in keys:
+        kind = redis.command("TYPE", key)
+        if kind == "none":
+            continue
+        parts = [key]
+        if kind in _READ_BY_TYPE:
+            command, *args = _READ_BY_TYPE[kind]
+            parts.append(redis.command(command, key, *args))
+        elif kind == "stream":
+            parts.append(redis.command("XRANGE", key, "-", "+"))
+            for group in redis.command("XINFO", "GROUPS", key):
+                name = dict(zip(group[::2], group[1::2]))[b"name"]
+                parts += [group, redis.command("XINFO", "CONSUMERS", key, name),
+                          redis.command("XPENDING", key, name, "-", "+", "1000")]
+        else:
+            parts.append(redis.command("DUMP", key))
+        out[key] = _flatten(parts)
+    return out
+
+
+def assert_no_secrets(redis, p, secrets):
+    """No secret (str) is anywhere in Redis (redis_dump: any key's name or value) nor in
+    predcache p's stdout or stderr; the failure names every place one was found. Returns
+    the dump."""
+    dump = redis_dump(redis)
+    logs = {"stdout": p.stdout_text(), "stderr": p.stderr_text()}
+    found = []
+    for secret in secrets:
+        for key, blob in dump.items():
+            if secret.encode() in blob:
+                found.append("%s in Redis %s" % (secret, key.decode("utf-8", "replace")))
+        for name, text in logs.items():
+            if secret in text:
+                line = next(l for l in text.splitlines() if secret in l)
+                found.append("%s in predcache %s: %s" % (secret, name, line[:200]))
+    assert not found, "\n".join(found)
+    return dump
+
+
 # --------------------------------------------------------------------------- model server
 
 

@@ -27,6 +27,9 @@ answered.
     ...
     oracle.assert_clean()          # prints the report; fails when wrong > 0 or nothing checked
 
+    r = post_checked(p.url(), oracle, "/v1/models/m:predict", {"instances": [1]})
+                                   # one request, its answer asserted right and 200
+
 What counts as WRONG (check() returns the reason, counts it in .wrong, keeps the first
 SAMPLES reasons in .samples):
 
@@ -99,6 +102,8 @@ import time
 from collections import Counter, namedtuple
 from urllib.parse import urlsplit
 
+import requests
+
 _FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
 if _FIXTURES not in sys.path:
     sys.path.insert(0, _FIXTURES)
@@ -122,12 +127,14 @@ from model_server import (  # noqa: E402,F401  (re-exported for tests)
     view_digest,
 )
 
-__all__ = ["Oracle", "Result", "run_load", "predict_request", "expected_predictions",
+__all__ = ["Oracle", "Result", "run_load", "predict_request", "post_checked",
+           "expected_predictions",
            "predictions_for", "short_hash", "canonical", "auth_digest", "doc_digest",
            "sha256_hex", "split_target", "is_predict_route", "is_batch_route", "model_of",
            "read_request", "predictions_of", "view_digest", "answer_document"]
 
 SAMPLES = 10
+HTTP_TIMEOUT = 15.0  # as conftest's: one request's deadline
 REMEMBER_MAX = 1_000_000  # documents remembered for ignore_fields (digest -> digest)
 
 
@@ -565,3 +572,19 @@ def predict_request(path, doc_or_body, headers=None):
     hdrs = {"Content-Type": "application/json"}
     hdrs.update(headers or {})
     return ("POST", path, _as_bytes(body), hdrs)
+
+
+def post_checked(url_base, oracle, path, body, headers=None, method="POST", status=200,
+                 timeout=HTTP_TIMEOUT):
+    """Sends one request to url_base + path, built as predict_request() builds it (a JSON
+    value is sent as JSON, bytes or str as they are; Content-Type application/json unless
+    headers name another), has oracle check the answer and asserts that it is right and
+    that its status is `status`. Returns the requests.Response."""
+    _, path, data, hdrs = predict_request(path, body, headers)
+    r = requests.request(method, url_base + path, data=data, headers=hdrs, timeout=timeout)
+    reason = oracle.check(method, path, data, hdrs, r.status_code, r.content,
+                          r.headers.get("X-Cache"), r.headers)
+    assert reason is None, "wrong answer (X-Cache %s): %s" % (r.headers.get("X-Cache"), reason)
+    assert r.status_code == status, "status %d, not %d: %s" % (r.status_code, status,
+                                                               r.text[:300])
+    return r

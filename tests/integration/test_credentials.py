@@ -17,37 +17,23 @@ Cookie and X-Api-Key into "received").
 """
 
 import json
-import re
 import time
 
 import requests
 
-from conftest import HTTP_TIMEOUT, wait_for
-from oracle import Oracle, auth_digest
+from conftest import HTTP_TIMEOUT, assert_no_secrets
+from jobs import job_id_of, submit, submit_running, wait_done
+from oracle import Oracle, auth_digest, post_checked
 
 PREDICT = "/v1/models/m:predict"
 PLAIN = "/predict"
 JSON_CT = {"Content-Type": "application/json"}
-PREFER = {"Prefer": "respond-async"}
-JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 # Distinctive values, so that a search of logs and Redis cannot miss them.
 ALICE = "Bearer alice-secret-7d1f09"
 BOB = "Bearer bob-secret-52e8aa"
 SECRETS = ["alice-secret-7d1f09", "bob-secret-52e8aa", "carol-cookie-91b3", "dave-cookie-0c44",
            "erin-apikey-6a2d", "frank-apikey-e7f1", "grace-proxy-3b9c", "heidi-proxy-8d02"]
-
-
-def post(p, oracle, body, headers=None, path=PREDICT):
-    hdrs = dict(JSON_CT)
-    hdrs.update(headers or {})
-    data = json.dumps(body)
-    r = requests.post(p.url(path), data=data, headers=hdrs, timeout=HTTP_TIMEOUT)
-    reason = oracle.check("POST", path, data, hdrs, r.status_code, r.content,
-                          r.headers.get("X-Cache"), r.headers)
-    assert reason is None, "wrong answer: %s" % reason
-    assert r.status_code == 200, r.text[:300]
-    return r
 
 
 def model_auths(model):
@@ -63,13 +49,13 @@ def three_scopes(p, model, redis, header, alice, bob, path=PREDICT, body=None):
     who = [("alice", {header: alice}), ("anonymous", {}), ("bob", {header: bob})]
     keys = {}
     for name, hdrs in who:
-        r = post(p, oracle, body, hdrs, path)
+        r = post_checked(p.url(), oracle, path, body, hdrs)
         assert r.headers["X-Cache"] == "MISS", (name, r.headers.get("X-Cache"))
         keys[name] = r.headers["X-Cache-Key"]
         redis.wait_key(keys[name])
     assert len(set(keys.values())) == 3, keys
     for name, hdrs in who:
-        r = post(p, oracle, body, hdrs, path)
+        r = post_checked(p.url(), oracle, path, body, hdrs)
         assert r.headers["X-Cache"] == "HIT", (name, r.headers.get("X-Cache"))
         assert r.headers["X-Cache-Key"] == keys[name], name
     oracle.assert_clean()
@@ -100,7 +86,7 @@ def test_isolate_credential_headers(start_predcache, model, redis):
                               "log": {"level": "debug"}})
     three_scopes(p, model, redis, "X-Api-Key", "erin-apikey-6a2d", "frank-apikey-e7f1")
     assert len(set(model_auths(model))) == 3
-    assert_no_secrets(p, redis)
+    assert_no_secrets(redis, p, SECRETS)
 
 
 def test_isolate_proxy_authorization(start_predcache, model, redis):
@@ -109,9 +95,11 @@ def test_isolate_proxy_authorization(start_predcache, model, redis):
     p = start_predcache()
     oracle = Oracle("proxy-authorization")
     body = {"instances": ["proxy-auth"]}
-    ra = post(p, oracle, body, {"Proxy-Authorization": "Basic grace-proxy-3b9c"})
+    ra = post_checked(p.url(), oracle, PREDICT, body,
+                      {"Proxy-Authorization": "Basic grace-proxy-3b9c"})
     redis.wait_key(ra.headers["X-Cache-Key"])
-    rb = post(p, oracle, body, {"Proxy-Authorization": "Basic heidi-proxy-8d02"})
+    rb = post_checked(p.url(), oracle, PREDICT, body,
+                      {"Proxy-Authorization": "Basic heidi-proxy-8d02"})
     assert rb.headers["X-Cache"] == "MISS"
     assert rb.headers["X-Cache-Key"] != ra.headers["X-Cache-Key"]
     assert "proxy-authorization" not in model.last()["headers"]
@@ -124,9 +112,9 @@ def test_isolate_is_per_route_overridable(start_predcache, model, redis):
                                                 "credentials": "shared"}})
     shared = Oracle("shared route", check_auth=False)
     body = {"image_data": "c2hhcmVk"}
-    ra = post(p, shared, body, {"Authorization": ALICE}, PLAIN)
+    ra = post_checked(p.url(), shared, PLAIN, body, {"Authorization": ALICE})
     redis.wait_key(ra.headers["X-Cache-Key"])
-    rb = post(p, shared, body, {"Authorization": BOB}, PLAIN)
+    rb = post_checked(p.url(), shared, PLAIN, body, {"Authorization": BOB})
     assert rb.headers["X-Cache"] == "HIT" and rb.headers["X-Cache-Key"] == ra.headers["X-Cache-Key"]
     shared.assert_clean()
     assert model.count() == 1
@@ -142,11 +130,11 @@ def test_shared(start_predcache, model, redis):
     p = start_predcache(conf={"cache": {"credentials": "shared"}})
     oracle = Oracle("shared", check_auth=False)
     body = {"instances": ["public-model"]}
-    ra = post(p, oracle, body, {"Authorization": ALICE})
+    ra = post_checked(p.url(), oracle, PREDICT, body, {"Authorization": ALICE})
     assert ra.headers["X-Cache"] == "MISS"
     redis.wait_key(ra.headers["X-Cache-Key"])
     for hdrs in ({"Authorization": BOB}, {}, {"Cookie": "session=carol-cookie-91b3"}):
-        r = post(p, oracle, body, hdrs)
+        r = post_checked(p.url(), oracle, PREDICT, body, hdrs)
         assert r.headers["X-Cache"] == "HIT", (hdrs, r.headers.get("X-Cache"))
         assert r.headers["X-Cache-Key"] == ra.headers["X-Cache-Key"]
     oracle.assert_clean()
@@ -160,95 +148,31 @@ def test_bypass(start_predcache, model, redis):
     for i, hdrs in enumerate([{"Authorization": ALICE}, {"Authorization": ALICE},
                               {"Cookie": "session=carol-cookie-91b3"},
                               {"Proxy-Authorization": "Basic grace-proxy-3b9c"}]):
-        r = post(p, oracle, body, hdrs)
+        r = post_checked(p.url(), oracle, PREDICT, body, hdrs)
         assert r.headers.get("X-Cache") == "BYPASS", (hdrs, r.headers.get("X-Cache"))
         assert "X-Cache-Key" not in r.headers
         assert model.count() == i + 1
     time.sleep(0.3)  # stores are asynchronous: give a wrong one the time to land
     assert [k for k in redis.keys() if ":v1:" in k or ":v2:" in k] == []
     # anonymous requests are still cached
-    r = post(p, oracle, body)
+    r = post_checked(p.url(), oracle, PREDICT, body)
     assert r.headers["X-Cache"] == "MISS"
     redis.wait_key(r.headers["X-Cache-Key"])
-    assert post(p, oracle, body).headers["X-Cache"] == "HIT"
+    assert post_checked(p.url(), oracle, PREDICT, body).headers["X-Cache"] == "HIT"
     oracle.assert_clean()
-    assert_no_secrets(p, redis)
+    assert_no_secrets(redis, p, SECRETS)
 
 
 # --------------------------------------------------------------------------- never kept
 
 
-def flatten(value):
-    if value is None:
-        return b""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (int, str)):
-        return str(value).encode()
-    return b"\n".join(flatten(v) for v in value)
-
-
-def redis_dump(redis):
-    """{key: every byte Redis holds for it}, whatever its type."""
-    out = {}
-    for key in redis.command("KEYS", "*"):
-        kind = redis.command("TYPE", key)
-        if kind == "string":
-            value = redis.command("GET", key)
-        elif kind == "hash":
-            value = redis.command("HGETALL", key)
-        elif kind == "list":
-            value = redis.command("LRANGE", key, 0, -1)
-        elif kind == "set":
-            value = redis.command("SMEMBERS", key)
-        elif kind == "zset":
-            value = redis.command("ZRANGE", key, 0, -1, "WITHSCORES")
-        elif kind == "stream":
-            value = [redis.command("XRANGE", key, "-", "+"),
-                     redis.command("XINFO", "GROUPS", key)]
-        else:
-            value = kind
-        out[key] = key + b"\n" + flatten(value)
-    return out
-
-
-def assert_no_secrets(p, redis):
-    dump = redis_dump(redis)
-    logs = {"stdout": p.stdout_text(), "stderr": p.stderr_text()}
-    found = []
-    for secret in SECRETS:
-        for key, blob in dump.items():
-            if secret.encode() in blob:
-                found.append("%s in Redis %s" % (secret, key.decode("utf-8", "replace")))
-        for name, text in logs.items():
-            if secret in text:
-                line = next(l for l in text.splitlines() if secret in l)
-                found.append("%s in predcache %s: %s" % (secret, name, line[:200]))
-    assert not found, "\n".join(found)
-    return dump
-
-
-def submit(p, body, headers=None, path=PREDICT):
-    hdrs = dict(JSON_CT)
-    hdrs.update(PREFER)
-    hdrs.update(headers or {})
-    return requests.post(p.url(path), data=json.dumps(body), headers=hdrs, timeout=HTTP_TIMEOUT)
-
-
-def wait_done(p, job_id, headers=None, timeout=20.0):
-    """Polls with headers: a job submitted with credentials is only shown to them."""
-    def finished():
-        r = requests.get(p.url("/jobs/" + job_id), headers=headers or {}, timeout=HTTP_TIMEOUT)
-        return None if r.status_code in (202, 503) else [r]
-
-    return wait_for(finished, timeout=timeout, what="job %s to finish" % job_id)[0]
-
-
-def job_of(r):
-    assert r.status_code == 202, "submit: %d %s" % (r.status_code, r.text[:300])
-    job_id = r.json()["job_id"]
-    assert JOB_ID_RE.match(job_id), job_id
-    return job_id
+def assert_job_answer(oracle, body, auth, done, what):
+    """A job's answer (done: the poll that found it finished) is the model's answer to
+    body under the submitter's Authorization."""
+    assert done.status_code == 200, done.text[:300]
+    reason = oracle.check("POST", PREDICT, json.dumps(body), dict(JSON_CT, Authorization=auth),
+                          done.status_code, done.content, done.headers.get("X-Cache"))
+    assert reason is None, "%s: %s" % (what, reason)
 
 
 EVERYONE = [{"Authorization": ALICE}, {"Authorization": BOB},
@@ -265,24 +189,17 @@ def test_credentials_never_logged_nor_stored(start_predcache, model, redis):
     oracle = Oracle("no secrets kept")
     for i, hdrs in enumerate(h for h in EVERYONE if "X-Api-Key" not in h):
         body = {"instances": ["kept-%d" % i]}  # one each: isolation is tested above
-        post(p, oracle, body, hdrs)
-        post(p, oracle, body, hdrs)
+        post_checked(p.url(), oracle, PREDICT, body, hdrs)
+        post_checked(p.url(), oracle, PREDICT, body, hdrs)
     # a job, searched for while it runs (its stream entry and record exist) and after
     model.control(delay_ms=1000)
-    before = model.count()
-    job = job_of(submit(p, {"instances": ["job-input"]}, {"Authorization": ALICE}))
-    wait_for(lambda: model.count() == before + 1, timeout=10,
-             what="the job's request at the model server")
-    during = assert_no_secrets(p, redis)
+    job = submit_running(p, model, {"instances": ["job-input"]}, {"Authorization": ALICE})
+    during = assert_no_secrets(redis, p, SECRETS)
     assert any(b"job" in k for k in during), "no job state in Redis: %s" % sorted(during)
-    done = wait_done(p, job, {"Authorization": ALICE})
-    assert done.status_code == 200, done.text[:300]
-    reason = oracle.check("POST", PREDICT, json.dumps({"instances": ["job-input"]}),
-                          dict(JSON_CT, Authorization=ALICE), done.status_code, done.content,
-                          done.headers.get("X-Cache"))
-    assert reason is None, "the job's answer: %s" % reason
+    done = wait_done(p, job, headers={"Authorization": ALICE})
+    assert_job_answer(oracle, {"instances": ["job-input"]}, ALICE, done, "the job's answer")
     oracle.assert_clean()
-    assert_no_secrets(p, redis)
+    assert_no_secrets(redis, p, SECRETS)
 
 
 def test_job_credentials_local(start_predcache, model, redis):
@@ -293,13 +210,9 @@ def test_job_credentials_local(start_predcache, model, redis):
     body = {"instances": ["job-scoped"]}
     answers = {}
     for name, auth in (("alice", ALICE), ("bob", BOB), ("alice again", ALICE)):
-        job = job_of(submit(p, body, {"Authorization": auth}))
-        done = wait_done(p, job, {"Authorization": auth})
-        assert done.status_code == 200, done.text[:300]
-        reason = oracle.check("POST", PREDICT, json.dumps(body),
-                              dict(JSON_CT, Authorization=auth), done.status_code,
-                              done.content, done.headers.get("X-Cache"))
-        assert reason is None, "%s's job: %s" % (name, reason)
+        job = job_id_of(submit(p, body, {"Authorization": auth}))
+        done = wait_done(p, job, headers={"Authorization": auth})
+        assert_job_answer(oracle, body, auth, done, "%s's job" % name)
         answers[name] = done
     assert answers["alice again"].headers.get("X-Cache") == "HIT"
     assert answers["bob"].headers.get("X-Cache") == "MISS"
@@ -308,22 +221,22 @@ def test_job_credentials_local(start_predcache, model, redis):
     assert sorted(a for a in model_auths(model)) == sorted(
         [auth_digest({"Authorization": ALICE}),
          auth_digest({"Authorization": BOB})])
-    assert_no_secrets(p, redis)
+    assert_no_secrets(redis, p, SECRETS)
 
 
 def test_job_credentials_refuse(start_predcache, model, redis):
     p = start_predcache(conf={"jobs": {"credentials": "refuse"}})
     for hdrs in ({"Authorization": ALICE}, {"Cookie": "session=carol-cookie-91b3"}):
-        r = submit(p, {"instances": ["refused"]}, hdrs)
+        r = submit(p, {"instances": ["refused"]}, hdrs, expect=None)
         assert r.status_code == 400, (hdrs, r.status_code, r.text[:300])
         assert r.headers.get("Content-Type", "").startswith("application/json")
         doc = r.json()
         assert isinstance(doc.get("error"), str) and doc["error"], doc
     assert model.count() == 0
     # a job without credentials is still accepted, and a synchronous request with them works
-    job = job_of(submit(p, {"instances": ["anonymous-job"]}))
+    job = job_id_of(submit(p, {"instances": ["anonymous-job"]}))
     assert wait_done(p, job).status_code == 200
     oracle = Oracle("refuse, synchronous")
-    post(p, oracle, {"instances": ["sync"]}, {"Authorization": ALICE})
+    post_checked(p.url(), oracle, PREDICT, {"instances": ["sync"]}, {"Authorization": ALICE})
     oracle.assert_clean()
-    assert_no_secrets(p, redis)
+    assert_no_secrets(redis, p, SECRETS)

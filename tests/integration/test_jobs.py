@@ -7,7 +7,6 @@ job record) as well as through the HTTP answers and /metrics.
 """
 
 import json
-import re
 import signal
 import threading
 import time
@@ -16,59 +15,11 @@ import pytest
 import requests
 
 from conftest import HTTP_TIMEOUT, canonical, wait_for, without_received
-
-ROUTE = "/v1/models/m:predict"
-PREFER = {"Prefer": "respond-async"}
-STREAM = "predcache:jobs:default"
-JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+from jobs import (PREFER, ROUTE, STREAM, job_id_of, poll, record, submit, submit_running,
+                  wait_done, wait_state)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def submit(p, body, route=ROUTE, headers=None, expect=202):
-    hdrs = dict(PREFER)
-    hdrs.update(headers or {})
-    r = p.post(route, json_body=body, headers=hdrs)
-    if expect is not None:
-        assert r.status_code == expect, "submit: %d %s" % (r.status_code, r.text)
-    return r
-
-
-def job_id_of(r):
-    doc = r.json()
-    assert JOB_ID_RE.match(doc["job_id"]), doc
-    return doc["job_id"]
-
-
-def poll(p, job_id, path="/jobs/"):
-    return requests.get(p.url(path + job_id), timeout=HTTP_TIMEOUT)
-
-
-def wait_done(p, job_id, timeout=20.0):
-    """Polls GET /jobs/<id> until it is neither 202 nor a passing 503 (Redis reconnecting,
-    as a client following Retry-After would); returns that answer."""
-    def finished():
-        r = poll(p, job_id)
-        if r.status_code in (202, 503):
-            return None
-        return [r]  # a list: an error Response is falsy
-
-    return wait_for(finished, timeout=timeout, interval=0.05,
-                    what="job %s to finish" % job_id)[0]
-
-
-def wait_state(p, job_id, state, timeout=10.0):
-    def reached():
-        r = poll(p, job_id)
-        return r.status_code == 202 and r.json().get("status") == state
-
-    wait_for(reached, timeout=timeout, interval=0.02, what="job %s to be %s" % (job_id, state))
-
-
-def record(redis, job_id):
-    raw = redis.command("HGETALL", "predcache:job:" + job_id) or []
-    return {raw[i].decode(): raw[i + 1] for i in range(0, len(raw), 2)}
 
 
 def stream_len(redis, stream=STREAM):
@@ -459,12 +410,10 @@ def test_submit_only_process_and_a_poisoned_job(start_predcache, model, redis):
 def test_sigterm_finishes_the_running_job(start_predcache, model, redis):
     p = start_predcache()
     model.control(delay_ms=1000)
-    job_id = job_id_of(submit(p, {"instances": ["drain"]}))
-    wait_state(p, job_id, "running")
     # Running at the model server: a SIGTERM between the record's "running" and the job's
     # own request reaching the data port hands the job back instead (a slow build, ASan,
     # hit that window), which is right too, but not what this test is about.
-    wait_for(lambda: model.count() == 1, what="the job's request at the model server")
+    job_id = submit_running(p, model, {"instances": ["drain"]})
     p.proc.send_signal(signal.SIGTERM)
     assert p.proc.wait(timeout=10) == 0
     rec = record(redis, job_id)

@@ -7,150 +7,36 @@ not the job record, not a cache entry), never a log, and never another process. 
 checks Redis key by key (SCAN, then each key's value by its type) for the secret.
 """
 
-import hashlib
-import re
 import signal
 import time
 
-import requests
+from conftest import assert_no_secrets, wait_for
+from jobs import (ROUTE, STREAM, job_id_of, poll, record, submit, submit_running, wait_done,
+                  wait_state)
+from oracle import auth_digest, sha256_hex
 
-from conftest import HTTP_TIMEOUT, wait_for
-
-ROUTE = "/v1/models/m:predict"
-PREFER = {"Prefer": "respond-async"}
-STREAM = "predcache:jobs:default"
-JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 SECRET = "alice-secret"
 BEARER = "Bearer " + SECRET
+AUTH = {"Authorization": BEARER}
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def sha256_hex(text):
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def auth_digest(authorization="", cookie=""):
-    """What the test model server reports as received.auth_sha256."""
-    return sha256_hex(authorization + "\n" + cookie)
-
-
-# The headers each job was submitted with: polls present them again (a job submitted with
-# credentials is only shown to the same credentials).
-SUBMITTED_WITH = {}
-
-
-def submit(p, body, headers=None, route=ROUTE, expect=202):
-    hdrs = dict(PREFER)
-    hdrs.update(headers or {})
-    r = p.post(route, json_body=body, headers=hdrs)
-    if expect is not None:
-        assert r.status_code == expect, "submit: %d %s" % (r.status_code, r.text)
-    if r.status_code == 202:
-        SUBMITTED_WITH[r.json()["job_id"]] = dict(headers or {})
-    return r
-
-
-def job_id_of(r):
-    job_id = r.json()["job_id"]
-    assert JOB_ID_RE.match(job_id), r.text
-    return job_id
-
-
-def poll(p, job_id, headers=None):
-    if headers is None:
-        headers = SUBMITTED_WITH.get(job_id, {})
-    return requests.get(p.url("/jobs/" + job_id), headers=headers, timeout=HTTP_TIMEOUT)
-
-
-def wait_finished(p, job_id, timeout=20.0):
-    """Polls until X-Job-Status is done or failed; returns that answer."""
-    def finished():
-        r = poll(p, job_id)
-        if r.headers.get("X-Job-Status") in ("done", "failed"):
-            return [r]
-        assert r.status_code in (202, 503), (r.status_code, r.text)
-        return None
-
-    return wait_for(finished, timeout=timeout, what="job %s to finish" % job_id)[0]
-
-
-def wait_state(p, job_id, state, timeout=10.0):
-    def reached():
-        r = poll(p, job_id)
-        return r.status_code == 202 and r.json().get("status") == state
-
-    wait_for(reached, timeout=timeout, interval=0.02, what="job %s to be %s" % (job_id, state))
-
-
-def record(redis, job_id):
-    raw = redis.command("HGETALL", "predcache:job:" + job_id) or []
-    return {raw[i].decode(): raw[i + 1] for i in range(0, len(raw), 2)}
-
-
-def flatten(value):
-    """Every byte string in a RESP reply, joined."""
-    if value is None:
-        return b""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (int, str)):
-        return str(value).encode()
-    return b"\0".join(flatten(v) for v in value)
-
-
-def redis_dump(redis):
-    """Every key of the Redis server and everything it holds, by type, as bytes."""
-    out, keys, cursor = [], [], b"0"
-    while True:
-        cursor, batch = redis.command("SCAN", cursor, "COUNT", "1000")
-        keys.extend(batch)
-        if cursor in (b"0", 0, "0"):
-            break
-    for key in keys:
-        kind = redis.command("TYPE", key)
-        out.append(key)
-        if kind == "string":
-            out.append(flatten(redis.command("GET", key)))
-        elif kind == "hash":
-            out.append(flatten(redis.command("HGETALL", key)))
-        elif kind == "list":
-            out.append(flatten(redis.command("LRANGE", key, 0, -1)))
-        elif kind == "set":
-            out.append(flatten(redis.command("SMEMBERS", key)))
-        elif kind == "zset":
-            out.append(flatten(redis.command("ZRANGE", key, 0, -1, "WITHSCORES")))
-        elif kind == "stream":
-            out.append(flatten(redis.command("XRANGE", key, "-", "+")))
-            for group in redis.command("XINFO", "GROUPS", key):
-                out.append(flatten(group))
-                name = dict(zip(group[::2], group[1::2]))[b"name"]
-                out.append(flatten(redis.command("XPENDING", key, name, "-", "+", "1000")))
-        elif kind != "none":
-            out.append(flatten(redis.command("DUMP", key)))
-    return keys, b"\n".join(out)
-
-
 def assert_nowhere(redis, p, secret):
     """secret is in no Redis key or value, and in none of predcache's output."""
-    keys, dump = redis_dump(redis)
-    assert keys, "the scan found no key at all"
-    assert secret.encode() not in dump, "credential found in Redis: %r" % [
-        k for k in keys if secret.encode() in redis_dump_key(redis, k)]
-    assert secret not in p.stdout_text(), "credential in predcache's stdout"
-    assert secret not in p.stderr_text(), "credential in predcache's stderr"
+    dump = assert_no_secrets(redis, p, [secret])
+    assert dump, "the scan found no key at all"
 
 
-def redis_dump_key(redis, key):
-    kind = redis.command("TYPE", key)
-    if kind == "string":
-        return flatten(redis.command("GET", key))
-    if kind == "hash":
-        return flatten(redis.command("HGETALL", key))
-    if kind == "stream":
-        return flatten(redis.command("XRANGE", key, "-", "+"))
-    return flatten(redis.command("DUMP", key))
+def running_and_queued(p, model, delay_ms):
+    """Two local jobs with AUTH on a concurrency-1 process, the model taking delay_ms to
+    answer: the first running (its request at the model server), the second waiting for
+    the slot. Returns their ids."""
+    model.control(delay_ms=delay_ms)
+    first = submit_running(p, model, {"instances": ["first"]}, headers=AUTH)
+    second = job_id_of(submit(p, {"instances": ["second"]}, headers=AUTH))
+    return first, second
 
 
 def local_conf(**jobs):
@@ -165,7 +51,7 @@ def local_conf(**jobs):
 def test_local_job_with_authorization(start_predcache, model, redis):
     p = start_predcache(conf=local_conf())
     model.control(delay_ms=600)
-    r = submit(p, {"instances": ["alice"]}, headers={"Authorization": BEARER})
+    r = submit(p, {"instances": ["alice"]}, headers=AUTH)
     job_id = job_id_of(r)
     assert r.headers["Location"] == "/jobs/" + job_id
     assert r.headers["Preference-Applied"] == "respond-async"
@@ -174,11 +60,11 @@ def test_local_job_with_authorization(start_predcache, model, redis):
     assert redis.exists("predcache:job:%s:lease" % job_id) == 1
     assert_nowhere(redis, p, SECRET)
 
-    done = wait_finished(p, job_id)
+    done = wait_done(p, job_id)
     assert done.status_code == 200, done.text
     assert done.headers["X-Job-Status"] == "done"
     # The model server received the credentials, on the job's own request.
-    assert done.json()["received"]["auth_sha256"] == auth_digest(BEARER)
+    assert done.json()["received"]["auth_sha256"] == auth_digest(AUTH)
     last = model.last()
     assert last["headers"]["authorization"] == BEARER
     assert last["headers"]["x-predcache-job"] == job_id
@@ -206,8 +92,8 @@ def test_a_credentialed_job_is_shown_only_to_its_credentials(start_predcache, mo
     """Its id alone is no right to its answer: another client, or none, is told there is no
     such job (404, the same as an unknown id); the submitter gets it."""
     p = start_predcache(conf=local_conf())
-    job_id = job_id_of(submit(p, {"instances": ["private"]}, headers={"Authorization": BEARER}))
-    done = wait_finished(p, job_id)
+    job_id = job_id_of(submit(p, {"instances": ["private"]}, headers=AUTH))
+    done = wait_done(p, job_id)
     assert done.status_code == 200, done.text
     for other in ({}, {"Authorization": "Bearer bob"}, {"Cookie": "a=b"}):
         r = poll(p, job_id, headers=other)
@@ -220,9 +106,9 @@ def test_local_job_with_a_cookie(start_predcache, model, redis):
     p = start_predcache(conf=local_conf())
     cookie = "session=alice-secret-cookie; theme=dark"
     job_id = job_id_of(submit(p, {"inputs": [[1, 2]]}, headers={"Cookie": cookie}))
-    done = wait_finished(p, job_id)
+    done = wait_done(p, job_id)
     assert done.status_code == 200 and done.headers["X-Job-Status"] == "done", done.text
-    assert done.json()["received"]["auth_sha256"] == auth_digest(cookie=cookie)
+    assert done.json()["received"]["auth_sha256"] == auth_digest({"Cookie": cookie})
     assert model.last()["headers"]["cookie"] == cookie
     assert redis.exists(STREAM) == 0
     assert record(redis, job_id)["credential_scope"].decode() == \
@@ -233,7 +119,7 @@ def test_local_job_with_a_cookie(start_predcache, model, redis):
 def test_local_job_with_a_configured_credential_header(start_predcache, model, redis):
     p = start_predcache(conf={**local_conf(), "cache": {"credential_headers": "X-Api-Key"}})
     job_id = job_id_of(submit(p, {"instances": [3]}, headers={"x-api-key": "k-" + SECRET}))
-    done = wait_finished(p, job_id)
+    done = wait_done(p, job_id)
     assert done.status_code == 200, done.text
     assert model.last()["headers"]["x-api-key"] == "k-" + SECRET
     assert redis.exists(STREAM) == 0
@@ -244,26 +130,25 @@ def test_local_is_the_default_and_jobs_without_credentials_are_unchanged(start_p
                                                                          redis):
     p = start_predcache(conf={"log": {"level": "debug"}})
     plain = job_id_of(submit(p, {"instances": ["plain"]}))
-    assert wait_finished(p, plain).status_code == 200
+    assert wait_done(p, plain).status_code == 200
     assert "runs_in" not in record(redis, plain)
     assert "credential_scope" not in record(redis, plain)
     assert redis.exists(STREAM) == 1  # went through the stream, as before
     secret = job_id_of(submit(p, {"instances": ["both"]},
                               headers={"Authorization": BEARER, "Cookie": "c=" + SECRET}))
-    done = wait_finished(p, secret)
+    done = wait_done(p, secret)
     assert done.status_code == 200
-    assert done.json()["received"]["auth_sha256"] == auth_digest(BEARER, "c=" + SECRET)
+    assert done.json()["received"]["auth_sha256"] == auth_digest(
+        {"Authorization": BEARER, "Cookie": "c=" + SECRET})
     assert record(redis, secret)["runs_in"]
     assert_nowhere(redis, p, SECRET)
 
 
 def test_async_alias_with_credentials_runs_locally(start_predcache, model, redis):
     p = start_predcache(conf=local_conf())
-    r = p.post("/async" + ROUTE + "?v=1", json_body={"instances": [5]},
-               headers={"Authorization": BEARER})
+    r = p.post("/async" + ROUTE + "?v=1", json_body={"instances": [5]}, headers=AUTH)
     assert r.status_code == 202, r.text
-    SUBMITTED_WITH[job_id_of(r)] = {"Authorization": BEARER}
-    done = wait_finished(p, job_id_of(r))
+    done = wait_done(p, job_id_of(r), headers=AUTH)
     assert done.status_code == 200
     assert model.last()["query"] == "v=1" and model.last()["headers"]["authorization"] == BEARER
     assert redis.exists(STREAM) == 0
@@ -274,23 +159,19 @@ def test_local_jobs_respect_concurrency_and_max_queue(start_predcache, model, re
     """concurrency 1: local jobs run one at a time; max_queue 2: a third unfinished local
     job in this process is answered 429."""
     p = start_predcache(conf=local_conf(concurrency=1, max_queue=2))
-    model.control(delay_ms=800)
-    auth = {"Authorization": BEARER}
-    first = job_id_of(submit(p, {"instances": [1]}, headers=auth))
-    wait_state(p, first, "running")
-    second = job_id_of(submit(p, {"instances": [2]}, headers=auth))
+    first, second = running_and_queued(p, model, delay_ms=800)
     assert poll(p, second).json()["status"] == "queued"
-    r = submit(p, {"instances": [3]}, headers=auth, expect=429)
+    r = submit(p, {"instances": [3]}, headers=AUTH, expect=429)
     assert "job queue full" in r.json()["error"] and r.headers.get("Retry-After") == "1"
-    assert wait_finished(p, first).status_code == 200
-    assert wait_finished(p, second).status_code == 200
+    assert wait_done(p, first).status_code == 200
+    assert wait_done(p, second).status_code == 200
     assert model.count() == 2
     assert redis.exists(STREAM) == 0
     # The two ran one after the other.
     a, b = record(redis, first), record(redis, second)
     assert int(b["started_at"]) >= int(a["finished_at"])
     model.control()
-    assert wait_finished(p, job_id_of(submit(p, {"instances": [3]}, headers=auth))) \
+    assert wait_done(p, job_id_of(submit(p, {"instances": [3]}, headers=AUTH))) \
         .status_code == 200
     assert_nowhere(redis, p, SECRET)
 
@@ -302,7 +183,7 @@ def test_local_and_stream_jobs_share_the_slots(start_predcache, model, redis):
     model.control(delay_ms=300)
     ids = []
     for i in range(8):
-        headers = {"Authorization": BEARER} if i % 2 else None
+        headers = AUTH if i % 2 else None
         ids.append(job_id_of(submit(p, {"instances": [i]}, headers=headers)))
     assert_nowhere(redis, p, SECRET)  # while most of them wait
     peak, deadline = 0, time.monotonic() + 20
@@ -312,7 +193,7 @@ def test_local_and_stream_jobs_share_the_slots(start_predcache, model, redis):
         time.sleep(0.02)
     assert 1 <= peak <= 2
     for job_id in ids:
-        assert wait_finished(p, job_id).status_code == 200
+        assert wait_done(p, job_id).status_code == 200
     assert model.count() == 8
     local = [i for n, i in enumerate(ids) if n % 2]
     assert all(record(redis, i).get("runs_in") for i in local)
@@ -322,7 +203,7 @@ def test_local_and_stream_jobs_share_the_slots(start_predcache, model, redis):
 
 def test_concurrency_0_refuses_credentials(start_predcache, model, redis):
     p = start_predcache(conf=local_conf(concurrency=0))
-    r = submit(p, {"instances": [1]}, headers={"Authorization": BEARER}, expect=400)
+    r = submit(p, {"instances": [1]}, headers=AUTH, expect=400)
     assert "concurrency = 0" in r.json()["error"]
     assert redis.keys("predcache:job:*") == []
     submit(p, {"instances": [1]})  # a job without credentials is taken, for another process
@@ -343,15 +224,15 @@ def test_refuse(start_predcache, model, redis):
         assert "do not take credentials" in err and "[jobs] credentials" in err, err
         assert list(headers)[0] in err  # names the header, never its value
         assert SECRET not in r.text
-    r = p.post("/async" + ROUTE, json_body={"instances": [1]}, headers={"Authorization": BEARER})
+    r = p.post("/async" + ROUTE, json_body={"instances": [1]}, headers=AUTH)
     assert r.status_code == 400 and "credentials" in r.json()["error"]
     assert redis.keys("*") == [], "nothing written to Redis"
     assert model.count() == 0
     # Synchronous requests with credentials and jobs without them work as usual.
-    sync = p.post(ROUTE, json_body={"instances": [1]}, headers={"Authorization": BEARER})
+    sync = p.post(ROUTE, json_body={"instances": [1]}, headers=AUTH)
     assert sync.status_code == 200
     job_id = job_id_of(submit(p, {"instances": [2]}))
-    assert wait_finished(p, job_id).status_code == 200
+    assert wait_done(p, job_id).status_code == 200
     assert redis.keys("predcache:job:*") == ["predcache:job:" + job_id]
     assert SECRET not in p.stdout_text() and SECRET not in p.stderr_text()
 
@@ -366,11 +247,7 @@ def test_sigterm_fails_held_local_jobs_and_nobody_runs_them(start_predcache, mod
     conf = local_conf(concurrency=1, claim_after_ms=1000)
     p1 = start_predcache(conf=conf)
     p2 = start_predcache(conf=conf)  # a second process on the same queue
-    model.control(delay_ms=1500)
-    auth = {"Authorization": BEARER}
-    running = job_id_of(submit(p1, {"instances": ["running"]}, headers=auth))
-    wait_for(lambda: model.count() == 1, what="the job's request at the model server")
-    waiting = job_id_of(submit(p1, {"instances": ["waiting"]}, headers=auth))
+    running, waiting = running_and_queued(p1, model, delay_ms=1500)
     assert record(redis, waiting)["state"] == b"queued"
 
     p1.proc.send_signal(signal.SIGTERM)
@@ -403,9 +280,7 @@ def test_drain_deadline_fails_the_running_local_job(start_predcache, model, redi
     conf["server"] = {"drain_timeout_ms": "300"}
     p1 = start_predcache(conf=conf)
     model.control(delay_ms=3000)
-    job_id = job_id_of(submit(p1, {"instances": ["cut off"]}, headers={"Cookie": SECRET}))
-    wait_state(p1, job_id, "running")
-    wait_for(lambda: model.count() == 1, what="the job's request at the model server")
+    job_id = submit_running(p1, model, {"instances": ["cut off"]}, headers={"Cookie": SECRET})
     p1.proc.send_signal(signal.SIGTERM)
     assert p1.proc.wait(timeout=10) == 0
     rec = record(redis, job_id)
@@ -427,11 +302,7 @@ def test_killed_holder_local_job_is_failed_by_the_next_poll(start_predcache, mod
     claim_after_ms and the next poll (any process) records the job failed."""
     conf = local_conf(claim_after_ms=1000, concurrency=1)
     p1 = start_predcache(conf=conf)
-    model.control(delay_ms=2000)
-    auth = {"Authorization": BEARER}
-    running = job_id_of(submit(p1, {"instances": ["killed"]}, headers=auth))
-    wait_for(lambda: model.count() == 1, what="the job's request at the model server")
-    waiting = job_id_of(submit(p1, {"instances": ["never"]}, headers=auth))
+    running, waiting = running_and_queued(p1, model, delay_ms=2000)
     p1.proc.send_signal(signal.SIGKILL)
     p1.proc.wait(timeout=10)
     assert record(redis, running)["state"] == b"running"
@@ -440,7 +311,7 @@ def test_killed_holder_local_job_is_failed_by_the_next_poll(start_predcache, mod
     model.control()
     p2 = start_predcache(conf=conf)
     for job_id in (running, waiting):
-        r = wait_finished(p2, job_id, timeout=10)
+        r = wait_done(p2, job_id, timeout=10)
         assert r.status_code == 500 and r.headers["X-Job-Status"] == "failed", r.text
         assert "job lost" in r.json()["error"]
         assert record(redis, job_id)["state"] == b"failed"
@@ -454,14 +325,10 @@ def test_a_live_holder_keeps_its_lease(start_predcache, model, redis):
     """A local job waiting longer than claim_after_ms is not taken for lost: its holder
     renews the lease."""
     p = start_predcache(conf=local_conf(claim_after_ms=600, concurrency=1))
-    model.control(delay_ms=2000)
-    auth = {"Authorization": BEARER}
-    first = job_id_of(submit(p, {"instances": [1]}, headers=auth))
-    wait_state(p, first, "running")
-    second = job_id_of(submit(p, {"instances": [2]}, headers=auth))
+    first, second = running_and_queued(p, model, delay_ms=2000)
     for _ in range(10):  # 1.5 s of polls, past the lease's 600 ms
         assert poll(p, second).json()["status"] == "queued"
         time.sleep(0.15)
-    assert wait_finished(p, first).status_code == 200
-    assert wait_finished(p, second).status_code == 200
+    assert wait_done(p, first).status_code == 200
+    assert wait_done(p, second).status_code == 200
     assert model.count() == 2

@@ -44,7 +44,7 @@ import pytest
 import requests
 
 from conftest import HTTP_TIMEOUT, ModelServer
-from oracle import Oracle, answer_document, run_load
+from oracle import Oracle, answer_document, post_checked, run_load
 import model_server  # noqa: E402 (on sys.path through oracle)
 
 PREDICT = "/v1/models/m:predict"
@@ -390,12 +390,14 @@ def model_b(tmp_path):
         server.stop()
 
 
-def through(p, oracle, body, path=PREDICT):
-    r = p.post(path, json_body=body)
-    reason = oracle.check("POST", path, json.dumps(body), {"Content-Type": JSON_CT},
-                          r.status_code, r.content, r.headers.get("X-Cache"), r.headers)
-    assert r.status_code == 200, r.text[:300]
-    return r, reason
+def stored_then_asked(redis, body, pa, pb, oa, ob=None):
+    """body through predcache pa (a MISS, stored), then through pb: returns the two
+    answers, checked right (and 200) by oa and ob (by default oa)."""
+    ob = ob or oa
+    ra = post_checked(pa.url(), oa, PREDICT, body)
+    assert ra.headers["X-Cache"] == "MISS"
+    redis.wait_key(ra.headers["X-Cache-Key"])
+    return ra, post_checked(pb.url(), ob, PREDICT, body)
 
 
 def test_two_backends_never_share(start_predcache, model, model_b, redis):
@@ -406,65 +408,46 @@ def test_two_backends_never_share(start_predcache, model, model_b, redis):
     pb = start_predcache(backend_url=model_b.url())
     oa, ob = Oracle("backend A"), Oracle("backend B", salt="B")
     body = {"instances": ["shared-input"]}
-    ra, _ = through(pa, oa, body)
-    assert ra.headers["X-Cache"] == "MISS"
-    redis.wait_key(ra.headers["X-Cache-Key"])
-    rb, why = through(pb, ob, body)
-    assert why is None, "predcache B answered backend A's answer: %s" % why
+    # ob judges B's answer by backend B's salt: backend A's answer would be wrong
+    ra, rb = stored_then_asked(redis, body, pa, pb, oa, ob)
     assert rb.headers["X-Cache"] == "MISS" and rb.headers["X-Cache-Key"] != ra.headers["X-Cache-Key"]
     redis.wait_key(rb.headers["X-Cache-Key"])
     # and each keeps hitting its own entry
     for p, o in ((pa, oa), (pb, ob)):
-        r, why = through(p, o, body)
-        assert why is None and r.headers["X-Cache"] == "HIT", (why, r.headers.get("X-Cache"))
+        r = post_checked(p.url(), o, PREDICT, body)
+        assert r.headers["X-Cache"] == "HIT", r.headers.get("X-Cache")
     oa.assert_clean()
     ob.assert_clean()
     assert model.count() == 1 and model_b.count() == 1
 
 
-def test_same_backend_shares(start_predcache, model, redis):
-    pa, pb = start_predcache(), start_predcache()
-    oracle = Oracle("one backend")
-    body = {"instances": ["one-backend"]}
-    ra, _ = through(pa, oracle, body)
-    redis.wait_key(ra.headers["X-Cache-Key"])
-    rb, _ = through(pb, oracle, body)
-    assert rb.headers["X-Cache"] == "HIT"
-    assert rb.headers["X-Cache-Key"] == ra.headers["X-Cache-Key"]
+# Two predcache processes on one Redis: [backend] cache_id of each (None: none, the URL is
+# the identity), whether the second has its own model server, and whether it must hit
+# the first's entry.
+BACKEND_IDENTITIES = [
+    pytest.param(None, None, False, True, id="same-backend-shares"),
+    # two URLs of one model (a replica, a service name and an address)
+    pytest.param("resnet-prod", "resnet-prod", True, True, id="same-cache_id-shares"),
+    # a cache_id is the identity: the same URL under two shares nothing
+    pytest.param("model-a", "model-b", False, False, id="cache_id-differs-from-url-identity"),
+]
+
+
+@pytest.mark.parametrize("id_a,id_b,url_b,shared", BACKEND_IDENTITIES)
+def test_backend_identity(start_predcache, model, model_b, redis, id_a, id_b, url_b, shared):
+    pa = start_predcache(conf={"backend": {"cache_id": id_a}})
+    pb = start_predcache(conf={"backend": {"cache_id": id_b}},
+                         backend_url=model_b.url() if url_b else None)
+    oracle = Oracle("backend identity")
+    ra, rb = stored_then_asked(redis, {"instances": ["identity"]}, pa, pb, oracle)
+    if shared:
+        assert rb.headers["X-Cache"] == "HIT"
+        assert rb.headers["X-Cache-Key"] == ra.headers["X-Cache-Key"]
+    else:
+        assert rb.headers["X-Cache"] == "MISS"
+        assert rb.headers["X-Cache-Key"] != ra.headers["X-Cache-Key"]
     oracle.assert_clean()
-    assert model.count() == 1
-
-
-def test_same_cache_id_shares(start_predcache, model, model_b, redis):
-    """Two URLs of one model (a replica, a service name and an address) share entries when
-    they are given one [backend] cache_id."""
-    pa = start_predcache(conf={"backend": {"cache_id": "resnet-prod"}})
-    pb = start_predcache(conf={"backend": {"cache_id": "resnet-prod"}},
-                         backend_url=model_b.url())
-    oracle = Oracle("one cache_id")
-    body = {"instances": ["one-cache-id"]}
-    ra, _ = through(pa, oracle, body)
-    redis.wait_key(ra.headers["X-Cache-Key"])
-    rb, _ = through(pb, oracle, body)
-    assert rb.headers["X-Cache"] == "HIT"
-    assert rb.headers["X-Cache-Key"] == ra.headers["X-Cache-Key"]
-    oracle.assert_clean()
-    assert model.count() == 1 and model_b.count() == 0
-
-
-def test_cache_id_differs_from_url_identity(start_predcache, model, redis):
-    """A cache_id is the identity: the same URL under two cache_ids shares nothing."""
-    pa = start_predcache(conf={"backend": {"cache_id": "model-a"}})
-    pb = start_predcache(conf={"backend": {"cache_id": "model-b"}})
-    oracle = Oracle("two cache_ids")
-    body = {"instances": ["two-ids"]}
-    ra, _ = through(pa, oracle, body)
-    redis.wait_key(ra.headers["X-Cache-Key"])
-    rb, _ = through(pb, oracle, body)
-    assert rb.headers["X-Cache"] == "MISS"
-    assert rb.headers["X-Cache-Key"] != ra.headers["X-Cache-Key"]
-    oracle.assert_clean()
-    assert model.count() == 2
+    assert model.count() == (1 if shared else 2) and model_b.count() == 0
 
 
 # --------------------------------------------------------------------------- the oracle

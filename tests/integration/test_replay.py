@@ -13,27 +13,16 @@ import subprocess
 import time
 
 import pytest
-import requests
 
-from conftest import HTTP_TIMEOUT, default_conf, free_port, write_conf
-from oracle import Oracle, answer_document
+from conftest import default_conf, free_port, write_conf
+from oracle import Oracle, answer_document, post_checked
 
 INFER = "/v2/models/m/infer"
 PREDICT = "/v1/models/m:predict"
-JSON_CT = {"Content-Type": "application/json"}
 IHCL = "Inference-Header-Content-Length"
 TENSOR = {"name": "x", "shape": [1], "datatype": "INT32", "data": [7]}
 BIN_INPUT = {"name": "x", "shape": [4], "datatype": "UINT8",
              "parameters": {"binary_data_size": 4}}
-
-
-def send(p, oracle, path, body, headers):
-    r = requests.post(p.url(path), data=body, headers=headers, timeout=HTTP_TIMEOUT)
-    reason = oracle.check("POST", path, body, headers, r.status_code, r.content,
-                          r.headers.get("X-Cache"), r.headers)
-    assert reason is None, "wrong answer (%s): %s" % (r.headers.get("X-Cache"), reason)
-    assert r.status_code == 200, r.text[:300]
-    return r
 
 
 def binary_request(header, tail):
@@ -41,11 +30,11 @@ def binary_request(header, tail):
     return head + tail, {"Content-Type": "application/octet-stream", IHCL: str(len(head))}
 
 
-def miss_then_hit(p, redis, oracle, path, body, headers):
-    r1 = send(p, oracle, path, body, headers)
+def miss_then_hit(p, redis, oracle, path, body, headers=None):
+    r1 = post_checked(p.url(), oracle, path, body, headers)
     assert r1.headers.get("X-Cache") == "MISS"
     redis.wait_key(r1.headers["X-Cache-Key"])
-    r2 = send(p, oracle, path, body, headers)
+    r2 = post_checked(p.url(), oracle, path, body, headers)
     assert r2.headers.get("X-Cache") == "HIT", r2.headers.get("X-Cache")
     return r1, r2
 
@@ -73,8 +62,8 @@ def test_binary_output_asked_in_json_replays_the_header(start_predcache, model, 
     """A JSON request asking binary_data_output gets a binary answer: replayed alike."""
     p = start_predcache()
     oracle = Oracle("binary output")
-    body = json.dumps({"inputs": [TENSOR], "parameters": {"binary_data_output": True}})
-    r1, r2 = miss_then_hit(p, redis, oracle, INFER, body, JSON_CT)
+    body = {"inputs": [TENSOR], "parameters": {"binary_data_output": True}}
+    r1, r2 = miss_then_hit(p, redis, oracle, INFER, body)
     assert r1.headers.get(IHCL) and r2.headers.get(IHCL) == r1.headers[IHCL]
     assert r2.content == r1.content
     oracle.assert_clean()
@@ -88,14 +77,14 @@ def test_binary_answer_id_is_the_requesters(start_predcache, model, redis):
     oracle = Oracle("binary id")
     body_a, h_a = binary_request({"id": "req-a", "inputs": [BIN_INPUT]}, b"\x05\x06\x07\x08")
     body_b, h_b = binary_request({"id": "req-bb", "inputs": [BIN_INPUT]}, b"\x05\x06\x07\x08")
-    r1 = send(p, oracle, INFER, body_a, h_a)
+    r1 = post_checked(p.url(), oracle, INFER, body_a, h_a)
     redis.wait_key(r1.headers["X-Cache-Key"])
-    r2 = send(p, oracle, INFER, body_b, h_b)  # the oracle checks the id and the framing
+    r2 = post_checked(p.url(), oracle, INFER, body_b, h_b)  # checks the id and the framing
     assert r2.headers.get("X-Cache") in ("HIT", "MISS")
     doc, tail = answer_document(r2.content, r2.headers)
     assert doc["id"] == "req-bb"
     assert int(r2.headers[IHCL]) == len(r2.content) - len(tail)
-    r3 = send(p, oracle, INFER, body_a, h_a)
+    r3 = post_checked(p.url(), oracle, INFER, body_a, h_a)
     assert r3.headers.get("X-Cache") == "HIT" and r3.content == r1.content
     oracle.assert_clean()
 
@@ -107,15 +96,14 @@ def test_binary_output_asked_in_json_gets_the_requesters_id(start_predcache, mod
     p = start_predcache()
     oracle = Oracle("binary output, id")
     params = {"binary_data_output": True}
-    r1 = send(p, oracle, INFER, json.dumps({"id": "a", "inputs": [TENSOR], "parameters": params}),
-              JSON_CT)
+    r1 = post_checked(p.url(), oracle, INFER, {"id": "a", "inputs": [TENSOR], "parameters": params})
     redis.wait_key(r1.headers["X-Cache-Key"])
     doc1, tail1 = answer_document(r1.content, r1.headers)
     for rid in ("a much longer id", "", None):
         body = {"inputs": [TENSOR], "parameters": params}
         if rid is not None:
             body["id"] = rid
-        r = send(p, oracle, INFER, json.dumps(body), JSON_CT)  # checks id and framing
+        r = post_checked(p.url(), oracle, INFER, body)  # checks id and framing
         assert r.headers.get("X-Cache") == "HIT"
         doc, tail = answer_document(r.content, r.headers)
         assert tail == tail1, "the binary part is the entry's, byte for byte"
@@ -136,18 +124,17 @@ def test_kserve_id_is_the_requesters(start_predcache, model, redis):
     p = start_predcache()
     model.control(stable=True)
     oracle = Oracle("kserve id")
-    first = json.dumps({"id": "first", "inputs": [TENSOR]})
-    r1 = send(p, oracle, INFER, first, JSON_CT)
+    r1 = post_checked(p.url(), oracle, INFER, {"id": "first", "inputs": [TENSOR]})
     assert r1.json()["id"] == "first"
     redis.wait_key(r1.headers["X-Cache-Key"])
     stored = r1.json()
     for rid in ("second", "a longer id with \"quotes\" and \\ backslash", ""):
-        r = send(p, oracle, INFER, json.dumps({"id": rid, "inputs": [TENSOR]}), JSON_CT)
+        r = post_checked(p.url(), oracle, INFER, {"id": rid, "inputs": [TENSOR]})
         assert r.headers.get("X-Cache") == "HIT"
         doc = r.json()
         assert doc["id"] == rid
         assert dict(doc, id="first") == stored, "only the id is rewritten"
-    r = send(p, oracle, INFER, json.dumps({"inputs": [TENSOR]}), JSON_CT)
+    r = post_checked(p.url(), oracle, INFER, {"inputs": [TENSOR]})
     assert r.headers.get("X-Cache") == "HIT"
     assert "id" not in r.json(), "the requester sent no id: the answer carries none"
     assert dict(r.json(), id="first") == stored
@@ -158,10 +145,10 @@ def test_kserve_id_is_the_requesters(start_predcache, model, redis):
 def test_kserve_id_added_when_the_entry_had_none(start_predcache, model, redis):
     p = start_predcache()
     oracle = Oracle("kserve id added")
-    r1 = send(p, oracle, INFER, json.dumps({"inputs": [TENSOR]}), JSON_CT)
+    r1 = post_checked(p.url(), oracle, INFER, {"inputs": [TENSOR]})
     assert "id" not in r1.json()
     redis.wait_key(r1.headers["X-Cache-Key"])
-    r2 = send(p, oracle, INFER, json.dumps({"id": "late", "inputs": [TENSOR]}), JSON_CT)
+    r2 = post_checked(p.url(), oracle, INFER, {"id": "late", "inputs": [TENSOR]})
     assert r2.headers.get("X-Cache") == "HIT" and r2.json()["id"] == "late"
     oracle.assert_clean()
 
@@ -175,7 +162,7 @@ def test_content_type_replayed(start_predcache, model, redis, ctype):
     p = start_predcache()
     model.control(content_type=ctype)
     oracle = Oracle("content type")
-    r1, r2 = miss_then_hit(p, redis, oracle, PREDICT, json.dumps({"instances": ["ct"]}), JSON_CT)
+    r1, r2 = miss_then_hit(p, redis, oracle, PREDICT, {"instances": ["ct"]})
     assert r1.headers["Content-Type"] == ctype
     assert r2.headers.get("Content-Type") == ctype
     assert r2.content == r1.content
@@ -188,19 +175,19 @@ def test_set_cookie_and_date_never_replayed(start_predcache, model, redis):
     own time, not the entry's."""
     p = start_predcache()
     oracle = Oracle("set-cookie replay")
-    body = json.dumps({"instances": ["cookie-replay"]})
+    body = {"instances": ["cookie-replay"]}
     model.control(set_cookie="sid=s{call}")
-    r = send(p, oracle, PREDICT, body, JSON_CT)
+    r = post_checked(p.url(), oracle, PREDICT, body)
     assert r.headers.get("Set-Cookie") == "sid=s1" and r.headers.get("X-Cache") == "MISS"
-    r = send(p, oracle, PREDICT, body, JSON_CT)
+    r = post_checked(p.url(), oracle, PREDICT, body)
     assert r.headers.get("X-Cache") == "MISS" and r.headers.get("Set-Cookie") == "sid=s2"
     model.control(headers={"X-Other": "not replayed"})
-    r1 = send(p, oracle, PREDICT, body, JSON_CT)
+    r1 = post_checked(p.url(), oracle, PREDICT, body)
     assert r1.headers.get("X-Cache") == "MISS"
     redis.wait_key(r1.headers["X-Cache-Key"])
     time.sleep(2.1)
     before = time.time()
-    r2 = send(p, oracle, PREDICT, body, JSON_CT)
+    r2 = post_checked(p.url(), oracle, PREDICT, body)
     assert r2.headers.get("X-Cache") == "HIT"
     assert "Set-Cookie" not in r2.headers
     assert "X-Other" not in r2.headers, "only replay_headers are replayed"
@@ -213,7 +200,7 @@ def test_replay_headers_configurable(start_predcache, model, redis):
     p = start_predcache(conf={"cache": {"replay_headers": "Content-Type, X-Model-Version"}})
     model.control(headers={"X-Model-Version": "7", "X-Other": "no"})
     oracle = Oracle("replay headers")
-    r1, r2 = miss_then_hit(p, redis, oracle, PREDICT, json.dumps({"instances": ["rh"]}), JSON_CT)
+    r1, r2 = miss_then_hit(p, redis, oracle, PREDICT, {"instances": ["rh"]})
     assert r2.headers.get("X-Model-Version") == "7"
     assert "X-Other" not in r2.headers
     oracle.assert_clean()
