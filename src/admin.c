@@ -209,16 +209,6 @@ static void handle_sum(struct pc_worker *w, struct pc_http_req *req, int stats)
 
 /* ---- purge ------------------------------------------------------------------------ */
 
-/* Constant-time comparison, so the token cannot be guessed byte by byte from timings. */
-static int token_equal(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    unsigned char diff = (unsigned char)(la != lb);
-    for (size_t i = 0; i < la; i++)
-        diff |= (unsigned char)(a[i] ^ (i < lb ? b[i] : 0));
-    return diff == 0;
-}
-
 /* Mutating endpoints need "Authorization: Bearer <[server] admin_token>" when it is set. */
 static int authorized(const struct pc_worker *w, struct pc_http_req *req)
 {
@@ -226,7 +216,7 @@ static int authorized(const struct pc_worker *w, struct pc_http_req *req)
     if (token[0] == '\0')
         return 1;
     const char *auth = pc_http_req_header(req, "Authorization");
-    if (auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0 && token_equal(auth + 7, token))
+    if (auth != NULL && strncasecmp(auth, "Bearer ", 7) == 0 && pc_token_equal(auth + 7, token))
         return 1;
     struct pc_header h[2] = {json_ct, {(char *)"WWW-Authenticate", (char *)"Bearer"}};
     const char *body = "{\"error\":\"admin token required\"}";
@@ -254,6 +244,28 @@ static void on_purged(const struct pc_reply *r, void *arg)
     free(pg);
 }
 
+/* Is key[0..len) an entry's key: prefix "v2:{" 64 hex "}" (or the first format's prefix
+ * "v1:" 64 hex, until those age out)? */
+static int is_entry_key(const char *prefix, const char *key, size_t len)
+{
+    size_t pl = strlen(prefix);
+    if (len < pl || memcmp(key, prefix, pl) != 0)
+        return 0;
+    const char *k = key + pl;
+    size_t rest = len - pl;
+    size_t hex_at = rest == 4 + 64 + 1 && memcmp(k, "v2:{", 4) == 0 && k[68] == '}' ? 4
+                    : rest == 3 + 64 && memcmp(k, "v1:", 3) == 0                    ? 3
+                                                                                    : 0;
+    if (hex_at == 0)
+        return 0;
+    for (size_t i = 0; i < 64; i++) {
+        char c = k[hex_at + i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+            return 0;
+    }
+    return 1;
+}
+
 /* DELETE /cache/<key>: one entry, by the key from X-Cache-Key. */
 static void handle_purge(struct pc_worker *w, struct pc_http_req *req, const char *raw)
 {
@@ -275,11 +287,9 @@ static void handle_purge(struct pc_worker *w, struct pc_http_req *req, const cha
     key[kl] = '\0';
     if (*s != '\0') /* longer than any key */
         kl = 0;
-    int ok =
-        kl > 0 && kl < sizeof((struct purge *)0)->key && strncmp(key, prefix, strlen(prefix)) == 0;
-    for (size_t i = 0; ok && i < kl; i++)
-        ok = key[i] > 0x20 && key[i] < 0x7f && key[i] != '"' && key[i] != '\\';
-    if (!ok) { /* only cache entries: never a job record or anything else in Redis */
+    /* Only cache entries (their key's form): never a job record, the job stream or the
+     * invalidation counters, which share the prefix. */
+    if (!is_entry_key(prefix, key, kl)) {
         pc_http_reply_error(req, 400, "not a cache key of this predcache (see X-Cache-Key)");
         return;
     }

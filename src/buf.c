@@ -165,6 +165,15 @@ int pc_hexval(int c)
     return -1;
 }
 
+int pc_token_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char diff = (unsigned char)(la != lb);
+    for (size_t i = 0; i < la; i++)
+        diff |= (unsigned char)(a[i] ^ (i < lb ? b[i] : 0));
+    return diff == 0;
+}
+
 int pc_name_ok(const char *s, size_t max)
 {
     size_t n = strlen(s);

@@ -112,6 +112,7 @@ static const struct opt static_options[] = {
     {"server",  "idle_timeout_ms",    OPT_INT,      FIELD(idle_timeout_ms),             1,   HOUR_MS,          "30000",                 0},
     {"server",  "drain_timeout_ms",   OPT_INT,      FIELD(drain_timeout_ms),            0,   HOUR_MS,          "10000",                 0},
     {"server",  "max_connections",    OPT_INT,      FIELD(max_connections),             1,   1000000,          "10000",                 0},
+    {"server",  "max_output_bytes",   OPT_SIZE,     FIELD(max_output_bytes),            0,   64 * GIB,         "256m",                  0},
     {"server",  "admin_token",        OPT_STRING,   FIELD(admin_token),                 0,   0,                "",                      OPT_SECRET},
     {"server",  "workers",            OPT_AUTO_INT, FIELD(workers),                     1,   64,               "auto",                  0},
 
@@ -149,6 +150,8 @@ static const struct opt static_options[] = {
     {"cache",   "replay_headers",     OPT_NAMES,    LIST(replay_headers, n_replay_headers), 0, 8,              DEFAULT_REPLAY_HEADERS,  0},
     {"cache",   "per_instance",       OPT_BOOL,     FIELD(per_instance),                0,   1,                "on",                    0},
     {"cache",   "allow_client_controls", OPT_BOOL,  FIELD(allow_client_controls),       0,   1,                "on",                    0},
+    {"cache",   "client_controls_token", OPT_STRING, FIELD(client_controls_token),      0,   0,                "",                      OPT_SECRET},
+    {"cache",   "max_batch_instances", OPT_INT,     FIELD(max_batch_instances),         1,   10000000,         "10000",                 0},
     {"cache",   "grace_s",            OPT_INT,      FIELD(grace_s),                     0,   INT_MAX / 2,      "3600",                  0},
     {"cache",   "lock_timeout_ms",    OPT_INT,      FIELD(lock_timeout_ms),             0,   HOUR_MS,          "5000",                  0},
     {"cache",   "max_ttl_s",          OPT_INT,      FIELD(max_ttl_s),                   1,   INT_MAX / 2,      "604800",                0},

@@ -508,10 +508,11 @@ static void free_headers(struct pc_header *h, size_t n)
 
 /*
  * The request's end-to-end headers for the loopback call: no hop-by-hop ones, no Prefer
- * (the job must run synchronously), no framing, and the client appended to X-Forwarded-For
- * as a proxy would. Credential headers only when creds (a local job, kept in memory), so
- * that nothing built for the stream can carry one to Redis. *count headers, copied, and a
- * free slot after them (for the marker); the caller frees them with free_headers.
+ * (the job must run synchronously), no framing, no X-Predcache-Token (the operator's secret
+ * is never put in Redis: a job runs without its controls), and the client appended to
+ * X-Forwarded-For as a proxy would. Credential headers only when creds (a local job, kept in
+ * memory), so that nothing built for the stream can carry one to Redis. *count headers, copied, and
+ * a free slot after them (for the marker); the caller frees them with free_headers.
  */
 static struct pc_header *forward_headers(const struct pc_jobs *j, const struct pc_http_req *req,
                                          int creds, size_t *count)
@@ -528,7 +529,8 @@ static struct pc_header *forward_headers(const struct pc_jobs *j, const struct p
         const char *name = h[i].name;
         if (pc_http_is_hop_by_hop_in(name, h, n) || pc_strcaseeq(name, "Prefer") ||
             pc_strcaseeq(name, "Host") || pc_strcaseeq(name, "Content-Length") ||
-            pc_strcaseeq(name, "Expect") || pc_strcaseeq(name, PC_JOBS_MARKER))
+            pc_strcaseeq(name, "Expect") || pc_strcaseeq(name, PC_JOBS_MARKER) ||
+            pc_strcaseeq(name, "X-Predcache-Token"))
             continue;
         if (!creds &&
             pc_creds_is_credential(name, cfg->credential_headers, cfg->n_credential_headers))

@@ -697,6 +697,8 @@ static int build_forward_headers(struct pc_preq *p)
         /* A cached body is stored without its encoding: ask the model server for identity. */
         if (p->cacheable && pc_strcaseeq(in[i].name, "Accept-Encoding"))
             continue;
+        if (pc_strcaseeq(in[i].name, "X-Predcache-Token")) /* the operator's, not the model's */
+            continue;
         if (pc_http_is_hop_by_hop_in(in[i].name, in, n))
             continue;
         p->fwd[p->n_fwd].name = strdup(in[i].name);
@@ -1409,10 +1411,11 @@ static int directive_seconds(const char *value, const char *dir)
 }
 
 /*
- * The client's say in caching, unless [cache] allow_client_controls is off: Cache-Control
- * no-cache, no-store, max-age=N, only-if-cached, X-Predcache-TTL (bounded by max_ttl_s)
- * and X-Predcache-Namespace (a key space of its own). NULL ok; else why the request is
- * refused (400).
+ * The client's say in caching, unless [cache] allow_client_controls is off: what narrows
+ * its own answer (Cache-Control no-cache, no-store, max-age=N, only-if-cached) from anyone;
+ * X-Predcache-Namespace (a key space of its own) and X-Predcache-TTL (at most the route's
+ * ttl_s, or max_ttl_s in a namespace of its own) only with X-Predcache-Token. NULL ok;
+ * else why the request is refused (400).
  */
 static const char *read_controls(struct pc_preq *p)
 {
@@ -1427,22 +1430,32 @@ static const char *read_controls(struct pc_preq *p)
     p->no_store = has_directive(cc, "no-store");
     p->only_if_cached = has_directive(cc, "only-if-cached");
     p->max_age_s = directive_seconds(cc, "max-age");
+    /* What changes the answers of others (a TTL, a namespace) is the operator's: only a
+     * request carrying [cache] client_controls_token may say it; others are not heard. */
+    const char *token = p->w->cfg->client_controls_token;
+    const char *given = pc_http_req_header(req, "X-Predcache-Token");
+    if (token[0] == '\0' || given == NULL || !pc_token_equal(given, token))
+        return NULL;
+    const char *ns = pc_http_req_header(req, "X-Predcache-Namespace");
+    if (ns != NULL) {
+        if (!pc_name_ok(ns, sizeof p->ns - 1))
+            return "X-Predcache-Namespace: 1 to 64 of A-Z a-z 0-9 . _ -";
+        memcpy(p->ns, ns, strlen(ns) + 1);
+        p->keyp.namespace_ = p->ns;
+    }
     const char *ttl = pc_http_req_header(req, "X-Predcache-TTL");
     if (ttl != NULL) {
         size_t n = strlen(ttl);
         long long v = 0;
         if (n == 0 || n > 12 || strspn(ttl, "0123456789") != n || (v = atoll(ttl)) < 1)
             return "X-Predcache-TTL: a number of seconds, 1 or more";
-        p->ttl_s = v > p->w->cfg->max_ttl_s ? p->w->cfg->max_ttl_s : (int)v;
+        /* Longer than the route's only in a namespace of the caller's own: an entry that
+         * other clients share is never made to outlive what the operator set. */
+        long long most = ns != NULL && strcmp(ns, p->w->cfg->namespace_) != 0 ? p->w->cfg->max_ttl_s
+                                                                              : p->route->v.ttl_s;
+        p->ttl_s = v > most ? (int)most : (int)v;
         p->client_ttl = 1;
     }
-    const char *ns = pc_http_req_header(req, "X-Predcache-Namespace");
-    if (ns == NULL)
-        return NULL;
-    if (!pc_name_ok(ns, sizeof p->ns - 1))
-        return "X-Predcache-Namespace: 1 to 64 of A-Z a-z 0-9 . _ -";
-    memcpy(p->ns, ns, strlen(ns) + 1);
-    p->keyp.namespace_ = p->ns;
     return NULL;
 }
 

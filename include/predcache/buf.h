@@ -54,5 +54,8 @@ size_t pc_strlcpy(char *dst, const char *src, size_t size);
 int pc_hexval(int c);
 /* 1 when s is a plain name: 1 to max bytes of A-Z a-z 0-9 . _ - (namespaces, sections). */
 int pc_name_ok(const char *s, size_t max);
+/* 1 when the secret a equals b, compared in time that does not depend on where they differ
+ * (so a token cannot be guessed byte by byte from timings). */
+int pc_token_equal(const char *a, const char *b);
 
 #endif

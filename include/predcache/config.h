@@ -80,6 +80,7 @@ struct pc_config {
     int idle_timeout_ms;           /* keep-alive idle and slow-client read timeout; default 30000 */
     int drain_timeout_ms;          /* bound of the SIGTERM drain; default 10000 */
     int max_connections;           /* client connections per listener; default 10000 */
+    size_t max_output_bytes; /* answer bytes buffered for clients, process-wide; 0 = no bound */
     char admin_token[PC_CFG_STR];  /* Bearer token for mutating admin endpoints; "" = none */
     int workers;                   /* event loop threads, 1..64; 0 = auto (usable CPUs) */
 
@@ -127,6 +128,8 @@ struct pc_config {
     size_t n_replay_headers; /* default Content-Type, Inference-Header-Content-Length */
     int per_instance;        /* cache each element of a TF Serving `instances` batch; default on */
     int allow_client_controls; /* honour Cache-Control and X-Predcache-Namespace; default on */
+    char client_controls_token[PC_CFG_STR]; /* X-Predcache-TTL and -Namespace need it; "" */
+    int max_batch_instances; /* instances a batch may hold to be cached per instance; 10000 */
     int grace_s;               /* entries are kept and served stale this long past ttl_s; 3600 */
     int lock_timeout_ms;   /* cross-process coalescing: wait for another's call; 0 = off; 5000 */
     int max_ttl_s;         /* bound of a client's X-Predcache-TTL; default 604800 */

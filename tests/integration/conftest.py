@@ -558,6 +558,18 @@ class StubBackend:
 # --------------------------------------------------------------------------- predcache
 
 
+# The harness's [cache] client_controls_token: X-Predcache-TTL and X-Predcache-Namespace
+# are heard only from a request carrying it (trusted()).
+CONTROLS_TOKEN = "test-controls-token"
+
+
+def trusted(headers=None):
+    """headers plus X-Predcache-Token: the operator's say (TTL, namespace) is heard."""
+    out = {"X-Predcache-Token": CONTROLS_TOKEN}
+    out.update(headers or {})
+    return out
+
+
 def default_conf(listen_port, admin_port, backend_url, redis_port):
     return {
         "server": {
@@ -592,6 +604,9 @@ def default_conf(listen_port, admin_port, backend_url, redis_port):
             # Tests read and change Redis behind predcache's back (DEL, expiry, bad
             # values); the in-process tier would answer for Redis. test_l1.py turns it on.
             "l1_max_bytes": "0",
+            # Tests that set a TTL or a namespace send it (trusted()); the shipped default
+            # is empty (never), covered by test_operator_controls.py.
+            "client_controls_token": CONTROLS_TOKEN,
         },
         "log": {
             "level": "info",

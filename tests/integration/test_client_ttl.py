@@ -1,21 +1,28 @@
 """X-Predcache-TTL: N (seconds): the client chooses how long its answer stays fresh. The
 entry is stored in an envelope that carries N (so later requests judge it by N), Redis
 keeps it N + grace_s, N is bounded by [cache] max_ttl_s, a malformed N is a 400, and the
-header is ignored when [cache] allow_client_controls is off."""
+header is ignored when [cache] allow_client_controls is off. It is the operator's: heard only
+with X-Predcache-Token ([cache] client_controls_token), and never longer than the route's
+TTL in a shared namespace (test_operator_controls.py covers the untrusted client)."""
 
 import re
 import time
 
 import pytest
 
-from conftest import parse_envelope, wait_for
+from conftest import parse_envelope, trusted, wait_for
 
 PREDICT = "/v1/models/m:predict"
 KEY_RE = re.compile(r"^predcache:v2:\{[0-9a-f]{64}\}$")
 
 
-def ttl_header(n):
-    return {"X-Predcache-TTL": str(n)}
+def ttl_header(n, ns=None):
+    """The TTL header, with the controls token (only a trusted caller's TTL is heard); ns:
+    a namespace of the caller's own, where a TTL may be longer than the route's."""
+    h = trusted({"X-Predcache-TTL": str(n)})
+    if ns is not None:
+        h["X-Predcache-Namespace"] = ns
+    return h
 
 
 def parse_stored(value):
@@ -55,16 +62,18 @@ def test_client_ttl_is_stored_with_the_entry(start_predcache, model, redis):
 
 
 def test_entry_is_fresh_for_the_clients_ttl(start_predcache, model, redis):
-    # the route's TTL is 1 s; the client asks for 100 s, then for 1 s
+    # the route's TTL is 1 s; the client asks for 100 s (in a namespace of its own: only
+    # there may an entry outlive the route's TTL), then for 1 s
     p = start_predcache(conf={"cache": {"ttl_s": "1", "grace_s": "60"}})
-    long_r = p.post(PREDICT, json_body={"instances": ["long"]}, headers=ttl_header(100))
+    long_r = p.post(PREDICT, json_body={"instances": ["long"]}, headers=ttl_header(100, "own"))
     short_r = p.post(PREDICT, json_body={"instances": ["short"]}, headers=ttl_header(1))
     redis.wait_key(long_r.headers["X-Cache-Key"])
     redis.wait_key(short_r.headers["X-Cache-Key"])
     assert 155 <= redis.ttl(long_r.headers["X-Cache-Key"]) <= 160
     time.sleep(1.3)
     # judged by the TTL stored with the entry, whatever a later request says
-    r = p.post(PREDICT, json_body={"instances": ["long"]})
+    r = p.post(PREDICT, json_body={"instances": ["long"]},
+               headers=trusted({"X-Predcache-Namespace": "own"}))
     assert r.headers["X-Cache"] == "HIT"
     r = p.post(PREDICT, json_body={"instances": ["short"]}, headers=ttl_header(1))
     assert r.headers["X-Cache"] == "STALE"
@@ -93,9 +102,9 @@ def test_client_ttl_without_grace_expires(start_predcache, model, redis):
 
 
 def test_client_ttl_is_bounded_by_max_ttl_s(start_predcache, model, redis):
-    p = start_predcache(conf={"cache": {"grace_s": "60", "max_ttl_s": "50"}})
+    p = start_predcache(conf={"cache": {"grace_s": "60", "max_ttl_s": "50", "ttl_s": "400"}})
     for n, body in ((100000, "big"), (999999999999, "huge"), (50, "equal")):
-        r = p.post(PREDICT, json_body={"instances": [body]}, headers=ttl_header(n))
+        r = p.post(PREDICT, json_body={"instances": [body]}, headers=ttl_header(n, "own"))
         assert r.status_code == 200, r.text
         key = r.headers["X-Cache-Key"]
         assert parse_stored(redis.wait_key(key))["ttl_s"] == 50, n
@@ -104,8 +113,20 @@ def test_client_ttl_is_bounded_by_max_ttl_s(start_predcache, model, redis):
     assert parse_stored(redis.wait_key(r.headers["X-Cache-Key"]))["ttl_s"] == 7
 
 
+def test_never_longer_than_the_route_in_a_shared_namespace(start_predcache, model, redis):
+    """A shared entry (the [cache] namespace, or no namespace header) never outlives the
+    route's TTL, whoever asks: a client TTL above it is lowered to it."""
+    p = start_predcache(conf={"cache": {"grace_s": "60", "ttl_s": "30"}})
+    for headers in (ttl_header(10 ** 6), ttl_header(10 ** 6, "default")):
+        r = p.post(PREDICT, json_body={"instances": ["shared-%d" % len(headers)]},
+                   headers=headers)
+        key = r.headers["X-Cache-Key"]
+        assert parse_stored(redis.wait_key(key))["ttl_s"] == 30
+        assert 85 <= redis.ttl(key) <= 90
+
+
 def test_default_max_ttl_s_is_a_week(proxy, model, redis):
-    r = proxy.post(PREDICT, json_body={"instances": ["week"]}, headers=ttl_header(10 ** 9))
+    r = proxy.post(PREDICT, json_body={"instances": ["week"]}, headers=ttl_header(10 ** 9, "own"))
     key = r.headers["X-Cache-Key"]
     assert parse_stored(redis.wait_key(key))["ttl_s"] == 604800
     assert 604800 + 3600 - 10 <= redis.ttl(key) <= 604800 + 3600
@@ -114,7 +135,8 @@ def test_default_max_ttl_s_is_a_week(proxy, model, redis):
 @pytest.mark.parametrize("value", ["0", "-1", "abc", "", "1e3", "1.5", "+5", "0x10", "5s",
                                    "1 2", "00", "9" * 13])
 def test_invalid_values_are_400(proxy, model, redis, value):
-    r = proxy.post(PREDICT, json_body={"instances": ["bad"]}, headers={"X-Predcache-TTL": value})
+    r = proxy.post(PREDICT, json_body={"instances": ["bad"]},
+                   headers=trusted({"X-Predcache-TTL": value}))
     assert r.status_code == 400, "%r -> %d %s" % (value, r.status_code, r.text)
     assert r.headers["Content-Type"].startswith("application/json")
     assert "X-Predcache-TTL" in r.json()["error"]
@@ -154,7 +176,8 @@ def test_per_instance_entries_get_the_clients_ttl(start_predcache, model, redis)
     assert parse_stored(redis.get(new[0]))["ttl_s"] == 0
     assert 350 <= redis.ttl(new[0]) <= 360
 
-    r = p.post(PREDICT, json_body={"instances": ["i1", "i4"]}, headers={"X-Predcache-TTL": "x"})
+    r = p.post(PREDICT, json_body={"instances": ["i1", "i4"]},
+               headers=trusted({"X-Predcache-TTL": "x"}))
     assert r.status_code == 400 and "X-Predcache-TTL" in r.json()["error"]
 
 

@@ -3,7 +3,7 @@ and [cache] allow_client_controls = off for untrusted clients."""
 
 import time
 
-from conftest import wait_for
+from conftest import trusted, wait_for
 
 PREDICT = "/v1/models/m:predict"
 
@@ -49,18 +49,18 @@ def test_only_if_cached(proxy, model):
 
 
 def test_namespace_header_separates_tenants(proxy, model):
-    a = proxy.post(PREDICT, json_body={"instances": ["t"]}, headers={"X-Predcache-Namespace": "tenant-a"})
+    a = proxy.post(PREDICT, json_body={"instances": ["t"]}, headers=trusted({"X-Predcache-Namespace": "tenant-a"}))
     stored(proxy, 1)
-    b = proxy.post(PREDICT, json_body={"instances": ["t"]}, headers={"X-Predcache-Namespace": "tenant-b"})
+    b = proxy.post(PREDICT, json_body={"instances": ["t"]}, headers=trusted({"X-Predcache-Namespace": "tenant-b"}))
     assert b.headers["X-Cache"] == "MISS"
     assert a.headers["X-Cache-Key"] != b.headers["X-Cache-Key"]
     again = proxy.post(PREDICT, json_body={"instances": ["t"]},
-                       headers={"X-Predcache-Namespace": "tenant-a"})
+                       headers=trusted({"X-Predcache-Namespace": "tenant-a"}))
     assert again.headers["X-Cache"] == "HIT"
     assert again.headers["X-Cache-Key"] == a.headers["X-Cache-Key"]
     plain = proxy.post(PREDICT, json_body={"instances": ["t"]})
     assert plain.headers["X-Cache"] == "MISS"  # the default namespace is its own too
-    bad = proxy.post(PREDICT, json_body={"instances": ["t"]}, headers={"X-Predcache-Namespace": "a b"})
+    bad = proxy.post(PREDICT, json_body={"instances": ["t"]}, headers=trusted({"X-Predcache-Namespace": "a b"}))
     assert bad.status_code == 400 and "error" in bad.json()
 
 

@@ -9,7 +9,7 @@ import json
 import pytest
 import requests
 
-from conftest import HTTP_TIMEOUT, canonical, expected_key, wait_for
+from conftest import HTTP_TIMEOUT, canonical, expected_key, wait_for, trusted
 
 BODY = {"instances": ["inv"]}
 
@@ -124,7 +124,7 @@ def test_invalidate_resolved_version(start_predcache, model, redis):
 
 
 def test_invalidate_all_of_a_namespace(proxy, model, redis):
-    tenant = {"X-Predcache-Namespace": "t2"}
+    tenant = trusted({"X-Predcache-Namespace": "t2"})
     key_a = warm(proxy, redis, path_of("a"))
     key_b = warm(proxy, redis, path_of("b"))
     key_t = warm(proxy, redis, path_of("a"), headers=tenant)

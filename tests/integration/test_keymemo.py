@@ -9,7 +9,7 @@ import json
 
 import requests
 
-from conftest import HTTP_TIMEOUT, canonical, expected_key, wait_for, without_received
+from conftest import HTTP_TIMEOUT, canonical, expected_key, wait_for, without_received, trusted
 
 PREDICT = "/v1/models/m:predict"
 
@@ -61,7 +61,7 @@ def test_everything_else_the_key_depends_on_is_part_of_the_memo(start_predcache,
     for path, headers, ns in [(PREDICT, None, "default"),
                               (PREDICT + "?v=1", None, "default"),
                               ("/v1/models/other:predict", None, "default"),
-                              (PREDICT, {"X-Predcache-Namespace": "tenant"}, "tenant")]:
+                              (PREDICT, trusted({"X-Predcache-Namespace": "tenant"}), "tenant")]:
         for _ in range(3):
             r = post(p, body, path=path, headers=headers)
             assert r.status_code == 200
