@@ -146,6 +146,8 @@ static void metrics_sum(const struct pc_worker *w, struct pc_metrics *sum,
 {
     pc_worker_shards(w, shards, MAX_SHARDS, n);
     pc_metrics_sum(sum, shards, *n);
+    for (size_t i = 0; i < w->n_workers; i++) /* the subscribers' connections desync too */
+        sum->redis_desyncs += PC_METRIC_GET(w->group[i].sub_metrics.redis_desyncs);
 }
 
 /* The per-route families, summed over every worker. */

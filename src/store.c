@@ -1,31 +1,48 @@
 /*
- * store: Redis through hiredis async on the worker's event_base.
+ * store: Redis over predcache's own transport on the worker's event_base. A bufferevent
+ * carries the bytes; hiredis only formats commands (redisFormatCommandArgv) and reads
+ * replies (redisReader); which reply answers which command is decided here.
  *
- *     CLOSED --connect()--> CONNECTING --onConnect ok--> CONNECTED
- *       ^                      |  connect timer / onConnect error       |
- *       |                      v                                        |
- *       +---- retry timer <-- (backoff 100 ms .. 2 s) <-- onDisconnect, command timeout
+ *     CLOSED --connect()--> CONNECTING --connected--> CONNECTED
+ *       ^                      |  connect timer / refused              |
+ *       |                      v                                       |
+ *       +---- retry timer <-- (backoff 100 ms .. 2 s) <-- closed by Redis, command
+ *                                                          timeout, desync
  *
- * hiredis 0.14 has no timeouts of its own: the connect timer and one timer per command
- * are libevent timers here. A command that times out is answered PC_STORE_ERROR at once
- * and the whole connection is dropped (from a deferred event, never from inside a
- * hiredis callback), so a stalled Redis cannot pile up commands; hiredis then calls the
- * remaining callbacks with a NULL reply, which we have already answered or answer now.
- * To drop a context we own, ac->data is cleared first so its callbacks know it is gone.
+ *   command -> redisFormatCommandArgv -> cmdq (in order) -> bufferevent -> Redis
+ *   Redis -> bufferevent -> redisReader (bounded) -> reply -> fits the oldest command?
+ *              yes: answered, shifted out of cmdq      no: desync, connection dropped
  *
- * hiredis keeps the queue of callbacks; cmdq.c keeps ours beside it, in the same order:
- * the budgets, the pending count, and who was answered (a timed-out command keeps its
- * place until its reply). Each reply hiredis hands over must be for our oldest command;
- * one that is not is a desync: answered as a failure, counted, and the connection dropped.
+ * Why not hiredis async: hiredis 0.14.1 asserts on replies it did not expect, and the
+ * whole process aborts: a reply when no callback is queued asserts in
+ * redisProcessCallbacks (`c->flags & REDIS_SUBSCRIBED || c->flags & REDIS_MONITORING`),
+ * and on a subscribed connection an array that is not a pub/sub message (`*0`, an
+ * array of integers, one element) asserts in __redisGetSubscribeCallback. A cache must
+ * survive any bytes from its store, so the bytes stop here: every reply is checked
+ * against the command it answers (its kind says which reply types are possible); one
+ * that does not fit, one that answers nothing, an unreadable or oversized one is a
+ * desync: counted, the commands waiting are failed (their requests bypass the cache),
+ * and the connection is dropped and re-established with the backoff.
+ *
+ * Timers: a connect timer and one per command. A command that times out is answered
+ * PC_STORE_ERROR at once and the connection is dropped, so a stalled Redis cannot pile
+ * up commands. Connections are dropped from a deferred event (reset_ev), never from
+ * inside a bufferevent callback; until then the store counts as closed.
  */
 #include "predcache/store.h"
 
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <hiredis/adapters/libevent.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 
 #include "predcache/buf.h"
@@ -36,6 +53,11 @@
 
 #define PC_STORE_BACKOFF_MIN_MS 100
 #define PC_STORE_BACKOFF_MAX_MS 2000
+/* What one reply may hold. A Redis string is at most 512 MB (proto-max-bulk-len); past
+ * these a reply is not one Redis sends us, and reading on would only grow memory. */
+#define PC_STORE_MAX_BULK_BYTES (512LL * 1024 * 1024)
+#define PC_STORE_MAX_REPLY_BYTES ((uint64_t)1024 * 1024 * 1024)
+#define PC_STORE_MAX_ELEMENTS ((size_t)1 << 24) /* every array of one reply, together */
 
 enum store_state { ST_CLOSED, ST_CONNECTING, ST_CONNECTED };
 enum cmd_kind { CMD_GET, CMD_SET, CMD_PING, CMD_SETUP, CMD_GENERIC, CMD_SUBSCRIBE };
@@ -44,20 +66,32 @@ struct pc_store {
     struct event_base *base;
     const struct pc_config *cfg;
     struct pc_metrics *m;
-    redisAsyncContext *ac;
     enum store_state state;
+    struct bufferevent *bev; /* the connection; NULL when there is none */
+    redisReader *reader;     /* its replies; with bev */
+    /* The reader's object functions: hiredis's, with arrays bounded (bounded_array). */
+    redisReplyObjectFunctions fns;
+    void *(*hiredis_array)(const redisReadTask *, int);
+    uint64_t fed;        /* bytes fed to reader on this connection */
+    uint64_t reply_from; /* where in them the reply being read began */
+    size_t reply_elems;  /* array elements allocated for it so far */
+    int too_big;         /* bounded_array refused an array */
+    int broken;          /* the connection is to be dropped (reset_ev): no more reading */
+    int dispatching;     /* inside on_read: pc_store_free waits for it (free_later) */
+    int free_later;
     struct event *connect_timer;
     struct event *retry_timer;
-    struct event *reset_ev; /* drops the connection outside hiredis callbacks */
+    struct event *reset_ev; /* drops the connection outside bufferevent callbacks */
     int backoff_ms;
     struct pc_cmdq *q; /* commands sent and not replied to, in order; SET budgets */
-    size_t desyncs;    /* replies that were not for the oldest command */
+    size_t desyncs;    /* replies that fit no command: the connection was dropped */
     char *sub_channel; /* subscribed on every (re)connect when set: a subscriber store */
+    int subscribed;    /* the SUBSCRIBE was confirmed on this connection */
     pc_store_message_cb sub_cb;
     void *sub_arg;
 };
 
-/* One command in flight. Owned by hiredis (freed in cmd_reply_cb, which always runs). */
+/* One command in flight. Owned by st->q from cmd_send until it is shifted out. */
 struct cmd {
     struct pc_store *st;
     uint64_t id; /* in st->q */
@@ -73,7 +107,7 @@ struct cmd {
 };
 
 static void store_connect(struct pc_store *st);
-static void fail_leftovers(struct pc_store *st);
+static void store_free_now(struct pc_store *st);
 
 static void set_state(struct pc_store *st, enum store_state s)
 {
@@ -95,28 +129,32 @@ static void schedule_retry(struct pc_store *st)
         st->backoff_ms = PC_STORE_BACKOFF_MAX_MS;
 }
 
-/* Drops our context. Never call from inside a hiredis callback. The callbacks it runs may
- * send new commands (a failed lookup going on to the next step): they see a closed store
- * and fail at once, never the context being freed. */
-static void store_drop(struct pc_store *st)
-{
-    redisAsyncContext *ac = st->ac;
-    st->ac = NULL;
-    set_state(st, ST_CLOSED);
-    if (ac != NULL) {
-        ac->data = NULL;
-        redisAsyncFree(ac); /* calls every pending callback with a NULL reply */
-    }
-    fail_leftovers(st);
-}
-
 static void pending_changed(struct pc_store *st)
 {
     PC_METRIC_SET(st->m->store_pending, (int64_t)pc_cmdq_count(st->q));
 }
 
+static void cmd_free(struct cmd *c)
+{
+    if (c->timer != NULL)
+        event_free(c->timer);
+    free(c);
+}
+
+/* The connection is done for: no more reading, no new commands; reset_ev drops it on the
+ * next loop turn (outside the bufferevent callback that may be running). */
+static void store_break(struct pc_store *st)
+{
+    if (st->bev == NULL || st->broken)
+        return;
+    st->broken = 1;
+    bufferevent_disable(st->bev, EV_READ);
+    set_state(st, ST_CLOSED);
+    event_active(st->reset_ev, EV_TIMEOUT, 0);
+}
+
 /* Answers the caller of cmd with the outcome of reply (NULL: failed). Once: the caller
- * claims the right first (pc_cmdq_claim). */
+ * claimed the right first (pc_cmdq_claim), or shifted the command out unanswered. */
 static void cmd_answer(struct cmd *c, redisReply *r)
 {
     struct pc_store *st = c->st;
@@ -164,151 +202,270 @@ static void cmd_answer(struct cmd *c, redisReply *r)
         if (c->cmd_cb != NULL) /* fire-and-forget commands have none */
             c->cmd_cb((const struct pc_reply *)r, c->arg);
         break;
-    case CMD_SUBSCRIBE: /* never here: sub_reply_cb handles subscriptions */
-        break;
     case CMD_SETUP:
+    case CMD_SUBSCRIBE:
         if (r != NULL && r->type == REDIS_REPLY_ERROR) {
-            pc_log(PC_LOG_ERROR, "store: Redis refused AUTH/SELECT: %s", r->str);
-            event_active(st->reset_ev, EV_TIMEOUT, 0);
+            pc_log(PC_LOG_ERROR, "store: Redis refused %s: %s",
+                   c->kind == CMD_SETUP ? "AUTH/SELECT" : "SUBSCRIBE", r->str);
+            store_break(st);
+        } else if (r != NULL && c->kind == CMD_SUBSCRIBE) {
+            st->subscribed = 1;
         }
         break;
     }
 }
 
-/*
- * A subscription's callback runs for every message; hiredis calls it once more with a
- * NULL reply when the connection goes, and only then is the command freed.
- */
-static void sub_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
-{
-    (void)ac;
-    struct cmd *c = priv;
-    redisReply *r = reply;
-    if (r == NULL) {
-        free(c);
-        return;
-    }
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
-        r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "message") == 0 &&
-        r->element[2]->type == REDIS_REPLY_STRING)
-        c->st->sub_cb(r->element[2]->str, r->element[2]->len, c->st->sub_arg);
-}
-
-static void cmd_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
-{
-    (void)ac;
-    struct cmd *c = priv;
-    struct pc_store *st = c->st;
-    redisReply *r = reply;
-    uint64_t head = pc_cmdq_head(st->q);
-    if (head != c->id) { /* not ours to trust: fail it, and start over on a new connection */
-        st->desyncs++;
-        PC_METRIC_INC(st->m->redis_desyncs);
-        pc_log(PC_LOG_ERROR,
-               "store: a Redis reply came for command %llu while %llu was the oldest (desync "
-               "%zu); dropping the connection",
-               (unsigned long long)c->id, (unsigned long long)head, st->desyncs);
-        r = NULL;
-        event_active(st->reset_ev, EV_TIMEOUT, 0);
-    }
-    if (pc_cmdq_claim(st->q, c->id))
-        cmd_answer(c, r); /* else: answered at its timeout; this late reply is dropped */
-    pc_cmdq_remove(st->q, c->id);
-    pending_changed(st);
-    event_free(c->timer);
-    free(c);
-}
-
-/* Commands hiredis has not called back once it let go of the context (it calls every one
- * first, so none should be): a desync. Each is failed and freed here. */
-static void fail_leftovers(struct pc_store *st)
+/* Fails every command still queued (the connection is gone), oldest first. Their
+ * callbacks may send new commands: the store is closed by now, so those fail at once. */
+static void fail_all(struct pc_store *st)
 {
     struct cmd *c;
     int answered;
     while ((c = pc_cmdq_shift(st->q, &answered)) != NULL) {
-        st->desyncs++;
-        PC_METRIC_INC(st->m->redis_desyncs);
-        pc_log(PC_LOG_ERROR, "store: Redis command %llu was never called back (desync %zu)",
-               (unsigned long long)c->id, st->desyncs);
         if (!answered)
             cmd_answer(c, NULL);
-        event_free(c->timer);
-        free(c);
+        cmd_free(c);
     }
     pending_changed(st);
 }
 
-static void cmd_timeout_cb(evutil_socket_t fd, short what, void *arg)
+/* Drops the connection, if any, and fails what waited on it. Never from inside a
+ * bufferevent callback of that connection (on_read's pc_store_free aside). */
+static void store_drop(struct pc_store *st)
 {
-    (void)fd;
-    (void)what;
-    struct cmd *c = arg;
-    struct pc_store *st = c->st;
-    pc_log(PC_LOG_WARN, "store: Redis command timed out after %d ms; reconnecting", c->timeout_ms);
-    if (pc_cmdq_claim(st->q, c->id))
-        cmd_answer(c, NULL); /* now; it keeps its place in the queue until its reply */
-    event_active(st->reset_ev, EV_TIMEOUT, 0);
+    struct bufferevent *bev = st->bev;
+    redisReader *reader = st->reader;
+    st->bev = NULL;
+    st->reader = NULL;
+    st->broken = 0;
+    st->subscribed = 0;
+    set_state(st, ST_CLOSED);
+    if (bev != NULL)
+        bufferevent_free(bev);
+    if (reader != NULL)
+        redisReaderFree(reader);
+    fail_all(st);
 }
 
-/* Sends one command; c is owned by hiredis from here on. bounded: a SET of bytes, counted
- * against the budgets (the caller checked pc_cmdq_full). 0 ok, -1 failed (c freed). */
-static int cmd_send(struct pc_store *st, struct cmd *c, int bounded, size_t bytes, int argc,
-                    const char **argv, const size_t *argvlen)
+/* ------------------------------------------------------------------ reading replies */
+
+static const char *reply_type_name(const redisReply *r)
 {
-    c->st = st;
-    c->start_us = pc_now_us();
-    c->timer = st->ac != NULL ? evtimer_new(st->base, cmd_timeout_cb, c) : NULL;
-    int queued = c->timer != NULL && pc_cmdq_push(st->q, c, bounded, bytes, &c->id) == PC_CMDQ_OK;
-    if (!queued ||
-        redisAsyncCommandArgv(st->ac, cmd_reply_cb, c, argc, argv, argvlen) != REDIS_OK) {
-        if (queued)
-            pc_cmdq_remove(st->q, c->id);
-        if (c->timer)
-            event_free(c->timer);
-        free(c);
-        return -1;
+    static const char *const names[] = {"?",   "string", "array", "integer",
+                                        "nil", "status", "error"};
+    return r->type >= 1 && r->type <= 6 ? names[r->type] : "?";
+}
+
+static const char *cmd_kind_name(enum cmd_kind k)
+{
+    static const char *const names[] = {"GET",         "SET",     "PING",
+                                        "AUTH/SELECT", "command", "SUBSCRIBE"};
+    return names[k];
+}
+
+static int is_str(const redisReply *r, const char *s, size_t len)
+{
+    return r->type == REDIS_REPLY_STRING && r->len == len && memcmp(r->str, s, len) == 0;
+}
+
+/* A pub/sub array for our channel whose first element is kind ("message", "subscribe"). */
+static int is_push(const struct pc_store *st, const redisReply *r, const char *kind, int last)
+{
+    return st->sub_channel != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+           is_str(r->element[0], kind, strlen(kind)) &&
+           is_str(r->element[1], st->sub_channel, strlen(st->sub_channel)) &&
+           r->element[2]->type == last;
+}
+
+/* 1 when r is a reply Redis can give to a command of kind k. */
+static int reply_fits(const struct pc_store *st, enum cmd_kind k, const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_ERROR)
+        return 1; /* any command may be refused */
+    switch (k) {
+    case CMD_GET:
+        return r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_NIL;
+    case CMD_SET: /* +OK, or nil when a condition (NX, XX) was not met */
+        return r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_NIL;
+    case CMD_PING:
+    case CMD_SETUP:
+        return r->type == REDIS_REPLY_STATUS;
+    case CMD_SUBSCRIBE:
+        return is_push(st, r, "subscribe", REDIS_REPLY_INTEGER);
+    case CMD_GENERIC:
+        return 1;
     }
-    if (c->timeout_ms <= 0)
-        c->timeout_ms = st->cfg->redis_timeout_ms;
-    /* Timers count from the loop's cached time: after CPU-heavy work in this callback (a
-     * large key derivation) that time is stale and the command would time out early. */
-    event_base_update_cache_time(st->base);
-    struct timeval tv = {c->timeout_ms / 1000, (c->timeout_ms % 1000) * 1000};
-    evtimer_add(c->timer, &tv);
-    pending_changed(st);
     return 0;
 }
 
-static void on_connect(const redisAsyncContext *ac, int status)
+/* Counts a desync and drops the connection (see the top of the file). */
+static void desync(struct pc_store *st, const char *what)
 {
-    struct pc_store *st = ac->data;
-    if (st == NULL)
-        return;
-    if (status != REDIS_OK) {
-        /* hiredis frees the context after this callback. */
-        pc_log(PC_LOG_WARN, "store: cannot connect to Redis %s:%d: %s; retry in %d ms",
-               st->cfg->redis_host, st->cfg->redis_port, ac->errstr, st->backoff_ms);
-        st->ac = NULL;
-        schedule_retry(st);
-        return;
-    }
-    event_del(st->connect_timer);
-    set_state(st, ST_CONNECTED); /* backoff resets on the first answered command */
-    pc_log(PC_LOG_INFO, "store: connected to Redis %s:%d", st->cfg->redis_host,
-           st->cfg->redis_port);
+    st->desyncs++;
+    PC_METRIC_INC(st->m->redis_desyncs);
+    pc_log(PC_LOG_ERROR, "store: %s (Redis desync %zu); dropping the connection", what,
+           st->desyncs);
+    store_break(st);
 }
 
-static void on_disconnect(const redisAsyncContext *ac, int status)
+/* One whole reply: it answers the oldest command, or on a subscribed connection with no
+ * command waiting it is a message. 0 handled; -1 a desync (the connection is broken). */
+static int dispatch(struct pc_store *st, redisReply *r)
 {
-    (void)status;
-    struct pc_store *st = ac->data;
-    if (st == NULL)
-        return; /* we dropped it ourselves */
-    pc_log(PC_LOG_WARN, "store: lost Redis connection: %s",
-           ac->err ? ac->errstr : "closed by server");
-    st->ac = NULL; /* hiredis frees it after this callback */
-    schedule_retry(st);
-    fail_leftovers(st); /* hiredis has called back every command before this */
+    char what[160];
+    int answered;
+    if (pc_cmdq_head(st->q) == 0) {
+        if (st->subscribed && is_push(st, r, "message", REDIS_REPLY_STRING)) {
+            st->sub_cb(r->element[2]->str, r->element[2]->len, st->sub_arg);
+            return 0;
+        }
+        snprintf(what, sizeof what, "an unexpected %s reply when no command was waiting",
+                 reply_type_name(r));
+        desync(st, what);
+        return -1;
+    }
+    struct cmd *c = pc_cmdq_shift(st->q, &answered);
+    pending_changed(st);
+    int fits = reply_fits(st, c->kind, r);
+    if (!fits) {
+        snprintf(what, sizeof what, "an unexpected %s reply to a %s", reply_type_name(r),
+                 cmd_kind_name(c->kind));
+        desync(st, what);
+    }
+    if (!answered)
+        cmd_answer(c, fits ? r : NULL); /* else: answered at its timeout; reply dropped */
+    cmd_free(c);
+    return fits ? 0 : -1;
+}
+
+/* hiredis's createArray, within PC_STORE_MAX_ELEMENTS for one whole reply: the reader
+ * allocates an array's element pointers as soon as it reads its length. */
+static void *bounded_array(const redisReadTask *task, int elements)
+{
+    struct pc_store *st = task->privdata;
+    if (elements < 0 || (size_t)elements > PC_STORE_MAX_ELEMENTS - st->reply_elems) {
+        st->too_big = 1;
+        return NULL; /* the reader fails ("Out of memory") */
+    }
+    st->reply_elems += (size_t)elements;
+    return st->hiredis_array(task, elements);
+}
+
+/* The length of the bulk string the reader waits for, -1 when it waits for no bulk. The
+ * reader consumes a bulk item only when all of it is there: until then it stands at the
+ * digits after '$' (read.c, processBulkItem), which is where a huge length is seen before
+ * its bytes are buffered. Saturates past PC_STORE_MAX_BULK_BYTES. */
+static long long pending_bulk(const redisReader *r)
+{
+    if (r->ridx < 0 || r->ridx > 8 || r->rstack[r->ridx].type != REDIS_REPLY_STRING)
+        return -1;
+    long long n = -1;
+    for (size_t i = r->pos; i < r->len && r->buf[i] >= '0' && r->buf[i] <= '9'; i++) {
+        n = (n < 0 ? 0 : n) * 10 + (r->buf[i] - '0');
+        if (n > PC_STORE_MAX_BULK_BYTES)
+            break;
+    }
+    return n;
+}
+
+static int reader_new(struct pc_store *st)
+{
+    redisReader *r = redisReaderCreate();
+    if (r == NULL)
+        return -1;
+    st->fns = *r->fn;
+    st->hiredis_array = st->fns.createArray;
+    st->fns.createArray = bounded_array;
+    r->fn = &st->fns;
+    r->privdata = st; /* reaches bounded_array as task->privdata */
+    st->reader = r;
+    st->fed = st->reply_from = 0;
+    st->reply_elems = 0;
+    st->too_big = 0;
+    return 0;
+}
+
+/* Takes every whole reply out of the reader. 0 ok (maybe a reply still incomplete); -1
+ * the connection broke (a desync: unreadable, oversized or unexpected reply). */
+static int read_replies(struct pc_store *st)
+{
+    redisReader *r = st->reader;
+    char what[200];
+    while (!st->broken) {
+        void *reply = NULL;
+        if (redisReaderGetReply(r, &reply) != REDIS_OK) {
+            snprintf(what, sizeof what, "an unreadable reply: %s",
+                     st->too_big ? "arrays too large" : r->errstr);
+            desync(st, what);
+            return -1;
+        }
+        if (reply == NULL) {
+            long long bulk = pending_bulk(r);
+            if (bulk > PC_STORE_MAX_BULK_BYTES ||
+                st->fed - st->reply_from > PC_STORE_MAX_REPLY_BYTES) {
+                desync(st, "a reply larger than any Redis sends");
+                return -1;
+            }
+            return 0;
+        }
+        st->reply_from = st->fed - (r->len - r->pos);
+        st->reply_elems = 0;
+        int rc = dispatch(st, reply);
+        freeReplyObject(reply);
+        if (rc != 0)
+            return -1;
+    }
+    return -1;
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct pc_store *st = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    st->dispatching++;
+    while (!st->broken && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        if (redisReaderFeed(st->reader, v.iov_base, v.iov_len) != REDIS_OK) {
+            desync(st, "a reply that could not be buffered");
+            break;
+        }
+        st->fed += v.iov_len;
+        evbuffer_drain(in, v.iov_len);
+        if (read_replies(st) != 0)
+            break;
+    }
+    st->dispatching--;
+    if (st->free_later && st->dispatching == 0)
+        store_free_now(st); /* pc_store_free was called from a callback above */
+}
+
+/* ------------------------------------------------------------------ the connection */
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct pc_store *st = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        int one = 1;
+        setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        event_del(st->connect_timer);
+        set_state(st, ST_CONNECTED); /* backoff resets on the first answered command */
+        pc_log(PC_LOG_INFO, "store: connected to Redis %s:%d", st->cfg->redis_host,
+               st->cfg->redis_port);
+        return;
+    }
+    if (st->broken)
+        return;
+    int err = EVUTIL_SOCKET_ERROR();
+    const char *why =
+        (what & BEV_EVENT_EOF) ? "closed by server" : evutil_socket_error_to_string(err);
+    if (st->state == ST_CONNECTING)
+        pc_log(PC_LOG_WARN, "store: cannot connect to Redis %s:%d: %s; retry in %d ms",
+               st->cfg->redis_host, st->cfg->redis_port, why, st->backoff_ms);
+    else
+        pc_log(PC_LOG_WARN, "store: lost Redis connection: %s", why);
+    store_break(st);
 }
 
 static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
@@ -328,7 +485,7 @@ static void reset_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct pc_store *st = arg;
-    if (st->ac == NULL)
+    if (st->bev == NULL)
         return;
     store_drop(st);
     schedule_retry(st);
@@ -341,9 +498,60 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
     store_connect(arg);
 }
 
-/* Queues AUTH and SELECT behind the connect: hiredis sends them first once connected. A
- * subscriber's SUBSCRIBE goes last: on a subscribed connection Redis refuses SELECT, and
- * hiredis drops the connection on that error. */
+static void cmd_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct cmd *c = arg;
+    struct pc_store *st = c->st;
+    pc_log(PC_LOG_WARN, "store: Redis command timed out after %d ms; reconnecting", c->timeout_ms);
+    if (pc_cmdq_claim(st->q, c->id))
+        cmd_answer(c, NULL); /* now; it keeps its place in the queue until the drop */
+    store_break(st);
+}
+
+/* Sends one command on the connection; c is owned by st->q from here on. bounded: a SET
+ * of bytes, counted against the budgets (the caller checked pc_cmdq_full). 0 ok, -1
+ * failed (c freed, its callback not called). */
+static int cmd_send(struct pc_store *st, struct cmd *c, int bounded, size_t bytes, int argc,
+                    const char **argv, const size_t *argvlen)
+{
+    char *out = NULL;
+    int n = -1;
+    int queued = 0;
+    c->st = st;
+    c->start_us = pc_now_us();
+    if (st->bev == NULL || st->broken)
+        goto fail;
+    c->timer = evtimer_new(st->base, cmd_timeout_cb, c);
+    if (c->timer == NULL || (n = redisFormatCommandArgv(&out, argc, argv, argvlen)) < 0)
+        goto fail;
+    if (pc_cmdq_push(st->q, c, bounded, bytes, &c->id) != PC_CMDQ_OK)
+        goto fail;
+    queued = 1;
+    if (bufferevent_write(st->bev, out, (size_t)n) != 0)
+        goto fail;
+    redisFreeCommand(out);
+    if (c->timeout_ms <= 0)
+        c->timeout_ms = st->cfg->redis_timeout_ms;
+    /* Timers count from the loop's cached time: after CPU-heavy work in this callback (a
+     * large key derivation) that time is stale and the command would time out early. */
+    event_base_update_cache_time(st->base);
+    struct timeval tv = {c->timeout_ms / 1000, (c->timeout_ms % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+    pending_changed(st);
+    return 0;
+fail:
+    if (queued)
+        pc_cmdq_remove(st->q, c->id);
+    if (out != NULL)
+        redisFreeCommand(out);
+    cmd_free(c);
+    return -1;
+}
+
+/* Queues AUTH and SELECT first: they go out as soon as the connection is up. A
+ * subscriber's SUBSCRIBE goes last: Redis refuses SELECT on a subscribed connection. */
 static void send_setup(struct pc_store *st)
 {
     const struct pc_config *cfg = st->cfg;
@@ -369,45 +577,75 @@ static void send_setup(struct pc_store *st)
     }
     if (st->sub_channel != NULL) {
         struct cmd *c = calloc(1, sizeof *c);
+        const char *argv[] = {"SUBSCRIBE", st->sub_channel};
+        size_t lens[] = {9, strlen(st->sub_channel)};
         if (c != NULL) {
-            c->st = st;
             c->kind = CMD_SUBSCRIBE;
-            const char *argv[] = {"SUBSCRIBE", st->sub_channel};
-            size_t lens[] = {9, strlen(st->sub_channel)};
-            if (redisAsyncCommandArgv(st->ac, sub_reply_cb, c, 2, argv, lens) != REDIS_OK)
-                free(c);
+            cmd_send(st, c, 0, 0, 2, argv, lens);
         }
     }
 }
 
+/* The first address of host, IPv4 first as hiredis does (resolved synchronously, as
+ * hiredis did). NULL with a message in err. */
+static struct addrinfo *resolve(const struct pc_config *cfg, char *err, size_t errlen)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", cfg->redis_port);
+    struct addrinfo hints, *ai = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    int rc = getaddrinfo(cfg->redis_host, port, &hints, &ai);
+    if (rc != 0) {
+        hints.ai_family = AF_INET6;
+        rc = getaddrinfo(cfg->redis_host, port, &hints, &ai);
+    }
+    if (rc != 0) {
+        snprintf(err, errlen, "%s", gai_strerror(rc));
+        return NULL;
+    }
+    return ai;
+}
+
 static void store_connect(struct pc_store *st)
 {
+    char err[128] = "out of memory";
     PC_METRIC_INC(st->m->redis_reconnects);
-    redisAsyncContext *ac = redisAsyncConnect(st->cfg->redis_host, st->cfg->redis_port);
-    if (ac == NULL || ac->err) {
-        pc_log(PC_LOG_WARN, "store: cannot connect to Redis: %s",
-               ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
-        schedule_retry(st);
-        return;
+    struct addrinfo *ai = resolve(st->cfg, err, sizeof err);
+    struct bufferevent *bev = NULL;
+    if (ai == NULL || reader_new(st) != 0 ||
+        (bev = bufferevent_socket_new(st->base, -1, BEV_OPT_CLOSE_ON_FREE)) == NULL)
+        goto fail;
+    bufferevent_setcb(bev, on_read, NULL, on_event, st);
+    if (bufferevent_socket_connect(bev, ai->ai_addr, (int)ai->ai_addrlen) != 0) {
+        snprintf(err, sizeof err, "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        goto fail;
     }
-    ac->data = st;
-    if (redisLibeventAttach(ac, st->base) != REDIS_OK) {
-        ac->data = NULL;
-        redisAsyncFree(ac);
-        schedule_retry(st);
-        return;
-    }
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    st->ac = ac;
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    freeaddrinfo(ai);
+    st->bev = bev;
     set_state(st, ST_CONNECTING);
     int ms = st->cfg->redis_timeout_ms < 1000 ? 1000 : st->cfg->redis_timeout_ms;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     evtimer_add(st->connect_timer, &tv);
     send_setup(st);
+    return;
+fail:
+    pc_log(PC_LOG_WARN, "store: cannot connect to Redis %s:%d: %s; retry in %d ms",
+           st->cfg->redis_host, st->cfg->redis_port, err, st->backoff_ms);
+    if (ai != NULL)
+        freeaddrinfo(ai);
+    if (bev != NULL)
+        bufferevent_free(bev);
+    if (st->reader != NULL) {
+        redisReaderFree(st->reader);
+        st->reader = NULL;
+    }
+    schedule_retry(st);
 }
+
+/* ------------------------------------------------------------------ the API */
 
 static int store_init(struct pc_store *st, struct event_base *base, const struct pc_config *cfg,
                       struct pc_metrics *metrics);
@@ -470,10 +708,8 @@ struct pc_store *pc_store_new_subscriber(struct event_base *base, const struct p
     return st;
 }
 
-void pc_store_free(struct pc_store *st)
+static void store_free_now(struct pc_store *st)
 {
-    if (st == NULL)
-        return;
     store_drop(st);
     pc_cmdq_free(st->q);
     free(st->sub_channel);
@@ -484,6 +720,18 @@ void pc_store_free(struct pc_store *st)
     if (st->reset_ev)
         event_free(st->reset_ev);
     free(st);
+}
+
+void pc_store_free(struct pc_store *st)
+{
+    if (st == NULL)
+        return;
+    if (st->dispatching > 0) { /* from a callback of on_read: it frees st on its way out */
+        store_break(st);
+        st->free_later = 1;
+        return;
+    }
+    store_free_now(st);
 }
 
 int pc_store_ready(const struct pc_store *st)

@@ -1,10 +1,14 @@
 /*
- * store: Redis access for one worker through hiredis async on its event_base.
+ * store: Redis access for one worker over its own connection (a bufferevent on the
+ * worker's event_base; hiredis only formats commands and reads replies).
  * Owns the connection and its state machine (CLOSED -> CONNECTING -> CONNECTED), the
  * connect and per-command timers, the queue of commands awaiting replies (cmdq.h: SET
  * budgets, answered once), and reconnection with backoff. On a command timeout
  * the connection is dropped and re-established, so a stalled Redis cannot pile up
- * commands. The only module that includes hiredis.
+ * commands. Any bytes from Redis are survived: a reply that is unreadable, too large,
+ * of a type its command cannot get, or for no command is a desync (counted in
+ * redis_desyncs): the commands waiting fail (PC_STORE_ERROR, NULL replies) and the
+ * connection is re-established. The only module that includes hiredis.
  */
 #ifndef PREDCACHE_STORE_H
 #define PREDCACHE_STORE_H
