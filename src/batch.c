@@ -231,6 +231,63 @@ static int scan_top(const char *s, size_t n, const char *array_key, struct pc_ba
     return found == 1 && !twice ? 0 : 1;
 }
 
+/* s[i] == '['. Counts its elements up to max + 1, keeping nothing: the index after the
+ * array, or after the element past max (*over set); 0 when not valid JSON up to there. */
+static size_t count_array(const char *s, size_t i, size_t n, size_t max, int *over)
+{
+    size_t k = 0;
+    i = skip_ws(s, i + 1, n);
+    if (i < n && s[i] == ']')
+        return i + 1;
+    for (;;) {
+        if ((i = scan_value(s, i, n, 2)) == 0)
+            return 0;
+        if (++k > max) {
+            *over = 1;
+            return i;
+        }
+        i = skip_ws(s, i, n);
+        if (i < n && s[i] == ',') {
+            i = skip_ws(s, i + 1, n);
+            continue;
+        }
+        return i < n && s[i] == ']' ? i + 1 : 0;
+    }
+}
+
+int pc_batch_exceeds(const char *s, size_t n, size_t max)
+{
+    /* k elements take 2k + 1 bytes at least ('[', k values, k - 1 commas, ']'), and the
+     * object around them 14 more: a shorter body cannot hold more than max. */
+    if (n / 2 <= max)
+        return 0;
+    size_t i = skip_ws(s, 0, n);
+    if (i >= n || s[i] != '{')
+        return 0;
+    i = skip_ws(s, i + 1, n);
+    for (;;) {
+        size_t ks = i;
+        if (i >= n || s[i] != '"' || (i = scan_string(s, i, n)) == 0)
+            return 0;
+        int inst = i - ks == 11 && memcmp(s + ks, "\"instances\"", 11) == 0;
+        i = skip_ws(s, i, n);
+        if (i >= n || s[i] != ':')
+            return 0;
+        i = skip_ws(s, i + 1, n);
+        int over = 0;
+        i = inst && i < n && s[i] == '[' ? count_array(s, i, n, max, &over)
+                                         : scan_value(s, i, n, 1);
+        if (over)
+            return 1;
+        if (i == 0)
+            return 0;
+        i = skip_ws(s, i, n);
+        if (i >= n || s[i] != ',')
+            return 0;
+        i = skip_ws(s, i + 1, n);
+    }
+}
+
 /* ---- requests and responses -------------------------------------------------------- */
 
 void pc_batch_array_release(struct pc_batch_array *a)
@@ -329,21 +386,41 @@ void pc_batch_layout_of(const char *body, size_t len, const struct pc_batch_arra
     }
 }
 
-int pc_batch_merge(const struct pc_batch_layout *layout, const char *const *preds,
-                   const size_t *pred_len, size_t n, const char *default_sep, struct pc_buf *out)
+int pc_batch_merge_fn(const struct pc_batch_layout *layout, pc_batch_pred_fn pred, void *arg,
+                      size_t n, const char *default_sep, struct pc_buf *out)
 {
+    const char *sep = layout->sep_len > 0 ? layout->sep : default_sep;
+    size_t sep_len = layout->sep_len > 0 ? layout->sep_len : strlen(default_sep);
     int rc = pc_buf_append(out, layout->prefix, layout->prefix_len);
-    for (size_t i = 0; i < n; i++) {
-        if (i > 0) {
-            if (layout->sep_len > 0)
-                rc |= pc_buf_append(out, layout->sep, layout->sep_len);
-            else
-                rc |= pc_buf_append_str(out, default_sep);
-        }
-        rc |= pc_buf_append(out, preds[i], pred_len[i]);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const char *p;
+        size_t len;
+        pred(arg, i, &p, &len);
+        if (i > 0)
+            rc |= pc_buf_append(out, sep, sep_len);
+        rc |= pc_buf_append(out, p, len);
     }
     rc |= pc_buf_append(out, layout->suffix, layout->suffix_len);
     return rc ? -1 : 0;
+}
+
+struct arrays {
+    const char *const *preds;
+    const size_t *lens;
+};
+
+static void pred_of_arrays(void *arg, size_t i, const char **pred, size_t *len)
+{
+    const struct arrays *a = arg;
+    *pred = a->preds[i];
+    *len = a->lens[i];
+}
+
+int pc_batch_merge(const struct pc_batch_layout *layout, const char *const *preds,
+                   const size_t *pred_len, size_t n, const char *default_sep, struct pc_buf *out)
+{
+    struct arrays a = {preds, pred_len};
+    return pc_batch_merge_fn(layout, pred_of_arrays, &a, n, default_sep, out);
 }
 
 /* ---- instance values --------------------------------------------------------------- */
@@ -351,8 +428,14 @@ int pc_batch_merge(const struct pc_batch_layout *layout, const char *const *pred
 int pc_batch_encode_instance(const struct pc_batch_layout *layout, const char *pred,
                              size_t pred_len, struct pc_buf *out)
 {
-    int rc = pc_buf_printf(out, "PI1\n%zu %zu %zu\n", layout->prefix_len, layout->sep_len,
-                           layout->suffix_len);
+    char num[PC_U64_TEXT];
+    int rc = pc_buf_append(out, "PI1\n", 4);
+    rc |= pc_buf_append(out, num, pc_u64_text(layout->prefix_len, num));
+    rc |= pc_buf_append_char(out, ' ');
+    rc |= pc_buf_append(out, num, pc_u64_text(layout->sep_len, num));
+    rc |= pc_buf_append_char(out, ' ');
+    rc |= pc_buf_append(out, num, pc_u64_text(layout->suffix_len, num));
+    rc |= pc_buf_append_char(out, '\n');
     rc |= pc_buf_append(out, layout->prefix, layout->prefix_len);
     rc |= pc_buf_append(out, layout->sep, layout->sep_len);
     rc |= pc_buf_append(out, layout->suffix, layout->suffix_len);

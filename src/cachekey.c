@@ -23,6 +23,7 @@
 #include "predcache/cachekey.h"
 
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,6 +175,8 @@ struct reading {
     int el_bad;              /* an element that cannot be keyed alone */
     struct pc_span *el_spans, *el_texts;
     size_t n_el, cap_el;
+    size_t max_el; /* elements recorded at most; past them el_over is set and none is kept */
+    int el_over;
 };
 
 static void reading_init(struct reading *r, const struct pc_key_params *p, const char *body,
@@ -183,6 +186,7 @@ static void reading_init(struct reading *r, const struct pc_key_params *p, const
     r->p = p;
     r->body = body;
     r->each = each;
+    r->max_el = SIZE_MAX;
     pc_buf_init(&r->names);
     pc_buf_init(&r->text);
 }
@@ -249,6 +253,10 @@ static void read_element(void *arg, size_t off, size_t len, size_t text_off, siz
                          enum pc_canon_rc exact)
 {
     struct reading *r = arg;
+    if (r->n_el >= r->max_el) { /* a bound on the work a batch costs: nothing more is kept */
+        r->el_over = 1;
+        return;
+    }
     if (exact != PC_CANON_OK || has_nul_escape(r->body + off, len)) {
         r->el_bad = 1;
         return;
@@ -617,75 +625,202 @@ int pc_cachekey_herd(const char *prefix, const char (*keys)[PC_KEY_MAX], const s
     return rc;
 }
 
-/* ---- every instance of a batch in one pass ----------------------------------------- */
+/* ---- every instance of a batch ---------------------------------------------------- */
+
+size_t pc_cachekey_format(const char *prefix, const unsigned char digest[PC_KEY_DIGEST_LEN],
+                          char out[PC_KEY_MAX])
+{
+    static const char digits[] = "0123456789abcdef";
+    const char *pf = prefix != NULL ? prefix : "";
+    size_t pl = strlen(pf), vl = strlen(PC_KEY_VERSION);
+    if (pl + vl + 2 * PC_KEY_DIGEST_LEN + 2 > PC_KEY_MAX) {
+        out[0] = '\0';
+        return 0;
+    }
+    char *o = out;
+    memcpy(o, pf, pl);
+    o += pl;
+    memcpy(o, PC_KEY_VERSION, vl);
+    o += vl;
+    for (size_t i = 0; i < PC_KEY_DIGEST_LEN; i++) {
+        *o++ = digits[digest[i] >> 4];
+        *o++ = digits[digest[i] & 0x0f];
+    }
+    *o++ = '}';
+    *o = '\0';
+    return (size_t)(o - out);
+}
+
+/*
+ * A batch read once (see the header): the reading keeps every element's canonical text,
+ * and base the SHA-256 state after head "instance\n" canonical(context) "\n", the material
+ * every element's key starts with, so keying an element copies that state and hashes only
+ * the element (the head alone is several SHA-256 blocks).
+ */
+struct pc_cachekey_batch {
+    struct reading r;
+    EVP_MD_CTX *base, *ctx;
+    struct pc_span sig;
+};
+
+void pc_cachekey_batch_free(struct pc_cachekey_batch *kb)
+{
+    if (kb == NULL)
+        return;
+    reading_release(&kb->r);
+    EVP_MD_CTX_free(kb->base);
+    EVP_MD_CTX_free(kb->ctx);
+    free(kb);
+}
+
+/* The context of a batch read as one (canonical, the same for every element) and the
+ * hash state after it. 0 ok; 1 the context cannot be keyed exactly; -1 no memory. */
+static int batch_context(struct pc_cachekey_batch *kb, const char *head, size_t head_len)
+{
+    struct reading *r = &kb->r;
+    struct rmember *ctx = NULL;
+    size_t n_ctx = 0;
+    struct pc_buf c; /* canonical(context) "\n" */
+    pc_buf_init(&c);
+    kb->base = EVP_MD_CTX_new();
+    kb->ctx = EVP_MD_CTX_new();
+    int result =
+        kb->base == NULL || kb->ctx == NULL || kept_members(r, PICK_FAMILY, &ctx, &n_ctx) != 0 ? -1
+                                                                                               : 0;
+    for (size_t i = 0; result == 0 && i < n_ctx; i++) {
+        if (!ctx[i].exact)
+            result = 1;
+        else if (pc_buf_append_char(&c, i == 0 ? '{' : ',') != 0 ||
+                 pc_canon_put_string(&c, r->names.data + ctx[i].name, ctx[i].name_len) !=
+                     PC_CANON_OK ||
+                 pc_buf_append_char(&c, ':') != 0 ||
+                 pc_buf_append(&c, r->text.data + ctx[i].text, ctx[i].text_len) != 0)
+            result = 1;
+    }
+    if (result == 0 &&
+        (n_ctx == 0 ? pc_buf_append_str(&c, "{}\n") : pc_buf_append_str(&c, "}\n")) != 0)
+        result = -1;
+    if (result == 0) {
+        struct hasher h = {kb->base, 0};
+        hash_begin(&h, head, head_len);
+        hash_update(&h, "instance\n", 9);
+        hash_update(&h, c.data, c.len);
+        result = h.failed ? -1 : 0;
+    }
+    kb->sig = (struct pc_span){0, 0};
+    for (size_t i = 0; result == 0 && i < r->n; i++) {
+        if (names_eq(r->names.data + r->m[i].name, r->m[i].name_len, "signature_name"))
+            kb->sig = (struct pc_span){r->m[i].val_off, r->m[i].val_len};
+    }
+    pc_buf_release(&c);
+    free(ctx);
+    return result;
+}
+
+int pc_cachekey_batch_read(const struct pc_key_params *p, const char *head, size_t head_len,
+                           const char *body, size_t len, size_t max_n,
+                           struct pc_cachekey_batch **out)
+{
+    *out = NULL;
+    const char *prefix = p->prefix ? p->prefix : "";
+    if (body == NULL || len == 0 || len >= INT_MAX || check_prefix(prefix, NULL, 0) != 0 ||
+        has_nul_escape(body, len))
+        return 1;
+    struct pc_cachekey_batch *kb = calloc(1, sizeof *kb);
+    if (kb == NULL)
+        return -1;
+    reading_init(&kb->r, p, body, 1);
+    kb->r.max_el = max_n;
+    struct pc_canon_info info;
+    enum pc_canon_rc rc = reading_run(&kb->r, body, len, &info);
+    const struct reading *r = &kb->r;
+    int result = 1;
+    if (r->oom)
+        result = -1;
+    else if (r->el_over)
+        result = 2;
+    else if (rc == PC_CANON_OK && info.root == PC_CANON_OBJECT && r->n_instances == 1 &&
+             r->raw_ok == 1 && !r->el_bad && r->n_el > 0)
+        result = batch_context(kb, head, head_len);
+    if (result != 0) {
+        pc_cachekey_batch_free(kb);
+        return result;
+    }
+    *out = kb;
+    return 0;
+}
+
+size_t pc_cachekey_batch_count(const struct pc_cachekey_batch *kb)
+{
+    return kb->r.n_el;
+}
+
+int pc_cachekey_batch_digest(struct pc_cachekey_batch *kb, size_t from, size_t to,
+                             unsigned char (*digests)[PC_KEY_DIGEST_LEN])
+{
+    const struct reading *r = &kb->r;
+    for (size_t i = from; i < to && i < r->n_el; i++) {
+        unsigned int mdlen = 0;
+        if (EVP_MD_CTX_copy_ex(kb->ctx, kb->base) != 1 ||
+            EVP_DigestUpdate(kb->ctx, r->text.data + r->el_texts[i].off, r->el_texts[i].len) != 1 ||
+            EVP_DigestFinal_ex(kb->ctx, digests[i], &mdlen) != 1 || mdlen != PC_KEY_DIGEST_LEN)
+            return -1;
+    }
+    return 0;
+}
+
+struct pc_span *pc_cachekey_batch_take_spans(struct pc_cachekey_batch *kb, struct pc_span *sig)
+{
+    struct pc_span *s = kb->r.el_spans;
+    kb->r.el_spans = NULL;
+    *sig = kb->sig;
+    return s;
+}
 
 int pc_cachekey_instances(const struct pc_key_params *p, const char *head, size_t head_len,
                           const char *body, size_t len, struct pc_span **spans, size_t *n,
                           struct pc_span *sig, char (**keys)[PC_KEY_MAX])
 {
-    const char *prefix = p->prefix ? p->prefix : "";
-    if (body == NULL || len == 0 || len >= INT_MAX || check_prefix(prefix, NULL, 0) != 0 ||
-        has_nul_escape(body, len))
-        return 1;
-    struct reading r;
-    reading_init(&r, p, body, 1);
-    struct pc_canon_info info;
-    enum pc_canon_rc rc = reading_run(&r, body, len, &info);
-    int result = 1;
-    char(*k)[PC_KEY_MAX] = NULL;
-    struct rmember *ctx = NULL;
-    size_t n_ctx = 0;
-    if (r.oom) {
-        result = -1;
-    } else if (rc == PC_CANON_OK && info.root == PC_CANON_OBJECT && r.n_instances == 1 &&
-               r.raw_ok == 1 && !r.el_bad && r.n_el > 0) {
-        struct hasher h = {EVP_MD_CTX_new(), 0};
-        struct pc_buf c; /* canonical(context) "\n": the same for every element */
-        pc_buf_init(&c);
-        result = h.ctx == NULL || kept_members(&r, 1, &ctx, &n_ctx) != 0 ? -1 : 0;
-        for (size_t i = 0; result == 0 && i < n_ctx; i++) {
-            if (!ctx[i].exact)
-                result = 1;
-            else if (pc_buf_append_char(&c, i == 0 ? '{' : ',') != 0 ||
-                     pc_canon_put_string(&c, r.names.data + ctx[i].name, ctx[i].name_len) !=
-                         PC_CANON_OK ||
-                     pc_buf_append_char(&c, ':') != 0 ||
-                     pc_buf_append(&c, r.text.data + ctx[i].text, ctx[i].text_len) != 0)
-                result = 1;
-        }
-        if (result == 0 &&
-            (n_ctx == 0 ? pc_buf_append_str(&c, "{}\n") : pc_buf_append_str(&c, "}\n")) != 0)
-            result = -1;
-        if (result == 0 && (k = malloc(r.n_el * sizeof *k)) == NULL)
-            result = -1;
-        for (size_t i = 0; result == 0 && i < r.n_el; i++) {
-            hash_begin(&h, head, head_len);
-            hash_update(&h, "instance\n", 9);
-            hash_update(&h, c.data, c.len);
-            hash_update(&h, r.text.data + r.el_texts[i].off, r.el_texts[i].len);
-            if (hash_end(&h, prefix, k[i]) != 0)
-                result = -1;
-        }
-        *sig = (struct pc_span){0, 0};
-        for (size_t i = 0; result == 0 && i < r.n; i++) {
-            if (names_eq(r.names.data + r.m[i].name, r.m[i].name_len, "signature_name"))
-                *sig = (struct pc_span){r.m[i].val_off, r.m[i].val_len};
-        }
-        pc_buf_release(&c);
-        EVP_MD_CTX_free(h.ctx);
-    }
-    free(ctx);
-    if (result != 0) {
+    struct pc_cachekey_batch *kb;
+    int rc = pc_cachekey_batch_read(p, head, head_len, body, len, SIZE_MAX, &kb);
+    if (rc != 0)
+        return rc;
+    size_t m = pc_cachekey_batch_count(kb);
+    unsigned char(*d)[PC_KEY_DIGEST_LEN] = malloc(m * sizeof *d);
+    char(*k)[PC_KEY_MAX] = malloc(m * sizeof *k);
+    rc = d == NULL || k == NULL || pc_cachekey_batch_digest(kb, 0, m, d) != 0 ? -1 : 0;
+    for (size_t i = 0; rc == 0 && i < m; i++)
+        pc_cachekey_format(p->prefix, d[i], k[i]);
+    free(d);
+    if (rc != 0) {
         free(k);
-        reading_release(&r);
-        return result;
+        pc_cachekey_batch_free(kb);
+        return rc;
     }
-    *spans = r.el_spans;
-    r.el_spans = NULL;
-    *n = r.n_el;
+    *spans = pc_cachekey_batch_take_spans(kb, sig);
+    *n = m;
     *keys = k;
-    reading_release(&r);
+    pc_cachekey_batch_free(kb);
     return 0;
+}
+
+int pc_cachekey_herd_digests(const char *prefix, const unsigned char (*digests)[PC_KEY_DIGEST_LEN],
+                             const uint32_t *pick, size_t n, char out[PC_KEY_MAX])
+{
+    const char *pf = prefix != NULL ? prefix : "";
+    if (check_prefix(pf, NULL, 0) != 0)
+        return -1;
+    struct hasher h = {EVP_MD_CTX_new(), 0};
+    hash_begin(&h, "herd\n", 5);
+    char key[PC_KEY_MAX + 1];
+    for (size_t i = 0; i < n; i++) { /* the material pc_cachekey_herd hashes, key by key */
+        size_t kl = pc_cachekey_format(pf, digests[pick[i]], key);
+        key[kl] = '\n';
+        hash_update(&h, key, kl + 1);
+    }
+    int rc = hash_end(&h, pf, out);
+    EVP_MD_CTX_free(h.ctx);
+    return rc;
 }
 
 const char *pc_cachekey_kind_name(enum pc_key_kind kind)

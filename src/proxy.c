@@ -1206,9 +1206,8 @@ struct refresh {
     struct pc_worker *w;
     struct pc_wroute *route;
     size_t vary_n;
-    char key[PC_KEY_MAX];          /* the entry's, or the batch's herd key */
-    char (*inst_keys)[PC_KEY_MAX]; /* a batch's: the key of each instance sent, in order */
-    size_t n_inst;
+    char key[PC_KEY_MAX];            /* the entry's, or the batch's herd key */
+    struct pc_batch_keys *inst_keys; /* a batch's: the key of each instance sent, in order */
     int ttl_s;
     int client_ttl;
     struct pc_bgcall call;
@@ -1220,7 +1219,7 @@ static void refresh_free(struct refresh *rf)
     if (f != NULL)
         pc_flights_finish(rf->w->refreshing, f);
     pc_bgcall_release(&rf->call);
-    free(rf->inst_keys);
+    pc_proxy_batch_keys_free(rf->inst_keys);
     free(rf);
 }
 
@@ -1233,9 +1232,8 @@ static void on_refresh(const struct pc_upstream_resp *r, void *arg)
     struct answer_rules a = {w, rf->route, rf->vary_n, rf->ttl_s, rf->client_ttl, 0};
     const char *why = r->error != PC_UP_OK ? r->errmsg : judge_answer(&a, r);
     int rttl = a.no_grace ? a.ttl_s : redis_ttl(w, a.ttl_s);
-    if (why == NULL && rf->n_inst > 0)
-        why = pc_proxy_batch_store_refresh(w, r, rf->inst_keys, rf->n_inst, a.record ? a.ttl_s : 0,
-                                           rttl);
+    if (why == NULL && rf->inst_keys != NULL)
+        why = pc_proxy_batch_store_refresh(w, r, &rf->inst_keys, a.record ? a.ttl_s : 0, rttl);
     else if (why == NULL)
         store_answer(w, rf->key, a.ttl_s, a.record, rttl, r, NULL, NULL);
     if (why == NULL) {
@@ -1251,22 +1249,22 @@ static void on_refresh(const struct pc_upstream_resp *r, void *arg)
  * Starts a background model call with body (copied) for p's route, keyed key in the
  * refreshing table, unless one of that key is already running or the model server is
  * known to be down or full. stale_ttl_s: the TTL the stale entry was stored with (0 none).
- * inst_keys (malloc'ed, taken over: the refresh frees it, or this function when none
- * starts), when not NULL: body is a batch of n_inst instances, stored each under its key.
+ * inst_keys (taken over: the refresh frees it or hands it to the stores, or this function
+ * frees it when none starts), when not NULL: body is a batch of those instances, stored
+ * each under its key.
  * p->req must still be valid.
  */
 static void refresh_start(struct pc_preq *p, const char *key, int stale_ttl_s, const char *body,
-                          size_t len, char (*inst_keys)[PC_KEY_MAX], size_t n_inst)
+                          size_t len, struct pc_batch_keys *inst_keys)
 {
     struct pc_worker *w = p->w;
     struct refresh *rf = NULL;
     if (p->no_store || pc_flights_find(w->refreshing, key) != NULL ||
         !pc_worker_backend_available(w, p->backend) || (rf = calloc(1, sizeof *rf)) == NULL) {
-        free(inst_keys);
+        pc_proxy_batch_keys_free(inst_keys);
         return;
     }
     rf->inst_keys = inst_keys;
-    rf->n_inst = n_inst;
     rf->w = w;
     rf->route = route_of(p);
     rf->vary_n = p->vary_n;
@@ -1285,13 +1283,13 @@ static void start_refresh(struct pc_preq *p, const struct pc_envelope *stale)
 {
     size_t len;
     const char *body = pc_http_req_body(p->req, &len);
-    refresh_start(p, p->key, stale->ttl_s, body, len, NULL, 0);
+    refresh_start(p, p->key, stale->ttl_s, body, len, NULL);
 }
 
 void pc_proxy_batch_refresh(struct pc_preq *p, const char *herd, int stale_ttl_s, const char *body,
-                            size_t len, char (*keys)[PC_KEY_MAX], size_t n)
+                            size_t len, struct pc_batch_keys *keys)
 {
-    refresh_start(p, herd, stale_ttl_s, body, len, keys, n);
+    refresh_start(p, herd, stale_ttl_s, body, len, keys);
 }
 
 /* An entry past its TTL but within grace: answered at once, marked stale. */
@@ -1674,17 +1672,14 @@ static int key_request(struct pc_preq *p)
     }
     if (w->memo != NULL)
         PC_METRIC_INC(w->metrics.key_memo_misses);
-    struct pc_buf keys;
-    pc_buf_init(&keys);
-    uint32_t *uniq_of = NULL;
-    int batch = p->route->v.per_instance ? pc_proxy_batch_key(p) : 1;
-    if (batch == 0) { /* a TF Serving batch: cached instance by instance */
-        if (w->memo != NULL && pc_proxy_batch_memo_val(p, &keys, &uniq_of, &mv) == 0)
-            pc_keymemo_put(w->memo, &probe, ctx.data, ctx.len, body, len, &mv);
-        free(uniq_of);
-        pc_buf_release(&keys);
+    int batch = p->route->v.per_instance ? pc_proxy_batch_key(p, &probe, ctx.data, ctx.len) : 1;
+    if (batch == 0 || batch == 2)
         pc_buf_release(&ctx);
+    if (batch == 0) /* a TF Serving batch: cached instance by instance (remembered once keyed) */
         return 0;
+    if (batch == 2) { /* more instances than max_batch_instances: not cached, not keyed */
+        bypass_uncached(p, "more instances than [cache] max_batch_instances");
+        return -1;
     }
     char err[256];
     int rc = pc_cachekey_body(&p->keyp, p->head, p->head_len, body, len, body_declares_json(p->req),

@@ -1,25 +1,51 @@
 /*
  * proxy_batch: per-instance caching of TF Serving row-format batches.
  *
- *   {"instances": [i0 .. iN]} --key each instance, fold duplicates--> MGET unique keys
- *        |                                                              |
- *        |  all cached --> merge cached predictions (HIT) -------------+--> answer
- *        |  some/none  --> sub-request with only the missing instances, |
- *        |                 in their original relative order            |
- *        v                                                              |
+ *   {"instances": [i0 .. iN]} --more than max_batch_instances?--yes--> forwarded uncached
+ *        | no                                                        (BYPASS, proxy.c)
+ *        | key each instance (a slice per loop turn), fold duplicates
+ *        v
+ *   MGET unique keys --all cached--> merge cached predictions (HIT) --------------+--> answer
+ *        |  some/none --> sub-request with only the missing instances,            |
+ *        |                in their original relative order                         |
+ *        v                                                                         |
  *   model server --> "predictions" of the same length? --no--> pass its answer through,
  *        |                                                  store nothing
  *        yes --> merge into the original positions (MISS / PARTIAL) --> answer
- *                --> store each new prediction under its own key (async)
+ *                --> store each new prediction under its own key (a slice per Redis
+ *                    round trip)
  *
  * Positions are tracked three ways and never mixed: request index i (0..n), unique
  * index u (in order of first appearance), and response index j (0..sent). uniq_of[i]
  * maps i to u, first_of[u] maps u back to the first i, resp_of[u] maps a missing u to
  * its j in the sub-request and so in the model's answer.
+ *
+ * What a batch may cost. A client chooses n; every per-instance structure is a
+ * multiplier of what it sent (a 2 MB body of 1M zeros used to cost 370 MB and seconds of
+ * one loop). So:
+ *   - n is bounded: a batch of more than [cache] max_batch_instances instances is not
+ *     cached per instance but forwarded as it is, uncached (X-Cache: BYPASS, nothing
+ *     stored). The count stops at the instance past the bound, before anything is keyed
+ *     (pc_batch_exceeds), so a hostile batch costs what the bound costs.
+ *   - below the bound, an instance costs a few dozen bytes besides its own bytes: spans
+ *     (16), uniq_of (4), and per unique instance its key as a 32-byte SHA-256 digest (the
+ *     text key, prefix "v2:{" hex "}", is formatted only where a key is sent or logged),
+ *     first_of, resp_of and pick (4 each) and a hit record (48); a hit's prediction is
+ *     copied once into one buffer (only the first instance's whole value is kept: its
+ *     layout is the answer's). Transient: the canonical text of the body, the MGET command.
+ *   - no batch holds the loop: keys are derived SLICE_US at a time, each slice on its own
+ *     loop turn (a zero timeout timer, so the connections ready meanwhile are served
+ *     first), and the new predictions are stored SLICE_US at a time, each slice sent when
+ *     Redis has answered the PING that ended the previous one (the drain waits for it, and
+ *     Redis never holds more than a slice of one batch). Reading the body, merging and
+ *     the MGET are O(bytes) passes, done at once.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <event2/event.h>
 
 #include "predcache/batch.h"
 #include "predcache/config.h"
@@ -30,67 +56,106 @@
 #include "predcache/store.h"
 #include "proxy_int.h"
 
-#define NO_POS ((size_t)-1)
+#define NO_POS UINT32_MAX
+#define DIGEST PC_KEY_DIGEST_LEN
+/* A batch's work is done in slices of about this many microseconds; between two, the loop
+ * serves everything else. */
+#define SLICE_US 1000
+#define CLOCK_EVERY 32 /* instances done between two looks at the clock */
 
-/* One unique instance found in the cache: its stored value, copied out of the reply. */
+/* One unique instance found in the cache. Its prediction and separator are in the batch's
+ * hitdata (the first instance's whole value in first). */
 struct cached {
-    struct pc_buf value; /* the envelope body: a "PI1" instance value */
-    int status;
-    char ctype[PC_CFG_STR];
     int64_t stored_at_ms;
-    struct pc_batch_layout layout; /* points into value */
-    const char *pred;
-    size_t pred_len;
-    int stale; /* past its TTL, within grace: answers only a batch cached whole */
+    size_t pred_off, pred_len;
+    size_t sep_off, sep_len; /* its layout's separator: the style of a merge without one */
+    int status;
     int ttl_s; /* the TTL a client chose for it (0: the route's) */
+    unsigned char found;
+    unsigned char stale; /* past its TTL, within grace: answers only a batch cached whole */
+};
+
+/* The keys of some instances (a refresh's), as digests under one prefix. */
+struct pc_batch_keys {
+    size_t n;
+    char prefix[PC_KEY_MAX];
+    unsigned char dig[][DIGEST];
 };
 
 struct pc_batch_state {
     struct pc_batch_req req; /* spans of the client's instances */
     size_t n;                /* instances in the request */
     size_t n_uniq;
-    size_t *uniq_of;          /* [n] */
-    size_t *first_of;         /* [n_uniq] */
-    size_t *resp_of;          /* [n_uniq]: position in the sub-request, or NO_POS */
-    char (*keys)[PC_KEY_MAX]; /* [n_uniq] */
-    struct cached **hit;      /* [n_uniq]: NULL when not cached */
-    size_t hits;              /* request positions answered from the cache */
-    struct pc_buf sub;        /* the sub-request body, when it differs from the client's */
-    size_t *pick;             /* [n_uniq]: the unique ids sent, in sub-request order */
+    uint32_t *uniq_of;            /* [n] */
+    uint32_t *first_of;           /* [n_uniq], one allocation with resp_of and pick */
+    uint32_t *resp_of;            /* [n_uniq]: position in the sub-request, or NO_POS */
+    uint32_t *pick;               /* [n_uniq]: the unique ids sent, in sub-request order */
+    unsigned char (*dig)[DIGEST]; /* [n_uniq] ([n] while keying): key digests */
+    struct cached *hit;           /* [n_uniq] */
+    struct pc_buf hitdata;        /* the hits' predictions and separators */
+    struct pc_buf first;          /* the first instance's value, when a hit: its layout */
+    struct pc_batch_layout first_layout;
+    char first_ctype[PC_CFG_STR];
+    size_t hits;       /* request positions answered from the cache */
+    struct pc_buf sub; /* the sub-request body, when it differs from the client's */
     size_t n_pick;
     int retried;   /* looked up again after another process's answer */
     int counted;   /* instance metrics counted (once per request) */
     int ttl_s;     /* entries older than this are stale */
     int grace_s;   /* and older than ttl_s + this, misses */
     int max_age_s; /* and older than this, when the client said max-age */
+    /* Work done a slice per loop turn: keying, then the in-process tier. */
+    struct pc_cachekey_batch *keying; /* the body's reading, until every instance is keyed */
+    size_t keyed;                     /* instances keyed so far */
+    size_t l1_next;                   /* unique instances found in the l1 tier so far */
+    struct event *turn;               /* the next slice */
+    void (*step)(struct pc_preq *p);  /* what it runs */
+    int remember;                     /* put the keys in the key memo once keyed */
+    struct pc_keymemo_probe probe;
+    struct pc_buf memo_ctx;
 };
 
 static void drop_hits(struct pc_batch_state *b)
 {
-    for (size_t u = 0; u < b->n_uniq; u++) {
-        if (b->hit[u] != NULL) {
-            pc_buf_release(&b->hit[u]->value);
-            free(b->hit[u]);
-            b->hit[u] = NULL;
-        }
-    }
+    if (b->hit != NULL)
+        memset(b->hit, 0, b->n_uniq * sizeof *b->hit);
+    b->hitdata.len = 0;
+    b->first.len = 0;
 }
 
 void pc_proxy_batch_free(struct pc_batch_state *b)
 {
     if (b == NULL)
         return;
-    if (b->hit != NULL)
-        drop_hits(b);
+    if (b->turn != NULL)
+        event_free(b->turn);
+    pc_cachekey_batch_free(b->keying);
     pc_batch_req_release(&b->req);
     free(b->uniq_of);
     free(b->first_of);
-    free(b->resp_of);
-    free(b->pick);
-    free(b->keys);
+    free(b->dig);
     free(b->hit);
+    pc_buf_release(&b->hitdata);
+    pc_buf_release(&b->first);
     pc_buf_release(&b->sub);
+    pc_buf_release(&b->memo_ctx);
     free(b);
+}
+
+void pc_proxy_batch_keys_free(struct pc_batch_keys *k)
+{
+    free(k);
+}
+
+/* Keys for n instances under prefix (digests to be filled); NULL on no memory. */
+static struct pc_batch_keys *keys_new(const char *prefix, size_t n)
+{
+    struct pc_batch_keys *k = malloc(sizeof *k + n * sizeof k->dig[0]);
+    if (k == NULL)
+        return NULL;
+    k->n = n;
+    pc_strlcpy(k->prefix, prefix != NULL ? prefix : "", sizeof k->prefix);
+    return k;
 }
 
 int pc_proxy_batch_hit_keys(const struct pc_preq *p, char (**keys)[PC_KEY_MAX], size_t *n)
@@ -100,53 +165,155 @@ int pc_proxy_batch_hit_keys(const struct pc_preq *p, char (**keys)[PC_KEY_MAX], 
     *n = 0;
     if (b == NULL || b->n_uniq == 0 || (*keys = malloc(b->n_uniq * sizeof **keys)) == NULL)
         return -1;
-    memcpy(*keys, b->keys, b->n_uniq * sizeof **keys);
+    for (size_t u = 0; u < b->n_uniq; u++)
+        pc_cachekey_format(p->keyp.prefix, b->dig[u], (*keys)[u]);
     *n = b->n_uniq;
     return 0;
 }
 
 /* ---- keys -------------------------------------------------------------------------- */
 
-struct key_ref {
-    const char *key;
-    size_t i;
-};
-
-static int key_ref_cmp(const void *a, const void *b)
+/* The arrays of the n_uniq unique instances; first (first_of's values) is copied. 0 or -1. */
+static int uniq_arrays(struct pc_batch_state *b, const uint32_t *first)
 {
-    const struct key_ref *x = a, *y = b;
-    int c = strcmp(x->key, y->key);
-    return c != 0 ? c : (x->i < y->i ? -1 : x->i > y->i);
-}
-
-/* Folds the duplicates among all[0..n): unique ids follow first appearance. 0 or -1. */
-static int fold_keys(struct pc_batch_state *b, char (*all)[PC_KEY_MAX])
-{
-    struct key_ref *refs = calloc(b->n, sizeof *refs);
-    size_t *first_i = calloc(b->n, sizeof *first_i);
-    if (refs == NULL || first_i == NULL) {
-        free(refs);
-        free(first_i);
+    size_t nu = b->n_uniq;
+    uint32_t *a = malloc(3 * nu * sizeof *a);
+    b->hit = calloc(nu, sizeof *b->hit);
+    if (a == NULL || b->hit == NULL) {
+        free(a);
         return -1;
     }
-    for (size_t i = 0; i < b->n; i++)
-        refs[i] = (struct key_ref){all[i], i};
-    qsort(refs, b->n, sizeof *refs, key_ref_cmp);
-    for (size_t k = 0; k < b->n; k++) /* sorted by (key, i): a run's head is its first i */
-        first_i[refs[k].i] =
-            k > 0 && strcmp(refs[k].key, refs[k - 1].key) == 0 ? first_i[refs[k - 1].i] : refs[k].i;
+    memcpy(a, first, nu * sizeof *a);
+    b->first_of = a;
+    b->resp_of = a + nu;
+    b->pick = a + 2 * nu;
+    unsigned char(*d)[DIGEST] = realloc(b->dig, nu * sizeof *d); /* a shrink: may keep it */
+    if (d != NULL)
+        b->dig = d;
+    return 0;
+}
+
+/*
+ * Folds the duplicates among dig[0..n): unique ids follow first appearance, and dig is
+ * compacted to the unique digests (u <= i, so dig[u] is never one still to be read). A
+ * hash table on the digests, probed linearly: O(n). Its hash is seeded per batch, so a
+ * client cannot choose instances whose digests crowd one slot. 0 or -1.
+ */
+static int fold(struct pc_batch_state *b)
+{
+    size_t bits = 4;
+    while (((size_t)1 << bits) < 2 * b->n)
+        bits++;
+    size_t mask = ((size_t)1 << bits) - 1;
+    uint32_t *slot = calloc(mask + 1, sizeof *slot); /* u + 1; 0: empty */
+    uint32_t *first = malloc(b->n * sizeof *first);
+    if (slot == NULL || first == NULL) {
+        free(slot);
+        free(first);
+        return -1;
+    }
+    uint64_t seed = pc_now_us() ^ (uint64_t)(uintptr_t)b;
+    size_t nu = 0;
     for (size_t i = 0; i < b->n; i++) {
-        if (first_i[i] == i) {
-            b->first_of[b->n_uniq] = i;
-            memcpy(b->keys[b->n_uniq], all[i], PC_KEY_MAX);
-            b->uniq_of[i] = b->n_uniq++;
-        } else {
-            b->uniq_of[i] = b->uniq_of[first_i[i]];
+        uint64_t h;
+        memcpy(&h, b->dig[i], sizeof h);
+        size_t s = (size_t)(((h ^ seed) * 0x9E3779B97F4A7C15ull) >> (64 - bits)) & mask;
+        for (;; s = (s + 1) & mask) {
+            uint32_t v = slot[s];
+            if (v == 0) {
+                if (nu != i)
+                    memcpy(b->dig[nu], b->dig[i], DIGEST);
+                first[nu] = (uint32_t)i;
+                b->uniq_of[i] = (uint32_t)nu;
+                slot[s] = (uint32_t)++nu;
+                break;
+            }
+            if (memcmp(b->dig[v - 1], b->dig[i], DIGEST) == 0) {
+                b->uniq_of[i] = v - 1;
+                break;
+            }
         }
     }
-    free(refs);
-    free(first_i);
+    free(slot);
+    b->n_uniq = nu;
+    int rc = uniq_arrays(b, first);
+    free(first);
+    return rc;
+}
+
+/* Keys the next instances, for about SLICE_US: 1 all keyed, 0 more to do, -1 failed. */
+static int key_slice(struct pc_batch_state *b)
+{
+    uint64_t start = pc_now_us();
+    while (b->keyed < b->n) {
+        size_t to = b->n - b->keyed > CLOCK_EVERY ? b->keyed + CLOCK_EVERY : b->n;
+        if (pc_cachekey_batch_digest(b->keying, b->keyed, to, b->dig) != 0)
+            return -1;
+        b->keyed = to;
+        if (pc_now_us() - start >= SLICE_US)
+            break;
+    }
+    return b->keyed == b->n;
+}
+
+/* Every instance keyed: the spans are kept, duplicates folded, the keys remembered. */
+static int keyed(struct pc_preq *p)
+{
+    struct pc_batch_state *b = p->batch;
+    struct pc_span sig;
+    b->req.inst.elems = pc_cachekey_batch_take_spans(b->keying, &sig);
+    b->req.inst.n = b->req.inst.cap = b->n;
+    b->req.signature = sig;
+    pc_cachekey_batch_free(b->keying);
+    b->keying = NULL;
+    if (fold(b) != 0)
+        return -1;
+    if (b->remember) { /* the memo copies: the digests and uniq_of as they are */
+        size_t len;
+        const char *body = pc_http_req_body(p->req, &len);
+        struct pc_keymemo_val mv = {b->n, b->n_uniq, b->uniq_of, (const char *)b->dig,
+                                    b->n_uniq * DIGEST};
+        pc_keymemo_put(p->w->memo, &b->probe, b->memo_ctx.data, b->memo_ctx.len, body, len, &mv);
+        pc_buf_release(&b->memo_ctx);
+        b->remember = 0;
+    }
     return 0;
+}
+
+static void on_turn(evutil_socket_t fd, short what, void *arg);
+
+/* Runs step(p) on a later loop turn: a zero timeout timer runs after the connections ready
+ * now (an event made active would run before them). 0 ok. */
+static int next_turn(struct pc_preq *p, void (*step)(struct pc_preq *p))
+{
+    static const struct timeval now = {0, 0};
+    struct pc_batch_state *b = p->batch;
+    if (b->turn == NULL && (b->turn = evtimer_new(p->w->base, on_turn, p)) == NULL)
+        return -1;
+    b->step = step;
+    return event_add(b->turn, &now);
+}
+
+static void on_turn(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_preq *p = arg;
+    p->batch->step(p);
+}
+
+/* One more slice of keys; once all are keyed, the lookup. */
+static void key_more(struct pc_preq *p)
+{
+    int rc = key_slice(p->batch);
+    if (rc == 0 && next_turn(p, key_more) == 0)
+        return;
+    if (rc == 1 && keyed(p) == 0) {
+        pc_proxy_batch_lookup(p);
+        return;
+    }
+    pc_proxy_answer_error(p, 503, "out of memory");
+    pc_preq_free(p);
 }
 
 /* ---- sub-requests ---------------------------------------------------------------- */
@@ -185,7 +352,7 @@ static void answer_merged(struct pc_preq *p, int status, const struct pc_header 
                           size_t n_base, const char *body, size_t len)
 {
     struct pc_batch_state *b = p->batch;
-    char hits[2 * PC_U64_TEXT];
+    char hits[2 * PC_U64_TEXT], key[PC_KEY_MAX];
     size_t k = pc_u64_text(b->hits, hits);
     hits[k++] = '/';
     pc_u64_text(b->n, hits + k);
@@ -199,8 +366,8 @@ static void answer_merged(struct pc_preq *p, int status, const struct pc_header 
         memcpy(h, base, n_base * sizeof *h);
     h[n++] = (struct pc_header){(char *)"X-Cache", (char *)pc_proxy_result_name(p->result)};
     h[n++] = (struct pc_header){(char *)"X-Cache-Hits", hits};
-    if (b->n_uniq == 1) /* one distinct instance: its key is the one to purge */
-        h[n++] = (struct pc_header){(char *)"X-Cache-Key", b->keys[0]};
+    if (b->n_uniq == 1 && pc_cachekey_format(p->keyp.prefix, b->dig[0], key) > 0)
+        h[n++] = (struct pc_header){(char *)"X-Cache-Key", key}; /* its key is the one to purge */
     pc_proxy_answer(p, status, h, n, body, len);
     free(h);
 }
@@ -209,14 +376,37 @@ static void answer_merged(struct pc_preq *p, int status, const struct pc_header 
 static const char *fallback_sep(const struct pc_batch_state *b, char *buf, size_t buflen)
 {
     for (size_t u = 0; u < b->n_uniq; u++) {
-        const struct cached *c = b->hit[u];
-        if (c != NULL && c->layout.sep_len > 0 && c->layout.sep_len < buflen) {
-            memcpy(buf, c->layout.sep, c->layout.sep_len);
-            buf[c->layout.sep_len] = '\0';
+        const struct cached *c = &b->hit[u];
+        if (c->found && c->sep_len > 0 && c->sep_len < buflen) {
+            memcpy(buf, b->hitdata.data + c->sep_off, c->sep_len);
+            buf[c->sep_len] = '\0';
             return buf;
         }
     }
     return ",";
+}
+
+/* Where the prediction of request position i comes from: a hit, or the model's answer. */
+struct merge_src {
+    const struct pc_batch_state *b;
+    const char *body;                   /* the model's answer, when one is merged */
+    const struct pc_batch_array *preds; /* its predictions */
+};
+
+static void pred_at(void *arg, size_t i, const char **pred, size_t *len)
+{
+    const struct merge_src *m = arg;
+    const struct pc_batch_state *b = m->b;
+    uint32_t u = b->uniq_of[i];
+    const struct cached *c = &b->hit[u];
+    if (c->found) {
+        *pred = b->hitdata.data + c->pred_off;
+        *len = c->pred_len;
+    } else {
+        const struct pc_span *s = &m->preds->elems[b->resp_of[u]];
+        *pred = m->body + s->off;
+        *len = s->len;
+    }
 }
 
 /*
@@ -230,9 +420,9 @@ static int refresh_stale(struct pc_preq *p)
     size_t k = 0;
     int ttl_s = 0; /* the refreshed entries keep a client's TTL: the shortest among them */
     for (size_t u = 0; u < b->n_uniq; u++) {
-        const struct cached *c = b->hit[u];
+        const struct cached *c = &b->hit[u];
         if (c->stale) {
-            b->pick[k++] = u;
+            b->pick[k++] = (uint32_t)u;
             if (c->ttl_s > 0 && (ttl_s == 0 || c->ttl_s < ttl_s))
                 ttl_s = c->ttl_s;
         }
@@ -242,18 +432,18 @@ static int refresh_stale(struct pc_preq *p)
     size_t len;
     const char *body = pc_http_req_body(p->req, &len);
     char herd[PC_KEY_MAX];
-    char(*keys)[PC_KEY_MAX] = malloc(k * sizeof *keys);
+    struct pc_batch_keys *keys = keys_new(p->keyp.prefix, k);
     struct pc_buf sub;
     pc_buf_init(&sub);
-    if (keys != NULL && pc_cachekey_herd(p->keyp.prefix, b->keys, b->pick, k, herd) == 0 &&
+    if (keys != NULL && pc_cachekey_herd_digests(p->keyp.prefix, b->dig, b->pick, k, herd) == 0 &&
         subrequest_of(b, body, len, k, &sub) == SUB_OK) {
         for (size_t j = 0; j < k; j++)
-            memcpy(keys[j], b->keys[b->pick[j]], PC_KEY_MAX);
-        pc_proxy_batch_refresh(p, herd, ttl_s, sub.data, sub.len, keys, k);
+            memcpy(keys->dig[j], b->dig[b->pick[j]], DIGEST);
+        pc_proxy_batch_refresh(p, herd, ttl_s, sub.data, sub.len, keys);
         keys = NULL; /* the refresh's now */
     }
     pc_buf_release(&sub);
-    free(keys);
+    pc_proxy_batch_keys_free(keys);
     return 1; /* no refresh (no memory, or one of these already running): still stale */
 }
 
@@ -263,23 +453,17 @@ static void answer_all_cached(struct pc_preq *p)
 {
     struct pc_batch_state *b = p->batch;
     int stale = refresh_stale(p);
-    const char **preds = calloc(b->n, sizeof *preds);
-    size_t *lens = calloc(b->n, sizeof *lens);
     struct pc_buf out;
     pc_buf_init(&out);
     int64_t oldest = INT64_MAX;
-    for (size_t i = 0; preds != NULL && lens != NULL && i < b->n; i++) {
-        const struct cached *c = b->hit[b->uniq_of[i]];
-        preds[i] = c->pred;
-        lens[i] = c->pred_len;
-        if (c->stored_at_ms < oldest)
-            oldest = c->stored_at_ms;
+    for (size_t u = 0; u < b->n_uniq; u++) {
+        if (b->hit[u].stored_at_ms < oldest)
+            oldest = b->hit[u].stored_at_ms;
     }
-    const struct cached *first = b->hit[b->uniq_of[0]];
+    struct merge_src m = {b, NULL, NULL};
     char sepbuf[64];
-    if (preds == NULL || lens == NULL ||
-        pc_batch_merge(&first->layout, preds, lens, b->n, fallback_sep(b, sepbuf, sizeof sepbuf),
-                       &out) != 0) {
+    if (pc_batch_merge_fn(&b->first_layout, pred_at, &m, b->n,
+                          fallback_sep(b, sepbuf, sizeof sepbuf), &out) != 0) {
         pc_proxy_answer_error(p, 503, "out of memory");
     } else {
         char age[PC_U64_TEXT];
@@ -287,59 +471,110 @@ static void answer_all_cached(struct pc_preq *p)
         pc_u64_text(age_s > 0 ? (uint64_t)age_s : 0, age);
         struct pc_header h[3];
         size_t n = 0;
-        if (first->ctype[0] != '\0')
-            h[n++] = (struct pc_header){(char *)"Content-Type", (char *)first->ctype};
+        if (b->first_ctype[0] != '\0')
+            h[n++] = (struct pc_header){(char *)"Content-Type", b->first_ctype};
         h[n++] = (struct pc_header){(char *)"Age", age};
         if (stale)
             h[n++] = (struct pc_header){(char *)"Warning", (char *)"110 - \"Response is Stale\""};
         /* Found after waiting for another process's model call: that call answered it. */
         p->result = stale ? RES_STALE : b->retried ? RES_COALESCED : RES_HIT;
         PC_METRIC_ADD(p->w->metrics.bytes_from_cache, out.len);
-        answer_merged(p, first->status, h, n, out.data, out.len);
+        answer_merged(p, b->hit[0].status, h, n, out.data, out.len);
     }
     pc_buf_release(&out);
-    free(preds);
-    free(lens);
 }
 
 /* ---- storing ----------------------------------------------------------------------- */
 
-/* Stores preds->elems[j] under keys[j] for j < preds->n, each a "PI1" instance value
- * in an envelope (ttl env_ttl_s written into it, 0: none) kept redis_ttl_s in Redis. */
-static void store_instances(struct pc_worker *w, const struct pc_upstream_resp *r,
-                            const struct pc_batch_array *preds,
-                            const struct pc_batch_layout *layout, const char *const *keys,
-                            int env_ttl_s, int redis_ttl_s)
-{
-    const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
+/*
+ * The new predictions of one model answer, stored each under its instance's key as a "PI1"
+ * instance value in an envelope (ttl env_ttl_s written into it, 0: none), kept
+ * redis_ttl_s in Redis: a slice at a time (see the top of the file).
+ */
+struct store_job {
+    struct pc_worker *w;
+    struct pc_preq *p;          /* its request, freed once the last SET is sent (its lock is
+                                   released after them); NULL for a refresh */
+    struct pc_batch_keys *keys; /* a refresh's keys (owned); NULL: p->batch's picks */
+    const char *prefix;         /* the keys' */
+    const char *data;           /* the answer: the model's, then body's once it must last */
+    size_t len;
+    struct pc_buf body;
+    struct pc_batch_array preds;   /* owned */
+    struct pc_batch_layout layout; /* points into data */
+    char *ctype;
+    int status, env_ttl_s, redis_ttl_s;
+    void *fs;    /* the flight to end once the stores are answered, or NULL */
+    size_t next; /* the next prediction to store */
     struct pc_buf inst, val;
-    pc_buf_init(&inst);
-    pc_buf_init(&val);
-    for (size_t j = 0; j < preds->n; j++) {
-        const struct pc_span *s = &preds->elems[j];
-        inst.len = 0;
-        val.len = 0;
-        if (pc_batch_encode_instance(layout, r->body.data + s->off, s->len, &inst) != 0) {
-            PC_METRIC_INC(w->metrics.store_skipped);
-            continue;
-        }
-        struct pc_envelope env = {
-            .status = r->status,
-            .stored_at_ms = pc_wall_ms(),
-            .ttl_s = env_ttl_s,
-            .content_type = ctype ? ctype : "",
-            .body = inst.data,
-            .body_len = inst.len,
-        };
-        if (inst.len > w->cfg->max_value_bytes || pc_envelope_encode(&env, &val) != 0) {
-            PC_METRIC_INC(w->metrics.store_skipped);
-            continue;
-        }
-        pc_l1_put(w->l1, keys[j], val.data, val.len);
-        pc_store_set(w->store, keys[j], val.data, val.len, redis_ttl_s);
+};
+
+/* A job for r's predictions preds (taken over; r borrowed until the first slice returns). */
+static struct store_job *store_job_new(struct pc_worker *w, const struct pc_upstream_resp *r,
+                                       struct pc_batch_array *preds,
+                                       const struct pc_batch_layout *layout, int env_ttl_s,
+                                       int redis_ttl_s)
+{
+    struct store_job *j = calloc(1, sizeof *j);
+    const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
+    if (j == NULL || (j->ctype = strdup(ctype != NULL ? ctype : "")) == NULL) {
+        free(j);
+        return NULL;
     }
-    pc_buf_release(&inst);
-    pc_buf_release(&val);
+    j->w = w;
+    j->data = r->body.data;
+    j->len = r->body.len;
+    pc_buf_init(&j->body);
+    pc_buf_init(&j->inst);
+    pc_buf_init(&j->val);
+    j->preds = *preds;
+    memset(preds, 0, sizeof *preds);
+    j->layout = *layout;
+    j->status = r->status;
+    j->env_ttl_s = env_ttl_s;
+    j->redis_ttl_s = redis_ttl_s;
+    return j;
+}
+
+static void store_job_free(struct store_job *j)
+{
+    pc_proxy_batch_keys_free(j->keys);
+    pc_buf_release(&j->body);
+    pc_buf_release(&j->inst);
+    pc_buf_release(&j->val);
+    pc_batch_array_release(&j->preds);
+    free(j->ctype);
+    free(j);
+}
+
+static void store_one(struct store_job *j, size_t idx)
+{
+    struct pc_worker *w = j->w;
+    const struct pc_span *s = &j->preds.elems[idx];
+    const unsigned char *d =
+        j->keys != NULL ? j->keys->dig[idx] : j->p->batch->dig[j->p->batch->pick[idx]];
+    j->inst.len = 0;
+    j->val.len = 0;
+    if (pc_batch_encode_instance(&j->layout, j->data + s->off, s->len, &j->inst) != 0) {
+        PC_METRIC_INC(w->metrics.store_skipped);
+        return;
+    }
+    struct pc_envelope env = {
+        .status = j->status,
+        .stored_at_ms = pc_wall_ms(),
+        .ttl_s = j->env_ttl_s,
+        .content_type = j->ctype,
+        .body = j->inst.data,
+        .body_len = j->inst.len,
+    };
+    char key[PC_KEY_MAX];
+    if (j->inst.len > w->cfg->max_value_bytes || pc_envelope_encode(&env, &j->val) != 0 ||
+        pc_cachekey_format(j->prefix, d, key) == 0) {
+        PC_METRIC_INC(w->metrics.store_skipped);
+        return;
+    }
+    pc_l1_put(w->l1, key, j->val.data, j->val.len);
+    pc_store_set(w->store, key, j->val.data, j->val.len, j->redis_ttl_s);
 }
 
 /* The stores before this PING are answered (one connection, in order): the flight ends. */
@@ -348,56 +583,119 @@ static void on_stores_done(const struct pc_reply *reply, void *arg)
     pc_proxy_flight_stored(reply != NULL, arg);
 }
 
-/* Stores each prediction the model server just made, under its instance's key; fs (from
- * pc_proxy_flight_keep, or NULL) ends the flight once they are answered. */
-static void store_new(struct pc_preq *p, const struct pc_upstream_resp *r,
-                      const struct pc_batch_array *preds, const struct pc_batch_layout *layout,
-                      void *fs, const char *why)
+/* The last SET is sent (ok) or the rest were given up: the flight ends after them, the
+ * request is freed (its lock released after them), and so is the job. */
+static void store_end(struct store_job *j, int ok)
+{
+    if (!ok && j->next < j->preds.n) /* Redis could not take them */
+        PC_METRIC_ADD(j->w->metrics.store_failed, j->preds.n - j->next);
+    if (j->fs != NULL) {
+        const char *argv[] = {"PING"};
+        size_t lens[] = {4};
+        if (!ok || pc_store_command(j->w->store, 0, on_stores_done, j->fs, 1, argv, lens) != 0)
+            pc_proxy_flight_stored(0, j->fs);
+    }
+    if (j->p != NULL)
+        pc_preq_free(j->p);
+    store_job_free(j);
+}
+
+/* The job outlives the model's answer: it keeps its own copy. 0 ok. */
+static int store_keep_answer(struct store_job *j)
+{
+    if (j->data == j->body.data)
+        return 0;
+    if (pc_buf_append(&j->body, j->data, j->len) != 0)
+        return -1;
+    struct pc_batch_layout *l = &j->layout;
+    l->prefix = j->body.data + (l->prefix - j->data);
+    l->suffix = j->body.data + (l->suffix - j->data);
+    if (l->sep != NULL)
+        l->sep = j->body.data + (l->sep - j->data);
+    j->data = j->body.data;
+    return 0;
+}
+
+static void store_slice(struct store_job *j);
+
+static void on_store_turn(int ok, void *arg)
+{
+    struct store_job *j = arg;
+    if (ok && !j->w->closing)
+        store_slice(j);
+    else
+        store_end(j, 0);
+}
+
+/* Sends the next slice of SETs, then a PING whose answer sends the one after; ends the job
+ * once every SET is sent (or none can be). */
+static void store_slice(struct store_job *j)
+{
+    uint64_t start = pc_now_us();
+    while (j->next < j->preds.n) {
+        store_one(j, j->next++);
+        if (j->next % CLOCK_EVERY == 0 && pc_now_us() - start >= SLICE_US)
+            break;
+    }
+    if (j->next == j->preds.n) {
+        store_end(j, 1);
+        return;
+    }
+    if (store_keep_answer(j) != 0 || pc_store_ping(j->w->store, on_store_turn, j) != 0)
+        store_end(j, 0);
+}
+
+/* Stores each prediction the model server just made (preds, taken over), under its
+ * instance's key, and frees p once they are sent; fs (from pc_proxy_flight_keep, or NULL)
+ * ends the flight once they are answered. why: why nothing may be stored, or NULL. */
+static void store_new_then_free(struct pc_preq *p, const struct pc_upstream_resp *r,
+                                struct pc_batch_array *preds, const struct pc_batch_layout *layout,
+                                void *fs, const char *why)
 {
     struct pc_worker *w = p->w;
     struct pc_batch_state *b = p->batch;
     if (why == NULL && p->no_store)
         why = "request no-store";
-    const char **keys = why == NULL ? calloc(b->n_pick, sizeof *keys) : NULL;
-    if (keys == NULL) {
+    struct store_job *j =
+        store_job_new(w, r, preds, layout, p->client_ttl ? p->ttl_s : 0, pc_proxy_store_ttl(p));
+    if (j == NULL || why != NULL) {
         PC_METRIC_ADD(w->metrics.store_skipped, b->n_pick);
-    } else {
-        for (size_t j = 0; j < b->n_pick; j++)
-            keys[j] = b->keys[b->pick[j]];
-        store_instances(w, r, preds, layout, keys, p->client_ttl ? p->ttl_s : 0,
-                        pc_proxy_store_ttl(p));
-        free(keys);
+        if (j != NULL)
+            pc_batch_array_release(&j->preds); /* nothing to store: the flight still ends */
     }
-    if (fs != NULL) {
-        const char *argv[] = {"PING"};
-        size_t lens[] = {4};
-        if (pc_store_command(w->store, 0, on_stores_done, fs, 1, argv, lens) != 0)
+    if (j == NULL) {
+        if (fs != NULL)
             pc_proxy_flight_stored(0, fs);
+        pc_preq_free(p);
+        return;
     }
+    j->p = p;
+    j->prefix = p->keyp.prefix;
+    j->fs = fs;
+    store_slice(j);
 }
 
 const char *pc_proxy_batch_store_refresh(struct pc_worker *w, const struct pc_upstream_resp *r,
-                                         const char (*keys)[PC_KEY_MAX], size_t n, int env_ttl_s,
+                                         struct pc_batch_keys **keys, int env_ttl_s,
                                          int redis_ttl_s)
 {
     struct pc_batch_array preds;
     memset(&preds, 0, sizeof preds);
-    if (pc_batch_parse_response(r->body.data, r->body.len, &preds) != 0 || preds.n != n) {
+    if (pc_batch_parse_response(r->body.data, r->body.len, &preds) != 0 || preds.n != (*keys)->n) {
         pc_batch_array_release(&preds);
         return "the answer's predictions do not match the instances sent";
     }
-    const char **k = calloc(n, sizeof *k);
-    if (k == NULL) {
+    struct pc_batch_layout layout;
+    pc_batch_layout_of(r->body.data, r->body.len, &preds, &layout);
+    struct store_job *j = store_job_new(w, r, &preds, &layout, env_ttl_s, redis_ttl_s);
+    if (j == NULL) {
         pc_batch_array_release(&preds);
         return "out of memory";
     }
-    for (size_t j = 0; j < n; j++)
-        k[j] = keys[j];
-    struct pc_batch_layout layout;
-    pc_batch_layout_of(r->body.data, r->body.len, &preds, &layout);
-    store_instances(w, r, &preds, &layout, k, env_ttl_s, redis_ttl_s);
-    free(k);
-    pc_batch_array_release(&preds);
+    j->keys = *keys;
+    *keys = NULL;
+    j->prefix = j->keys->prefix;
+    store_slice(j);
     return NULL;
 }
 
@@ -440,31 +738,16 @@ static int answer_model(struct pc_preq *p, const struct pc_upstream_resp *r,
         pass_through(p, r);
         return 1;
     }
-    const char **bodies = calloc(b->n, sizeof *bodies);
-    size_t *lens = calloc(b->n, sizeof *lens);
     struct pc_buf out;
     pc_buf_init(&out);
-    for (size_t i = 0; bodies != NULL && lens != NULL && i < b->n; i++) {
-        size_t u = b->uniq_of[i];
-        if (b->hit[u] != NULL) {
-            bodies[i] = b->hit[u]->pred;
-            lens[i] = b->hit[u]->pred_len;
-        } else {
-            const struct pc_span *s = &preds->elems[b->resp_of[u]];
-            bodies[i] = r->body.data + s->off;
-            lens[i] = s->len;
-        }
-    }
+    struct merge_src m = {b, r->body.data, preds};
     char sepbuf[64];
-    if (bodies == NULL || lens == NULL ||
-        pc_batch_merge(layout, bodies, lens, b->n, fallback_sep(b, sepbuf, sizeof sepbuf), &out) !=
-            0)
+    if (pc_batch_merge_fn(layout, pred_at, &m, b->n, fallback_sep(b, sepbuf, sizeof sepbuf),
+                          &out) != 0)
         pc_proxy_answer_error(p, 503, "out of memory");
     else
         answer_merged(p, r->status, r->headers, r->n_headers, out.data, out.len);
     pc_buf_release(&out);
-    free(bodies);
-    free(lens);
     return 1;
 }
 
@@ -510,13 +793,14 @@ static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
             pc_proxy_batch_send(waiters[i], RES_MISS);
     }
     free(waiters);
-    if (storable) {
-        /* After the answers: no client waits for Redis. */
-        void *fs = why == NULL ? pc_proxy_flight_keep(p, r) : NULL;
-        store_new(p, r, &preds, &layout, fs, why);
-        pc_batch_array_release(&preds);
+    if (!storable) {
+        pc_preq_free(p);
+        return;
     }
-    pc_preq_free(p);
+    /* After the answers: no client waits for Redis. */
+    void *fs = why == NULL ? pc_proxy_flight_keep(p, r) : NULL;
+    store_new_then_free(p, r, &preds, &layout, fs, why);
+    pc_batch_array_release(&preds);
 }
 
 void pc_proxy_batch_send(struct pc_preq *p, enum pc_cache_result result)
@@ -581,9 +865,9 @@ static void forward_missing(struct pc_preq *p, enum pc_cache_result result)
     size_t k = 0;
     for (size_t u = 0; u < b->n_uniq; u++) { /* u follows first appearance */
         b->resp_of[u] = NO_POS;
-        if (b->hit[u] == NULL) {
-            b->resp_of[u] = k;
-            b->pick[k++] = u;
+        if (!b->hit[u].found) {
+            b->resp_of[u] = (uint32_t)k;
+            b->pick[k++] = (uint32_t)u;
         }
     }
     b->n_pick = k;
@@ -593,7 +877,7 @@ static void forward_missing(struct pc_preq *p, enum pc_cache_result result)
         b->counted = 1;
     }
     /* A no-cache request wants a model call of its own: it neither joins nor leads. */
-    if (p->no_cache || pc_cachekey_herd(p->keyp.prefix, b->keys, b->pick, k, p->herd) != 0) {
+    if (p->no_cache || pc_cachekey_herd_digests(p->keyp.prefix, b->dig, b->pick, k, p->herd) != 0) {
         p->herd[0] = '\0';
         pc_proxy_batch_send(p, result); /* cannot coalesce: go alone */
         return;
@@ -615,64 +899,100 @@ static void forward_missing(struct pc_preq *p, enum pc_cache_result result)
 
 /* ---- lookup ------------------------------------------------------------------------ */
 
-/* Copies one stored value into b->hit[u] when it is a readable, fresh instance value
- * (and then into the l1 tier, when l1 is not NULL). */
+/*
+ * Takes one stored value for unique instance u when it is a readable instance value that
+ * is fresh, or stale within grace: its prediction and separator are copied into hitdata
+ * (and for u 0, whose layout and type an answer from the cache carries, the whole value),
+ * then the value into the l1 tier, when l1 is not NULL.
+ */
 static void take_cached(struct pc_batch_state *b, size_t u, const char *data, size_t len,
-                        struct pc_l1 *l1)
+                        struct pc_l1 *l1, const char *prefix)
 {
     struct pc_envelope env;
-    struct cached *c = calloc(1, sizeof *c);
-    if (c == NULL)
-        return;
-    pc_buf_init(&c->value);
-    if (pc_envelope_decode(data, len, &env, c->ctype, sizeof c->ctype) != 0 ||
-        pc_buf_append(&c->value, env.body, env.body_len) != 0 ||
-        pc_batch_decode_instance(c->value.data, c->value.len, &c->layout, &c->pred, &c->pred_len) !=
-            0) {
-        pc_log(PC_LOG_WARN, "proxy: unreadable instance entry %s; treating as a miss", b->keys[u]);
-        pc_buf_release(&c->value);
-        free(c);
+    struct pc_batch_layout layout;
+    const char *pred;
+    size_t pred_len;
+    char scratch[PC_CFG_STR], key[PC_KEY_MAX];
+    if (pc_envelope_decode(data, len, &env, u == 0 ? b->first_ctype : scratch, PC_CFG_STR) != 0 ||
+        pc_batch_decode_instance(env.body, env.body_len, &layout, &pred, &pred_len) != 0) {
+        pc_cachekey_format(prefix, b->dig[u], key);
+        pc_log(PC_LOG_WARN, "proxy: unreadable instance entry %s; treating as a miss", key);
+        if (u == 0)
+            b->first_ctype[0] = '\0';
         return;
     }
     int64_t age_ms = pc_wall_ms() - env.stored_at_ms;
     int fresh_s = env.ttl_s > 0 ? env.ttl_s : b->ttl_s;
     if (age_ms > ((int64_t)fresh_s + b->grace_s) * 1000 ||
-        (b->max_age_s >= 0 && age_ms > (int64_t)b->max_age_s * 1000)) {
-        pc_buf_release(&c->value); /* past its grace: a batch re-asks the model for it */
-        free(c);
-        return;
+        (b->max_age_s >= 0 && age_ms > (int64_t)b->max_age_s * 1000))
+        return; /* past its grace: a batch re-asks the model for it */
+    size_t at = b->hitdata.len;
+    if (pc_buf_append(&b->hitdata, pred, pred_len) != 0 ||
+        (layout.sep_len > 0 && pc_buf_append(&b->hitdata, layout.sep, layout.sep_len) != 0)) {
+        b->hitdata.len = at;
+        return; /* no memory: a miss */
     }
-    c->stale = age_ms > (int64_t)fresh_s * 1000;
-    c->ttl_s = env.ttl_s;
-    c->status = env.status;
-    c->stored_at_ms = env.stored_at_ms;
-    b->hit[u] = c;
-    pc_l1_put(l1, b->keys[u], data, len);
+    if (u == 0) {
+        b->first.len = 0;
+        if (pc_buf_append(&b->first, env.body, env.body_len) != 0) {
+            b->hitdata.len = at;
+            return;
+        }
+        pc_batch_decode_instance(b->first.data, b->first.len, &b->first_layout, &pred, &pred_len);
+    }
+    b->hit[u] = (struct cached){
+        .stored_at_ms = env.stored_at_ms,
+        .pred_off = at,
+        .pred_len = pred_len,
+        .sep_off = at + pred_len,
+        .sep_len = layout.sep_len,
+        .status = env.status,
+        .ttl_s = env.ttl_s,
+        .found = 1,
+        .stale = age_ms > (int64_t)fresh_s * 1000,
+    };
+    if (l1 != NULL && pc_cachekey_format(prefix, b->dig[u], key) > 0)
+        pc_l1_put(l1, key, data, len);
 }
 
-/* The in-process tier: 1 when every instance is a fresh hit there (then p is answered
- * without Redis); else 0 with nothing taken, and Redis is asked for all of them. */
-static int l1_batch(struct pc_preq *p)
+static void redis_lookup(struct pc_preq *p);
+
+/*
+ * The in-process tier, a slice per loop turn: when every instance is a fresh hit there, p
+ * is answered without Redis (and freed); at the first that is not, nothing is taken and
+ * Redis is asked for all of them.
+ */
+static void l1_more(struct pc_preq *p)
 {
     struct pc_batch_state *b = p->batch;
     struct pc_l1 *l1 = p->w->l1;
-    if (l1 == NULL)
-        return 0;
+    uint64_t start = pc_now_us();
     struct pc_buf v;
     pc_buf_init(&v);
-    size_t u;
-    for (u = 0; u < b->n_uniq; u++) {
+    char key[PC_KEY_MAX];
+    int miss = 0;
+    while (b->l1_next < b->n_uniq) {
+        size_t u = b->l1_next;
         v.len = 0;
-        if (!pc_l1_get(l1, b->keys[u], &v))
+        if (pc_cachekey_format(p->keyp.prefix, b->dig[u], key) == 0 || !pc_l1_get(l1, key, &v)) {
+            miss = 1;
             break;
-        take_cached(b, u, v.data, v.len, NULL);
-        if (b->hit[u] == NULL || b->hit[u]->stale) /* stale ones are Redis's to judge */
+        }
+        take_cached(b, u, v.data, v.len, NULL, p->keyp.prefix);
+        if (!b->hit[u].found || b->hit[u].stale) { /* stale ones are Redis's to judge */
+            miss = 1;
+            break;
+        }
+        if (++b->l1_next % CLOCK_EVERY == 0 && pc_now_us() - start >= SLICE_US)
             break;
     }
     pc_buf_release(&v);
-    if (u < b->n_uniq) {
+    if (!miss && b->l1_next < b->n_uniq && next_turn(p, l1_more) == 0)
+        return;
+    if (miss || b->l1_next < b->n_uniq) {
         drop_hits(b);
-        return 0;
+        redis_lookup(p);
+        return;
     }
     b->hits = b->n;
     PC_METRIC_INC(p->w->metrics.l1_hits);
@@ -680,7 +1000,6 @@ static int l1_batch(struct pc_preq *p)
         PC_METRIC_ADD(p->w->metrics.instances_hit, b->n);
     answer_all_cached(p);
     pc_preq_free(p);
-    return 1;
 }
 
 /* The MGET answer: valid only during this callback, so hits are copied out. */
@@ -700,23 +1019,20 @@ static void on_batch_lookup(const struct pc_reply *reply, void *arg)
         size_t len;
         const char *data = pc_reply_str(e, &len);
         if (pc_reply_type(e) == PC_REPLY_STRING && data != NULL)
-            take_cached(b, u, data, len, p->w->l1);
+            take_cached(b, u, data, len, p->w->l1, p->keyp.prefix);
     }
     for (size_t i = 0; i < b->n; i++)
-        b->hits += b->hit[b->uniq_of[i]] != NULL;
+        b->hits += b->hit[b->uniq_of[i]].found;
     if (b->hits < b->n) {
         /* The model is asked anyway: it answers the stale instances too, so they are
          * misses like the missing ones. */
         for (size_t u = 0; u < b->n_uniq; u++) {
-            if (b->hit[u] != NULL && b->hit[u]->stale) {
-                pc_buf_release(&b->hit[u]->value);
-                free(b->hit[u]);
-                b->hit[u] = NULL;
-            }
+            if (b->hit[u].stale)
+                b->hit[u] = (struct cached){0};
         }
         b->hits = 0;
         for (size_t i = 0; i < b->n; i++)
-            b->hits += b->hit[b->uniq_of[i]] != NULL;
+            b->hits += b->hit[b->uniq_of[i]].found;
     }
     if (b->hits == b->n) {
         if (!b->counted)
@@ -736,55 +1052,87 @@ static int is_predict_route(const char *path)
            (n >= 8 && strcmp(path + n - 8, "/predict") == 0);
 }
 
-/* The state of a batch of n instances, its arrays allocated; NULL on no memory. */
-static struct pc_batch_state *batch_new(const struct pc_preq *p, size_t n)
+/* The state of a batch of n instances with room for n_dig digests; NULL on no memory. */
+static struct pc_batch_state *batch_new(const struct pc_preq *p, size_t n, size_t n_dig)
 {
     struct pc_batch_state *b = calloc(1, sizeof *b);
     if (b == NULL)
         return NULL;
     pc_buf_init(&b->sub);
+    pc_buf_init(&b->hitdata);
+    pc_buf_init(&b->first);
+    pc_buf_init(&b->memo_ctx);
     b->n = n;
     b->ttl_s = p->route->v.ttl_s; /* freshness of entries without their own TTL */
     b->grace_s = p->w->cfg->grace_s;
     b->max_age_s = p->max_age_s;
-    b->uniq_of = calloc(n, sizeof *b->uniq_of);
-    b->first_of = calloc(n, sizeof *b->first_of);
-    b->resp_of = calloc(n, sizeof *b->resp_of);
-    b->pick = calloc(n, sizeof *b->pick);
-    b->keys = calloc(n, sizeof *b->keys);
-    b->hit = calloc(n, sizeof *b->hit);
-    if (b->uniq_of == NULL || b->first_of == NULL || b->resp_of == NULL || b->pick == NULL ||
-        b->keys == NULL || b->hit == NULL) {
+    b->uniq_of = malloc(n * sizeof *b->uniq_of);
+    b->dig = malloc(n_dig * sizeof *b->dig);
+    if (b->uniq_of == NULL || b->dig == NULL) {
         pc_proxy_batch_free(b);
         return NULL;
     }
     return b;
 }
 
-int pc_proxy_batch_key(struct pc_preq *p)
+int pc_proxy_batch_key(struct pc_preq *p, const struct pc_keymemo_probe *probe, const char *ctx,
+                       size_t ctx_len)
 {
     if (!is_predict_route(pc_http_req_path(p->req)))
         return 1;
-    size_t len, n = 0;
+    size_t len;
     const char *body = pc_http_req_body(p->req, &len);
-    struct pc_batch_req req;
-    memset(&req, 0, sizeof req);
-    char(*all)[PC_KEY_MAX] = NULL;
-    /* One pass for spans and keys; anything unusual is keyed whole. */
-    int rc = pc_cachekey_instances(&p->keyp, p->head, p->head_len, body, len, &req.inst.elems, &n,
-                                   &req.signature, &all);
+    size_t max = (size_t)p->w->cfg->max_batch_instances;
+    /* Over the bound: counted up to the instance past it, nothing keyed (see the top). */
+    if (pc_batch_exceeds(body, len, max))
+        return 2;
+    struct pc_cachekey_batch *kb;
+    int rc = pc_cachekey_batch_read(&p->keyp, p->head, p->head_len, body, len, max, &kb);
     if (rc != 0)
-        return rc;
-    req.inst.n = req.inst.cap = n;
-    struct pc_batch_state *b = batch_new(p, req.inst.n);
+        return rc; /* 1 not a batch, 2 over the bound (a spelling the count skips), -1 */
+    size_t n = pc_cachekey_batch_count(kb);
+    struct pc_batch_state *b = batch_new(p, n, n);
     if (b == NULL) {
-        pc_batch_req_release(&req);
-        free(all);
+        pc_cachekey_batch_free(kb);
         return -1;
     }
-    b->req = req;
-    rc = fold_keys(b, all);
-    free(all);
+    b->keying = kb;
+    if (p->w->memo != NULL && probe != NULL && pc_buf_append(&b->memo_ctx, ctx, ctx_len) == 0) {
+        b->probe = *probe;
+        b->remember = 1;
+    }
+    p->batch = b;
+    rc = key_slice(b); /* a small batch is keyed now; a larger one by pc_proxy_batch_lookup */
+    if (rc < 0 || (rc == 1 && keyed(p) != 0)) {
+        p->batch = NULL;
+        pc_proxy_batch_free(b);
+        return -1;
+    }
+    return 0;
+}
+
+int pc_proxy_batch_from_memo(struct pc_preq *p, const struct pc_keymemo_val *v)
+{
+    if (v->keys_len != v->n_uniq * DIGEST || v->n_uniq == 0 || v->n_uniq > v->n)
+        return -1;
+    struct pc_batch_state *b = batch_new(p, v->n, v->n_uniq);
+    uint32_t *first = b != NULL ? malloc(v->n_uniq * sizeof *first) : NULL;
+    if (first == NULL) {
+        pc_proxy_batch_free(b);
+        return -1;
+    }
+    memcpy(b->dig, v->keys, v->keys_len);
+    memcpy(b->uniq_of, v->uniq_of, v->n * sizeof *b->uniq_of);
+    for (size_t u = 0; u < v->n_uniq; u++)
+        first[u] = NO_POS;
+    for (size_t i = 0; i < v->n; i++) {
+        uint32_t u = b->uniq_of[i];
+        if (first[u] == NO_POS)
+            first[u] = (uint32_t)i;
+    }
+    b->n_uniq = v->n_uniq;
+    int rc = uniq_arrays(b, first);
+    free(first);
     if (rc != 0) {
         pc_proxy_batch_free(b);
         return -1;
@@ -793,48 +1141,16 @@ int pc_proxy_batch_key(struct pc_preq *p)
     return 0;
 }
 
-int pc_proxy_batch_from_memo(struct pc_preq *p, const struct pc_keymemo_val *v)
-{
-    struct pc_batch_state *b = batch_new(p, v->n);
-    if (b == NULL)
-        return -1;
-    const char *k = v->keys;
-    for (size_t u = 0; u < v->n_uniq; u++) {
-        size_t kl = strlen(k);
-        memcpy(b->keys[u], k, kl + 1);
-        k += kl + 1;
-        b->first_of[u] = NO_POS;
-    }
-    for (size_t i = 0; i < v->n; i++) {
-        size_t u = v->uniq_of[i];
-        b->uniq_of[i] = u;
-        if (b->first_of[u] == NO_POS)
-            b->first_of[u] = i;
-    }
-    b->n_uniq = v->n_uniq;
-    p->batch = b;
-    return 0;
-}
-
-int pc_proxy_batch_memo_val(const struct pc_preq *p, struct pc_buf *keys, uint32_t **uniq_of,
-                            struct pc_keymemo_val *out)
-{
-    const struct pc_batch_state *b = p->batch;
-    *uniq_of = malloc(b->n * sizeof **uniq_of);
-    if (*uniq_of == NULL)
-        return -1;
-    int rc = 0;
-    for (size_t u = 0; u < b->n_uniq && rc == 0; u++)
-        rc = pc_buf_append(keys, b->keys[u], strlen(b->keys[u]) + 1);
-    for (size_t i = 0; i < b->n; i++)
-        (*uniq_of)[i] = (uint32_t)b->uniq_of[i];
-    *out = (struct pc_keymemo_val){b->n, b->n_uniq, *uniq_of, keys->data, keys->len};
-    return rc;
-}
-
 void pc_proxy_batch_lookup(struct pc_preq *p)
 {
     struct pc_batch_state *b = p->batch;
+    if (b->keying != NULL) { /* keyed a slice per loop turn, then looked up (key_more) */
+        if (next_turn(p, key_more) != 0) {
+            pc_proxy_answer_error(p, 503, "out of memory");
+            pc_preq_free(p);
+        }
+        return;
+    }
     if (p->no_cache) {
         forward_missing(p, RES_MISS);
         return;
@@ -843,20 +1159,37 @@ void pc_proxy_batch_lookup(struct pc_preq *p)
         forward_missing(p, RES_BYPASS);
         return;
     }
-    if (l1_batch(p))
+    if (p->w->l1 != NULL) {
+        b->l1_next = 0;
+        l1_more(p);
         return;
+    }
+    redis_lookup(p);
+}
+
+/* One MGET for every unique instance: on_batch_lookup. */
+static void redis_lookup(struct pc_preq *p)
+{
+    struct pc_batch_state *b = p->batch;
+    /* The keys' text, formatted for this command only: every key has the same length. */
+    char first[PC_KEY_MAX];
+    size_t kl = pc_cachekey_format(p->keyp.prefix, b->dig[0], first);
+    char *text = kl > 0 ? malloc(b->n_uniq * kl) : NULL;
     const char **argv = calloc(b->n_uniq + 1, sizeof *argv);
     size_t *lens = calloc(b->n_uniq + 1, sizeof *lens);
     int rc = -1;
-    if (argv != NULL && lens != NULL) {
+    if (text != NULL && argv != NULL && lens != NULL) {
         argv[0] = "MGET";
         lens[0] = 4;
         for (size_t u = 0; u < b->n_uniq; u++) {
-            argv[u + 1] = b->keys[u];
-            lens[u + 1] = strlen(b->keys[u]);
+            pc_cachekey_format(p->keyp.prefix, b->dig[u], first);
+            memcpy(text + u * kl, first, kl);
+            argv[u + 1] = text + u * kl;
+            lens[u + 1] = kl;
         }
         rc = pc_store_command(p->w->store, 0, on_batch_lookup, p, (int)(b->n_uniq + 1), argv, lens);
     }
+    free(text);
     free(argv);
     free(lens);
     if (rc != 0) {

@@ -177,15 +177,17 @@ void pc_proxy_flight_drop(struct pc_preq *p);
 
 /*
  * Per-instance flow, keyed one of two ways, then looked up. Keys the request's batch with
- * p->head: 0 keyed (p->batch set); 1 not a batch, or an instance cannot be keyed alone (use
- * the per-body flow); -1 out of memory (the same, but the outcome must not be remembered).
+ * p->head: 0 keyed (p->batch set; a large batch is keyed a slice per loop turn, from
+ * pc_proxy_batch_lookup on, and put in the key memo under ctx with probe once keyed);
+ * 1 not a batch, or an instance cannot be keyed alone (use the per-body flow); 2 more
+ * instances than [cache] max_batch_instances: forward it uncached (BYPASS), nothing
+ * keyed; -1 out of memory (the per-body flow, but the outcome must not be remembered).
+ * Borrows probe and ctx (copied when kept).
  */
-int pc_proxy_batch_key(struct pc_preq *p);
+int pc_proxy_batch_key(struct pc_preq *p, const struct pc_keymemo_probe *probe, const char *ctx,
+                       size_t ctx_len);
 /* Keyed from the key memo (v->n > 0). 0 ok (p->batch set), -1 out of memory. */
 int pc_proxy_batch_from_memo(struct pc_preq *p, const struct pc_keymemo_val *v);
-/* The key memo's value for p->batch: keys and *uniq_of (malloc'ed) hold its arrays. 0 ok. */
-int pc_proxy_batch_memo_val(const struct pc_preq *p, struct pc_buf *keys, uint32_t **uniq_of,
-                            struct pc_keymemo_val *out);
 /* Looks the keyed batch up (in-process tier, then Redis) and answers: takes p over. */
 void pc_proxy_batch_lookup(struct pc_preq *p);
 void pc_proxy_batch_free(struct pc_batch_state *b);
@@ -193,16 +195,20 @@ void pc_proxy_batch_free(struct pc_batch_state *b);
 void pc_proxy_batch_send(struct pc_preq *p, enum pc_cache_result result);
 /* Another process answered p's sub-request, or the wait ended: look the batch up again. */
 void pc_proxy_batch_retry(struct pc_preq *p);
+/* The keys of some of a batch's instances (as digests: 32 bytes each, whatever the
+ * prefix), for a refresh that outlives its request. */
+struct pc_batch_keys;
+void pc_proxy_batch_keys_free(struct pc_batch_keys *k); /* NULL ok */
 /* Refreshes a batch's stale instances in the background: body (copied) holds exactly the
- * n instances whose keys are keys (malloc'ed: taken over, and freed when no refresh
- * starts), in order; herd keys the refresh (one at a time); stale_ttl_s: a client's TTL
- * they were stored with (0: none). p->req must still be valid. */
+ * instances whose keys are keys (taken over, and freed when no refresh starts), in order;
+ * herd keys the refresh (one at a time); stale_ttl_s: a client's TTL they were stored with
+ * (0: none). p->req must still be valid. */
 void pc_proxy_batch_refresh(struct pc_preq *p, const char *herd, int stale_ttl_s, const char *body,
-                            size_t len, char (*keys)[PC_KEY_MAX], size_t n);
-/* Stores a refresh's answer r, one prediction under each of keys[0..n): NULL, or why
- * nothing was stored. */
+                            size_t len, struct pc_batch_keys *keys);
+/* Stores a refresh's answer r, one prediction under each of *keys: NULL (then *keys is
+ * taken over, NULL, and the stores go out a slice at a time), or why nothing was stored. */
 const char *pc_proxy_batch_store_refresh(struct pc_worker *w, const struct pc_upstream_resp *r,
-                                         const char (*keys)[PC_KEY_MAX], size_t n, int env_ttl_s,
+                                         struct pc_batch_keys **keys, int env_ttl_s,
                                          int redis_ttl_s);
 
 #endif

@@ -44,6 +44,15 @@ int pc_batch_parse_request(const char *body, size_t len, struct pc_batch_req *ou
 void pc_batch_req_release(struct pc_batch_req *r);
 
 /*
+ * 1 when a top-level member spelled "instances" (the spelling pc_batch_parse_request reads)
+ * is an array of more than max elements; else 0. Reads only up to the element past max and
+ * keeps nothing, so counting a hostile batch costs what max elements cost; a body of fewer
+ * than 2 (max + 1) bytes cannot hold more and is not read at all. Judges no JSON beyond
+ * what it reads (0 for a body that is not valid up to there).
+ */
+int pc_batch_exceeds(const char *body, size_t len, size_t max);
+
+/*
  * Finds the "predictions" array of a response body. 0 ok (out filled, n may be 0);
  * -1 when the body is not a JSON object with a "predictions" array.
  */
@@ -85,6 +94,11 @@ void pc_batch_layout_of(const char *body, size_t len, const struct pc_batch_arra
  */
 int pc_batch_merge(const struct pc_batch_layout *layout, const char *const *preds,
                    const size_t *pred_len, size_t n, const char *default_sep, struct pc_buf *out);
+/* The same, with prediction i given by pred(arg, i, ...) (borrowed until it returns to
+ * merge): no arrays of n pointers and lengths. */
+typedef void (*pc_batch_pred_fn)(void *arg, size_t i, const char **pred, size_t *len);
+int pc_batch_merge_fn(const struct pc_batch_layout *layout, pc_batch_pred_fn pred, void *arg,
+                      size_t n, const char *default_sep, struct pc_buf *out);
 
 /*
  * The value body stored for one instance: the layout it came with and its prediction:

@@ -28,6 +28,7 @@
 #define PREDCACHE_CACHEKEY_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "predcache/batch.h"
 #include "predcache/buf.h"
@@ -133,12 +134,45 @@ int pc_cachekey_instances(const struct pc_key_params *p, const char *head, size_
                           struct pc_span *sig, char (**keys)[PC_KEY_MAX]);
 
 /*
+ * The same in steps, for the proxy's per-instance flow, which must bound what a batch
+ * costs and never hold its event loop for long (proxy_batch.c):
+ *   _read reads the body once (the canonical text of every element is kept: O(bytes)) and
+ *     keeps at most max_n elements: 0 a batch (*out, free with _free), 1 not one (as
+ *     above), 2 more than max_n elements where the model server reads "instances" (the
+ *     reading stopped keeping them: key nothing, the batch is not cached per instance),
+ *     -1 no memory;
+ *   _digest writes the SHA-256 digests of elements [from, to) into digests[from..to): the
+ *     key of element i is pc_cachekey_format(prefix, digests[i]); so a batch is keyed a
+ *     slice at a time, and held as 32-byte digests, not as key text. 0 ok, -1 failed;
+ *   _take_spans hands over the elements' spans (malloc'ed, n of them) and the signature's.
+ * Borrows head and body until _free.
+ */
+#define PC_KEY_DIGEST_LEN 32
+struct pc_cachekey_batch;
+int pc_cachekey_batch_read(const struct pc_key_params *p, const char *head, size_t head_len,
+                           const char *body, size_t len, size_t max_n,
+                           struct pc_cachekey_batch **out);
+size_t pc_cachekey_batch_count(const struct pc_cachekey_batch *kb);
+int pc_cachekey_batch_digest(struct pc_cachekey_batch *kb, size_t from, size_t to,
+                             unsigned char (*digests)[PC_KEY_DIGEST_LEN]);
+struct pc_span *pc_cachekey_batch_take_spans(struct pc_cachekey_batch *kb, struct pc_span *sig);
+void pc_cachekey_batch_free(struct pc_cachekey_batch *kb); /* NULL ok */
+
+/* The key of a digest: prefix "v2:{" hex(digest) "}" into out; its length (0, out "", when
+ * the prefix is too long). */
+size_t pc_cachekey_format(const char *prefix, const unsigned char digest[PC_KEY_DIGEST_LEN],
+                          char out[PC_KEY_MAX]);
+
+/*
  * The key a batch's sub-request coalesces on (never a stored entry's key): prefix "v2:{"
  * hex(SHA-256("herd\n" keys[pick[0]] "\n" ... keys[pick[n-1]] "\n")) "}". Two requests
  * missing the same instances in the same order share it. 0 ok, -1 on failure.
  */
 int pc_cachekey_herd(const char *prefix, const char (*keys)[PC_KEY_MAX], const size_t *pick,
                      size_t n, char out[PC_KEY_MAX]);
+/* The same key from the instances' digests: keys[i] is pc_cachekey_format(prefix, digests[i]). */
+int pc_cachekey_herd_digests(const char *prefix, const unsigned char (*digests)[PC_KEY_DIGEST_LEN],
+                             const uint32_t *pick, size_t n, char out[PC_KEY_MAX]);
 
 /* Human name of a kind: "fields", "path", "raw", "body". */
 const char *pc_cachekey_kind_name(enum pc_key_kind kind);

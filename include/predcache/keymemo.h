@@ -33,7 +33,8 @@ struct pc_keymemo_val {
     size_t n;                /* instances in the batch; 0 for a whole-body key */
     size_t n_uniq;           /* distinct keys: 1 when n == 0 */
     const uint32_t *uniq_of; /* [n]: which distinct key instance i has (NULL when n == 0) */
-    const char *keys;        /* n_uniq NUL-terminated keys, one after the other */
+    const char *keys;        /* opaque to the memo: a whole-body key, NUL and kind; a batch's
+                                n_uniq 32-byte key digests (proxy_batch.c) */
     size_t keys_len;         /* bytes of keys, NULs included */
 };
 

@@ -244,6 +244,99 @@ static void test_random_subrequests(void **state)
     }
 }
 
+/* The count stops at the element past the bound and reads nothing after it. */
+static void test_exceeds_stops_past_the_bound(void **state)
+{
+    (void)state;
+    const char *five = "{\"instances\":[1,2,3,4,5]}";
+    assert_int_equal(pc_batch_exceeds(five, strlen(five), 4), 1);
+    assert_int_equal(pc_batch_exceeds(five, strlen(five), 5), 0);
+    assert_int_equal(pc_batch_exceeds(five, strlen(five), 0), 1);
+    /* Anything after the fifth element is never read. */
+    const char *cut =
+        "{\"signature_name\":\"s\", \"instances\" : [ [1], {\"a\":2}, \"x\", 4, 5 ,!!";
+    assert_int_equal(pc_batch_exceeds(cut, strlen(cut), 4), 1);
+    assert_int_equal(pc_batch_exceeds(cut, strlen(cut), 5), 0);
+    /* The second member of that spelling counts too. */
+    const char *two = "{\"instances\":[1],\"instances\":[1,2,3,4,5,6,7,8]}";
+    assert_int_equal(pc_batch_exceeds(two, strlen(two), 7), 1);
+    assert_int_equal(pc_batch_exceeds(two, strlen(two), 8), 0);
+    static const char *const never[] = {
+        "{\"\\u0069nstances\":[1,2,3,4,5,6,7,8,9]}",   /* another spelling: cachekey bounds it */
+        "{\"a\":{\"instances\":[1,2,3,4,5,6,7,8,9]}}", /* not at the top */
+        "{\"inputs\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14]}",
+        "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18]",
+        "{\"instances\":\"1,2,3,4,5,6,7,8,9,10,11,12\"}",
+        "{\"x\":[1,2,3,4,5,6,7,8,9,10,11],\"instances\":[1]}",
+        "{\"instances\":[1,2,,3,4,5,6,7,8,9,10,11,12]}", /* invalid before the bound */
+    };
+    for (size_t i = 0; i < sizeof never / sizeof never[0]; i++)
+        assert_int_equal(pc_batch_exceeds(never[i], strlen(never[i]), 2), 0);
+    /* A body shorter than 2 (max + 1) bytes is not read (it cannot hold more). */
+    assert_int_equal(pc_batch_exceeds("{\"instances\":[1,2,3]}", 21, 10), 0);
+}
+
+/* Against the spans: for random batches, exceeds(max) is exactly "more than max
+ * elements", for every max around the count. */
+static void test_exceeds_agrees_with_the_spans(void **state)
+{
+    (void)state;
+    static const char *const pool[] = {"0",    "-1.5e3", "\"a,]\"",  "[1,[2]]", "{\"k\":[1,2]}",
+                                       "true", "null",   "\"\\\"\"", "{}",      "[]"};
+    unsigned seed = 7;
+    char body[8192];
+    for (int round = 0; round < 2000; round++) {
+        size_t k = (size_t)(rand_r(&seed) % 40), n = 0;
+        const char *ws = rand_r(&seed) % 2 ? " " : "";
+        n += (size_t)sprintf(body + n, "{%s\"signature_name\":\"s\",%s\"instances\"%s:%s[", ws, ws,
+                             ws, ws);
+        for (size_t i = 0; i < k; i++)
+            n += (size_t)sprintf(body + n, "%s%s%s", i ? "," : "", ws,
+                                 pool[rand_r(&seed) % (sizeof pool / sizeof pool[0])]);
+        n += (size_t)sprintf(body + n, "]%s,\"id\":[1,2,3]}", ws);
+        struct pc_batch_req r;
+        int rc = pc_batch_parse_request(body, n, &r);
+        assert_int_equal(rc, k == 0 ? 1 : 0);
+        if (rc == 0) {
+            assert_int_equal(r.inst.n, k);
+            pc_batch_req_release(&r);
+        }
+        for (size_t max = k > 3 ? k - 3 : 0; max <= k + 3; max++)
+            assert_int_equal(pc_batch_exceeds(body, n, max), k > max);
+    }
+}
+
+static void pred_of(void *arg, size_t i, const char **pred, size_t *len)
+{
+    const char *const *preds = arg;
+    *pred = preds[i];
+    *len = strlen(preds[i]);
+}
+
+/* merge_fn writes what merge writes, the layout's separator or else the default. */
+static void test_merge_fn_is_merge(void **state)
+{
+    (void)state;
+    const char *const preds[] = {"[1]", "\"b\"", "{\"c\":3}"};
+    const size_t lens[] = {3, 3, 7};
+    for (int with_sep = 0; with_sep < 2; with_sep++) {
+        struct pc_batch_layout l = {"{\"predictions\": [",   17,
+                                    with_sep ? ",  " : NULL, with_sep ? 3u : 0u,
+                                    "], \"m\": 1}",          10};
+        struct pc_buf a, b;
+        pc_buf_init(&a);
+        pc_buf_init(&b);
+        assert_int_equal(pc_batch_merge(&l, preds, lens, 3, ";", &a), 0);
+        assert_int_equal(pc_batch_merge_fn(&l, pred_of, (void *)preds, 3, ";", &b), 0);
+        assert_string_equal(a.data, b.data);
+        assert_string_equal(b.data, with_sep
+                                        ? "{\"predictions\": [[1],  \"b\",  {\"c\":3}], \"m\": 1}"
+                                        : "{\"predictions\": [[1];\"b\";{\"c\":3}], \"m\": 1}");
+        pc_buf_release(&a);
+        pc_buf_release(&b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -256,6 +349,9 @@ int main(void)
         cmocka_unit_test(test_response_without_predictions),
         cmocka_unit_test(test_instance_value_round_trip),
         cmocka_unit_test(test_random_subrequests),
+        cmocka_unit_test(test_exceeds_stops_past_the_bound),
+        cmocka_unit_test(test_exceeds_agrees_with_the_spans),
+        cmocka_unit_test(test_merge_fn_is_merge),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
