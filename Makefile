@@ -56,12 +56,15 @@ $(BUILD)/test_cachekey: $(BUILD)/canon.o
 $(BUILD)/test_canon: $(BUILD)/cachekey.o $(REFOBJ)
 # jsonedit finds members with canon's scan.
 $(BUILD)/test_jsonedit: $(BUILD)/canon.o
+# The request reader is held against the plain reading the fuzz target uses (tests/ref/).
+H1REF   := $(BUILD)/ref/h1parse_ref.o
+$(BUILD)/test_h1parse: $(H1REF)
 
 $(BUILD)/ref/%.o: tests/ref/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
--include $(OBJS:.o=.d) $(REFOBJ:.o=.d)
+-include $(OBJS:.o=.d) $(REFOBJ:.o=.d) $(H1REF:.o=.d)
 
 bootstrap:
 	@scripts/bootstrap
@@ -92,7 +95,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS    ?=
 FUZZ_TARGETS := cachekey canon config envelope batch l1 keymemo flight lookups jobtab cmdq \
-                jsonedit keypairs
+                jsonedit keypairs h1parse
 FUZZ_BUILD   := build-fuzz
 FUZZ_PKGS    := json-c libcrypto
 FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -127,6 +130,8 @@ $(FUZZ_BUILD)/fuzz_keypairs: tests/fuzz/fuzz_keypairs.c tests/fuzz/fuzz.h \
 	    $(FUZZ_LIBS)
 $(FUZZ_BUILD)/fuzz_canon: $(FUZZ_BUILD)/obj/cachekey.o $(FUZZ_BUILD)/obj/ref/cachekey_ref.o
 $(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/obj/routes.o
+# fuzz_h1parse holds the HTTP request reader against the plain reading in tests/ref/.
+$(FUZZ_BUILD)/fuzz_h1parse: $(FUZZ_BUILD)/obj/ref/h1parse_ref.o
 $(FUZZ_BUILD)/fuzz_jsonedit: $(FUZZ_BUILD)/obj/canon.o
 # fuzz_l1, fuzz_keymemo and fuzz_flight run their unit test's model driver; l1 locks.
 $(FUZZ_BUILD)/fuzz_l1: tests/model/model.h tests/model/l1_model.h

@@ -112,7 +112,7 @@ static const struct opt static_options[] = {
     {"server",  "idle_timeout_ms",    OPT_INT,      FIELD(idle_timeout_ms),             1,   HOUR_MS,          "30000",                 0},
     {"server",  "drain_timeout_ms",   OPT_INT,      FIELD(drain_timeout_ms),            0,   HOUR_MS,          "10000",                 0},
     {"server",  "max_connections",    OPT_INT,      FIELD(max_connections),             1,   1000000,          "10000",                 0},
-    {"server",  "max_output_bytes",   OPT_SIZE,     FIELD(max_output_bytes),            0,   64 * GIB,         "256m",                  0},
+    {"server",  "max_output_bytes",   OPT_SIZE,     FIELD(max_output_bytes),            0,   64 * GIB,         "64m",                   0},
     {"server",  "admin_token",        OPT_STRING,   FIELD(admin_token),                 0,   0,                "",                      OPT_SECRET},
     {"server",  "workers",            OPT_AUTO_INT, FIELD(workers),                     1,   64,               "auto",                  0},
 

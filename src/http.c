@@ -20,7 +20,6 @@
 
 #include <arpa/inet.h>
 #include <assert.h>
-#include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -38,36 +37,23 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "predcache/budget.h"
 #include "predcache/buf.h"
 #include "predcache/config.h"
+#include "predcache/h1parse.h"
 #include "predcache/log.h"
 #include "predcache/metrics.h"
 
-#define PC_HTTP_MAX_HEADERS 100
 #define PC_HTTP_LINGER_MS 2000
 
 enum conn_state { CS_READ_HEAD, CS_READ_BODY, CS_HANDLING, CS_WRITING, CS_CLOSING };
-enum chunk_state { CH_SIZE, CH_DATA, CH_DATA_END, CH_TRAILER };
 
 struct pc_conn;
 
 struct pc_http_req {
     struct pc_conn *conn; /* NULL once the client has gone (orphaned) */
     struct pc_http_server *srv;
-    char *method;
-    char *target;
-    char *path;
-    char *query;
-    int minor; /* HTTP/1.<minor> */
-    struct pc_header headers[PC_HTTP_MAX_HEADERS];
-    size_t n_headers;
-    size_t head_bytes;
-    struct pc_buf body;
-    int chunked;
-    enum chunk_state chunk;
-    size_t body_left; /* Content-Length bytes or current chunk bytes still to read */
-    int keep_alive;
-    int is_head;
+    struct pc_h1req h1; /* the request as read (h1parse), and the reader's state */
     uint64_t start_us;
     char peer[64];
 };
@@ -80,6 +66,10 @@ struct pc_conn {
     int close_after;         /* close once the current answer is written */
     int read_eof;            /* the client closed its sending side: never read again */
     struct event *deadline;  /* a started request must be fully received by then */
+    /* Output the socket has not taken, counted in the budget (budget.h) while out_cb
+     * follows it: from an answer left over by its first write until written or freed. */
+    size_t out_held;
+    struct evbuffer_cb_entry *out_cb;
     char peer[64];
     struct pc_conn *prev, *next;
 };
@@ -196,33 +186,12 @@ static struct timeval ms_tv(int ms)
     return tv;
 }
 
-/* Does the comma-separated header value hold token (case-insensitive)? */
-static int header_has_token(const char *value, const char *token)
-{
-    size_t tl = strlen(token);
-    const char *p = value;
-    while (p != NULL && *p != '\0') {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *end = p;
-        while (*end != '\0' && *end != ',')
-            end++;
-        const char *e = end;
-        while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
-            e--;
-        if ((size_t)(e - p) == tl && strncasecmp(p, token, tl) == 0)
-            return 1;
-        p = *end ? end + 1 : NULL;
-    }
-    return 0;
-}
-
 int pc_http_is_hop_by_hop_in(const char *name, const struct pc_header *h, size_t n)
 {
     if (pc_http_is_hop_by_hop(name))
         return 1;
     for (size_t i = 0; i < n; i++) {
-        if (pc_strcaseeq(h[i].name, "connection") && header_has_token(h[i].value, name))
+        if (pc_strcaseeq(h[i].name, "connection") && pc_h1parse_list_has(h[i].value, name))
             return 1;
     }
     return 0;
@@ -237,7 +206,8 @@ static struct pc_http_req *req_new(struct pc_conn *c)
         return NULL;
     r->conn = c;
     r->srv = c->srv;
-    pc_buf_init(&r->body);
+    struct pc_h1_limits lim = {c->srv->lim.max_header_bytes, c->srv->lim.max_body_bytes};
+    pc_h1parse_init(&r->h1, &lim);
     r->start_us = pc_now_us();
     pc_strlcpy(r->peer, c->peer, sizeof r->peer);
     return r;
@@ -247,36 +217,28 @@ static void req_free(struct pc_http_req *r)
 {
     if (r == NULL)
         return;
-    free(r->method);
-    free(r->target);
-    free(r->path);
-    free(r->query);
-    for (size_t i = 0; i < r->n_headers; i++) {
-        free(r->headers[i].name);
-        free(r->headers[i].value);
-    }
-    pc_buf_release(&r->body);
+    pc_h1parse_release(&r->h1);
     free(r);
 }
 
 const char *pc_http_req_method(const struct pc_http_req *req)
 {
-    return req->method;
+    return req->h1.method;
 }
 
 const char *pc_http_req_path(const struct pc_http_req *req)
 {
-    return req->path;
+    return req->h1.path;
 }
 
 const char *pc_http_req_query(const struct pc_http_req *req)
 {
-    return req->query;
+    return req->h1.query;
 }
 
 const char *pc_http_req_target(const struct pc_http_req *req)
 {
-    return req->target;
+    return req->h1.target;
 }
 
 const char *pc_http_req_client(const struct pc_http_req *req)
@@ -286,23 +248,23 @@ const char *pc_http_req_client(const struct pc_http_req *req)
 
 const char *pc_http_req_header(const struct pc_http_req *req, const char *name)
 {
-    for (size_t i = 0; i < req->n_headers; i++) {
-        if (pc_strcaseeq(req->headers[i].name, name))
-            return req->headers[i].value;
+    for (size_t i = 0; i < req->h1.n_headers; i++) {
+        if (pc_strcaseeq(req->h1.headers[i].name, name))
+            return req->h1.headers[i].value;
     }
     return NULL;
 }
 
 const struct pc_header *pc_http_req_headers(const struct pc_http_req *req, size_t *n)
 {
-    *n = req->n_headers;
-    return req->headers;
+    *n = req->h1.n_headers;
+    return req->h1.headers;
 }
 
 const char *pc_http_req_body(const struct pc_http_req *req, size_t *len)
 {
-    *len = req->body.len;
-    return req->body.data ? req->body.data : "";
+    *len = req->h1.body.len;
+    return req->h1.body.data ? req->h1.body.data : "";
 }
 
 int pc_http_req_client_alive(const struct pc_http_req *req)
@@ -316,6 +278,46 @@ unsigned long long pc_http_req_start_us(const struct pc_http_req *req)
 }
 
 /* ---- connections ------------------------------------------------------------------- */
+
+/* Sets the bytes c counts in the output budget (and its worker's gauge) to held. */
+static void out_count(struct pc_conn *c, size_t held)
+{
+    int64_t delta = (int64_t)held - (int64_t)c->out_held;
+    if (delta == 0)
+        return;
+    c->out_held = held;
+    pc_budget_client_add(delta);
+    if (c->srv->lim.output_bytes != NULL)
+        PC_METRIC_ADD(*c->srv->lim.output_bytes, delta);
+}
+
+/* The output buffer changed while followed: count what is left; stop once it is empty. */
+static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)info;
+    struct pc_conn *c = arg;
+    size_t left = evbuffer_get_length(buf);
+    out_count(c, left);
+    if (left == 0)
+        evbuffer_cb_clear_flags(buf, c->out_cb, EVBUFFER_CB_ENABLED);
+}
+
+/*
+ * Counts c's unsent output in the budget and follows it until written (out_cb). Called
+ * once an answer is composed and, when possible, written: an answer the socket took at
+ * once never touches the process-wide counters.
+ */
+static void out_follow(struct pc_conn *c)
+{
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    size_t left = evbuffer_get_length(out);
+    out_count(c, left);
+    if (left == 0)
+        return;
+    if (c->out_cb == NULL && (c->out_cb = evbuffer_add_cb(out, out_cb, c)) == NULL)
+        return; /* out of memory: counted until the connection is freed */
+    evbuffer_cb_set_flags(out, c->out_cb, EVBUFFER_CB_ENABLED);
+}
 
 static void conn_free(struct pc_conn *c)
 {
@@ -336,6 +338,9 @@ static void conn_free(struct pc_conn *c)
     srv->n_conns--;
     if (c->deadline != NULL)
         event_free(c->deadline);
+    if (c->out_cb != NULL) /* output dropped unsent leaves the budget here */
+        evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
+    out_count(c, 0);
     bufferevent_free(c->bev);
     free(c);
 }
@@ -474,8 +479,8 @@ static void conn_fail(struct pc_conn *c, int status, const char *msg)
         const struct pc_http_req *r = c->req;
         struct pc_http_failure f = {
             .client = c->peer,
-            .method = r != NULL && r->method != NULL ? r->method : "-",
-            .path = r != NULL && r->path != NULL ? r->path : "-",
+            .method = r != NULL && r->h1.method != NULL ? r->h1.method : "-",
+            .path = r != NULL && r->h1.path != NULL ? r->h1.path : "-",
             .status = status,
             .total_ms = r != NULL ? (double)(pc_now_us() - r->start_us) / 1000.0 : 0,
         };
@@ -485,7 +490,7 @@ static void conn_fail(struct pc_conn *c, int status, const char *msg)
     pc_buf_init(&body);
     pc_buf_json_error(&body, msg);
     struct pc_header ct = {(char *)"Content-Type", (char *)"application/json"};
-    int minor = c->req != NULL && c->req->method != NULL ? c->req->minor : 1;
+    int minor = c->req != NULL && c->req->h1.method != NULL ? c->req->h1.minor : 1;
     c->close_after = 1;
     write_response(c, status, minor, 0, &ct, 1, body.data ? body.data : "", body.len);
     pc_buf_release(&body);
@@ -494,371 +499,71 @@ static void conn_fail(struct pc_conn *c, int status, const char *msg)
         c->req = NULL;
     }
     c->state = CS_WRITING;
+    out_follow(c);
     bufferevent_enable(c->bev, EV_WRITE);
 }
 
-/* Parses "METHOD SP target SP HTTP/1.x". 0 ok; else the status to answer. */
-static int parse_request_line(struct pc_http_req *r, const char *line, const char **why)
+/*
+ * Feeds the buffered input to the request's reader (h1parse) and drains what it took: never
+ * more than this request's bytes, so a pipelined request stays in the buffer.
+ */
+static enum pc_h1_result feed_input(struct pc_conn *c)
 {
-    const char *sp1 = strchr(line, ' ');
-    if (sp1 == NULL || sp1 == line) {
-        *why = "malformed request line";
-        return 400;
-    }
-    const char *sp2 = strchr(sp1 + 1, ' ');
-    if (sp2 == NULL || sp2 == sp1 + 1 || strchr(sp2 + 1, ' ') != NULL) {
-        *why = "malformed request line";
-        return 400;
-    }
-    for (const char *p = line; p < sp1; p++) {
-        if (*p < 'A' || *p > 'Z') {
-            *why = "malformed request method";
-            return 400;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct pc_h1req *h = &c->req->h1;
+    enum pc_h1_result res;
+    int nv;
+    do {
+        struct evbuffer_iovec v[8];
+        size_t used, taken = 0;
+        nv = evbuffer_peek(in, -1, NULL, v, 8);
+        res = pc_h1parse_feed(h, NULL, 0, &used); /* a head without a body ends here */
+        for (int i = 0; i < nv && i < 8 && res == PC_H1_MORE; i++) {
+            res = pc_h1parse_feed(h, v[i].iov_base, v[i].iov_len, &used);
+            taken += used;
         }
-    }
-    const char *ver = sp2 + 1;
-    if (strncmp(ver, "HTTP/1.", 7) != 0 || ver[7] < '0' || ver[7] > '9' || ver[8] != '\0') {
-        *why =
-            strncmp(ver, "HTTP/", 5) == 0 ? "HTTP version not supported" : "malformed HTTP version";
-        return strncmp(ver, "HTTP/", 5) == 0 ? 505 : 400;
-    }
-    r->minor = ver[7] - '0';
-    r->method = strndup(line, (size_t)(sp1 - line));
-    r->target = strndup(sp1 + 1, (size_t)(sp2 - sp1 - 1));
-    if (r->method == NULL || r->target == NULL) {
-        *why = "out of memory";
-        return 503;
-    }
-    if (strncasecmp(r->target, "http://", 7) == 0 || strncasecmp(r->target, "https://", 8) == 0) {
-        /* absolute-form (RFC 9112 3.2.2): keep the path and query, drop the authority */
-        const char *auth = strstr(r->target, "//") + 2;
-        const char *path = auth + strcspn(auth, "/?");
-        char *t = *path == '/' ? strdup(path) : NULL;
-        if (*path != '/' && asprintf(&t, "/%s", path) < 0)
-            t = NULL;
-        if (t == NULL) {
-            *why = "out of memory";
-            return 503;
-        }
-        free(r->target);
-        r->target = t;
-    }
-    if (r->target[0] != '/') {
-        *why = "request target must be an absolute path";
-        return 400;
-    }
-    for (const char *p = r->target; *p; p++) {
-        if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
-            *why = "invalid character in request target";
-            return 400;
-        }
-    }
-    const char *q = strchr(r->target, '?');
-    r->path = q ? strndup(r->target, (size_t)(q - r->target)) : strdup(r->target);
-    r->query = strdup(q ? q + 1 : "");
-    if (r->path == NULL || r->query == NULL) {
-        *why = "out of memory";
-        return 503;
-    }
-    r->is_head = strcmp(r->method, "HEAD") == 0;
-    r->keep_alive = r->minor >= 1;
-    return 0;
+        evbuffer_drain(in, taken);
+    } while (res == PC_H1_MORE && nv > 8);
+    return res;
 }
 
-static int is_tchar(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch != '\0' && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
-}
-
-/* Parses one "Name: value" line. 0 ok; else the status to answer. */
-static int parse_header_line(struct pc_http_req *r, const char *line, const char **why)
-{
-    if (line[0] == ' ' || line[0] == '\t') {
-        *why = "obsolete header line folding";
-        return 400;
-    }
-    const char *colon = strchr(line, ':');
-    if (colon == NULL || colon == line) {
-        *why = "malformed header line";
-        return 400;
-    }
-    for (const char *p = line; p < colon; p++) {
-        if (!is_tchar(*p)) {
-            *why = "invalid character in header name";
-            return 400;
-        }
-    }
-    if (r->n_headers >= PC_HTTP_MAX_HEADERS) {
-        *why = "too many header fields";
-        return 431;
-    }
-    const char *v = colon + 1;
-    for (const char *q = v; *q; q++) {
-        /* A bare CR (or any control byte but tab) would reach the model server as a
-         * header boundary of its own: header injection. */
-        if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7f) {
-            *why = "control character in header value";
-            return 400;
-        }
-    }
-    while (*v == ' ' || *v == '\t')
-        v++;
-    size_t vl = strlen(v);
-    while (vl > 0 && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
-        vl--;
-    struct pc_header *h = &r->headers[r->n_headers];
-    h->name = strndup(line, (size_t)(colon - line));
-    h->value = strndup(v, vl);
-    if (h->name == NULL || h->value == NULL) {
-        free(h->name);
-        free(h->value);
-        *why = "out of memory";
-        return 503;
-    }
-    r->n_headers++;
-    return 0;
-}
-
-/* Decides the body framing once the head is complete. 0 ok; else the status to answer. */
-static int finish_head(struct pc_conn *c, struct pc_http_req *r, const char **why)
-{
-    const char *te = pc_http_req_header(r, "Transfer-Encoding");
-    const char *cl = NULL;
-    for (size_t i = 0; i < r->n_headers; i++) {
-        if (!pc_strcaseeq(r->headers[i].name, "Content-Length"))
-            continue;
-        if (cl != NULL && strcmp(cl, r->headers[i].value) != 0) {
-            *why = "conflicting Content-Length headers";
-            return 400;
-        }
-        cl = r->headers[i].value;
-    }
-    const char *conn = pc_http_req_header(r, "Connection");
-    if (conn != NULL) {
-        if (header_has_token(conn, "close"))
-            r->keep_alive = 0;
-        else if (r->minor == 0 && header_has_token(conn, "keep-alive"))
-            r->keep_alive = 1;
-    }
-    if (te != NULL) {
-        if (cl != NULL) { /* both: a smuggling attempt or a broken client */
-            *why = "both Transfer-Encoding and Content-Length";
-            return 400;
-        }
-        if (!pc_strcaseeq(te, "chunked")) {
-            *why = "unsupported Transfer-Encoding";
-            return 501;
-        }
-        r->chunked = 1;
-        r->chunk = CH_SIZE;
-    } else if (cl != NULL) {
-        char *end;
-        errno = 0;
-        unsigned long long n = strtoull(cl, &end, 10);
-        if (cl[0] < '0' || cl[0] > '9' || *end != '\0' || errno != 0) {
-            *why = "invalid Content-Length";
-            return 400;
-        }
-        if (n > c->srv->lim.max_body_bytes) {
-            *why = "request body too large";
-            return 413;
-        }
-        r->body_left = (size_t)n;
-        if (n > 0 && pc_buf_reserve(&r->body, (size_t)n) != 0) {
-            *why = "out of memory";
-            return 503;
-        }
-    }
-    const char *expect = pc_http_req_header(r, "Expect");
-    if (expect != NULL) {
-        if (!pc_strcaseeq(expect, "100-continue")) {
-            *why = "unsupported expectation";
-            return 417;
-        }
-        if (r->minor >= 1 && (r->chunked || r->body_left > 0) &&
-            evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
-            evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
-            bufferevent_enable(c->bev, EV_WRITE); /* it may be off after a written answer */
-        }
-    }
-    return 0;
-}
-
-/* The request line alone (414) or the whole head (431) is over max_header_bytes. */
-static void fail_head_too_large(struct pc_conn *c)
-{
-    if (c->req != NULL && c->req->method != NULL)
-        conn_fail(c, 431, "request header fields too large");
-    else
-        conn_fail(c, 414, "request line too long");
-}
-
-/* Reads head lines. 1: head complete; 0: need more input; -1: failed (answered). */
+/* Reads the head. 1: head complete; 0: need more input; -1: failed (answered). */
 static int read_head(struct pc_conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    size_t max = c->srv->lim.max_header_bytes;
-    for (;;) {
-        size_t n;
-        char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
-        if (line == NULL) {
-            size_t pending = evbuffer_get_length(in);
-            size_t used = c->req ? c->req->head_bytes : 0;
-            if (used + pending > max) {
-                fail_head_too_large(c);
-                return -1;
-            }
-            return 0;
-        }
-        if (c->req == NULL) {
-            if (n == 0) { /* empty lines before a request are allowed */
-                free(line);
-                continue;
-            }
-            c->req = req_new(c);
-            if (c->req == NULL) {
-                free(line);
-                conn_fail(c, 503, "out of memory");
-                return -1;
-            }
-        }
-        struct pc_http_req *r = c->req;
-        r->head_bytes += n + 2;
-        const char *why = NULL;
-        int st = 0;
-        if (r->head_bytes > max) {
-            free(line);
-            fail_head_too_large(c);
-            return -1;
-        }
-        if (memchr(line, '\0', n) != NULL) {
-            st = 400;
-            why = "NUL byte in request head";
-        } else if (r->method == NULL)
-            st = parse_request_line(r, line, &why);
-        else if (n == 0)
-            st = finish_head(c, r, &why);
-        else
-            st = parse_header_line(r, line, &why);
-        free(line);
-        if (st != 0) {
-            conn_fail(c, st, why);
-            return -1;
-        }
-        if (n == 0 && r->method != NULL)
-            return 1;
-    }
-}
-
-/*
- * chunk-size = 1*HEXDIG [BWS ";" ext]: strtoull would also take signs, "0x" and leading
- * blanks, which a front proxy may read differently (request smuggling). 0 ok.
- */
-static int parse_chunk_size(const char *line, size_t *out)
-{
-    size_t v = 0;
-    const char *p = line;
-    for (; isxdigit((unsigned char)*p); p++) {
-        if (v > (SIZE_MAX >> 4))
-            return -1;
-        v = (v << 4) | (size_t)(isdigit((unsigned char)*p) ? *p - '0' : (tolower(*p) - 'a' + 10));
-    }
-    if (p == line)
-        return -1;
-    while (*p == ' ' || *p == '\t')
-        p++;
-    if (*p != '\0' && *p != ';')
-        return -1;
-    *out = v;
-    return 0;
-}
-
-/* Moves up to body_left buffered bytes into the body. 0 ok; -1 failed (answered). */
-static int take_body(struct pc_conn *c, struct pc_http_req *r)
-{
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    size_t avail = evbuffer_get_length(in);
-    size_t take = avail < r->body_left ? avail : r->body_left;
-    if (take == 0)
-        return 0;
-    if (pc_buf_reserve(&r->body, take) != 0) {
+    if (c->req == NULL && (c->req = req_new(c)) == NULL) {
         conn_fail(c, 503, "out of memory");
         return -1;
     }
-    evbuffer_remove(in, r->body.data + r->body.len, take);
-    r->body.len += take;
-    r->body.data[r->body.len] = '\0';
-    r->body_left -= take;
-    return 0;
-}
-
-/* Reads the chunked body. 1 complete; 0 need more; -1 failed (answered). */
-static int read_chunked(struct pc_conn *c, struct pc_http_req *r)
-{
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    for (;;) {
-        if (r->chunk == CH_DATA) {
-            if (take_body(c, r) != 0)
-                return -1;
-            if (r->body_left > 0)
-                return 0;
-            r->chunk = CH_DATA_END;
-            continue;
-        }
-        size_t n;
-        char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
-        if (line == NULL) {
-            if (evbuffer_get_length(in) > 4096) {
-                conn_fail(c, 400, "malformed chunked body");
-                return -1;
-            }
-            return 0;
-        }
-        int bad = 0;
-        if (r->chunk == CH_SIZE) {
-            size_t sz;
-            if (parse_chunk_size(line, &sz) != 0)
-                bad = 1;
-            else if (sz > c->srv->lim.max_body_bytes ||
-                     r->body.len + sz > c->srv->lim.max_body_bytes) {
-                free(line);
-                conn_fail(c, 413, "request body too large");
-                return -1;
-            } else if (sz == 0) {
-                r->chunk = CH_TRAILER;
-            } else {
-                r->body_left = (size_t)sz;
-                r->chunk = CH_DATA;
-            }
-        } else if (r->chunk == CH_DATA_END) {
-            bad = n != 0;
-            r->chunk = CH_SIZE;
-        } else { /* CH_TRAILER: ignore trailer fields until the blank line */
-            r->head_bytes += n + 2;
-            if (r->head_bytes > c->srv->lim.max_header_bytes)
-                bad = 1;
-            else if (n == 0) {
-                free(line);
-                return 1;
-            }
-        }
-        free(line);
-        if (bad) {
-            conn_fail(c, 400, "malformed chunked body");
-            return -1;
-        }
+    struct pc_h1req *h = &c->req->h1;
+    enum pc_h1_result res = feed_input(c);
+    if (res == PC_H1_ERROR) {
+        conn_fail(c, h->status, h->why);
+        return -1;
     }
+    if (res == PC_H1_MORE) {
+        if (pc_h1parse_idle(h)) { /* only empty lines so far: no request has begun */
+            req_free(c->req);
+            c->req = NULL;
+        }
+        return 0;
+    }
+    if (h->expect_continue && h->minor >= 1 && h->state != PC_H1_S_DONE &&
+        evbuffer_get_length(bufferevent_get_input(c->bev)) == 0) {
+        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        bufferevent_enable(c->bev, EV_WRITE); /* it may be off after a written answer */
+    }
+    return 1;
 }
 
 /* Reads the body. 1 complete; 0 need more; -1 failed (answered). */
 static int read_body(struct pc_conn *c, struct pc_http_req *r)
 {
-    if (r->chunked)
-        return read_chunked(c, r);
-    if (take_body(c, r) != 0)
+    enum pc_h1_result res = feed_input(c);
+    if (res == PC_H1_ERROR) {
+        conn_fail(c, r->h1.status, r->h1.why);
         return -1;
-    return r->body_left == 0 ? 1 : 0;
+    }
+    return res == PC_H1_DONE ? 1 : 0;
 }
 
 /* Advances the state machine as far as the buffered input allows. */
@@ -875,7 +580,7 @@ static void conn_process(struct pc_conn *c)
         if (rc <= 0)
             return;
         struct pc_http_req *r = c->req;
-        c->close_after = !r->keep_alive || c->srv->stopping;
+        c->close_after = !r->h1.keep_alive || c->srv->stopping;
         c->state = CS_HANDLING;
         if (c->deadline != NULL)
             event_del(c->deadline);
@@ -984,14 +689,45 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         bufferevent_disable(c->bev, EV_READ);
         return;
     }
+    size_t unsent = evbuffer_get_length(bufferevent_get_output(c->bev));
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_WRITING) && unsent > 0) {
+        /* The socket took nothing for idle_timeout_ms: a client that does not read would
+         * hold its answer (and its share of max_output_bytes) for ever. */
+        pc_log(PC_LOG_INFO, "http: %s read nothing for %d ms, %zu answer bytes unsent: closed",
+               c->peer, c->srv->lim.idle_timeout_ms, unsent);
+        if (c->srv->lim.clients_stalled != NULL)
+            PC_METRIC_INC(*c->srv->lim.clients_stalled);
+    }
     conn_free(c);
 }
 
 /* ---- replies ----------------------------------------------------------------------- */
 
+/*
+ * A large answer that no model server transfer handed over (a hit: its bytes were never
+ * counted) and that does not fit the output budget is refused rather than buffered: a
+ * client that does not read would hold it until idle_timeout_ms, and enough of them would
+ * grow memory to max_connections answers. 1 when req's answer is refused.
+ */
+static int shed_over_budget(const struct pc_conn *c, const struct pc_http_req *req, size_t len,
+                            int credit)
+{
+    if (credit || req->h1.is_head || !c->srv->lim.shed_over_budget || pc_budget_fits(len))
+        return 0;
+    pc_log(PC_LOG_INFO,
+           "http: %s %s %s: answer of %zu bytes refused (503): %llu answer bytes held for "
+           "clients, max_output_bytes %zu",
+           c->peer, req->h1.method, req->h1.path, len,
+           (unsigned long long)(pc_budget_client() + pc_budget_backend()), pc_budget_limit());
+    if (c->srv->lim.answers_shed != NULL)
+        PC_METRIC_INC(*c->srv->lim.answers_shed);
+    return 1;
+}
+
 void pc_http_reply(struct pc_http_req *req, int status, const struct pc_header *headers,
                    size_t n_headers, const char *body, size_t len)
 {
+    int credit = pc_budget_credit_take(); /* the first answer a transfer hands over */
     struct pc_conn *c = req->conn;
     if (c == NULL) { /* the client went away while we worked */
         req_free(req);
@@ -1000,15 +736,29 @@ void pc_http_reply(struct pc_http_req *req, int status, const struct pc_header *
     assert(c->state == CS_HANDLING && c->req == req);
     if (c->srv->stopping)
         c->close_after = 1;
+    struct pc_buf shed;
+    pc_buf_init(&shed);
+    struct pc_header shed_h[] = {{(char *)"Content-Type", (char *)"application/json"},
+                                 {(char *)"Retry-After", (char *)"1"}};
+    if (shed_over_budget(c, req, len, credit)) {
+        pc_buf_json_error(&shed, "too many answer bytes waiting for clients to read them");
+        status = 503;
+        headers = shed_h;
+        n_headers = sizeof shed_h / sizeof shed_h[0];
+        body = shed.data ? shed.data : "";
+        len = shed.len;
+    }
     /* Composed with the write event off: most answers fit the socket buffer and are
      * written at once below, without arming the write event and a loop round for it. */
     bufferevent_disable(c->bev, EV_WRITE);
-    write_response(c, status, req->minor, req->is_head, headers, n_headers, body, len);
+    write_response(c, status, req->h1.minor, req->h1.is_head, headers, n_headers, body, len);
+    pc_buf_release(&shed);
     c->req = NULL;
     req_free(req);
     c->state = CS_WRITING;
     if (try_write_now(c))
         return;
+    out_follow(c);
     bufferevent_enable(c->bev, c->read_eof ? EV_WRITE : EV_WRITE | EV_READ);
 }
 

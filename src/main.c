@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -31,6 +32,7 @@
 #include "predcache/worker.h"
 
 #define PC_VERSION "0.1.0"
+#define PC_MMAP_THRESHOLD (1 << 20)
 
 static void usage(FILE *out)
 {
@@ -349,6 +351,12 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    /* Answer-sized buffers (a model server answer, an answer waiting in an output buffer)
+     * are mapped on their own and go back to the system when freed. glibc's default raises
+     * its threshold to the largest block freed (up to 32 MB), after which such buffers come
+     * from the heaps, and RSS stays where the largest burst of them left it: with
+     * max_output_bytes bounding live answer bytes, RSS would still not follow them down. */
+    mallopt(M_MMAP_THRESHOLD, PC_MMAP_THRESHOLD);
     /* Once, before any thread: libcurl's global state is not thread-safe to set up. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "predcache: curl_global_init failed\n");

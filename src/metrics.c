@@ -108,6 +108,20 @@ int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out)
                         "# HELP predcache_jobs_running Async jobs held by this process\n"
                         "# TYPE predcache_jobs_running gauge\npredcache_jobs_running %lld\n",
                         (long long)m->jobs_running);
+    rc |= pc_buf_printf(out,
+                        "# HELP predcache_output_buffered_bytes Answer bytes in client "
+                        "connections' output buffers, not yet taken by their sockets\n"
+                        "# TYPE predcache_output_buffered_bytes gauge\n"
+                        "predcache_output_buffered_bytes %lld\n"
+                        "# HELP predcache_backend_buffered_bytes Model server answer bytes "
+                        "received by transfers in flight\n"
+                        "# TYPE predcache_backend_buffered_bytes gauge\n"
+                        "predcache_backend_buffered_bytes %lld\n"
+                        "# HELP predcache_backend_paused Model server transfers paused until "
+                        "answer bytes held for clients fall under max_output_bytes\n"
+                        "# TYPE predcache_backend_paused gauge\npredcache_backend_paused %lld\n",
+                        (long long)m->output_buffered, (long long)m->backend_buffered,
+                        (long long)m->backend_paused);
     return rc ? -1 : 0;
 }
 
@@ -177,6 +191,9 @@ void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shar
         sum->in_flight += PC_METRIC_GET(m->in_flight);
         sum->store_pending += PC_METRIC_GET(m->store_pending);
         sum->jobs_running += PC_METRIC_GET(m->jobs_running);
+        sum->output_buffered += PC_METRIC_GET(m->output_buffered);
+        sum->backend_buffered += PC_METRIC_GET(m->backend_buffered);
+        sum->backend_paused += PC_METRIC_GET(m->backend_paused);
         sum->redis_up = sum->redis_up && PC_METRIC_GET(m->redis_up);
         sum->backend_up = sum->backend_up && PC_METRIC_GET(m->backend_up);
     }

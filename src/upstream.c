@@ -9,6 +9,13 @@
  * own callbacks: timer_cb only arms a libevent timer. A socket's struct is not touched
  * after curl_multi_socket_action returns, since CURL_POLL_REMOVE may have freed it.
  * Connections stay in the multi handle's cache and are reused across transfers.
+ *
+ * Backpressure (the output budget, budget.h): write_cb counts each chunk of answer in the
+ * budget; when the budget is full it returns CURL_WRITEFUNC_PAUSE (curl keeps the chunk and
+ * stops reading the socket) and arms the resume timer. resume_cb, a libevent timer and so
+ * outside any curl callback, lets paused transfers go on with curl_easy_pause(CONT) once
+ * the budget allows; curl may hand over the kept chunk inside that call, and write_cb may
+ * pause again. A transfer's answer is handed over with the budget's credit (finish()).
  */
 #include "predcache/upstream.h"
 
@@ -19,16 +26,26 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
+#include "predcache/budget.h"
 #include "predcache/config.h"
 #include "predcache/log.h"
+#include "predcache/metrics.h"
+
+/* How often paused transfers look at the budget again. The workers share the budget but
+ * not their loops: a client of another worker that drains its output wakes nobody here. */
+#define PC_UPSTREAM_RESUME_MS 10
 
 struct pc_upstream {
     struct event_base *base;
     struct pc_backend_cfg be; /* url, timeouts and limits of this backend (a copy) */
     CURLM *multi;
     struct event *timer;
+    struct event *resume;  /* armed while transfers are paused (resume_cb) */
     struct pc_xfer *xfers; /* every transfer in flight, for pc_upstream_free */
     size_t active;
+    size_t n_paused;
+    int unbudgeted; /* pc_upstream_new_for: outside the output budget */
+    struct pc_upstream_gauges g;
     char base_url[1024]; /* without a trailing '/' */
 };
 
@@ -48,6 +65,10 @@ struct pc_xfer {
     struct pc_buf conn; /* the Connection header's tokens: headers it names end here */
     int too_large;
     int is_head;
+    int paused;        /* by write_cb, over the output budget */
+    int admitted;      /* its whole length is counted in the budget: it never pauses */
+    curl_off_t length; /* the answer's Content-Length; -1: unknown; -2: not asked yet */
+    size_t held;       /* answer bytes counted in the output budget */
     char errbuf[CURL_ERROR_SIZE];
     struct pc_xfer *prev, *next;
 };
@@ -70,9 +91,37 @@ static void resp_clear(struct pc_upstream_resp *r)
     r->n_headers = 0;
 }
 
+/* x is paused (1) or goes on (0): the counts follow. */
+static void set_paused(struct pc_xfer *x, int paused)
+{
+    struct pc_upstream *up = x->up;
+    if (x->paused == paused)
+        return;
+    x->paused = paused;
+    if (paused)
+        up->n_paused++;
+    else
+        up->n_paused--;
+    if (up->g.paused != NULL)
+        PC_METRIC_ADD(*up->g.paused, paused ? 1 : -1);
+    if (paused && up->g.pauses != NULL)
+        PC_METRIC_INC(*up->g.pauses);
+}
+
+static void count_held(struct pc_xfer *x, int64_t delta)
+{
+    x->held = (size_t)((int64_t)x->held + delta);
+    pc_budget_backend_add(delta);
+    if (x->up->g.buffered != NULL)
+        PC_METRIC_ADD(*x->up->g.buffered, delta);
+}
+
 static void xfer_free(struct pc_xfer *x)
 {
     struct pc_upstream *up = x->up;
+    set_paused(x, 0);
+    count_held(x, -(int64_t)x->held);
+    pc_budget_release(x);
     if (x->prev)
         x->prev->next = x->next;
     else
@@ -147,7 +196,10 @@ static void finish(struct pc_xfer *x, CURLcode rc)
     if (r->body.data == NULL)
         pc_buf_append(&r->body, "", 0);
     curl_multi_remove_handle(x->up->multi, x->easy);
+    /* Its bytes were admitted to the budget as they came: its answer is not refused. */
+    pc_budget_credit_begin();
     x->cb(r, x->arg);
+    pc_budget_credit_end();
     xfer_free(x);
 }
 
@@ -235,17 +287,77 @@ static int sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *soc
 
 /* ---- per-transfer callbacks -------------------------------------------------------- */
 
+/*
+ * May x take n more bytes of answer now (budget.h)? An answer of known length asks once
+ * for all of it and is counted whole when admitted; one of unknown length asks per chunk.
+ */
+static int budget_allows(struct pc_xfer *x, size_t n)
+{
+    if (x->admitted || x->up->unbudgeted)
+        return 1;
+    if (x->length < 0)
+        return pc_budget_may_take(x, x->held, n);
+    if (!pc_budget_admit(x, (size_t)x->length))
+        return 0;
+    x->admitted = 1;
+    if ((size_t)x->length > x->held)
+        count_held(x, (int64_t)((size_t)x->length - x->held));
+    return 1;
+}
+
 static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     struct pc_xfer *x = userdata;
     size_t n = size * nmemb;
-    if (x->resp.body.len + n > x->up->be.max_response_bytes) {
+    if (x->length == -2 &&
+        curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &x->length) != CURLE_OK)
+        x->length = -1;
+    size_t max = x->up->be.max_response_bytes;
+    if (x->resp.body.len + n > max || (x->length >= 0 && (uint64_t)x->length > max)) {
         x->too_large = 1;
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
     }
+    if (!budget_allows(x, n)) {
+        /* curl keeps this chunk and hands it over again when resume_cb lets x go on. */
+        set_paused(x, 1);
+        if (!evtimer_pending(x->up->resume, NULL)) {
+            struct timeval tv = {0, PC_UPSTREAM_RESUME_MS * 1000};
+            evtimer_add(x->up->resume, &tv);
+        }
+        return CURL_WRITEFUNC_PAUSE;
+    }
     if (pc_buf_append(&x->resp.body, ptr, n) != 0)
         return 0;
+    if (x->resp.body.len > x->held && !x->up->unbudgeted)
+        count_held(x, (int64_t)(x->resp.body.len - x->held));
     return n;
+}
+
+/* A libevent timer, outside any curl callback: paused transfers the budget lets go on
+ * resume. curl_easy_pause may call write_cb (the kept chunk), which may pause x again. */
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_upstream *up = arg;
+    struct pc_xfer *next;
+    for (struct pc_xfer *x = up->xfers; x != NULL; x = next) {
+        next = x->next;
+        if (!x->paused || !(x->length >= 0 ? budget_allows(x, 0) : pc_budget_may_resume(x)))
+            continue;
+        set_paused(x, 0);
+        CURLcode rc = curl_easy_pause(x->easy, CURLPAUSE_CONT);
+        if (rc != CURLE_OK) {
+            /* The kept chunk was refused: the transfer would wait for data that never
+             * comes. Fail it now (outside curl's callbacks, so its handle may go). */
+            pc_log(PC_LOG_WARN, "upstream: resuming a transfer failed: %s", curl_easy_strerror(rc));
+            finish(x, rc);
+        }
+    }
+    if (up->n_paused > 0) {
+        struct timeval tv = {0, PC_UPSTREAM_RESUME_MS * 1000};
+        evtimer_add(up->resume, &tv);
+    }
 }
 
 /* Keeps the end-to-end headers of the final response (a 100 Continue resets them). */
@@ -321,7 +433,10 @@ struct pc_upstream *pc_upstream_new_for(struct event_base *base, const struct pc
     struct pc_backend_cfg be;
     pc_config_backend(cfg, 0, &be);
     pc_strlcpy(be.url, base_url, sizeof be.url);
-    return pc_upstream_new_backend(base, &be);
+    struct pc_upstream *up = pc_upstream_new_backend(base, &be);
+    if (up != NULL)
+        up->unbudgeted = 1;
+    return up;
 }
 
 struct pc_upstream *pc_upstream_new_backend(struct event_base *base,
@@ -338,7 +453,8 @@ struct pc_upstream *pc_upstream_new_backend(struct event_base *base,
         up->base_url[--bl] = '\0';
     up->multi = curl_multi_init();
     up->timer = evtimer_new(base, timeout_cb, up);
-    if (up->multi == NULL || up->timer == NULL) {
+    up->resume = evtimer_new(base, resume_cb, up);
+    if (up->multi == NULL || up->timer == NULL || up->resume == NULL) {
         pc_upstream_free(up);
         return NULL;
     }
@@ -372,12 +488,19 @@ void pc_upstream_free(struct pc_upstream *up)
         curl_multi_cleanup(up->multi);
     if (up->timer)
         event_free(up->timer);
+    if (up->resume)
+        event_free(up->resume);
     free(up);
 }
 
 size_t pc_upstream_active(const struct pc_upstream *up)
 {
     return up->active;
+}
+
+void pc_upstream_set_gauges(struct pc_upstream *up, const struct pc_upstream_gauges *g)
+{
+    up->g = *g;
 }
 
 static int has_header(const struct pc_header *h, size_t n, const char *name)
@@ -389,27 +512,35 @@ static int has_header(const struct pc_header *h, size_t n, const char *name)
     return 0;
 }
 
-/* Request headers for curl: end-to-end ones only, and none that curl must own. */
+/*
+ * Request headers for curl: end-to-end ones only, and none that curl must own. A name
+ * with an underscore is dropped (as nginx does): CGI-style servers read X_Foo and X-Foo
+ * as one name (HTTP_X_FOO), so a client could pass what predcache took for another
+ * header, or none, as Content-Length, Authorization or X-Api-Key. Every other header goes
+ * on whole, whatever its length (http.c bounds the head).
+ */
 static struct curl_slist *build_headers(const struct pc_header *headers, size_t n)
 {
     struct curl_slist *list = NULL, *t;
+    struct pc_buf line;
+    pc_buf_init(&line);
     for (size_t i = 0; i < n; i++) {
         const char *name = headers[i].name;
         if (pc_http_is_hop_by_hop(name) || pc_strcaseeq(name, "host") ||
-            pc_strcaseeq(name, "content-length") || pc_strcaseeq(name, "expect"))
+            pc_strcaseeq(name, "content-length") || pc_strcaseeq(name, "expect") ||
+            strchr(name, '_') != NULL)
             continue;
-        char line[8192];
-        int len;
+        line.len = 0;
+        int rc = pc_buf_append_str(&line, name);
         if (headers[i].value[0] == '\0')
-            len = snprintf(line, sizeof line, "%s;", name); /* curl's form for empty values */
+            rc |= pc_buf_append_char(&line, ';'); /* curl's form for an empty value */
         else
-            len = snprintf(line, sizeof line, "%s: %s", name, headers[i].value);
-        if (len < 0 || (size_t)len >= sizeof line)
-            continue;
-        if ((t = curl_slist_append(list, line)) == NULL)
+            rc |= pc_buf_append(&line, ": ", 2) | pc_buf_append_str(&line, headers[i].value);
+        if (rc != 0 || (t = curl_slist_append(list, line.data)) == NULL)
             goto fail;
         list = t;
     }
+    pc_buf_release(&line);
     /* No "Expect: 100-continue" round trip to the model server, and none of the headers
      * curl would add on its own: what the client did not send is not sent. */
     if ((t = curl_slist_append(list, "Expect:")) == NULL)
@@ -423,6 +554,7 @@ static struct curl_slist *build_headers(const struct pc_header *headers, size_t 
         goto fail;
     return t;
 fail:
+    pc_buf_release(&line);
     curl_slist_free_all(list);
     return NULL;
 }
@@ -438,6 +570,7 @@ struct pc_xfer *pc_upstream_send(struct pc_upstream *up, const char *method, con
     x->up = up;
     x->cb = cb;
     x->arg = arg;
+    x->length = -2;
     pc_buf_init(&x->resp.body);
     pc_buf_init(&x->conn);
     x->easy = curl_easy_init();

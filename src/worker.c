@@ -17,6 +17,7 @@
 
 #include <event2/event.h>
 
+#include "predcache/budget.h"
 #include "predcache/config.h"
 #include "predcache/flight.h"
 #include "predcache/generations.h"
@@ -195,7 +196,15 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         .read_timeout_ms = cfg->request_timeout_ms,
         .max_connections = cfg->max_connections,
         .answers_queued = &w->metrics.answers_queued,
+        .output_bytes = &w->metrics.output_buffered,
+        .shed_over_budget = 1,
+        .answers_shed = &w->metrics.answers_shed,
+        .clients_stalled = &w->metrics.clients_stalled,
     };
+    /* One budget for the process; the workers are set up one after another, before any
+     * of them runs. */
+    if (w->id == 0)
+        pc_budget_set_limit(cfg->max_output_bytes);
     w->n_backends = 1 + cfg->n_backends;
     for (size_t i = 0; i < w->n_backends; i++) {
         struct pc_backend_cfg def;
@@ -205,6 +214,11 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
             snprintf(err, errlen, "cannot create the model server client");
             return -1;
         }
+        pc_upstream_set_gauges(w->ups[i], &(struct pc_upstream_gauges){
+                                              .buffered = &w->metrics.backend_buffered,
+                                              .paused = &w->metrics.backend_paused,
+                                              .pauses = &w->metrics.backend_pauses,
+                                          });
         w->healths[i] =
             pc_health_new(base, be, w->ups[i], i == 0 ? &w->metrics.backend_up : &w->backend_up[i]);
         if (w->healths[i] == NULL) {
@@ -245,6 +259,11 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         struct pc_http_limits admin_lim = lim;
         admin_lim.on_failure = NULL; /* the data port's counters and access log only */
         admin_lim.answers_queued = NULL;
+        /* The operator's answers (/metrics above all) are never refused for the budget;
+         * their bytes still count in it. */
+        admin_lim.shed_over_budget = 0;
+        admin_lim.answers_shed = NULL;
+        admin_lim.clients_stalled = NULL;
         admin_lim.max_body_bytes = 65536; /* the admin port takes no large bodies */
         admin_lim.bind = PC_HTTP_EXCLUSIVE;
         w->admin = pc_http_server_new(base, cfg->admin_listen, &admin_lim, pc_admin_handle, w, err,

@@ -81,8 +81,8 @@ struct pc_config {
     int drain_timeout_ms;          /* bound of the SIGTERM drain; default 10000 */
     int max_connections;           /* client connections per listener; default 10000 */
     size_t max_output_bytes; /* answer bytes buffered for clients, process-wide; 0 = no bound */
-    char admin_token[PC_CFG_STR];  /* Bearer token for mutating admin endpoints; "" = none */
-    int workers;                   /* event loop threads, 1..64; 0 = auto (usable CPUs) */
+    char admin_token[PC_CFG_STR]; /* Bearer token for mutating admin endpoints; "" = none */
+    int workers;                  /* event loop threads, 1..64; 0 = auto (usable CPUs) */
 
     /* [backend] */
     char backend_url[1024]; /* base URL of the model server; default http://127.0.0.1:8501 */
@@ -130,10 +130,10 @@ struct pc_config {
     int allow_client_controls; /* honour Cache-Control and X-Predcache-Namespace; default on */
     char client_controls_token[PC_CFG_STR]; /* X-Predcache-TTL and -Namespace need it; "" */
     int max_batch_instances; /* instances a batch may hold to be cached per instance; 10000 */
-    int grace_s;               /* entries are kept and served stale this long past ttl_s; 3600 */
-    int lock_timeout_ms;   /* cross-process coalescing: wait for another's call; 0 = off; 5000 */
-    int max_ttl_s;         /* bound of a client's X-Predcache-TTL; default 604800 */
-    int version_refresh_s; /* model versions resolved from the status endpoint; 0 = off; 30 */
+    int grace_s;             /* entries are kept and served stale this long past ttl_s; 3600 */
+    int lock_timeout_ms;     /* cross-process coalescing: wait for another's call; 0 = off; 5000 */
+    int max_ttl_s;           /* bound of a client's X-Predcache-TTL; default 604800 */
+    int version_refresh_s;   /* model versions resolved from the status endpoint; 0 = off; 30 */
     int generation_refresh_ms;     /* invalidation generations re-read at least this often; 1000 */
     size_t l1_max_bytes;           /* in-process tier in front of Redis; 0 = off; 64m */
     int l1_ttl_ms;                 /* longest an entry stays in that tier; 5000 */

@@ -1,10 +1,11 @@
 /*
  * http: predcache's HTTP/1.1 server on libevent bufferevents.
  * Owns listeners, client connections and their state machine (READ_HEAD -> READ_BODY ->
- * HANDLING -> WRITING -> READ_HEAD | CLOSED), request parsing (Content-Length and chunked
- * bodies, Expect: 100-continue, keep-alive, pipelining one request at a time), limits
- * (header and body size, idle and read timeouts, connection count) and the JSON error
- * answers for everything that fails before a handler runs. Knows nothing of caching.
+ * HANDLING -> WRITING -> READ_HEAD | CLOSED), feeding their bytes to the request reader
+ * (h1parse: framing, limits, 414/431/400/413/417/501/505) and acting on what it read
+ * (Expect: 100-continue, keep-alive, pipelining one request at a time), timeouts (idle,
+ * read), the connection count and the JSON error answers for everything that fails before
+ * a handler runs. Knows nothing of caching.
  */
 #ifndef PREDCACHE_HTTP_H
 #define PREDCACHE_HTTP_H
@@ -51,6 +52,17 @@ struct pc_http_limits {
     /* NULL: not counted. Else one more (PC_METRIC_INC) for each answer the client's socket
      * did not take at once, finished later by the write event (slow or stalled readers). */
     uint64_t *answers_queued;
+    /* The output budget (budget.h). Every server counts its connections' unsent answer bytes
+     * in it; output_bytes (NULL: none) is this worker's gauge of them. */
+    int64_t *output_bytes;
+    /* 1: refuse an answer that no model server transfer handed over (a hit, say) and that
+     * does not fit the budget (pc_budget_fits) with 503 and Retry-After; answers_shed counts
+     * them. */
+    int shed_over_budget;
+    uint64_t *answers_shed;
+    /* Connections closed because their client took nothing for idle_timeout_ms while an
+     * answer waited for it (NULL: not counted). */
+    uint64_t *clients_stalled;
 };
 
 /*

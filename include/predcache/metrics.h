@@ -70,7 +70,13 @@
     X(verify_error, "Sampled hits whose check failed: model server error, timeout or 5xx")         \
     X(verify_skipped, "Sampled hits not checked: model server down or busy, or no memory")         \
     X(answers_queued, "Answers the client's socket did not take at once (slow or stalled "         \
-                      "readers)")
+                      "readers)")                                                                  \
+    X(clients_stalled, "Client connections closed because they read none of their answer for "     \
+                       "idle_timeout_ms")                                                          \
+    X(answers_shed, "Answers refused with 503 because answer bytes held for clients were over "    \
+                    "max_output_bytes")                                                            \
+    X(backend_pauses, "Times a model server transfer was paused because answer bytes held for "    \
+                      "clients were over max_output_bytes")
 
 /* name, help */
 #define PC_HISTOGRAMS(X)                                                                           \
@@ -135,6 +141,11 @@ struct pc_metrics {
     int64_t in_flight;   /* client requests being handled */
     int64_t store_pending;
     int64_t jobs_running; /* async jobs held by this process's consumer */
+    /* The output budget (budget.h), this worker's share: answer bytes in its clients' output
+     * buffers, model server answer bytes its transfers received, its transfers paused. */
+    int64_t output_buffered;
+    int64_t backend_buffered;
+    int64_t backend_paused;
     int redis_up;
     int backend_up; /* from the active health checks (1 when they are off) */
 };
@@ -168,10 +179,10 @@ void pc_metrics_init(struct pc_metrics *m);
 void pc_hist_observe(struct pc_hist *h, double seconds);
 /*
  * Fills sum (a plain struct of the caller's) with n >= 1 shards, each read with relaxed
- * atomic loads: counters, histograms, timers, in_flight, store_pending and jobs_running
- * add up; redis_up and backend_up are 1 only when they are 1 in every shard; started_us
- * is the earliest. Timers merge exactly (mean and variance by Chan's formula), so that
- * one shard sums to itself.
+ * atomic loads: counters, histograms, timers and the gauges in_flight, store_pending,
+ * jobs_running, output_buffered, backend_buffered and backend_paused add up; redis_up and
+ * backend_up are 1 only when they are 1 in every shard; started_us is the earliest. Timers
+ * merge exactly (mean and variance by Chan's formula), so that one shard sums to itself.
  */
 void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shards, size_t n);
 /* Appends the Prometheus text exposition of m to out. */

@@ -8,6 +8,7 @@
 #define PREDCACHE_UPSTREAM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "predcache/buf.h"
 #include "predcache/http.h"
@@ -46,7 +47,9 @@ struct pc_upstream *pc_upstream_new(struct event_base *base, const struct pc_con
 struct pc_upstream *pc_upstream_new_backend(struct event_base *base,
                                             const struct pc_backend_cfg *be);
 /* The [backend] settings against another base URL ("http://127.0.0.1:8080"), e.g.
- * predcache itself. */
+ * predcache itself. Its transfers are outside the output budget (budget.h): the serving
+ * side counts their answers already, and pausing them would stall that connection until
+ * idle_timeout_ms closes it. */
 struct pc_upstream *pc_upstream_new_for(struct event_base *base, const struct pc_config *cfg,
                                         const char *base_url);
 /* Fails every transfer in flight (its callback runs once, with an error), then frees.
@@ -70,6 +73,20 @@ void pc_upstream_abort_all(struct pc_upstream *up);
 
 /* Transfers in flight. */
 size_t pc_upstream_active(const struct pc_upstream *up);
+
+/*
+ * Where up counts its share of the output budget (budget.h): fields of the worker's
+ * metrics shard, written only from up's thread; any may be NULL. Borrowed for up's life.
+ * Whatever is set here, every transfer is held to the budget: past PC_BUDGET_SMALL
+ * bytes of answer, one over it pauses (curl stops reading the model server's socket) and
+ * resumes from up's event loop when answer bytes held for clients have gone down.
+ */
+struct pc_upstream_gauges {
+    int64_t *buffered; /* answer bytes received by transfers in flight */
+    int64_t *paused;   /* transfers paused */
+    uint64_t *pauses;  /* counter: times a transfer paused */
+};
+void pc_upstream_set_gauges(struct pc_upstream *up, const struct pc_upstream_gauges *g);
 
 /* Maps an upstream error to the HTTP status predcache answers with (502, 503, 504). */
 int pc_upstream_error_status(enum pc_upstream_error e);
