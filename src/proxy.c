@@ -311,10 +311,14 @@ static const char *judge_personal(struct answer_rules *a, const struct pc_upstre
 }
 
 /* Why an answer must not be stored (as a shared cache, RFC 9111), or NULL; then its
- * max-age / s-maxage bound a->ttl_s. */
-static const char *judge_answer(struct answer_rules *a, const struct pc_upstream_resp *r)
+ * max-age / s-maxage bound a->ttl_s. *personal (when not NULL): judge_personal's verdict,
+ * which is part of this one. */
+static const char *judge_answer(struct answer_rules *a, const struct pc_upstream_resp *r,
+                                const char **personal)
 {
     const char *why = judge_personal(a, r);
+    if (personal != NULL)
+        *personal = why;
     if (why != NULL)
         return why;
     if (r->status < 200 || r->status > 299)
@@ -345,16 +349,11 @@ static struct pc_wroute *route_of(const struct pc_preq *p)
     return &p->w->routes[p->route->v.id];
 }
 
-const char *pc_proxy_share_refusal(struct pc_preq *p, const struct pc_upstream_resp *r)
+const char *pc_proxy_judge(struct pc_preq *p, const struct pc_upstream_resp *r,
+                           const char **personal)
 {
     struct answer_rules a = {p->w, route_of(p), p->vary_n, p->ttl_s, p->client_ttl, 0};
-    return judge_personal(&a, r);
-}
-
-const char *pc_proxy_store_refusal(struct pc_preq *p, const struct pc_upstream_resp *r)
-{
-    struct answer_rules a = {p->w, route_of(p), p->vary_n, p->ttl_s, p->client_ttl, 0};
-    const char *why = judge_answer(&a, r);
+    const char *why = judge_answer(&a, r, personal);
     if (why == NULL) {
         p->ttl_s = a.ttl_s;
         p->client_ttl = a.record;
@@ -648,8 +647,8 @@ static void on_backend(const struct pc_upstream_resp *r, void *arg)
         return;
     }
     /* Judged before any answer: it may bound the TTL or teach the route a Vary. */
-    const char *why = p->cacheable ? pc_proxy_store_refusal(p, r) : "not cacheable";
-    const char *personal = p->cacheable ? pc_proxy_share_refusal(p, r) : why;
+    const char *personal = "not cacheable";
+    const char *why = p->cacheable ? pc_proxy_judge(p, r, &personal) : personal;
     size_t n = r->n_headers;
     struct pc_header *h = calloc(n + 2, sizeof *h);
     if (h == NULL) {
@@ -1230,7 +1229,7 @@ static void on_refresh(const struct pc_upstream_resp *r, void *arg)
     pc_hist_observe(&w->metrics.h_backend, r->total_ms / 1000.0);
     pc_timer_observe(&w->metrics.t_backend, r->total_ms / 1000.0);
     struct answer_rules a = {w, rf->route, rf->vary_n, rf->ttl_s, rf->client_ttl, 0};
-    const char *why = r->error != PC_UP_OK ? r->errmsg : judge_answer(&a, r);
+    const char *why = r->error != PC_UP_OK ? r->errmsg : judge_answer(&a, r, NULL);
     int rttl = a.no_grace ? a.ttl_s : redis_ttl(w, a.ttl_s);
     if (why == NULL && rf->inst_keys != NULL)
         why = pc_proxy_batch_store_refresh(w, r, &rf->inst_keys, a.record ? a.ttl_s : 0, rttl);
@@ -1369,16 +1368,6 @@ static int l1_answer(struct pc_preq *p)
     }
     pc_buf_release(&v);
     return answered;
-}
-
-/* A query that changes the answer changes the key, so the route carries it. */
-int pc_proxy_route_of(const struct pc_preq *p, struct pc_buf *out)
-{
-    const struct pc_http_req *req = p->req;
-    int rc = pc_buf_append_str(out, p->key_path[0] ? p->key_path : pc_http_req_path(req));
-    if (pc_http_req_query(req)[0] != '\0')
-        rc |= pc_buf_printf(out, "?%s", pc_http_req_query(req));
-    return rc;
 }
 
 static int body_declares_json(const struct pc_http_req *req)

@@ -770,8 +770,8 @@ static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
     struct pc_batch_array preds;
     struct pc_batch_layout layout;
     /* Judged before any answer: it may bound the TTL or teach the route a Vary. */
-    const char *why = r->error == PC_UP_OK ? pc_proxy_store_refusal(p, r) : NULL;
-    const char *personal = r->error == PC_UP_OK ? pc_proxy_share_refusal(p, r) : NULL;
+    const char *personal = NULL;
+    const char *why = r->error == PC_UP_OK ? pc_proxy_judge(p, r, &personal) : NULL;
     int storable = answer_model(p, r, &preds, &layout);
     size_t n_waiters = 0;
     struct pc_preq **waiters = NULL;

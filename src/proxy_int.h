@@ -125,23 +125,19 @@ void pc_proxy_verify_start(struct pc_verify *v);
 int pc_proxy_batch_hit_keys(const struct pc_preq *p, char (**keys)[PC_KEY_MAX], size_t *n);
 
 /*
- * Why a backend answer to p belongs to p alone (a cookie, a Vary beyond p's keys, a client
- * error, Cache-Control private / no-store / no-cache / max-age=0 unless the route ignores
- * it), or NULL: then it may be handed to the requests that waited for it. A Vary header
- * the key lacked is learned by the route.
+ * Judges a backend answer to p once. Returns why it must not be stored (status not 2xx, the
+ * size, Content-Encoding, the request's no-store, and all of *personal), or NULL: then a
+ * max-age or s-maxage of the answer bounds p->ttl_s (recorded in the entry) and s-maxage
+ * or must-revalidate set p->no_grace. *personal: why the answer belongs to p alone (a
+ * cookie, a Vary beyond p's keys, a client error, Cache-Control private / no-store /
+ * no-cache / max-age=0 unless the route ignores it), or NULL: then it may be handed to the
+ * requests that waited for it. A Vary header the key lacked is learned by the route.
  */
-const char *pc_proxy_share_refusal(struct pc_preq *p, const struct pc_upstream_resp *r);
-/*
- * Why it must not be stored (the above; a status not 2xx, the size, Content-Encoding, the
- * request's no-store), or NULL: then a max-age or s-maxage of the answer bounds p->ttl_s
- * (recorded in the entry) and s-maxage or must-revalidate set p->no_grace.
- */
-const char *pc_proxy_store_refusal(struct pc_preq *p, const struct pc_upstream_resp *r);
+const char *pc_proxy_judge(struct pc_preq *p, const struct pc_upstream_resp *r,
+                           const char **personal);
 const char *pc_proxy_find_header(const struct pc_header *h, size_t n, const char *name);
 /* Seconds an entry lives in Redis: ttl_s, plus grace_s to be served stale. */
 int pc_proxy_store_ttl(const struct pc_preq *p);
-/* The key's route: the path, plus "?" query when there is one. */
-int pc_proxy_route_of(const struct pc_preq *p, struct pc_buf *out);
 /* The body a replayed answer carries for p: a KServe v2 answer's "id" is the requester's,
  * in its first json_len bytes (all of it, or the JSON part of a binary tensor answer).
  * *out is body, or tmp's data when rewritten; *out_json_len the JSON part's new length. */
