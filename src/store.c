@@ -418,6 +418,8 @@ static int read_replies(struct pc_store *st)
     return -1;
 }
 
+/* The bufferevent's read callback; arg is the store, which owns the bufferevent: it never
+ * frees it here (a drop is deferred to reset_ev). */
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct pc_store *st = arg;
@@ -468,6 +470,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     store_break(st);
 }
 
+/* The connect timer, owned by the store (arg); it drops the half-open connection. */
 static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -480,6 +483,7 @@ static void connect_timeout_cb(evutil_socket_t fd, short what, void *arg)
     schedule_retry(st);
 }
 
+/* reset_ev, owned by the store (arg): the deferred drop, outside any bufferevent callback. */
 static void reset_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -491,6 +495,7 @@ static void reset_cb(evutil_socket_t fd, short what, void *arg)
     schedule_retry(st);
 }
 
+/* The backoff timer, owned by the store (arg). */
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -498,6 +503,8 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
     store_connect(arg);
 }
 
+/* A command's timer; arg is the command, owned by the queue (st->q), which frees it. It is
+ * answered once: here or by its reply, whichever claims it first (pc_cmdq_claim). */
 static void cmd_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
