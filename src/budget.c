@@ -5,11 +5,14 @@
  */
 #include "predcache/budget.h"
 
-static size_t limit;        /* set before the workers start, read-only afterwards */
-static int64_t client_b;    /* bytes in client output buffers */
-static int64_t backend_b;   /* bytes of model server answers being received */
-static const void *token;   /* the transfer allowed to go on over the bound, or NULL */
-static __thread int credit; /* a transfer's answer is being handed over on this thread */
+static size_t limit;         /* set before the workers start, read-only afterwards */
+static size_t in_limit;      /* the input side's bound, likewise */
+static int64_t input_b;      /* request bytes held */
+static const void *in_token; /* the request allowed to read on over the input bound */
+static int64_t client_b;     /* bytes in client output buffers */
+static int64_t backend_b;    /* bytes of model server answers being received */
+static const void *token;    /* the transfer allowed to go on over the bound, or NULL */
+static __thread int credit;  /* a transfer's answer is being handed over on this thread */
 
 #define LOAD(v) __atomic_load_n(&(v), __ATOMIC_RELAXED)
 
@@ -36,6 +39,49 @@ void pc_budget_backend_add(int64_t delta)
 static uint64_t nonneg(int64_t v)
 {
     return v > 0 ? (uint64_t)v : 0;
+}
+
+void pc_budget_input_set_limit(size_t max_bytes)
+{
+    __atomic_store_n(&in_limit, max_bytes, __ATOMIC_RELAXED);
+}
+
+void pc_budget_input_add(int64_t delta)
+{
+    __atomic_add_fetch(&input_b, delta, __ATOMIC_RELAXED);
+}
+
+uint64_t pc_budget_input(void)
+{
+    return nonneg(LOAD(input_b));
+}
+
+int pc_budget_input_over(void)
+{
+    size_t max = LOAD(in_limit);
+    return max > 0 && pc_budget_input() >= max;
+}
+
+int pc_budget_input_may_resume(void)
+{
+    size_t max = LOAD(in_limit);
+    return max == 0 || pc_budget_input() < max / 4 * 3;
+}
+
+int pc_budget_input_token_take(const void *who)
+{
+    const void *cur = LOAD(in_token);
+    if (cur == who)
+        return 1;
+    if (cur != NULL)
+        return 0;
+    return __atomic_compare_exchange_n(&in_token, &cur, who, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
+void pc_budget_input_token_release(const void *who)
+{
+    const void *cur = who;
+    __atomic_compare_exchange_n(&in_token, &cur, NULL, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 }
 
 uint64_t pc_budget_client(void)

@@ -112,6 +112,7 @@ static const struct opt static_options[] = {
     {"server",  "idle_timeout_ms",    OPT_INT,      FIELD(idle_timeout_ms),             1,   HOUR_MS,          "30000",                 0},
     {"server",  "drain_timeout_ms",   OPT_INT,      FIELD(drain_timeout_ms),            0,   HOUR_MS,          "10000",                 0},
     {"server",  "max_connections",    OPT_INT,      FIELD(max_connections),             1,   1000000,          "10000",                 0},
+    {"server",  "max_input_bytes",    OPT_SIZE,     FIELD(max_input_bytes),             0,   64 * GIB,         "256m",                  0},
     {"server",  "max_output_bytes",   OPT_SIZE,     FIELD(max_output_bytes),            0,   64 * GIB,         "64m",                   0},
     {"server",  "admin_token",        OPT_STRING,   FIELD(admin_token),                 0,   0,                "",                      OPT_SECRET},
     {"server",  "workers",            OPT_AUTO_INT, FIELD(workers),                     1,   64,               "auto",                  0},
@@ -1325,6 +1326,14 @@ static int config_validate_at(struct pc_config *cfg, const int *lines, int *line
         fmt(err, errlen, "[server] listen (%s) and admin_listen (%s) must be different addresses",
             cfg->listen, cfg->admin_listen);
         *line = line_of(lines, "server", "listen", "admin_listen");
+        goto out;
+    }
+    if (cfg->max_input_bytes > 0 && cfg->max_input_bytes < cfg->max_body_bytes) {
+        fmt(err, errlen,
+            "[server] max_input_bytes (%zu) must be 0 or at least max_body_bytes (%zu): a "
+            "request of the largest size accepted must fit",
+            cfg->max_input_bytes, cfg->max_body_bytes);
+        *line = line_of(lines, "server", "max_input_bytes", "max_body_bytes");
         goto out;
     }
     struct pc_backend_cfg def;

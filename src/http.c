@@ -21,6 +21,7 @@
 #include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -55,6 +56,7 @@ struct pc_http_req {
     struct pc_http_server *srv;
     struct pc_h1req h1; /* the request as read (h1parse), and the reader's state */
     uint64_t start_us;
+    size_t in_held; /* bytes counted for it in the input budget (budget.h) */
     char peer[64];
 };
 
@@ -65,6 +67,7 @@ struct pc_conn {
     struct pc_http_req *req; /* request being read or handled, owned by the conn until handed */
     int close_after;         /* close once the current answer is written */
     int read_eof;            /* the client closed its sending side: never read again */
+    int in_paused;           /* reading stopped: the input budget is spent (budget.h) */
     struct event *deadline;  /* a started request must be fully received by then */
     /* Output the socket has not taken, counted in the budget (budget.h) while out_cb
      * follows it: from an answer left over by its first write until written or freed. */
@@ -84,6 +87,15 @@ struct pc_http_server {
     int stopping;
     size_t n_conns;
     struct pc_conn *conns;
+    /* Out of file descriptors (EMFILE, ENFILE): a descriptor held in reserve lets the
+     * listener take pending connections and refuse them, instead of leaving them readable
+     * (which spins the loop); when even that fails, accepting pauses for a moment. */
+    int spare_fd;
+    struct event *resume;    /* re-enables a paused listener */
+    time_t log_s;            /* last accept failure logged (one line a second at most) */
+    size_t n_in_paused;      /* connections with in_paused set */
+    struct event *in_resume; /* polls the input budget while some are */
+    uint64_t log_quiet;      /* failures since, not logged */
 };
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
@@ -217,6 +229,10 @@ static void req_free(struct pc_http_req *r)
 {
     if (r == NULL)
         return;
+    pc_budget_input_add(-(int64_t)r->in_held);
+    if (r->srv->lim.input_bytes != NULL)
+        PC_METRIC_ADD(*r->srv->lim.input_bytes, -(int64_t)r->in_held);
+    pc_budget_input_token_release(r);
     pc_h1parse_release(&r->h1);
     free(r);
 }
@@ -336,6 +352,8 @@ static void conn_free(struct pc_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     srv->n_conns--;
+    if (c->in_paused)
+        srv->n_in_paused--;
     if (c->deadline != NULL)
         event_free(c->deadline);
     if (c->out_cb != NULL) /* output dropped unsent leaves the budget here */
@@ -527,6 +545,62 @@ static enum pc_h1_result feed_input(struct pc_conn *c)
     return res;
 }
 
+/* Counts what the request being read holds in the input budget: its body by length, not by
+ * capacity (a Content-Length body is reserved whole at once, and its pages become memory
+ * only as they are written). */
+static void input_account(struct pc_http_req *r)
+{
+    size_t held = r->h1.head_bytes + r->h1.line.cap + r->h1.body.len;
+    pc_budget_input_add((int64_t)held - (int64_t)r->in_held);
+    if (r->srv->lim.input_bytes != NULL)
+        PC_METRIC_ADD(*r->srv->lim.input_bytes, (int64_t)held - (int64_t)r->in_held);
+    r->in_held = held;
+}
+
+/* The request being read needs more input: while the input budget is spent, a request past
+ * its head and PC_BUDGET_INPUT_SMALL bytes stops reading until it has room again. */
+static void input_pause_if_over(struct pc_conn *c)
+{
+    struct pc_http_req *r = c->req;
+    if (r == NULL || c->in_paused ||
+        r->in_held <= c->srv->lim.max_header_bytes + PC_BUDGET_INPUT_SMALL ||
+        !pc_budget_input_over() || pc_budget_input_token_take(r))
+        return;
+    c->in_paused = 1;
+    c->srv->n_in_paused++;
+    bufferevent_disable(c->bev, EV_READ);
+    if (c->srv->lim.input_pauses != NULL)
+        PC_METRIC_INC(*c->srv->lim.input_pauses);
+    if (c->srv->in_resume != NULL && !evtimer_pending(c->srv->in_resume, NULL)) {
+        struct timeval tv = {0, 10 * 1000};
+        evtimer_add(c->srv->in_resume, &tv);
+    }
+}
+
+static void input_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_http_server *srv = arg;
+    if (srv->n_in_paused == 0)
+        return;
+    int all = pc_budget_input_may_resume();
+    int one = 0; /* else: the token's holder only */
+    for (struct pc_conn *c = srv->conns; c != NULL && (all || !one); c = c->next) {
+        if (!c->in_paused || (!all && (c->req == NULL || !pc_budget_input_token_take(c->req))))
+            continue;
+        one = 1;
+        c->in_paused = 0;
+        srv->n_in_paused--;
+        if (c->state == CS_READ_BODY) /* else answered meanwhile (408, say) */
+            bufferevent_enable(c->bev, EV_READ);
+    }
+    if (srv->n_in_paused > 0) {
+        struct timeval tv = {0, 10 * 1000};
+        evtimer_add(srv->in_resume, &tv);
+    }
+}
+
 /* Reads the head. 1: head complete; 0: need more input; -1: failed (answered). */
 static int read_head(struct pc_conn *c)
 {
@@ -536,6 +610,7 @@ static int read_head(struct pc_conn *c)
     }
     struct pc_h1req *h = &c->req->h1;
     enum pc_h1_result res = feed_input(c);
+    input_account(c->req);
     if (res == PC_H1_ERROR) {
         conn_fail(c, h->status, h->why);
         return -1;
@@ -559,11 +634,17 @@ static int read_head(struct pc_conn *c)
 static int read_body(struct pc_conn *c, struct pc_http_req *r)
 {
     enum pc_h1_result res = feed_input(c);
+    input_account(r);
     if (res == PC_H1_ERROR) {
         conn_fail(c, r->h1.status, r->h1.why);
         return -1;
     }
-    return res == PC_H1_DONE ? 1 : 0;
+    if (res != PC_H1_DONE) {
+        input_pause_if_over(c);
+        return 0;
+    }
+    pc_budget_input_token_release(r); /* whole: the token moves on */
+    return 1;
 }
 
 /* Advances the state machine as far as the buffered input allows. */
@@ -590,9 +671,10 @@ static void conn_process(struct pc_conn *c)
         return;
     }
     if (c->state == CS_HANDLING) {
-        /* Pipelined input waits; stop reading when it grows past one full request. */
+        /* Pipelined input waits, outside the input budget: stop reading once it holds more
+         * than a head and the small allowance (the rest waits in the socket). */
         struct evbuffer *in = bufferevent_get_input(c->bev);
-        if (evbuffer_get_length(in) > c->srv->lim.max_header_bytes + c->srv->lim.max_body_bytes)
+        if (evbuffer_get_length(in) > c->srv->lim.max_header_bytes + PC_BUDGET_INPUT_SMALL)
             bufferevent_disable(c->bev, EV_READ);
     } else if (c->state == CS_CLOSING) {
         evbuffer_drain(bufferevent_get_input(c->bev),
@@ -812,6 +894,8 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     c->state = CS_READ_HEAD;
     if (srv->n_conns > (size_t)srv->lim.max_connections) {
+        if (srv->lim.connections_refused != NULL)
+            PC_METRIC_INC(*srv->lim.connections_refused);
         conn_fail(c, 503, "too many connections");
         return;
     }
@@ -819,12 +903,91 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
+/* Refusal written to a connection accepted only to be closed (no descriptor to serve it). */
+#define REFUSED_BODY "{\"error\": \"too many connections, retry later\"}"
+static const char REFUSED[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                              "Content-Type: application/json\r\n"
+                              "Content-Length: 46\r\n"
+                              "Retry-After: 1\r\n"
+                              "Connection: close\r\n\r\n" REFUSED_BODY;
+_Static_assert(sizeof REFUSED_BODY - 1 == 46, "REFUSED's Content-Length");
+
+/* Accepts fd's pending connections through the spare descriptor and refuses each (503,
+ * close), up to 1024; returns how many. Stops when the backlog is empty or when the
+ * descriptor freed was taken by another thread (a new EMFILE). */
+static size_t shed_pending(struct pc_http_server *srv, evutil_socket_t lfd)
+{
+    size_t n = 0;
+    while (srv->spare_fd >= 0 && n < 1024) {
+        close(srv->spare_fd);
+        srv->spare_fd = -1;
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            /* What the client sent already is read first: closing with unread input would
+             * reset the connection and could discard the answer. */
+            char sink[2048];
+            for (int i = 0; i < 4 && recv(fd, sink, sizeof sink, MSG_DONTWAIT) > 0; i++)
+                ;
+            (void)!send(fd, REFUSED, sizeof REFUSED - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+            shutdown(fd, SHUT_WR);
+            close(fd);
+            n++;
+        }
+        srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            break;
+    }
+    return n;
+}
+
+static void resume_accepting(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_http_server *srv = arg;
+    if (srv->lev != NULL)
+        evconnlistener_enable(srv->lev);
+}
+
 static void accept_error_cb(struct evconnlistener *lev, void *arg)
 {
-    (void)lev;
-    (void)arg;
-    /* EMFILE and friends: log and go on; the listener keeps running. */
-    pc_log(PC_LOG_WARN, "http: accept failed: %s", strerror(errno));
+    struct pc_http_server *srv = arg;
+    int e = errno;
+    size_t shed = 0;
+    int paused = 0;
+    if (e == EMFILE || e == ENFILE) {
+        shed = shed_pending(srv, evconnlistener_get_fd(lev));
+        if (srv->lim.connections_refused != NULL)
+            for (size_t i = 0; i < shed; i++)
+                PC_METRIC_INC(*srv->lim.connections_refused);
+        /* Nothing could be taken: the backlog stays readable, and a listener left on would
+         * be called again at once, for ever. Pause it. */
+        if (shed == 0 && srv->resume != NULL) {
+            evconnlistener_disable(lev);
+            struct timeval tv = {0, 100 * 1000};
+            evtimer_add(srv->resume, &tv);
+            paused = 1;
+        }
+    }
+    time_t now = time(NULL);
+    if (now == srv->log_s) {
+        srv->log_quiet++;
+        return;
+    }
+    srv->log_s = now;
+    char more[64] = "";
+    if (srv->log_quiet > 0)
+        snprintf(more, sizeof more, " (and %llu more in the last second)",
+                 (unsigned long long)srv->log_quiet);
+    srv->log_quiet = 0;
+    if (e == EMFILE || e == ENFILE)
+        pc_log(PC_LOG_WARN,
+               "http: accept failed: %s%s: %zu connection%s refused with 503%s; raise the "
+               "open-file limit (ulimit -n, LimitNOFILE=) or lower max_connections",
+               strerror(e), more, shed, shed == 1 ? "" : "s",
+               paused ? ", accepting paused 100 ms" : "");
+    else
+        pc_log(PC_LOG_WARN, "http: accept failed: %s%s", strerror(e), more);
 }
 
 /* 1 when a socket without SO_REUSEPORT cannot bind ai: something listens there already. */
@@ -889,6 +1052,9 @@ struct pc_http_server *pc_http_server_new(struct event_base *base, const char *h
         return NULL;
     }
     evconnlistener_set_error_cb(srv->lev, accept_error_cb);
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    srv->resume = evtimer_new(base, resume_accepting, srv);
+    srv->in_resume = evtimer_new(base, input_resume_cb, srv);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getsockname(evconnlistener_get_fd(srv->lev), (struct sockaddr *)&ss, &sl) == 0)
@@ -927,6 +1093,12 @@ void pc_http_server_free(struct pc_http_server *srv)
         evconnlistener_free(srv->lev);
     while (srv->conns != NULL)
         conn_free(srv->conns);
+    if (srv->resume != NULL)
+        event_free(srv->resume);
+    if (srv->in_resume != NULL)
+        event_free(srv->in_resume);
+    if (srv->spare_fd >= 0)
+        close(srv->spare_fd);
     free(srv);
 }
 

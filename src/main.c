@@ -19,6 +19,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -189,6 +190,35 @@ static void on_worker_done(evutil_socket_t fd, short what, void *arg)
         r->returned += (size_t)n;
     if (r->returned >= r->started)
         event_base_loopexit(r->ctl, NULL);
+}
+
+/* Every connection is a file descriptor: the soft open-file limit (often 1024) is raised
+ * to the hard one, as far as the connections allowed need, and a limit below them is
+ * said at start. Past it, new connections are refused with 503 (http.c). */
+static void raise_nofile(const struct pc_config *cfg, size_t workers)
+{
+    /* Both listeners' connections, a model server connection for each data connection,
+     * and a margin for Redis, logs and the loop's own descriptors. */
+    rlim_t need = (rlim_t)workers * (rlim_t)cfg->max_connections * 2 + 256;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t was = rl.rlim_cur;
+    if (rl.rlim_cur < need && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > need ? need : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            rl.rlim_cur = was;
+    }
+    if (rl.rlim_cur < need)
+        pc_log(PC_LOG_WARN,
+               "open-file limit %llu (hard %llu) is below what %zu worker%s x max_connections "
+               "%d may need (%llu): connections past it are refused with 503; raise it "
+               "(ulimit -n, LimitNOFILE=)",
+               (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max, workers,
+               workers == 1 ? "" : "s", cfg->max_connections, (unsigned long long)need);
+    else if (rl.rlim_cur != was)
+        pc_log(PC_LOG_INFO, "open-file limit raised from %llu to %llu", (unsigned long long)was,
+               (unsigned long long)rl.rlim_cur);
 }
 
 /* Builds every worker in this thread, in order (worker 0 binds first). 0 ok, -1 with err. */
@@ -363,6 +393,7 @@ int main(int argc, char **argv)
         return 1;
     }
     size_t n = cfg.workers > 0 ? (size_t)cfg.workers : auto_workers();
+    raise_nofile(&cfg, n);
     struct run r = {0};
     if (run_init(&r, &cfg, n, err, sizeof err) != 0) {
         fprintf(stderr, "predcache: %s\n", err);

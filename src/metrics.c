@@ -4,6 +4,7 @@
  * threads' shards with relaxed atomic loads (see the header).
  */
 #include "predcache/metrics.h"
+
 #include "predcache/verify.h"
 
 #include <math.h>
@@ -122,6 +123,12 @@ int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out)
                         "# TYPE predcache_backend_paused gauge\npredcache_backend_paused %lld\n",
                         (long long)m->output_buffered, (long long)m->backend_buffered,
                         (long long)m->backend_paused);
+    rc |= pc_buf_printf(out,
+                        "# HELP predcache_input_buffered_bytes Request bytes held while requests "
+                        "are received and handled, process-wide\n"
+                        "# TYPE predcache_input_buffered_bytes gauge\n"
+                        "predcache_input_buffered_bytes %lld\n",
+                        (long long)m->input_buffered);
     return rc ? -1 : 0;
 }
 
@@ -192,6 +199,7 @@ void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shar
         sum->store_pending += PC_METRIC_GET(m->store_pending);
         sum->jobs_running += PC_METRIC_GET(m->jobs_running);
         sum->output_buffered += PC_METRIC_GET(m->output_buffered);
+        sum->input_buffered += PC_METRIC_GET(m->input_buffered);
         sum->backend_buffered += PC_METRIC_GET(m->backend_buffered);
         sum->backend_paused += PC_METRIC_GET(m->backend_paused);
         sum->redis_up = sum->redis_up && PC_METRIC_GET(m->redis_up);

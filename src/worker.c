@@ -200,11 +200,16 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         .shed_over_budget = 1,
         .answers_shed = &w->metrics.answers_shed,
         .clients_stalled = &w->metrics.clients_stalled,
+        .connections_refused = &w->metrics.connections_refused,
+        .input_pauses = &w->metrics.input_pauses,
+        .input_bytes = &w->metrics.input_buffered,
     };
     /* One budget for the process; the workers are set up one after another, before any
      * of them runs. */
-    if (w->id == 0)
+    if (w->id == 0) {
         pc_budget_set_limit(cfg->max_output_bytes);
+        pc_budget_input_set_limit(cfg->max_input_bytes);
+    }
     w->n_backends = 1 + cfg->n_backends;
     for (size_t i = 0; i < w->n_backends; i++) {
         struct pc_backend_cfg def;
@@ -264,6 +269,8 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         admin_lim.shed_over_budget = 0;
         admin_lim.answers_shed = NULL;
         admin_lim.clients_stalled = NULL;
+        admin_lim.connections_refused = NULL;
+        admin_lim.input_pauses = NULL;
         admin_lim.max_body_bytes = 65536; /* the admin port takes no large bodies */
         admin_lim.bind = PC_HTTP_EXCLUSIVE;
         w->admin = pc_http_server_new(base, cfg->admin_listen, &admin_lim, pc_admin_handle, w, err,

@@ -41,6 +41,27 @@
 /* Bytes a transfer holds, and an answer may carry, without asking the budget. */
 #define PC_BUDGET_SMALL 65536
 
+/*
+ * The input side ([server] max_input_bytes), a figure of its own: request bytes held by
+ * predcache (head, body, the line being read), from their arrival until the request is
+ * freed. http.c counts them; a connection whose request holds more than its head and
+ * PC_BUDGET_INPUT_SMALL bytes stops reading while the figure is at or over the bound, and
+ * reads on once it falls under 3/4 of it (its request deadline still runs). Requests being
+ * read could fill the bound and wait on each other for ever: one of them at a time (the
+ * holder of the input token) reads on over the bound until its request is whole, so the
+ * figure stays below the bound plus one request.
+ */
+#define PC_BUDGET_INPUT_SMALL 16384
+void pc_budget_input_set_limit(size_t max_bytes);
+void pc_budget_input_add(int64_t delta);
+uint64_t pc_budget_input(void);
+int pc_budget_input_over(void);       /* at or over the bound (never without one) */
+int pc_budget_input_may_resume(void); /* under 3/4 of the bound, or no bound */
+/* The input token for who (an identity, never dereferenced): 1 when who holds it or just
+ * took it. Released when who's request is whole or freed. */
+int pc_budget_input_token_take(const void *who);
+void pc_budget_input_token_release(const void *who);
+
 /* The bound in bytes (0: none). Set once, before the workers start. */
 void pc_budget_set_limit(size_t max_bytes);
 size_t pc_budget_limit(void);

@@ -80,6 +80,8 @@ struct pc_config {
     int idle_timeout_ms;           /* keep-alive idle and slow-client read timeout; default 30000 */
     int drain_timeout_ms;          /* bound of the SIGTERM drain; default 10000 */
     int max_connections;           /* client connections per listener; default 10000 */
+    size_t max_input_bytes;        /* request bytes held while received and handled, process-wide;
+                                      0 = no bound */
     size_t max_output_bytes; /* answer bytes buffered for clients, process-wide; 0 = no bound */
     char admin_token[PC_CFG_STR]; /* Bearer token for mutating admin endpoints; "" = none */
     int workers;                  /* event loop threads, 1..64; 0 = auto (usable CPUs) */

@@ -63,6 +63,13 @@ struct pc_http_limits {
     /* Connections closed because their client took nothing for idle_timeout_ms while an
      * answer waited for it (NULL: not counted). */
     uint64_t *clients_stalled;
+    /* Connections refused with 503 at accept: past max_connections, or no file descriptor
+     * left to serve them (NULL: not counted). */
+    uint64_t *connections_refused;
+    /* Times a connection stopped reading because the input budget was spent (NULL: not
+     * counted). */
+    uint64_t *input_pauses;
+    int64_t *input_bytes; /* NULL: none. This worker's gauge of the input budget's figure */
 };
 
 /*

@@ -73,6 +73,10 @@
                       "readers)")                                                                  \
     X(clients_stalled, "Client connections closed because they read none of their answer for "     \
                        "idle_timeout_ms")                                                          \
+    X(connections_refused, "Client connections refused with 503 at once: past max_connections, "   \
+                           "or no file descriptor left (open-file limit)")                         \
+    X(input_pauses, "Times a client connection stopped reading its request because request "       \
+                    "bytes held were over max_input_bytes")                                        \
     X(answers_shed, "Answers refused with 503 because answer bytes held for clients were over "    \
                     "max_output_bytes")                                                            \
     X(backend_pauses, "Times a model server transfer was paused because answer bytes held for "    \
@@ -146,6 +150,7 @@ struct pc_metrics {
     int64_t output_buffered;
     int64_t backend_buffered;
     int64_t backend_paused;
+    int64_t input_buffered; /* the input budget's figure, this worker's share */
     int redis_up;
     int backend_up; /* from the active health checks (1 when they are off) */
 };
@@ -180,9 +185,9 @@ void pc_hist_observe(struct pc_hist *h, double seconds);
 /*
  * Fills sum (a plain struct of the caller's) with n >= 1 shards, each read with relaxed
  * atomic loads: counters, histograms, timers and the gauges in_flight, store_pending,
- * jobs_running, output_buffered, backend_buffered and backend_paused add up; redis_up and
- * backend_up are 1 only when they are 1 in every shard; started_us is the earliest. Timers
- * merge exactly (mean and variance by Chan's formula), so that one shard sums to itself.
+ * jobs_running, output_buffered, backend_buffered, backend_paused and input_buffered add up;
+ * redis_up and backend_up are 1 only when they are 1 in every shard; started_us is the earliest.
+ * Timers merge exactly (mean and variance by Chan's formula), so that one shard sums to itself.
  */
 void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shards, size_t n);
 /* Appends the Prometheus text exposition of m to out. */

@@ -636,8 +636,9 @@ def merge_conf(base, overrides):
 
 
 class Predcache:
-    def __init__(self, binary, workdir, conf, args=()):
+    def __init__(self, binary, workdir, conf, args=(), preexec=None):
         self.binary = binary
+        self.preexec = preexec  # run in the child before exec (limits, say)
         self.dir = str(workdir)
         self.conf = conf
         self.args = list(args)
@@ -655,7 +656,8 @@ class Predcache:
         write_conf(self.conf_path, self.conf)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen([self.binary, "-c", self.conf_path] + self.args,
-                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                         preexec_fn=self.preexec)
 
         def healthy():
             if self.proc.poll() is not None:
@@ -772,11 +774,11 @@ def start_predcache(predcache_bin, tmp_path, redis, model):
     """
     started = []
 
-    def start(conf=None, args=(), backend_url=None):
+    def start(conf=None, args=(), backend_url=None, preexec=None):
         base = default_conf(free_port(), free_port(), backend_url or model.url(), redis.port)
         workdir = tmp_path / ("predcache-%d" % len(started))
         os.makedirs(str(workdir), exist_ok=True)
-        p = Predcache(predcache_bin, workdir, merge_conf(base, conf), args)
+        p = Predcache(predcache_bin, workdir, merge_conf(base, conf), args, preexec)
         started.append(p)
         return p.start()
 

@@ -162,6 +162,41 @@ static void test_credit_is_taken_once(void **state)
     assert_false(pc_budget_credit_take()); /* not taken in time: gone */
 }
 
+/* The input side: its own figure and bound, over at the bound, resume under 3/4 of it, one
+ * token holder at a time until it gives the token back. */
+static void test_input_figure_bound_and_token(void **state)
+{
+    (void)state;
+    pc_budget_input_add(-(int64_t)pc_budget_input());
+    pc_budget_input_set_limit(0);
+    pc_budget_input_add(1 << 30);
+    assert_false(pc_budget_input_over()); /* no bound */
+    assert_true(pc_budget_input_may_resume());
+    pc_budget_input_add(-(1 << 30));
+    pc_budget_input_set_limit(1000);
+    pc_budget_input_add(999);
+    assert_false(pc_budget_input_over());
+    pc_budget_input_add(1);
+    assert_true(pc_budget_input_over());
+    assert_int_equal(pc_budget_client() + pc_budget_backend(), 0); /* a figure of its own */
+    assert_false(pc_budget_input_may_resume());
+    pc_budget_input_add(-250);
+    assert_false(pc_budget_input_may_resume()); /* 750: not under 3/4 */
+    pc_budget_input_add(-1);
+    assert_true(pc_budget_input_may_resume());
+    int a, b;
+    assert_true(pc_budget_input_token_take(&a));
+    assert_true(pc_budget_input_token_take(&a)); /* its holder keeps it */
+    assert_false(pc_budget_input_token_take(&b));
+    pc_budget_input_token_release(&b); /* not b's to give back */
+    assert_false(pc_budget_input_token_take(&b));
+    pc_budget_input_token_release(&a);
+    assert_true(pc_budget_input_token_take(&b));
+    pc_budget_input_token_release(&b);
+    pc_budget_input_add(-(int64_t)pc_budget_input());
+    pc_budget_input_set_limit(0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -175,6 +210,7 @@ int main(void)
         cmocka_unit_test(test_an_answer_larger_than_the_room_goes_in_alone),
         cmocka_unit_test(test_answers_from_memory_go_in_when_they_fit),
         cmocka_unit_test(test_credit_is_taken_once),
+        cmocka_unit_test(test_input_figure_bound_and_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
