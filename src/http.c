@@ -57,6 +57,7 @@ struct pc_http_req {
     struct pc_h1req h1; /* the request as read (h1parse), and the reader's state */
     uint64_t start_us;
     size_t in_held; /* bytes counted for it in the input budget (budget.h) */
+    int shed;       /* pc_http_reply_refuses decided: 1 refuse (503), -1 admit; 0 not yet */
     char peer[64];
 };
 
@@ -794,6 +795,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 static int shed_over_budget(const struct pc_conn *c, const struct pc_http_req *req, size_t len,
                             int credit)
 {
+    if (req->shed != 0)
+        return req->shed > 0;
     if (credit || req->h1.is_head || !c->srv->lim.shed_over_budget || pc_budget_fits(len))
         return 0;
     pc_log(PC_LOG_INFO,
@@ -806,10 +809,18 @@ static int shed_over_budget(const struct pc_conn *c, const struct pc_http_req *r
     return 1;
 }
 
+int pc_http_reply_refuses(struct pc_http_req *req, size_t len)
+{
+    if (req->shed == 0 && req->conn != NULL)
+        req->shed = shed_over_budget(req->conn, req, len, pc_budget_credit_take()) ? 1 : -1;
+    return req->shed > 0;
+}
+
 void pc_http_reply(struct pc_http_req *req, int status, const struct pc_header *headers,
                    size_t n_headers, const char *body, size_t len)
 {
-    int credit = pc_budget_credit_take(); /* the first answer a transfer hands over */
+    /* the first answer a transfer hands over (taken by pc_http_reply_refuses if it ran) */
+    int credit = req->shed == 0 ? pc_budget_credit_take() : 0;
     struct pc_conn *c = req->conn;
     if (c == NULL) { /* the client went away while we worked */
         req_free(req);

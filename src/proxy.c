@@ -124,6 +124,10 @@ void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, s
 {
     struct pc_worker *w = p->w;
     double total_ms = (double)(pc_now_us() - pc_http_req_start_us(p->req)) / 1000.0;
+    if (pc_http_reply_refuses(p->req, len)) { /* what the client gets: a 503, not this */
+        status = 503;
+        p->result = RES_ERROR;
+    }
     struct pc_access a = {
         .client = pc_http_req_client(p->req),
         .method = pc_http_req_method(p->req),
@@ -892,19 +896,115 @@ int pc_proxy_purge(struct pc_worker *w, const char *key, pc_store_cmd_cb cb, voi
     return 0;
 }
 
-static void lock_release(struct pc_preq *p)
+/*
+ * A lock release that got no reply (the connection dropped, or Redis was not there) would
+ * leave the lock held until it expires, and the other processes' requests waiting for it
+ * waiting as long (lock_timeout_ms): it is sent again once Redis is back. Each release
+ * carries its herd key; the worker keeps at most PC_UNLOCKS_MAX of them, each until its
+ * lock would have expired anyway.
+ */
+#define PC_UNLOCKS_MAX 4096
+#define PC_UNLOCK_RETRY_MS 50
+
+struct pc_unlock {
+    struct pc_worker *w;
+    struct pc_unlock *next;
+    uint64_t until_us;
+    char herd[PC_KEY_MAX];
+};
+
+static void unlock_send(struct pc_unlock *u);
+
+static void unlock_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
-    struct pc_worker *w = p->w;
+    (void)fd;
+    (void)what;
+    struct pc_worker *w = arg;
+    if (!pc_store_ready(w->store)) {
+        struct timeval tv = {0, PC_UNLOCK_RETRY_MS * 1000};
+        evtimer_add(w->unlock_timer, &tv);
+        return;
+    }
+    struct pc_unlock *list = w->unlocks;
+    w->unlocks = NULL;
+    w->n_unlocks = 0;
+    while (list != NULL) {
+        struct pc_unlock *u = list;
+        list = u->next;
+        u->next = NULL;
+        unlock_send(u); /* may come back on the list */
+    }
+}
+
+/* Keeps u for a later attempt, or frees it when its lock has expired or the list is full. */
+static void unlock_later(struct pc_unlock *u)
+{
+    struct pc_worker *w = u->w;
+    if (w->closing || pc_now_us() >= u->until_us || w->n_unlocks >= PC_UNLOCKS_MAX ||
+        (w->unlock_timer == NULL &&
+         (w->unlock_timer = evtimer_new(w->base, unlock_retry_cb, w)) == NULL)) {
+        free(u);
+        return;
+    }
+    u->next = w->unlocks;
+    w->unlocks = u;
+    w->n_unlocks++;
+    if (!evtimer_pending(w->unlock_timer, NULL)) {
+        struct timeval tv = {0, PC_UNLOCK_RETRY_MS * 1000};
+        evtimer_add(w->unlock_timer, &tv);
+    }
+}
+
+static void on_unlock_reply(const struct pc_reply *r, void *arg)
+{
+    struct pc_unlock *u = arg;
+    if (r == NULL)
+        unlock_later(u); /* no reply: it may not have run */
+    else
+        free(u);
+}
+
+static void unlock_send(struct pc_unlock *u)
+{
+    struct pc_worker *w = u->w;
     char lk[PC_KEY_MAX + 8], owner[32], chan[PC_CHANNEL_MAX];
-    lock_key(p, lk, sizeof lk);
+    snprintf(lk, sizeof lk, "%s:lock", u->herd);
     lock_owner(w, owner, sizeof owner);
     pc_proxy_done_channel(w->cfg, chan, sizeof chan);
-    const char *argv[] = {"EVAL", unlock_script, "1", lk, owner, chan, herd_key(p)};
+    const char *argv[] = {"EVAL", unlock_script, "1", lk, owner, chan, u->herd};
     size_t lens[7];
     for (int i = 0; i < 7; i++)
         lens[i] = strlen(argv[i]);
-    pc_store_command(w->store, 0, NULL, NULL, 7, argv, lens);
+    if (pc_store_command(w->store, 0, on_unlock_reply, u, 7, argv, lens) != 0)
+        unlock_later(u);
+}
+
+void pc_proxy_unlocks_free(struct pc_worker *w)
+{
+    while (w->unlocks != NULL) {
+        struct pc_unlock *u = w->unlocks;
+        w->unlocks = u->next;
+        free(u);
+    }
+    w->n_unlocks = 0;
+    if (w->unlock_timer != NULL) {
+        event_free(w->unlock_timer);
+        w->unlock_timer = NULL;
+    }
+}
+
+static void lock_release(struct pc_preq *p)
+{
+    struct pc_worker *w = p->w;
     p->lock_held = 0;
+    struct pc_unlock *u = malloc(sizeof *u);
+    if (u == NULL)
+        return; /* the lock expires by itself */
+    u->w = w;
+    u->next = NULL;
+    u->until_us = pc_now_us() + (uint64_t)w->cfg->lock_timeout_ms * 1000;
+    pc_strlcpy(u->herd, herd_key(p), sizeof u->herd);
+    unlock_send(u);
 }
 
 /* Answers the leader and every local waiter with a value that is now in Redis. */

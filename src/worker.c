@@ -386,6 +386,7 @@ void pc_worker_release(struct pc_worker *w)
     w->jobs = NULL;
     pc_store_free(w->subscriber);
     pc_store_free(w->store);
+    pc_proxy_unlocks_free(w);            /* after the store: its failed releases call back */
     pc_generations_free(w->generations); /* after the store: its HGETALLs call back */
     for (size_t i = 0; i < w->n_backends; i++) {
         pc_upstream_free(w->ups[i]);

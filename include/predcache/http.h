@@ -95,6 +95,13 @@ size_t pc_http_server_writing(const struct pc_http_server *srv);
 /* Open client connections. */
 size_t pc_http_server_connections(const struct pc_http_server *srv);
 
+/*
+ * Decides, once, whether an answer of len bytes for req will be refused for the output
+ * budget (503, Retry-After; see http.c), so that the caller can log and count what is
+ * really sent; pc_http_reply then keeps this decision. 1: it will be refused.
+ */
+int pc_http_reply_refuses(struct pc_http_req *req, size_t len);
+
 /* Request accessors; strings are borrowed from req. */
 const char *pc_http_req_method(const struct pc_http_req *req);
 const char *pc_http_req_path(const struct pc_http_req *req);   /* without the query */

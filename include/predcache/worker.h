@@ -49,6 +49,7 @@ struct pc_versions;
 struct pc_generations;
 struct pc_l1;
 struct pc_keymemo;
+struct pc_unlock;
 
 struct pc_worker {
     struct pc_worker *group; /* all workers, group[0 .. n_workers - 1]; this is group[id] */
@@ -90,6 +91,11 @@ struct pc_worker {
     int closing; /* being torn down: callbacks answer at once instead of starting work */
     struct event *drain_timer;
     struct event *drain_deadline;
+    /* Lock releases that got no reply (the connection dropped): sent again once Redis is
+     * back, until their lock would have expired anyway (proxy.c). */
+    struct pc_unlock *unlocks;
+    size_t n_unlocks;
+    struct event *unlock_timer;
 };
 
 /*
@@ -128,6 +134,8 @@ int pc_proxy_done_channel(const struct pc_config *cfg, char *out, size_t len);
 int pc_proxy_purge(struct pc_worker *w, const char *key, pc_store_cmd_cb cb, void *arg);
 /* A message on that channel: another process answered the key (arg is the worker). */
 void pc_proxy_on_done(const char *key, size_t len, void *worker);
+/* Frees the lock releases still waiting to be sent again (after the store is freed). */
+void pc_proxy_unlocks_free(struct pc_worker *w);
 
 /* Why backend be (0: [backend]) must not be called now (down, or too many calls), or NULL. */
 const char *pc_worker_backend_refusal(const struct pc_worker *w, size_t be);

@@ -466,6 +466,10 @@ def test_large_hit_over_the_budget_is_503_with_retry_after(start_predcache, mode
         assert "error" in r.json()
         f = budget_figures(p)
         assert f["answers_shed_total"] == 1, f
+        # logged and counted as what the client got: a 503 error, not a 200 hit
+        line = [l for l in p.access_lines() if PREDICT in l][-1]
+        assert "status=503" in line and "cache=ERROR" in line, line
+        assert p.metric("predcache_requests_total", cache="hit") == 1
         # small answers are not refused
         r = p.get(SIDE_STATUS, timeout=5)
         assert r.status_code == 200
