@@ -29,6 +29,7 @@
 
 #include "predcache/config.h"
 #include "predcache/log.h"
+#include "predcache/tlsctx.h"
 #include "predcache/l1.h"
 #include "predcache/worker.h"
 
@@ -190,6 +191,26 @@ static void on_worker_done(evutil_socket_t fd, short what, void *arg)
         r->returned += (size_t)n;
     if (r->returned >= r->started)
         event_base_loopexit(r->ctl, NULL);
+}
+
+/* [redis] tls = on: its files are read now, so that a wrong path, an unreadable CA or a key
+ * that does not match its certificate stops the start (and --check) with its reason.
+ * 0 ok; -1 said on stderr. */
+static int check_redis_tls(const struct pc_config *cfg, const char *conf)
+{
+    if (!cfg->redis_tls)
+        return 0;
+    struct pc_tls_opts o = {cfg->redis_tls_ca_file, cfg->redis_tls_cert_file,
+                            cfg->redis_tls_key_file, cfg->redis_tls_server_name,
+                            cfg->redis_tls_verify};
+    char err[512];
+    SSL_CTX *ctx = pc_tls_client_ctx(&o, err, sizeof err);
+    if (ctx == NULL) {
+        fprintf(stderr, "predcache: %s%s[redis] %s\n", conf ? conf : "", conf ? ": " : "", err);
+        return -1;
+    }
+    SSL_CTX_free(ctx);
+    return 0;
 }
 
 /* Every connection is a file descriptor: the soft open-file limit (often 1024) is raised
@@ -364,6 +385,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "predcache: %s\n", err);
         return 1;
     }
+    if (check_redis_tls(&cfg, conf) != 0)
+        return 1;
     if (check) {
         if (pc_log_check_access(cfg.access_log) != 0) {
             fprintf(stderr, "predcache: %s%s[log] access_log: cannot open '%s': %s\n",

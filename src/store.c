@@ -24,6 +24,12 @@
  * desync: counted, the commands waiting are failed (their requests bypass the cache),
  * and the connection is dropped and re-established with the backoff.
  *
+ * TLS ([redis] tls = on): the bufferevent is an OpenSSL one over the same socket
+ * (bufferevent_openssl, BUFFEREVENT_SSL_CONNECTING), made from one SSL_CTX per store
+ * (tlsctx.h); CONNECTED comes after the handshake, and a failed handshake is logged with
+ * its reason (the certificate check's, else OpenSSL's) and retried with the backoff.
+ * AUTH takes the ACL user when [redis] username is set (AUTH user password).
+ *
  * Timers: a connect timer and one per command. A command that times out is answered
  * PC_STORE_ERROR at once and the connection is dropped, so a stalled Redis cannot pile
  * up commands. Connections are dropped from a deferred event (reset_ev), never from
@@ -39,17 +45,21 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
+#include <openssl/ssl.h>
 
 #include "predcache/buf.h"
 #include "predcache/cmdq.h"
 #include "predcache/config.h"
 #include "predcache/log.h"
 #include "predcache/metrics.h"
+#include "predcache/tlsctx.h"
 
 #define PC_STORE_BACKOFF_MIN_MS 100
 #define PC_STORE_BACKOFF_MAX_MS 2000
@@ -89,6 +99,9 @@ struct pc_store {
     int subscribed;    /* the SUBSCRIBE was confirmed on this connection */
     pc_store_message_cb sub_cb;
     void *sub_arg;
+    SSL_CTX *tls_ctx;   /* [redis] tls = on: the context of every connection; else NULL */
+    time_t get_error_s; /* last GET error reply logged */
+    struct pc_tls_opts tls;
 };
 
 /* One command in flight. Owned by st->q from cmd_send until it is shifted out. */
@@ -177,6 +190,12 @@ static void cmd_answer(struct cmd *c, redisReply *r)
             c->get_cb(PC_STORE_MISS, NULL, 0, c->arg);
         } else {
             PC_METRIC_INC(st->m->redis_get_failed);
+            /* An error reply (NOPERM for an ACL user without the rights, OOM, ...) says
+             * why lookups fail: said once a second at most. */
+            if (r != NULL && r->type == REDIS_REPLY_ERROR && time(NULL) != st->get_error_s) {
+                st->get_error_s = time(NULL);
+                pc_log(PC_LOG_WARN, "store: GET failed: %s", r->str);
+            }
             c->get_cb(PC_STORE_ERROR, NULL, 0, c->arg);
         }
         break;
@@ -462,6 +481,17 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     int err = EVUTIL_SOCKET_ERROR();
     const char *why =
         (what & BEV_EVENT_EOF) ? "closed by server" : evutil_socket_error_to_string(err);
+    char tls_why[256];
+    unsigned long ssl_err = st->tls_ctx != NULL ? bufferevent_get_openssl_error(bev) : 0;
+    if (st->tls_ctx != NULL && st->state == ST_CONNECTING && (what & BEV_EVENT_ERROR) &&
+        (ssl_err != 0 || err == 0)) {
+        pc_tls_failure(bufferevent_openssl_get_ssl(bev), ssl_err, tls_why, sizeof tls_why);
+        why = tls_why;
+        pc_log(PC_LOG_WARN, "store: TLS handshake with Redis %s:%d failed: %s; retry in %d ms",
+               st->cfg->redis_host, st->cfg->redis_port, why, st->backoff_ms);
+        store_break(st);
+        return;
+    }
     if (st->state == ST_CONNECTING)
         pc_log(PC_LOG_WARN, "store: cannot connect to Redis %s:%d: %s; retry in %d ms",
                st->cfg->redis_host, st->cfg->redis_port, why, st->backoff_ms);
@@ -562,13 +592,15 @@ fail:
 static void send_setup(struct pc_store *st)
 {
     const struct pc_config *cfg = st->cfg;
-    if (cfg->redis_password[0] != '\0') {
+    if (cfg->redis_password[0] != '\0' || cfg->redis_username[0] != '\0') {
         struct cmd *c = calloc(1, sizeof *c);
-        const char *argv[] = {"AUTH", cfg->redis_password};
-        size_t lens[] = {4, strlen(cfg->redis_password)};
+        int user = cfg->redis_username[0] != '\0';
+        const char *argv[] = {"AUTH", user ? cfg->redis_username : cfg->redis_password,
+                              cfg->redis_password};
+        size_t lens[] = {4, strlen(argv[1]), strlen(cfg->redis_password)};
         if (c != NULL) {
             c->kind = CMD_SETUP;
-            cmd_send(st, c, 0, 0, 2, argv, lens);
+            cmd_send(st, c, 0, 0, user ? 3 : 2, argv, lens);
         }
     }
     if (cfg->redis_db != 0) {
@@ -621,9 +653,26 @@ static void store_connect(struct pc_store *st)
     PC_METRIC_INC(st->m->redis_reconnects);
     struct addrinfo *ai = resolve(st->cfg, err, sizeof err);
     struct bufferevent *bev = NULL;
-    if (ai == NULL || reader_new(st) != 0 ||
-        (bev = bufferevent_socket_new(st->base, -1, BEV_OPT_CLOSE_ON_FREE)) == NULL)
+    if (ai == NULL || reader_new(st) != 0)
         goto fail;
+    if (st->tls_ctx != NULL) {
+        SSL *ssl = pc_tls_client_ssl(st->tls_ctx, &st->tls, st->cfg->redis_host);
+        if (ssl == NULL) {
+            snprintf(err, sizeof err, "cannot set up TLS for this connection");
+            goto fail;
+        }
+        /* The bufferevent owns ssl from here, freed with it (BEV_OPT_CLOSE_ON_FREE). */
+        bev = bufferevent_openssl_socket_new(st->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                             BEV_OPT_CLOSE_ON_FREE);
+        if (bev == NULL) {
+            SSL_free(ssl);
+            goto fail;
+        }
+        /* A Redis that closes without close_notify is a lost connection like any other. */
+        bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    } else if ((bev = bufferevent_socket_new(st->base, -1, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+        goto fail;
+    }
     bufferevent_setcb(bev, on_read, NULL, on_event, st);
     if (bufferevent_socket_connect(bev, ai->ai_addr, (int)ai->ai_addrlen) != 0) {
         snprintf(err, sizeof err, "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -682,8 +731,16 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
     st->connect_timer = evtimer_new(base, connect_timeout_cb, st);
     st->retry_timer = evtimer_new(base, retry_cb, st);
     st->reset_ev = event_new(base, -1, 0, reset_cb, st);
-    if (st->q == NULL || st->connect_timer == NULL || st->retry_timer == NULL ||
-        st->reset_ev == NULL) {
+    if (cfg->redis_tls) {
+        st->tls = (struct pc_tls_opts){cfg->redis_tls_ca_file, cfg->redis_tls_cert_file,
+                                       cfg->redis_tls_key_file, cfg->redis_tls_server_name,
+                                       cfg->redis_tls_verify};
+        char err[512];
+        if ((st->tls_ctx = pc_tls_client_ctx(&st->tls, err, sizeof err)) == NULL)
+            pc_log(PC_LOG_ERROR, "store: [redis] %s", err);
+    }
+    if ((cfg->redis_tls && st->tls_ctx == NULL) || st->q == NULL || st->connect_timer == NULL ||
+        st->retry_timer == NULL || st->reset_ev == NULL) {
         pc_cmdq_free(st->q);
         if (st->connect_timer)
             event_free(st->connect_timer);
@@ -691,6 +748,8 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
             event_free(st->retry_timer);
         if (st->reset_ev)
             event_free(st->reset_ev);
+        if (st->tls_ctx)
+            SSL_CTX_free(st->tls_ctx);
         return -1;
     }
     store_connect(st);
@@ -726,6 +785,8 @@ static void store_free_now(struct pc_store *st)
         event_free(st->retry_timer);
     if (st->reset_ev)
         event_free(st->reset_ev);
+    if (st->tls_ctx)
+        SSL_CTX_free(st->tls_ctx);
     free(st);
 }
 

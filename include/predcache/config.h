@@ -99,13 +99,20 @@ struct pc_config {
     int backend_health_passes; /* consecutive passes that mark it up again; default 2 */
 
     /* [redis] */
-    char redis_host[PC_CFG_STR];     /* default 127.0.0.1 */
-    int redis_port;                  /* default 6379 */
-    char redis_password[PC_CFG_STR]; /* default empty: no AUTH */
-    int redis_db;                    /* default 0 */
-    int redis_timeout_ms;            /* per command and connect; default 100 */
-    int redis_max_pending;           /* stores in flight; beyond it skipped; 0 = no bound; 10000 */
-    size_t redis_max_pending_bytes;  /* bytes of stores in flight; 0 = no bound; 256m */
+    char redis_host[PC_CFG_STR];          /* default 127.0.0.1 */
+    int redis_port;                       /* default 6379 */
+    char redis_username[PC_CFG_STR];      /* ACL user; default empty: AUTH with the password only */
+    char redis_password[PC_CFG_STR];      /* default empty: no AUTH */
+    int redis_tls;                        /* TLS to Redis; default off */
+    char redis_tls_ca_file[PC_CFG_STR];   /* default empty: the system's CAs */
+    char redis_tls_cert_file[PC_CFG_STR]; /* client certificate (mutual TLS); default none */
+    char redis_tls_key_file[PC_CFG_STR];  /* its key */
+    char redis_tls_server_name[PC_CFG_STR]; /* default empty: host */
+    int redis_tls_verify;                   /* default on */
+    int redis_db;                           /* default 0 */
+    int redis_timeout_ms;                   /* per command and connect; default 100 */
+    int redis_max_pending;          /* stores in flight; beyond it skipped; 0 = no bound; 10000 */
+    size_t redis_max_pending_bytes; /* bytes of stores in flight; 0 = no bound; 256m */
 
     /* [cache] */
     int ttl_s;                   /* default 86400 */
