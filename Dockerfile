@@ -14,7 +14,7 @@ RUN make CI=1
 # entrypoint is the binary, and there is no healthcheck script).
 FROM debian:12-slim
 RUN apt-get update && apt-get install -y --no-install-recommends \
-        libevent-2.1-7 libhiredis0.14 libcurl4 libjson-c5 libssl3 ca-certificates \
+        libevent-2.1-7 libevent-openssl-2.1-7 libhiredis0.14 libcurl4 libjson-c5 libssl3 ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/predcache /usr/local/bin/predcache
 COPY conf/predcache.conf /etc/predcache/predcache.conf
