@@ -138,6 +138,10 @@ static const struct opt static_options[] = {
     {"redis",   "tls_key_file",       OPT_STRING,   FIELD(redis_tls_key_file),          0,   0,                "",                      0},
     {"redis",   "tls_server_name",    OPT_STRING,   FIELD(redis_tls_server_name),       0,   0,                "",                      0},
     {"redis",   "tls_verify",         OPT_BOOL,     FIELD(redis_tls_verify),            0,   1,                "on",                    0},
+    {"redis",   "sentinels",          OPT_STRING,   FIELD(redis_sentinels),             0,   0,                "",                      0},
+    {"redis",   "sentinel_master",    OPT_STRING,   FIELD(redis_sentinel_master),       0,   0,                "",                      0},
+    {"redis",   "sentinel_username",  OPT_STRING,   FIELD(redis_sentinel_username),     0,   0,                "",                      0},
+    {"redis",   "sentinel_password",  OPT_STRING,   FIELD(redis_sentinel_password),     0,   0,                "",                      OPT_SECRET},
     {"redis",   "db",                 OPT_INT,      FIELD(redis_db),                    0,   INT_MAX,          "0",                     0},
     {"redis",   "timeout_ms",         OPT_INT,      FIELD(redis_timeout_ms),            1,   60000,            "100",                   0},
     {"redis",   "max_pending",        OPT_INT,      FIELD(redis_max_pending),           0,   10000000,         "10000",                 0},
@@ -1335,6 +1339,24 @@ static int config_validate_at(struct pc_config *cfg, const int *lines, int *line
         *line = line_of(lines, "server", "listen", "admin_listen");
         goto out;
     }
+    {
+        char hosts[PC_SENTINELS_MAX][PC_CFG_STR];
+        int ports[PC_SENTINELS_MAX];
+        int n = pc_config_sentinels(cfg->redis_sentinels, hosts, ports, PC_SENTINELS_MAX, why,
+                                    sizeof why);
+        if (n < 0) {
+            fmt(err, errlen, "[redis] sentinels: %s", why);
+            *line = line_of(lines, "redis", "sentinels", NULL);
+            goto out;
+        }
+        if ((n > 0) != (cfg->redis_sentinel_master[0] != '\0')) {
+            fmt(err, errlen,
+                "[redis] sentinels and sentinel_master go together (the sentinels "
+                "to ask, and the name of the master they watch)");
+            *line = line_of(lines, "redis", "sentinels", "sentinel_master");
+            goto out;
+        }
+    }
     if (cfg->max_input_bytes > 0 && cfg->max_input_bytes < cfg->max_body_bytes) {
         fmt(err, errlen,
             "[server] max_input_bytes (%zu) must be 0 or at least max_body_bytes (%zu): a "
@@ -1375,6 +1397,38 @@ out:
     free(value);
     free(scratch);
     return rc;
+}
+
+int pc_config_sentinels(const char *list, char hosts[][PC_CFG_STR], int *ports, size_t max,
+                        char *why, size_t whylen)
+{
+    size_t n = 0;
+    const char *s = list;
+    while (*s != '\0') {
+        while (*s == ' ' || *s == ',')
+            s++;
+        if (*s == '\0')
+            break;
+        size_t len = strcspn(s, ", ");
+        char one[PC_CFG_STR];
+        if (len >= sizeof one) {
+            fmt(why, whylen, "'%.*s...' is too long", 32, s);
+            return -1;
+        }
+        memcpy(one, s, len);
+        one[len] = '\0';
+        if (n == max) {
+            fmt(why, whylen, "more than %zu sentinels", max);
+            return -1;
+        }
+        if (pc_config_split_hostport(one, hosts[n], PC_CFG_STR, &ports[n]) != 0 || ports[n] == 0) {
+            fmt(why, whylen, "'%s' is not host:port", one);
+            return -1;
+        }
+        n++;
+        s += len;
+    }
+    return (int)n;
 }
 
 int pc_config_split_hostport(const char *s, char *host, size_t hostlen, int *port)

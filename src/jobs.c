@@ -2058,6 +2058,12 @@ void pc_jobs_abort(struct pc_jobs *j)
         job_release(p, 1); /* RELEASING now; may free p, never another job */
 }
 
+void pc_jobs_master_moved(struct pc_jobs *j, const char *host, int port)
+{
+    if (j != NULL)
+        pc_store_master_moved(j->bst, host, port);
+}
+
 void pc_jobs_free(struct pc_jobs *j)
 {
     if (j == NULL)

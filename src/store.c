@@ -70,7 +70,16 @@
 #define PC_STORE_MAX_ELEMENTS ((size_t)1 << 24) /* every array of one reply, together */
 
 enum store_state { ST_CLOSED, ST_CONNECTING, ST_CONNECTED };
-enum cmd_kind { CMD_GET, CMD_SET, CMD_PING, CMD_SETUP, CMD_GENERIC, CMD_SUBSCRIBE };
+enum cmd_kind {
+    CMD_GET,
+    CMD_SET,
+    CMD_PING,
+    CMD_SETUP,
+    CMD_GENERIC,
+    CMD_SUBSCRIBE,
+    CMD_SENTINEL, /* SENTINEL get-master-addr-by-name, on a sentinel's connection */
+    CMD_ROLE      /* ROLE, first on a master's connection found through the sentinels */
+};
 
 struct pc_store {
     struct event_base *base;
@@ -99,8 +108,23 @@ struct pc_store {
     int subscribed;    /* the SUBSCRIBE was confirmed on this connection */
     pc_store_message_cb sub_cb;
     void *sub_arg;
-    SSL_CTX *tls_ctx;   /* [redis] tls = on: the context of every connection; else NULL */
-    time_t get_error_s; /* last GET error reply logged */
+    SSL_CTX *tls_ctx; /* [redis] tls = on: the context of every connection; else NULL */
+    /* Where the next connection goes: [redis] host and port, or the master the sentinels
+     * named. With sentinels, a connection is first made to one of them (asking) until one
+     * names the master (have_master), then to the master, which must say it is one (ROLE)
+     * before the store takes commands; losing it, or a READONLY reply, asks again. */
+    char host[PC_CFG_STR];
+    int port;
+    int n_sentinels;
+    char (*sentinel_hosts)[PC_CFG_STR];
+    int *sentinel_ports;
+    size_t sentinel_next; /* the sentinel to ask next (they are asked in turn) */
+    int asking;           /* this connection is to a sentinel */
+    int watch;            /* a sentinel watcher: subscribed to the sentinels, no master */
+    int have_master;
+    int connect_now;            /* the drop in progress goes on to the master at once, no backoff */
+    char peer[PC_CFG_STR + 32]; /* "Redis host:port" or "sentinel host:port": this connection */
+    time_t get_error_s;         /* last GET error reply logged */
     struct pc_tls_opts tls;
 };
 
@@ -168,13 +192,72 @@ static void store_break(struct pc_store *st)
 
 /* Answers the caller of cmd with the outcome of reply (NULL: failed). Once: the caller
  * claimed the right first (pc_cmdq_claim), or shifted the command out unanswered. */
+static void store_break(struct pc_store *st);
+static int is_str(const redisReply *r, const char *s, size_t len);
+
+/* A sentinel's answer: the master's address, then the connection to it at once. */
+static void sentinel_answer(struct pc_store *st, const redisReply *r)
+{
+    const char *who =
+        st->sentinel_hosts[(st->sentinel_next + st->n_sentinels - 1) % (size_t)st->n_sentinels];
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        pc_log(PC_LOG_WARN, "store: sentinel %s does not know master '%s'%s%s", who,
+               st->cfg->redis_sentinel_master,
+               r != NULL && r->type == REDIS_REPLY_ERROR ? ": " : "",
+               r != NULL && r->type == REDIS_REPLY_ERROR ? r->str : "");
+        store_break(st); /* the next sentinel, after the backoff */
+        return;
+    }
+    char host[PC_CFG_STR];
+    snprintf(host, sizeof host, "%.*s", (int)r->element[0]->len, r->element[0]->str);
+    int port = atoi(r->element[1]->str);
+    if (port <= 0 || port > 65535 || host[0] == '\0') {
+        pc_log(PC_LOG_WARN, "store: sentinel %s named master '%s' as '%s:%s'", who,
+               st->cfg->redis_sentinel_master, host, r->element[1]->str);
+        store_break(st);
+        return;
+    }
+    if (strcmp(host, st->host) != 0 || port != st->port)
+        pc_log(PC_LOG_INFO, "store: sentinel %s: master '%s' is %s:%d", who,
+               st->cfg->redis_sentinel_master, host, port);
+    pc_strlcpy(st->host, host, sizeof st->host);
+    st->port = port;
+    st->have_master = 1;
+    st->connect_now = 1;
+    store_break(st); /* the sentinel's connection; the master's follows from reset_cb */
+}
+
+/* The first reply on a master's connection found through the sentinels. */
+static void role_answer(struct pc_store *st, const redisReply *r)
+{
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY && is_str(r->element[0], "master", 6)) {
+        set_state(st, ST_CONNECTED);
+        event_del(st->connect_timer);
+        pc_log(PC_LOG_INFO, "store: connected to Redis master %s:%d", st->host, st->port);
+        return;
+    }
+    pc_log(PC_LOG_WARN, "store: Redis %s:%d is not a master (ROLE %s); asking the sentinels",
+           st->host, st->port,
+           r != NULL && r->type == REDIS_REPLY_ARRAY ? r->element[0]->str : "failed");
+    st->have_master = 0;
+    store_break(st);
+}
+
 static void cmd_answer(struct cmd *c, redisReply *r)
 {
     struct pc_store *st = c->st;
     /* Redis answers: a paused Redis that still accepts TCP does not. An error reply (a
      * refused AUTH, say) leads to a reconnect: it must not reset the backoff. */
-    if (r != NULL && r->type != REDIS_REPLY_ERROR)
+    if (r != NULL && r->type != REDIS_REPLY_ERROR && c->kind != CMD_SENTINEL)
         st->backoff_ms = PC_STORE_BACKOFF_MIN_MS;
+    /* The master the sentinels named was turned into a replica (a failover): ask again. */
+    if (st->n_sentinels > 0 && r != NULL && r->type == REDIS_REPLY_ERROR &&
+        strncmp(r->str, "READONLY", 8) == 0 && !st->broken) {
+        pc_log(PC_LOG_WARN, "store: Redis %s:%d is a replica now (READONLY); asking the sentinels",
+               st->host, st->port);
+        st->have_master = 0;
+        store_break(st);
+    }
     double secs = (double)(pc_now_us() - c->start_us) / 1e6;
     switch (c->kind) {
     case CMD_GET:
@@ -221,6 +304,12 @@ static void cmd_answer(struct cmd *c, redisReply *r)
         if (c->cmd_cb != NULL) /* fire-and-forget commands have none */
             c->cmd_cb((const struct pc_reply *)r, c->arg);
         break;
+    case CMD_SENTINEL:
+        sentinel_answer(st, r);
+        break;
+    case CMD_ROLE:
+        role_answer(st, r);
+        break;
     case CMD_SETUP:
     case CMD_SUBSCRIBE:
         if (r != NULL && r->type == REDIS_REPLY_ERROR) {
@@ -258,6 +347,8 @@ static void store_drop(struct pc_store *st)
     st->reader = NULL;
     st->broken = 0;
     st->subscribed = 0;
+    if (bev != NULL && !st->asking && !st->watch && !st->connect_now && st->n_sentinels > 0)
+        st->have_master = 0; /* it may have moved: the sentinels are asked again */
     set_state(st, ST_CLOSED);
     if (bev != NULL)
         bufferevent_free(bev);
@@ -277,8 +368,8 @@ static const char *reply_type_name(const redisReply *r)
 
 static const char *cmd_kind_name(enum cmd_kind k)
 {
-    static const char *const names[] = {"GET",         "SET",     "PING",
-                                        "AUTH/SELECT", "command", "SUBSCRIBE"};
+    static const char *const names[] = {"GET",     "SET",       "PING",     "AUTH/SELECT",
+                                        "command", "SUBSCRIBE", "SENTINEL", "ROLE"};
     return names[k];
 }
 
@@ -313,6 +404,13 @@ static int reply_fits(const struct pc_store *st, enum cmd_kind k, const redisRep
         return is_push(st, r, "subscribe", REDIS_REPLY_INTEGER);
     case CMD_GENERIC:
         return 1;
+    case CMD_SENTINEL: /* [host, port], or nil for a master it does not know */
+        return r->type == REDIS_REPLY_NIL || (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+                                              r->element[0]->type == REDIS_REPLY_STRING &&
+                                              r->element[1]->type == REDIS_REPLY_STRING);
+    case CMD_ROLE:
+        return r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+               r->element[0]->type == REDIS_REPLY_STRING;
     }
     return 0;
 }
@@ -470,10 +568,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     if (what & BEV_EVENT_CONNECTED) {
         int one = 1;
         setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (st->n_sentinels > 0 && !st->watch) /* a sentinel's answer, or the ROLE, decides */
+            return;
         event_del(st->connect_timer);
         set_state(st, ST_CONNECTED); /* backoff resets on the first answered command */
-        pc_log(PC_LOG_INFO, "store: connected to Redis %s:%d", st->cfg->redis_host,
-               st->cfg->redis_port);
+        pc_log(PC_LOG_INFO, "store: connected to Redis %s:%d", st->host, st->port);
         return;
     }
     if (st->broken)
@@ -487,14 +586,14 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         (ssl_err != 0 || err == 0)) {
         pc_tls_failure(bufferevent_openssl_get_ssl(bev), ssl_err, tls_why, sizeof tls_why);
         why = tls_why;
-        pc_log(PC_LOG_WARN, "store: TLS handshake with Redis %s:%d failed: %s; retry in %d ms",
-               st->cfg->redis_host, st->cfg->redis_port, why, st->backoff_ms);
+        pc_log(PC_LOG_WARN, "store: TLS handshake with %s failed: %s; retry in %d ms", st->peer,
+               why, st->backoff_ms);
         store_break(st);
         return;
     }
     if (st->state == ST_CONNECTING)
-        pc_log(PC_LOG_WARN, "store: cannot connect to Redis %s:%d: %s; retry in %d ms",
-               st->cfg->redis_host, st->cfg->redis_port, why, st->backoff_ms);
+        pc_log(PC_LOG_WARN, "store: cannot connect to %s: %s; retry in %d ms", st->peer, why,
+               st->backoff_ms);
     else
         pc_log(PC_LOG_WARN, "store: lost Redis connection: %s", why);
     store_break(st);
@@ -522,6 +621,12 @@ static void reset_cb(evutil_socket_t fd, short what, void *arg)
     if (st->bev == NULL)
         return;
     store_drop(st);
+    if (st->connect_now) { /* a sentinel named the master: go there now */
+        st->connect_now = 0;
+        event_del(st->connect_timer);
+        store_connect(st);
+        return;
+    }
     schedule_retry(st);
 }
 
@@ -587,20 +692,64 @@ fail:
     return -1;
 }
 
-/* Queues AUTH and SELECT first: they go out as soon as the connection is up. A
- * subscriber's SUBSCRIBE goes last: Redis refuses SELECT on a subscribed connection. */
+/* AUTH (user password, or password) when either is set. */
+static void send_auth(struct pc_store *st, const char *user, const char *password)
+{
+    if (password[0] == '\0' && user[0] == '\0')
+        return;
+    struct cmd *c = calloc(1, sizeof *c);
+    const char *argv[] = {"AUTH", user[0] != '\0' ? user : password, password};
+    size_t lens[] = {4, strlen(argv[1]), strlen(password)};
+    if (c != NULL) {
+        c->kind = CMD_SETUP;
+        cmd_send(st, c, 0, 0, user[0] != '\0' ? 3 : 2, argv, lens);
+    }
+}
+
+/* On a sentinel's connection: its AUTH, then the question. */
+static void send_sentinel_query(struct pc_store *st)
+{
+    const struct pc_config *cfg = st->cfg;
+    send_auth(st, cfg->redis_sentinel_username, cfg->redis_sentinel_password);
+    struct cmd *c = calloc(1, sizeof *c);
+    const char *argv[] = {"SENTINEL", "get-master-addr-by-name", cfg->redis_sentinel_master};
+    size_t lens[] = {8, 23, strlen(cfg->redis_sentinel_master)};
+    if (c != NULL) {
+        c->kind = CMD_SENTINEL;
+        cmd_send(st, c, 0, 0, 3, argv, lens);
+    }
+}
+
+/* Queues AUTH and SELECT first: they go out as soon as the connection is up (on a
+ * master found through the sentinels, ROLE right after AUTH). A subscriber's SUBSCRIBE goes
+ * last: Redis refuses SELECT on a subscribed connection. A sentinel's connection gets its
+ * question only. */
 static void send_setup(struct pc_store *st)
 {
     const struct pc_config *cfg = st->cfg;
-    if (cfg->redis_password[0] != '\0' || cfg->redis_username[0] != '\0') {
+    if (st->asking) {
+        send_sentinel_query(st);
+        return;
+    }
+    if (st->watch) {
+        send_auth(st, cfg->redis_sentinel_username, cfg->redis_sentinel_password);
         struct cmd *c = calloc(1, sizeof *c);
-        int user = cfg->redis_username[0] != '\0';
-        const char *argv[] = {"AUTH", user ? cfg->redis_username : cfg->redis_password,
-                              cfg->redis_password};
-        size_t lens[] = {4, strlen(argv[1]), strlen(cfg->redis_password)};
+        const char *argv[] = {"SUBSCRIBE", st->sub_channel};
+        size_t lens[] = {9, strlen(st->sub_channel)};
         if (c != NULL) {
-            c->kind = CMD_SETUP;
-            cmd_send(st, c, 0, 0, user ? 3 : 2, argv, lens);
+            c->kind = CMD_SUBSCRIBE;
+            cmd_send(st, c, 0, 0, 2, argv, lens);
+        }
+        return;
+    }
+    send_auth(st, cfg->redis_username, cfg->redis_password);
+    if (st->n_sentinels > 0) { /* before anything else is let through: is it the master? */
+        struct cmd *c = calloc(1, sizeof *c);
+        const char *argv[] = {"ROLE"};
+        size_t lens[] = {4};
+        if (c != NULL) {
+            c->kind = CMD_ROLE;
+            cmd_send(st, c, 0, 0, 1, argv, lens);
         }
     }
     if (cfg->redis_db != 0) {
@@ -627,18 +776,18 @@ static void send_setup(struct pc_store *st)
 
 /* The first address of host, IPv4 first as hiredis does (resolved synchronously, as
  * hiredis did). NULL with a message in err. */
-static struct addrinfo *resolve(const struct pc_config *cfg, char *err, size_t errlen)
+static struct addrinfo *resolve(const char *host, int port_no, char *err, size_t errlen)
 {
     char port[16];
-    snprintf(port, sizeof port, "%d", cfg->redis_port);
+    snprintf(port, sizeof port, "%d", port_no);
     struct addrinfo hints, *ai = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_INET;
     hints.ai_socktype = SOCK_STREAM;
-    int rc = getaddrinfo(cfg->redis_host, port, &hints, &ai);
+    int rc = getaddrinfo(host, port, &hints, &ai);
     if (rc != 0) {
         hints.ai_family = AF_INET6;
-        rc = getaddrinfo(cfg->redis_host, port, &hints, &ai);
+        rc = getaddrinfo(host, port, &hints, &ai);
     }
     if (rc != 0) {
         snprintf(err, errlen, "%s", gai_strerror(rc));
@@ -651,12 +800,22 @@ static void store_connect(struct pc_store *st)
 {
     char err[128] = "out of memory";
     PC_METRIC_INC(st->m->redis_reconnects);
-    struct addrinfo *ai = resolve(st->cfg, err, sizeof err);
+    const char *host = st->host;
+    int port = st->port;
+    st->asking = st->n_sentinels > 0 && !st->have_master && !st->watch;
+    if (st->asking || st->watch) { /* the sentinels in turn */
+        size_t i = st->sentinel_next++ % (size_t)st->n_sentinels;
+        host = st->sentinel_hosts[i];
+        port = st->sentinel_ports[i];
+    }
+    snprintf(st->peer, sizeof st->peer, "%s %s:%d", st->asking || st->watch ? "sentinel" : "Redis",
+             host, port);
+    struct addrinfo *ai = resolve(host, port, err, sizeof err);
     struct bufferevent *bev = NULL;
     if (ai == NULL || reader_new(st) != 0)
         goto fail;
     if (st->tls_ctx != NULL) {
-        SSL *ssl = pc_tls_client_ssl(st->tls_ctx, &st->tls, st->cfg->redis_host);
+        SSL *ssl = pc_tls_client_ssl(st->tls_ctx, &st->tls, host);
         if (ssl == NULL) {
             snprintf(err, sizeof err, "cannot set up TLS for this connection");
             goto fail;
@@ -688,8 +847,8 @@ static void store_connect(struct pc_store *st)
     send_setup(st);
     return;
 fail:
-    pc_log(PC_LOG_WARN, "store: cannot connect to Redis %s:%d: %s; retry in %d ms",
-           st->cfg->redis_host, st->cfg->redis_port, err, st->backoff_ms);
+    pc_log(PC_LOG_WARN, "store: cannot connect to %s: %s; retry in %d ms", st->peer, err,
+           st->backoff_ms);
     if (ai != NULL)
         freeaddrinfo(ai);
     if (bev != NULL)
@@ -731,6 +890,18 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
     st->connect_timer = evtimer_new(base, connect_timeout_cb, st);
     st->retry_timer = evtimer_new(base, retry_cb, st);
     st->reset_ev = event_new(base, -1, 0, reset_cb, st);
+    pc_strlcpy(st->host, cfg->redis_host, sizeof st->host);
+    st->port = cfg->redis_port;
+    if (cfg->redis_sentinels[0] != '\0') {
+        char why[256];
+        st->sentinel_hosts = calloc(PC_SENTINELS_MAX, sizeof *st->sentinel_hosts);
+        st->sentinel_ports = calloc(PC_SENTINELS_MAX, sizeof *st->sentinel_ports);
+        st->n_sentinels =
+            st->sentinel_hosts == NULL || st->sentinel_ports == NULL
+                ? -1
+                : pc_config_sentinels(cfg->redis_sentinels, st->sentinel_hosts, st->sentinel_ports,
+                                      PC_SENTINELS_MAX, why, sizeof why);
+    }
     if (cfg->redis_tls) {
         st->tls = (struct pc_tls_opts){cfg->redis_tls_ca_file, cfg->redis_tls_cert_file,
                                        cfg->redis_tls_key_file, cfg->redis_tls_server_name,
@@ -739,8 +910,8 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
         if ((st->tls_ctx = pc_tls_client_ctx(&st->tls, err, sizeof err)) == NULL)
             pc_log(PC_LOG_ERROR, "store: [redis] %s", err);
     }
-    if ((cfg->redis_tls && st->tls_ctx == NULL) || st->q == NULL || st->connect_timer == NULL ||
-        st->retry_timer == NULL || st->reset_ev == NULL) {
+    if ((cfg->redis_tls && st->tls_ctx == NULL) || st->n_sentinels < 0 || st->q == NULL ||
+        st->connect_timer == NULL || st->retry_timer == NULL || st->reset_ev == NULL) {
         pc_cmdq_free(st->q);
         if (st->connect_timer)
             event_free(st->connect_timer);
@@ -750,19 +921,23 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
             event_free(st->reset_ev);
         if (st->tls_ctx)
             SSL_CTX_free(st->tls_ctx);
+        free(st->sentinel_hosts);
+        free(st->sentinel_ports);
         return -1;
     }
     store_connect(st);
     return 0;
 }
 
-struct pc_store *pc_store_new_subscriber(struct event_base *base, const struct pc_config *cfg,
-                                         struct pc_metrics *metrics, const char *channel,
-                                         pc_store_message_cb cb, void *arg)
+/* A subscriber store on channel; watch: to the sentinels (pc_store_new_sentinel_watch). */
+static struct pc_store *subscriber_new(struct event_base *base, const struct pc_config *cfg,
+                                       struct pc_metrics *metrics, const char *channel,
+                                       int watch, pc_store_message_cb cb, void *arg)
 {
     struct pc_store *st = calloc(1, sizeof *st);
     if (st == NULL)
         return NULL;
+    st->watch = watch;
     st->sub_channel = strdup(channel);
     st->sub_cb = cb;
     st->sub_arg = arg;
@@ -772,6 +947,40 @@ struct pc_store *pc_store_new_subscriber(struct event_base *base, const struct p
         return NULL;
     }
     return st;
+}
+
+struct pc_store *pc_store_new_subscriber(struct event_base *base, const struct pc_config *cfg,
+                                         struct pc_metrics *metrics, const char *channel,
+                                         pc_store_message_cb cb, void *arg)
+{
+    return subscriber_new(base, cfg, metrics, channel, 0, cb, arg);
+}
+
+struct pc_store *pc_store_new_sentinel_watch(struct event_base *base, const struct pc_config *cfg,
+                                             struct pc_metrics *metrics, pc_store_message_cb cb,
+                                             void *arg)
+{
+    return subscriber_new(base, cfg, metrics, "+switch-master", 1, cb, arg);
+}
+
+void pc_store_master_moved(struct pc_store *st, const char *host, int port)
+{
+    if (st == NULL || st->n_sentinels <= 0 || st->watch)
+        return;
+    if (st->have_master && strcmp(st->host, host) == 0 && st->port == port)
+        return;
+    pc_log(PC_LOG_INFO, "store: sentinels switched master '%s' to %s:%d",
+           st->cfg->redis_sentinel_master, host, port);
+    pc_strlcpy(st->host, host, sizeof st->host);
+    st->port = port;
+    st->have_master = 1;
+    if (st->bev != NULL && !st->broken) {
+        st->connect_now = 1;
+        store_break(st); /* the old connection; the new master's follows from reset_cb */
+    } else if (st->bev == NULL) {
+        event_del(st->retry_timer);
+        store_connect(st);
+    }
 }
 
 static void store_free_now(struct pc_store *st)
@@ -787,6 +996,8 @@ static void store_free_now(struct pc_store *st)
         event_free(st->reset_ev);
     if (st->tls_ctx)
         SSL_CTX_free(st->tls_ctx);
+    free(st->sentinel_hosts);
+    free(st->sentinel_ports);
     free(st);
 }
 

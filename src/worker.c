@@ -148,6 +148,25 @@ static int join_address(const struct pc_worker *w, char *out, size_t len)
     return n > 0 && (size_t)n < len ? 0 : -1;
 }
 
+/* A sentinel's +switch-master: "<name> <old ip> <old port> <new ip> <new port>". Every
+ * connection of this worker to the master of [redis] sentinel_master follows. */
+static void on_switch_master(const char *msg, size_t len, void *arg)
+{
+    struct pc_worker *w = arg;
+    char text[4 * PC_CFG_STR], name[PC_CFG_STR], old_ip[PC_CFG_STR], new_ip[PC_CFG_STR];
+    int old_port, new_port;
+    if (len >= sizeof text)
+        return;
+    memcpy(text, msg, len);
+    text[len] = '\0';
+    if (sscanf(text, "%255s %255s %d %255s %d", name, old_ip, &old_port, new_ip, &new_port) != 5 ||
+        strcmp(name, w->cfg->redis_sentinel_master) != 0 || new_port <= 0 || new_port > 65535)
+        return;
+    pc_store_master_moved(w->store, new_ip, new_port);
+    pc_store_master_moved(w->subscriber, new_ip, new_port);
+    pc_jobs_master_moved(w->jobs, new_ip, new_port);
+}
+
 int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc_config *cfg,
                    struct pc_worker *group, size_t n, char *err, size_t errlen)
 {
@@ -292,6 +311,12 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         snprintf(err, errlen, "cannot create the Redis client");
         return -1;
     }
+    if (cfg->redis_sentinels[0] != '\0' &&
+        (w->sentinel_watch = pc_store_new_sentinel_watch(base, cfg, &w->sub_metrics,
+                                                         on_switch_master, w)) == NULL) {
+        snprintf(err, errlen, "cannot create the Sentinel watcher");
+        return -1;
+    }
     /* Jobs run through the data port and keep their queue in the store: both exist now. */
     if (cfg->jobs_enabled && (w->jobs = pc_jobs_new(w, err, errlen)) == NULL)
         return -1;
@@ -384,6 +409,7 @@ void pc_worker_release(struct pc_worker *w)
     pc_http_server_free(w->admin);
     pc_jobs_free(w->jobs);
     w->jobs = NULL;
+    pc_store_free(w->sentinel_watch);
     pc_store_free(w->subscriber);
     pc_store_free(w->store);
     pc_proxy_unlocks_free(w);            /* after the store: its failed releases call back */

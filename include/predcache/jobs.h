@@ -73,5 +73,7 @@ void pc_jobs_abort(struct pc_jobs *jobs);
  * still waits on it is let go when the store fails its callbacks. Accepts NULL.
  */
 void pc_jobs_free(struct pc_jobs *jobs);
+/* The sentinels switched the master: the consumer's own connection follows (store.h). */
+void pc_jobs_master_moved(struct pc_jobs *jobs, const char *host, int port);
 
 #endif

@@ -46,6 +46,20 @@ struct pc_store *pc_store_new_subscriber(struct event_base *base, const struct p
                                          struct pc_metrics *metrics, const char *channel,
                                          pc_store_message_cb cb, void *arg);
 
+/*
+ * With [redis] sentinels: a subscriber to the sentinels themselves (asked in turn), on their
+ * "+switch-master" channel; cb gets each message ("<name> <old ip> <old port> <new ip>
+ * <new port>"). It takes no commands.
+ */
+struct pc_store *pc_store_new_sentinel_watch(struct event_base *base, const struct pc_config *cfg,
+                                             struct pc_metrics *metrics, pc_store_message_cb cb,
+                                             void *arg);
+/*
+ * A sentinel announced that the master (of [redis] sentinel_master) is now host:port: a
+ * store of a Sentinel setup that is elsewhere goes there at once (and checks ROLE again).
+ */
+void pc_store_master_moved(struct pc_store *st, const char *host, int port);
+
 /* Fails every pending command's callback with PC_STORE_ERROR, then frees. Accepts NULL. */
 void pc_store_free(struct pc_store *st);
 

@@ -65,11 +65,12 @@ struct pc_worker {
     struct pc_http_server *admin;
     struct pc_jobs *jobs; /* async jobs; NULL when [jobs] is off */
     struct pc_metrics metrics;
-    struct pc_flights *flights;    /* keys whose model server call is running (coalescing) */
-    struct pc_flights *refreshing; /* keys whose stale entry is being refreshed */
-    struct pc_health *health;      /* active model server health checks */
-    struct pc_store *subscriber;   /* listens for answers of other processes (locks) */
-    struct pc_metrics sub_metrics; /* the subscriber's own: it must not move redis_up */
+    struct pc_flights *flights;      /* keys whose model server call is running (coalescing) */
+    struct pc_flights *refreshing;   /* keys whose stale entry is being refreshed */
+    struct pc_health *health;        /* active model server health checks */
+    struct pc_store *subscriber;     /* listens for answers of other processes (locks) */
+    struct pc_store *sentinel_watch; /* [redis] sentinels: their +switch-master; else NULL */
+    struct pc_metrics sub_metrics;   /* the subscriber's own: it must not move redis_up */
     struct pc_key_params keyp;
     const char *input_fields[32];
     const char *cache_ids[PC_WORKER_BACKENDS];     /* each backend's identity in keys */

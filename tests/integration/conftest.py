@@ -307,6 +307,20 @@ class Resp:
         raise RedisError("unexpected reply %r" % line)
 
 
+class RedisProcess:
+    """What the tests' own redis-server processes (TLS, Sentinel) share: commands on their
+    plain port (self.port), and stopping self.proc."""
+
+    def command(self, *args):
+        with Resp(self.port, timeout=5.0) as r:
+            return r.command(*args)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
 class RedisServer:
     def __init__(self, workdir):
         self.dir = str(workdir)

@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from conftest import REDIS_SERVER, Resp, expected_key, canonical, free_port, wait_for
+from conftest import REDIS_SERVER, RedisProcess, Resp, expected_key, canonical, free_port, wait_for
 from oracle import Oracle
 
 PREDICT = "/v1/models/m:predict"
@@ -49,7 +49,7 @@ def pki(tmp_path_factory):
     return lambda name: os.path.join(d, name)
 
 
-class TlsRedis:
+class TlsRedis(RedisProcess):
     """redis-server with a TLS port (and a plain one for the test), stopped by stop()."""
 
     def __init__(self, workdir, pki, auth_clients="no", extra=()):
@@ -77,14 +77,6 @@ class TlsRedis:
 
         wait_for(ping, what="redis-server with TLS")
 
-    def command(self, *args):
-        with Resp(self.port, timeout=5.0) as r:
-            return r.command(*args)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 @pytest.fixture
