@@ -11,7 +11,8 @@
  * written before, take the route's TTL. PC3, the only one written now, also carries the
  * end-to-end headers that describe the body, so a hit replays the answer faithfully (a
  * binary KServe answer is unreadable without its Inference-Header-Content-Length); its
- * ttl_s may be 0, "not recorded".
+ * ttl_s may be 0, "not recorded". PC4 adds the tag of the key a cache entry was stored
+ * under, so that a reader takes it only for that key.
  * The decoder reads bytes that come back from the store, so it trusts nothing: it accepts
  * exactly what the encoder writes (3-digit status 100..599, non-negative decimals without
  * leading zeros or sign, text lines without CR or NUL, header names that are tokens, text
@@ -25,6 +26,7 @@
 #define PC_ENV_MAGIC1 "PC1\n"
 #define PC_ENV_MAGIC2 "PC2\n"
 #define PC_ENV_MAGIC3 "PC3\n"
+#define PC_ENV_MAGIC4 "PC4\n"
 #define PC_ENV_MAGIC_LEN 4
 #define PC_ENV_MAX_TTL_DIGITS 10
 #define PC_ENV_MAX_TIME_DIGITS 19
@@ -90,10 +92,13 @@ int pc_envelope_encode(const struct pc_envelope *env, struct pc_buf *out)
         (env->body == NULL && env->body_len > 0) || check_text(env, ctype, &text) != 0)
         return -1;
     size_t start = out->len;
-    /* one allocation: the numbers take at most 40 bytes with their newlines */
-    if (pc_buf_reserve(out, PC_ENV_MAGIC_LEN + 48 + text + env->body_len) != 0 ||
-        pc_buf_printf(out, PC_ENV_MAGIC3 "%d\n%" PRId64 "\n%d\n%zu\n%s\n", env->status,
-                      env->stored_at_ms, env->ttl_s, env->n_headers, ctype) != 0)
+    /* one allocation: the numbers take at most 40 bytes with their newlines, the tag 17 */
+    if (pc_buf_reserve(out, PC_ENV_MAGIC_LEN + 17 + 48 + text + env->body_len) != 0)
+        return encode_fail(out, start);
+    int rc = env->key_tag != 0 ? pc_buf_printf(out, PC_ENV_MAGIC4 "%016" PRIx64 "\n", env->key_tag)
+                               : pc_buf_append(out, PC_ENV_MAGIC3, PC_ENV_MAGIC_LEN);
+    if (rc != 0 || pc_buf_printf(out, "%d\n%" PRId64 "\n%d\n%zu\n%s\n", env->status,
+                                 env->stored_at_ms, env->ttl_s, env->n_headers, ctype) != 0)
         return encode_fail(out, start);
     for (size_t i = 0; i < env->n_headers; i++) {
         const struct pc_env_header *h = &env->headers[i];
@@ -187,13 +192,45 @@ static int read_header_line(const char *data, size_t len, size_t *pos, struct sc
     return h->value != NULL ? 0 : -1;
 }
 
+uint64_t pc_envelope_key_tag(const char *key, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)key[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h != 0 ? h : 1;
+}
+
+/* The tag line at *pos: exactly 16 lowercase hex digits, not all zero, then "\n". */
+static int read_tag_line(const char *data, size_t len, size_t *pos, uint64_t *tag)
+{
+    if (len - *pos < 17 || data[*pos + 16] != '\n')
+        return -1;
+    uint64_t v = 0;
+    for (size_t i = 0; i < 16; i++) {
+        char ch = data[*pos + i];
+        int d = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v << 4 | (uint64_t)d;
+    }
+    if (v == 0)
+        return -1;
+    *pos += 17;
+    *tag = v;
+    return 0;
+}
+
 int pc_envelope_decode(const char *data, size_t len, struct pc_envelope *env, char *ctype_buf,
                        size_t ctype_len)
 {
     if (data == NULL || len < PC_ENV_MAGIC_LEN || ctype_buf == NULL || ctype_len == 0)
         return -1;
     int version;
-    if (memcmp(data, PC_ENV_MAGIC3, PC_ENV_MAGIC_LEN) == 0)
+    if (memcmp(data, PC_ENV_MAGIC4, PC_ENV_MAGIC_LEN) == 0)
+        version = 4;
+    else if (memcmp(data, PC_ENV_MAGIC3, PC_ENV_MAGIC_LEN) == 0)
         version = 3;
     else if (memcmp(data, PC_ENV_MAGIC2, PC_ENV_MAGIC_LEN) == 0)
         version = 2;
@@ -203,6 +240,9 @@ int pc_envelope_decode(const char *data, size_t len, struct pc_envelope *env, ch
         return -1;
     size_t pos = PC_ENV_MAGIC_LEN;
     int64_t status, stored_at, ttl = 0, n_headers = 0;
+    uint64_t tag = 0;
+    if (version == 4 && read_tag_line(data, len, &pos, &tag) != 0)
+        return -1;
     /* 3 digits, no leading zero: exactly 100..999, then narrowed to 100..599. */
     if (read_decimal_line(data, len, &pos, 3, &status) != 0 || status < 100 ||
         !status_ok((int)status))
@@ -212,7 +252,7 @@ int pc_envelope_decode(const char *data, size_t len, struct pc_envelope *env, ch
     if (version >= 2 && (read_decimal_line(data, len, &pos, PC_ENV_MAX_TTL_DIGITS, &ttl) != 0 ||
                          ttl > INT32_MAX || (version == 2 && ttl < 1)))
         return -1;
-    if (version == 3 &&
+    if (version >= 3 &&
         (read_decimal_line(data, len, &pos, 1, &n_headers) != 0 || n_headers > PC_ENV_MAX_HEADERS))
         return -1;
     /* Whatever buffer the caller has, no more text than the encoder would write. */
@@ -226,6 +266,7 @@ int pc_envelope_decode(const char *data, size_t len, struct pc_envelope *env, ch
     for (int64_t i = 0; i < n_headers; i++)
         if (read_header_line(data, len, &pos, &sc, &headers[i]) != 0)
             return -1;
+    env->key_tag = tag;
     env->status = (int)status;
     env->stored_at_ms = stored_at;
     env->ttl_s = (int)ttl;

@@ -414,6 +414,7 @@ static int store_answer(struct pc_worker *w, const char *key, int ttl_s, int rec
     struct pc_envelope env;
     envelope_of(w, r, &env);
     env.ttl_s = record ? ttl_s : 0;
+    env.key_tag = pc_envelope_key_tag(key, strlen(key)); /* PC4: read back for key only */
     struct pc_buf val;
     pc_buf_init(&val);
     int queued = 0;
@@ -1405,6 +1406,19 @@ static enum value_use judge_value(const struct pc_preq *p, const char *data, siz
 {
     if (pc_envelope_decode(data, len, env, ctype, ctype_len) != 0) {
         pc_log(PC_LOG_WARN, "proxy: unreadable cache entry %s; treating as a miss", p->key);
+        return VALUE_NONE;
+    }
+    /* An entry is only ever the answer to the key it was stored under. One tagged with
+     * another key came back for a GET it does not answer: the connection is out of step
+     * (or the value was copied): never served, the connection dropped. Untagged entries
+     * (PC3 and older, from earlier versions) cannot say whose they are: a miss. */
+    uint64_t want = pc_envelope_key_tag(p->key, strlen(p->key));
+    if (env->key_tag != want) {
+        if (env->key_tag != 0) {
+            pc_log(PC_LOG_WARN, "proxy: the value read for %s was stored under another key",
+                   p->key);
+            pc_store_out_of_step(p->w->store, "a cache entry of another key answered a GET");
+        }
         return VALUE_NONE;
     }
     int64_t age_ms = pc_wall_ms() - env->stored_at_ms;

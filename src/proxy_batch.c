@@ -568,8 +568,9 @@ static void store_one(struct store_job *j, size_t idx)
         .body_len = j->inst.len,
     };
     char key[PC_KEY_MAX];
-    if (j->inst.len > w->cfg->max_value_bytes || pc_envelope_encode(&env, &j->val) != 0 ||
-        pc_cachekey_format(j->prefix, d, key) == 0) {
+    if (j->inst.len > w->cfg->max_value_bytes || pc_cachekey_format(j->prefix, d, key) == 0 ||
+        (env.key_tag = pc_envelope_key_tag(key, strlen(key)), pc_envelope_encode(&env, &j->val)) !=
+            0) {
         PC_METRIC_INC(w->metrics.store_skipped);
         return;
     }
@@ -905,38 +906,48 @@ static void forward_missing(struct pc_preq *p, enum pc_cache_result result)
  * (and for u 0, whose layout and type an answer from the cache carries, the whole value),
  * then the value into the l1 tier, when l1 is not NULL.
  */
-static void take_cached(struct pc_batch_state *b, size_t u, const char *data, size_t len,
-                        struct pc_l1 *l1, const char *prefix)
+static int take_cached(struct pc_batch_state *b, size_t u, const char *data, size_t len,
+                       struct pc_l1 *l1, const char *prefix)
 {
     struct pc_envelope env;
     struct pc_batch_layout layout;
     const char *pred;
     size_t pred_len;
     char scratch[PC_CFG_STR], key[PC_KEY_MAX];
+    size_t key_len = pc_cachekey_format(prefix, b->dig[u], key);
     if (pc_envelope_decode(data, len, &env, u == 0 ? b->first_ctype : scratch, PC_CFG_STR) != 0 ||
         pc_batch_decode_instance(env.body, env.body_len, &layout, &pred, &pred_len) != 0) {
-        pc_cachekey_format(prefix, b->dig[u], key);
         pc_log(PC_LOG_WARN, "proxy: unreadable instance entry %s; treating as a miss", key);
         if (u == 0)
             b->first_ctype[0] = '\0';
-        return;
+        return 0;
+    }
+    /* Only the answer to this key (see judge_value in proxy.c); untagged: a miss. */
+    if (env.key_tag != pc_envelope_key_tag(key, key_len)) {
+        if (u == 0)
+            b->first_ctype[0] = '\0';
+        if (env.key_tag == 0)
+            return 0;
+        pc_log(PC_LOG_WARN, "proxy: the value read for instance %s was stored under another key",
+               key);
+        return -1;
     }
     int64_t age_ms = pc_wall_ms() - env.stored_at_ms;
     int fresh_s = env.ttl_s > 0 ? env.ttl_s : b->ttl_s;
     if (age_ms > ((int64_t)fresh_s + b->grace_s) * 1000 ||
         (b->max_age_s >= 0 && age_ms > (int64_t)b->max_age_s * 1000))
-        return; /* past its grace: a batch re-asks the model for it */
+        return 0; /* past its grace: a batch re-asks the model for it */
     size_t at = b->hitdata.len;
     if (pc_buf_append(&b->hitdata, pred, pred_len) != 0 ||
         (layout.sep_len > 0 && pc_buf_append(&b->hitdata, layout.sep, layout.sep_len) != 0)) {
         b->hitdata.len = at;
-        return; /* no memory: a miss */
+        return 0; /* no memory: a miss */
     }
     if (u == 0) {
         b->first.len = 0;
         if (pc_buf_append(&b->first, env.body, env.body_len) != 0) {
             b->hitdata.len = at;
-            return;
+            return 0;
         }
         pc_batch_decode_instance(b->first.data, b->first.len, &b->first_layout, &pred, &pred_len);
     }
@@ -953,6 +964,7 @@ static void take_cached(struct pc_batch_state *b, size_t u, const char *data, si
     };
     if (l1 != NULL && pc_cachekey_format(prefix, b->dig[u], key) > 0)
         pc_l1_put(l1, key, data, len);
+    return 0;
 }
 
 static void redis_lookup(struct pc_preq *p);
@@ -1014,13 +1026,16 @@ static void on_batch_lookup(const struct pc_reply *reply, void *arg)
         return;
     }
     PC_METRIC_INC(p->w->metrics.redis_get_ok);
+    int foreign = 0; /* values tagged with another key: each a miss, the connection dropped */
     for (size_t u = 0; u < b->n_uniq; u++) {
         const struct pc_reply *e = pc_reply_elem(reply, u);
         size_t len;
         const char *data = pc_reply_str(e, &len);
         if (pc_reply_type(e) == PC_REPLY_STRING && data != NULL)
-            take_cached(b, u, data, len, p->w->l1, p->keyp.prefix);
+            foreign |= take_cached(b, u, data, len, p->w->l1, p->keyp.prefix) != 0;
     }
+    if (foreign)
+        pc_store_out_of_step(p->w->store, "cache entries of other keys answered an MGET");
     for (size_t i = 0; i < b->n; i++)
         b->hits += b->hit[b->uniq_of[i]].found;
     if (b->hits < b->n) {

@@ -425,6 +425,12 @@ static void desync(struct pc_store *st, const char *what)
     store_break(st);
 }
 
+void pc_store_out_of_step(struct pc_store *st, const char *what)
+{
+    if (st != NULL && st->bev != NULL && !st->broken)
+        desync(st, what);
+}
+
 /* One whole reply: it answers the oldest command, or on a subscribed connection with no
  * command waiting it is a message. 0 handled; -1 a desync (the connection is broken). */
 static int dispatch(struct pc_store *st, redisReply *r)
@@ -931,8 +937,8 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
 
 /* A subscriber store on channel; watch: to the sentinels (pc_store_new_sentinel_watch). */
 static struct pc_store *subscriber_new(struct event_base *base, const struct pc_config *cfg,
-                                       struct pc_metrics *metrics, const char *channel,
-                                       int watch, pc_store_message_cb cb, void *arg)
+                                       struct pc_metrics *metrics, const char *channel, int watch,
+                                       pc_store_message_cb cb, void *arg)
 {
     struct pc_store *st = calloc(1, sizeof *st);
     if (st == NULL)

@@ -60,6 +60,10 @@ struct pc_store *pc_store_new_sentinel_watch(struct event_base *base, const stru
  */
 void pc_store_master_moved(struct pc_store *st, const char *host, int port);
 
+/* A reply the caller found was not the answer to its command (a cache entry tagged with
+ * another key): counted and handled as a desync, the connection dropped. */
+void pc_store_out_of_step(struct pc_store *st, const char *what);
+
 /* Fails every pending command's callback with PC_STORE_ERROR, then frees. Accepts NULL. */
 void pc_store_free(struct pc_store *st);
 

@@ -30,7 +30,7 @@ static size_t text_size(const struct pc_envelope *e)
 static void check_same(const struct pc_envelope *a, const struct pc_envelope *b)
 {
     FUZZ_CHECK(a->status == b->status && a->stored_at_ms == b->stored_at_ms &&
-               a->ttl_s == b->ttl_s);
+               a->ttl_s == b->ttl_s && a->key_tag == b->key_tag);
     FUZZ_CHECK(strcmp(a->content_type, b->content_type) == 0);
     FUZZ_CHECK(a->n_headers == b->n_headers);
     for (size_t i = 0; i < a->n_headers; i++)
@@ -67,13 +67,15 @@ static void decode_reencode(const char *data, size_t len)
     FUZZ_CHECK(env.body >= data && env.body_len <= len && env.body + env.body_len == data + len);
     size_t text = text_size(&env);
     FUZZ_CHECK(text <= PC_ENV_SCRATCH);
-    int pc3 = memcmp(data, "PC3\n", 4) == 0;
+    int pc4 = memcmp(data, "PC4\n", 4) == 0;
+    int pc3 = pc4 || memcmp(data, "PC3\n", 4) == 0; /* PC4 is PC3 and a tag */
     FUZZ_CHECK(pc3 || env.n_headers == 0);
+    FUZZ_CHECK(pc4 == (env.key_tag != 0));
 
     struct pc_buf out;
     pc_buf_init(&out);
     FUZZ_CHECK(pc_envelope_encode(&env, &out) == 0);
-    FUZZ_CHECK(memcmp(out.data, "PC3\n", 4) == 0);
+    FUZZ_CHECK(memcmp(out.data, pc4 ? "PC4\n" : "PC3\n", 4) == 0);
     FUZZ_CHECK(!pc3 || (out.len == len && memcmp(out.data, data, len) == 0));
     char *copy = fuzz_dup((const uint8_t *)out.data, out.len);
     char *scratch2 = malloc(PC_ENV_SCRATCH);
@@ -156,7 +158,8 @@ static void encode_decode(const uint8_t *data, size_t size)
     size_t pos = 10;
     char *ctype = take_field(data, size, &pos, 300);
     char *names[16], *values[16];
-    struct pc_envelope in = {.status = status,
+    struct pc_envelope in = {.key_tag = data[0] & 0x02 ? (u | 1) : 0,
+                             .status = status,
                              .stored_at_ms = at,
                              .ttl_s = ttl,
                              .content_type = no_type ? NULL : ctype,

@@ -818,13 +818,40 @@ def proxy(start_predcache):
     return start_predcache()
 
 
-def parse_envelope(value):
-    """The stored value (envelope.h): b"PC3\\n<status>\\n<stored_at_ms>\\n<ttl_s>\\n<n>\\n
-    <content-type>\\n" then n "name:value\\n" lines, then the body (PC1 and PC2, written by
-    earlier versions, are read too)."""
+def key_tag(key):
+    """The tag of a cache key in a PC4 entry (envelope.h): FNV-1a 64 of its bytes."""
+    h = 0xcbf29ce484222325
+    for c in key.encode() if isinstance(key, str) else key:
+        h = ((h ^ c) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h or 1
+
+
+def make_entry(key, body, status=200, content_type="application/json", stored_at_ms=None,
+               ttl_s=0, headers=()):
+    """A cache entry for key as predcache writes it (PC4, envelope.h): for tests that put
+    answers straight into Redis."""
+    if stored_at_ms is None:
+        stored_at_ms = int(time.time() * 1000)
+    head = b"PC4\n%016x\n%d\n%d\n%d\n%d\n%s\n" % (key_tag(key), status, stored_at_ms, ttl_s,
+                                                 len(headers), content_type.encode())
+    for name, value in headers:
+        head += b"%s:%s\n" % (name.encode(), value.encode())
+    return head + (body.encode() if isinstance(body, str) else body)
+
+
+def parse_envelope(value, key=None):
+    """The stored value (envelope.h): b"PC4\\n<key tag>\\n<status>\\n<stored_at_ms>\\n<ttl_s>
+    \\n<n>\\n<content-type>\\n" then n "name:value\\n" lines, then the body (PC1 to PC3,
+    written by earlier versions, are read too). With key, a PC4 tag must be key's."""
     assert value is not None, "no value in Redis"
     magic = value[:4]
-    assert magic in (b"PC1\n", b"PC2\n", b"PC3\n"), "envelope magic is %r" % value[:4]
+    assert magic in (b"PC1\n", b"PC2\n", b"PC3\n", b"PC4\n"), "envelope magic is %r" % value[:4]
+    if magic == b"PC4\n":
+        tag, _, rest = value[4:].partition(b"\n")
+        assert len(tag) == 16, "PC4 tag %r" % tag
+        if key is not None:
+            assert int(tag, 16) == key_tag(key), "entry tagged for another key"
+        value, magic = b"PC3\n" + rest, b"PC3\n"
     if magic == b"PC3\n":
         parts = value.split(b"\n", 6)
         assert len(parts) == 7, "PC3 envelope has too few lines: %r" % value[:200]

@@ -31,7 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from conftest import ModelServer, canonical, expected_key, wait_for
+from conftest import ModelServer, canonical, expected_key, make_entry, wait_for
 from oracle import Oracle
 
 STATUS = "/v1/models/m"  # pass-through: every request is a model server transfer
@@ -439,7 +439,7 @@ def test_large_hit_over_the_budget_is_503_with_retry_after(start_predcache, mode
     instances = ["big hit"]
     key = expected_key(PREDICT, canonical({"instances": instances}))
     big = b'{"predictions": ["' + b"z" * (ANSWER - 20) + b'"]}'
-    value = b"PC1\n200\n%d\napplication/json\n" % int(time.time() * 1000) + big
+    value = make_entry(key, big)
     assert redis.command("SET", key, value) == "OK"
     body = json.dumps({"instances": instances})
     r = p.post(PREDICT, body=body, timeout=30)  # under the budget: answered

@@ -26,11 +26,11 @@ def ttl_header(n, ns=None):
 
 
 def parse_stored(value):
-    """An entry as predcache writes it: a PC3 envelope (envelope.h), whose ttl_s is the
-    client's TTL, 0 when none was given (the route's TTL applies). PC3 replaced PC2 (the
-    client's TTL) and PC1 (the route's) as the written format."""
+    """An entry as predcache writes it: a PC4 envelope (envelope.h), whose ttl_s is the
+    client's TTL, 0 when none was given (the route's TTL applies). PC4 (PC3 and the key's
+    tag) replaced PC3, PC2 (the client's TTL) and PC1 (the route's) as the written format."""
     assert value is not None, "no value in Redis"
-    assert value.startswith(b"PC3\n"), "envelope magic is %r, expected b'PC3'" % value[:4]
+    assert value.startswith(b"PC4\n"), "envelope magic is %r, expected b'PC4'" % value[:4]
     return parse_envelope(value)
 
 

@@ -6,7 +6,7 @@ against its own request, and each test that gets one asserts 0 wrong answers."""
 import json
 import time
 
-from conftest import concurrently, wait_for
+from conftest import concurrently, make_entry, wait_for
 from oracle import Oracle
 
 PREDICT = "/v1/models/m:predict"
@@ -166,7 +166,7 @@ def test_an_expired_entry_never_answers_through_the_lock(start_predcache, model,
     r0 = p.post(PREDICT, json_body={"instances": ["expired"]}, headers={"Cache-Control": "no-cache, no-store"})
     key = r0.headers["X-Cache-Key"]
     old_ms = int(time.time() * 1000) - 600 * 1000
-    redis.command("SET", key, b"PC1\n200\n%d\napplication/json\n{\"predictions\": [\"old\"]}" % old_ms,
+    redis.command("SET", key, make_entry(key, b'{"predictions": ["old"]}', stored_at_ms=old_ms),
                   "EX", "600")
     r = p.post(PREDICT, json_body={"instances": ["expired"]})
     assert r.status_code == 200

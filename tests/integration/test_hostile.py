@@ -27,8 +27,8 @@ import time
 import pytest
 import requests
 
-from conftest import (PYTHON, ROOT, GiveUp, ModelServer, canonical, expected_key, read_text,
-                      stop_process, wait_for)
+from conftest import (PYTHON, ROOT, GiveUp, ModelServer, canonical, expected_key, make_entry,
+                      read_text, stop_process, wait_for)
 from oracle import Oracle
 
 PREDICT = "/v1/models/m:predict"
@@ -383,7 +383,7 @@ def bad_backend(tmp_path):
 def seed_hit(redis, instances, answer=b'{"predictions": ["seeded"]}'):
     """Stores an answer for {"instances": instances} on PREDICT straight into Redis."""
     key = expected_key(PREDICT, canonical({"instances": instances}))
-    value = b"PC1\n200\n%d\napplication/json\n" % int(time.time() * 1000) + answer
+    value = make_entry(key, answer)
     assert redis.command("SET", key, value) == "OK"
     return key
 

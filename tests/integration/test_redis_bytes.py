@@ -285,3 +285,43 @@ def test_unexpected_bytes_on_the_subscriber(start_predcache, injector, redis, mo
              what="p2 to miss after p1's invalidation (heard on the new subscription)")
     assert_alive(p2, pid)
     oracle.assert_clean()
+
+
+def bulk(data):
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+@pytest.mark.parametrize("path,body_of,command", [
+    ("/predict", lambda tag: {"image": tag}, b"GET"),
+    (PATH, lambda tag: {"instances": [[tag, 1], [tag, 2]]}, b"MGET"),
+], ids=["GET", "MGET"])
+def test_another_keys_entry_is_never_served(start_predcache, injector, redis, model, path,
+                                            body_of, command):
+    """A reply of the right type that answers another command (a proxy out of step, an
+    extra reply shifting every later GET by one): here the GET (or MGET) of B's key is
+    answered with A's stored entry. It is never served for B: each entry carries the tag of
+    its key (PC4). Before: B was answered with A's prediction, a wrong answer."""
+    pc = start_predcache(conf={"redis": {"port": str(injector.port)},
+                               "cache": {"per_instance": "on"}})  # MGET: one per instance
+    oracle = Oracle("another key's entry")
+    seen = []
+    post_checked(pc.url(), oracle, path, body_of("A"))
+
+    def entries():
+        return [k for k in redis.command("KEYS", "*v2:*") if not k.endswith(b":lock")]
+
+    wait_for(lambda: len(entries()) >= (1 if command == b"GET" else 2), what="A stored")
+    a_value = redis.command("GET", entries()[0])
+    pid, before = pc.pid, pc.metric(DESYNCS)
+    if command == b"GET":
+        injector.replace_reply(b"GET", bulk(a_value))
+    else:
+        injector.replace_reply(b"MGET", b"*2\r\n" + bulk(a_value) + bulk(a_value))
+    r = post_checked(pc.url(), oracle, path, body_of("B"))
+    seen.append(r.headers.get("X-Cache"))
+    assert injector.armed() == 0, "the reply was not replaced"
+    assert r.headers["X-Cache"] in ("MISS", "BYPASS"), seen
+    wait_desync(pc, before, pid)
+    assert "stored under another key" in pc.stderr_text()
+    assert_alive(pc, pid)
+    oracle.assert_clean()

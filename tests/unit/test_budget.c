@@ -167,6 +167,7 @@ static void test_credit_is_taken_once(void **state)
 static void test_input_figure_bound_and_token(void **state)
 {
     (void)state;
+    reset(0, 0, 0); /* the output side's figures at 0 */
     pc_budget_input_add(-(int64_t)pc_budget_input());
     pc_budget_input_set_limit(0);
     pc_budget_input_add(1 << 30);

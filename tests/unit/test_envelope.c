@@ -1,5 +1,5 @@
-/* Unit tests of envelope: round trips (PC3 with headers), every malformed value is refused,
- * PC1 and PC2 still read. */
+/* Unit tests of envelope: round trips (PC4 with the key tag, PC3 with headers), every
+ * malformed value is refused, PC1 and PC2 still read. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -641,6 +641,49 @@ static void test_pc3_truncation(void **state)
     pc_buf_release(&b);
 }
 
+/* PC4: the key's tag (FNV-1a 64 vectors), written in 16 lowercase hex digits after the
+ * magic, read back; PC3 when there is no tag; a bad tag line refused. */
+static void test_key_tag(void **state)
+{
+    (void)state;
+    /* FNV-1a 64 of "" and of "a" (the published vectors) */
+    assert_true(pc_envelope_key_tag("", 0) == 0xcbf29ce484222325ULL);
+    assert_true(pc_envelope_key_tag("a", 1) == 0xaf63dc4c8601ec8cULL);
+    const char *key = "predcache:v2:{00ff}";
+    uint64_t tag = pc_envelope_key_tag(key, strlen(key));
+    assert_true(tag != pc_envelope_key_tag("predcache:v2:{00fe}", 19));
+    struct pc_envelope in = {.key_tag = 0x00000000deadbeefULL,
+                             .status = 200,
+                             .stored_at_ms = 5,
+                             .content_type = "t",
+                             .body = "b",
+                             .body_len = 1};
+    struct pc_buf b = encode_ok(&in);
+    const char want[] = "PC4\n00000000deadbeef\n200\n5\n0\n0\nt\nb";
+    assert_int_equal(b.len, sizeof want - 1);
+    assert_memory_equal(b.data, want, sizeof want - 1);
+    struct pc_envelope out;
+    char ctype[64];
+    assert_int_equal(pc_envelope_decode(b.data, b.len, &out, ctype, sizeof ctype), 0);
+    assert_true(out.key_tag == 0x00000000deadbeefULL);
+    assert_int_equal(out.status, 200);
+    assert_memory_equal(out.body, "b", 1);
+    pc_buf_release(&b);
+    in.key_tag = 0; /* no tag: PC3 */
+    b = encode_ok(&in);
+    assert_memory_equal(b.data, "PC3\n200\n", 8);
+    assert_int_equal(pc_envelope_decode(b.data, b.len, &out, ctype, sizeof ctype), 0);
+    assert_true(out.key_tag == 0);
+    pc_buf_release(&b);
+    assert_rejected("PC4\n00000000DEADBEEF\n200\n5\n0\n0\nt\nb");  /* upper case */
+    assert_rejected("PC4\n0000000deadbeef\n200\n5\n0\n0\nt\nb");   /* 15 digits */
+    assert_rejected("PC4\n000000000deadbeef\n200\n5\n0\n0\nt\nb"); /* 17 digits */
+    assert_rejected("PC4\n0000000000000000\n200\n5\n0\n0\nt\nb");  /* the tag 0 */
+    assert_rejected("PC4\n00000000deadbeeg\n200\n5\n0\n0\nt\nb");
+    assert_rejected("PC4\n00000000deadbeef\n");
+    assert_rejected("PC4\n00000000dead");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -660,6 +703,7 @@ int main(void)
         cmocka_unit_test(test_decode_rejects_pc3),
         cmocka_unit_test(test_decode_scratch),
         cmocka_unit_test(test_pc3_truncation),
+        cmocka_unit_test(test_key_tag),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
