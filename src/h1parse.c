@@ -227,12 +227,18 @@ static enum pc_h1_result parse_header_line(struct pc_h1req *r, const char *line)
     return PC_H1_MORE;
 }
 
+/* Host = uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2): reg-name, IPv4 and IP-literal
+ * characters, percent-encodings, and the port's colon and digits. */
+#define HOST_CHARS                                                                                 \
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%:[]"
+
 /* Decides the body's framing once the head is complete (the rules: see the header). */
 static enum pc_h1_result finish_head(struct pc_h1req *r)
 {
     size_t n_te = 0, n_cl = 0, codings = 0;
     int te_empty = 0, chunked_any = 0, chunked_last = 0, conn_close = 0, conn_keep = 0;
-    int expect_bad = 0;
+    int expect_bad = 0, host_bad = 0;
+    size_t n_host = 0;
     const char *cl = NULL, *p, *e;
     size_t n;
     for (size_t i = 0; i < r->n_headers; i++) {
@@ -258,6 +264,9 @@ static enum pc_h1_result finish_head(struct pc_h1req *r)
             r->expect_continue = 1;
             for (p = value; list_next(&p, &e, &n);)
                 expect_bad |= !elem_is(e, n, "100-continue");
+        } else if (pc_strcaseeq(name, "Host")) {
+            n_host++;
+            host_bad |= value[strspn(value, HOST_CHARS)] != '\0';
         }
     }
     if (n_te > 0) {
@@ -297,6 +306,13 @@ static enum pc_h1_result finish_head(struct pc_h1req *r)
         r->keep_alive = 1;
     if (expect_bad)
         return fail(r, 417, "unsupported expectation");
+    /* RFC 9112 3.2: an HTTP/1.1 request without Host, any with two, or an invalid one */
+    if (n_host > 1)
+        return fail(r, 400, "Host given more than once");
+    if (n_host == 0 && r->minor >= 1)
+        return fail(r, 400, "no Host header");
+    if (host_bad)
+        return fail(r, 400, "invalid Host header");
     r->state = r->chunked ? PC_H1_S_CHUNK_SIZE : r->body_left > 0 ? PC_H1_S_BODY : PC_H1_S_DONE;
     return PC_H1_HEAD;
 }

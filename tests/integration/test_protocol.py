@@ -318,3 +318,27 @@ def test_chunk_lines_over_4096_bytes_are_400(proxy, model):
     resps, _, _ = exchange(proxy.listen_port, data + b"%x%s\r\n%s\r\n0\r\n\r\n" % (
         len(BODY), ext, BODY))
     assert [r[0] for r in resps] == [200], resps
+
+
+# --------------------------------------------------------------------------- Host
+
+
+@pytest.mark.parametrize("data", [
+    b"GET /v1/models/m HTTP/1.1\r\n\r\n",
+    b"GET /v1/models/m HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET /v1/models/m HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n",
+    b"GET /v1/models/m HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+    b"GET /v1/models/m HTTP/1.1\r\nHost: a b\r\n\r\n",
+    b"GET /v1/models/m HTTP/1.1\r\nHost: evil/path\r\n\r\n",
+], ids=["missing", "twice", "twice-any-case", "twice-1.0", "space", "slash"])
+def test_host_is_one_and_valid(proxy, model, data):
+    """RFC 9112 3.2: an HTTP/1.1 request without Host, any request with two, or with an
+    invalid one, is 400 and close; nothing reaches the model server."""
+    refused(proxy.listen_port, data, 400)
+    assert model.count() == 0
+    alive(proxy)
+
+
+def test_http10_without_host_is_read(proxy, model):
+    resps, _, _ = exchange(proxy.listen_port, b"GET /v1/models/m HTTP/1.0\r\n\r\n", timeout=5)
+    assert resps and resps[0][0] == 200, resps

@@ -21,6 +21,7 @@
  */
 #include "h1parse_ref.h"
 
+#include <ctype.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -281,6 +282,8 @@ static int framing(struct pc_ref_h1 *r, const struct pc_h1_limits *lim, uint64_t
     char *cls = joined(r, "Content-Length", &n_cl);
     char *conn = joined(r, "Connection", &n_conn);
     char *exp = joined(r, "Expect", &n_exp);
+    size_t n_host;
+    char *host = joined(r, "Host", &n_host);
     struct elem *el;
     int st = 0;
     if (n_te > 0) {
@@ -328,10 +331,17 @@ static int framing(struct pc_ref_h1 *r, const struct pc_h1_limits *lim, uint64_t
         }
         free(el);
     }
+    /* RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one in 1.0, of host characters */
+    if (st == 0 && (n_host > 1 || (n_host == 0 && r->minor >= 1)))
+        st = 400;
+    for (const char *c = host; st == 0 && n_host == 1 && *c; c++)
+        if (!isalnum((unsigned char)*c) && strchr("-._~!$&'()*+,;=%:[]", *c) == NULL)
+            st = 400;
     free(te);
     free(cls);
     free(conn);
     free(exp);
+    free(host);
     return st;
 }
 
