@@ -59,12 +59,25 @@ static void on_status(const struct pc_upstream_resp *r, void *arg)
                    e->m.label[0] ? " label " : "", e->m.label, found);
         memcpy(e->version, found, sizeof e->version);
     } else {
+        /* Why, as the operator can check it: the call failed, the endpoint answered
+         * something other than 200 (a server without a status endpoint: 404), or its
+         * answer names no available version. */
+        char why[320];
+        if (r->error != PC_UP_OK)
+            snprintf(why, sizeof why, "%s", r->errmsg);
+        else if (r->status != 200)
+            snprintf(why, sizeof why, "it answered %d", r->status);
+        else
+            snprintf(why, sizeof why, "no available version in its answer");
+        struct pc_buf path;
+        pc_buf_init(&path);
+        int named = pc_model_status_path(&e->m, &path) == 0 && path.data != NULL;
         pc_log(PC_LOG_WARN,
-               "versions: cannot tell the version of model %s (status endpoint: %s); its "
+               "versions: cannot tell the version of model %s (status endpoint %s: %s); its "
                "requests without a version are not cached for %d s (set [cache] "
                "version_refresh_s = 0 to key them by path)",
-               e->m.name, r->error != PC_UP_OK ? r->errmsg : "no available version in the answer",
-               e->v->w->cfg->version_refresh_s);
+               e->m.name, named ? path.data : "-", why, e->v->w->cfg->version_refresh_s);
+        pc_buf_release(&path);
         e->version[0] = '\0';
     }
     pc_lookups_done(e->v->table, e, ok);

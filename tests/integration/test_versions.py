@@ -143,6 +143,8 @@ def test_failing_status_endpoint_means_bypass_asked_once_per_period(start_predca
         assert "X-Cache-Key" not in r.headers
     assert model.count(path) == 3
     assert model.count(status) == 1  # not asked again within the 3 s period
+    # the warning says what the endpoint did: a 404, not "no available version"
+    assert "status endpoint %s: it answered 404" % status in p.stderr_text()
     assert [k for k in redis.keys("predcache:*") if not k.startswith("predcache:gen:")] == []
     assert p.metric("predcache_requests_total", cache="bypass") == 3
 
