@@ -578,6 +578,8 @@ static void input_pause_if_over(struct pc_conn *c)
     }
 }
 
+/* The server's input timer (srv->in_resume, owned by the server, arg); armed only while
+ * some of its connections are paused. */
 static void input_resume_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -951,6 +953,7 @@ static size_t shed_pending(struct pc_http_server *srv, evutil_socket_t lfd)
     return n;
 }
 
+/* The server's pause timer (srv->resume, owned by the server, arg). */
 static void resume_accepting(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -960,6 +963,8 @@ static void resume_accepting(evutil_socket_t fd, short what, void *arg)
         evconnlistener_enable(srv->lev);
 }
 
+/* The listener's error callback; lev is the server's listener, arg the server (both owned
+ * by it). Connections shed here are accepted and closed within the call. */
 static void accept_error_cb(struct evconnlistener *lev, void *arg)
 {
     struct pc_http_server *srv = arg;

@@ -861,9 +861,15 @@ static const char unlock_script[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end "
     "redis.call('PUBLISH', ARGV[2], ARGV[3]) return 1";
 
+/* The lock of a herd key (an entry's key, or a batch's herd key). */
+static void lock_key_of(const char *herd, char *out, size_t len)
+{
+    snprintf(out, len, "%s:lock", herd);
+}
+
 static void lock_key(const struct pc_preq *p, char *out, size_t len)
 {
-    snprintf(out, len, "%s:lock", herd_key(p));
+    lock_key_of(herd_key(p), out, len);
 }
 
 /* This worker's name in locks (process and worker): a lock is only released by its holder,
@@ -916,6 +922,8 @@ struct pc_unlock {
 
 static void unlock_send(struct pc_unlock *u);
 
+/* The worker's retry timer (w->unlock_timer, owned by the worker, arg): it takes the list
+ * and hands each release to unlock_send, which owns it from there. */
 static void unlock_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -956,6 +964,8 @@ static void unlock_later(struct pc_unlock *u)
     }
 }
 
+/* The release's reply (or NULL: none came); arg is the release, owned by this call from
+ * here: freed, or kept on the worker's list. */
 static void on_unlock_reply(const struct pc_reply *r, void *arg)
 {
     struct pc_unlock *u = arg;
@@ -969,7 +979,7 @@ static void unlock_send(struct pc_unlock *u)
 {
     struct pc_worker *w = u->w;
     char lk[PC_KEY_MAX + 8], owner[32], chan[PC_CHANNEL_MAX];
-    snprintf(lk, sizeof lk, "%s:lock", u->herd);
+    lock_key_of(u->herd, lk, sizeof lk);
     lock_owner(w, owner, sizeof owner);
     pc_proxy_done_channel(w->cfg, chan, sizeof chan);
     const char *argv[] = {"EVAL", unlock_script, "1", lk, owner, chan, u->herd};

@@ -962,7 +962,7 @@ static int take_cached(struct pc_batch_state *b, size_t u, const char *data, siz
         .found = 1,
         .stale = age_ms > (int64_t)fresh_s * 1000,
     };
-    if (l1 != NULL && pc_cachekey_format(prefix, b->dig[u], key) > 0)
+    if (l1 != NULL && key_len > 0)
         pc_l1_put(l1, key, data, len);
     return 0;
 }

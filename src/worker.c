@@ -149,7 +149,8 @@ static int join_address(const struct pc_worker *w, char *out, size_t len)
 }
 
 /* A sentinel's +switch-master: "<name> <old ip> <old port> <new ip> <new port>". Every
- * connection of this worker to the master of [redis] sentinel_master follows. */
+ * connection of this worker to the master of [redis] sentinel_master follows. Called by the
+ * watcher store (w->sentinel_watch) with the worker as arg; msg is borrowed for the call. */
 static void on_switch_master(const char *msg, size_t len, void *arg)
 {
     struct pc_worker *w = arg;

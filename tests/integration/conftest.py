@@ -770,6 +770,17 @@ def redis(tmp_path):
 
 
 @pytest.fixture
+def side_model(tmp_path):
+    """A second test model server (a bystander's, or a route's of its own)."""
+    server = ModelServer(tmp_path / "side-model")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def model(tmp_path):
     server = ModelServer(tmp_path / "model")
     try:

@@ -107,16 +107,6 @@ def huge_model(tmp_path):
         server.stop()
 
 
-@pytest.fixture
-def side_model(tmp_path):
-    server = ModelServer(tmp_path / "side-model")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
 def start(start_predcache, huge_model, side_model, **cache):
     conf = {"cache": dict({"per_instance": "on"}, **cache),
             "backend huge": {"url": huge_model.url()},

@@ -31,8 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from conftest import ModelServer, canonical, expected_key, make_entry, wait_for
-from oracle import Oracle
+from conftest import canonical, expected_key, make_entry, wait_for
+from test_hostile import Bystander
 
 STATUS = "/v1/models/m"  # pass-through: every request is a model server transfer
 PREDICT = "/v1/models/m:predict"
@@ -155,66 +155,10 @@ def budget_figures(p):
         "backend_pauses_total", "clients_stalled_total", "answers_shed_total")}
 
 
-class Bystander:
-    """An unrelated client on its own model server: one small request every interval on a
-    fresh connection; every one must succeed within timeout, and every predict answer must
-    be the model's answer to that request (the integrity oracle)."""
-
-    def __init__(self, p, interval=0.05, timeout=3.0):
-        self.p, self.interval, self.timeout = p, interval, timeout
-        self.results = []
-        self.oracle = Oracle("bystander")
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        i = 0
-        while not self.stop.is_set():
-            i += 1
-            t0 = time.monotonic()
-            try:
-                if i % 2 == 0:
-                    body = json.dumps({"instances": ["bystander", i % 5]})
-                    r = self.p.post(SIDE_PREDICT, body=body, timeout=self.timeout)
-                    reason = self.oracle.check("POST", SIDE_PREDICT, body, {}, r.status_code,
-                                               r.content, r.headers.get("X-Cache"))
-                    ok = r.status_code == 200 and reason is None
-                else:
-                    r = self.p.get(SIDE_STATUS, timeout=self.timeout)
-                    ok = r.status_code == 200 and "model_version_status" in r.json()
-                self.results.append((ok, r.status_code, time.monotonic() - t0, r.text[:200]))
-            except Exception as e:  # noqa: BLE001 (recorded, asserted in check)
-                self.results.append((False, None, time.monotonic() - t0, repr(e)))
-            self.stop.wait(self.interval)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(self.timeout + 5)
-
-    def check(self, at_least=5, slowest_s=2.0):
-        print(self.oracle.report())
-        assert self.oracle.wrong == 0, "\n".join(self.oracle.samples)
-        bad = [r for r in self.results if not r[0]]
-        assert not bad, "bystander affected: %d/%d failed, e.g. %s" % (
-            len(bad), len(self.results), bad[:5])
-        assert len(self.results) >= at_least, "bystander made %d requests" % len(self.results)
-        slow = max(r[2] for r in self.results)
-        print("bystander: %d requests, slowest %.3f s" % (len(self.results), slow))
-        assert slow < slowest_s, "a bystander request took %.2f s" % slow
-
-
-@pytest.fixture
-def side_model(tmp_path):
-    server = ModelServer(tmp_path / "side-model")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+def side_bystander(p):
+    """A bystander on its own model server (small answers): every request answered right
+    and quickly while stalled clients hold the budget."""
+    return Bystander(p, timeout=3.0, predict_path=SIDE_PREDICT, status_path=SIDE_STATUS)
 
 
 def start(start_predcache, side_model, budget, idle_ms, workers=WORKERS):
@@ -281,7 +225,7 @@ def test_stalled_readers_are_bounded_by_max_output_bytes(start_predcache, model,
     p = start(start_predcache, side_model, "32m", idle_ms=1500)
     base = stall(p, model)
     socks = []
-    with Bystander(p) as bystander, FigureSampler(p) as seen:
+    with side_bystander(p) as bystander, FigureSampler(p) as seen:
         try:
             socks = [stalled_client(p.listen_port, get_bytes(STATUS)) for _ in range(N_STALLED)]
             # Each round of stalled clients is closed after 1.5 s without progress, which
@@ -298,7 +242,7 @@ def test_stalled_readers_are_bounded_by_max_output_bytes(start_predcache, model,
           " held for clients at most %.1f MB; %d transfers paused at most; %d samples" % (
               base / MB, seen.peak / MB, growth / MB, RSS_BOUND / MB, seen.held_max / MB,
               seen.paused_max, seen.samples))
-    bystander.check()
+    bystander.check(at_least=5, slowest_s=2.0)
     if not sanitized(p.binary):
         assert growth <= RSS_BOUND, "RSS grew by %.1f MB with max_output_bytes 32m" % (
             growth / MB)
@@ -405,7 +349,7 @@ def test_chunked_answers_cannot_wait_on_each_other(start_predcache, side_model):
         })
         n = 12
         socks = []
-        with Bystander(p) as bystander, FigureSampler(p) as seen:
+        with side_bystander(p) as bystander, FigureSampler(p) as seen:
             try:
                 socks = [stalled_client(p.listen_port, get_bytes(STATUS)) for _ in range(n)]
                 wait_for(lambda: open_from(p.pid, p.listen_port, socks) == 0, timeout=60,
@@ -413,7 +357,7 @@ def test_chunked_answers_cannot_wait_on_each_other(start_predcache, side_model):
             finally:
                 for s in socks:
                     s.close()
-        bystander.check()
+        bystander.check(at_least=5, slowest_s=2.0)
         print("chunked, max_output_bytes=16m: held for clients at most %.1f MB, %d paused" % (
             seen.held_max / MB, seen.paused_max))
         assert seen.paused_max > 0

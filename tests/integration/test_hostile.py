@@ -27,7 +27,7 @@ import time
 import pytest
 import requests
 
-from conftest import (PYTHON, ROOT, GiveUp, ModelServer, canonical, expected_key, make_entry,
+from conftest import (PYTHON, ROOT, GiveUp, canonical, expected_key, make_entry,
                       read_text, stop_process, wait_for)
 from oracle import Oracle
 
@@ -285,7 +285,9 @@ class Bystander:
         if exc[0] is None:
             self.check()
 
-    def check(self, at_least=2):
+    def check(self, at_least=2, slowest_s=None):
+        """Every request succeeded and every answer was right; slowest_s (when given): none
+        took that long."""
         bad = [r for r in self.results if not r[0]]
         print(self.oracle.report())
         assert self.oracle.wrong == 0, "%s\n%s" % (self.oracle.report(),
@@ -294,17 +296,10 @@ class Bystander:
             len(bad), len(self.results), bad[:5])
         assert len(self.results) >= at_least, "bystander made only %d requests" % len(
             self.results)
-
-
-@pytest.fixture
-def side_model(tmp_path):
-    """A second test model server, the bystander's."""
-    server = ModelServer(tmp_path / "side-model")
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
+        if slowest_s is not None:
+            slow = max(r[2] for r in self.results)
+            print("bystander: %d requests, slowest %.3f s" % (len(self.results), slow))
+            assert slow < slowest_s, "a bystander request took %.2f s" % slow
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ X_Foo and X-Foo as one name). The HTTP request reader itself is fuzzed different
 """
 
 import json
-import socket
-import time
 
 import pytest
+
+from test_hostile import exchange as hostile_exchange
 
 PREDICT = "/v1/models/m:predict"
 STATUS = "/v1/models/m"
@@ -22,60 +22,10 @@ STATUS = "/v1/models/m"
 # --------------------------------------------------------------------------- raw HTTP
 
 
-def parse_one(buf):
-    """(response, rest) when buf starts with a complete response, else (None, buf)."""
-    head, sep, rest = buf.partition(b"\r\n\r\n")
-    if not sep:
-        return None, buf
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    headers = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    if status == 100:
-        return (status, headers, b""), rest
-    n = int(headers.get("content-length", "0"))
-    if len(rest) < n:
-        return None, buf
-    return (status, headers, rest[:n]), rest[n:]
-
-
 def exchange(port, data, count=None, timeout=10.0):
-    """Sends data on a fresh connection; reads answers until count of them arrived, the
-    peer closed, or timeout. Returns (answers without 100s, leftover, closed)."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    out, buf, closed = [], b"", False
-    try:
-        try:
-            s.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        deadline = time.monotonic() + timeout
-        while count is None or len(out) < count:
-            resp, buf = parse_one(buf)
-            if resp is not None:
-                if resp[0] != 100:
-                    out.append(resp)
-                continue
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            s.settimeout(left)
-            try:
-                chunk = s.recv(1 << 20)
-            except socket.timeout:
-                break
-            except (ConnectionResetError, BrokenPipeError):
-                closed = True
-                break
-            if not chunk:
-                closed = True
-                break
-            buf += chunk
-    finally:
-        s.close()
-    return out, buf, closed
+    """Sends data on a fresh connection; reads answers until count of them arrived (all,
+    when None), the peer closed, or timeout: (answers without 100s, leftover, closed)."""
+    return hostile_exchange(port, data, count, timeout)
 
 
 def refused(port, data, status):
