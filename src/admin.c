@@ -62,6 +62,28 @@ static int named_json(const struct pc_worker *w, struct pc_buf *out)
 
 static const struct pc_header json_ct = {(char *)"Content-Type", (char *)"application/json"};
 
+/* With [redis] cluster = on: ,"redis_cluster":{...} from every worker's view (the weakest). */
+static void cluster_json(const struct pc_worker *w, struct pc_buf *out)
+{
+    if (!w->cfg->redis_cluster)
+        return;
+    const struct pc_metrics *shards[MAX_SHARDS];
+    size_t n = 0;
+    for (size_t i = 0; i < w->n_workers && n < MAX_SHARDS; i++)
+        shards[n++] = &w->group[i].metrics;
+    struct pc_metrics *sum = malloc(sizeof *sum);
+    if (sum == NULL)
+        return;
+    pc_metrics_sum(sum, shards, n);
+    pc_buf_printf(out,
+                  ",\"redis_cluster\":{\"slots_covered\":%lld,\"masters\":%lld,"
+                  "\"masters_up\":%lld,\"redirects\":{\"moved\":%llu,\"ask\":%llu}}",
+                  (long long)sum->cluster_slots, (long long)sum->cluster_masters,
+                  (long long)sum->cluster_masters_up, (unsigned long long)sum->redis_moved,
+                  (unsigned long long)sum->redis_ask);
+    free(sum);
+}
+
 static void ready_maybe_answer(struct ready_probe *pr)
 {
     if (--pr->waiting > 0)
@@ -70,6 +92,7 @@ static void ready_maybe_answer(struct ready_probe *pr)
     pc_buf_init(&named);
     pc_buf_init(&body);
     int named_ok = named_json(pr->w, &named);
+    cluster_json(pr->w, &named);
     int ok = pr->redis_ok && pr->backend_ok && named_ok;
     const char *nj = named.data ? named.data : "";
     if (ok)

@@ -142,6 +142,8 @@ static const struct opt static_options[] = {
     {"redis",   "sentinel_master",    OPT_STRING,   FIELD(redis_sentinel_master),       0,   0,                "",                      0},
     {"redis",   "sentinel_username",  OPT_STRING,   FIELD(redis_sentinel_username),     0,   0,                "",                      0},
     {"redis",   "sentinel_password",  OPT_STRING,   FIELD(redis_sentinel_password),     0,   0,                "",                      OPT_SECRET},
+    {"redis",   "cluster",            OPT_BOOL,     FIELD(redis_cluster),               0,   1,                "off",                   0},
+    {"redis",   "nodes",              OPT_STRING,   FIELD(redis_nodes),                 0,   0,                "",                      0},
     {"redis",   "db",                 OPT_INT,      FIELD(redis_db),                    0,   INT_MAX,          "0",                     0},
     {"redis",   "timeout_ms",         OPT_INT,      FIELD(redis_timeout_ms),            1,   60000,            "100",                   0},
     {"redis",   "max_pending",        OPT_INT,      FIELD(redis_max_pending),           0,   10000000,         "10000",                 0},
@@ -1270,6 +1272,14 @@ static int check_named(const struct pc_config *cfg, int *line, char *err, size_t
     return pc_routes_check(cfg, line, err, errlen);
 }
 
+/* 1 when s holds a Redis Cluster hash tag: '{', then at least one byte before a '}'. */
+static int has_hash_tag(const char *s)
+{
+    const char *open = strchr(s, '{');
+    const char *close = open != NULL ? strchr(open + 1, '}') : NULL;
+    return close != NULL && close > open + 1;
+}
+
 int pc_config_validate(struct pc_config *cfg, char *err, size_t errlen)
 {
     int line;
@@ -1340,9 +1350,9 @@ static int config_validate_at(struct pc_config *cfg, const int *lines, int *line
         goto out;
     }
     {
-        char hosts[PC_SENTINELS_MAX][PC_CFG_STR];
-        int ports[PC_SENTINELS_MAX];
-        int n = pc_config_sentinels(cfg->redis_sentinels, hosts, ports, PC_SENTINELS_MAX, why,
+        char hosts[PC_ADDRESSES_MAX][PC_CFG_STR];
+        int ports[PC_ADDRESSES_MAX];
+        int n = pc_config_addresses(cfg->redis_sentinels, hosts, ports, PC_ADDRESSES_MAX, why,
                                     sizeof why);
         if (n < 0) {
             fmt(err, errlen, "[redis] sentinels: %s", why);
@@ -1354,6 +1364,33 @@ static int config_validate_at(struct pc_config *cfg, const int *lines, int *line
                 "[redis] sentinels and sentinel_master go together (the sentinels "
                 "to ask, and the name of the master they watch)");
             *line = line_of(lines, "redis", "sentinels", "sentinel_master");
+            goto out;
+        }
+    }
+    {
+        char hosts[PC_ADDRESSES_MAX][PC_CFG_STR];
+        int ports[PC_ADDRESSES_MAX];
+        int n =
+            pc_config_addresses(cfg->redis_nodes, hosts, ports, PC_ADDRESSES_MAX, why, sizeof why);
+        const char *bad = NULL;
+        if (n < 0)
+            bad = why;
+        else if (n > 0 && !cfg->redis_cluster)
+            bad = "seed nodes are for cluster = on";
+        else if (cfg->redis_cluster && cfg->redis_sentinels[0] != '\0')
+            bad = "cluster = on and sentinels do not go together (a cluster fails over by itself)";
+        else if (cfg->redis_cluster && cfg->redis_db != 0)
+            bad = "cluster = on needs db = 0 (Redis Cluster has only database 0)";
+        else if (cfg->redis_cluster && strpbrk(cfg->jobs_stream, "{}") != NULL &&
+                 !has_hash_tag(cfg->jobs_stream))
+            bad = "cluster = on and a [jobs] stream with '{' or '}' but no hash tag: job "
+                  "records take the stream's hash tag, to share its slot";
+        else if (cfg->redis_cluster && strpbrk(cfg->key_prefix, "{}") != NULL)
+            bad = "cluster = on and a key_prefix with '{' or '}': a hash tag in the prefix "
+                  "would put every key in one slot, on one master";
+        if (bad != NULL) {
+            fmt(err, errlen, "[redis] %s%s", n < 0 ? "nodes: " : "", bad);
+            *line = line_of(lines, "redis", n < 0 || n > 0 ? "nodes" : "cluster", NULL);
             goto out;
         }
     }
@@ -1399,7 +1436,7 @@ out:
     return rc;
 }
 
-int pc_config_sentinels(const char *list, char hosts[][PC_CFG_STR], int *ports, size_t max,
+int pc_config_addresses(const char *list, char hosts[][PC_CFG_STR], int *ports, size_t max,
                         char *why, size_t whylen)
 {
     size_t n = 0;
@@ -1418,7 +1455,7 @@ int pc_config_sentinels(const char *list, char hosts[][PC_CFG_STR], int *ports, 
         memcpy(one, s, len);
         one[len] = '\0';
         if (n == max) {
-            fmt(why, whylen, "more than %zu sentinels", max);
+            fmt(why, whylen, "more than %zu addresses", max);
             return -1;
         }
         if (pc_config_split_hostport(one, hosts[n], PC_CFG_STR, &ports[n]) != 0 || ports[n] == 0) {

@@ -81,7 +81,7 @@
 #define JOBS_STREAM_MAX (PC_CFG_STR * 2 + 8)
 #define JOBS_ENTRY_ID_MAX 48
 #define JOBS_LOCAL_ENTRY "local:" /* + job id: a local job's name in the table */
-#define JOBS_RECORD_MAX (PC_CFG_STR + 24 + JOB_ID_LEN)
+#define JOBS_RECORD_MAX (PC_CFG_STR + JOBS_STREAM_MAX + 24 + JOB_ID_LEN)
 
 /* The error of a local job that its process could not finish (drain, deadline, or gone). */
 #define JOBS_LOCAL_STOPPED                                                                         \
@@ -214,6 +214,7 @@ struct pc_jobs {
     struct pc_store *bst;    /* the consumer's blocking connection */
     struct pc_metrics bst_m; /* its counters, kept out of the worker's */
     char stream[JOBS_STREAM_MAX];
+    char tag[JOBS_STREAM_MAX]; /* the stream's hash tag: the slot of every job key */
     char consumer[128];
     char cursor[JOBS_ENTRY_ID_MAX]; /* XAUTOCLAIM position */
     enum consumer_state cstate;
@@ -314,15 +315,17 @@ static int valid_job_id(const char *s)
     return 1;
 }
 
+/* A job's record. Its hash tag is the stream's (j->tag), so that the scripts that touch
+ * both stay in one Redis Cluster slot. */
 static void record_key(const struct pc_jobs *j, const char *id, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%sjob:%s", j->cfg->key_prefix, id);
+    snprintf(out, outlen, "%sjob:{%s}:%s", j->cfg->key_prefix, j->tag, id);
 }
 
 /* The lease of a local job: exists while the process holding it is alive. */
 static void lease_key(const struct pc_jobs *j, const char *id, char *out, size_t outlen)
 {
-    snprintf(out, outlen, "%sjob:%s:lease", j->cfg->key_prefix, id);
+    snprintf(out, outlen, "%sjob:{%s}:%s:lease", j->cfg->key_prefix, j->tag, id);
 }
 
 /* {"error":"msg"} into b. */
@@ -1976,7 +1979,15 @@ struct pc_jobs *pc_jobs_new(struct pc_worker *w, char *err, size_t errlen)
     if (cfg->jobs_stream[0] != '\0')
         pc_strlcpy(j->stream, cfg->jobs_stream, sizeof j->stream);
     else
-        snprintf(j->stream, sizeof j->stream, "%sjobs:%s", cfg->key_prefix, cfg->namespace_);
+        snprintf(j->stream, sizeof j->stream, "%sjobs:{%s}", cfg->key_prefix, cfg->namespace_);
+    { /* the part of the stream's name that decides its slot: its hash tag, or all of it */
+        const char *open = strchr(j->stream, '{');
+        const char *close = open != NULL ? strchr(open + 1, '}') : NULL;
+        if (close != NULL && close > open + 1)
+            snprintf(j->tag, sizeof j->tag, "%.*s", (int)(close - open - 1), open + 1);
+        else
+            pc_strlcpy(j->tag, j->stream, sizeof j->tag);
+    }
     char host[64] = "host", rnd[9];
     if (gethostname(host, sizeof host) != 0)
         pc_strlcpy(host, "host", sizeof host);

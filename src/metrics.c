@@ -83,7 +83,8 @@ int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out)
         rc |= pc_buf_printf(out, "predcache_requests_total{cache=\"%s\"} %llu\n", outcomes[i].label,
                             (unsigned long long)outcomes[i].value);
 #define PC_X(name, help)                                                                           \
-    if (strncmp(#name, "req_", 4) != 0)                                                            \
+    if (strncmp(#name, "req_", 4) != 0 && strcmp(#name, "redis_moved") != 0 &&                     \
+        strcmp(#name, "redis_ask") != 0)                                                           \
         rc |= pc_buf_printf(out,                                                                   \
                             "# HELP predcache_" #name "_total " help "\n"                          \
                             "# TYPE predcache_" #name "_total counter\n"                           \
@@ -105,6 +106,27 @@ int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out)
                         "# TYPE predcache_backend_up gauge\npredcache_backend_up %d\n",
                         (long long)m->in_flight, (long long)m->store_pending, m->redis_up,
                         m->backend_up);
+    rc |= pc_buf_printf(out,
+                        "# HELP predcache_redis_redirects_total Redis Cluster redirections "
+                        "followed, by kind\n"
+                        "# TYPE predcache_redis_redirects_total counter\n"
+                        "predcache_redis_redirects_total{kind=\"moved\"} %llu\n"
+                        "predcache_redis_redirects_total{kind=\"ask\"} %llu\n",
+                        (unsigned long long)m->redis_moved, (unsigned long long)m->redis_ask);
+    if (m->cluster)
+        rc |= pc_buf_printf(
+            out,
+            "# HELP predcache_redis_cluster_slots_covered Slots of 16384 with a known master\n"
+            "# TYPE predcache_redis_cluster_slots_covered gauge\n"
+            "predcache_redis_cluster_slots_covered %lld\n"
+            "# HELP predcache_redis_cluster_masters Masters in the slot map\n"
+            "# TYPE predcache_redis_cluster_masters gauge\npredcache_redis_cluster_masters %lld\n"
+            "# HELP predcache_redis_cluster_masters_up Masters with a ready connection (the "
+            "fewest of any worker)\n"
+            "# TYPE predcache_redis_cluster_masters_up gauge\n"
+            "predcache_redis_cluster_masters_up %lld\n",
+            (long long)m->cluster_slots, (long long)m->cluster_masters,
+            (long long)m->cluster_masters_up);
     rc |= pc_buf_printf(out,
                         "# HELP predcache_jobs_running Async jobs held by this process\n"
                         "# TYPE predcache_jobs_running gauge\npredcache_jobs_running %lld\n",
@@ -204,6 +226,17 @@ void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shar
         sum->backend_paused += PC_METRIC_GET(m->backend_paused);
         sum->redis_up = sum->redis_up && PC_METRIC_GET(m->redis_up);
         sum->backend_up = sum->backend_up && PC_METRIC_GET(m->backend_up);
+        if (PC_METRIC_GET(m->cluster)) {
+            int64_t slots = PC_METRIC_GET(m->cluster_slots);
+            int64_t up = PC_METRIC_GET(m->cluster_masters_up);
+            int64_t masters = PC_METRIC_GET(m->cluster_masters);
+            sum->cluster_slots =
+                !sum->cluster || slots < sum->cluster_slots ? slots : sum->cluster_slots;
+            sum->cluster_masters_up =
+                !sum->cluster || up < sum->cluster_masters_up ? up : sum->cluster_masters_up;
+            sum->cluster_masters = masters > sum->cluster_masters ? masters : sum->cluster_masters;
+            sum->cluster = 1;
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 uint16_t pc_slot_crc16(const char *s, size_t len)
 {
@@ -132,4 +133,53 @@ int pc_slot_parse_redirect(const char *err, size_t len, int *ask, unsigned *slot
     *slot = (unsigned)s;
     *port = (int)p;
     return 0;
+}
+
+static int name_is(const char *s, size_t len, const char *name)
+{
+    return len == strlen(name) && strncasecmp(s, name, len) == 0;
+}
+
+int pc_slot_command_keys(int argc, const char *const *argv, const size_t *lens, int *first)
+{
+    *first = 1;
+    if (argc < 2)
+        return 0;
+    const char *c = argv[0];
+    size_t n = lens[0];
+    static const char *const keyless[] = {"PING",  "PUBLISH", "CLUSTER", "AUTH",   "SELECT",
+                                          "ROLE",  "INFO",    "ASKING",  "SCRIPT", "SUBSCRIBE",
+                                          "HELLO", "ECHO",    "COMMAND"};
+    for (size_t i = 0; i < sizeof keyless / sizeof keyless[0]; i++)
+        if (name_is(c, n, keyless[i]))
+            return 0;
+    if (name_is(c, n, "MGET") || name_is(c, n, "DEL") || name_is(c, n, "UNLINK") ||
+        name_is(c, n, "EXISTS"))
+        return argc - 1;
+    if (name_is(c, n, "EVAL") || name_is(c, n, "EVALSHA")) {
+        long k = 0;
+        if (argc < 3 || lens[2] == 0 || lens[2] > 9)
+            return 0;
+        for (size_t i = 0; i < lens[2]; i++) {
+            if (argv[2][i] < '0' || argv[2][i] > '9')
+                return 0;
+            k = k * 10 + (argv[2][i] - '0');
+        }
+        *first = 3;
+        return k <= argc - 3 ? (int)k : argc - 3;
+    }
+    if (name_is(c, n, "XREADGROUP") || name_is(c, n, "XREAD")) {
+        for (int i = 1; i < argc; i++) {
+            if (name_is(argv[i], lens[i], "STREAMS")) {
+                *first = i + 1;
+                return (argc - i - 1) / 2;
+            }
+        }
+        return 0;
+    }
+    if (name_is(c, n, "XGROUP") || name_is(c, n, "XINFO")) {
+        *first = 2;
+        return argc > 2 ? 1 : 0;
+    }
+    return 1;
 }

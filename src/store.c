@@ -36,6 +36,7 @@
  * inside a bufferevent callback; until then the store counts as closed.
  */
 #include "predcache/store.h"
+#include "store_int.h"
 
 #include <errno.h>
 #include <netdb.h>
@@ -69,80 +70,6 @@
 #define PC_STORE_MAX_REPLY_BYTES ((uint64_t)1024 * 1024 * 1024)
 #define PC_STORE_MAX_ELEMENTS ((size_t)1 << 24) /* every array of one reply, together */
 
-enum store_state { ST_CLOSED, ST_CONNECTING, ST_CONNECTED };
-enum cmd_kind {
-    CMD_GET,
-    CMD_SET,
-    CMD_PING,
-    CMD_SETUP,
-    CMD_GENERIC,
-    CMD_SUBSCRIBE,
-    CMD_SENTINEL, /* SENTINEL get-master-addr-by-name, on a sentinel's connection */
-    CMD_ROLE      /* ROLE, first on a master's connection found through the sentinels */
-};
-
-struct pc_store {
-    struct event_base *base;
-    const struct pc_config *cfg;
-    struct pc_metrics *m;
-    enum store_state state;
-    struct bufferevent *bev; /* the connection; NULL when there is none */
-    redisReader *reader;     /* its replies; with bev */
-    /* The reader's object functions: hiredis's, with arrays bounded (bounded_array). */
-    redisReplyObjectFunctions fns;
-    void *(*hiredis_array)(const redisReadTask *, int);
-    uint64_t fed;        /* bytes fed to reader on this connection */
-    uint64_t reply_from; /* where in them the reply being read began */
-    size_t reply_elems;  /* array elements allocated for it so far */
-    int too_big;         /* bounded_array refused an array */
-    int broken;          /* the connection is to be dropped (reset_ev): no more reading */
-    int dispatching;     /* inside on_read: pc_store_free waits for it (free_later) */
-    int free_later;
-    struct event *connect_timer;
-    struct event *retry_timer;
-    struct event *reset_ev; /* drops the connection outside bufferevent callbacks */
-    int backoff_ms;
-    struct pc_cmdq *q; /* commands sent and not replied to, in order; SET budgets */
-    size_t desyncs;    /* replies that fit no command: the connection was dropped */
-    char *sub_channel; /* subscribed on every (re)connect when set: a subscriber store */
-    int subscribed;    /* the SUBSCRIBE was confirmed on this connection */
-    pc_store_message_cb sub_cb;
-    void *sub_arg;
-    SSL_CTX *tls_ctx; /* [redis] tls = on: the context of every connection; else NULL */
-    /* Where the next connection goes: [redis] host and port, or the master the sentinels
-     * named. With sentinels, a connection is first made to one of them (asking) until one
-     * names the master (have_master), then to the master, which must say it is one (ROLE)
-     * before the store takes commands; losing it, or a READONLY reply, asks again. */
-    char host[PC_CFG_STR];
-    int port;
-    int n_sentinels;
-    char (*sentinel_hosts)[PC_CFG_STR];
-    int *sentinel_ports;
-    size_t sentinel_next; /* the sentinel to ask next (they are asked in turn) */
-    int asking;           /* this connection is to a sentinel */
-    int watch;            /* a sentinel watcher: subscribed to the sentinels, no master */
-    int have_master;
-    int connect_now;            /* the drop in progress goes on to the master at once, no backoff */
-    char peer[PC_CFG_STR + 32]; /* "Redis host:port" or "sentinel host:port": this connection */
-    time_t get_error_s;         /* last GET error reply logged */
-    struct pc_tls_opts tls;
-};
-
-/* One command in flight. Owned by st->q from cmd_send until it is shifted out. */
-struct cmd {
-    struct pc_store *st;
-    uint64_t id; /* in st->q */
-    enum cmd_kind kind;
-    pc_store_get_cb get_cb;
-    pc_store_ping_cb ping_cb;
-    pc_store_cmd_cb cmd_cb;
-    pc_store_set_done_cb set_cb;
-    void *arg;
-    int timeout_ms;
-    struct event *timer;
-    uint64_t start_us;
-};
-
 static void store_connect(struct pc_store *st);
 static void store_free_now(struct pc_store *st);
 
@@ -152,7 +79,10 @@ static void set_state(struct pc_store *st, enum store_state s)
     if (st->state != s)
         pc_log(PC_LOG_DEBUG, "store: %s -> %s", names[st->state], names[s]);
     st->state = s;
-    PC_METRIC_SET(st->m->redis_up, s == ST_CONNECTED);
+    if (st->router != NULL) /* a cluster node: the router's gauges cover every node */
+        pc_cluster_node_changed(st->router, st);
+    else
+        PC_METRIC_SET(st->m->redis_up, s == ST_CONNECTED);
 }
 
 static void schedule_retry(struct pc_store *st)
@@ -168,13 +98,17 @@ static void schedule_retry(struct pc_store *st)
 
 static void pending_changed(struct pc_store *st)
 {
-    PC_METRIC_SET(st->m->store_pending, (int64_t)pc_cmdq_count(st->q));
+    if (st->router != NULL)
+        pc_cluster_node_changed(st->router, st);
+    else
+        PC_METRIC_SET(st->m->store_pending, (int64_t)pc_cmdq_count(st->q));
 }
 
 static void cmd_free(struct cmd *c)
 {
     if (c->timer != NULL)
         event_free(c->timer);
+    redisFreeCommand(c->wire);
     free(c);
 }
 
@@ -246,6 +180,14 @@ static void role_answer(struct pc_store *st, const redisReply *r)
 static void cmd_answer(struct cmd *c, redisReply *r)
 {
     struct pc_store *st = c->st;
+    if (st->router != NULL) {
+        /* A cluster node: MOVED and ASK are the router's to follow; other replies go to the
+         * caller, and the router remembers who answered (pc_store_out_of_step). */
+        if (r != NULL && r->type == REDIS_REPLY_ERROR && c->wire != NULL &&
+            pc_cluster_redirected(st->router, st, c, r->str, r->len))
+            return;
+        pc_cluster_answering(st->router, st);
+    }
     /* Redis answers: a paused Redis that still accepts TCP does not. An error reply (a
      * refused AUTH, say) leads to a reconnect: it must not reset the backoff. */
     if (r != NULL && r->type != REDIS_REPLY_ERROR && c->kind != CMD_SENTINEL)
@@ -310,6 +252,8 @@ static void cmd_answer(struct cmd *c, redisReply *r)
     case CMD_ROLE:
         role_answer(st, r);
         break;
+    case CMD_ASKING: /* a refused ASKING shows in the command after it */
+        break;
     case CMD_SETUP:
     case CMD_SUBSCRIBE:
         if (r != NULL && r->type == REDIS_REPLY_ERROR) {
@@ -368,8 +312,8 @@ static const char *reply_type_name(const redisReply *r)
 
 static const char *cmd_kind_name(enum cmd_kind k)
 {
-    static const char *const names[] = {"GET",     "SET",       "PING",     "AUTH/SELECT",
-                                        "command", "SUBSCRIBE", "SENTINEL", "ROLE"};
+    static const char *const names[] = {"GET",       "SET",      "PING", "AUTH/SELECT", "command",
+                                        "SUBSCRIBE", "SENTINEL", "ROLE", "ASKING"};
     return names[k];
 }
 
@@ -399,6 +343,7 @@ static int reply_fits(const struct pc_store *st, enum cmd_kind k, const redisRep
         return r->type == REDIS_REPLY_STATUS || r->type == REDIS_REPLY_NIL;
     case CMD_PING:
     case CMD_SETUP:
+    case CMD_ASKING:
         return r->type == REDIS_REPLY_STATUS;
     case CMD_SUBSCRIBE:
         return is_push(st, r, "subscribe", REDIS_REPLY_INTEGER);
@@ -427,6 +372,10 @@ static void desync(struct pc_store *st, const char *what)
 
 void pc_store_out_of_step(struct pc_store *st, const char *what)
 {
+    if (st != NULL && st->cl != NULL) {
+        pc_cluster_out_of_step(st, what);
+        return;
+    }
     if (st != NULL && st->bev != NULL && !st->broken)
         desync(st, what);
 }
@@ -658,28 +607,34 @@ static void cmd_timeout_cb(evutil_socket_t fd, short what, void *arg)
     store_break(st);
 }
 
-/* Sends one command on the connection; c is owned by st->q from here on. bounded: a SET
- * of bytes, counted against the budgets (the caller checked pc_cmdq_full). 0 ok, -1
- * failed (c freed, its callback not called). */
-static int cmd_send(struct pc_store *st, struct cmd *c, int bounded, size_t bytes, int argc,
-                    const char **argv, const size_t *argvlen)
+/* Sends one encoded command on the connection: c is owned by st->q from here on, and out
+ * (n bytes, from redisFormatCommandArgv) is taken in every case. bounded: a SET of bytes,
+ * counted against the budgets (the caller checked pc_cmdq_full). 0 ok, -1 failed (c freed,
+ * its callback not called). */
+static int cmd_send_wire(struct pc_store *st, struct cmd *c, int bounded, size_t bytes, char *out,
+                         size_t n)
 {
-    char *out = NULL;
-    int n = -1;
     int queued = 0;
     c->st = st;
     c->start_us = pc_now_us();
     if (st->bev == NULL || st->broken)
         goto fail;
     c->timer = evtimer_new(st->base, cmd_timeout_cb, c);
-    if (c->timer == NULL || (n = redisFormatCommandArgv(&out, argc, argv, argvlen)) < 0)
+    if (c->timer == NULL)
         goto fail;
     if (pc_cmdq_push(st->q, c, bounded, bytes, &c->id) != PC_CMDQ_OK)
         goto fail;
     queued = 1;
-    if (bufferevent_write(st->bev, out, (size_t)n) != 0)
+    if (bufferevent_write(st->bev, out, n) != 0)
         goto fail;
-    redisFreeCommand(out);
+    c->bounded = bounded;
+    c->bytes = bytes;
+    if (st->router != NULL) { /* kept for a redirection */
+        c->wire = out;
+        c->wire_len = n;
+    } else {
+        redisFreeCommand(out);
+    }
     if (c->timeout_ms <= 0)
         c->timeout_ms = st->cfg->redis_timeout_ms;
     /* Timers count from the loop's cached time: after CPU-heavy work in this callback (a
@@ -692,10 +647,60 @@ static int cmd_send(struct pc_store *st, struct cmd *c, int bounded, size_t byte
 fail:
     if (queued)
         pc_cmdq_remove(st->q, c->id);
-    if (out != NULL)
-        redisFreeCommand(out);
+    redisFreeCommand(out);
     cmd_free(c);
     return -1;
+}
+
+/* Encodes and sends one command (cmd_send_wire). */
+static int cmd_send(struct pc_store *st, struct cmd *c, int bounded, size_t bytes, int argc,
+                    const char **argv, const size_t *argvlen)
+{
+    char *out = NULL;
+    int n = redisFormatCommandArgv(&out, argc, argv, argvlen);
+    if (n < 0) {
+        cmd_free(c);
+        return -1;
+    }
+    return cmd_send_wire(st, c, bounded, bytes, out, (size_t)n);
+}
+
+int pc_store_resend(struct pc_store *node, struct cmd *c, int asking)
+{
+    if (node->state != ST_CONNECTED || c->wire == NULL)
+        return -1;
+    if (c->bounded && pc_cmdq_full(node->q, c->bytes))
+        return -1;
+    struct cmd *again = calloc(1, sizeof *again);
+    if (again == NULL)
+        return -1;
+    if (asking) { /* ASK: this one command may go to the node importing the slot */
+        struct cmd *a = calloc(1, sizeof *a);
+        const char *argv[] = {"ASKING"};
+        size_t lens[] = {6};
+        if (a == NULL) {
+            free(again);
+            return -1;
+        }
+        a->kind = CMD_ASKING;
+        if (cmd_send(node, a, 0, 0, 1, argv, lens) != 0) {
+            free(again);
+            return -1;
+        }
+    }
+    again->kind = c->kind;
+    again->get_cb = c->get_cb;
+    again->ping_cb = c->ping_cb;
+    again->cmd_cb = c->cmd_cb;
+    again->set_cb = c->set_cb;
+    again->arg = c->arg;
+    again->timeout_ms = c->timeout_ms;
+    again->redirects = c->redirects + 1;
+    char *wire = c->wire;
+    c->wire = NULL;
+    if (cmd_send_wire(node, again, c->bounded, c->bytes, wire, c->wire_len) != 0)
+        return -1; /* an ASKING may have gone out alone: it only concerns the next command */
+    return 0;
 }
 
 /* AUTH (user password, or password) when either is set. */
@@ -813,6 +818,10 @@ static void store_connect(struct pc_store *st)
         size_t i = st->sentinel_next++ % (size_t)st->n_sentinels;
         host = st->sentinel_hosts[i];
         port = st->sentinel_ports[i];
+    } else if (st->n_seeds > 0) { /* a cluster's subscriber: any node hears every PUBLISH */
+        size_t i = st->seed_next++ % (size_t)st->n_seeds;
+        host = st->seed_hosts[i];
+        port = st->seed_ports[i];
     }
     snprintf(st->peer, sizeof st->peer, "%s %s:%d", st->asking || st->watch ? "sentinel" : "Redis",
              host, port);
@@ -874,6 +883,8 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
 struct pc_store *pc_store_new(struct event_base *base, const struct pc_config *cfg,
                               struct pc_metrics *metrics)
 {
+    if (cfg->redis_cluster)
+        return pc_cluster_new(base, cfg, metrics);
     struct pc_store *st = calloc(1, sizeof *st);
     if (st == NULL)
         return NULL;
@@ -896,17 +907,22 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
     st->connect_timer = evtimer_new(base, connect_timeout_cb, st);
     st->retry_timer = evtimer_new(base, retry_cb, st);
     st->reset_ev = event_new(base, -1, 0, reset_cb, st);
-    pc_strlcpy(st->host, cfg->redis_host, sizeof st->host);
-    st->port = cfg->redis_port;
+    if (st->host[0] == '\0') { /* a cluster node's address is set already */
+        pc_strlcpy(st->host, cfg->redis_host, sizeof st->host);
+        st->port = cfg->redis_port;
+    }
+    if (cfg->redis_cluster && st->sub_channel != NULL && st->router == NULL &&
+        pc_store_seeds(cfg, &st->seed_hosts, &st->seed_ports, &st->n_seeds) != 0)
+        st->n_seeds = -1;
     if (cfg->redis_sentinels[0] != '\0') {
         char why[256];
-        st->sentinel_hosts = calloc(PC_SENTINELS_MAX, sizeof *st->sentinel_hosts);
-        st->sentinel_ports = calloc(PC_SENTINELS_MAX, sizeof *st->sentinel_ports);
+        st->sentinel_hosts = calloc(PC_ADDRESSES_MAX, sizeof *st->sentinel_hosts);
+        st->sentinel_ports = calloc(PC_ADDRESSES_MAX, sizeof *st->sentinel_ports);
         st->n_sentinels =
             st->sentinel_hosts == NULL || st->sentinel_ports == NULL
                 ? -1
-                : pc_config_sentinels(cfg->redis_sentinels, st->sentinel_hosts, st->sentinel_ports,
-                                      PC_SENTINELS_MAX, why, sizeof why);
+                : pc_config_addresses(cfg->redis_sentinels, st->sentinel_hosts, st->sentinel_ports,
+                                      PC_ADDRESSES_MAX, why, sizeof why);
     }
     if (cfg->redis_tls) {
         st->tls = (struct pc_tls_opts){cfg->redis_tls_ca_file, cfg->redis_tls_cert_file,
@@ -916,8 +932,9 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
         if ((st->tls_ctx = pc_tls_client_ctx(&st->tls, err, sizeof err)) == NULL)
             pc_log(PC_LOG_ERROR, "store: [redis] %s", err);
     }
-    if ((cfg->redis_tls && st->tls_ctx == NULL) || st->n_sentinels < 0 || st->q == NULL ||
-        st->connect_timer == NULL || st->retry_timer == NULL || st->reset_ev == NULL) {
+    if ((cfg->redis_tls && st->tls_ctx == NULL) || st->n_sentinels < 0 || st->n_seeds < 0 ||
+        st->q == NULL || st->connect_timer == NULL || st->retry_timer == NULL ||
+        st->reset_ev == NULL) {
         pc_cmdq_free(st->q);
         if (st->connect_timer)
             event_free(st->connect_timer);
@@ -929,6 +946,8 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
             SSL_CTX_free(st->tls_ctx);
         free(st->sentinel_hosts);
         free(st->sentinel_ports);
+        free(st->seed_hosts);
+        free(st->seed_ports);
         return -1;
     }
     store_connect(st);
@@ -969,9 +988,49 @@ struct pc_store *pc_store_new_sentinel_watch(struct event_base *base, const stru
     return subscriber_new(base, cfg, metrics, "+switch-master", 1, cb, arg);
 }
 
+struct pc_store *pc_store_node_new(struct event_base *base, const struct pc_config *cfg,
+                                   struct pc_metrics *metrics, const char *host, int port,
+                                   struct pc_store *router)
+{
+    struct pc_store *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return NULL;
+    pc_strlcpy(st->host, host, sizeof st->host);
+    st->port = port;
+    st->router = router;
+    if (store_init(st, base, cfg, metrics) != 0) {
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+int pc_store_seeds(const struct pc_config *cfg, char (**hosts)[PC_CFG_STR], int **ports, int *n)
+{
+    char why[256];
+    *hosts = calloc(PC_ADDRESSES_MAX + 1, sizeof **hosts);
+    *ports = calloc(PC_ADDRESSES_MAX + 1, sizeof **ports);
+    if (*hosts == NULL || *ports == NULL)
+        goto fail;
+    pc_strlcpy((*hosts)[0], cfg->redis_host, PC_CFG_STR);
+    (*ports)[0] = cfg->redis_port;
+    int more = pc_config_addresses(cfg->redis_nodes, *hosts + 1, *ports + 1, PC_ADDRESSES_MAX, why,
+                                   sizeof why);
+    if (more < 0)
+        goto fail;
+    *n = 1 + more;
+    return 0;
+fail:
+    free(*hosts);
+    free(*ports);
+    *hosts = NULL;
+    *ports = NULL;
+    return -1;
+}
+
 void pc_store_master_moved(struct pc_store *st, const char *host, int port)
 {
-    if (st == NULL || st->n_sentinels <= 0 || st->watch)
+    if (st == NULL || st->n_sentinels <= 0 || st->watch || st->cl != NULL)
         return;
     if (st->have_master && strcmp(st->host, host) == 0 && st->port == port)
         return;
@@ -1004,6 +1063,8 @@ static void store_free_now(struct pc_store *st)
         SSL_CTX_free(st->tls_ctx);
     free(st->sentinel_hosts);
     free(st->sentinel_ports);
+    free(st->seed_hosts);
+    free(st->seed_ports);
     free(st);
 }
 
@@ -1011,6 +1072,10 @@ void pc_store_free(struct pc_store *st)
 {
     if (st == NULL)
         return;
+    if (st->cl != NULL) {
+        pc_cluster_free(st);
+        return;
+    }
     if (st->dispatching > 0) { /* from a callback of on_read: it frees st on its way out */
         store_break(st);
         st->free_later = 1;
@@ -1021,11 +1086,15 @@ void pc_store_free(struct pc_store *st)
 
 int pc_store_ready(const struct pc_store *st)
 {
+    if (st->cl != NULL)
+        return pc_cluster_ready(st);
     return st->state == ST_CONNECTED;
 }
 
 int pc_store_get(struct pc_store *st, const char *key, pc_store_get_cb cb, void *arg)
 {
+    if (st->cl != NULL)
+        return pc_cluster_get(st, key, cb, arg);
     if (st->state != ST_CONNECTED) {
         PC_METRIC_INC(st->m->redis_get_failed);
         return -1;
@@ -1053,6 +1122,8 @@ int pc_store_set(struct pc_store *st, const char *key, const char *value, size_t
 int pc_store_set_cb(struct pc_store *st, const char *key, const char *value, size_t len, int ttl_s,
                     pc_store_set_done_cb cb, void *arg)
 {
+    if (st->cl != NULL)
+        return pc_cluster_set(st, key, value, len, ttl_s, cb, arg);
     struct cmd *c = NULL;
     if (pc_cmdq_full(st->q, len)) { /* Redis is behind: shed stores, do not grow without bound */
         PC_METRIC_INC(st->m->store_dropped);
@@ -1078,6 +1149,8 @@ int pc_store_set_cb(struct pc_store *st, const char *key, const char *value, siz
 
 int pc_store_ping(struct pc_store *st, pc_store_ping_cb cb, void *arg)
 {
+    if (st->cl != NULL)
+        return pc_cluster_ping(st, cb, arg);
     if (st->state != ST_CONNECTED)
         return -1;
     struct cmd *c = calloc(1, sizeof *c);
@@ -1093,12 +1166,16 @@ int pc_store_ping(struct pc_store *st, pc_store_ping_cb cb, void *arg)
 
 size_t pc_store_pending(const struct pc_store *st)
 {
+    if (st->cl != NULL)
+        return pc_cluster_pending(st);
     return pc_cmdq_count(st->q);
 }
 
 int pc_store_command(struct pc_store *st, int timeout_ms, pc_store_cmd_cb cb, void *arg, int argc,
                      const char **argv, const size_t *lens)
 {
+    if (st->cl != NULL)
+        return pc_cluster_command(st, timeout_ms, cb, arg, argc, argv, lens);
     if (st->state != ST_CONNECTED)
         return -1;
     struct cmd *c = calloc(1, sizeof *c);

@@ -113,10 +113,12 @@ struct pc_config {
     char redis_sentinel_master[PC_CFG_STR]; /* the master's name at the sentinels */
     char redis_sentinel_username[PC_CFG_STR];
     char redis_sentinel_password[PC_CFG_STR];
-    int redis_db;                   /* default 0 */
-    int redis_timeout_ms;           /* per command and connect; default 100 */
-    int redis_max_pending;          /* stores in flight; beyond it skipped; 0 = no bound; 10000 */
-    size_t redis_max_pending_bytes; /* bytes of stores in flight; 0 = no bound; 256m */
+    int redis_cluster;                /* Redis Cluster; default off */
+    char redis_nodes[PC_CFG_STR * 4]; /* more cluster seed nodes "host:port, ..."; default "" */
+    int redis_db;                     /* default 0 */
+    int redis_timeout_ms;             /* per command and connect; default 100 */
+    int redis_max_pending;            /* stores in flight; beyond it skipped; 0 = no bound; 10000 */
+    size_t redis_max_pending_bytes;   /* bytes of stores in flight; 0 = no bound; 256m */
 
     /* [cache] */
     int ttl_s;                   /* default 86400 */
@@ -208,10 +210,10 @@ const struct pc_backend_cfg *pc_config_backend(const struct pc_config *cfg, size
 
 /* Splits "host:port" (or "[v6]:port", or ":port" meaning all addresses). 0 ok, -1 bad. */
 int pc_config_split_hostport(const char *s, char *host, size_t hostlen, int *port);
-/* [redis] sentinels: "host:port, host:port, ..." into hosts/ports (at most max). The count
- * (0 for an empty list), or -1 with why. */
-#define PC_SENTINELS_MAX 16
-int pc_config_sentinels(const char *list, char hosts[][PC_CFG_STR], int *ports, size_t max,
+/* [redis] sentinels or nodes: "host:port, host:port, ..." into hosts/ports (at most max).
+ * The count (0 for an empty list), or -1 with why. */
+#define PC_ADDRESSES_MAX 16
+int pc_config_addresses(const char *list, char hosts[][PC_CFG_STR], int *ports, size_t max,
                         char *why, size_t whylen);
 
 /* Writes the effective configuration in conf-file syntax (for --check -v / debugging). */

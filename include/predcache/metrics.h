@@ -50,6 +50,9 @@
     X(redis_get_failed, "Redis GETs failed or timed out")                                          \
     X(redis_reconnects, "Redis connection attempts")                                               \
     X(redis_desyncs, "Redis replies not for the oldest command sent (the connection is dropped)")  \
+    X(redis_moved, "Redis Cluster MOVED redirections followed")                                    \
+    X(redis_ask, "Redis Cluster ASK redirections followed")                                        \
+    X(redis_cluster_refreshes, "Redis Cluster slot maps read (CLUSTER SLOTS answered)")            \
     X(store_ok, "Results stored in Redis")                                                         \
     X(store_failed, "Result stores that Redis refused, timed out or could not take")               \
     X(store_skipped, "Results not stored: not 2xx, too large, no-store")                           \
@@ -153,6 +156,12 @@ struct pc_metrics {
     int64_t input_buffered; /* the input budget's figure, this worker's share */
     int redis_up;
     int backend_up; /* from the active health checks (1 when they are off) */
+    /* [redis] cluster = on (cluster 1): slots with a known master, masters, masters with a
+     * ready connection. Summed as the weakest shard (min; masters: max). */
+    int cluster;
+    int64_t cluster_slots;
+    int64_t cluster_masters;
+    int64_t cluster_masters_up;
 };
 
 /*

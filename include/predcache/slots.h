@@ -58,4 +58,13 @@ size_t pc_slotmap_uncovered(const struct pc_slotmap *m);
 int pc_slot_parse_redirect(const char *err, size_t len, int *ask, unsigned *slot, char *host,
                            size_t hostlen, int *port);
 
+/*
+ * Where a command's keys are, so that it can be sent to the node serving them: *first is
+ * the index in argv of its first key; returns how many keys follow from there (MGET, DEL:
+ * every argument; EVAL/EVALSHA: numkeys; XREADGROUP: the streams after STREAMS; XGROUP:
+ * the key after the subcommand; other commands: argv[1]). 0: the command has no key
+ * (PING, PUBLISH, CLUSTER, ...), any node serves it. Command names in any case.
+ */
+int pc_slot_command_keys(int argc, const char *const *argv, const size_t *lens, int *first);
+
 #endif

@@ -13,7 +13,17 @@ from conftest import HTTP_TIMEOUT, wait_for
 
 ROUTE = "/v1/models/m:predict"
 PREFER = {"Prefer": "respond-async"}
-STREAM = "predcache:jobs:default"
+STREAM = "predcache:jobs:{default}"
+# Job records and leases take the stream's hash tag (one Redis Cluster slot for all).
+RECORD = "predcache:job:{default}:"
+
+
+def record_key(job_id):
+    return RECORD + job_id
+
+
+def lease_key(job_id):
+    return RECORD + job_id + ":lease"
 JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 _SUBMITTED_WITH = {}  # job id -> the headers it was submitted with (Prefer left out)
@@ -85,5 +95,5 @@ def submit_running(p, model, body, headers=None):
 
 def record(redis, job_id):
     """The job's record in Redis: {field: bytes}."""
-    raw = redis.command("HGETALL", "predcache:job:" + job_id) or []
+    raw = redis.command("HGETALL", record_key(job_id)) or []
     return {raw[i].decode(): raw[i + 1] for i in range(0, len(raw), 2)}

@@ -72,3 +72,38 @@ def test_compose_conf_passes_check():
     out = subprocess.run([binary, "-c", os.path.join(ROOT, "conf/compose.conf"), "--check"],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_cluster_compose_file_is_valid():
+    """docker-compose.cluster.yml: six cluster nodes, a one-shot that creates the cluster,
+    and predcache started after it with the cluster conf."""
+    out = subprocess.run(["docker-compose", "-f", "docker-compose.cluster.yml", "config"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    import yaml
+
+    services = yaml.safe_load(out.stdout)["services"]
+    nodes = ["redis-%d" % i for i in range(1, 7)]
+    for n in nodes:
+        assert "--cluster-enabled" in services[n]["command"], services[n]
+        assert "healthcheck" in services[n], n
+    init = services["redis-cluster-init"]
+    assert "--cluster create" in " ".join(init["command"]) and \
+        "--cluster-replicas 1" in " ".join(init["command"])
+    assert set(init["depends_on"]) == set(nodes)
+    depends = services["predcache"]["depends_on"]
+    assert depends["redis-cluster-init"] == {"condition": "service_completed_successfully"}
+    assert depends["model-server"] == {"condition": "service_healthy"}
+    assert any("compose-cluster.conf" in v for v in services["predcache"]["volumes"])
+
+
+def test_cluster_compose_conf_passes_check():
+    binary = os.environ.get("PREDCACHE_BIN", os.path.join(ROOT, "predcache"))
+    conf = os.path.join(ROOT, "conf/compose-cluster.conf")
+    out = subprocess.run([binary, "-c", conf, "--check"], capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    with open(conf) as f:
+        text = f.read()
+    assert "cluster = on" in text and "nodes = " in text

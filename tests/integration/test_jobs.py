@@ -79,7 +79,7 @@ def test_prefer_respond_async_submit_then_poll(jp, model, redis):
              what="the stream to be empty")
     rec = record(redis, job_id)
     assert rec["state"] == b"done" and rec["attempts"] == b"1"
-    assert 3000 <= redis.ttl("predcache:job:" + job_id) <= 3600
+    assert 3000 <= redis.ttl("predcache:job:{default}:" + job_id) <= 3600
 
     # Polling again answers the same result.
     again = poll(proxy, job_id)
@@ -321,7 +321,7 @@ def test_expired_job_id_404(start_predcache, redis):
     wait_for(lambda: poll(p, job_id).status_code == 404, timeout=5, interval=0.2,
              what="the result to expire")
     assert poll(p, job_id).json()["error"].startswith("no such job")
-    assert redis.exists("predcache:job:" + job_id) == 0
+    assert redis.exists("predcache:job:{default}:" + job_id) == 0
 
 
 # --------------------------------------------------------------------------- queue limit
@@ -397,7 +397,7 @@ def test_submit_only_process_and_a_poisoned_job(start_predcache, model, redis):
     healthy = job_id_of(submit(front, {"instances": ["fine"]}))
     time.sleep(0.5)
     assert poll(front, poisoned).json()["status"] == "queued"
-    redis.command("HSET", "predcache:job:" + poisoned, "attempts", "5")
+    redis.command("HSET", "predcache:job:{default}:" + poisoned, "attempts", "5")
 
     start_predcache()
     r = wait_done(front, poisoned)

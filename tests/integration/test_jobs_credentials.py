@@ -57,7 +57,7 @@ def test_local_job_with_authorization(start_predcache, model, redis):
     assert r.headers["Preference-Applied"] == "respond-async"
     # While it runs: its record and lease are in Redis, its credentials are not.
     wait_state(p, job_id, "running")
-    assert redis.exists("predcache:job:%s:lease" % job_id) == 1
+    assert redis.exists("predcache:job:{default}:%s:lease" % job_id) == 1
     assert_nowhere(redis, p, SECRET)
 
     done = wait_done(p, job_id)
@@ -80,7 +80,7 @@ def test_local_job_with_authorization(start_predcache, model, redis):
     assert rec["credential_scope"] == \
         b"86b3d812fc2105bbfd6dfc84e867e6fcf4598b57446ef80c1bb7716af070d7c0"
     assert rec["credential_scope"].decode() == sha256_hex("authorization\n19:%s\n" % BEARER)
-    wait_for(lambda: redis.exists("predcache:job:%s:lease" % job_id) == 0,
+    wait_for(lambda: redis.exists("predcache:job:{default}:%s:lease" % job_id) == 0,
              what="the lease to go")
     assert poll(p, job_id).content == done.content
     assert_nowhere(redis, p, SECRET)
@@ -233,7 +233,7 @@ def test_refuse(start_predcache, model, redis):
     assert sync.status_code == 200
     job_id = job_id_of(submit(p, {"instances": [2]}))
     assert wait_done(p, job_id).status_code == 200
-    assert redis.keys("predcache:job:*") == ["predcache:job:" + job_id]
+    assert redis.keys("predcache:job:*") == ["predcache:job:{default}:" + job_id]
     assert SECRET not in p.stdout_text() and SECRET not in p.stderr_text()
 
 
@@ -285,7 +285,7 @@ def test_drain_deadline_fails_the_running_local_job(start_predcache, model, redi
     assert p1.proc.wait(timeout=10) == 0
     rec = record(redis, job_id)
     assert rec["state"] == b"failed", rec
-    assert redis.exists("predcache:job:%s:lease" % job_id) == 0
+    assert redis.exists("predcache:job:{default}:%s:lease" % job_id) == 0
 
     model.control()
     p2 = start_predcache(conf=local_conf(claim_after_ms=1000))

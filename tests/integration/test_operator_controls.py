@@ -105,10 +105,10 @@ def test_purge_deletes_only_cache_entries(proxy, model, redis):
     # the prefix's other keys: invalidation counters, a job record, the job stream
     assert requests.post(proxy.admin("/cache/invalidate?model=m"),
                          timeout=HTTP_TIMEOUT).status_code == 200
-    redis.command("HSET", "predcache:job:00112233445566778899aabbccddeeff", "state", "done")
-    redis.command("XADD", "predcache:jobs:default", "*", "id", "x")
-    others = ["predcache:gen:default", "predcache:job:00112233445566778899aabbccddeeff",
-              "predcache:jobs:default", key + ":lock", "predcache:v2:{" + "g" * 64 + "}",
+    redis.command("HSET", "predcache:job:{default}:00112233445566778899aabbccddeeff", "state", "done")
+    redis.command("XADD", "predcache:jobs:{default}", "*", "id", "x")
+    others = ["predcache:gen:default", "predcache:job:{default}:00112233445566778899aabbccddeeff",
+              "predcache:jobs:{default}", key + ":lock", "predcache:v2:{" + "g" * 64 + "}",
               "predcache:v2:" + key[len("predcache:v2:{"):-1], key + "x"]
     redis.command("SET", key + ":lock", "1")
     for other in others:

@@ -392,6 +392,33 @@ static void test_route_pattern_without_slash(void **state)
     assert_err_contains("must start with '/'");
 }
 
+/* [redis] cluster: its seeds, and the settings a cluster cannot have. */
+static void test_redis_cluster(void **state)
+{
+    (void)state;
+    struct pc_config c;
+    assert_int_equal(
+        load_text(&c, "[redis]\ncluster = on\nnodes = 10.0.0.2:7000, [::1]:7001 , h:7002\n"), 0);
+    assert_int_equal(c.redis_cluster, 1);
+    assert_int_equal(load_text(&c, "[redis]\nnodes = 10.0.0.2:7000\n"), -1);
+    assert_err_at(2, "[redis] seed nodes are for cluster = on");
+    assert_int_equal(load_text(&c, "[redis]\ncluster = on\nnodes = 10.0.0.2\n"), -1);
+    assert_err_at(3, "[redis] nodes: '10.0.0.2' is not host:port");
+    assert_int_equal(load_text(&c, "[redis]\ncluster = on\ndb = 2\n"), -1);
+    assert_err_at(2, "[redis] cluster = on needs db = 0");
+    assert_int_equal(load_text(&c, "[redis]\ncluster = on\nsentinels = h:26379\n"
+                                   "sentinel_master = m\n"),
+                     -1);
+    assert_err_contains("do not go together");
+    assert_int_equal(load_text(&c, "[redis]\ncluster = on\n[cache]\nkey_prefix = {pc}:\n"), -1);
+    assert_err_contains("hash tag in the prefix");
+    assert_int_equal(load_text(&c, "[redis]\ncluster = on\n[jobs]\nstream = q}x\n"), -1);
+    assert_err_contains("no hash tag");
+    assert_int_equal(load_text(&c, "[redis]\ncluster = on\n[jobs]\nstream = q{x}\n"), 0);
+    /* without cluster, a prefix may hold braces as before */
+    assert_int_equal(load_text(&c, "[cache]\nkey_prefix = {pc}:\n"), 0);
+}
+
 static void test_input_fields(void **state)
 {
     (void)state;
@@ -1187,6 +1214,7 @@ int main(void)
         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_route_bad_method),
         cmocka_unit_test(test_route_pattern_without_slash),
+        cmocka_unit_test(test_redis_cluster),
         cmocka_unit_test(test_input_fields),
         cmocka_unit_test(test_bools),
         cmocka_unit_test(test_workers),

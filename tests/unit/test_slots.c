@@ -155,6 +155,43 @@ static void test_redirects(void **state)
 #undef BAD
 }
 
+/* Where the keys of the commands predcache sends are, to route them. */
+static void test_command_keys(void **state)
+{
+    (void)state;
+#define KEYS(want_first, want_n, ...)                                                              \
+    do {                                                                                           \
+        const char *argv[] = {__VA_ARGS__};                                                        \
+        size_t lens[sizeof argv / sizeof argv[0]];                                                 \
+        int argc = (int)(sizeof argv / sizeof argv[0]), first = -1;                                \
+        for (int i = 0; i < argc; i++)                                                             \
+            lens[i] = strlen(argv[i]);                                                             \
+        int n = pc_slot_command_keys(argc, argv, lens, &first);                                    \
+        assert_int_equal(n, want_n);                                                               \
+        if (want_n > 0)                                                                            \
+            assert_int_equal(first, want_first);                                                   \
+    } while (0)
+    KEYS(1, 1, "GET", "k");
+    KEYS(1, 1, "get", "k");
+    KEYS(1, 1, "SET", "k", "v", "EX", "10");
+    KEYS(1, 1, "HGETALL", "h");
+    KEYS(1, 1, "XAUTOCLAIM", "s", "g", "c", "1000", "0-0", "COUNT", "10");
+    KEYS(1, 3, "MGET", "a", "b", "c");
+    KEYS(1, 2, "DEL", "a", "b");
+    KEYS(3, 2, "EVAL", "script", "2", "k1", "k2", "a1");
+    KEYS(3, 1, "EVALSHA", "sha", "1", "k1");
+    KEYS(0, 0, "EVAL", "script", "0", "a1");
+    KEYS(0, 0, "EVAL", "script", "x", "k1"); /* not a number: no key said */
+    KEYS(3, 1, "EVAL", "script", "5", "k1"); /* more keys than arguments: the rest */
+    KEYS(9, 1, "XREADGROUP", "GROUP", "g", "c", "COUNT", "1", "BLOCK", "10", "STREAMS", "s", ">");
+    KEYS(2, 1, "XGROUP", "CREATE", "s", "g", "0");
+    KEYS(0, 0, "PING");
+    KEYS(0, 0, "PUBLISH", "chan", "msg");
+    KEYS(0, 0, "CLUSTER", "SLOTS");
+    KEYS(0, 0, "XREADGROUP", "GROUP", "g", "c");
+#undef KEYS
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -162,6 +199,7 @@ int main(void)
         cmocka_unit_test(test_slotmap_against_reference),
         cmocka_unit_test(test_slotmap_limits),
         cmocka_unit_test(test_redirects),
+        cmocka_unit_test(test_command_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
