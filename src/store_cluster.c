@@ -505,9 +505,13 @@ int pc_cluster_set(struct pc_store *router, const char *key, const char *value, 
     return pc_store_set_cb(node, key, value, len, ttl_s, cb, arg);
 }
 
-/* A PING to every master: ok when every master was there and answered. */
+/* A PING to every master: ok when every master was there and answered. Each connection
+ * answers in order, so it also says that every command sent before it was answered (the
+ * barrier after a batch's SETs, which go to many masters). The caller's callback is a PING's
+ * (cb) or a command's (cmd_cb, handed a PONG status or NULL). */
 struct ping_all {
     pc_store_ping_cb cb;
+    pc_store_cmd_cb cmd_cb;
     void *arg;
     size_t waiting;
     int ok;
@@ -519,19 +523,24 @@ static void on_ping_one(int ok, void *arg)
     pa->ok = pa->ok && ok;
     if (--pa->waiting > 0)
         return;
-    pa->cb(pa->ok, pa->arg);
+    if (pa->cmd_cb != NULL) {
+        redisReply pong = {.type = REDIS_REPLY_STATUS, .len = 4, .str = (char *)"PONG"};
+        pa->cmd_cb(pa->ok ? (const struct pc_reply *)&pong : NULL, pa->arg);
+    } else {
+        pa->cb(pa->ok, pa->arg);
+    }
     free(pa);
 }
 
-int pc_cluster_ping(struct pc_store *router, pc_store_ping_cb cb, void *arg)
+static int ping_all(struct pc_cluster *cl, pc_store_ping_cb cb, pc_store_cmd_cb cmd_cb, void *arg)
 {
-    struct pc_cluster *cl = router->cl;
     struct ping_all *pa = calloc(1, sizeof *pa);
     if (pa == NULL || cl->map == NULL || cl->closing) {
         free(pa);
         return -1;
     }
     pa->cb = cb;
+    pa->cmd_cb = cmd_cb;
     pa->arg = arg;
     pa->ok = masters_all_up(cl);
     pa->waiting = 1; /* this function's own hold while the pings go out */
@@ -546,6 +555,11 @@ int pc_cluster_ping(struct pc_store *router, pc_store_ping_cb cb, void *arg)
     }
     pa->waiting--; /* the replies come later: never from inside this call */
     return 0;
+}
+
+int pc_cluster_ping(struct pc_store *router, pc_store_ping_cb cb, void *arg)
+{
+    return ping_all(router->cl, cb, NULL, arg);
 }
 
 /* ---- MGET over several slots: one MGET per slot, merged in the caller's key order */
@@ -706,6 +720,8 @@ int pc_cluster_command(struct pc_store *router, int timeout_ms, pc_store_cmd_cb 
     struct pc_cluster *cl = router->cl;
     int first;
     int nk = pc_slot_command_keys(argc, argv, lens, &first);
+    if (argc == 1 && lens[0] == 4 && strncasecmp(argv[0], "PING", 4) == 0)
+        return ping_all(cl, NULL, cb, arg);
     if (nk > 1 && lens[0] == 4 && strncasecmp(argv[0], "MGET", 4) == 0) {
         int rc = mget_split(cl, timeout_ms, cb, arg, argc, argv, lens);
         if (rc != 1)
