@@ -54,6 +54,30 @@ static uint64_t rnd(void)
     return rng_state;
 }
 
+/* The table-driven CRC16 against the bitwise definition, over random bytes. */
+static uint16_t crc16_bitwise(const unsigned char *s, size_t len)
+{
+    uint16_t crc = 0;
+    for (size_t i = 0; i < len; i++) {
+        crc ^= (uint16_t)(s[i] << 8);
+        for (int b = 0; b < 8; b++)
+            crc = (uint16_t)(crc & 0x8000 ? (crc << 1) ^ 0x1021 : crc << 1);
+    }
+    return crc;
+}
+
+static void test_crc16_against_bitwise(void **state)
+{
+    (void)state;
+    unsigned char buf[300];
+    for (int round = 0; round < 2000; round++) {
+        size_t len = rnd() % sizeof buf;
+        for (size_t i = 0; i < len; i++)
+            buf[i] = (unsigned char)rnd();
+        assert_int_equal(pc_slot_crc16((const char *)buf, len), crc16_bitwise(buf, len));
+    }
+}
+
 /* Random assignments of slot ranges to a few dozen addresses, against one address per
  * slot kept plainly. */
 static void test_slotmap_against_reference(void **state)
@@ -196,6 +220,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc16_and_key_slots),
+        cmocka_unit_test(test_crc16_against_bitwise),
         cmocka_unit_test(test_slotmap_against_reference),
         cmocka_unit_test(test_slotmap_limits),
         cmocka_unit_test(test_redirects),
