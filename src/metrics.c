@@ -108,7 +108,7 @@ int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out)
                         m->backend_up);
     rc |= pc_buf_printf(out,
                         "# HELP predcache_redis_redirects_total Redis Cluster redirections "
-                        "followed, by kind\n"
+                        "received (MOVED, ASK), by kind\n"
                         "# TYPE predcache_redis_redirects_total counter\n"
                         "predcache_redis_redirects_total{kind=\"moved\"} %llu\n"
                         "predcache_redis_redirects_total{kind=\"ask\"} %llu\n",

@@ -667,7 +667,9 @@ static int cmd_send(struct pc_store *st, struct cmd *c, int bounded, size_t byte
 
 int pc_store_resend(struct pc_store *node, struct cmd *c, int asking)
 {
-    if (node->state != ST_CONNECTED || c->wire == NULL)
+    /* A node just made (a promoted replica named by MOVED) is still connecting: the command
+     * waits in its output behind AUTH, and fails with the connection if that fails. */
+    if (node->bev == NULL || node->broken || c->wire == NULL)
         return -1;
     if (c->bounded && pc_cmdq_full(node->q, c->bytes))
         return -1;

@@ -121,7 +121,8 @@ struct pc_store *pc_store_node_new(struct event_base *base, const struct pc_conf
 /* The seed nodes of a cluster: [redis] host:port, then nodes (calloc'd arrays the caller
  * frees). 0 ok; -1 (nothing allocated). */
 int pc_store_seeds(const struct pc_config *cfg, char (**hosts)[PC_CFG_STR], int **ports, int *n);
-/* Sends c's command (its wire bytes) again on node, ASKING first when asking: a new command
+/* Sends c's command (its wire bytes) again on node (connected, or connecting: then it waits
+ * behind the connection's setup), ASKING first when asking: a new command
  * there takes c's caller, wire and budget, and c is left for its owner to free unanswered.
  * 0 sent; -1 not sent: c is to be answered as it was. */
 int pc_store_resend(struct pc_store *node, struct cmd *c, int asking);

@@ -50,8 +50,8 @@
     X(redis_get_failed, "Redis GETs failed or timed out")                                          \
     X(redis_reconnects, "Redis connection attempts")                                               \
     X(redis_desyncs, "Redis replies not for the oldest command sent (the connection is dropped)")  \
-    X(redis_moved, "Redis Cluster MOVED redirections followed")                                    \
-    X(redis_ask, "Redis Cluster ASK redirections followed")                                        \
+    X(redis_moved, "Redis Cluster MOVED replies (each followed, at most 5 times a command)")       \
+    X(redis_ask, "Redis Cluster ASK replies (each followed, at most 5 times a command)")           \
     X(redis_cluster_refreshes, "Redis Cluster slot maps read (CLUSTER SLOTS answered)")            \
     X(store_ok, "Results stored in Redis")                                                         \
     X(store_failed, "Result stores that Redis refused, timed out or could not take")               \
