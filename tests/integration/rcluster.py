@@ -15,7 +15,7 @@
         m2.pause(); m2.resume()                    # SIGSTOP/SIGCONT (alive() skips it)
         cluster.reshard(src, dst, 100)             # redis-cli --cluster reshard
         cluster.migrate_slot(slot, dst)            # one slot, by hand (SETSLOT, MIGRATE)
-        conf = {"redis": {"cluster": "on", **cluster.predcache_seeds()}}
+        conf = cluster.predcache_conf(cache={...})   # predcache's overrides
     finally:
         cluster.stop()                     # every node: SIGTERM, then SIGKILL
 
@@ -115,6 +115,26 @@ class NodeLine:
     def __repr__(self):
         return "<%s :%d %s%s>" % (self.id[:8], self.port, ",".join(sorted(self.flags)),
                                    "" if self.master_id is None else " of " + self.master_id[:8])
+
+
+def cluster_gauges(p):
+    """predcache p's view: (slots covered, masters, masters up) from its /metrics."""
+    m = p.metrics()
+    return tuple(m.get((name, frozenset())) for name in (
+        "predcache_redis_cluster_slots_covered", "predcache_redis_cluster_masters",
+        "predcache_redis_cluster_masters_up"))
+
+
+def wait_covered(p, timeout=15.0, what="predcache to cover every slot with 3 masters up"):
+    """Waits until predcache p has a slot map of every slot and 3 masters up; fails with its
+    gauges and the end of its stderr."""
+    try:
+        wait_for(lambda: cluster_gauges(p) == (SLOTS, 3, 3), timeout=timeout, interval=0.1,
+                 what=what)
+    except AssertionError as e:
+        raise AssertionError("%s; gauges (slots_covered, masters, masters_up) = %r\n"
+                             "predcache stderr:\n%s" % (e, cluster_gauges(p),
+                                                         p.stderr_text()[-3000:]))
 
 
 class Node(RedisProcess):
@@ -370,6 +390,14 @@ class RedisCluster:
         first = first or self.masters()[0]
         return {"host": "127.0.0.1", "port": str(first.port),
                 "nodes": self.seeds([n for n in self.nodes if n is not first])}
+
+    def predcache_conf(self, **sections):
+        """predcache conf overrides for this cluster ([redis] cluster = on, the seeds,
+        timeout_ms 500), with sections ({"cache": {...}, ...}) merged in."""
+        conf = {"redis": {"cluster": "on", "timeout_ms": "500", **self.predcache_seeds()}}
+        for section, items in sections.items():
+            conf.setdefault(section, {}).update(items)
+        return conf
 
     # ------------------------------------------------------------------ data
 

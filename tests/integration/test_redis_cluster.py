@@ -23,7 +23,7 @@ from conftest import (HTTP_TIMEOUT, canonical, concurrently, expected_key, wait_
                       without_received)
 from jobs import ROUTE, job_id_of, poll, submit, wait_done
 from oracle import Oracle
-from rcluster import SLOTS, RedisCluster, key_slot
+from rcluster import SLOTS, RedisCluster, key_slot, wait_covered
 
 PREDICT = "/v1/models/m:predict"
 JOB_STREAM = "predcache:jobs:{default}"
@@ -44,34 +44,11 @@ def redis_cluster(tmp_path):
 # --------------------------------------------------------------------------- helpers
 
 
-def cluster_conf(cluster, **sections):
-    """[redis] for the cluster: the first master as host/port, the two others as nodes."""
-    masters = cluster.masters()
-    conf = {"redis": {"cluster": "on", "host": "127.0.0.1", "port": str(masters[0].port),
-                      "nodes": cluster.seeds(masters[1:]), "timeout_ms": "500"}}
-    for section, items in sections.items():
-        conf.setdefault(section, {}).update(items)
-    return conf
-
-
-def cluster_gauges(p):
-    m = p.metrics()
-    return tuple(m.get((name, frozenset())) for name in (
-        "predcache_redis_cluster_slots_covered", "predcache_redis_cluster_masters",
-        "predcache_redis_cluster_masters_up"))
-
-
 def start_on(start_predcache, cluster, args=(), **sections):
     """predcache on the cluster, once it has read a slot map that covers every slot and
     connected to the 3 masters."""
-    p = start_predcache(conf=cluster_conf(cluster, **sections), args=args)
-    try:
-        wait_for(lambda: cluster_gauges(p) == (SLOTS, 3, 3), timeout=15,
-                 what="predcache to cover %d slots with 3 masters up" % SLOTS)
-    except AssertionError as e:
-        raise AssertionError("%s; gauges (slots_covered, masters, masters_up) = %r\n"
-                             "predcache stderr:\n%s" % (e, cluster_gauges(p),
-                                                        p.stderr_text()[-3000:]))
+    p = start_predcache(conf=cluster.predcache_conf(**sections), args=args)
+    wait_covered(p, what="predcache to cover %d slots with 3 masters up" % SLOTS)
     return p
 
 

@@ -33,7 +33,7 @@ import pytest
 
 from conftest import canonical, expected_key, wait_for
 from oracle import Oracle
-from rcluster import SLOTS, RedisCluster
+from rcluster import SLOTS, RedisCluster, wait_covered
 
 PREDICT = "/v1/models/m:predict"
 HEADERS = {"Content-Type": "application/json"}
@@ -108,34 +108,9 @@ def owner_map(cluster):
 # --------------------------------------------------------------------------- predcache
 
 
-def cluster_conf(cluster, **sections):
-    masters = cluster.masters()
-    conf = {"redis": {"cluster": "on", "host": "127.0.0.1", "port": str(masters[0].port),
-                      "nodes": cluster.seeds([n for n in cluster.nodes if n is not masters[0]]),
-                      "timeout_ms": "500"}}
-    for section, items in sections.items():
-        conf.setdefault(section, {}).update(items)
-    return conf
-
-
-def gauges(p):
-    m = p.metrics()
-    return tuple(m.get((name, frozenset())) for name in (
-        "predcache_redis_cluster_slots_covered", "predcache_redis_cluster_masters",
-        "predcache_redis_cluster_masters_up"))
-
-
-def wait_gauges(p, timeout=15.0, what="predcache to cover every slot with 3 masters up"):
-    try:
-        wait_for(lambda: gauges(p) == (SLOTS, 3, 3), timeout=timeout, interval=0.1, what=what)
-    except AssertionError as e:
-        raise AssertionError("%s; gauges (slots_covered, masters, masters_up) = %r\n"
-                             "predcache stderr:\n%s" % (e, gauges(p), p.stderr_text()[-3000:]))
-
-
 def start_on(start_predcache, cluster, args=("--workers", "2"), **sections):
-    p = start_predcache(conf=cluster_conf(cluster, **sections), args=list(args))
-    wait_gauges(p)
+    p = start_predcache(conf=cluster.predcache_conf(**sections), args=list(args))
+    wait_covered(p)
     return p
 
 
@@ -350,7 +325,7 @@ def caching_resumes(p, cluster, oracle, prefix, event_end, targets, timeout=RESU
 def check_gauges_after(p, before, timeout=15.0):
     """3 masters, all up, every slot covered; the slot map was read again; predcache's
     Redis is up."""
-    wait_gauges(p, timeout=timeout, what="predcache's gauges back to 16384 slots, 3 masters, "
+    wait_covered(p, timeout=timeout, what="predcache's gauges back to 16384 slots, 3 masters, "
                                          "3 up")
     after = counters(p)
     assert after["refreshes"] > before["refreshes"], "no slot map read since the event"
@@ -455,7 +430,7 @@ def test_killed_master_under_load(redis_cluster, start_predcache, model):
         t1 = time.monotonic()
         load.mark(t0, t1)
         # predcache's own view: the dead master gone from its map, 3 masters up
-        wait_gauges(p, timeout=10, what="predcache to see 3 masters up after the takeover")
+        wait_covered(p, timeout=10, what="predcache to see 3 masters up after the takeover")
         owners = owner_map(cluster)
         resumed, where, bypassed = caching_resumes(
             p, cluster, load.oracle, "after-kill", t1,

@@ -237,7 +237,6 @@ def test_a_master_turned_replica_is_left_and_found_again(start_predcache, model,
     finally:
         master.command("REPLICAOF", "NO", "ONE")
     wait_for(lambda: p.metric("predcache_redis_up") == 1, timeout=15, what="back on the master")
-    body = '{"instances": [["readonly", 3]]}'
     key = expected_key(PREDICT, canonical({"instances": [["readonly", 3]]}))
     ask(3)
     wait_for(lambda: master.command("EXISTS", key) == 1, what="caching resumed")
