@@ -15,7 +15,6 @@ import json
 import socket
 import time
 
-
 from oracle import Oracle
 from test_backpressure import RssSampler, sanitized, vm_rss
 
