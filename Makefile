@@ -48,6 +48,8 @@ $(BUILD)/test_config: $(BUILD)/routes.o
 $(BUILD)/test_routes: $(BUILD)/config.o
 # The one-pass batch keys are checked against the batch scanner.
 $(BUILD)/test_cachekey: $(BUILD)/batch.o
+# The metrics render the uncached counters with the reasons' tokens.
+$(BUILD)/test_metrics: $(BUILD)/reason.o
 
 # cachekey reads JSON through canon. test_canon also links the json-c implementation the
 # v1 key was first built on (tests/ref/), the reference canon is held to.

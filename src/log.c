@@ -230,6 +230,10 @@ void pc_log_access(const struct pc_access *a)
     line_ms(&l, a->total_ms);
     line_str(&l, " bytes=");
     line_uint(&l, a->bytes);
+    if (a->reason != NULL) {
+        line_str(&l, " reason=");
+        line_str(&l, a->reason);
+    }
     l.p[l.len++] = '\n';
     fwrite(l.p, 1, l.len, access_fp);
     if (l.p != l.stack)

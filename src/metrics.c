@@ -106,6 +106,13 @@ int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out)
                         "# TYPE predcache_backend_up gauge\npredcache_backend_up %d\n",
                         (long long)m->in_flight, (long long)m->store_pending, m->redis_up,
                         m->backend_up);
+    rc |= pc_buf_append_str(out, "# HELP predcache_uncached_total Requests not answered from the "
+                                 "cache (BYPASS, PASS) or whose answer was not stored, by "
+                                 "reason (X-Cache-Reason)\n"
+                                 "# TYPE predcache_uncached_total counter\n");
+    for (size_t r = 1; r < PC_REASON_COUNT; r++)
+        rc |= pc_buf_printf(out, "predcache_uncached_total{reason=\"%s\"} %llu\n",
+                            pc_reason_token((enum pc_reason)r), (unsigned long long)m->uncached[r]);
     rc |= pc_buf_printf(out,
                         "# HELP predcache_redis_redirects_total Redis Cluster redirections "
                         "received (MOVED, ASK), by kind\n"
@@ -226,6 +233,8 @@ void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shar
         sum->backend_paused += PC_METRIC_GET(m->backend_paused);
         sum->redis_up = sum->redis_up && PC_METRIC_GET(m->redis_up);
         sum->backend_up = sum->backend_up && PC_METRIC_GET(m->backend_up);
+        for (size_t r = 0; r < PC_REASON_COUNT; r++)
+            sum->uncached[r] += PC_METRIC_GET(m->uncached[r]);
         if (PC_METRIC_GET(m->cluster)) {
             int64_t slots = PC_METRIC_GET(m->cluster_slots);
             int64_t up = PC_METRIC_GET(m->cluster_masters_up);

@@ -41,6 +41,7 @@
 #include "predcache/jsonedit.h"
 #include "predcache/l1.h"
 #include "predcache/log.h"
+#include "predcache/reason.h"
 #include "predcache/store.h"
 #include "predcache/upstream.h"
 #include "predcache/versions.h"
@@ -134,6 +135,7 @@ void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, s
         .path = pc_http_req_path(p->req),
         .status = status,
         .cache = result_names[p->result],
+        .reason = p->reason != PC_REASON_NONE ? pc_reason_token(p->reason) : NULL,
         .key = p->cacheable ? p->key : NULL,
         .backend_ms = p->backend_ms,
         .total_ms = total_ms,
@@ -171,6 +173,8 @@ void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, s
         PC_METRIC_INC(w->metrics.req_stale);
         break;
     }
+    if (p->reason != PC_REASON_NONE && p->reason < PC_REASON_COUNT)
+        PC_METRIC_INC(w->metrics.uncached[p->reason]);
     pc_hist_observe(&w->metrics.h_request, total_ms / 1000.0);
     pc_timer_observe(&w->metrics.t_request, total_ms / 1000.0);
     struct pc_route_metrics *rm = &w->route_metrics[p->route ? p->route->v.id + 1 : 0];
@@ -246,10 +250,10 @@ static int response_seconds(const struct pc_upstream_resp *r, const char *dir)
  * name, so that later keys carry it. Accept-Encoding is never sent to the model server
  * (its answer cannot vary by it); credential headers are in the key as its scope.
  */
-static const char *vary_refusal(struct answer_rules *a, const char *value)
+static enum pc_reason vary_refusal(struct answer_rules *a, const char *value)
 {
     const struct pc_config *cfg = a->w->cfg;
-    const char *why = NULL;
+    enum pc_reason why = PC_REASON_NONE;
     for (const char *v = value; *v;) {
         v += strspn(v, " \t,");
         size_t n = strcspn(v, " \t,");
@@ -257,18 +261,18 @@ static const char *vary_refusal(struct answer_rules *a, const char *value)
             break;
         char name[64];
         if (n >= sizeof name)
-            return "response varies by a header name too long";
+            return PC_REASON_VARY_NAME_TOO_LONG;
         for (size_t i = 0; i < n; i++)
             name[i] = (char)tolower((unsigned char)v[i]);
         name[n] = '\0';
         v += n;
         if (strcmp(name, "*") == 0)
-            return "response Vary: *";
+            return PC_REASON_VARY_STAR;
         if (strcmp(name, "accept-encoding") == 0)
             continue;
         if (pc_creds_is_credential(name, cfg->credential_headers, cfg->n_credential_headers)) {
             if (a->route->v.credentials != PC_CREDS_ISOLATE)
-                why = "response varies by credentials";
+                why = PC_REASON_VARY_CREDENTIALS;
             continue;
         }
         size_t k = 0;
@@ -276,7 +280,7 @@ static const char *vary_refusal(struct answer_rules *a, const char *value)
             k++;
         if (k < a->vary_n)
             continue;
-        why = "response varies by a header the key lacked";
+        why = PC_REASON_VARY_UNKEYED;
         if (k == a->route->n_vary && a->route->n_vary < PC_WROUTE_VARY)
             memcpy(a->route->vary[a->route->n_vary++], name, n + 1);
     }
@@ -289,53 +293,54 @@ static const char *vary_refusal(struct answer_rules *a, const char *value)
  * ignores them, Cache-Control private, no-store, no-cache or max-age=0. Such an answer is
  * neither stored nor handed to a request that waited for it.
  */
-static const char *judge_personal(struct answer_rules *a, const struct pc_upstream_resp *r)
+static enum pc_reason judge_personal(struct answer_rules *a, const struct pc_upstream_resp *r)
 {
     if (pc_proxy_find_header(r->headers, r->n_headers, "Set-Cookie") != NULL)
-        return "response sets a cookie";
+        return PC_REASON_RESPONSE_COOKIE;
     for (size_t i = 0; i < r->n_headers; i++) {
-        const char *why =
-            pc_strcaseeq(r->headers[i].name, "Vary") ? vary_refusal(a, r->headers[i].value) : NULL;
-        if (why != NULL)
+        enum pc_reason why = pc_strcaseeq(r->headers[i].name, "Vary")
+                                 ? vary_refusal(a, r->headers[i].value)
+                                 : PC_REASON_NONE;
+        if (why != PC_REASON_NONE)
             return why;
     }
     if (r->status >= 400 && r->status <= 499)
-        return "a client error";
+        return PC_REASON_CLIENT_ERROR;
     if (a->route->v.response_cache_control == PC_RCC_IGNORE)
-        return NULL;
+        return PC_REASON_NONE;
     if (response_directive(r, "Cache-Control", "no-store") ||
         response_directive(r, "Cache-Control", "private"))
-        return "response no-store/private";
+        return PC_REASON_RESPONSE_PRIVATE;
     if (response_directive(r, "Cache-Control", "no-cache"))
-        return "response no-cache";
+        return PC_REASON_RESPONSE_NO_CACHE;
     int smax = response_seconds(r, "s-maxage"), max = response_seconds(r, "max-age");
     if ((smax >= 0 ? smax : max) == 0)
-        return "response max-age=0";
-    return NULL;
+        return PC_REASON_RESPONSE_MAX_AGE_0;
+    return PC_REASON_NONE;
 }
 
 /* Why an answer must not be stored (as a shared cache, RFC 9111), or NULL; then its
  * max-age / s-maxage bound a->ttl_s. *personal (when not NULL): judge_personal's verdict,
  * which is part of this one. */
-static const char *judge_answer(struct answer_rules *a, const struct pc_upstream_resp *r,
-                                const char **personal)
+static enum pc_reason judge_answer(struct answer_rules *a, const struct pc_upstream_resp *r,
+                                   enum pc_reason *personal)
 {
-    const char *why = judge_personal(a, r);
+    enum pc_reason why = judge_personal(a, r);
     if (personal != NULL)
         *personal = why;
-    if (why != NULL)
+    if (why != PC_REASON_NONE)
         return why;
     if (r->status < 200 || r->status > 299)
-        return "status not 2xx";
+        return PC_REASON_STATUS;
     if (r->body.len > a->w->cfg->max_value_bytes)
-        return "larger than max_value_bytes";
+        return PC_REASON_TOO_LARGE;
     if (pc_proxy_find_header(r->headers, r->n_headers, "Content-Encoding") != NULL)
-        return "response is content-encoded";
+        return PC_REASON_RESPONSE_ENCODED;
     const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
     if (ctype != NULL && strlen(ctype) >= PC_CFG_STR)
-        return "content type too long to store";
+        return PC_REASON_CONTENT_TYPE_TOO_LONG;
     if (a->route->v.response_cache_control == PC_RCC_IGNORE)
-        return NULL;
+        return PC_REASON_NONE;
     int smax = response_seconds(r, "s-maxage"), max = response_seconds(r, "max-age");
     int bound = smax >= 0 ? smax : max;
     if (bound > 0 && bound < a->ttl_s) {
@@ -345,7 +350,7 @@ static const char *judge_answer(struct answer_rules *a, const struct pc_upstream
     if (smax >= 0 || response_directive(r, "Cache-Control", "must-revalidate") ||
         response_directive(r, "Cache-Control", "proxy-revalidate"))
         a->no_grace = 1;
-    return NULL;
+    return PC_REASON_NONE;
 }
 
 static struct pc_wroute *route_of(const struct pc_preq *p)
@@ -353,17 +358,20 @@ static struct pc_wroute *route_of(const struct pc_preq *p)
     return &p->w->routes[p->route->v.id];
 }
 
-const char *pc_proxy_judge(struct pc_preq *p, const struct pc_upstream_resp *r,
-                           const char **personal)
+enum pc_reason pc_proxy_judge(struct pc_preq *p, const struct pc_upstream_resp *r,
+                              enum pc_reason *personal)
 {
     struct answer_rules a = {p->w, route_of(p), p->vary_n, p->ttl_s, p->client_ttl, 0};
-    const char *why = judge_answer(&a, r, personal);
-    if (why == NULL) {
+    enum pc_reason why = judge_answer(&a, r, personal);
+    if (why == PC_REASON_NONE) {
         p->ttl_s = a.ttl_s;
         p->client_ttl = a.record;
         p->no_grace = a.no_grace;
     }
-    return why == NULL && p->no_store ? "request no-store" : why;
+    why = why == PC_REASON_NONE && p->no_store ? PC_REASON_REQUEST_NO_STORE : why;
+    if (why != PC_REASON_NONE && p->reason == PC_REASON_NONE)
+        p->reason = why; /* the answer says why it was not stored (X-Cache-Reason) */
+    return why;
 }
 
 /* Seconds an entry fresh for ttl_s lives in Redis: kept past its TTL to be served stale. */
@@ -431,15 +439,15 @@ static int store_answer(struct pc_worker *w, const char *key, int ttl_s, int rec
 
 /* Stores the answer (why: its refusal, judged before); 1 when a SET was queued (then
  * done_cb runs once it is answered). */
-static int store_result(struct pc_preq *p, const struct pc_upstream_resp *r, const char *why,
+static int store_result(struct pc_preq *p, const struct pc_upstream_resp *r, enum pc_reason why,
                         pc_store_set_done_cb done_cb, void *done_arg)
 {
     struct pc_worker *w = p->w;
-    if (why == NULL && p->no_store)
-        why = "request no-store";
-    if (why != NULL) {
+    if (why == PC_REASON_NONE && p->no_store)
+        why = PC_REASON_REQUEST_NO_STORE;
+    if (why != PC_REASON_NONE) {
         PC_METRIC_INC(w->metrics.store_skipped);
-        pc_log(PC_LOG_DEBUG, "proxy: not stored (%s): %s", why, p->key);
+        pc_log(PC_LOG_DEBUG, "proxy: not stored (%s): %s", pc_reason_words(why), p->key);
         return 0;
     }
     return store_answer(w, p->key, p->ttl_s, p->client_ttl, pc_proxy_store_ttl(p), r, done_cb,
@@ -486,6 +494,13 @@ static const char *herd_key(const struct pc_preq *p)
 
 static void forward(struct pc_preq *p, enum pc_cache_result result);
 
+/* Forwarded because the store could not be used (X-Cache: BYPASS and why). */
+static void bypass(struct pc_preq *p, enum pc_reason why)
+{
+    p->reason = why;
+    forward(p, RES_BYPASS);
+}
+
 /* Answers q with the entry env (X-Cache: COALESCED) and frees it. */
 static void answer_coalesced(struct pc_preq *q, const struct pc_envelope *env)
 {
@@ -501,12 +516,13 @@ static void answer_coalesced(struct pc_preq *q, const struct pc_envelope *env)
  * error) each waiter makes its own call. A failed transfer is everyone's failure.
  */
 static void answer_waiters(struct pc_preq *leader, const struct pc_upstream_resp *r,
-                           const char *why)
+                           enum pc_reason why)
 {
-    if (r->error == PC_UP_OK && why != NULL) {
+    if (r->error == PC_UP_OK && why != PC_REASON_NONE) {
         size_t n;
         struct pc_preq **qs = pc_proxy_flight_release(leader, &n); /* the flight ends */
-        pc_log(PC_LOG_DEBUG, "proxy: %zu waiters of %s call on their own: %s", n, leader->key, why);
+        pc_log(PC_LOG_DEBUG, "proxy: %zu waiters of %s call on their own: %s", n, leader->key,
+               pc_reason_words(why));
         for (size_t i = 0; i < n; i++)
             forward(qs[i], RES_MISS);
         free(qs);
@@ -645,17 +661,17 @@ static void on_backend(const struct pc_upstream_resp *r, void *arg)
     struct pc_preq *p = arg;
     if (pc_proxy_answer_backend_error(p, r)) {
         if (p->flight != NULL) {
-            answer_waiters(p, r, NULL);
+            answer_waiters(p, r, PC_REASON_NONE);
             flight_drop(p);
         }
         pc_preq_free(p);
         return;
     }
     /* Judged before any answer: it may bound the TTL or teach the route a Vary. */
-    const char *personal = "not cacheable";
-    const char *why = p->cacheable ? pc_proxy_judge(p, r, &personal) : personal;
+    enum pc_reason personal = PC_REASON_NOT_CACHEABLE;
+    enum pc_reason why = p->cacheable ? pc_proxy_judge(p, r, &personal) : personal;
     size_t n = r->n_headers;
-    struct pc_header *h = calloc(n + 2, sizeof *h);
+    struct pc_header *h = calloc(n + 3, sizeof *h);
     if (h == NULL) {
         pc_proxy_answer_error(p, 503, "out of memory");
     } else {
@@ -668,6 +684,9 @@ static void on_backend(const struct pc_upstream_resp *r, void *arg)
             h[n].name = (char *)"X-Cache-Key";
             h[n++].value = p->key;
         }
+        if (p->cacheable && p->reason != PC_REASON_NONE)
+            h[n++] =
+                (struct pc_header){(char *)"X-Cache-Reason", (char *)pc_reason_token(p->reason)};
         pc_proxy_answer(p, r->status, h, n, r->body.data, r->body.len);
         free(h);
     }
@@ -675,7 +694,7 @@ static void on_backend(const struct pc_upstream_resp *r, void *arg)
         answer_waiters(p, r, personal);
     if (p->cacheable) {
         /* After the answers: no client waits for Redis. */
-        struct flight_store *fs = why == NULL ? flight_keep(p, r) : NULL;
+        struct flight_store *fs = why == PC_REASON_NONE ? flight_keep(p, r) : NULL;
         if (!store_result(p, r, why, fs ? on_flight_stored : NULL, fs) && fs != NULL)
             on_flight_stored(0, fs); /* nothing stored: the entry ends now */
     }
@@ -1044,6 +1063,8 @@ static void on_remote_lookup(enum pc_store_result res, const char *data, size_t 
         answer_from_redis(p, &env, RES_COALESCED);
         return;
     }
+    if (res == PC_STORE_ERROR)
+        p->reason = PC_REASON_REDIS_ERROR;
     forward(p, res == PC_STORE_ERROR ? RES_BYPASS : RES_MISS); /* it failed: our own call */
 }
 
@@ -1054,7 +1075,7 @@ static void remote_resolve(struct pc_preq *p)
     if (p->batch != NULL)
         pc_proxy_batch_retry(p); /* its instances, one MGET again */
     else if (pc_store_get(p->w->store, p->key, on_remote_lookup, p) != 0)
-        forward(p, RES_BYPASS);
+        bypass(p, PC_REASON_REDIS_UNAVAILABLE);
 }
 
 static void on_lock_wait_timeout(evutil_socket_t fd, short what, void *arg)
@@ -1147,6 +1168,7 @@ static void lock_try(struct pc_preq *p)
     p->lock_asking = 1;
     if (pc_store_command(w->store, 0, on_lock_reply, p, 7, argv, lens) != 0) {
         p->lock_asking = 0;
+        p->reason = PC_REASON_REDIS_UNAVAILABLE;
         continue_miss(p, RES_BYPASS);
     }
 }
@@ -1340,7 +1362,10 @@ static void on_refresh(const struct pc_upstream_resp *r, void *arg)
     pc_hist_observe(&w->metrics.h_backend, r->total_ms / 1000.0);
     pc_timer_observe(&w->metrics.t_backend, r->total_ms / 1000.0);
     struct answer_rules a = {w, rf->route, rf->vary_n, rf->ttl_s, rf->client_ttl, 0};
-    const char *why = r->error != PC_UP_OK ? r->errmsg : judge_answer(&a, r, NULL);
+    const char *why = r->error != PC_UP_OK ? r->errmsg : NULL;
+    enum pc_reason refused = why == NULL ? judge_answer(&a, r, NULL) : PC_REASON_NONE;
+    if (refused != PC_REASON_NONE)
+        why = pc_reason_words(refused);
     int rttl = a.no_grace ? a.ttl_s : redis_ttl(w, a.ttl_s);
     if (why == NULL && rf->inst_keys != NULL)
         why = pc_proxy_batch_store_refresh(w, r, &rf->inst_keys, a.record ? a.ttl_s : 0, rttl);
@@ -1467,6 +1492,8 @@ static void on_lookup(enum pc_store_result res, const char *data, size_t len, vo
         }
         res = PC_STORE_MISS;
     }
+    if (res != PC_STORE_MISS)
+        p->reason = PC_REASON_REDIS_ERROR;
     forward_or_join(p, res == PC_STORE_MISS ? RES_MISS : RES_BYPASS);
 }
 
@@ -1578,7 +1605,7 @@ static const char *read_controls(struct pc_preq *p)
  * leaves out when the route says "auto": KServe v2's "id" (written back into replayed
  * answers), plain JSON's "request_id".
  */
-static void bypass_uncached(struct pc_preq *p, const char *why);
+static void pass_uncached(struct pc_preq *p, enum pc_reason why);
 
 static void key_family(struct pc_preq *p)
 {
@@ -1611,7 +1638,7 @@ static int key_credentials(struct pc_preq *p)
         return 0;
     case PC_CREDS_BYPASS:
         if (pc_creds_present(h, n, cfg->credential_headers, cfg->n_credential_headers)) {
-            bypass_uncached(p, "the request carries credentials");
+            pass_uncached(p, PC_REASON_CREDENTIALS);
             return -1;
         }
         return 0;
@@ -1627,14 +1654,16 @@ static int key_credentials(struct pc_preq *p)
     return 0;
 }
 
-/* Forwarded without the cache: what would key it cannot be known now. */
-static void bypass_uncached(struct pc_preq *p, const char *why)
+/* Forwarded without the cache (X-Cache: PASS and the reason): the request cannot be
+ * cached, or what would key it cannot be known now. */
+static void pass_uncached(struct pc_preq *p, enum pc_reason why)
 {
     pc_log(PC_LOG_DEBUG, "proxy: %s %s not cached: %s", pc_http_req_method(p->req),
-           pc_http_req_path(p->req), why);
+           pc_http_req_path(p->req), pc_reason_words(why));
     p->no_store = 1;
     p->key[0] = '\0';
-    forward(p, RES_BYPASS);
+    p->reason = why;
+    forward(p, RES_PASS);
 }
 
 /* Appends every value of request header name, joined with ", "; *found: any present. */
@@ -1791,7 +1820,7 @@ static int key_request(struct pc_preq *p)
     if (batch == 0) /* a TF Serving batch: cached instance by instance (remembered once keyed) */
         return 0;
     if (batch == 2) { /* more instances than max_batch_instances: not cached, not keyed */
-        bypass_uncached(p, "more instances than [cache] max_batch_instances");
+        pass_uncached(p, PC_REASON_TOO_MANY_INSTANCES);
         return -1;
     }
     char err[256];
@@ -1831,8 +1860,11 @@ static void key_and_lookup(struct pc_preq *p)
     }
     if (!p->skip_lookup && l1_answer(p))
         return;
-    if (p->skip_lookup || pc_store_get(w->store, p->key, on_lookup, p) != 0)
+    if (p->skip_lookup || pc_store_get(w->store, p->key, on_lookup, p) != 0) {
+        p->reason = p->skip_lookup && pc_store_ready(w->store) ? PC_REASON_GENERATION_UNKNOWN
+                                                               : PC_REASON_REDIS_UNAVAILABLE;
         forward_or_join(p, RES_BYPASS);
+    }
 }
 
 static void on_generation(void *arg);
@@ -1884,14 +1916,14 @@ static void with_version(struct pc_preq *p, const char *version)
         return;
     }
     if (version == NULL) {
-        bypass_uncached(p, "model version unknown");
+        pass_uncached(p, PC_REASON_VERSION_UNKNOWN);
         return;
     }
     struct pc_buf path;
     pc_buf_init(&path);
     if (pc_model_versioned_path(&p->model, version, &path) != 0 || path.len >= sizeof p->key_path) {
         pc_buf_release(&path);
-        bypass_uncached(p, "model path too long");
+        pass_uncached(p, PC_REASON_PATH_TOO_LONG);
         return;
     }
     memcpy(p->key_path, path.data, path.len + 1);

@@ -356,7 +356,7 @@ static void answer_merged(struct pc_preq *p, int status, const struct pc_header 
     size_t k = pc_u64_text(b->hits, hits);
     hits[k++] = '/';
     pc_u64_text(b->n, hits + k);
-    struct pc_header *h = calloc(n_base + 3, sizeof *h);
+    struct pc_header *h = calloc(n_base + 4, sizeof *h);
     if (h == NULL) {
         pc_proxy_answer_error(p, 503, "out of memory");
         return;
@@ -368,6 +368,8 @@ static void answer_merged(struct pc_preq *p, int status, const struct pc_header 
     h[n++] = (struct pc_header){(char *)"X-Cache-Hits", hits};
     if (b->n_uniq == 1 && pc_cachekey_format(p->keyp.prefix, b->dig[0], key) > 0)
         h[n++] = (struct pc_header){(char *)"X-Cache-Key", key}; /* its key is the one to purge */
+    if (p->reason != PC_REASON_NONE)
+        h[n++] = (struct pc_header){(char *)"X-Cache-Reason", (char *)pc_reason_token(p->reason)};
     pc_proxy_answer(p, status, h, n, body, len);
     free(h);
 }
@@ -651,15 +653,15 @@ static void store_slice(struct store_job *j)
  * ends the flight once they are answered. why: why nothing may be stored, or NULL. */
 static void store_new_then_free(struct pc_preq *p, const struct pc_upstream_resp *r,
                                 struct pc_batch_array *preds, const struct pc_batch_layout *layout,
-                                void *fs, const char *why)
+                                void *fs, enum pc_reason why)
 {
     struct pc_worker *w = p->w;
     struct pc_batch_state *b = p->batch;
-    if (why == NULL && p->no_store)
-        why = "request no-store";
+    if (why == PC_REASON_NONE && p->no_store)
+        why = PC_REASON_REQUEST_NO_STORE;
     struct store_job *j =
         store_job_new(w, r, preds, layout, p->client_ttl ? p->ttl_s : 0, pc_proxy_store_ttl(p));
-    if (j == NULL || why != NULL) {
+    if (j == NULL || why != PC_REASON_NONE) {
         PC_METRIC_ADD(w->metrics.store_skipped, b->n_pick);
         if (j != NULL)
             pc_batch_array_release(&j->preds); /* nothing to store: the flight still ends */
@@ -771,12 +773,12 @@ static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
     struct pc_batch_array preds;
     struct pc_batch_layout layout;
     /* Judged before any answer: it may bound the TTL or teach the route a Vary. */
-    const char *personal = NULL;
-    const char *why = r->error == PC_UP_OK ? pc_proxy_judge(p, r, &personal) : NULL;
+    enum pc_reason personal = PC_REASON_NONE;
+    enum pc_reason why = r->error == PC_UP_OK ? pc_proxy_judge(p, r, &personal) : PC_REASON_NONE;
     int storable = answer_model(p, r, &preds, &layout);
     size_t n_waiters = 0;
     struct pc_preq **waiters = NULL;
-    if (p->flight != NULL && (!storable || personal != NULL)) {
+    if (p->flight != NULL && (!storable || personal != PC_REASON_NONE)) {
         waiters = pc_proxy_flight_release(p, &n_waiters); /* the flight ends with the answer */
     } else if (p->flight != NULL) {
         struct pc_flight *f = p->flight;
@@ -788,7 +790,7 @@ static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
      * handed on: each waiter calls on its own. Anything else (a failed transfer, a server
      * error, predictions that do not match) is the same for every waiter. */
     for (size_t i = 0; i < n_waiters; i++) {
-        if (personal == NULL)
+        if (personal == PC_REASON_NONE)
             answer_shared(waiters[i], r);
         else
             pc_proxy_batch_send(waiters[i], RES_MISS);
@@ -799,7 +801,7 @@ static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
         return;
     }
     /* After the answers: no client waits for Redis. */
-    void *fs = why == NULL ? pc_proxy_flight_keep(p, r) : NULL;
+    void *fs = why == PC_REASON_NONE ? pc_proxy_flight_keep(p, r) : NULL;
     store_new_then_free(p, r, &preds, &layout, fs, why);
     pc_batch_array_release(&preds);
 }
@@ -1022,6 +1024,7 @@ static void on_batch_lookup(const struct pc_reply *reply, void *arg)
     if (reply == NULL || pc_reply_type(reply) != PC_REPLY_ARRAY ||
         pc_reply_count(reply) != b->n_uniq) {
         PC_METRIC_INC(p->w->metrics.redis_get_failed);
+        p->reason = PC_REASON_REDIS_ERROR;
         forward_missing(p, RES_BYPASS);
         return;
     }
@@ -1171,6 +1174,8 @@ void pc_proxy_batch_lookup(struct pc_preq *p)
         return;
     }
     if (p->skip_lookup) { /* no generation from Redis: keyed, but not looked up */
+        p->reason = pc_store_ready(p->w->store) ? PC_REASON_GENERATION_UNKNOWN
+                                                : PC_REASON_REDIS_UNAVAILABLE;
         forward_missing(p, RES_BYPASS);
         return;
     }
@@ -1209,6 +1214,7 @@ static void redis_lookup(struct pc_preq *p)
     free(lens);
     if (rc != 0) {
         PC_METRIC_INC(p->w->metrics.redis_get_failed);
+        p->reason = PC_REASON_REDIS_UNAVAILABLE;
         forward_missing(p, RES_BYPASS);
     }
 }

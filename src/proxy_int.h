@@ -12,6 +12,7 @@
 #include "predcache/cachekey.h"
 #include "predcache/http.h"
 #include "predcache/keymemo.h"
+#include "predcache/reason.h"
 #include "predcache/routes.h"
 #include "predcache/upstream.h"
 #include "predcache/worker.h"
@@ -52,6 +53,7 @@ struct pc_preq {
     struct pc_model_ref model;     /* the model the path names (api NONE when none) */
     char version[64];              /* its resolved version, when the path names none */
     enum pc_cache_result result;
+    enum pc_reason reason;     /* why not from the cache, or not stored (X-Cache-Reason); NONE */
     char key[PC_KEY_MAX];      /* per-body key; empty for batches */
     enum pc_key_kind key_kind; /* how the body was read for it */
     double backend_ms;         /* < 0 until the model server answered */
@@ -126,15 +128,16 @@ int pc_proxy_batch_hit_keys(const struct pc_preq *p, char (**keys)[PC_KEY_MAX], 
 
 /*
  * Judges a backend answer to p once. Returns why it must not be stored (status not 2xx, the
- * size, Content-Encoding, the request's no-store, and all of *personal), or NULL: then a
- * max-age or s-maxage of the answer bounds p->ttl_s (recorded in the entry) and s-maxage
- * or must-revalidate set p->no_grace. *personal: why the answer belongs to p alone (a
- * cookie, a Vary beyond p's keys, a client error, Cache-Control private / no-store /
- * no-cache / max-age=0 unless the route ignores it), or NULL: then it may be handed to the
- * requests that waited for it. A Vary header the key lacked is learned by the route.
+ * size, Content-Encoding, the request's no-store, and all of *personal; also p->reason
+ * unless one is set), or PC_REASON_NONE: then a max-age or s-maxage of the answer bounds
+ * p->ttl_s (recorded in the entry) and s-maxage or must-revalidate set p->no_grace.
+ * *personal: why the answer belongs to p alone (a cookie, a Vary beyond p's keys, a client
+ * error, Cache-Control private / no-store / no-cache / max-age=0 unless the route ignores
+ * it), or NONE: then it may be handed to the requests that waited for it. A Vary header the
+ * key lacked is learned by the route.
  */
-const char *pc_proxy_judge(struct pc_preq *p, const struct pc_upstream_resp *r,
-                           const char **personal);
+enum pc_reason pc_proxy_judge(struct pc_preq *p, const struct pc_upstream_resp *r,
+                              enum pc_reason *personal);
 const char *pc_proxy_find_header(const struct pc_header *h, size_t n, const char *name);
 /* Seconds an entry lives in Redis: ttl_s, plus grace_s to be served stale. */
 int pc_proxy_store_ttl(const struct pc_preq *p);

@@ -36,9 +36,10 @@ struct pc_access {
     const char *method;
     const char *path;
     int status;
-    const char *cache; /* HIT, MISS, BYPASS, PASS, ERROR, ... */
-    const char *key;   /* full key or NULL; the line shows a short form */
-    double backend_ms; /* < 0 when the backend was not called */
+    const char *cache;  /* HIT, MISS, BYPASS, PASS, ERROR, ... */
+    const char *reason; /* X-Cache-Reason's token, or NULL */
+    const char *key;    /* full key or NULL; the line shows a short form */
+    double backend_ms;  /* < 0 when the backend was not called */
     double total_ms;
     size_t bytes;
 };

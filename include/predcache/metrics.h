@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "predcache/buf.h"
+#include "predcache/reason.h"
 
 /* Owner-thread updates of one shard field (see above). */
 #define PC_METRIC_GET(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
@@ -154,6 +155,9 @@ struct pc_metrics {
     int64_t backend_buffered;
     int64_t backend_paused;
     int64_t input_buffered; /* the input budget's figure, this worker's share */
+    /* Requests answered with a reason (reason.h), by reason: X-Cache BYPASS, PASS, or a MISS
+     * not stored. Index 0 (NONE) unused. */
+    uint64_t uncached[PC_REASON_COUNT];
     int redis_up;
     int backend_up; /* from the active health checks (1 when they are off) */
     /* [redis] cluster = on (cluster 1): slots with a known master, masters, masters with a

@@ -108,5 +108,8 @@ def test_metrics_bypass_and_redis_up(proxy, redis):
     redis.kill()
     r = proxy.post("/v1/models/m:predict", json_body={"instances": ["b"]})
     assert r.status_code == 200 and r.headers.get("X-Cache") == "BYPASS"
+    assert r.headers.get("X-Cache-Reason") in ("redis-unavailable", "redis-error")
     assert proxy.metric("predcache_requests_total", cache="bypass") == 1
+    assert proxy.metric("predcache_uncached_total", reason="redis-unavailable") + \
+        proxy.metric("predcache_uncached_total", reason="redis-error") == 1
     wait_for(lambda: proxy.metric("predcache_redis_up") == 0, what="predcache_redis_up 0")

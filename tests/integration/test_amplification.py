@@ -7,8 +7,8 @@ for seconds (an 8 MB body: 1.5 GB and 6 s), while the other clients of that work
 waited. These tests pin the three bounds (src/proxy_batch.c, the top of the file):
 
 - a batch of more than max_batch_instances instances is forwarded as it is, uncached
-  (X-Cache: BYPASS, nothing stored, the model's own answer), whichever way the model
-  server reads its "instances" member;
+  (X-Cache: PASS, X-Cache-Reason: too-many-instances, nothing stored, the model's own
+  answer), whichever way the model server reads its "instances" member;
 - counting it costs what the bound costs: a 2 MB body of 1M instances grows RSS by less
   than RSS_GROWTH_MB (before: ~370 MB);
 - no batch holds the loop: with one worker, a small request's latency while large
@@ -96,7 +96,7 @@ class PeakRss:
 @pytest.fixture
 def huge_model(tmp_path):
     """A model server that answers every request at once with a fixed small document: the
-    BYPASS of a million instances is judged on predcache's work, not on the test model
+    PASS of a million instances is judged on predcache's work, not on the test model
     computing a million predictions."""
     server = ModelServer(tmp_path / "huge-model")
     try:
@@ -126,7 +126,7 @@ def test_a_batch_over_the_bound_is_forwarded_uncached(start_predcache, model, re
     # comes back as it is, and nothing is stored.
     over = body_of(['["over",%d]' % i for i in range(101)])
     r = post_checked(p.url(), oracle, PREDICT, over)
-    assert r.headers["X-Cache"] == "BYPASS"
+    assert (r.headers["X-Cache"], r.headers["X-Cache-Reason"]) == ("PASS", "too-many-instances")
     assert "X-Cache-Hits" not in r.headers and "X-Cache-Key" not in r.headers
     assert len(r.json()["predictions"]) == 101
     assert model.last()["body"] == over
@@ -135,17 +135,17 @@ def test_a_batch_over_the_bound_is_forwarded_uncached(start_predcache, model, re
     assert p.metric("predcache_store_ok_total") == 0
     assert p.metric("predcache_instances_miss_total") == 0
 
-    # Sent again (the key memo's doorkeeper has seen it now): still BYPASS, still a call.
+    # Sent again (the key memo's doorkeeper has seen it now): still PASS, still a call.
     before = model.count(PREDICT)
     r = post_checked(p.url(), oracle, PREDICT, over)
-    assert r.headers["X-Cache"] == "BYPASS"
+    assert r.headers["X-Cache"] == "PASS"
     assert model.count(PREDICT) == before + 1
 
     # The same over an escaped spelling of "instances", which the model reads as such but
     # the fast count does not look at: the keyed reading stops at the bound all the same.
     escaped = over.replace('"instances"', '"\\u0069nstances"', 1)
     r = post_checked(p.url(), oracle, PREDICT, escaped)
-    assert r.headers["X-Cache"] == "BYPASS"
+    assert r.headers["X-Cache"] == "PASS"
     assert model.last()["body"] == escaped
     time.sleep(0.3)
     assert redis.keys("*") == []
@@ -173,7 +173,7 @@ def test_a_million_instances_cost_what_the_bound_costs(start_predcache, model, r
     print("1M instances (%d bytes): X-Cache %s in %.2fs, RSS %d kB -> peak %d kB (+%.1f MB)"
           % (len(body), r.headers.get("X-Cache"), took, rss.before, rss.peak, rss.growth_mb))
     assert r.status_code == 200, r.text[:300]
-    assert r.headers["X-Cache"] == "BYPASS"
+    assert r.headers["X-Cache"] == "PASS"
     assert r.json() == {"predictions": ["fixed"]}  # the model's own answer, passed through
     assert huge_model.count(HUGE) == 1
     assert rss.growth_mb < RSS_GROWTH_MB, "RSS grew by %.1f MB for a 2 MB batch" % rss.growth_mb
@@ -275,13 +275,13 @@ def test_large_batches_do_not_hold_the_loop(start_predcache, model, redis, huge_
     assert all(status == 200 and cache == "HIT" for _, _, status, cache in latencies), \
         [x for x in latencies if x[2] != 200 or x[3] != "HIT"][:5]
     # Every answer right: the batches over the bound are the huge model's own answer
-    # (BYPASS), those at the bound the model's predictions for every instance (MISS).
+    # (PASS), those at the bound the model's predictions for every instance (MISS).
     oracle = Oracle("batches at the bound")
     assert len(answers) == 20
     for path, body, status, cache, content in answers:
         assert status == 200, (path, status, cache, content[:200])
         if path == HUGE:
-            assert (cache, json.loads(content)) == ("BYPASS", {"predictions": ["fixed"]})
+            assert (cache, json.loads(content)) == ("PASS", {"predictions": ["fixed"]})
         else:
             assert cache == "MISS"
             oracle.check("POST", path, body, hdrs, status, content, cache)

@@ -5,7 +5,8 @@
                        Cookie and [cache] credential_headers) joins the key: alice, bob and
                        anonymous requests each have their own entries
     shared             credentials are not in the key: bob hits alice's entry
-    bypass             requests carrying any are forwarded (X-Cache: BYPASS), never stored
+    bypass             requests carrying any are forwarded (X-Cache: PASS, X-Cache-Reason:
+                       credentials), never stored
 [jobs] credentials = local (the accepting process runs the job, the credentials only in
 its memory) | refuse (400).
 
@@ -149,7 +150,8 @@ def test_bypass(start_predcache, model, redis):
                               {"Cookie": "session=carol-cookie-91b3"},
                               {"Proxy-Authorization": "Basic grace-proxy-3b9c"}]):
         r = post_checked(p.url(), oracle, PREDICT, body, hdrs)
-        assert r.headers.get("X-Cache") == "BYPASS", (hdrs, r.headers.get("X-Cache"))
+        assert (r.headers.get("X-Cache"), r.headers.get("X-Cache-Reason")) == \
+            ("PASS", "credentials"), (hdrs, r.headers.get("X-Cache"))
         assert "X-Cache-Key" not in r.headers
         assert model.count() == i + 1
     time.sleep(0.3)  # stores are asynchronous: give a wrong one the time to land

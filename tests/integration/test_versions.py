@@ -1,8 +1,8 @@
 """Model version resolution ([cache] version_refresh_s): a request that names no version
 is keyed on the version the model server's status endpoint says it serves, so a rollout
 starts a fresh key space; a label resolves to its version; a status endpoint that fails
-means the request is forwarded uncached (BYPASS), and the endpoint is asked once per
-period, once for any number of waiting requests."""
+means the request is forwarded uncached (X-Cache: PASS, X-Cache-Reason: version-unknown),
+and the endpoint is asked once per period, once for any number of waiting requests."""
 
 import time
 
@@ -139,14 +139,19 @@ def test_failing_status_endpoint_means_bypass_asked_once_per_period(start_predca
     for i in range(3):
         r = p.post(path, json_body=BODY)
         assert r.status_code == 200, r.text
-        assert r.headers["X-Cache"] == "BYPASS"
+        # PASS, not BYPASS: the request cannot be keyed; Redis is fine
+        assert (r.headers["X-Cache"], r.headers.get("X-Cache-Reason")) == \
+            ("PASS", "version-unknown")
         assert "X-Cache-Key" not in r.headers
     assert model.count(path) == 3
     assert model.count(status) == 1  # not asked again within the 3 s period
     # the warning says what the endpoint did: a 404, not "no available version"
     assert "status endpoint %s: it answered 404" % status in p.stderr_text()
     assert [k for k in redis.keys("predcache:*") if not k.startswith("predcache:gen:")] == []
-    assert p.metric("predcache_requests_total", cache="bypass") == 3
+    assert p.metric("predcache_requests_total", cache="pass") == 3
+    assert p.metric("predcache_requests_total", cache="bypass") == 0
+    assert p.metric("predcache_uncached_total", reason="version-unknown") == 3
+    assert p.access_lines()[-1].endswith(" reason=version-unknown")
 
     # after the period the endpoint is asked again; once it answers, requests are cached
     set_version(model, "m", "1", labels={"nope": "3"})
