@@ -43,7 +43,7 @@
     X(lock_timeouts, "Such waits that ran out (lock_timeout_ms) before an answer was announced")   \
     X(instances_hit, "Batch instances answered from the cache")                                    \
     X(instances_miss, "Batch instances sent to the model server")                                  \
-    X(req_pass, "Requests on routes that are not cached, forwarded unchanged")                     \
+    X(req_pass, "Requests forwarded without the cache: route not cached, or request uncacheable")  \
     X(req_error, "Requests answered with an error by predcache itself")                            \
     X(backend_requests, "Requests sent to the model server")                                       \
     X(backend_errors, "Model server transfers that failed (connect, timeout, protocol)")           \
