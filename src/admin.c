@@ -62,6 +62,15 @@ static int named_json(const struct pc_worker *w, struct pc_buf *out)
 
 static const struct pc_header json_ct = {(char *)"Content-Type", (char *)"application/json"};
 
+/* One master of the cluster as a JSON object, after a '[' or a ','. */
+static void node_json(const char *host, int port, size_t slots, int up, size_t pending, void *arg)
+{
+    struct pc_buf *out = arg;
+    pc_buf_printf(out, "%s{\"node\":\"%s:%d\",\"slots\":%zu,\"up\":%s,\"pending\":%zu}",
+                  out->len > 0 && out->data[out->len - 1] == '[' ? "" : ",", host, port, slots,
+                  up ? "true" : "false", pending);
+}
+
 /* With [redis] cluster = on: ,"redis_cluster":{...} from every worker's view (the weakest). */
 static void cluster_json(const struct pc_worker *w, struct pc_buf *out)
 {
@@ -77,10 +86,13 @@ static void cluster_json(const struct pc_worker *w, struct pc_buf *out)
     pc_metrics_sum(sum, shards, n);
     pc_buf_printf(out,
                   ",\"redis_cluster\":{\"slots_covered\":%lld,\"masters\":%lld,"
-                  "\"masters_up\":%lld,\"redirects\":{\"moved\":%llu,\"ask\":%llu}}",
+                  "\"masters_up\":%lld,\"redirects\":{\"moved\":%llu,\"ask\":%llu},"
+                  "\"nodes\":[",
                   (long long)sum->cluster_slots, (long long)sum->cluster_masters,
                   (long long)sum->cluster_masters_up, (unsigned long long)sum->redis_moved,
                   (unsigned long long)sum->redis_ask);
+    pc_store_cluster_nodes(w->store, node_json, out); /* worker 0's view: the admin's own */
+    pc_buf_append_str(out, "]}");
     free(sum);
 }
 
@@ -204,6 +216,34 @@ static int render_named_backends(const struct pc_worker *w, struct pc_buf *out)
     return rc ? -1 : 0;
 }
 
+/* One master of the cluster as three metric lines (arg: the buffer). */
+static void node_metric(const char *host, int port, size_t slots, int up, size_t pending, void *arg)
+{
+    pc_buf_printf(arg,
+                  "predcache_redis_cluster_node_up{node=\"%s:%d\"} %d\n"
+                  "predcache_redis_cluster_node_slots{node=\"%s:%d\"} %zu\n"
+                  "predcache_redis_cluster_node_pending{node=\"%s:%d\"} %zu\n",
+                  host, port, up, host, port, slots, host, port, pending);
+}
+
+/* The cluster's masters as this worker (the admin's) sees them: its own store, its thread. */
+static int render_cluster_nodes(const struct pc_worker *w, struct pc_buf *out)
+{
+    if (!w->cfg->redis_cluster)
+        return 0;
+    int rc = pc_buf_append_str(
+        out, "# HELP predcache_redis_cluster_node_up 1 when worker 0's connection to this "
+             "master is ready\n"
+             "# TYPE predcache_redis_cluster_node_up gauge\n"
+             "# HELP predcache_redis_cluster_node_slots Slots this master serves (worker 0's map)\n"
+             "# TYPE predcache_redis_cluster_node_slots gauge\n"
+             "# HELP predcache_redis_cluster_node_pending Worker 0's commands awaiting this "
+             "master's reply\n"
+             "# TYPE predcache_redis_cluster_node_pending gauge\n");
+    pc_store_cluster_nodes(w->store, node_metric, out);
+    return rc;
+}
+
 /* /metrics (Prometheus text) or /stats (JSON): both render the sum over the workers. */
 static void handle_sum(struct pc_worker *w, struct pc_http_req *req, int stats)
 {
@@ -219,7 +259,7 @@ static void handle_sum(struct pc_worker *w, struct pc_http_req *req, int stats)
             rc = pc_metrics_render_stats(sum, pc_now_us(), &b);
         else
             rc = pc_metrics_render(sum, &b) | pc_metrics_render_workers(shards, n, &b) |
-                 render_routes(w, &b) | render_named_backends(w, &b);
+                 render_routes(w, &b) | render_named_backends(w, &b) | render_cluster_nodes(w, &b);
         free(sum);
     }
     if (rc != 0) {

@@ -469,6 +469,21 @@ void pc_cluster_free(struct pc_store *router)
     free(router);
 }
 
+size_t pc_store_cluster_nodes(const struct pc_store *st, pc_store_node_fn fn, void *arg)
+{
+    const struct pc_cluster *cl = st->cl;
+    size_t n = 0;
+    for (size_t i = 0; cl != NULL && cl->map != NULL && i < cl->map->n_nodes; i++) {
+        if (cl->owned[i] == 0)
+            continue;
+        const struct pc_store *c = cl->conn[i];
+        fn(cl->map->nodes[i].host, cl->map->nodes[i].port, cl->owned[i], node_ready(c),
+           c != NULL ? pc_cmdq_count(c->q) : 0, arg);
+        n++;
+    }
+    return n;
+}
+
 int pc_cluster_ready(const struct pc_store *router)
 {
     return !router->cl->closing && masters_all_up(router->cl);

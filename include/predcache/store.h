@@ -117,6 +117,15 @@ long long pc_reply_integer(const struct pc_reply *r);
 size_t pc_reply_count(const struct pc_reply *r);
 const struct pc_reply *pc_reply_elem(const struct pc_reply *r, size_t i);
 
+/*
+ * With [redis] cluster = on: fn(host, port, slots, up, pending, arg) for each master of st's
+ * slot map (slots it serves, 1 when its connection is ready, commands awaiting a reply).
+ * Returns how many; 0 for a store that is not a cluster's. From st's own thread only.
+ */
+typedef void (*pc_store_node_fn)(const char *host, int port, size_t slots, int up, size_t pending,
+                                 void *arg);
+size_t pc_store_cluster_nodes(const struct pc_store *st, pc_store_node_fn fn, void *arg);
+
 /* Commands sent and not yet answered (for the drain on shutdown). */
 size_t pc_store_pending(const struct pc_store *st);
 

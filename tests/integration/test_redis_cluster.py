@@ -14,6 +14,7 @@ Failovers, killed masters and resharding under load are in test_redis_cluster_fa
 
 import json
 import subprocess
+import time
 from collections import Counter
 
 import pytest
@@ -152,6 +153,60 @@ def test_metrics_and_ready_tell_the_cluster(start_predcache, model, redis_cluste
     want = {"slots_covered": SLOTS, "masters": 3, "masters_up": 3}
     assert {k: part.get(k) for k in want} == want, r.text
     assert set(part["redirects"]) == {"moved", "ask"}, r.text
+    # per master (worker 0's view): its address, slots, connection up, commands pending
+    masters = {n.addr for n in redis_cluster.masters()}
+    nodes = part["nodes"]
+    assert {n["node"] for n in nodes} == masters, r.text
+    assert sum(n["slots"] for n in nodes) == SLOTS and all(n["up"] for n in nodes), r.text
+    for addr in masters:
+        assert m[("predcache_redis_cluster_node_up", frozenset({("node", addr)}))] == 1
+        assert m[("predcache_redis_cluster_node_slots", frozenset({("node", addr)}))] > 5000
+
+    # a master down (killed; its replica may not take over) shows in its node's gauge, and
+    # /ready is not ready; restarted, it is up again
+    victim = redis_cluster.masters()[1]
+    replica = redis_cluster.replica_of(victim)
+    assert replica.command("CONFIG", "SET", "cluster-replica-no-failover", "yes") == "OK"
+    redis_cluster.kill(victim)
+    wait_for(lambda: p.metric("predcache_redis_cluster_node_up", node=victim.addr) == 0,
+             timeout=10, what="the killed master's connection down")
+    r = requests.get(p.admin("/ready"), timeout=HTTP_TIMEOUT)
+    assert r.status_code == 503, r.text
+    down = [n for n in r.json()["redis_cluster"]["nodes"] if not n["up"]]
+    assert [n["node"] for n in down] == [victim.addr], r.text
+    redis_cluster.restart(victim)
+    wait_for(lambda: p.metric("predcache_redis_cluster_node_up", node=victim.addr) == 1,
+             timeout=20, what="the master's connection back")
+
+
+def test_grace_answers_stale_and_refreshes_on_the_owner(start_predcache, model, redis_cluster):
+    """An entry past its TTL, within grace, is answered STALE at once and refreshed behind;
+    the refreshed entry is written to the master that owns its slot."""
+    cluster = redis_cluster
+    p = start_on(start_predcache, cluster, cache={"ttl_s": "1", "grace_s": "60"})
+    oracle = Oracle("cluster grace")
+    seen = []
+    for i in range(12):  # over the three masters
+        doc = {"instances": [["grace", i]]}
+        r1 = ask(p, oracle, doc)
+        assert r1.headers["X-Cache"] == "MISS"
+        key = r1.headers["X-Cache-Key"]
+        owner = cluster.node_of_key(key)
+        wait_for(lambda: owner.command("EXISTS", key) == 1, what="stored on its owner")
+        seen.append((doc, key, owner, r1.json()["call"]))
+    time.sleep(1.3)
+    for doc, key, owner, call in seen:
+        r2 = ask(p, oracle, doc)
+        assert r2.headers["X-Cache"] == "STALE", r2.headers
+        assert r2.json()["call"] == call  # the old answer, at once
+    wait_for(lambda: p.metric("predcache_refresh_ok_total") == len(seen), what="refreshes")
+    for doc, key, owner, call in seen:
+        def refreshed():
+            r = ask(p, oracle, doc)
+            return r.headers["X-Cache"] == "HIT" and r.json()["call"] != call
+        wait_for(refreshed, timeout=10, what="the refreshed entry served")
+    assert len({o.port for _, _, o, _ in seen}) == 3
+    clean(oracle)
 
 
 def test_per_instance_batches_are_read_and_merged_across_slots(start_predcache, model,
