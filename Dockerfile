@@ -2,7 +2,7 @@
 FROM debian:12-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends \
         make gcc libc6-dev pkg-config libevent-dev libhiredis-dev libcurl4-openssl-dev \
-        libjson-c-dev libssl-dev \
+        libjson-c-dev libssl-dev zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Makefile ./
@@ -14,7 +14,8 @@ RUN make CI=1
 # entrypoint is the binary, and there is no healthcheck script).
 FROM debian:12-slim
 RUN apt-get update && apt-get install -y --no-install-recommends \
-        libevent-2.1-7 libevent-openssl-2.1-7 libhiredis0.14 libcurl4 libjson-c5 libssl3 ca-certificates \
+        libevent-2.1-7 libevent-openssl-2.1-7 libhiredis0.14 libcurl4 libjson-c5 libssl3 zlib1g \
+        ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/predcache /usr/local/bin/predcache
 COPY conf/predcache.conf /etc/predcache/predcache.conf

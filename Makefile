@@ -1,7 +1,7 @@
 # predcache: build, test, demo, install.  Every library comes through pkg-config.
 PREFIX  ?= /usr/local
 CC      ?= cc
-PKGS    := libevent libevent_openssl hiredis libcurl json-c libssl libcrypto
+PKGS    := libevent libevent_openssl hiredis libcurl json-c libssl libcrypto zlib
 PY      := /usr/bin/python3
 
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \

@@ -33,6 +33,7 @@
 #include "predcache/cachekey.h"
 #include "predcache/config.h"
 #include "predcache/creds.h"
+#include "predcache/decode.h"
 #include "predcache/envelope.h"
 #include "predcache/flight.h"
 #include "predcache/generations.h"
@@ -115,6 +116,7 @@ void pc_preq_free(struct pc_preq *p)
     }
     free(p->fwd);
     free(p->head);
+    free(p->plain);
     pc_proxy_batch_free(p->batch);
     free(p);
 }
@@ -706,7 +708,7 @@ static int build_forward_headers(struct pc_preq *p)
 {
     size_t n;
     const struct pc_header *in = pc_http_req_headers(p->req, &n);
-    p->fwd = calloc(n + 1, sizeof *p->fwd);
+    p->fwd = calloc(n + 2, sizeof *p->fwd); /* + X-Forwarded-For, + Content-Encoding (wire) */
     if (p->fwd == NULL)
         return -1;
     struct pc_buf xff; /* every X-Forwarded-For value in order, then this client */
@@ -722,6 +724,8 @@ static int build_forward_headers(struct pc_preq *p)
             continue;
         if (pc_strcaseeq(in[i].name, "X-Predcache-Token")) /* the operator's, not the model's */
             continue;
+        if (p->plain != NULL && pc_strcaseeq(in[i].name, "Content-Encoding"))
+            continue; /* the body's own: put back by wire_body when the body goes as sent */
         if (pc_http_is_hop_by_hop_in(in[i].name, in, n))
             continue;
         p->fwd[p->n_fwd].name = strdup(in[i].name);
@@ -739,6 +743,31 @@ static int build_forward_headers(struct pc_preq *p)
         return -1;
     p->n_fwd++;
     return 0;
+}
+
+const char *pc_preq_body(const struct pc_preq *p, size_t *len)
+{
+    if (p->plain != NULL) {
+        *len = p->plain_len;
+        return p->plain;
+    }
+    return pc_http_req_body(p->req, len);
+}
+
+/* The bytes to send for body (after build_forward_headers): the client's own encoded bytes,
+ * with their Content-Encoding, when body is its whole decoded body; else body itself. */
+static const char *wire_body(struct pc_preq *p, const char *body, size_t *len)
+{
+    if (p->plain == NULL || body != p->plain)
+        return body;
+    char *name = strdup("Content-Encoding"), *value = strdup(p->coding);
+    if (name == NULL || value == NULL) { /* the decoded body, then: the same request */
+        free(name);
+        free(value);
+        return body;
+    }
+    p->fwd[p->n_fwd++] = (struct pc_header){name, value};
+    return pc_http_req_body(p->req, len);
 }
 
 void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const char *body,
@@ -768,6 +797,7 @@ void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const
         pc_preq_free(p);
         return;
     }
+    body = wire_body(p, body, &len);
     long elapsed_ms = (long)((pc_now_us() - pc_http_req_start_us(p->req)) / 1000);
     long left_ms = w->cfg->request_timeout_ms - elapsed_ms;
     if (left_ms <= 0) {
@@ -789,7 +819,7 @@ void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const
 static void forward(struct pc_preq *p, enum pc_cache_result result)
 {
     size_t len;
-    const char *body = pc_http_req_body(p->req, &len);
+    const char *body = pc_preq_body(p, &len);
     pc_proxy_forward_body(p, result, body, len, on_backend);
 }
 
@@ -800,6 +830,8 @@ int pc_bgcall_copy(struct pc_preq *p, const char *body, size_t len, struct pc_bg
     memset(c, 0, sizeof *c);
     c->backend = p->backend;
     int rc = build_forward_headers(p);
+    if (rc == 0)
+        body = wire_body(p, body, &len);
     c->hdrs = p->fwd; /* the headers move to the call (also those copied before a failure) */
     c->n_hdrs = p->n_fwd;
     p->fwd = NULL;
@@ -1253,7 +1285,7 @@ void pc_proxy_replay_body(const struct pc_preq *p, const char *body, size_t len,
     if (!ignored)
         return;
     size_t rlen, off = 0, vlen = 0;
-    const char *req = pc_http_req_body(p->req, &rlen);
+    const char *req = pc_preq_body(p, &rlen);
     int have = pc_jsonedit_find_member(req, rlen, "id", &off, &vlen) == 0;
     /* A binary tensor answer: the JSON part is its first json_len bytes, the rest raw. */
     if (pc_jsonedit_set_member(body, json_len, "id", have ? req + off : NULL, have ? vlen : 0,
@@ -1417,7 +1449,7 @@ static void refresh_start(struct pc_preq *p, const char *key, int stale_ttl_s, c
 static void start_refresh(struct pc_preq *p, const struct pc_envelope *stale)
 {
     size_t len;
-    const char *body = pc_http_req_body(p->req, &len);
+    const char *body = pc_preq_body(p, &len);
     refresh_start(p, p->key, stale->ttl_s, body, len, NULL);
 }
 
@@ -1780,7 +1812,7 @@ static int key_request(struct pc_preq *p)
 {
     struct pc_worker *w = p->w;
     size_t len, head_off = 0;
-    const char *body = pc_http_req_body(p->req, &len);
+    const char *body = pc_preq_body(p, &len);
     struct pc_buf ctx;
     pc_buf_init(&ctx);
     if (memo_context(p, &ctx, &head_off) != 0 ||
@@ -1937,6 +1969,45 @@ static void on_version(const char *version, void *arg)
     with_version(arg, version);
 }
 
+/*
+ * A body sent with a Content-Encoding is keyed as the model server reads it: gzip and
+ * deflate are decoded (at most max_body_bytes: 413 past it, 400 when not valid); another
+ * coding is forwarded uncached (PASS, request-encoding). 0 go on; -1 p was answered.
+ */
+static int decode_request(struct pc_preq *p)
+{
+    const char *ce = pc_http_req_header(p->req, "Content-Encoding");
+    enum pc_coding coding = pc_coding_of(ce);
+    if (coding == PC_CODING_IDENTITY)
+        return 0;
+    if (coding == PC_CODING_OTHER || strlen(ce) >= sizeof p->coding) {
+        pass_uncached(p, PC_REASON_REQUEST_ENCODING);
+        return -1;
+    }
+    size_t len;
+    const char *body = pc_http_req_body(p->req, &len);
+    struct pc_buf out;
+    pc_buf_init(&out);
+    enum pc_decode_result rc = pc_decode_body(coding, body, len, p->w->cfg->max_body_bytes, &out);
+    if (rc != PC_DECODE_OK) {
+        pc_buf_release(&out);
+        pc_proxy_answer_error(p, rc == PC_DECODE_TOO_LARGE ? 413 : 400,
+                              rc == PC_DECODE_TOO_LARGE
+                                  ? "request body larger than max_body_bytes once decoded"
+                                  : "request body is not valid for its Content-Encoding");
+        pc_preq_free(p);
+        return -1;
+    }
+    pc_strlcpy(p->coding, ce, sizeof p->coding);
+    if (out.data == NULL && pc_buf_reserve(&out, 1) != 0) { /* an empty body: still owned */
+        pc_proxy_answer_error(p, 503, "out of memory");
+        pc_preq_free(p);
+        return -1;
+    }
+    p->plain = pc_buf_steal(&out, &p->plain_len);
+    return 0;
+}
+
 void pc_proxy_handle(struct pc_http_req *req, void *arg)
 {
     struct pc_worker *w = arg;
@@ -1969,6 +2040,8 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
         pc_preq_free(p);
         return;
     }
+    if (decode_request(p) != 0)
+        return;
     if (pc_model_of_path(pc_http_req_path(req), &p->model) != 0)
         memset(&p->model, 0, sizeof p->model);
     key_family(p);

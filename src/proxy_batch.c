@@ -270,7 +270,7 @@ static int keyed(struct pc_preq *p)
         return -1;
     if (b->remember) { /* the memo copies: the digests and uniq_of as they are */
         size_t len;
-        const char *body = pc_http_req_body(p->req, &len);
+        const char *body = pc_preq_body(p, &len);
         struct pc_keymemo_val mv = {b->n, b->n_uniq, b->uniq_of, (const char *)b->dig,
                                     b->n_uniq * DIGEST};
         pc_keymemo_put(p->w->memo, &b->probe, b->memo_ctx.data, b->memo_ctx.len, body, len, &mv);
@@ -432,7 +432,7 @@ static int refresh_stale(struct pc_preq *p)
     if (k == 0)
         return 0;
     size_t len;
-    const char *body = pc_http_req_body(p->req, &len);
+    const char *body = pc_preq_body(p, &len);
     char herd[PC_KEY_MAX];
     struct pc_batch_keys *keys = keys_new(p->keyp.prefix, k);
     struct pc_buf sub;
@@ -810,7 +810,7 @@ void pc_proxy_batch_send(struct pc_preq *p, enum pc_cache_result result)
 {
     struct pc_batch_state *b = p->batch;
     size_t len;
-    const char *body = pc_http_req_body(p->req, &len);
+    const char *body = pc_preq_body(p, &len);
     if (b->n_pick < b->n) {
         int rc = subrequest_of(b, body, len, b->n_pick, &b->sub);
         if (rc == SUB_MISMATCH) {
@@ -1099,7 +1099,7 @@ int pc_proxy_batch_key(struct pc_preq *p, const struct pc_keymemo_probe *probe, 
     if (!is_predict_route(pc_http_req_path(p->req)))
         return 1;
     size_t len;
-    const char *body = pc_http_req_body(p->req, &len);
+    const char *body = pc_preq_body(p, &len);
     size_t max = (size_t)p->w->cfg->max_batch_instances;
     /* Over the bound: counted up to the instance past it, nothing keyed (see the top). */
     if (pc_batch_exceeds(body, len, max))

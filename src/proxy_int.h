@@ -73,7 +73,16 @@ struct pc_preq {
     char *head;              /* its keys' head (pc_cachekey_head), owned */
     size_t head_len;
     int no_grace; /* the answer may not be served stale (s-maxage, *-revalidate) */
+    /* A body sent with Content-Encoding gzip or deflate: decoded (owned), what the key and
+     * the batch reading read; the client's own bytes still go to the model server when the
+     * whole body does, with their coding (a sub-request goes decoded). */
+    char *plain;
+    size_t plain_len;
+    char coding[32];
 };
+
+/* The request body as the model server reads it: decoded, or the bytes as received. */
+const char *pc_preq_body(const struct pc_preq *p, size_t *len);
 
 const char *pc_proxy_result_name(enum pc_cache_result r);
 void pc_preq_free(struct pc_preq *p);

@@ -90,7 +90,7 @@ struct pc_verify *pc_proxy_verify_prepare(struct pc_preq *p, int status, const c
         v->n_keys = 1;
     }
     size_t blen;
-    const char *req_body = pc_http_req_body(p->req, &blen);
+    const char *req_body = pc_preq_body(p, &blen);
     if (pc_bgcall_copy(p, req_body, blen, &v->call) != 0)
         goto skip;
     return v;

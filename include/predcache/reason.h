@@ -22,6 +22,8 @@
     X(VERSION_UNKNOWN, "version-unknown", "model version unknown")                                 \
     X(PATH_TOO_LONG, "path-too-long", "model path too long")                                       \
     X(NOT_CACHEABLE, "not-cacheable", "not cacheable")                                             \
+    X(REQUEST_ENCODING, "request-encoding",                                                        \
+      "the request body's Content-Encoding is neither gzip nor deflate")                           \
     X(RESPONSE_COOKIE, "response-cookie", "response sets a cookie")                                \
     X(VARY_NAME_TOO_LONG, "vary-name-too-long", "response varies by a header name too long")       \
     X(VARY_STAR, "vary-star", "response Vary: *")                                                  \

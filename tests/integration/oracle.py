@@ -114,6 +114,7 @@ from model_server import (  # noqa: E402,F401  (re-exported for tests)
     Refused,
     auth_digest,
     canonical,
+    decode_body,
     doc_digest,
     expected_predictions,
     header_value,
@@ -385,6 +386,10 @@ class Oracle:
         X-Cache, or None), response_headers (the response's, optional: KServe binary
         framing is checked against them)."""
         body = _as_bytes(body)
+        coding = next((v for k, v in (headers or {}).items()
+                       if k.lower() == "content-encoding"), None)
+        if coding:  # judged on what the model server reads: the decoded body
+            body = decode_body(coding, body)
         answer = _as_bytes(answer)
         method = method.upper()
         self.note_sent(body)
