@@ -97,7 +97,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS    ?=
 FUZZ_TARGETS := cachekey canon config envelope batch l1 keymemo flight lookups jobtab cmdq \
-                jsonedit keypairs h1parse
+                jsonedit keypairs h1parse decode
 FUZZ_BUILD   := build-fuzz
 FUZZ_PKGS    := json-c libcrypto
 FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -116,6 +116,9 @@ $(FUZZ_BUILD)/obj/%.o: src/%.c
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_BUILD)/obj/%.o \
                       $(FUZZ_BUILD)/obj/buf.o $(FUZZ_BUILD)/obj/log.o
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) $(FUZZ_LIBS)
+
+# fuzz_decode inflates with zlib, and compresses with it for its round trips.
+$(FUZZ_BUILD)/fuzz_decode: FUZZ_LIBS += -lz
 
 # fuzz_cachekey checks the key against the json-c reference in tests/ref/ and batch.c's
 # strict JSON scanner; fuzz_canon checks cachekey (canon) against the reference, key for key.
