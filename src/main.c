@@ -50,13 +50,19 @@ static void usage(FILE *out)
             "      --backend URL   model server base URL (overrides [backend] url)\n"
             "      --redis H:P     Redis address (overrides [redis] host and port)\n"
             "      --workers N     worker threads, 1..64 or auto (overrides [server] workers)\n"
+            "      --set S.K=V     any option: [S] K = V, after the file (repeatable), e.g.\n"
+            "                      --set cache.version_refresh_s=0\n"
             "  -v, --version       print the version and exit\n"
             "  -h, --help          print this help and exit\n",
             PC_VERSION);
 }
 
+#define MAX_SETS 64
+
 struct overrides {
     const char *listen, *admin, *backend, *redis, *workers;
+    const char *sets[MAX_SETS]; /* --set SECTION.KEY=VALUE, in order */
+    size_t n_sets;
 };
 
 static int apply_overrides(struct pc_config *cfg, const struct overrides *o, char *err,
@@ -70,6 +76,25 @@ static int apply_overrides(struct pc_config *cfg, const struct overrides *o, cha
         return -1;
     if (o->workers && pc_config_set(cfg, "server", "workers", o->workers, err, errlen) != 0)
         return -1;
+    for (size_t i = 0; i < o->n_sets; i++) {
+        char section[64];
+        const char *dot = strchr(o->sets[i], '.');
+        const char *eq = dot != NULL ? strchr(dot, '=') : NULL;
+        if (dot == NULL || eq == NULL || dot == o->sets[i] || eq == dot + 1 ||
+            (size_t)(dot - o->sets[i]) >= sizeof section) {
+            snprintf(err, errlen, "--set: expected SECTION.KEY=VALUE, got '%s'", o->sets[i]);
+            return -1;
+        }
+        snprintf(section, sizeof section, "%.*s", (int)(dot - o->sets[i]), o->sets[i]);
+        char key[64];
+        if ((size_t)(eq - dot - 1) >= sizeof key) {
+            snprintf(err, errlen, "--set: no such option '%s'", o->sets[i]);
+            return -1;
+        }
+        snprintf(key, sizeof key, "%.*s", (int)(eq - dot - 1), dot + 1);
+        if (pc_config_set(cfg, section, key, eq + 1, err, errlen) != 0)
+            return -1;
+    }
     if (o->redis) {
         char host[256];
         int port;
@@ -325,12 +350,17 @@ static int run_start(struct run *r)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},  {"check", no_argument, NULL, 't'},
-        {"listen", required_argument, NULL, 'L'},  {"admin", required_argument, NULL, 'A'},
-        {"backend", required_argument, NULL, 'B'}, {"redis", required_argument, NULL, 'R'},
-        {"workers", required_argument, NULL, 'W'}, {"version", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"check", no_argument, NULL, 't'},
+                                         {"listen", required_argument, NULL, 'L'},
+                                         {"admin", required_argument, NULL, 'A'},
+                                         {"backend", required_argument, NULL, 'B'},
+                                         {"redis", required_argument, NULL, 'R'},
+                                         {"workers", required_argument, NULL, 'W'},
+                                         {"set", required_argument, NULL, 'S'},
+                                         {"version", no_argument, NULL, 'v'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *conf = NULL;
     int check = 0, opt;
     struct overrides ov = {0};
@@ -356,6 +386,13 @@ int main(int argc, char **argv)
             break;
         case 'W':
             ov.workers = optarg;
+            break;
+        case 'S':
+            if (ov.n_sets == MAX_SETS) {
+                fprintf(stderr, "predcache: more than %d --set options\n", MAX_SETS);
+                return 1;
+            }
+            ov.sets[ov.n_sets++] = optarg;
             break;
         case 'v':
             printf("predcache %s\n", PC_VERSION);

@@ -1951,6 +1951,10 @@ static void with_version(struct pc_preq *p, const char *version)
         pass_uncached(p, PC_REASON_VERSION_UNKNOWN);
         return;
     }
+    if (version[0] == '\0') { /* a model without versions: keyed by the path as sent */
+        with_generation(p, !p->no_cache);
+        return;
+    }
     struct pc_buf path;
     pc_buf_init(&path);
     if (pc_model_versioned_path(&p->model, version, &path) != 0 || path.len >= sizeof p->key_path) {

@@ -416,10 +416,17 @@ int pc_model_parse_status(enum pc_model_api api, const char *body, size_t len, c
                 version_text(ver, v, sizeof v) == 0 && (!best[0] || version_cmp(v, best) > 0))
                 memcpy(best, v, sizeof best);
         }
-    } else if (complete && json_object_is_type(root, json_type_object) && api == PC_API_KSERVE_V2 &&
-               json_object_object_get_ex(root, "versions", &list) &&
-               json_object_is_type(list, json_type_array)) {
-        for (size_t i = 0; i < json_object_array_length(list); i++) {
+    } else if (complete && json_object_is_type(root, json_type_object) && api == PC_API_KSERVE_V2) {
+        int listed = json_object_object_get_ex(root, "versions", &list);
+        if (!listed ||
+            (json_object_is_type(list, json_type_array) && json_object_array_length(list) == 0)) {
+            json_object_put(root); /* MLServer, KServe Python: a model without versions */
+            out[0] = '\0';
+            return 1;
+        }
+        for (size_t i = 0;
+             json_object_is_type(list, json_type_array) && i < json_object_array_length(list);
+             i++) {
             if (version_text(json_object_array_get_idx(list, i), v, sizeof v) == 0 &&
                 (!best[0] || version_cmp(v, best) > 0))
                 memcpy(best, v, sizeof best);

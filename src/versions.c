@@ -26,7 +26,8 @@ struct model {
     struct pc_versions *v;
     size_t backend;
     struct pc_model_ref m;
-    char version[64]; /* "" when the last lookup failed */
+    char version[64]; /* "" when the last lookup failed, or the model has no versions */
+    int unversioned;  /* the model server has no versions for it: keyed by path */
 };
 
 struct pc_versions {
@@ -48,20 +49,41 @@ static int model_init(void *owner, const char *id, void *data, const void *seed)
 static void on_status(const struct pc_upstream_resp *r, void *arg)
 {
     struct model *e = arg;
-    char found[64];
-    int ok = r->error == PC_UP_OK && r->status == 200 &&
-             pc_model_parse_status(e->m.api, r->body.data ? r->body.data : "", r->body.len, found,
-                                   sizeof found) == 0 &&
-             found[0] != '\0';
-    if (ok) {
+    char found[64] = "";
+    int rc = r->error == PC_UP_OK && r->status == 200
+                 ? pc_model_parse_status(e->m.api, r->body.data ? r->body.data : "", r->body.len,
+                                         found, sizeof found)
+                 : -1;
+    /* No versions to tell: a status answer that lists none (MLServer), or no status
+     * endpoint at all (404: a server that only serves the predict path). Its requests are
+     * keyed by the path as sent, said once. Anything else (a timeout, a 5xx, garbage) is
+     * not knowing: those requests are not cached until the next lookup. */
+    int unversioned = r->error == PC_UP_OK && (r->status == 404 || rc == 1);
+    int ok = (rc == 0 && found[0] != '\0') || unversioned;
+    if (unversioned) {
+        if (!e->unversioned) {
+            struct pc_buf path;
+            pc_buf_init(&path);
+            int named = pc_model_status_path(&e->m, &path) == 0 && path.data != NULL;
+            pc_log(PC_LOG_INFO,
+                   "versions: model %s has no versions at the model server (status endpoint %s: "
+                   "%s); its requests are keyed by the path as sent (invalidate it when the "
+                   "model changes)",
+                   e->m.name, named ? path.data : "-",
+                   r->status == 404 ? "it answered 404" : "its answer lists none");
+            pc_buf_release(&path);
+        }
+        e->unversioned = 1;
+        e->version[0] = '\0';
+    } else if (ok) {
+        e->unversioned = 0;
         if (strcmp(found, e->version) != 0)
             pc_log(PC_LOG_INFO, "versions: model %s%s%s is served by version %s", e->m.name,
                    e->m.label[0] ? " label " : "", e->m.label, found);
         memcpy(e->version, found, sizeof e->version);
     } else {
         /* Why, as the operator can check it: the call failed, the endpoint answered
-         * something other than 200 (a server without a status endpoint: 404), or its
-         * answer names no available version. */
+         * something other than 200 or 404, or its answer names no available version. */
         char why[320];
         if (r->error != PC_UP_OK)
             snprintf(why, sizeof why, "%s", r->errmsg);
@@ -75,10 +97,12 @@ static void on_status(const struct pc_upstream_resp *r, void *arg)
         pc_log(PC_LOG_WARN,
                "versions: cannot tell the version of model %s (status endpoint %s: %s); its "
                "requests without a version are not cached for %d s (set [cache] "
-               "version_refresh_s = 0 to key them by path)",
+               "version_refresh_s = 0, or --set cache.version_refresh_s=0, to key them by "
+               "path)",
                e->m.name, named ? path.data : "-", why, e->v->w->cfg->version_refresh_s);
         pc_buf_release(&path);
         e->version[0] = '\0';
+        e->unversioned = 0;
     }
     pc_lookups_done(e->v->table, e, ok);
 }
@@ -103,7 +127,7 @@ static void model_wake(void *owner, void *data, pc_lookups_fn fn, void *arg)
 {
     (void)owner;
     const struct model *e = data;
-    ((pc_version_cb)fn)(e->version[0] ? e->version : NULL, arg);
+    ((pc_version_cb)fn)(e->version[0] || e->unversioned ? e->version : NULL, arg);
 }
 
 struct pc_versions *pc_versions_new(struct pc_worker *w)

@@ -86,7 +86,8 @@ int pc_model_status_path(const struct pc_model_ref *m, struct pc_buf *out);
 /*
  * The version a status body names: TF Serving's model_version_status (the highest
  * AVAILABLE version), or KServe v2's versions list (the highest). 0 with out filled;
- * -1 when the body names none.
+ * 1 (out "") for a KServe v2 model without versions (no "versions", or an empty list:
+ * MLServer, KServe Python); -1 when the body names none.
  */
 int pc_model_parse_status(enum pc_model_api api, const char *body, size_t len, char *out,
                           size_t outlen);

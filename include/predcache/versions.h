@@ -22,12 +22,14 @@ struct pc_worker;
 struct pc_versions;
 
 enum pc_version_state {
-    PC_VERSION_KNOWN,   /* out holds the version */
+    PC_VERSION_KNOWN,   /* out holds the version; "" for a model without versions (keyed
+                           by the path as sent) */
     PC_VERSION_PENDING, /* cb will be called exactly once, later */
     PC_VERSION_UNKNOWN, /* the model server could not tell (recently): do not cache */
 };
 
-/* version: the resolved version, or NULL when it could not be resolved. */
+/* version: the resolved version ("" when the model has none), or NULL when it could not
+ * be resolved. */
 typedef void (*pc_version_cb)(const char *version, void *arg);
 
 /* Borrows w (its upstreams, config, metrics and clock). NULL on no memory. */

@@ -138,7 +138,7 @@ def test_help(predcache_bin):
     p = run(predcache_bin, "--help")
     assert p.returncode == 0, p.stderr
     out = p.stdout + p.stderr
-    for flag in ("-c", "--check", "--listen", "--backend", "--redis"):
+    for flag in ("-c", "--check", "--listen", "--backend", "--redis", "--set"):
         assert flag in out, "%r missing from --help:\n%s" % (flag, out)
 
 
@@ -165,6 +165,36 @@ def test_command_line_overrides_conf(start_predcache, model, redis):
     redis.wait_key(r.headers["X-Cache-Key"])
     r = proxy.post("/v1/models/m:predict", json_body={"instances": ["o"]})
     assert r.headers.get("X-Cache") == "HIT"
+
+
+@pytest.mark.parametrize("arg,ok,needle", [
+    ("cache.version_refresh_s=0", True, None),
+    ("redis.cluster=on", True, None),
+    ("cache.ttl_s=0", False, "ttl_s"),
+    ("nosuch.key=1", False, "nosuch"),
+    ("cache.nosuch=1", False, "nosuch"),
+    ("cache", False, "SECTION.KEY=VALUE"),
+    ("cache.ttl_s", False, "SECTION.KEY=VALUE"),
+    (".ttl_s=1", False, "SECTION.KEY=VALUE"),
+])
+def test_set_any_option(predcache_bin, tmp_path, arg, ok, needle):
+    conf = write_conf(str(tmp_path / "p.conf"),
+                      default_conf(free_port(), free_port(), "http://127.0.0.1:8501", 6379))
+    p = run(predcache_bin, "-c", conf, "--set", arg, "--check")
+    assert (p.returncode == 0) == ok, (arg, p.returncode, p.stderr)
+    if needle:
+        assert needle in p.stderr, p.stderr
+
+
+def test_set_takes_effect(start_predcache, model, redis):
+    """--set cache.version_refresh_s=0: a model path without a version is keyed as sent."""
+    proxy = start_predcache(args=["--set", "cache.version_refresh_s=0", "--set",
+                                  "cache.ttl_s=77"])
+    r = proxy.post("/v1/models/m:predict", json_body={"instances": ["set"]})
+    assert r.headers.get("X-Cache") == "MISS"
+    assert model.count("/v1/models/m") == 0  # the status endpoint never asked
+    redis.wait_key(r.headers["X-Cache-Key"])
+    assert 3600 < redis.ttl(r.headers["X-Cache-Key"]) <= 77 + 3600  # ttl_s plus grace_s
 
 
 def refused(port):

@@ -132,10 +132,10 @@ def test_label_resolves_to_its_version(vp, model, redis):
     assert r.json()["version"] == "2"
 
 
-def test_failing_status_endpoint_means_bypass_asked_once_per_period(start_predcache, model, redis):
+def test_failing_status_endpoint_means_pass_asked_once_per_period(start_predcache, model, redis):
     p = start_predcache(conf={"cache": {"version_refresh_s": "3"}})
-    path = "/v1/models/m/labels/nope:predict"  # the status endpoint answers 404
-    status = "/v1/models/m/labels/nope"
+    model.control(versionless="error")  # the status endpoint answers 503
+    path, status = "/v1/models/m:predict", "/v1/models/m"
     for i in range(3):
         r = p.post(path, json_body=BODY)
         assert r.status_code == 200, r.text
@@ -145,8 +145,8 @@ def test_failing_status_endpoint_means_bypass_asked_once_per_period(start_predca
         assert "X-Cache-Key" not in r.headers
     assert model.count(path) == 3
     assert model.count(status) == 1  # not asked again within the 3 s period
-    # the warning says what the endpoint did: a 404, not "no available version"
-    assert "status endpoint %s: it answered 404" % status in p.stderr_text()
+    # the warning says what the endpoint did
+    assert "status endpoint %s: it answered 503" % status in p.stderr_text()
     assert [k for k in redis.keys("predcache:*") if not k.startswith("predcache:gen:")] == []
     assert p.metric("predcache_requests_total", cache="pass") == 3
     assert p.metric("predcache_requests_total", cache="bypass") == 0
@@ -154,18 +154,51 @@ def test_failing_status_endpoint_means_bypass_asked_once_per_period(start_predca
     assert p.access_lines()[-1].endswith(" reason=version-unknown")
 
     # after the period the endpoint is asked again; once it answers, requests are cached
-    set_version(model, "m", "1", labels={"nope": "3"})
+    model.control()  # the status endpoint answers again
     time.sleep(3.1)
 
     def cached():
         r = p.post(path, json_body=BODY)
         return r.headers["X-Cache"] == "MISS" and r
 
-    r = wait_for(cached, timeout=5, interval=0.2, what="a MISS once the label exists")
-    assert r.headers["X-Cache-Key"] == versioned_key("m", "3")
+    r = wait_for(cached, timeout=5, interval=0.2, what="a MISS once the endpoint answers")
+    assert r.headers["X-Cache-Key"] == versioned_key("m", "1")
     assert model.count(status) >= 2
     redis.wait_key(r.headers["X-Cache-Key"])
     assert p.post(path, json_body=BODY).headers["X-Cache"] == "HIT"
+
+
+@pytest.mark.parametrize("how,path,body,status,said", [
+    ("no_status", "/v1/models/m:predict", BODY, "/v1/models/m", "it answered 404"),
+    ("empty", "/v2/models/k:infer", None, "/v2/models/k", "its answer lists none"),
+    ("absent", "/v2/models/k:infer", None, "/v2/models/k", "its answer lists none"),
+], ids=["home-grown-404", "mlserver-empty", "kserve-absent"])
+def test_a_model_without_versions_is_keyed_by_the_path(start_predcache, model, redis, how, path,
+                                                        body, status, said):
+    """A server with no status endpoint (it serves only the predict path: 404), or KServe v2
+    metadata that lists no versions (MLServer, KServe Python): its requests are cached,
+    keyed by the path as sent, and predcache says so once. They were never cached."""
+    p = start_predcache(conf={"cache": {"version_refresh_s": "1"}})
+    model.control(versionless=how)
+    if body is None:
+        body = {"inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [1]}]}
+        path = "/v2/models/k/infer"
+        keyed = canonical({"inputs": body["inputs"]})
+    else:
+        keyed = canonical(body)
+    r1 = p.post(path, json_body=body)
+    assert r1.status_code == 200 and r1.headers["X-Cache"] == "MISS", r1.headers
+    assert r1.headers["X-Cache-Key"] == expected_key(path, keyed)
+    redis.wait_key(r1.headers["X-Cache-Key"])
+    r2 = p.post(path, json_body=body)
+    assert r2.headers["X-Cache"] == "HIT" and r2.content == r1.content
+    time.sleep(1.2)  # past version_refresh_s: asked again, still none, not said again
+    wait_for(lambda: p.post(path, json_body=body).headers["X-Cache"] == "HIT" and
+             model.count(status) >= 2, what="the status endpoint asked again")
+    line = "model %s has no versions at the model server (status endpoint %s: %s)" % (
+        status.rsplit("/", 1)[1], status, said)
+    assert p.stderr_text().count(line) == 1, p.stderr_text()[-2000:]
+
 
 
 def test_status_lookup_is_shared_by_concurrent_requests(vp, model):
