@@ -203,7 +203,8 @@ def test_backend_failure_counted_exit_1(proxy, model, tmp_path):
     assert sorted(f["file"] for f in s["failures"]) == sorted(set(files) - set(warm))
     assert all(f["status"] == 500 and "model exploded" in f["error"] for f in s["failures"])
     assert outputs(out) == {name + ".json" for name in warm}, "no answer file for a failure"
-    assert re.search(r"^a\.png +500 +MISS +[\d.]+ ms +model exploded$", cp.stderr, re.M), \
+    assert re.search(r"^a\.png +500 +MISS +[\d.]+ ms +\(status\) +model exploded$", cp.stderr,
+                     re.M), \
         cp.stderr
 
     # errors are never cached: once the model server is back, the failed files are MISSes
@@ -350,9 +351,14 @@ def test_redis_down_answers_counted_as_bypass(proxy, model, redis, tmp_path):
     assert (s["requests"], s["ok"], s["errors"], s["bypass"]) == (n, n, 0, n), s
     assert s["hits"] == s["misses"] == s["other"] == 0, s
     assert model.count(ROUTE) == n
-    assert len(re.findall(r"^\S+ +200 +BYPASS +[\d.]+ ms$", cp.stderr, re.M)) == n, cp.stderr
+    # each line and the summary say why: Redis could not be used
+    assert len(re.findall(r"^\S+ +200 +BYPASS +[\d.]+ ms  \((redis-unavailable|redis-error)\)$",
+                          cp.stderr, re.M)) == n, cp.stderr
     assert "pass 1: %d files, %d ok, 0 errors | hits 0, misses 0, bypass %d |" % (n, n, n) \
         in cp.stderr
+    assert sum(s["reasons"].values()) == n and \
+        set(s["reasons"]) <= {"redis-unavailable", "redis-error"}, s
+    assert re.search(r"\| reasons: redis-(unavailable|error) \d+", cp.stderr), cp.stderr
     assert outputs(tmp_path / "out") == {name + ".json" for name in files}
 
 
