@@ -121,6 +121,7 @@ static const struct opt static_options[] = {
     {"backend", "cache_id",           OPT_STRING,   FIELD(backend_cache_id),            0,   0,                "",                      0},
     {"backend", "connect_timeout_ms", OPT_INT,      FIELD(backend_connect_timeout_ms),  1,   HOUR_MS,          "1000",                  0},
     {"backend", "timeout_ms",         OPT_INT,      FIELD(backend_timeout_ms),          1,   HOUR_MS,          "30000",                 0},
+    {"backend", "idle_timeout_ms",    OPT_INT,      FIELD(backend_idle_timeout_ms),     1,   HOUR_MS,          "30000",                 0},
     {"backend", "max_response_bytes", OPT_SIZE,     FIELD(backend_max_response_bytes),  1,   GIB,              "64m",                   0},
     {"backend", "max_in_flight",      OPT_INT,      FIELD(backend_max_in_flight),       0,   1000000,          "1024",                  0},
     {"backend", "health_path",        OPT_STRING,   FIELD(backend_health_path),         0,   0,                "",                      0},
@@ -211,6 +212,7 @@ static const struct opt backend_options[] = {
     {"backend", "url",                OPT_URL,      BFIELD(url),                        0,   0,                NULL, 0},
     {"backend", "connect_timeout_ms", OPT_INT,      BFIELD(connect_timeout_ms),         1,   HOUR_MS,          NULL, 0},
     {"backend", "timeout_ms",         OPT_INT,      BFIELD(timeout_ms),                 1,   HOUR_MS,          NULL, 0},
+    {"backend", "idle_timeout_ms",    OPT_INT,      BFIELD(idle_timeout_ms),            1,   HOUR_MS,          NULL, 0},
     {"backend", "max_response_bytes", OPT_SIZE,     BFIELD(max_response_bytes),         1,   GIB,              NULL, 0},
     {"backend", "max_in_flight",      OPT_INT,      BFIELD(max_in_flight),              0,   1000000,          NULL, 0},
     {"backend", "health_path",        OPT_STRING,   BFIELD(health_path),                0,   0,                NULL, 0},
@@ -219,7 +221,7 @@ static const struct opt backend_options[] = {
     {"backend", "health_passes",      OPT_INT,      BFIELD(health_passes),              1,   1000,             NULL, 0},
     {"backend", "cache_id",           OPT_STRING,   BFIELD(cache_id),                   0,   0,                NULL, 0},
 };
-enum { B_URL, B_CONNECT, B_TIMEOUT, B_MAXRESP, B_INFLIGHT, B_HPATH, B_HINTERVAL, B_HFAILS, B_HPASSES,
+enum { B_URL, B_CONNECT, B_TIMEOUT, B_IDLE, B_MAXRESP, B_INFLIGHT, B_HPATH, B_HINTERVAL, B_HFAILS, B_HPASSES,
        B_CACHE_ID };
 
 static const struct opt route_options[] = {
@@ -1104,6 +1106,7 @@ static void inherit_named(struct pc_config *cfg)
     memcpy(&b->f, &def.f, sizeof b->f)
         INHERIT(B_CONNECT, connect_timeout_ms);
         INHERIT(B_TIMEOUT, timeout_ms);
+        INHERIT(B_IDLE, idle_timeout_ms);
         INHERIT(B_MAXRESP, max_response_bytes);
         INHERIT(B_INFLIGHT, max_in_flight);
         INHERIT(B_HPATH, health_path);
@@ -1155,6 +1158,7 @@ const struct pc_backend_cfg *pc_config_backend(const struct pc_config *cfg, size
     pc_strlcpy(out->url, cfg->backend_url, sizeof out->url);
     out->connect_timeout_ms = cfg->backend_connect_timeout_ms;
     out->timeout_ms = cfg->backend_timeout_ms;
+    out->idle_timeout_ms = cfg->backend_idle_timeout_ms;
     out->max_response_bytes = cfg->backend_max_response_bytes;
     out->max_in_flight = cfg->backend_max_in_flight;
     pc_strlcpy(out->health_path, cfg->backend_health_path, sizeof out->health_path);

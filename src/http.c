@@ -59,6 +59,13 @@ struct pc_http_req {
     size_t in_held; /* bytes counted for it in the input budget (budget.h) */
     int shed;       /* pc_http_reply_refuses decided: 1 refuse (503), -1 admit; 0 not yet */
     char peer[64];
+    /* A streamed answer (pc_http_stream_begin): the handler's callbacks, whether the body
+     * goes chunked, whether it waits for the output to drain. */
+    int streaming;
+    int stream_chunked;
+    int stream_waiting;
+    pc_http_stream_fn stream_gone, stream_drained;
+    void *stream_arg;
 };
 
 struct pc_conn {
@@ -315,6 +322,11 @@ static void out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, vo
     struct pc_conn *c = arg;
     size_t left = evbuffer_get_length(buf);
     out_count(c, left);
+    struct pc_http_req *r = c->state == CS_HANDLING ? c->req : NULL;
+    if (r != NULL && r->streaming && r->stream_waiting && left <= PC_HTTP_STREAM_MARK / 2) {
+        r->stream_waiting = 0;
+        r->stream_drained(r->stream_arg); /* the caller only asks its source to go on */
+    }
     if (left == 0)
         evbuffer_cb_clear_flags(buf, c->out_cb, EVBUFFER_CB_ENABLED);
 }
@@ -339,11 +351,14 @@ static void out_follow(struct pc_conn *c)
 static void conn_free(struct pc_conn *c)
 {
     struct pc_http_server *srv = c->srv;
+    struct pc_http_req *gone = NULL; /* a stream's handler hears of it once c is gone */
     if (c->req != NULL) {
-        if (c->state == CS_HANDLING)
+        if (c->state == CS_HANDLING) {
             c->req->conn = NULL; /* the handler owns it now; its reply frees it */
-        else
+            gone = c->req->streaming ? c->req : NULL;
+        } else {
             req_free(c->req);
+        }
         c->req = NULL;
     }
     if (c->prev)
@@ -362,6 +377,8 @@ static void conn_free(struct pc_conn *c)
     out_count(c, 0);
     bufferevent_free(c->bev);
     free(c);
+    if (gone != NULL)
+        gone->stream_gone(gone->stream_arg);
 }
 
 static void set_read_timeout(struct pc_conn *c, int ms)
@@ -865,6 +882,98 @@ void pc_http_reply_error(struct pc_http_req *req, int status, const char *msg)
     struct pc_header ct = {(char *)"Content-Type", (char *)"application/json"};
     pc_http_reply(req, status, &ct, 1, b.data ? b.data : "", b.len);
     pc_buf_release(&b);
+}
+
+/* ---- streamed answers -------------------------------------------------------------- */
+
+int pc_http_stream_begin(struct pc_http_req *req, int status, const struct pc_header *headers,
+                         size_t n_headers, pc_http_stream_fn gone, pc_http_stream_fn drained,
+                         void *arg)
+{
+    struct pc_conn *c = req->conn;
+    req->streaming = 1;
+    req->stream_gone = gone;
+    req->stream_drained = drained;
+    req->stream_arg = arg;
+    if (c == NULL)
+        return -1;
+    assert(c->state == CS_HANDLING && c->req == req);
+    c->close_after = 1; /* one stream a connection: its end is the connection's */
+    req->stream_chunked = req->h1.minor >= 1;
+    struct head h;
+    h.out = bufferevent_get_output(c->bev);
+    h.len = 0;
+    head_str(&h, req->h1.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+    head_uint(&h, status > 0 ? (uint64_t)status : 0);
+    head_put(&h, " ", 1);
+    head_str(&h, pc_http_reason(status));
+    head_str(&h, "\r\nServer: predcache\r\nDate: ");
+    head_str(&h, http_date());
+    head_put(&h, "\r\n", 2);
+    for (size_t i = 0; i < n_headers; i++) {
+        const char *name = headers[i].name;
+        if (pc_strcaseeq(name, "content-length") || pc_strcaseeq(name, "date") ||
+            pc_strcaseeq(name, "server") || pc_http_is_hop_by_hop(name))
+            continue;
+        head_str(&h, name);
+        head_put(&h, ": ", 2);
+        head_str(&h, headers[i].value);
+        head_put(&h, "\r\n", 2);
+    }
+    if (req->stream_chunked)
+        head_str(&h, "Transfer-Encoding: chunked\r\n");
+    head_str(&h, "Connection: close\r\n\r\n");
+    evbuffer_add(h.out, h.buf, h.len);
+    out_follow(c);
+    bufferevent_enable(c->bev, EV_WRITE);
+    return 0;
+}
+
+int pc_http_stream_full(struct pc_http_req *req)
+{
+    struct pc_conn *c = req->conn;
+    if (c == NULL || evbuffer_get_length(bufferevent_get_output(c->bev)) <= PC_HTTP_STREAM_MARK)
+        return 0;
+    req->stream_waiting = 1;
+    return 1;
+}
+
+int pc_http_stream_write(struct pc_http_req *req, const char *p, size_t n)
+{
+    struct pc_conn *c = req->conn;
+    if (c == NULL)
+        return -1;
+    if (n == 0)
+        return 0; /* an empty chunk would end a chunked body */
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (req->stream_chunked)
+        evbuffer_add_printf(out, "%zx\r\n", n);
+    evbuffer_add(out, p, n);
+    if (req->stream_chunked)
+        evbuffer_add(out, "\r\n", 2);
+    out_follow(c);
+    bufferevent_enable(c->bev, EV_WRITE);
+    return 0;
+}
+
+void pc_http_stream_end(struct pc_http_req *req, int whole)
+{
+    struct pc_conn *c = req->conn;
+    if (c == NULL) {
+        req_free(req);
+        return;
+    }
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (whole && req->stream_chunked)
+        evbuffer_add(out, "0\r\n\r\n", 5);
+    c->close_after = 1; /* cut short: the close without the last chunk says so */
+    c->req = NULL;
+    req_free(req);
+    c->state = CS_WRITING;
+    out_follow(c);
+    bufferevent_enable(c->bev, EV_WRITE);
+    if (evbuffer_get_length(out) == 0) /* all out already: the write callback closes it */
+        bufferevent_trigger(c->bev, EV_WRITE, BEV_TRIG_DEFER_CALLBACKS);
 }
 
 /* ---- listener ---------------------------------------------------------------------- */

@@ -122,15 +122,10 @@ void pc_preq_free(struct pc_preq *p)
 }
 
 /* Logs, counts and answers; p->req is gone afterwards. */
-void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, size_t n,
-                     const char *body, size_t len)
+void pc_proxy_account(struct pc_preq *p, int status, size_t len)
 {
     struct pc_worker *w = p->w;
     double total_ms = (double)(pc_now_us() - pc_http_req_start_us(p->req)) / 1000.0;
-    if (pc_http_reply_refuses(p->req, len)) { /* what the client gets: a 503, not this */
-        status = 503;
-        p->result = RES_ERROR;
-    }
     struct pc_access a = {
         .client = pc_http_req_client(p->req),
         .method = pc_http_req_method(p->req),
@@ -183,6 +178,17 @@ void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, s
     PC_METRIC_INC(rm->requests[p->result]);
     pc_hist_observe(&rm->h_request, total_ms / 1000.0);
     PC_METRIC_DEC(w->metrics.in_flight);
+}
+
+void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, size_t n,
+                     const char *body, size_t len)
+{
+    struct pc_worker *w = p->w;
+    if (pc_http_reply_refuses(p->req, len)) { /* what the client gets: a 503, not this */
+        status = 503;
+        p->result = RES_ERROR;
+    }
+    pc_proxy_account(p, status, len);
     /* A sampled hit is copied before the reply and checked after it: no client waits. */
     struct pc_verify *v = p->result == RES_HIT && w->cfg->verify_sample > 0
                               ? pc_proxy_verify_prepare(p, status, body, len)
@@ -704,7 +710,7 @@ static void on_backend(const struct pc_upstream_resp *r, void *arg)
 }
 
 /* Copies the request's end-to-end headers for the model server and adds X-Forwarded-For. */
-static int build_forward_headers(struct pc_preq *p)
+int pc_proxy_forward_headers(struct pc_preq *p)
 {
     size_t n;
     const struct pc_header *in = pc_http_req_headers(p->req, &n);
@@ -754,7 +760,7 @@ const char *pc_preq_body(const struct pc_preq *p, size_t *len)
     return pc_http_req_body(p->req, len);
 }
 
-/* The bytes to send for body (after build_forward_headers): the client's own encoded bytes,
+/* The bytes to send for body (after pc_proxy_forward_headers): the client's own encoded bytes,
  * with their Content-Encoding, when body is its whole decoded body; else body itself. */
 static const char *wire_body(struct pc_preq *p, const char *body, size_t *len)
 {
@@ -792,7 +798,7 @@ void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const
         pc_preq_free(p);
         return;
     }
-    if (build_forward_headers(p) != 0) {
+    if (pc_proxy_forward_headers(p) != 0) {
         pc_proxy_answer_error(p, 503, "out of memory");
         pc_preq_free(p);
         return;
@@ -829,7 +835,7 @@ int pc_bgcall_copy(struct pc_preq *p, const char *body, size_t len, struct pc_bg
 {
     memset(c, 0, sizeof *c);
     c->backend = p->backend;
-    int rc = build_forward_headers(p);
+    int rc = pc_proxy_forward_headers(p);
     if (rc == 0)
         body = wire_body(p, body, &len);
     c->hdrs = p->fwd; /* the headers move to the call (also those copied before a failure) */
@@ -2033,7 +2039,8 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
     p->backend = p->route != NULL ? p->route->v.backend : 0;
     p->cacheable = p->route != NULL && p->route->v.cache;
     if (!p->cacheable) {
-        forward(p, RES_PASS);
+        if (!pc_proxy_stream(p))
+            forward(p, RES_PASS);
         return;
     }
     p->ttl_s = p->route->v.ttl_s;
@@ -2044,6 +2051,8 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
         pc_preq_free(p);
         return;
     }
+    if (pc_proxy_stream(p))
+        return; /* a streamed answer: passed on as it comes, not cached */
     if (decode_request(p) != 0)
         return;
     if (pc_model_of_path(pc_http_req_path(req), &p->model) != 0)

@@ -79,6 +79,9 @@ struct pc_preq {
     char *plain;
     size_t plain_len;
     char coding[32];
+    struct pc_xfer *xfer; /* a streamed answer's transfer, while it runs (proxy_stream.c) */
+    size_t streamed;      /* its bytes passed on */
+    int stream_status;
 };
 
 /* The request body as the model server reads it: decoded, or the bytes as received. */
@@ -86,6 +89,17 @@ const char *pc_preq_body(const struct pc_preq *p, size_t *len);
 
 const char *pc_proxy_result_name(enum pc_cache_result r);
 void pc_preq_free(struct pc_preq *p);
+
+/* Logs and counts an answer of status and len body bytes (done by pc_proxy_answer; a
+ * streamed answer is counted once it ends). p->req must still be valid. */
+void pc_proxy_account(struct pc_preq *p, int status, size_t len);
+/* Copies the request's end-to-end headers for the model server into p->fwd, with
+ * X-Forwarded-For. 0 ok; -1 no memory. */
+int pc_proxy_forward_headers(struct pc_preq *p);
+/* Streams a request that asks for a streamed answer ("stream": true, Accept:
+ * text/event-stream) to the model server and its answer back as it comes (proxy_stream.c).
+ * 1 when p is a streaming request and was taken (answered or failed there); 0 not one. */
+int pc_proxy_stream(struct pc_preq *p);
 
 /* Logs, counts and answers; p->req is gone afterwards (p itself stays). */
 void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, size_t n,

@@ -69,6 +69,11 @@ struct pc_xfer {
     int admitted;      /* its whole length is counted in the budget: it never pauses */
     curl_off_t length; /* the answer's Content-Length; -1: unknown; -2: not asked yet */
     size_t held;       /* answer bytes counted in the output budget */
+    const struct pc_stream_ops *ops; /* a streamed transfer (pc_upstream_stream); else NULL */
+    int head_done;                   /* ops->head ran */
+    int held_by_client;              /* ops->data said hold on: paused until resume */
+    int resume_wanted;               /* pc_upstream_resume asked: resume_cb lets it go */
+    int cancelled;                   /* its head said stop: ends without a callback */
     char errbuf[CURL_ERROR_SIZE];
     struct pc_xfer *prev, *next;
 };
@@ -179,6 +184,10 @@ static void drop_connection_named(struct pc_xfer *x)
 static void finish(struct pc_xfer *x, CURLcode rc)
 {
     struct pc_upstream_resp *r = &x->resp;
+    if (x->cancelled) {
+        xfer_free(x);
+        return;
+    }
     drop_connection_named(x);
     long status = 0;
     double total = 0;
@@ -196,6 +205,18 @@ static void finish(struct pc_xfer *x, CURLcode rc)
     if (r->body.data == NULL)
         pc_buf_append(&r->body, "", 0);
     curl_multi_remove_handle(x->up->multi, x->easy);
+    if (x->ops != NULL) {
+        if (!x->head_done && r->error == PC_UP_OK) {
+            x->head_done = 1;
+            if (x->ops->head(r->status, r->headers, r->n_headers, x->arg) != 0) {
+                xfer_free(x);
+                return;
+            }
+        }
+        x->ops->end(r, x->arg);
+        xfer_free(x);
+        return;
+    }
     /* Its bytes were admitted to the budget as they came: its answer is not refused. */
     pc_budget_credit_begin();
     x->cb(r, x->arg);
@@ -305,10 +326,33 @@ static int budget_allows(struct pc_xfer *x, size_t n)
     return 1;
 }
 
+/* A streamed transfer's chunk: the head first, then the chunk handed on (or kept). */
+static size_t stream_write(struct pc_xfer *x, char *ptr, size_t n)
+{
+    if (!x->head_done) {
+        long status = 0;
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+        x->head_done = 1;
+        if (x->ops->head((int)status, x->resp.headers, x->resp.n_headers, x->arg) != 0) {
+            x->cancelled = 1; /* no callback runs again; the transfer ends quietly */
+            return 0;
+        }
+    }
+    if (x->ops->data(ptr, n, x->arg) == 0)
+        return n;
+    x->held_by_client = 1; /* curl keeps the chunk until pc_upstream_resume */
+    set_paused(x, 1);
+    return CURL_WRITEFUNC_PAUSE;
+}
+
 static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 {
     struct pc_xfer *x = userdata;
     size_t n = size * nmemb;
+    if (x->cancelled)
+        return 0;
+    if (x->ops != NULL)
+        return stream_write(x, ptr, n);
     if (x->length == -2 &&
         curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &x->length) != CURLE_OK)
         x->length = -1;
@@ -343,8 +387,14 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
     struct pc_xfer *next;
     for (struct pc_xfer *x = up->xfers; x != NULL; x = next) {
         next = x->next;
-        if (!x->paused || !(x->length >= 0 ? budget_allows(x, 0) : pc_budget_may_resume(x)))
+        if (x->held_by_client) { /* a stream: its client's output decides, not the budget */
+            if (!x->resume_wanted)
+                continue;
+            x->held_by_client = x->resume_wanted = 0;
+        } else if (!x->paused ||
+                   !(x->length >= 0 ? budget_allows(x, 0) : pc_budget_may_resume(x))) {
             continue;
+        }
         set_paused(x, 0);
         CURLcode rc = curl_easy_pause(x->easy, CURLPAUSE_CONT);
         if (rc != CURLE_OK) {
@@ -354,10 +404,28 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
             finish(x, rc);
         }
     }
-    if (up->n_paused > 0) {
+    size_t budget_paused = 0;
+    for (struct pc_xfer *x = up->xfers; x != NULL; x = x->next)
+        budget_paused += x->paused && !x->held_by_client;
+    if (budget_paused > 0) {
         struct timeval tv = {0, PC_UPSTREAM_RESUME_MS * 1000};
         evtimer_add(up->resume, &tv);
     }
+}
+
+void pc_upstream_resume(struct pc_xfer *x)
+{
+    if (x == NULL || !x->held_by_client)
+        return;
+    x->resume_wanted = 1;
+    struct timeval now = {0, 0};
+    evtimer_add(x->up->resume, &now); /* resume_cb, outside any curl or caller callback */
+}
+
+void pc_upstream_cancel(struct pc_xfer *x)
+{
+    if (x != NULL)
+        xfer_free(x);
 }
 
 /* Keeps the end-to-end headers of the final response (a 100 Continue resets them). */
@@ -474,7 +542,12 @@ void pc_upstream_abort_all(struct pc_upstream *up)
         curl_multi_remove_handle(up->multi, x->easy);
         x->resp.error = PC_UP_SHUTDOWN;
         snprintf(x->resp.errmsg, sizeof x->resp.errmsg, "predcache is shutting down");
-        x->cb(&x->resp, x->arg);
+        if (x->cancelled)
+            ; /* its caller said stop: it hears nothing more */
+        else if (x->ops != NULL)
+            x->ops->end(&x->resp, x->arg);
+        else
+            x->cb(&x->resp, x->arg);
         xfer_free(x);
     }
 }
@@ -559,16 +632,19 @@ fail:
     return NULL;
 }
 
-struct pc_xfer *pc_upstream_send(struct pc_upstream *up, const char *method, const char *target,
-                                 const struct pc_header *headers, size_t n_headers,
-                                 const char *body, size_t body_len, int timeout_ms,
-                                 pc_upstream_cb cb, void *arg)
+/* One transfer, buffered (cb) or streamed (ops, idle_ms). */
+static struct pc_xfer *xfer_start(struct pc_upstream *up, const char *method, const char *target,
+                                  const struct pc_header *headers, size_t n_headers,
+                                  const char *body, size_t body_len, int timeout_ms,
+                                  pc_upstream_cb cb, const struct pc_stream_ops *ops, int idle_ms,
+                                  void *arg)
 {
     struct pc_xfer *x = calloc(1, sizeof *x);
     if (x == NULL)
         return NULL;
     x->up = up;
     x->cb = cb;
+    x->ops = ops;
     x->arg = arg;
     x->length = -2;
     pc_buf_init(&x->resp.body);
@@ -595,8 +671,15 @@ struct pc_xfer *pc_upstream_send(struct pc_upstream *up, const char *method, con
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)up->be.connect_timeout_ms);
-    long total = timeout_ms > 0 && timeout_ms < up->be.timeout_ms ? timeout_ms : up->be.timeout_ms;
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, total);
+    if (ops != NULL) { /* no bound on the whole: a long generation; silence is bounded */
+        long idle_s = idle_ms > 0 ? (idle_ms + 999) / 1000 : (up->be.idle_timeout_ms + 999) / 1000;
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, idle_s);
+    } else {
+        long total =
+            timeout_ms > 0 && timeout_ms < up->be.timeout_ms ? timeout_ms : up->be.timeout_ms;
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, total);
+    }
     if (strcmp(method, "HEAD") == 0) {
         x->is_head = 1;
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
@@ -626,4 +709,22 @@ fail_easy:
     curl_slist_free_all(x->req_headers);
     free(x);
     return NULL;
+}
+
+struct pc_xfer *pc_upstream_send(struct pc_upstream *up, const char *method, const char *target,
+                                 const struct pc_header *headers, size_t n_headers,
+                                 const char *body, size_t body_len, int timeout_ms,
+                                 pc_upstream_cb cb, void *arg)
+{
+    return xfer_start(up, method, target, headers, n_headers, body, body_len, timeout_ms, cb, NULL,
+                      0, arg);
+}
+
+struct pc_xfer *pc_upstream_stream(struct pc_upstream *up, const char *method, const char *target,
+                                   const struct pc_header *headers, size_t n_headers,
+                                   const char *body, size_t body_len, int idle_ms,
+                                   const struct pc_stream_ops *ops, void *arg)
+{
+    return xfer_start(up, method, target, headers, n_headers, body, body_len, 0, NULL, ops, idle_ms,
+                      arg);
 }

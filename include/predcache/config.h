@@ -27,6 +27,7 @@ struct pc_backend_cfg {
     char url[1024];
     int connect_timeout_ms;
     int timeout_ms;
+    int idle_timeout_ms; /* a streamed answer (text/event-stream): longest silence */
     size_t max_response_bytes;
     int max_in_flight;
     char health_path[PC_CFG_STR];
@@ -91,6 +92,7 @@ struct pc_config {
     char backend_cache_id[PC_CFG_STR]; /* the backend's identity in keys; "" = derived from url */
     int backend_connect_timeout_ms;    /* default 1000 */
     int backend_timeout_ms;            /* default 30000 */
+    int backend_idle_timeout_ms;       /* a streamed answer: longest silence; default 30000 */
     size_t backend_max_response_bytes; /* default 67108864 */
     int backend_max_in_flight; /* transfers at once; beyond it 503 at once; 0 = no bound; 1024 */
     char backend_health_path[PC_CFG_STR]; /* active health check GET path; "" = off (default) */

@@ -125,6 +125,26 @@ void pc_http_reply(struct pc_http_req *req, int status, const struct pc_header *
 /* Answers {"error": msg} with the given status. */
 void pc_http_reply_error(struct pc_http_req *req, int status, const char *msg);
 
+/*
+ * A streamed answer (a model server's text/event-stream passed on as it comes): the head
+ * now, the body in chunks (HTTP/1.0: until the connection closes, which it does after any
+ * stream). gone(arg): the client went away (once, from the loop): the caller stops its
+ * source and ends the stream. drained(arg): the output that was full (stream_full said 1)
+ * is under half the mark again. 0 started; -1 the client is gone already (end it).
+ */
+#define PC_HTTP_STREAM_MARK (256 * 1024) /* output a stream may hold before it waits */
+typedef void (*pc_http_stream_fn)(void *arg);
+int pc_http_stream_begin(struct pc_http_req *req, int status, const struct pc_header *headers,
+                         size_t n_headers, pc_http_stream_fn gone, pc_http_stream_fn drained,
+                         void *arg);
+/* 1 when the client has more than PC_HTTP_STREAM_MARK bytes to read: wait for drained. */
+int pc_http_stream_full(struct pc_http_req *req);
+/* One chunk (copied). 0 ok; -1 the client is gone. */
+int pc_http_stream_write(struct pc_http_req *req, const char *p, size_t n);
+/* Ends the stream and gives req back (invalid afterwards): whole, the last chunk; else the
+ * connection closes with the body cut short, which a client can tell. */
+void pc_http_stream_end(struct pc_http_req *req, int whole);
+
 /* Reason phrase of a status code. */
 const char *pc_http_reason(int status);
 /* 1 for hop-by-hop header names (Connection, Keep-Alive, Transfer-Encoding, ...). */

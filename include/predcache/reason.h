@@ -22,6 +22,7 @@
     X(VERSION_UNKNOWN, "version-unknown", "model version unknown")                                 \
     X(PATH_TOO_LONG, "path-too-long", "model path too long")                                       \
     X(NOT_CACHEABLE, "not-cacheable", "not cacheable")                                             \
+    X(STREAMED, "streamed", "a streamed answer is passed on as it comes, not stored")              \
     X(REQUEST_ENCODING, "request-encoding",                                                        \
       "the request body's Content-Encoding is neither gzip nor deflate")                           \
     X(RESPONSE_COOKIE, "response-cookie", "response sets a cookie")                                \

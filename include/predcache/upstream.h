@@ -68,6 +68,30 @@ struct pc_xfer *pc_upstream_send(struct pc_upstream *up, const char *method, con
                                  const char *body, size_t body_len, int timeout_ms,
                                  pc_upstream_cb cb, void *arg);
 
+/*
+ * A streamed transfer (a text/event-stream answer): its answer is handed over as it comes,
+ * not whole. idle_ms bounds the silence between bytes (no bound on the whole); no size
+ * bound. head runs once before the first data (or at the end of an empty answer) with the
+ * status and end-to-end headers: 0 go on, -1 stop (the transfer is cancelled, end is not
+ * called). data hands a chunk: 0 taken; 1 not taken, hold on (curl keeps it; the transfer
+ * waits for pc_upstream_resume). end runs exactly once otherwise, after head when the
+ * answer began (resp->error says whether it ended whole; resp->body is empty). None runs
+ * from inside pc_upstream_stream, pc_upstream_resume or pc_upstream_cancel.
+ */
+struct pc_stream_ops {
+    int (*head)(int status, const struct pc_header *headers, size_t n, void *arg);
+    int (*data)(const char *p, size_t n, void *arg);
+    void (*end)(const struct pc_upstream_resp *resp, void *arg);
+};
+struct pc_xfer *pc_upstream_stream(struct pc_upstream *up, const char *method, const char *target,
+                                   const struct pc_header *headers, size_t n_headers,
+                                   const char *body, size_t body_len, int idle_ms,
+                                   const struct pc_stream_ops *ops, void *arg);
+/* A held stream goes on (from the loop's next turn). */
+void pc_upstream_resume(struct pc_xfer *x);
+/* Stops a stream: no callback of it runs again. Not from inside one of x's callbacks. */
+void pc_upstream_cancel(struct pc_xfer *x);
+
 /* Fails every transfer in flight with PC_UP_SHUTDOWN; each callback runs once. */
 void pc_upstream_abort_all(struct pc_upstream *up);
 
