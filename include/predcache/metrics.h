@@ -84,7 +84,8 @@
     X(answers_shed, "Answers refused with 503 because answer bytes held for clients were over "    \
                     "max_output_bytes")                                                            \
     X(backend_pauses, "Times a model server transfer was paused because answer bytes held for "    \
-                      "clients were over max_output_bytes")
+                      "clients were over max_output_bytes, or a streamed answer's client had "     \
+                      "256 KB unread")
 
 /* name, help */
 #define PC_HISTOGRAMS(X)                                                                           \

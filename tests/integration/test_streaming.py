@@ -178,3 +178,40 @@ def test_accept_event_stream_asks_for_a_stream(start_predcache, model):
     finally:
         release(model)
         r.close()
+
+
+def test_a_slow_reader_gets_every_event_in_order(start_predcache, model):
+    """More than the 256 KB a stream may leave unread: the model server's transfer waits
+    for the client and goes on when it reads, nothing lost or reordered."""
+    p = start_predcache()
+    n = 20000  # about 3 MB of events: more than the sockets between hold
+    model.control(stream_events=n)
+    s = socket.create_connection(("127.0.0.1", p.listen_port))
+    body = chat_body("slow reader").encode()
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              b"Content-Length: %d\r\n\r\n%s" % (CHAT.encode(), len(body), body))
+    # not reading: once 256 KB wait for the client, predcache holds the model server's
+    # transfer (a pause, counted)
+    wait_for(lambda: p.metric("predcache_backend_pauses_total") >= 1, timeout=15,
+             what="the stream held for the slow reader")
+    got = b""
+    s.settimeout(20)
+    while not got.endswith(b"0\r\n\r\n"):
+        part = s.recv(65536)
+        if not part:
+            break
+        got += part
+    s.close()
+    head, _, chunked = got.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head
+    raw, pos = b"", 0
+    while True:  # de-chunk
+        nl = chunked.index(b"\r\n", pos)
+        size = int(chunked[pos:nl], 16)
+        if size == 0:
+            break
+        raw += chunked[nl + 2:nl + 2 + size]
+        pos = nl + 2 + size + 2
+    events = events_of(raw)
+    assert events[-1] == "[DONE]"
+    assert [json.loads(e)["index"] for e in events[:-1]] == list(range(n))
