@@ -458,20 +458,26 @@ static void head_uint(struct head *h, uint64_t v)
     head_put(h, d, pc_u64_text(v, d));
 }
 
+/* Starts a response head on c's output: the status line, Server and Date. */
+static void head_start(struct head *h, struct pc_conn *c, int status, int minor)
+{
+    h->out = bufferevent_get_output(c->bev);
+    h->len = 0;
+    head_str(h, minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+    head_uint(h, status > 0 ? (uint64_t)status : 0);
+    head_put(h, " ", 1);
+    head_str(h, pc_http_reason(status));
+    head_str(h, "\r\nServer: predcache\r\nDate: ");
+    head_str(h, http_date());
+    head_put(h, "\r\n", 2);
+}
+
 /* Writes status line, headers and body to the connection's output. */
 static void write_response(struct pc_conn *c, int status, int minor, int is_head,
                            const struct pc_header *headers, size_t n, const char *body, size_t len)
 {
     struct head h;
-    h.out = bufferevent_get_output(c->bev);
-    h.len = 0;
-    head_str(&h, minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
-    head_uint(&h, status > 0 ? (uint64_t)status : 0);
-    head_put(&h, " ", 1);
-    head_str(&h, pc_http_reason(status));
-    head_str(&h, "\r\nServer: predcache\r\nDate: ");
-    head_str(&h, http_date());
-    head_put(&h, "\r\n", 2);
+    head_start(&h, c, status, minor);
     const char *head_length = NULL;
     for (size_t i = 0; i < n; i++) {
         const char *name = headers[i].name;
@@ -901,15 +907,7 @@ int pc_http_stream_begin(struct pc_http_req *req, int status, const struct pc_he
     c->close_after = 1; /* one stream a connection: its end is the connection's */
     req->stream_chunked = req->h1.minor >= 1;
     struct head h;
-    h.out = bufferevent_get_output(c->bev);
-    h.len = 0;
-    head_str(&h, req->h1.minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
-    head_uint(&h, status > 0 ? (uint64_t)status : 0);
-    head_put(&h, " ", 1);
-    head_str(&h, pc_http_reason(status));
-    head_str(&h, "\r\nServer: predcache\r\nDate: ");
-    head_str(&h, http_date());
-    head_put(&h, "\r\n", 2);
+    head_start(&h, c, status, req->h1.minor);
     for (size_t i = 0; i < n_headers; i++) {
         const char *name = headers[i].name;
         if (pc_strcaseeq(name, "content-length") || pc_strcaseeq(name, "date") ||

@@ -770,6 +770,19 @@ def redis(tmp_path):
 
 
 @pytest.fixture
+def redis_cluster(tmp_path):
+    """A Redis Cluster of 3 masters and 3 replicas (rcluster.py), stopped after the test."""
+    from rcluster import RedisCluster  # rcluster builds on this module: imported late
+
+    cluster = RedisCluster(tmp_path / "cluster", masters=3)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
 def side_model(tmp_path):
     """A second test model server (a bystander's, or a route's of its own)."""
     server = ModelServer(tmp_path / "side-model")

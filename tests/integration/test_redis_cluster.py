@@ -17,29 +17,18 @@ import subprocess
 import time
 from collections import Counter
 
-import pytest
 import requests
 
 from conftest import (HTTP_TIMEOUT, canonical, concurrently, expected_key, wait_for,
                       without_received)
 from jobs import ROUTE, job_id_of, poll, submit, wait_done
 from oracle import Oracle
-from rcluster import SLOTS, RedisCluster, key_slot, wait_covered
+from rcluster import SLOTS, key_slot, wait_covered
 
 PREDICT = "/v1/models/m:predict"
 JOB_STREAM = "predcache:jobs:{default}"
 JOB_RECORD = "predcache:job:{default}:"
 L1 = {"l1_max_bytes": "4m", "l1_ttl_ms": "60000"}
-
-
-@pytest.fixture
-def redis_cluster(tmp_path):
-    cluster = RedisCluster(tmp_path / "cluster", masters=3)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 # --------------------------------------------------------------------------- helpers

@@ -29,11 +29,10 @@ import threading
 import time
 from collections import Counter
 
-import pytest
 
 from conftest import canonical, expected_key, wait_for
 from oracle import Oracle
-from rcluster import SLOTS, RedisCluster, wait_covered
+from rcluster import SLOTS, wait_covered
 
 PREDICT = "/v1/models/m:predict"
 HEADERS = {"Content-Type": "application/json"}
@@ -42,16 +41,6 @@ CLIENTS = 6            # load client threads
 WARMUP_S = 2.0         # load before the event
 AFTER_S = 1.5          # load after the event (and its checks)
 RESUME_S = 10.0        # caching must resume within this many seconds of the event
-
-
-@pytest.fixture
-def redis_cluster(tmp_path):
-    cluster = RedisCluster(tmp_path / "cluster", masters=3)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 # --------------------------------------------------------------------------- keys
