@@ -83,7 +83,8 @@ struct opt {
 #define DEFAULT_REPLAY_HEADERS "Content-Type, Inference-Header-Content-Length"
 #define DEFAULT_ROUTES                                                                             \
     "POST /predict, POST /v1/models/*:predict, POST /v1/models/*:classify, "                       \
-    "POST /v1/models/*:regress, POST /v2/models/*/infer"
+    "POST /v1/models/*:regress, POST /v2/models/*/infer, POST /v1/embeddings, POST /api/embed, "   \
+    "POST /api/embeddings, POST /embed"
 
 /* Sections in the order the file and the dump show them. */
 static const char *const sections[] = {"server", "backend", "redis", "cache", "jobs", "log"};

@@ -83,12 +83,18 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_value_bytes, 4194304);
     assert_string_equal(c.namespace_, "default");
     assert_string_equal(c.key_prefix, "predcache:");
-    assert_int_equal(c.n_routes, 5);
-    const char *methods[] = {"POST", "POST", "POST", "POST", "POST"};
-    const char *patterns[] = {"/predict", "/v1/models/*:predict", "/v1/models/*:classify",
-                              "/v1/models/*:regress", "/v2/models/*/infer"};
-    for (size_t i = 0; i < 5; i++) {
-        assert_string_equal(c.routes[i].method, methods[i]);
+    assert_int_equal(c.n_routes, 9);
+    const char *patterns[] = {"/predict",
+                              "/v1/models/*:predict",
+                              "/v1/models/*:classify",
+                              "/v1/models/*:regress",
+                              "/v2/models/*/infer",
+                              "/v1/embeddings",
+                              "/api/embed",
+                              "/api/embeddings",
+                              "/embed"};
+    for (size_t i = 0; i < 9; i++) {
+        assert_string_equal(c.routes[i].method, "POST");
         assert_string_equal(c.routes[i].pattern, patterns[i]);
     }
     assert_int_equal(c.n_input_fields, 0); /* the unsafe alias is off */
