@@ -19,6 +19,7 @@
 
 #include "predcache/buf.h"
 #include "predcache/log.h"
+#include "predcache/slots.h"
 #include "predcache/routes.h"
 
 #include <ctype.h>
@@ -1280,9 +1281,8 @@ static int check_named(const struct pc_config *cfg, int *line, char *err, size_t
 /* 1 when s holds a Redis Cluster hash tag: '{', then at least one byte before a '}'. */
 static int has_hash_tag(const char *s)
 {
-    const char *open = strchr(s, '{');
-    const char *close = open != NULL ? strchr(open + 1, '}') : NULL;
-    return close != NULL && close > open + 1;
+    size_t off, n;
+    return pc_slot_tag(s, strlen(s), &off, &n);
 }
 
 int pc_config_validate(struct pc_config *cfg, char *err, size_t errlen)

@@ -62,6 +62,7 @@
 #include "predcache/http.h"
 #include "predcache/jobtab.h"
 #include "predcache/log.h"
+#include "predcache/slots.h"
 #include "predcache/metrics.h"
 #include "predcache/store.h"
 #include "predcache/upstream.h"
@@ -1981,12 +1982,9 @@ struct pc_jobs *pc_jobs_new(struct pc_worker *w, char *err, size_t errlen)
     else
         snprintf(j->stream, sizeof j->stream, "%sjobs:{%s}", cfg->key_prefix, cfg->namespace_);
     { /* the part of the stream's name that decides its slot: its hash tag, or all of it */
-        const char *open = strchr(j->stream, '{');
-        const char *close = open != NULL ? strchr(open + 1, '}') : NULL;
-        if (close != NULL && close > open + 1)
-            snprintf(j->tag, sizeof j->tag, "%.*s", (int)(close - open - 1), open + 1);
-        else
-            pc_strlcpy(j->tag, j->stream, sizeof j->tag);
+        size_t off = 0, n = strlen(j->stream);
+        pc_slot_tag(j->stream, n, &off, &n);
+        snprintf(j->tag, sizeof j->tag, "%.*s", (int)n, j->stream + off);
     }
     char host[64] = "host", rnd[9];
     if (gethostname(host, sizeof host) != 0)

@@ -24,7 +24,9 @@
 #include "proxy_int.h"
 
 /* A request that asks for a stream: Accept names text/event-stream, or its JSON body has
- * a root member "stream" that is true (OpenAI, TGI, vLLM, llama.cpp, Ollama). */
+ * a root member "stream" that is true (OpenAI, TGI, vLLM, llama.cpp, Ollama). Every POST
+ * comes here: a body without the word is not scanned as JSON (a name spelled with escapes
+ * is then missed, and its answer buffered as any other). */
 static int wants_stream(const struct pc_preq *p)
 {
     const char *accept = pc_http_req_header(p->req, "Accept");
@@ -32,7 +34,8 @@ static int wants_stream(const struct pc_preq *p)
         return 1;
     size_t len, off = 0, vlen = 0;
     const char *body = pc_preq_body(p, &len);
-    if (len == 0 || pc_jsonedit_find_member(body, len, "stream", &off, &vlen) != 0)
+    if (len == 0 || memmem(body, len, "\"stream\"", 8) == NULL ||
+        pc_jsonedit_find_member(body, len, "stream", &off, &vlen) != 0)
         return 0;
     return vlen == 4 && memcmp(body + off, "true", 4) == 0;
 }
@@ -46,6 +49,7 @@ static void stream_done(struct pc_preq *p, int whole)
     pc_preq_free(p);
 }
 
+/* The http server's callbacks (arg: p, which the stream owns until stream_done). */
 static void on_gone(void *arg)
 {
     struct pc_preq *p = arg;
@@ -62,6 +66,7 @@ static void on_drained(void *arg)
     pc_upstream_resume(p->xfer);
 }
 
+/* The transfer's callbacks (arg: p; headers and data are valid during the call). */
 static int on_head(int status, const struct pc_header *headers, size_t n, void *arg)
 {
     struct pc_preq *p = arg;

@@ -44,13 +44,9 @@ uint16_t pc_slot_crc16(const char *s, size_t len)
 
 unsigned pc_slot_of(const char *key, size_t len)
 {
-    const char *open = memchr(key, '{', len);
-    if (open != NULL) {
-        size_t from = (size_t)(open - key) + 1;
-        const char *close = memchr(open + 1, '}', len - from);
-        if (close != NULL && close > open + 1)
-            return pc_slot_crc16(open + 1, (size_t)(close - open - 1)) & (PC_SLOTS - 1);
-    }
+    size_t off, n;
+    if (pc_slot_tag(key, len, &off, &n))
+        return pc_slot_crc16(key + off, n) & (PC_SLOTS - 1);
     return pc_slot_crc16(key, len) & (PC_SLOTS - 1);
 }
 

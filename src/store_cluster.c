@@ -532,6 +532,7 @@ struct ping_all {
     int ok;
 };
 
+/* One master's PONG (or failure); arg is the ping_all, freed by the last answer. */
 static void on_ping_one(int ok, void *arg)
 {
     struct ping_all *pa = arg;
@@ -609,6 +610,8 @@ static void mget_free(struct mget *mg)
     free(mg);
 }
 
+/* One slot's MGET reply (valid during the call: its strings are copied); arg is the part
+ * (taken); its mget is answered and freed by the last part. */
 static void on_mget_part(const struct pc_reply *reply, void *arg)
 {
     struct mget_part *part = arg;

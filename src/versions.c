@@ -46,6 +46,18 @@ static int model_init(void *owner, const char *id, void *data, const void *seed)
     return 0;
 }
 
+/* m's status endpoint, for a log line ("-" when it cannot be named). */
+static void status_path_text(const struct pc_model_ref *m, char *out, size_t len)
+{
+    struct pc_buf path;
+    pc_buf_init(&path);
+    pc_strlcpy(out, pc_model_status_path(m, &path) == 0 && path.data != NULL ? path.data : "-",
+               len);
+    pc_buf_release(&path);
+}
+
+/* The status call's answer; arg is the model's entry (the table's, alive until
+ * pc_lookups_done). */
 static void on_status(const struct pc_upstream_resp *r, void *arg)
 {
     struct model *e = arg;
@@ -62,16 +74,13 @@ static void on_status(const struct pc_upstream_resp *r, void *arg)
     int ok = (rc == 0 && found[0] != '\0') || unversioned;
     if (unversioned) {
         if (!e->unversioned) {
-            struct pc_buf path;
-            pc_buf_init(&path);
-            int named = pc_model_status_path(&e->m, &path) == 0 && path.data != NULL;
+            char path[PC_CFG_STR];
+            status_path_text(&e->m, path, sizeof path);
             pc_log(PC_LOG_INFO,
                    "versions: model %s has no versions at the model server (status endpoint %s: "
                    "%s); its requests are keyed by the path as sent (invalidate it when the "
                    "model changes)",
-                   e->m.name, named ? path.data : "-",
-                   r->status == 404 ? "it answered 404" : "its answer lists none");
-            pc_buf_release(&path);
+                   e->m.name, path, r->status == 404 ? "it answered 404" : "its answer lists none");
         }
         e->unversioned = 1;
         e->version[0] = '\0';
@@ -91,16 +100,14 @@ static void on_status(const struct pc_upstream_resp *r, void *arg)
             snprintf(why, sizeof why, "it answered %d", r->status);
         else
             snprintf(why, sizeof why, "no available version in its answer");
-        struct pc_buf path;
-        pc_buf_init(&path);
-        int named = pc_model_status_path(&e->m, &path) == 0 && path.data != NULL;
+        char path[PC_CFG_STR];
+        status_path_text(&e->m, path, sizeof path);
         pc_log(PC_LOG_WARN,
                "versions: cannot tell the version of model %s (status endpoint %s: %s); its "
                "requests without a version are not cached for %d s (set [cache] "
                "version_refresh_s = 0, or --set cache.version_refresh_s=0, to key them by "
                "path)",
-               e->m.name, named ? path.data : "-", why, e->v->w->cfg->version_refresh_s);
-        pc_buf_release(&path);
+               e->m.name, path, why, e->v->w->cfg->version_refresh_s);
         e->version[0] = '\0';
         e->unversioned = 0;
     }

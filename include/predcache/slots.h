@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define PC_SLOTS 16384
 #define PC_SLOT_NODES_MAX 64 /* masters a map tracks; ranges of more are refused */
@@ -18,8 +19,25 @@
 /* CRC16-CCITT (XMODEM: polynomial 0x1021, initial 0), as Redis Cluster computes it. */
 uint16_t pc_slot_crc16(const char *s, size_t len);
 
-/* The slot of key: the CRC16 of the part between the first '{' and the first '}' after
- * it when that part is not empty, else of the whole key; modulo 16384. */
+/* The hash tag of key[0..len): the part between the first '{' and the first '}' after it,
+ * when that part is not empty. 1 with it at key[*off], *n bytes; 0 when key has none (then
+ * the whole key decides the slot). Inline: the configuration checks names with it too. */
+static inline int pc_slot_tag(const char *key, size_t len, size_t *off, size_t *n)
+{
+    const char *open = memchr(key, '{', len);
+    if (open == NULL)
+        return 0;
+    size_t from = (size_t)(open - key) + 1;
+    const char *close = memchr(open + 1, '}', len - from);
+    if (close == NULL || close == open + 1)
+        return 0;
+    *off = from;
+    *n = (size_t)(close - open - 1);
+    return 1;
+}
+
+/* The slot of key: the CRC16 of its hash tag (pc_slot_tag), else of the whole key; modulo
+ * 16384. */
 unsigned pc_slot_of(const char *key, size_t len);
 
 struct pc_slot_node {

@@ -770,6 +770,20 @@ def redis(tmp_path):
 
 
 @pytest.fixture
+def injector(redis):
+    """A byte injector (tests/fixtures/fake_redis.py) relaying to the test's redis-server:
+    give predcache injector.port as its Redis to change chosen replies."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
+    from fake_redis import RedisInjector
+
+    inj = RedisInjector(redis.port)
+    try:
+        yield inj
+    finally:
+        inj.close()
+
+
+@pytest.fixture
 def redis_cluster(tmp_path):
     """A Redis Cluster of 3 masters and 3 replicas (rcluster.py), stopped after the test."""
     from rcluster import RedisCluster  # rcluster builds on this module: imported late

@@ -14,8 +14,6 @@ bytes. Every answer is checked by the integrity oracle.
 
 import collections
 import itertools
-import os
-import sys
 import threading
 import time
 
@@ -25,21 +23,10 @@ import requests
 from conftest import GiveUp, wait_for
 from oracle import Oracle, post_checked, predict_request, run_load
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures"))
-from fake_redis import RedisInjector  # noqa: E402
 
 PATH = "/v1/models/m:predict"
 RECOVER_S = 15.0
 DESYNCS = "predcache_redis_desyncs_total"
-
-
-@pytest.fixture
-def injector(redis):
-    inj = RedisInjector(redis.port)
-    try:
-        yield inj
-    finally:
-        inj.close()
 
 
 @pytest.fixture

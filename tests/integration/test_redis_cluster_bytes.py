@@ -9,8 +9,6 @@ replies. Every predict answer is judged by the integrity oracle; predcache must 
 answer every request (BYPASS while Redis cannot be used) and cache again afterwards.
 """
 
-import os
-import sys
 import time
 
 import pytest
@@ -20,9 +18,6 @@ from conftest import GiveUp, free_port, wait_for
 from oracle import Oracle, post_checked
 from rcluster import key_slot
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "fixtures"))
-from fake_redis import RedisInjector  # noqa: E402
 
 PATH = "/v1/models/m:predict"
 FOREVER = 10 ** 6  # a rule that is never used up
@@ -36,15 +31,6 @@ def slots_map(*ranges):
         out.append(b"*3\r\n:%d\r\n:%d\r\n*2\r\n$%d\r\n%s\r\n:%d\r\n" % (first, last, len(h), h,
                                                                        port))
     return b"".join(out)
-
-
-@pytest.fixture
-def injector(redis):
-    inj = RedisInjector(redis.port)
-    try:
-        yield inj
-    finally:
-        inj.close()
 
 
 def start(start_predcache, injector, **redis_extra):
