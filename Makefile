@@ -43,9 +43,12 @@ $(BUILD)/test_lookups: tests/model/model.h tests/model/model_unit.h tests/model/
 $(BUILD)/test_jobtab: tests/model/model.h tests/model/model_unit.h tests/model/jobtab_model.h
 $(BUILD)/test_cmdq: tests/model/model.h tests/model/model_unit.h tests/model/cmdq_model.h
 
-# The configuration checks its route table with the routes module.
-$(BUILD)/test_config: $(BUILD)/routes.o
-$(BUILD)/test_routes: $(BUILD)/config.o
+# The configuration checks its route table with the routes module, which names each route's
+# API family with the adapter module (it reads request bodies with jsonedit, over canon).
+ADAPTEROBJ := $(BUILD)/adapter.o $(BUILD)/jsonedit.o $(BUILD)/canon.o
+$(BUILD)/test_config: $(BUILD)/routes.o $(ADAPTEROBJ)
+$(BUILD)/test_routes: $(BUILD)/config.o $(ADAPTEROBJ)
+$(BUILD)/test_adapter: $(BUILD)/jsonedit.o $(BUILD)/canon.o $(BUILD)/reason.o
 # The one-pass batch keys are checked against the batch scanner.
 $(BUILD)/test_cachekey: $(BUILD)/batch.o
 # The metrics render the uncached counters with the reasons' tokens.
@@ -134,7 +137,8 @@ $(FUZZ_BUILD)/fuzz_keypairs: tests/fuzz/fuzz_keypairs.c tests/fuzz/fuzz.h \
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(KEYPAIRS_CFLAGS) -fsanitize=fuzzer -o $@ $(filter %.c %.o,$^) \
 	    $(FUZZ_LIBS)
 $(FUZZ_BUILD)/fuzz_canon: $(FUZZ_BUILD)/obj/cachekey.o $(FUZZ_BUILD)/obj/ref/cachekey_ref.o
-$(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/obj/routes.o
+$(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/obj/routes.o $(FUZZ_BUILD)/obj/adapter.o \
+                           $(FUZZ_BUILD)/obj/jsonedit.o $(FUZZ_BUILD)/obj/canon.o
 # fuzz_h1parse holds the HTTP request reader against the plain reading in tests/ref/.
 $(FUZZ_BUILD)/fuzz_h1parse: $(FUZZ_BUILD)/obj/ref/h1parse_ref.o
 $(FUZZ_BUILD)/fuzz_jsonedit: $(FUZZ_BUILD)/obj/canon.o

@@ -17,6 +17,7 @@
 #include "predcache/http.h"
 #include "predcache/log.h"
 #include "predcache/metrics.h"
+#include "predcache/routes.h"
 #include "predcache/store.h"
 #include "predcache/upstream.h"
 #include "predcache/worker.h"
@@ -105,6 +106,9 @@ static void ready_maybe_answer(struct ready_probe *pr)
     pc_buf_init(&body);
     int named_ok = named_json(pr->w, &named);
     cluster_json(pr->w, &named);
+    pc_buf_append_str(&named, ",\"keyed_by_path\":[");
+    pc_routes_list_as_sent(pr->w->cfg, 1, &named);
+    pc_buf_append_str(&named, "]");
     int ok = pr->redis_ok && pr->backend_ok && named_ok;
     const char *nj = named.data ? named.data : "";
     if (ok)

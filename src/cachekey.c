@@ -142,6 +142,7 @@ static int family_reads(const struct pc_key_params *p, const char *name, size_t 
         return in_list(name, len, tfs_examples, 3);
     case PC_FAMILY_JSON:
     case PC_FAMILY_KSERVE:
+    case PC_FAMILY_RAW: /* never read as JSON (hash_input) */
         break;
     }
     return !in_list(name, len, p->ignore_fields, p->n_ignore_fields);
@@ -447,7 +448,10 @@ static int hash_input(const struct pc_key_params *p, const char *head, size_t he
     enum pc_canon_rc rc = PC_CANON_INVALID;
     struct pc_canon_info info = {PC_CANON_NULL, NULL, 0};
     int nul = 0;
-    if (len == 0) {
+    if (p->family == PC_FAMILY_RAW) {
+        info.error = "read as bytes"; /* never reported: keyed raw below */
+        body_is_json = 0;
+    } else if (len == 0) {
         info.error = "empty body";
     } else if (len >= INT_MAX) { /* json-c's reading takes an int length */
         info.error = "body too large to parse";
@@ -723,8 +727,8 @@ int pc_cachekey_batch_read(const struct pc_key_params *p, const char *head, size
 {
     *out = NULL;
     const char *prefix = p->prefix ? p->prefix : "";
-    if (body == NULL || len == 0 || len >= INT_MAX || check_prefix(prefix, NULL, 0) != 0 ||
-        has_nul_escape(body, len))
+    if (p->family == PC_FAMILY_RAW || body == NULL || len == 0 || len >= INT_MAX ||
+        check_prefix(prefix, NULL, 0) != 0 || has_nul_escape(body, len))
         return 1;
     struct pc_cachekey_batch *kb = calloc(1, sizeof *kb);
     if (kb == NULL)

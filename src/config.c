@@ -17,6 +17,7 @@
  */
 #include "predcache/config.h"
 
+#include "predcache/adapter.h"
 #include "predcache/buf.h"
 #include "predcache/log.h"
 #include "predcache/slots.h"
@@ -84,8 +85,11 @@ struct opt {
 #define DEFAULT_REPLAY_HEADERS "Content-Type, Inference-Header-Content-Length"
 #define DEFAULT_ROUTES                                                                             \
     "POST /predict, POST /v1/models/*:predict, POST /v1/models/*:classify, "                       \
-    "POST /v1/models/*:regress, POST /v2/models/*/infer, POST /v1/embeddings, POST /api/embed, "   \
-    "POST /api/embeddings, POST /embed"
+    "POST /v1/models/*:regress, POST /v2/models/*/infer, POST /predictions/*, PUT "                \
+    "/predictions/*, "                                                                             \
+    "POST /v1/embeddings, POST /v1/chat/completions, POST /v1/completions, POST /api/embed, "      \
+    "POST /api/embeddings, POST /api/generate, POST /api/chat, POST /embed, POST /embed_all, "     \
+    "POST /embed_sparse, POST /rerank"
 
 /* Sections in the order the file and the dump show them. */
 static const char *const sections[] = {"server", "backend", "redis", "cache", "jobs", "log"};
@@ -99,10 +103,12 @@ static const char *const verify_actions[] = {"log", "purge", NULL};   /* pc_veri
 static const char *const credentials[] = {"isolate", "shared", "bypass", NULL}; /* pc_credentials */
 static const char *const response_ccs[] = {"honour", "ignore", NULL};           /* pc_response_cc */
 static const char *const jobs_creds[] = {"refuse", "local", NULL}; /* pc_jobs_credentials */
+static const char *const temperatures[] = {"sampling", "greedy", NULL}; /* pc_temperature */
 enum { CHOICES_VERIFY_COMPARE, CHOICES_VERIFY_ACTION, CHOICES_CREDENTIALS, CHOICES_RESPONSE_CC,
-       CHOICES_JOBS_CREDENTIALS };
+       CHOICES_JOBS_CREDENTIALS, CHOICES_TEMPERATURE, CHOICES_API };
 static const char *const *const choice_sets[] = {verify_compares, verify_actions, credentials,
-                                                 response_ccs, jobs_creds};
+                                                 response_ccs, jobs_creds, temperatures,
+                                                 pc_adapter_names};
 
 static const struct opt static_options[] = {
     /* section  key                   type          field                               min  max               default                  flags */
@@ -164,6 +170,7 @@ static const struct opt static_options[] = {
     {"cache",   "credential_headers", OPT_NAMES,    LIST(credential_headers, n_credential_headers), 0, PC_CFG_MAX_LIST, "",         0},
     {"cache",   "vary",               OPT_NAMES,    LIST(vary, n_vary),                 0,   PC_CFG_MAX_LIST,  "",                      0},
     {"cache",   "response_cache_control", OPT_CHOICE, FIELD(response_cache_control),    0,   CHOICES_RESPONSE_CC, "honour",             0},
+    {"cache",   "absent_temperature", OPT_CHOICE,   FIELD(absent_temperature),          0,   CHOICES_TEMPERATURE, "sampling",           0},
     {"cache",   "replay_headers",     OPT_NAMES,    LIST(replay_headers, n_replay_headers), 0, 8,              DEFAULT_REPLAY_HEADERS,  0},
     {"cache",   "per_instance",       OPT_BOOL,     FIELD(per_instance),                0,   1,                "on",                    0},
     {"cache",   "allow_client_controls", OPT_BOOL,  FIELD(allow_client_controls),       0,   1,                "on",                    0},
@@ -238,9 +245,12 @@ static const struct opt route_options[] = {
     {"route",   "ignore_fields",      OPT_NAMES,    RLIST(ignore_fields, n_ignore_fields), 0, PC_CFG_MAX_LIST, NULL, 0},
     {"route",   "vary",               OPT_NAMES,    RLIST(vary, n_vary),                0,   PC_CFG_MAX_LIST,  NULL, 0},
     {"route",   "response_cache_control", OPT_CHOICE, RFIELD(response_cache_control),   0,   CHOICES_RESPONSE_CC, NULL, 0},
+    {"route",   "api",                OPT_CHOICE,   RFIELD(api),                        0,   CHOICES_API,      NULL, 0},
+    {"route",   "absent_temperature", OPT_CHOICE,   RFIELD(absent_temperature),         0,   CHOICES_TEMPERATURE, NULL, 0},
 };
 enum { R_MATCH, R_BACKEND, R_CACHE, R_TTL, R_INPUTS, R_PATHFIELD, R_PERINST, R_CREDS, R_IGNORE,
-       R_VARY, R_RCC };
+       R_VARY, R_RCC, R_API, R_TEMP };
+_Static_assert(PC_ROUTE_SET_RCC == 1u << R_RCC, "config.h names the bit of response_cache_control");
 /* clang-format on */
 #define N_BACKEND_OPTIONS (sizeof(backend_options) / sizeof(backend_options[0]))
 #define N_ROUTE_OPTIONS (sizeof(route_options) / sizeof(route_options[0]))
@@ -1143,6 +1153,8 @@ static void inherit_named(struct pc_config *cfg)
         }
         if (!(r->set & (1u << R_RCC)))
             r->response_cache_control = cfg->response_cache_control;
+        if (!(r->set & (1u << R_TEMP)))
+            r->absent_temperature = cfg->absent_temperature;
         r->backend_index = 0;
         for (size_t j = 0; j < cfg->n_backends; j++) {
             if (strcmp(r->backend, cfg->backends[j].name) == 0)

@@ -29,6 +29,7 @@
 
 #include "predcache/config.h"
 #include "predcache/log.h"
+#include "predcache/routes.h"
 #include "predcache/tlsctx.h"
 #include "predcache/l1.h"
 #include "predcache/worker.h"
@@ -268,6 +269,21 @@ static void raise_nofile(const struct pc_config *cfg, size_t workers)
 }
 
 /* Builds every worker in this thread, in order (worker 0 binds first). 0 ok, -1 with err. */
+/* Once at start: the routes whose family has no version endpoint predcache reads. */
+static void log_keyed_as_sent(const struct pc_config *cfg)
+{
+    struct pc_buf list;
+    pc_buf_init(&list);
+    long n = pc_routes_list_as_sent(cfg, 0, &list);
+    if (n > 0)
+        pc_log(PC_LOG_INFO,
+               "routes keyed by the path as sent (their API has no model version endpoint: a "
+               "new default version is served from the cache until ttl_s or POST /invalidate): "
+               "%s",
+               list.data);
+    pc_buf_release(&list);
+}
+
 static int run_init(struct run *r, const struct pc_config *cfg, size_t n, char *err, size_t errlen)
 {
     r->n = n;
@@ -476,6 +492,7 @@ int main(int argc, char **argv)
                "predcache %s: data %s, admin %s, backend %s, redis %s:%d, %zu worker%s", PC_VERSION,
                cfg.listen, cfg.admin_listen, cfg.backend_url, cfg.redis_host, cfg.redis_port, n,
                n == 1 ? "" : "s");
+        log_keyed_as_sent(&cfg);
         if (run_start(&r) != 0)
             rc = 1;
     }

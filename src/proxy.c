@@ -115,6 +115,12 @@ void pc_preq_free(struct pc_preq *p)
         free(p->fwd[i].value);
     }
     free(p->fwd);
+    for (size_t i = 0; i < p->n_stream_hdrs; i++) {
+        free(p->stream_hdrs[i].name);
+        free(p->stream_hdrs[i].value);
+    }
+    free(p->stream_hdrs);
+    pc_buf_release(&p->stream_rec);
     free(p->head);
     free(p->plain);
     pc_proxy_batch_free(p->batch);
@@ -226,6 +232,8 @@ struct answer_rules {
     int ttl_s;     /* fresh this long: bounded by max-age / s-maxage */
     int record;    /* ttl_s goes into the entry */
     int no_grace;  /* not to be served stale */
+    int ignore_cc; /* the answer's Cache-Control is not heard (route, or family) */
+    int streamed;  /* a streamed answer: no-cache is the convention against buffering */
 };
 
 /* Does any header `name` of r hold the directive? */
@@ -314,12 +322,12 @@ static enum pc_reason judge_personal(struct answer_rules *a, const struct pc_ups
     }
     if (r->status >= 400 && r->status <= 499)
         return PC_REASON_CLIENT_ERROR;
-    if (a->route->v.response_cache_control == PC_RCC_IGNORE)
+    if (a->ignore_cc)
         return PC_REASON_NONE;
     if (response_directive(r, "Cache-Control", "no-store") ||
         response_directive(r, "Cache-Control", "private"))
         return PC_REASON_RESPONSE_PRIVATE;
-    if (response_directive(r, "Cache-Control", "no-cache"))
+    if (response_directive(r, "Cache-Control", "no-cache") && !a->streamed)
         return PC_REASON_RESPONSE_NO_CACHE;
     int smax = response_seconds(r, "s-maxage"), max = response_seconds(r, "max-age");
     if ((smax >= 0 ? smax : max) == 0)
@@ -347,7 +355,7 @@ static enum pc_reason judge_answer(struct answer_rules *a, const struct pc_upstr
     const char *ctype = pc_proxy_find_header(r->headers, r->n_headers, "Content-Type");
     if (ctype != NULL && strlen(ctype) >= PC_CFG_STR)
         return PC_REASON_CONTENT_TYPE_TOO_LONG;
-    if (a->route->v.response_cache_control == PC_RCC_IGNORE)
+    if (a->ignore_cc)
         return PC_REASON_NONE;
     int smax = response_seconds(r, "s-maxage"), max = response_seconds(r, "max-age");
     int bound = smax >= 0 ? smax : max;
@@ -366,10 +374,20 @@ static struct pc_wroute *route_of(const struct pc_preq *p)
     return &p->w->routes[p->route->v.id];
 }
 
+/* Is the model server's Cache-Control not heard for p? The route says ignore, or p's family
+ * writes boilerplate (TorchServe's private on every answer) and the route's own section
+ * does not say how to hear it. */
+static int ignores_cc(const struct pc_preq *p)
+{
+    const struct pc_route_view *v = &p->route->v;
+    return v->response_cache_control == PC_RCC_IGNORE || (p->ad.boilerplate_cc && !v->rcc_set);
+}
+
 enum pc_reason pc_proxy_judge(struct pc_preq *p, const struct pc_upstream_resp *r,
                               enum pc_reason *personal)
 {
-    struct answer_rules a = {p->w, route_of(p), p->vary_n, p->ttl_s, p->client_ttl, 0};
+    struct answer_rules a = {p->w,          route_of(p), p->vary_n,     p->ttl_s,
+                             p->client_ttl, 0,           ignores_cc(p), p->stream_keep};
     enum pc_reason why = judge_answer(&a, r, personal);
     if (why == PC_REASON_NONE) {
         p->ttl_s = a.ttl_s;
@@ -460,6 +478,12 @@ static int store_result(struct pc_preq *p, const struct pc_upstream_resp *r, enu
     }
     return store_answer(w, p->key, p->ttl_s, p->client_ttl, pc_proxy_store_ttl(p), r, done_cb,
                         done_arg);
+}
+
+void pc_proxy_store_streamed(struct pc_preq *p, const struct pc_upstream_resp *r,
+                             enum pc_reason why)
+{
+    store_result(p, r, why, NULL, NULL);
 }
 
 /* ---- forwarding -------------------------------------------------------------------- */
@@ -760,9 +784,7 @@ const char *pc_preq_body(const struct pc_preq *p, size_t *len)
     return pc_http_req_body(p->req, len);
 }
 
-/* The bytes to send for body (after pc_proxy_forward_headers): the client's own encoded bytes,
- * with their Content-Encoding, when body is its whole decoded body; else body itself. */
-static const char *wire_body(struct pc_preq *p, const char *body, size_t *len)
+const char *pc_proxy_wire_body(struct pc_preq *p, const char *body, size_t *len)
 {
     if (p->plain == NULL || body != p->plain)
         return body;
@@ -803,7 +825,7 @@ void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const
         pc_preq_free(p);
         return;
     }
-    body = wire_body(p, body, &len);
+    body = pc_proxy_wire_body(p, body, &len);
     long elapsed_ms = (long)((pc_now_us() - pc_http_req_start_us(p->req)) / 1000);
     long left_ms = w->cfg->request_timeout_ms - elapsed_ms;
     if (left_ms <= 0) {
@@ -821,9 +843,13 @@ void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const
     }
 }
 
-/* Forwards the client's own body. */
+/* Forwards the client's own body; a request for a streamed answer gets it as it comes. */
 static void forward(struct pc_preq *p, enum pc_cache_result result)
 {
+    if (p->stream) {
+        pc_proxy_stream_send(p, result);
+        return;
+    }
     size_t len;
     const char *body = pc_preq_body(p, &len);
     pc_proxy_forward_body(p, result, body, len, on_backend);
@@ -837,7 +863,7 @@ int pc_bgcall_copy(struct pc_preq *p, const char *body, size_t len, struct pc_bg
     c->backend = p->backend;
     int rc = pc_proxy_forward_headers(p);
     if (rc == 0)
-        body = wire_body(p, body, &len);
+        body = pc_proxy_wire_body(p, body, &len);
     c->hdrs = p->fwd; /* the headers move to the call (also those copied before a failure) */
     c->n_hdrs = p->n_fwd;
     p->fwd = NULL;
@@ -1248,6 +1274,10 @@ static void forward_or_join(struct pc_preq *p, enum pc_cache_result result)
 {
     struct pc_worker *w = p->w;
     struct pc_flight *f;
+    if (p->stream) { /* each stream is its own call: a waiter would not get it as it comes */
+        forward(p, result);
+        return;
+    }
     switch (pc_proxy_join(p, &f)) {
     case PC_JOIN_DONE: {
         struct pc_envelope env;
@@ -1380,6 +1410,7 @@ struct refresh {
     struct pc_batch_keys *inst_keys; /* a batch's: the key of each instance sent, in order */
     int ttl_s;
     int client_ttl;
+    int ignore_cc, streamed; /* as answer_rules */
     struct pc_bgcall call;
 };
 
@@ -1399,7 +1430,8 @@ static void on_refresh(const struct pc_upstream_resp *r, void *arg)
     struct pc_worker *w = rf->w;
     pc_hist_observe(&w->metrics.h_backend, r->total_ms / 1000.0);
     pc_timer_observe(&w->metrics.t_backend, r->total_ms / 1000.0);
-    struct answer_rules a = {w, rf->route, rf->vary_n, rf->ttl_s, rf->client_ttl, 0};
+    struct answer_rules a = {w, rf->route,     rf->vary_n,  rf->ttl_s, rf->client_ttl,
+                             0, rf->ignore_cc, rf->streamed};
     const char *why = r->error != PC_UP_OK ? r->errmsg : NULL;
     enum pc_reason refused = why == NULL ? judge_answer(&a, r, NULL) : PC_REASON_NONE;
     if (refused != PC_REASON_NONE)
@@ -1441,6 +1473,8 @@ static void refresh_start(struct pc_preq *p, const char *key, int stale_ttl_s, c
     rf->w = w;
     rf->route = route_of(p);
     rf->vary_n = p->vary_n;
+    rf->ignore_cc = ignores_cc(p);
+    rf->streamed = p->stream_keep;
     /* The refreshed entry keeps the TTL the stale one was stored with, unless this
      * request names one. */
     rf->client_ttl = p->client_ttl || stale_ttl_s > 0;
@@ -1638,27 +1672,45 @@ static const char *read_controls(struct pc_preq *p)
 /* ---- the request: route, controls, model version, generation, key, lookup --------- */
 
 /*
- * How the model server reads p's body, from the API its path names: TF Serving (predict,
- * or classify / regress), KServe v2, else plain JSON; and the noise its whole-body reading
- * leaves out when the route says "auto": KServe v2's "id" (written back into replayed
- * answers), plain JSON's "request_id".
+ * How the model server reads p's body, from its API family (adapter.h): TF Serving
+ * (predict, or classify / regress), KServe v2, raw bytes, else JSON; and the noise its
+ * whole-body reading leaves out when the route says "auto": KServe v2's "id" (written back
+ * into replayed answers), the others' "request_id".
  */
 static void pass_uncached(struct pc_preq *p, enum pc_reason why);
 
 static void key_family(struct pc_preq *p)
 {
-    static const char *const json_noise[] = {"request_id"};
-    static const char *const kserve_noise[] = {"id"};
-    enum pc_key_family f = PC_FAMILY_JSON;
-    if (p->model.api == PC_API_TFS_V1)
-        f = strcmp(p->model.verb, "predict") == 0 ? PC_FAMILY_TFS_PREDICT : PC_FAMILY_TFS_EXAMPLES;
-    else if (p->model.api == PC_API_KSERVE_V2)
-        f = PC_FAMILY_KSERVE;
-    p->keyp.family = f;
+    p->keyp.family = p->ad.family;
     if (p->route->ignore_auto) {
-        p->keyp.ignore_fields = f == PC_FAMILY_KSERVE ? kserve_noise : json_noise;
-        p->keyp.n_ignore_fields = 1;
+        p->keyp.ignore_fields = p->ad.noise;
+        p->keyp.n_ignore_fields = p->ad.n_noise;
     }
+}
+
+/*
+ * The model a path names: TF Serving's and KServe v2's (their version is then resolved),
+ * TorchServe's /predictions/NAME[/VERSION] (its version as sent: invalidation by model).
+ */
+static void model_of(struct pc_preq *p)
+{
+    const char *path = pc_http_req_path(p->req);
+    memset(&p->model, 0, sizeof p->model);
+    if (p->ad.status_versions) {
+        if (pc_model_of_path(path, &p->model) != 0)
+            memset(&p->model, 0, sizeof p->model);
+        return;
+    }
+    if (p->ad.api != PC_ADAPTER_TORCHSERVE || strncmp(path, "/predictions/", 13) != 0)
+        return;
+    const char *name = path + 13, *slash = strchr(name, '/');
+    size_t n = slash ? (size_t)(slash - name) : strlen(name);
+    const char *version = slash ? slash + 1 : "";
+    if (n == 0 || n >= sizeof p->model.name || strlen(version) >= sizeof p->model.version ||
+        strchr(version, '/') != NULL)
+        return;
+    memcpy(p->model.name, name, n);
+    pc_strlcpy(p->model.version, version, sizeof p->model.version);
 }
 
 /*
@@ -1852,7 +1904,9 @@ static int key_request(struct pc_preq *p)
     }
     if (w->memo != NULL)
         PC_METRIC_INC(w->metrics.key_memo_misses);
-    int batch = p->route->v.per_instance ? pc_proxy_batch_key(p, &probe, ctx.data, ctx.len) : 1;
+    int batch = p->route->v.per_instance && p->keyp.family != PC_FAMILY_RAW
+                    ? pc_proxy_batch_key(p, &probe, ctx.data, ctx.len)
+                    : 1;
     if (batch == 0 || batch == 2)
         pc_buf_release(&ctx);
     if (batch == 0) /* a TF Serving batch: cached instance by instance (remembered once keyed) */
@@ -2038,9 +2092,9 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
     p->route = id >= 0 ? &w->routes[id] : NULL;
     p->backend = p->route != NULL ? p->route->v.backend : 0;
     p->cacheable = p->route != NULL && p->route->v.cache;
+    p->stream = pc_proxy_wants_stream(p);
     if (!p->cacheable) {
-        if (!pc_proxy_stream(p))
-            forward(p, RES_PASS);
+        forward(p, RES_PASS);
         return;
     }
     p->ttl_s = p->route->v.ttl_s;
@@ -2051,16 +2105,27 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
         pc_preq_free(p);
         return;
     }
-    if (pc_proxy_stream(p))
-        return; /* a streamed answer: passed on as it comes, not cached */
     if (decode_request(p) != 0)
         return;
-    if (pc_model_of_path(pc_http_req_path(req), &p->model) != 0)
-        memset(&p->model, 0, sizeof p->model);
+    pc_adapter_view(p->route->v.api, pc_http_req_path(req), &p->ad);
+    p->stream = pc_proxy_wants_stream(p); /* read again: decoded, as the family reads it */
+    size_t len;
+    const char *body = pc_preq_body(p, &len);
+    enum pc_reason sampled = pc_adapter_judge_request(&p->ad, body, len, p->route->v.absent_greedy);
+    if (sampled != PC_REASON_NONE) {
+        pass_uncached(p, sampled);
+        return;
+    }
+    if (p->stream && !p->ad.completion) { /* passed on as it comes, not cached */
+        pass_uncached(p, PC_REASON_STREAMED);
+        return;
+    }
+    p->stream_keep = p->stream; /* a deterministic generation: its events are stored */
+    model_of(p);
     key_family(p);
     if (key_credentials(p) != 0)
         return;
-    if (p->model.api != PC_API_NONE && p->model.version[0] == '\0' &&
+    if (p->ad.status_versions && p->model.api != PC_API_NONE && p->model.version[0] == '\0' &&
         w->cfg->version_refresh_s > 0) {
         char version[64];
         switch (pc_versions_get(w->versions, p->backend, &p->model, version, sizeof version,

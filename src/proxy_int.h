@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "predcache/adapter.h"
 #include "predcache/buf.h"
 #include "predcache/cachekey.h"
 #include "predcache/http.h"
@@ -79,9 +80,19 @@ struct pc_preq {
     char *plain;
     size_t plain_len;
     char coding[32];
-    struct pc_xfer *xfer; /* a streamed answer's transfer, while it runs (proxy_stream.c) */
-    size_t streamed;      /* its bytes passed on */
+    struct pc_adapter_view ad; /* what the request's API family means (cacheable routes) */
+    int stream;                /* it asks for a streamed answer: forwarded as one */
+    struct pc_xfer *xfer;      /* a streamed answer's transfer, while it runs (proxy_stream.c) */
+    size_t streamed;           /* its bytes passed on */
     int stream_status;
+    /* A cacheable streamed answer (a deterministic generation): looked up as any request;
+     * on a miss its bytes are kept as they pass (up to max_value_bytes, else dropped) and
+     * stored once it ended whole; the head's headers are kept for the entry. */
+    int stream_keep;
+    struct pc_buf stream_rec;
+    int stream_over; /* past max_value_bytes: not stored */
+    struct pc_header *stream_hdrs;
+    size_t n_stream_hdrs;
 };
 
 /* The request body as the model server reads it: decoded, or the bytes as received. */
@@ -96,10 +107,20 @@ void pc_proxy_account(struct pc_preq *p, int status, size_t len);
 /* Copies the request's end-to-end headers for the model server into p->fwd, with
  * X-Forwarded-For. 0 ok; -1 no memory. */
 int pc_proxy_forward_headers(struct pc_preq *p);
-/* Streams a request that asks for a streamed answer ("stream": true, Accept:
- * text/event-stream) to the model server and its answer back as it comes (proxy_stream.c).
- * 1 when p is a streaming request and was taken (answered or failed there); 0 not one. */
-int pc_proxy_stream(struct pc_preq *p);
+/* Does p ask for a streamed answer? Accept: text/event-stream, or a JSON body whose root
+ * "stream" is true (or not false, when the family streams by default: p->ad). */
+int pc_proxy_wants_stream(const struct pc_preq *p);
+/* Streams p to the model server and its answer back as it comes, labelled result (p taken
+ * over: answered or failed there). With p->stream_keep the answer is kept and, once whole,
+ * judged and stored (pc_proxy_store_streamed). */
+void pc_proxy_stream_send(struct pc_preq *p, enum pc_cache_result result);
+/* Stores a whole streamed answer r (its body the bytes passed on) under p->key, judged as
+ * any answer: for after the stream's end (why: pc_proxy_judge's verdict, before it). */
+void pc_proxy_store_streamed(struct pc_preq *p, const struct pc_upstream_resp *r,
+                             enum pc_reason why);
+/* The bytes to send for body (after pc_proxy_forward_headers): the client's own encoded
+ * bytes, with their Content-Encoding, when body is its whole decoded body; else body. */
+const char *pc_proxy_wire_body(struct pc_preq *p, const char *body, size_t *len);
 
 /* Logs, counts and answers; p->req is gone afterwards (p itself stays). */
 void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, size_t n,

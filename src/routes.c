@@ -12,6 +12,8 @@
  */
 #include "predcache/routes.h"
 
+#include "predcache/adapter.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,6 +134,7 @@ int pc_routes_get(const struct pc_config *cfg, size_t id, struct pc_route_view *
         v->vary = cfg->vary;
         v->n_vary = cfg->n_vary;
         v->response_cache_control = cfg->response_cache_control;
+        v->absent_greedy = cfg->absent_temperature == PC_TEMP_GREEDY;
         return 0;
     }
     id -= cfg->n_routes;
@@ -154,8 +157,59 @@ int pc_routes_get(const struct pc_config *cfg, size_t id, struct pc_route_view *
     v->vary = s->vary;
     v->n_vary = s->n_vary;
     v->response_cache_control = s->response_cache_control;
+    v->rcc_set = (s->set & PC_ROUTE_SET_RCC) != 0;
+    v->api = s->api;
+    v->absent_greedy = s->absent_temperature == PC_TEMP_GREEDY;
     v->line = s->line;
     return 0;
+}
+
+int pc_routes_api(const struct pc_route_view *v, int *keyed_as_sent)
+{
+    struct pc_adapter_view ad;
+    pc_adapter_view((enum pc_adapter)v->api, v->rule->pattern, &ad);
+    *keyed_as_sent = v->cache && !ad.status_versions;
+    return (int)ad.api;
+}
+
+/* Appends s as a JSON string's content (quotes, backslashes and controls escaped). */
+static int json_chars(struct pc_buf *out, const char *s)
+{
+    int rc = 0;
+    for (; *s && rc == 0; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            rc = pc_buf_printf(out, "\\%c", c);
+        else if (c < 0x20)
+            rc = pc_buf_printf(out, "\\u%04x", c);
+        else
+            rc = pc_buf_append_char(out, (char)c);
+    }
+    return rc;
+}
+
+long pc_routes_list_as_sent(const struct pc_config *cfg, int json, struct pc_buf *out)
+{
+    long n = 0;
+    int rc = 0;
+    for (size_t id = 0; id < pc_routes_count(cfg) && rc == 0; id++) {
+        struct pc_route_view v;
+        int as_sent = 0;
+        if (pc_routes_get(cfg, id, &v) != 0)
+            continue;
+        const char *api = pc_adapter_names[pc_routes_api(&v, &as_sent)];
+        if (!as_sent)
+            continue;
+        if (json) {
+            rc |= pc_buf_append_str(out, n > 0 ? ",{\"route\":\"" : "{\"route\":\"");
+            rc |= json_chars(out, v.name);
+            rc |= pc_buf_printf(out, "\",\"api\":\"%s\"}", api);
+        } else {
+            rc |= pc_buf_printf(out, "%s%s (%s)", n > 0 ? ", " : "", v.name, api);
+        }
+        n++;
+    }
+    return rc != 0 ? -1 : n;
 }
 
 static const struct pc_route_rule *rule_of(const struct pc_config *cfg, size_t id, int *section)

@@ -19,7 +19,7 @@
  *            field, a string
  *   fields   the route's input_fields (unsafe alias of v1: fields it names are the only
  *            ones read, whatever else the server reads)
- *   raw      anything else: the bytes
+ *   raw      anything else, and every body of the raw family: the bytes
  *   instance one element of a TF Serving "instances" batch: canonical(context) "\n"
  *            canonical(element), the context being every other member the server reads
  * Pure: no I/O, no globals; unit-tested with vectors and fuzzed.
@@ -49,6 +49,7 @@ enum pc_key_family {
     PC_FAMILY_TFS_PREDICT,  /* signature_name, instances, inputs */
     PC_FAMILY_TFS_EXAMPLES, /* :classify, :regress: signature_name, context, examples */
     PC_FAMILY_KSERVE,       /* KServe v2 infer: the whole body minus ignore fields */
+    PC_FAMILY_RAW,          /* the bytes, JSON or not ([route] api = raw) */
 };
 
 struct pc_key_params {

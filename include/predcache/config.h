@@ -40,6 +40,7 @@ struct pc_backend_cfg {
 };
 
 /* A [route NAME] section: a method and path glob mapped to a backend and cache settings. */
+#define PC_ROUTE_SET_RCC (1u << 10) /* in set: the section gave response_cache_control */
 struct pc_route_cfg {
     char name[PC_CFG_NAME];
     struct pc_route_rule match;
@@ -56,6 +57,8 @@ struct pc_route_cfg {
     char vary[PC_CFG_MAX_LIST][64];
     size_t n_vary;              /* default: [cache] vary */
     int response_cache_control; /* enum pc_response_cc; default: [cache] response_cache_control */
+    int api;                    /* enum pc_adapter (adapter.h); default auto: by path */
+    int absent_temperature;     /* enum pc_temperature; default: [cache] absent_temperature */
     unsigned set;               /* bit i: key i of the section's table was given */
     int line;
     int backend_index; /* resolved by validate: 0 = [backend], i + 1 = backends[i] */
@@ -66,6 +69,8 @@ enum pc_verify_compare { PC_VERIFY_BYTES, PC_VERIFY_JSON };
 enum pc_verify_action { PC_VERIFY_LOG, PC_VERIFY_PURGE };
 /* [cache] credentials: who may share an answer given to a request that carries credentials */
 enum pc_credentials { PC_CREDS_ISOLATE, PC_CREDS_SHARED, PC_CREDS_BYPASS };
+/* [cache] absent_temperature: what a generation without a temperature does on the model server */
+enum pc_temperature { PC_TEMP_SAMPLING, PC_TEMP_GREEDY };
 /* [cache] response_cache_control: the model server's Cache-Control is honoured or ignored */
 enum pc_response_cc { PC_RCC_HONOUR, PC_RCC_IGNORE };
 /* [jobs] credentials: a job request carrying credentials is refused, or run from memory */
@@ -141,6 +146,7 @@ struct pc_config {
     char vary[PC_CFG_MAX_LIST][64]; /* request headers always in the key; default none */
     size_t n_vary;
     int response_cache_control;               /* enum pc_response_cc; default honour */
+    int absent_temperature;                   /* enum pc_temperature; default sampling */
     char replay_headers[PC_CFG_MAX_LIST][64]; /* response headers an entry keeps and replays */
     size_t n_replay_headers; /* default Content-Type, Inference-Header-Content-Length */
     int per_instance;        /* cache each element of a TF Serving `instances` batch; default on */

@@ -23,6 +23,8 @@
     X(PATH_TOO_LONG, "path-too-long", "model path too long")                                       \
     X(NOT_CACHEABLE, "not-cacheable", "not cacheable")                                             \
     X(STREAMED, "streamed", "a streamed answer is passed on as it comes, not stored")              \
+    X(NON_DETERMINISTIC, "non-deterministic",                                                      \
+      "a generation that samples (temperature not 0, or more than one choice)")                    \
     X(REQUEST_ENCODING, "request-encoding",                                                        \
       "the request body's Content-Encoding is neither gzip nor deflate")                           \
     X(RESPONSE_COOKIE, "response-cookie", "response sets a cookie")                                \
@@ -36,6 +38,7 @@
     X(RESPONSE_MAX_AGE_0, "response-max-age-0", "response max-age=0")                              \
     X(STATUS, "status", "status not 2xx")                                                          \
     X(TOO_LARGE, "too-large", "larger than max_value_bytes")                                       \
+    X(STREAM_CUT, "stream-cut", "the streamed answer ended before its end")                        \
     X(RESPONSE_ENCODED, "response-encoded", "response is content-encoded")                         \
     X(CONTENT_TYPE_TOO_LONG, "content-type-too-long", "content type too long to store")            \
     X(REQUEST_NO_STORE, "request-no-store", "request no-store")

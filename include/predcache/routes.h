@@ -34,6 +34,9 @@ struct pc_route_view {
     const char (*vary)[64];
     size_t n_vary;
     int response_cache_control; /* enum pc_response_cc */
+    int rcc_set;                /* a [route NAME] section set response_cache_control */
+    int api;                    /* enum pc_adapter: auto (by path) or the family named */
+    int absent_greedy;          /* absent_temperature = greedy */
     int line;                   /* of the section header; 0 for [cache] routes entries */
 };
 
@@ -57,6 +60,18 @@ long pc_routes_match(const struct pc_config *cfg, const char *method, const char
  * section replaces a default route. 0 ok; -1 with *line (0: not from a section) and why.
  */
 int pc_routes_check(const struct pc_config *cfg, int *line, char *err, size_t errlen);
+
+/*
+ * The API family of route v (adapter.h): the one it names, or under "auto" the one its
+ * pattern takes (a pattern stands for its paths here: a pattern under /predictions/ is
+ * TorchServe's). *keyed_as_sent: 1 when the route is cached and its family has no version endpoint
+ * predcache reads, so its requests are keyed by the path as sent (a new default version
+ * of the model is served from the cache until ttl_s or an invalidation).
+ */
+int pc_routes_api(const struct pc_route_view *v, int *keyed_as_sent);
+/* Appends the routes keyed by the path as sent: as JSON objects {"route":NAME,"api":API}
+ * joined by ',' (json), else "NAME (API)" joined by ", ". Their count; -1 no memory. */
+long pc_routes_list_as_sent(const struct pc_config *cfg, int json, struct pc_buf *out);
 
 /* Glob patterns: '*' matches any run of characters, '/' included. */
 int pc_glob_match(const char *pat, const char *s);

@@ -2,7 +2,8 @@
 the model server writes them: no buffering, no Content-Length, no bound on the whole answer
 (only on the silence between bytes: [backend] idle_timeout_ms), and a client that leaves
 stops the model server's call. They are not cached (X-Cache: PASS, X-Cache-Reason:
-streamed on a cached route).
+streamed, or non-deterministic for a generation that samples); a deterministic generation's
+stream is (test_generations.py).
 
 The test model server's /v1/chat/completions streams events; with stream_hold it sends the
 first and waits for POST /_release, so a test can see that event arrive through predcache
@@ -83,8 +84,10 @@ def test_events_pass_through_as_they_come(start_predcache, model):
     assert " path=%s status=200 cache=PASS " % CHAT in line and " bytes=%d" % len(got) in line
 
 
-def test_a_cached_route_says_streamed(start_predcache, model, redis):
-    p = start_predcache(conf={"cache": {"routes": "POST /v1/chat/completions"}})
+def test_a_stream_of_a_family_without_generations_says_streamed(start_predcache, model, redis):
+    """A route whose family has no generations (api = json): a streamed answer is passed on
+    and not stored (PASS, streamed); the same request without "stream" is cached."""
+    p = start_predcache(conf={"route chat": {"match": "POST " + CHAT, "api": "json"}})
     model.control(stream_events=2)
     r = open_stream(p, chat_body("cached route"))
     raw = r.content

@@ -83,20 +83,30 @@ static void test_defaults(void **state)
     assert_int_equal(c.max_value_bytes, 4194304);
     assert_string_equal(c.namespace_, "default");
     assert_string_equal(c.key_prefix, "predcache:");
-    assert_int_equal(c.n_routes, 9);
-    const char *patterns[] = {"/predict",
-                              "/v1/models/*:predict",
-                              "/v1/models/*:classify",
-                              "/v1/models/*:regress",
-                              "/v2/models/*/infer",
-                              "/v1/embeddings",
-                              "/api/embed",
-                              "/api/embeddings",
-                              "/embed"};
-    for (size_t i = 0; i < 9; i++) {
-        assert_string_equal(c.routes[i].method, "POST");
-        assert_string_equal(c.routes[i].pattern, patterns[i]);
+    assert_int_equal(c.n_routes, 18);
+    const char *routes[][2] = {{"POST", "/predict"},
+                               {"POST", "/v1/models/*:predict"},
+                               {"POST", "/v1/models/*:classify"},
+                               {"POST", "/v1/models/*:regress"},
+                               {"POST", "/v2/models/*/infer"},
+                               {"POST", "/predictions/*"},
+                               {"PUT", "/predictions/*"},
+                               {"POST", "/v1/embeddings"},
+                               {"POST", "/v1/chat/completions"},
+                               {"POST", "/v1/completions"},
+                               {"POST", "/api/embed"},
+                               {"POST", "/api/embeddings"},
+                               {"POST", "/api/generate"},
+                               {"POST", "/api/chat"},
+                               {"POST", "/embed"},
+                               {"POST", "/embed_all"},
+                               {"POST", "/embed_sparse"},
+                               {"POST", "/rerank"}};
+    for (size_t i = 0; i < 18; i++) {
+        assert_string_equal(c.routes[i].method, routes[i][0]);
+        assert_string_equal(c.routes[i].pattern, routes[i][1]);
     }
+    assert_int_equal(c.absent_temperature, PC_TEMP_SAMPLING);
     assert_int_equal(c.n_input_fields, 0); /* the unsafe alias is off */
     assert_int_equal(c.n_ignore_fields, 1);
     assert_string_equal(c.ignore_fields[0], "auto");
