@@ -35,6 +35,11 @@ $(BUILD)/%.o: src/%.c
 $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o $(BUILD)/buf.o $(BUILD)/log.o
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(shell pkg-config --libs cmocka)
 
+# list is header only.
+$(BUILD)/test_list: tests/unit/test_list.c include/predcache/list.h
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(shell pkg-config --libs cmocka)
+
 # The model-based tests run the drivers the fuzz targets run (tests/model/).
 $(BUILD)/test_l1: tests/model/model.h tests/model/model_unit.h tests/model/l1_model.h
 $(BUILD)/test_keymemo: tests/model/model.h tests/model/model_unit.h tests/model/keymemo_model.h
@@ -80,6 +85,7 @@ test: bootstrap
 
 unit: $(UNITBIN)
 	@set -e; for t in $(UNITBIN); do echo "== $$t"; $$t; done
+	@$(PY) tests/check_modules.py
 
 integration: $(BIN)
 	PREDCACHE_BIN=$(abspath $(BIN)) $(PY) -m pytest -q tests/integration $(PYTEST_ARGS)

@@ -35,6 +35,12 @@ static const char *const ollama_paths[] = {"/api/embed", "/api/embeddings", "/ap
                                            "/api/chat", NULL};
 static const char *const tei_paths[] = {"/embed", "/embed_all", "/embed_sparse", "/rerank", NULL};
 
+static const struct pc_items_shape tfs_items = {"instances", "predictions", 0, 0};
+static const struct pc_items_shape openai_items = {"input", "data", 1, 1};
+static const struct pc_items_shape ollama_items = {"input", "embeddings", 1, 0};
+static const struct pc_items_shape tei_items = {"inputs", "", 1, 0};
+static const char *const tei_item_paths[] = {"/embed", "/embed_all", "/embed_sparse", NULL};
+
 enum pc_adapter pc_adapter_by_path(const char *path)
 {
     if (starts(path, "/v1/models/") && strchr(path + 11, ':') != NULL)
@@ -62,30 +68,43 @@ void pc_adapter_view(enum pc_adapter api, const char *path, struct pc_adapter_vi
         api = pc_adapter_by_path(path);
     v->api = api;
     v->family = PC_FAMILY_JSON;
+    v->json_when = PC_JSON_UNLESS_TYPED;
     v->noise = json_noise;
     v->n_noise = 1;
     switch (api) {
     case PC_ADAPTER_TFSERVING:
         v->family = ends(path, ":classify") || ends(path, ":regress") ? PC_FAMILY_TFS_EXAMPLES
                                                                       : PC_FAMILY_TFS_PREDICT;
+        v->items = v->family == PC_FAMILY_TFS_PREDICT ? &tfs_items : NULL;
         v->status_versions = 1;
+        v->json_when = PC_JSON_ALWAYS;
         break;
     case PC_ADAPTER_KSERVE_V2:
         v->family = PC_FAMILY_KSERVE;
         v->noise = kserve_noise;
         v->status_versions = 1;
+        v->json_when = PC_JSON_ALWAYS;
         break;
     case PC_ADAPTER_TORCHSERVE: /* its handler is handed the whole body: no noise known */
         v->noise = NULL;
         v->n_noise = 0;
         v->boilerplate_cc = 1;
+        v->json_when = PC_JSON_IF_TYPED;
         break;
     case PC_ADAPTER_OPENAI:
         v->completion = ends(path, "/completions");
+        v->items = ends(path, "/embeddings") ? &openai_items : NULL;
         break;
     case PC_ADAPTER_OLLAMA:
         v->completion = strcmp(path, "/api/generate") == 0 || strcmp(path, "/api/chat") == 0;
         v->stream_default = v->completion;
+        v->items = strcmp(path, "/api/embed") == 0 ? &ollama_items : NULL;
+        break;
+    case PC_ADAPTER_TEI:
+        v->items = one_of(path, tei_item_paths) ? &tei_items : NULL;
+        break;
+    case PC_ADAPTER_JSON: /* a plain predictor that takes TF Serving's batches */
+        v->items = ends(path, "/predict") ? &tfs_items : NULL;
         break;
     case PC_ADAPTER_RAW:
         v->family = PC_FAMILY_RAW;
@@ -94,6 +113,19 @@ void pc_adapter_view(enum pc_adapter api, const char *path, struct pc_adapter_vi
         break;
     default:
         break;
+    }
+}
+
+enum pc_key_family pc_adapter_family(const struct pc_adapter_view *v, const char *content_type)
+{
+    int typed_json = content_type != NULL && strcasestr(content_type, "json") != NULL;
+    switch (v->json_when) {
+    case PC_JSON_UNLESS_TYPED:
+        return content_type == NULL || typed_json ? v->family : PC_FAMILY_RAW;
+    case PC_JSON_IF_TYPED:
+        return typed_json ? v->family : PC_FAMILY_RAW;
+    default:
+        return v->family;
     }
 }
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "predcache/admin.h"
 #include "predcache/buf.h"
 #include "predcache/config.h"
 #include "predcache/generations.h"
@@ -17,10 +18,12 @@
 #include "predcache/http.h"
 #include "predcache/log.h"
 #include "predcache/metrics.h"
+#include "predcache/proxy.h"
 #include "predcache/routes.h"
 #include "predcache/store.h"
 #include "predcache/upstream.h"
-#include "predcache/worker.h"
+#include "predcache/versions.h"
+#include "predcache/wstate.h"
 
 #define READY_BACKEND_TIMEOUT_MS 2000
 #define MAX_SHARDS 64 /* [server] workers at most */
@@ -97,6 +100,20 @@ static void cluster_json(const struct pc_worker *w, struct pc_buf *out)
     free(sum);
 }
 
+/* One model name as a JSON string, after a '[' or a ','. */
+static void model_json(const char *name, void *arg)
+{
+    struct pc_buf *out = arg;
+    pc_buf_append_str(out, out->len > 0 && out->data[out->len - 1] == '[' ? "\"" : ",\"");
+    for (const char *c = name; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            pc_buf_append_char(out, '\\');
+        if ((unsigned char)*c >= 0x20)
+            pc_buf_append_char(out, *c);
+    }
+    pc_buf_append_char(out, '"');
+}
+
 static void ready_maybe_answer(struct ready_probe *pr)
 {
     if (--pr->waiting > 0)
@@ -108,6 +125,8 @@ static void ready_maybe_answer(struct ready_probe *pr)
     cluster_json(pr->w, &named);
     pc_buf_append_str(&named, ",\"keyed_by_path\":[");
     pc_routes_list_as_sent(pr->w->cfg, 1, &named);
+    pc_buf_append_str(&named, "],\"models_without_versions\":[");
+    pc_versions_unversioned(pr->w->versions, model_json, &named);
     pc_buf_append_str(&named, "]");
     int ok = pr->redis_ok && pr->backend_ok && named_ok;
     const char *nj = named.data ? named.data : "";

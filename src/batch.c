@@ -257,6 +257,12 @@ static size_t count_array(const char *s, size_t i, size_t n, size_t max, int *ov
 
 int pc_batch_exceeds(const char *s, size_t n, size_t max)
 {
+    return pc_batch_exceeds_at(s, n, "instances", max);
+}
+
+int pc_batch_exceeds_at(const char *s, size_t n, const char *member, size_t max)
+{
+    size_t ml = strlen(member);
     /* k elements take 2k + 1 bytes at least ('[', k values, k - 1 commas, ']'), and the
      * object around them 14 more: a shorter body cannot hold more than max. */
     if (n / 2 <= max)
@@ -269,7 +275,7 @@ int pc_batch_exceeds(const char *s, size_t n, size_t max)
         size_t ks = i;
         if (i >= n || s[i] != '"' || (i = scan_string(s, i, n)) == 0)
             return 0;
-        int inst = i - ks == 11 && memcmp(s + ks, "\"instances\"", 11) == 0;
+        int inst = i - ks == ml + 2 && memcmp(s + ks + 1, member, ml) == 0;
         i = skip_ws(s, i, n);
         if (i >= n || s[i] != ':')
             return 0;
@@ -308,8 +314,14 @@ void pc_batch_req_release(struct pc_batch_req *r)
 
 int pc_batch_parse_request(const char *body, size_t len, struct pc_batch_req *out)
 {
+    return pc_batch_parse_request_at(body, len, "instances", out);
+}
+
+int pc_batch_parse_request_at(const char *body, size_t len, const char *member,
+                              struct pc_batch_req *out)
+{
     memset(out, 0, sizeof *out);
-    int rc = scan_top(body, len, "instances", &out->inst, "signature_name", &out->signature);
+    int rc = scan_top(body, len, member, &out->inst, "signature_name", &out->signature);
     if (rc == 0 && out->inst.n == 0)
         rc = 1;
     if (rc != 0)
@@ -319,8 +331,26 @@ int pc_batch_parse_request(const char *body, size_t len, struct pc_batch_req *ou
 
 int pc_batch_parse_response(const char *body, size_t len, struct pc_batch_array *out)
 {
+    return pc_batch_parse_response_at(body, len, "predictions", out);
+}
+
+/* A body that is one array: its elements into arr. 0 ok, -1 anything else. */
+static int scan_root_array(const char *s, size_t n, struct pc_batch_array *arr)
+{
+    size_t i = skip_ws(s, 0, n);
+    if (i >= n || s[i] != '[')
+        return -1;
+    i = scan_container(s, i, n, 0, arr);
+    return i != 0 && skip_ws(s, i, n) == n ? 0 : -1;
+}
+
+int pc_batch_parse_response_at(const char *body, size_t len, const char *member,
+                               struct pc_batch_array *out)
+{
     memset(out, 0, sizeof *out);
-    if (scan_top(body, len, "predictions", out, NULL, NULL) != 0) {
+    int rc = member[0] == '\0' ? scan_root_array(body, len, out)
+                               : scan_top(body, len, member, out, NULL, NULL);
+    if (rc != 0) {
         pc_batch_array_release(out);
         return -1;
     }

@@ -162,7 +162,8 @@ struct rmember {
 
 /*
  * The pass over a body: every root member recorded, the values the key may read written
- * canonical to text. In instances mode the member "instances" is shown element by element.
+ * canonical to text. In instances mode the batch member ("instances", or p->items) is shown
+ * element by element.
  */
 struct reading {
     const struct pc_key_params *p;
@@ -171,8 +172,8 @@ struct reading {
     struct rmember *m;
     size_t n, cap;
     int oom;
-    int each;                /* instances mode */
-    int n_instances, raw_ok; /* members decoding to "instances"; the one spelled so */
+    int each;                /* instances mode: the batch member read element by element */
+    int n_instances, raw_ok; /* members decoding to the batch member; the one spelled so */
     int el_bad;              /* an element that cannot be keyed alone */
     struct pc_span *el_spans, *el_texts;
     size_t n_el, cap_el;
@@ -226,9 +227,11 @@ static int read_member(void *arg, const char *name, size_t name_len, size_t raw_
     x->whole = !in_list(name, name_len, r->p->ignore_fields, r->p->n_ignore_fields);
     x->text = r->text.len;
     r->n++;
-    if (r->each && names_eq(name, name_len, "instances")) {
+    const char *items = r->p->items != NULL ? r->p->items : "instances";
+    size_t il = strlen(items);
+    if (r->each && names_eq(name, name_len, items)) {
         r->n_instances++;
-        if (raw_len == 11 && memcmp(r->body + raw_off, "\"instances\"", 11) == 0)
+        if (raw_len == il + 2 && memcmp(r->body + raw_off + 1, items, il) == 0)
             r->raw_ok++;
         x->family = x->whole = 0; /* its elements are keyed one by one, not as a member */
         return PC_CANON_EACH;
@@ -258,8 +261,9 @@ static void read_element(void *arg, size_t off, size_t len, size_t text_off, siz
         r->el_over = 1;
         return;
     }
-    if (exact != PC_CANON_OK || has_nul_escape(r->body + off, len)) {
-        r->el_bad = 1;
+    if (exact != PC_CANON_OK || has_nul_escape(r->body + off, len) ||
+        (r->p->items_text && len > 0 && r->body[off] != '"' && r->body[off] != '[')) {
+        r->el_bad = 1; /* items_text: a number makes the list one input (token ids) */
         return;
     }
     if (r->n_el == r->cap_el) {

@@ -10,7 +10,7 @@
 #include "predcache/log.h"
 #include "predcache/lookups.h"
 #include "predcache/store.h"
-#include "predcache/worker.h"
+#include "predcache/wstate.h"
 
 struct field {
     char *name;

@@ -42,6 +42,7 @@
 #include "predcache/buf.h"
 #include "predcache/config.h"
 #include "predcache/h1parse.h"
+#include "predcache/list.h"
 #include "predcache/log.h"
 #include "predcache/metrics.h"
 
@@ -82,7 +83,7 @@ struct pc_conn {
     size_t out_held;
     struct evbuffer_cb_entry *out_cb;
     char peer[64];
-    struct pc_conn *prev, *next;
+    struct pc_list link; /* in srv->conns */
 };
 
 struct pc_http_server {
@@ -94,7 +95,7 @@ struct pc_http_server {
     int port;
     int stopping;
     size_t n_conns;
-    struct pc_conn *conns;
+    struct pc_list conns; /* of struct pc_conn */
     /* Out of file descriptors (EMFILE, ENFILE): a descriptor held in reserve lets the
      * listener take pending connections and refuse them, instead of leaving them readable
      * (which spins the loop); when even that fails, accepting pauses for a moment. */
@@ -361,12 +362,7 @@ static void conn_free(struct pc_conn *c)
         }
         c->req = NULL;
     }
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        srv->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    pc_list_remove(&c->link);
     srv->n_conns--;
     if (c->in_paused)
         srv->n_in_paused--;
@@ -612,7 +608,8 @@ static void input_resume_cb(evutil_socket_t fd, short what, void *arg)
         return;
     int all = pc_budget_input_may_resume();
     int one = 0; /* else: the token's holder only */
-    for (struct pc_conn *c = srv->conns; c != NULL && (all || !one); c = c->next) {
+    for (struct pc_list *i = srv->conns.next; i != &srv->conns && (all || !one); i = i->next) {
+        struct pc_conn *c = pc_list_entry(i, struct pc_conn, link);
         if (!c->in_paused || (!all && (c->req == NULL || !pc_budget_input_token_take(c->req))))
             continue;
         one = 1;
@@ -987,6 +984,7 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
         evutil_closesocket(fd);
         return;
     }
+    pc_list_init(&c->link);
     c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (c->bev == NULL) {
         evutil_closesocket(fd);
@@ -1006,10 +1004,7 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     else
         pc_strlcpy(c->peer, "unknown", sizeof c->peer);
     c->srv = srv;
-    c->next = srv->conns;
-    if (srv->conns)
-        srv->conns->prev = c;
-    srv->conns = c;
+    pc_list_push_front(&srv->conns, &c->link);
     srv->n_conns++;
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     c->state = CS_READ_HEAD;
@@ -1154,6 +1149,7 @@ struct pc_http_server *pc_http_server_new(struct event_base *base, const char *h
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    pc_list_init(&srv->conns);
     srv->base = base;
     srv->lim = *limits;
     srv->handler = handler;
@@ -1196,15 +1192,14 @@ void pc_http_server_stop_accepting(struct pc_http_server *srv)
         srv->lev = NULL;
     }
     /* Idle keep-alive connections close now; busy ones close after their answer. */
-    struct pc_conn *c = srv->conns;
-    while (c != NULL) {
-        struct pc_conn *next = c->next;
+    for (struct pc_list *i = srv->conns.next, *next; i != &srv->conns; i = next) {
+        struct pc_conn *c = pc_list_entry(i, struct pc_conn, link);
+        next = i->next; /* c may be freed */
         if (c->state == CS_READ_HEAD && c->req == NULL &&
             evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
             conn_free(c);
         else
             c->close_after = 1;
-        c = next;
     }
 }
 
@@ -1214,8 +1209,8 @@ void pc_http_server_free(struct pc_http_server *srv)
         return;
     if (srv->lev != NULL)
         evconnlistener_free(srv->lev);
-    while (srv->conns != NULL)
-        conn_free(srv->conns);
+    while (!pc_list_empty(&srv->conns))
+        conn_free(pc_list_entry(srv->conns.next, struct pc_conn, link));
     if (srv->resume != NULL)
         event_free(srv->resume);
     if (srv->in_resume != NULL)
@@ -1233,8 +1228,8 @@ int pc_http_server_port(const struct pc_http_server *srv)
 size_t pc_http_server_writing(const struct pc_http_server *srv)
 {
     size_t n = 0;
-    for (const struct pc_conn *c = srv->conns; c != NULL; c = c->next)
-        n += c->state == CS_WRITING;
+    for (const struct pc_list *i = srv->conns.next; i != &srv->conns; i = i->next)
+        n += pc_list_entry(i, const struct pc_conn, link)->state == CS_WRITING;
     return n;
 }
 

@@ -66,7 +66,8 @@
 #include "predcache/metrics.h"
 #include "predcache/store.h"
 #include "predcache/upstream.h"
-#include "predcache/worker.h"
+#include "predcache/routes.h"
+#include "predcache/wstate.h"
 
 #define JOB_ID_BYTES 16
 #define JOB_ID_LEN (2 * JOB_ID_BYTES)
@@ -766,7 +767,7 @@ static void submit(struct pc_jobs *j, struct pc_http_req *req, const char *route
     const char *body = pc_http_req_body(req, &body_len);
 
     /* A body the proxy would refuse is refused now, not after the wait. */
-    if (pc_proxy_route_cacheable(cfg, pc_http_req_method(req), route)) {
+    if (pc_routes_cacheable(cfg, pc_http_req_method(req), route)) {
         char key[PC_KEY_MAX], why[256];
         enum pc_key_kind kind;
         const char *ct = pc_http_req_header(req, "Content-Type");
@@ -1053,7 +1054,7 @@ int pc_jobs_handle(struct pc_jobs *j, struct pc_http_req *req)
     size_t pl = strlen(cfg->jobs_async_prefix);
     if (pl > 0 && starts_with(path, cfg->jobs_async_prefix) && path[pl] == '/') {
         const char *route = path + pl;
-        if (!pc_proxy_route_cacheable(cfg, method, route)) {
+        if (!pc_routes_cacheable(cfg, method, route)) {
             char msg[PC_CFG_STR + 128];
             snprintf(msg, sizeof msg, "%.16s %.200s is not a cacheable route: no async job", method,
                      route);
@@ -1067,7 +1068,7 @@ int pc_jobs_handle(struct pc_jobs *j, struct pc_http_req *req)
         submit(j, req, path, prefers_async(req));
         return 1;
     }
-    if (prefers_async(req) && pc_proxy_route_cacheable(cfg, method, path)) {
+    if (prefers_async(req) && pc_routes_cacheable(cfg, method, path)) {
         submit(j, req, path, 1);
         return 1;
     }
@@ -1504,7 +1505,7 @@ static void job_key(struct pc_jobs *j, struct job *jb)
         *q = '\0';
     enum pc_key_kind kind;
     char why[128];
-    if (!pc_proxy_route_cacheable(j->cfg, jb->method, route) ||
+    if (!pc_routes_cacheable(j->cfg, jb->method, route) ||
         pc_cachekey_derive(&j->w->keyp, jb->target, jb->body ? jb->body : "", jb->body_len,
                            ct != NULL && strcasestr(ct, "json") != NULL, jb->key, &kind, why,
                            sizeof why) != 0)

@@ -18,13 +18,15 @@
 
 #include <openssl/evp.h>
 
+#include "predcache/list.h"
+
 #define ENTRY_OVERHEAD 64       /* charged per entry besides its own bytes: malloc and bucket */
 #define DOOR_BYTES_PER_SLOT 512 /* one doorkeeper slot per this many bytes of the bound */
 #define DOOR_MIN_SLOTS 1024
 
 struct entry {
     struct entry *next_in_bucket;
-    struct entry *prev, *next; /* LRU: head is the most recent */
+    struct pc_list lru; /* in m->lru: the first is the most recent */
     uint64_t hash;
     int digested;
     size_t ctx_len, body_len, n, n_uniq, keys_len, charge;
@@ -36,8 +38,8 @@ struct pc_keymemo {
     uint64_t seed;
     struct entry **buckets;
     size_t n_buckets, n_entries, bytes, max_bytes;
-    struct entry *head, *tail;
-    uint64_t *door; /* recent hashes, direct-mapped: a put is admitted when its is there */
+    struct pc_list lru; /* of struct entry */
+    uint64_t *door;     /* recent hashes, direct-mapped: a put is admitted when its is there */
     size_t door_mask;
     uint64_t hits, misses, puts, evictions, first_seen;
 };
@@ -163,6 +165,7 @@ struct pc_keymemo *pc_keymemo_new(size_t max_bytes, pc_keymemo_hash_fn hash)
     struct pc_keymemo *m = calloc(1, sizeof *m);
     if (m == NULL)
         return NULL;
+    pc_list_init(&m->lru);
     m->hash = hash != NULL ? hash : pc_keymemo_hash;
     m->seed = random_seed(m);
     m->max_bytes = max_bytes;
@@ -184,9 +187,9 @@ void pc_keymemo_free(struct pc_keymemo *m)
 {
     if (m == NULL)
         return;
-    for (struct entry *e = m->head, *next; e != NULL; e = next) {
-        next = e->next;
-        free(e);
+    for (struct pc_list *i = m->lru.next, *next; i != &m->lru; i = next) {
+        next = i->next;
+        free(pc_list_entry(i, struct entry, lru));
     }
     free(m->buckets);
     free(m->door);
@@ -208,30 +211,6 @@ static struct entry **slot(struct pc_keymemo *m, uint64_t h, int digested, const
     return p;
 }
 
-static void lru_unlink(struct pc_keymemo *m, struct entry *e)
-{
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        m->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        m->tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void lru_push(struct pc_keymemo *m, struct entry *e)
-{
-    e->prev = NULL;
-    e->next = m->head;
-    if (m->head)
-        m->head->prev = e;
-    m->head = e;
-    if (m->tail == NULL)
-        m->tail = e;
-}
-
 /* Takes e out of its bucket and the list, and frees it. */
 static void drop(struct pc_keymemo *m, struct entry *e)
 {
@@ -239,7 +218,7 @@ static void drop(struct pc_keymemo *m, struct entry *e)
     while (*p != e)
         p = &(*p)->next_in_bucket;
     *p = e->next_in_bucket;
-    lru_unlink(m, e);
+    pc_list_remove(&e->lru);
     m->bytes -= e->charge;
     m->n_entries--;
     free(e);
@@ -289,8 +268,8 @@ int pc_keymemo_get(struct pc_keymemo *m, const char *ctx, size_t ctx_len, const 
         return 0;
     }
     m->hits++;
-    lru_unlink(m, e);
-    lru_push(m, e);
+    pc_list_remove(&e->lru);
+    pc_list_push_front(&m->lru, &e->lru);
     out->n = e->n;
     out->n_uniq = e->n_uniq;
     out->uniq_of = e->n > 0 ? uniq_of(e) : NULL;
@@ -324,8 +303,8 @@ void pc_keymemo_put(struct pc_keymemo *m, const struct pc_keymemo_probe *probe, 
     struct entry **p = slot(m, probe->hash, probe->digested, ctx, ctx_len, body, len);
     if (*p != NULL)
         drop(m, *p);
-    while (m->bytes + charge > m->max_bytes && m->tail != NULL) {
-        drop(m, m->tail);
+    while (m->bytes + charge > m->max_bytes && !pc_list_empty(&m->lru)) {
+        drop(m, pc_list_entry(m->lru.prev, struct entry, lru));
         m->evictions++;
     }
     struct entry *e = malloc(own);
@@ -351,7 +330,7 @@ void pc_keymemo_put(struct pc_keymemo *m, const struct pc_keymemo_probe *probe, 
     struct entry **b = &m->buckets[e->hash & (m->n_buckets - 1)];
     e->next_in_bucket = *b;
     *b = e;
-    lru_push(m, e);
+    pc_list_push_front(&m->lru, &e->lru);
     m->bytes += charge;
     m->n_entries++;
     m->puts++;

@@ -12,12 +12,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "predcache/list.h"
+
 #define N_SHARDS 16
 #define ENTRY_OVERHEAD 64 /* bookkeeping charged per entry, besides key and value */
 
 struct l1_entry {
     struct l1_entry *next_in_bucket;
-    struct l1_entry *prev, *next; /* LRU: head is the most recent */
+    struct pc_list lru; /* in the shard's lru: the first is the most recent */
     uint64_t hash;
     int64_t born_ms;
     size_t key_len, len;
@@ -28,7 +30,7 @@ struct shard {
     pthread_mutex_t mu;
     struct l1_entry **buckets;
     size_t n_buckets, n_entries, bytes, max_bytes;
-    struct l1_entry *head, *tail;
+    struct pc_list lru; /* of struct l1_entry */
     uint64_t hits, misses, puts, evictions;
 };
 
@@ -63,6 +65,8 @@ struct pc_l1 *pc_l1_new(size_t max_bytes, int max_age_ms, const struct pc_clock 
     l1->max_age_ms = max_age_ms;
     if (clock != NULL)
         l1->clock = *clock;
+    for (size_t i = 0; i < N_SHARDS; i++) /* all first: pc_l1_free walks every shard */
+        pc_list_init(&l1->shards[i].lru);
     for (size_t i = 0; i < N_SHARDS; i++) {
         struct shard *s = &l1->shards[i];
         pthread_mutex_init(&s->mu, NULL);
@@ -83,9 +87,9 @@ void pc_l1_free(struct pc_l1 *l1)
         return;
     for (size_t i = 0; i < N_SHARDS; i++) {
         struct shard *s = &l1->shards[i];
-        for (struct l1_entry *e = s->head, *next; e != NULL; e = next) {
-            next = e->next;
-            free(e);
+        for (struct pc_list *it = s->lru.next, *next; it != &s->lru; it = next) {
+            next = it->next;
+            free(pc_list_entry(it, struct l1_entry, lru));
         }
         free(s->buckets);
         pthread_mutex_destroy(&s->mu);
@@ -108,36 +112,12 @@ static struct l1_entry **slot(struct shard *s, uint64_t h, const char *key, size
     return p;
 }
 
-static void lru_unlink(struct shard *s, struct l1_entry *e)
-{
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        s->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        s->tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void lru_push_front(struct shard *s, struct l1_entry *e)
-{
-    e->prev = NULL;
-    e->next = s->head;
-    if (s->head)
-        s->head->prev = e;
-    s->head = e;
-    if (s->tail == NULL)
-        s->tail = e;
-}
-
 /* Unlinks and frees the entry at *p (a bucket slot). */
 static void remove_at(struct shard *s, struct l1_entry **p)
 {
     struct l1_entry *e = *p;
     *p = e->next_in_bucket;
-    lru_unlink(s, e);
+    pc_list_remove(&e->lru);
     s->n_entries--;
     s->bytes -= charge(e);
     free(e);
@@ -180,8 +160,8 @@ int pc_l1_get(struct pc_l1 *l1, const char *key, struct pc_buf *out)
         e = NULL;
     }
     if (e != NULL && pc_buf_append(out, e->key + kl + 1, e->len) == 0) {
-        lru_unlink(s, e);
-        lru_push_front(s, e);
+        pc_list_remove(&e->lru);
+        pc_list_push_front(&s->lru, &e->lru);
         found = 1;
     }
     if (found)
@@ -220,8 +200,8 @@ void pc_l1_put(struct pc_l1 *l1, const char *key, const char *value, size_t len)
     struct l1_entry **p = slot(s, h, key, kl);
     if (*p != NULL)
         remove_at(s, p);
-    while (s->tail != NULL && s->bytes + charge(e) > s->max_bytes) {
-        struct l1_entry *old = s->tail;
+    while (!pc_list_empty(&s->lru) && s->bytes + charge(e) > s->max_bytes) {
+        struct l1_entry *old = pc_list_entry(s->lru.prev, struct l1_entry, lru);
         remove_at(s, slot(s, old->hash, old->key, old->key_len));
         s->evictions++;
     }
@@ -230,7 +210,7 @@ void pc_l1_put(struct pc_l1 *l1, const char *key, const char *value, size_t len)
     p = &s->buckets[(h / N_SHARDS) & (s->n_buckets - 1)];
     e->next_in_bucket = *p;
     *p = e;
-    lru_push_front(s, e);
+    pc_list_push_front(&s->lru, &e->lru);
     s->n_entries++;
     s->bytes += charge(e);
     s->puts++;

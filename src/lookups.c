@@ -250,3 +250,11 @@ size_t pc_lookups_count(const struct pc_lookups *l)
 {
     return l->n;
 }
+
+void pc_lookups_each(const struct pc_lookups *l, pc_lookups_each_fn fn, void *arg)
+{
+    for (size_t b = 0; l != NULL && b <= l->mask; b++) {
+        for (const struct entry *e = l->buckets[b]; e != NULL; e = e->next)
+            fn(e->data, arg);
+    }
+}

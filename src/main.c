@@ -278,8 +278,8 @@ static void log_keyed_as_sent(const struct pc_config *cfg)
     if (n > 0)
         pc_log(PC_LOG_INFO,
                "routes keyed by the path as sent (their API has no model version endpoint: a "
-               "new default version is served from the cache until ttl_s or POST /invalidate): "
-               "%s",
+               "new default version is served from the cache until ttl_s or POST "
+               "/cache/invalidate?model=NAME on the admin port): %s",
                list.data);
     pc_buf_release(&list);
 }

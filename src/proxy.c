@@ -46,7 +46,7 @@
 #include "predcache/store.h"
 #include "predcache/upstream.h"
 #include "predcache/versions.h"
-#include "predcache/worker.h"
+#include "predcache/proxy.h"
 #include "proxy_int.h"
 
 static const char *const result_names[] = {"HIT",   "MISS",    "BYPASS",    "PASS",
@@ -58,13 +58,6 @@ const char *pc_proxy_result_name(enum pc_cache_result r)
 }
 
 /* ---- route table and request controls ---------------------------------------------- */
-
-int pc_proxy_route_cacheable(const struct pc_config *cfg, const char *method, const char *path)
-{
-    long id = pc_routes_match(cfg, method, path);
-    struct pc_route_view v;
-    return id >= 0 && pc_routes_get(cfg, (size_t)id, &v) == 0 && v.cache;
-}
 
 /* Does a comma-separated header value hold the directive (case-insensitive)? */
 static int has_directive(const char *value, const char *dir)
@@ -104,6 +97,7 @@ static void lock_release(struct pc_preq *p);
 
 void pc_preq_free(struct pc_preq *p)
 {
+    PC_PREQ_CHECK(p);
     if (p->lock_held)
         lock_release(p); /* after any SET of the answer: same connection, same order */
     if (p->lock_wait != NULL)
@@ -124,6 +118,7 @@ void pc_preq_free(struct pc_preq *p)
     free(p->head);
     free(p->plain);
     pc_proxy_batch_free(p->batch);
+    p->magic = 0;
     free(p);
 }
 
@@ -189,6 +184,7 @@ void pc_proxy_account(struct pc_preq *p, int status, size_t len)
 void pc_proxy_answer(struct pc_preq *p, int status, const struct pc_header *h, size_t n,
                      const char *body, size_t len)
 {
+    PC_PREQ_CHECK(p);
     struct pc_worker *w = p->w;
     if (pc_http_reply_refuses(p->req, len)) { /* what the client gets: a 503, not this */
         status = 503;
@@ -691,6 +687,7 @@ void pc_proxy_flight_stored(int ok, void *arg)
 static void on_backend(const struct pc_upstream_resp *r, void *arg)
 {
     struct pc_preq *p = arg;
+    PC_PREQ_CHECK(p);
     if (pc_proxy_answer_backend_error(p, r)) {
         if (p->flight != NULL) {
             answer_waiters(p, r, PC_REASON_NONE);
@@ -846,6 +843,7 @@ void pc_proxy_forward_body(struct pc_preq *p, enum pc_cache_result result, const
 /* Forwards the client's own body; a request for a streamed answer gets it as it comes. */
 static void forward(struct pc_preq *p, enum pc_cache_result result)
 {
+    PC_PREQ_CHECK(p);
     if (p->stream) {
         pc_proxy_stream_send(p, result);
         return;
@@ -1180,6 +1178,7 @@ void pc_proxy_on_done(const char *key, size_t len, void *worker)
 static void on_lock_reply(const struct pc_reply *r, void *arg)
 {
     struct pc_preq *p = arg;
+    PC_PREQ_CHECK(p);
     struct pc_worker *w = p->w;
     p->lock_asking = 0;
     const struct pc_reply *tag = r != NULL ? pc_reply_elem(r, 0) : NULL;
@@ -1544,6 +1543,7 @@ static enum value_use judge_value(const struct pc_preq *p, const char *data, siz
 static void on_lookup(enum pc_store_result res, const char *data, size_t len, void *arg)
 {
     struct pc_preq *p = arg;
+    PC_PREQ_CHECK(p);
     if (res == PC_STORE_HIT) {
         struct pc_envelope env;
         char ctype[PC_ENV_SCRATCH];
@@ -1681,11 +1681,13 @@ static void pass_uncached(struct pc_preq *p, enum pc_reason why);
 
 static void key_family(struct pc_preq *p)
 {
-    p->keyp.family = p->ad.family;
+    p->keyp.family = pc_adapter_family(&p->ad, pc_http_req_header(p->req, "Content-Type"));
     if (p->route->ignore_auto) {
         p->keyp.ignore_fields = p->ad.noise;
         p->keyp.n_ignore_fields = p->ad.n_noise;
     }
+    p->keyp.items = p->ad.items != NULL ? p->ad.items->request : NULL;
+    p->keyp.items_text = p->ad.items != NULL && p->ad.items->text_items;
 }
 
 /*
@@ -2085,6 +2087,7 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
         pc_http_reply_error(req, 503, "out of memory");
         return;
     }
+    p->magic = PC_PREQ_MAGIC;
     p->w = w;
     p->req = req;
     p->backend_ms = -1;

@@ -51,6 +51,7 @@
 #include "predcache/config.h"
 #include "predcache/envelope.h"
 #include "predcache/flight.h"
+#include "predcache/jsonedit.h"
 #include "predcache/l1.h"
 #include "predcache/log.h"
 #include "predcache/store.h"
@@ -75,16 +76,19 @@ struct cached {
     unsigned char stale; /* past its TTL, within grace: answers only a batch cached whole */
 };
 
-/* The keys of some instances (a refresh's), as digests under one prefix. */
+/* The keys of some instances (a refresh's), as digests under one prefix, and where their
+ * answers are in the model's answer. */
 struct pc_batch_keys {
     size_t n;
+    const struct pc_items_shape *shape;
     char prefix[PC_KEY_MAX];
     unsigned char dig[][DIGEST];
 };
 
 struct pc_batch_state {
-    struct pc_batch_req req; /* spans of the client's instances */
-    size_t n;                /* instances in the request */
+    const struct pc_items_shape *shape; /* where the items and their answers are */
+    struct pc_batch_req req;            /* spans of the client's instances */
+    size_t n;                           /* instances in the request */
     size_t n_uniq;
     uint32_t *uniq_of;            /* [n] */
     uint32_t *first_of;           /* [n_uniq], one allocation with resp_of and pick */
@@ -148,12 +152,14 @@ void pc_proxy_batch_keys_free(struct pc_batch_keys *k)
 }
 
 /* Keys for n instances under prefix (digests to be filled); NULL on no memory. */
-static struct pc_batch_keys *keys_new(const char *prefix, size_t n)
+static struct pc_batch_keys *keys_new(const struct pc_items_shape *shape, const char *prefix,
+                                      size_t n)
 {
     struct pc_batch_keys *k = malloc(sizeof *k + n * sizeof k->dig[0]);
     if (k == NULL)
         return NULL;
     k->n = n;
+    k->shape = shape;
     pc_strlcpy(k->prefix, prefix != NULL ? prefix : "", sizeof k->prefix);
     return k;
 }
@@ -331,7 +337,8 @@ static int subrequest_of(struct pc_batch_state *b, const char *body, size_t len,
 {
     if (b->req.inst.n != b->n) {
         pc_batch_req_release(&b->req);
-        if (pc_batch_parse_request(body, len, &b->req) != 0 || b->req.inst.n != b->n) {
+        if (pc_batch_parse_request_at(body, len, b->shape->request, &b->req) != 0 ||
+            b->req.inst.n != b->n) {
             pc_batch_req_release(&b->req);
             return SUB_MISMATCH;
         }
@@ -393,11 +400,12 @@ struct merge_src {
     const struct pc_batch_state *b;
     const char *body;                   /* the model's answer, when one is merged */
     const struct pc_batch_array *preds; /* its predictions */
+    struct pc_buf scratch;              /* a prediction renumbered (shape->renumber) */
 };
 
 static void pred_at(void *arg, size_t i, const char **pred, size_t *len)
 {
-    const struct merge_src *m = arg;
+    struct merge_src *m = arg;
     const struct pc_batch_state *b = m->b;
     uint32_t u = b->uniq_of[i];
     const struct cached *c = &b->hit[u];
@@ -409,6 +417,29 @@ static void pred_at(void *arg, size_t i, const char **pred, size_t *len)
         *pred = m->body + s->off;
         *len = s->len;
     }
+    if (!b->shape->renumber)
+        return;
+    /* Its "index" is its position in this answer, not in the answer it was cut from. A
+     * prediction that is not an object with one is kept as it came. */
+    char num[PC_U64_TEXT];
+    size_t nl = pc_u64_text(i, num), off, vlen;
+    m->scratch.len = 0;
+    if (pc_jsonedit_find_member(*pred, *len, "index", &off, &vlen) == 0 &&
+        pc_jsonedit_set_member(*pred, *len, "index", num, nl, &m->scratch) == 0) {
+        *pred = m->scratch.data;
+        *len = m->scratch.len;
+    }
+}
+
+/* Merges the predictions of m into out with layout. 0 ok, -1 no memory. */
+static int merge(struct merge_src *m, const struct pc_batch_layout *layout, struct pc_buf *out)
+{
+    char sepbuf[64];
+    pc_buf_init(&m->scratch);
+    int rc = pc_batch_merge_fn(layout, pred_at, m, m->b->n,
+                               fallback_sep(m->b, sepbuf, sizeof sepbuf), out);
+    pc_buf_release(&m->scratch);
+    return rc;
 }
 
 /*
@@ -434,7 +465,7 @@ static int refresh_stale(struct pc_preq *p)
     size_t len;
     const char *body = pc_preq_body(p, &len);
     char herd[PC_KEY_MAX];
-    struct pc_batch_keys *keys = keys_new(p->keyp.prefix, k);
+    struct pc_batch_keys *keys = keys_new(b->shape, p->keyp.prefix, k);
     struct pc_buf sub;
     pc_buf_init(&sub);
     if (keys != NULL && pc_cachekey_herd_digests(p->keyp.prefix, b->dig, b->pick, k, herd) == 0 &&
@@ -462,10 +493,8 @@ static void answer_all_cached(struct pc_preq *p)
         if (b->hit[u].stored_at_ms < oldest)
             oldest = b->hit[u].stored_at_ms;
     }
-    struct merge_src m = {b, NULL, NULL};
-    char sepbuf[64];
-    if (pc_batch_merge_fn(&b->first_layout, pred_at, &m, b->n,
-                          fallback_sep(b, sepbuf, sizeof sepbuf), &out) != 0) {
+    struct merge_src m = {b, NULL, NULL, {0}};
+    if (merge(&m, &b->first_layout, &out) != 0) {
         pc_proxy_answer_error(p, 503, "out of memory");
     } else {
         char age[PC_U64_TEXT];
@@ -684,7 +713,9 @@ const char *pc_proxy_batch_store_refresh(struct pc_worker *w, const struct pc_up
 {
     struct pc_batch_array preds;
     memset(&preds, 0, sizeof preds);
-    if (pc_batch_parse_response(r->body.data, r->body.len, &preds) != 0 || preds.n != (*keys)->n) {
+    if (pc_batch_parse_response_at(r->body.data, r->body.len, (*keys)->shape->answer, &preds) !=
+            0 ||
+        preds.n != (*keys)->n) {
         pc_batch_array_release(&preds);
         return "the answer's predictions do not match the instances sent";
     }
@@ -726,7 +757,8 @@ static int answer_model(struct pc_preq *p, const struct pc_upstream_resp *r,
         pass_through(p, r);
         return 0;
     }
-    if (pc_batch_parse_response(r->body.data, r->body.len, preds) != 0 || preds->n != b->n_pick) {
+    if (pc_batch_parse_response_at(r->body.data, r->body.len, b->shape->answer, preds) != 0 ||
+        preds->n != b->n_pick) {
         pc_log(PC_LOG_WARN,
                "proxy: model server answered %zu predictions for %zu instances on %s; "
                "passed through, nothing stored",
@@ -743,10 +775,8 @@ static int answer_model(struct pc_preq *p, const struct pc_upstream_resp *r,
     }
     struct pc_buf out;
     pc_buf_init(&out);
-    struct merge_src m = {b, r->body.data, preds};
-    char sepbuf[64];
-    if (pc_batch_merge_fn(layout, pred_at, &m, b->n, fallback_sep(b, sepbuf, sizeof sepbuf),
-                          &out) != 0)
+    struct merge_src m = {b, r->body.data, preds, {0}};
+    if (merge(&m, layout, &out) != 0)
         pc_proxy_answer_error(p, 503, "out of memory");
     else
         answer_merged(p, r->status, r->headers, r->n_headers, out.data, out.len);
@@ -808,6 +838,7 @@ static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
 
 void pc_proxy_batch_send(struct pc_preq *p, enum pc_cache_result result)
 {
+    PC_PREQ_CHECK(p);
     struct pc_batch_state *b = p->batch;
     size_t len;
     const char *body = pc_preq_body(p, &len);
@@ -1062,14 +1093,6 @@ static void on_batch_lookup(const struct pc_reply *reply, void *arg)
     forward_missing(p, b->hits > 0 ? RES_PARTIAL : RES_MISS);
 }
 
-/* Only :predict answers carry "predictions"; /predict is the plain-path alias. */
-static int is_predict_route(const char *path)
-{
-    size_t n = strlen(path);
-    return (n >= 8 && strcmp(path + n - 8, ":predict") == 0) ||
-           (n >= 8 && strcmp(path + n - 8, "/predict") == 0);
-}
-
 /* The state of a batch of n instances with room for n_dig digests; NULL on no memory. */
 static struct pc_batch_state *batch_new(const struct pc_preq *p, size_t n, size_t n_dig)
 {
@@ -1080,6 +1103,7 @@ static struct pc_batch_state *batch_new(const struct pc_preq *p, size_t n, size_
     pc_buf_init(&b->hitdata);
     pc_buf_init(&b->first);
     pc_buf_init(&b->memo_ctx);
+    b->shape = p->ad.items;
     b->n = n;
     b->ttl_s = p->route->v.ttl_s; /* freshness of entries without their own TTL */
     b->grace_s = p->w->cfg->grace_s;
@@ -1096,13 +1120,13 @@ static struct pc_batch_state *batch_new(const struct pc_preq *p, size_t n, size_
 int pc_proxy_batch_key(struct pc_preq *p, const struct pc_keymemo_probe *probe, const char *ctx,
                        size_t ctx_len)
 {
-    if (!is_predict_route(pc_http_req_path(p->req)))
+    if (p->ad.items == NULL)
         return 1;
     size_t len;
     const char *body = pc_preq_body(p, &len);
     size_t max = (size_t)p->w->cfg->max_batch_instances;
     /* Over the bound: counted up to the instance past it, nothing keyed (see the top). */
-    if (pc_batch_exceeds(body, len, max))
+    if (pc_batch_exceeds_at(body, len, p->ad.items->request, max))
         return 2;
     struct pc_cachekey_batch *kb;
     int rc = pc_cachekey_batch_read(&p->keyp, p->head, p->head_len, body, len, max, &kb);
@@ -1161,6 +1185,7 @@ int pc_proxy_batch_from_memo(struct pc_preq *p, const struct pc_keymemo_val *v)
 
 void pc_proxy_batch_lookup(struct pc_preq *p)
 {
+    PC_PREQ_CHECK(p);
     struct pc_batch_state *b = p->batch;
     if (b->keying != NULL) { /* keyed a slice per loop turn, then looked up (key_more) */
         if (next_turn(p, key_more) != 0) {
@@ -1221,6 +1246,7 @@ static void redis_lookup(struct pc_preq *p)
 
 void pc_proxy_batch_retry(struct pc_preq *p)
 {
+    PC_PREQ_CHECK(p);
     size_t n = 0;
     struct pc_preq **waiters = pc_proxy_flight_release(p, &n);
     for (size_t i = 0; i <= n; i++) {

@@ -5,6 +5,7 @@
 #ifndef PREDCACHE_PROXY_INT_H
 #define PREDCACHE_PROXY_INT_H
 
+#include <assert.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,7 +17,8 @@
 #include "predcache/reason.h"
 #include "predcache/routes.h"
 #include "predcache/upstream.h"
-#include "predcache/worker.h"
+#include "predcache/proxy.h"
+#include "predcache/wstate.h"
 
 enum pc_cache_result {
     RES_HIT,
@@ -33,8 +35,14 @@ struct pc_batch_state;
 struct pc_flight;
 struct event;
 
+/* A live request carries this; pc_preq_free clears it. PC_PREQ_CHECK on entry to the
+ * functions a request is handed to catches one that was freed, or never was one. */
+#define PC_PREQ_MAGIC 0x70726571u /* "preq" */
+#define PC_PREQ_CHECK(p) assert((p) != NULL && (p)->magic == PC_PREQ_MAGIC)
+
 /* One request in the proxy. Freed by pc_preq_free once answered (and stored, if any). */
 struct pc_preq {
+    unsigned magic; /* PC_PREQ_MAGIC while alive */
     struct pc_worker *w;
     struct pc_http_req *req; /* valid until answered */
     int cacheable;

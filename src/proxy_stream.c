@@ -190,6 +190,7 @@ static const struct pc_stream_ops stream_ops = {on_head, on_data, on_end};
 
 void pc_proxy_stream_send(struct pc_preq *p, enum pc_cache_result result)
 {
+    PC_PREQ_CHECK(p);
     struct pc_worker *w = p->w;
     p->result = result;
     if (!p->stream_keep)

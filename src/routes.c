@@ -212,6 +212,13 @@ long pc_routes_list_as_sent(const struct pc_config *cfg, int json, struct pc_buf
     return rc != 0 ? -1 : n;
 }
 
+int pc_routes_cacheable(const struct pc_config *cfg, const char *method, const char *path)
+{
+    long id = pc_routes_match(cfg, method, path);
+    struct pc_route_view v;
+    return id >= 0 && pc_routes_get(cfg, (size_t)id, &v) == 0 && v.cache;
+}
+
 static const struct pc_route_rule *rule_of(const struct pc_config *cfg, size_t id, int *section)
 {
     *section = id >= cfg->n_routes;

@@ -28,6 +28,7 @@
 
 #include "predcache/budget.h"
 #include "predcache/config.h"
+#include "predcache/list.h"
 #include "predcache/log.h"
 #include "predcache/metrics.h"
 
@@ -40,8 +41,8 @@ struct pc_upstream {
     struct pc_backend_cfg be; /* url, timeouts and limits of this backend (a copy) */
     CURLM *multi;
     struct event *timer;
-    struct event *resume;  /* armed while transfers are paused (resume_cb) */
-    struct pc_xfer *xfers; /* every transfer in flight, for pc_upstream_free */
+    struct event *resume; /* armed while transfers are paused (resume_cb) */
+    struct pc_list xfers; /* every transfer in flight (struct pc_xfer), for pc_upstream_free */
     size_t active;
     size_t n_paused;
     int unbudgeted; /* pc_upstream_new_for: outside the output budget */
@@ -75,7 +76,7 @@ struct pc_xfer {
     int resume_wanted;               /* pc_upstream_resume asked: resume_cb lets it go */
     int cancelled;                   /* its head said stop: ends without a callback */
     char errbuf[CURL_ERROR_SIZE];
-    struct pc_xfer *prev, *next;
+    struct pc_list link; /* in up->xfers */
 };
 
 static void check_done(struct pc_upstream *up);
@@ -127,12 +128,7 @@ static void xfer_free(struct pc_xfer *x)
     set_paused(x, 0);
     count_held(x, -(int64_t)x->held);
     pc_budget_release(x);
-    if (x->prev)
-        x->prev->next = x->next;
-    else
-        up->xfers = x->next;
-    if (x->next)
-        x->next->prev = x->prev;
+    pc_list_remove(&x->link);
     up->active--;
     curl_multi_remove_handle(up->multi, x->easy);
     curl_easy_cleanup(x->easy);
@@ -384,9 +380,9 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct pc_upstream *up = arg;
-    struct pc_xfer *next;
-    for (struct pc_xfer *x = up->xfers; x != NULL; x = next) {
-        next = x->next;
+    for (struct pc_list *i = up->xfers.next, *next; i != &up->xfers; i = next) {
+        struct pc_xfer *x = pc_list_entry(i, struct pc_xfer, link);
+        next = i->next;          /* x may be finished */
         if (x->held_by_client) { /* a stream: its client's output decides, not the budget */
             if (!x->resume_wanted)
                 continue;
@@ -405,8 +401,10 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
         }
     }
     size_t budget_paused = 0;
-    for (struct pc_xfer *x = up->xfers; x != NULL; x = x->next)
+    for (struct pc_list *i = up->xfers.next; i != &up->xfers; i = i->next) {
+        const struct pc_xfer *x = pc_list_entry(i, struct pc_xfer, link);
         budget_paused += x->paused && !x->held_by_client;
+    }
     if (budget_paused > 0) {
         struct timeval tv = {0, PC_UPSTREAM_RESUME_MS * 1000};
         evtimer_add(up->resume, &tv);
@@ -513,6 +511,7 @@ struct pc_upstream *pc_upstream_new_backend(struct event_base *base,
     struct pc_upstream *up = calloc(1, sizeof *up);
     if (up == NULL)
         return NULL;
+    pc_list_init(&up->xfers);
     up->base = base;
     up->be = *be;
     pc_strlcpy(up->base_url, be->url, sizeof up->base_url);
@@ -537,8 +536,8 @@ struct pc_upstream *pc_upstream_new_backend(struct event_base *base,
 void pc_upstream_abort_all(struct pc_upstream *up)
 {
     /* Each caller still hears back once, so that nothing it holds for the answer leaks. */
-    while (up->xfers != NULL) {
-        struct pc_xfer *x = up->xfers;
+    while (!pc_list_empty(&up->xfers)) {
+        struct pc_xfer *x = pc_list_entry(up->xfers.next, struct pc_xfer, link);
         curl_multi_remove_handle(up->multi, x->easy);
         x->resp.error = PC_UP_SHUTDOWN;
         snprintf(x->resp.errmsg, sizeof x->resp.errmsg, "predcache is shutting down");
@@ -642,6 +641,7 @@ static struct pc_xfer *xfer_start(struct pc_upstream *up, const char *method, co
     struct pc_xfer *x = calloc(1, sizeof *x);
     if (x == NULL)
         return NULL;
+    pc_list_init(&x->link);
     x->up = up;
     x->cb = cb;
     x->ops = ops;
@@ -694,10 +694,7 @@ static struct pc_xfer *xfer_start(struct pc_upstream *up, const char *method, co
 
     if (curl_multi_add_handle(up->multi, e) != CURLM_OK)
         goto fail_easy;
-    x->next = up->xfers;
-    if (up->xfers)
-        up->xfers->prev = x;
-    up->xfers = x;
+    pc_list_push_front(&up->xfers, &x->link);
     up->active++;
     return x;
 

@@ -11,7 +11,7 @@
 #include "predcache/log.h"
 #include "predcache/lookups.h"
 #include "predcache/upstream.h"
-#include "predcache/worker.h"
+#include "predcache/wstate.h"
 
 #define STATUS_TIMEOUT_MS 5000
 
@@ -192,4 +192,24 @@ enum pc_version_state pc_versions_get(struct pc_versions *v, size_t be,
         break;
     }
     return PC_VERSION_UNKNOWN;
+}
+
+struct each_name {
+    pc_versions_name_fn fn;
+    void *arg;
+};
+
+static void name_if_unversioned(const void *data, void *arg)
+{
+    const struct model *e = data;
+    const struct each_name *en = arg;
+    if (e->unversioned)
+        en->fn(e->m.name, en->arg);
+}
+
+void pc_versions_unversioned(const struct pc_versions *v, pc_versions_name_fn fn, void *arg)
+{
+    struct each_name en = {fn, arg};
+    if (v != NULL)
+        pc_lookups_each(v->table, name_if_unversioned, &en);
 }

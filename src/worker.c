@@ -7,6 +7,9 @@
  */
 #include "predcache/worker.h"
 
+#include "predcache/admin.h"
+#include "predcache/proxy.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ctype.h>
@@ -119,14 +122,6 @@ int pc_worker_post(struct pc_worker *w, enum pc_worker_cmd cmd)
         n = write(w->ctl[1], &c, 1);
     while (n < 0 && errno == EINTR);
     return n == 1 ? 0 : -1;
-}
-
-void pc_worker_shards(const struct pc_worker *w, const struct pc_metrics **out, size_t max,
-                      size_t *n)
-{
-    *n = 0;
-    for (size_t i = 0; i < w->n_workers && i < max; i++)
-        out[(*n)++] = &w->group[i].metrics;
 }
 
 /* The data port of a worker after the first: group[0]'s address with the port it bound
@@ -356,22 +351,6 @@ static void drain_deadline(evutil_socket_t fd, short what, void *arg)
         pc_upstream_abort_all(w->ups[i]);
     struct timeval flush = {0, DRAIN_FLUSH_MS * 1000};
     event_base_loopexit(w->base, &flush);
-}
-
-const char *pc_worker_backend_refusal(const struct pc_worker *w, size_t be)
-{
-    struct pc_backend_cfg def;
-    const struct pc_backend_cfg *b = pc_config_backend(w->cfg, be, &def);
-    if (!pc_health_up(w->healths[be]))
-        return "model server is down (health checks failing)";
-    if (b->max_in_flight > 0 && pc_upstream_active(w->ups[be]) >= (size_t)b->max_in_flight)
-        return "too many model server requests in flight";
-    return NULL;
-}
-
-int pc_worker_backend_available(const struct pc_worker *w, size_t be)
-{
-    return pc_worker_backend_refusal(w, be) == NULL;
 }
 
 void pc_worker_drain(struct pc_worker *w)

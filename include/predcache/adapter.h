@@ -18,6 +18,10 @@
  *   ollama      /api/embed, /api/embeddings, /api/generate, /api/chat; generations stream
  *               unless "stream": false, and are cached only when deterministic
  *   tei         /embed, /embed_all, /embed_sparse, /rerank (text-embeddings-inference)
+ *
+ * Item lists (cached item by item): TF Serving "instances" -> "predictions" (also a plain
+ * JSON /predict); OpenAI embeddings "input" -> "data" (index renumbered); Ollama /api/embed
+ * "input" -> "embeddings"; TEI /embed, /embed_all, /embed_sparse "inputs" -> the body.
  *   json        any JSON predictor: the whole body minus "request_id"
  *   raw         the bytes, whatever their type
  */
@@ -46,6 +50,21 @@ enum pc_adapter {
 /* NULL-terminated names, indexed by enum pc_adapter (the conf's choice list). */
 extern const char *const pc_adapter_names[];
 
+/*
+ * A request that holds a list of items the model answers one by one, in order: each item
+ * is cached under its own key (with everything else the body says), and a request whose
+ * items are partly cached sends only the others (proxy_batch.c).
+ */
+struct pc_items_shape {
+    const char *request; /* the member holding the items: "instances", "input", "inputs" */
+    const char *answer;  /* the member holding one answer per item: "predictions", "data",
+                          * "embeddings"; "" when the answer body is that array (TEI) */
+    int text_items;      /* a list only when every item is a string or an array: "input":
+                          * [1, 2, 3] is one input of token ids (OpenAI), not three items */
+    int renumber;        /* each answer element's "index" member is written as its position
+                          * in the merged answer (OpenAI's data[i].index) */
+};
+
 /* What one request's family means, from the route's api and the request path. */
 struct pc_adapter_view {
     enum pc_adapter api;       /* never AUTO */
@@ -57,6 +76,12 @@ struct pc_adapter_view {
     int completion;      /* a generation: cached only when deterministic */
     int stream_default;  /* streams unless the body says "stream": false */
     int boilerplate_cc;  /* the family's Cache-Control says nothing about this answer */
+    /* When its server reads the body as JSON: always (TF Serving, KServe v2), unless the
+     * request declares another media type (a JSON service: a Flask get_json(), a FastAPI
+     * body), or only when it declares a JSON one (TorchServe hands its handler the bytes
+     * otherwise). A body read as bytes is keyed by its bytes. */
+    enum { PC_JSON_ALWAYS, PC_JSON_UNLESS_TYPED, PC_JSON_IF_TYPED } json_when;
+    const struct pc_items_shape *items; /* NULL: the body is one input */
 };
 
 /* The family a path takes under "auto". */
@@ -64,6 +89,10 @@ enum pc_adapter pc_adapter_by_path(const char *path);
 
 /* The view of api (AUTO: by path) for path. */
 void pc_adapter_view(enum pc_adapter api, const char *path, struct pc_adapter_view *out);
+
+/* How a body of that Content-Type (NULL: none) is read for the key: v->family, or
+ * PC_FAMILY_RAW when v's server reads it as bytes (json_when). */
+enum pc_key_family pc_adapter_family(const struct pc_adapter_view *v, const char *content_type);
 
 /*
  * A generation request (v->completion) is deterministic when its temperature is 0 (a JSON

@@ -1,9 +1,11 @@
 /*
- * batch: per-instance caching of TF Serving row-format batches, the pure part.
+ * batch: per-item caching of batches (TF Serving row format; embedding input lists), the
+ * pure part.
  *
- * Finds the byte spans of the elements of a request's "instances" array and of a
- * response's "predictions" array, builds the sub-request that carries only the missing
- * instances (everything else in the body kept byte for byte), merges cached and new
+ * Finds the byte spans of the elements of a request's "instances" array (or another
+ * member's: an embedding request's "input") and of a response's "predictions" array (or
+ * "data", "embeddings", or a body that is one array), builds the sub-request that carries only the
+ * missing instances (everything else in the body kept byte for byte), merges cached and new
  * predictions back into their original positions, and encodes the value stored for one
  * instance. Works on the raw bytes with its own strict JSON scanner so that what it
  * writes is exactly what the model server wrote. No I/O, no allocation beyond its own
@@ -41,6 +43,9 @@ struct pc_batch_req {
  * valid JSON. Fills out (free with pc_batch_req_release) on 0 only.
  */
 int pc_batch_parse_request(const char *body, size_t len, struct pc_batch_req *out);
+/* The same for the array named member (OpenAI's "input", TEI's "inputs", ...). */
+int pc_batch_parse_request_at(const char *body, size_t len, const char *member,
+                              struct pc_batch_req *out);
 void pc_batch_req_release(struct pc_batch_req *r);
 
 /*
@@ -51,12 +56,16 @@ void pc_batch_req_release(struct pc_batch_req *r);
  * what it reads (0 for a body that is not valid up to there).
  */
 int pc_batch_exceeds(const char *body, size_t len, size_t max);
+int pc_batch_exceeds_at(const char *body, size_t len, const char *member, size_t max);
 
 /*
  * Finds the "predictions" array of a response body. 0 ok (out filled, n may be 0);
  * -1 when the body is not a JSON object with a "predictions" array.
  */
 int pc_batch_parse_response(const char *body, size_t len, struct pc_batch_array *out);
+/* The same for the array named member, or (member "") a body that is one array (TEI). */
+int pc_batch_parse_response_at(const char *body, size_t len, const char *member,
+                               struct pc_batch_array *out);
 void pc_batch_array_release(struct pc_batch_array *a);
 
 /*

@@ -61,6 +61,8 @@ struct pc_key_params {
     enum pc_key_family family;
     const char *const *ignore_fields; /* members a whole-body reading leaves out */
     size_t n_ignore_fields;
+    const char *items; /* the batch readings' array member; NULL: "instances" */
+    int items_text;    /* a batch only when every element is a string or an array */
 };
 
 /* What a key holds besides the body; every string one line (no "\n"). */

@@ -99,4 +99,9 @@ const char *pc_lookups_id(const void *data);
 /* Entries in the table. */
 size_t pc_lookups_count(const struct pc_lookups *l);
 
+/* Calls fn(data, arg) for every entry's block, read only (fn must not change the table),
+ * in no particular order. */
+typedef void (*pc_lookups_each_fn)(const void *data, void *arg);
+void pc_lookups_each(const struct pc_lookups *l, pc_lookups_each_fn fn, void *arg);
+
 #endif

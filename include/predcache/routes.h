@@ -40,6 +40,9 @@ struct pc_route_view {
     int line;                   /* of the section header; 0 for [cache] routes entries */
 };
 
+/* 1 when method + path takes a cached route (cache on) of cfg. */
+int pc_routes_cacheable(const struct pc_config *cfg, const char *method, const char *path);
+
 /* Number of routes in the table. */
 size_t pc_routes_count(const struct pc_config *cfg);
 /* Route id of the table. 0 ok, -1 when id is out of range. */

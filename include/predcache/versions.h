@@ -37,6 +37,11 @@ struct pc_versions *pc_versions_new(struct pc_worker *w);
 /* Call after the worker's upstreams are freed (their callbacks land here). NULL ok. */
 void pc_versions_free(struct pc_versions *v);
 
+/* Calls fn(name, arg) for each model the model server said has no versions (its status
+ * endpoint answered 404, or listed none): their requests are keyed by the path as sent. */
+typedef void (*pc_versions_name_fn)(const char *name, void *arg);
+void pc_versions_unversioned(const struct pc_versions *v, pc_versions_name_fn fn, void *arg);
+
 /* The version serving m (a path without a version) on backend be. */
 enum pc_version_state pc_versions_get(struct pc_versions *v, size_t be,
                                       const struct pc_model_ref *m, char *out, size_t outlen,

@@ -152,7 +152,7 @@ def is_predict_route(method, path):
 def model_of(path):
     """The model name the test model server answers a predict path with."""
     m = (model_server.TF_ROUTE.match(path) or model_server.V2_ROUTE.match(path)
-         or model_server.LABEL_ROUTE.match(path))
+         or model_server.LABEL_ROUTE.match(path) or model_server.TORCH_ROUTE.match(path))
     return m.group(1) if m else "default"
 
 

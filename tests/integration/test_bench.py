@@ -69,6 +69,11 @@ def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
         "size 1 KB": r"hit, 1 KB body, \d+ inputs\s+(%s)\s+(%s)\s+(%s)" % (NUMBER, NUMBER, NUMBER),
         "distinct": r"hit, 10\^3 distinct inputs, 8 KB body\s+(%s)" % NUMBER,
         "keys 8 KB": r"key derivation, 8 KB body\s+(%s)\s+-\s+-\s+(%s)" % (NUMBER, NUMBER),
+        "stream direct": r"stream, first event, straight to the model server\s+-\s+(%s)" % NUMBER,
+        "stream hit": r"stream, first event, through predcache \(hit: replayed\)\s+-\s+(%s)"
+                      % NUMBER,
+        "stream overhead": r"stream first-event overhead \(p50 through - direct\)\s+-\s+(-?%s)"
+                           % NUMBER,
     }
     table = out[out.index("measurement"):]
     for name, pattern in rows.items():
@@ -86,7 +91,8 @@ def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
     assert doc["wrong_answers"] == 0 == integrity["wrong_answers"], integrity
     assert integrity["samples"] == [], integrity
     for step in ("fill", "verify", "miss native direct", "miss native predcache",
-                 "miss python direct", "miss python predcache"):
+                 "miss python direct", "miss python predcache", "stream direct", "stream pass",
+                 "stream miss", "stream hit"):
         assert integrity["steps"][step]["checked"] > 0, (step, integrity)
         assert integrity["steps"][step]["wrong"] == 0, (step, integrity)
     for run in [doc["hit"]] + doc["sizes"] + doc["distinct"]:  # every cached input, checked

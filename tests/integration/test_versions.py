@@ -198,6 +198,10 @@ def test_a_model_without_versions_is_keyed_by_the_path(start_predcache, model, r
     line = "model %s has no versions at the model server (status endpoint %s: %s)" % (
         status.rsplit("/", 1)[1], status, said)
     assert p.stderr_text().count(line) == 1, p.stderr_text()[-2000:]
+    # and /ready names it (informative: the probe is not failed by it)
+    ready = requests.get(p.admin("/ready"), timeout=HTTP_TIMEOUT)
+    assert ready.status_code == 200
+    assert ready.json()["models_without_versions"] == [status.rsplit("/", 1)[1]]
 
 
 

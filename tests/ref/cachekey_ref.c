@@ -1349,14 +1349,14 @@ static const char *const default_fields[] = {"instances", "inputs", "image_data"
 static const char *const dup_fields[] = {"b", "a", NULL, "b", "\xEF\xBF\xBD"};
 
 const struct pc_key_params pc_ref_params[] = {
-    {"default", "pc:", NULL, 0, "file_path", PC_FAMILY_TFS_PREDICT, NULL, 0},
-    {"default", "pc:", NULL, 0, "file_path", PC_FAMILY_TFS_EXAMPLES, NULL, 0},
-    {"default", "pc:", NULL, 0, "file_path", PC_FAMILY_KSERVE, kserve_noise, 1},
-    {"default", "pc:", NULL, 0, "file_path", PC_FAMILY_JSON, json_noise, 1},
-    {"ns", "", NULL, 0, "p", PC_FAMILY_JSON, NULL, 0},
-    {"", NULL, NULL, 0, "instances", PC_FAMILY_JSON, odd_noise, 5},
-    {"default", "pc:", default_fields, 4, "file_path", PC_FAMILY_TFS_PREDICT, NULL, 0},
-    {"default", "predcache:", dup_fields, 5, "a", PC_FAMILY_JSON, json_noise, 1},
+    {"default", "pc:", NULL, 0, "file_path", PC_FAMILY_TFS_PREDICT, NULL, 0, NULL, 0},
+    {"default", "pc:", NULL, 0, "file_path", PC_FAMILY_TFS_EXAMPLES, NULL, 0, NULL, 0},
+    {"default", "pc:", NULL, 0, "file_path", PC_FAMILY_KSERVE, kserve_noise, 1, NULL, 0},
+    {"default", "pc:", NULL, 0, "file_path", PC_FAMILY_JSON, json_noise, 1, NULL, 0},
+    {"ns", "", NULL, 0, "p", PC_FAMILY_JSON, NULL, 0, NULL, 0},
+    {"", NULL, NULL, 0, "instances", PC_FAMILY_JSON, odd_noise, 5, NULL, 0},
+    {"default", "pc:", default_fields, 4, "file_path", PC_FAMILY_TFS_PREDICT, NULL, 0, NULL, 0},
+    {"default", "predcache:", dup_fields, 5, "a", PC_FAMILY_JSON, json_noise, 1, NULL, 0},
 };
 const size_t pc_ref_n_params = sizeof pc_ref_params / sizeof pc_ref_params[0];
 

@@ -190,12 +190,39 @@ static void test_full_table(void **state)
     pc_lookups_free(NULL);
 }
 
+/* Each visits every entry once, whatever the buckets. */
+static void count_id(const void *data, void *arg)
+{
+    const char *id = pc_lookups_id(data);
+    int *seen = arg;
+    assert_true(id[0] >= 'a' && id[0] < 'a' + 20 && id[1] == '\0');
+    seen[id[0] - 'a']++;
+}
+
+static void test_each(void **state)
+{
+    (void)state;
+    struct fx f;
+    fx_init(&f, 0, 100, 64);
+    int seen[20] = {0};
+    pc_lookups_each(f.t, count_id, seen); /* empty: nothing */
+    for (int i = 0; i < 20; i++) {
+        char id[2] = {(char)('a' + i), '\0'};
+        assert_int_equal(fx_get(&f, id, -1), PC_LOOKUP_NONE); /* fetching, no waiter */
+    }
+    pc_lookups_each(f.t, count_id, seen);
+    for (int i = 0; i < 20; i++)
+        assert_int_equal(seen[i], 1);
+    pc_lookups_each(NULL, count_id, seen);
+    pc_lookups_free(f.t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_model_fixed_seeds), cmocka_unit_test(test_served_while_refreshing),
         cmocka_unit_test(test_failures),          cmocka_unit_test(test_forget_during_fetch),
-        cmocka_unit_test(test_full_table),
+        cmocka_unit_test(test_full_table),        cmocka_unit_test(test_each),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
