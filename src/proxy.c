@@ -29,6 +29,7 @@
 
 #include <event2/event.h>
 
+#include "predcache/budget.h"
 #include "predcache/buf.h"
 #include "predcache/cachekey.h"
 #include "predcache/config.h"
@@ -95,6 +96,13 @@ static void flight_fail(struct pc_preq *p);
 
 static void lock_release(struct pc_preq *p);
 
+/* Request bytes held (a decoded body): the input budget and its gauge. */
+static void hold_input(struct pc_worker *w, int64_t delta)
+{
+    pc_budget_input_add(delta);
+    PC_METRIC_ADD(w->metrics.input_buffered, delta);
+}
+
 void pc_preq_free(struct pc_preq *p)
 {
     PC_PREQ_CHECK(p);
@@ -116,6 +124,8 @@ void pc_preq_free(struct pc_preq *p)
     free(p->stream_hdrs);
     pc_buf_release(&p->stream_rec);
     free(p->head);
+    if (p->plain != NULL)
+        hold_input(p->w, -(int64_t)p->plain_len);
     free(p->plain);
     pc_proxy_batch_free(p->batch);
     p->magic = 0;
@@ -2038,7 +2048,11 @@ static void on_version(const char *version, void *arg)
 /*
  * A body sent with a Content-Encoding is keyed as the model server reads it: gzip and
  * deflate are decoded (at most max_body_bytes: 413 past it, 400 when not valid); another
- * coding is forwarded uncached (PASS, request-encoding). 0 go on; -1 p was answered.
+ * coding is forwarded uncached (PASS, request-encoding). The decoded bytes are request
+ * bytes held like any other ([server] max_input_bytes): when they would take the figure
+ * past its bound, they are dropped and the request is forwarded as sent, uncached (PASS,
+ * input-budget), so that small bodies that inflate cannot hold memory without bound.
+ * 0 go on; -1 p was answered.
  */
 static int decode_request(struct pc_preq *p)
 {
@@ -2068,6 +2082,14 @@ static int decode_request(struct pc_preq *p)
     if (out.data == NULL && pc_buf_reserve(&out, 1) != 0) { /* an empty body: still owned */
         pc_proxy_answer_error(p, 503, "out of memory");
         pc_preq_free(p);
+        return -1;
+    }
+    size_t n = out.len;
+    hold_input(p->w, (int64_t)n);
+    if (pc_budget_input_over()) {
+        hold_input(p->w, -(int64_t)n);
+        pc_buf_release(&out);
+        pass_uncached(p, PC_REASON_INPUT_BUDGET);
         return -1;
     }
     p->plain = pc_buf_steal(&out, &p->plain_len);

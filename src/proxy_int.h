@@ -86,7 +86,7 @@ struct pc_preq {
      * the batch reading read; the client's own bytes still go to the model server when the
      * whole body does, with their coding (a sub-request goes decoded). */
     char *plain;
-    size_t plain_len;
+    size_t plain_len; /* counted in the input budget while plain is held */
     char coding[32];
     struct pc_adapter_view ad; /* what the request's API family means (cacheable routes) */
     int stream;                /* it asks for a streamed answer: forwarded as one */

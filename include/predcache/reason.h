@@ -27,6 +27,8 @@
       "a generation that samples (temperature not 0, or more than one choice)")                    \
     X(REQUEST_ENCODING, "request-encoding",                                                        \
       "the request body's Content-Encoding is neither gzip nor deflate")                           \
+    X(INPUT_BUDGET, "input-budget",                                                                \
+      "its decoded body would take request memory past [server] max_input_bytes")                  \
     X(RESPONSE_COOKIE, "response-cookie", "response sets a cookie")                                \
     X(VARY_NAME_TOO_LONG, "vary-name-too-long", "response varies by a header name too long")       \
     X(VARY_STAR, "vary-star", "response Vary: *")                                                  \

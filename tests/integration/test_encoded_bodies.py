@@ -6,17 +6,20 @@ model server reads, the decoded body, and forwards the body as the client sent i
 - the model server receives the client's own bytes and Content-Encoding;
 - a batch partly cached sends its missing instances decoded, without Content-Encoding;
 - a body that is not valid for its coding is 400; one that decodes past max_body_bytes
-  (a gzip bomb) is 413; another coding (br) is forwarded uncached (PASS, request-encoding).
+  (a gzip bomb) is 413; another coding (br) is forwarded uncached (PASS, request-encoding);
+- decoded bytes count in max_input_bytes: past it, forwarded as sent (PASS, input-budget).
 """
 
 import gzip
 import hashlib
 import json
+import threading
 import time
 import zlib
 
 import requests
 
+from conftest import wait_for
 from oracle import Oracle, post_checked
 
 PREDICT = "/v1/models/m:predict"
@@ -92,3 +95,47 @@ def test_bad_encodings(start_predcache, model, redis):
     assert (r.headers.get("X-Cache"), r.headers.get("X-Cache-Reason")) == \
         ("PASS", "request-encoding")
     assert model.last()["headers"].get("content-encoding") == "br"
+
+
+def test_decoded_bodies_are_held_within_max_input_bytes(start_predcache, model, redis):
+    """Decoded bytes are request bytes held ([server] max_input_bytes): while two requests
+    hold 900 KB decoded each (their model call is slow), a third whose decoded body would
+    take the figure past the 2 MB bound is forwarded as sent, uncached (PASS, input-budget);
+    once they are done nothing stays counted, and the same body is cached. Without the
+    bound, small bodies that inflate 1000 times held memory the input bound was meant to
+    cap."""
+    p = start_predcache(conf={"server": {"max_input_bytes": "2m", "max_body_bytes": "1m"}})
+    oracle = Oracle("decoded budget")
+
+    def doc(tag):  # about 900 KB of JSON, a few KB gzip'd
+        return {"instances": [[tag] + [0] * 290 for _ in range(1000)]}
+
+    model.control(delay_ms=1500)
+    held = [gz(doc("held %d" % i)) for i in range(2)]
+    assert all(len(b) < 64 * 1024 for b in held)
+    results = []
+    threads = [threading.Thread(target=lambda b=b: results.append(post(p, oracle, b, "gzip")))
+               for b in held]
+    for t in threads:
+        t.start()
+    wait_for(lambda: p.metric("predcache_input_buffered_bytes") > 1700000,
+             what="two decoded bodies held")
+    sent = gz(doc("third"))
+    r = post(p, oracle, sent, "gzip")
+    assert (r.headers["X-Cache"], r.headers["X-Cache-Reason"]) == ("PASS", "input-budget")
+    assert "X-Cache-Key" not in r.headers
+    last = model.last()  # the model server got the client's own bytes, with their coding
+    assert last["headers"].get("content-encoding") == "gzip"
+    assert last["raw_sha256"] == hashlib.sha256(sent).hexdigest()
+    assert p.metric("predcache_uncached_total", reason="input-budget") == 1
+    for t in threads:
+        t.join()
+    assert [x.headers["X-Cache"] for x in results] == ["MISS", "MISS"]
+    # (the /metrics request asking holds its own head: a few hundred bytes)
+    wait_for(lambda: p.metric("predcache_input_buffered_bytes") < 1000, what="nothing held")
+    model.control()
+    r = post(p, oracle, sent, "gzip")
+    assert r.headers["X-Cache"] == "MISS"
+    redis.wait_key(r.headers["X-Cache-Key"])
+    assert post(p, oracle, sent, "gzip").headers["X-Cache"] == "HIT"
+    oracle.assert_clean()
