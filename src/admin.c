@@ -48,20 +48,20 @@ static int named_up(const struct pc_worker *w, size_t be)
     return 1;
 }
 
-/* ,"backends":{"NAME":"ok"|"down",...} for the named backends (none: nothing); 1 when
- * every one is up. */
-static int named_json(const struct pc_worker *w, struct pc_buf *out)
+/* ,"backends":{"NAME":"ok"|"down",...} for the named backends (none: nothing); how many
+ * are up. */
+static size_t named_json(const struct pc_worker *w, struct pc_buf *out)
 {
-    int all = 1;
+    size_t n_up = 0;
     for (size_t be = 1; be < w->n_backends; be++) {
         int up = named_up(w, be);
-        all = all && up;
+        n_up += up != 0;
         pc_buf_printf(out, "%s\"%s\":\"%s\"", be == 1 ? ",\"backends\":{" : ",",
                       w->cfg->backends[be - 1].name, up ? "ok" : "down");
     }
     if (w->n_backends > 1)
         pc_buf_append_str(out, "}");
-    return all;
+    return n_up;
 }
 
 static const struct pc_header json_ct = {(char *)"Content-Type", (char *)"application/json"};
@@ -114,33 +114,54 @@ static void model_json(const char *name, void *arg)
     pc_buf_append_char(out, '"');
 }
 
+/*
+ * Ready means predcache can answer requests: not draining, and some model server is up
+ * (the [backend]'s, or a named one's). Redis trouble only degrades the answers (BYPASS:
+ * every request still gets the model's answer), so it is said in the body and the
+ * metrics, and makes /ready fail only with [server] ready_requires_redis: under a
+ * readiness probe, a Redis blip must not take every instance out of service.
+ */
 static void ready_maybe_answer(struct ready_probe *pr)
 {
     if (--pr->waiting > 0)
         return;
+    const struct pc_worker *w = pr->w;
     struct pc_buf named, body;
     pc_buf_init(&named);
     pc_buf_init(&body);
-    int named_ok = named_json(pr->w, &named);
+    size_t named_up_n = named_json(w, &named);
     cluster_json(pr->w, &named);
     pc_buf_append_str(&named, ",\"keyed_by_path\":[");
     pc_routes_list_as_sent(pr->w->cfg, 1, &named);
     pc_buf_append_str(&named, "],\"models_without_versions\":[");
     pc_versions_unversioned(pr->w->versions, model_json, &named);
     pc_buf_append_str(&named, "]");
-    int ok = pr->redis_ok && pr->backend_ok && named_ok;
+    int any_model = pr->backend_ok || named_up_n > 0;
+    int redis_gates = w->cfg->ready_requires_redis && !pr->redis_ok;
+    int ok = !w->draining && any_model && !redis_gates;
     const char *nj = named.data ? named.data : "";
-    if (ok)
-        pc_buf_printf(&body, "{\"ready\":true,\"redis\":\"ok\",\"backend\":\"ok\"%s}", nj);
-    else
-        pc_buf_printf(
-            &body,
-            "{\"ready\":false,\"redis\":\"%s\",\"backend\":\"%s\"%s,\"error\":\"%s%s%s%s%s\"}",
-            pr->redis_ok ? "ok" : "down", pr->backend_ok ? "ok" : "down", nj,
-            pr->redis_ok ? "" : "redis unavailable", !pr->redis_ok && !pr->backend_ok ? "; " : "",
-            pr->backend_ok ? "" : "model server unavailable",
-            !named_ok && (!pr->redis_ok || !pr->backend_ok) ? "; " : "",
-            named_ok ? "" : "a named backend is down (health checks failing)");
+    struct pc_buf why;
+    pc_buf_init(&why);
+    if (w->draining)
+        pc_buf_append_str(&why, "draining; ");
+    if (!any_model)
+        pc_buf_append_str(&why, w->n_backends > 1 ? "no model server up; "
+                                                  : "model server unavailable; ");
+    if (!pr->redis_ok)
+        pc_buf_append_str(&why, redis_gates ? "redis unavailable; "
+                                            : "redis unavailable: answers come from the model "
+                                              "server uncached (BYPASS); ");
+    if (pr->backend_ok && named_up_n + 1 < w->n_backends)
+        pc_buf_append_str(&why, "a named backend is down (health checks failing); ");
+    if (why.len >= 2)
+        why.data[why.len -= 2] = '\0';
+    pc_buf_printf(&body, "{\"ready\":%s,\"redis\":\"%s\",\"backend\":\"%s\"%s",
+                  ok ? "true" : "false", pr->redis_ok ? "ok" : "down",
+                  pr->backend_ok ? "ok" : "down", nj);
+    if (why.len > 0)
+        pc_buf_printf(&body, ",\"%s\":\"%s\"", ok ? "degraded" : "error", why.data);
+    pc_buf_append_char(&body, '}');
+    pc_buf_release(&why);
     if (body.data == NULL)
         pc_http_reply_error(pr->req, 503, "out of memory");
     else
@@ -190,11 +211,15 @@ static void handle_ready(struct pc_worker *w, struct pc_http_req *req)
     ready_others(w, &others_redis, &others_backend);
     if (!others_redis || pc_store_ping(w->store, ready_redis_cb, pr) != 0)
         pr->waiting--;
-    if (!others_backend || !pc_health_up(w->health)) /* down already: no need to ask */
+    if (!others_backend || !pc_health_up(w->health)) { /* down already: no need to ask */
         pr->waiting--;
-    else if (pc_upstream_send(w->up, "GET", "/", NULL, 0, NULL, 0, READY_BACKEND_TIMEOUT_MS,
-                              ready_backend_cb, pr) == NULL)
+    } else if (w->cfg->backend_health_path[0] != '\0') { /* its health checks say up */
+        pr->backend_ok = 1;
         pr->waiting--;
+    } else if (pc_upstream_send(w->up, "GET", "/", NULL, 0, NULL, 0, READY_BACKEND_TIMEOUT_MS,
+                                ready_backend_cb, pr) == NULL) {
+        pr->waiting--;
+    }
     ready_maybe_answer(pr);
 }
 
@@ -562,8 +587,9 @@ void pc_admin_handle(struct pc_http_req *req, void *arg)
         }
         return;
     }
-    int known = strcmp(path, "/health") == 0 || strcmp(path, "/ready") == 0 ||
-                strcmp(path, "/metrics") == 0 || strcmp(path, "/stats") == 0;
+    int known = strcmp(path, "/health") == 0 || strcmp(path, "/live") == 0 ||
+                strcmp(path, "/ready") == 0 || strcmp(path, "/metrics") == 0 ||
+                strcmp(path, "/stats") == 0;
     if (!known) {
         pc_http_reply_error(req, 404, "no such admin endpoint");
         return;
@@ -574,7 +600,7 @@ void pc_admin_handle(struct pc_http_req *req, void *arg)
         pc_http_reply(req, 405, h, 2, body, strlen(body));
         return;
     }
-    if (strcmp(path, "/health") == 0) {
+    if (strcmp(path, "/health") == 0 || strcmp(path, "/live") == 0) { /* no dependency asked */
         const char *body = w->draining ? "{\"status\":\"draining\"}" : "{\"status\":\"ok\"}";
         pc_http_reply(req, 200, &json_ct, 1, body, strlen(body));
     } else if (strcmp(path, "/ready") == 0) {

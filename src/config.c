@@ -119,6 +119,7 @@ static const struct opt static_options[] = {
     {"server",  "request_timeout_ms", OPT_INT,      FIELD(request_timeout_ms),          1,   HOUR_MS,          "60000",                 0},
     {"server",  "idle_timeout_ms",    OPT_INT,      FIELD(idle_timeout_ms),             1,   HOUR_MS,          "30000",                 0},
     {"server",  "drain_timeout_ms",   OPT_INT,      FIELD(drain_timeout_ms),            0,   HOUR_MS,          "10000",                 0},
+    {"server",  "ready_requires_redis", OPT_BOOL,   FIELD(ready_requires_redis),        0,   1,                "off",                   0},
     {"server",  "max_connections",    OPT_INT,      FIELD(max_connections),             1,   1000000,          "10000",                 0},
     {"server",  "max_input_bytes",    OPT_SIZE,     FIELD(max_input_bytes),             0,   64 * GIB,         "256m",                  0},
     {"server",  "max_output_bytes",   OPT_SIZE,     FIELD(max_output_bytes),            0,   64 * GIB,         "64m",                   0},

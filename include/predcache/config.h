@@ -85,6 +85,7 @@ struct pc_config {
     int request_timeout_ms;        /* whole request deadline; default 60000 */
     int idle_timeout_ms;           /* keep-alive idle and slow-client read timeout; default 30000 */
     int drain_timeout_ms;          /* bound of the SIGTERM drain; default 10000 */
+    int ready_requires_redis;      /* /ready fails while Redis is unavailable; default off */
     int max_connections;           /* client connections per listener; default 10000 */
     size_t max_input_bytes;        /* request bytes held while received and handled, process-wide;
                                       0 = no bound */

@@ -33,18 +33,62 @@ def test_data_port_forwards_admin_paths(proxy, model):
     assert model.count() == 1
 
 
-def test_ready_follows_redis(proxy, redis):
+def test_ready_stays_ready_while_redis_is_down(proxy, redis, model):
+    """Redis down: every request is still answered (from the model server, BYPASS), so
+    /ready stays 200 and says what is degraded; a readiness probe must not take every
+    instance out of service for a Redis blip."""
     wait_for(lambda: admin_get(proxy, "/ready").status_code == 200,
              what="/ready 200 with Redis and the model server up")
+    assert "degraded" not in admin_get(proxy, "/ready").json()
 
     redis.kill()
-    r = wait_admin_status(proxy, "/ready", 503, "/ready 503 after Redis was killed")
-    assert "redis" in r.text.lower(), "503 body should say Redis is down: %s" % r.text
-    r.json()  # JSON
+    wait_for(lambda: admin_get(proxy, "/ready").json()["redis"] == "down",
+             what="/ready saying Redis is down")
+    r = admin_get(proxy, "/ready")
+    doc = r.json()
+    assert r.status_code == 200 and doc["ready"] is True, r.text
+    assert "redis unavailable" in doc["degraded"], doc
+    # and requests are answered meanwhile
+    a = proxy.post("/v1/models/m:predict", json_body={"instances": ["while down"]})
+    assert a.status_code == 200 and a.headers["X-Cache"] == "BYPASS"
 
     redis.start()
-    wait_for(lambda: admin_get(proxy, "/ready").status_code == 200, timeout=15,
+    wait_for(lambda: admin_get(proxy, "/ready").json()["redis"] == "ok", timeout=15,
+             what="/ready saying Redis is back")
+
+
+def test_ready_requires_redis_when_told(start_predcache, redis):
+    p = start_predcache(conf={"server": {"ready_requires_redis": "on"}})
+    wait_for(lambda: admin_get(p, "/ready").status_code == 200, what="/ready 200")
+    redis.kill()
+    r = wait_admin_status(p, "/ready", 503, "/ready 503 after Redis was killed")
+    assert r.json()["ready"] is False and "redis unavailable" in r.json()["error"], r.text
+    redis.start()
+    wait_for(lambda: admin_get(p, "/ready").status_code == 200, timeout=15,
              what="/ready 200 after Redis came back")
+
+
+def test_live_asks_nothing(start_predcache, model, redis):
+    """/live: the process answers; no dependency is asked (Redis and the model server are
+    both down here)."""
+    p = start_predcache()
+    redis.kill()
+    model.stop()
+    r = admin_get(p, "/live")
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+    assert admin_get(p, "/ready").status_code == 503  # no model server: not ready
+
+
+def test_ready_uses_the_health_checks_not_a_request_per_probe(start_predcache, model):
+    """With [backend] health_path, /ready reads the health checks' verdict instead of
+    sending GET / to the model server on every probe."""
+    p = start_predcache(conf={"backend": {"health_path": "/healthz",
+                                          "health_interval_ms": "5000"}})
+    wait_for(lambda: admin_get(p, "/ready").status_code == 200, what="/ready 200")
+    before = model.count("/")
+    for _ in range(5):
+        assert admin_get(p, "/ready").status_code == 200
+    assert model.count("/") == before
 
 
 def test_ready_503_when_backend_down(start_predcache):

@@ -112,7 +112,8 @@ def test_metrics_and_stats_are_the_sum_over_workers(start_predcache, model, redi
 
 
 def test_ready_covers_every_worker(start_predcache, model, redis):
-    p = start_predcache(conf=TWO)
+    p = start_predcache(conf=dict(TWO, server=dict(TWO.get("server", {}),
+                                                   ready_requires_redis="on")))
     wait_for(lambda: requests.get(p.admin("/ready"), timeout=HTTP_TIMEOUT).status_code == 200,
              what="/ready 200")
     redis.kill()
