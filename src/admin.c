@@ -18,12 +18,12 @@
 #include "predcache/http.h"
 #include "predcache/log.h"
 #include "predcache/metrics.h"
-#include "predcache/proxy.h"
 #include "predcache/routes.h"
 #include "predcache/store.h"
 #include "predcache/upstream.h"
 #include "predcache/versions.h"
 #include "predcache/wstate.h"
+#include "done.h"
 
 #define READY_BACKEND_TIMEOUT_MS 2000
 #define MAX_SHARDS 64 /* [server] workers at most */
@@ -413,7 +413,7 @@ static void handle_purge(struct pc_worker *w, struct pc_http_req *req, const cha
     }
     pg->req = req;
     memcpy(pg->key, key, kl + 1);
-    if (pc_proxy_purge(w, pg->key, on_purged, pg) != 0) {
+    if (pc_done_purge(w, pg->key, on_purged, pg) != 0) {
         free(pg);
         pc_http_reply_error(req, 503, "Redis unavailable");
     }
@@ -544,7 +544,7 @@ static void handle_invalidate(struct pc_worker *w, struct pc_http_req *req)
     char key[PC_CFG_STR * 2 + 8], field[PC_CFG_STR], chan[PC_CHANNEL_MAX], msg[PC_CFG_STR + 8];
     if (bad == NULL && (pc_generations_key(w->cfg, iv->ns, key, sizeof key) != 0 ||
                         pc_generations_field(iv->model, iv->version, field, sizeof field) != 0 ||
-                        pc_proxy_done_channel(w->cfg, chan, sizeof chan) != 0))
+                        pc_done_channel(w->cfg, chan, sizeof chan) != 0))
         bad = "names too long";
     if (bad != NULL) {
         free(iv);

@@ -55,7 +55,12 @@
 #include "predcache/l1.h"
 #include "predcache/log.h"
 #include "predcache/store.h"
-#include "proxy_int.h"
+#include "answer.h"
+#include "coalesce.h"
+#include "forward.h"
+#include "preq.h"
+#include "proxy_batch.h"
+#include "refresh.h"
 
 #define NO_POS UINT32_MAX
 #define DIGEST PC_KEY_DIGEST_LEN
@@ -75,6 +80,26 @@ struct cached {
     unsigned char found;
     unsigned char stale; /* past its TTL, within grace: answers only a batch cached whole */
 };
+
+static void pc_proxy_batch_free(struct pc_batch_state *b);
+static void pc_proxy_batch_send(struct pc_preq *p, enum pc_cache_result result);
+static void pc_proxy_batch_retry(struct pc_preq *p);
+static int pc_proxy_batch_hit_keys(const struct pc_preq *p, char (**keys)[PC_KEY_MAX], size_t *n);
+struct pc_batch_keys;
+static const char *pc_proxy_batch_store_refresh(struct pc_worker *w,
+                                                const struct pc_upstream_resp *r,
+                                                struct pc_batch_keys **keys, int env_ttl_s,
+                                                int redis_ttl_s);
+
+/* The miss goes on to the model server: the batch keeps the label its lookup gave (MISS or
+ * PARTIAL) unless Redis failed on the way. */
+static void item_send(struct pc_preq *p, enum pc_cache_result result)
+{
+    pc_proxy_batch_send(p, result == RES_BYPASS ? RES_BYPASS : p->result);
+}
+
+/* How coalesce resumes a request of the item flow: its herd key holds no value. */
+static const struct pc_flow item_flow = {item_send, pc_proxy_batch_retry, NULL};
 
 /* The keys of some instances (a refresh's), as digests under one prefix, and where their
  * answers are in the model's answer. */
@@ -127,7 +152,7 @@ static void drop_hits(struct pc_batch_state *b)
     b->first.len = 0;
 }
 
-void pc_proxy_batch_free(struct pc_batch_state *b)
+static void pc_proxy_batch_free(struct pc_batch_state *b)
 {
     if (b == NULL)
         return;
@@ -146,7 +171,7 @@ void pc_proxy_batch_free(struct pc_batch_state *b)
     free(b);
 }
 
-void pc_proxy_batch_keys_free(struct pc_batch_keys *k)
+static void pc_proxy_batch_keys_free(struct pc_batch_keys *k)
 {
     free(k);
 }
@@ -164,7 +189,7 @@ static struct pc_batch_keys *keys_new(const struct pc_items_shape *shape, const 
     return k;
 }
 
-int pc_proxy_batch_hit_keys(const struct pc_preq *p, char (**keys)[PC_KEY_MAX], size_t *n)
+static int pc_proxy_batch_hit_keys(const struct pc_preq *p, char (**keys)[PC_KEY_MAX], size_t *n)
 {
     const struct pc_batch_state *b = p->batch;
     *keys = NULL;
@@ -472,7 +497,9 @@ static int refresh_stale(struct pc_preq *p)
         subrequest_of(b, body, len, k, &sub) == SUB_OK) {
         for (size_t j = 0; j < k; j++)
             memcpy(keys->dig[j], b->dig[b->pick[j]], DIGEST);
-        pc_proxy_batch_refresh(p, herd, ttl_s, sub.data, sub.len, keys);
+        struct pc_refresh_items items = {keys, pc_proxy_batch_store_refresh,
+                                         pc_proxy_batch_keys_free};
+        pc_refresh_start(p, herd, ttl_s, sub.data, sub.len, &items);
         keys = NULL; /* the refresh's now */
     }
     pc_buf_release(&sub);
@@ -707,9 +734,10 @@ static void store_new_then_free(struct pc_preq *p, const struct pc_upstream_resp
     store_slice(j);
 }
 
-const char *pc_proxy_batch_store_refresh(struct pc_worker *w, const struct pc_upstream_resp *r,
-                                         struct pc_batch_keys **keys, int env_ttl_s,
-                                         int redis_ttl_s)
+static const char *pc_proxy_batch_store_refresh(struct pc_worker *w,
+                                                const struct pc_upstream_resp *r,
+                                                struct pc_batch_keys **keys, int env_ttl_s,
+                                                int redis_ttl_s)
 {
     struct pc_batch_array preds;
     memset(&preds, 0, sizeof preds);
@@ -836,7 +864,7 @@ static void on_batch_backend(const struct pc_upstream_resp *r, void *arg)
     pc_batch_array_release(&preds);
 }
 
-void pc_proxy_batch_send(struct pc_preq *p, enum pc_cache_result result)
+static void pc_proxy_batch_send(struct pc_preq *p, enum pc_cache_result result)
 {
     PC_PREQ_CHECK(p);
     struct pc_batch_state *b = p->batch;
@@ -926,7 +954,7 @@ static void forward_missing(struct pc_preq *p, enum pc_cache_result result)
     case PC_JOIN_LEAD:
         break;
     }
-    if (!b->retried && pc_proxy_lock_batch(p, result))
+    if (!b->retried && pc_proxy_lock_batch(p, &item_flow, result))
         return;
     pc_proxy_batch_send(p, result);
 }
@@ -1144,6 +1172,8 @@ int pc_proxy_batch_key(struct pc_preq *p, const struct pc_keymemo_probe *probe, 
         b->remember = 1;
     }
     p->batch = b;
+    p->free_items = pc_proxy_batch_free;
+    p->hit_keys = pc_proxy_batch_hit_keys;
     rc = key_slice(b); /* a small batch is keyed now; a larger one by pc_proxy_batch_lookup */
     if (rc < 0 || (rc == 1 && keyed(p) != 0)) {
         p->batch = NULL;
@@ -1180,6 +1210,8 @@ int pc_proxy_batch_from_memo(struct pc_preq *p, const struct pc_keymemo_val *v)
         return -1;
     }
     p->batch = b;
+    p->free_items = pc_proxy_batch_free;
+    p->hit_keys = pc_proxy_batch_hit_keys;
     return 0;
 }
 
@@ -1244,7 +1276,7 @@ static void redis_lookup(struct pc_preq *p)
     }
 }
 
-void pc_proxy_batch_retry(struct pc_preq *p)
+static void pc_proxy_batch_retry(struct pc_preq *p)
 {
     PC_PREQ_CHECK(p);
     size_t n = 0;

@@ -25,7 +25,11 @@
 
 #include "predcache/jsonedit.h"
 #include "predcache/log.h"
-#include "proxy_int.h"
+#include "answer.h"
+#include "bgcall.h"
+#include "forward.h"
+#include "preq.h"
+#include "proxy_stream.h"
 
 /* A request that asks for a stream: Accept names text/event-stream, or its JSON body has
  * a root member "stream" that is true (OpenAI, TGI, vLLM, llama.cpp), or not false where
@@ -192,31 +196,10 @@ void pc_proxy_stream_send(struct pc_preq *p, enum pc_cache_result result)
 {
     PC_PREQ_CHECK(p);
     struct pc_worker *w = p->w;
-    p->result = result;
     if (!p->stream_keep)
         p->no_store = 1;
-    if (w->closing) {
-        pc_proxy_answer_error(p, 503, "predcache is shutting down");
-        pc_preq_free(p);
+    if (pc_forward_prepare_or_free(p, result) != 0)
         return;
-    }
-    if (p->only_if_cached) { /* RFC 9111 5.2.1.7: 504 when the cache cannot answer */
-        pc_proxy_answer_error(p, 504, "not in the cache (only-if-cached)");
-        pc_preq_free(p);
-        return;
-    }
-    const char *unavailable = pc_worker_backend_refusal(w, p->backend);
-    if (unavailable != NULL) {
-        PC_METRIC_INC(w->metrics.backend_refused);
-        pc_proxy_answer_error(p, 503, unavailable);
-        pc_preq_free(p);
-        return;
-    }
-    if (pc_proxy_forward_headers(p) != 0) {
-        pc_proxy_answer_error(p, 503, "out of memory");
-        pc_preq_free(p);
-        return;
-    }
     size_t len;
     const char *body = pc_preq_body(p, &len);
     body = pc_proxy_wire_body(p, body, &len); /* as the client sent it */

@@ -24,7 +24,10 @@
 #include "predcache/metrics.h"
 #include "predcache/store.h"
 #include "predcache/verify.h"
-#include "proxy_int.h"
+#include "bgcall.h"
+#include "done.h"
+#include "preq.h"
+#include "proxy_verify.h"
 
 /* Checks at once per worker, whatever max_in_flight allows. */
 #define VERIFY_MAX_IN_FLIGHT 64
@@ -81,7 +84,7 @@ struct pc_verify *pc_proxy_verify_prepare(struct pc_preq *p, int status, const c
     if (len > 0)
         memcpy(v->body, body, len);
     if (p->batch != NULL) {
-        if (pc_proxy_batch_hit_keys(p, &v->keys, &v->n_keys) != 0)
+        if (p->hit_keys == NULL || p->hit_keys(p, &v->keys, &v->n_keys) != 0)
             goto skip;
     } else {
         if ((v->keys = malloc(sizeof *v->keys)) == NULL)
@@ -104,7 +107,7 @@ skip:
 static void purge_keys(struct pc_verify *v)
 {
     for (size_t i = 0; i < v->n_keys; i++) {
-        if (pc_proxy_purge(v->w, v->keys[i], NULL, NULL) != 0)
+        if (pc_done_purge(v->w, v->keys[i], NULL, NULL) != 0)
             pc_log(PC_LOG_WARN, "verify: cannot purge %s: Redis unavailable", v->keys[i]);
     }
 }

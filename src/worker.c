@@ -32,6 +32,8 @@
 #include "predcache/store.h"
 #include "predcache/upstream.h"
 #include "predcache/versions.h"
+#include "coalesce.h"
+#include "done.h"
 
 #define DRAIN_POLL_MS 20
 #define DRAIN_FLUSH_MS 100
@@ -295,7 +297,7 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
     }
     { /* answered keys (cross-process coalescing) and invalidations are announced here */
         char chan[PC_CHANNEL_MAX];
-        if (pc_proxy_done_channel(cfg, chan, sizeof chan) != 0 ||
+        if (pc_done_channel(cfg, chan, sizeof chan) != 0 ||
             (w->subscriber = pc_store_new_subscriber(base, cfg, &w->sub_metrics, chan,
                                                      pc_proxy_on_done, w)) == NULL) {
             snprintf(err, errlen, "cannot create the Redis subscriber");

@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """Fails when the modules include each other in a circle.
 
-A module is src/NAME.c with include/predcache/NAME.h; a private header src/NAME_int.h
-belongs to module NAME (proxy_int.h is proxy's, shared with the proxy_* files that carry
-its flows). Module A depends on module B when A's .c or private header includes B's
-header. Prints each circle (a strongly connected set of more than one module) and exits 1
+A module is src/NAME.c with its header, include/predcache/NAME.h (public) or src/NAME.h
+(private to the proxy's modules: preq, answer, coalesce, ...); a header src/NAME_int.h
+belongs to module NAME too (store_int.h is store's, shared with store_cluster). Module A
+depends on module B when A's .c or private header includes B's header. Prints each circle (a strongly connected set of more than one module) and exits 1
 when there is one; prints the number of modules and edges otherwise."""
 
 import os

@@ -109,7 +109,4 @@ int pc_worker_backend_available(const struct pc_worker *w, size_t be);
 void pc_worker_shards(const struct pc_worker *w, const struct pc_metrics **out, size_t max,
                       size_t *n);
 
-/* A message on the done channel that starts with this purges a key from the l1 tier. */
-#define PC_PURGE_ANNOUNCE "!del "
-
 #endif

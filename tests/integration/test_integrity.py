@@ -443,8 +443,9 @@ def test_boundaries(start_predcache, model, redis, run):
             redis.start()
             notes.append("redis back at %.1fs" % (time.monotonic() - t0))
             # both processes reconnect (with backoff); then a purge on one reaches the other
-            wait_for(lambda: all(requests.get(q.admin("/ready"), timeout=2).status_code == 200
-                                 for q in procs), timeout=10, what="both ready again")
+            # (/ready stays 200 while Redis is down: its body says when Redis is back)
+            wait_for(lambda: all(requests.get(q.admin("/ready"), timeout=2).json()["redis"] ==
+                                 "ok" for q in procs), timeout=10, what="both on Redis again")
             probe.purge(a, check_on=b, wait_s=0.3)
             probe.invalidate(b, check_on=a, wait_s=1.2)  # within generation_refresh_ms
         else:

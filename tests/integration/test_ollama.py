@@ -13,11 +13,12 @@ number, and the model's counter does not move."""
 
 import hashlib
 import json
+import threading
 
 import pytest
 import requests
 
-from conftest import HTTP_TIMEOUT
+from conftest import HTTP_TIMEOUT, wait_for
 
 GENERATE = "/api/generate"
 CHAT = "/api/chat"
@@ -247,3 +248,41 @@ def test_embed_keeps_being_cached(start_predcache, model, redis):
         r2 = post(p, path, body)
         assert r2.headers["X-Cache"] == "HIT" and r2.content == r1.content, r2.headers
         assert model.count(path) == 1
+
+
+def test_integrity_of_cached_generations(start_predcache, model, redis):
+    """300 distinct deterministic generations (streamed and not, generate and chat), each
+    sent twice by 6 threads: every answer must name the body it answers (prompt_sha in each
+    part), and the second round comes from the cache."""
+    p = start_predcache()
+    bodies = [gen_body("prompt %d" % i, path=CHAT if i % 3 == 0 else GENERATE,
+                       stream=(i % 2 == 0) or None) for i in range(300)]
+    paths = [CHAT if i % 3 == 0 else GENERATE for i in range(300)]
+    wrong, labels, lock = [], {}, threading.Lock()
+
+    def run(rnd, part):
+        for i in range(part, len(bodies), 6):
+            body, path = bodies[i], paths[i]
+            stream = json.loads(body).get("stream", True)
+            r = post(p, path, body)
+            try:
+                assert_answers(body, r, stream=stream)
+                ok = True
+            except AssertionError:
+                ok = False
+            with lock:
+                labels[(rnd, i)] = r.headers.get("X-Cache")
+                if not ok:
+                    wrong.append((path, body[:80], r.content[:200]))
+
+    for rnd in (1, 2):
+        threads = [threading.Thread(target=run, args=(rnd, k)) for k in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if rnd == 1:
+            wait_for(lambda: len(entries(redis)) == len(bodies), what="every entry stored")
+    print("wrong answers: %d" % len(wrong))
+    assert not wrong, wrong[:3]
+    assert all(labels[(2, i)] == "HIT" for i in range(len(bodies)))

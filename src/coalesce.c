@@ -1,0 +1,411 @@
+/*
+ * coalesce: the miss machinery every flow shares (see coalesce.h).
+ */
+#include "coalesce.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "predcache/config.h"
+#include "predcache/envelope.h"
+#include "predcache/log.h"
+#include "predcache/metrics.h"
+#include "predcache/store.h"
+#include "answer.h"
+#include "done.h"
+
+/*
+ * A lock release that got no reply (the connection dropped, or Redis was not there) would
+ * leave the lock held until it expires, and the other processes' requests waiting for it
+ * waiting as long (lock_timeout_ms): it is sent again once Redis is back. Each release
+ * carries its herd key; the worker keeps at most PC_UNLOCKS_MAX of them, each until its
+ * lock would have expired anyway.
+ */
+#define PC_UNLOCKS_MAX 4096
+#define PC_UNLOCK_RETRY_MS 50
+
+static void unlock_send(struct pc_unlock *u);
+static void coalesce_release(struct pc_preq *p);
+
+/* The key p coalesces on: a batch's sub-request has its own, else the per-body key. */
+const char *pc_coalesce_key(const struct pc_preq *p)
+{
+    return p->herd[0] != '\0' ? p->herd : p->key;
+}
+
+struct flight_store {
+    struct pc_worker *w;
+    char key[PC_KEY_MAX];
+};
+
+/* The leader's SET is answered: from now on Redis answers this key, so the entry goes. */
+static void on_flight_stored(int ok, void *arg)
+{
+    (void)ok;
+    struct flight_store *fs = arg;
+    struct pc_flight *f = pc_flights_find(fs->w->flights, fs->key);
+    if (f != NULL && f->done)
+        pc_flights_finish(fs->w->flights, f);
+    free(fs);
+}
+
+/* The leader is gone without an answer to share: its waiters get an error, not silence:
+ * the one the leader got (a refusal, say), else 502. */
+static void flight_fail(struct pc_preq *p)
+{
+    struct pc_flight *f = p->flight;
+    for (size_t i = 0; i < f->n_waiters; i++) {
+        struct pc_preq *q = f->waiters[i];
+        if (p->err_status != 0)
+            pc_proxy_answer_error(q, p->err_status, p->err_msg);
+        else
+            pc_proxy_answer_error(q, 502, "the model server request this one waited for failed");
+        pc_preq_free(q);
+    }
+    f->n_waiters = 0;
+    pc_flights_finish(p->w->flights, f);
+    p->flight = NULL;
+}
+
+/* Ends the leader's flight at once (an error, nothing to store). */
+static void flight_drop(struct pc_preq *p)
+{
+    if (p->flight != NULL)
+        pc_flights_finish(p->w->flights, p->flight);
+    p->flight = NULL;
+}
+
+void pc_proxy_flight_drop(struct pc_preq *p)
+{
+    flight_drop(p);
+}
+
+struct pc_preq **pc_proxy_flight_release(struct pc_preq *p, size_t *n)
+{
+    struct pc_flight *f = p->flight;
+    struct pc_preq **out = NULL;
+    *n = 0;
+    if (f == NULL)
+        return NULL;
+    if (f->n_waiters > 0 && (out = malloc(f->n_waiters * sizeof *out)) != NULL) {
+        memcpy(out, f->waiters, f->n_waiters * sizeof *out);
+        *n = f->n_waiters;
+        f->n_waiters = 0;
+    }
+    if (out == NULL && f->n_waiters > 0) { /* no memory: they get an error, not silence */
+        flight_fail(p);
+        return NULL;
+    }
+    flight_drop(p);
+    return out;
+}
+
+/*
+ * Keeps the leader's answer in its flight while its SET is on the way: a request whose
+ * GET was sent before the SET would still miss, and is answered from here instead.
+ * Returns the argument for on_flight_stored, which ends the flight; NULL when there is
+ * no flight (or no memory: then it has ended now).
+ */
+static struct flight_store *flight_keep(struct pc_preq *p, const struct pc_upstream_resp *r)
+{
+    struct pc_flight *f = p->flight;
+    if (f == NULL)
+        return NULL;
+    struct flight_store *fs = calloc(1, sizeof *fs);
+    struct pc_envelope env;
+    pc_answer_envelope(p->w, r, &env);
+    struct pc_buf val;
+    pc_buf_init(&val);
+    if (fs == NULL || pc_envelope_encode(&env, &val) != 0 || (f->ctype = strdup("")) == NULL) {
+        pc_buf_release(&val);
+        free(fs);
+        flight_drop(p);
+        return NULL;
+    }
+    f->body_len = val.len;
+    f->body = pc_buf_steal(&val, NULL);
+    f->status = r->status;
+    f->done = 1;
+    f->leader = NULL;
+    fs->w = p->w;
+    pc_strlcpy(fs->key, pc_coalesce_key(p), sizeof fs->key);
+    p->flight = NULL;
+    return fs;
+}
+
+void *pc_proxy_flight_keep(struct pc_preq *p, const struct pc_upstream_resp *r)
+{
+    return flight_keep(p, r);
+}
+
+void pc_proxy_flight_stored(int ok, void *arg)
+{
+    on_flight_stored(ok, arg);
+}
+
+/* One round trip: the value if it landed meanwhile, else the lock if it is free. */
+static const char lock_script[] =
+    "local v = redis.call('GET', KEYS[1]) "
+    "if v then return {1, v} end "
+    "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end "
+    "return {3}";
+
+static const char unlock_script[] =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end "
+    "redis.call('PUBLISH', ARGV[2], ARGV[3]) return 1";
+
+/* The lock of a herd key (an entry's key, or a batch's herd key). */
+static void lock_key_of(const char *herd, char *out, size_t len)
+{
+    snprintf(out, len, "%s:lock", herd);
+}
+
+static void lock_key(const struct pc_preq *p, char *out, size_t len)
+{
+    lock_key_of(pc_coalesce_key(p), out, len);
+}
+
+/* This worker's name in locks (process and worker): a lock is only released by its holder,
+ * and the workers of one process are as separate as two processes. */
+static const char *lock_owner(const struct pc_worker *w, char *buf, size_t len)
+{
+    snprintf(buf, len, "%ld.%zu", (long)getpid(), w->id);
+    return buf;
+}
+
+struct pc_unlock {
+    struct pc_worker *w;
+    struct pc_unlock *next;
+    uint64_t until_us;
+    char herd[PC_KEY_MAX];
+};
+
+/* The worker's retry timer (w->unlock_timer, owned by the worker, arg): it takes the list
+ * and hands each release to unlock_send, which owns it from there. */
+static void unlock_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_worker *w = arg;
+    if (!pc_store_ready(w->store)) {
+        struct timeval tv = {0, PC_UNLOCK_RETRY_MS * 1000};
+        evtimer_add(w->unlock_timer, &tv);
+        return;
+    }
+    struct pc_unlock *list = w->unlocks;
+    w->unlocks = NULL;
+    w->n_unlocks = 0;
+    while (list != NULL) {
+        struct pc_unlock *u = list;
+        list = u->next;
+        u->next = NULL;
+        unlock_send(u); /* may come back on the list */
+    }
+}
+
+/* Keeps u for a later attempt, or frees it when its lock has expired or the list is full. */
+static void unlock_later(struct pc_unlock *u)
+{
+    struct pc_worker *w = u->w;
+    if (w->closing || pc_now_us() >= u->until_us || w->n_unlocks >= PC_UNLOCKS_MAX ||
+        (w->unlock_timer == NULL &&
+         (w->unlock_timer = evtimer_new(w->base, unlock_retry_cb, w)) == NULL)) {
+        free(u);
+        return;
+    }
+    u->next = w->unlocks;
+    w->unlocks = u;
+    w->n_unlocks++;
+    if (!evtimer_pending(w->unlock_timer, NULL)) {
+        struct timeval tv = {0, PC_UNLOCK_RETRY_MS * 1000};
+        evtimer_add(w->unlock_timer, &tv);
+    }
+}
+
+/* The release's reply (or NULL: none came); arg is the release, owned by this call from
+ * here: freed, or kept on the worker's list. */
+static void on_unlock_reply(const struct pc_reply *r, void *arg)
+{
+    struct pc_unlock *u = arg;
+    if (r == NULL)
+        unlock_later(u); /* no reply: it may not have run */
+    else
+        free(u);
+}
+
+static void unlock_send(struct pc_unlock *u)
+{
+    struct pc_worker *w = u->w;
+    char lk[PC_KEY_MAX + 8], owner[32], chan[PC_CHANNEL_MAX];
+    lock_key_of(u->herd, lk, sizeof lk);
+    lock_owner(w, owner, sizeof owner);
+    pc_done_channel(w->cfg, chan, sizeof chan);
+    const char *argv[] = {"EVAL", unlock_script, "1", lk, owner, chan, u->herd};
+    size_t lens[7];
+    for (int i = 0; i < 7; i++)
+        lens[i] = strlen(argv[i]);
+    if (pc_store_command(w->store, 0, on_unlock_reply, u, 7, argv, lens) != 0)
+        unlock_later(u);
+}
+
+void pc_proxy_unlocks_free(struct pc_worker *w)
+{
+    while (w->unlocks != NULL) {
+        struct pc_unlock *u = w->unlocks;
+        w->unlocks = u->next;
+        free(u);
+    }
+    w->n_unlocks = 0;
+    if (w->unlock_timer != NULL) {
+        event_free(w->unlock_timer);
+        w->unlock_timer = NULL;
+    }
+}
+
+static void lock_release(struct pc_preq *p)
+{
+    struct pc_worker *w = p->w;
+    p->lock_held = 0;
+    struct pc_unlock *u = malloc(sizeof *u);
+    if (u == NULL)
+        return; /* the lock expires by itself */
+    u->w = w;
+    u->next = NULL;
+    u->until_us = pc_now_us() + (uint64_t)w->cfg->lock_timeout_ms * 1000;
+    pc_strlcpy(u->herd, pc_coalesce_key(p), sizeof u->herd);
+    unlock_send(u);
+}
+
+/* What the request undoes when it is freed (its release hook, preq.h). */
+static void coalesce_release(struct pc_preq *p)
+{
+    if (p->lock_held)
+        lock_release(p); /* after any SET of the answer: same connection, same order */
+    if (p->lock_wait != NULL)
+        event_free(p->lock_wait);
+    if (p->flight != NULL)
+        flight_fail(p); /* a leader that never reached the model server */
+}
+
+static void remote_resolve(struct pc_preq *p)
+{
+    event_free(p->lock_wait);
+    p->lock_wait = NULL;
+    p->flow->relook(p); /* the per-body flow: GET again; a batch: one MGET again */
+}
+
+static void on_lock_wait_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_preq *p = arg;
+    PC_METRIC_INC(p->w->metrics.lock_timeouts);
+    remote_resolve(p);
+}
+
+void pc_proxy_on_done(const char *key, size_t len, void *worker)
+{
+    struct pc_worker *w = worker;
+    char k[PC_KEY_MAX];
+    if (pc_done_message(w, key, len, k, sizeof k) != 0)
+        return; /* an invalidation, a purge (done there), or no key */
+    struct pc_flight *f = pc_flights_find(w->flights, k);
+    struct pc_preq *leader = f != NULL && !f->done ? f->leader : NULL;
+    if (leader != NULL && leader->lock_wait != NULL)
+        remote_resolve(leader);
+    else if (leader != NULL && leader->lock_asking)
+        leader->lock_notified = 1; /* the announcement overtook the lock script's answer */
+}
+
+static void on_lock_reply(const struct pc_reply *r, void *arg)
+{
+    struct pc_preq *p = arg;
+    PC_PREQ_CHECK(p);
+    struct pc_worker *w = p->w;
+    p->lock_asking = 0;
+    const struct pc_reply *tag = r != NULL ? pc_reply_elem(r, 0) : NULL;
+    long long what =
+        tag != NULL && pc_reply_type(tag) == PC_REPLY_INTEGER ? pc_reply_integer(tag) : 0;
+    if (what == 1) { /* the value landed since our GET */
+        size_t len;
+        const char *data = pc_reply_str(pc_reply_elem(r, 1), &len);
+        if (data != NULL && p->flow->found != NULL && p->flow->found(p, data, len))
+            return;
+    } else if (what == 2) {
+        p->lock_held = 1;
+    } else if (what == 3) { /* another process is fetching it: wait for its PUBLISH */
+        /* No longer than the request may still wait: past its deadline it gets a 504. */
+        long left_ms = w->cfg->request_timeout_ms -
+                       (long)((pc_now_us() - pc_http_req_start_us(p->req)) / 1000);
+        long ms = w->cfg->lock_timeout_ms < left_ms ? w->cfg->lock_timeout_ms : left_ms;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        p->lock_wait = ms > 0 ? evtimer_new(w->base, on_lock_wait_timeout, p) : NULL;
+        if (p->lock_wait != NULL && evtimer_add(p->lock_wait, &tv) == 0) {
+            PC_METRIC_INC(w->metrics.lock_waits);
+            if (p->lock_notified) /* the holder is done already: no wait */
+                remote_resolve(p);
+            return;
+        }
+    }
+    p->flow->send(p, RES_MISS); /* lock taken by us, or Redis could not say: call the model */
+}
+
+/* A batch's herd key holds no value: the script's GET finds nothing and it goes on to the
+ * lock. */
+void pc_coalesce_lock(struct pc_preq *p, const struct pc_flow *flow)
+{
+    struct pc_worker *w = p->w;
+    p->flow = flow;
+    p->release = coalesce_release;
+    char lk[PC_KEY_MAX + 8], owner[32], ttl[16];
+    lock_key(p, lk, sizeof lk);
+    snprintf(ttl, sizeof ttl, "%d", w->cfg->lock_timeout_ms);
+    const char *argv[] = {
+        "EVAL", lock_script, "2", pc_coalesce_key(p), lk, lock_owner(w, owner, sizeof owner), ttl};
+    size_t lens[7];
+    for (int i = 0; i < 7; i++)
+        lens[i] = strlen(argv[i]);
+    if (p->batch == NULL)
+        p->result = RES_MISS;
+    p->lock_notified = 0;
+    p->lock_asking = 1;
+    if (pc_store_command(w->store, 0, on_lock_reply, p, 7, argv, lens) != 0) {
+        p->lock_asking = 0;
+        p->reason = PC_REASON_REDIS_UNAVAILABLE;
+        p->flow->send(p, RES_BYPASS);
+    }
+}
+
+int pc_proxy_lock_batch(struct pc_preq *p, const struct pc_flow *flow, enum pc_cache_result result)
+{
+    if (p->flight == NULL || p->w->cfg->lock_timeout_ms <= 0 ||
+        (result != RES_MISS && result != RES_PARTIAL))
+        return 0;
+    p->result = result;
+    pc_coalesce_lock(p, flow);
+    return 1;
+}
+
+enum pc_join pc_proxy_join(struct pc_preq *p, struct pc_flight **done)
+{
+    struct pc_worker *w = p->w;
+    p->release = coalesce_release;
+    const char *key = pc_coalesce_key(p);
+    struct pc_flight *f = pc_flights_find(w->flights, key);
+    *done = NULL;
+    if (f != NULL && f->done) {
+        *done = f;
+        return PC_JOIN_DONE;
+    }
+    if (f != NULL && pc_flight_join(f, p) == 0) {
+        p->result = RES_COALESCED;
+        return PC_JOIN_WAIT;
+    }
+    if (f == NULL)
+        p->flight = pc_flights_start(w->flights, key, p); /* NULL: just go alone */
+    return PC_JOIN_LEAD;
+}

@@ -1,0 +1,74 @@
+/*
+ * coalesce: the miss machinery every flow shares. Inside a process, the flights (one model
+ * server call per key while others wait for it: join, keep the answer while its SET is on
+ * the way, release, fail); across processes, the lock on a key in Redis (one round trip:
+ * the value if it landed, else the lock), the wait for its holder's announcement on the
+ * done channel (bounded by lock_timeout_ms), and the release, sent again when its reply was
+ * lost. A flow hands itself over through struct pc_flow: coalesce resumes it through those
+ * function pointers and never calls a flow's functions by name.
+ *
+ *   miss --EVAL: value? / SET lock NX PX--> value: flow->found (a HIT)
+ *                                          acquired: flow->send; when answered and stored,
+ *                                                    release the lock and PUBLISH the key
+ *                                          held elsewhere: wait for that PUBLISH (or
+ *                                                    lock_timeout_ms), then flow->relook
+ *
+ * Ownership: at any time exactly one of the lock reply, the wait timer (or the PUBLISH
+ * that cuts it short) and the relook holds p; each either answers and frees p or hands it
+ * to the next step.
+ */
+#ifndef PREDCACHE_COALESCE_H
+#define PREDCACHE_COALESCE_H
+
+#include <stddef.h>
+
+#include "predcache/flight.h"
+#include "preq.h"
+
+/* How coalesce resumes a request of a flow (each takes p over). */
+struct pc_flow {
+    /* Its model server call, labelled result (MISS, or BYPASS when Redis could not say). */
+    void (*send)(struct pc_preq *p, enum pc_cache_result result);
+    /* Another process answered its key, or the wait ended: look it up again. */
+    void (*relook)(struct pc_preq *p);
+    /* The lock script found a value (data, len): 1 when p was answered with it; 0 goes on
+     * to send. NULL: never (a batch's herd key holds no value). */
+    int (*found)(struct pc_preq *p, const char *data, size_t len);
+};
+
+/* The key p coalesces on: a batch sub-request's herd key, else its entry's key. */
+const char *pc_coalesce_key(const struct pc_preq *p);
+
+/*
+ * Coalescing in a process, on pc_coalesce_key(p). pc_proxy_join: PC_JOIN_WAIT p waits for
+ * the flight's leader (answered by it); PC_JOIN_DONE *done is a flight already answered
+ * whose stores are on the way (answer p from its kept answer); PC_JOIN_LEAD p leads
+ * (p->flight set, or NULL: no memory, go alone).
+ */
+enum pc_join { PC_JOIN_LEAD, PC_JOIN_WAIT, PC_JOIN_DONE };
+enum pc_join pc_proxy_join(struct pc_preq *p, struct pc_flight **done);
+/* Waiters of p's flight that the leader's answer cannot serve: ends the flight and hands
+ * them back (count in *n, malloc'ed array, NULL when none). */
+struct pc_preq **pc_proxy_flight_release(struct pc_preq *p, size_t *n);
+/* Keeps the leader's answer in its flight while its stores are on the way: the argument for
+ * pc_proxy_flight_stored, which ends the flight; NULL when there is no flight (then it has
+ * ended now). */
+void *pc_proxy_flight_keep(struct pc_preq *p, const struct pc_upstream_resp *r);
+void pc_proxy_flight_stored(int ok, void *arg);
+/* Ends the leader's flight at once (nothing to share). */
+void pc_proxy_flight_drop(struct pc_preq *p);
+
+/* Asks the cross-process lock on p's key for a leader p of flow (set on p): p is held until
+ * flow->found, flow->send or flow->relook takes it. */
+void pc_coalesce_lock(struct pc_preq *p, const struct pc_flow *flow);
+/* A batch leader asks the lock (result: its label): 1 asked (as pc_coalesce_lock); 0 not
+ * (no flight, locks off, not a miss): the caller goes on. */
+int pc_proxy_lock_batch(struct pc_preq *p, const struct pc_flow *flow, enum pc_cache_result result);
+
+/* A message on the done channel (arg is the worker): an answered key wakes its waiting
+ * leader; invalidations and purges go to done.c. */
+void pc_proxy_on_done(const char *key, size_t len, void *worker);
+/* Frees the lock releases still waiting to be sent again (after the store is freed). */
+void pc_proxy_unlocks_free(struct pc_worker *w);
+
+#endif

@@ -1,0 +1,53 @@
+/*
+ * done: the done channel (see done.h).
+ */
+#include "done.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "predcache/config.h"
+#include "predcache/generations.h"
+#include "predcache/l1.h"
+
+int pc_done_channel(const struct pc_config *cfg, char *out, size_t len)
+{
+    return snprintf(out, len, "%sdone:%s", cfg->key_prefix, cfg->namespace_) < (int)len ? 0 : -1;
+}
+
+int pc_done_purge(struct pc_worker *w, const char *key, pc_store_cmd_cb cb, void *arg)
+{
+    pc_l1_del(w->l1, key); /* this process's tier at once; the others hear it below */
+    const char *argv[] = {"DEL", key};
+    size_t lens[] = {3, strlen(key)};
+    if (pc_store_command(w->store, 0, cb, arg, 2, argv, lens) != 0)
+        return -1;
+    /* After the DEL on the same connection: a process that hears it reads Redis anew. */
+    char chan[PC_CHANNEL_MAX], msg[PC_CFG_STR * 2 + sizeof PC_PURGE_ANNOUNCE];
+    if (pc_done_channel(w->cfg, chan, sizeof chan) == 0 &&
+        (size_t)snprintf(msg, sizeof msg, "%s%s", PC_PURGE_ANNOUNCE, key) < sizeof msg) {
+        const char *pargv[] = {"PUBLISH", chan, msg};
+        size_t plens[] = {7, strlen(chan), strlen(msg)};
+        pc_store_command(w->store, 0, NULL, NULL, 3, pargv, plens);
+    }
+    return 0;
+}
+
+int pc_done_message(struct pc_worker *w, const char *msg, size_t len, char *out, size_t outlen)
+{
+    if (len >= outlen)
+        return -1;
+    memcpy(out, msg, len);
+    out[len] = '\0';
+    size_t al = strlen(PC_GEN_ANNOUNCE);
+    if (len > al && memcmp(out, PC_GEN_ANNOUNCE, al) == 0) {
+        pc_generations_forget(w->generations, out + al); /* an invalidation of that namespace */
+        return 1;
+    }
+    al = strlen(PC_PURGE_ANNOUNCE);
+    if (len > al && memcmp(out, PC_PURGE_ANNOUNCE, al) == 0) {
+        pc_l1_del(w->l1, out + al); /* a purge by another process */
+        return 1;
+    }
+    return 0;
+}
