@@ -47,6 +47,7 @@ enum opt_type {
     OPT_INT,      /* int within [min, max] */
     OPT_SIZE,     /* size_t bytes within [min, max]; accepts k, m, g suffixes (KiB, MiB, GiB) */
     OPT_HOSTPORT, /* text checked by pc_config_split_hostport */
+    OPT_HOST,     /* a host name or address: no scheme, path, port or space */
     OPT_URL,      /* http:// or https:// base URL with a host */
     OPT_LEVEL,    /* debug | info | warn | error */
     OPT_ROUTES,   /* comma-separated "METHOD PATTERN" entries */
@@ -138,7 +139,7 @@ static const struct opt static_options[] = {
     {"backend", "health_fails",       OPT_INT,      FIELD(backend_health_fails),        1,   1000,             "3",                     0},
     {"backend", "health_passes",      OPT_INT,      FIELD(backend_health_passes),       1,   1000,             "2",                     0},
 
-    {"redis",   "host",               OPT_STRING,   FIELD(redis_host),                  1,   0,                "127.0.0.1",             0},
+    {"redis",   "host",               OPT_HOST,     FIELD(redis_host),                  1,   0,                "127.0.0.1",             0},
     {"redis",   "port",               OPT_INT,      FIELD(redis_port),                  1,   65535,            "6379",                  0},
     {"redis",   "username",           OPT_STRING,   FIELD(redis_username),              0,   0,                "",                      0},
     {"redis",   "password",           OPT_STRING,   FIELD(redis_password),              0,   0,                "",                      OPT_SECRET},
@@ -369,6 +370,100 @@ static int parse_size(const char *s, unsigned long long *out)
  * Checks a base URL: http:// or https://, a host (plain, or [v6]) with an optional port,
  * an optional path; no spaces, query or fragment.
  */
+/* A host name or address as a socket takes it: a URL, a path, a port or a space in it is a
+ * conf that passes --check and then fails at every connect. 0 ok; -1 with why. */
+static int check_host(const char *s, char *why, size_t whylen)
+{
+    const char *scheme = strstr(s, "://");
+    if (scheme != NULL) {
+        const char *h = scheme + 3, *at = strchr(h, '@');
+        if (at != NULL && at < h + strcspn(h, "/"))
+            h = at + 1; /* user:password@ */
+        size_t hl = strcspn(h, "/:");
+        fmt(why, whylen,
+            "'%s' is a URL: write the host alone (host = %.*s; port, username, "
+            "password, db and tls have options of their own)",
+            s, (int)hl, h);
+        return -1;
+    }
+    for (const char *p = s; *p; p++) {
+        if (isspace((unsigned char)*p) || *p == '/' || *p == '@' || *p == '?') {
+            fmt(why, whylen, "'%s' is not a host name or address", s);
+            return -1;
+        }
+    }
+    const char *colon = strchr(s, ':');
+    if (colon != NULL && strchr(colon + 1, ':') == NULL && s[0] != '[') {
+        fmt(why, whylen, "'%s' holds a port: write host = %.*s and port = %s", s, (int)(colon - s),
+            s, colon + 1);
+        return -1;
+    }
+    return 0;
+}
+
+/* The edit distance of a and b (insertions, deletions, substitutions and swaps of two
+ * neighbours, case aside), at most 64 characters each. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64)
+        return SIZE_MAX;
+    unsigned char d[65][65];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = (unsigned char)i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = (unsigned char)j;
+    for (size_t i = 1; i <= la; i++) {
+        for (size_t j = 1; j <= lb; j++) {
+            int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
+            unsigned v = d[i - 1][j - 1] + (ca != cb);
+            if (d[i - 1][j] + 1u < v)
+                v = d[i - 1][j] + 1u;
+            if (d[i][j - 1] + 1u < v)
+                v = d[i][j - 1] + 1u;
+            if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) &&
+                tolower((unsigned char)a[i - 2]) == cb && d[i - 2][j - 2] + 1u < v)
+                v = d[i - 2][j - 2] + 1u;
+            d[i][j] = (unsigned char)v;
+        }
+    }
+    return d[la][lb];
+}
+
+/* The known name closest to name among names[0..n) (stride bytes apart, the name a
+ * const char * at offset), when close enough to be a typo (at most a third of it
+ * changed, at least one character; or the name with its unit left out); else NULL. */
+static const char *closest_name(const char *name, const void *names, size_t n, size_t stride,
+                                size_t offset, const char *section, size_t section_offset)
+{
+    const char *best = NULL;
+    size_t best_d = SIZE_MAX, len = strlen(name);
+    size_t bound = len / 3 > 1 ? len / 3 : 1;
+    for (size_t i = 0; i < n; i++) {
+        const char *rec = (const char *)names + i * stride;
+        if (section != NULL && strcmp(*(const char *const *)(rec + section_offset), section) != 0)
+            continue;
+        const char *cand = *(const char *const *)(rec + offset);
+        size_t d = edit_distance(name, cand);
+        if (strncasecmp(cand, name, len) == 0 && cand[len] == '_')
+            d = 1; /* the unit left out: "timeout" for "timeout_ms" */
+        if (d <= bound && d < best_d) {
+            best_d = d;
+            best = cand;
+        }
+    }
+    return best;
+}
+
+/* " (did you mean 'x'?)" for an unknown key of section in table (n rows), or "". */
+static void did_you_mean(const struct opt *table, size_t n, const char *section, const char *key,
+                         char *out, size_t outlen)
+{
+    const char *c = closest_name(key, table, n, sizeof table[0], offsetof(struct opt, key), section,
+                                 offsetof(struct opt, section));
+    fmt(out, outlen, c != NULL ? " (did you mean '%s'?)" : "%s", c != NULL ? c : "");
+}
+
 static int check_url(const char *s, char *why, size_t whylen)
 {
     size_t skip;
@@ -569,6 +664,7 @@ static int opt_apply(const struct opt *o, void *cfg, const char *v, char *why, s
 
     switch (o->type) {
     case OPT_STRING:
+    case OPT_HOST:
     case OPT_HOSTPORT:
     case OPT_URL:
         if (len >= o->size) {
@@ -583,6 +679,8 @@ static int opt_apply(const struct opt *o, void *cfg, const char *v, char *why, s
             fmt(why, whylen, "control character in value");
             return -1;
         }
+        if (o->type == OPT_HOST && check_host(v, why, whylen) != 0)
+            return -1;
         if (o->type == OPT_HOSTPORT && pc_config_split_hostport(v, NULL, 0, NULL) != 0) {
             fmt(why, whylen, "'%s' is not host:port, [ipv6]:port or :port (port 0..65535)", v);
             return -1;
@@ -723,6 +821,7 @@ static void opt_format(const struct opt *o, const void *cfg, char *out, size_t o
 
     switch (o->type) {
     case OPT_STRING:
+    case OPT_HOST:
     case OPT_HOSTPORT:
     case OPT_URL:
     case OPT_LEVEL:
@@ -870,7 +969,9 @@ static int named_set(struct pc_config *cfg, enum named_kind kind, const char *na
     for (i = 0; i < n && strcmp(table[i].key, key) != 0; i++)
         ;
     if (i == n) {
-        fmt(err, errlen, "[%s %s] %s: unknown key", word, name, key);
+        char hint[PC_CFG_NAME + 32];
+        did_you_mean(table, n, word, key, hint, sizeof hint);
+        fmt(err, errlen, "[%s %s] %s: unknown key%s", word, name, key, hint);
         return -1;
     }
     void *sec = named_section(cfg, kind, name, 0, err, errlen);
@@ -895,12 +996,16 @@ int pc_config_set(struct pc_config *cfg, const char *section, const char *key, c
     if (kind != NAMED_NONE)
         return named_set(cfg, kind, name, key, value, err, errlen);
     if (!section_known(section)) {
-        fmt(err, errlen, "unknown section [%s]", section);
+        const char *c = closest_name(section, sections, N_SECTIONS, sizeof sections[0], 0, NULL, 0);
+        fmt(err, errlen, "unknown section [%s]%s%s%s", section, c ? " (did you mean [" : "",
+            c ? c : "", c ? "]?)" : "");
         return -1;
     }
     const struct opt *o = opt_find(section, key);
     if (o == NULL) {
-        fmt(err, errlen, "[%s] %s: unknown key", section, key);
+        char hint[PC_CFG_NAME + 32];
+        did_you_mean(static_options, N_OPTIONS, section, key, hint, sizeof hint);
+        fmt(err, errlen, "[%s] %s: unknown key%s", section, key, hint);
         return -1;
     }
     if (opt_apply(o, cfg, value, why, sizeof why) != 0) {
@@ -992,7 +1097,10 @@ static int parse_file(struct pc_config *cfg, FILE *f, const char *path, int *lin
                 continue;
             }
             if (section == NULL) {
-                fmt(err, errlen, "%s:%d: unknown section [%s]", path, lineno, name);
+                const char *c =
+                    closest_name(name, sections, N_SECTIONS, sizeof sections[0], 0, NULL, 0);
+                fmt(err, errlen, "%s:%d: unknown section [%s]%s%s%s", path, lineno, name,
+                    c ? " (did you mean [" : "", c ? c : "", c ? "]?)" : "");
                 goto out;
             }
             continue;
@@ -1338,8 +1446,8 @@ static int config_validate_at(struct pc_config *cfg, const int *lines, int *line
     for (size_t i = 0; i < N_OPTIONS; i++) {
         const struct opt *o = &static_options[i];
         const char *field = (const char *)cfg + o->offset;
-        if ((o->type == OPT_STRING || o->type == OPT_HOSTPORT || o->type == OPT_URL ||
-             o->type == OPT_LEVEL) &&
+        if ((o->type == OPT_STRING || o->type == OPT_HOST || o->type == OPT_HOSTPORT ||
+             o->type == OPT_URL || o->type == OPT_LEVEL) &&
             strnlen(field, o->size) == o->size) {
             fmt(err, errlen, "[%s] %s: not NUL-terminated", o->section, o->key);
             goto out;

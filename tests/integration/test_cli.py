@@ -87,7 +87,11 @@ access_log = -
      "[backend] connect_timeout_ms (5000) must not be more than timeout_ms (1000)"),
     ("[server]\nlisten = 127.0.0.1:19090\nadmin_listen = 127.0.0.1:19090\n", 3,
      "must be different addresses"),
-], ids=["unknown-key", "bad-number", "port-out-of-range", "two-options", "same-addresses"])
+    ("[cache]\ntll_s = 60\n", 2, "[cache] tll_s: unknown key (did you mean 'ttl_s'?)"),
+    ("[redis]\nhost = redis://127.0.0.1:6379\n", 2,
+     "[redis] host: 'redis://127.0.0.1:6379' is a URL: write the host alone (host = 127.0.0.1;"),
+], ids=["unknown-key", "bad-number", "port-out-of-range", "two-options", "same-addresses",
+        "did-you-mean", "redis-host-url"])
 def test_check_bad_conf_names_file_and_line(predcache_bin, tmp_path, text, line, needle):
     path = str(tmp_path / "bad.conf")
     with open(path, "w") as f:

@@ -604,6 +604,47 @@ static void test_err_rules_between_options_name_a_line(void **state)
     assert_err_at(3, "[jobs] async_prefix: ");
 }
 
+/* A typo gets the closest known name; a name far from every known one gets none. */
+static void test_err_suggests_the_closest_name(void **state)
+{
+    (void)state;
+    struct pc_config c;
+    assert_int_equal(load_text(&c, "[cache]\ntll_s = 5\n"), -1);
+    assert_err_at(2, "[cache] tll_s: unknown key (did you mean 'ttl_s'?)");
+    assert_int_equal(load_text(&c, "[cache]\nTTL_S = 5\n"), -1); /* keys are lower case */
+    assert_err_contains("(did you mean 'ttl_s'?)");
+    assert_int_equal(load_text(&c, "[cahce]\nttl_s = 5\n"), -1); /* two letters swapped */
+    assert_err_at(1, "unknown section [cahce] (did you mean [cache]?)");
+    assert_int_equal(load_text(&c, "[route r]\nmatch = POST /r\nbakend = b\n"), -1);
+    assert_err_at(3, "[route r] bakend: unknown key (did you mean 'backend'?)");
+    assert_int_equal(load_text(&c, "[backend b]\nurl = http://h\ntimeout = 5\n"), -1);
+    assert_err_contains("(did you mean 'timeout_ms'?)");
+    assert_int_equal(load_text(&c, "[cache]\nzzzzzz = 1\n"), -1);
+    assert_err_at(2, "[cache] zzzzzz: unknown key");
+    assert_null(strstr(err, "did you mean"));
+    pc_config_defaults(&c);
+    assert_int_equal(pc_config_set(&c, "redis", "prot", "6380", err, sizeof err), -1);
+    assert_string_equal(err, "[redis] prot: unknown key (did you mean 'port'?)");
+}
+
+/* [redis] host is a host: a URL, a port, a path or a space in it fails --check, which it
+ * passed before (and every connect failed). */
+static void test_err_redis_host_is_a_host(void **state)
+{
+    (void)state;
+    struct pc_config c;
+    assert_int_equal(load_text(&c, "[redis]\nhost = redis://u:p@cache.internal:6380/2\n"), -1);
+    assert_err_at(2, "[redis] host: 'redis://u:p@cache.internal:6380/2' is a URL: write the "
+                     "host alone (host = cache.internal;");
+    assert_int_equal(load_text(&c, "[redis]\nhost = 10.0.0.1:6379\n"), -1);
+    assert_err_at(2, "[redis] host: '10.0.0.1:6379' holds a port: write host = 10.0.0.1 and "
+                     "port = 6379");
+    assert_int_equal(load_text(&c, "[redis]\nhost = a b\n"), -1);
+    assert_err_contains("is not a host name or address");
+    assert_int_equal(load_text(&c, "[redis]\nhost = ::1\n"), 0); /* IPv6 */
+    assert_int_equal(load_text(&c, "[redis]\nhost = redis.internal\n"), 0);
+}
+
 static void test_err_unknown_section(void **state)
 {
     (void)state;
@@ -1236,6 +1277,8 @@ int main(void)
         cmocka_unit_test(test_workers),
         cmocka_unit_test(test_jobs_options),
         cmocka_unit_test(test_err_unknown_key),
+        cmocka_unit_test(test_err_suggests_the_closest_name),
+        cmocka_unit_test(test_err_redis_host_is_a_host),
         cmocka_unit_test(test_err_rules_between_options_name_a_line),
         cmocka_unit_test(test_err_unknown_section),
         cmocka_unit_test(test_err_missing_equals),
