@@ -31,6 +31,14 @@ $(BUILD)/%.o: src/%.c
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
+# The commit the binary is built from (predcache_build_info): this one file is compiled on
+# every build, so that it never names an older commit.
+PC_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+$(BUILD)/buildinfo.o: src/buildinfo.c FORCE
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS) -DPC_COMMIT='"$(PC_COMMIT)"' -MMD -MP -c -o $@ $<
+FORCE:
+
 # A unit test links only its own module and the shared helpers: pure modules stand alone.
 $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o $(BUILD)/buf.o $(BUILD)/log.o
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(shell pkg-config --libs cmocka)

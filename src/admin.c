@@ -11,6 +11,7 @@
 
 #include "predcache/admin.h"
 #include "predcache/buf.h"
+#include "predcache/buildinfo.h"
 #include "predcache/config.h"
 #include "predcache/generations.h"
 #include "predcache/l1.h"
@@ -307,7 +308,8 @@ static void handle_sum(struct pc_worker *w, struct pc_http_req *req, int stats)
             rc = pc_metrics_render_stats(sum, pc_now_us(), &b);
         else
             rc = pc_metrics_render(sum, &b) | pc_metrics_render_workers(shards, n, &b) |
-                 render_routes(w, &b) | render_named_backends(w, &b) | render_cluster_nodes(w, &b);
+                 render_routes(w, &b) | render_named_backends(w, &b) | render_cluster_nodes(w, &b) |
+                 pc_buildinfo_render(&b);
         free(sum);
     }
     if (rc != 0) {

@@ -486,7 +486,7 @@ void pc_answer_entry(struct pc_preq *p, const struct pc_envelope *env, enum pc_c
         int64_t age_s = (pc_wall_ms() - env->stored_at_ms) / 1000;
         snprintf(age, sizeof age, "%lld", (long long)(age_s > 0 ? age_s : 0));
         h[n++] = (struct pc_header){(char *)"Age", age};
-        PC_METRIC_ADD(p->w->metrics.bytes_from_cache, env->body_len);
+        PC_METRIC_ADD(p->w->metrics.from_cache_bytes, env->body_len);
     }
     if (result == RES_STALE)
         h[n++] = (struct pc_header){(char *)"Warning", (char *)"110 - \"Response is Stale\""};

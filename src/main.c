@@ -27,6 +27,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
+#include "predcache/buildinfo.h"
 #include "predcache/config.h"
 #include "predcache/log.h"
 #include "predcache/routes.h"
@@ -34,7 +35,6 @@
 #include "predcache/l1.h"
 #include "predcache/worker.h"
 
-#define PC_VERSION "0.1.0"
 #define PC_MMAP_THRESHOLD (1 << 20)
 
 static void usage(FILE *out)

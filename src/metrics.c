@@ -407,7 +407,7 @@ int pc_metrics_render_stats(const struct pc_metrics *m, uint64_t now_us, struct 
         rc |= pc_buf_printf(out, "%.6f", (double)hits / (double)cacheable);
     /* An estimate: each hit would have cost one model server call of the mean latency. */
     rc |= pc_buf_printf(out, ",\"bytes_from_cache\":%llu,\"backend_time_saved_s\":%.6f",
-                        (unsigned long long)m->bytes_from_cache,
+                        (unsigned long long)m->from_cache_bytes,
                         json_num((double)hits * pc_timer_mean(&m->t_backend)));
     /* Shadow verification: the share of compared hits the model server answered otherwise. */
     uint64_t compared = m->verify_match + m->verify_mismatch;

@@ -536,7 +536,7 @@ static void answer_all_cached(struct pc_preq *p)
             h[n++] = (struct pc_header){(char *)"Warning", (char *)"110 - \"Response is Stale\""};
         /* Found after waiting for another process's model call: that call answered it. */
         p->result = stale ? RES_STALE : b->retried ? RES_COALESCED : RES_HIT;
-        PC_METRIC_ADD(p->w->metrics.bytes_from_cache, out.len);
+        PC_METRIC_ADD(p->w->metrics.from_cache_bytes, out.len);
         answer_merged(p, b->hit[0].status, h, n, out.data, out.len);
     }
     pc_buf_release(&out);

@@ -57,7 +57,7 @@
     X(store_ok, "Results stored in Redis")                                                         \
     X(store_failed, "Result stores that Redis refused, timed out or could not take")               \
     X(store_skipped, "Results not stored: not 2xx, too large, no-store")                           \
-    X(bytes_from_cache, "Body bytes answered from the cache")                                      \
+    X(from_cache_bytes, "Body bytes answered from the cache")                                      \
     X(jobs_submitted, "Async jobs accepted (202)")                                                 \
     X(jobs_rejected, "Async job submits refused: queue full (429) or Redis unavailable (503)")     \
     X(jobs_polled, "Job status requests (GET /jobs/<id>, GET /job/<id>)")                          \

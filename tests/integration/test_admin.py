@@ -1,5 +1,10 @@
 """Admin port: /health, /ready, /metrics."""
 
+import os
+import re
+import subprocess
+import time
+
 import requests
 
 from conftest import HTTP_TIMEOUT, free_port, wait_for
@@ -157,3 +162,34 @@ def test_metrics_bypass_and_redis_up(proxy, redis):
     assert proxy.metric("predcache_uncached_total", reason="redis-unavailable") + \
         proxy.metric("predcache_uncached_total", reason="redis-error") == 1
     wait_for(lambda: proxy.metric("predcache_redis_up") == 0, what="predcache_redis_up 0")
+
+
+def test_build_info_and_process_metrics(start_predcache, model, redis):
+    """What operators expect beside predcache's own figures: the binary's version and
+    commit, and the process collector's metrics from /proc; the cache's byte counter is
+    named with its unit before _total (it was predcache_bytes_from_cache_total)."""
+    p = start_predcache()
+    m = p.metrics()
+    info = [labels for (name, labels) in m if name == "predcache_build_info"]
+    assert len(info) == 1, info
+    labels = dict(info[0])
+    assert re.match(r"^\d+\.\d+\.\d+$", labels["version"]), labels
+    here = os.path.dirname(os.path.abspath(__file__))
+    in_git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, cwd=here)
+    if in_git.returncode == 0:  # built from this checkout: a commit of its history
+        assert re.match(r"^[0-9a-f]{12}$", labels["commit"]), labels
+        known = subprocess.run(["git", "cat-file", "-e", labels["commit"] + "^{commit}"],
+                               capture_output=True, cwd=here)
+        assert known.returncode == 0, labels
+    assert p.metric("process_resident_memory_bytes") > 1 << 20
+    assert p.metric("process_virtual_memory_bytes") >= p.metric("process_resident_memory_bytes")
+    assert 3 < p.metric("process_open_fds") < p.metric("process_max_fds")
+    assert p.metric("process_cpu_seconds_total") >= 0
+    assert abs(p.metric("process_start_time_seconds") - time.time()) < 120
+    body = {"instances": ["counted"]}
+    r1 = p.post("/v1/models/m:predict", json_body=body)
+    redis.wait_key(r1.headers["X-Cache-Key"])
+    r2 = p.post("/v1/models/m:predict", json_body=body)
+    assert r2.headers["X-Cache"] == "HIT"
+    assert p.metric("predcache_from_cache_bytes_total") == len(r2.content)
+    assert not any(name == "predcache_bytes_from_cache_total" for (name, _) in p.metrics())

@@ -263,7 +263,7 @@ static void test_render_stats(void **state)
     pc_timer_observe(&m->t_miss, 0.050);
     pc_timer_observe(&m->t_backend, 0.040);
     pc_timer_observe(&m->t_backend, 0.060);
-    m->bytes_from_cache = 1234;
+    m->from_cache_bytes = 1234;
     b.len = 0;
     assert_int_equal(pc_metrics_render_stats(m, m->started_us + 2000000, &b), 0);
     const char *doc = b.data;
