@@ -113,6 +113,25 @@ int pc_log_check_access(const char *path)
     return rc;
 }
 
+int pc_log_reopen_access(const char *path)
+{
+    if (access_fp == NULL || access_fp == stdout)
+        return 0;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -1;
+    /* The stream stays; its descriptor becomes the new file's. Under the stream's lock, so
+     * that no line is half in one file and half in the other. */
+    flockfile(access_fp);
+    fflush(access_fp);
+    int rc = dup2(fd, fileno(access_fp)) < 0 ? -1 : 0;
+    funlockfile(access_fp);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
 void pc_log_close_access(void)
 {
     if (access_fp != NULL && access_fp != stdout)

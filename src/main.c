@@ -207,6 +207,21 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         pc_worker_post(&r->workers[i], cmd);
 }
 
+/* SIGUSR1: the access log is opened again (logrotate moved it away). arg: the config. */
+static void on_reopen(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    const struct pc_config *cfg = arg;
+    if (pc_log_reopen_access(cfg->access_log) != 0)
+        pc_log(PC_LOG_WARN,
+               "SIGUSR1: cannot open the access log '%s' again: %s (still writing "
+               "to the old one)",
+               cfg->access_log, strerror(errno));
+    else
+        pc_log(PC_LOG_INFO, "SIGUSR1: access log reopened");
+}
+
 static void on_worker_done(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
@@ -480,10 +495,12 @@ int main(int argc, char **argv)
     }
     struct event *sigterm = evsignal_new(r.ctl, SIGTERM, on_signal, &r);
     struct event *sigint = evsignal_new(r.ctl, SIGINT, on_signal, &r);
+    struct event *sigusr1 = evsignal_new(r.ctl, SIGUSR1, on_reopen, &cfg);
     struct event *done = event_new(r.ctl, r.done[0], EV_READ | EV_PERSIST, on_worker_done, &r);
     int rc = 0;
-    if (sigterm == NULL || sigint == NULL || done == NULL || event_add(sigterm, NULL) != 0 ||
-        event_add(sigint, NULL) != 0 || event_add(done, NULL) != 0) {
+    if (sigterm == NULL || sigint == NULL || sigusr1 == NULL || done == NULL ||
+        event_add(sigterm, NULL) != 0 || event_add(sigint, NULL) != 0 ||
+        event_add(sigusr1, NULL) != 0 || event_add(done, NULL) != 0) {
         fprintf(stderr, "predcache: cannot set up signal handling\n");
         rc = 1;
     }
@@ -509,6 +526,8 @@ int main(int argc, char **argv)
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
+    if (sigusr1)
+        event_free(sigusr1);
     if (done)
         event_free(done);
     run_free(&r);

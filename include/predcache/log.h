@@ -26,6 +26,10 @@ void pc_log_set_level(int level);
 /* path: "-" for stdout, "off" for none, else a file opened for append (created when
  * missing). 0 ok, -1 error with errno set. */
 int pc_log_open_access(const char *path);
+/* Opens path again for the access log (after a rotation moved the file away: SIGUSR1), in
+ * place: lines being written by other threads go to the old file or the new one, whole.
+ * 0 done, or nothing to do (off, or stdout); -1 with errno (the old file is kept). */
+int pc_log_reopen_access(const char *path);
 /* Whether pc_log_open_access(path) would succeed, without creating or changing anything
  * (for --check). 0 yes; -1 no, with errno set. */
 int pc_log_check_access(const char *path);

@@ -335,3 +335,31 @@ def test_drain_timeout_answers_503_and_exits_zero(start_predcache, model):
     assert result.get("status") == 503, result
     assert "shutting down" in result["body"]["error"]
     assert p.proc.wait(10) == 0
+
+
+def test_sigusr1_reopens_the_access_log(start_predcache, model, redis, tmp_path):
+    """logrotate moves the access log away, then sends SIGUSR1: the lines after it go to a
+    new file at the configured path, none is lost or split, and the process goes on."""
+    log = tmp_path / "access.log"
+    p = start_predcache(conf={"log": {"access_log": str(log)}})
+
+    def lines(path):
+        return [l for l in path.read_text().splitlines() if " access " in l] if path.exists() \
+            else []
+
+    assert p.post("/v1/models/m:predict", json_body={"instances": ["before"]}).status_code == 200
+    wait_for(lambda: len(lines(log)) == 1, what="the first access line")
+    rotated = tmp_path / "access.log.1"
+    os.rename(str(log), str(rotated))
+    # still written to the moved file until told
+    assert p.post("/v1/models/m:predict", json_body={"instances": ["moved"]}).status_code == 200
+    wait_for(lambda: len(lines(rotated)) == 2, what="a line in the moved file")
+    os.kill(p.proc.pid, signal.SIGUSR1)
+    wait_for(lambda: "SIGUSR1: access log reopened" in p.stderr_text(), what="the reopen")
+    for i in range(20):
+        r = p.post("/v1/models/m:predict", json_body={"instances": ["after %d" % i]})
+        assert r.status_code == 200
+    wait_for(lambda: len(lines(log)) == 20, what="the new file's lines")
+    assert len(lines(rotated)) == 2
+    assert all(" path=/v1/models/m:predict status=200 " in l for l in lines(log))
+    assert p.proc.poll() is None
