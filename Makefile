@@ -20,7 +20,7 @@ UNITSRC := $(wildcard tests/unit/test_*.c)
 UNITBIN := $(UNITSRC:tests/unit/%.c=$(BUILD)/%)
 BIN     ?= predcache
 
-.PHONY: all test unit integration asan valgrind demo bench install clean format format-check bootstrap
+.PHONY: all test unit integration asan valgrind demo bench install uninstall clean format format-check bootstrap
 
 all: $(BIN)
 
@@ -31,10 +31,13 @@ $(BUILD)/%.o: src/%.c
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
-# The commit the binary is built from (predcache_build_info): this one file is compiled on
-# every build, so that it never names an older commit.
+# The commit the binary is built from (predcache_build_info): $(BUILD)/commit changes when
+# the commit does, and only then is this one file compiled again.
 PC_COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
-$(BUILD)/buildinfo.o: src/buildinfo.c FORCE
+$(BUILD)/commit: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(PC_COMMIT)' | cmp -s - $@ || echo '$(PC_COMMIT)' > $@
+$(BUILD)/buildinfo.o: src/buildinfo.c $(BUILD)/commit
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) -DPC_COMMIT='"$(PC_COMMIT)"' -MMD -MP -c -o $@ $<
 FORCE:
@@ -219,9 +222,40 @@ demo: bootstrap $(BIN)
 bench: bootstrap $(BIN)
 	scripts/bench --binary $(abspath $(BIN)) $(BENCH_ARGS)
 
+# Where `make install` puts things (DESTDIR is prepended to each: a staging root). The
+# configuration goes to /etc for PREFIX=/usr, else under PREFIX (/usr/local/etc).
+BINDIR       ?= $(PREFIX)/bin
+SYSCONFDIR   ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR      ?= $(PREFIX)/lib/systemd/system
+LOGROTATEDIR ?= $(SYSCONFDIR)/logrotate.d
+CONFDIR      := $(DESTDIR)$(SYSCONFDIR)/predcache
+
+# An existing predcache.conf (edited or not) is never overwritten: the shipped one goes
+# beside it as predcache.conf.default.
 install: $(BIN)
-	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/predcache
-	install -D -m 0644 conf/predcache.conf $(DESTDIR)/etc/predcache/predcache.conf
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/predcache
+	install -d -m 0755 $(CONFDIR)
+	@if [ -e $(CONFDIR)/predcache.conf ]; then \
+	    install -m 0644 conf/predcache.conf $(CONFDIR)/predcache.conf.default; \
+	    echo "install: $(CONFDIR)/predcache.conf exists: kept; the shipped one is predcache.conf.default"; \
+	else \
+	    install -m 0644 conf/predcache.conf $(CONFDIR)/predcache.conf; \
+	fi
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+	    contrib/predcache.service.in > $(DESTDIR)$(UNITDIR)/predcache.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/predcache.service
+	install -D -m 0644 contrib/predcache.logrotate $(DESTDIR)$(LOGROTATEDIR)/predcache
+
+# Removes what install put there; the configuration only when it is the shipped one.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/predcache $(DESTDIR)$(UNITDIR)/predcache.service \
+	      $(DESTDIR)$(LOGROTATEDIR)/predcache $(CONFDIR)/predcache.conf.default
+	@if [ -e $(CONFDIR)/predcache.conf ] && ! cmp -s conf/predcache.conf $(CONFDIR)/predcache.conf; then \
+	    echo "uninstall: $(CONFDIR)/predcache.conf was edited: kept"; \
+	else \
+	    rm -f $(CONFDIR)/predcache.conf; rmdir $(CONFDIR) 2>/dev/null || true; \
+	fi
 
 FORMAT_SRC := src/*.c src/*.h include/predcache/*.h tests/unit/*.c tests/fuzz/*.c tests/fuzz/*.h \
               tests/model/*.h \
