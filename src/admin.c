@@ -106,12 +106,7 @@ static void model_json(const char *name, void *arg)
 {
     struct pc_buf *out = arg;
     pc_buf_append_str(out, out->len > 0 && out->data[out->len - 1] == '[' ? "\"" : ",\"");
-    for (const char *c = name; *c; c++) {
-        if (*c == '"' || *c == '\\')
-            pc_buf_append_char(out, '\\');
-        if ((unsigned char)*c >= 0x20)
-            pc_buf_append_char(out, *c);
-    }
+    pc_buf_json_chars(out, name);
     pc_buf_append_char(out, '"');
 }
 

@@ -378,12 +378,6 @@ int pc_answer_store_result(struct pc_preq *p, const struct pc_upstream_resp *r, 
                            done_arg);
 }
 
-void pc_proxy_store_streamed(struct pc_preq *p, const struct pc_upstream_resp *r,
-                             enum pc_reason why)
-{
-    pc_answer_store_result(p, r, why, NULL, NULL);
-}
-
 /* The status and message predcache answers for a failed transfer. */
 int pc_answer_backend_error(const struct pc_upstream_resp *r, char *msg, size_t len)
 {

@@ -79,11 +79,6 @@ int pc_answer_store(struct pc_worker *w, const char *key, int ttl_s, int record,
  * queued (then done_cb runs once it is answered). */
 int pc_answer_store_result(struct pc_preq *p, const struct pc_upstream_resp *r, enum pc_reason why,
                            pc_store_set_done_cb done_cb, void *done_arg);
-/* Stores a whole streamed answer r (its body the bytes passed on) under p->key, judged as
- * any answer: for after the stream's end (why: pc_proxy_judge's verdict, before it). */
-void pc_proxy_store_streamed(struct pc_preq *p, const struct pc_upstream_resp *r,
-                             enum pc_reason why);
-
 /* The body a replayed answer carries for p: a KServe v2 answer's "id" is the requester's,
  * in its first json_len bytes (all of it, or the JSON part of a binary tensor answer).
  * *out is body, or tmp's data when rewritten; *out_json_len the JSON part's new length. */

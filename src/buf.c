@@ -77,10 +77,10 @@ int pc_buf_printf(struct pc_buf *b, const char *fmt, ...)
     return 0;
 }
 
-int pc_buf_json_error(struct pc_buf *b, const char *msg)
+int pc_buf_json_chars(struct pc_buf *b, const char *s)
 {
-    int rc = pc_buf_append_str(b, "{\"error\":\"");
-    for (const char *p = msg; *p; p++) {
+    int rc = 0;
+    for (const char *p = s; *p; p++) {
         unsigned char ch = (unsigned char)*p;
         if (ch == '"' || ch == '\\')
             rc |= pc_buf_printf(b, "\\%c", ch);
@@ -89,6 +89,13 @@ int pc_buf_json_error(struct pc_buf *b, const char *msg)
         else
             rc |= pc_buf_append_char(b, (char)ch);
     }
+    return rc ? -1 : 0;
+}
+
+int pc_buf_json_error(struct pc_buf *b, const char *msg)
+{
+    int rc = pc_buf_append_str(b, "{\"error\":\"");
+    rc |= pc_buf_json_chars(b, msg);
     rc |= pc_buf_append_str(b, "\"}");
     return rc ? -1 : 0;
 }

@@ -42,7 +42,8 @@ struct flight_store {
     char key[PC_KEY_MAX];
 };
 
-/* The leader's SET is answered: from now on Redis answers this key, so the entry goes. */
+/* The leader's SET is answered: from now on Redis answers this key, so the entry goes. arg
+ * is the flight_store, freed here (the request itself is long gone). */
 static void on_flight_stored(int ok, void *arg)
 {
     (void)ok;
@@ -298,6 +299,7 @@ static void remote_resolve(struct pc_preq *p)
     p->flow->relook(p); /* the per-body flow: GET again; a batch: one MGET again */
 }
 
+/* The wait ran out; arg is the leader, held by its timer until now, handed to relook. */
 static void on_lock_wait_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -321,6 +323,8 @@ void pc_proxy_on_done(const char *key, size_t len, void *worker)
         leader->lock_notified = 1; /* the announcement overtook the lock script's answer */
 }
 
+/* The lock script's reply (NULL: none came); arg is the leader, held by the script until
+ * now: answered (found), waiting (its timer holds it), or sent to the model server. */
 static void on_lock_reply(const struct pc_reply *r, void *arg)
 {
     struct pc_preq *p = arg;

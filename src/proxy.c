@@ -204,7 +204,8 @@ static int found_in_lock(struct pc_preq *p, const char *data, size_t len)
     return 1;
 }
 
-/* After the wait: the other process's answer should be in Redis now. */
+/* After the wait: the other process's answer should be in Redis now. arg is the leader,
+ * taken over here: answered and freed, or forwarded (its transfer then holds it). */
 static void on_remote_lookup(enum pc_store_result res, const char *data, size_t len, void *arg)
 {
     struct pc_preq *p = arg;
@@ -812,6 +813,7 @@ static int decode_request(struct pc_preq *p)
     if (coding == PC_CODING_IDENTITY)
         return 0;
     if (coding == PC_CODING_OTHER || strlen(ce) >= sizeof p->coding) {
+        p->stream = pc_proxy_wants_stream(p); /* as sent: only Accept can say so */
         pass_uncached(p, PC_REASON_REQUEST_ENCODING);
         return -1;
     }
@@ -840,6 +842,7 @@ static int decode_request(struct pc_preq *p)
     if (pc_budget_input_over()) {
         pc_preq_hold_input(p->w, -(int64_t)n);
         pc_buf_release(&out);
+        p->stream = pc_proxy_wants_stream(p); /* as sent: only Accept can say so */
         pass_uncached(p, PC_REASON_INPUT_BUDGET);
         return -1;
     }
@@ -868,8 +871,8 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
     p->route = id >= 0 ? &w->routes[id] : NULL;
     p->backend = p->route != NULL ? p->route->v.backend : 0;
     p->cacheable = p->route != NULL && p->route->v.cache;
-    p->stream = pc_proxy_wants_stream(p);
     if (!p->cacheable) {
+        p->stream = pc_proxy_wants_stream(p);
         forward(p, RES_PASS);
         return;
     }
@@ -884,7 +887,7 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
     if (decode_request(p) != 0)
         return;
     pc_adapter_view(p->route->v.api, pc_http_req_path(req), &p->ad);
-    p->stream = pc_proxy_wants_stream(p); /* read again: decoded, as the family reads it */
+    p->stream = pc_proxy_wants_stream(p); /* the body decoded, as the family reads it */
     size_t len;
     const char *body = pc_preq_body(p, &len);
     enum pc_reason sampled = pc_adapter_judge_request(&p->ad, body, len, p->route->v.absent_greedy);

@@ -13,7 +13,7 @@
  *                --chunk--> on_data --pc_http_stream_write--> client (over the mark: the
  *                           chunk is kept by curl until the client drains: on_drained)
  *                --end----> on_end --pc_http_stream_end (the last chunk, or cut short),
- *                           then pc_proxy_store_streamed when kept and whole
+ *                           then pc_answer_store_result when kept and whole
  *   client gone --> on_gone --pc_upstream_cancel--> the model server's call stops
  *
  * p is freed by whichever of on_end and on_gone comes last to the stream's end: on_end
@@ -78,7 +78,7 @@ static void stream_done(struct pc_preq *p, int whole, const struct pc_upstream_r
     pc_http_stream_end(p->req, whole);
     p->req = NULL;
     if (store)
-        pc_proxy_store_streamed(p, &kept, why);
+        pc_answer_store_result(p, &kept, why, NULL, NULL);
     pc_preq_free(p);
 }
 

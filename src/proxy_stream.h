@@ -11,7 +11,7 @@
 int pc_proxy_wants_stream(const struct pc_preq *p);
 /* Streams p to the model server and its answer back as it comes, labelled result (p taken
  * over: answered or failed there). With p->stream_keep the answer is kept and, once whole,
- * judged and stored (pc_proxy_store_streamed). */
+ * judged and stored (pc_answer_store_result). */
 void pc_proxy_stream_send(struct pc_preq *p, enum pc_cache_result result);
 
 #endif

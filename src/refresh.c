@@ -35,6 +35,8 @@ static void refresh_free(struct refresh *rf)
     free(rf);
 }
 
+/* The refresh's model server answer; arg is the refresh, which this call owns and frees
+ * (its keys handed to the item flow's store, or freed with it). */
 static void on_refresh(const struct pc_upstream_resp *r, void *arg)
 {
     struct refresh *rf = arg;

@@ -172,22 +172,6 @@ int pc_routes_api(const struct pc_route_view *v, int *keyed_as_sent)
     return (int)ad.api;
 }
 
-/* Appends s as a JSON string's content (quotes, backslashes and controls escaped). */
-static int json_chars(struct pc_buf *out, const char *s)
-{
-    int rc = 0;
-    for (; *s && rc == 0; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            rc = pc_buf_printf(out, "\\%c", c);
-        else if (c < 0x20)
-            rc = pc_buf_printf(out, "\\u%04x", c);
-        else
-            rc = pc_buf_append_char(out, (char)c);
-    }
-    return rc;
-}
-
 long pc_routes_list_as_sent(const struct pc_config *cfg, int json, struct pc_buf *out)
 {
     long n = 0;
@@ -202,7 +186,7 @@ long pc_routes_list_as_sent(const struct pc_config *cfg, int json, struct pc_buf
             continue;
         if (json) {
             rc |= pc_buf_append_str(out, n > 0 ? ",{\"route\":\"" : "{\"route\":\"");
-            rc |= json_chars(out, v.name);
+            rc |= pc_buf_json_chars(out, v.name);
             rc |= pc_buf_printf(out, "\",\"api\":\"%s\"}", api);
         } else {
             rc |= pc_buf_printf(out, "%s%s (%s)", n > 0 ? ", " : "", v.name, api);

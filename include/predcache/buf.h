@@ -23,6 +23,8 @@ int pc_buf_append(struct pc_buf *b, const void *p, size_t n);
 int pc_buf_append_str(struct pc_buf *b, const char *s);
 int pc_buf_append_char(struct pc_buf *b, char c);
 int pc_buf_printf(struct pc_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s escaped as the inside of a JSON string (quotes, backslashes, controls). */
+int pc_buf_json_chars(struct pc_buf *b, const char *s);
 /* Appends {"error":"<msg>"} with msg escaped as a JSON string. */
 int pc_buf_json_error(struct pc_buf *b, const char *msg);
 /* Moves the memory out; the caller frees it. The buffer is left empty. */

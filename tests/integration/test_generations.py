@@ -19,6 +19,7 @@ import threading
 import requests
 
 from conftest import HTTP_TIMEOUT, wait_for
+from test_streaming import events_of, read_held_stream, release, streams
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
@@ -35,25 +36,8 @@ def post(p, path, body, **kw):
     return requests.post(p.url(path), data=body, headers=JSON_CT, timeout=30, **kw)
 
 
-def events_of(raw):
-    out = []
-    for block in raw.decode().split("\n\n"):
-        for line in block.splitlines():
-            if line.startswith("data: "):
-                out.append(line[6:])
-    return out
-
-
 def model_calls(model):
     return requests.get(model.url("/_count"), timeout=HTTP_TIMEOUT).json()["total"]
-
-
-def streams(model):
-    return requests.get(model.url("/_streams"), timeout=HTTP_TIMEOUT).json()["streams"]
-
-
-def release(model):
-    requests.post(model.url("/_release"), timeout=HTTP_TIMEOUT).raise_for_status()
 
 
 def prompt_sha(body):
@@ -134,20 +118,12 @@ def test_a_deterministic_stream_is_passed_on_then_replayed(start_predcache, mode
     model.control(stream_hold=True, stream_events=3)
     body = chat_body("stream me", temperature=0, stream=True)
     r = post(p, CHAT, body, stream=True)
-    got = b""
     try:
         assert r.status_code == 200
         assert r.headers["X-Cache"] == "MISS" and "X-Cache-Key" in r.headers
         assert "Content-Length" not in r.headers
         assert r.headers.get("Transfer-Encoding") == "chunked"
-        it = r.iter_content(chunk_size=None)
-        while b"\n\n" not in got:
-            got += next(it)
-        # the model server still holds the rest: the first event was passed on at once
-        assert list(streams(model).values()) == ["sent 1"]
-        release(model)
-        for part in it:
-            got += part
+        got = read_held_stream(r, model)  # the first event passed on at once
     finally:
         r.close()
     events = events_of(got)

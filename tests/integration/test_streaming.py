@@ -44,6 +44,22 @@ def release(model):
     requests.post(model.url("/_release"), timeout=HTTP_TIMEOUT).raise_for_status()
 
 
+def read_held_stream(r, model):
+    """The whole body of r, a stream the model server holds after its first event
+    (stream_hold): the first event must arrive while it is held (not buffered), then the
+    model server is released and the rest read."""
+    got = b""
+    it = r.iter_content(chunk_size=None)
+    while b"\n\n" not in got:
+        got += next(it)
+    assert json.loads(events_of(got)[0])["index"] == 0
+    assert list(streams(model).values()) == ["sent 1"]  # the rest is still held
+    release(model)
+    for part in it:
+        got += part
+    return got
+
+
 def open_stream(p, body, headers=None):
     hdrs = {"Content-Type": "application/json"}
     hdrs.update(headers or {})
@@ -60,17 +76,7 @@ def test_events_pass_through_as_they_come(start_predcache, model):
         assert r.headers["Content-Type"] == "text/event-stream"
         assert "Content-Length" not in r.headers
         assert r.headers.get("Transfer-Encoding") == "chunked"
-        got = b""
-        it = r.iter_content(chunk_size=None)
-        while b"\n\n" not in got:
-            got += next(it)
-        first = json.loads(events_of(got)[0])
-        assert first["index"] == 0
-        # the model server is still holding the rest: the first event was not buffered
-        assert list(streams(model).values()) == ["sent 1"]
-        release(model)
-        for part in it:
-            got += part
+        got = read_held_stream(r, model)
     finally:
         r.close()
     events = events_of(got)
