@@ -23,6 +23,7 @@
 #include "predcache/store.h"
 #include "predcache/upstream.h"
 #include "predcache/versions.h"
+#include "predcache/workset.h"
 #include "predcache/wstate.h"
 #include "done.h"
 
@@ -219,14 +220,18 @@ static void handle_ready(struct pc_worker *w, struct pc_http_req *req)
     ready_maybe_answer(pr);
 }
 
-/* The sum over every worker's shard, in sum (large: the caller's heap). */
+/* The sum over every worker's shard, in sum (large: the caller's heap), with what the
+ * workers before a reload counted (before[i]: worker i's requests). */
 static void metrics_sum(const struct pc_worker *w, struct pc_metrics *sum,
-                        const struct pc_metrics **shards, size_t *n)
+                        const struct pc_metrics **shards, size_t *n, uint64_t *before)
 {
     pc_worker_shards(w, shards, MAX_SHARDS, n);
     pc_metrics_sum(sum, shards, *n);
     for (size_t i = 0; i < w->n_workers; i++) /* the subscribers' connections desync too */
         sum->redis_desyncs += PC_METRIC_GET(w->group[i].sub_metrics.redis_desyncs);
+    memset(before, 0, MAX_SHARDS * sizeof *before);
+    if (w->workset != NULL)
+        pc_workset_add_others(w->workset, w, sum, before, *n);
 }
 
 /* The per-route families, summed over every worker. */
@@ -241,6 +246,8 @@ static int render_routes(const struct pc_worker *w, struct pc_buf *out)
     if (sum == NULL)
         return -1;
     pc_route_metrics_sum(sum, shards, n, n_routes);
+    if (w->workset != NULL)
+        pc_workset_add_routes(w->workset, w, w->route_names, n_routes, sum);
     int rc = pc_route_metrics_render(sum, w->route_names, n_routes, out);
     free(sum);
     return rc;
@@ -294,17 +301,19 @@ static void handle_sum(struct pc_worker *w, struct pc_http_req *req, int stats)
     struct pc_buf b;
     pc_buf_init(&b);
     const struct pc_metrics *shards[MAX_SHARDS];
+    uint64_t before[MAX_SHARDS];
     size_t n;
     struct pc_metrics *sum = malloc(sizeof *sum);
     int rc = -1;
     if (sum != NULL) {
-        metrics_sum(w, sum, shards, &n);
+        metrics_sum(w, sum, shards, &n, before);
         if (stats)
             rc = pc_metrics_render_stats(sum, pc_now_us(), &b);
         else
-            rc = pc_metrics_render(sum, &b) | pc_metrics_render_workers(shards, n, &b) |
+            rc = pc_metrics_render(sum, &b) | pc_metrics_render_workers(shards, n, before, &b) |
                  render_routes(w, &b) | render_named_backends(w, &b) | render_cluster_nodes(w, &b) |
-                 pc_buildinfo_render(&b);
+                 pc_buildinfo_render(&b) |
+                 (w->workset != NULL ? pc_workset_render(w->workset, &b) : 0);
         free(sum);
     }
     if (rc != 0) {

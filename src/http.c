@@ -89,6 +89,7 @@ struct pc_conn {
 struct pc_http_server {
     struct event_base *base;
     struct evconnlistener *lev;
+    int listen_fd; /* lev's socket while it listens, else -1 */
     struct pc_http_limits lim;
     pc_http_handler handler;
     void *arg;
@@ -105,6 +106,9 @@ struct pc_http_server {
     size_t n_in_paused;      /* connections with in_paused set */
     struct event *in_resume; /* polls the input budget while some are */
     uint64_t log_quiet;      /* failures since, not logged */
+    /* Handing over (a reload): each connection goes to give at its next request boundary. */
+    pc_http_give_fn give;
+    void *give_arg;
 };
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
@@ -112,6 +116,7 @@ static void conn_write_cb(struct bufferevent *bev, void *arg);
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_process(struct pc_conn *c);
 static void conn_fail(struct pc_conn *c, int status, const char *msg);
+static void conn_give(struct pc_conn *c);
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
@@ -684,7 +689,8 @@ static void conn_process(struct pc_conn *c)
         if (rc <= 0)
             return;
         struct pc_http_req *r = c->req;
-        c->close_after = !r->h1.keep_alive || c->srv->stopping;
+        /* Stopping closes after the answer, unless the connection is being handed over. */
+        c->close_after = !r->h1.keep_alive || (c->srv->stopping && c->srv->give == NULL);
         c->state = CS_HANDLING;
         if (c->deadline != NULL)
             event_del(c->deadline);
@@ -738,6 +744,8 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
     bufferevent_enable(bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_input(bev)) > 0)
         conn_process(c); /* a pipelined request is already here */
+    else if (c->srv->give != NULL)
+        conn_give(c); /* between requests: the next one is the new workers' */
 }
 
 /*
@@ -749,7 +757,8 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 static int try_write_now(struct pc_conn *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (c->close_after || c->read_eof || evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+    if (c->close_after || c->read_eof || c->srv->give != NULL ||
+        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         return 0;
     /* A bufferevent keeps the start of its output frozen so that only its own write
      * callback drains it (evbuffer_write fails on a frozen start, writing nothing): thaw
@@ -973,23 +982,20 @@ void pc_http_stream_end(struct pc_http_req *req, int whole)
 
 /* ---- listener ---------------------------------------------------------------------- */
 
-static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+/* A connection on fd (this server's now), peer its address as text. NULL: fd closed. */
+static struct pc_conn *conn_open(struct pc_http_server *srv, evutil_socket_t fd, const char *peer)
 {
-    (void)lev;
-    (void)salen;
-    struct pc_http_server *srv = arg;
     struct pc_conn *c = calloc(1, sizeof *c);
     if (c == NULL) {
         evutil_closesocket(fd);
-        return;
+        return NULL;
     }
     pc_list_init(&c->link);
     c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
     if (c->bev == NULL) {
         evutil_closesocket(fd);
         free(c);
-        return;
+        return NULL;
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -997,17 +1003,55 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
      * reads and parser passes. Take what the socket has, up to 64 KB, at once. */
     bufferevent_set_max_single_read(c->bev, 65536);
     bufferevent_set_max_single_write(c->bev, 65536);
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof c->peer);
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, c->peer, sizeof c->peer);
-    else
-        pc_strlcpy(c->peer, "unknown", sizeof c->peer);
+    pc_strlcpy(c->peer, peer, sizeof c->peer);
     c->srv = srv;
     pc_list_push_front(&srv->conns, &c->link);
     srv->n_conns++;
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     c->state = CS_READ_HEAD;
+    return c;
+}
+
+/* A peer's address as text (64 bytes). */
+static void peer_text(const struct sockaddr *sa, char *peer)
+{
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, peer, 64);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, peer, 64);
+    else
+        pc_strlcpy(peer, "unknown", 64);
+}
+
+/* Between two requests, nothing read of the next and the last answer written. */
+static int conn_idle(struct pc_conn *c)
+{
+    return c->state == CS_READ_HEAD && c->req == NULL &&
+           evbuffer_get_length(bufferevent_get_input(c->bev)) == 0 &&
+           evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
+}
+
+/* Frees the listener (its socket closes unless another server holds a duplicate). */
+static void stop_listening(struct pc_http_server *srv)
+{
+    if (srv->lev != NULL) {
+        evconnlistener_free(srv->lev);
+        srv->lev = NULL;
+        srv->listen_fd = -1;
+    }
+}
+
+static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    (void)lev;
+    (void)salen;
+    struct pc_http_server *srv = arg;
+    char peer[64];
+    peer_text(sa, peer);
+    struct pc_conn *c = conn_open(srv, fd, peer);
+    if (c == NULL)
+        return;
     if (srv->n_conns > (size_t)srv->lim.max_connections) {
         if (srv->lim.connections_refused != NULL)
             PC_METRIC_INC(*srv->lim.connections_refused);
@@ -1016,6 +1060,84 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     }
     set_read_timeout(c, srv->lim.idle_timeout_ms);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/*
+ * Gives c's socket away between two requests (its answer written, no byte of the next one
+ * read): the bufferevent lets go of the descriptor (its events deleted first, so this
+ * loop's epoll set no longer holds it) and is freed without closing it.
+ */
+static void conn_give(struct pc_conn *c)
+{
+    struct pc_http_server *srv = c->srv;
+    evutil_socket_t fd = bufferevent_getfd(c->bev);
+    if (c->read_eof || c->in_paused || fd < 0) {
+        conn_free(c);
+        return;
+    }
+    char peer[64];
+    pc_strlcpy(peer, c->peer, sizeof peer);
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    if (bufferevent_setfd(c->bev, -1) != 0) {
+        conn_free(c); /* still its descriptor: closed */
+        return;
+    }
+    conn_free(c);
+    srv->give(fd, peer, srv->give_arg);
+}
+
+void pc_http_server_take(struct pc_http_server *srv, int fd, const char *peer)
+{
+    if (srv->stopping && srv->give == NULL) { /* shutting down: idle connections close */
+        evutil_closesocket(fd);
+        return;
+    }
+    struct pc_conn *c = conn_open(srv, fd, peer);
+    if (c == NULL)
+        return;
+    if (srv->give != NULL) { /* handing over too (reloaded again): on to the newest */
+        conn_give(c);
+        return;
+    }
+    /* Past max_connections it is kept all the same: it was admitted when it was accepted. */
+    set_read_timeout(c, srv->lim.idle_timeout_ms);
+    bufferevent_enable(c->bev, EV_READ);
+}
+
+void pc_http_server_hand_over(struct pc_http_server *srv, pc_http_give_fn give, void *arg)
+{
+    if (srv == NULL || srv->stopping)
+        return;
+    srv->stopping = 1;
+    srv->give = give;
+    srv->give_arg = arg;
+    if (srv->lev != NULL) {
+        /* Connections the kernel completed and nobody accepted yet would be reset when
+         * this socket closes (a changed address): take them and give them on. */
+        evutil_socket_t lfd = evconnlistener_get_fd(srv->lev);
+        for (int i = 0; i < 1024; i++) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            int fd = accept4(lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0)
+                break;
+            char peer[64];
+            peer_text((struct sockaddr *)&ss, peer);
+            give(fd, peer, arg);
+        }
+    }
+    stop_listening(srv);
+    for (struct pc_list *i = srv->conns.next, *next; i != &srv->conns; i = next) {
+        struct pc_conn *c = pc_list_entry(i, struct pc_conn, link);
+        next = i->next; /* c may be freed */
+        if (conn_idle(c))
+            conn_give(c);
+    }
+}
+
+int pc_http_server_listen_fd(const struct pc_http_server *srv)
+{
+    return srv != NULL ? srv->listen_fd : -1;
 }
 
 /* Refusal written to a connection accepted only to be closed (no descriptor to serve it). */
@@ -1121,6 +1243,45 @@ static int port_taken(const struct addrinfo *ai)
     return taken;
 }
 
+/* A server around a listener being made: everything but the listener. NULL: no memory. */
+static struct pc_http_server *server_alloc(struct event_base *base,
+                                           const struct pc_http_limits *limits,
+                                           pc_http_handler handler, void *arg)
+{
+    struct pc_http_server *srv = calloc(1, sizeof *srv);
+    if (srv == NULL)
+        return NULL;
+    pc_list_init(&srv->conns);
+    srv->base = base;
+    srv->lim = *limits;
+    srv->handler = handler;
+    srv->arg = arg;
+    srv->listen_fd = -1;
+    srv->spare_fd = -1;
+    return srv;
+}
+
+/* The listener made: its error callback, the spare descriptor, the timers, the port. */
+static struct pc_http_server *server_listening(struct pc_http_server *srv, char *err, size_t errlen)
+{
+    evconnlistener_set_error_cb(srv->lev, accept_error_cb);
+    srv->listen_fd = evconnlistener_get_fd(srv->lev);
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    srv->resume = evtimer_new(srv->base, resume_accepting, srv);
+    srv->in_resume = evtimer_new(srv->base, input_resume_cb, srv);
+    if (srv->resume == NULL || srv->in_resume == NULL) {
+        snprintf(err, errlen, "out of memory");
+        pc_http_server_free(srv);
+        return NULL;
+    }
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getsockname(srv->listen_fd, (struct sockaddr *)&ss, &sl) == 0)
+        srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                   : ((struct sockaddr_in *)&ss)->sin_port);
+    return srv;
+}
+
 struct pc_http_server *pc_http_server_new(struct event_base *base, const char *hostport,
                                           const struct pc_http_limits *limits,
                                           pc_http_handler handler, void *arg, char *err,
@@ -1143,17 +1304,12 @@ struct pc_http_server *pc_http_server_new(struct event_base *base, const char *h
         snprintf(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(gai));
         return NULL;
     }
-    struct pc_http_server *srv = calloc(1, sizeof *srv);
+    struct pc_http_server *srv = server_alloc(base, limits, handler, arg);
     if (srv == NULL) {
         freeaddrinfo(ai);
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    pc_list_init(&srv->conns);
-    srv->base = base;
-    srv->lim = *limits;
-    srv->handler = handler;
-    srv->arg = arg;
     unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
     if (limits->bind != PC_HTTP_EXCLUSIVE)
         flags |= LEV_OPT_REUSEABLE_PORT;
@@ -1170,16 +1326,31 @@ struct pc_http_server *pc_http_server_new(struct event_base *base, const char *h
         free(srv);
         return NULL;
     }
-    evconnlistener_set_error_cb(srv->lev, accept_error_cb);
-    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    srv->resume = evtimer_new(base, resume_accepting, srv);
-    srv->in_resume = evtimer_new(base, input_resume_cb, srv);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (getsockname(evconnlistener_get_fd(srv->lev), (struct sockaddr *)&ss, &sl) == 0)
-        srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                   : ((struct sockaddr_in *)&ss)->sin_port);
-    return srv;
+    return server_listening(srv, err, errlen);
+}
+
+struct pc_http_server *pc_http_server_adopt(struct event_base *base, int fd,
+                                            const struct pc_http_limits *limits,
+                                            pc_http_handler handler, void *arg, char *err,
+                                            size_t errlen)
+{
+    struct pc_http_server *srv = server_alloc(base, limits, handler, arg);
+    if (srv == NULL) {
+        close(fd);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    evutil_make_socket_nonblocking(fd);
+    /* Backlog 0: the socket listens already. */
+    srv->lev = evconnlistener_new(base, accept_cb, srv,
+                                  LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
+    if (srv->lev == NULL) {
+        snprintf(err, errlen, "cannot listen on the inherited socket: %s", strerror(errno));
+        close(fd);
+        free(srv);
+        return NULL;
+    }
+    return server_listening(srv, err, errlen);
 }
 
 void pc_http_server_stop_accepting(struct pc_http_server *srv)
@@ -1187,16 +1358,12 @@ void pc_http_server_stop_accepting(struct pc_http_server *srv)
     if (srv == NULL || srv->stopping)
         return;
     srv->stopping = 1;
-    if (srv->lev != NULL) {
-        evconnlistener_free(srv->lev);
-        srv->lev = NULL;
-    }
+    stop_listening(srv);
     /* Idle keep-alive connections close now; busy ones close after their answer. */
     for (struct pc_list *i = srv->conns.next, *next; i != &srv->conns; i = next) {
         struct pc_conn *c = pc_list_entry(i, struct pc_conn, link);
         next = i->next; /* c may be freed */
-        if (c->state == CS_READ_HEAD && c->req == NULL &&
-            evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        if (conn_idle(c))
             conn_free(c);
         else
             c->close_after = 1;
@@ -1207,8 +1374,7 @@ void pc_http_server_free(struct pc_http_server *srv)
 {
     if (srv == NULL)
         return;
-    if (srv->lev != NULL)
-        evconnlistener_free(srv->lev);
+    stop_listening(srv);
     while (!pc_list_empty(&srv->conns))
         conn_free(pc_list_entry(srv->conns.next, struct pc_conn, link));
     if (srv->resume != NULL)

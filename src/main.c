@@ -27,6 +27,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
+#include "predcache/budget.h"
 #include "predcache/buildinfo.h"
 #include "predcache/config.h"
 #include "predcache/log.h"
@@ -34,6 +35,7 @@
 #include "predcache/tlsctx.h"
 #include "predcache/l1.h"
 #include "predcache/worker.h"
+#include "predcache/workset.h"
 
 #define PC_MMAP_THRESHOLD (1 << 20)
 
@@ -112,28 +114,45 @@ static int apply_overrides(struct pc_config *cfg, const struct overrides *o, cha
     return pc_config_validate(cfg, err, errlen);
 }
 
-/* ---- workers ------------------------------------------------------------------- */
+/* ---- sets of workers ----------------------------------------------------------- */
 
-struct run;
+struct proc;
+struct set;
 struct thread_arg {
-    struct run *run;
+    struct set *set;
     size_t i;
 };
 
-struct run {
+/* One set of workers: the configuration they run, their loops and threads. */
+struct set {
+    struct proc *proc;
+    unsigned id;           /* 0: the start; then one more per reload applied */
+    struct pc_config *cfg; /* what the set runs (each worker reads its own share, cfgs[i]) */
     struct pc_worker *workers;
     struct thread_arg *args;
     struct event_base **bases;
     struct pc_config *cfgs;
     pthread_t *threads;
-    size_t n;               /* workers */
-    size_t inited;          /* workers built (to release) */
-    size_t started;         /* threads running (to join) */
-    size_t returned;        /* worker loops that have returned */
+    size_t n;         /* workers */
+    size_t inited;    /* workers built (to release) */
+    size_t started;   /* threads running (to join) */
+    size_t returned;  /* worker loops that have returned (atomic: their threads add) */
+    struct pc_l1 *l1; /* the in-process tier its workers share; NULL: off */
+    int owns_l1;      /* frees it (a reload hands an unchanged tier to the next set) */
+    int listed;       /* in the workset */
+};
+
+/* The process: its sets of workers, oldest first (the last serves; the others retire). */
+struct proc {
+    struct set *sets[PC_WORKSET_MAX];
+    size_t n_sets;
     int done[2];            /* pipe: a worker thread writes one byte when its loop returns */
-    int draining;           /* a signal was seen */
+    int draining;           /* SIGTERM or SIGINT was seen */
     struct event_base *ctl; /* the main thread's loop: signals and done */
-    struct pc_l1 *l1;       /* the in-process tier every worker shares; NULL: off */
+    struct pc_workset *ws;
+    const char *conf;           /* -c FILE, read again on SIGHUP; NULL: built-in defaults */
+    const struct overrides *ov; /* the command line's, applied again on SIGHUP */
+    unsigned reloads;
 };
 
 /* [server] workers = auto: the CPUs this process may run on. */
@@ -183,36 +202,49 @@ static void worker_config(struct pc_config *out, const struct pc_config *cfg, si
 static void *worker_main(void *arg)
 {
     struct thread_arg *ta = arg;
-    struct run *r = ta->run;
-    event_base_dispatch(r->bases[ta->i]);
+    struct set *s = ta->set;
+    event_base_dispatch(s->bases[ta->i]);
+    __atomic_add_fetch(&s->returned, 1, __ATOMIC_RELEASE);
     char c = 1;
-    while (write(r->done[1], &c, 1) < 0 && errno == EINTR)
+    while (write(s->proc->done[1], &c, 1) < 0 && errno == EINTR)
         ;
     return NULL;
+}
+
+/* Posts cmd to every started worker of every set. */
+static void post_all(struct proc *p, enum pc_worker_cmd cmd)
+{
+    for (size_t k = 0; k < p->n_sets; k++)
+        for (size_t i = 0; i < p->sets[k]->started; i++)
+            pc_worker_post(&p->sets[k]->workers[i], cmd);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
-    struct run *r = arg;
+    struct proc *p = arg;
     enum pc_worker_cmd cmd = PC_WORKER_DRAIN;
-    if (r->draining) {
+    if (p->draining) {
         pc_log(PC_LOG_WARN, "signal %d during drain: exiting now", (int)sig);
         cmd = PC_WORKER_STOP;
     } else {
         pc_log(PC_LOG_INFO, "signal %d: draining", (int)sig);
-        r->draining = 1;
+        p->draining = 1;
     }
-    for (size_t i = 0; i < r->started; i++)
-        pc_worker_post(&r->workers[i], cmd);
+    post_all(p, cmd);
 }
 
-/* SIGUSR1: the access log is opened again (logrotate moved it away). arg: the config. */
+static struct set *serving(const struct proc *p)
+{
+    return p->sets[p->n_sets - 1];
+}
+
+/* SIGUSR1: the access log is opened again (logrotate moved it away). */
 static void on_reopen(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
     (void)what;
-    const struct pc_config *cfg = arg;
+    const struct pc_config *cfg = serving(arg)->cfg;
     if (pc_log_reopen_access(cfg->access_log) != 0)
         pc_log(PC_LOG_WARN,
                "SIGUSR1: cannot open the access log '%s' again: %s (still writing "
@@ -222,32 +254,20 @@ static void on_reopen(evutil_socket_t sig, short what, void *arg)
         pc_log(PC_LOG_INFO, "SIGUSR1: access log reopened");
 }
 
-static void on_worker_done(evutil_socket_t fd, short what, void *arg)
-{
-    (void)what;
-    struct run *r = arg;
-    char buf[64];
-    ssize_t n = read(fd, buf, sizeof buf);
-    if (n > 0)
-        r->returned += (size_t)n;
-    if (r->returned >= r->started)
-        event_base_loopexit(r->ctl, NULL);
-}
-
 /* [redis] tls = on: its files are read now, so that a wrong path, an unreadable CA or a key
- * that does not match its certificate stops the start (and --check) with its reason.
- * 0 ok; -1 said on stderr. */
-static int check_redis_tls(const struct pc_config *cfg, const char *conf)
+ * that does not match its certificate stops the start (and --check, and a reload) with its
+ * reason. 0 ok; -1 with err. */
+static int check_redis_tls(const struct pc_config *cfg, char *err, size_t errlen)
 {
     if (!cfg->redis_tls)
         return 0;
     struct pc_tls_opts o = {cfg->redis_tls_ca_file, cfg->redis_tls_cert_file,
                             cfg->redis_tls_key_file, cfg->redis_tls_server_name,
                             cfg->redis_tls_verify};
-    char err[512];
-    SSL_CTX *ctx = pc_tls_client_ctx(&o, err, sizeof err);
+    char why[512];
+    SSL_CTX *ctx = pc_tls_client_ctx(&o, why, sizeof why);
     if (ctx == NULL) {
-        fprintf(stderr, "predcache: %s%s[redis] %s\n", conf ? conf : "", conf ? ": " : "", err);
+        snprintf(err, errlen, "[redis] %s", why);
         return -1;
     }
     SSL_CTX_free(ctx);
@@ -283,8 +303,7 @@ static void raise_nofile(const struct pc_config *cfg, size_t workers)
                (unsigned long long)rl.rlim_cur);
 }
 
-/* Builds every worker in this thread, in order (worker 0 binds first). 0 ok, -1 with err. */
-/* Once at start: the routes whose family has no version endpoint predcache reads. */
+/* Once per configuration applied: the routes whose family has no version endpoint. */
 static void log_keyed_as_sent(const struct pc_config *cfg)
 {
     struct pc_buf list;
@@ -299,84 +318,297 @@ static void log_keyed_as_sent(const struct pc_config *cfg)
     pc_buf_release(&list);
 }
 
-static int run_init(struct run *r, const struct pc_config *cfg, size_t n, char *err, size_t errlen)
+/*
+ * The configuration: built-in defaults, the file (when there is one), the command line's
+ * overrides, validated, the Redis TLS files read. At start and on SIGHUP alike. 0 ok; -1
+ * with err.
+ */
+static int load_config(struct pc_config *cfg, const char *conf, const struct overrides *ov,
+                       char *err, size_t errlen)
 {
-    r->n = n;
-    r->done[0] = r->done[1] = -1;
-    r->workers = calloc(n, sizeof *r->workers);
-    r->bases = calloc(n, sizeof *r->bases);
-    r->cfgs = calloc(n, sizeof *r->cfgs);
-    r->threads = calloc(n, sizeof *r->threads);
-    r->args = calloc(n, sizeof *r->args);
-    if (r->workers == NULL || r->bases == NULL || r->cfgs == NULL || r->threads == NULL ||
-        r->args == NULL || pipe2(r->done, O_NONBLOCK | O_CLOEXEC) != 0 ||
-        (r->ctl = event_base_new()) == NULL) {
-        snprintf(err, errlen, "out of memory");
+    pc_config_defaults(cfg);
+    if (conf != NULL && pc_config_load(cfg, conf, err, errlen) != 0)
         return -1;
-    }
-    r->l1 = pc_l1_new(cfg->l1_max_bytes, cfg->l1_ttl_ms, NULL);
-    if (r->l1 == NULL && cfg->l1_max_bytes > 0) {
-        snprintf(err, errlen, "out of memory for the l1 tier");
+    if (apply_overrides(cfg, ov, err, errlen) != 0)
         return -1;
-    }
-    for (size_t i = 0; i < n; i++) {
-        worker_config(&r->cfgs[i], cfg, i, n);
-        r->args[i] = (struct thread_arg){r, i};
-        if ((r->bases[i] = event_base_new()) == NULL) {
-            snprintf(err, errlen, "event_base_new failed");
-            return -1;
-        }
-        r->inited = i + 1;
-        if (pc_worker_init(&r->workers[i], r->bases[i], &r->cfgs[i], r->workers, n, err, errlen) !=
-            0)
-            return -1;
-        r->workers[i].l1 = r->l1;
+    char why[768];
+    if (check_redis_tls(cfg, why, sizeof why) != 0) {
+        snprintf(err, errlen, "%s%s%s", conf ? conf : "", conf ? ": " : "", why);
+        return -1;
     }
     return 0;
 }
 
-/* After every started thread was joined: tear down in this thread. */
-static void run_free(struct run *r)
+/* What the process as a whole takes from a configuration: log level and access log,
+ * byte budgets, open-file limit. 0 ok; -1 with err (the access log cannot be opened). */
+static int apply_process(const struct pc_config *cfg, const struct pc_config *was, size_t n,
+                         char *err, size_t errlen)
 {
-    for (size_t i = 0; i < r->inited; i++)
-        pc_worker_release(&r->workers[i]);
-    for (size_t i = 0; r->bases != NULL && i < r->n; i++)
-        if (r->bases[i] != NULL)
-            event_base_free(r->bases[i]);
-    if (r->ctl != NULL)
-        event_base_free(r->ctl);
-    pc_l1_free(r->l1); /* after every worker: they share it */
-    if (r->done[0] >= 0) {
-        close(r->done[0]);
-        close(r->done[1]);
+    if (was == NULL) {
+        if (pc_log_open_access(cfg->access_log) != 0) {
+            snprintf(err, errlen, "[log] access_log: cannot open '%s': %s", cfg->access_log,
+                     strerror(errno));
+            return -1;
+        }
+    } else if (strcmp(was->access_log, cfg->access_log) != 0) {
+        if (pc_log_reopen_access(cfg->access_log) != 0) {
+            snprintf(err, errlen, "[log] access_log: cannot open '%s': %s", cfg->access_log,
+                     strerror(errno));
+            return -1;
+        }
     }
-    free(r->workers);
-    free(r->bases);
-    free(r->cfgs);
-    free(r->threads);
-    free(r->args);
+    pc_log_set_level(pc_log_parse_level(cfg->log_level));
+    pc_budget_set_limit(cfg->max_output_bytes);
+    pc_budget_input_set_limit(cfg->max_input_bytes);
+    raise_nofile(cfg, n);
+    return 0;
 }
 
-/* Starts one thread per worker, with SIGTERM and SIGINT blocked in them. 0 ok, -1 error. */
-static int run_start(struct run *r)
+/* After every started thread was joined: tear down in this thread. */
+static void set_free(struct set *s)
+{
+    if (s == NULL)
+        return;
+    if (s->listed)
+        pc_workset_remove(s->proc->ws, s->workers);
+    for (size_t i = 0; i < s->inited; i++)
+        pc_worker_release(&s->workers[i]);
+    for (size_t i = 0; s->bases != NULL && i < s->n; i++)
+        if (s->bases[i] != NULL)
+            event_base_free(s->bases[i]);
+    if (s->owns_l1)
+        pc_l1_free(s->l1); /* after every worker: they share it */
+    free(s->workers);
+    free(s->bases);
+    free(s->cfgs);
+    free(s->threads);
+    free(s->args);
+    free(s->cfg);
+    free(s);
+}
+
+/*
+ * Builds a set of n workers on cfg (the set owns it from now on, even on failure). prev:
+ * the set serving now (a reload), whose listening sockets the new one takes where the
+ * addresses are unchanged, and whose in-process tier it takes when its size and age are;
+ * NULL at start. NULL with err (nothing of prev changed).
+ */
+static struct set *set_new(struct proc *p, struct pc_config *cfg, size_t n, struct set *prev,
+                           char *err, size_t errlen)
+{
+    struct set *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        free(cfg);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->proc = p;
+    s->cfg = cfg;
+    s->n = n;
+    s->workers = calloc(n, sizeof *s->workers);
+    s->bases = calloc(n, sizeof *s->bases);
+    s->cfgs = calloc(n, sizeof *s->cfgs);
+    s->threads = calloc(n, sizeof *s->threads);
+    s->args = calloc(n, sizeof *s->args);
+    if (s->workers == NULL || s->bases == NULL || s->cfgs == NULL || s->threads == NULL ||
+        s->args == NULL) {
+        snprintf(err, errlen, "out of memory");
+        set_free(s);
+        return NULL;
+    }
+    int same_l1 = prev != NULL && prev->cfg->l1_max_bytes == cfg->l1_max_bytes &&
+                  prev->cfg->l1_ttl_ms == cfg->l1_ttl_ms;
+    if (same_l1) {
+        s->l1 = prev->l1; /* taken over once the set is running (set_take_l1) */
+    } else {
+        s->l1 = pc_l1_new(cfg->l1_max_bytes, cfg->l1_ttl_ms, NULL);
+        s->owns_l1 = 1;
+        if (s->l1 == NULL && cfg->l1_max_bytes > 0) {
+            snprintf(err, errlen, "out of memory for the l1 tier");
+            set_free(s);
+            return NULL;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        worker_config(&s->cfgs[i], cfg, i, n);
+        s->args[i] = (struct thread_arg){s, i};
+        if ((s->bases[i] = event_base_new()) == NULL) {
+            snprintf(err, errlen, "event_base_new failed");
+            set_free(s);
+            return NULL;
+        }
+        s->inited = i + 1;
+        if (pc_worker_init(&s->workers[i], s->bases[i], &s->cfgs[i], s->workers, n,
+                           prev != NULL ? &prev->workers[i] : NULL, err, errlen) != 0) {
+            set_free(s);
+            return NULL;
+        }
+        s->workers[i].l1 = s->l1;
+        s->workers[i].workset = p->ws;
+    }
+    return s;
+}
+
+/* Starts one thread per worker, with the signals main takes blocked in them. 0 ok; -1: the
+ * threads that did start were stopped and joined. */
+static int set_start(struct set *s)
 {
     sigset_t block, old;
     sigemptyset(&block);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &block, &old);
     int rc = 0;
-    for (size_t i = 0; i < r->n && rc == 0; i++) {
-        int e = pthread_create(&r->threads[i], NULL, worker_main, &r->args[i]);
+    for (size_t i = 0; i < s->n && rc == 0; i++) {
+        int e = pthread_create(&s->threads[i], NULL, worker_main, &s->args[i]);
         if (e != 0) {
             pc_log(PC_LOG_ERROR, "cannot start worker thread %zu: %s", i, strerror(e));
             rc = -1;
         } else {
-            r->started++;
+            s->started++;
         }
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        for (size_t i = 0; i < s->started; i++)
+            pc_worker_post(&s->workers[i], PC_WORKER_STOP);
+        for (size_t i = 0; i < s->started; i++)
+            pthread_join(s->threads[i], NULL);
+        s->started = 0;
+    }
     return rc;
+}
+
+/* Joins and frees the sets whose loops have all returned, oldest first: a set is freed only
+ * after every older one, since an older set may still hand it connections. */
+static void reap(struct proc *p)
+{
+    while (p->n_sets > 0) {
+        struct set *s = p->sets[0];
+        if (__atomic_load_n(&s->returned, __ATOMIC_ACQUIRE) < s->started)
+            break;
+        for (size_t i = 0; i < s->started; i++)
+            pthread_join(s->threads[i], NULL);
+        if (p->n_sets > 1)
+            pc_log(PC_LOG_INFO, "reload: the workers of configuration %u are gone", s->id);
+        memmove(&p->sets[0], &p->sets[1], (p->n_sets - 1) * sizeof p->sets[0]);
+        p->n_sets--;
+        set_free(s);
+    }
+    if (p->n_sets == 0)
+        event_base_loopexit(p->ctl, NULL);
+}
+
+static void on_worker_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    char buf[64];
+    while (read(fd, buf, sizeof buf) > 0)
+        ;
+    reap(arg);
+}
+
+static void log_serving(const struct set *s, const char *what)
+{
+    const struct pc_config *cfg = s->cfg;
+    pc_log(PC_LOG_INFO, "%s: data %s, admin %s, backend %s, redis %s:%d, %zu worker%s", what,
+           cfg->listen, cfg->admin_listen, cfg->backend_url, cfg->redis_host, cfg->redis_port, s->n,
+           s->n == 1 ? "" : "s");
+    log_keyed_as_sent(cfg);
+}
+
+/* Refuses a reload: says why, and the running configuration stays. */
+static void reload_refused(struct proc *p, const char *why)
+{
+    pc_log(PC_LOG_ERROR, "reload: %s; the running configuration stays", why);
+    pc_workset_reloaded(p->ws, 0);
+}
+
+/*
+ * SIGHUP: the configuration is read again; when it is valid, a new set of workers starts
+ * on it (on the same listening sockets where the addresses are unchanged) and the serving
+ * set retires: it hands every connection to the new one at its next request boundary,
+ * finishes what it holds, and exits. Anything that fails before the new set runs leaves
+ * the serving set as it was.
+ */
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    struct proc *p = arg;
+    if (p->draining) {
+        pc_log(PC_LOG_WARN, "reload: shutting down: SIGHUP ignored");
+        return;
+    }
+    char err[1024], why[1200];
+    if (p->n_sets >= PC_WORKSET_MAX) {
+        snprintf(why, sizeof why,
+                 "%zu earlier configurations are still finishing their requests (at most %d "
+                 "at once): send SIGHUP again later",
+                 p->n_sets - 1, PC_WORKSET_MAX - 1);
+        reload_refused(p, why);
+        return;
+    }
+    pc_log(PC_LOG_INFO, "reload: reading %s", p->conf ? p->conf : "(defaults)");
+    struct pc_config *cfg = malloc(sizeof *cfg);
+    if (cfg == NULL) {
+        reload_refused(p, "out of memory");
+        return;
+    }
+    if (load_config(cfg, p->conf, p->ov, err, sizeof err) != 0) {
+        free(cfg);
+        reload_refused(p, err);
+        return;
+    }
+    if (pc_log_check_access(cfg->access_log) != 0) {
+        snprintf(why, sizeof why, "[log] access_log: cannot open '%s': %s", cfg->access_log,
+                 strerror(errno));
+        free(cfg);
+        reload_refused(p, why);
+        return;
+    }
+    struct set *cur = serving(p);
+    size_t n = cfg->workers > 0 ? (size_t)cfg->workers : auto_workers();
+    if (n != cur->n) {
+        pc_log(PC_LOG_WARN,
+               "reload: [server] workers = %zu takes effect at the next restart; %zu workers "
+               "go on",
+               n, cur->n);
+        n = cur->n;
+    }
+    struct set *s = set_new(p, cfg, n, cur, err, sizeof err);
+    if (s == NULL) {
+        reload_refused(p, err);
+        return;
+    }
+    s->id = ++p->reloads;
+    if (apply_process(s->cfg, cur->cfg, n, err, sizeof err) != 0) {
+        apply_process(cur->cfg, s->cfg, n, why, sizeof why); /* back as it was */
+        set_free(s);
+        reload_refused(p, err);
+        return;
+    }
+    s->listed = pc_workset_add(p->ws, s->workers, s->n) == 0;
+    if (set_start(s) != 0) {
+        apply_process(cur->cfg, s->cfg, n, why, sizeof why);
+        set_free(s);
+        reload_refused(p, "cannot start the new worker threads");
+        return;
+    }
+    if (s->l1 == cur->l1) { /* the tier goes on with the newest set */
+        s->owns_l1 = cur->owns_l1;
+        cur->owns_l1 = 0;
+    }
+    for (size_t i = 0; i < cur->started; i++) {
+        cur->workers[i].successor = &s->workers[i];
+        pc_worker_post(&cur->workers[i], PC_WORKER_RETIRE);
+    }
+    p->sets[p->n_sets++] = s;
+    snprintf(why, sizeof why, "reload: configuration %u applied", s->id);
+    log_serving(s, why);
+    pc_workset_reloaded(p->ws, 1);
 }
 
 int main(int argc, char **argv)
@@ -442,32 +674,33 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    static struct pc_config cfg; /* static: large, and it outlives the loop */
     char err[1024];
-    pc_config_defaults(&cfg);
-    if (conf != NULL && pc_config_load(&cfg, conf, err, sizeof err) != 0) {
-        fprintf(stderr, "predcache: %s\n", err);
+    struct pc_config *cfg = malloc(sizeof *cfg); /* large; the first set owns it */
+    if (cfg == NULL) {
+        fprintf(stderr, "predcache: out of memory\n");
         return 1;
     }
-    if (apply_overrides(&cfg, &ov, err, sizeof err) != 0) {
+    if (load_config(cfg, conf, &ov, err, sizeof err) != 0) {
         fprintf(stderr, "predcache: %s\n", err);
+        free(cfg);
         return 1;
     }
-    if (check_redis_tls(&cfg, conf) != 0)
-        return 1;
     if (check) {
-        if (pc_log_check_access(cfg.access_log) != 0) {
+        int rc = 0;
+        if (pc_log_check_access(cfg->access_log) != 0) {
             fprintf(stderr, "predcache: %s%s[log] access_log: cannot open '%s': %s\n",
-                    conf ? conf : "", conf ? ": " : "", cfg.access_log, strerror(errno));
-            return 1;
+                    conf ? conf : "", conf ? ": " : "", cfg->access_log, strerror(errno));
+            rc = 1;
+        } else {
+            printf("predcache: configuration %s is valid\n", conf ? conf : "(defaults)");
         }
-        printf("predcache: configuration %s is valid\n", conf ? conf : "(defaults)");
-        return 0;
+        free(cfg);
+        return rc;
     }
-    pc_log_set_level(pc_log_parse_level(cfg.log_level));
-    if (pc_log_open_access(cfg.access_log) != 0) {
-        fprintf(stderr, "predcache: %s%s[log] access_log: cannot open '%s': %s\n", conf ? conf : "",
-                conf ? ": " : "", cfg.access_log, strerror(errno));
+    size_t n = cfg->workers > 0 ? (size_t)cfg->workers : auto_workers();
+    if (apply_process(cfg, NULL, n, err, sizeof err) != 0) {
+        fprintf(stderr, "predcache: %s%s%s\n", conf ? conf : "", conf ? ": " : "", err);
+        free(cfg);
         return 1;
     }
 
@@ -481,56 +714,72 @@ int main(int argc, char **argv)
     /* Once, before any thread: libcurl's global state is not thread-safe to set up. */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "predcache: curl_global_init failed\n");
+        free(cfg);
         return 1;
     }
-    size_t n = cfg.workers > 0 ? (size_t)cfg.workers : auto_workers();
-    raise_nofile(&cfg, n);
-    struct run r = {0};
-    if (run_init(&r, &cfg, n, err, sizeof err) != 0) {
-        fprintf(stderr, "predcache: %s\n", err);
-        run_free(&r);
-        curl_global_cleanup();
-        pc_log_close_access();
-        return 1;
-    }
-    struct event *sigterm = evsignal_new(r.ctl, SIGTERM, on_signal, &r);
-    struct event *sigint = evsignal_new(r.ctl, SIGINT, on_signal, &r);
-    struct event *sigusr1 = evsignal_new(r.ctl, SIGUSR1, on_reopen, &cfg);
-    struct event *done = event_new(r.ctl, r.done[0], EV_READ | EV_PERSIST, on_worker_done, &r);
+    struct proc p = {.conf = conf, .ov = &ov, .done = {-1, -1}};
     int rc = 0;
-    if (sigterm == NULL || sigint == NULL || sigusr1 == NULL || done == NULL ||
-        event_add(sigterm, NULL) != 0 || event_add(sigint, NULL) != 0 ||
-        event_add(sigusr1, NULL) != 0 || event_add(done, NULL) != 0) {
-        fprintf(stderr, "predcache: cannot set up signal handling\n");
+    if ((p.ws = pc_workset_new()) == NULL || (p.ctl = event_base_new()) == NULL ||
+        pipe2(p.done, O_NONBLOCK | O_CLOEXEC) != 0) {
+        fprintf(stderr, "predcache: out of memory\n");
+        free(cfg);
         rc = 1;
     }
+    struct set *first = rc == 0 ? set_new(&p, cfg, n, NULL, err, sizeof err) : NULL;
+    if (rc == 0 && first == NULL) {
+        fprintf(stderr, "predcache: %s\n", err);
+        rc = 1;
+    }
+    if (first != NULL) {
+        p.sets[p.n_sets++] = first;
+        first->listed = pc_workset_add(p.ws, first->workers, first->n) == 0;
+    }
+    struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL, *sigusr1 = NULL, *done = NULL;
     if (rc == 0) {
-        pc_log(PC_LOG_INFO,
-               "predcache %s: data %s, admin %s, backend %s, redis %s:%d, %zu worker%s", PC_VERSION,
-               cfg.listen, cfg.admin_listen, cfg.backend_url, cfg.redis_host, cfg.redis_port, n,
-               n == 1 ? "" : "s");
-        log_keyed_as_sent(&cfg);
-        if (run_start(&r) != 0)
+        sigterm = evsignal_new(p.ctl, SIGTERM, on_signal, &p);
+        sigint = evsignal_new(p.ctl, SIGINT, on_signal, &p);
+        sighup = evsignal_new(p.ctl, SIGHUP, on_reload, &p);
+        sigusr1 = evsignal_new(p.ctl, SIGUSR1, on_reopen, &p);
+        done = event_new(p.ctl, p.done[0], EV_READ | EV_PERSIST, on_worker_done, &p);
+        if (sigterm == NULL || sigint == NULL || sighup == NULL || sigusr1 == NULL ||
+            done == NULL || event_add(sigterm, NULL) != 0 || event_add(sigint, NULL) != 0 ||
+            event_add(sighup, NULL) != 0 || event_add(sigusr1, NULL) != 0 ||
+            event_add(done, NULL) != 0) {
+            fprintf(stderr, "predcache: cannot set up signal handling\n");
+            rc = 1;
+        }
+    }
+    if (rc == 0) {
+        char what[64];
+        snprintf(what, sizeof what, "predcache %s", PC_VERSION);
+        log_serving(first, what);
+        if (set_start(first) != 0)
             rc = 1;
     }
-    if (rc == 0) {
-        event_base_dispatch(r.ctl);
-    } else { /* no loop to wait for: stop the threads that did start */
-        for (size_t i = 0; i < r.started; i++)
-            pc_worker_post(&r.workers[i], PC_WORKER_STOP);
+    if (rc == 0)
+        event_base_dispatch(p.ctl);         /* until every set's loops have returned (reap) */
+    for (size_t k = 0; k < p.n_sets; k++) { /* a failed start: nothing runs; else none left */
+        for (size_t i = 0; i < p.sets[k]->started; i++)
+            pthread_join(p.sets[k]->threads[i], NULL);
+        set_free(p.sets[k]);
     }
-    for (size_t i = 0; i < r.started; i++)
-        pthread_join(r.threads[i], NULL);
-
     if (sigterm)
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
+    if (sighup)
+        event_free(sighup);
     if (sigusr1)
         event_free(sigusr1);
     if (done)
         event_free(done);
-    run_free(&r);
+    if (p.ctl != NULL)
+        event_base_free(p.ctl);
+    if (p.done[0] >= 0) {
+        close(p.done[0]);
+        close(p.done[1]);
+    }
+    pc_workset_free(p.ws);
     curl_global_cleanup();
     pc_log_close_access();
     pc_log(PC_LOG_INFO, "predcache: stopped");

@@ -206,35 +206,40 @@ static void timer_add(struct pc_timer *sum, const struct pc_timer *t)
         sum->buckets[i] += PC_METRIC_GET(t->buckets[i]);
 }
 
+void pc_metrics_add(struct pc_metrics *sum, const struct pc_metrics *m)
+{
+#define PC_X(name, help) sum->name += PC_METRIC_GET(m->name);
+    PC_COUNTERS(PC_X)
+#undef PC_X
+#define PC_X(name, help) hist_add(&sum->h_##name, &m->h_##name);
+    PC_HISTOGRAMS(PC_X)
+#undef PC_X
+#define PC_X(name, stat, what) timer_add(&sum->t_##name, &m->t_##name);
+    PC_TIMERS(PC_X)
+#undef PC_X
+    uint64_t started = PC_METRIC_GET(m->started_us);
+    if (started != 0 && (sum->started_us == 0 || started < sum->started_us))
+        sum->started_us = started;
+    sum->in_flight += PC_METRIC_GET(m->in_flight);
+    sum->store_pending += PC_METRIC_GET(m->store_pending);
+    sum->jobs_running += PC_METRIC_GET(m->jobs_running);
+    sum->output_buffered += PC_METRIC_GET(m->output_buffered);
+    sum->input_buffered += PC_METRIC_GET(m->input_buffered);
+    sum->backend_buffered += PC_METRIC_GET(m->backend_buffered);
+    sum->backend_paused += PC_METRIC_GET(m->backend_paused);
+    for (size_t r = 0; r < PC_REASON_COUNT; r++)
+        sum->uncached[r] += PC_METRIC_GET(m->uncached[r]);
+}
+
 void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shards, size_t n)
 {
     memset(sum, 0, sizeof *sum);
     sum->redis_up = sum->backend_up = 1;
     for (size_t k = 0; k < n; k++) {
         const struct pc_metrics *m = shards[k];
-#define PC_X(name, help) sum->name += PC_METRIC_GET(m->name);
-        PC_COUNTERS(PC_X)
-#undef PC_X
-#define PC_X(name, help) hist_add(&sum->h_##name, &m->h_##name);
-        PC_HISTOGRAMS(PC_X)
-#undef PC_X
-#define PC_X(name, stat, what) timer_add(&sum->t_##name, &m->t_##name);
-        PC_TIMERS(PC_X)
-#undef PC_X
-        uint64_t started = PC_METRIC_GET(m->started_us);
-        if (k == 0 || started < sum->started_us)
-            sum->started_us = started;
-        sum->in_flight += PC_METRIC_GET(m->in_flight);
-        sum->store_pending += PC_METRIC_GET(m->store_pending);
-        sum->jobs_running += PC_METRIC_GET(m->jobs_running);
-        sum->output_buffered += PC_METRIC_GET(m->output_buffered);
-        sum->input_buffered += PC_METRIC_GET(m->input_buffered);
-        sum->backend_buffered += PC_METRIC_GET(m->backend_buffered);
-        sum->backend_paused += PC_METRIC_GET(m->backend_paused);
+        pc_metrics_add(sum, m);
         sum->redis_up = sum->redis_up && PC_METRIC_GET(m->redis_up);
         sum->backend_up = sum->backend_up && PC_METRIC_GET(m->backend_up);
-        for (size_t r = 0; r < PC_REASON_COUNT; r++)
-            sum->uncached[r] += PC_METRIC_GET(m->uncached[r]);
         if (PC_METRIC_GET(m->cluster)) {
             int64_t slots = PC_METRIC_GET(m->cluster_slots);
             int64_t up = PC_METRIC_GET(m->cluster_masters_up);
@@ -249,7 +254,19 @@ void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shar
     }
 }
 
-int pc_metrics_render_workers(const struct pc_metrics *const *shards, size_t n, struct pc_buf *out)
+uint64_t pc_metrics_requests(const struct pc_metrics *m)
+{
+    uint64_t total = 0;
+#define PC_X(name, help)                                                                           \
+    if (strncmp(#name, "req_", 4) == 0)                                                            \
+        total += PC_METRIC_GET(m->name);
+    PC_COUNTERS(PC_X)
+#undef PC_X
+    return total;
+}
+
+int pc_metrics_render_workers(const struct pc_metrics *const *shards, size_t n,
+                              const uint64_t *before, struct pc_buf *out)
 {
     int rc = pc_buf_printf(out,
                            "# HELP predcache_workers Worker threads, each with its own event loop\n"
@@ -259,13 +276,7 @@ int pc_metrics_render_workers(const struct pc_metrics *const *shards, size_t n, 
                            "# TYPE predcache_worker_requests_total counter\n",
                            n);
     for (size_t k = 0; k < n; k++) {
-        const struct pc_metrics *m = shards[k];
-        uint64_t total = 0;
-#define PC_X(name, help)                                                                           \
-    if (strncmp(#name, "req_", 4) == 0)                                                            \
-        total += PC_METRIC_GET(m->name);
-        PC_COUNTERS(PC_X)
-#undef PC_X
+        uint64_t total = pc_metrics_requests(shards[k]) + (before != NULL ? before[k] : 0);
         rc |= pc_buf_printf(out, "predcache_worker_requests_total{worker=\"%zu\"} %llu\n", k,
                             (unsigned long long)total);
     }
@@ -425,20 +436,23 @@ int pc_metrics_render_stats(const struct pc_metrics *m, uint64_t now_us, struct 
 
 /* ---- per route ----------------------------------------------------------------------- */
 
+void pc_route_metrics_add(struct pc_route_metrics *sum, const struct pc_route_metrics *m)
+{
+    for (size_t i = 0; i < PC_ROUTE_RESULTS; i++)
+        sum->requests[i] += PC_METRIC_GET(m->requests[i]);
+    for (size_t i = 0; i < 3; i++)
+        sum->verify[i] += PC_METRIC_GET(m->verify[i]);
+    hist_add(&sum->h_request, &m->h_request);
+    hist_add(&sum->h_backend, &m->h_backend);
+}
+
 void pc_route_metrics_sum(struct pc_route_metrics *sum,
                           const struct pc_route_metrics *const *shards, size_t n, size_t n_routes)
 {
     memset(sum, 0, n_routes * sizeof *sum);
     for (size_t k = 0; k < n; k++) {
-        for (size_t r = 0; r < n_routes; r++) {
-            const struct pc_route_metrics *m = &shards[k][r];
-            for (size_t i = 0; i < PC_ROUTE_RESULTS; i++)
-                sum[r].requests[i] += PC_METRIC_GET(m->requests[i]);
-            for (size_t i = 0; i < 3; i++)
-                sum[r].verify[i] += PC_METRIC_GET(m->verify[i]);
-            hist_add(&sum[r].h_request, &m->h_request);
-            hist_add(&sum[r].h_backend, &m->h_backend);
-        }
+        for (size_t r = 0; r < n_routes; r++)
+            pc_route_metrics_add(&sum[r], &shards[k][r]);
     }
 }
 

@@ -99,7 +99,72 @@ static int init_routes(struct pc_worker *w, char *err, size_t errlen)
     return 0;
 }
 
-/* Commands posted by other threads (main's signal handling). */
+/* One connection handed over: its socket, its peer, and which port it came in on. */
+struct pc_handed_conn {
+    int fd;
+    int admin;
+    char peer[64];
+};
+
+/* Queues a connection for to (another thread's worker) and wakes it. */
+static void hand_to(struct pc_worker *to, int fd, const char *peer, int admin)
+{
+    struct pc_handed *h = &to->handed;
+    pthread_mutex_lock(&h->lock);
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? 2 * h->cap : 64;
+        struct pc_handed_conn *c = realloc(h->conns, cap * sizeof *c);
+        if (c == NULL) {
+            pthread_mutex_unlock(&h->lock);
+            close(fd); /* out of memory: the client sees a close between two requests */
+            return;
+        }
+        h->conns = c;
+        h->cap = cap;
+    }
+    struct pc_handed_conn *c = &h->conns[h->n++];
+    c->fd = fd;
+    c->admin = admin;
+    pc_strlcpy(c->peer, peer, sizeof c->peer);
+    pthread_mutex_unlock(&h->lock);
+    if (pc_worker_post(to, PC_WORKER_TAKE) != 0)
+        pc_log(PC_LOG_WARN, "reload: cannot wake worker %zu for a connection handed over", to->id);
+}
+
+/* The http servers' hand-over callbacks (a retiring worker's): to the successor. */
+static void give_data(int fd, const char *peer, void *arg)
+{
+    struct pc_worker *w = arg;
+    hand_to(w->successor, fd, peer, 0);
+}
+
+static void give_admin(int fd, const char *peer, void *arg)
+{
+    struct pc_worker *w = arg;
+    hand_to(&w->successor->group[0], fd, peer, 1);
+}
+
+/* Serves the connections handed to this worker. */
+static void take_handed(struct pc_worker *w)
+{
+    struct pc_handed *h = &w->handed;
+    pthread_mutex_lock(&h->lock);
+    struct pc_handed_conn *conns = h->conns;
+    size_t n = h->n;
+    h->conns = NULL;
+    h->n = h->cap = 0;
+    pthread_mutex_unlock(&h->lock);
+    for (size_t i = 0; i < n; i++) {
+        struct pc_http_server *srv = conns[i].admin ? w->admin : w->data;
+        if (srv == NULL)
+            close(conns[i].fd);
+        else
+            pc_http_server_take(srv, conns[i].fd, conns[i].peer);
+    }
+    free(conns);
+}
+
+/* Commands posted by other threads (main's signal handling and reloads). */
 static void on_ctl(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
@@ -109,6 +174,10 @@ static void on_ctl(evutil_socket_t fd, short what, void *arg)
     for (ssize_t i = 0; i < n; i++) {
         if (cmds[i] == PC_WORKER_DRAIN) {
             pc_worker_drain(w);
+        } else if (cmds[i] == PC_WORKER_RETIRE) {
+            pc_worker_retire(w);
+        } else if (cmds[i] == PC_WORKER_TAKE) {
+            take_handed(w);
         } else if (cmds[i] == PC_WORKER_STOP) {
             event_base_loopbreak(w->base);
             return;
@@ -165,10 +234,20 @@ static void on_switch_master(const char *msg, size_t len, void *arg)
     pc_jobs_master_moved(w->jobs, new_ip, new_port);
 }
 
+/* A duplicate of prev's listening socket srv when its address (was) is the one wanted
+ * (now), else -1: a reload keeps the sockets, so no connection is refused meanwhile. */
+static int inherit_fd(const struct pc_http_server *srv, const char *was, const char *now)
+{
+    int fd = strcmp(was, now) == 0 ? pc_http_server_listen_fd(srv) : -1;
+    return fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+}
+
 int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc_config *cfg,
-                   struct pc_worker *group, size_t n, char *err, size_t errlen)
+                   struct pc_worker *group, size_t n, const struct pc_worker *prev, char *err,
+                   size_t errlen)
 {
     memset(w, 0, sizeof *w);
+    pthread_mutex_init(&w->handed.lock, NULL);
     w->ctl[0] = w->ctl[1] = -1;
     w->group = group;
     w->n_workers = n;
@@ -221,12 +300,6 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         .input_pauses = &w->metrics.input_pauses,
         .input_bytes = &w->metrics.input_buffered,
     };
-    /* One budget for the process; the workers are set up one after another, before any
-     * of them runs. */
-    if (w->id == 0) {
-        pc_budget_set_limit(cfg->max_output_bytes);
-        pc_budget_input_set_limit(cfg->max_input_bytes);
-    }
     w->n_backends = 1 + cfg->n_backends;
     for (size_t i = 0; i < w->n_backends; i++) {
         struct pc_backend_cfg def;
@@ -266,7 +339,7 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
     /* Several workers: one listener each on one port, and the kernel spreads connections. */
     char addr[PC_CFG_STR + 16];
     const char *listen = cfg->listen;
-    if (w->id > 0) {
+    if (w->id > 0 && (prev == NULL || strcmp(prev->cfg->listen, cfg->listen) != 0)) {
         if (join_address(w, addr, sizeof addr) != 0) {
             snprintf(err, errlen, "invalid listen address '%s'", cfg->listen);
             return -1;
@@ -274,7 +347,11 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         listen = addr;
     }
     lim.bind = n == 1 ? PC_HTTP_EXCLUSIVE : w->id == 0 ? PC_HTTP_SHARE_FIRST : PC_HTTP_SHARE_JOIN;
-    w->data = pc_http_server_new(base, listen, &lim, pc_proxy_handle, w, err, errlen);
+    int fd = prev != NULL ? inherit_fd(prev->data, prev->cfg->listen, cfg->listen) : -1;
+    if (fd >= 0)
+        w->data = pc_http_server_adopt(base, fd, &lim, pc_proxy_handle, w, err, errlen);
+    else
+        w->data = pc_http_server_new(base, listen, &lim, pc_proxy_handle, w, err, errlen);
     if (w->data == NULL)
         return -1;
     if (w->id == 0) {
@@ -290,8 +367,13 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         admin_lim.input_pauses = NULL;
         admin_lim.max_body_bytes = 65536; /* the admin port takes no large bodies */
         admin_lim.bind = PC_HTTP_EXCLUSIVE;
-        w->admin = pc_http_server_new(base, cfg->admin_listen, &admin_lim, pc_admin_handle, w, err,
-                                      errlen);
+        int afd =
+            prev != NULL ? inherit_fd(prev->admin, prev->cfg->admin_listen, cfg->admin_listen) : -1;
+        if (afd >= 0)
+            w->admin = pc_http_server_adopt(base, afd, &admin_lim, pc_admin_handle, w, err, errlen);
+        else
+            w->admin = pc_http_server_new(base, cfg->admin_listen, &admin_lim, pc_admin_handle, w,
+                                          err, errlen);
         if (w->admin == NULL)
             return -1;
     }
@@ -330,7 +412,12 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
         pc_http_server_writing(w->data) > 0 ||
         (w->admin != NULL && pc_http_server_writing(w->admin) > 0))
         return;
-    pc_log(PC_LOG_INFO, "drain: worker %zu done", w->id);
+    /* Retiring: every connection has been handed over (or closed) first. */
+    if (w->retiring && pc_http_server_connections(w->data) +
+                               (w->admin != NULL ? pc_http_server_connections(w->admin) : 0) >
+                           0)
+        return;
+    pc_log(PC_LOG_INFO, "%s: worker %zu done", w->retiring ? "reload" : "drain", w->id);
     event_base_loopexit(w->base, NULL);
 }
 
@@ -355,15 +442,9 @@ static void drain_deadline(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(w->base, &flush);
 }
 
-void pc_worker_drain(struct pc_worker *w)
+/* Polls until nothing is held (drain_check), at most drain_timeout_ms (drain_deadline). */
+static void finish(struct pc_worker *w)
 {
-    if (w->draining)
-        return;
-    w->draining = 1;
-    pc_log(PC_LOG_INFO, "drain: worker %zu stopped accepting; %lld requests in flight", w->id,
-           (long long)w->metrics.in_flight);
-    pc_http_server_stop_accepting(w->data);
-    pc_http_server_stop_accepting(w->admin);
     pc_jobs_drain(w->jobs); /* no new jobs from the queue; running ones finish */
     struct timeval poll = {0, DRAIN_POLL_MS * 1000};
     struct timeval dl = {w->cfg->drain_timeout_ms / 1000, (w->cfg->drain_timeout_ms % 1000) * 1000};
@@ -375,6 +456,33 @@ void pc_worker_drain(struct pc_worker *w)
     }
     event_add(w->drain_timer, &poll);
     event_add(w->drain_deadline, &dl);
+}
+
+void pc_worker_drain(struct pc_worker *w)
+{
+    if (w->draining)
+        return;
+    w->draining = 1;
+    pc_log(PC_LOG_INFO, "drain: worker %zu stopped accepting; %lld requests in flight", w->id,
+           (long long)w->metrics.in_flight);
+    pc_http_server_stop_accepting(w->data);
+    pc_http_server_stop_accepting(w->admin);
+    finish(w);
+}
+
+void pc_worker_retire(struct pc_worker *w)
+{
+    if (w->draining || w->successor == NULL)
+        return;
+    w->draining = w->retiring = 1;
+    size_t conns = pc_http_server_connections(w->data);
+    pc_http_server_hand_over(w->data, give_data, w);
+    pc_http_server_hand_over(w->admin, give_admin, w);
+    pc_log(PC_LOG_INFO,
+           "reload: worker %zu handed its port over; %zu connections move at their next request, "
+           "%lld requests in flight finish here",
+           w->id, conns, (long long)w->metrics.in_flight);
+    finish(w);
 }
 
 /*
@@ -417,6 +525,10 @@ void pc_worker_release(struct pc_worker *w)
         close(w->ctl[0]);
         close(w->ctl[1]);
     }
+    for (size_t i = 0; i < w->handed.n; i++) /* handed over, never taken: the loop ended */
+        close(w->handed.conns[i].fd);
+    free(w->handed.conns);
+    pthread_mutex_destroy(&w->handed.lock);
     memset(w, 0, sizeof *w);
     w->ctl[0] = w->ctl[1] = -1;
 }

@@ -84,6 +84,31 @@ struct pc_http_server *pc_http_server_new(struct event_base *base, const char *h
                                           const struct pc_http_limits *limits,
                                           pc_http_handler handler, void *arg, char *err,
                                           size_t errlen);
+/*
+ * A server on fd, a socket that listens already and that the server owns from now on (a
+ * reload: the duplicate of a running server's socket, so that the port never closes).
+ * NULL with a message in err on failure (fd closed).
+ */
+struct pc_http_server *pc_http_server_adopt(struct event_base *base, int fd,
+                                            const struct pc_http_limits *limits,
+                                            pc_http_handler handler, void *arg, char *err,
+                                            size_t errlen);
+/* The listening socket (to be duplicated for the next workers), or -1 once not listening. */
+int pc_http_server_listen_fd(const struct pc_http_server *srv);
+
+/*
+ * Hand-over (a reload): give(fd, peer, arg) receives a client connection's socket, which it
+ * owns from then on, between two of its requests; peer is borrowed for the call.
+ */
+typedef void (*pc_http_give_fn)(int fd, const char *peer, void *arg);
+/* Stops accepting (connections already queued on the socket are accepted and given) and
+ * gives every connection away: idle ones now, the others once their answer is written. A
+ * connection that cannot be given (its client closed its side) closes after its answer. */
+void pc_http_server_hand_over(struct pc_http_server *srv, pc_http_give_fn give, void *arg);
+/* Serves a connection handed over by another server (fd is this server's now); a server
+ * that stops closes it, one that hands over itself gives it on at once. */
+void pc_http_server_take(struct pc_http_server *srv, int fd, const char *peer);
+
 /* Stops accepting; open connections finish their current request and close. */
 void pc_http_server_stop_accepting(struct pc_http_server *srv);
 /* Closes everything at once. Requests still owned by handlers stay valid until replied. */

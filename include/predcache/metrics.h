@@ -185,6 +185,8 @@ struct pc_route_metrics {
     struct pc_hist h_request; /* arrival to answer */
     struct pc_hist h_backend; /* model server calls */
 };
+/* *sum += *m, read relaxed. */
+void pc_route_metrics_add(struct pc_route_metrics *sum, const struct pc_route_metrics *m);
 /* sum[r] = the sum over n shards (arrays of n_routes entries each), read relaxed. */
 void pc_route_metrics_sum(struct pc_route_metrics *sum,
                           const struct pc_route_metrics *const *shards, size_t n, size_t n_routes);
@@ -204,10 +206,18 @@ void pc_hist_observe(struct pc_hist *h, double seconds);
  * Timers merge exactly (mean and variance by Chan's formula), so that one shard sums to itself.
  */
 void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shards, size_t n);
+/* Adds m's counters, histograms, timers, reasons and additive gauges (in_flight, ...) to sum,
+ * and keeps the earlier started_us; the up gauges and the cluster's are left alone (the
+ * workers of a reload that are going away do not speak for Redis or the model server). */
+void pc_metrics_add(struct pc_metrics *sum, const struct pc_metrics *m);
+/* The requests m answered, all cache results. */
+uint64_t pc_metrics_requests(const struct pc_metrics *m);
 /* Appends the Prometheus text exposition of m to out. */
 int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out);
-/* Appends predcache_workers (n) and each shard's requests, labelled worker="i". */
-int pc_metrics_render_workers(const struct pc_metrics *const *shards, size_t n, struct pc_buf *out);
+/* Appends predcache_workers (n) and each shard's requests, labelled worker="i", plus
+ * before[i] (NULL: none): what worker i's predecessors answered before a reload. */
+int pc_metrics_render_workers(const struct pc_metrics *const *shards, size_t n,
+                              const uint64_t *before, struct pc_buf *out);
 
 /* One observation, in seconds or in microseconds. No allocation. */
 void pc_timer_observe(struct pc_timer *t, double seconds);

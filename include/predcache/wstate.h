@@ -9,6 +9,7 @@
 #ifndef PREDCACHE_WSTATE_H
 #define PREDCACHE_WSTATE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +29,8 @@ struct pc_flights;
 struct pc_health;
 struct pc_jobs;
 struct pc_http_req;
+struct pc_workset;
+struct pc_handed_conn;
 
 #define PC_WORKER_BACKENDS (1 + PC_CFG_MAX_BACKENDS)
 
@@ -53,8 +56,21 @@ struct pc_l1;
 struct pc_keymemo;
 struct pc_unlock;
 
+/* Connections handed to a worker by the one it follows after a reload (worker.c). */
+struct pc_handed {
+    pthread_mutex_t lock;
+    struct pc_handed_conn *conns;
+    size_t n, cap;
+};
+
 struct pc_worker {
-    struct pc_worker *group; /* all workers, group[0 .. n_workers - 1]; this is group[id] */
+    struct pc_worker *group;    /* all workers, group[0 .. n_workers - 1]; this is group[id] */
+    struct pc_workset *workset; /* every set of workers of the process (reloads); may be NULL */
+    /* A reload: the worker that takes this one's connections (set by main before it posts
+     * PC_WORKER_RETIRE), and the connections this one is handed by its predecessor. */
+    struct pc_worker *successor;
+    struct pc_handed handed;
+    int retiring;
     size_t n_workers;
     size_t id;  /* worker 0 owns the admin listener and sums the others' metrics */
     int ctl[2]; /* pipe: pc_worker_post writes commands, this loop reads them */

@@ -52,6 +52,9 @@ def test_install_twice_keeps_an_edited_conf(tmp_path):
     assert "ExecStart=/usr/local/bin/predcache -c /usr/local/etc/predcache/predcache.conf\n" \
         in unit
     assert "@BINDIR@" not in unit and "@SYSCONFDIR@" not in unit
+    # reload checks the file first, then sends SIGHUP (test_reload: what SIGHUP does)
+    assert "ExecReload=/usr/local/bin/predcache -c /usr/local/etc/predcache/predcache.conf " \
+        "--check\nExecReload=/bin/kill -HUP $MAINPID\n" in unit
     # uninstall: everything but the edited configuration
     out = make("uninstall", "DESTDIR=" + stage)
     assert "was edited: kept" in out, out

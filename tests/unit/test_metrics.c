@@ -357,7 +357,7 @@ static void test_sum_of_shards(void **state)
 
     struct pc_buf b;
     pc_buf_init(&b);
-    assert_int_equal(pc_metrics_render_workers(shards, 3, &b), 0);
+    assert_int_equal(pc_metrics_render_workers(shards, 3, NULL, &b), 0);
     assert_non_null(strstr(b.data, "\npredcache_workers 3\n"));
     char line[128];
     snprintf(line, sizeof line, "predcache_worker_requests_total{worker=\"1\"} %llu\n",
