@@ -228,6 +228,7 @@ BINDIR       ?= $(PREFIX)/bin
 SYSCONFDIR   ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
 UNITDIR      ?= $(PREFIX)/lib/systemd/system
 LOGROTATEDIR ?= $(SYSCONFDIR)/logrotate.d
+MANDIR       ?= $(PREFIX)/share/man
 CONFDIR      := $(DESTDIR)$(SYSCONFDIR)/predcache
 
 # An existing predcache.conf (edited or not) is never overwritten: the shipped one goes
@@ -246,11 +247,14 @@ install: $(BIN)
 	    contrib/predcache.service.in > $(DESTDIR)$(UNITDIR)/predcache.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/predcache.service
 	install -D -m 0644 contrib/predcache.logrotate $(DESTDIR)$(LOGROTATEDIR)/predcache
+	install -D -m 0644 man/predcache.8 $(DESTDIR)$(MANDIR)/man8/predcache.8
+	install -D -m 0644 man/predcache.conf.5 $(DESTDIR)$(MANDIR)/man5/predcache.conf.5
 
 # Removes what install put there; the configuration only when it is the shipped one.
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/predcache $(DESTDIR)$(UNITDIR)/predcache.service \
-	      $(DESTDIR)$(LOGROTATEDIR)/predcache $(CONFDIR)/predcache.conf.default
+	      $(DESTDIR)$(LOGROTATEDIR)/predcache $(CONFDIR)/predcache.conf.default \
+	      $(DESTDIR)$(MANDIR)/man8/predcache.8 $(DESTDIR)$(MANDIR)/man5/predcache.conf.5
 	@if [ -e $(CONFDIR)/predcache.conf ] && ! cmp -s conf/predcache.conf $(CONFDIR)/predcache.conf; then \
 	    echo "uninstall: $(CONFDIR)/predcache.conf was edited: kept"; \
 	else \

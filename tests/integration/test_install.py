@@ -2,7 +2,8 @@
 respected (the configuration under PREFIX/etc, or /etc for PREFIX=/usr), an existing
 predcache.conf is never overwritten (the shipped one goes beside it as
 predcache.conf.default), the systemd unit names the installed paths and passes
-`systemd-analyze verify`, a logrotate snippet is installed, and uninstall removes what
+`systemd-analyze verify`, a logrotate snippet and the man pages (predcache(8),
+predcache.conf(5), under PREFIX/share/man) are installed, and uninstall removes what
 install put there but an edited configuration."""
 
 import os
@@ -16,6 +17,13 @@ def make(*args):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
+
+
+def render_warnings(page):
+    """What groff says about a man page (nothing, for a page that renders cleanly)."""
+    r = subprocess.run(["groff", "-man", "-ww", "-z", "-Tutf8", page], capture_output=True,
+                       text=True, timeout=30)
+    return r.stderr + ("" if r.returncode == 0 else "(groff exit %d)" % r.returncode)
 
 
 def files_under(root):
@@ -34,7 +42,16 @@ def test_install_twice_keeps_an_edited_conf(tmp_path):
         "usr/local/etc/predcache/predcache.conf",
         "usr/local/lib/systemd/system/predcache.service",
         "usr/local/etc/logrotate.d/predcache",
+        "usr/local/share/man/man8/predcache.8",
+        "usr/local/share/man/man5/predcache.conf.5",
     }
+    for page, src in (("man8/predcache.8", "predcache.8"),
+                      ("man5/predcache.conf.5", "predcache.conf.5")):
+        installed = os.path.join(stage, "usr/local/share/man", page)
+        with open(installed) as f, open(os.path.join(ROOT, "man", src)) as g:
+            assert f.read() == g.read()
+        assert os.stat(installed).st_mode & 0o777 == 0o644
+        assert render_warnings(installed) == "", installed
     conf = os.path.join(stage, "usr/local/etc/predcache/predcache.conf")
     with open(os.path.join(ROOT, "conf", "predcache.conf")) as f:
         shipped = f.read()
@@ -69,7 +86,11 @@ def test_prefix_usr_puts_the_conf_in_etc(tmp_path):
         "etc/predcache/predcache.conf",
         "usr/lib/systemd/system/predcache.service",
         "etc/logrotate.d/predcache",
+        "usr/share/man/man8/predcache.8",
+        "usr/share/man/man5/predcache.conf.5",
     }
+    for page in ("man8/predcache.8", "man5/predcache.conf.5"):
+        assert render_warnings(os.path.join(stage, "usr/share/man", page)) == "", page
     make("uninstall", "DESTDIR=" + stage, "PREFIX=/usr")  # unedited: all of it goes
     assert files_under(stage) == set()
 
