@@ -16,7 +16,8 @@ import time
 
 import requests
 
-from conftest import HTTP_TIMEOUT, free_port, merge_conf, wait_for, write_conf
+from conftest import (HTTP_TIMEOUT, ModelServer, RedisServer, free_port, merge_conf, wait_for,
+                      write_conf)
 from oracle import Oracle, post_checked, predict_request, run_load
 
 # Stored entries live ttl_s + grace_s in Redis: the tests set grace_s 0 to read ttl_s.
@@ -277,3 +278,31 @@ def test_reload_under_load(start_predcache, redis):
              what="every old set gone")
     assert p.metric("predcache_config_reloads_total", result="ok") == 5
     assert p.proc.poll() is None
+
+
+def test_reload_moves_to_another_redis_and_model_server(start_predcache, redis, tmp_path):
+    """Redis settings reconnect and backends change with a reload: the entries stored after
+    it are in the new Redis, the misses go to the new model server."""
+    other_redis = RedisServer(tmp_path / "redis2")
+    other_model = ModelServer(tmp_path / "model2")
+    other_redis.start()
+    other_model.start()
+    try:
+        p = start_predcache()
+        oracle = Oracle("reload: redis and backend")
+        r = post_checked(p.url(), oracle, "/v1/models/m:predict", {"instances": ["one"]})
+        redis.wait_key(r.headers["X-Cache-Key"])
+        conf = merge_conf(p.conf, {"redis": {"port": other_redis.port},
+                                   "backend": {"url": other_model.url()}})
+        reload(p, conf, 1)
+        # the new Redis has nothing yet: a miss, answered by the new model server
+        r = post_checked(p.url(), oracle, "/v1/models/m:predict", {"instances": ["one"]})
+        assert r.headers["X-Cache"] == "MISS", r.headers
+        assert other_model.count() == 1
+        other_redis.wait_key(r.headers["X-Cache-Key"])
+        r = post_checked(p.url(), oracle, "/v1/models/m:predict", {"instances": ["one"]})
+        assert r.headers["X-Cache"] == "HIT"
+        oracle.assert_clean()
+    finally:
+        other_model.stop()
+        other_redis.stop()
