@@ -1012,17 +1012,6 @@ static struct pc_conn *conn_open(struct pc_http_server *srv, evutil_socket_t fd,
     return c;
 }
 
-/* A peer's address as text (64 bytes). */
-static void peer_text(const struct sockaddr *sa, char *peer)
-{
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, peer, 64);
-    else if (sa->sa_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, peer, 64);
-    else
-        pc_strlcpy(peer, "unknown", 64);
-}
-
 /* Between two requests, nothing read of the next and the last answer written. */
 static int conn_idle(struct pc_conn *c)
 {
@@ -1048,7 +1037,7 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     (void)salen;
     struct pc_http_server *srv = arg;
     char peer[64];
-    peer_text(sa, peer);
+    pc_listen_peer(sa, peer);
     struct pc_conn *c = conn_open(srv, fd, peer);
     if (c == NULL)
         return;
@@ -1122,7 +1111,7 @@ void pc_http_server_hand_over(struct pc_http_server *srv, pc_http_give_fn give, 
             if (fd < 0)
                 break;
             char peer[64];
-            peer_text((struct sockaddr *)&ss, peer);
+            pc_listen_peer((struct sockaddr *)&ss, peer);
             give(fd, peer, arg);
         }
     }
@@ -1230,19 +1219,6 @@ static void accept_error_cb(struct evconnlistener *lev, void *arg)
         pc_log(PC_LOG_WARN, "http: accept failed: %s%s", strerror(e), more);
 }
 
-/* 1 when a socket without SO_REUSEPORT cannot bind ai: something listens there already. */
-static int port_taken(const struct addrinfo *ai)
-{
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return 0; /* let the real bind report it */
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    int taken = bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno == EADDRINUSE;
-    close(fd);
-    return taken;
-}
-
 /* A server around a listener being made: everything but the listener. NULL: no memory. */
 static struct pc_http_server *server_alloc(struct event_base *base,
                                            const struct pc_http_limits *limits,
@@ -1274,11 +1250,7 @@ static struct pc_http_server *server_listening(struct pc_http_server *srv, char 
         pc_http_server_free(srv);
         return NULL;
     }
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    if (getsockname(srv->listen_fd, (struct sockaddr *)&ss, &sl) == 0)
-        srv->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                   : ((struct sockaddr_in *)&ss)->sin_port);
+    srv->port = pc_listen_port(srv->listen_fd);
     return srv;
 }
 
@@ -1287,46 +1259,8 @@ struct pc_http_server *pc_http_server_new(struct event_base *base, const char *h
                                           pc_http_handler handler, void *arg, char *err,
                                           size_t errlen)
 {
-    char host[256];
-    int port;
-    if (pc_config_split_hostport(hostport, host, sizeof host, &port) != 0) {
-        snprintf(err, errlen, "invalid listen address '%s'", hostport);
-        return NULL;
-    }
-    struct addrinfo hints = {0}, *ai = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    char portstr[16];
-    snprintf(portstr, sizeof portstr, "%d", port);
-    int gai = getaddrinfo(host, portstr, &hints, &ai);
-    if (gai != 0) {
-        snprintf(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(gai));
-        return NULL;
-    }
-    struct pc_http_server *srv = server_alloc(base, limits, handler, arg);
-    if (srv == NULL) {
-        freeaddrinfo(ai);
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
-    if (limits->bind != PC_HTTP_EXCLUSIVE)
-        flags |= LEV_OPT_REUSEABLE_PORT;
-    /* SO_REUSEPORT would let this listener share the port with any other program of the
-     * same user that set it too: first make sure that nothing listens there yet. */
-    int inuse = limits->bind == PC_HTTP_SHARE_FIRST && port != 0 && port_taken(ai);
-    srv->lev = inuse ? NULL
-                     : evconnlistener_new_bind(base, accept_cb, srv, flags, 1024, ai->ai_addr,
-                                               (int)ai->ai_addrlen);
-    freeaddrinfo(ai);
-    if (srv->lev == NULL) {
-        snprintf(err, errlen, "cannot listen on %s: %s", hostport,
-                 strerror(inuse ? EADDRINUSE : errno));
-        free(srv);
-        return NULL;
-    }
-    return server_listening(srv, err, errlen);
+    int fd = pc_listen_socket(hostport, limits->bind, err, errlen);
+    return fd < 0 ? NULL : pc_http_server_adopt(base, fd, limits, handler, arg, err, errlen);
 }
 
 struct pc_http_server *pc_http_server_adopt(struct event_base *base, int fd,
@@ -1341,7 +1275,7 @@ struct pc_http_server *pc_http_server_adopt(struct event_base *base, int fd,
         return NULL;
     }
     evutil_make_socket_nonblocking(fd);
-    /* Backlog 0: the socket listens already. */
+    /* Backlog 0: the socket listens already (pc_listen_socket, or a running server's). */
     srv->lev = evconnlistener_new(base, accept_cb, srv,
                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
     if (srv->lev == NULL) {

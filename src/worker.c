@@ -346,7 +346,9 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         }
         listen = addr;
     }
-    lim.bind = n == 1 ? PC_HTTP_EXCLUSIVE : w->id == 0 ? PC_HTTP_SHARE_FIRST : PC_HTTP_SHARE_JOIN;
+    lim.bind = n == 1       ? PC_LISTEN_EXCLUSIVE
+               : w->id == 0 ? PC_LISTEN_SHARE_FIRST
+                            : PC_LISTEN_SHARE_JOIN;
     int fd = prev != NULL ? inherit_fd(prev->data, prev->cfg->listen, cfg->listen) : -1;
     if (fd >= 0)
         w->data = pc_http_server_adopt(base, fd, &lim, pc_proxy_handle, w, err, errlen);
@@ -366,7 +368,7 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         admin_lim.connections_refused = NULL;
         admin_lim.input_pauses = NULL;
         admin_lim.max_body_bytes = 65536; /* the admin port takes no large bodies */
-        admin_lim.bind = PC_HTTP_EXCLUSIVE;
+        admin_lim.bind = PC_LISTEN_EXCLUSIVE;
         int afd =
             prev != NULL ? inherit_fd(prev->admin, prev->cfg->admin_listen, cfg->admin_listen) : -1;
         if (afd >= 0)

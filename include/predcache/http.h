@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "predcache/listen.h"
+
 struct event_base;
 struct pc_http_server;
 struct pc_http_req;
@@ -32,16 +34,8 @@ struct pc_http_failure {
 };
 typedef void (*pc_http_failure_cb)(const struct pc_http_failure *f, void *arg);
 
-/* How a listener takes its port. */
-enum pc_http_bind {
-    PC_HTTP_EXCLUSIVE,   /* the only listener on its port (SO_REUSEADDR) */
-    PC_HTTP_SHARE_FIRST, /* opens a port that the same process's other listeners join
-                            (SO_REUSEPORT); fails like EXCLUSIVE when anything listens there */
-    PC_HTTP_SHARE_JOIN,  /* joins a port opened with PC_HTTP_SHARE_FIRST */
-};
-
 struct pc_http_limits {
-    enum pc_http_bind bind;        /* 0: PC_HTTP_EXCLUSIVE */
+    enum pc_listen_bind bind;      /* 0: PC_LISTEN_EXCLUSIVE */
     pc_http_failure_cb on_failure; /* NULL: none */
     void *on_failure_arg;
     size_t max_header_bytes;
