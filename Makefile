@@ -1,7 +1,7 @@
 # predcache: build, test, demo, install.  Every library comes through pkg-config.
 PREFIX  ?= /usr/local
 CC      ?= cc
-PKGS    := libevent libevent_openssl hiredis libcurl json-c libssl libcrypto zlib
+PKGS    := libevent libevent_openssl hiredis libcurl json-c libssl libcrypto zlib libnghttp2
 PY      := /usr/bin/python3
 
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -68,7 +68,7 @@ $(BUILD)/test_adapter: $(BUILD)/jsonedit.o $(BUILD)/canon.o $(BUILD)/reason.o
 # The one-pass batch keys are checked against the batch scanner.
 $(BUILD)/test_cachekey: $(BUILD)/batch.o
 # The metrics render the uncached counters with the reasons' tokens.
-$(BUILD)/test_metrics: $(BUILD)/reason.o
+$(BUILD)/test_metrics: $(BUILD)/reason.o $(BUILD)/grpcwire.o
 
 # cachekey reads JSON through canon. test_canon also links the json-c implementation the
 # v1 key was first built on (tests/ref/), the reference canon is held to.

@@ -113,8 +113,9 @@ static const char *const *const choice_sets[] = {verify_compares, verify_actions
 
 static const struct opt static_options[] = {
     /* section  key                   type          field                               min  max               default                  flags */
-    {"server",  "listen",             OPT_HOSTPORT, FIELD(listen),                      0,   0,                "0.0.0.0:8080",          0},
-    {"server",  "admin_listen",       OPT_HOSTPORT, FIELD(admin_listen),                0,   0,                "127.0.0.1:9090",        0},
+    {"server",  "listen",             OPT_HOSTPORT, FIELD(listen),                      1,   0,                "0.0.0.0:8080",          0},
+    {"server",  "admin_listen",       OPT_HOSTPORT, FIELD(admin_listen),                1,   0,                "127.0.0.1:9090",        0},
+    {"server",  "grpc_listen",        OPT_HOSTPORT, FIELD(grpc_listen),                 0,   0,                "",                      0},
     {"server",  "max_body_bytes",     OPT_SIZE,     FIELD(max_body_bytes),              1,   GIB,              "16m",                   0},
     {"server",  "max_header_bytes",   OPT_SIZE,     FIELD(max_header_bytes),            KIB, MIB,              "16k",                   0},
     {"server",  "request_timeout_ms", OPT_INT,      FIELD(request_timeout_ms),          1,   HOUR_MS,          "60000",                 0},
@@ -129,6 +130,7 @@ static const struct opt static_options[] = {
 
     {"backend", "url",                OPT_URL,      FIELD(backend_url),                 0,   0,                "http://127.0.0.1:8501", 0},
     {"backend", "cache_id",           OPT_STRING,   FIELD(backend_cache_id),            0,   0,                "",                      0},
+    {"backend", "grpc_url",           OPT_STRING,   FIELD(backend_grpc_url),            0,   0,                "",                      0},
     {"backend", "connect_timeout_ms", OPT_INT,      FIELD(backend_connect_timeout_ms),  1,   HOUR_MS,          "1000",                  0},
     {"backend", "timeout_ms",         OPT_INT,      FIELD(backend_timeout_ms),          1,   HOUR_MS,          "30000",                 0},
     {"backend", "idle_timeout_ms",    OPT_INT,      FIELD(backend_idle_timeout_ms),     1,   HOUR_MS,          "30000",                 0},
@@ -681,7 +683,7 @@ static int opt_apply(const struct opt *o, void *cfg, const char *v, char *why, s
         }
         if (o->type == OPT_HOST && check_host(v, why, whylen) != 0)
             return -1;
-        if (o->type == OPT_HOSTPORT && pc_config_split_hostport(v, NULL, 0, NULL) != 0) {
+        if (o->type == OPT_HOSTPORT && len > 0 && pc_config_split_hostport(v, NULL, 0, NULL) != 0) {
             fmt(why, whylen, "'%s' is not host:port, [ipv6]:port or :port (port 0..65535)", v);
             return -1;
         }
@@ -1474,6 +1476,32 @@ static int config_validate_at(struct pc_config *cfg, const int *lines, int *line
             cfg->listen, cfg->admin_listen);
         *line = line_of(lines, "server", "listen", "admin_listen");
         goto out;
+    }
+    if (cfg->grpc_listen[0] != '\0' &&
+        pc_config_split_hostport(cfg->grpc_listen, h2, sizeof h2, &p2) == 0 && p2 != 0 &&
+        ((pc_config_split_hostport(cfg->listen, h1, sizeof h1, &p1) == 0 && p1 == p2 &&
+          (pc_strcaseeq(h1, h2) || is_wildcard(h1) || is_wildcard(h2))) ||
+         (pc_config_split_hostport(cfg->admin_listen, h1, sizeof h1, &p1) == 0 && p1 == p2 &&
+          (pc_strcaseeq(h1, h2) || is_wildcard(h1) || is_wildcard(h2))))) {
+        fmt(err, errlen, "[server] grpc_listen (%s) must differ from listen and admin_listen",
+            cfg->grpc_listen);
+        *line = line_of(lines, "server", "grpc_listen", NULL);
+        goto out;
+    }
+    if (cfg->backend_grpc_url[0] != '\0') {
+        const char *hp = strncasecmp(cfg->backend_grpc_url, "http://", 7) == 0
+                             ? cfg->backend_grpc_url + 7
+                             : NULL;
+        int port = 0;
+        if (hp == NULL || strchr(hp, '/') != NULL ||
+            pc_config_split_hostport(hp, h2, sizeof h2, &port) != 0 || h2[0] == '\0' || port == 0) {
+            fmt(err, errlen,
+                "[backend] grpc_url: '%s' must be http://HOST:PORT (the gRPC model server, "
+                "HTTP/2 cleartext)",
+                cfg->backend_grpc_url);
+            *line = line_of(lines, "backend", "grpc_url", NULL);
+            goto out;
+        }
     }
     {
         char hosts[PC_ADDRESSES_MAX][PC_CFG_STR];

@@ -5,6 +5,7 @@
  */
 #include "predcache/metrics.h"
 
+#include "predcache/grpcwire.h"
 #include "predcache/verify.h"
 
 #include <math.h>
@@ -95,6 +96,13 @@ int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out)
 #define PC_X(name, help) rc |= render_hist(out, #name, help, &m->h_##name);
     PC_HISTOGRAMS(PC_X)
 #undef PC_X
+    rc |= pc_buf_append_str(out, "# HELP predcache_grpc_calls_total gRPC calls answered on the "
+                                 "gRPC port, by grpc-status\n"
+                                 "# TYPE predcache_grpc_calls_total counter\n");
+    for (int s = 0; s < (int)(sizeof m->grpc_calls / sizeof m->grpc_calls[0]); s++)
+        if (s == 0 || m->grpc_calls[s] > 0)
+            rc |= pc_buf_printf(out, "predcache_grpc_calls_total{grpc_status=\"%s\"} %llu\n",
+                                pc_grpc_status_name(s), (unsigned long long)m->grpc_calls[s]);
     rc |= pc_buf_printf(out,
                         "# HELP predcache_in_flight Client requests being handled\n"
                         "# TYPE predcache_in_flight gauge\npredcache_in_flight %lld\n"
@@ -229,6 +237,8 @@ void pc_metrics_add(struct pc_metrics *sum, const struct pc_metrics *m)
     sum->backend_paused += PC_METRIC_GET(m->backend_paused);
     for (size_t r = 0; r < PC_REASON_COUNT; r++)
         sum->uncached[r] += PC_METRIC_GET(m->uncached[r]);
+    for (size_t s = 0; s < sizeof sum->grpc_calls / sizeof sum->grpc_calls[0]; s++)
+        sum->grpc_calls[s] += PC_METRIC_GET(m->grpc_calls[s]);
 }
 
 void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shards, size_t n)

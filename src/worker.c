@@ -24,6 +24,9 @@
 #include "predcache/config.h"
 #include "predcache/flight.h"
 #include "predcache/generations.h"
+#include "predcache/grpc_proxy.h"
+#include "predcache/h2srv.h"
+#include "predcache/h2up.h"
 #include "predcache/health.h"
 #include "predcache/http.h"
 #include "predcache/jobs.h"
@@ -379,6 +382,41 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         if (w->admin == NULL)
             return -1;
     }
+    if (cfg->grpc_listen[0] != '\0') {
+        struct pc_h2_limits glim = {
+            .bind = lim.bind,
+            .max_header_bytes = cfg->max_header_bytes,
+            .max_body_bytes = cfg->max_body_bytes,
+            .max_streams = 128,
+            .max_connections = cfg->max_connections,
+            .idle_timeout_ms = cfg->idle_timeout_ms,
+        };
+        int gfd = -1;
+        if (prev != NULL && prev->grpc != NULL &&
+            strcmp(prev->cfg->grpc_listen, cfg->grpc_listen) == 0)
+            gfd = pc_h2_server_listen_fd(prev->grpc);
+        if (gfd >= 0)
+            gfd = fcntl(gfd, F_DUPFD_CLOEXEC, 0);
+        const char *gaddr = cfg->grpc_listen;
+        char gjoin[PC_CFG_STR + 16];
+        if (gfd < 0 && w->id > 0) { /* the port worker 0 bound (it may have been :0) */
+            char host[256];
+            int port;
+            if (pc_config_split_hostport(cfg->grpc_listen, host, sizeof host, &port) != 0)
+                host[0] = '\0';
+            snprintf(gjoin, sizeof gjoin, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
+                     pc_h2_server_port(group[0].grpc));
+            gaddr = gjoin;
+        }
+        w->grpc = gfd >= 0 ? pc_h2_server_adopt(base, gfd, &glim, pc_grpc_handle, w, err, errlen)
+                           : pc_h2_server_new(base, gaddr, &glim, pc_grpc_handle, w, err, errlen);
+        if (w->grpc == NULL)
+            return -1;
+    }
+    if (cfg->backend_grpc_url[0] != '\0' &&
+        (w->grpc_up = pc_h2_client_new(base, cfg->backend_grpc_url, cfg->backend_connect_timeout_ms,
+                                       err, errlen)) == NULL)
+        return -1;
     { /* answered keys (cross-process coalescing) and invalidations are announced here */
         char chan[PC_CHANNEL_MAX];
         if (pc_done_channel(cfg, chan, sizeof chan) != 0 ||
@@ -412,7 +450,8 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
     struct pc_worker *w = arg;
     if (w->metrics.in_flight > 0 || pc_store_pending(w->store) > 0 || pc_jobs_held(w->jobs) > 0 ||
         pc_http_server_writing(w->data) > 0 ||
-        (w->admin != NULL && pc_http_server_writing(w->admin) > 0))
+        (w->admin != NULL && pc_http_server_writing(w->admin) > 0) ||
+        pc_h2_server_connections(w->grpc) > 0)
         return;
     /* Retiring: every connection has been handed over (or closed) first. */
     if (w->retiring && pc_http_server_connections(w->data) +
@@ -440,6 +479,7 @@ static void drain_deadline(evutil_socket_t fd, short what, void *arg)
      * moment to write those answers out (and the jobs' hand-back to reach Redis). */
     for (size_t i = 0; i < w->n_backends; i++)
         pc_upstream_abort_all(w->ups[i]);
+    pc_h2_client_abort_all(w->grpc_up); /* gRPC calls: UNAVAILABLE */
     struct timeval flush = {0, DRAIN_FLUSH_MS * 1000};
     event_base_loopexit(w->base, &flush);
 }
@@ -469,6 +509,7 @@ void pc_worker_drain(struct pc_worker *w)
            (long long)w->metrics.in_flight);
     pc_http_server_stop_accepting(w->data);
     pc_http_server_stop_accepting(w->admin);
+    pc_h2_server_stop_accepting(w->grpc);
     finish(w);
 }
 
@@ -480,6 +521,7 @@ void pc_worker_retire(struct pc_worker *w)
     size_t conns = pc_http_server_connections(w->data);
     pc_http_server_hand_over(w->data, give_data, w);
     pc_http_server_hand_over(w->admin, give_admin, w);
+    pc_h2_server_stop_accepting(w->grpc); /* GOAWAY: gRPC clients make new calls anew */
     pc_log(PC_LOG_INFO,
            "reload: worker %zu handed its port over; %zu connections move at their next request, "
            "%lld requests in flight finish here",
@@ -499,6 +541,8 @@ void pc_worker_release(struct pc_worker *w)
     w->closing = 1;
     pc_http_server_free(w->data);
     pc_http_server_free(w->admin);
+    pc_h2_server_free(w->grpc);
+    pc_h2_client_free(w->grpc_up); /* after the server: its calls' requests are orphans */
     pc_jobs_free(w->jobs);
     w->jobs = NULL;
     pc_store_free(w->sentinel_watch);

@@ -80,6 +80,7 @@ struct pc_config {
     /* [server] */
     char listen[PC_CFG_STR];       /* host:port of the data port; default 0.0.0.0:8080 */
     char admin_listen[PC_CFG_STR]; /* default 127.0.0.1:9090 */
+    char grpc_listen[PC_CFG_STR];  /* host:port of the gRPC port (h2c); "" = off (default) */
     size_t max_body_bytes;         /* default 16777216 */
     size_t max_header_bytes;       /* default 16384 */
     int request_timeout_ms;        /* whole request deadline; default 60000 */
@@ -95,6 +96,7 @@ struct pc_config {
 
     /* [backend] */
     char backend_url[1024]; /* base URL of the model server; default http://127.0.0.1:8501 */
+    char backend_grpc_url[PC_CFG_STR]; /* http://HOST:PORT of its gRPC port (h2c); "" = none */
     char backend_cache_id[PC_CFG_STR]; /* the backend's identity in keys; "" = derived from url */
     int backend_connect_timeout_ms;    /* default 1000 */
     int backend_timeout_ms;            /* default 30000 */

@@ -159,6 +159,8 @@ struct pc_metrics {
     /* Requests answered with a reason (reason.h), by reason: X-Cache BYPASS, PASS, or a MISS
      * not stored. Index 0 (NONE) unused. */
     uint64_t uncached[PC_REASON_COUNT];
+    /* gRPC calls answered, by grpc-status (0 OK .. 16 UNAUTHENTICATED). */
+    uint64_t grpc_calls[17];
     int redis_up;
     int backend_up; /* from the active health checks (1 when they are off) */
     /* [redis] cluster = on (cluster 1): slots with a known master, masters, masters with a

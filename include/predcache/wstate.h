@@ -30,6 +30,8 @@ struct pc_health;
 struct pc_jobs;
 struct pc_http_req;
 struct pc_workset;
+struct pc_h2_server;
+struct pc_h2_client;
 struct pc_handed_conn;
 
 #define PC_WORKER_BACKENDS (1 + PC_CFG_MAX_BACKENDS)
@@ -81,7 +83,9 @@ struct pc_worker {
     struct pc_upstream *up;
     struct pc_http_server *data;
     struct pc_http_server *admin;
-    struct pc_jobs *jobs; /* async jobs; NULL when [jobs] is off */
+    struct pc_h2_server *grpc;    /* [server] grpc_listen; NULL: off */
+    struct pc_h2_client *grpc_up; /* [backend] grpc_url; NULL: none */
+    struct pc_jobs *jobs;         /* async jobs; NULL when [jobs] is off */
     struct pc_metrics metrics;
     struct pc_flights *flights;      /* keys whose model server call is running (coalescing) */
     struct pc_flights *refreshing;   /* keys whose stale entry is being refreshed */

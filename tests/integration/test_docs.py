@@ -202,12 +202,17 @@ def test_every_conf_section_and_key_is_in_predcache_conf_5():
     assert not missing, "not documented in man/predcache.conf.5: %s" % ", ".join(missing)
 
 
+BACKEND_ONLY = {"grpc_url"}  # the gRPC model server is [backend]'s alone
+
+
 def test_backend_name_documents_every_backend_key():
     """conf/predcache.conf: a [backend NAME] takes "url (required) and any key of
-    [backend]"."""
+    [backend] but grpc_url"."""
+    with open(CONF) as f:
+        assert "any key of\n# [backend] but %s;" % ", ".join(sorted(BACKEND_ONLY)) in f.read()
     page = page5_keys()
-    assert conf_keys()["[backend]"] <= page["[backend NAME]"], \
-        sorted(conf_keys()["[backend]"] - page["[backend NAME]"])
+    keys = conf_keys()["[backend]"] - BACKEND_ONLY
+    assert keys <= page["[backend NAME]"], sorted(keys - page["[backend NAME]"])
 
 
 def test_every_help_option_is_in_predcache_8_as_help_spells_it(predcache_bin):
