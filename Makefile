@@ -1,7 +1,8 @@
 # predcache: build, test, demo, install.  Every library comes through pkg-config.
 PREFIX  ?= /usr/local
 CC      ?= cc
-PKGS    := libevent libevent_openssl hiredis libcurl json-c libssl libcrypto zlib libnghttp2
+PKGS    := libevent libevent_openssl hiredis libcurl json-c libssl libcrypto zlib libprotobuf-c \
+           libnghttp2
 PY      := /usr/bin/python3
 
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -20,16 +21,45 @@ UNITSRC := $(wildcard tests/unit/test_*.c)
 UNITBIN := $(UNITSRC:tests/unit/%.c=$(BUILD)/%)
 BIN     ?= predcache
 
+# gRPC messages: protoc-c turns proto/ (the subsets of TF Serving's and KServe v2's protos,
+# see each file's header) and the well-known types they import (google/protobuf/*.proto of
+# libprotobuf-dev, under WKT_DIR) into $(BUILD)/proto/<path>.pb-c.{c,h}; code includes them
+# by their import path with PROTO_INC. A .proto is generated again when any of proto/
+# changes (a file's code names the types it imports). protobuf-c 1.4.1's output builds
+# clean with the project's warnings and -Werror, so the generated files get the same flags.
+PROTOC_C   ?= protoc-c
+WKT_DIR    ?= /usr/include
+PROTO_SRC  := $(shell find proto -name '*.proto' 2>/dev/null | sort)
+PROTOS     := $(PROTO_SRC:proto/%=%)
+WKT_PROTOS := google/protobuf/any.proto google/protobuf/wrappers.proto
+PROTO_GEN  := $(addprefix $(BUILD)/proto/,$(PROTOS:.proto=.pb-c) $(WKT_PROTOS:.proto=.pb-c))
+PROTO_H    := $(PROTO_GEN:=.h)
+PROTO_OBJS := $(PROTO_GEN:=.o)
+PROTO_INC  := -I$(BUILD)/proto
+
 .PHONY: all test unit integration asan valgrind demo bench install uninstall clean format format-check bootstrap
 
 all: $(BIN)
 
-$(BIN): $(OBJS)
+$(BIN): $(OBJS) $(PROTO_OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/%.o: src/%.c
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/proto/google/protobuf/%.pb-c.c $(BUILD)/proto/google/protobuf/%.pb-c.h: \
+        $(WKT_DIR)/google/protobuf/%.proto
+	@mkdir -p $(BUILD)/proto
+	$(PROTOC_C) -I$(WKT_DIR) --c_out=$(BUILD)/proto google/protobuf/$*.proto
+
+$(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h: proto/%.proto $(PROTO_SRC)
+	@mkdir -p $(BUILD)/proto
+	$(PROTOC_C) -Iproto -I$(WKT_DIR) --c_out=$(BUILD)/proto $*.proto
+
+# Every generated header first: a .pb-c.c includes those of the files its .proto imports.
+$(BUILD)/proto/%.pb-c.o: $(BUILD)/proto/%.pb-c.c | $(PROTO_H)
+	$(CC) $(CFLAGS) $(PROTO_INC) -MMD -MP -c -o $@ $<
 
 # The commit the binary is built from (predcache_build_info): $(BUILD)/commit changes when
 # the commit does, and only then is this one file compiled again.
@@ -45,6 +75,11 @@ FORCE:
 # A unit test links only its own module and the shared helpers: pure modules stand alone.
 $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o $(BUILD)/buf.o $(BUILD)/log.o
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(shell pkg-config --libs cmocka)
+
+# test_proto packs and unpacks the generated messages (no module of its own yet).
+$(BUILD)/test_proto: tests/unit/test_proto.c $(PROTO_OBJS) | $(PROTO_H)
+	$(CC) $(CFLAGS) $(PROTO_INC) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) \
+	    $(shell pkg-config --libs cmocka)
 
 # list is header only.
 $(BUILD)/test_list: tests/unit/test_list.c include/predcache/list.h
@@ -85,7 +120,8 @@ $(BUILD)/ref/%.o: tests/ref/%.c
 	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
--include $(OBJS:.o=.d) $(REFOBJ:.o=.d) $(H1REF:.o=.d)
+-include $(OBJS:.o=.d) $(REFOBJ:.o=.d) $(H1REF:.o=.d) $(PROTO_OBJS:.o=.d)
+.PRECIOUS: $(BUILD)/proto/%.pb-c.c $(BUILD)/proto/%.pb-c.h
 
 bootstrap:
 	@scripts/bootstrap
