@@ -44,9 +44,10 @@ all: $(BIN)
 $(BIN): $(OBJS) $(PROTO_OBJS)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/%.o: src/%.c
+# Modules may include the generated messages' headers (grpckey): generated first.
+$(BUILD)/%.o: src/%.c | $(PROTO_H)
 	@mkdir -p $(BUILD)
-	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(CFLAGS) $(PROTO_INC) -MMD -MP -c -o $@ $<
 
 $(BUILD)/proto/google/protobuf/%.pb-c.c $(BUILD)/proto/google/protobuf/%.pb-c.h: \
         $(WKT_DIR)/google/protobuf/%.proto
@@ -74,7 +75,11 @@ FORCE:
 
 # A unit test links only its own module and the shared helpers: pure modules stand alone.
 $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o $(BUILD)/buf.o $(BUILD)/log.o
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) $(shell pkg-config --libs cmocka)
+	$(CC) $(CFLAGS) $(PROTO_INC) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) \
+	    $(shell pkg-config --libs cmocka)
+
+# grpckey reads the generated messages.
+$(BUILD)/test_grpckey: $(PROTO_OBJS)
 
 # test_proto packs and unpacks the generated messages (no module of its own yet).
 $(BUILD)/test_proto: tests/unit/test_proto.c $(PROTO_OBJS) | $(PROTO_H)
