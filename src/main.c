@@ -464,8 +464,8 @@ int main(int argc, char **argv)
         printf("predcache: configuration %s is valid\n", conf ? conf : "(defaults)");
         return 0;
     }
-    pc_log_set_level(pc_log_parse_level(cfg.log_level));
-    if (pc_log_open_access(cfg.access_log) != 0) {
+    if (pc_log_apply(pc_log_parse_level(cfg.log_level), cfg.log_format == PC_LOG_FORMAT_JSON,
+                     cfg.access_log) != 0) {
         fprintf(stderr, "predcache: %s%s[log] access_log: cannot open '%s': %s\n", conf ? conf : "",
                 conf ? ": " : "", cfg.access_log, strerror(errno));
         return 1;
