@@ -45,19 +45,35 @@ const char *pc_proxy_find_header(const struct pc_header *h, size_t n, const char
     return NULL;
 }
 
+/* The name an access line gives backend i: a [backend NAME]'s name, else the [backend]
+ * url. */
+static const char *upstream_name(const struct pc_config *cfg, size_t i)
+{
+    return i == 0 || i > cfg->n_backends ? cfg->backend_url : cfg->backends[i - 1].name;
+}
+
 /* Logs, counts and answers; p->req is gone afterwards. */
 void pc_proxy_account(struct pc_preq *p, int status, size_t len)
 {
     struct pc_worker *w = p->w;
     double total_ms = (double)(pc_now_us() - pc_http_req_start_us(p->req)) / 1000.0;
+    char first[PC_KEY_MAX]; /* an item request's line names its first item's key */
+    size_t items = p->items != NULL ? p->items(p, first) : 0;
     struct pc_access a = {
+        .id = pc_http_req_id(p->req),
         .client = pc_http_req_client(p->req),
         .method = pc_http_req_method(p->req),
         .path = pc_http_req_path(p->req),
+        .query = pc_http_req_query(p->req),
+        .route = p->route != NULL ? p->route->v.name : NULL,
+        .upstream = p->backend_ms >= 0 ? upstream_name(w->cfg, p->backend) : NULL,
         .status = status,
         .cache = pc_proxy_result_name(p->result),
         .reason = p->reason != PC_REASON_NONE ? pc_reason_token(p->reason) : NULL,
-        .key = p->cacheable ? p->key : NULL,
+        .key = items > 0      ? first
+               : p->cacheable ? p->key
+                              : NULL,
+        .items = items,
         .backend_ms = p->backend_ms,
         .total_ms = total_ms,
         .bytes = len,

@@ -8,12 +8,14 @@
 
 #include "predcache/config.h"
 
-/* Copies the request's end-to-end headers for the model server and adds X-Forwarded-For. */
+/* Copies the request's end-to-end headers for the model server and adds X-Forwarded-For and
+ * the request's X-Request-Id (the one its answer carries). */
 int pc_proxy_forward_headers(struct pc_preq *p)
 {
     size_t n;
     const struct pc_header *in = pc_http_req_headers(p->req, &n);
-    p->fwd = calloc(n + 2, sizeof *p->fwd); /* + X-Forwarded-For, + Content-Encoding (wire) */
+    /* + X-Forwarded-For, + X-Request-Id, + Content-Encoding (wire) */
+    p->fwd = calloc(n + 3, sizeof *p->fwd);
     if (p->fwd == NULL)
         return -1;
     struct pc_buf xff; /* every X-Forwarded-For value in order, then this client */
@@ -28,6 +30,8 @@ int pc_proxy_forward_headers(struct pc_preq *p)
         if (p->cacheable && pc_strcaseeq(in[i].name, "Accept-Encoding"))
             continue;
         if (pc_strcaseeq(in[i].name, "X-Predcache-Token")) /* the operator's, not the model's */
+            continue;
+        if (pc_strcaseeq(in[i].name, "X-Request-Id")) /* as answered: the client's, or ours */
             continue;
         if (p->plain != NULL && pc_strcaseeq(in[i].name, "Content-Encoding"))
             continue; /* the body's own: put back by wire_body when the body goes as sent */
@@ -47,6 +51,14 @@ int pc_proxy_forward_headers(struct pc_preq *p)
     if (p->fwd[p->n_fwd].name == NULL || p->fwd[p->n_fwd].value == NULL)
         return -1;
     p->n_fwd++;
+    const char *id = pc_http_req_id(p->req);
+    if (id[0] != '\0') {
+        p->fwd[p->n_fwd].name = strdup("X-Request-Id");
+        p->fwd[p->n_fwd].value = strdup(id);
+        if (p->fwd[p->n_fwd].name == NULL || p->fwd[p->n_fwd].value == NULL)
+            return -1;
+        p->n_fwd++;
+    }
     return 0;
 }
 

@@ -1,8 +1,9 @@
 /*
  * bgcall: a request as it is sent to the model server: its end-to-end headers (with
- * X-Forwarded-For, without what is predcache's or hop-by-hop), the bytes of its body as the
- * client sent them, and a copy of it all for a model server call that outlives its request
- * (a stale refresh, a shadow verification).
+ * X-Forwarded-For and the request's X-Request-Id, without what is predcache's or
+ * hop-by-hop), the bytes of its body as the client sent them, and a copy of it all for a
+ * model server call that outlives its request (a stale refresh, a shadow verification:
+ * these carry the id of the request that started them).
  */
 #ifndef PREDCACHE_BGCALL_H
 #define PREDCACHE_BGCALL_H
@@ -12,7 +13,7 @@
 #include "preq.h"
 
 /* Copies the request's end-to-end headers for the model server into p->fwd, with
- * X-Forwarded-For. 0 ok; -1 no memory. */
+ * X-Forwarded-For and X-Request-Id. 0 ok; -1 no memory. */
 int pc_proxy_forward_headers(struct pc_preq *p);
 /* The bytes to send for body (after pc_proxy_forward_headers): the client's own encoded
  * bytes, with their Content-Encoding, when body is its whole decoded body; else body. */

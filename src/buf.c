@@ -77,19 +77,81 @@ int pc_buf_printf(struct pc_buf *b, const char *fmt, ...)
     return 0;
 }
 
+/* The length of the well-formed UTF-8 sequence at s[0..n) (2 to 4), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len = c >= 0xc2 && c <= 0xdf   ? 2
+                 : c >= 0xe0 && c <= 0xef ? 3
+                 : c >= 0xf0 && c <= 0xf4 ? 4
+                                          : 0;
+    if (len == 0 || len > n)
+        return 0;
+    /* The second byte's range excludes overlong forms, surrogates and past U+10FFFF. */
+    unsigned char lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
+    unsigned char hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+    if (s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++) {
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    }
+    return len;
+}
+
+size_t pc_json_escape(const char *s, size_t n, size_t *used, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *in = (const unsigned char *)s;
+    size_t i = 0, w = 0;
+    while (i < n) {
+        unsigned char ch = in[i];
+        if (ch >= 0x20 && ch < 0x80 && ch != '"' && ch != '\\') {
+            if (w + 1 > cap)
+                break;
+            out[w++] = (char)ch;
+            i++;
+            continue;
+        }
+        size_t seq = ch >= 0x80 ? utf8_len(in + i, n - i) : 0;
+        if (seq > 0) { /* a character beyond ASCII: as it is */
+            if (w + seq > cap)
+                break;
+            memcpy(out + w, in + i, seq);
+            w += seq;
+            i += seq;
+        } else if (ch == '"' || ch == '\\') {
+            if (w + 2 > cap)
+                break;
+            out[w++] = '\\';
+            out[w++] = (char)ch;
+            i++;
+        } else { /* a control character, or a byte that is not UTF-8: \u00XX */
+            if (w + 6 > cap)
+                break;
+            memcpy(out + w, "\\u00", 4);
+            out[w + 4] = hex[ch >> 4];
+            out[w + 5] = hex[ch & 15];
+            w += 6;
+            i++;
+        }
+    }
+    *used = i;
+    return w;
+}
+
 int pc_buf_json_chars(struct pc_buf *b, const char *s)
 {
-    int rc = 0;
-    for (const char *p = s; *p; p++) {
-        unsigned char ch = (unsigned char)*p;
-        if (ch == '"' || ch == '\\')
-            rc |= pc_buf_printf(b, "\\%c", ch);
-        else if (ch < 0x20)
-            rc |= pc_buf_printf(b, "\\u%04x", ch);
-        else
-            rc |= pc_buf_append_char(b, (char)ch);
+    size_t n = strlen(s);
+    while (n > 0) {
+        char out[256];
+        size_t used, w = pc_json_escape(s, n, &used, out, sizeof out);
+        if (pc_buf_append(b, out, w) != 0)
+            return -1;
+        s += used;
+        n -= used;
     }
-    return rc ? -1 : 0;
+    return 0;
 }
 
 int pc_buf_json_error(struct pc_buf *b, const char *msg)

@@ -105,11 +105,12 @@ static const char *const credentials[] = {"isolate", "shared", "bypass", NULL}; 
 static const char *const response_ccs[] = {"honour", "ignore", NULL};           /* pc_response_cc */
 static const char *const jobs_creds[] = {"refuse", "local", NULL}; /* pc_jobs_credentials */
 static const char *const temperatures[] = {"sampling", "greedy", NULL}; /* pc_temperature */
+static const char *const log_formats[] = {"text", "json", NULL}; /* pc_log_format */
 enum { CHOICES_VERIFY_COMPARE, CHOICES_VERIFY_ACTION, CHOICES_CREDENTIALS, CHOICES_RESPONSE_CC,
-       CHOICES_JOBS_CREDENTIALS, CHOICES_TEMPERATURE, CHOICES_API };
+       CHOICES_JOBS_CREDENTIALS, CHOICES_TEMPERATURE, CHOICES_API, CHOICES_LOG_FORMAT };
 static const char *const *const choice_sets[] = {verify_compares, verify_actions, credentials,
                                                  response_ccs, jobs_creds, temperatures,
-                                                 pc_adapter_names};
+                                                 pc_adapter_names, log_formats};
 
 static const struct opt static_options[] = {
     /* section  key                   type          field                               min  max               default                  flags */
@@ -205,6 +206,7 @@ static const struct opt static_options[] = {
 
     {"log",     "level",              OPT_LEVEL,    FIELD(log_level),                   0,   0,                "info",                  0},
     {"log",     "access_log",         OPT_STRING,   FIELD(access_log),                  1,   0,                "-",                     0},
+    {"log",     "format",             OPT_CHOICE,   FIELD(log_format),                  0,   CHOICES_LOG_FORMAT, "text",                0},
 };
 /* clang-format on */
 #define N_OPTIONS (sizeof(static_options) / sizeof(static_options[0]))

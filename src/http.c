@@ -60,6 +60,7 @@ struct pc_http_req {
     size_t in_held; /* bytes counted for it in the input budget (budget.h) */
     int shed;       /* pc_http_reply_refuses decided: 1 refuse (503), -1 admit; 0 not yet */
     char peer[64];
+    char id[PC_LOG_ID_MAX + 1]; /* its X-Request-Id once the head is read; "" not given one */
     /* A streamed answer (pc_http_stream_begin): the handler's callbacks, whether the body
      * goes chunked, whether it waits for the output to drain. */
     int streaming;
@@ -307,6 +308,24 @@ unsigned long long pc_http_req_start_us(const struct pc_http_req *req)
     return req->start_us;
 }
 
+const char *pc_http_req_id(const struct pc_http_req *req)
+{
+    return req->id;
+}
+
+/* The request's id, once its head is read: the client's X-Request-Id when sane, else a
+ * new one (servers with request_ids only). */
+static void req_take_id(struct pc_http_req *r)
+{
+    if (!r->srv->lim.request_ids)
+        return;
+    const char *given = pc_http_req_header(r, "X-Request-Id");
+    if (given != NULL && pc_log_request_id_ok(given))
+        pc_strlcpy(r->id, given, sizeof r->id);
+    else
+        pc_log_request_id_new(r->id);
+}
+
 /* ---- connections ------------------------------------------------------------------- */
 
 /* Sets the bytes c counts in the output budget (and its worker's gauge) to held. */
@@ -473,12 +492,24 @@ static void head_start(struct head *h, struct pc_conn *c, int status, int minor)
     head_put(h, "\r\n", 2);
 }
 
-/* Writes status line, headers and body to the connection's output. */
-static void write_response(struct pc_conn *c, int status, int minor, int is_head,
+/* X-Request-Id: id (none when id is ""). */
+static void head_id(struct head *h, const char *id)
+{
+    if (id[0] == '\0')
+        return;
+    head_str(h, "X-Request-Id: ");
+    head_str(h, id);
+    head_put(h, "\r\n", 2);
+}
+
+/* Writes status line, headers and body to the connection's output. id: the request's
+ * X-Request-Id, in place of any the headers carry ("" none). */
+static void write_response(struct pc_conn *c, int status, int minor, int is_head, const char *id,
                            const struct pc_header *headers, size_t n, const char *body, size_t len)
 {
     struct head h;
     head_start(&h, c, status, minor);
+    head_id(&h, id);
     const char *head_length = NULL;
     for (size_t i = 0; i < n; i++) {
         const char *name = headers[i].name;
@@ -487,7 +518,7 @@ static void write_response(struct pc_conn *c, int status, int minor, int is_head
             continue;
         }
         if (pc_strcaseeq(name, "date") || pc_strcaseeq(name, "server") ||
-            pc_http_is_hop_by_hop(name))
+            pc_http_is_hop_by_hop(name) || (id[0] != '\0' && pc_strcaseeq(name, "x-request-id")))
             continue;
         head_str(&h, name);
         head_put(&h, ": ", 2);
@@ -518,12 +549,19 @@ static void write_response(struct pc_conn *c, int status, int minor, int is_head
 static void conn_fail(struct pc_conn *c, int status, const char *msg)
 {
     pc_log(PC_LOG_INFO, "http: %s: %d %s", c->peer, status, msg);
+    const struct pc_http_req *r = c->req;
+    char id[PC_LOG_ID_MAX + 1] = "";
+    if (r != NULL && r->id[0] != '\0')
+        memcpy(id, r->id, sizeof id);
+    else if (c->srv->lim.request_ids)
+        pc_log_request_id_new(id);
     if (c->srv->lim.on_failure != NULL) {
-        const struct pc_http_req *r = c->req;
         struct pc_http_failure f = {
+            .id = id,
             .client = c->peer,
             .method = r != NULL && r->h1.method != NULL ? r->h1.method : "-",
             .path = r != NULL && r->h1.path != NULL ? r->h1.path : "-",
+            .query = r != NULL && r->h1.method != NULL ? r->h1.query : NULL,
             .status = status,
             .total_ms = r != NULL ? (double)(pc_now_us() - r->start_us) / 1000.0 : 0,
         };
@@ -535,7 +573,7 @@ static void conn_fail(struct pc_conn *c, int status, const char *msg)
     struct pc_header ct = {(char *)"Content-Type", (char *)"application/json"};
     int minor = c->req != NULL && c->req->h1.method != NULL ? c->req->h1.minor : 1;
     c->close_after = 1;
-    write_response(c, status, minor, 0, &ct, 1, body.data ? body.data : "", body.len);
+    write_response(c, status, minor, 0, id, &ct, 1, body.data ? body.data : "", body.len);
     pc_buf_release(&body);
     if (c->req != NULL) {
         req_free(c->req);
@@ -682,6 +720,7 @@ static void conn_process(struct pc_conn *c)
         int rc = read_head(c);
         if (rc <= 0)
             return;
+        req_take_id(c->req); /* a failure reading the body answers with it too */
         c->state = CS_READ_BODY;
     }
     if (c->state == CS_READ_BODY) {
@@ -875,7 +914,8 @@ void pc_http_reply(struct pc_http_req *req, int status, const struct pc_header *
     /* Composed with the write event off: most answers fit the socket buffer and are
      * written at once below, without arming the write event and a loop round for it. */
     bufferevent_disable(c->bev, EV_WRITE);
-    write_response(c, status, req->h1.minor, req->h1.is_head, headers, n_headers, body, len);
+    write_response(c, status, req->h1.minor, req->h1.is_head, req->id, headers, n_headers, body,
+                   len);
     pc_buf_release(&shed);
     c->req = NULL;
     req_free(req);
@@ -914,10 +954,12 @@ int pc_http_stream_begin(struct pc_http_req *req, int status, const struct pc_he
     req->stream_chunked = req->h1.minor >= 1;
     struct head h;
     head_start(&h, c, status, req->h1.minor);
+    head_id(&h, req->id);
     for (size_t i = 0; i < n_headers; i++) {
         const char *name = headers[i].name;
         if (pc_strcaseeq(name, "content-length") || pc_strcaseeq(name, "date") ||
-            pc_strcaseeq(name, "server") || pc_http_is_hop_by_hop(name))
+            pc_strcaseeq(name, "server") || pc_http_is_hop_by_hop(name) ||
+            (req->id[0] != '\0' && pc_strcaseeq(name, "x-request-id")))
             continue;
         head_str(&h, name);
         head_put(&h, ": ", 2);

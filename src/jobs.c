@@ -435,9 +435,11 @@ static void jreq_answer(struct pc_jobs *j, struct pc_http_req *req, int status,
     (void)j;
     double total_ms = (double)(pc_now_us() - pc_http_req_start_us(req)) / 1000.0;
     struct pc_access a = {
+        .id = pc_http_req_id(req),
         .client = pc_http_req_client(req),
         .method = pc_http_req_method(req),
         .path = pc_http_req_path(req),
+        .query = pc_http_req_query(req),
         .status = status,
         .cache = "JOB",
         .key = NULL,
@@ -516,8 +518,10 @@ static void free_headers(struct pc_header *h, size_t n)
  * (the job must run synchronously), no framing, no X-Predcache-Token (the operator's secret
  * is never put in Redis: a job runs without its controls), and the client appended to
  * X-Forwarded-For as a proxy would. Credential headers only when creds (a local job, kept in
- * memory), so that nothing built for the stream can carry one to Redis. *count headers, copied, and
- * a free slot after them (for the marker); the caller frees them with free_headers.
+ * memory), so that nothing built for the stream can carry one to Redis. The submit's request
+ * id goes as X-Request-Id, so that the job's run (its access line, its model server call)
+ * carries it. *count headers, copied, and a free slot after them (for the marker); the
+ * caller frees them with free_headers.
  */
 static struct pc_header *forward_headers(const struct pc_jobs *j, const struct pc_http_req *req,
                                          int creds, size_t *count)
@@ -525,7 +529,8 @@ static struct pc_header *forward_headers(const struct pc_jobs *j, const struct p
     const struct pc_config *cfg = j->cfg;
     size_t n, k = 0;
     const struct pc_header *h = pc_http_req_headers(req, &n);
-    struct pc_header *out = calloc(n + 2, sizeof *out); /* + X-Forwarded-For + the marker */
+    /* + X-Forwarded-For + X-Request-Id + the marker */
+    struct pc_header *out = calloc(n + 3, sizeof *out);
     struct pc_buf xff;
     pc_buf_init(&xff);
     if (out == NULL)
@@ -535,7 +540,7 @@ static struct pc_header *forward_headers(const struct pc_jobs *j, const struct p
         if (pc_http_is_hop_by_hop_in(name, h, n) || pc_strcaseeq(name, "Prefer") ||
             pc_strcaseeq(name, "Host") || pc_strcaseeq(name, "Content-Length") ||
             pc_strcaseeq(name, "Expect") || pc_strcaseeq(name, PC_JOBS_MARKER) ||
-            pc_strcaseeq(name, "X-Predcache-Token"))
+            pc_strcaseeq(name, "X-Predcache-Token") || pc_strcaseeq(name, "X-Request-Id"))
             continue;
         if (!creds &&
             pc_creds_is_credential(name, cfg->credential_headers, cfg->n_credential_headers))
@@ -557,6 +562,13 @@ static struct pc_header *forward_headers(const struct pc_jobs *j, const struct p
     k++;
     if (out[k - 1].name == NULL || out[k - 1].value == NULL)
         goto fail;
+    if (pc_http_req_id(req)[0] != '\0') {
+        out[k].name = strdup("X-Request-Id");
+        out[k].value = strdup(pc_http_req_id(req));
+        k++;
+        if (out[k - 1].name == NULL || out[k - 1].value == NULL)
+            goto fail;
+    }
     *count = k;
     return out;
 fail:

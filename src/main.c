@@ -341,23 +341,14 @@ static int load_config(struct pc_config *cfg, const char *conf, const struct ove
 
 /* What the process as a whole takes from a configuration: log level and access log,
  * byte budgets, open-file limit. 0 ok; -1 with err (the access log cannot be opened). */
-static int apply_process(const struct pc_config *cfg, const struct pc_config *was, size_t n,
-                         char *err, size_t errlen)
+static int apply_process(const struct pc_config *cfg, size_t n, char *err, size_t errlen)
 {
-    if (was == NULL) {
-        if (pc_log_open_access(cfg->access_log) != 0) {
-            snprintf(err, errlen, "[log] access_log: cannot open '%s': %s", cfg->access_log,
-                     strerror(errno));
-            return -1;
-        }
-    } else if (strcmp(was->access_log, cfg->access_log) != 0) {
-        if (pc_log_reopen_access(cfg->access_log) != 0) {
-            snprintf(err, errlen, "[log] access_log: cannot open '%s': %s", cfg->access_log,
-                     strerror(errno));
-            return -1;
-        }
+    if (pc_log_apply(pc_log_parse_level(cfg->log_level), cfg->log_format == PC_LOG_FORMAT_JSON,
+                     cfg->access_log) != 0) {
+        snprintf(err, errlen, "[log] access_log: cannot open '%s': %s", cfg->access_log,
+                 strerror(errno));
+        return -1;
     }
-    pc_log_set_level(pc_log_parse_level(cfg->log_level));
     pc_budget_set_limit(cfg->max_output_bytes);
     pc_budget_input_set_limit(cfg->max_input_bytes);
     raise_nofile(cfg, n);
@@ -584,15 +575,15 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
         return;
     }
     s->id = ++p->reloads;
-    if (apply_process(s->cfg, cur->cfg, n, err, sizeof err) != 0) {
-        apply_process(cur->cfg, s->cfg, n, why, sizeof why); /* back as it was */
+    if (apply_process(s->cfg, n, err, sizeof err) != 0) {
+        apply_process(cur->cfg, n, why, sizeof why); /* back as it was */
         set_free(s);
         reload_refused(p, err);
         return;
     }
     s->listed = pc_workset_add(p->ws, s->workers, s->n) == 0;
     if (set_start(s) != 0) {
-        apply_process(cur->cfg, s->cfg, n, why, sizeof why);
+        apply_process(cur->cfg, n, why, sizeof why);
         set_free(s);
         reload_refused(p, "cannot start the new worker threads");
         return;
@@ -698,7 +689,7 @@ int main(int argc, char **argv)
         return rc;
     }
     size_t n = cfg->workers > 0 ? (size_t)cfg->workers : auto_workers();
-    if (apply_process(cfg, NULL, n, err, sizeof err) != 0) {
+    if (apply_process(cfg, n, err, sizeof err) != 0) {
         fprintf(stderr, "predcache: %s%s%s\n", conf ? conf : "", conf ? ": " : "", err);
         free(cfg);
         return 1;

@@ -111,6 +111,9 @@ struct pc_preq {
     void (*release)(struct pc_preq *p);
     void (*free_items)(struct pc_batch_state *b);
     int (*hit_keys)(const struct pc_preq *p, char (**keys)[PC_KEY_MAX], size_t *n);
+    /* The item flow's item count, and its first item's key into key ("" not keyed yet),
+     * for the access line. */
+    size_t (*items)(const struct pc_preq *p, char key[PC_KEY_MAX]);
 };
 
 /* The request body as the model server reads it: decoded, or the bytes as received. */

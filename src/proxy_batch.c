@@ -85,6 +85,7 @@ static void pc_proxy_batch_free(struct pc_batch_state *b);
 static void pc_proxy_batch_send(struct pc_preq *p, enum pc_cache_result result);
 static void pc_proxy_batch_retry(struct pc_preq *p);
 static int pc_proxy_batch_hit_keys(const struct pc_preq *p, char (**keys)[PC_KEY_MAX], size_t *n);
+static size_t pc_proxy_batch_items(const struct pc_preq *p, char key[PC_KEY_MAX]);
 struct pc_batch_keys;
 static const char *pc_proxy_batch_store_refresh(struct pc_worker *w,
                                                 const struct pc_upstream_resp *r,
@@ -200,6 +201,19 @@ static int pc_proxy_batch_hit_keys(const struct pc_preq *p, char (**keys)[PC_KEY
         pc_cachekey_format(p->keyp.prefix, b->dig[u], (*keys)[u]);
     *n = b->n_uniq;
     return 0;
+}
+
+/* The item count, and the first item's key (its digest is dig[0] while keying and once
+ * folded: the first item is the first unique one). */
+static size_t pc_proxy_batch_items(const struct pc_preq *p, char key[PC_KEY_MAX])
+{
+    const struct pc_batch_state *b = p->batch;
+    key[0] = '\0';
+    if (b == NULL)
+        return 0;
+    if ((b->n_uniq > 0 || b->keyed > 0) && pc_cachekey_format(p->keyp.prefix, b->dig[0], key) == 0)
+        key[0] = '\0';
+    return b->n;
 }
 
 /* ---- keys -------------------------------------------------------------------------- */
@@ -1174,6 +1188,7 @@ int pc_proxy_batch_key(struct pc_preq *p, const struct pc_keymemo_probe *probe, 
     p->batch = b;
     p->free_items = pc_proxy_batch_free;
     p->hit_keys = pc_proxy_batch_hit_keys;
+    p->items = pc_proxy_batch_items;
     rc = key_slice(b); /* a small batch is keyed now; a larger one by pc_proxy_batch_lookup */
     if (rc < 0 || (rc == 1 && keyed(p) != 0)) {
         p->batch = NULL;
@@ -1212,6 +1227,7 @@ int pc_proxy_batch_from_memo(struct pc_preq *p, const struct pc_keymemo_val *v)
     p->batch = b;
     p->free_items = pc_proxy_batch_free;
     p->hit_keys = pc_proxy_batch_hit_keys;
+    p->items = pc_proxy_batch_items;
     return 0;
 }
 

@@ -47,9 +47,11 @@ static void on_http_failure(const struct pc_http_failure *f, void *arg)
     struct pc_worker *w = arg;
     PC_METRIC_INC(w->metrics.req_error);
     struct pc_access a = {
+        .id = f->id,
         .client = f->client,
         .method = f->method,
         .path = f->path,
+        .query = f->query,
         .status = f->status,
         .cache = "ERROR",
         .backend_ms = -1,
@@ -302,6 +304,7 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         .connections_refused = &w->metrics.connections_refused,
         .input_pauses = &w->metrics.input_pauses,
         .input_bytes = &w->metrics.input_buffered,
+        .request_ids = 1,
     };
     w->n_backends = 1 + cfg->n_backends;
     for (size_t i = 0; i < w->n_backends; i++) {
@@ -370,6 +373,7 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         admin_lim.clients_stalled = NULL;
         admin_lim.connections_refused = NULL;
         admin_lim.input_pauses = NULL;
+        admin_lim.request_ids = 0;
         admin_lim.max_body_bytes = 65536; /* the admin port takes no large bodies */
         admin_lim.bind = PC_LISTEN_EXCLUSIVE;
         int afd =

@@ -23,7 +23,12 @@ int pc_buf_append(struct pc_buf *b, const void *p, size_t n);
 int pc_buf_append_str(struct pc_buf *b, const char *s);
 int pc_buf_append_char(struct pc_buf *b, char c);
 int pc_buf_printf(struct pc_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends s escaped as the inside of a JSON string (quotes, backslashes, controls). */
+/* Escapes s[0..n) as the inside of a JSON string into out (cap bytes, 6 or more): quotes
+ * and backslashes behind a backslash, control characters and bytes that are not UTF-8 as
+ * \u00XX, the rest as it is. Takes as many whole characters as fit; *used: the input bytes
+ * taken. Returns the bytes written. Allocates nothing (the log's hot path). */
+size_t pc_json_escape(const char *s, size_t n, size_t *used, char *out, size_t cap);
+/* Appends s escaped as the inside of a JSON string (pc_json_escape). */
 int pc_buf_json_chars(struct pc_buf *b, const char *s);
 /* Appends {"error":"<msg>"} with msg escaped as a JSON string. */
 int pc_buf_json_error(struct pc_buf *b, const char *msg);

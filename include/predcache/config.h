@@ -64,6 +64,9 @@ struct pc_route_cfg {
     int backend_index; /* resolved by validate: 0 = [backend], i + 1 = backends[i] */
 };
 
+/* [log] format: how log and access lines are written. */
+enum pc_log_format { PC_LOG_FORMAT_TEXT, PC_LOG_FORMAT_JSON };
+
 /* [cache] verify_compare and verify_action (the order of their names in config.c). */
 enum pc_verify_compare { PC_VERIFY_BYTES, PC_VERIFY_JSON };
 enum pc_verify_action { PC_VERIFY_LOG, PC_VERIFY_PURGE };
@@ -189,6 +192,7 @@ struct pc_config {
     /* [log] */
     char log_level[16];    /* debug | info | warn | error; default info */
     char access_log[1024]; /* "-" stdout (default), "off", or a file path */
+    int log_format;        /* enum pc_log_format; default text */
 };
 
 /* Fills every field with its default. */

@@ -26,9 +26,11 @@ struct pc_header {
 
 /* A request refused by the HTTP layer itself (400, 408, 413, ...), for logs and counters. */
 struct pc_http_failure {
+    const char *id; /* the X-Request-Id it was answered with; "" none (see request_ids) */
     const char *client;
     const char *method; /* "-" when the request line was not read */
     const char *path;
+    const char *query; /* NULL when the request line was not read */
     int status;
     double total_ms; /* since the request's first byte, or the connection's start */
 };
@@ -64,6 +66,10 @@ struct pc_http_limits {
      * counted). */
     uint64_t *input_pauses;
     int64_t *input_bytes; /* NULL: none. This worker's gauge of the input budget's figure */
+    /* 1: every answer carries X-Request-Id (the client's when pc_log_request_id_ok says it
+     * is sane, else a new one; any other a handler passes is dropped), and so does the
+     * failure report. */
+    int request_ids;
 };
 
 /*
@@ -134,6 +140,8 @@ const char *pc_http_req_body(const struct pc_http_req *req, size_t *len);
 int pc_http_req_client_alive(const struct pc_http_req *req);
 /* Monotonic arrival time in microseconds (pc_now_us clock). */
 unsigned long long pc_http_req_start_us(const struct pc_http_req *req);
+/* The request's id (X-Request-Id, see request_ids): "" when its server gives none. */
+const char *pc_http_req_id(const struct pc_http_req *req);
 
 /*
  * Answers req and gives it back to the server (req is invalid afterwards). headers may

@@ -9,7 +9,7 @@ it, so it is keyed by the path as sent (said once in the log and in /ready), and
 invalidated by model name on the admin port.
 
 The test model server answers these paths as TorchServe does (its headers, x-request-id
-per call, "version" when the path names one) and reads the body as TorchServe's handler
+per call, which predcache's own replaces, "version" when the path names one) and reads the body as TorchServe's handler
 gets it (tests/fixtures/model_server.py, _read_torch). TorchOracle below judges each
 answer against its own request (the shared oracle, and the version of the path)."""
 
@@ -28,7 +28,7 @@ from oracle import (
 import model_server  # noqa: E402  (on sys.path through oracle: tests/fixtures)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-TORCH_HEADERS_NOT_REPLAYED = ("x-request-id", "Pragma", "Expires")
+TORCH_HEADERS_NOT_REPLAYED = ("Pragma", "Expires")  # x-request-id: every answer its own
 
 
 class TorchOracle(Oracle):
@@ -222,19 +222,26 @@ def test_versioned_and_unversioned_paths_are_different_keys(start_predcache, mod
 
 
 def test_request_id_header_is_not_replayed_on_a_hit(start_predcache, model, redis):
+    """TorchServe's x-request-id (its own, per call) gives way to predcache's: every answer
+    carries the id predcache sent the model server and logged; a hit its own, never the
+    stored one's."""
     p = start_predcache()
     oracle = TorchOracle("torchserve headers")
     path = "/predictions/m"
     r1, r2 = miss_then_hit(p, oracle, redis, model, path, {"data": "h"})
-    assert r1.headers.get("x-request-id") == "req-%d" % r1.json()["call"], r1.headers
+    sent = model.last()["headers"]["x-request-id"]  # r1's call: the hit made none
+    assert r1.headers.get("x-request-id") == sent, r1.headers
+    assert sent != "req-%d" % r1.json()["call"]
     for name in TORCH_HEADERS_NOT_REPLAYED:
         assert name not in r2.headers, "%s replayed on a hit: %r" % (name, r2.headers)
+    assert re.match(r"^[0-9a-f]{32}$", r2.headers["x-request-id"])
+    assert r2.headers["x-request-id"] != r1.headers["x-request-id"]
     assert r2.headers["Content-Type"] == r1.headers["Content-Type"]
-    # a later miss has its own id: the first one's was the model's, for its call only
-    r3 = send(p, oracle, path, {"data": "other"})
+    # a later miss has its own id too, given by the client this time
+    r3 = send(p, oracle, path, {"data": "other"}, headers={"X-Request-Id": "client-3"})
     assert r3.headers["X-Cache"] == "MISS"
-    assert r3.headers.get("x-request-id") == "req-%d" % r3.json()["call"]
-    assert r3.headers["x-request-id"] != r1.headers["x-request-id"]
+    assert r3.headers.get("x-request-id") == "client-3"
+    assert model.last()["headers"]["x-request-id"] == "client-3"
     oracle.assert_clean()
 
 

@@ -131,6 +131,7 @@ static void test_defaults(void **state)
     assert_string_equal(c.jobs_stream, "");
     assert_string_equal(c.log_level, "info");
     assert_string_equal(c.access_log, "-");
+    assert_int_equal(c.log_format, PC_LOG_FORMAT_TEXT);
     assert_int_equal(pc_config_validate(&c, err, sizeof err), 0);
 }
 
@@ -172,6 +173,7 @@ static const char *const non_defaults[][3] = {
     {"jobs", "stream", "s"},
     {"log", "level", "error"},
     {"log", "access_log", "off"},
+    {"log", "format", "json"},
 };
 
 static void test_shipped_conf_equals_defaults(void **state)
@@ -619,6 +621,12 @@ static void test_err_suggests_the_closest_name(void **state)
     assert_err_at(3, "[route r] bakend: unknown key (did you mean 'backend'?)");
     assert_int_equal(load_text(&c, "[backend b]\nurl = http://h\ntimeout = 5\n"), -1);
     assert_err_contains("(did you mean 'timeout_ms'?)");
+    assert_int_equal(load_text(&c, "[log]\nfromat = json\n"), -1);
+    assert_err_at(2, "[log] fromat: unknown key (did you mean 'format'?)");
+    assert_int_equal(load_text(&c, "[log]\nformat = yaml\n"), -1);
+    assert_err_contains("'yaml' must be one of text, json");
+    assert_int_equal(load_text(&c, "[log]\nformat = JSON\n"), 0);
+    assert_int_equal(c.log_format, PC_LOG_FORMAT_JSON);
     assert_int_equal(load_text(&c, "[cache]\nzzzzzz = 1\n"), -1);
     assert_err_at(2, "[cache] zzzzzz: unknown key");
     assert_null(strstr(err, "did you mean"));
