@@ -7,6 +7,7 @@ request boundary, finish what they hold, and exit. These tests watch it from the
 answers (every one checked by the oracle), the same client socket before and after,
 Redis TTLs, X-Cache, /metrics, and the process's log.
 """
+import json
 import os
 import random
 import signal
@@ -306,3 +307,27 @@ def test_reload_moves_to_another_redis_and_model_server(start_predcache, redis, 
     finally:
         other_model.stop()
         other_redis.stop()
+
+
+def test_reload_switches_the_access_log_and_its_format(start_predcache, redis, tmp_path):
+    """Logging comes from the new file too: the access log moves from stdout to a file and
+    turns JSON, then off, without a line split or lost."""
+    p = start_predcache()
+    assert p.post("/v1/models/m:predict", json_body={"instances": ["text"]}).status_code == 200
+    wait_for(lambda: any("path=/v1/models/m:predict" in l for l in p.access_lines()),
+             what="a text access line on stdout")
+    log = tmp_path / "access.json"
+    reload(p, merge_conf(p.conf, {"log": {"access_log": str(log), "format": "json"}}), 1)
+    for i in range(10):
+        assert p.post("/v1/models/m:predict", json_body={"instances": [i]}).status_code == 200
+    wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 10,
+             what="10 JSON lines in the new file")
+    lines = [json.loads(l) for l in log.read_text().splitlines()]
+    assert all(l["path"] == "/v1/models/m:predict" for l in lines)
+    reload(p, merge_conf(p.conf, {"log": {"access_log": "off"}}), 2)
+    wait_for(lambda: "reload: the workers of configuration 1 are gone" in p.stderr_text(),
+             what="the old workers gone")
+    before = len(log.read_text().splitlines())
+    assert p.post("/v1/models/m:predict", json_body={"instances": ["off"]}).status_code == 200
+    time.sleep(0.3)
+    assert len(log.read_text().splitlines()) == before
