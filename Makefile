@@ -158,20 +158,26 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS    ?=
 FUZZ_TARGETS := cachekey canon config envelope batch l1 keymemo flight lookups jobtab cmdq \
-                jsonedit keypairs h1parse decode
+                jsonedit keypairs h1parse decode grpckey
 FUZZ_BUILD   := build-fuzz
-FUZZ_PKGS    := json-c libcrypto
+FUZZ_PKGS    := json-c libcrypto libprotobuf-c
 FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude $(FUZZ_SAN) \
+FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE $(WARN) -Iinclude $(PROTO_INC) $(FUZZ_SAN) \
                 $(shell pkg-config --cflags $(FUZZ_PKGS) 2>/dev/null)
 FUZZ_LIBS    := $(shell pkg-config --libs $(FUZZ_PKGS) 2>/dev/null) -lm
 FUZZ_BINS    := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
 .PHONY: fuzz fuzz-smoke fuzz-build fuzz-toolchain fuzz-clean
 
-$(FUZZ_BUILD)/obj/%.o: src/%.c
+$(FUZZ_BUILD)/obj/%.o: src/%.c | $(PROTO_H)
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
+
+# The generated messages (grpckey reads them), built as the target's own code is.
+FUZZ_PROTO_OBJS := $(PROTO_GEN:$(BUILD)/proto/%=$(FUZZ_BUILD)/obj/proto/%.o)
+$(FUZZ_BUILD)/obj/proto/%.pb-c.o: $(BUILD)/proto/%.pb-c.c | $(PROTO_H)
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
 # A target links its own module and the shared helpers, as a unit test does.
 $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_BUILD)/obj/%.o \
@@ -200,6 +206,8 @@ $(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/obj/routes.o $(FUZZ_BUILD)/obj/adapter.
 # fuzz_h1parse holds the HTTP request reader against the plain reading in tests/ref/.
 $(FUZZ_BUILD)/fuzz_h1parse: $(FUZZ_BUILD)/obj/ref/h1parse_ref.o
 $(FUZZ_BUILD)/fuzz_jsonedit: $(FUZZ_BUILD)/obj/canon.o
+# fuzz_grpckey: the message prefix and the gRPC key material on the generated messages.
+$(FUZZ_BUILD)/fuzz_grpckey: $(FUZZ_BUILD)/obj/grpcwire.o $(FUZZ_PROTO_OBJS)
 # fuzz_l1, fuzz_keymemo and fuzz_flight run their unit test's model driver; l1 locks.
 $(FUZZ_BUILD)/fuzz_l1: tests/model/model.h tests/model/l1_model.h
 $(FUZZ_BUILD)/fuzz_l1: FUZZ_LIBS += -pthread
