@@ -141,7 +141,9 @@ void pc_grpc_handle(struct pc_h2_req *req, void *arg)
     const uint8_t *body = pc_h2_req_body(req, &len);
     if (pc_h2_req_over(req)) {
         reply_status(w, req, PC_GRPC_RESOURCE_EXHAUSTED,
-                     "request message larger than [server] max_body_bytes", -1);
+                     "request message larger than [server] max_body_bytes, or request bytes "
+                     "held over [server] max_input_bytes",
+                     -1);
         return;
     }
     if (w->grpc_up == NULL) {

@@ -32,10 +32,12 @@
 #include <event2/listener.h>
 #include <nghttp2/nghttp2.h>
 
+#include "predcache/budget.h"
 #include "predcache/buf.h"
 #include "predcache/h2io.h"
 #include "predcache/list.h"
 #include "predcache/log.h"
+#include "predcache/metrics.h"
 
 #define H2_OUT_HIGH (1 << 20)      /* output held before the session stops producing */
 #define H2_STREAM_WINDOW (1 << 20) /* each stream's receive window */
@@ -54,7 +56,9 @@ struct pc_h2_req {
     struct pc_h2_headers hdrs;
     size_t hdr_bytes;
     struct pc_buf body;
-    int over; /* the body went past max_body_bytes: the rest is dropped */
+    int over;    /* the body went past max_body_bytes or the input budget: the rest is dropped */
+    size_t held; /* body bytes counted in the input budget (budget.h) */
+    int64_t *held_gauge; /* and in this worker's gauge of it (NULL: none) */
     uint64_t start_us;
     char peer[64];
     /* The reply being sent: the body, then the trailers. */
@@ -95,10 +99,20 @@ static void conn_free(struct h2conn *c);
 
 /* ---- requests ----------------------------------------------------------------------- */
 
+/* The body's bytes leave the input budget and the worker's gauge. */
+static void req_unhold(struct pc_h2_req *r)
+{
+    pc_budget_input_add(-(int64_t)r->held);
+    if (r->held_gauge != NULL)
+        PC_METRIC_ADD(*r->held_gauge, -(int64_t)r->held);
+    r->held = 0;
+}
+
 static void req_free(struct pc_h2_req *r)
 {
     if (r->conn != NULL)
         pc_list_remove(&r->link);
+    req_unhold(r);
     free(r->path);
     pc_h2_headers_free(&r->hdrs);
     pc_h2_headers_free(&r->trailers);
@@ -238,14 +252,23 @@ static int on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t
     struct pc_h2_req *r = nghttp2_session_get_stream_user_data(ng, id);
     if (r == NULL || r->state != RS_READING || r->over)
         return 0;
-    if (r->body.len + len > c->srv->lim.max_body_bytes) {
-        r->over = 1; /* the handler answers it now; the rest of the body is dropped */
+    /* Over its own bound, or over the process's input budget ([server] max_input_bytes,
+     * shared with the HTTP/1.1 port): the handler refuses it now (RESOURCE_EXHAUSTED) and
+     * the rest of the body is dropped, so that no stream holds more than it may. */
+    if (r->body.len + len > c->srv->lim.max_body_bytes || pc_budget_input_over()) {
+        r->over = 1;
+        req_unhold(r);
         pc_buf_release(&r->body);
         req_hand(c, r);
         return 0;
     }
     if (pc_buf_append(&r->body, data, len) != 0)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    r->held += len;
+    pc_budget_input_add((int64_t)len);
+    r->held_gauge = c->srv->lim.input_bytes;
+    if (r->held_gauge != NULL)
+        PC_METRIC_ADD(*r->held_gauge, (int64_t)len);
     return 0;
 }
 

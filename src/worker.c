@@ -394,6 +394,7 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
             .max_streams = 128,
             .max_connections = cfg->max_connections,
             .idle_timeout_ms = cfg->idle_timeout_ms,
+            .input_bytes = &w->metrics.input_buffered,
         };
         int gfd = -1;
         if (prev != NULL && prev->grpc != NULL &&

@@ -21,10 +21,11 @@ struct pc_h2_req;
 struct pc_h2_limits {
     enum pc_listen_bind bind;
     size_t max_header_bytes; /* a stream's header list (names + values) */
-    size_t max_body_bytes;   /* a stream's body: past it, RST_STREAM (refused) */
+    size_t max_body_bytes;   /* a stream's body: past it, the handler refuses it */
     int max_streams;         /* concurrent streams per connection (SETTINGS) */
     int max_connections;
-    int idle_timeout_ms; /* a connection with no stream open closes after it */
+    int idle_timeout_ms;  /* a connection with no stream open closes after it */
+    int64_t *input_bytes; /* NULL: none. This worker's gauge of the input budget's figure */
 };
 
 /* Called once per request whose stream ended (headers and body whole). The handler must
@@ -58,7 +59,8 @@ const char *pc_h2_req_header(const struct pc_h2_req *req, const char *name);
 /* The regular headers (no pseudo-headers), as received, in order. */
 const struct pc_header *pc_h2_req_headers(const struct pc_h2_req *req, size_t *n);
 const uint8_t *pc_h2_req_body(const struct pc_h2_req *req, size_t *len);
-/* 1 when the body went past max_body_bytes (it was dropped: the handler refuses it). */
+/* 1 when the body went past max_body_bytes or the process's input budget (it was dropped:
+ * the handler refuses it). */
 int pc_h2_req_over(const struct pc_h2_req *req);
 uint64_t pc_h2_req_start_us(const struct pc_h2_req *req);
 int pc_h2_req_client_alive(const struct pc_h2_req *req);

@@ -207,3 +207,42 @@ def test_reload_keeps_the_grpc_port(gproxy):
             t.join(30)
     print("grpc across 3 reloads: %d calls, %d failed" % (done[0], len(errors)))
     assert done[0] > 100 and not errors, errors[:5]
+
+
+def test_messages_past_the_bounds_are_resource_exhausted(start_predcache, grpc_backend):
+    """A message larger than max_body_bytes, and one that would take the request bytes held
+    past max_input_bytes, are refused with RESOURCE_EXHAUSTED before the model server is
+    called; smaller ones pass, and the bytes held go back to 0."""
+    rec, port = grpc_backend
+    gport = free_port()
+    p = start_predcache(conf={"server": {"grpc_listen": "127.0.0.1:%d" % gport,
+                                         "max_body_bytes": "64k", "max_input_bytes": "1m"},
+                              "backend": {"grpc_url": "http://127.0.0.1:%d" % port}})
+    held = p.metric("predcache_input_buffered_bytes")  # the data port's own (jobs' poll)
+    with grpc.insecure_channel("127.0.0.1:%d" % gport) as channel:
+        with pytest.raises(grpc.RpcError) as e:
+            call(channel, "Echo", b"x" * 100000, timeout=10)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_body_bytes" in e.value.details()
+        assert not rec.calls
+        body = b"y" * 60000
+        assert call(channel, "Echo", body, timeout=10) == hashlib.sha256(body).digest() + body[:64]
+    wait_for(lambda: p.metric("predcache_input_buffered_bytes") == held,
+             what="input bytes released")
+    # a call held at the model server keeps its 60 KB; a second one would pass 100 KB
+    p2 = start_predcache(conf={"server": {"grpc_listen": "127.0.0.1:%d" % free_port(),
+                                          "max_body_bytes": "64k", "max_input_bytes": "100k"},
+                               "backend": {"grpc_url": "http://127.0.0.1:%d" % port}})
+    gport2 = int(p2.conf["server"]["grpc_listen"].rsplit(":", 1)[1])
+    held = p2.metric("predcache_input_buffered_bytes")
+    with grpc.insecure_channel("127.0.0.1:%d" % gport2) as channel:
+        slow = channel.unary_unary("/t.T/Slow").future(b"s" * 60000, timeout=3)
+        wait_for(lambda: any(c[0] == "Slow" for c in rec.calls), what="the slow call held")
+        with pytest.raises(grpc.RpcError) as e:
+            call(channel, "Echo", b"z" * 60000, timeout=10)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_input_bytes" in e.value.details()
+        with pytest.raises(grpc.RpcError):
+            slow.result()
+        assert call(channel, "Echo", b"z" * 60000, timeout=10)[32:] == b"z" * 64
+    wait_for(lambda: p2.metric("predcache_input_buffered_bytes") == held, what="input released")
