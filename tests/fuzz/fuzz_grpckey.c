@@ -52,13 +52,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(nl != NULL);
         size_t head = (size_t)(nl + 1 - mat.data);
         if (rd.canonical) {
-            FUZZ_CHECK(pc_grpc_key_material(kind, (const uint8_t *)mat.data + head,
-                                            mat.len - head, &again, &rd2, err, sizeof err) == 0);
+            FUZZ_CHECK(pc_grpc_key_material(kind, (const uint8_t *)mat.data + head, mat.len - head,
+                                            &again, &rd2, err, sizeof err) == 0);
             FUZZ_CHECK(rd2.canonical);
             FUZZ_CHECK(again.len == mat.len && memcmp(again.data, mat.data, mat.len) == 0);
             FUZZ_CHECK(strcmp(rd.model, rd2.model) == 0 && rd.has_version == rd2.has_version &&
-                       rd.version == rd2.version &&
-                       strcmp(rd.version_text, rd2.version_text) == 0);
+                       rd.version == rd2.version && strcmp(rd.version_text, rd2.version_text) == 0);
             FUZZ_CHECK(rd2.id[0] == '\0'); /* the id is never in the canonical bytes */
         } else {
             FUZZ_CHECK(mat.len - head == n && memcmp(mat.data + head, msg, n) == 0);
