@@ -6,6 +6,7 @@ message, the metadata, the deadline, the status and its message, cancellation.
 """
 import hashlib
 import os
+import re
 import signal
 import threading
 import time
@@ -246,3 +247,25 @@ def test_messages_past_the_bounds_are_resource_exhausted(start_predcache, grpc_b
             slow.result()
         assert call(channel, "Echo", b"z" * 60000, timeout=10)[32:] == b"z" * 64
     wait_for(lambda: p2.metric("predcache_input_buffered_bytes") == held, what="input released")
+
+
+def test_request_ids_are_passed_on_answered_and_logged(gproxy):
+    p, channel, rec = gproxy
+    _, c = channel.unary_unary("/t.T/Echo").with_call(
+        b"a", metadata=(("x-request-id", "client-id-1"),), timeout=10)
+    assert dict(c.initial_metadata())["x-request-id"] == "client-id-1"
+    assert rec.calls[-1][1]["x-request-id"] == "client-id-1"
+    for sent in (None, "has space", "x" * 200):  # none, or not a sane token: one is made
+        md = () if sent is None else (("x-request-id", sent),)
+        _, c = channel.unary_unary("/t.T/Echo").with_call(b"b", metadata=md, timeout=10)
+        made = dict(c.initial_metadata())["x-request-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", made), made
+        assert rec.calls[-1][1]["x-request-id"] == made
+    with pytest.raises(grpc.RpcError) as e:
+        call(channel, "Fail", b"x", timeout=10)
+    # a Trailers-Only answer: its headers are the call's trailing metadata
+    failed_id = dict(e.value.trailing_metadata())["x-request-id"]
+    wait_for(lambda: any("client-id-1" in l and "method=GRPC" in l and "upstream=" in l
+                         for l in p.access_lines()), what="the call's access line")
+    wait_for(lambda: any(failed_id in l and "grpc-status=NOT_FOUND" in l
+                         for l in p.access_lines()), what="the failed call's access line")
