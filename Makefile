@@ -78,8 +78,9 @@ $(BUILD)/test_%: tests/unit/test_%.c $(BUILD)/%.o $(BUILD)/buf.o $(BUILD)/log.o
 	$(CC) $(CFLAGS) $(PROTO_INC) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS) \
 	    $(shell pkg-config --libs cmocka)
 
-# grpckey reads the generated messages.
-$(BUILD)/test_grpckey: $(PROTO_OBJS)
+# grpckey reads the generated messages; both tests write wire bytes by hand (wire.h).
+$(BUILD)/test_grpckey: $(PROTO_OBJS) tests/unit/wire.h
+$(BUILD)/test_proto: tests/unit/wire.h
 
 # test_proto packs and unpacks the generated messages (no module of its own yet).
 $(BUILD)/test_proto: tests/unit/test_proto.c $(PROTO_OBJS) | $(PROTO_H)
@@ -310,7 +311,8 @@ uninstall:
 	    rm -f $(CONFDIR)/predcache.conf; rmdir $(CONFDIR) 2>/dev/null || true; \
 	fi
 
-FORMAT_SRC := src/*.c src/*.h include/predcache/*.h tests/unit/*.c tests/fuzz/*.c tests/fuzz/*.h \
+FORMAT_SRC := src/*.c src/*.h include/predcache/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c \
+              tests/fuzz/*.h \
               tests/model/*.h \
               tests/ref/*.c tests/ref/*.h scripts/bench.d/*.c
 

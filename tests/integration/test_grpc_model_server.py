@@ -142,10 +142,9 @@ def code_of(excinfo):
 # --------------------------------------------------------------------------- methods
 
 
-def test_every_method_answers_as_its_reading_says(grpc_model, grpc_stubs):
-    st = grpc_stubs
-    ch = grpc_model.channel()
-    cases = [
+def every_method(st):
+    """(method, request) for every method of the three services, once each."""
+    return [
         (TFS + "Predict", predict_request(st, inputs={"images": IMAGES, "words": WORDS})),
         (TFS + "Classify", examples_request(st, st.classification_pb2.ClassificationRequest,
                                             [example(st, age=29, name=b"x")])),
@@ -162,6 +161,12 @@ def test_every_method_answers_as_its_reading_says(grpc_model, grpc_stubs):
         (V2 + "ModelMetadata", st.v2.ModelMetadataRequest(name="simple")),
         (V2 + "ModelInfer", infer_request(st)),
     ]
+
+
+def test_every_method_answers_as_its_reading_says(grpc_model, grpc_stubs):
+    st = grpc_stubs
+    ch = grpc_model.channel()
+    cases = every_method(st)
     for method, req in cases:
         resp, rpc = call(ch, method, req, metadata=[("x-trace", "t-" + method[-6:]),
                                                     ("x-blob-bin", b"\x00\xff")])

@@ -13,44 +13,11 @@
 
 #include "grpc_predict_v2.pb-c.h"
 #include "predcache/grpckey.h"
-
-struct wire {
-    uint8_t b[1024];
-    size_t n;
-};
-
-static void put_byte(struct wire *w, uint8_t v)
-{
-    assert_true(w->n < sizeof w->b);
-    w->b[w->n++] = v;
-}
-
-static void put_varint(struct wire *w, uint64_t v)
-{
-    while (v >= 0x80) {
-        put_byte(w, (uint8_t)(v | 0x80));
-        v >>= 7;
-    }
-    put_byte(w, (uint8_t)v);
-}
-
-static void put_len(struct wire *w, uint32_t field, const void *p, size_t n)
-{
-    put_varint(w, ((uint64_t)field << 3) | 2);
-    put_varint(w, n);
-    assert_true(w->n + n <= sizeof w->b);
-    memcpy(w->b + w->n, p, n);
-    w->n += n;
-}
+#include "wire.h"
 
 static void put_str(struct wire *w, uint32_t field, const char *s)
 {
     put_len(w, field, s, strlen(s));
-}
-
-static void put_wire(struct wire *w, uint32_t field, const struct wire *in)
-{
-    put_len(w, field, in->b, in->n);
 }
 
 /* TensorProto {dtype: DT_FLOAT (1), float_val: [v, v + 1] (packed, field 5)} */
