@@ -270,7 +270,8 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
     }
     w->flights = pc_flights_new();
     w->refreshing = pc_flights_new();
-    if (w->flights == NULL || w->refreshing == NULL) {
+    w->grpc_flights = pc_flights_new();
+    if (w->flights == NULL || w->refreshing == NULL || w->grpc_flights == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -566,6 +567,7 @@ void pc_worker_release(struct pc_worker *w)
     free(w->route_names);
     pc_flights_free(w->flights); /* last: store and upstream callbacks above may touch it */
     pc_flights_free(w->refreshing);
+    pc_flights_free(w->grpc_flights);
     if (w->drain_timer)
         event_free(w->drain_timer);
     if (w->drain_deadline)

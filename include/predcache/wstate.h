@@ -83,9 +83,10 @@ struct pc_worker {
     struct pc_upstream *up;
     struct pc_http_server *data;
     struct pc_http_server *admin;
-    struct pc_h2_server *grpc;    /* [server] grpc_listen; NULL: off */
-    struct pc_h2_client *grpc_up; /* [backend] grpc_url; NULL: none */
-    struct pc_jobs *jobs;         /* async jobs; NULL when [jobs] is off */
+    struct pc_h2_server *grpc;       /* [server] grpc_listen; NULL: off */
+    struct pc_h2_client *grpc_up;    /* [backend] grpc_url; NULL: none */
+    struct pc_flights *grpc_flights; /* keys of the gRPC port whose model call is running */
+    struct pc_jobs *jobs;            /* async jobs; NULL when [jobs] is off */
     struct pc_metrics metrics;
     struct pc_flights *flights;      /* keys whose model server call is running (coalescing) */
     struct pc_flights *refreshing;   /* keys whose stale entry is being refreshed */

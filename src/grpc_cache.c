@@ -1,0 +1,356 @@
+/*
+ * grpc_cache: the cached path of the gRPC port (TF Serving Predict, Classify, Regress;
+ * KServe v2 ModelInfer), built like the data port's:
+ *
+ *   key material (grpckey) -> credentials ([cache] credentials) -> the model's version
+ *   (given, or resolved as the data port resolves it: versions) -> its invalidation
+ *   generations -> the key (cachekey: head + material) -> the in-process tier, then Redis
+ *   -> a fresh entry: HIT (a KServe v2 answer carries the requester's id)
+ *   -> else one model server call per key in this worker (flight: the others wait and
+ *      are answered COALESCED), its OK answer of one message stored as an entry (PC4:
+ *      status 200, application/grpc, the message; KServe's id left out) for [cache] ttl_s
+ *      (+ grace_s in Redis), in the in-process tier too.
+ *
+ * Redis unavailable: BYPASS (the model server answers, nothing is stored). What the cache
+ * cannot key is passed through (PASS, with its reason in the access line).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "predcache/envelope.h"
+#include "predcache/flight.h"
+#include "predcache/grpcwire.h"
+#include "predcache/h2srv.h"
+#include "predcache/l1.h"
+#include "predcache/metrics.h"
+#include "predcache/routes.h"
+#include "predcache/store.h"
+#include "predcache/versions.h"
+#include "predcache/wstate.h"
+#include "answer.h"
+#include "grpc_call.h"
+
+static void pass(struct gcall *g, const char *reason)
+{
+    g->result = "PASS";
+    g->reason = reason;
+    pc_grpc_call_forward(g);
+}
+
+/* The entry in data, when it is this key's and fresh: its message in *msg. */
+static int fresh_entry(const struct gcall *g, const char *data, size_t len, const char **msg,
+                       size_t *msg_len)
+{
+    struct pc_envelope env;
+    char scratch[PC_ENV_SCRATCH];
+    if (pc_envelope_decode(data, len, &env, scratch, sizeof scratch) != 0 || env.status != 200 ||
+        strcmp(env.content_type, "application/grpc") != 0)
+        return 0;
+    if (env.key_tag != pc_envelope_key_tag(g->key, strlen(g->key))) {
+        if (env.key_tag != 0)
+            pc_store_out_of_step(g->w->store, "a cache entry of another key answered a GET");
+        return 0;
+    }
+    int fresh_s = env.ttl_s > 0 ? env.ttl_s : g->w->cfg->ttl_s;
+    if (pc_wall_ms() - env.stored_at_ms > (int64_t)fresh_s * 1000)
+        return 0;
+    *msg = env.body;
+    *msg_len = env.body_len;
+    return 1;
+}
+
+/* Answers g with a stored message (its own KServe v2 id written in) as result. */
+static void replay(struct gcall *g, const char *msg, size_t len, const char *result)
+{
+    g->result = result;
+    if (g->kind != PC_GRPC_V2_INFER) {
+        pc_grpc_call_message(g, (const uint8_t *)msg, len, -1);
+        return;
+    }
+    struct pc_buf out;
+    pc_buf_init(&out);
+    if (pc_grpc_answer_with_id((const uint8_t *)msg, len, g->rd.id, &out) != 0)
+        pc_grpc_call_status(g, PC_GRPC_RESOURCE_EXHAUSTED, "out of memory", -1);
+    else
+        pc_grpc_call_message(g, (const uint8_t *)out.data, out.len, -1);
+    pc_buf_release(&out);
+}
+
+/* A miss (or a bypass): joins the call for the same key running in this worker, or
+ * makes it. */
+static void miss(struct gcall *g, const char *result, const char *reason)
+{
+    struct pc_worker *w = g->w;
+    g->result = result;
+    g->reason = reason;
+    struct pc_flight *f = pc_flights_find(w->grpc_flights, g->key);
+    if (f != NULL && !f->done && pc_flight_join(f, g) == 0)
+        return; /* answered with the leader's answer (pc_grpc_cache_answered) */
+    if (f == NULL && pc_flights_start(w->grpc_flights, g->key, g) != NULL)
+        g->leader = 1;
+    pc_grpc_call_forward(g);
+}
+
+static void on_lookup(enum pc_store_result res, const char *data, size_t len, void *arg)
+{
+    struct gcall *g = arg;
+    if (g->gone || g->w->closing) { /* the client left, or the worker is being torn down */
+        pc_grpc_call_status(g, PC_GRPC_UNAVAILABLE, "predcache is shutting down", -1);
+        pc_grpc_call_free(g);
+        return;
+    }
+    const char *msg;
+    size_t n;
+    if (res == PC_STORE_HIT && fresh_entry(g, data, len, &msg, &n)) {
+        pc_l1_put(g->w->l1, g->key, data, len);
+        replay(g, msg, n, "HIT");
+        pc_grpc_call_free(g);
+        return;
+    }
+    if (res == PC_STORE_ERROR)
+        miss(g, "BYPASS", "redis-error");
+    else
+        miss(g, "MISS", NULL);
+}
+
+static void key_and_lookup(struct gcall *g)
+{
+    struct pc_worker *w = g->w;
+    const struct pc_config *cfg = w->cfg;
+    char path[3 * PC_GRPC_NAME_MAX];
+    snprintf(path, sizeof path, "%s %s@%s", pc_h2_req_path(g->req), g->rd.model, g->version);
+    const char *backend = cfg->backend_cache_id[0] ? cfg->backend_cache_id : cfg->backend_grpc_url;
+    struct pc_key_head h = {
+        .backend = backend,
+        .method = "GRPC",
+        .path = path,
+        .query = "",
+        .media = "grpc",
+        .scope = g->scope,
+        .ns = g->ns_gen[0] ? g->ns_gen : cfg->namespace_,
+        .vary = "",
+        .vary_len = 0,
+    };
+    struct pc_buf head;
+    pc_buf_init(&head);
+    struct pc_key_params kp = {.prefix = cfg->key_prefix, .family = PC_FAMILY_RAW};
+    enum pc_key_kind kind;
+    char err[128];
+    int rc = pc_cachekey_head(&h, &head);
+    if (rc == 0)
+        rc = pc_cachekey_body(&kp, head.data, head.len, g->material.data, g->material.len, 0,
+                              g->key, &kind, err, sizeof err);
+    pc_buf_release(&head);
+    if (rc != 0) { /* a model name or version with a newline in it */
+        g->key[0] = '\0';
+        pass(g, "not-keyable");
+        return;
+    }
+    if (g->skip_lookup) {
+        miss(g, "BYPASS", "generation-unknown");
+        return;
+    }
+    struct pc_buf v;
+    pc_buf_init(&v);
+    const char *msg;
+    size_t n;
+    if (pc_l1_get(w->l1, g->key, &v) && fresh_entry(g, v.data, v.len, &msg, &n)) {
+        PC_METRIC_INC(w->metrics.l1_hits);
+        replay(g, msg, n, "HIT");
+        pc_buf_release(&v);
+        pc_grpc_call_free(g);
+        return;
+    }
+    pc_buf_release(&v);
+    if (pc_store_get(w->store, g->key, on_lookup, g) != 0)
+        miss(g, "BYPASS", "redis-unavailable");
+}
+
+static void on_generation(void *arg);
+
+/* The invalidation generations of the namespace, the model and its version, as the data
+ * port reads them: a POST /cache/invalidate reaches gRPC entries too. */
+static void with_generation(struct gcall *g, int may_wait)
+{
+    struct pc_worker *w = g->w;
+    char gen[PC_GEN_MAX];
+    switch (pc_generations_get(w->generations, w->cfg->namespace_, g->rd.model, g->version, gen,
+                               sizeof gen, may_wait ? on_generation : NULL, g)) {
+    case PC_GEN_PENDING:
+        return;
+    case PC_GEN_UNKNOWN:
+        g->skip_lookup = 1;
+        break;
+    case PC_GEN_KNOWN:
+        break;
+    }
+    if (gen[0] != '\0')
+        snprintf(g->ns_gen, sizeof g->ns_gen, "%s\x1f%s", w->cfg->namespace_, gen);
+    key_and_lookup(g);
+}
+
+static void on_generation(void *arg)
+{
+    struct gcall *g = arg;
+    if (g->gone || g->w->closing) { /* the client left, or the worker is being torn down */
+        pc_grpc_call_status(g, PC_GRPC_UNAVAILABLE, "predcache is shutting down", -1);
+        pc_grpc_call_free(g);
+        return;
+    }
+    with_generation(g, 0);
+}
+
+static void with_version(struct gcall *g, const char *version)
+{
+    if (version == NULL) {
+        pass(g, "version-unknown");
+        return;
+    }
+    pc_strlcpy(g->version, version, sizeof g->version);
+    with_generation(g, 1);
+}
+
+static void on_version(const char *version, void *arg)
+{
+    struct gcall *g = arg;
+    if (g->gone || g->w->closing) { /* the client left, or the worker is being torn down */
+        pc_grpc_call_status(g, PC_GRPC_UNAVAILABLE, "predcache is shutting down", -1);
+        pc_grpc_call_free(g);
+        return;
+    }
+    with_version(g, version);
+}
+
+void pc_grpc_cache_start(struct gcall *g)
+{
+    struct pc_worker *w = g->w;
+    const struct pc_config *cfg = w->cfg;
+    char err[256];
+    if (pc_grpc_key_material(g->kind, g->msg, g->msg_len, &g->material, &g->rd, err, sizeof err) !=
+        0) {
+        g->result = "ERROR";
+        pc_grpc_call_status(g, PC_GRPC_INVALID_ARGUMENT, err, -1);
+        pc_grpc_call_free(g);
+        return;
+    }
+    if (g->rd.id_cut) {
+        pass(g, "id-too-long");
+        return;
+    }
+    size_t nh;
+    const struct pc_header *h = pc_h2_req_headers(g->req, &nh);
+    if (cfg->credentials == PC_CREDS_BYPASS &&
+        pc_creds_present(h, nh, cfg->credential_headers, cfg->n_credential_headers)) {
+        pass(g, "credentials");
+        return;
+    }
+    if (cfg->credentials == PC_CREDS_ISOLATE &&
+        pc_creds_scope(h, nh, cfg->credential_headers, cfg->n_credential_headers, g->scope) != 0) {
+        pc_grpc_call_status(g, PC_GRPC_RESOURCE_EXHAUSTED, "out of memory", -1);
+        pc_grpc_call_free(g);
+        return;
+    }
+    /* The version: given (TF Serving's number, KServe's text), or resolved as the data
+     * port resolves it (TF Serving's label too), from the model server's REST status. */
+    if (g->rd.has_version && (g->kind == PC_GRPC_V2_INFER || g->rd.version_text[0] == '\0')) {
+        char v[64];
+        if (g->kind == PC_GRPC_V2_INFER)
+            pc_strlcpy(v, g->rd.version_text, sizeof v);
+        else
+            snprintf(v, sizeof v, "%lld", (long long)g->rd.version);
+        with_version(g, v);
+        return;
+    }
+    struct pc_model_ref m = {.api = g->kind == PC_GRPC_V2_INFER ? PC_API_KSERVE_V2 : PC_API_TFS_V1};
+    if (strlen(g->rd.model) >= sizeof m.name || strlen(g->rd.version_text) >= sizeof m.label ||
+        g->rd.model[0] == '\0' || strchr(g->rd.model, '/') != NULL) {
+        pass(g, "model-name");
+        return;
+    }
+    pc_strlcpy(m.name, g->rd.model, sizeof m.name);
+    pc_strlcpy(m.label, g->rd.version_text, sizeof m.label);
+    static const char *const verbs[] = {"", "predict", "classify", "regress", "infer"};
+    pc_strlcpy(m.verb, verbs[g->kind], sizeof m.verb);
+    char v[64];
+    switch (pc_versions_get(w->versions, 0, &m, v, sizeof v, on_version, g)) {
+    case PC_VERSION_KNOWN:
+        with_version(g, v);
+        break;
+    case PC_VERSION_PENDING:
+        break;
+    case PC_VERSION_UNKNOWN:
+        with_version(g, NULL);
+        break;
+    }
+}
+
+/* The leader's message as stored: one uncompressed message, KServe's id left out. NULL
+ * when the answer is not to be stored. */
+static int storable(const struct gcall *g, const struct pc_h2_resp *r, int grpc_status,
+                    struct pc_buf *msg)
+{
+    if (r->error != PC_H2_OK || r->status != 200 || grpc_status != PC_GRPC_OK)
+        return 0;
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (strcmp(r->headers[i].name, "grpc-encoding") == 0 &&
+            strcmp(r->headers[i].value, "identity") != 0)
+            return 0;
+    int compressed;
+    const uint8_t *m;
+    size_t len, used;
+    if (pc_grpc_frame_parse(r->body, r->len, r->len, &compressed, &m, &len, &used) != 1 ||
+        used != r->len || compressed)
+        return 0;
+    if (g->kind == PC_GRPC_V2_INFER)
+        return pc_grpc_answer_without_id(m, len, msg) == 0;
+    return pc_buf_append(msg, m, len) == 0;
+}
+
+void pc_grpc_cache_answered(struct gcall *g, const struct pc_h2_resp *r, int grpc_status)
+{
+    struct pc_worker *w = g->w;
+    g->leader = 0;
+    struct pc_flight *f = pc_flights_find(w->grpc_flights, g->key);
+    struct pc_buf msg;
+    pc_buf_init(&msg);
+    int ok = storable(g, r, grpc_status, &msg);
+    /* Stored after a miss, and when the generations were unknown (a fresh answer is an
+     * answer whatever they are); not when Redis failed the lookup. */
+    if (ok && (strcmp(g->result, "MISS") == 0 || g->skip_lookup)) {
+        struct pc_envelope env = {
+            .key_tag = pc_envelope_key_tag(g->key, strlen(g->key)),
+            .status = 200,
+            .stored_at_ms = pc_wall_ms(),
+            .ttl_s = w->cfg->ttl_s,
+            .content_type = "application/grpc",
+            .body = msg.data != NULL ? msg.data : "",
+            .body_len = msg.len,
+        };
+        struct pc_buf value;
+        pc_buf_init(&value);
+        if (pc_envelope_encode(&env, &value) == 0 &&
+            pc_store_set(w->store, g->key, value.data, value.len,
+                         pc_answer_redis_ttl(w, w->cfg->ttl_s)) == 0)
+            pc_l1_put(w->l1, g->key, value.data, value.len);
+        pc_buf_release(&value);
+    }
+    /* The waiters: the leader's message when it was one to store; else each its own call. */
+    for (size_t i = 0; f != NULL && i < f->n_waiters; i++) {
+        struct gcall *o = f->waiters[i];
+        if (o->gone) {
+            pc_grpc_call_free(o);
+        } else if (ok) {
+            replay(o, msg.data != NULL ? msg.data : "", msg.len, "COALESCED");
+            pc_grpc_call_free(o);
+        } else {
+            o->result = "MISS";
+            pc_grpc_call_forward(o);
+        }
+    }
+    if (f != NULL) {
+        f->n_waiters = 0;
+        pc_flights_finish(w->grpc_flights, f);
+    }
+    pc_buf_release(&msg);
+}
