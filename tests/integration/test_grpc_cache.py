@@ -7,6 +7,7 @@ import random
 import threading
 
 import grpc
+import requests
 
 from conftest import free_port, wait_for
 from grpc_harness import TFS, V2, call, expected_answer
@@ -236,3 +237,21 @@ def test_integrity_over_many_tensors(start_predcache, grpc_model, grpc_stubs):
     assert not wrong, wrong[:5]
     assert sum(seen.values()) == len(work)
     assert seen["HIT"] > 1000
+
+
+def test_invalidation_reaches_grpc_entries(start_predcache, grpc_model, grpc_stubs):
+    """POST /cache/invalidate?model=m on the admin port: the next gRPC call of model m is a
+    MISS (its generation is in the key); model n's entry is untouched."""
+    st = grpc_stubs
+    p, ch = start(start_predcache, grpc_model)
+    m = predict_request(st, model="m", inputs={"images": IMAGES, "words": WORDS}, version=1)
+    n = predict_request(st, model="n", inputs={"images": IMAGES, "words": WORDS}, version=1)
+    for req in (m, n):
+        assert xcache(call(ch, TFS + "Predict", req)[1]) == "MISS"
+        assert xcache(call(ch, TFS + "Predict", req)[1]) == "HIT"
+    r = requests.post(p.admin("/cache/invalidate?model=m"), timeout=10)
+    assert r.status_code == 200, r.text
+    wait_for(lambda: xcache(call(ch, TFS + "Predict", m)[1]) == "MISS",
+             what="model m's entry out of reach")
+    assert xcache(call(ch, TFS + "Predict", m)[1]) == "HIT"  # stored anew
+    assert xcache(call(ch, TFS + "Predict", n)[1]) == "HIT"
