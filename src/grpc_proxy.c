@@ -36,8 +36,14 @@ static void account(struct gcall *g, int status, int grpc_status, double backend
     snprintf(reason, sizeof reason, "grpc-status=%s%s%s", pc_grpc_status_name(grpc_status),
              g->reason ? "," : "", g->reason ? g->reason : "");
     const char *cache = g->result;
-    if (cache == NULL)
+    if (cache == NULL) {
         cache = grpc_status == PC_GRPC_OK ? "PASS" : "ERROR";
+    } else { /* a cached method's call */
+        static const char *const names[] = PC_GRPC_CACHE_NAMES;
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            if (strcmp(cache, names[i]) == 0)
+                PC_METRIC_INC(w->metrics.grpc_cache[i]);
+    }
     struct pc_access a = {
         .id = g->id,
         .client = pc_h2_req_client(g->req),

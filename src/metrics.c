@@ -103,6 +103,13 @@ int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out)
         if (s == 0 || m->grpc_calls[s] > 0)
             rc |= pc_buf_printf(out, "predcache_grpc_calls_total{grpc_status=\"%s\"} %llu\n",
                                 pc_grpc_status_name(s), (unsigned long long)m->grpc_calls[s]);
+    static const char *const gcache[] = PC_GRPC_CACHE_NAMES;
+    rc |= pc_buf_append_str(out, "# HELP predcache_grpc_cache_total Calls of the gRPC port's "
+                                 "cached methods, by cache result\n"
+                                 "# TYPE predcache_grpc_cache_total counter\n");
+    for (size_t c = 0; c < sizeof gcache / sizeof gcache[0]; c++)
+        rc |= pc_buf_printf(out, "predcache_grpc_cache_total{cache=\"%s\"} %llu\n", gcache[c],
+                            (unsigned long long)m->grpc_cache[c]);
     rc |= pc_buf_printf(out,
                         "# HELP predcache_in_flight Client requests being handled\n"
                         "# TYPE predcache_in_flight gauge\npredcache_in_flight %lld\n"
@@ -239,6 +246,8 @@ void pc_metrics_add(struct pc_metrics *sum, const struct pc_metrics *m)
         sum->uncached[r] += PC_METRIC_GET(m->uncached[r]);
     for (size_t s = 0; s < sizeof sum->grpc_calls / sizeof sum->grpc_calls[0]; s++)
         sum->grpc_calls[s] += PC_METRIC_GET(m->grpc_calls[s]);
+    for (size_t c = 0; c < sizeof sum->grpc_cache / sizeof sum->grpc_cache[0]; c++)
+        sum->grpc_cache[c] += PC_METRIC_GET(m->grpc_cache[c]);
 }
 
 void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shards, size_t n)

@@ -87,6 +87,12 @@
                       "clients were over max_output_bytes, or a streamed answer's client had "     \
                       "256 KB unread")
 
+/* The cache results of the gRPC port's cached methods, as grpc_cache[] counts them. */
+#define PC_GRPC_CACHE_NAMES                                                                        \
+    {                                                                                              \
+        "HIT", "MISS", "COALESCED", "BYPASS", "PASS", "ERROR"                                      \
+    }
+
 /* name, help */
 #define PC_HISTOGRAMS(X)                                                                           \
     X(request, "Time from the request's arrival to its answer, seconds")                           \
@@ -159,8 +165,10 @@ struct pc_metrics {
     /* Requests answered with a reason (reason.h), by reason: X-Cache BYPASS, PASS, or a MISS
      * not stored. Index 0 (NONE) unused. */
     uint64_t uncached[PC_REASON_COUNT];
-    /* gRPC calls answered, by grpc-status (0 OK .. 16 UNAUTHENTICATED). */
+    /* gRPC calls answered, by grpc-status (0 OK .. 16 UNAUTHENTICATED), and the cached
+     * methods' calls by cache result (PC_GRPC_CACHE_NAMES). */
     uint64_t grpc_calls[17];
+    uint64_t grpc_cache[6];
     int redis_up;
     int backend_up; /* from the active health checks (1 when they are off) */
     /* [redis] cluster = on (cluster 1): slots with a known master, masters, masters with a

@@ -237,6 +237,8 @@ def test_integrity_over_many_tensors(start_predcache, grpc_model, grpc_stubs):
     assert not wrong, wrong[:5]
     assert sum(seen.values()) == len(work)
     assert seen["HIT"] > 1000
+    for result in ("HIT", "MISS", "COALESCED"):  # the counters say what the answers said
+        assert p.metric("predcache_grpc_cache_total", cache=result) == seen[result], result
 
 
 def test_invalidation_reaches_grpc_entries(start_predcache, grpc_model, grpc_stubs):
