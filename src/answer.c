@@ -322,6 +322,40 @@ int pc_answer_redis_ttl(const struct pc_worker *w, int ttl_s)
     return t > INT_MAX ? INT_MAX : (int)t;
 }
 
+enum pc_entry_use pc_answer_entry_use(const struct pc_worker *w, const char *key, int ttl_s,
+                                      int max_age_s, const char *data, size_t len,
+                                      struct pc_envelope *env, char *scratch, size_t scratch_len)
+{
+    if (pc_envelope_decode(data, len, env, scratch, scratch_len) != 0) {
+        pc_log(PC_LOG_WARN, "proxy: unreadable cache entry %s; treating as a miss", key);
+        return PC_ENTRY_NONE;
+    }
+    /* An entry is only ever the answer to the key it was stored under. One tagged with
+     * another key came back for a GET it does not answer: the connection is out of step
+     * (or the value was copied): never served, the connection dropped. Untagged entries
+     * (PC3 and older, from earlier versions) cannot say whose they are: a miss. */
+    uint64_t want = pc_envelope_key_tag(key, strlen(key));
+    if (env->key_tag != want) {
+        if (env->key_tag != 0) {
+            pc_log(PC_LOG_WARN, "proxy: the value read for %s was stored under another key", key);
+            pc_store_out_of_step(w->store, "a cache entry of another key answered a GET");
+        }
+        return PC_ENTRY_NONE;
+    }
+    int64_t age_ms = pc_wall_ms() - env->stored_at_ms;
+    /* Redis starts its expiry when it runs the SET, a little after stored_at: an
+     * entry older than ttl_s + grace_s is expired whatever Redis says. */
+    if (max_age_s >= 0 && age_ms > (int64_t)max_age_s * 1000)
+        return PC_ENTRY_NONE;
+    /* Fresh for the entry's own TTL (PC2), else the caller's: a client's TTL is a store
+     * directive, not a lookup one. */
+    int fresh_s = env->ttl_s > 0 ? env->ttl_s : ttl_s;
+    if (age_ms <= (int64_t)fresh_s * 1000)
+        return PC_ENTRY_FRESH;
+    return age_ms <= (int64_t)pc_answer_redis_ttl(w, fresh_s) * 1000 ? PC_ENTRY_STALE
+                                                                     : PC_ENTRY_NONE;
+}
+
 int pc_proxy_store_ttl(const struct pc_preq *p)
 {
     return p->no_grace ? p->ttl_s : pc_answer_redis_ttl(p->w, p->ttl_s);

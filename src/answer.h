@@ -65,6 +65,14 @@ enum pc_reason pc_proxy_judge(struct pc_preq *p, const struct pc_upstream_resp *
 
 /* Seconds an entry fresh for ttl_s lives in Redis: kept past its TTL to be served stale. */
 int pc_answer_redis_ttl(const struct pc_worker *w, int ttl_s);
+/* What a stored value is worth to a request keyed key: fresh for the entry's own TTL
+ * (else ttl_s), stale within grace_s, or nothing: unreadable, older than max_age_s (when
+ * >= 0), or another key's (then the store is told its connection is out of step). env
+ * points into data and scratch. */
+enum pc_entry_use { PC_ENTRY_FRESH, PC_ENTRY_STALE, PC_ENTRY_NONE };
+enum pc_entry_use pc_answer_entry_use(const struct pc_worker *w, const char *key, int ttl_s,
+                                      int max_age_s, const char *data, size_t len,
+                                      struct pc_envelope *env, char *scratch, size_t scratch_len);
 /* Seconds p's entry lives in Redis: ttl_s, plus grace_s to be served stale. */
 int pc_proxy_store_ttl(const struct pc_preq *p);
 /* The answer r as an entry holds it (status, content type, replayed headers, body).

@@ -38,22 +38,16 @@ static void pass(struct gcall *g, const char *reason)
     pc_grpc_call_forward(g);
 }
 
-/* The entry in data, when it is this key's and fresh: its message in *msg. */
+/* The entry in data, when it is this key's and fresh (the data port's rule): its message
+ * in *msg (pointing into data). */
 static int fresh_entry(const struct gcall *g, const char *data, size_t len, const char **msg,
                        size_t *msg_len)
 {
     struct pc_envelope env;
     char scratch[PC_ENV_SCRATCH];
-    if (pc_envelope_decode(data, len, &env, scratch, sizeof scratch) != 0 || env.status != 200 ||
-        strcmp(env.content_type, "application/grpc") != 0)
-        return 0;
-    if (env.key_tag != pc_envelope_key_tag(g->key, strlen(g->key))) {
-        if (env.key_tag != 0)
-            pc_store_out_of_step(g->w->store, "a cache entry of another key answered a GET");
-        return 0;
-    }
-    int fresh_s = env.ttl_s > 0 ? env.ttl_s : g->w->cfg->ttl_s;
-    if (pc_wall_ms() - env.stored_at_ms > (int64_t)fresh_s * 1000)
+    if (pc_answer_entry_use(g->w, g->key, g->w->cfg->ttl_s, -1, data, len, &env, scratch,
+                            sizeof scratch) != PC_ENTRY_FRESH ||
+        env.status != 200 || strcmp(env.content_type, "application/grpc") != 0)
         return 0;
     *msg = env.body;
     *msg_len = env.body_len;
@@ -285,8 +279,8 @@ void pc_grpc_cache_start(struct gcall *g)
     }
 }
 
-/* The leader's message as stored: one uncompressed message, KServe's id left out. NULL
- * when the answer is not to be stored. */
+/* The leader's message as stored, appended to msg: one uncompressed message, KServe's id
+ * left out. 1 done; 0 when the answer is not to be stored. */
 static int storable(const struct gcall *g, const struct pc_h2_resp *r, int grpc_status,
                     struct pc_buf *msg)
 {

@@ -41,6 +41,27 @@ void pc_h2_headers_free(struct pc_h2_headers *l)
     memset(l, 0, sizeof *l);
 }
 
+size_t pc_h2_nv(nghttp2_nv *nv, size_t at, size_t max, const struct pc_header *h, size_t n)
+{
+    for (size_t i = 0; i < n && at < max; i++)
+        nv[at++] = (nghttp2_nv){(uint8_t *)h[i].name, (uint8_t *)h[i].value, strlen(h[i].name),
+                                strlen(h[i].value), NGHTTP2_NV_FLAG_NONE};
+    return at;
+}
+
+size_t pc_h2_copy_out(const uint8_t *src, size_t len, size_t *off, uint8_t *buf, size_t length,
+                      uint32_t *flags)
+{
+    size_t n = len - *off;
+    if (n > length)
+        n = length;
+    memcpy(buf, src + *off, n);
+    *off += n;
+    if (*off == len)
+        *flags |= NGHTTP2_DATA_FLAG_EOF;
+    return n;
+}
+
 const char *pc_h2_recv(nghttp2_session *ng, struct bufferevent *bev, const int *stop)
 {
     struct evbuffer *in = bufferevent_get_input(bev);

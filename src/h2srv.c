@@ -305,37 +305,17 @@ static ssize_t data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
 {
     (void)ud;
     struct pc_h2_req *r = src->ptr;
-    size_t n = r->out_len - r->out_off;
-    if (n > length)
-        n = length;
-    memcpy(buf, r->out + r->out_off, n);
-    r->out_off += n;
-    if (r->out_off == r->out_len) {
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-        if (r->trailers.n > 0) {
-            nghttp2_nv nv[64];
-            size_t k = 0;
-            for (; k < r->trailers.n && k < 64; k++)
-                nv[k] =
-                    (nghttp2_nv){(uint8_t *)r->trailers.h[k].name,
-                                 (uint8_t *)r->trailers.h[k].value, strlen(r->trailers.h[k].name),
-                                 strlen(r->trailers.h[k].value), NGHTTP2_NV_FLAG_NONE};
-            if (nghttp2_submit_trailer(ng, id, nv, k) == 0)
-                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-        }
+    size_t n = pc_h2_copy_out(r->out, r->out_len, &r->out_off, buf, length, flags);
+    if (r->out_off == r->out_len && r->trailers.n > 0) {
+        nghttp2_nv nv[64];
+        size_t k = pc_h2_nv(nv, 0, 64, r->trailers.h, r->trailers.n);
+        if (nghttp2_submit_trailer(ng, id, nv, k) == 0)
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
     }
     return (ssize_t)n;
 }
 
 /* ---- replies ------------------------------------------------------------------------ */
-
-static size_t nv_fill(nghttp2_nv *nv, size_t at, size_t max, const struct pc_header *h, size_t n)
-{
-    for (size_t i = 0; i < n && at < max; i++)
-        nv[at++] = (nghttp2_nv){(uint8_t *)h[i].name, (uint8_t *)h[i].value, strlen(h[i].name),
-                                strlen(h[i].value), NGHTTP2_NV_FLAG_NONE};
-    return at;
-}
 
 void pc_h2_reply(struct pc_h2_req *req, int status, const struct pc_header *headers,
                  size_t n_headers, const uint8_t *body, size_t len,
@@ -352,11 +332,11 @@ void pc_h2_reply(struct pc_h2_req *req, int status, const struct pc_header *head
     size_t n = 0;
     nv[n++] =
         (nghttp2_nv){(uint8_t *)":status", (uint8_t *)st, 7, strlen(st), NGHTTP2_NV_FLAG_NONE};
-    n = nv_fill(nv, n, 128, headers, n_headers);
+    n = pc_h2_nv(nv, n, 128, headers, n_headers);
     int rc;
     req->state = RS_REPLYING;
     if (body == NULL) { /* headers (and trailers) only */
-        n = nv_fill(nv, n, 128, trailers, n_trailers);
+        n = pc_h2_nv(nv, n, 128, trailers, n_trailers);
         rc = nghttp2_submit_response(c->ng, req->id, nv, n, NULL);
     } else {
         int bad = 0;

@@ -173,29 +173,19 @@ static ssize_t body_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
     (void)id;
     (void)ud;
     struct pc_h2_call *call = src->ptr;
-    size_t n = call->len - call->off;
-    if (n > length)
-        n = length;
-    memcpy(buf, call->body + call->off, n);
-    call->off += n;
-    if (call->off == call->len)
-        *flags |= NGHTTP2_DATA_FLAG_EOF;
-    return (ssize_t)n;
+    return (ssize_t)pc_h2_copy_out(call->body, call->len, &call->off, buf, length, flags);
 }
 
 static void call_submit(struct pc_h2_call *call)
 {
     struct uconn *c = call->conn;
+    const struct pc_header pseudo[] = {{(char *)":method", (char *)"POST"},
+                                       {(char *)":scheme", (char *)"http"},
+                                       {(char *)":authority", c->cl->authority},
+                                       {(char *)":path", call->path}};
     nghttp2_nv nv[132];
-    size_t n = 0;
-#define NV(k, v) (nghttp2_nv){(uint8_t *)(k), (uint8_t *)(v), strlen(k), strlen(v), 0}
-    nv[n++] = NV(":method", "POST");
-    nv[n++] = NV(":scheme", "http");
-    nv[n++] = NV(":authority", c->cl->authority);
-    nv[n++] = NV(":path", call->path);
-    for (size_t i = 0; i < call->hdrs.n && n < 132; i++)
-        nv[n++] = NV(call->hdrs.h[i].name, call->hdrs.h[i].value);
-#undef NV
+    size_t n = pc_h2_nv(nv, 0, 132, pseudo, 4);
+    n = pc_h2_nv(nv, n, 132, call->hdrs.h, call->hdrs.n);
     call->off = 0;
     nghttp2_data_provider prd = {.source.ptr = call, .read_callback = body_read};
     int32_t id = nghttp2_submit_request(c->ng, NULL, nv, n, &prd, call);

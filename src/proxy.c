@@ -174,9 +174,8 @@ static void forward(struct pc_preq *p, enum pc_cache_result result)
 
 static void answer_hit(struct pc_preq *p, const struct pc_envelope *env);
 
-enum value_use { VALUE_FRESH, VALUE_STALE, VALUE_NONE };
-static enum value_use judge_value(const struct pc_preq *p, const char *data, size_t len,
-                                  struct pc_envelope *env, char *ctype, size_t ctype_len);
+static enum pc_entry_use judge_value(const struct pc_preq *p, const char *data, size_t len,
+                                     struct pc_envelope *env, char *ctype, size_t ctype_len);
 
 /* Answers the leader and every local waiter with a value that is now in Redis, and frees
  * the leader. */
@@ -198,7 +197,7 @@ static int found_in_lock(struct pc_preq *p, const char *data, size_t len)
 {
     struct pc_envelope env;
     char ctype[PC_ENV_SCRATCH];
-    if (judge_value(p, data, len, &env, ctype, sizeof ctype) != VALUE_FRESH)
+    if (judge_value(p, data, len, &env, ctype, sizeof ctype) != PC_ENTRY_FRESH)
         return 0;
     answer_from_redis_free(p, &env, RES_HIT);
     return 1;
@@ -214,7 +213,7 @@ static void on_remote_lookup(enum pc_store_result res, const char *data, size_t 
     char ctype[PC_ENV_SCRATCH];
     /* Only a fresh value: one stored long ago and expiring is no answer to this miss. */
     if (res == PC_STORE_HIT &&
-        judge_value(p, data, len, &env, ctype, sizeof ctype) == VALUE_FRESH) {
+        judge_value(p, data, len, &env, ctype, sizeof ctype) == PC_ENTRY_FRESH) {
         answer_from_redis_free(p, &env, RES_COALESCED);
         return;
     }
@@ -290,37 +289,11 @@ static void answer_stale(struct pc_preq *p, const struct pc_envelope *env)
 /* Redis answered (or failed): the value is valid only during this callback. */
 
 /* What a stored value is worth to p: fresh, stale (within grace) or nothing. */
-static enum value_use judge_value(const struct pc_preq *p, const char *data, size_t len,
-                                  struct pc_envelope *env, char *ctype, size_t ctype_len)
+static enum pc_entry_use judge_value(const struct pc_preq *p, const char *data, size_t len,
+                                     struct pc_envelope *env, char *ctype, size_t ctype_len)
 {
-    if (pc_envelope_decode(data, len, env, ctype, ctype_len) != 0) {
-        pc_log(PC_LOG_WARN, "proxy: unreadable cache entry %s; treating as a miss", p->key);
-        return VALUE_NONE;
-    }
-    /* An entry is only ever the answer to the key it was stored under. One tagged with
-     * another key came back for a GET it does not answer: the connection is out of step
-     * (or the value was copied): never served, the connection dropped. Untagged entries
-     * (PC3 and older, from earlier versions) cannot say whose they are: a miss. */
-    uint64_t want = pc_envelope_key_tag(p->key, strlen(p->key));
-    if (env->key_tag != want) {
-        if (env->key_tag != 0) {
-            pc_log(PC_LOG_WARN, "proxy: the value read for %s was stored under another key",
-                   p->key);
-            pc_store_out_of_step(p->w->store, "a cache entry of another key answered a GET");
-        }
-        return VALUE_NONE;
-    }
-    int64_t age_ms = pc_wall_ms() - env->stored_at_ms;
-    /* Redis starts its expiry when it runs the SET, a little after stored_at: an
-     * entry older than ttl_s + grace_s is expired whatever Redis says. */
-    if (p->max_age_s >= 0 && age_ms > (int64_t)p->max_age_s * 1000)
-        return VALUE_NONE;
-    /* Fresh for the entry's own TTL (PC2), else the route's: a client's TTL is a store
-     * directive, not a lookup one. */
-    int fresh_s = env->ttl_s > 0 ? env->ttl_s : p->route->v.ttl_s;
-    if (age_ms <= (int64_t)fresh_s * 1000)
-        return VALUE_FRESH;
-    return age_ms <= (int64_t)pc_answer_redis_ttl(p->w, fresh_s) * 1000 ? VALUE_STALE : VALUE_NONE;
+    return pc_answer_entry_use(p->w, p->key, p->route->v.ttl_s, p->max_age_s, data, len, env, ctype,
+                               ctype_len);
 }
 
 static void on_lookup(enum pc_store_result res, const char *data, size_t len, void *arg)
@@ -331,18 +304,18 @@ static void on_lookup(enum pc_store_result res, const char *data, size_t len, vo
         struct pc_envelope env;
         char ctype[PC_ENV_SCRATCH];
         switch (judge_value(p, data, len, &env, ctype, sizeof ctype)) {
-        case VALUE_FRESH:
+        case PC_ENTRY_FRESH:
             pc_l1_put(p->w->l1, p->key, data, len);
             p->result = RES_HIT;
             answer_hit(p, &env);
             pc_preq_free(p);
             return;
-        case VALUE_STALE:
+        case PC_ENTRY_STALE:
             start_refresh(p, &env); /* before the answer: it copies the request */
             answer_stale(p, &env);
             pc_preq_free(p);
             return;
-        case VALUE_NONE:
+        case PC_ENTRY_NONE:
             break;
         }
         res = PC_STORE_MISS;
@@ -364,7 +337,7 @@ static int l1_answer(struct pc_preq *p)
     if (pc_l1_get(w->l1, p->key, &v)) {
         struct pc_envelope env;
         char ctype[PC_ENV_SCRATCH];
-        if (judge_value(p, v.data, v.len, &env, ctype, sizeof ctype) == VALUE_FRESH) {
+        if (judge_value(p, v.data, v.len, &env, ctype, sizeof ctype) == PC_ENTRY_FRESH) {
             PC_METRIC_INC(w->metrics.l1_hits);
             p->result = RES_HIT;
             answer_hit(p, &env);

@@ -200,23 +200,25 @@ int pc_worker_post(struct pc_worker *w, enum pc_worker_cmd cmd)
     return n == 1 ? 0 : -1;
 }
 
-/* The data port of a worker after the first: group[0]'s address with the port it bound
- * (which differs from the configured one when that is 0). */
-static int join_address(const struct pc_worker *w, char *out, size_t len)
+/* The address a worker binds for hostport: as written for worker 0; for the others, that
+ * host with the port worker 0 bound (port0; it differs from the configured one when that is
+ * 0), so that they join its port. NULL when hostport is not an address. */
+static const char *bind_address(const struct pc_worker *w, const char *hostport, int port0,
+                                char *out, size_t len)
 {
+    if (w->id == 0)
+        return hostport;
     char host[256];
-    int port;
-    if (pc_config_split_hostport(w->cfg->listen, host, sizeof host, &port) != 0)
-        return -1;
-    port = pc_http_server_port(w->group[0].data);
-    int n;
+    int port, n;
+    if (pc_config_split_hostport(hostport, host, sizeof host, &port) != 0)
+        return NULL;
     if (host[0] == '\0')
-        n = snprintf(out, len, ":%d", port);
+        n = snprintf(out, len, ":%d", port0);
     else if (strchr(host, ':') != NULL)
-        n = snprintf(out, len, "[%s]:%d", host, port);
+        n = snprintf(out, len, "[%s]:%d", host, port0);
     else
-        n = snprintf(out, len, "%s:%d", host, port);
-    return n > 0 && (size_t)n < len ? 0 : -1;
+        n = snprintf(out, len, "%s:%d", host, port0);
+    return n > 0 && (size_t)n < len ? out : NULL;
 }
 
 /* A sentinel's +switch-master: "<name> <old ip> <old port> <new ip> <new port>". Every
@@ -239,12 +241,12 @@ static void on_switch_master(const char *msg, size_t len, void *arg)
     pc_jobs_master_moved(w->jobs, new_ip, new_port);
 }
 
-/* A duplicate of prev's listening socket srv when its address (was) is the one wanted
- * (now), else -1: a reload keeps the sockets, so no connection is refused meanwhile. */
-static int inherit_fd(const struct pc_http_server *srv, const char *was, const char *now)
+/* A duplicate of the running worker's listening socket fd (-1: none) when its address
+ * (was) is the one wanted (now), else -1: a reload keeps the sockets, so no connection is
+ * refused meanwhile. */
+static int inherit_fd(int fd, const char *was, const char *now)
 {
-    int fd = strcmp(was, now) == 0 ? pc_http_server_listen_fd(srv) : -1;
-    return fd < 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    return fd < 0 || strcmp(was, now) != 0 ? -1 : fcntl(fd, F_DUPFD_CLOEXEC, 0);
 }
 
 int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc_config *cfg,
@@ -345,20 +347,18 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         return -1;
     /* Several workers: one listener each on one port, and the kernel spreads connections. */
     char addr[PC_CFG_STR + 16];
-    const char *listen = cfg->listen;
-    if (w->id > 0 && (prev == NULL || strcmp(prev->cfg->listen, cfg->listen) != 0)) {
-        if (join_address(w, addr, sizeof addr) != 0) {
-            snprintf(err, errlen, "invalid listen address '%s'", cfg->listen);
-            return -1;
-        }
-        listen = addr;
-    }
     lim.bind = n == 1       ? PC_LISTEN_EXCLUSIVE
                : w->id == 0 ? PC_LISTEN_SHARE_FIRST
                             : PC_LISTEN_SHARE_JOIN;
-    int fd = prev != NULL ? inherit_fd(prev->data, prev->cfg->listen, cfg->listen) : -1;
+    int fd = prev != NULL
+                 ? inherit_fd(pc_http_server_listen_fd(prev->data), prev->cfg->listen, cfg->listen)
+                 : -1;
+    const char *listen = bind_address(
+        w, cfg->listen, w->id > 0 ? pc_http_server_port(group[0].data) : 0, addr, sizeof addr);
     if (fd >= 0)
         w->data = pc_http_server_adopt(base, fd, &lim, pc_proxy_handle, w, err, errlen);
+    else if (listen == NULL)
+        snprintf(err, errlen, "invalid listen address '%s'", cfg->listen);
     else
         w->data = pc_http_server_new(base, listen, &lim, pc_proxy_handle, w, err, errlen);
     if (w->data == NULL)
@@ -377,8 +377,9 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         admin_lim.request_ids = 0;
         admin_lim.max_body_bytes = 65536; /* the admin port takes no large bodies */
         admin_lim.bind = PC_LISTEN_EXCLUSIVE;
-        int afd =
-            prev != NULL ? inherit_fd(prev->admin, prev->cfg->admin_listen, cfg->admin_listen) : -1;
+        int afd = prev != NULL ? inherit_fd(pc_http_server_listen_fd(prev->admin),
+                                            prev->cfg->admin_listen, cfg->admin_listen)
+                               : -1;
         if (afd >= 0)
             w->admin = pc_http_server_adopt(base, afd, &admin_lim, pc_admin_handle, w, err, errlen);
         else
@@ -397,25 +398,18 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
             .idle_timeout_ms = cfg->idle_timeout_ms,
             .input_bytes = &w->metrics.input_buffered,
         };
-        int gfd = -1;
-        if (prev != NULL && prev->grpc != NULL &&
-            strcmp(prev->cfg->grpc_listen, cfg->grpc_listen) == 0)
-            gfd = pc_h2_server_listen_fd(prev->grpc);
+        int gfd = prev != NULL ? inherit_fd(pc_h2_server_listen_fd(prev->grpc),
+                                            prev->cfg->grpc_listen, cfg->grpc_listen)
+                               : -1;
+        const char *gaddr =
+            bind_address(w, cfg->grpc_listen, w->id > 0 ? pc_h2_server_port(group[0].grpc) : 0,
+                         addr, sizeof addr);
         if (gfd >= 0)
-            gfd = fcntl(gfd, F_DUPFD_CLOEXEC, 0);
-        const char *gaddr = cfg->grpc_listen;
-        char gjoin[PC_CFG_STR + 16];
-        if (gfd < 0 && w->id > 0) { /* the port worker 0 bound (it may have been :0) */
-            char host[256];
-            int port;
-            if (pc_config_split_hostport(cfg->grpc_listen, host, sizeof host, &port) != 0)
-                host[0] = '\0';
-            snprintf(gjoin, sizeof gjoin, strchr(host, ':') ? "[%s]:%d" : "%s:%d", host,
-                     pc_h2_server_port(group[0].grpc));
-            gaddr = gjoin;
-        }
-        w->grpc = gfd >= 0 ? pc_h2_server_adopt(base, gfd, &glim, pc_grpc_handle, w, err, errlen)
-                           : pc_h2_server_new(base, gaddr, &glim, pc_grpc_handle, w, err, errlen);
+            w->grpc = pc_h2_server_adopt(base, gfd, &glim, pc_grpc_handle, w, err, errlen);
+        else if (gaddr == NULL)
+            snprintf(err, errlen, "invalid grpc_listen address '%s'", cfg->grpc_listen);
+        else
+            w->grpc = pc_h2_server_new(base, gaddr, &glim, pc_grpc_handle, w, err, errlen);
         if (w->grpc == NULL)
             return -1;
     }
