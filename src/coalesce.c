@@ -165,11 +165,6 @@ static void lock_key_of(const char *herd, char *out, size_t len)
     snprintf(out, len, "%s:lock", herd);
 }
 
-static void lock_key(const struct pc_preq *p, char *out, size_t len)
-{
-    lock_key_of(pc_coalesce_key(p), out, len);
-}
-
 /* This worker's name in locks (process and worker): a lock is only released by its holder,
  * and the workers of one process are as separate as two processes. */
 static const char *lock_owner(const struct pc_worker *w, char *buf, size_t len)
@@ -267,18 +262,22 @@ void pc_proxy_unlocks_free(struct pc_worker *w)
     }
 }
 
-static void lock_release(struct pc_preq *p)
+void pc_lock_release(struct pc_worker *w, const char *key)
 {
-    struct pc_worker *w = p->w;
-    p->lock_held = 0;
     struct pc_unlock *u = malloc(sizeof *u);
     if (u == NULL)
         return; /* the lock expires by itself */
     u->w = w;
     u->next = NULL;
     u->until_us = pc_now_us() + (uint64_t)w->cfg->lock_timeout_ms * 1000;
-    pc_strlcpy(u->herd, pc_coalesce_key(p), sizeof u->herd);
+    pc_strlcpy(u->herd, key, sizeof u->herd);
     unlock_send(u);
+}
+
+static void lock_release(struct pc_preq *p)
+{
+    p->lock_held = 0;
+    pc_lock_release(p->w, pc_coalesce_key(p));
 }
 
 /* What the request undoes when it is freed (its release hook, preq.h). */
@@ -309,13 +308,9 @@ static void on_lock_wait_timeout(evutil_socket_t fd, short what, void *arg)
     remote_resolve(p);
 }
 
-void pc_proxy_on_done(const char *key, size_t len, void *worker)
+void pc_proxy_on_answered(struct pc_worker *w, const char *key)
 {
-    struct pc_worker *w = worker;
-    char k[PC_KEY_MAX];
-    if (pc_done_message(w, key, len, k, sizeof k) != 0)
-        return; /* an invalidation, a purge (done there), or no key */
-    struct pc_flight *f = pc_flights_find(w->flights, k);
+    struct pc_flight *f = pc_flights_find(w->flights, key);
     struct pc_preq *leader = f != NULL && !f->done ? f->leader : NULL;
     if (leader != NULL && leader->lock_wait != NULL)
         remote_resolve(leader);
@@ -323,29 +318,74 @@ void pc_proxy_on_done(const char *key, size_t len, void *worker)
         leader->lock_notified = 1; /* the announcement overtook the lock script's answer */
 }
 
-/* The lock script's reply (NULL: none came); arg is the leader, held by the script until
- * now: answered (found), waiting (its timer holds it), or sent to the model server. */
-static void on_lock_reply(const struct pc_reply *r, void *arg)
+struct lock_ask {
+    pc_lock_cb cb;
+    void *arg;
+};
+
+/* The lock script's reply (NULL: none came), told to the asker as what it says. */
+static void on_lock_script(const struct pc_reply *r, void *arg)
+{
+    struct lock_ask a = *(struct lock_ask *)arg;
+    free(arg);
+    const struct pc_reply *tag = r != NULL ? pc_reply_elem(r, 0) : NULL;
+    long long what =
+        tag != NULL && pc_reply_type(tag) == PC_REPLY_INTEGER ? pc_reply_integer(tag) : 0;
+    size_t len = 0;
+    const char *data = what == 1 ? pc_reply_str(pc_reply_elem(r, 1), &len) : NULL;
+    if (what == 1 && data == NULL)
+        what = 0;
+    a.cb(what == 1   ? PC_LOCK_FOUND
+         : what == 2 ? PC_LOCK_TAKEN
+         : what == 3 ? PC_LOCK_HELD
+                     : PC_LOCK_UNKNOWN,
+         data, len, a.arg);
+}
+
+int pc_lock_ask(struct pc_worker *w, const char *key, pc_lock_cb cb, void *arg)
+{
+    struct lock_ask *a = malloc(sizeof *a);
+    if (a == NULL)
+        return -1;
+    a->cb = cb;
+    a->arg = arg;
+    char lk[PC_KEY_MAX + 8], owner[32], ttl[16];
+    lock_key_of(key, lk, sizeof lk);
+    snprintf(ttl, sizeof ttl, "%d", w->cfg->lock_timeout_ms);
+    const char *argv[] = {"EVAL", lock_script, "2", key, lk, lock_owner(w, owner, sizeof owner),
+                          ttl};
+    size_t lens[7];
+    for (int i = 0; i < 7; i++)
+        lens[i] = strlen(argv[i]);
+    if (pc_store_command(w->store, 0, on_lock_script, a, 7, argv, lens) != 0) {
+        free(a);
+        return -1;
+    }
+    return 0;
+}
+
+long pc_lock_wait_ms(const struct pc_worker *w, uint64_t start_us)
+{
+    long left_ms = w->cfg->request_timeout_ms - (long)((pc_now_us() - start_us) / 1000);
+    return w->cfg->lock_timeout_ms < left_ms ? w->cfg->lock_timeout_ms : left_ms;
+}
+
+/* What the lock script said; arg is the leader, held by the script until now: answered
+ * (found), waiting (its timer holds it), or sent to the model server. */
+static void on_lock_reply(enum pc_lock what, const char *data, size_t len, void *arg)
 {
     struct pc_preq *p = arg;
     PC_PREQ_CHECK(p);
     struct pc_worker *w = p->w;
     p->lock_asking = 0;
-    const struct pc_reply *tag = r != NULL ? pc_reply_elem(r, 0) : NULL;
-    long long what =
-        tag != NULL && pc_reply_type(tag) == PC_REPLY_INTEGER ? pc_reply_integer(tag) : 0;
-    if (what == 1) { /* the value landed since our GET */
-        size_t len;
-        const char *data = pc_reply_str(pc_reply_elem(r, 1), &len);
-        if (data != NULL && p->flow->found != NULL && p->flow->found(p, data, len))
+    if (what == PC_LOCK_FOUND) { /* the value landed since our GET */
+        if (p->flow->found != NULL && p->flow->found(p, data, len))
             return;
-    } else if (what == 2) {
+    } else if (what == PC_LOCK_TAKEN) {
         p->lock_held = 1;
-    } else if (what == 3) { /* another process is fetching it: wait for its PUBLISH */
+    } else if (what == PC_LOCK_HELD) { /* another process is fetching it: wait for its PUBLISH */
         /* No longer than the request may still wait: past its deadline it gets a 504. */
-        long left_ms = w->cfg->request_timeout_ms -
-                       (long)((pc_now_us() - pc_http_req_start_us(p->req)) / 1000);
-        long ms = w->cfg->lock_timeout_ms < left_ms ? w->cfg->lock_timeout_ms : left_ms;
+        long ms = pc_lock_wait_ms(w, pc_http_req_start_us(p->req));
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
         p->lock_wait = ms > 0 ? evtimer_new(w->base, on_lock_wait_timeout, p) : NULL;
         if (p->lock_wait != NULL && evtimer_add(p->lock_wait, &tv) == 0) {
@@ -362,22 +402,13 @@ static void on_lock_reply(const struct pc_reply *r, void *arg)
  * lock. */
 void pc_coalesce_lock(struct pc_preq *p, const struct pc_flow *flow)
 {
-    struct pc_worker *w = p->w;
     p->flow = flow;
     p->release = coalesce_release;
-    char lk[PC_KEY_MAX + 8], owner[32], ttl[16];
-    lock_key(p, lk, sizeof lk);
-    snprintf(ttl, sizeof ttl, "%d", w->cfg->lock_timeout_ms);
-    const char *argv[] = {
-        "EVAL", lock_script, "2", pc_coalesce_key(p), lk, lock_owner(w, owner, sizeof owner), ttl};
-    size_t lens[7];
-    for (int i = 0; i < 7; i++)
-        lens[i] = strlen(argv[i]);
     if (p->batch == NULL)
         p->result = RES_MISS;
     p->lock_notified = 0;
     p->lock_asking = 1;
-    if (pc_store_command(w->store, 0, on_lock_reply, p, 7, argv, lens) != 0) {
+    if (pc_lock_ask(p->w, pc_coalesce_key(p), on_lock_reply, p) != 0) {
         p->lock_asking = 0;
         p->reason = PC_REASON_REDIS_UNAVAILABLE;
         p->flow->send(p, RES_BYPASS);

@@ -21,6 +21,7 @@
 #define PREDCACHE_COALESCE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "predcache/flight.h"
 #include "preq.h"
@@ -65,9 +66,26 @@ void pc_coalesce_lock(struct pc_preq *p, const struct pc_flow *flow);
  * (no flight, locks off, not a miss): the caller goes on. */
 int pc_proxy_lock_batch(struct pc_preq *p, const struct pc_flow *flow, enum pc_cache_result result);
 
-/* A message on the done channel (arg is the worker): an answered key wakes its waiting
- * leader; invalidations and purges go to done.c. */
-void pc_proxy_on_done(const char *key, size_t len, void *worker);
+/* Another process announced key answered (on the done channel): wakes its waiting leader. */
+void pc_proxy_on_answered(struct pc_worker *w, const char *key);
+
+/*
+ * The cross-process lock on a key, for any flow (the per-body and batch flows above, the
+ * gRPC cache). pc_lock_ask runs the lock script (one round trip: the key's value if it
+ * landed, else SET key:lock NX PX lock_timeout_ms) and tells cb what it found: FOUND (data,
+ * len: the value, valid during cb), TAKEN (release it with pc_lock_release once the answer
+ * is stored), HELD by another process (wait for its announcement, at most pc_lock_wait_ms),
+ * or UNKNOWN (no reply). -1: not asked (Redis unavailable); cb is not called.
+ */
+enum pc_lock { PC_LOCK_FOUND, PC_LOCK_TAKEN, PC_LOCK_HELD, PC_LOCK_UNKNOWN };
+typedef void (*pc_lock_cb)(enum pc_lock what, const char *data, size_t len, void *arg);
+int pc_lock_ask(struct pc_worker *w, const char *key, pc_lock_cb cb, void *arg);
+/* Releases this worker's lock on key and announces key answered (after any SET of its
+ * answer on the same connection); sent again until it is answered or the lock expired. */
+void pc_lock_release(struct pc_worker *w, const char *key);
+/* How long a request started at start_us waits for another process: lock_timeout_ms, or
+ * less when its own deadline (request_timeout_ms) comes first. */
+long pc_lock_wait_ms(const struct pc_worker *w, uint64_t start_us);
 /* Frees the lock releases still waiting to be sent again (after the store is freed). */
 void pc_proxy_unlocks_free(struct pc_worker *w);
 

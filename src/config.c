@@ -132,6 +132,7 @@ static const struct opt static_options[] = {
     {"backend", "url",                OPT_URL,      FIELD(backend_url),                 0,   0,                "http://127.0.0.1:8501", 0},
     {"backend", "cache_id",           OPT_STRING,   FIELD(backend_cache_id),            0,   0,                "",                      0},
     {"backend", "grpc_url",           OPT_STRING,   FIELD(backend_grpc_url),            0,   0,                "",                      0},
+    {"backend", "grpc_health_path",   OPT_STRING,   FIELD(backend_grpc_health_path),    0,   0,                "",                      0},
     {"backend", "connect_timeout_ms", OPT_INT,      FIELD(backend_connect_timeout_ms),  1,   HOUR_MS,          "1000",                  0},
     {"backend", "timeout_ms",         OPT_INT,      FIELD(backend_timeout_ms),          1,   HOUR_MS,          "30000",                 0},
     {"backend", "idle_timeout_ms",    OPT_INT,      FIELD(backend_idle_timeout_ms),     1,   HOUR_MS,          "30000",                 0},
@@ -1504,6 +1505,16 @@ static int config_validate_at(struct pc_config *cfg, const int *lines, int *line
             *line = line_of(lines, "backend", "grpc_url", NULL);
             goto out;
         }
+    }
+    if (cfg->backend_grpc_health_path[0] != '\0' &&
+        (cfg->backend_grpc_health_path[0] != '/' ||
+         strchr(cfg->backend_grpc_health_path + 1, '/') == NULL)) {
+        fmt(err, errlen,
+            "[backend] grpc_health_path: '%s' must be a gRPC method, /package.Service/Method "
+            "(or be empty: no checks)",
+            cfg->backend_grpc_health_path);
+        *line = line_of(lines, "backend", "grpc_health_path", NULL);
+        goto out;
     }
     {
         char hosts[PC_ADDRESSES_MAX][PC_CFG_STR];

@@ -18,10 +18,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "predcache/envelope.h"
 #include "predcache/flight.h"
+#include "predcache/grpc_proxy.h"
 #include "predcache/grpcwire.h"
 #include "predcache/h2srv.h"
+#include "predcache/log.h"
 #include "predcache/l1.h"
 #include "predcache/metrics.h"
 #include "predcache/routes.h"
@@ -29,6 +33,7 @@
 #include "predcache/versions.h"
 #include "predcache/wstate.h"
 #include "answer.h"
+#include "coalesce.h"
 #include "grpc_call.h"
 
 static void pass(struct gcall *g, const char *reason)
@@ -38,20 +43,29 @@ static void pass(struct gcall *g, const char *reason)
     pc_grpc_call_forward(g);
 }
 
-/* The entry in data, when it is this key's and fresh (the data port's rule): its message
- * in *msg (pointing into data). */
-static int fresh_entry(const struct gcall *g, const char *data, size_t len, const char **msg,
-                       size_t *msg_len)
+/* What a stored value is worth to g (the data port's rule): FRESH or STALE with its message
+ * in *msg (pointing into data) and the TTL it was stored with in *ttl_s, or NONE. */
+static enum pc_entry_use entry_of(const struct gcall *g, const char *data, size_t len,
+                                  const char **msg, size_t *msg_len, int *ttl_s)
 {
     struct pc_envelope env;
     char scratch[PC_ENV_SCRATCH];
-    if (pc_answer_entry_use(g->w, g->key, g->w->cfg->ttl_s, -1, data, len, &env, scratch,
-                            sizeof scratch) != PC_ENTRY_FRESH ||
-        env.status != 200 || strcmp(env.content_type, "application/grpc") != 0)
-        return 0;
+    enum pc_entry_use use = pc_answer_entry_use(g->w, g->key, g->w->cfg->ttl_s, -1, data, len, &env,
+                                                scratch, sizeof scratch);
+    if (use == PC_ENTRY_NONE || env.status != 200 ||
+        strcmp(env.content_type, "application/grpc") != 0)
+        return PC_ENTRY_NONE;
     *msg = env.body;
     *msg_len = env.body_len;
-    return 1;
+    if (ttl_s != NULL)
+        *ttl_s = env.ttl_s;
+    return use;
+}
+
+static int fresh_entry(const struct gcall *g, const char *data, size_t len, const char **msg,
+                       size_t *msg_len)
+{
+    return entry_of(g, data, len, msg, msg_len, NULL) == PC_ENTRY_FRESH;
 }
 
 /* Answers g with a stored message (its own KServe v2 id written in) as result. */
@@ -71,8 +85,252 @@ static void replay(struct gcall *g, const char *msg, size_t len, const char *res
     pc_buf_release(&out);
 }
 
-/* A miss (or a bypass): joins the call for the same key running in this worker, or
- * makes it. */
+/* ---- storing ------------------------------------------------------------------------ */
+
+/* An answer's one message as stored, appended to msg: an OK answer of one uncompressed
+ * message, KServe's id left out. 1 done; 0 when the answer is not to be stored. */
+static int storable(enum pc_grpc_kind kind, const struct pc_h2_resp *r, int grpc_status,
+                    struct pc_buf *msg)
+{
+    if (r->error != PC_H2_OK || r->status != 200 || grpc_status != PC_GRPC_OK)
+        return 0;
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (strcmp(r->headers[i].name, "grpc-encoding") == 0 &&
+            strcmp(r->headers[i].value, "identity") != 0)
+            return 0;
+    int compressed;
+    const uint8_t *m;
+    size_t len, used;
+    if (pc_grpc_frame_parse(r->body, r->len, r->len, &compressed, &m, &len, &used) != 1 ||
+        used != r->len || compressed)
+        return 0;
+    if (kind == PC_GRPC_V2_INFER)
+        return pc_grpc_answer_without_id(m, len, msg) == 0;
+    return pc_buf_append(msg, m, len) == 0;
+}
+
+/* SETs msg under key as a PC4 entry fresh for ttl_s (kept grace_s more in Redis), and puts
+ * it in the in-process tier. */
+static void store_message(struct pc_worker *w, const char *key, int ttl_s, const struct pc_buf *msg)
+{
+    struct pc_envelope env = {
+        .key_tag = pc_envelope_key_tag(key, strlen(key)),
+        .status = 200,
+        .stored_at_ms = pc_wall_ms(),
+        .ttl_s = ttl_s,
+        .content_type = "application/grpc",
+        .body = msg->data != NULL ? msg->data : "",
+        .body_len = msg->len,
+    };
+    struct pc_buf value;
+    pc_buf_init(&value);
+    if (pc_envelope_encode(&env, &value) == 0 &&
+        pc_store_set(w->store, key, value.data, value.len, pc_answer_redis_ttl(w, ttl_s)) == 0)
+        pc_l1_put(w->l1, key, value.data, value.len);
+    pc_buf_release(&value);
+}
+
+/* ---- stale-while-revalidate ---------------------------------------------------------- */
+
+/* A background call refreshing a stale entry: one per key (w->refreshing), stored with the
+ * TTL the stale entry had. */
+struct grefresh {
+    struct pc_worker *w;
+    enum pc_grpc_kind kind;
+    int ttl_s;
+    char key[PC_KEY_MAX];
+};
+
+static void on_refresh(const struct pc_h2_resp *r, void *arg)
+{
+    struct grefresh *rf = arg;
+    struct pc_worker *w = rf->w;
+    struct pc_buf msg;
+    pc_buf_init(&msg);
+    int code = r->error != PC_H2_OK ? -1 : pc_grpc_answer_status(r);
+    if (storable(rf->kind, r, code, &msg)) {
+        store_message(w, rf->key, rf->ttl_s, &msg);
+        PC_METRIC_INC(w->metrics.refresh_ok);
+    } else {
+        PC_METRIC_INC(w->metrics.refresh_failed);
+        pc_log(PC_LOG_INFO, "grpc: refresh of %s not stored: %s", rf->key,
+               r->error != PC_H2_OK ? r->error_text : pc_grpc_status_name(code));
+    }
+    pc_buf_release(&msg);
+    struct pc_flight *f = pc_flights_find(w->refreshing, rf->key);
+    if (f != NULL)
+        pc_flights_finish(w->refreshing, f);
+    free(rf);
+}
+
+/* Starts g's refresh (its metadata and message, copied) unless one of its key is running
+ * or the gRPC model server is down. g->req must be valid. */
+static void refresh_start(struct gcall *g, int stale_ttl_s)
+{
+    struct pc_worker *w = g->w;
+    struct grefresh *rf = NULL;
+    if (pc_flights_find(w->refreshing, g->key) != NULL || !pc_grpc_backend_up(w) ||
+        (rf = calloc(1, sizeof *rf)) == NULL)
+        return;
+    rf->w = w;
+    rf->kind = g->kind;
+    rf->ttl_s = stale_ttl_s > 0 ? stale_ttl_s : w->cfg->ttl_s;
+    pc_strlcpy(rf->key, g->key, sizeof rf->key);
+    struct pc_header h[PC_GRPC_MAX_HEADERS];
+    size_t n = pc_grpc_call_headers(g, h, PC_GRPC_MAX_HEADERS);
+    size_t len;
+    const uint8_t *body = pc_h2_req_body(g->req, &len);
+    if (pc_flights_start(w->refreshing, rf->key, rf) == NULL) {
+        free(rf);
+        return;
+    }
+    PC_METRIC_INC(w->metrics.backend_requests);
+    if (pc_h2_client_call(w->grpc_up, pc_h2_req_path(g->req), h, n, body, len,
+                          w->cfg->backend_timeout_ms, on_refresh, rf) == NULL) {
+        pc_flights_finish(w->refreshing, pc_flights_find(w->refreshing, rf->key));
+        free(rf);
+    }
+}
+
+/* ---- misses: coalescing in the worker, then across processes ------------------------- */
+
+/* The waiters of g's flight, answered with msg (ok) as COALESCED, or each sent on its own
+ * call; the flight ends. */
+static void answer_waiters(struct gcall *g, const struct pc_buf *msg, int ok)
+{
+    struct pc_worker *w = g->w;
+    g->leader = 0;
+    struct pc_flight *f = pc_flights_find(w->grpc_flights, g->key);
+    if (f == NULL)
+        return;
+    for (size_t i = 0; i < f->n_waiters; i++) {
+        struct gcall *o = f->waiters[i];
+        if (o->gone) {
+            pc_grpc_call_free(o);
+        } else if (ok) {
+            replay(o, msg->data != NULL ? msg->data : "", msg->len, "COALESCED");
+            pc_grpc_call_free(o);
+        } else {
+            o->result = "MISS";
+            pc_grpc_call_forward(o);
+        }
+    }
+    f->n_waiters = 0;
+    pc_flights_finish(w->grpc_flights, f);
+}
+
+/* The leader g and its waiters answered from a fresh value now in Redis; g is freed. */
+static int answer_from_redis(struct gcall *g, const char *data, size_t len, const char *result)
+{
+    const char *m;
+    size_t n;
+    if (!fresh_entry(g, data, len, &m, &n))
+        return 0;
+    struct pc_buf msg;
+    pc_buf_init(&msg);
+    int ok = pc_buf_append(&msg, m, n) == 0;
+    if (ok)
+        pc_l1_put(g->w->l1, g->key, data, len);
+    replay(g, m, n, result);
+    answer_waiters(g, &msg, ok);
+    pc_buf_release(&msg);
+    pc_grpc_call_free(g);
+    return 1;
+}
+
+static void lock_wait_end(struct gcall *g)
+{
+    if (g->lock_wait != NULL) {
+        event_free(g->lock_wait);
+        g->lock_wait = NULL;
+    }
+}
+
+/* After waiting for another process: its answer should be in Redis now; else our own
+ * call (a MISS). */
+static void on_relook(enum pc_store_result res, const char *data, size_t len, void *arg)
+{
+    struct gcall *g = arg;
+    if (res == PC_STORE_HIT && answer_from_redis(g, data, len, "COALESCED"))
+        return;
+    if (res == PC_STORE_ERROR) {
+        g->result = "BYPASS";
+        g->reason = "redis-error";
+    }
+    pc_grpc_call_forward(g);
+}
+
+static void relook(struct gcall *g)
+{
+    lock_wait_end(g);
+    if (pc_store_get(g->w->store, g->key, on_relook, g) != 0) {
+        g->result = "BYPASS";
+        g->reason = "redis-unavailable";
+        pc_grpc_call_forward(g);
+    }
+}
+
+/* The wait ran out; arg is the leader, held by its timer until now. */
+static void on_lock_wait_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gcall *g = arg;
+    PC_METRIC_INC(g->w->metrics.lock_timeouts);
+    relook(g);
+}
+
+void pc_grpc_cache_on_answered(struct pc_worker *w, const char *key)
+{
+    struct pc_flight *f = w->grpc_flights != NULL ? pc_flights_find(w->grpc_flights, key) : NULL;
+    struct gcall *g = f != NULL ? f->leader : NULL;
+    if (g != NULL && g->lock_wait != NULL)
+        relook(g);
+    else if (g != NULL && g->lock_asking)
+        g->lock_notified = 1; /* the announcement overtook the lock script's answer */
+}
+
+/* How long g may wait for another process: the lock's bound, its deadline's, predcache's. */
+static long wait_ms(const struct gcall *g)
+{
+    long ms = pc_lock_wait_ms(g->w, g->start_us);
+    const char *gt = g->req != NULL ? pc_h2_req_header(g->req, "grpc-timeout") : NULL;
+    int64_t us = gt != NULL ? pc_grpc_timeout_parse(gt) : -1;
+    if (us > 0) {
+        long left = (long)((us - (int64_t)(pc_now_us() - g->start_us)) / 1000);
+        if (left < ms)
+            ms = left;
+    }
+    return ms;
+}
+
+/* What the lock script said; arg is the leader, held by the script until now. */
+static void on_lock(enum pc_lock what, const char *data, size_t len, void *arg)
+{
+    struct gcall *g = arg;
+    struct pc_worker *w = g->w;
+    g->lock_asking = 0;
+    if (what == PC_LOCK_FOUND && answer_from_redis(g, data, len, "HIT"))
+        return; /* it landed since our GET */
+    if (what == PC_LOCK_TAKEN)
+        g->lock_held = 1;
+    if (what == PC_LOCK_HELD && !g->gone && !w->closing) { /* wait for its announcement */
+        long ms = wait_ms(g);
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        g->lock_wait = ms > 0 ? evtimer_new(w->base, on_lock_wait_timeout, g) : NULL;
+        if (g->lock_wait != NULL && evtimer_add(g->lock_wait, &tv) == 0) {
+            PC_METRIC_INC(w->metrics.lock_waits);
+            if (g->lock_notified) /* the holder is done already: no wait */
+                relook(g);
+            return;
+        }
+        lock_wait_end(g);
+    }
+    pc_grpc_call_forward(g); /* the lock is ours, or Redis could not say: call the model */
+}
+
+/* A miss (or a bypass): joins the call for the same key running in this worker, or leads
+ * it; a leader of a MISS asks the other processes' lock first ([cache] lock_timeout_ms). */
 static void miss(struct gcall *g, const char *result, const char *reason)
 {
     struct pc_worker *w = g->w;
@@ -80,9 +338,18 @@ static void miss(struct gcall *g, const char *result, const char *reason)
     g->reason = reason;
     struct pc_flight *f = pc_flights_find(w->grpc_flights, g->key);
     if (f != NULL && !f->done && pc_flight_join(f, g) == 0)
-        return; /* answered with the leader's answer (pc_grpc_cache_answered) */
+        return; /* answered with the leader's answer (answer_waiters) */
     if (f == NULL && pc_flights_start(w->grpc_flights, g->key, g) != NULL)
         g->leader = 1;
+    if (g->leader && w->cfg->lock_timeout_ms > 0 && strcmp(result, "MISS") == 0) {
+        g->lock_asking = 1;
+        g->lock_notified = 0;
+        if (pc_lock_ask(w, g->key, on_lock, g) == 0)
+            return;
+        g->lock_asking = 0;
+        g->result = "BYPASS";
+        g->reason = "redis-unavailable";
+    }
     pc_grpc_call_forward(g);
 }
 
@@ -96,11 +363,20 @@ static void on_lookup(enum pc_store_result res, const char *data, size_t len, vo
     }
     const char *msg;
     size_t n;
-    if (res == PC_STORE_HIT && fresh_entry(g, data, len, &msg, &n)) {
+    int ttl_s = 0;
+    switch (res == PC_STORE_HIT ? entry_of(g, data, len, &msg, &n, &ttl_s) : PC_ENTRY_NONE) {
+    case PC_ENTRY_FRESH:
         pc_l1_put(g->w->l1, g->key, data, len);
         replay(g, msg, n, "HIT");
         pc_grpc_call_free(g);
         return;
+    case PC_ENTRY_STALE: /* answered at once, and refreshed behind it */
+        refresh_start(g, ttl_s);
+        replay(g, msg, n, "STALE");
+        pc_grpc_call_free(g);
+        return;
+    case PC_ENTRY_NONE:
+        break;
     }
     if (res == PC_STORE_ERROR)
         miss(g, "BYPASS", "redis-error");
@@ -279,72 +555,20 @@ void pc_grpc_cache_start(struct gcall *g)
     }
 }
 
-/* The leader's message as stored, appended to msg: one uncompressed message, KServe's id
- * left out. 1 done; 0 when the answer is not to be stored. */
-static int storable(const struct gcall *g, const struct pc_h2_resp *r, int grpc_status,
-                    struct pc_buf *msg)
-{
-    if (r->error != PC_H2_OK || r->status != 200 || grpc_status != PC_GRPC_OK)
-        return 0;
-    for (size_t i = 0; i < r->n_headers; i++)
-        if (strcmp(r->headers[i].name, "grpc-encoding") == 0 &&
-            strcmp(r->headers[i].value, "identity") != 0)
-            return 0;
-    int compressed;
-    const uint8_t *m;
-    size_t len, used;
-    if (pc_grpc_frame_parse(r->body, r->len, r->len, &compressed, &m, &len, &used) != 1 ||
-        used != r->len || compressed)
-        return 0;
-    if (g->kind == PC_GRPC_V2_INFER)
-        return pc_grpc_answer_without_id(m, len, msg) == 0;
-    return pc_buf_append(msg, m, len) == 0;
-}
-
 void pc_grpc_cache_answered(struct gcall *g, const struct pc_h2_resp *r, int grpc_status)
 {
     struct pc_worker *w = g->w;
-    g->leader = 0;
-    struct pc_flight *f = pc_flights_find(w->grpc_flights, g->key);
     struct pc_buf msg;
     pc_buf_init(&msg);
-    int ok = storable(g, r, grpc_status, &msg);
+    int ok = storable(g->kind, r, grpc_status, &msg);
     /* Stored after a miss, and when the generations were unknown (a fresh answer is an
      * answer whatever they are); not when Redis failed the lookup. */
-    if (ok && (strcmp(g->result, "MISS") == 0 || g->skip_lookup)) {
-        struct pc_envelope env = {
-            .key_tag = pc_envelope_key_tag(g->key, strlen(g->key)),
-            .status = 200,
-            .stored_at_ms = pc_wall_ms(),
-            .ttl_s = w->cfg->ttl_s,
-            .content_type = "application/grpc",
-            .body = msg.data != NULL ? msg.data : "",
-            .body_len = msg.len,
-        };
-        struct pc_buf value;
-        pc_buf_init(&value);
-        if (pc_envelope_encode(&env, &value) == 0 &&
-            pc_store_set(w->store, g->key, value.data, value.len,
-                         pc_answer_redis_ttl(w, w->cfg->ttl_s)) == 0)
-            pc_l1_put(w->l1, g->key, value.data, value.len);
-        pc_buf_release(&value);
+    if (ok && (strcmp(g->result, "MISS") == 0 || g->skip_lookup))
+        store_message(w, g->key, w->cfg->ttl_s, &msg);
+    if (g->lock_held) { /* after the SET, on the same connection: the waiters find it */
+        g->lock_held = 0;
+        pc_lock_release(w, g->key);
     }
-    /* The waiters: the leader's message when it was one to store; else each its own call. */
-    for (size_t i = 0; f != NULL && i < f->n_waiters; i++) {
-        struct gcall *o = f->waiters[i];
-        if (o->gone) {
-            pc_grpc_call_free(o);
-        } else if (ok) {
-            replay(o, msg.data != NULL ? msg.data : "", msg.len, "COALESCED");
-            pc_grpc_call_free(o);
-        } else {
-            o->result = "MISS";
-            pc_grpc_call_forward(o);
-        }
-    }
-    if (f != NULL) {
-        f->n_waiters = 0;
-        pc_flights_finish(w->grpc_flights, f);
-    }
+    answer_waiters(g, &msg, ok);
     pc_buf_release(&msg);
 }

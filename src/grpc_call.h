@@ -22,13 +22,18 @@
 #include "predcache/h2up.h"
 #include "predcache/log.h"
 
+struct event;
 struct pc_worker;
 struct pc_h2_req;
+
+/* The most metadata entries passed on to the model server or back. */
+#define PC_GRPC_MAX_HEADERS 96
 
 struct gcall {
     struct pc_worker *w;
     struct pc_h2_req *req; /* NULL once answered (or the client left) */
     struct pc_h2_call *up; /* the model server's call, while it runs */
+    uint64_t start_us;     /* when the call came */
     uint64_t sent_us;
     int gone; /* the client left while the call waited on something it cannot cancel */
     /* x-request-id: the client's when sane, else made here; passed on and answered */
@@ -44,10 +49,15 @@ struct gcall {
     char version[64];
     char ns_gen[PC_CFG_STR + PC_GEN_MAX + 2];
     char key[PC_KEY_MAX];
-    int skip_lookup;    /* generations unknown: look nothing up, store all the same */
-    int leader;         /* its model server call is the flight's */
-    const char *result; /* HIT, MISS, COALESCED, BYPASS, PASS, ERROR */
-    const char *reason; /* why it was not cached, or NULL */
+    int skip_lookup; /* generations unknown: look nothing up, store all the same */
+    int leader;      /* its model server call is the flight's */
+    /* The cross-process lock (coalesce.h) a leader asks before its model server call. */
+    int lock_asking;         /* the lock script is on its way */
+    int lock_notified;       /* and the holder's announcement came before its answer */
+    int lock_held;           /* ours: released (after the SET) once answered */
+    struct event *lock_wait; /* waiting for another process's answer: its deadline */
+    const char *result;      /* HIT, MISS, COALESCED, BYPASS, PASS, ERROR */
+    const char *reason;      /* why it was not cached, or NULL */
 };
 
 /* Answers with a status and no message (Trailers-Only). */
@@ -58,6 +68,16 @@ void pc_grpc_call_message(struct gcall *g, const uint8_t *msg, size_t len, doubl
  * leads a flight, stored: grpc_cache). */
 void pc_grpc_call_forward(struct gcall *g);
 void pc_grpc_call_free(struct gcall *g);
+/* The metadata g's model server call carries: the client's, less what ends at this hop and
+ * its deadline (the caller adds what is left of it), with te and g's request id. Borrows
+ * from g->req (valid). Returns how many, at most max - 1. */
+size_t pc_grpc_call_headers(const struct gcall *g, struct pc_header *h, size_t max);
+/* The gRPC status of a model server's answer: its trailers' grpc-status, else its headers'
+ * (Trailers-Only), else its HTTP status's. */
+int pc_grpc_answer_status(const struct pc_h2_resp *r);
+/* 0 while the gRPC model server's health checks say it is down ([backend] grpc_health_path):
+ * calls that need it are answered UNAVAILABLE at once; stale entries are still served. */
+int pc_grpc_backend_up(const struct pc_worker *w);
 
 /* grpc_cache: the cached path of a call whose method is cached (g->kind) and whose body is
  * one message. Takes g over. */

@@ -8,16 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "predcache/grpcwire.h"
 #include "predcache/h2srv.h"
+#include "predcache/health.h"
 #include "predcache/metrics.h"
 #include "predcache/wstate.h"
 #include "grpc_call.h"
 
-#define GRPC_MAX_HEADERS 96
-
 void pc_grpc_call_free(struct gcall *g)
 {
+    if (g->lock_wait != NULL)
+        event_free(g->lock_wait);
     pc_buf_release(&g->material);
     free(g);
 }
@@ -62,7 +65,9 @@ static void account(struct gcall *g, int status, int grpc_status, double backend
 }
 
 /* The headers every answer of predcache's own carries: content type, request id, and
- * X-Cache for a cached method's call. Returns how many. */
+ * X-Cache (and X-Cache-Key once keyed) for a cached method's call. Returns how many (at
+ * most OWN_HEADERS). */
+#define OWN_HEADERS 4
 static size_t own_headers(const struct gcall *g, struct pc_header *h)
 {
     size_t n = 0;
@@ -70,6 +75,8 @@ static size_t own_headers(const struct gcall *g, struct pc_header *h)
     h[n++] = (struct pc_header){(char *)"x-request-id", (char *)g->id};
     if (g->result != NULL)
         h[n++] = (struct pc_header){(char *)"x-cache", (char *)g->result};
+    if (g->key[0] != '\0') /* the entry's key: DELETE /cache/<key> purges it */
+        h[n++] = (struct pc_header){(char *)"x-cache-key", (char *)g->key};
     return n;
 }
 
@@ -80,7 +87,7 @@ void pc_grpc_call_status(struct gcall *g, int code, const char *msg, double back
     char c[8], m[512];
     snprintf(c, sizeof c, "%d", code);
     pc_grpc_message_encode(msg, m, sizeof m);
-    struct pc_header h[3];
+    struct pc_header h[OWN_HEADERS];
     size_t n = own_headers(g, h);
     struct pc_header t[] = {{(char *)"grpc-status", c}, {(char *)"grpc-message", m}};
     account(g, 200, code, backend_ms, 0);
@@ -101,7 +108,7 @@ void pc_grpc_call_message(struct gcall *g, const uint8_t *msg, size_t len, doubl
         pc_grpc_call_status(g, PC_GRPC_RESOURCE_EXHAUSTED, "out of memory", backend_ms);
         return;
     }
-    struct pc_header h[3];
+    struct pc_header h[OWN_HEADERS];
     size_t n = own_headers(g, h);
     struct pc_header t[] = {{(char *)"grpc-status", (char *)"0"}};
     account(g, 200, PC_GRPC_OK, backend_ms, body.len);
@@ -121,7 +128,7 @@ static int not_passed(const char *name)
 
 /* The gRPC status of an answer: grpc-status of its trailers, else of its headers
  * (Trailers-Only), else the HTTP status's mapping. */
-static int answer_status(const struct pc_h2_resp *r)
+int pc_grpc_answer_status(const struct pc_h2_resp *r)
 {
     for (size_t i = 0; i < r->n_trailers; i++)
         if (strcmp(r->trailers[i].name, "grpc-status") == 0)
@@ -139,7 +146,7 @@ static void on_answer(const struct pc_h2_resp *r, void *arg)
     g->up = NULL;
     double backend_ms = (double)(pc_now_us() - g->sent_us) / 1000.0;
     pc_hist_observe(&w->metrics.h_backend, backend_ms / 1000.0);
-    int code = r->error != PC_H2_OK ? -1 : answer_status(r);
+    int code = r->error != PC_H2_OK ? -1 : pc_grpc_answer_status(r);
     if (g->leader)
         pc_grpc_cache_answered(g, r, code);
     if (r->error != PC_H2_OK) {
@@ -157,16 +164,19 @@ static void on_answer(const struct pc_h2_resp *r, void *arg)
         return;
     }
     /* The model server's headers, with predcache's request id and X-Cache. */
-    struct pc_header h[GRPC_MAX_HEADERS];
+    struct pc_header h[PC_GRPC_MAX_HEADERS];
     size_t n = 0;
-    for (size_t i = 0; i < r->n_headers && n + 2 < GRPC_MAX_HEADERS; i++)
+    for (size_t i = 0; i < r->n_headers && n + 3 < PC_GRPC_MAX_HEADERS; i++)
         if (!pc_http_is_hop_by_hop(r->headers[i].name) &&
             strcmp(r->headers[i].name, "x-request-id") != 0 &&
-            strcmp(r->headers[i].name, "x-cache") != 0)
+            strcmp(r->headers[i].name, "x-cache") != 0 &&
+            strcmp(r->headers[i].name, "x-cache-key") != 0)
             h[n++] = r->headers[i];
     h[n++] = (struct pc_header){(char *)"x-request-id", g->id};
     if (g->result != NULL)
         h[n++] = (struct pc_header){(char *)"x-cache", (char *)g->result};
+    if (g->key[0] != '\0')
+        h[n++] = (struct pc_header){(char *)"x-cache-key", g->key};
     account(g, r->status, code, backend_ms, r->len);
     /* A Trailers-Only answer (its status in the headers, no message) stays one. */
     int only = r->len == 0 && r->n_trailers == 0;
@@ -192,6 +202,18 @@ static void on_gone(void *arg)
     g->gone = 1;
 }
 
+size_t pc_grpc_call_headers(const struct gcall *g, struct pc_header *h, size_t max)
+{
+    size_t nh = 0, n = 0;
+    const struct pc_header *in = pc_h2_req_headers(g->req, &nh);
+    for (size_t i = 0; i < nh && n + 3 < max; i++)
+        if (!not_passed(in[i].name))
+            h[n++] = in[i];
+    h[n++] = (struct pc_header){(char *)"te", (char *)"trailers"}; /* gRPC requires it */
+    h[n++] = (struct pc_header){(char *)"x-request-id", (char *)g->id};
+    return n;
+}
+
 void pc_grpc_call_forward(struct gcall *g)
 {
     struct pc_worker *w = g->w;
@@ -199,6 +221,14 @@ void pc_grpc_call_forward(struct gcall *g)
         if (g->leader)    /* the waiters make their own calls */
             pc_grpc_cache_answered(
                 g, &(struct pc_h2_resp){.error = PC_H2_RESET, .error_text = "the client left"}, -1);
+        pc_grpc_call_free(g);
+        return;
+    }
+    if (!pc_grpc_backend_up(w)) { /* the health checks say it is down: no wait for it */
+        if (g->leader)
+            pc_grpc_cache_answered(g, &(struct pc_h2_resp){.error = PC_H2_CONNECT}, -1);
+        pc_grpc_call_status(g, PC_GRPC_UNAVAILABLE,
+                            "the gRPC model server is down (its health checks fail)", -1);
         pc_grpc_call_free(g);
         return;
     }
@@ -222,15 +252,8 @@ void pc_grpc_call_forward(struct gcall *g)
                 timeout_ms = (int)((us - spent) / 1000 + 1);
         }
     }
-    size_t nh = 0;
-    const struct pc_header *in = req != NULL ? pc_h2_req_headers(req, &nh) : NULL;
-    struct pc_header h[GRPC_MAX_HEADERS];
-    size_t n = 0;
-    for (size_t i = 0; i < nh && n + 3 < GRPC_MAX_HEADERS; i++)
-        if (!not_passed(in[i].name))
-            h[n++] = in[i];
-    h[n++] = (struct pc_header){(char *)"te", (char *)"trailers"}; /* gRPC requires it */
-    h[n++] = (struct pc_header){(char *)"x-request-id", g->id};
+    struct pc_header h[PC_GRPC_MAX_HEADERS];
+    size_t n = pc_grpc_call_headers(g, h, PC_GRPC_MAX_HEADERS);
     if (left[0] != '\0')
         h[n++] = (struct pc_header){(char *)"grpc-timeout", left};
     size_t len;
@@ -247,6 +270,45 @@ void pc_grpc_call_forward(struct gcall *g)
     }
 }
 
+int pc_grpc_backend_up(const struct pc_worker *w)
+{
+    return pc_health_up(w->grpc_health);
+}
+
+static void on_health(const struct pc_h2_resp *r, void *arg)
+{
+    int code = r->error != PC_H2_OK ? -1 : pc_grpc_answer_status(r);
+    char why[160];
+    if (r->error != PC_H2_OK)
+        snprintf(why, sizeof why, "%s", r->error_text);
+    else
+        snprintf(why, sizeof why, "HTTP %d, grpc-status %s", r->status,
+                 pc_grpc_status_name(code < 0 || code > PC_GRPC_UNAUTHENTICATED ? PC_GRPC_UNKNOWN
+                                                                                : code));
+    int ok = r->error == PC_H2_OK && r->status == 200 && code == PC_GRPC_OK;
+    if (ok) { /* and the answer says serving (ready, live) */
+        int compressed;
+        const uint8_t *m;
+        size_t len, used;
+        ok = pc_grpc_frame_parse(r->body, r->len, r->len, &compressed, &m, &len, &used) == 1 &&
+             !compressed && pc_grpc_health_serving(m, len);
+        snprintf(why, sizeof why, "the answer does not say serving");
+    }
+    pc_health_report(arg, ok, why);
+}
+
+int pc_grpc_health_check(struct pc_health *h, void *arg, const char *path, int timeout_ms)
+{
+    struct pc_worker *w = arg;
+    static const uint8_t empty[PC_GRPC_PREFIX]; /* one message of no bytes */
+    const struct pc_header hd[] = {{(char *)"content-type", (char *)"application/grpc"},
+                                   {(char *)"te", (char *)"trailers"}};
+    return pc_h2_client_call(w->grpc_up, path, hd, 2, empty, sizeof empty, timeout_ms, on_health,
+                             h) != NULL
+               ? 0
+               : -1;
+}
+
 void pc_grpc_handle(struct pc_h2_req *req, void *arg)
 {
     struct pc_worker *w = arg;
@@ -259,6 +321,7 @@ void pc_grpc_handle(struct pc_h2_req *req, void *arg)
     }
     g->w = w;
     g->req = req;
+    g->start_us = pc_h2_req_start_us(req);
     pc_buf_init(&g->material);
     const char *cid = pc_h2_req_header(req, "x-request-id");
     if (cid != NULL && pc_log_request_id_ok(cid))

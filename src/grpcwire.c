@@ -153,3 +153,53 @@ size_t pc_grpc_message_encode(const char *msg, char *out, size_t len)
     out[o] = '\0';
     return o;
 }
+
+/* A base-128 varint at *p (before end): 0 read into *v, -1 truncated or too long. */
+static int varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    *v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return 0;
+    }
+    return -1;
+}
+
+int pc_grpc_health_serving(const uint8_t *msg, size_t len)
+{
+    const uint8_t *p = msg, *end = msg + len;
+    int serving = 0; /* proto3 writes no false, no 0 (UNKNOWN): absent is not serving */
+    while (p < end) {
+        uint64_t tag, v;
+        if (varint(&p, end, &tag) != 0)
+            return 0;
+        switch (tag & 7) {
+        case 0:
+            if (varint(&p, end, &v) != 0)
+                return 0;
+            if (tag >> 3 == 1)
+                serving = v == 1; /* the last one counts, as protobuf reads it */
+            break;
+        case 1:
+            if ((size_t)(end - p) < 8)
+                return 0;
+            p += 8;
+            break;
+        case 2:
+            if (varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
+                return 0;
+            p += v;
+            break;
+        case 5:
+            if ((size_t)(end - p) < 4)
+                return 0;
+            p += 4;
+            break;
+        default:
+            return 0;
+        }
+    }
+    return serving;
+}

@@ -260,7 +260,7 @@ void pc_h2_call_cancel(struct pc_h2_call *call)
 
 size_t pc_h2_client_active(const struct pc_h2_client *cl)
 {
-    return cl->active;
+    return cl != NULL ? cl->active : 0;
 }
 
 /* ---- the session's callbacks -------------------------------------------------------- */

@@ -13,7 +13,8 @@
 struct pc_health {
     struct pc_backend_cfg be; /* path, interval and thresholds (a copy) */
     const char *what;         /* "model server" or "backend NAME", for the log */
-    struct pc_upstream *up;
+    pc_health_check_fn check; /* starts a check, which reports through pc_health_report */
+    void *check_arg;
     int *gauge; /* 1 while up */
     struct event *timer;
     int up_state;
@@ -22,11 +23,9 @@ struct pc_health {
     int checking;
 };
 
-static void on_check(const struct pc_upstream_resp *r, void *arg)
+void pc_health_report(struct pc_health *h, int ok, const char *why)
 {
-    struct pc_health *h = arg;
     h->checking = 0;
-    int ok = r->error == PC_UP_OK && r->status >= 200 && r->status < 400;
     if (ok) {
         h->fails = 0;
         if (!h->up_state && ++h->passes >= h->be.health_passes) {
@@ -38,10 +37,25 @@ static void on_check(const struct pc_upstream_resp *r, void *arg)
         if (h->up_state && ++h->fails >= h->be.health_fails) {
             h->up_state = 0;
             pc_log(PC_LOG_WARN, "health: %s is down after %d failed checks: %s", h->what, h->fails,
-                   r->error != PC_UP_OK ? r->errmsg : "bad status");
+                   why != NULL ? why : "bad status");
         }
     }
     PC_METRIC_SET(*h->gauge, h->up_state);
+}
+
+/* The REST check: GET health_path, any 2xx or 3xx passes. */
+static void on_check(const struct pc_upstream_resp *r, void *arg)
+{
+    int ok = r->error == PC_UP_OK && r->status >= 200 && r->status < 400;
+    pc_health_report(arg, ok, r->error != PC_UP_OK ? r->errmsg : NULL);
+}
+
+/* arg: the upstream. */
+static int rest_check(struct pc_health *h, void *arg, const char *path, int timeout_ms)
+{
+    return pc_upstream_send(arg, "GET", path, NULL, 0, NULL, 0, timeout_ms, on_check, h) != NULL
+               ? 0
+               : -1;
 }
 
 static void tick(evutil_socket_t fd, short what, void *arg)
@@ -54,20 +68,21 @@ static void tick(evutil_socket_t fd, short what, void *arg)
     int timeout = h->be.health_interval_ms;
     if (timeout > h->be.timeout_ms)
         timeout = h->be.timeout_ms;
-    if (pc_upstream_send(h->up, "GET", h->be.health_path, NULL, 0, NULL, 0, timeout, on_check, h) !=
-        NULL)
+    if (h->check(h, h->check_arg, h->be.health_path, timeout) == 0)
         h->checking = 1;
 }
 
-struct pc_health *pc_health_new(struct event_base *base, const struct pc_backend_cfg *be,
-                                struct pc_upstream *up, int *gauge)
+struct pc_health *pc_health_new_check(struct event_base *base, const struct pc_backend_cfg *be,
+                                      const char *what, pc_health_check_fn check, void *arg,
+                                      int *gauge)
 {
     struct pc_health *h = calloc(1, sizeof *h);
     if (h == NULL)
         return NULL;
     h->be = *be;
-    h->what = h->be.name[0] ? h->be.name : "model server";
-    h->up = up;
+    h->what = what;
+    h->check = check;
+    h->check_arg = arg;
     h->gauge = gauge;
     h->up_state = 1;
     PC_METRIC_SET(*gauge, 1);
@@ -92,6 +107,15 @@ void pc_health_free(struct pc_health *h)
     if (h->timer != NULL)
         event_free(h->timer);
     free(h);
+}
+
+struct pc_health *pc_health_new(struct event_base *base, const struct pc_backend_cfg *be,
+                                struct pc_upstream *up, int *gauge)
+{
+    struct pc_health *h = pc_health_new_check(base, be, "model server", rest_check, up, gauge);
+    if (h != NULL && h->be.name[0] != '\0')
+        h->what = h->be.name; /* "backend NAME" */
+    return h;
 }
 
 int pc_health_up(const struct pc_health *h)

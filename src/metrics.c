@@ -118,9 +118,12 @@ int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out)
                         "# HELP predcache_redis_up 1 when the Redis connection is ready\n"
                         "# TYPE predcache_redis_up gauge\npredcache_redis_up %d\n"
                         "# HELP predcache_backend_up 1 unless active health checks failed\n"
-                        "# TYPE predcache_backend_up gauge\npredcache_backend_up %d\n",
+                        "# TYPE predcache_backend_up gauge\npredcache_backend_up %d\n"
+                        "# HELP predcache_grpc_backend_up 1 unless the gRPC model server's "
+                        "active health checks failed\n"
+                        "# TYPE predcache_grpc_backend_up gauge\npredcache_grpc_backend_up %d\n",
                         (long long)m->in_flight, (long long)m->store_pending, m->redis_up,
-                        m->backend_up);
+                        m->backend_up, m->grpc_backend_up);
     rc |= pc_buf_append_str(out, "# HELP predcache_uncached_total Requests not answered from the "
                                  "cache (BYPASS, PASS) or whose answer was not stored, by "
                                  "reason (X-Cache-Reason)\n"
@@ -253,12 +256,13 @@ void pc_metrics_add(struct pc_metrics *sum, const struct pc_metrics *m)
 void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shards, size_t n)
 {
     memset(sum, 0, sizeof *sum);
-    sum->redis_up = sum->backend_up = 1;
+    sum->redis_up = sum->backend_up = sum->grpc_backend_up = 1;
     for (size_t k = 0; k < n; k++) {
         const struct pc_metrics *m = shards[k];
         pc_metrics_add(sum, m);
         sum->redis_up = sum->redis_up && PC_METRIC_GET(m->redis_up);
         sum->backend_up = sum->backend_up && PC_METRIC_GET(m->backend_up);
+        sum->grpc_backend_up = sum->grpc_backend_up && PC_METRIC_GET(m->grpc_backend_up);
         if (PC_METRIC_GET(m->cluster)) {
             int64_t slots = PC_METRIC_GET(m->cluster_slots);
             int64_t up = PC_METRIC_GET(m->cluster_masters_up);

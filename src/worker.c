@@ -224,6 +224,18 @@ static const char *bind_address(const struct pc_worker *w, const char *hostport,
 /* A sentinel's +switch-master: "<name> <old ip> <old port> <new ip> <new port>". Every
  * connection of this worker to the master of [redis] sentinel_master follows. Called by the
  * watcher store (w->sentinel_watch) with the worker as arg; msg is borrowed for the call. */
+/* A message on the done channel: invalidations and purges are done.c's; an answered key
+ * wakes the leader waiting for it, on the data port or the gRPC port. */
+static void on_done(const char *msg, size_t len, void *arg)
+{
+    struct pc_worker *w = arg;
+    char key[PC_KEY_MAX];
+    if (pc_done_message(w, msg, len, key, sizeof key) != 0)
+        return;
+    pc_proxy_on_answered(w, key);
+    pc_grpc_cache_on_answered(w, key);
+}
+
 static void on_switch_master(const char *msg, size_t len, void *arg)
 {
     struct pc_worker *w = arg;
@@ -413,15 +425,28 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         if (w->grpc == NULL)
             return -1;
     }
-    if (cfg->backend_grpc_url[0] != '\0' &&
-        (w->grpc_up = pc_h2_client_new(base, cfg->backend_grpc_url, cfg->backend_connect_timeout_ms,
-                                       err, errlen)) == NULL)
-        return -1;
+    w->metrics.grpc_backend_up = 1;
+    if (cfg->backend_grpc_url[0] != '\0') {
+        w->grpc_up = pc_h2_client_new(base, cfg->backend_grpc_url, cfg->backend_connect_timeout_ms,
+                                      err, errlen);
+        if (w->grpc_up == NULL)
+            return -1;
+        /* The REST checks' interval and thresholds, on the gRPC method. */
+        struct pc_backend_cfg def, gbe;
+        gbe = *pc_config_backend(cfg, 0, &def);
+        pc_strlcpy(gbe.health_path, cfg->backend_grpc_health_path, sizeof gbe.health_path);
+        w->grpc_health = pc_health_new_check(base, &gbe, "gRPC model server", pc_grpc_health_check,
+                                             w, &w->metrics.grpc_backend_up);
+        if (w->grpc_health == NULL) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+    }
     { /* answered keys (cross-process coalescing) and invalidations are announced here */
         char chan[PC_CHANNEL_MAX];
         if (pc_done_channel(cfg, chan, sizeof chan) != 0 ||
-            (w->subscriber = pc_store_new_subscriber(base, cfg, &w->sub_metrics, chan,
-                                                     pc_proxy_on_done, w)) == NULL) {
+            (w->subscriber =
+                 pc_store_new_subscriber(base, cfg, &w->sub_metrics, chan, on_done, w)) == NULL) {
             snprintf(err, errlen, "cannot create the Redis subscriber");
             return -1;
         }
@@ -451,8 +476,8 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
     if (w->metrics.in_flight > 0 || pc_store_pending(w->store) > 0 || pc_jobs_held(w->jobs) > 0 ||
         pc_http_server_writing(w->data) > 0 ||
         (w->admin != NULL && pc_http_server_writing(w->admin) > 0) ||
-        pc_h2_server_connections(w->grpc) > 0)
-        return;
+        pc_h2_server_connections(w->grpc) > 0 || pc_h2_client_active(w->grpc_up) > 0)
+        return; /* (the gRPC model server's calls: refreshes of stale entries too) */
     /* Retiring: every connection has been handed over (or closed) first. */
     if (w->retiring && pc_http_server_connections(w->data) +
                                (w->admin != NULL ? pc_http_server_connections(w->admin) : 0) >
@@ -542,7 +567,8 @@ void pc_worker_release(struct pc_worker *w)
     pc_http_server_free(w->data);
     pc_http_server_free(w->admin);
     pc_h2_server_free(w->grpc);
-    pc_h2_client_free(w->grpc_up); /* after the server: its calls' requests are orphans */
+    pc_h2_client_free(w->grpc_up);  /* after the server: its calls' requests are orphans */
+    pc_health_free(w->grpc_health); /* after its client: a check in flight is dropped */
     pc_jobs_free(w->jobs);
     w->jobs = NULL;
     pc_store_free(w->sentinel_watch);

@@ -100,6 +100,8 @@ struct pc_config {
     /* [backend] */
     char backend_url[1024]; /* base URL of the model server; default http://127.0.0.1:8501 */
     char backend_grpc_url[PC_CFG_STR]; /* http://HOST:PORT of its gRPC port (h2c); "" = none */
+    /* a gRPC method called with an empty message as the gRPC port's health check; "" = off */
+    char backend_grpc_health_path[PC_CFG_STR];
     char backend_cache_id[PC_CFG_STR]; /* the backend's identity in keys; "" = derived from url */
     int backend_connect_timeout_ms;    /* default 1000 */
     int backend_timeout_ms;            /* default 30000 */

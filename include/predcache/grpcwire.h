@@ -65,4 +65,11 @@ size_t pc_grpc_timeout_format(int64_t us, char out[12]);
  */
 size_t pc_grpc_message_encode(const char *msg, char *out, size_t len);
 
+/* Does a health check's answer message say serving? grpc.health.v1's HealthCheckResponse
+ * (status, field 1: SERVING is 1) and KServe v2's ServerLive / ServerReady / ModelReady
+ * answers (live / ready, field 1: true is 1) all put it in field 1 as a varint: 1 when
+ * field 1 is 1; 0 when it is anything else, absent (proto3 writes neither false nor
+ * UNKNOWN), or the message does not parse. */
+int pc_grpc_health_serving(const uint8_t *msg, size_t len);
+
 #endif

@@ -60,7 +60,7 @@ void pc_h2_call_cancel(struct pc_h2_call *call);
 /* Every call fails now (PC_H2_RESET, from the loop) and the connections close: a drain's
  * deadline. NULL: nothing. */
 void pc_h2_client_abort_all(struct pc_h2_client *cl);
-/* Calls in flight. */
+/* Calls in flight (0 for NULL). */
 size_t pc_h2_client_active(const struct pc_h2_client *cl);
 
 #endif

@@ -170,7 +170,8 @@ struct pc_metrics {
     uint64_t grpc_calls[17];
     uint64_t grpc_cache[6];
     int redis_up;
-    int backend_up; /* from the active health checks (1 when they are off) */
+    int backend_up;      /* from the active health checks (1 when they are off) */
+    int grpc_backend_up; /* the gRPC model server's ([backend] grpc_health_path) */
     /* [redis] cluster = on (cluster 1): slots with a known master, masters, masters with a
      * ready connection. Summed as the weakest shard (min; masters: max). */
     int cluster;
@@ -212,8 +213,9 @@ void pc_hist_observe(struct pc_hist *h, double seconds);
  * Fills sum (a plain struct of the caller's) with n >= 1 shards, each read with relaxed
  * atomic loads: counters, histograms, timers and the gauges in_flight, store_pending,
  * jobs_running, output_buffered, backend_buffered, backend_paused and input_buffered add up;
- * redis_up and backend_up are 1 only when they are 1 in every shard; started_us is the earliest.
- * Timers merge exactly (mean and variance by Chan's formula), so that one shard sums to itself.
+ * redis_up, backend_up and grpc_backend_up are 1 only when they are 1 in every shard; started_us is
+ * the earliest. Timers merge exactly (mean and variance by Chan's formula), so that one shard sums
+ * to itself.
  */
 void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shards, size_t n);
 /* Adds m's counters, histograms, timers, reasons and additive gauges (in_flight, ...) to sum,

@@ -86,6 +86,7 @@ struct pc_worker {
     struct pc_h2_server *grpc;       /* [server] grpc_listen; NULL: off */
     struct pc_h2_client *grpc_up;    /* [backend] grpc_url; NULL: none */
     struct pc_flights *grpc_flights; /* keys of the gRPC port whose model call is running */
+    struct pc_health *grpc_health;   /* [backend] grpc_health_path checks; NULL: none */
     struct pc_jobs *jobs;            /* async jobs; NULL when [jobs] is off */
     struct pc_metrics metrics;
     struct pc_flights *flights;      /* keys whose model server call is running (coalescing) */

@@ -202,7 +202,7 @@ def test_every_conf_section_and_key_is_in_predcache_conf_5():
     assert not missing, "not documented in man/predcache.conf.5: %s" % ", ".join(missing)
 
 
-BACKEND_ONLY = {"grpc_url"}  # the gRPC model server is [backend]'s alone
+BACKEND_ONLY = {"grpc_health_path", "grpc_url"}  # the gRPC model server is [backend]'s alone
 
 
 def test_backend_name_documents_every_backend_key():

@@ -128,6 +128,28 @@ static void test_message_encoding(void **state)
     assert_int_equal(pc_grpc_message_encode("abc", b, 0), 0);
 }
 
+static void test_health_serving(void **state)
+{
+    (void)state;
+    /* HealthCheckResponse{status: SERVING} / ServerReadyResponse{ready: true}: 08 01 */
+    assert_int_equal(pc_grpc_health_serving((const uint8_t *)"\x08\x01", 2), 1);
+    /* NOT_SERVING (2), UNKNOWN (0), ready false: not */
+    assert_int_equal(pc_grpc_health_serving((const uint8_t *)"\x08\x02", 2), 0);
+    assert_int_equal(pc_grpc_health_serving((const uint8_t *)"\x08\x00", 2), 0);
+    /* an empty message: ready false, UNKNOWN (proto3 writes no default value) */
+    assert_int_equal(pc_grpc_health_serving((const uint8_t *)"", 0), 0);
+    /* other fields skipped: a string field 2, a fixed64 field 3, then status 1 */
+    const uint8_t other[] = {0x12, 0x02, 'o', 'k', 0x19, 1, 2, 3, 4, 5, 6, 7, 8, 0x08, 0x01};
+    assert_int_equal(pc_grpc_health_serving(other, sizeof other), 1);
+    /* the last field 1 counts */
+    assert_int_equal(pc_grpc_health_serving((const uint8_t *)"\x08\x01\x08\x02", 4), 0);
+    /* truncated: a length past the end, a varint cut, a bad wire type */
+    assert_int_equal(
+        pc_grpc_health_serving((const uint8_t[]){0x12, 0x05, (uint8_t)'a', (uint8_t)'b'}, 4), 0);
+    assert_int_equal(pc_grpc_health_serving((const uint8_t *)"\x08\x81", 2), 0);
+    assert_int_equal(pc_grpc_health_serving((const uint8_t *)"\x0f\x01", 2), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -137,6 +159,7 @@ int main(void)
         cmocka_unit_test(test_timeout_format_round_trips_upward),
         cmocka_unit_test(test_status_names),
         cmocka_unit_test(test_message_encoding),
+        cmocka_unit_test(test_health_serving),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
