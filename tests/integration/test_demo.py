@@ -1,6 +1,7 @@
 """scripts/demo (what `make demo` runs after bootstrap and the build): the OCR model
-server, Redis and predcache on free ports, two passes of scripts/predcache-batch, the
-report, and nothing left running afterwards.
+server, Redis and predcache on free ports, two passes of scripts/predcache-batch over
+REST and two over gRPC (predcache-batch --grpc), the report, and nothing left running
+afterwards.
 
 The demo runs as a subprocess with /usr/bin/python3 in a session of its own, so that
 every process it starts (and every process those start) can be found afterwards by its
@@ -148,6 +149,21 @@ def test_demo_two_samples_ok_and_nothing_left_running(predcache_bin):
     assert re.search(r"^shadow verification \(warm pass, verify_sample = 1\): 2 hits checked "
                      r"against the model server: 2 match, 0 mismatch, 0 error, 0 skipped$", out,
                      re.M), out
+    # gRPC: the model server's gRPC port behind predcache's, cold then warm with
+    # predcache-batch --grpc; the warm pass all hits without one model server request
+    assert re.search(r"^  model server  http://127\.0\.0\.1:\d+  gRPC 127\.0\.0\.1:\d+ ", out,
+                     re.M), out
+    assert re.search(r"^  predcache     http://127\.0\.0\.1:\d+  gRPC 127\.0\.0\.1:\d+ ", out,
+                     re.M), out
+    assert re.search(r"^grpc cold +2 +2 +0 +0 +2 +0 ", out, re.M), out
+    assert re.search(r"^grpc warm +2 +2 +0 +2 +0 +0 ", out, re.M), out
+    for label in ("grpc cold", "grpc warm"):
+        assert re.search(r"^%s pass: wrong answers: 0 \(2 of 2 answers checked " % label, out,
+                         re.M), out
+    assert re.search(r"^gRPC model server requests \(its /v1/models/ocr/stats\): \+2 on the "
+                     r"gRPC cold pass, \+0 on the gRPC warm pass$", out, re.M), out
+    assert "gRPC answers with the REST answers' text: 2/2" in out, out
+    assert "gRPC warm answers byte-identical to gRPC cold: 2/2" in out, out
     assert not os.path.exists(workdir), "the work dir is removed after a success"
     assert time.monotonic() - t0 < DEMO_TIMEOUT_S
 
