@@ -3,7 +3,7 @@
  * KServe v2 ModelInfer), built like the data port's:
  *
  *   key material (grpckey) -> credentials ([cache] credentials) -> the model's version
- *   (given, or resolved as the data port resolves it: versions) -> its invalidation
+ *   (given, or resolved as the data port resolves it, over gRPC: versions) -> its invalidation
  *   generations -> the key (cachekey: head + material) -> the in-process tier, then Redis
  *   -> a fresh entry: HIT (a KServe v2 answer carries the requester's id)
  *   -> else one model server call per key in this worker (flight: the others wait and
@@ -522,7 +522,8 @@ void pc_grpc_cache_start(struct gcall *g)
         return;
     }
     /* The version: given (TF Serving's number, KServe's text), or resolved as the data
-     * port resolves it (TF Serving's label too), from the model server's REST status. */
+     * port resolves it (TF Serving's label too), from the gRPC model server's own status
+     * (GetModelStatus, ModelMetadata). */
     if (g->rd.has_version && (g->kind == PC_GRPC_V2_INFER || g->rd.version_text[0] == '\0')) {
         char v[64];
         if (g->kind == PC_GRPC_V2_INFER)
@@ -530,6 +531,10 @@ void pc_grpc_cache_start(struct gcall *g)
         else
             snprintf(v, sizeof v, "%lld", (long long)g->rd.version);
         with_version(g, v);
+        return;
+    }
+    if (cfg->version_refresh_s <= 0) { /* keyed by the message as sent, label and all */
+        with_version(g, "");
         return;
     }
     struct pc_model_ref m = {.api = g->kind == PC_GRPC_V2_INFER ? PC_API_KSERVE_V2 : PC_API_TFS_V1};
@@ -543,7 +548,7 @@ void pc_grpc_cache_start(struct gcall *g)
     static const char *const verbs[] = {"", "predict", "classify", "regress", "infer"};
     pc_strlcpy(m.verb, verbs[g->kind], sizeof m.verb);
     char v[64];
-    switch (pc_versions_get(w->versions, 0, &m, v, sizeof v, on_version, g)) {
+    switch (pc_versions_get(w->versions, PC_VERSIONS_GRPC, &m, v, sizeof v, on_version, g)) {
     case PC_VERSION_KNOWN:
         with_version(g, v);
         break;

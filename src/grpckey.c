@@ -11,6 +11,7 @@
 
 #include "grpc_predict_v2.pb-c.h"
 #include "tensorflow_serving/apis/classification.pb-c.h"
+#include "tensorflow_serving/apis/get_model_status.pb-c.h"
 #include "tensorflow_serving/apis/predict.pb-c.h"
 #include "tensorflow_serving/apis/regression.pb-c.h"
 
@@ -330,4 +331,67 @@ int pc_grpc_answer_with_id(const uint8_t *stored, size_t len, const char *id, st
             break;
     }
     return pc_buf_append(out, head, h) == 0 && pc_buf_append(out, id, n) == 0 ? 0 : -1;
+}
+
+/* ---- the version lookup's messages ---------------------------------------------------- */
+
+int pc_grpc_status_request(enum pc_grpc_kind kind, const char *model, const char *label,
+                           struct pc_buf *req, const char **path)
+{
+    size_t n;
+    uint8_t *out;
+    if (kind == PC_GRPC_V2_INFER) {
+        Inference__ModelMetadataRequest m = INFERENCE__MODEL_METADATA_REQUEST__INIT;
+        m.name = (char *)model;
+        n = inference__model_metadata_request__get_packed_size(&m);
+        if (pc_buf_reserve(req, n) != 0)
+            return -1;
+        out = (uint8_t *)req->data + req->len;
+        req->len += inference__model_metadata_request__pack(&m, out);
+        *path = "/inference.GRPCInferenceService/ModelMetadata";
+        return 0;
+    }
+    Tensorflow__Serving__ModelSpec spec = TENSORFLOW__SERVING__MODEL_SPEC__INIT;
+    spec.name = (char *)model;
+    if (label != NULL && label[0] != '\0') {
+        spec.version_choice_case = TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL;
+        spec.version_label = (char *)label;
+    }
+    Tensorflow__Serving__GetModelStatusRequest m =
+        TENSORFLOW__SERVING__GET_MODEL_STATUS_REQUEST__INIT;
+    m.model_spec = &spec;
+    n = tensorflow__serving__get_model_status_request__get_packed_size(&m);
+    if (pc_buf_reserve(req, n) != 0)
+        return -1;
+    out = (uint8_t *)req->data + req->len;
+    req->len += tensorflow__serving__get_model_status_request__pack(&m, out);
+    *path = "/tensorflow.serving.ModelService/GetModelStatus";
+    return 0;
+}
+
+int pc_grpc_status_versions(enum pc_grpc_kind kind, const uint8_t *msg, size_t len,
+                            struct pc_buf *out)
+{
+    int rc = 0;
+    if (kind == PC_GRPC_V2_INFER) {
+        Inference__ModelMetadataResponse *r =
+            inference__model_metadata_response__unpack(NULL, len, msg);
+        if (r == NULL)
+            return -1;
+        for (size_t i = 0; i < r->n_versions && rc == 0; i++)
+            rc = pc_buf_printf(out, "%s\n", r->versions[i]);
+        inference__model_metadata_response__free_unpacked(r, NULL);
+        return rc;
+    }
+    Tensorflow__Serving__GetModelStatusResponse *r =
+        tensorflow__serving__get_model_status_response__unpack(NULL, len, msg);
+    if (r == NULL)
+        return -1;
+    for (size_t i = 0; i < r->n_model_version_status && rc == 0; i++) {
+        const Tensorflow__Serving__ModelVersionStatus *v = r->model_version_status[i];
+        if (v->state == TENSORFLOW__SERVING__MODEL_VERSION_STATUS__STATE__AVAILABLE)
+            rc = pc_buf_printf(out, "%lld\n", (long long)v->version);
+    }
+    tensorflow__serving__get_model_status_response__free_unpacked(r, NULL);
+    return rc;
 }

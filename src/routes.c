@@ -405,8 +405,7 @@ static int all_digits(const char *s)
     return *s && strspn(s, "0123456789") == strlen(s);
 }
 
-/* > 0 when version a is newer than b: numbers by value, anything else as text. */
-static int version_cmp(const char *a, const char *b)
+int pc_model_version_cmp(const char *a, const char *b)
 {
     if (all_digits(a) && all_digits(b)) {
         while (*a == '0' && a[1])
@@ -458,7 +457,8 @@ int pc_model_parse_status(enum pc_model_api api, const char *body, size_t len, c
                 json_object_object_get_ex(st, "state", &state) &&
                 json_object_is_type(state, json_type_string) &&
                 strcmp(json_object_get_string(state), "AVAILABLE") == 0 &&
-                version_text(ver, v, sizeof v) == 0 && (!best[0] || version_cmp(v, best) > 0))
+                version_text(ver, v, sizeof v) == 0 &&
+                (!best[0] || pc_model_version_cmp(v, best) > 0))
                 memcpy(best, v, sizeof best);
         }
     } else if (complete && json_object_is_type(root, json_type_object) && api == PC_API_KSERVE_V2) {
@@ -473,7 +473,7 @@ int pc_model_parse_status(enum pc_model_api api, const char *body, size_t len, c
              json_object_is_type(list, json_type_array) && i < json_object_array_length(list);
              i++) {
             if (version_text(json_object_array_get_idx(list, i), v, sizeof v) == 0 &&
-                (!best[0] || version_cmp(v, best) > 0))
+                (!best[0] || pc_model_version_cmp(v, best) > 0))
                 memcpy(best, v, sizeof best);
         }
     }

@@ -8,6 +8,9 @@
 #include <string.h>
 
 #include "predcache/buf.h"
+#include "predcache/grpckey.h"
+#include "predcache/grpcwire.h"
+#include "predcache/h2up.h"
 #include "predcache/log.h"
 #include "predcache/lookups.h"
 #include "predcache/upstream.h"
@@ -47,61 +50,49 @@ static int model_init(void *owner, const char *id, void *data, const void *seed)
 }
 
 /* m's status endpoint, for a log line ("-" when it cannot be named). */
-static void status_path_text(const struct pc_model_ref *m, char *out, size_t len)
+static void status_path_text(const struct model *e, char *out, size_t len)
 {
+    if (e->backend == PC_VERSIONS_GRPC) {
+        pc_strlcpy(out, e->m.api == PC_API_KSERVE_V2 ? "gRPC ModelMetadata" : "gRPC GetModelStatus",
+                   len);
+        return;
+    }
     struct pc_buf path;
     pc_buf_init(&path);
-    pc_strlcpy(out, pc_model_status_path(m, &path) == 0 && path.data != NULL ? path.data : "-",
+    pc_strlcpy(out, pc_model_status_path(&e->m, &path) == 0 && path.data != NULL ? path.data : "-",
                len);
     pc_buf_release(&path);
 }
 
-/* The status call's answer; arg is the model's entry (the table's, alive until
- * pc_lookups_done). */
-static void on_status(const struct pc_upstream_resp *r, void *arg)
+/*
+ * What a status lookup found, and the entry's new state: rc 0 with found, the version; 1,
+ * the model has no versions at the model server (a status answer that lists none, or no
+ * status endpoint at all): its requests are keyed by the path as sent, said once; -1, not
+ * knowing (why): those requests are not cached until the next lookup.
+ */
+static void settle(struct model *e, int rc, const char *found, const char *why)
 {
-    struct model *e = arg;
-    char found[64] = "";
-    int rc = r->error == PC_UP_OK && r->status == 200
-                 ? pc_model_parse_status(e->m.api, r->body.data ? r->body.data : "", r->body.len,
-                                         found, sizeof found)
-                 : -1;
-    /* No versions to tell: a status answer that lists none (MLServer), or no status
-     * endpoint at all (404: a server that only serves the predict path). Its requests are
-     * keyed by the path as sent, said once. Anything else (a timeout, a 5xx, garbage) is
-     * not knowing: those requests are not cached until the next lookup. */
-    int unversioned = r->error == PC_UP_OK && (r->status == 404 || rc == 1);
-    int ok = (rc == 0 && found[0] != '\0') || unversioned;
-    if (unversioned) {
+    if (rc == 1) {
         if (!e->unversioned) {
             char path[PC_CFG_STR];
-            status_path_text(&e->m, path, sizeof path);
+            status_path_text(e, path, sizeof path);
             pc_log(PC_LOG_INFO,
                    "versions: model %s has no versions at the model server (status endpoint %s: "
                    "%s); its requests are keyed by the path as sent (invalidate it when the "
                    "model changes)",
-                   e->m.name, path, r->status == 404 ? "it answered 404" : "its answer lists none");
+                   e->m.name, path, why);
         }
         e->unversioned = 1;
         e->version[0] = '\0';
-    } else if (ok) {
+    } else if (rc == 0) {
         e->unversioned = 0;
         if (strcmp(found, e->version) != 0)
             pc_log(PC_LOG_INFO, "versions: model %s%s%s is served by version %s", e->m.name,
                    e->m.label[0] ? " label " : "", e->m.label, found);
-        memcpy(e->version, found, sizeof e->version);
+        pc_strlcpy(e->version, found, sizeof e->version);
     } else {
-        /* Why, as the operator can check it: the call failed, the endpoint answered
-         * something other than 200 or 404, or its answer names no available version. */
-        char why[320];
-        if (r->error != PC_UP_OK)
-            snprintf(why, sizeof why, "%s", r->errmsg);
-        else if (r->status != 200)
-            snprintf(why, sizeof why, "it answered %d", r->status);
-        else
-            snprintf(why, sizeof why, "no available version in its answer");
         char path[PC_CFG_STR];
-        status_path_text(&e->m, path, sizeof path);
+        status_path_text(e, path, sizeof path);
         pc_log(PC_LOG_WARN,
                "versions: cannot tell the version of model %s (status endpoint %s: %s); its "
                "requests without a version are not cached for %d s (set [cache] "
@@ -111,7 +102,103 @@ static void on_status(const struct pc_upstream_resp *r, void *arg)
         e->version[0] = '\0';
         e->unversioned = 0;
     }
-    pc_lookups_done(e->v->table, e, ok);
+    pc_lookups_done(e->v->table, e, rc >= 0);
+}
+
+/* The REST status call's answer; arg is the model's entry (the table's, alive until
+ * pc_lookups_done). */
+static void on_status(const struct pc_upstream_resp *r, void *arg)
+{
+    struct model *e = arg;
+    char found[64] = "";
+    int rc = r->error == PC_UP_OK && r->status == 200
+                 ? pc_model_parse_status(e->m.api, r->body.data ? r->body.data : "", r->body.len,
+                                         found, sizeof found)
+                 : -1;
+    char why[320];
+    if (r->error == PC_UP_OK && (r->status == 404 || rc == 1)) {
+        settle(e, 1, "", r->status == 404 ? "it answered 404" : "its answer lists none");
+        return;
+    }
+    /* Why, as the operator can check it: the call failed, the endpoint answered something
+     * other than 200 or 404, or its answer names no available version. */
+    if (r->error != PC_UP_OK)
+        snprintf(why, sizeof why, "%s", r->errmsg);
+    else if (r->status != 200)
+        snprintf(why, sizeof why, "it answered %d", r->status);
+    else
+        snprintf(why, sizeof why, "no available version in its answer");
+    settle(e, rc == 0 && found[0] != '\0' ? 0 : -1, found, why);
+}
+
+/* The gRPC status call's answer (GetModelStatus, ModelMetadata): the newest version it
+ * lists as serving; KServe v2 listing none: no versions. */
+static void on_grpc_status(const struct pc_h2_resp *r, void *arg)
+{
+    struct model *e = arg;
+    enum pc_grpc_kind kind = e->m.api == PC_API_KSERVE_V2 ? PC_GRPC_V2_INFER : PC_GRPC_TFS_PREDICT;
+    int code = -1, compressed;
+    const uint8_t *msg = NULL;
+    size_t len = 0, used;
+    for (size_t i = 0; r->error == PC_H2_OK && i < r->n_trailers; i++)
+        if (strcmp(r->trailers[i].name, "grpc-status") == 0)
+            code = atoi(r->trailers[i].value);
+    for (size_t i = 0; r->error == PC_H2_OK && code < 0 && i < r->n_headers; i++)
+        if (strcmp(r->headers[i].name, "grpc-status") == 0)
+            code = atoi(r->headers[i].value);
+    struct pc_buf list;
+    pc_buf_init(&list);
+    char why[320] = "";
+    if (r->error != PC_H2_OK)
+        snprintf(why, sizeof why, "%s", r->error_text);
+    else if (code != PC_GRPC_OK)
+        snprintf(why, sizeof why, "grpc-status %s",
+                 pc_grpc_status_name(code < 0 ? PC_GRPC_UNKNOWN : code));
+    else if (pc_grpc_frame_parse(r->body, r->len, r->len, &compressed, &msg, &len, &used) != 1 ||
+             compressed || pc_grpc_status_versions(kind, msg, len, &list) != 0)
+        snprintf(why, sizeof why, "an answer that does not decode");
+    if (why[0] != '\0') {
+        pc_buf_release(&list);
+        settle(e, -1, "", why);
+        return;
+    }
+    char best[64] = "";
+    for (char *line = list.data, *nl; line != NULL && (nl = strchr(line, '\n')) != NULL;
+         line = nl + 1) {
+        *nl = '\0';
+        if (line[0] != '\0' && strlen(line) < sizeof best && strpbrk(line, "/:?#\n") == NULL &&
+            (best[0] == '\0' || pc_model_version_cmp(line, best) > 0))
+            pc_strlcpy(best, line, sizeof best);
+    }
+    int listed = list.len > 0;
+    pc_buf_release(&list);
+    if (!listed && kind == PC_GRPC_V2_INFER)
+        settle(e, 1, "", "its answer lists none");
+    else
+        settle(e, best[0] != '\0' ? 0 : -1, best, "no available version in its answer");
+}
+
+static int grpc_fetch(struct pc_versions *v, struct model *e)
+{
+    if (v->w->grpc_up == NULL)
+        return -1;
+    enum pc_grpc_kind kind = e->m.api == PC_API_KSERVE_V2 ? PC_GRPC_V2_INFER : PC_GRPC_TFS_PREDICT;
+    struct pc_buf body;
+    pc_buf_init(&body);
+    const char *path;
+    uint8_t prefix[PC_GRPC_PREFIX] = {0};
+    int rc = -1;
+    if (pc_buf_append(&body, prefix, sizeof prefix) == 0 &&
+        pc_grpc_status_request(kind, e->m.name, e->m.label, &body, &path) == 0) {
+        pc_grpc_frame_prefix((uint8_t *)body.data, 0, (uint32_t)(body.len - PC_GRPC_PREFIX));
+        const struct pc_header h[] = {{(char *)"content-type", (char *)"application/grpc"},
+                                      {(char *)"te", (char *)"trailers"}};
+        if (pc_h2_client_call(v->w->grpc_up, path, h, 2, (const uint8_t *)body.data, body.len,
+                              STATUS_TIMEOUT_MS, on_grpc_status, e) != NULL)
+            rc = 0;
+    }
+    pc_buf_release(&body);
+    return rc;
 }
 
 static int model_fetch(void *owner, const char *id, void *data)
@@ -119,6 +206,8 @@ static int model_fetch(void *owner, const char *id, void *data)
     (void)id;
     struct pc_versions *v = owner;
     struct model *e = data;
+    if (e->backend == PC_VERSIONS_GRPC)
+        return grpc_fetch(v, e);
     struct pc_buf path;
     pc_buf_init(&path);
     int rc = -1;

@@ -57,4 +57,18 @@ int pc_grpc_answer_without_id(const uint8_t *msg, size_t len, struct pc_buf *out
  * appended to out. */
 int pc_grpc_answer_with_id(const uint8_t *stored, size_t len, const char *id, struct pc_buf *out);
 
+/*
+ * The version lookup over gRPC, for calls that name no version (or a TF Serving label): the
+ * status request of the model server's API for model (and label) in req (appended), its
+ * method's path in *path. TF Serving: ModelService/GetModelStatus; KServe v2:
+ * GRPCInferenceService/ModelMetadata. 0 ok; -1 no memory.
+ */
+int pc_grpc_status_request(enum pc_grpc_kind kind, const char *model, const char *label,
+                           struct pc_buf *req, const char **path);
+/* The versions its answer lists as serving, one per line, appended to out: TF Serving's
+ * AVAILABLE ones, KServe v2's versions. 0 ok (none listed: out unchanged); -1 when the
+ * bytes are not its answer. */
+int pc_grpc_status_versions(enum pc_grpc_kind kind, const uint8_t *msg, size_t len,
+                            struct pc_buf *out);
+
 #endif

@@ -94,6 +94,8 @@ struct pc_model_ref {
     char verb[32];    /* "predict", "classify", "regress" (v1); "infer" (v2) */
 };
 
+/* > 0 when version a is newer than b: numbers by value, anything else as text. */
+int pc_model_version_cmp(const char *a, const char *b);
 /* Parses path. 0 with m filled when it is a model path; -1 otherwise. */
 int pc_model_of_path(const char *path, struct pc_model_ref *m);
 /* The same model's path naming version explicitly, written to out. 0 ok, -1 no memory. */

@@ -1,7 +1,8 @@
 /*
  * versions: which version of a model serves requests that name none (or name a label),
  * as the model server's own status endpoint says (TF Serving GET /v1/models/NAME[/labels/L],
- * KServe v2 GET /v2/models/NAME). One worker's cache of those answers, refreshed every
+ * KServe v2 GET /v2/models/NAME; on the gRPC port, the gRPC model server's GetModelStatus or
+ * ModelMetadata). One worker's cache of those answers, refreshed every
  * [cache] version_refresh_s, so that a rollout starts a fresh cache key space.
  *
  * Owns its entries (at most PC_VERSIONS_MAX; model names come from client paths) and the
@@ -42,7 +43,13 @@ void pc_versions_free(struct pc_versions *v);
 typedef void (*pc_versions_name_fn)(const char *name, void *arg);
 void pc_versions_unversioned(const struct pc_versions *v, pc_versions_name_fn fn, void *arg);
 
-/* The version serving m (a path without a version) on backend be. */
+/* be: the gRPC model server ([backend] grpc_url), asked over gRPC: TF Serving's
+ * ModelService/GetModelStatus (the newest AVAILABLE version, or the label's), KServe v2's
+ * ModelMetadata (the newest version it lists; none listed: no versions). */
+#define PC_VERSIONS_GRPC ((size_t)-1)
+
+/* The version serving m (a path without a version) on backend be (an index of the worker's
+ * backends, or PC_VERSIONS_GRPC). */
 enum pc_version_state pc_versions_get(struct pc_versions *v, size_t be,
                                       const struct pc_model_ref *m, char *out, size_t outlen,
                                       pc_version_cb cb, void *arg);

@@ -99,20 +99,6 @@ def test_miss_then_hit_with_the_counter_unchanged(start_predcache, grpc_model, g
     assert p.metric("predcache_grpc_calls_total", grpc_status="OK") == 4
 
 
-def test_unversioned_requests_resolve_the_version(start_predcache, grpc_model, grpc_stubs,
-                                                  model):
-    """Without a version, the key names the one the model server serves (its REST status,
-    as the data port reads it): both kinds of request share the entry of version 1."""
-    st = grpc_stubs
-    p, ch = start(start_predcache, grpc_model)
-    bare = predict_request(st, inputs={"images": IMAGES, "words": WORDS})
-    r1, rpc = call(ch, TFS + "Predict", bare)
-    assert xcache(rpc) == "MISS"
-    r2, rpc = call(ch, TFS + "Predict", bare)
-    assert xcache(rpc) == "HIT" and right(TFS + "Predict", bare, r2) is None
-    assert grpc_model.count("Predict") == 1
-
-
 def test_kserve_infer_replays_the_requesters_id(start_predcache, grpc_model, grpc_stubs):
     st = grpc_stubs
     p, ch = start(start_predcache, grpc_model)

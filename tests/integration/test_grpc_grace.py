@@ -245,3 +245,84 @@ def test_integrity_over_two_processes_across_ttl_and_grace(start_predcache, grpc
     # the run crossed the boundaries it is about
     for r in ("HIT", "MISS", "STALE"):
         assert results.get(r, 0) > 0, (r, results)
+
+
+def grpc_only(start_predcache, grpc_model, **conf):
+    """predcache whose REST model server is nowhere: the gRPC port must resolve versions
+    over gRPC itself."""
+    from conftest import free_port
+    conf.setdefault("backend", {})["url"] = "http://127.0.0.1:%d" % free_port()
+    return start(start_predcache, grpc_model, **conf)
+
+
+def test_unversioned_calls_resolve_the_version_over_grpc(start_predcache, grpc_model,
+                                                         grpc_stubs):
+    """No REST port: a Predict without a version asks GetModelStatus (the newest AVAILABLE
+    version), a label asks for the label's, a ModelInfer without one asks ModelMetadata; a
+    new version served starts a new key space once the lookup is refreshed."""
+    st = grpc_stubs
+    grpc_model.control(labels={"stable": 1})
+    p, ch = grpc_only(start_predcache, grpc_model, cache={"version_refresh_s": 1})
+    bare = predict_request(st, inputs={"images": IMAGES, "words": WORDS})
+    r1, rpc = call(ch, PREDICT, bare)
+    assert xcache(rpc) == "MISS" and right(PREDICT, bare, r1) is None
+    assert grpc_model.count("GetModelStatus") == 1
+    r2, rpc = call(ch, PREDICT, bare)
+    assert xcache(rpc) == "HIT" and r2 == r1
+    # a label: its own lookup (GetModelStatus with the label), its own entry
+    labelled = predict_request(st, inputs={"images": IMAGES, "words": WORDS}, label="stable")
+    r3, rpc = call(ch, PREDICT, labelled)
+    assert xcache(rpc) == "MISS" and predictions(r3) == predictions(r1)  # version 1's
+    _, rpc = call(ch, PREDICT, labelled)
+    assert xcache(rpc) == "HIT"
+    assert grpc_model.count("GetModelStatus") == 2
+    assert grpc_model.count("Predict") == 2
+    # KServe v2: ModelMetadata's versions
+    inf = V2 + "ModelInfer"
+    from test_grpc_model_server import infer_request
+    a = infer_request(st, rid="a")
+    ra, rpc = call(ch, inf, a)
+    assert xcache(rpc) == "MISS"
+    rb, rpc = call(ch, inf, infer_request(st, rid="b"))
+    assert xcache(rpc) == "HIT" and rb.id == "b"
+    assert grpc_model.count("ModelMetadata") == 1
+    # version 2 is served now: once the lookup is refreshed, a new key space
+    grpc_model.control(version=2)
+    time.sleep(1.2)
+    call(ch, PREDICT, bare)  # served from the old version while the lookup refreshes
+
+    def moved():
+        resp, rpc = call(ch, PREDICT, bare)
+        return xcache(rpc) == "MISS" and resp
+
+    resp = wait_for(moved, what="the bare call keyed by version 2")
+    assert resp.model_spec.version.value == 2
+    assert predictions(resp) != predictions(r1)  # version 2's answer, not version 1's entry
+    assert "is served by version 2" in p.stderr_text()
+
+
+def test_a_version_that_cannot_be_told_passes_uncached(start_predcache, grpc_model, grpc_stubs):
+    st = grpc_stubs
+    grpc_model.control(status="UNAVAILABLE", methods=["GetModelStatus"])
+    p, ch = grpc_only(start_predcache, grpc_model, cache={"version_refresh_s": 30})
+    bare = predict_request(st, inputs={"images": IMAGES, "words": WORDS})
+    for _ in range(2):
+        resp, rpc = call(ch, PREDICT, bare)
+        assert xcache(rpc) == "PASS" and right(PREDICT, bare, resp) is None
+    assert grpc_model.count("Predict") == 2
+    assert grpc_model.count("GetModelStatus") == 1  # the failure is remembered
+    assert "cannot tell the version of model m (status endpoint gRPC GetModelStatus: " \
+        "grpc-status UNAVAILABLE)" in p.stderr_text()
+
+
+def test_version_refresh_off_keys_calls_as_sent(start_predcache, grpc_model, grpc_stubs):
+    """[cache] version_refresh_s = 0: as on the data port, no lookup; a call is keyed by its
+    message as sent (a label or no version keeps its entries across versions)."""
+    st = grpc_stubs
+    p, ch = grpc_only(start_predcache, grpc_model, cache={"version_refresh_s": 0})
+    bare = predict_request(st, inputs={"images": IMAGES, "words": WORDS})
+    _, rpc = call(ch, PREDICT, bare)
+    assert xcache(rpc) == "MISS"
+    _, rpc = call(ch, PREDICT, bare)
+    assert xcache(rpc) == "HIT"
+    assert grpc_model.count("GetModelStatus") == 0

@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "grpc_predict_v2.pb-c.h"
+#include "tensorflow_serving/apis/get_model_status.pb-c.h"
 #include "predcache/grpckey.h"
 #include "wire.h"
 
@@ -273,6 +274,82 @@ static void test_replayed_answer_carries_the_requesters_id(void **state)
     pc_buf_release(&stored);
 }
 
+/* The version lookup's request names the model (and label); its answer's serving versions
+ * are read: TF Serving's AVAILABLE ones only, KServe v2's all. */
+static void test_status_request_and_versions(void **state)
+{
+    (void)state;
+    struct pc_buf b;
+    pc_buf_init(&b);
+    const char *path;
+    assert_int_equal(pc_grpc_status_request(PC_GRPC_TFS_PREDICT, "m", "stable", &b, &path), 0);
+    assert_string_equal(path, "/tensorflow.serving.ModelService/GetModelStatus");
+    Tensorflow__Serving__GetModelStatusRequest *rq =
+        tensorflow__serving__get_model_status_request__unpack(NULL, b.len, (uint8_t *)b.data);
+    assert_non_null(rq);
+    assert_string_equal(rq->model_spec->name, "m");
+    assert_int_equal(rq->model_spec->version_choice_case,
+                     TENSORFLOW__SERVING__MODEL_SPEC__VERSION_CHOICE_VERSION_LABEL);
+    assert_string_equal(rq->model_spec->version_label, "stable");
+    tensorflow__serving__get_model_status_request__free_unpacked(rq, NULL);
+    b.len = 0;
+    assert_int_equal(pc_grpc_status_request(PC_GRPC_V2_INFER, "ocr", "", &b, &path), 0);
+    assert_string_equal(path, "/inference.GRPCInferenceService/ModelMetadata");
+    Inference__ModelMetadataRequest *mq =
+        inference__model_metadata_request__unpack(NULL, b.len, (uint8_t *)b.data);
+    assert_non_null(mq);
+    assert_string_equal(mq->name, "ocr");
+    assert_string_equal(mq->version, "");
+    inference__model_metadata_request__free_unpacked(mq, NULL);
+
+    /* TF Serving: versions 3 (LOADING), 2 (AVAILABLE), 1 (AVAILABLE) */
+    Tensorflow__Serving__ModelVersionStatus v[3], *vp[3];
+    const int64_t nums[3] = {3, 2, 1};
+    const Tensorflow__Serving__ModelVersionStatus__State states[3] = {
+        TENSORFLOW__SERVING__MODEL_VERSION_STATUS__STATE__LOADING,
+        TENSORFLOW__SERVING__MODEL_VERSION_STATUS__STATE__AVAILABLE,
+        TENSORFLOW__SERVING__MODEL_VERSION_STATUS__STATE__AVAILABLE};
+    for (int i = 0; i < 3; i++) {
+        tensorflow__serving__model_version_status__init(&v[i]);
+        v[i].version = nums[i];
+        v[i].state = states[i];
+        vp[i] = &v[i];
+    }
+    Tensorflow__Serving__GetModelStatusResponse r =
+        TENSORFLOW__SERVING__GET_MODEL_STATUS_RESPONSE__INIT;
+    r.n_model_version_status = 3;
+    r.model_version_status = vp;
+    uint8_t wire[256];
+    size_t n = tensorflow__serving__get_model_status_response__pack(&r, wire);
+    struct pc_buf out;
+    pc_buf_init(&out);
+    assert_int_equal(pc_grpc_status_versions(PC_GRPC_TFS_PREDICT, wire, n, &out), 0);
+    assert_int_equal(out.len, 4);
+    assert_memory_equal(out.data, "2\n1\n", 4);
+    /* KServe v2: every version listed; none listed: nothing */
+    char one[] = "1", ten[] = "10", ocr[] = "ocr";
+    char *names[] = {one, ten};
+    Inference__ModelMetadataResponse mr = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
+    mr.name = ocr;
+    mr.n_versions = 2;
+    mr.versions = names;
+    n = inference__model_metadata_response__pack(&mr, wire);
+    out.len = 0;
+    assert_int_equal(pc_grpc_status_versions(PC_GRPC_V2_INFER, wire, n, &out), 0);
+    assert_int_equal(out.len, 5);
+    assert_memory_equal(out.data, "1\n10\n", 5);
+    mr.n_versions = 0;
+    n = inference__model_metadata_response__pack(&mr, wire);
+    out.len = 0;
+    assert_int_equal(pc_grpc_status_versions(PC_GRPC_V2_INFER, wire, n, &out), 0);
+    assert_int_equal(out.len, 0);
+    /* not a message */
+    assert_int_equal(
+        pc_grpc_status_versions(PC_GRPC_TFS_PREDICT, (const uint8_t *)"\x0a\x09", 2, &out), -1);
+    pc_buf_release(&out);
+    pc_buf_release(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -283,6 +360,7 @@ int main(void)
         cmocka_unit_test(test_what_does_not_decode),
         cmocka_unit_test(test_kserve_id_is_not_in_the_key),
         cmocka_unit_test(test_replayed_answer_carries_the_requesters_id),
+        cmocka_unit_test(test_status_request_and_versions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
