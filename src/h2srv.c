@@ -438,22 +438,18 @@ static void conn_free(struct h2conn *c)
     free(c);
 }
 
-static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+int pc_h2_server_adopt_conn(struct pc_h2_server *srv, int fd, const struct sockaddr *peer)
 {
-    (void)lev;
-    (void)salen;
-    struct pc_h2_server *srv = arg;
-    if (srv->n_conns >= (size_t)srv->lim.max_connections) {
+    if (srv->stopping || srv->n_conns >= (size_t)srv->lim.max_connections) {
         evutil_closesocket(fd);
-        return;
+        return -1;
     }
     struct h2conn *c = calloc(1, sizeof *c);
     nghttp2_session_callbacks *cb = NULL;
     if (c == NULL || nghttp2_session_callbacks_new(&cb) != 0) {
         free(c);
         evutil_closesocket(fd);
-        return;
+        return -1;
     }
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
@@ -468,15 +464,18 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
             nghttp2_session_del(c->ng);
         free(c);
         evutil_closesocket(fd);
-        return;
+        return -1;
     }
     c->srv = srv;
     pc_list_init(&c->reqs);
     pc_list_push_back(&srv->conns, &c->link);
     srv->n_conns++;
-    pc_listen_peer(sa, c->peer);
+    if (peer != NULL)
+        pc_listen_peer(peer, c->peer);
+    else
+        pc_strlcpy(c->peer, "unknown", sizeof c->peer);
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails on a local socket */
     bufferevent_set_max_single_read(c->bev, 65536);
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     struct timeval idle = {srv->lim.idle_timeout_ms / 1000,
@@ -490,29 +489,48 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     };
     if (nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0 ||
         nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW) != 0) {
-        conn_free(c);
-        return;
+        conn_free(c); /* closes fd */
+        return -1;
     }
     conn_flush(c);
+    return 0;
+}
+
+static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    (void)lev;
+    (void)salen;
+    pc_h2_server_adopt_conn(arg, fd, sa);
 }
 
 /* ---- the server --------------------------------------------------------------------- */
 
-struct pc_h2_server *pc_h2_server_adopt(struct event_base *base, int fd,
-                                        const struct pc_h2_limits *lim, pc_h2_handler handler,
-                                        void *arg, char *err, size_t errlen)
+struct pc_h2_server *pc_h2_server_new_unbound(struct event_base *base,
+                                              const struct pc_h2_limits *lim, pc_h2_handler handler,
+                                              void *arg)
 {
     struct pc_h2_server *srv = calloc(1, sizeof *srv);
-    if (srv == NULL) {
-        close(fd);
-        snprintf(err, errlen, "out of memory");
+    if (srv == NULL)
         return NULL;
-    }
     srv->base = base;
     srv->lim = *lim;
     srv->handler = handler;
     srv->arg = arg;
     pc_list_init(&srv->conns);
+    return srv;
+}
+
+struct pc_h2_server *pc_h2_server_adopt(struct event_base *base, int fd,
+                                        const struct pc_h2_limits *lim, pc_h2_handler handler,
+                                        void *arg, char *err, size_t errlen)
+{
+    struct pc_h2_server *srv = pc_h2_server_new_unbound(base, lim, handler, arg);
+    if (srv == NULL) {
+        close(fd);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     evutil_make_socket_nonblocking(fd);
     srv->lev = evconnlistener_new(base, accept_cb, srv,
                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);
