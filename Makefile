@@ -111,6 +111,11 @@ $(BUILD)/test_cachekey: $(BUILD)/batch.o
 # The metrics render the uncached counters with the reasons' tokens.
 $(BUILD)/test_metrics: $(BUILD)/reason.o $(BUILD)/grpcwire.o
 
+# The HTTP/2 server on a socketpair: its connections' shared pieces (h2io), the input budget,
+# and listen (which reads host:port with config, and config its route table).
+$(BUILD)/test_h2srv: $(BUILD)/h2io.o $(BUILD)/budget.o $(BUILD)/listen.o $(BUILD)/config.o \
+                     $(BUILD)/routes.o $(ADAPTEROBJ)
+
 # cachekey reads JSON through canon. test_canon also links the json-c implementation the
 # v1 key was first built on (tests/ref/), the reference canon is held to.
 REFOBJ  := $(BUILD)/ref/cachekey_ref.o

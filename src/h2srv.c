@@ -76,7 +76,9 @@ struct h2conn {
     nghttp2_session *ng;
     char peer[64];
     int in_recv;         /* inside nghttp2_session_mem_recv: no send, no free */
+    int in_send;         /* inside nghttp2_session_mem_send (its callbacks): no send */
     int dead;            /* to be freed once out of mem_recv */
+    int closing;         /* conn_free is running: a reply from a gone callback only submits */
     struct pc_list reqs; /* of pc_h2_req, its open streams */
     struct pc_list link; /* in srv->conns */
 };
@@ -366,10 +368,14 @@ void pc_h2_reply(struct pc_h2_req *req, int status, const struct pc_header *head
  * connection once neither side has anything more to say. */
 static void conn_flush(struct h2conn *c)
 {
-    if (c->in_recv || c->dead)
+    if (c->in_recv || c->in_send || c->dead || c->closing)
         return;
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    /* Sending a reset closes its stream: a gone callback may answer another stream of c
+     * from inside mem_send, which the loop below sends once that callback returns. */
+    c->in_send = 1;
     const char *why = pc_h2_send(c->ng, c->bev, H2_OUT_HIGH);
+    c->in_send = 0;
     if (why != NULL) {
         pc_log(PC_LOG_INFO, "h2: %s: %s", c->peer, why);
         conn_free(c);
@@ -421,6 +427,9 @@ static void conn_free(struct h2conn *c)
         c->dead = 1;
         return;
     }
+    /* A gone callback may answer another of c's requests (a flight's waiters): its reply
+     * must not flush c, nor free it again. */
+    c->closing = 1;
     while (!pc_list_empty(&c->reqs)) {
         struct pc_h2_req *r = pc_list_entry(c->reqs.next, struct pc_h2_req, link);
         if (r->state == RS_HANDLING) {
