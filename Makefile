@@ -111,6 +111,11 @@ $(BUILD)/test_cachekey: $(BUILD)/batch.o
 # The metrics render the uncached counters with the reasons' tokens.
 $(BUILD)/test_metrics: $(BUILD)/reason.o $(BUILD)/grpcwire.o
 
+# The HTTP/2 server on a socketpair: its connections' shared pieces (h2io), the input budget,
+# and listen (which reads host:port with config, and config its route table).
+$(BUILD)/test_h2srv: $(BUILD)/h2io.o $(BUILD)/budget.o $(BUILD)/listen.o $(BUILD)/config.o \
+                     $(BUILD)/routes.o $(ADAPTEROBJ)
+
 # cachekey reads JSON through canon. test_canon also links the json-c implementation the
 # v1 key was first built on (tests/ref/), the reference canon is held to.
 REFOBJ  := $(BUILD)/ref/cachekey_ref.o
@@ -159,7 +164,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS    ?=
 FUZZ_TARGETS := cachekey canon config envelope batch l1 keymemo flight lookups jobtab cmdq \
-                jsonedit keypairs h1parse decode grpckey
+                jsonedit keypairs h1parse decode grpckey h2srv
 FUZZ_BUILD   := build-fuzz
 FUZZ_PKGS    := json-c libcrypto libprotobuf-c
 FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -209,6 +214,15 @@ $(FUZZ_BUILD)/fuzz_h1parse: $(FUZZ_BUILD)/obj/ref/h1parse_ref.o
 $(FUZZ_BUILD)/fuzz_jsonedit: $(FUZZ_BUILD)/obj/canon.o
 # fuzz_grpckey: the message prefix and the gRPC key material on the generated messages.
 $(FUZZ_BUILD)/fuzz_grpckey: $(FUZZ_BUILD)/obj/grpcwire.o $(FUZZ_PROTO_OBJS)
+# fuzz_h2srv: one connection of the HTTP/2 server on a socketpair and a real event loop;
+# its handler reads the request as the gRPC intake does (grpcwire). listen reads host:port
+# with config (and config its route table: fuzz_config's objects).
+$(FUZZ_BUILD)/fuzz_h2srv: $(FUZZ_BUILD)/obj/h2io.o $(FUZZ_BUILD)/obj/budget.o \
+                          $(FUZZ_BUILD)/obj/listen.o $(FUZZ_BUILD)/obj/grpcwire.o \
+                          $(FUZZ_BUILD)/obj/config.o $(FUZZ_BUILD)/obj/routes.o \
+                          $(FUZZ_BUILD)/obj/adapter.o $(FUZZ_BUILD)/obj/jsonedit.o \
+                          $(FUZZ_BUILD)/obj/canon.o
+$(FUZZ_BUILD)/fuzz_h2srv: FUZZ_LIBS += $(shell pkg-config --libs libnghttp2 libevent 2>/dev/null)
 # fuzz_l1, fuzz_keymemo and fuzz_flight run their unit test's model driver; l1 locks.
 $(FUZZ_BUILD)/fuzz_l1: tests/model/model.h tests/model/l1_model.h
 $(FUZZ_BUILD)/fuzz_l1: FUZZ_LIBS += -pthread

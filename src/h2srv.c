@@ -76,7 +76,9 @@ struct h2conn {
     nghttp2_session *ng;
     char peer[64];
     int in_recv;         /* inside nghttp2_session_mem_recv: no send, no free */
+    int in_send;         /* inside nghttp2_session_mem_send (its callbacks): no send */
     int dead;            /* to be freed once out of mem_recv */
+    int closing;         /* conn_free is running: a reply from a gone callback only submits */
     struct pc_list reqs; /* of pc_h2_req, its open streams */
     struct pc_list link; /* in srv->conns */
 };
@@ -366,10 +368,14 @@ void pc_h2_reply(struct pc_h2_req *req, int status, const struct pc_header *head
  * connection once neither side has anything more to say. */
 static void conn_flush(struct h2conn *c)
 {
-    if (c->in_recv || c->dead)
+    if (c->in_recv || c->in_send || c->dead || c->closing)
         return;
     struct evbuffer *out = bufferevent_get_output(c->bev);
+    /* Sending a reset closes its stream: a gone callback may answer another stream of c
+     * from inside mem_send, which the loop below sends once that callback returns. */
+    c->in_send = 1;
     const char *why = pc_h2_send(c->ng, c->bev, H2_OUT_HIGH);
+    c->in_send = 0;
     if (why != NULL) {
         pc_log(PC_LOG_INFO, "h2: %s: %s", c->peer, why);
         conn_free(c);
@@ -421,6 +427,9 @@ static void conn_free(struct h2conn *c)
         c->dead = 1;
         return;
     }
+    /* A gone callback may answer another of c's requests (a flight's waiters): its reply
+     * must not flush c, nor free it again. */
+    c->closing = 1;
     while (!pc_list_empty(&c->reqs)) {
         struct pc_h2_req *r = pc_list_entry(c->reqs.next, struct pc_h2_req, link);
         if (r->state == RS_HANDLING) {
@@ -438,22 +447,18 @@ static void conn_free(struct h2conn *c)
     free(c);
 }
 
-static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
-                      int salen, void *arg)
+int pc_h2_server_adopt_conn(struct pc_h2_server *srv, int fd, const struct sockaddr *peer)
 {
-    (void)lev;
-    (void)salen;
-    struct pc_h2_server *srv = arg;
-    if (srv->n_conns >= (size_t)srv->lim.max_connections) {
+    if (srv->stopping || srv->n_conns >= (size_t)srv->lim.max_connections) {
         evutil_closesocket(fd);
-        return;
+        return -1;
     }
     struct h2conn *c = calloc(1, sizeof *c);
     nghttp2_session_callbacks *cb = NULL;
     if (c == NULL || nghttp2_session_callbacks_new(&cb) != 0) {
         free(c);
         evutil_closesocket(fd);
-        return;
+        return -1;
     }
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
@@ -468,15 +473,18 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
             nghttp2_session_del(c->ng);
         free(c);
         evutil_closesocket(fd);
-        return;
+        return -1;
     }
     c->srv = srv;
     pc_list_init(&c->reqs);
     pc_list_push_back(&srv->conns, &c->link);
     srv->n_conns++;
-    pc_listen_peer(sa, c->peer);
+    if (peer != NULL)
+        pc_listen_peer(peer, c->peer);
+    else
+        pc_strlcpy(c->peer, "unknown", sizeof c->peer);
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails on a local socket */
     bufferevent_set_max_single_read(c->bev, 65536);
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     struct timeval idle = {srv->lim.idle_timeout_ms / 1000,
@@ -490,29 +498,48 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     };
     if (nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) != 0 ||
         nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0, H2_CONN_WINDOW) != 0) {
-        conn_free(c);
-        return;
+        conn_free(c); /* closes fd */
+        return -1;
     }
     conn_flush(c);
+    return 0;
+}
+
+static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                      int salen, void *arg)
+{
+    (void)lev;
+    (void)salen;
+    pc_h2_server_adopt_conn(arg, fd, sa);
 }
 
 /* ---- the server --------------------------------------------------------------------- */
 
-struct pc_h2_server *pc_h2_server_adopt(struct event_base *base, int fd,
-                                        const struct pc_h2_limits *lim, pc_h2_handler handler,
-                                        void *arg, char *err, size_t errlen)
+struct pc_h2_server *pc_h2_server_new_unbound(struct event_base *base,
+                                              const struct pc_h2_limits *lim, pc_h2_handler handler,
+                                              void *arg)
 {
     struct pc_h2_server *srv = calloc(1, sizeof *srv);
-    if (srv == NULL) {
-        close(fd);
-        snprintf(err, errlen, "out of memory");
+    if (srv == NULL)
         return NULL;
-    }
     srv->base = base;
     srv->lim = *lim;
     srv->handler = handler;
     srv->arg = arg;
     pc_list_init(&srv->conns);
+    return srv;
+}
+
+struct pc_h2_server *pc_h2_server_adopt(struct event_base *base, int fd,
+                                        const struct pc_h2_limits *lim, pc_h2_handler handler,
+                                        void *arg, char *err, size_t errlen)
+{
+    struct pc_h2_server *srv = pc_h2_server_new_unbound(base, lim, handler, arg);
+    if (srv == NULL) {
+        close(fd);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     evutil_make_socket_nonblocking(fd);
     srv->lev = evconnlistener_new(base, accept_cb, srv,
                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, fd);

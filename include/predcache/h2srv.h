@@ -41,6 +41,16 @@ struct pc_h2_server *pc_h2_server_new(struct event_base *base, const char *hostp
 struct pc_h2_server *pc_h2_server_adopt(struct event_base *base, int fd,
                                         const struct pc_h2_limits *lim, pc_h2_handler handler,
                                         void *arg, char *err, size_t errlen);
+/* A server without a listener: its connections are the sockets given to
+ * pc_h2_server_adopt_conn (accepted elsewhere, or one end of a socketpair: the fuzz target
+ * feeds a connection's bytes that way). NULL when out of memory. */
+struct pc_h2_server *pc_h2_server_new_unbound(struct event_base *base,
+                                              const struct pc_h2_limits *lim, pc_h2_handler handler,
+                                              void *arg);
+/* Takes fd, a connected non-blocking socket, as a client connection of srv's: what the
+ * listener does with each socket it accepts. peer names the client (NULL: "unknown"). 0 ok;
+ * -1 when srv is stopping, at max_connections or out of memory (fd is closed). */
+int pc_h2_server_adopt_conn(struct pc_h2_server *srv, int fd, const struct sockaddr *peer);
 int pc_h2_server_listen_fd(const struct pc_h2_server *srv);
 int pc_h2_server_port(const struct pc_h2_server *srv);
 /* Stops accepting; every connection gets a GOAWAY (its open streams finish, then it
