@@ -379,7 +379,8 @@ int pc_grpc_status_versions(enum pc_grpc_kind kind, const uint8_t *msg, size_t l
         if (r == NULL)
             return -1;
         for (size_t i = 0; i < r->n_versions && rc == 0; i++)
-            rc = pc_buf_printf(out, "%s\n", r->versions[i]);
+            if (r->versions[i][0] != '\0' && strchr(r->versions[i], '\n') == NULL)
+                rc = pc_buf_printf(out, "%s\n", r->versions[i]); /* else not a version */
         inference__model_metadata_response__free_unpacked(r, NULL);
         return rc;
     }

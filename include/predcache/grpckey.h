@@ -66,8 +66,8 @@ int pc_grpc_answer_with_id(const uint8_t *stored, size_t len, const char *id, st
 int pc_grpc_status_request(enum pc_grpc_kind kind, const char *model, const char *label,
                            struct pc_buf *req, const char **path);
 /* The versions its answer lists as serving, one per line, appended to out: TF Serving's
- * AVAILABLE ones, KServe v2's versions. 0 ok (none listed: out unchanged); -1 when the
- * bytes are not its answer. */
+ * AVAILABLE ones, KServe v2's versions (but an empty one, or one with a newline). 0 ok (none
+ * listed: out unchanged); -1 when the bytes are not its answer. */
 int pc_grpc_status_versions(enum pc_grpc_kind kind, const uint8_t *msg, size_t len,
                             struct pc_buf *out);
 

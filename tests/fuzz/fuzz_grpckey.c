@@ -78,6 +78,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     pc_buf_release(&bare);
     pc_buf_release(&with);
+
+    /* The version lookup's answer, as a model server sends it: every line listed is one
+     * version, a line each, none empty of a digit for TF Serving. */
+    struct pc_buf versions;
+    pc_buf_init(&versions);
+    if (pc_grpc_status_versions(kind == PC_GRPC_V2_INFER ? PC_GRPC_V2_INFER : PC_GRPC_TFS_PREDICT,
+                                msg, n, &versions) == 0 &&
+        versions.len > 0) {
+        FUZZ_CHECK(versions.data[versions.len - 1] == '\n');
+        if (kind != PC_GRPC_V2_INFER)
+            FUZZ_CHECK(strspn(versions.data, "-0123456789\n") == versions.len);
+    }
+    pc_buf_release(&versions);
     pc_buf_release(&mat);
     pc_buf_release(&again);
     free(msg);

@@ -327,11 +327,11 @@ static void test_status_request_and_versions(void **state)
     assert_int_equal(out.len, 4);
     assert_memory_equal(out.data, "2\n1\n", 4);
     /* KServe v2: every version listed; none listed: nothing */
-    char one[] = "1", ten[] = "10", ocr[] = "ocr";
-    char *names[] = {one, ten};
+    char one[] = "1", ten[] = "10", ocr[] = "ocr", odd[] = "7\n99", none[] = "";
+    char *names[] = {one, odd, none, ten};
     Inference__ModelMetadataResponse mr = INFERENCE__MODEL_METADATA_RESPONSE__INIT;
     mr.name = ocr;
-    mr.n_versions = 2;
+    mr.n_versions = 4; /* two that are no version: "7\n99" and "" */
     mr.versions = names;
     n = inference__model_metadata_response__pack(&mr, wire);
     out.len = 0;
