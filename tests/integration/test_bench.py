@@ -3,6 +3,8 @@ numbers, writes the same as JSON, exits 0 and leaves nothing running. Speed is n
 checked: this is about the benchmark working, not about how fast predcache is. Every
 answer it can check (the fills, a pass over the cached inputs after each hit run, the
 miss runs) is checked against its own request: the count of wrong answers must be 0.
+The gRPC phases (h2load, python grpcio checking passes) run too, so that the gRPC bench
+path cannot rot.
 """
 
 import json
@@ -41,7 +43,7 @@ def run_bench(args, timeout):
 def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
     if "valgrind" in os.path.basename(predcache_bin):
         pytest.skip("timings under valgrind mean nothing; the bench runs predcache itself")
-    for tool in ("wrk", "redis-benchmark", "cc"):
+    for tool in ("wrk", "redis-benchmark", "cc", "h2load"):
         if shutil.which(tool) is None:
             pytest.skip("%s not installed (scripts/bootstrap installs it)" % tool)
     out_json = str(tmp_path / "bench.json")
@@ -60,6 +62,12 @@ def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
         "miss direct": r"miss, straight to the model server, c1\s+(%s)\s+(%s)" % (NUMBER, NUMBER),
         "miss through": r"miss, through predcache, c1\s+(%s)\s+(%s)" % (NUMBER, NUMBER),
         "overhead": r"miss overhead \(p50 through - direct\)\s+-\s+(-?%s)" % NUMBER,
+        "grpc hit": r"gRPC hit, same tensors, \d+ inputs, c64 m1\s+(%s)\s+(%s)\s+(%s)" % (
+            NUMBER, NUMBER, NUMBER),
+        "grpc miss direct": r"gRPC miss, straight to the model server, c1\s+(%s)\s+(%s)" % (
+            NUMBER, NUMBER),
+        "grpc miss through": r"gRPC miss, through predcache, c1\s+(%s)\s+(%s)" % (NUMBER, NUMBER),
+        "grpc overhead": r"gRPC miss overhead \(p50 through - direct\)\s+-\s+(-?%s)" % NUMBER,
         "python direct": r"miss, straight to the Python model server, c1\s+(%s)\s+(%s)" % (
             NUMBER, NUMBER),
         "python through": r"miss, through predcache to it, c1\s+(%s)\s+(%s)" % (NUMBER, NUMBER),
@@ -92,7 +100,8 @@ def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
     assert integrity["samples"] == [], integrity
     for step in ("fill", "verify", "miss native direct", "miss native predcache",
                  "miss python direct", "miss python predcache", "stream direct", "stream pass",
-                 "stream miss", "stream hit"):
+                 "stream miss", "stream hit", "grpc fill", "grpc verify", "grpc miss direct",
+                 "grpc miss predcache"):
         assert integrity["steps"][step]["checked"] > 0, (step, integrity)
         assert integrity["steps"][step]["wrong"] == 0, (step, integrity)
     for run in [doc["hit"]] + doc["sizes"] + doc["distinct"]:  # every cached input, checked
@@ -102,6 +111,18 @@ def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
         for rnd in doc[miss]["wrk"]:
             for which in ("direct", "predcache"):
                 assert rnd[which]["answers_checked"] == rnd[which]["requests"] > 0, rnd[which]
+    # gRPC: every h2load call answered grpc-status OK and a HIT (predcache's metrics), every
+    # input verified a HIT afterwards; every miss a MISS, each answer checked again.
+    g = doc["grpc_hit"]
+    assert g["calls"] > 0 and g["answers"]["HIT"] == sum(g["answers"].values()) == g["grpc_ok"], g
+    assert g["verified"] == {"HIT": g["inputs"]}, g["verified"]
+    assert g["rps"] > 0 and g["p99_ms"] > 0
+    for rnd in doc["grpc_miss"]["rounds_detail"]:
+        calls = rnd["predcache"]["calls"]
+        assert rnd["direct"]["answered"] == rnd["predcache"]["answered"] == calls > 0, rnd
+        assert rnd["predcache"]["answers"]["MISS"] == calls == rnd["predcache"]["grpc_ok"], rnd
+        assert rnd["predcache"]["checked"] == {"HIT": calls}, rnd
+        assert sum(rnd["direct"]["checked"].values()) == calls, rnd
     measured = [r["measurement"] for r in doc["table"]]
     assert len(measured) >= 12, measured
     assert doc["hit"]["rps"] > 0 and doc["hit"]["p99_ms"] > 0
