@@ -30,6 +30,8 @@
  *     outputs "received": DT_STRING [1], the hex SHA-256 of the request message (the
  *             bytes after the 5-byte gRPC prefix)
  * so that scripts/bench checks the answers of its gRPC phases against their requests.
+ * A call of tensorflow.serving.ModelService/GetModelStatus (predcache's version lookup for
+ * calls that name no version) is answered at once: version 1 AVAILABLE.
  * One nghttp2 server session per connection, its own queue of due answers.
  */
 #include <arpa/inet.h>
@@ -76,6 +78,7 @@ struct conn {
 
 /* One gRPC call of an HTTP/2 connection: the request's DATA, then the answer being sent. */
 struct call {
+    int status; /* a GetModelStatus call */
     unsigned char *req;
     size_t len, cap;
     unsigned char *ans; /* the gRPC frame of the answer */
@@ -390,25 +393,45 @@ static ssize_t answer_read(nghttp2_session *s, int32_t stream_id, uint8_t *buf, 
     return (ssize_t)n;
 }
 
-/* Answers the call on stream_id (if it is still open) with the digest hex. */
-static void h2_answer(struct conn *c, int32_t stream_id, const char *hex)
+/* Answers the call on stream_id (if it is still open) with head and tail (a gRPC frame). */
+static void h2_answer_bytes(struct conn *c, int32_t stream_id, const unsigned char *head,
+                            size_t head_len, const char *tail, size_t tail_len)
 {
     struct call *k = nghttp2_session_get_stream_user_data(c->h2, stream_id);
     if (k == NULL || k->ans != NULL)
         return; /* reset by the client meanwhile */
-    k->ans = malloc(grpc_head_len + HEX_LEN);
+    k->ans = malloc(head_len + tail_len);
     if (k->ans == NULL) {
         nghttp2_submit_rst_stream(c->h2, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_INTERNAL_ERROR);
         return;
     }
-    memcpy(k->ans, grpc_head, grpc_head_len);
-    memcpy(k->ans + grpc_head_len, hex, HEX_LEN);
-    k->ans_len = grpc_head_len + HEX_LEN;
-    static const nghttp2_nv head[] = {
+    memcpy(k->ans, head, head_len);
+    memcpy(k->ans + head_len, tail, tail_len);
+    k->ans_len = head_len + tail_len;
+    static const nghttp2_nv nv[] = {
         {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
         {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE}};
     nghttp2_data_provider prd = {.source.ptr = k, .read_callback = answer_read};
-    nghttp2_submit_response(c->h2, stream_id, head, 2, &prd);
+    nghttp2_submit_response(c->h2, stream_id, nv, 2, &prd);
+}
+
+/* Answers the call on stream_id with the PredictResponse naming the digest hex. */
+static void h2_answer(struct conn *c, int32_t stream_id, const char *hex)
+{
+    h2_answer_bytes(c, stream_id, grpc_head, grpc_head_len, hex, HEX_LEN);
+}
+
+/* Marks a GetModelStatus call. */
+static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
+                     const uint8_t *value, size_t vlen, uint8_t flags, void *arg)
+{
+    (void)flags;
+    (void)arg;
+    static const char status_path[] = "/tensorflow.serving.ModelService/GetModelStatus";
+    struct call *k = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
+    if (k != NULL && nlen == 5 && memcmp(name, ":path", 5) == 0)
+        k->status = vlen == sizeof status_path - 1 && memcmp(value, status_path, vlen) == 0;
+    return 0;
 }
 
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *arg)
@@ -432,8 +455,8 @@ static int on_data_chunk(nghttp2_session *s, uint8_t flags, int32_t stream_id, c
     if (k == NULL)
         return 0;
     if (k->len + len > (size_t)MAX_BODY)
-        return nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, stream_id,
-                                         NGHTTP2_REFUSED_STREAM) == 0
+        return nghttp2_submit_rst_stream(s, NGHTTP2_FLAG_NONE, stream_id, NGHTTP2_REFUSED_STREAM) ==
+                       0
                    ? 0
                    : NGHTTP2_ERR_CALLBACK_FAILURE;
     if (k->len + len > k->cap) {
@@ -461,11 +484,16 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
     struct call *k = nghttp2_session_get_stream_user_data(s, f->hd.stream_id);
     if (k == NULL)
         return 0;
+    if (k->status) { /* GetModelStatusResponse: model_version_status {version 1, AVAILABLE} */
+        static const unsigned char st[] = {0, 0, 0, 0, 6, 0x0a, 4, 0x08, 1, 0x10, 30};
+        h2_answer_bytes(c, f->hd.stream_id, st, sizeof st, "", 0);
+        return 0;
+    }
     /* the message: after the 5-byte prefix, as long as the prefix says (or what came) */
     size_t off = k->len >= 5 ? 5 : k->len, len = k->len - off;
     if (k->len >= 5) {
-        size_t said = (size_t)k->req[1] << 24 | (size_t)k->req[2] << 16 |
-                      (size_t)k->req[3] << 8 | k->req[4];
+        size_t said =
+            (size_t)k->req[1] << 24 | (size_t)k->req[2] << 16 | (size_t)k->req[3] << 8 | k->req[4];
         if (said < len)
             len = said;
     }
@@ -475,9 +503,8 @@ static int on_frame_recv(nghttp2_session *s, const nghttp2_frame *f, void *arg)
         h2_answer(c, f->hd.stream_id, hex);
         return 0;
     }
-    return answer_later(c, k->req + off, len, f->hd.stream_id) == 0
-               ? 0
-               : NGHTTP2_ERR_CALLBACK_FAILURE;
+    return answer_later(c, k->req + off, len, f->hd.stream_id) == 0 ? 0
+                                                                    : NGHTTP2_ERR_CALLBACK_FAILURE;
 }
 
 static int on_stream_close(nghttp2_session *s, int32_t stream_id, uint32_t code, void *arg)
@@ -571,8 +598,8 @@ static void on_read(struct bufferevent *bev, void *arg)
         int queued = 0;
         if (delay_us > 0 && !c->is_get) {
             const unsigned char *req = evbuffer_pullup(in, (ev_ssize_t)c->need);
-            queued = req == NULL ? -1
-                                 : answer_later(c, req + c->head_len, c->need - c->head_len, 0);
+            queued =
+                req == NULL ? -1 : answer_later(c, req + c->head_len, c->need - c->head_len, 0);
         }
         evbuffer_drain(in, c->need);
         c->need = 0;
@@ -721,6 +748,7 @@ int main(int argc, char **argv)
         goto err;
     nghttp2_session_callbacks_set_on_begin_headers_callback(h2_callbacks, on_begin_headers);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(h2_callbacks, on_data_chunk);
+    nghttp2_session_callbacks_set_on_header_callback(h2_callbacks, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(h2_callbacks, on_frame_recv);
     nghttp2_session_callbacks_set_on_stream_close_callback(h2_callbacks, on_stream_close);
 
