@@ -169,7 +169,7 @@ static void lock_key_of(const char *herd, char *out, size_t len)
  * and the workers of one process are as separate as two processes. */
 static const char *lock_owner(const struct pc_worker *w, char *buf, size_t len)
 {
-    snprintf(buf, len, "%ld.%zu", (long)getpid(), w->id);
+    snprintf(buf, len, "%ld.%zu", w->pid, w->id);
     return buf;
 }
 

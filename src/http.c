@@ -38,6 +38,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "predcache/bevread.h"
 #include "predcache/budget.h"
 #include "predcache/buf.h"
 #include "predcache/config.h"
@@ -78,6 +79,7 @@ struct pc_conn {
     int close_after;         /* close once the current answer is written */
     int read_eof;            /* the client closed its sending side: never read again */
     int in_paused;           /* reading stopped: the input budget is spent (budget.h) */
+    struct pc_bevread rd;    /* reads past libevent's 4 KB a callback (bevread.h) */
     struct event *deadline;  /* a started request must be fully received by then */
     /* Output the socket has not taken, counted in the budget (budget.h) while out_cb
      * follows it: from an answer left over by its first write until written or freed. */
@@ -754,6 +756,10 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     struct pc_conn *c = arg;
+    /* A read of up to 64 KB, as set below; 4 KB at a time while the input budget is spent,
+     * so that a connection stops reading close to it. */
+    if ((c->state == CS_READ_HEAD || c->state == CS_READ_BODY) && !pc_budget_input_over())
+        pc_bevread_more(c->bev, &c->rd, 65536 - 4096);
     /* The request's clock starts with its first byte. */
     if (c->state == CS_READ_HEAD && (c->deadline == NULL || !evtimer_pending(c->deadline, NULL)))
         arm_deadline(c);
@@ -1050,6 +1056,13 @@ static struct pc_conn *conn_open(struct pc_http_server *srv, evutil_socket_t fd,
     pc_list_push_front(&srv->conns, &c->link);
     srv->n_conns++;
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    if (pc_bevread_follow(c->bev, &c->rd) != 0) {
+        pc_list_remove(&c->link);
+        srv->n_conns--;
+        bufferevent_free(c->bev);
+        free(c);
+        return NULL;
+    }
     c->state = CS_READ_HEAD;
     return c;
 }

@@ -30,8 +30,13 @@
 
 int pc_log_level_current = PC_LOG_INFO; /* relaxed atomic */
 static int log_json;                    /* relaxed atomic: lines are JSON objects */
-static int access_on;     /* atomic: access lines are written (acquire: access_fp is set) */
-static FILE *access_fp;   /* created once (release store); closed only at exit */
+static int access_on;   /* atomic: access lines are written (acquire: access_fp is set) */
+static FILE *access_fp; /* created once (release store); closed only at exit */
+/* A thread that defers its access lines' flush (a worker: once per pass of its loop) says
+ * how: defer_fn(defer_arg) is called for its first line since the last flush. */
+static __thread void (*defer_fn)(void *);
+static __thread void *defer_arg;
+static __thread int deferred;
 static int access_stdout; /* the stream writes to stdout's copy: nothing to reopen */
 static pthread_mutex_t apply_lock = PTHREAD_MUTEX_INITIALIZER; /* apply, reopen: one at once */
 
@@ -150,7 +155,9 @@ int pc_log_apply(int level, int json, const char *access_path)
             errno = saved;
             rc = -1;
         } else {
-            setvbuf(fp, NULL, _IOLBF, 0);
+            /* Fully buffered: a worker's lines are written together once a pass of its loop
+             * is over (pc_log_defer_access); a line of any other thread at once. */
+            setvbuf(fp, NULL, _IOFBF, 1 << 16);
             __atomic_store_n(&access_fp, fp, __ATOMIC_RELEASE);
         }
     } else {
@@ -521,4 +528,25 @@ void pc_log_access(const struct pc_access *a)
     fwrite(l.p, 1, l.len, fp);
     if (l.p != l.stack)
         free(l.p);
+    if (defer_fn == NULL) {
+        fflush(fp);
+    } else if (!deferred) {
+        deferred = 1;
+        defer_fn(defer_arg);
+    }
+}
+
+void pc_log_defer_access(void (*fn)(void *arg), void *arg)
+{
+    defer_fn = fn;
+    defer_arg = arg;
+    deferred = 0;
+}
+
+void pc_log_flush_access(void)
+{
+    deferred = 0;
+    FILE *fp = __atomic_load_n(&access_fp, __ATOMIC_ACQUIRE);
+    if (fp != NULL)
+        fflush(fp);
 }

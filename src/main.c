@@ -203,7 +203,10 @@ static void *worker_main(void *arg)
 {
     struct thread_arg *ta = arg;
     struct set *s = ta->set;
+    pc_log_defer_access(pc_worker_log_defer, &s->workers[ta->i]);
     event_base_dispatch(s->bases[ta->i]);
+    pc_log_flush_access();
+    pc_log_defer_access(NULL, NULL);
     __atomic_add_fetch(&s->returned, 1, __ATOMIC_RELEASE);
     char c = 1;
     while (write(s->proc->done[1], &c, 1) < 0 && errno == EINTR)

@@ -43,6 +43,13 @@ int pc_proxy_wants_stream(const struct pc_preq *p)
     const char *accept = pc_http_req_header(p->req, "Accept");
     if (accept != NULL && strcasestr(accept, "text/event-stream") != NULL)
         return 1;
+    /* TF Serving's predict, classify and regress and KServe v2's infer answer in one
+     * body, whatever theirs says: not scanned. */
+    const char *path = pc_http_req_path(p->req);
+    size_t pl = strlen(path);
+    if (p->ad.api == PC_ADAPTER_TFSERVING ||
+        (p->ad.api == PC_ADAPTER_KSERVE_V2 && pl >= 6 && strcmp(path + pl - 6, "/infer") == 0))
+        return 0;
     size_t len, off = 0, vlen = 0;
     const char *body = pc_preq_body(p, &len);
     int by_default = p->ad.stream_default;

@@ -496,6 +496,8 @@ static void on_read(struct bufferevent *bev, void *arg)
 {
     struct pc_store *st = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
+    if (st->tls_ctx == NULL) /* a large reply at once (TLS: the filter's reads) */
+        pc_bevread_more(bev, &st->rd, 1 << 20);
     st->dispatching++;
     while (!st->broken && evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
@@ -846,8 +848,9 @@ static void store_connect(struct pc_store *st)
         }
         /* A Redis that closes without close_notify is a lost connection like any other. */
         bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    } else if ((bev = bufferevent_socket_new(st->base, -1, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
-        goto fail;
+    } else if ((bev = bufferevent_socket_new(st->base, -1, BEV_OPT_CLOSE_ON_FREE)) == NULL ||
+               pc_bevread_follow(bev, &st->rd) != 0) {
+        goto fail; /* (bev freed there) */
     }
     bufferevent_setcb(bev, on_read, NULL, on_event, st);
     if (bufferevent_socket_connect(bev, ai->ai_addr, (int)ai->ai_addrlen) != 0) {

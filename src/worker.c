@@ -236,6 +236,22 @@ static void on_done(const char *msg, size_t len, void *arg)
     pc_grpc_cache_on_answered(w, key);
 }
 
+/* The access lines a pass of the loop wrote, written together once its other callbacks
+ * ran (activated by the first of them: pc_worker_log_defer). */
+static void on_log_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    pc_log_flush_access();
+}
+
+void pc_worker_log_defer(void *worker)
+{
+    struct pc_worker *w = worker;
+    event_active(w->log_flush, EV_TIMEOUT, 1);
+}
+
 static void on_switch_master(const char *msg, size_t len, void *arg)
 {
     struct pc_worker *w = arg;
@@ -266,6 +282,7 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
                    size_t errlen)
 {
     memset(w, 0, sizeof *w);
+    w->pid = (long)getpid();
     pthread_mutex_init(&w->handed.lock, NULL);
     w->ctl[0] = w->ctl[1] = -1;
     w->group = group;
@@ -277,6 +294,7 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
     w->cfg = cfg;
     pc_metrics_init(&w->metrics);
     if (pipe2(w->ctl, O_NONBLOCK | O_CLOEXEC) != 0 ||
+        (w->log_flush = event_new(base, -1, 0, on_log_flush, NULL)) == NULL ||
         (w->ctl_ev = event_new(base, w->ctl[0], EV_READ | EV_PERSIST, on_ctl, w)) == NULL ||
         event_add(w->ctl_ev, NULL) != 0) {
         snprintf(err, errlen, "cannot create the worker's control pipe: %s", strerror(errno));
@@ -594,6 +612,8 @@ void pc_worker_release(struct pc_worker *w)
         event_free(w->drain_deadline);
     if (w->ctl_ev)
         event_free(w->ctl_ev);
+    if (w->log_flush)
+        event_free(w->log_flush);
     if (w->ctl[0] >= 0) {
         close(w->ctl[0]);
         close(w->ctl[1]);

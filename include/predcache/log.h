@@ -75,5 +75,11 @@ struct pc_access {
     size_t bytes;
 };
 void pc_log_access(const struct pc_access *a);
+/* The calling thread's access lines are flushed when fn(arg) says so (it must lead to
+ * pc_log_flush_access from the same thread soon: a worker calls it once the pass of its
+ * loop that wrote them is over), instead of each at once. fn NULL: at once again. */
+void pc_log_defer_access(void (*fn)(void *arg), void *arg);
+/* Writes the calling thread's (and every other's) buffered access lines. */
+void pc_log_flush_access(void);
 
 #endif

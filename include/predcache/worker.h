@@ -33,6 +33,9 @@ void pc_worker_drain(struct pc_worker *w);
 void pc_worker_retire(struct pc_worker *w);
 /* Once w's loop has returned and no other thread can touch w (main: after joining all). */
 void pc_worker_release(struct pc_worker *w);
+/* For pc_log_defer_access in the worker's thread (worker: w): its access lines are
+ * written once the pass of its loop that made them is over. */
+void pc_worker_log_defer(void *worker);
 
 /* What other threads may ask of a worker. */
 enum pc_worker_cmd {

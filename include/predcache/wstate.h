@@ -77,6 +77,8 @@ struct pc_worker {
     size_t id;  /* worker 0 owns the admin listener and sums the others' metrics */
     int ctl[2]; /* pipe: pc_worker_post writes commands, this loop reads them */
     struct event *ctl_ev;
+    struct event *log_flush; /* writes the access lines of a pass of the loop, at its end */
+    long pid;                /* the process's, for the lock owner's name (coalesce) */
     struct event_base *base;
     const struct pc_config *cfg;
     struct pc_store *store;
