@@ -148,21 +148,32 @@ void pc_proxy_flight_stored(int ok, void *arg)
     on_flight_stored(ok, arg);
 }
 
-/* One round trip: the value if it landed meanwhile, else the lock if it is free. */
+/* One round trip: the value if it landed meanwhile, else the lock if it is free, else a
+ * mark that someone waits (KEYS[3]): only then does the holder announce its answer. */
 static const char lock_script[] =
     "local v = redis.call('GET', KEYS[1]) "
     "if v then return {1, v} end "
     "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end "
+    "redis.call('SET', KEYS[3], '1', 'PX', ARGV[2]) "
     "return {3}";
 
+/* The lock released (when still ours), and the answer announced when someone waits: a
+ * miss nobody waited for wakes no process's subscriber. */
 static const char unlock_script[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end "
-    "redis.call('PUBLISH', ARGV[2], ARGV[3]) return 1";
+    "if redis.call('DEL', KEYS[2]) == 1 then redis.call('PUBLISH', ARGV[2], ARGV[3]) end "
+    "return 1";
 
-/* The lock of a herd key (an entry's key, or a batch's herd key). */
+/* The lock of a herd key (an entry's key, or a batch's herd key), and its waiters' mark
+ * (the same hash tag: one slot in a cluster). */
 static void lock_key_of(const char *herd, char *out, size_t len)
 {
     snprintf(out, len, "%s:lock", herd);
+}
+
+static void wait_key_of(const char *herd, char *out, size_t len)
+{
+    snprintf(out, len, "%s:wait", herd);
 }
 
 /* This worker's name in locks (process and worker): a lock is only released by its holder,
@@ -236,15 +247,16 @@ static void on_unlock_reply(const struct pc_reply *r, void *arg)
 static void unlock_send(struct pc_unlock *u)
 {
     struct pc_worker *w = u->w;
-    char lk[PC_KEY_MAX + 8], owner[32], chan[PC_CHANNEL_MAX];
+    char lk[PC_KEY_MAX + 8], wk[PC_KEY_MAX + 8], owner[32], chan[PC_CHANNEL_MAX];
     lock_key_of(u->herd, lk, sizeof lk);
+    wait_key_of(u->herd, wk, sizeof wk);
     lock_owner(w, owner, sizeof owner);
     pc_done_channel(w->cfg, chan, sizeof chan);
-    const char *argv[] = {"EVAL", unlock_script, "1", lk, owner, chan, u->herd};
-    size_t lens[7];
-    for (int i = 0; i < 7; i++)
+    const char *argv[] = {"EVAL", unlock_script, "2", lk, wk, owner, chan, u->herd};
+    size_t lens[8];
+    for (int i = 0; i < 8; i++)
         lens[i] = strlen(argv[i]);
-    if (pc_store_command(w->store, 0, on_unlock_reply, u, 7, argv, lens) != 0)
+    if (pc_store_command(w->store, 0, on_unlock_reply, u, 8, argv, lens) != 0)
         unlock_later(u);
 }
 
@@ -349,15 +361,16 @@ int pc_lock_ask(struct pc_worker *w, const char *key, pc_lock_cb cb, void *arg)
         return -1;
     a->cb = cb;
     a->arg = arg;
-    char lk[PC_KEY_MAX + 8], owner[32], ttl[16];
+    char lk[PC_KEY_MAX + 8], wk[PC_KEY_MAX + 8], owner[32], ttl[16];
     lock_key_of(key, lk, sizeof lk);
+    wait_key_of(key, wk, sizeof wk);
     snprintf(ttl, sizeof ttl, "%d", w->cfg->lock_timeout_ms);
-    const char *argv[] = {"EVAL", lock_script, "2", key, lk, lock_owner(w, owner, sizeof owner),
+    const char *argv[] = {"EVAL", lock_script, "3", key, lk, wk, lock_owner(w, owner, sizeof owner),
                           ttl};
-    size_t lens[7];
-    for (int i = 0; i < 7; i++)
+    size_t lens[8];
+    for (int i = 0; i < 8; i++)
         lens[i] = strlen(argv[i]);
-    if (pc_store_command(w->store, 0, on_lock_script, a, 7, argv, lens) != 0) {
+    if (pc_store_command(w->store, 0, on_lock_script, a, 8, argv, lens) != 0) {
         free(a);
         return -1;
     }

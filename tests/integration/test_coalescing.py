@@ -195,3 +195,32 @@ def test_a_lock_wait_ends_with_the_request_deadline(start_predcache, model, redi
     oracle = herd_oracle("a lock wait ended by the deadline")
     check(oracle, {"instances": ["deadline"]}, [r0, r])
     oracle.assert_clean()
+
+
+def test_a_miss_nobody_waited_for_announces_nothing(start_predcache, model, redis):
+    """The holder of a lock announces its answer on the done channel only when a process
+    waited for it (the lock script marks the wait): a lone miss wakes no subscriber."""
+    p1 = start_predcache()
+    redis.command("CONFIG", "RESETSTAT")
+    for i in range(5):
+        r = p1.post(PREDICT, json_body={"instances": ["lone-%d" % i]})
+        assert r.headers["X-Cache"] == "MISS"
+    wait_for(lambda: not [k for k in redis.keys() if str(k).endswith(":lock")],
+             what="the locks released")
+    stats = redis.command("INFO", "commandstats")
+    stats = stats.decode() if isinstance(stats, bytes) else stats
+    assert "cmdstat_publish" not in stats, stats
+    assert not [k for k in redis.keys() if str(k).endswith(":wait")]
+    # a process that waits is woken by the announcement, not by its timeout
+    p2 = start_predcache()
+    model.control(delay_ms=500)
+    body = {"instances": ["waited-for"]}
+    rs = burst_two(p1, p2, 10, body)
+    assert all(not isinstance(r, Exception) and r.status_code == 200 for r in rs), rs[:3]
+    assert model.count(PREDICT) == 6
+    assert p1.metric("predcache_lock_waits_total") + p2.metric("predcache_lock_waits_total") >= 1
+    assert p1.metric("predcache_lock_timeouts_total") + p2.metric(
+        "predcache_lock_timeouts_total") == 0
+    stats = redis.command("INFO", "commandstats")
+    stats = stats.decode() if isinstance(stats, bytes) else stats
+    assert "cmdstat_publish:calls=1," in stats, stats
