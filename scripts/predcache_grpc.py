@@ -32,8 +32,12 @@ class StubsError(Exception):
 
 
 def generate_stubs(out_dir, proto_dir=PROTO_DIR):
-    """Writes the Python modules of every .proto under proto_dir into out_dir (which must
-    not exist or be empty) with grpc_tools.protoc."""
+    """Python message classes and service stubs for every .proto under proto_dir, written
+    into out_dir by grpc_tools.protoc. A complete out_dir (marked .complete) is reused;
+    otherwise it is generated beside it and renamed into place, so that two processes
+    generating into one directory never see half of it. Raises StubsError."""
+    if os.path.exists(os.path.join(out_dir, ".complete")):
+        return out_dir
     try:
         importlib.import_module("grpc")  # checked here: the generated stubs import it
         import grpc_tools
@@ -46,12 +50,22 @@ def generate_stubs(out_dir, proto_dir=PROTO_DIR):
                    for f in files if f.endswith(".proto")]
     if not protos:
         raise StubsError("no .proto files under %s" % proto_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    parent = os.path.dirname(os.path.abspath(out_dir))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".stubs-", dir=parent)
     wkt = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    args = ["grpc_tools.protoc", "-I" + proto_dir, "-I" + wkt, "--python_out=" + out_dir,
-            "--grpc_python_out=" + out_dir] + sorted(protos)
+    args = ["grpc_tools.protoc", "-I" + proto_dir, "-I" + wkt, "--python_out=" + tmp,
+            "--grpc_python_out=" + tmp] + sorted(protos)
     if protoc.main(args) != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise StubsError("grpc_tools.protoc failed on %s" % proto_dir)
+    open(os.path.join(tmp, ".complete"), "w").close()
+    try:
+        os.rename(tmp, out_dir)  # replaces an empty directory too
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.path.exists(os.path.join(out_dir, ".complete")):
+            raise  # not another process's complete stubs: something else is there
     return out_dir
 
 
@@ -61,16 +75,25 @@ class Stubs:
     MODULES = {
         "types_pb2": "tensorflow.core.framework.types_pb2",
         "tensor_pb2": "tensorflow.core.framework.tensor_pb2",
+        "tensor_shape_pb2": "tensorflow.core.framework.tensor_shape_pb2",
+        "feature_pb2": "tensorflow.core.example.feature_pb2",
+        "example_pb2": "tensorflow.core.example.example_pb2",
         "meta_graph_pb2": "tensorflow.core.protobuf.meta_graph_pb2",
         "error_codes_pb2": "tensorflow.core.protobuf.error_codes_pb2",
         "model_pb2": "tensorflow_serving.apis.model_pb2",
+        "input_pb2": "tensorflow_serving.apis.input_pb2",
         "predict_pb2": "tensorflow_serving.apis.predict_pb2",
+        "classification_pb2": "tensorflow_serving.apis.classification_pb2",
+        "regression_pb2": "tensorflow_serving.apis.regression_pb2",
         "get_model_metadata_pb2": "tensorflow_serving.apis.get_model_metadata_pb2",
         "get_model_status_pb2": "tensorflow_serving.apis.get_model_status_pb2",
+        "status_pb2": "tensorflow_serving.util.status_pb2",
         "prediction_service_grpc": "tensorflow_serving.apis.prediction_service_pb2_grpc",
         "model_service_grpc": "tensorflow_serving.apis.model_service_pb2_grpc",
         "v2": "grpc_predict_v2_pb2",
         "v2_grpc": "grpc_predict_v2_pb2_grpc",
+        "wrappers_pb2": "google.protobuf.wrappers_pb2",
+        "any_pb2": "google.protobuf.any_pb2",
     }
 
     def __init__(self, stubs_dir):
