@@ -286,48 +286,97 @@ void pc_lock_release(struct pc_worker *w, const char *key)
     unlock_send(u);
 }
 
-static void lock_release(struct pc_preq *p)
+/* ---- a leader's side of the lock (lock.h) ------------------------------------------ */
+
+void pc_lockwait_stop(struct pc_lockwait *lw)
 {
-    p->lock_held = 0;
-    pc_lock_release(p->w, pc_coalesce_key(p));
+    if (lw->timer != NULL) {
+        event_free(lw->timer);
+        lw->timer = NULL;
+    }
 }
+
+/* The wait ended: the owner looks again (lw is the owner's: not touched after). */
+static void lockwait_resume(struct pc_lockwait *lw)
+{
+    pc_lockwait_stop(lw);
+    lw->relook(lw->owner);
+}
+
+/* The wait ran out; arg is the lock side of the owner its timer held until now. */
+static void on_lockwait_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_lockwait *lw = arg;
+    PC_METRIC_INC(lw->w->metrics.lock_timeouts);
+    lockwait_resume(lw);
+}
+
+int pc_lockwait_ask(struct pc_lockwait *lw, const char *key, pc_lock_cb cb, void *arg)
+{
+    lw->notified = 0;
+    lw->asking = 1;
+    if (pc_lock_ask(lw->w, key, cb, arg) == 0)
+        return 0;
+    lw->asking = 0;
+    return -1;
+}
+
+int pc_lockwait_answer(struct pc_lockwait *lw, enum pc_lock what, long ms)
+{
+    lw->asking = 0;
+    if (what == PC_LOCK_TAKEN)
+        lw->held = 1;
+    if (what != PC_LOCK_HELD || ms <= 0)
+        return 0;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    lw->timer = evtimer_new(lw->w->base, on_lockwait_timeout, lw);
+    if (lw->timer == NULL || evtimer_add(lw->timer, &tv) != 0) {
+        pc_lockwait_stop(lw);
+        return 0;
+    }
+    PC_METRIC_INC(lw->w->metrics.lock_waits);
+    if (lw->notified) /* the holder is done already: no wait */
+        lockwait_resume(lw);
+    return 1;
+}
+
+void pc_lockwait_wake(struct pc_lockwait *lw)
+{
+    if (lw->timer != NULL)
+        lockwait_resume(lw);
+    else if (lw->asking)
+        lw->notified = 1; /* the announcement overtook the lock script's answer */
+}
+
+/* ---- the data port's flows ---------------------------------------------------------- */
 
 /* What the request undoes when it is freed (its release hook, preq.h). */
 static void coalesce_release(struct pc_preq *p)
 {
-    if (p->lock_held)
-        lock_release(p); /* after any SET of the answer: same connection, same order */
-    if (p->lock_wait != NULL)
-        event_free(p->lock_wait);
+    if (p->lock.held) { /* after any SET of the answer: same connection, same order */
+        p->lock.held = 0;
+        pc_lock_release(p->w, pc_coalesce_key(p));
+    }
+    pc_lockwait_stop(&p->lock);
     if (p->flight != NULL)
         flight_fail(p); /* a leader that never reached the model server */
 }
 
-static void remote_resolve(struct pc_preq *p)
+/* The per-body flow: GET again; a batch: one MGET again. */
+static void flow_relook(void *owner)
 {
-    event_free(p->lock_wait);
-    p->lock_wait = NULL;
-    p->flow->relook(p); /* the per-body flow: GET again; a batch: one MGET again */
-}
-
-/* The wait ran out; arg is the leader, held by its timer until now, handed to relook. */
-static void on_lock_wait_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct pc_preq *p = arg;
-    PC_METRIC_INC(p->w->metrics.lock_timeouts);
-    remote_resolve(p);
+    struct pc_preq *p = owner;
+    p->flow->relook(p);
 }
 
 void pc_proxy_on_answered(struct pc_worker *w, const char *key)
 {
     struct pc_flight *f = pc_flights_find(w->flights, key);
     struct pc_preq *leader = f != NULL && !f->done ? f->leader : NULL;
-    if (leader != NULL && leader->lock_wait != NULL)
-        remote_resolve(leader);
-    else if (leader != NULL && leader->lock_asking)
-        leader->lock_notified = 1; /* the announcement overtook the lock script's answer */
+    if (leader != NULL && leader->lock.w != NULL)
+        pc_lockwait_wake(&leader->lock);
 }
 
 struct lock_ask {
@@ -389,25 +438,12 @@ static void on_lock_reply(enum pc_lock what, const char *data, size_t len, void 
 {
     struct pc_preq *p = arg;
     PC_PREQ_CHECK(p);
-    struct pc_worker *w = p->w;
-    p->lock_asking = 0;
-    if (what == PC_LOCK_FOUND) { /* the value landed since our GET */
-        if (p->flow->found != NULL && p->flow->found(p, data, len))
-            return;
-    } else if (what == PC_LOCK_TAKEN) {
-        p->lock_held = 1;
-    } else if (what == PC_LOCK_HELD) { /* another process is fetching it: wait for its PUBLISH */
-        /* No longer than the request may still wait: past its deadline it gets a 504. */
-        long ms = pc_lock_wait_ms(w, pc_http_req_start_us(p->req));
-        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-        p->lock_wait = ms > 0 ? evtimer_new(w->base, on_lock_wait_timeout, p) : NULL;
-        if (p->lock_wait != NULL && evtimer_add(p->lock_wait, &tv) == 0) {
-            PC_METRIC_INC(w->metrics.lock_waits);
-            if (p->lock_notified) /* the holder is done already: no wait */
-                remote_resolve(p);
-            return;
-        }
-    }
+    if (what == PC_LOCK_FOUND && p->flow->found != NULL && p->flow->found(p, data, len))
+        return; /* the value landed since our GET */
+    /* Another process is fetching it: wait for its announcement, no longer than the
+     * request may still wait (past its deadline it gets a 504). */
+    if (pc_lockwait_answer(&p->lock, what, pc_lock_wait_ms(p->w, pc_http_req_start_us(p->req))))
+        return;
     p->flow->send(p, RES_MISS); /* lock taken by us, or Redis could not say: call the model */
 }
 
@@ -419,10 +455,10 @@ void pc_coalesce_lock(struct pc_preq *p, const struct pc_flow *flow)
     p->release = coalesce_release;
     if (p->batch == NULL)
         p->result = RES_MISS;
-    p->lock_notified = 0;
-    p->lock_asking = 1;
-    if (pc_lock_ask(p->w, pc_coalesce_key(p), on_lock_reply, p) != 0) {
-        p->lock_asking = 0;
+    p->lock.w = p->w;
+    p->lock.relook = flow_relook;
+    p->lock.owner = p;
+    if (pc_lockwait_ask(&p->lock, pc_coalesce_key(p), on_lock_reply, p) != 0) {
         p->reason = PC_REASON_REDIS_UNAVAILABLE;
         p->flow->send(p, RES_BYPASS);
     }

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "predcache/flight.h"
+#include "lock.h"
 #include "preq.h"
 
 /* How coalesce resumes a request of a flow (each takes p over). */
@@ -69,23 +70,28 @@ int pc_proxy_lock_batch(struct pc_preq *p, const struct pc_flow *flow, enum pc_c
 /* Another process announced key answered (on the done channel): wakes its waiting leader. */
 void pc_proxy_on_answered(struct pc_worker *w, const char *key);
 
-/*
- * The cross-process lock on a key, for any flow (the per-body and batch flows above, the
- * gRPC cache). pc_lock_ask runs the lock script (one round trip: the key's value if it
- * landed, else SET key:lock NX PX lock_timeout_ms) and tells cb what it found: FOUND (data,
- * len: the value, valid during cb), TAKEN (release it with pc_lock_release once the answer
- * is stored), HELD by another process (wait for its announcement, at most pc_lock_wait_ms),
- * or UNKNOWN (no reply). -1: not asked (Redis unavailable); cb is not called.
- */
-enum pc_lock { PC_LOCK_FOUND, PC_LOCK_TAKEN, PC_LOCK_HELD, PC_LOCK_UNKNOWN };
-typedef void (*pc_lock_cb)(enum pc_lock what, const char *data, size_t len, void *arg);
+/* The cross-process lock on a key, for any flow (the per-body and batch flows above, the
+ * gRPC cache): its types are lock.h's. */
 int pc_lock_ask(struct pc_worker *w, const char *key, pc_lock_cb cb, void *arg);
-/* Releases this worker's lock on key and announces key answered (after any SET of its
- * answer on the same connection); sent again until it is answered or the lock expired. */
+/* Releases this worker's lock on key and, when another process waited, announces key
+ * answered (after any SET of its answer on the same connection); sent again until it is
+ * answered or the lock expired. */
 void pc_lock_release(struct pc_worker *w, const char *key);
 /* How long a request started at start_us waits for another process: lock_timeout_ms, or
  * less when its own deadline (request_timeout_ms) comes first. */
 long pc_lock_wait_ms(const struct pc_worker *w, uint64_t start_us);
+
+/* pc_lock_ask for lw's owner (asking, until its answer is given to pc_lockwait_answer). */
+int pc_lockwait_ask(struct pc_lockwait *lw, const char *key, pc_lock_cb cb, void *arg);
+/* The lock script's answer: TAKEN marks it held; HELD waits (at most ms) for the
+ * announcement and returns 1 (relook resumes the owner; at once when the announcement
+ * came first); else, or when no wait could be set up, 0: the owner goes on. */
+int pc_lockwait_answer(struct pc_lockwait *lw, enum pc_lock what, long ms);
+/* An announcement of the owner's key: a waiting owner looks again now; one still asking
+ * will not wait. */
+void pc_lockwait_wake(struct pc_lockwait *lw);
+/* Ends a wait without resuming (the owner is freed). */
+void pc_lockwait_stop(struct pc_lockwait *lw);
 /* Frees the lock releases still waiting to be sent again (after the store is freed). */
 void pc_proxy_unlocks_free(struct pc_worker *w);
 

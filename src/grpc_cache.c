@@ -18,8 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <event2/event.h>
-
 #include "predcache/envelope.h"
 #include "predcache/flight.h"
 #include "predcache/grpc_proxy.h"
@@ -238,14 +236,6 @@ static int answer_from_redis(struct gcall *g, const char *data, size_t len, cons
     return 1;
 }
 
-static void lock_wait_end(struct gcall *g)
-{
-    if (g->lock_wait != NULL) {
-        event_free(g->lock_wait);
-        g->lock_wait = NULL;
-    }
-}
-
 /* After waiting for another process: its answer should be in Redis now; else our own
  * call (a MISS). */
 static void on_relook(enum pc_store_result res, const char *data, size_t len, void *arg)
@@ -260,9 +250,10 @@ static void on_relook(enum pc_store_result res, const char *data, size_t len, vo
     pc_grpc_call_forward(g);
 }
 
-static void relook(struct gcall *g)
+/* The wait for another process ended (lock.h's relook): look again. */
+static void relook(void *owner)
 {
-    lock_wait_end(g);
+    struct gcall *g = owner;
     if (pc_store_get(g->w->store, g->key, on_relook, g) != 0) {
         g->result = "BYPASS";
         g->reason = "redis-unavailable";
@@ -270,24 +261,12 @@ static void relook(struct gcall *g)
     }
 }
 
-/* The wait ran out; arg is the leader, held by its timer until now. */
-static void on_lock_wait_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct gcall *g = arg;
-    PC_METRIC_INC(g->w->metrics.lock_timeouts);
-    relook(g);
-}
-
 void pc_grpc_cache_on_answered(struct pc_worker *w, const char *key)
 {
     struct pc_flight *f = w->grpc_flights != NULL ? pc_flights_find(w->grpc_flights, key) : NULL;
     struct gcall *g = f != NULL ? f->leader : NULL;
-    if (g != NULL && g->lock_wait != NULL)
-        relook(g);
-    else if (g != NULL && g->lock_asking)
-        g->lock_notified = 1; /* the announcement overtook the lock script's answer */
+    if (g != NULL && g->lock.w != NULL)
+        pc_lockwait_wake(&g->lock);
 }
 
 /* How long g may wait for another process: the lock's bound, its deadline's, predcache's. */
@@ -308,24 +287,10 @@ static long wait_ms(const struct gcall *g)
 static void on_lock(enum pc_lock what, const char *data, size_t len, void *arg)
 {
     struct gcall *g = arg;
-    struct pc_worker *w = g->w;
-    g->lock_asking = 0;
     if (what == PC_LOCK_FOUND && answer_from_redis(g, data, len, "HIT"))
         return; /* it landed since our GET */
-    if (what == PC_LOCK_TAKEN)
-        g->lock_held = 1;
-    if (what == PC_LOCK_HELD && !g->gone && !w->closing) { /* wait for its announcement */
-        long ms = wait_ms(g);
-        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-        g->lock_wait = ms > 0 ? evtimer_new(w->base, on_lock_wait_timeout, g) : NULL;
-        if (g->lock_wait != NULL && evtimer_add(g->lock_wait, &tv) == 0) {
-            PC_METRIC_INC(w->metrics.lock_waits);
-            if (g->lock_notified) /* the holder is done already: no wait */
-                relook(g);
-            return;
-        }
-        lock_wait_end(g);
-    }
+    if (pc_lockwait_answer(&g->lock, what, g->gone || g->w->closing ? 0 : wait_ms(g)))
+        return;              /* waiting for the holder's announcement */
     pc_grpc_call_forward(g); /* the lock is ours, or Redis could not say: call the model */
 }
 
@@ -342,11 +307,9 @@ static void miss(struct gcall *g, const char *result, const char *reason)
     if (f == NULL && pc_flights_start(w->grpc_flights, g->key, g) != NULL)
         g->leader = 1;
     if (g->leader && w->cfg->lock_timeout_ms > 0 && strcmp(result, "MISS") == 0) {
-        g->lock_asking = 1;
-        g->lock_notified = 0;
-        if (pc_lock_ask(w, g->key, on_lock, g) == 0)
+        g->lock = (struct pc_lockwait){.w = w, .relook = relook, .owner = g};
+        if (pc_lockwait_ask(&g->lock, g->key, on_lock, g) == 0)
             return;
-        g->lock_asking = 0;
         g->result = "BYPASS";
         g->reason = "redis-unavailable";
     }
@@ -570,8 +533,8 @@ void pc_grpc_cache_answered(struct gcall *g, const struct pc_h2_resp *r, int grp
      * answer whatever they are); not when Redis failed the lookup. */
     if (ok && (strcmp(g->result, "MISS") == 0 || g->skip_lookup))
         store_message(w, g->key, w->cfg->ttl_s, &msg);
-    if (g->lock_held) { /* after the SET, on the same connection: the waiters find it */
-        g->lock_held = 0;
+    if (g->lock.held) { /* after the SET, on the same connection: the waiters find it */
+        g->lock.held = 0;
         pc_lock_release(w, g->key);
     }
     answer_waiters(g, &msg, ok);

@@ -21,8 +21,8 @@
 #include "predcache/grpckey.h"
 #include "predcache/h2up.h"
 #include "predcache/log.h"
+#include "lock.h"
 
-struct event;
 struct pc_worker;
 struct pc_h2_req;
 
@@ -49,13 +49,9 @@ struct gcall {
     char version[64];
     char ns_gen[PC_CFG_STR + PC_GEN_MAX + 2];
     char key[PC_KEY_MAX];
-    int skip_lookup; /* generations unknown: look nothing up, store all the same */
-    int leader;      /* its model server call is the flight's */
-    /* The cross-process lock (coalesce.h) a leader asks before its model server call. */
-    int lock_asking;         /* the lock script is on its way */
-    int lock_notified;       /* and the holder's announcement came before its answer */
-    int lock_held;           /* ours: released (after the SET) once answered */
-    struct event *lock_wait; /* waiting for another process's answer: its deadline */
+    int skip_lookup;         /* generations unknown: look nothing up, store all the same */
+    int leader;              /* its model server call is the flight's */
+    struct pc_lockwait lock; /* the cross-process lock a leader asks before its call */
     const char *result;      /* HIT, MISS, COALESCED, BYPASS, PASS, ERROR */
     const char *reason;      /* why it was not cached, or NULL */
 };

@@ -15,12 +15,12 @@
 #include "predcache/health.h"
 #include "predcache/metrics.h"
 #include "predcache/wstate.h"
+#include "coalesce.h"
 #include "grpc_call.h"
 
 void pc_grpc_call_free(struct gcall *g)
 {
-    if (g->lock_wait != NULL)
-        event_free(g->lock_wait);
+    pc_lockwait_stop(&g->lock);
     pc_buf_release(&g->material);
     free(g);
 }

@@ -19,6 +19,7 @@
 #include "predcache/reason.h"
 #include "predcache/routes.h"
 #include "predcache/upstream.h"
+#include "lock.h"
 #include "predcache/wstate.h"
 
 enum pc_cache_result {
@@ -75,10 +76,7 @@ struct pc_preq {
     char herd[PC_KEY_MAX];        /* a batch's sub-request coalesces on this (else on key) */
     int err_status;               /* the error p was answered with: its waiters get it too */
     char err_msg[200];
-    int lock_held;           /* holds the cross-process lock of key: release when done */
-    int lock_asking;         /* the lock script is on its way */
-    int lock_notified;       /* and the holder's announcement came before its answer */
-    struct event *lock_wait; /* waiting for another process's answer: its deadline */
+    struct pc_lockwait lock; /* the cross-process lock of its key (coalesce.h) */
     char scope[65];          /* the credential scope in its keys; "" none */
     size_t vary_n;           /* its keys carry the route's first vary_n Vary headers */
     char *head;              /* its keys' head (pc_cachekey_head), owned */
