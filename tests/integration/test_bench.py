@@ -4,7 +4,9 @@ checked: this is about the benchmark working, not about how fast predcache is. E
 answer it can check (the fills, a pass over the cached inputs after each hit run, the
 miss runs) is checked against its own request: the count of wrong answers must be 0.
 The gRPC phases (h2load, python grpcio checking passes) run too, so that the gRPC bench
-path cannot rot.
+path cannot rot; and so do the miss rows at c8, nginx's proxy_cache rows (when nginx is
+installed) and the rows with Redis 0.2 ms away (--redis-delay-ms, through
+scripts/bench.d/delay_relay.c), with the Redis commands per miss.
 """
 
 import json
@@ -47,8 +49,9 @@ def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
         if shutil.which(tool) is None:
             pytest.skip("%s not installed (scripts/bootstrap installs it)" % tool)
     out_json = str(tmp_path / "bench.json")
-    rc, out = run_bench(["--quick", "--smoke", "--binary", predcache_bin, "--json", out_json],
-                        timeout=90)
+    nginx = shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK)
+    rc, out = run_bench(["--quick", "--smoke", "--binary", predcache_bin, "--json", out_json,
+                         "--redis-delay-ms", "0.2"], timeout=150)
     assert rc == 0, out[-4000:]
     assert "bench: OK (everything stopped)" in out, out[-4000:]
     m = re.search(r"^wrong answers: (\d+) \(of (\d+) checked: (.*)\)$", out, re.M)
@@ -62,6 +65,22 @@ def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
         "miss direct": r"miss, straight to the model server, c1\s+(%s)\s+(%s)" % (NUMBER, NUMBER),
         "miss through": r"miss, through predcache, c1\s+(%s)\s+(%s)" % (NUMBER, NUMBER),
         "overhead": r"miss overhead \(p50 through - direct\)\s+-\s+(-?%s)" % NUMBER,
+        "miss direct c8": r"miss, straight to the model server, c8\s+(%s)\s+(%s)" % (
+            NUMBER, NUMBER),
+        "miss through c8": r"miss, through predcache, c8\s+(%s)\s+(%s)\s+(%s)\s+-\s+"
+                           r"(%s) Redis commands run a miss" % (NUMBER, NUMBER, NUMBER, NUMBER),
+        "overhead c8": r"miss overhead \(p50 through - direct\), c8\s+-\s+(-?%s)" % NUMBER,
+        "delay ping": r"Redis \+0.2 ms: PING round trip \(relay; direct %s ms\)\s+-\s+(%s)" % (
+            NUMBER, NUMBER),
+        "delay hit": r"Redis \+0.2 ms: hit, 8 KB body, \d+ inputs, c64\s+(%s)\s+(%s)\s+(%s)" % (
+            NUMBER, NUMBER, NUMBER),
+        "delay miss c1": r"Redis \+0.2 ms: miss, through predcache, c1\s+(%s)\s+(%s)\s+(%s)"
+                         r"\s+-\s+(%s) Redis commands run a miss" % (NUMBER, NUMBER, NUMBER,
+                                                                    NUMBER),
+        "delay miss c8": r"Redis \+0.2 ms: miss, through predcache, c8\s+(%s)\s+(%s)" % (
+            NUMBER, NUMBER),
+        "delay added": r"Redis \+0.2 ms: miss overhead added by the delay, c1\s+-\s+(-?%s)"
+                       r".*= (-?%s) round trips" % (NUMBER, NUMBER),
         "grpc hit": r"gRPC hit, same tensors, \d+ inputs, c64 m1\s+(%s)\s+(%s)\s+(%s)" % (
             NUMBER, NUMBER, NUMBER),
         "grpc miss direct": r"gRPC miss, straight to the model server, c1\s+(%s)\s+(%s)" % (
@@ -83,6 +102,19 @@ def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
         "stream overhead": r"stream first-event overhead \(p50 through - direct\)\s+-\s+(-?%s)"
                            % NUMBER,
     }
+    if nginx:
+        rows.update({
+            "nginx hit": r"nginx proxy_cache hit, 8 KB body, \d+ inputs, c64\s+(%s)\s+(%s)\s+"
+                         r"(%s)" % (NUMBER, NUMBER, NUMBER),
+            "nginx miss c1": r"miss, through nginx proxy_cache, c1\s+(%s)\s+(%s)" % (
+                NUMBER, NUMBER),
+            "nginx overhead c1": r"nginx miss overhead \(p50 through - direct\), c1\s+-\s+"
+                                 r"(-?%s)" % NUMBER,
+            "nginx overhead c8": r"nginx miss overhead \(p50 through - direct\), c8\s+-\s+"
+                                 r"(-?%s)" % NUMBER,
+        })
+    else:
+        assert "bench: skipped: nginx not installed" in out, out[-4000:]
     table = out[out.index("measurement"):]
     for name, pattern in rows.items():
         m = re.search(pattern, table)
@@ -101,16 +133,33 @@ def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
     for step in ("fill", "verify", "miss native direct", "miss native predcache",
                  "miss python direct", "miss python predcache", "stream direct", "stream pass",
                  "stream miss", "stream hit", "grpc fill", "grpc verify", "grpc miss direct",
-                 "grpc miss predcache"):
+                 "grpc miss predcache", "miss native direct c8", "miss native predcache c8",
+                 "miss native redis+0.2ms predcache", "miss native redis+0.2ms predcache c8") + ((
+                     "nginx fill", "nginx verify", "miss native nginx", "miss native nginx c8")
+                     if nginx else ()):
         assert integrity["steps"][step]["checked"] > 0, (step, integrity)
         assert integrity["steps"][step]["wrong"] == 0, (step, integrity)
     for run in [doc["hit"]] + doc["sizes"] + doc["distinct"]:  # every cached input, checked
         assert run["verified"]["checked"] == run["verified"]["inputs"] == run["inputs"], run
         assert run["verified"]["wrong"] == 0, run
-    for miss in ("miss", "miss_python"):  # every answer of every miss run, checked
-        for rnd in doc[miss]["wrk"]:
-            for which in ("direct", "predcache"):
+    delayed = doc["redis_delay"]["miss"]
+    misses = [doc["miss"], doc["miss_c8"], doc["miss_python"]] + delayed
+    assert [m["connections"] for m in misses] == [1, 8, 1, 1, 8]
+    for m in misses:  # every answer of every miss run, checked
+        for rnd in m["wrk"]:
+            for which in ("direct", "predcache") + (
+                    ("nginx",) if nginx and m["model_server"] == "native" and m in (
+                        doc["miss"], doc["miss_c8"]) else ()):
                 assert rnd[which]["answers_checked"] == rnd[which]["requests"] > 0, rnd[which]
+        # Redis commands per miss (INFO commandstats): at least the lookup
+        assert m["redis_commands_per_miss"] >= 1, m["redis_commands"]
+    if nginx:
+        n = doc["nginx_hit"]
+        assert n["rps"] > 0 and n["filled"] == {"MISS": n["inputs"]}, n
+        assert n["verified"] == {"HIT": n["inputs"]}, n
+    d = doc["redis_delay"]
+    assert d["delay_ms"] == 0.2 and d["added_rtt_ms"] > 0.1, d  # the relay does delay
+    assert d["hit"]["verified"]["checked"] == d["hit"]["inputs"], d["hit"]["verified"]
     # gRPC: every h2load call answered grpc-status OK and a HIT (predcache's metrics), every
     # input verified a HIT afterwards; every miss a MISS, each answer checked again.
     g = doc["grpc_hit"]
@@ -127,8 +176,8 @@ def test_bench_smoke_prints_a_table_of_numbers(predcache_bin, tmp_path):
     assert len(measured) >= 12, measured
     assert doc["hit"]["rps"] > 0 and doc["hit"]["p99_ms"] > 0
     assert doc["hit"]["answers"]["hit"] > 0
-    for miss in ("miss", "miss_python"):  # every answer through predcache was a real miss
-        answers = doc[miss]["answers_through"]
+    for m in misses:  # every answer through predcache was a real miss
+        answers = m["answers_through"]
         assert answers["miss"] > 0 and answers["miss"] == sum(answers.values()), answers
     assert {k["size"] > 0 and k["instance_mb_s"] > 0 for k in doc["keys"]} == {True}
 
