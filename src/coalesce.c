@@ -447,6 +447,27 @@ static void on_lock_reply(enum pc_lock what, const char *data, size_t len, void 
     p->flow->send(p, RES_MISS); /* lock taken by us, or Redis could not say: call the model */
 }
 
+void pc_coalesce_prepare(struct pc_preq *p, const char *key, char *lock, char *wait, char *owner)
+{
+    p->release = coalesce_release;
+    p->lock.w = p->w;
+    p->lock.relook = flow_relook;
+    p->lock.owner = p;
+    lock_key_of(key, lock, PC_KEY_MAX + 8);
+    wait_key_of(key, wait, PC_KEY_MAX + 8);
+    lock_owner(p->w, owner, 32);
+}
+
+void pc_coalesce_said(struct pc_preq *p, const struct pc_flow *flow, enum pc_lock what)
+{
+    p->flow = flow;
+    p->release = coalesce_release;
+    p->lock.w = p->w;
+    p->lock.relook = flow_relook;
+    p->lock.owner = p;
+    on_lock_reply(what, NULL, 0, p);
+}
+
 /* A batch's herd key holds no value: the script's GET finds nothing and it goes on to the
  * lock. */
 void pc_coalesce_lock(struct pc_preq *p, const struct pc_flow *flow)

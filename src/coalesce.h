@@ -63,6 +63,14 @@ void pc_proxy_flight_drop(struct pc_preq *p);
 /* Asks the cross-process lock on p's key for a leader p of flow (set on p): p is held until
  * flow->found, flow->send or flow->relook takes it. */
 void pc_coalesce_lock(struct pc_preq *p, const struct pc_flow *flow);
+/* Readies p to take the lock in a script of its flow's own (its lookup's): p's lock side
+ * and its release hook, so that a lock the script takes is released with p. lock and wait
+ * get the key's lock and waiters' mark, owner this worker's name in locks (each at least
+ * PC_KEY_MAX + 8 bytes; owner 32). */
+void pc_coalesce_prepare(struct pc_preq *p, const char *key, char *lock, char *wait, char *owner);
+/* The lock script's answer that p's lookup brought (TAKEN or HELD), for a leader of flow:
+ * as pc_coalesce_lock goes on from its own answer. */
+void pc_coalesce_said(struct pc_preq *p, const struct pc_flow *flow, enum pc_lock what);
 /* A batch leader asks the lock (result: its label): 1 asked (as pc_coalesce_lock); 0 not
  * (no flight, locks off, not a miss): the caller goes on. */
 int pc_proxy_lock_batch(struct pc_preq *p, const struct pc_flow *flow, enum pc_cache_result result);

@@ -130,6 +130,7 @@ struct pc_batch_state {
     struct pc_buf sub; /* the sub-request body, when it differs from the client's */
     size_t n_pick;
     int retried;   /* looked up again after another process's answer */
+    int said;      /* the lock's answer the lookup brought (enum pc_lock), or -1 */
     int counted;   /* instance metrics counted (once per request) */
     int ttl_s;     /* entries older than this are stale */
     int grace_s;   /* and older than ttl_s + this, misses */
@@ -938,6 +939,8 @@ static void answer_kept(struct pc_preq *p, const struct pc_flight *f)
 static void forward_missing(struct pc_preq *p, enum pc_cache_result result)
 {
     struct pc_batch_state *b = p->batch;
+    int said = b->said; /* what the lookup's lock said, for this turn only */
+    b->said = -1;
     size_t k = 0;
     for (size_t u = 0; u < b->n_uniq; u++) { /* u follows first appearance */
         b->resp_of[u] = NO_POS;
@@ -967,6 +970,12 @@ static void forward_missing(struct pc_preq *p, enum pc_cache_result result)
         return;
     case PC_JOIN_LEAD:
         break;
+    }
+    /* Nothing was cached and the lookup asked the lock of this very herd already. */
+    if (said >= 0 && result == RES_MISS) {
+        p->result = result;
+        pc_coalesce_said(p, &item_flow, (enum pc_lock)said);
+        return;
     }
     if (!b->retried && pc_proxy_lock_batch(p, &item_flow, result))
         return;
@@ -1150,6 +1159,7 @@ static struct pc_batch_state *batch_new(const struct pc_preq *p, size_t n, size_
     b->ttl_s = p->route->v.ttl_s; /* freshness of entries without their own TTL */
     b->grace_s = p->w->cfg->grace_s;
     b->max_age_s = p->max_age_s;
+    b->said = -1;
     b->uniq_of = malloc(n * sizeof *b->uniq_of);
     b->dig = malloc(n_dig * sizeof *b->dig);
     if (b->uniq_of == NULL || b->dig == NULL) {
@@ -1260,27 +1270,99 @@ void pc_proxy_batch_lookup(struct pc_preq *p)
     redis_lookup(p);
 }
 
-/* One MGET for every unique instance: on_batch_lookup. */
+/*
+ * A miss's one round trip before the model call: the MGET and, when none of the instances
+ * is cached, the lock of the whole batch's herd key (coalesce.h's lock script, folded in),
+ * or its waiters' mark when another process holds it. KEYS: the instances', then the herd's
+ * lock and mark; ARGV: the owner, lock_timeout_ms. Answers {values, 0 | 2 taken | 3 held}.
+ */
+static const char lookup_lock_script[] =
+    "local n = #KEYS - 2 "
+    "local v = redis.call('MGET', unpack(KEYS, 1, n)) "
+    "for i = 1, n do if v[i] then return {v, 0} end end "
+    "if redis.call('SET', KEYS[n + 1], ARGV[1], 'NX', 'PX', ARGV[2]) then return {v, 2} end "
+    "redis.call('SET', KEYS[n + 2], '1', 'PX', ARGV[2]) "
+    "return {v, 3}";
+
+/* The lookup script's answer: the MGET's part to on_batch_lookup, the lock's kept. */
+static void on_batch_lookup_lock(const struct pc_reply *reply, void *arg)
+{
+    struct pc_preq *p = arg;
+    struct pc_batch_state *b = p->batch;
+    const struct pc_reply *vals = NULL, *said = NULL;
+    if (reply != NULL && pc_reply_type(reply) == PC_REPLY_ARRAY && pc_reply_count(reply) == 2) {
+        vals = pc_reply_elem(reply, 0);
+        said = pc_reply_elem(reply, 1);
+    }
+    long long what =
+        said != NULL && pc_reply_type(said) == PC_REPLY_INTEGER ? pc_reply_integer(said) : 0;
+    if (what == 2) {
+        p->lock.held = 1; /* released with p (its hook) if it does not lead after all */
+        b->said = PC_LOCK_TAKEN;
+    } else if (what == 3) {
+        b->said = PC_LOCK_HELD;
+    }
+    on_batch_lookup(vals, p);
+}
+
+/* Most instances the lookup script takes: Lua's unpack has a bound of its own. */
+#define LOOKUP_LOCK_MAX 1000
+
+/* One MGET for every unique instance (on_batch_lookup), with the lock in the same script
+ * when another process may be fetching the same batch (on_batch_lookup_lock). */
 static void redis_lookup(struct pc_preq *p)
 {
     struct pc_batch_state *b = p->batch;
+    const struct pc_config *cfg = p->w->cfg;
+    /* One slot in a cluster only for one key: there the lock is asked on its own. */
+    int lock = cfg->lock_timeout_ms > 0 && !cfg->redis_cluster && !b->retried &&
+               b->n_uniq <= LOOKUP_LOCK_MAX;
+    char herd[PC_KEY_MAX], lk[PC_KEY_MAX + 8], wk[PC_KEY_MAX + 8], owner[32], ttl[16];
+    if (lock) {
+        for (size_t u = 0; u < b->n_uniq; u++)
+            b->pick[u] = (uint32_t)u;
+        lock = pc_cachekey_herd_digests(p->keyp.prefix, b->dig, b->pick, b->n_uniq, herd) == 0;
+    }
+    if (lock) {
+        memcpy(p->herd, herd, sizeof p->herd); /* the key a lock it takes is released by */
+        pc_coalesce_prepare(p, herd, lk, wk, owner);
+        snprintf(ttl, sizeof ttl, "%d", cfg->lock_timeout_ms);
+    }
+    size_t extra = lock ? 7 : 1; /* EVAL script numkeys ... lock mark owner ttl, or MGET */
     /* The keys' text, formatted for this command only: every key has the same length. */
-    char first[PC_KEY_MAX];
+    char first[PC_KEY_MAX], numkeys[24];
     size_t kl = pc_cachekey_format(p->keyp.prefix, b->dig[0], first);
     char *text = kl > 0 ? malloc(b->n_uniq * kl) : NULL;
-    const char **argv = calloc(b->n_uniq + 1, sizeof *argv);
-    size_t *lens = calloc(b->n_uniq + 1, sizeof *lens);
+    const char **argv = calloc(b->n_uniq + extra, sizeof *argv);
+    size_t *lens = calloc(b->n_uniq + extra, sizeof *lens);
     int rc = -1;
     if (text != NULL && argv != NULL && lens != NULL) {
-        argv[0] = "MGET";
-        lens[0] = 4;
+        size_t a = 0;
+        if (lock) {
+            snprintf(numkeys, sizeof numkeys, "%zu", b->n_uniq + 2);
+            argv[a++] = "EVAL";
+            argv[a++] = lookup_lock_script;
+            argv[a++] = numkeys;
+        } else {
+            argv[a++] = "MGET";
+        }
         for (size_t u = 0; u < b->n_uniq; u++) {
             pc_cachekey_format(p->keyp.prefix, b->dig[u], first);
             memcpy(text + u * kl, first, kl);
-            argv[u + 1] = text + u * kl;
-            lens[u + 1] = kl;
+            argv[a] = text + u * kl;
+            lens[a++] = kl;
         }
-        rc = pc_store_command(p->w->store, 0, on_batch_lookup, p, (int)(b->n_uniq + 1), argv, lens);
+        if (lock) {
+            argv[a++] = lk;
+            argv[a++] = wk;
+            argv[a++] = owner;
+            argv[a++] = ttl;
+        }
+        for (size_t i = 0; i < a; i++)
+            if (lens[i] == 0)
+                lens[i] = strlen(argv[i]);
+        rc = pc_store_command(p->w->store, 0, lock ? on_batch_lookup_lock : on_batch_lookup, p,
+                              (int)a, argv, lens);
     }
     free(text);
     free(argv);

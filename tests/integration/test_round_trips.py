@@ -1,0 +1,101 @@
+"""What a miss asks of Redis, read from Redis's own MONITOR stream: one command before the
+model server's call (the lookup, with the cross-process lock folded in when nothing is
+cached), and after the answer only what stores it and releases the lock, sent together."""
+import json
+import socket
+import threading
+import time
+
+from conftest import wait_for
+
+PREDICT = "/v1/models/m:predict"
+
+
+class Monitor:
+    """Redis's MONITOR stream on a connection of its own: the top-level commands (not
+    those a script runs, which MONITOR marks [N lua]), each as (arrival time, its line)."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.sock.sendall(b"MONITOR\r\n")
+        self.lines = []
+        self.stop = False
+        buf = b""
+        while b"+OK\r\n" not in buf:
+            buf += self.sock.recv(4096)
+        self.rest = buf.split(b"+OK\r\n", 1)[1]
+        self.thread = threading.Thread(target=self.read, daemon=True)
+        self.thread.start()
+
+    def read(self):
+        buf = self.rest
+        self.sock.settimeout(0.2)
+        while not self.stop:
+            while b"\r\n" in buf:
+                line, buf = buf.split(b"\r\n", 1)
+                text = line.decode("utf-8", "replace")
+                if " lua]" not in text:
+                    self.lines.append((time.monotonic(), text))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not data:
+                break
+            buf += data
+
+    def close(self):
+        self.stop = True
+        self.thread.join(2)
+        self.sock.close()
+
+    def commands(self):
+        """The command names, in order (PING and INFO of the harness aside)."""
+        out = []
+        for t, text in self.lines:
+            parts = text.split('"')
+            if len(parts) > 1:
+                out.append((t, parts[1].upper(), text))
+        return out
+
+
+def test_a_miss_asks_redis_once_before_the_model_call(start_predcache, model, redis):
+    p = start_predcache(conf={"cache": {"per_instance": "on"}})
+    p.post(PREDICT, json_body={"instances": ["warm"]})  # connections, versions, generations
+    time.sleep(0.3)
+    mon = Monitor(redis.port)
+    try:
+        model.control(delay_ms=300)
+        t0 = time.monotonic()
+        r = p.post(PREDICT, json_body={"instances": ["once"]})
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+        wait_for(lambda: [c for c in mon.commands() if c[1] == "EVAL" and c[0] > t0 + 0.25],
+                 what="the lock's release")
+    finally:
+        mon.close()
+    # predcache's own periodic reads (the invalidation counters) aside
+    cmds = [c for c in mon.commands() if c[0] >= t0 and c[1] not in ("HGETALL", "INFO")]
+    # before the model call (it takes 300 ms): the lookup with the lock, one command
+    before = [c for c in cmds if c[0] < t0 + 0.25]
+    assert len(before) == 1, before
+    assert before[0][1] == "EVAL" and "MGET" in before[0][2] and "NX" in before[0][2], before
+    # after: the store and the release, nothing looked up again
+    after = [c[1] for c in cmds if c[0] >= t0 + 0.25]
+    assert "SET" in after and "EVAL" in after, after
+    assert "MGET" not in after and "GET" not in after, after
+    body = json.loads(r.content)
+    assert body["predictions"]
+
+
+def test_a_partly_cached_batch_asks_the_lock_of_what_it_sends(start_predcache, model, redis):
+    """The lookup finds one instance: the lock of the missing ones is asked apart (it is
+    another herd), and the model server gets only the missing one."""
+    p = start_predcache(conf={"cache": {"per_instance": "on"}})
+    r = p.post(PREDICT, json_body={"instances": ["kept"]})
+    wait_for(lambda: p.post(PREDICT, json_body={"instances": ["kept"]}).headers["X-Cache"] == "HIT",
+             what="the instance stored")
+    r = p.post(PREDICT, json_body={"instances": ["kept", "new"]})
+    assert r.status_code == 200 and r.headers["X-Cache"] == "PARTIAL"
+    assert model.count(PREDICT) == 2
+    wait_for(lambda: not [k for k in redis.keys() if str(k).endswith(":lock")],
+             what="the locks released")
