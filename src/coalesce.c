@@ -438,20 +438,6 @@ static void on_lock_reply(enum pc_lock what, const char *data, size_t len, void 
 {
     struct pc_preq *p = arg;
     PC_PREQ_CHECK(p);
-    if (p->lookup_locked) { /* the request's lookup: counted and timed as its GET would be */
-        struct pc_metrics *m = &p->w->metrics;
-        double secs = (double)(pc_now_us() - p->lookup_locked) / 1e6;
-        p->lookup_locked = 0;
-        if (what == PC_LOCK_UNKNOWN) { /* Redis could not say: BYPASS, nothing stored */
-            PC_METRIC_INC(m->redis_get_failed);
-            p->reason = PC_REASON_REDIS_ERROR;
-            p->flow->send(p, RES_BYPASS);
-            return;
-        }
-        PC_METRIC_INC(m->redis_get_ok);
-        pc_hist_observe(&m->h_redis_get, secs);
-        pc_timer_observe(&m->t_redis_get, secs);
-    }
     if (what == PC_LOCK_FOUND && p->flow->found != NULL && p->flow->found(p, data, len))
         return; /* the value landed since our GET */
     /* Another process is fetching it: wait for its announcement, no longer than the

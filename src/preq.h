@@ -77,7 +77,6 @@ struct pc_preq {
     int err_status;               /* the error p was answered with: its waiters get it too */
     char err_msg[200];
     struct pc_lockwait lock; /* the cross-process lock of its key (coalesce.h) */
-    uint64_t lookup_locked;  /* its lookup is the lock script sent then (timed as a GET) */
     char scope[65];          /* the credential scope in its keys; "" none */
     size_t vary_n;           /* its keys carry the route's first vary_n Vary headers */
     char *head;              /* its keys' head (pc_cachekey_head), owned */

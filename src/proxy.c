@@ -183,12 +183,8 @@ static void answer_from_redis_free(struct pc_preq *p, const struct pc_envelope *
                                    enum pc_cache_result result)
 {
     struct pc_flight *f = p->flight;
-    /* They waited for the same read: the same label (after another process's call, all
-     * COALESCED; a value found, HIT or STALE). */
-    for (size_t i = 0; f != NULL && i < f->n_waiters; i++) {
-        pc_answer_entry(f->waiters[i], env, result);
-        pc_preq_free(f->waiters[i]);
-    }
+    for (size_t i = 0; f != NULL && i < f->n_waiters; i++)
+        pc_answer_coalesced_free(f->waiters[i], env);
     if (f != NULL)
         f->n_waiters = 0;
     pc_proxy_flight_drop(p);
@@ -196,27 +192,15 @@ static void answer_from_redis_free(struct pc_preq *p, const struct pc_envelope *
     pc_preq_free(p);
 }
 
-static void start_refresh(struct pc_preq *p, const struct pc_envelope *stale);
-
-/* The lock script found the value (the lookup's own, or one that landed since the GET): a
- * HIT when fresh, STALE (refreshed behind) within grace, else a miss. */
+/* The lock script found the value (it landed since our GET): a HIT when fresh. */
 static int found_in_lock(struct pc_preq *p, const char *data, size_t len)
 {
     struct pc_envelope env;
     char ctype[PC_ENV_SCRATCH];
-    switch (judge_value(p, data, len, &env, ctype, sizeof ctype)) {
-    case PC_ENTRY_FRESH:
-        pc_l1_put(p->w->l1, p->key, data, len);
-        answer_from_redis_free(p, &env, RES_HIT);
-        return 1;
-    case PC_ENTRY_STALE:
-        start_refresh(p, &env); /* before the answer: it copies the request */
-        answer_from_redis_free(p, &env, RES_STALE);
-        return 1;
-    case PC_ENTRY_NONE:
-        break;
-    }
-    return 0;
+    if (judge_value(p, data, len, &env, ctype, sizeof ctype) != PC_ENTRY_FRESH)
+        return 0;
+    answer_from_redis_free(p, &env, RES_HIT);
+    return 1;
 }
 
 /* After the wait: the other process's answer should be in Redis now. arg is the leader,
@@ -252,8 +236,6 @@ static void forward_or_join(struct pc_preq *p, enum pc_cache_result result)
 {
     struct pc_worker *w = p->w;
     struct pc_flight *f;
-    uint64_t lookup = p->lookup_locked; /* the lock script is p's lookup: only if it leads */
-    p->lookup_locked = 0;
     if (p->stream) { /* each stream is its own call: a waiter would not get it as it comes */
         forward(p, result);
         return;
@@ -276,11 +258,9 @@ static void forward_or_join(struct pc_preq *p, enum pc_cache_result result)
     }
     /* The lock script may answer with the stored value: not for a client that found it
      * too old (max-age). */
-    if (p->flight != NULL && w->cfg->lock_timeout_ms > 0 && result == RES_MISS &&
-        p->max_age_s < 0) {
-        p->lookup_locked = lookup;
+    if (p->flight != NULL && w->cfg->lock_timeout_ms > 0 && result == RES_MISS && p->max_age_s < 0)
         pc_coalesce_lock(p, &body_flow); /* other processes may be fetching the same key */
-    } else
+    else
         forward(p, result);
 }
 
@@ -709,15 +689,6 @@ static void key_and_lookup(struct pc_preq *p)
     }
     if (!p->skip_lookup && l1_answer(p))
         return;
-    /* A miss asks Redis once before the model call: the lock script is the lookup (it
-     * answers with the value when there is one: found_in_lock). Not for a stream, nor for
-     * a client's narrowing (max-age, only-if-cached), which the plain lookup judges. */
-    if (!p->skip_lookup && w->cfg->lock_timeout_ms > 0 && !p->stream && p->max_age_s < 0 &&
-        !p->only_if_cached && pc_store_ready(w->store)) {
-        p->lookup_locked = pc_now_us();
-        forward_or_join(p, RES_MISS);
-        return;
-    }
     if (p->skip_lookup || pc_store_get(w->store, p->key, on_lookup, p) != 0) {
         p->reason = p->skip_lookup && pc_store_ready(w->store) ? PC_REASON_GENERATION_UNKNOWN
                                                                : PC_REASON_REDIS_UNAVAILABLE;

@@ -47,8 +47,7 @@
     X(req_error, "Requests answered with an error by predcache itself")                            \
     X(backend_requests, "Requests sent to the model server")                                       \
     X(backend_errors, "Model server transfers that failed (connect, timeout, protocol)")           \
-    X(redis_get_ok,                                                                                \
-      "Redis lookups answered, hit or miss (a GET, an MGET, or the lock script that looks up)")    \
+    X(redis_get_ok, "Redis GETs answered (hit or miss)")                                           \
     X(redis_get_failed, "Redis GETs failed or timed out")                                          \
     X(redis_reconnects, "Redis connection attempts")                                               \
     X(redis_desyncs, "Redis replies not for the oldest command sent (the connection is dropped)")  \

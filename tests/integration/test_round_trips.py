@@ -59,10 +59,8 @@ class Monitor:
         return out
 
 
-def one_miss(start_predcache, model, redis, per_instance):
-    """The top-level commands of one miss (its model call takes 300 ms): those before the
-    call, and those after."""
-    p = start_predcache(conf={"cache": {"per_instance": per_instance}})
+def test_a_miss_asks_redis_once_before_the_model_call(start_predcache, model, redis):
+    p = start_predcache(conf={"cache": {"per_instance": "on"}})
     p.post(PREDICT, json_body={"instances": ["warm"]})  # connections, versions, generations
     time.sleep(0.3)
     mon = Monitor(redis.port)
@@ -77,44 +75,16 @@ def one_miss(start_predcache, model, redis, per_instance):
         mon.close()
     # predcache's own periodic reads (the invalidation counters) aside
     cmds = [c for c in mon.commands() if c[0] >= t0 and c[1] not in ("HGETALL", "INFO")]
-    assert json.loads(r.content)["predictions"]
-    return [c for c in cmds if c[0] < t0 + 0.25], [c[1] for c in cmds if c[0] >= t0 + 0.25]
-
-
-def test_a_batch_miss_asks_redis_once_before_the_model_call(start_predcache, model, redis):
-    before, after = one_miss(start_predcache, model, redis, "on")
-    # the instances' lookup with the lock of the batch, in one script
+    # before the model call (it takes 300 ms): the lookup with the lock, one command
+    before = [c for c in cmds if c[0] < t0 + 0.25]
     assert len(before) == 1, before
     assert before[0][1] == "EVAL" and "MGET" in before[0][2] and "NX" in before[0][2], before
     # after: the store and the release, nothing looked up again
+    after = [c[1] for c in cmds if c[0] >= t0 + 0.25]
     assert "SET" in after and "EVAL" in after, after
     assert "MGET" not in after and "GET" not in after, after
-
-
-def test_a_whole_body_miss_asks_redis_once_before_the_model_call(start_predcache, model,
-                                                                  redis):
-    before, after = one_miss(start_predcache, model, redis, "off")
-    # the lock script is the lookup: it answers with the value when there is one
-    assert len(before) == 1, before
-    assert before[0][1] == "EVAL" and "'GET'" in before[0][2] and "NX" in before[0][2], before
-    assert "SET" in after and "EVAL" in after, after
-    assert "GET" not in after, after
-
-
-def test_a_whole_body_hit_through_the_lock_script(start_predcache, model, redis):
-    """The lookup by the lock script finds the entry: a HIT (not the in-process tier's: it
-    is off), the model server not called again, and no lock left behind."""
-    p = start_predcache(conf={"cache": {"l1_max_bytes": "0"}})
-    r = p.post(PREDICT, json_body={"instances": ["again"]})
-    redis.wait_key(r.headers["X-Cache-Key"])
-    for _ in range(3):
-        h = p.post(PREDICT, json_body={"instances": ["again"]})
-        assert h.headers["X-Cache"] == "HIT" and h.content == r.content
-    assert model.count(PREDICT) == 1
-    assert p.metric("predcache_redis_get_ok_total") >= 4
-    assert not [k for k in redis.keys() if str(k).endswith((":lock", ":wait"))]
-
-
+    body = json.loads(r.content)
+    assert body["predictions"]
 
 
 def test_a_partly_cached_batch_asks_the_lock_of_what_it_sends(start_predcache, model, redis):
