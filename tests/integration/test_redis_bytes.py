@@ -281,29 +281,40 @@ def bulk(data):
 @pytest.mark.parametrize("path,body_of,command", [
     ("/predict", lambda tag: {"image": tag}, b"GET"),
     (PATH, lambda tag: {"instances": [[tag, 1], [tag, 2]]}, b"MGET"),
-], ids=["GET", "MGET"])
+    (PATH, lambda tag: {"instances": [[tag, 1], [tag, 2]]}, b"EVAL"),
+], ids=["GET", "MGET", "lookup-script"])
 def test_another_keys_entry_is_never_served(start_predcache, injector, redis, model, path,
                                             body_of, command):
     """A reply of the right type that answers another command (a proxy out of step, an
     extra reply shifting every later GET by one): here the GET (or MGET) of B's key is
     answered with A's stored entry. It is never served for B: each entry carries the tag of
-    its key (PC4). Before: B was answered with A's prediction, a wrong answer."""
-    pc = start_predcache(conf={"redis": {"port": str(injector.port)},
-                               "cache": {"per_instance": "on"}})  # MGET: one per instance
+    its key (PC4). Before: B was answered with A's prediction, a wrong answer. A batch's
+    lookup is the MGET, or with the lock on (lock_timeout_ms) the script that runs it with
+    the lock: both are answered with A's entries."""
+    cache = {"per_instance": "on"}  # MGET: one per instance
+    if command == b"MGET":
+        cache["lock_timeout_ms"] = "0"  # the plain MGET
+    pc = start_predcache(conf={"redis": {"port": str(injector.port)}, "cache": cache})
     oracle = Oracle("another key's entry")
     seen = []
     post_checked(pc.url(), oracle, path, body_of("A"))
 
     def entries():
-        return [k for k in redis.command("KEYS", "*v2:*") if not k.endswith(b":lock")]
+        return [k for k in redis.command("KEYS", "*v2:*") if not k.endswith((b":lock", b":wait"))]
 
     wait_for(lambda: len(entries()) >= (1 if command == b"GET" else 2), what="A stored")
+    # A's lock released (its release is an EVAL too): the next EVAL is B's lookup
+    wait_for(lambda: not [k for k in redis.command("KEYS", "*") if k.endswith(b":lock")],
+             what="A's lock released")
+    time.sleep(0.2)
     a_value = redis.command("GET", entries()[0])
     pid, before = pc.pid, pc.metric(DESYNCS)
     if command == b"GET":
         injector.replace_reply(b"GET", bulk(a_value))
-    else:
+    elif command == b"MGET":
         injector.replace_reply(b"MGET", b"*2\r\n" + bulk(a_value) + bulk(a_value))
+    else:  # {values, 0}: the values found, no lock asked
+        injector.replace_reply(b"EVAL", b"*2\r\n*2\r\n" + bulk(a_value) + bulk(a_value) + b":0\r\n")
     r = post_checked(pc.url(), oracle, path, body_of("B"))
     seen.append(r.headers.get("X-Cache"))
     assert injector.armed() == 0, "the reply was not replaced"
