@@ -96,11 +96,9 @@ static int storable(enum pc_grpc_kind kind, const struct pc_h2_resp *r, int grpc
         if (strcmp(r->headers[i].name, "grpc-encoding") == 0 &&
             strcmp(r->headers[i].value, "identity") != 0)
             return 0;
-    int compressed;
     const uint8_t *m;
-    size_t len, used;
-    if (pc_grpc_frame_parse(r->body, r->len, r->len, &compressed, &m, &len, &used) != 1 ||
-        used != r->len || compressed)
+    size_t len;
+    if (!pc_h2_grpc_message(r, &m, &len))
         return 0;
     if (kind == PC_GRPC_V2_INFER)
         return pc_grpc_answer_without_id(m, len, msg) == 0;
@@ -145,7 +143,7 @@ static void on_refresh(const struct pc_h2_resp *r, void *arg)
     struct pc_worker *w = rf->w;
     struct pc_buf msg;
     pc_buf_init(&msg);
-    int code = r->error != PC_H2_OK ? -1 : pc_grpc_answer_status(r);
+    int code = pc_h2_grpc_status(r);
     if (storable(rf->kind, r, code, &msg)) {
         store_message(w, rf->key, rf->ttl_s, &msg);
         PC_METRIC_INC(w->metrics.refresh_ok);

@@ -68,9 +68,6 @@ void pc_grpc_call_free(struct gcall *g);
  * its deadline (the caller adds what is left of it), with te and g's request id. Borrows
  * from g->req (valid). Returns how many, at most max - 1. */
 size_t pc_grpc_call_headers(const struct gcall *g, struct pc_header *h, size_t max);
-/* The gRPC status of a model server's answer: its trailers' grpc-status, else its headers'
- * (Trailers-Only), else its HTTP status's. */
-int pc_grpc_answer_status(const struct pc_h2_resp *r);
 /* 0 while the gRPC model server's health checks say it is down ([backend] grpc_health_path):
  * calls that need it are answered UNAVAILABLE at once; stale entries are still served. */
 int pc_grpc_backend_up(const struct pc_worker *w);

@@ -126,19 +126,6 @@ static int not_passed(const char *name)
            strcmp(name, "host") == 0 || strcmp(name, "x-request-id") == 0;
 }
 
-/* The gRPC status of an answer: grpc-status of its trailers, else of its headers
- * (Trailers-Only), else the HTTP status's mapping. */
-int pc_grpc_answer_status(const struct pc_h2_resp *r)
-{
-    for (size_t i = 0; i < r->n_trailers; i++)
-        if (strcmp(r->trailers[i].name, "grpc-status") == 0)
-            return atoi(r->trailers[i].value);
-    for (size_t i = 0; i < r->n_headers; i++)
-        if (strcmp(r->headers[i].name, "grpc-status") == 0)
-            return atoi(r->headers[i].value);
-    return r->status == 200 ? PC_GRPC_UNKNOWN : pc_grpc_status_from_http(r->status);
-}
-
 static void on_answer(const struct pc_h2_resp *r, void *arg)
 {
     struct gcall *g = arg;
@@ -146,7 +133,7 @@ static void on_answer(const struct pc_h2_resp *r, void *arg)
     g->up = NULL;
     double backend_ms = (double)(pc_now_us() - g->sent_us) / 1000.0;
     pc_hist_observe(&w->metrics.h_backend, backend_ms / 1000.0);
-    int code = r->error != PC_H2_OK ? -1 : pc_grpc_answer_status(r);
+    int code = pc_h2_grpc_status(r);
     if (g->leader)
         pc_grpc_cache_answered(g, r, code);
     if (r->error != PC_H2_OK) {
@@ -277,21 +264,17 @@ int pc_grpc_backend_up(const struct pc_worker *w)
 
 static void on_health(const struct pc_h2_resp *r, void *arg)
 {
-    int code = r->error != PC_H2_OK ? -1 : pc_grpc_answer_status(r);
+    int code = pc_h2_grpc_status(r);
     char why[160];
     if (r->error != PC_H2_OK)
         snprintf(why, sizeof why, "%s", r->error_text);
     else
-        snprintf(why, sizeof why, "HTTP %d, grpc-status %s", r->status,
-                 pc_grpc_status_name(code < 0 || code > PC_GRPC_UNAUTHENTICATED ? PC_GRPC_UNKNOWN
-                                                                                : code));
-    int ok = r->error == PC_H2_OK && r->status == 200 && code == PC_GRPC_OK;
+        snprintf(why, sizeof why, "HTTP %d, grpc-status %s", r->status, pc_grpc_status_name(code));
+    int ok = r->status == 200 && code == PC_GRPC_OK;
     if (ok) { /* and the answer says serving (ready, live) */
-        int compressed;
         const uint8_t *m;
-        size_t len, used;
-        ok = pc_grpc_frame_parse(r->body, r->len, r->len, &compressed, &m, &len, &used) == 1 &&
-             !compressed && pc_grpc_health_serving(m, len);
+        size_t len;
+        ok = pc_h2_grpc_message(r, &m, &len) && pc_grpc_health_serving(m, len);
         snprintf(why, sizeof why, "the answer does not say serving");
     }
     pc_health_report(arg, ok, why);

@@ -249,6 +249,16 @@ static void read_model(enum pc_grpc_kind kind, ProtobufCMessage *m, struct pc_gr
     }
 }
 
+/* m's wire bytes, appended to out. 0 ok; -1 no memory. */
+static int pack_append(const ProtobufCMessage *m, struct pc_buf *out)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    if (pc_buf_reserve(out, n) != 0)
+        return -1;
+    out->len += protobuf_c_message_pack(m, (uint8_t *)out->data + out->len);
+    return 0;
+}
+
 int pc_grpc_key_material(enum pc_grpc_kind kind, const uint8_t *msg, size_t len,
                          struct pc_buf *material, struct pc_grpc_read *rd, char *err, size_t errlen)
 {
@@ -275,12 +285,8 @@ int pc_grpc_key_material(enum pc_grpc_kind kind, const uint8_t *msg, size_t len,
     int rc = pc_buf_printf(material, "grpc1 %s %s\n", path, rd->canonical ? "canonical" : "sent");
     if (rd->canonical) {
         canon(m, 0);
-        size_t n = protobuf_c_message_get_packed_size(m);
-        size_t at = material->len;
-        if (rc == 0 && (rc = pc_buf_reserve(material, n)) == 0) {
-            protobuf_c_message_pack(m, (uint8_t *)material->data + at);
-            material->len = at + n;
-        }
+        if (rc == 0)
+            rc = pack_append(m, material);
     } else if (rc == 0) {
         /* the bytes as sent; KServe's id is in them, so such a request keys by its id too */
         rc = pc_buf_append(material, msg, len);
@@ -338,18 +344,11 @@ int pc_grpc_answer_with_id(const uint8_t *stored, size_t len, const char *id, st
 int pc_grpc_status_request(enum pc_grpc_kind kind, const char *model, const char *label,
                            struct pc_buf *req, const char **path)
 {
-    size_t n;
-    uint8_t *out;
     if (kind == PC_GRPC_V2_INFER) {
         Inference__ModelMetadataRequest m = INFERENCE__MODEL_METADATA_REQUEST__INIT;
         m.name = (char *)model;
-        n = inference__model_metadata_request__get_packed_size(&m);
-        if (pc_buf_reserve(req, n) != 0)
-            return -1;
-        out = (uint8_t *)req->data + req->len;
-        req->len += inference__model_metadata_request__pack(&m, out);
         *path = "/inference.GRPCInferenceService/ModelMetadata";
-        return 0;
+        return pack_append(&m.base, req);
     }
     Tensorflow__Serving__ModelSpec spec = TENSORFLOW__SERVING__MODEL_SPEC__INIT;
     spec.name = (char *)model;
@@ -360,13 +359,8 @@ int pc_grpc_status_request(enum pc_grpc_kind kind, const char *model, const char
     Tensorflow__Serving__GetModelStatusRequest m =
         TENSORFLOW__SERVING__GET_MODEL_STATUS_REQUEST__INIT;
     m.model_spec = &spec;
-    n = tensorflow__serving__get_model_status_request__get_packed_size(&m);
-    if (pc_buf_reserve(req, n) != 0)
-        return -1;
-    out = (uint8_t *)req->data + req->len;
-    req->len += tensorflow__serving__get_model_status_request__pack(&m, out);
     *path = "/tensorflow.serving.ModelService/GetModelStatus";
-    return 0;
+    return pack_append(&m.base, req);
 }
 
 int pc_grpc_status_versions(enum pc_grpc_kind kind, const uint8_t *msg, size_t len,

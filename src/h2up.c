@@ -25,6 +25,7 @@
 
 #include "predcache/buf.h"
 #include "predcache/config.h"
+#include "predcache/grpcwire.h"
 #include "predcache/h2io.h"
 #include "predcache/list.h"
 #include "predcache/log.h"
@@ -584,4 +585,26 @@ void pc_h2_client_free(struct pc_h2_client *cl)
         call_free(call);
     }
     free(cl);
+}
+
+int pc_h2_grpc_status(const struct pc_h2_resp *r)
+{
+    if (r->error != PC_H2_OK)
+        return -1;
+    for (size_t i = 0; i < r->n_trailers; i++)
+        if (strcmp(r->trailers[i].name, "grpc-status") == 0)
+            return atoi(r->trailers[i].value);
+    for (size_t i = 0; i < r->n_headers; i++)
+        if (strcmp(r->headers[i].name, "grpc-status") == 0)
+            return atoi(r->headers[i].value);
+    return r->status == 200 ? PC_GRPC_UNKNOWN : pc_grpc_status_from_http(r->status);
+}
+
+int pc_h2_grpc_message(const struct pc_h2_resp *r, const uint8_t **msg, size_t *len)
+{
+    int compressed;
+    size_t used;
+    return r->error == PC_H2_OK &&
+           pc_grpc_frame_parse(r->body, r->len, r->len, &compressed, msg, len, &used) == 1 &&
+           used == r->len && !compressed;
 }

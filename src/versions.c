@@ -137,25 +137,18 @@ static void on_grpc_status(const struct pc_h2_resp *r, void *arg)
 {
     struct model *e = arg;
     enum pc_grpc_kind kind = e->m.api == PC_API_KSERVE_V2 ? PC_GRPC_V2_INFER : PC_GRPC_TFS_PREDICT;
-    int code = -1, compressed;
+    int code = pc_h2_grpc_status(r);
     const uint8_t *msg = NULL;
-    size_t len = 0, used;
-    for (size_t i = 0; r->error == PC_H2_OK && i < r->n_trailers; i++)
-        if (strcmp(r->trailers[i].name, "grpc-status") == 0)
-            code = atoi(r->trailers[i].value);
-    for (size_t i = 0; r->error == PC_H2_OK && code < 0 && i < r->n_headers; i++)
-        if (strcmp(r->headers[i].name, "grpc-status") == 0)
-            code = atoi(r->headers[i].value);
+    size_t len = 0;
     struct pc_buf list;
     pc_buf_init(&list);
     char why[320] = "";
     if (r->error != PC_H2_OK)
         snprintf(why, sizeof why, "%s", r->error_text);
     else if (code != PC_GRPC_OK)
-        snprintf(why, sizeof why, "grpc-status %s",
-                 pc_grpc_status_name(code < 0 ? PC_GRPC_UNKNOWN : code));
-    else if (pc_grpc_frame_parse(r->body, r->len, r->len, &compressed, &msg, &len, &used) != 1 ||
-             compressed || pc_grpc_status_versions(kind, msg, len, &list) != 0)
+        snprintf(why, sizeof why, "grpc-status %s", pc_grpc_status_name(code));
+    else if (!pc_h2_grpc_message(r, &msg, &len) ||
+             pc_grpc_status_versions(kind, msg, len, &list) != 0)
         snprintf(why, sizeof why, "an answer that does not decode");
     if (why[0] != '\0') {
         pc_buf_release(&list);

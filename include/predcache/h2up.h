@@ -2,7 +2,8 @@
  * h2up: predcache's HTTP/2 cleartext client (prior knowledge), for the gRPC model server,
  * on the worker's loop with libnghttp2. Owns its connection to one address (made when a
  * call needs it, made again after the server closed it or sent GOAWAY; calls wait while it
- * connects), the calls as streams, their deadlines and cancellation.
+ * connects), the calls as streams, their deadlines and cancellation; and the reading of
+ * a unary gRPC answer (its status, its one message).
  */
 #ifndef PREDCACHE_H2UP_H
 #define PREDCACHE_H2UP_H
@@ -60,6 +61,12 @@ void pc_h2_call_cancel(struct pc_h2_call *call);
 /* Every call fails now (PC_H2_RESET, from the loop) and the connections close: a drain's
  * deadline. NULL: nothing. */
 void pc_h2_client_abort_all(struct pc_h2_client *cl);
+/* The gRPC status of an answer: grpc-status of its trailers, else of its headers
+ * (Trailers-Only), else the HTTP status's mapping; -1 when the call failed (r->error). */
+int pc_h2_grpc_status(const struct pc_h2_resp *r);
+/* 1 when r's body is exactly one uncompressed message, then in *msg and *len (pointing
+ * into r); else 0. */
+int pc_h2_grpc_message(const struct pc_h2_resp *r, const uint8_t **msg, size_t *len);
 /* Calls in flight (0 for NULL). */
 size_t pc_h2_client_active(const struct pc_h2_client *cl);
 
