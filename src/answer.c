@@ -148,10 +148,13 @@ void pc_proxy_answer_error(struct pc_preq *p, int status, const char *msg)
     struct pc_buf b;
     pc_buf_init(&b);
     pc_buf_json_error(&b, msg);
-    struct pc_header ct = {(char *)"Content-Type", (char *)"application/json"};
+    /* A 503 is a passing state (a shortage, a shutdown, a model server that is down): the
+     * client is told when to try again. */
+    struct pc_header h[2] = {{(char *)"Content-Type", (char *)"application/json"},
+                             {(char *)"Retry-After", (char *)"1"}};
     pc_log(PC_LOG_INFO, "proxy: %s %s -> %d %s", pc_http_req_method(p->req),
            pc_http_req_path(p->req), status, msg);
-    pc_proxy_answer(p, status, &ct, 1, b.data, b.len);
+    pc_proxy_answer(p, status, h, status == 503 ? 2 : 1, b.data, b.len);
     pc_buf_release(&b);
 }
 
@@ -433,6 +436,8 @@ int pc_answer_backend_error(const struct pc_upstream_resp *r, char *msg, size_t 
 {
     if (r->error == PC_UP_SHUTDOWN)
         snprintf(msg, len, "%s", r->errmsg);
+    else if (r->error == PC_UP_NO_FD)
+        snprintf(msg, len, "%s to the model server, retry later", r->errmsg);
     else
         snprintf(msg, len, "model server %s: %s",
                  r->error == PC_UP_TIMEOUT ? "timed out" : "unavailable", r->errmsg);

@@ -46,6 +46,10 @@ void pc_health_report(struct pc_health *h, int ok, const char *why)
 /* The REST check: GET health_path, any 2xx or 3xx passes. */
 static void on_check(const struct pc_upstream_resp *r, void *arg)
 {
+    if (r->error == PC_UP_NO_FD) { /* says nothing of the model server: not counted */
+        ((struct pc_health *)arg)->checking = 0;
+        return;
+    }
     int ok = r->error == PC_UP_OK && r->status >= 200 && r->status < 400;
     pc_health_report(arg, ok, r->error != PC_UP_OK ? r->errmsg : NULL);
 }

@@ -19,9 +19,12 @@
  */
 #include "predcache/upstream.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -75,6 +78,7 @@ struct pc_xfer {
     int held_by_client;              /* ops->data said hold on: paused until resume */
     int resume_wanted;               /* pc_upstream_resume asked: resume_cb lets it go */
     int cancelled;                   /* its head said stop: ends without a callback */
+    int out_of_fds;                  /* open_socket found no descriptor for its socket */
     char errbuf[CURL_ERROR_SIZE];
     struct pc_list link; /* in up->xfers */
 };
@@ -83,7 +87,7 @@ static void check_done(struct pc_upstream *up);
 
 int pc_upstream_error_status(enum pc_upstream_error e)
 {
-    return e == PC_UP_TIMEOUT ? 504 : e == PC_UP_SHUTDOWN ? 503 : 502;
+    return e == PC_UP_TIMEOUT ? 504 : e == PC_UP_SHUTDOWN || e == PC_UP_NO_FD ? 503 : 502;
 }
 
 /* ---- transfer bookkeeping ---------------------------------------------------------- */
@@ -177,6 +181,19 @@ static void drop_connection_named(struct pc_xfer *x)
 }
 
 /* The transfer is over: fill in the answer, call back once, free everything. */
+/* curl's socket(): the same, but a failure for want of descriptors is remembered, so the
+ * transfer is answered as the shortage it is (503, like the listener's refusals), not as a
+ * model server that cannot be reached. */
+static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct pc_xfer *x = arg;
+    (void)purpose;
+    curl_socket_t fd = socket(a->family, a->socktype, a->protocol);
+    if (fd == CURL_SOCKET_BAD && (errno == EMFILE || errno == ENFILE))
+        x->out_of_fds = 1;
+    return fd;
+}
+
 static void finish(struct pc_xfer *x, CURLcode rc)
 {
     struct pc_upstream_resp *r = &x->resp;
@@ -192,7 +209,11 @@ static void finish(struct pc_xfer *x, CURLcode rc)
     r->status = (int)status;
     r->total_ms = total * 1000.0;
     r->error = map_error(rc, x->too_large);
-    if (r->error == PC_UP_TOO_LARGE)
+    if (r->error == PC_UP_CONNECT && x->out_of_fds)
+        r->error = PC_UP_NO_FD;
+    if (r->error == PC_UP_NO_FD)
+        snprintf(r->errmsg, sizeof r->errmsg, "out of file descriptors for the connection");
+    else if (r->error == PC_UP_TOO_LARGE)
         snprintf(r->errmsg, sizeof r->errmsg, "model server response larger than %zu bytes",
                  x->up->be.max_response_bytes);
     else if (r->error != PC_UP_OK)
@@ -661,6 +682,8 @@ static struct pc_xfer *xfer_start(struct pc_upstream *up, const char *method, co
     curl_easy_setopt(e, CURLOPT_URL, url.data);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PROXY, "");      /* never an http_proxy from the environment */
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L); /* forward the path exactly as received */

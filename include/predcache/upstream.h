@@ -26,6 +26,7 @@ enum pc_upstream_error {
     PC_UP_TOO_LARGE, /* response over the configured maximum: 502 */
     PC_UP_PROTOCOL,  /* reset, garbage, truncated: 502 */
     PC_UP_SHUTDOWN,  /* failed by pc_upstream_abort_all: 503 */
+    PC_UP_NO_FD,     /* no file descriptor left for its socket (EMFILE, ENFILE): 503 */
 };
 
 struct pc_upstream_resp {

@@ -116,3 +116,49 @@ def test_the_soft_open_file_limit_is_raised_to_what_connections_need(start_predc
         for s in crowd:
             s.close()
     assert "accept failed" not in p.stderr_text()
+
+
+def held_open(s):
+    """Is the crowd connection s still served (predcache neither answered nor closed it)?"""
+    s.setblocking(False)
+    try:
+        s.recv(1, socket.MSG_PEEK)
+        return False  # a refusal waits to be read, or predcache closed it
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        s.setblocking(True)
+
+
+def test_a_client_served_with_the_last_descriptor_gets_503_when_the_model_call_has_none(
+        start_predcache, model):
+    # The crowd takes every descriptor; one of its connections leaves, and a new client is
+    # accepted with the descriptor it freed. Its model call then finds none for its socket:
+    # that is the same shortage as the crowd's refusals (503, Retry-After), not a broken
+    # model server (502).
+    p = start_predcache(conf={"server": {"workers": "1"}}, preexec=low_nofile)
+    crowd = []
+    try:
+        for _ in range(CROWD):
+            crowd.append(socket.create_connection(("127.0.0.1", p.listen_port), timeout=5))
+        time.sleep(0.5)
+        served = [s for s in crowd if held_open(s)]
+        assert len(served) > LIMIT // 2, "the crowd is served up to the limit"
+        leaver = served[0]
+        crowd.remove(leaver)
+        leaver.close()
+        time.sleep(0.3)  # predcache reads the end and closes its side
+        status, data, took = ask(p.listen_port)
+        print("a new client on the freed descriptor: %s in %.3f s: %r" % (status, took, data))
+        assert status == 503, "no descriptor for the model call is a shortage, not a bad gateway"
+        assert b"Retry-After: 1" in data
+        assert model.count() == 0, "the model server saw no request"
+    finally:
+        for s in crowd:
+            s.close()
+    time.sleep(0.5)
+    r = requests.post(p.url(PREDICT), json={"instances": [["fd-limit"]]}, timeout=10)
+    assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+    assert "out of file descriptors" in p.stderr_text()
