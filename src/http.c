@@ -397,6 +397,7 @@ static void conn_free(struct pc_conn *c)
     if (c->out_cb != NULL) /* output dropped unsent leaves the budget here */
         evbuffer_remove_cb_entry(bufferevent_get_output(c->bev), c->out_cb);
     out_count(c, 0);
+    pc_bevread_release(&c->rd);
     bufferevent_free(c->bev);
     free(c);
     if (gone != NULL)
@@ -758,8 +759,11 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     struct pc_conn *c = arg;
     /* A read of up to 64 KB, as set below; 4 KB at a time while the input budget is spent,
      * so that a connection stops reading close to it. */
+    int more = pc_bevread_may_hold(&c->rd);
     if ((c->state == CS_READ_HEAD || c->state == CS_READ_BODY) && !pc_budget_input_over())
-        pc_bevread_more(c->bev, &c->rd, 65536 - 4096);
+        more = pc_bevread_more(c->bev, &c->rd, 65536 - 4096);
+    if (more) /* edge-triggered: bytes left in the socket bring no new edge */
+        pc_bevread_rearm(c->bev);
     /* The request's clock starts with its first byte. */
     if (c->state == CS_READ_HEAD && (c->deadline == NULL || !evtimer_pending(c->deadline, NULL)))
         arm_deadline(c);
@@ -770,6 +774,9 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
 static void conn_write_cb(struct bufferevent *bev, void *arg)
 {
     struct pc_conn *c = arg;
+    /* The write event is gone with the output: reading is edge-triggered again. */
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        pc_bevread_rearm(bev);
     if (c->state != CS_WRITING)
         return;
     if (c->close_after) {
@@ -1056,7 +1063,8 @@ static struct pc_conn *conn_open(struct pc_http_server *srv, evutil_socket_t fd,
     pc_list_push_front(&srv->conns, &c->link);
     srv->n_conns++;
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-    if (pc_bevread_follow(c->bev, &c->rd) != 0) {
+    if (pc_bevread_follow(c->bev, &c->rd) != 0 || pc_bevread_edge(c->bev, &c->rd) != 0) {
+        pc_bevread_release(&c->rd);
         pc_list_remove(&c->link);
         srv->n_conns--;
         bufferevent_free(c->bev);
@@ -1103,7 +1111,9 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
         return;
     }
     set_read_timeout(c, srv->lim.idle_timeout_ms);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    /* Reading only: every writer enables the write event itself (an armed write event
+     * would fire once for nothing, and make the fd level-triggered, bevread.h). */
+    bufferevent_enable(c->bev, EV_READ);
 }
 
 /*
