@@ -25,6 +25,7 @@
 #include "predcache/h2srv.h"
 #include "predcache/log.h"
 #include "predcache/l1.h"
+#include "predcache/l1refresh.h"
 #include "predcache/metrics.h"
 #include "predcache/routes.h"
 #include "predcache/store.h"
@@ -386,7 +387,8 @@ static void key_and_lookup(struct gcall *g)
     pc_buf_init(&v);
     const char *msg;
     size_t n;
-    if (pc_l1_get(w->l1, g->key, &v) && fresh_entry(g, v.data, v.len, &msg, &n)) {
+    if (pc_l1_get_refresh(w->l1, w->store, g->key, &v, &w->metrics.l1_refreshes) &&
+        fresh_entry(g, v.data, v.len, &msg, &n)) {
         PC_METRIC_INC(w->metrics.l1_hits);
         replay(g, msg, n, "HIT");
         pc_buf_release(&v);

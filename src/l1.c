@@ -22,6 +22,7 @@ struct l1_entry {
     struct pc_list lru; /* in the shard's lru: the first is the most recent */
     uint64_t hash;
     int64_t born_ms;
+    int refill_asked; /* a caller was told to read it again (pc_l1_get_due) */
     size_t key_len, len;
     char *key; /* key_len + 1 bytes, then the value, in one allocation */
 };
@@ -31,7 +32,8 @@ struct shard {
     struct l1_entry **buckets;
     size_t n_buckets, n_entries, bytes, max_bytes;
     struct pc_list lru; /* of struct l1_entry */
-    uint64_t hits, misses, puts, evictions;
+    uint64_t hits, misses, puts, evictions, refills;
+    uint64_t epoch; /* removals so far (pc_l1_del): a refill given an older one is dropped */
 };
 
 struct pc_l1 {
@@ -144,6 +146,13 @@ static void grow(struct shard *s)
 
 int pc_l1_get(struct pc_l1 *l1, const char *key, struct pc_buf *out)
 {
+    return pc_l1_get_due(l1, key, out, NULL, NULL);
+}
+
+int pc_l1_get_due(struct pc_l1 *l1, const char *key, struct pc_buf *out, int *due, uint64_t *epoch)
+{
+    if (due != NULL)
+        *due = 0;
     if (l1 == NULL)
         return 0;
     size_t kl = strlen(key);
@@ -153,7 +162,8 @@ int pc_l1_get(struct pc_l1 *l1, const char *key, struct pc_buf *out)
     pthread_mutex_lock(&s->mu);
     struct l1_entry **p = slot(s, h, key, kl);
     struct l1_entry *e = *p;
-    if (e != NULL && pc_clock_ms(&l1->clock) - e->born_ms > l1->max_age_ms) {
+    int64_t age = e != NULL ? pc_clock_ms(&l1->clock) - e->born_ms : 0;
+    if (e != NULL && age > l1->max_age_ms) {
         /* Past its time in this tier: Redis says what is current. remove_at leaves *p on
          * the next entry of the chain, another key's: e is the answer, never *p. */
         remove_at(s, p);
@@ -163,6 +173,11 @@ int pc_l1_get(struct pc_l1 *l1, const char *key, struct pc_buf *out)
         pc_list_remove(&e->lru);
         pc_list_push_front(&s->lru, &e->lru);
         found = 1;
+        if (due != NULL && !e->refill_asked && age > (int64_t)l1->max_age_ms * 3 / 4) {
+            e->refill_asked = 1;
+            *due = 1;
+            *epoch = s->epoch;
+        }
     }
     if (found)
         s->hits++;
@@ -172,10 +187,11 @@ int pc_l1_get(struct pc_l1 *l1, const char *key, struct pc_buf *out)
     return found;
 }
 
-void pc_l1_put(struct pc_l1 *l1, const char *key, const char *value, size_t len)
+/* Stores a copy; with epoch, only when no removal of the shard came after it (checked
+ * under the shard's lock, where pc_l1_del counts them). 1 stored, 0 not. */
+static int put(struct pc_l1 *l1, const char *key, const char *value, size_t len,
+               const uint64_t *epoch)
 {
-    if (l1 == NULL)
-        return;
     size_t kl = strlen(key);
     uint64_t h = fnv1a(key, kl);
     struct shard *s = shard_of(l1, h);
@@ -185,7 +201,7 @@ void pc_l1_put(struct pc_l1 *l1, const char *key, const char *value, size_t len)
     if (kl + len + ENTRY_OVERHEAD > s->max_bytes / 4 ||
         (e = malloc(sizeof *e + kl + 1 + len)) == NULL) {
         pc_l1_del(l1, key);
-        return;
+        return 0;
     }
     memset(e, 0, sizeof *e);
     e->key = (char *)(e + 1);
@@ -197,6 +213,11 @@ void pc_l1_put(struct pc_l1 *l1, const char *key, const char *value, size_t len)
     e->hash = h;
     e->born_ms = pc_clock_ms(&l1->clock);
     pthread_mutex_lock(&s->mu);
+    if (epoch != NULL && *epoch != s->epoch) {
+        pthread_mutex_unlock(&s->mu);
+        free(e);
+        return 0;
+    }
     struct l1_entry **p = slot(s, h, key, kl);
     if (*p != NULL)
         remove_at(s, p);
@@ -214,7 +235,25 @@ void pc_l1_put(struct pc_l1 *l1, const char *key, const char *value, size_t len)
     s->n_entries++;
     s->bytes += charge(e);
     s->puts++;
+    s->refills += epoch != NULL;
     pthread_mutex_unlock(&s->mu);
+    return 1;
+}
+
+void pc_l1_put(struct pc_l1 *l1, const char *key, const char *value, size_t len)
+{
+    if (l1 != NULL)
+        put(l1, key, value, len, NULL);
+}
+
+void pc_l1_refill(struct pc_l1 *l1, const char *key, const char *value, size_t len, uint64_t epoch)
+{
+    if (l1 == NULL)
+        return;
+    if (value == NULL) /* gone from Redis: gone here (a removal is always safe) */
+        pc_l1_del(l1, key);
+    else
+        put(l1, key, value, len, &epoch);
 }
 
 void pc_l1_del(struct pc_l1 *l1, const char *key)
@@ -228,6 +267,7 @@ void pc_l1_del(struct pc_l1 *l1, const char *key)
     struct l1_entry **p = slot(s, h, key, kl);
     if (*p != NULL)
         remove_at(s, p);
+    s->epoch++; /* whether it was here or not: a refill read before this must not land */
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -243,6 +283,7 @@ void pc_l1_stats(struct pc_l1 *l1, struct pc_l1_stats *out)
         out->misses += s->misses;
         out->puts += s->puts;
         out->evictions += s->evictions;
+        out->refills += s->refills;
         out->bytes += s->bytes;
         out->entries += s->n_entries;
         pthread_mutex_unlock(&s->mu);

@@ -42,6 +42,7 @@
 #include "predcache/jobs.h"
 #include "predcache/jsonedit.h"
 #include "predcache/l1.h"
+#include "predcache/l1refresh.h"
 #include "predcache/log.h"
 #include "predcache/proxy.h"
 #include "predcache/reason.h"
@@ -334,7 +335,7 @@ static int l1_answer(struct pc_preq *p)
     struct pc_buf v;
     pc_buf_init(&v);
     int answered = 0;
-    if (pc_l1_get(w->l1, p->key, &v)) {
+    if (pc_l1_get_refresh(w->l1, w->store, p->key, &v, &w->metrics.l1_refreshes)) {
         struct pc_envelope env;
         char ctype[PC_ENV_SCRATCH];
         if (judge_value(p, v.data, v.len, &env, ctype, sizeof ctype) == PC_ENTRY_FRESH) {

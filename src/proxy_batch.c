@@ -53,6 +53,7 @@
 #include "predcache/flight.h"
 #include "predcache/jsonedit.h"
 #include "predcache/l1.h"
+#include "predcache/l1refresh.h"
 #include "predcache/log.h"
 #include "predcache/store.h"
 #include "answer.h"
@@ -1070,7 +1071,8 @@ static void l1_more(struct pc_preq *p)
     while (b->l1_next < b->n_uniq) {
         size_t u = b->l1_next;
         v.len = 0;
-        if (pc_cachekey_format(p->keyp.prefix, b->dig[u], key) == 0 || !pc_l1_get(l1, key, &v)) {
+        if (pc_cachekey_format(p->keyp.prefix, b->dig[u], key) == 0 ||
+            !pc_l1_get_refresh(l1, p->w->store, key, &v, &p->w->metrics.l1_refreshes)) {
             miss = 1;
             break;
         }

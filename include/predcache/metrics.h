@@ -67,6 +67,7 @@
     X(jobs_released, "Async jobs handed back unfinished on shutdown, for another process")         \
     X(invalidations, "Invalidations by model, version or namespace (POST /cache/invalidate)")      \
     X(l1_hits, "Requests answered from the in-process tier without asking Redis")                  \
+    X(l1_refreshes, "In-process tier entries read again from Redis before they expired")           \
     X(key_memo_hits, "Requests keyed from the key memo, their body not read again")                \
     X(key_memo_misses, "Cacheable requests whose keys were derived from their body")               \
     X(verify_match, "Sampled hits the model server answered the same way (shadow verification)")   \

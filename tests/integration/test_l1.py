@@ -4,6 +4,7 @@ this process and in every other one sharing the Redis, and stale entries always 
 Redis (so a refresh made elsewhere is seen)."""
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
@@ -122,4 +123,60 @@ def test_batches_use_the_tier(start_predcache, model, redis):
     r = p.post(PREDICT, json_body={"instances": [[1, 2], [5, 6]]})
     assert r.headers["X-Cache"] == "PARTIAL"
     assert p.metric("predcache_redis_get_ok_total") == gets + 1
+    assert model.count(PREDICT) == 2
+
+
+def test_entries_are_read_again_before_they_leave_the_tier(start_predcache, model, redis):
+    """Past 3/4 of l1_ttl_ms the first hit is still answered from the tier and reads the key
+    from Redis again behind it: the entry is renewed with what Redis holds, so requests for
+    it never wait for Redis when its time would have run out; and a key gone from Redis
+    leaves the tier at that read, before l1_ttl_ms."""
+    p = start_predcache(conf=l1_conf(l1_ttl_ms=1000))
+    first = post(p, "ahead")
+    key = first.headers["X-Cache-Key"]
+    redis.wait_key(key)
+    assert hit_from_l1(p, "ahead")  # young: no read ahead
+    assert p.metric("predcache_l1_refreshes_total") == 0
+    time.sleep(0.85)
+    gets = p.metric("predcache_redis_get_ok_total")
+    r = post(p, "ahead")
+    assert r.headers["X-Cache"] == "HIT" and r.content == first.content
+    wait_for(lambda: p.metric("predcache_redis_get_ok_total") == gets + 1, what="the read ahead")
+    assert p.metric("predcache_l1_refreshes_total") == 1
+    post(p, "ahead")  # one read ahead per stay, however many hits come meanwhile
+    assert p.metric("predcache_l1_refreshes_total") == 1
+    time.sleep(0.4)  # past the first stay's l1_ttl_ms: the renewed entry answers
+    assert hit_from_l1(p, "ahead")
+    # Gone from Redis behind predcache's back: the next read ahead removes it from the tier.
+    redis.command("DEL", key)
+    time.sleep(0.5)  # past 3/4 of the renewed entry's time
+    assert post(p, "ahead").headers["X-Cache"] == "HIT"  # from the tier, reading ahead
+    wait_for(lambda: p.metric("predcache_l1_refreshes_total") == 2, what="the second read")
+    wait_for(lambda: p.metric("predcache_redis_get_ok_total") == gets + 2, what="its answer")
+    r = post(p, "ahead")
+    assert r.headers["X-Cache"] == "MISS", "the tier let go of a key Redis no longer has"
+    assert model.count(PREDICT) == 2
+
+
+def test_a_purge_is_not_undone_by_a_read_ahead_in_flight(start_predcache, model, redis):
+    """The read ahead's GET reaches Redis before a purge's DEL but its answer comes back
+    after the purge emptied the tier: the old entry must not come back into the tier."""
+    conf = l1_conf(l1_ttl_ms=1000)
+    conf["redis"] = {"timeout_ms": "3000"}
+    p = start_predcache(conf=conf)
+    first = post(p, "purged")
+    key = first.headers["X-Cache-Key"]
+    redis.wait_key(key)
+    time.sleep(0.85)
+    # Redis holds every client's commands for 0.6 s: the read ahead's GET, then the purge's
+    # DEL, wait in that order, and are answered in that order.
+    redis.command("CLIENT", "PAUSE", "600", "ALL")
+    assert post(p, "purged").headers["X-Cache"] == "HIT"  # from the tier, reading ahead
+    time.sleep(0.05)
+    with ThreadPoolExecutor(1) as pool:
+        purge = pool.submit(requests.delete, p.admin("/cache/" + key), timeout=HTTP_TIMEOUT)
+        assert purge.result().status_code == 200
+    wait_for(lambda: p.metric("predcache_l1_refreshes_total") == 1, what="the read ahead")
+    r = post(p, "purged")
+    assert r.headers["X-Cache"] == "MISS", "a purged entry came back into the tier"
     assert model.count(PREDICT) == 2

@@ -6,7 +6,11 @@
  * budget, an entry costs key_len + len + 64 bytes, a value over a quarter of its shard's
  * budget is not kept, a put evicts its shard's least recently used entries until it fits,
  * and a get finds nothing (and drops the entry) once now - born_ms > max_age_ms. No hash
- * chains, no list: what it says is found, by key, or not at all.
+ * chains, no list: what it says is found, by key, or not at all. Reading ahead: a get_due
+ * of an entry older than 3/4 of max_age_ms that nobody was told of yet says due, with its
+ * shard's count of removals; a refill with a value stores it only when that count has not
+ * moved (a del of any key of the shard, or a put too large to keep, moves it), and a
+ * refill of nothing removes the key.
  *
  * The bytes: the first picks the bound and max_age_ms; each operation is a kind, then a
  * key (one of a few, one of a few that share a shard and a bucket chain up to 1024 buckets,
@@ -43,6 +47,7 @@ struct l1m_entry {
     size_t len;
     int64_t born_ms;
     uint64_t last_used;
+    int asked; /* a get_due said due */
 };
 
 /* The keys, their shards, and the key ids grouped by shard: the same for every run. */
@@ -56,6 +61,9 @@ struct l1m {
     const struct l1m_keys *keys;
     struct l1m_entry e[L1M_KEYS];
     size_t shard_bytes[L1M_SHARDS], shard_max;
+    uint64_t epoch[L1M_SHARDS]; /* removals by del, per shard */
+    uint64_t given[L1M_KEYS];   /* the epoch the last due get of a key gave */
+    uint64_t refills;
     size_t entries;
     int max_age_ms;
     int64_t now_ms;
@@ -131,9 +139,12 @@ static void l1m_remove(struct l1m *m, unsigned k)
     memset(&m->e[k], 0, sizeof m->e[k]);
 }
 
-/* The model's get: 1 and *val, *len when found and young enough. */
-static int l1m_get(struct l1m *m, unsigned k, const char **val, size_t *len)
+/* The model's get: 1 and *val, *len when found and young enough; *due as get_due says
+ * (NULL: a plain get, which tells nobody). */
+static int l1m_get(struct l1m *m, unsigned k, const char **val, size_t *len, int *due)
 {
+    if (due != NULL)
+        *due = 0;
     struct l1m_entry *e = &m->e[k];
     if (e->present && m->now_ms - e->born_ms > m->max_age_ms)
         l1m_remove(m, k); /* too old for this tier: gone, and not counted an eviction */
@@ -145,7 +156,19 @@ static int l1m_get(struct l1m *m, unsigned k, const char **val, size_t *len)
     m->hits++;
     *val = e->val;
     *len = e->len;
+    if (due != NULL && !e->asked && m->now_ms - e->born_ms > (int64_t)m->max_age_ms * 3 / 4) {
+        e->asked = 1;
+        *due = 1;
+        m->given[k] = m->epoch[m->keys->shard_of[k]];
+    }
     return 1;
+}
+
+static void l1m_del(struct l1m *m, unsigned k)
+{
+    if (m->e[k].present)
+        l1m_remove(m, k);
+    m->epoch[m->keys->shard_of[k]]++;
 }
 
 static void l1m_put(struct l1m *m, unsigned k, const char *val, size_t len)
@@ -154,10 +177,12 @@ static void l1m_put(struct l1m *m, unsigned k, const char *val, size_t len)
     size_t charge = strlen(m->keys->name[k]) + len + L1M_OVERHEAD;
     /* A newer value replaces the older one, even when it is itself too large to keep:
      * the tier then has none for the key. */
+    if (charge > m->shard_max / 4) {
+        l1m_del(m, k);
+        return;
+    }
     if (m->e[k].present)
         l1m_remove(m, k);
-    if (charge > m->shard_max / 4)
-        return;
     while (m->shard_bytes[s] + charge > m->shard_max) {
         unsigned lru = L1M_KEYS;
         for (unsigned j = m->keys->shard_start[s]; j < m->keys->shard_start[s + 1]; j++) {
@@ -178,6 +203,7 @@ static void l1m_put(struct l1m *m, unsigned k, const char *val, size_t len)
     e->len = len;
     e->present = 1;
     e->born_ms = m->now_ms;
+    e->asked = 0;
     e->last_used = ++m->tick;
     m->shard_bytes[s] += charge;
     m->entries++;
@@ -219,6 +245,7 @@ static void l1m_check_stats(struct pc_l1 *l1, const struct l1m *m)
     MODEL_CHECK(st.misses == m->misses);
     MODEL_CHECK(st.puts == m->puts);
     MODEL_CHECK(st.evictions == m->evictions);
+    MODEL_CHECK(st.refills == m->refills);
 }
 
 /*
@@ -240,7 +267,7 @@ static size_t l1_model_run(const uint8_t *ops, size_t n)
     char *val = NULL;
     size_t steps = 0;
     for (model_step = 0; model_more(&in); model_step++, steps++) {
-        unsigned op = model_u8(&in) % 8;
+        unsigned op = model_u8(&in) % 10;
         if (op <= 2) { /* put: a value no earlier put had, so a stale one shows */
             unsigned k = l1m_key(&in);
             size_t len = l1m_len(&in, m->shard_max);
@@ -254,11 +281,15 @@ static size_t l1_model_run(const uint8_t *ops, size_t n)
             unsigned k = l1m_key(&in);
             out.len = 0;
             MODEL_CHECK(pc_buf_append(&out, "#", 1) == 0);
-            int got = pc_l1_get(l1, m->keys->name[k], &out);
+            int due = 0, want_due = 0;
+            uint64_t epoch = 0;
+            int got = op == 5 ? pc_l1_get(l1, m->keys->name[k], &out)
+                              : pc_l1_get_due(l1, m->keys->name[k], &out, &due, &epoch);
             const char *want = NULL;
             size_t want_len = 0;
-            int found = l1m_get(m, k, &want, &want_len);
+            int found = l1m_get(m, k, &want, &want_len, op == 5 ? NULL : &want_due);
             MODEL_CHECK(got == found);
+            MODEL_CHECK(due == want_due && (!due || epoch == m->given[k]));
             if (found)
                 MODEL_CHECK(out.len == 1 + want_len && memcmp(out.data + 1, want, want_len) == 0);
             else
@@ -267,8 +298,30 @@ static size_t l1_model_run(const uint8_t *ops, size_t n)
         } else if (op == 6) {
             unsigned k = l1m_key(&in);
             pc_l1_del(l1, m->keys->name[k]);
-            if (m->e[k].present)
-                l1m_remove(m, k);
+            l1m_del(m, k);
+        } else if (op == 7) { /* refill: the epoch given, or an older one; a value or none */
+            unsigned k = l1m_key(&in);
+            unsigned b = model_u8(&in);
+            uint64_t epoch = m->given[k] - (b & 1 ? 0 : (b >> 1) % 3);
+            if (b & 0x80) {
+                pc_l1_refill(l1, m->keys->name[k], NULL, 0, epoch);
+                l1m_del(m, k);
+            } else {
+                size_t len = l1m_len(&in, m->shard_max);
+                char *v = realloc(val, len ? len : 1);
+                MODEL_CHECK(v != NULL);
+                val = v;
+                model_fill((uint8_t *)val, len, ++m->serial);
+                pc_l1_refill(l1, m->keys->name[k], val, len, epoch);
+                unsigned s = m->keys->shard_of[k];
+                size_t charge = strlen(m->keys->name[k]) + len + L1M_OVERHEAD;
+                if (charge > m->shard_max / 4) {
+                    l1m_del(m, k); /* too large: dropped, and the older one with it */
+                } else if (epoch == m->epoch[s]) {
+                    l1m_put(m, k, val, len);
+                    m->refills++;
+                }
+            }
         } else { /* time: small steps, or exactly to and just past max_age_ms */
             unsigned b = model_u8(&in);
             int64_t d = b % 8;
