@@ -79,6 +79,8 @@ struct h2conn {
     int in_send;         /* inside nghttp2_session_mem_send (its callbacks): no send */
     int dead;            /* to be freed once out of mem_recv */
     int closing;         /* conn_free is running: a reply from a gone callback only submits */
+    int draining;        /* pc_h2_server_stop_accepting: DRAIN_* */
+    int lingering;       /* its session is over: its end half-closed, reading to the client's */
     struct pc_list reqs; /* of pc_h2_req, its open streams */
     struct pc_list link; /* in srv->conns */
 };
@@ -98,6 +100,21 @@ struct pc_h2_server {
 
 static void conn_flush(struct h2conn *c);
 static void conn_free(struct h2conn *c);
+static void conn_linger(struct h2conn *c);
+
+/*
+ * Stopping (a reload or a shutdown) in two steps, as RFC 9113 6.8 advises: a GOAWAY whose
+ * last stream is 2^31-1 and a PING (DRAIN_NOTICE), then, once the PING's answer says the
+ * client has read that notice and so makes no new streams here, the GOAWAY that names the
+ * last stream processed (DRAIN_FINAL). A single GOAWAY at once refused the streams the
+ * client had sent meanwhile. When the session is over the connection is half-closed and
+ * read until the client closes (at most H2_LINGER_MS): closing at once could reset it
+ * while the client still had the last answers and the GOAWAY unread, which a reset
+ * discards (a call failed with UNAVAILABLE "Socket closed" across a reload).
+ */
+enum { DRAIN_NONE = 0, DRAIN_NOTICE, DRAIN_FINAL };
+static const uint8_t drain_ping[8] = {'p', 'c', '-', 'd', 'r', 'a', 'i', 'n'};
+#define H2_LINGER_MS 2000
 
 /* ---- requests ----------------------------------------------------------------------- */
 
@@ -277,6 +294,15 @@ static int on_data(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     struct h2conn *c = ud;
+    if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK) &&
+        c->draining == DRAIN_NOTICE && memcmp(f->ping.opaque_data, drain_ping, 8) == 0) {
+        c->draining = DRAIN_FINAL; /* the client has the notice: no stream comes after */
+        return nghttp2_submit_goaway(ng, NGHTTP2_FLAG_NONE,
+                                     nghttp2_session_get_last_proc_stream_id(ng), NGHTTP2_NO_ERROR,
+                                     NULL, 0) == 0
+                   ? 0
+                   : NGHTTP2_ERR_CALLBACK_FAILURE;
+    }
     if ((f->hd.type != NGHTTP2_DATA && f->hd.type != NGHTTP2_HEADERS) ||
         !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
         return 0;
@@ -382,13 +408,35 @@ static void conn_flush(struct h2conn *c)
         return;
     }
     if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) &&
-        evbuffer_get_length(out) == 0)
-        conn_free(c);
+        evbuffer_get_length(out) == 0) {
+        if (c->draining == DRAIN_NONE)
+            conn_free(c);
+        else
+            conn_linger(c);
+    }
+}
+
+/* The session is over after a drain: half-close, then read and drop until the client
+ * closes or H2_LINGER_MS pass (conn_read_cb, conn_event_cb). */
+static void conn_linger(struct h2conn *c)
+{
+    if (c->lingering)
+        return;
+    c->lingering = 1;
+    shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+    struct timeval t = {H2_LINGER_MS / 1000, (H2_LINGER_MS % 1000) * 1000};
+    bufferevent_set_timeouts(c->bev, &t, NULL);
+    bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ);
 }
 
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
     struct h2conn *c = arg;
+    if (c->lingering) {
+        evbuffer_drain(bufferevent_get_input(bev), evbuffer_get_length(bufferevent_get_input(bev)));
+        return;
+    }
     c->in_recv = 1;
     const char *why = pc_h2_recv(c->ng, bev, &c->dead);
     c->in_recv = 0;
@@ -409,6 +457,10 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct h2conn *c = arg;
+    if (c->lingering) { /* the client's end, an error or H2_LINGER_MS: done */
+        conn_free(c);
+        return;
+    }
     if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING)) {
         if (!pc_list_empty(&c->reqs)) { /* streams are waiting for their answers */
             bufferevent_enable(bev, EV_READ);
@@ -589,9 +641,16 @@ void pc_h2_server_stop_accepting(struct pc_h2_server *srv)
     for (struct pc_list *i = srv->conns.next, *next; i != &srv->conns; i = next) {
         struct h2conn *c = pc_list_entry(i, struct h2conn, link);
         next = i->next; /* c may be freed */
-        nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE,
-                              nghttp2_session_get_last_proc_stream_id(c->ng), NGHTTP2_NO_ERROR,
-                              NULL, 0);
+        if (c->draining != DRAIN_NONE)
+            continue;
+        c->draining = DRAIN_NOTICE;
+        if (nghttp2_submit_shutdown_notice(c->ng) != 0 ||
+            nghttp2_submit_ping(c->ng, NGHTTP2_FLAG_NONE, drain_ping) != 0) {
+            c->draining = DRAIN_FINAL; /* the one step, as a last resort */
+            nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE,
+                                  nghttp2_session_get_last_proc_stream_id(c->ng), NGHTTP2_NO_ERROR,
+                                  NULL, 0);
+        }
         conn_flush(c);
     }
 }

@@ -185,11 +185,119 @@ static void test_gone_answers_another_while_sending(void **state)
     conn_close(&c);
 }
 
+/* The server's frames in c->out from off: calls fn on each (type, flags, stream, payload). */
+struct frame {
+    uint8_t type, flags;
+    uint32_t id;
+    const uint8_t *p;
+    size_t len;
+};
+
+static size_t frames_of(const struct conn *c, size_t off, struct frame *f, size_t max)
+{
+    size_t n = 0;
+    while (off + 9 <= c->out_len && n < max) {
+        const uint8_t *h = c->out + off;
+        size_t len = (size_t)h[0] << 16 | (size_t)h[1] << 8 | h[2];
+        assert_true(off + 9 + len <= c->out_len);
+        f[n++] = (struct frame){
+            h[3], h[4],
+            ((uint32_t)h[5] << 24 | (uint32_t)h[6] << 16 | (uint32_t)h[7] << 8 | h[8]) &
+                0x7fffffffu,
+            h + 9, len};
+        off += 9 + len;
+    }
+    assert_int_equal(off, c->out_len);
+    return n;
+}
+
+static uint32_t goaway_last(const struct frame *f)
+{
+    return ((uint32_t)f->p[0] << 24 | (uint32_t)f->p[1] << 16 | (uint32_t)f->p[2] << 8 | f->p[3]) &
+           0x7fffffffu;
+}
+
+/* A stop (a reload): the server announces it first (GOAWAY with the last stream 2^31-1, and
+ * a PING). A call the client sent before it read that is still taken; once the PING's
+ * answer is back, the last GOAWAY names it. Both calls answered, the server half-closes
+ * and waits for the client's end: it does not close under the client's unread bytes. */
+static void test_stop_takes_the_streams_sent_before_the_notice_was_read(void **state)
+{
+    (void)state;
+    struct calls t = {0};
+    struct conn c;
+    conn_open(&c, &t);
+    uint8_t in[256];
+    size_t n = 0;
+    memcpy(in + n, preface, LEN(preface));
+    n += LEN(preface);
+    memcpy(in + n, two_calls, 15); /* stream 1 only */
+    n += 15;
+    conn_run(&c, in, n);
+    assert_int_equal(t.n, 1);
+    size_t seen = c.out_len;
+
+    pc_h2_server_stop_accepting(c.srv);
+    for (int i = 0; i < 20; i++) {
+        event_base_loop(c.base, EVLOOP_NONBLOCK);
+        ssize_t k = recv(c.fd, c.out + c.out_len, sizeof c.out - c.out_len, MSG_DONTWAIT);
+        if (k > 0)
+            c.out_len += (size_t)k;
+    }
+    struct frame f[16];
+    size_t nf = frames_of(&c, seen, f, 16);
+    const struct frame *ping = NULL;
+    int notice = 0;
+    for (size_t i = 0; i < nf; i++) {
+        if (f[i].type == 7)
+            notice += goaway_last(&f[i]) == 0x7fffffffu;
+        if (f[i].type == 6 && !(f[i].flags & 1))
+            ping = &f[i];
+    }
+    assert_int_equal(notice, 1); /* not the last stream processed, 1: stream 3 would be refused */
+    assert_non_null(ping);
+    assert_int_equal(ping->len, 8);
+
+    /* stream 3 was on its way; then the PING's answer */
+    seen = c.out_len;
+    n = 0;
+    memcpy(in + n, two_calls + 15, 15);
+    n += 15;
+    memcpy(in + n, "\x00\x00\x08\x06\x01\x00\x00\x00\x00", 9);
+    memcpy(in + n + 9, ping->p, 8);
+    n += 17;
+    conn_run(&c, in, n);
+    assert_int_equal(t.n, 2); /* taken, not refused */
+    nf = frames_of(&c, seen, f, 16);
+    int final = 0;
+    for (size_t i = 0; i < nf; i++)
+        if (f[i].type == 7) {
+            assert_int_equal(goaway_last(&f[i]), 3);
+            final++;
+        }
+    assert_int_equal(final, 1);
+
+    struct pc_header tr[] = {{(char *)"grpc-status", (char *)"0"}};
+    pc_h2_reply(t.req[0], 200, NULL, 0, NULL, 0, tr, 1);
+    pc_h2_reply(t.req[1], 200, NULL, 0, NULL, 0, tr, 1);
+    t.req[0] = t.req[1] = NULL;
+    conn_run(&c, (const uint8_t *)"", 0);
+    char b;
+    assert_int_equal(recv(c.fd, &b, 1, MSG_DONTWAIT), 0); /* half-closed: the client sees the end */
+    assert_int_equal(pc_h2_server_connections(c.srv), 1); /* and the server waits for its */
+    shutdown(c.fd, SHUT_WR);
+    for (int i = 0; i < 20 && pc_h2_server_connections(c.srv) > 0; i++)
+        event_base_loop(c.base, EVLOOP_NONBLOCK);
+    assert_int_equal(pc_h2_server_connections(c.srv), 0);
+    conn_close(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gone_answers_another_while_closing),
         cmocka_unit_test(test_gone_answers_another_while_sending),
+        cmocka_unit_test(test_stop_takes_the_streams_sent_before_the_notice_was_read),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
