@@ -730,6 +730,15 @@ class Predcache:
         return [l for l in self.stdout_text().splitlines() if " access " in l or
                 l.startswith("access ")]
 
+    def access_line_of(self, response):
+        """The access line of the request answered by response (its X-Request-Id). A
+        worker writes its access lines together once a pass of its loop is over, after the
+        answers: a client may have its answer a moment before the line is written."""
+        rid = " id=%s " % response.headers["X-Request-Id"]
+        return wait_for(lambda: next((l for l in reversed(self.access_lines())
+                                      if rid in l + " "), None),
+                        what="the access line of request %s" % rid.strip())
+
     def stop(self, term_wait=8.0):
         if self.proc is None:
             return None

@@ -25,7 +25,7 @@ def test_a_stored_miss_and_a_hit_carry_no_reason(proxy, model, redis):
     redis.wait_key(r.headers["X-Cache-Key"])
     r = post_checked(proxy.url(), oracle, PREDICT, {"instances": ["plain"]})
     assert reason(r) == ("HIT", None)
-    assert " reason=" not in proxy.access_lines()[-1]
+    assert " reason=" not in proxy.access_line_of(r)
     oracle.assert_clean()
 
 
@@ -42,7 +42,7 @@ def test_answers_not_stored_say_why(start_predcache, model, redis):
         model.control(**control)
         r = post_checked(p.url(), oracle, PREDICT, {"instances": ["ns-%d" % i]}, hdrs)
         assert reason(r) == ("MISS", why), (control, hdrs, dict(r.headers))
-        assert p.access_lines()[-1].endswith(" reason=" + why)
+        assert p.access_line_of(r).endswith(" reason=" + why)
         assert p.metric("predcache_uncached_total", reason=why) == 1
     time.sleep(0.3)
     assert [k for k in redis.keys("predcache:v2:*")] == []

@@ -86,7 +86,7 @@ def test_events_pass_through_as_they_come(start_predcache, model):
     digest = hashlib.sha256(body.encode()).hexdigest()[:16]
     assert all(d["prompt_sha"] == digest for d in docs)  # the model read this request
     wait_for(lambda: list(streams(model).values()) == ["done"], what="the stream done")
-    line = p.access_lines()[-1]
+    line = p.access_line_of(r)
     assert " path=%s status=200 cache=PASS " % CHAT in line and " bytes=%d" % len(got) in line
 
 

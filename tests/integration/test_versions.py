@@ -151,7 +151,7 @@ def test_failing_status_endpoint_means_pass_asked_once_per_period(start_predcach
     assert p.metric("predcache_requests_total", cache="pass") == 3
     assert p.metric("predcache_requests_total", cache="bypass") == 0
     assert p.metric("predcache_uncached_total", reason="version-unknown") == 3
-    assert p.access_lines()[-1].endswith(" reason=version-unknown")
+    assert p.access_line_of(r).endswith(" reason=version-unknown")
 
     # after the period the endpoint is asked again; once it answers, requests are cached
     model.control()  # the status endpoint answers again
