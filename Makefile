@@ -328,7 +328,7 @@ uninstall:
 FORMAT_SRC := src/*.c src/*.h include/predcache/*.h tests/unit/*.c tests/unit/*.h tests/fuzz/*.c \
               tests/fuzz/*.h \
               tests/model/*.h \
-              tests/ref/*.c tests/ref/*.h scripts/bench.d/*.c
+              tests/ref/*.c tests/ref/*.h scripts/bench.d/*.c scripts/bench.d/*.h
 
 format:
 	clang-format -i $(FORMAT_SRC)

@@ -33,6 +33,8 @@
 #include <event2/listener.h>
 #include <event2/util.h>
 
+#include "bench_loop.h"
+
 /* Bytes read from the target at one time, held until due. */
 struct chunk {
     struct timeval due;
@@ -206,13 +208,6 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     bufferevent_enable(p->target, EV_READ | EV_WRITE);
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-    (void)sig;
-    (void)what;
-    event_base_loopexit(arg, NULL);
-}
-
 int main(int argc, char **argv)
 {
     if (argc != 4) {
@@ -232,44 +227,12 @@ int main(int argc, char **argv)
     target_addr.sin_port = htons((unsigned short)target);
     target_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 
-    signal(SIGPIPE, SIG_IGN);
-    int rc = 1;
-    struct event_base *base = NULL;
-    struct evconnlistener *listener = NULL;
-    struct event *sigterm = NULL, *sigint = NULL;
-    struct event_config *ec = event_config_new();
-    if (ec == NULL)
+    struct bench_loop l;
+    if (bench_loop_open(&l, "delay_relay", port, on_accept) != 0)
         return 1;
-    event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER); /* timerfd: microseconds */
-    base = event_base_new_with_config(ec);
-    event_config_free(ec);
-    if (base == NULL)
-        goto err;
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    listener =
-        evconnlistener_new_bind(base, on_accept, base, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE,
-                                1024, (struct sockaddr *)&sin, sizeof sin);
-    if (listener == NULL) {
-        perror("delay_relay: bind");
-        goto err;
-    }
-    sigterm = evsignal_new(base, SIGTERM, on_signal, base);
-    sigint = evsignal_new(base, SIGINT, on_signal, base);
-    if (sigterm == NULL || sigint == NULL || event_add(sigterm, NULL) || event_add(sigint, NULL))
-        goto err;
     fprintf(stderr, "delay_relay: 127.0.0.1:%d -> 127.0.0.1:%d, replies delayed %ld us\n", port,
             target, delay_us);
-    event_base_dispatch(base);
-    rc = 0;
-err:
-    if (sigint != NULL)
-        event_free(sigint);
-    if (sigterm != NULL)
-        event_free(sigterm);
-    if (listener != NULL)
-        evconnlistener_free(listener);
-    if (base != NULL)
-        event_base_free(base);
-    return rc;
+    event_base_dispatch(l.base);
+    bench_loop_close(&l);
+    return 0;
 }

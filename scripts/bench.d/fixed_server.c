@@ -52,6 +52,8 @@
 #include <nghttp2/nghttp2.h>
 #include <openssl/sha.h>
 
+#include "bench_loop.h"
+
 #define MAX_HEAD 65536
 #define MAX_BODY (64L * 1024 * 1024)
 #define HEX_LEN (2 * SHA256_DIGEST_LENGTH)
@@ -657,13 +659,6 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-    (void)sig;
-    (void)what;
-    event_base_loopexit(arg, NULL);
-}
-
 /* A JSON body of exactly n bytes (at least 32): {"predictions":[[0.5,0.5,...]]} padded. */
 static char *make_body(size_t n)
 {
@@ -722,9 +717,7 @@ int main(int argc, char **argv)
     }
 
     int rc = 1;
-    struct event_base *base = NULL;
-    struct evconnlistener *listener = NULL;
-    struct event *sigterm = NULL, *sigint = NULL;
+    struct bench_loop l = {0};
     char *body = make_body((size_t)body_len);
     if (body == NULL)
         goto err;
@@ -757,27 +750,7 @@ int main(int argc, char **argv)
                                          "Content-Type: application/json\r\n"
                                          "Content-Length: %zu\r\n\r\n%s",
                                          sizeof status_body - 1, status_body);
-    signal(SIGPIPE, SIG_IGN);
-    struct event_config *ec = event_config_new();
-    if (ec == NULL)
-        goto err;
-    event_config_set_flag(ec, EVENT_BASE_FLAG_PRECISE_TIMER); /* timerfd: microseconds */
-    base = event_base_new_with_config(ec);
-    event_config_free(ec);
-    if (base == NULL)
-        goto err;
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons((unsigned short)port)};
-    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    listener =
-        evconnlistener_new_bind(base, on_accept, base, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE,
-                                1024, (struct sockaddr *)&sin, sizeof sin);
-    if (listener == NULL) {
-        perror("fixed_server: bind");
-        goto err;
-    }
-    sigterm = evsignal_new(base, SIGTERM, on_signal, base);
-    sigint = evsignal_new(base, SIGINT, on_signal, base);
-    if (sigterm == NULL || sigint == NULL || event_add(sigterm, NULL) || event_add(sigint, NULL))
+    if (bench_loop_open(&l, "fixed_server", port, on_accept) != 0)
         goto err;
     if (delay_us > 0)
         fprintf(stderr,
@@ -787,18 +760,11 @@ int main(int argc, char **argv)
     else
         fprintf(stderr, "fixed_server listening on 127.0.0.1:%d, %ld byte answers (gRPC: %zu)\n",
                 port, body_len, grpc_head_len + HEX_LEN);
-    event_base_dispatch(base);
+    event_base_dispatch(l.base);
     rc = 0;
 
 err:
-    if (sigint != NULL)
-        event_free(sigint);
-    if (sigterm != NULL)
-        event_free(sigterm);
-    if (listener != NULL)
-        evconnlistener_free(listener);
-    if (base != NULL)
-        event_base_free(base);
+    bench_loop_close(&l);
     if (h2_callbacks != NULL)
         nghttp2_session_callbacks_del(h2_callbacks);
     free(grpc_head);
