@@ -447,12 +447,18 @@ static void on_lock_reply(enum pc_lock what, const char *data, size_t len, void 
     p->flow->send(p, RES_MISS); /* lock taken by us, or Redis could not say: call the model */
 }
 
-void pc_coalesce_prepare(struct pc_preq *p, const char *key, char *lock, char *wait, char *owner)
+/* p's side of the lock, released with p (its release hook). */
+static void lock_side(struct pc_preq *p)
 {
     p->release = coalesce_release;
     p->lock.w = p->w;
     p->lock.relook = flow_relook;
     p->lock.owner = p;
+}
+
+void pc_coalesce_prepare(struct pc_preq *p, const char *key, char *lock, char *wait, char *owner)
+{
+    lock_side(p);
     lock_key_of(key, lock, PC_KEY_MAX + 8);
     wait_key_of(key, wait, PC_KEY_MAX + 8);
     lock_owner(p->w, owner, 32);
@@ -460,11 +466,7 @@ void pc_coalesce_prepare(struct pc_preq *p, const char *key, char *lock, char *w
 
 void pc_coalesce_said(struct pc_preq *p, const struct pc_flow *flow, enum pc_lock what)
 {
-    p->flow = flow;
-    p->release = coalesce_release;
-    p->lock.w = p->w;
-    p->lock.relook = flow_relook;
-    p->lock.owner = p;
+    p->flow = flow; /* its lock side is pc_coalesce_prepare's */
     on_lock_reply(what, NULL, 0, p);
 }
 
@@ -473,12 +475,9 @@ void pc_coalesce_said(struct pc_preq *p, const struct pc_flow *flow, enum pc_loc
 void pc_coalesce_lock(struct pc_preq *p, const struct pc_flow *flow)
 {
     p->flow = flow;
-    p->release = coalesce_release;
     if (p->batch == NULL)
         p->result = RES_MISS;
-    p->lock.w = p->w;
-    p->lock.relook = flow_relook;
-    p->lock.owner = p;
+    lock_side(p);
     if (pc_lockwait_ask(&p->lock, pc_coalesce_key(p), on_lock_reply, p) != 0) {
         p->reason = PC_REASON_REDIS_UNAVAILABLE;
         p->flow->send(p, RES_BYPASS);

@@ -68,8 +68,8 @@ void pc_coalesce_lock(struct pc_preq *p, const struct pc_flow *flow);
  * get the key's lock and waiters' mark, owner this worker's name in locks (each at least
  * PC_KEY_MAX + 8 bytes; owner 32). */
 void pc_coalesce_prepare(struct pc_preq *p, const char *key, char *lock, char *wait, char *owner);
-/* The lock script's answer that p's lookup brought (TAKEN or HELD), for a leader of flow:
- * as pc_coalesce_lock goes on from its own answer. */
+/* The lock script's answer that p's lookup brought (TAKEN or HELD), for a leader of flow
+ * readied by pc_coalesce_prepare: as pc_coalesce_lock goes on from its own answer. */
 void pc_coalesce_said(struct pc_preq *p, const struct pc_flow *flow, enum pc_lock what);
 /* A batch leader asks the lock (result: its label): 1 asked (as pc_coalesce_lock); 0 not
  * (no flight, locks off, not a miss): the caller goes on. */

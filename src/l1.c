@@ -188,9 +188,9 @@ int pc_l1_get_due(struct pc_l1 *l1, const char *key, struct pc_buf *out, int *du
 }
 
 /* Stores a copy; with epoch, only when no removal of the shard came after it (checked
- * under the shard's lock, where pc_l1_del counts them). 1 stored, 0 not. */
-static int put(struct pc_l1 *l1, const char *key, const char *value, size_t len,
-               const uint64_t *epoch)
+ * under the shard's lock, where pc_l1_del counts them). */
+static void put(struct pc_l1 *l1, const char *key, const char *value, size_t len,
+                const uint64_t *epoch)
 {
     size_t kl = strlen(key);
     uint64_t h = fnv1a(key, kl);
@@ -201,7 +201,7 @@ static int put(struct pc_l1 *l1, const char *key, const char *value, size_t len,
     if (kl + len + ENTRY_OVERHEAD > s->max_bytes / 4 ||
         (e = malloc(sizeof *e + kl + 1 + len)) == NULL) {
         pc_l1_del(l1, key);
-        return 0;
+        return;
     }
     memset(e, 0, sizeof *e);
     e->key = (char *)(e + 1);
@@ -216,7 +216,7 @@ static int put(struct pc_l1 *l1, const char *key, const char *value, size_t len,
     if (epoch != NULL && *epoch != s->epoch) {
         pthread_mutex_unlock(&s->mu);
         free(e);
-        return 0;
+        return;
     }
     struct l1_entry **p = slot(s, h, key, kl);
     if (*p != NULL)
@@ -237,7 +237,6 @@ static int put(struct pc_l1 *l1, const char *key, const char *value, size_t len,
     s->puts++;
     s->refills += epoch != NULL;
     pthread_mutex_unlock(&s->mu);
-    return 1;
 }
 
 void pc_l1_put(struct pc_l1 *l1, const char *key, const char *value, size_t len)

@@ -144,18 +144,19 @@ static void xfer_free(struct pc_xfer *x)
     free(x);
 }
 
-static enum pc_upstream_error map_error(CURLcode rc, int too_large)
+static enum pc_upstream_error map_error(CURLcode rc, const struct pc_xfer *x)
 {
     switch (rc) {
     case CURLE_OK:
         return PC_UP_OK;
     case CURLE_COULDNT_CONNECT:
+        return x->out_of_fds ? PC_UP_NO_FD : PC_UP_CONNECT;
     case CURLE_COULDNT_RESOLVE_HOST:
         return PC_UP_CONNECT;
     case CURLE_OPERATION_TIMEDOUT:
         return PC_UP_TIMEOUT;
     case CURLE_WRITE_ERROR:
-        return too_large ? PC_UP_TOO_LARGE : PC_UP_PROTOCOL;
+        return x->too_large ? PC_UP_TOO_LARGE : PC_UP_PROTOCOL;
     default:
         return PC_UP_PROTOCOL;
     }
@@ -180,7 +181,6 @@ static void drop_connection_named(struct pc_xfer *x)
     r->n_headers = k;
 }
 
-/* The transfer is over: fill in the answer, call back once, free everything. */
 /* curl's socket(): the same, but a failure for want of descriptors is remembered, so the
  * transfer is answered as the shortage it is (503, like the listener's refusals), not as a
  * model server that cannot be reached. */
@@ -194,6 +194,7 @@ static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_so
     return fd;
 }
 
+/* The transfer is over: fill in the answer, call back once, free everything. */
 static void finish(struct pc_xfer *x, CURLcode rc)
 {
     struct pc_upstream_resp *r = &x->resp;
@@ -208,9 +209,7 @@ static void finish(struct pc_xfer *x, CURLcode rc)
     curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME, &total);
     r->status = (int)status;
     r->total_ms = total * 1000.0;
-    r->error = map_error(rc, x->too_large);
-    if (r->error == PC_UP_CONNECT && x->out_of_fds)
-        r->error = PC_UP_NO_FD;
+    r->error = map_error(rc, x);
     if (r->error == PC_UP_NO_FD)
         snprintf(r->errmsg, sizeof r->errmsg, "out of file descriptors for the connection");
     else if (r->error == PC_UP_TOO_LARGE)
