@@ -11,11 +11,13 @@ when even that is impossible, logs one line a second at most, and counts the ref
 towards the hard one, and says so when the limit is below what max_connections needs.
 """
 
+import os
 import resource
 import socket
 import time
 
 import requests
+from conftest import wait_for
 
 PREDICT = "/v1/models/m:predict"
 LIMIT = 200  # open files for predcache (soft and hard)
@@ -118,6 +120,11 @@ def test_the_soft_open_file_limit_is_raised_to_what_connections_need(start_predc
     assert "accept failed" not in p.stderr_text()
 
 
+def open_fds(pid):
+    """How many descriptors the process holds (listing /proc/PID/fd opens none of its)."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
 def held_open(s):
     """Is the crowd connection s still served (predcache neither answered nor closed it)?"""
     s.setblocking(False)
@@ -144,12 +151,22 @@ def test_a_client_served_with_the_last_descriptor_gets_503_when_the_model_call_h
         for _ in range(CROWD):
             crowd.append(socket.create_connection(("127.0.0.1", p.listen_port), timeout=5))
         time.sleep(0.5)
+        # A descriptor the process held for a moment while the crowd came in (the admin
+        # connection of the readiness check, closed a little late) is free again now: one
+        # more connection takes it, so that only the leaver's will be free.
+        for _ in range(20):
+            if open_fds(p.proc.pid) >= LIMIT:
+                break
+            crowd.append(socket.create_connection(("127.0.0.1", p.listen_port), timeout=5))
+            time.sleep(0.05)
+        assert open_fds(p.proc.pid) == LIMIT, "the crowd takes every descriptor"
         served = [s for s in crowd if held_open(s)]
         assert len(served) > LIMIT // 2, "the crowd is served up to the limit"
         leaver = served[0]
         crowd.remove(leaver)
         leaver.close()
-        time.sleep(0.3)  # predcache reads the end and closes its side
+        wait_for(lambda: open_fds(p.proc.pid) == LIMIT - 1,
+                 what="predcache reads the leaver's end and closes its side")
         status, data, took = ask(p.listen_port)
         print("a new client on the freed descriptor: %s in %.3f s: %r" % (status, took, data))
         assert status == 503, "no descriptor for the model call is a shortage, not a bad gateway"
