@@ -111,6 +111,11 @@ $(BUILD)/test_cachekey: $(BUILD)/batch.o
 # The metrics render the uncached counters with the reasons' tokens.
 $(BUILD)/test_metrics: $(BUILD)/reason.o $(BUILD)/grpcwire.o
 
+# The store against a redis-server it starts: everything the store reaches (cluster, TLS,
+# metrics, config) but main.
+$(BUILD)/test_store: $(filter-out $(BUILD)/main.o $(BUILD)/store.o $(BUILD)/buf.o \
+                     $(BUILD)/log.o,$(OBJS)) $(PROTO_OBJS)
+
 # The HTTP/2 server on a socketpair: its connections' shared pieces (h2io), the input budget,
 # and listen (which reads host:port with config, and config its route table).
 $(BUILD)/test_h2srv: $(BUILD)/h2io.o $(BUILD)/budget.o $(BUILD)/listen.o $(BUILD)/config.o \

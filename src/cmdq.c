@@ -46,10 +46,17 @@ static struct slot *at(const struct pc_cmdq *q, size_t i)
     return &q->ring[(q->head + i) & (q->cap - 1)];
 }
 
+int pc_cmdq_full_after(const struct pc_cmdq *q, size_t more_bounded, size_t more_bytes,
+                       size_t bytes)
+{
+    size_t used = q->bytes + more_bytes; /* each part within max_bytes: no overflow */
+    return (q->max_bounded > 0 && q->bounded + more_bounded >= q->max_bounded) ||
+           (q->max_bytes > 0 && (used > q->max_bytes || bytes > q->max_bytes - used));
+}
+
 int pc_cmdq_full(const struct pc_cmdq *q, size_t bytes)
 {
-    return (q->max_bounded > 0 && q->bounded >= q->max_bounded) ||
-           (q->max_bytes > 0 && bytes > q->max_bytes - q->bytes); /* bytes <= max_bytes */
+    return pc_cmdq_full_after(q, 0, 0, bytes);
 }
 
 static int grow(struct pc_cmdq *q)

@@ -419,7 +419,7 @@ int pc_lock_ask(struct pc_worker *w, const char *key, pc_lock_cb cb, void *arg)
     size_t lens[8];
     for (int i = 0; i < 8; i++)
         lens[i] = strlen(argv[i]);
-    if (pc_store_command(w->store, 0, on_lock_script, a, 8, argv, lens) != 0) {
+    if (pc_store_lookup(w->store, 0, on_lock_script, a, 8, argv, lens) != 0) {
         free(a);
         return -1;
     }

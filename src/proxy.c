@@ -148,14 +148,18 @@ static void on_backend(const struct pc_upstream_resp *r, void *arg)
     }
     if (p->flight != NULL)
         answer_waiters(p, r, personal);
+    /* After the answers, and held (store.h): no client waits for the entry, the flight's
+     * PING or the lock's release, so clients' lookups go to Redis before them. */
+    struct pc_store *st = p->w->store;
+    pc_store_hold(st, 1);
     if (p->cacheable) {
-        /* After the answers: no client waits for Redis. */
         void *fs = why == PC_REASON_NONE ? pc_proxy_flight_keep(p, r) : NULL;
         if (!pc_answer_store_result(p, r, why, fs ? pc_proxy_flight_stored : NULL, fs) &&
             fs != NULL)
             pc_proxy_flight_stored(0, fs); /* nothing stored: the entry ends now */
     }
     pc_preq_free(p);
+    pc_store_hold(st, 0);
 }
 
 /* Forwards the client's own body; a request for a streamed answer gets it as it comes. */

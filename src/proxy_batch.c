@@ -706,18 +706,21 @@ static void on_store_turn(int ok, void *arg)
  * once every SET is sent (or none can be). */
 static void store_slice(struct store_job *j)
 {
+    /* Held (store.h): no client waits for these writes, the flight's PING or the lock's
+     * release, so clients' lookups go to Redis before them. */
+    struct pc_store *st = j->w->store;
+    pc_store_hold(st, 1);
     uint64_t start = pc_now_us();
     while (j->next < j->preds.n) {
         store_one(j, j->next++);
         if (j->next % CLOCK_EVERY == 0 && pc_now_us() - start >= SLICE_US)
             break;
     }
-    if (j->next == j->preds.n) {
+    if (j->next == j->preds.n)
         store_end(j, 1);
-        return;
-    }
-    if (store_keep_answer(j) != 0 || pc_store_ping(j->w->store, on_store_turn, j) != 0)
+    else if (store_keep_answer(j) != 0 || pc_store_ping(st, on_store_turn, j) != 0)
         store_end(j, 0);
+    pc_store_hold(st, 0);
 }
 
 /* Stores each prediction the model server just made (preds, taken over), under its
@@ -1363,8 +1366,8 @@ static void redis_lookup(struct pc_preq *p)
         for (size_t i = 0; i < a; i++)
             if (lens[i] == 0)
                 lens[i] = strlen(argv[i]);
-        rc = pc_store_command(p->w->store, 0, lock ? on_batch_lookup_lock : on_batch_lookup, p,
-                              (int)a, argv, lens);
+        rc = pc_store_lookup(p->w->store, 0, lock ? on_batch_lookup_lock : on_batch_lookup, p,
+                             (int)a, argv, lens);
     }
     free(text);
     free(argv);

@@ -72,6 +72,7 @@
 
 static void store_connect(struct pc_store *st);
 static void store_free_now(struct pc_store *st);
+static void held_fail(struct pc_store *st);
 
 static void set_state(struct pc_store *st, enum store_state s)
 {
@@ -101,7 +102,7 @@ static void pending_changed(struct pc_store *st)
     if (st->router != NULL)
         pc_cluster_node_changed(st->router, st);
     else
-        PC_METRIC_SET(st->m->store_pending, (int64_t)pc_cmdq_count(st->q));
+        PC_METRIC_SET(st->m->store_pending, (int64_t)(pc_cmdq_count(st->q) + st->n_held));
 }
 
 static void cmd_free(struct cmd *c)
@@ -299,6 +300,7 @@ static void store_drop(struct pc_store *st)
     if (reader != NULL)
         redisReaderFree(reader);
     fail_all(st);
+    held_fail(st);
 }
 
 /* ------------------------------------------------------------------ reading replies */
@@ -611,10 +613,10 @@ static void cmd_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 /* Sends one encoded command on the connection: c is owned by st->q from here on, and out
  * (n bytes, from redisFormatCommandArgv) is taken in every case. bounded: a SET of bytes,
- * counted against the budgets (the caller checked pc_cmdq_full). 0 ok, -1 failed (c freed,
- * its callback not called). */
+ * counted against the budgets (the caller checked pc_cmdq_full). 0 ok, -1 failed (c freed;
+ * its callback called with the failure only when answer_fail). */
 static int cmd_send_wire(struct pc_store *st, struct cmd *c, int bounded, size_t bytes, char *out,
-                         size_t n)
+                         size_t n, int answer_fail)
 {
     int queued = 0;
     c->st = st;
@@ -650,11 +652,106 @@ fail:
     if (queued)
         pc_cmdq_remove(st->q, c->id);
     redisFreeCommand(out);
+    if (answer_fail)
+        cmd_answer(c, NULL);
     cmd_free(c);
     return -1;
 }
 
-/* Encodes and sends one command (cmd_send_wire). */
+/* ------------------------------------------------------------------ held writes */
+
+/* Takes the held commands out, oldest first. */
+static struct cmd *held_take(struct pc_store *st)
+{
+    struct cmd *list = st->held_head;
+    st->held_head = st->held_tail = NULL;
+    st->n_held = st->held_bounded = st->held_bytes = 0;
+    if (st->held_ev != NULL)
+        event_del(st->held_ev);
+    if (st->held_timer != NULL)
+        evtimer_del(st->held_timer);
+    return list;
+}
+
+/* Sends every held command, in order (each failure answered as one). Their callbacks may
+ * send or hold new commands: those come after. */
+static void held_flush(struct pc_store *st)
+{
+    if (st->held_head == NULL)
+        return;
+    struct cmd *c = held_take(st);
+    while (c != NULL) {
+        struct cmd *next = c->held_next;
+        char *out = c->wire;
+        c->held_next = NULL;
+        c->wire = NULL;
+        (void)cmd_send_wire(st, c, c->bounded, c->bytes, out, c->wire_len, 1);
+        c = next;
+    }
+    pending_changed(st);
+}
+
+/* Fails every held command (the connection went, or the store is freed), in order. */
+static void held_fail(struct pc_store *st)
+{
+    struct cmd *c = held_take(st);
+    while (c != NULL) {
+        struct cmd *next = c->held_next;
+        c->held_next = NULL;
+        cmd_answer(c, NULL);
+        cmd_free(c);
+        c = next;
+    }
+    pending_changed(st);
+}
+
+/* held_ev (idle) and held_timer (the bound): st is arg. */
+static void held_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    held_flush(arg);
+}
+
+/* Keeps c (encoded: out, n bytes, taken) back behind the held ones. */
+static void held_push(struct pc_store *st, struct cmd *c, int bounded, size_t bytes, char *out,
+                      size_t n)
+{
+    c->st = st;
+    c->wire = out;
+    c->wire_len = n;
+    c->bounded = bounded;
+    c->bytes = bounded ? bytes : 0;
+    c->held_next = NULL;
+    if (st->held_tail != NULL) {
+        st->held_tail->held_next = c;
+    } else {
+        st->held_head = c;
+        event_active(st->held_ev, EV_TIMEOUT, 1);
+        struct timeval tv = {0, PC_STORE_HOLD_MS * 1000};
+        evtimer_add(st->held_timer, &tv);
+    }
+    st->held_tail = c;
+    st->n_held++;
+    st->held_bounded += bounded ? 1 : 0;
+    st->held_bytes += c->bytes;
+    pending_changed(st);
+}
+
+void pc_store_hold(struct pc_store *st, int on)
+{
+    if (st != NULL && st->cl == NULL)
+        st->hold += on ? 1 : -1;
+}
+
+size_t pc_store_held(const struct pc_store *st)
+{
+    return st != NULL ? st->n_held : 0;
+}
+
+/* Encodes and sends one command (cmd_send_wire), or holds it back (pc_store_hold): a
+ * write while held, unless it is a lookup. Any other command goes out behind the held
+ * ones, a lookup before them. */
 static int cmd_send(struct pc_store *st, struct cmd *c, int bounded, size_t bytes, int argc,
                     const char **argv, const size_t *argvlen)
 {
@@ -664,7 +761,14 @@ static int cmd_send(struct pc_store *st, struct cmd *c, int bounded, size_t byte
         cmd_free(c);
         return -1;
     }
-    return cmd_send_wire(st, c, bounded, bytes, out, (size_t)n);
+    if (st->hold > 0 && !c->may_pass && st->held_ev != NULL && st->state == ST_CONNECTED &&
+        !st->broken && (c->kind == CMD_SET || c->kind == CMD_PING || c->kind == CMD_GENERIC)) {
+        held_push(st, c, bounded, bytes, out, (size_t)n);
+        return 0;
+    }
+    if (!c->may_pass)
+        held_flush(st);
+    return cmd_send_wire(st, c, bounded, bytes, out, (size_t)n, 0);
 }
 
 int pc_store_resend(struct pc_store *node, struct cmd *c, int asking)
@@ -702,7 +806,7 @@ int pc_store_resend(struct pc_store *node, struct cmd *c, int asking)
     again->redirects = c->redirects + 1;
     char *wire = c->wire;
     c->wire = NULL;
-    if (cmd_send_wire(node, again, c->bounded, c->bytes, wire, c->wire_len) != 0)
+    if (cmd_send_wire(node, again, c->bounded, c->bytes, wire, c->wire_len, 0) != 0)
         return -1; /* an ASKING may have gone out alone: it only concerns the next command */
     return 0;
 }
@@ -912,6 +1016,10 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
     st->connect_timer = evtimer_new(base, connect_timeout_cb, st);
     st->retry_timer = evtimer_new(base, retry_cb, st);
     st->reset_ev = event_new(base, -1, 0, reset_cb, st);
+    st->held_ev = event_new(base, -1, 0, held_cb, st);
+    st->held_timer = evtimer_new(base, held_cb, st);
+    if (st->held_ev != NULL) /* a base of one priority: the next turn of the loop */
+        event_priority_set(st->held_ev, event_base_get_npriorities(base) - 1);
     if (st->host[0] == '\0') { /* a cluster node's address is set already */
         pc_strlcpy(st->host, cfg->redis_host, sizeof st->host);
         st->port = cfg->redis_port;
@@ -939,8 +1047,12 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
     }
     if ((cfg->redis_tls && st->tls_ctx == NULL) || st->n_sentinels < 0 || st->n_seeds < 0 ||
         st->q == NULL || st->connect_timer == NULL || st->retry_timer == NULL ||
-        st->reset_ev == NULL) {
+        st->reset_ev == NULL || st->held_ev == NULL || st->held_timer == NULL) {
         pc_cmdq_free(st->q);
+        if (st->held_ev)
+            event_free(st->held_ev);
+        if (st->held_timer)
+            event_free(st->held_timer);
         if (st->connect_timer)
             event_free(st->connect_timer);
         if (st->retry_timer)
@@ -1064,6 +1176,10 @@ static void store_free_now(struct pc_store *st)
         event_free(st->retry_timer);
     if (st->reset_ev)
         event_free(st->reset_ev);
+    if (st->held_ev)
+        event_free(st->held_ev);
+    if (st->held_timer)
+        event_free(st->held_timer);
     if (st->tls_ctx)
         SSL_CTX_free(st->tls_ctx);
     free(st->sentinel_hosts);
@@ -1110,6 +1226,7 @@ int pc_store_get(struct pc_store *st, const char *key, pc_store_get_cb cb, void 
     c->kind = CMD_GET;
     c->get_cb = cb;
     c->arg = arg;
+    c->may_pass = 1;
     const char *argv[] = {"GET", key};
     size_t lens[] = {3, strlen(key)};
     if (cmd_send(st, c, 0, 0, 2, argv, lens) != 0) {
@@ -1130,7 +1247,8 @@ int pc_store_set_cb(struct pc_store *st, const char *key, const char *value, siz
     if (st->cl != NULL)
         return pc_cluster_set(st, key, value, len, ttl_s, cb, arg);
     struct cmd *c = NULL;
-    if (pc_cmdq_full(st->q, len)) { /* Redis is behind: shed stores, do not grow without bound */
+    if (pc_cmdq_full_after(st->q, st->held_bounded, st->held_bytes, len)) {
+        /* Redis is behind: shed stores, do not grow without bound */
         PC_METRIC_INC(st->m->store_dropped);
         return -1;
     }
@@ -1173,11 +1291,11 @@ size_t pc_store_pending(const struct pc_store *st)
 {
     if (st->cl != NULL)
         return pc_cluster_pending(st);
-    return pc_cmdq_count(st->q);
+    return pc_cmdq_count(st->q) + st->n_held;
 }
 
-int pc_store_command(struct pc_store *st, int timeout_ms, pc_store_cmd_cb cb, void *arg, int argc,
-                     const char **argv, const size_t *lens)
+static int generic_send(struct pc_store *st, int may_pass, int timeout_ms, pc_store_cmd_cb cb,
+                        void *arg, int argc, const char **argv, const size_t *lens)
 {
     if (st->cl != NULL)
         return pc_cluster_command(st, timeout_ms, cb, arg, argc, argv, lens);
@@ -1190,7 +1308,20 @@ int pc_store_command(struct pc_store *st, int timeout_ms, pc_store_cmd_cb cb, vo
     c->cmd_cb = cb;
     c->arg = arg;
     c->timeout_ms = timeout_ms;
+    c->may_pass = may_pass;
     return cmd_send(st, c, 0, 0, argc, argv, lens);
+}
+
+int pc_store_command(struct pc_store *st, int timeout_ms, pc_store_cmd_cb cb, void *arg, int argc,
+                     const char **argv, const size_t *lens)
+{
+    return generic_send(st, 0, timeout_ms, cb, arg, argc, argv, lens);
+}
+
+int pc_store_lookup(struct pc_store *st, int timeout_ms, pc_store_cmd_cb cb, void *arg, int argc,
+                    const char **argv, const size_t *lens)
+{
+    return generic_send(st, 1, timeout_ms, cb, arg, argc, argv, lens);
 }
 
 /* struct pc_reply is hiredis's redisReply seen through these accessors only. */

@@ -58,9 +58,16 @@ struct pc_store {
     struct event *reset_ev; /* drops the connection outside bufferevent callbacks */
     int backoff_ms;
     struct pc_cmdq *q; /* commands sent and not replied to, in order; SET budgets */
-    size_t desyncs;    /* replies that fit no command: the connection was dropped */
-    char *sub_channel; /* subscribed on every (re)connect when set: a subscriber store */
-    int subscribed;    /* the SUBSCRIBE was confirmed on this connection */
+    /* Held writes (pc_store_hold): kept back in order, encoded, not yet in q or on the
+     * wire; their count, and the bounded ones (SETs) and bytes counted in q's budgets. */
+    int hold;
+    struct cmd *held_head, *held_tail;
+    size_t n_held, held_bounded, held_bytes;
+    struct event *held_ev;    /* sends them when the loop is idle (its lowest priority) */
+    struct event *held_timer; /* ... or PC_STORE_HOLD_MS after the first */
+    size_t desyncs;           /* replies that fit no command: the connection was dropped */
+    char *sub_channel;        /* subscribed on every (re)connect when set: a subscriber store */
+    int subscribed;           /* the SUBSCRIBE was confirmed on this connection */
     pc_store_message_cb sub_cb;
     void *sub_arg;
     SSL_CTX *tls_ctx; /* [redis] tls = on: the context of every connection; else NULL */
@@ -112,6 +119,8 @@ struct cmd {
     int bounded; /* a SET counted against the budgets, of bytes */
     size_t bytes;
     int redirects; /* MOVED/ASK followed so far */
+    int may_pass;  /* a lookup: it goes out before held writes (pc_store_hold) */
+    struct cmd *held_next;
 };
 
 /* ---- store.c, for the router */

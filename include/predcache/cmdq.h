@@ -35,6 +35,10 @@ void pc_cmdq_free(struct pc_cmdq *q);
 
 /* 1 when a bounded command of bytes would be refused now. */
 int pc_cmdq_full(const struct pc_cmdq *q, size_t bytes);
+/* The same with more_bounded bounded commands of more_bytes queued first elsewhere (held
+ * back by the owner, to be pushed later). */
+int pc_cmdq_full_after(const struct pc_cmdq *q, size_t more_bounded, size_t more_bytes,
+                       size_t bytes);
 /* Appends a command carrying data (borrowed: handed back by shift and remove). bounded: it
  * counts against the budgets with its bytes. *id: its id, increasing from 1. */
 enum pc_cmdq_push pc_cmdq_push(struct pc_cmdq *q, void *data, int bounded, size_t bytes,

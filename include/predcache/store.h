@@ -90,6 +90,24 @@ int pc_store_set_cb(struct pc_store *st, const char *key, const char *value, siz
 int pc_store_ping(struct pc_store *st, pc_store_ping_cb cb, void *arg);
 
 /*
+ * Held writes. While held (pc_store_hold(st, 1) ... pc_store_hold(st, 0), nested), the
+ * SETs, PINGs and commands sent are kept back, in order, and go out together when the
+ * loop has nothing else to do (an event at the lowest priority of st's base), at most
+ * PC_STORE_HOLD_MS after the first, or at once before any command sent unheld that is not
+ * a lookup. Lookups (pc_store_get, pc_store_lookup) pass them: what a client waits for is
+ * not queued behind writes nobody waits for. Only for writes whose order against other
+ * clients' lookups does not matter (an answer's entry, its flight's PING, its lock's
+ * release); anything else sent meanwhile keeps its order behind them. The calls' contracts
+ * are unchanged: a held command that cannot go out (the connection went, a budget)
+ * answers its callback with a failure. A cluster's router holds nothing.
+ */
+#define PC_STORE_HOLD_MS 1
+void pc_store_hold(struct pc_store *st, int on);
+
+/* Commands held back now (0 for a cluster's router). */
+size_t pc_store_held(const struct pc_store *st);
+
+/*
  * Any command, for modules that need more than GET/SET (MGET, streams, ...). The reply
  * is NULL when the command failed (down, timed out, dropped); an error reply is passed
  * as PC_REPLY_ERROR. The reply is valid only until the callback returns. timeout_ms 0
@@ -109,6 +127,10 @@ enum pc_reply_type {
 typedef void (*pc_store_cmd_cb)(const struct pc_reply *reply, void *arg);
 int pc_store_command(struct pc_store *st, int timeout_ms, pc_store_cmd_cb cb, void *arg, int argc,
                      const char **argv, const size_t *lens);
+/* The same, for a lookup a client waits for (a read, or a read that takes a lock): it
+ * passes held writes (pc_store_hold). */
+int pc_store_lookup(struct pc_store *st, int timeout_ms, pc_store_cmd_cb cb, void *arg, int argc,
+                    const char **argv, const size_t *lens);
 enum pc_reply_type pc_reply_type(const struct pc_reply *r);
 /* String, status or error text (not NUL-safe: use len); NULL for other types. */
 const char *pc_reply_str(const struct pc_reply *r, size_t *len);

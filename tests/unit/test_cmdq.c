@@ -47,6 +47,12 @@ static void test_budgets(void **state)
     assert_int_equal(pc_cmdq_push(q, &x, 1, 101, &id[0]), PC_CMDQ_FULL); /* alone too big */
     assert_int_equal(pc_cmdq_push(q, &x, 1, 60, &id[0]), PC_CMDQ_OK);
     assert_int_equal(pc_cmdq_full(q, 41), 1);
+    /* With stores held back elsewhere (the store's held writes) counted first. */
+    assert_int_equal(pc_cmdq_full_after(q, 0, 0, 40), 0);
+    assert_int_equal(pc_cmdq_full_after(q, 1, 0, 0), 1);   /* 1 queued + 1 held: the count */
+    assert_int_equal(pc_cmdq_full_after(q, 0, 30, 11), 1); /* 60 + 30 + 11 bytes */
+    assert_int_equal(pc_cmdq_full_after(q, 0, 30, 10), 0);
+    assert_int_equal(pc_cmdq_full_after(q, 0, 50, 0), 1); /* the held ones alone are past it */
     assert_int_equal(pc_cmdq_push(q, &x, 1, 40, &id[1]), PC_CMDQ_OK);
     assert_int_equal(pc_cmdq_push(q, &x, 1, 0, &id[2]), PC_CMDQ_FULL);  /* count */
     assert_int_equal(pc_cmdq_push(q, &x, 0, 5000, &id[2]), PC_CMDQ_OK); /* a GET */
