@@ -529,6 +529,9 @@ void pc_grpc_cache_answered(struct gcall *g, const struct pc_h2_resp *r, int grp
     struct pc_buf msg;
     pc_buf_init(&msg);
     int ok = storable(g->kind, r, grpc_status, &msg);
+    /* Held, as the data port's (store.h): no client waits for the entry or the release,
+     * so clients' lookups go to Redis before them. */
+    pc_store_hold(w->store, 1);
     /* Stored after a miss, and when the generations were unknown (a fresh answer is an
      * answer whatever they are); not when Redis failed the lookup. */
     if (ok && (strcmp(g->result, "MISS") == 0 || g->skip_lookup))
@@ -537,6 +540,7 @@ void pc_grpc_cache_answered(struct gcall *g, const struct pc_h2_resp *r, int grp
         g->lock.held = 0;
         pc_lock_release(w, g->key);
     }
+    pc_store_hold(w->store, 0);
     answer_waiters(g, &msg, ok);
     pc_buf_release(&msg);
 }
