@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -59,6 +60,8 @@ static int start_redis(void **state)
     snprintf(port, sizeof port, "%d", redis_port);
     redis_pid = fork();
     if (redis_pid == 0) {
+        /* It stops with this test, whatever ends it (a crash, a kill, a timeout). */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
         execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
                "--appendonly", "no", "--dir", redis_dir, "--logfile", "/dev/null", (char *)NULL);
         _exit(127);
