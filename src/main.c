@@ -430,7 +430,7 @@ static struct set *set_new(struct proc *p, struct pc_config *cfg, size_t n, stru
          * lowest (2), sent when a turn of the loop finds nothing else to do (store.h). */
         if ((s->bases[i] = event_base_new()) == NULL ||
             event_base_priority_init(s->bases[i], 3) != 0) {
-            snprintf(err, errlen, "event_base_new failed");
+            snprintf(err, errlen, "event_base_new or event_base_priority_init failed");
             set_free(s);
             return NULL;
         }

@@ -674,11 +674,16 @@ static struct cmd *held_take(struct pc_store *st)
 }
 
 /* Sends every held command, in order (each failure answered as one). Their callbacks may
- * send or hold new commands: those come after. */
+ * send or hold new commands: those come after. A connection that cannot take them fails
+ * them all first, so that no callback's command goes out between two of them. */
 static void held_flush(struct pc_store *st)
 {
     if (st->held_head == NULL)
         return;
+    if (st->bev == NULL || st->broken) {
+        held_fail(st);
+        return;
+    }
     struct cmd *c = held_take(st);
     while (c != NULL) {
         struct cmd *next = c->held_next;
@@ -761,8 +766,8 @@ static int cmd_send(struct pc_store *st, struct cmd *c, int bounded, size_t byte
         cmd_free(c);
         return -1;
     }
-    if (st->hold > 0 && !c->may_pass && st->held_ev != NULL && st->state == ST_CONNECTED &&
-        !st->broken && (c->kind == CMD_SET || c->kind == CMD_PING || c->kind == CMD_GENERIC)) {
+    if (st->hold > 0 && !c->may_pass && st->state == ST_CONNECTED && !st->broken &&
+        (c->kind == CMD_SET || c->kind == CMD_PING || c->kind == CMD_GENERIC)) {
         held_push(st, c, bounded, bytes, out, (size_t)n);
         return 0;
     }

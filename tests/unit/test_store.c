@@ -105,8 +105,16 @@ static void on_ready_ping(int ok, void *arg)
     *(int *)arg = ok ? 1 : -1;
 }
 
-static void rig_up(struct rig *r, int max_pending)
+static void unique_key(char *out, size_t len, const char *what)
 {
+    static int n;
+    snprintf(out, len, "test-store:%s:%ld:%d", what, (long)getpid(), ++n);
+}
+
+/* The rig, connected, and a key of the test's own (what names the test) in key. */
+static void rig_up(struct rig *r, int max_pending, const char *what, char *key, size_t keylen)
+{
+    unique_key(key, keylen, what);
     memset(r, 0, sizeof *r);
     r->base = event_base_new();
     assert_non_null(r->base);
@@ -188,21 +196,14 @@ static void on_set(int ok, void *arg)
     s->at = busy_turns;
 }
 
-static void unique_key(char *out, size_t len, const char *what)
-{
-    static int n;
-    snprintf(out, len, "test-store:%s:%ld:%d", what, (long)getpid(), ++n);
-}
-
 /* A lookup sent after a held SET reaches Redis before it: it does not see the value; the
  * SET then goes out by itself once the loop is idle. */
 static void test_a_lookup_passes_held_writes(void **state)
 {
     (void)state;
     struct rig r;
-    rig_up(&r, 0);
     char key[128];
-    unique_key(key, sizeof key, "pass");
+    rig_up(&r, 0, "pass", key, sizeof key);
     struct set s = {0};
     pc_store_hold(r.st, 1);
     assert_int_equal(pc_store_set_cb(r.st, key, "v1", 2, 60, on_set, &s), 0);
@@ -237,9 +238,8 @@ static void test_other_commands_keep_their_order_behind_held_writes(void **state
 {
     (void)state;
     struct rig r;
-    rig_up(&r, 0);
     char key[128];
-    unique_key(key, sizeof key, "order");
+    rig_up(&r, 0, "order", key, sizeof key);
     pc_store_hold(r.st, 1);
     assert_int_equal(pc_store_set(r.st, key, "v2", 2, 60), 0);
     const char *set2[] = {"SET", key, "v3"};
@@ -269,9 +269,8 @@ static void test_held_writes_go_out_within_the_bound_on_a_busy_loop(void **state
 {
     (void)state;
     struct rig r;
-    rig_up(&r, 0);
     char key[128];
-    unique_key(key, sizeof key, "busy");
+    rig_up(&r, 0, "busy", key, sizeof key);
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     assert_int_equal(write(sv[1], "x", 1), 1);
@@ -305,9 +304,8 @@ static void test_held_writes_count_in_the_budget(void **state)
 {
     (void)state;
     struct rig r;
-    rig_up(&r, 2);
     char key[128];
-    unique_key(key, sizeof key, "budget");
+    rig_up(&r, 2, "budget", key, sizeof key);
     pc_store_hold(r.st, 1);
     assert_int_equal(pc_store_set(r.st, key, "a", 1, 60), 0);
     assert_int_equal(pc_store_set(r.st, key, "b", 1, 60), 0);
@@ -326,9 +324,8 @@ static void test_held_writes_fail_once_when_the_store_goes(void **state)
 {
     (void)state;
     struct rig r;
-    rig_up(&r, 0);
     char key[128];
-    unique_key(key, sizeof key, "gone");
+    rig_up(&r, 0, "gone", key, sizeof key);
     struct set s1 = {0}, s2 = {0};
     int pinged = 0;
     pc_store_hold(r.st, 1);
