@@ -116,6 +116,11 @@ $(BUILD)/test_metrics: $(BUILD)/reason.o $(BUILD)/grpcwire.o
 $(BUILD)/test_store: $(filter-out $(BUILD)/main.o $(BUILD)/store.o $(BUILD)/buf.o \
                      $(BUILD)/log.o,$(OBJS)) $(PROTO_OBJS)
 
+# The model server client against a server the test runs: everything upstream reaches (the
+# budgets, metrics, the http helpers) but main.
+$(BUILD)/test_upstream: $(filter-out $(BUILD)/main.o $(BUILD)/upstream.o $(BUILD)/buf.o \
+                        $(BUILD)/log.o,$(OBJS)) $(PROTO_OBJS)
+
 # The HTTP/2 server on a socketpair: its connections' shared pieces (h2io), the input budget,
 # and listen (which reads host:port with config, and config its route table).
 $(BUILD)/test_h2srv: $(BUILD)/h2io.o $(BUILD)/budget.o $(BUILD)/listen.o $(BUILD)/config.o \

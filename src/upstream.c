@@ -6,9 +6,17 @@
  *     check_done --> finish() --> caller's callback --> easy handle cleaned up.
  *
  * The pattern is curl's hiperfifo example. curl is never called from inside one of its
- * own callbacks: timer_cb only arms a libevent timer. A socket's struct is not touched
- * after curl_multi_socket_action returns, since CURL_POLL_REMOVE may have freed it.
- * Connections stay in the multi handle's cache and are reused across transfers.
+ * own callbacks: timer_cb only arms a libevent timer, and in_curl says when a call into
+ * curl is under way. A socket's struct is not touched after curl_multi_socket_action
+ * returns, since CURL_POLL_REMOVE may have freed it. Connections stay in the multi
+ * handle's cache and are reused across transfers.
+ *
+ * A transfer starts inside pc_upstream_send (kick): on a kept-alive connection its request
+ * is written before pc_upstream_send returns, not on the loop's next turn, where the 0 ms
+ * timer curl asks for would leave it behind every other callback that turn runs. A miss's
+ * model call so leaves in the callback that read the lookup's answer; with the model server
+ * on the same CPU, it reads each call as it comes instead of a whole burst's calls at once.
+ * Transfers that the kick ends (a failure to connect) are answered from the loop (done).
  *
  * Backpressure (the output budget, budget.h): write_cb counts each chunk of answer in the
  * budget; when the budget is full it returns CURL_WRITEFUNC_PAUSE (curl keeps the chunk and
@@ -45,6 +53,8 @@ struct pc_upstream {
     CURLM *multi;
     struct event *timer;
     struct event *resume; /* armed while transfers are paused (resume_cb) */
+    struct event *done;   /* check_done from the loop, for transfers a kick ended */
+    int in_curl;          /* inside a call into curl that may run its callbacks */
     struct pc_list xfers; /* every transfer in flight (struct pc_xfer), for pc_upstream_free */
     size_t active;
     size_t n_paused;
@@ -262,7 +272,9 @@ static void event_cb(evutil_socket_t fd, short what, void *arg)
     int action =
         ((what & EV_READ) ? CURL_CSELECT_IN : 0) | ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running;
+    up->in_curl++;
     curl_multi_socket_action(up->multi, fd, action, &running);
+    up->in_curl--;
     check_done(up);
 }
 
@@ -272,8 +284,34 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct pc_upstream *up = arg;
     int running;
+    up->in_curl++;
     curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    up->in_curl--;
     check_done(up);
+}
+
+/* up->done: answers the transfers a kick ended. */
+static void done_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    check_done(arg);
+}
+
+/* Starts what curl has due now, the transfer just added among it (see the top). Never
+ * from inside curl; what ends here is answered from the loop, never from the caller's
+ * pc_upstream_send. */
+static void kick(struct pc_upstream *up)
+{
+    if (up->in_curl > 0)
+        return; /* the 0 ms timer curl asked for starts it */
+    int running = 0;
+    up->in_curl++;
+    CURLMcode rc = curl_multi_socket_action(up->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    up->in_curl--;
+    /* Every transfer added and not yet answered is running unless it ended. */
+    if (rc != CURLM_OK || (size_t)running < up->active)
+        event_active(up->done, EV_TIMEOUT, 1);
 }
 
 /* CURLMOPT_TIMERFUNCTION: only arms our timer; curl must not be called from here. */
@@ -412,7 +450,9 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
             continue;
         }
         set_paused(x, 0);
+        up->in_curl++;
         CURLcode rc = curl_easy_pause(x->easy, CURLPAUSE_CONT);
+        up->in_curl--;
         if (rc != CURLE_OK) {
             /* The kept chunk was refused: the transfer would wait for data that never
              * comes. Fail it now (outside curl's callbacks, so its handle may go). */
@@ -541,7 +581,8 @@ struct pc_upstream *pc_upstream_new_backend(struct event_base *base,
     up->multi = curl_multi_init();
     up->timer = evtimer_new(base, timeout_cb, up);
     up->resume = evtimer_new(base, resume_cb, up);
-    if (up->multi == NULL || up->timer == NULL || up->resume == NULL) {
+    up->done = event_new(base, -1, 0, done_cb, up);
+    if (up->multi == NULL || up->timer == NULL || up->resume == NULL || up->done == NULL) {
         pc_upstream_free(up);
         return NULL;
     }
@@ -582,6 +623,8 @@ void pc_upstream_free(struct pc_upstream *up)
         event_free(up->timer);
     if (up->resume)
         event_free(up->resume);
+    if (up->done)
+        event_free(up->done);
     free(up);
 }
 
@@ -718,6 +761,7 @@ static struct pc_xfer *xfer_start(struct pc_upstream *up, const char *method, co
         goto fail_easy;
     pc_list_push_front(&up->xfers, &x->link);
     up->active++;
+    kick(up);
     return x;
 
 fail:
