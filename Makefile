@@ -136,6 +136,8 @@ $(BUILD)/test_jsonedit: $(BUILD)/canon.o
 # The request reader is held against the plain reading the fuzz target uses (tests/ref/).
 H1REF   := $(BUILD)/ref/h1parse_ref.o
 $(BUILD)/test_h1parse: $(H1REF)
+# The response reader takes the hop-by-hop names and list elements from h1parse.
+$(BUILD)/test_h1resp: $(BUILD)/h1parse.o
 
 $(BUILD)/ref/%.o: tests/ref/%.c
 	@mkdir -p $(@D)
@@ -174,7 +176,7 @@ FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS    ?=
 FUZZ_TARGETS := cachekey canon config envelope batch l1 keymemo flight lookups jobtab cmdq \
-                jsonedit keypairs h1parse decode grpckey h2srv
+                jsonedit keypairs h1parse h1resp decode grpckey h2srv
 FUZZ_BUILD   := build-fuzz
 FUZZ_PKGS    := json-c libcrypto libprotobuf-c
 FUZZ_SAN     := -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -221,6 +223,8 @@ $(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/obj/routes.o $(FUZZ_BUILD)/obj/adapter.
                            $(FUZZ_BUILD)/obj/jsonedit.o $(FUZZ_BUILD)/obj/canon.o
 # fuzz_h1parse holds the HTTP request reader against the plain reading in tests/ref/.
 $(FUZZ_BUILD)/fuzz_h1parse: $(FUZZ_BUILD)/obj/ref/h1parse_ref.o
+# fuzz_h1resp: the response reader takes the hop-by-hop names from h1parse.
+$(FUZZ_BUILD)/fuzz_h1resp: $(FUZZ_BUILD)/obj/h1parse.o
 $(FUZZ_BUILD)/fuzz_jsonedit: $(FUZZ_BUILD)/obj/canon.o
 # fuzz_grpckey: the message prefix and the gRPC key material on the generated messages.
 $(FUZZ_BUILD)/fuzz_grpckey: $(FUZZ_BUILD)/obj/grpcwire.o $(FUZZ_PROTO_OBJS)

@@ -8,6 +8,9 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+#include <pthread.h>
+
 void pc_buf_init(struct pc_buf *b)
 {
     b->data = NULL;
@@ -169,6 +172,20 @@ char *pc_buf_steal(struct pc_buf *b, size_t *len)
         *len = b->len;
     pc_buf_init(b);
     return p;
+}
+
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); /* kept for the process's life */
+}
+
+const struct evp_md_st *pc_sha256_md(void)
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    return sha256_md;
 }
 
 uint64_t pc_now_us(void)

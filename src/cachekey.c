@@ -64,7 +64,7 @@ static int hash_update(void *arg, const void *p, size_t n)
 /* Starts the material with the head. */
 static void hash_begin(struct hasher *h, const char *head, size_t head_len)
 {
-    h->failed = h->ctx == NULL || EVP_DigestInit_ex(h->ctx, EVP_sha256(), NULL) != 1;
+    h->failed = h->ctx == NULL || EVP_DigestInit_ex(h->ctx, pc_sha256_md(), NULL) != 1;
     hash_update(h, head, head_len);
 }
 

@@ -106,11 +106,13 @@ static const char *const response_ccs[] = {"honour", "ignore", NULL};           
 static const char *const jobs_creds[] = {"refuse", "local", NULL}; /* pc_jobs_credentials */
 static const char *const temperatures[] = {"sampling", "greedy", NULL}; /* pc_temperature */
 static const char *const log_formats[] = {"text", "json", NULL}; /* pc_log_format */
+static const char *const http_clients[] = {"auto", "curl", NULL}; /* pc_http_client */
 enum { CHOICES_VERIFY_COMPARE, CHOICES_VERIFY_ACTION, CHOICES_CREDENTIALS, CHOICES_RESPONSE_CC,
-       CHOICES_JOBS_CREDENTIALS, CHOICES_TEMPERATURE, CHOICES_API, CHOICES_LOG_FORMAT };
+       CHOICES_JOBS_CREDENTIALS, CHOICES_TEMPERATURE, CHOICES_API, CHOICES_LOG_FORMAT,
+       CHOICES_HTTP_CLIENT };
 static const char *const *const choice_sets[] = {verify_compares, verify_actions, credentials,
                                                  response_ccs, jobs_creds, temperatures,
-                                                 pc_adapter_names, log_formats};
+                                                 pc_adapter_names, log_formats, http_clients};
 
 static const struct opt static_options[] = {
     /* section  key                   type          field                               min  max               default                  flags */
@@ -142,6 +144,7 @@ static const struct opt static_options[] = {
     {"backend", "health_interval_ms", OPT_INT,      FIELD(backend_health_interval_ms),  10,  HOUR_MS,          "2000",                  0},
     {"backend", "health_fails",       OPT_INT,      FIELD(backend_health_fails),        1,   1000,             "3",                     0},
     {"backend", "health_passes",      OPT_INT,      FIELD(backend_health_passes),       1,   1000,             "2",                     0},
+    {"backend", "http_client",        OPT_CHOICE,   FIELD(backend_http_client),         0,   CHOICES_HTTP_CLIENT, "auto",               0},
 
     {"redis",   "host",               OPT_HOST,     FIELD(redis_host),                  1,   0,                "127.0.0.1",             0},
     {"redis",   "port",               OPT_INT,      FIELD(redis_port),                  1,   65535,            "6379",                  0},
@@ -236,9 +239,10 @@ static const struct opt backend_options[] = {
     {"backend", "health_fails",       OPT_INT,      BFIELD(health_fails),               1,   1000,             NULL, 0},
     {"backend", "health_passes",      OPT_INT,      BFIELD(health_passes),              1,   1000,             NULL, 0},
     {"backend", "cache_id",           OPT_STRING,   BFIELD(cache_id),                   0,   0,                NULL, 0},
+    {"backend", "http_client",        OPT_CHOICE,   BFIELD(http_client),                0,   CHOICES_HTTP_CLIENT, NULL, 0},
 };
 enum { B_URL, B_CONNECT, B_TIMEOUT, B_IDLE, B_MAXRESP, B_INFLIGHT, B_HPATH, B_HINTERVAL, B_HFAILS, B_HPASSES,
-       B_CACHE_ID };
+       B_CACHE_ID, B_HTTP_CLIENT };
 
 static const struct opt route_options[] = {
     {"route",   "match",              OPT_ROUTE,    RFIELD(match),                      0,   0,                NULL, 0},
@@ -1239,6 +1243,7 @@ static void inherit_named(struct pc_config *cfg)
         INHERIT(B_HINTERVAL, health_interval_ms);
         INHERIT(B_HFAILS, health_fails);
         INHERIT(B_HPASSES, health_passes);
+        INHERIT(B_HTTP_CLIENT, http_client);
 #undef INHERIT
     }
     for (size_t i = 0; i < cfg->n_route_secs; i++) {
@@ -1294,6 +1299,7 @@ const struct pc_backend_cfg *pc_config_backend(const struct pc_config *cfg, size
     out->health_fails = cfg->backend_health_fails;
     out->health_passes = cfg->backend_health_passes;
     pc_strlcpy(out->cache_id, cfg->backend_cache_id, sizeof out->cache_id);
+    out->http_client = cfg->backend_http_client;
     return out;
 }
 

@@ -84,7 +84,7 @@ int pc_creds_scope(const struct pc_header *h, size_t n, const char (*extra)[64],
     unsigned int mdlen = 0;
     const char *name;
     int rc = -1;
-    if (ctx == NULL || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+    if (ctx == NULL || EVP_DigestInit_ex(ctx, pc_sha256_md(), NULL) != 1)
         goto out;
     for (size_t i = 0; (name = name_at(i, extra, n_extra)) != NULL; i++) {
         if (name[0] == '\0' || seen_before(i, extra, n_extra))

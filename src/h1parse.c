@@ -107,6 +107,52 @@ int pc_h1parse_list_has(const char *value, const char *token)
     return 0;
 }
 
+/* Declared in http.h; here, where the readers of both directions (h1resp) reach them
+ * without the server. */
+int pc_http_is_hop_by_hop(const char *name)
+{
+    static const char *const hop[] = {"connection",
+                                      "keep-alive",
+                                      "proxy-connection",
+                                      "te",
+                                      "trailer",
+                                      "transfer-encoding",
+                                      "upgrade",
+                                      "proxy-authenticate",
+                                      "proxy-authorization"};
+    for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++) {
+        if (pc_strcaseeq(name, hop[i]))
+            return 1;
+    }
+    return 0;
+}
+
+int pc_http_is_hop_by_hop_in(const char *name, const struct pc_header *h, size_t n)
+{
+    if (pc_http_is_hop_by_hop(name))
+        return 1;
+    for (size_t i = 0; i < n; i++) {
+        if (pc_strcaseeq(h[i].name, "connection") && pc_h1parse_list_has(h[i].value, name))
+            return 1;
+    }
+    return 0;
+}
+
+size_t pc_http_drop_connection_named(struct pc_header *h, size_t n, const char *conn_value)
+{
+    struct pc_header conn = {(char *)"Connection", (char *)conn_value};
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (pc_http_is_hop_by_hop_in(h[i].name, &conn, 1)) {
+            free(h[i].name);
+            free(h[i].value);
+        } else {
+            h[k++] = h[i];
+        }
+    }
+    return k;
+}
+
 /* "METHOD SP target SP HTTP/1.x" (NUL-terminated, no NUL inside). */
 static enum pc_h1_result parse_request_line(struct pc_h1req *r, const char *line)
 {

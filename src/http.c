@@ -191,39 +191,10 @@ const char *pc_http_reason(int status)
     }
 }
 
-int pc_http_is_hop_by_hop(const char *name)
-{
-    static const char *const hop[] = {"connection",
-                                      "keep-alive",
-                                      "proxy-connection",
-                                      "te",
-                                      "trailer",
-                                      "transfer-encoding",
-                                      "upgrade",
-                                      "proxy-authenticate",
-                                      "proxy-authorization"};
-    for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++) {
-        if (pc_strcaseeq(name, hop[i]))
-            return 1;
-    }
-    return 0;
-}
-
 static struct timeval ms_tv(int ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     return tv;
-}
-
-int pc_http_is_hop_by_hop_in(const char *name, const struct pc_header *h, size_t n)
-{
-    if (pc_http_is_hop_by_hop(name))
-        return 1;
-    for (size_t i = 0; i < n; i++) {
-        if (pc_strcaseeq(h[i].name, "connection") && pc_h1parse_list_has(h[i].value, name))
-            return 1;
-    }
-    return 0;
 }
 
 /* ---- requests ---------------------------------------------------------------------- */

@@ -18,6 +18,7 @@
 
 #include <openssl/evp.h>
 
+#include "predcache/buf.h"
 #include "predcache/list.h"
 
 #define ENTRY_OVERHEAD 64       /* charged per entry besides its own bytes: malloc and bucket */
@@ -252,7 +253,7 @@ int pc_keymemo_get(struct pc_keymemo *m, const char *ctx, size_t ctx_len, const 
     if (m == NULL)
         return 0;
     if (len > PC_KEYMEMO_DIGEST_MIN) {
-        if (EVP_Digest(body, len, probe->digest, NULL, EVP_sha256(), NULL) != 1) {
+        if (EVP_Digest(body, len, probe->digest, NULL, pc_sha256_md(), NULL) != 1) {
             m->misses++;
             probe->digested = -1; /* no digest: nothing to remember either */
             return 0;

@@ -27,6 +27,8 @@
  */
 #include "predcache/upstream.h"
 
+#include "upstream_int.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,50 +49,9 @@
  * not their loops: a client of another worker that drains its output wakes nobody here. */
 #define PC_UPSTREAM_RESUME_MS 10
 
-struct pc_upstream {
-    struct event_base *base;
-    struct pc_backend_cfg be; /* url, timeouts and limits of this backend (a copy) */
-    CURLM *multi;
-    struct event *timer;
-    struct event *resume; /* armed while transfers are paused (resume_cb) */
-    struct event *done;   /* check_done from the loop, for transfers a kick ended */
-    int in_curl;          /* inside a call into curl that may run its callbacks */
-    struct pc_list xfers; /* every transfer in flight (struct pc_xfer), for pc_upstream_free */
-    size_t active;
-    size_t n_paused;
-    int unbudgeted; /* pc_upstream_new_for: outside the output budget */
-    struct pc_upstream_gauges g;
-    char base_url[1024]; /* without a trailing '/' */
-};
-
 struct sock_watch {
     struct event *ev;
     struct pc_upstream *up;
-};
-
-struct pc_xfer {
-    struct pc_upstream *up;
-    CURL *easy;
-    struct curl_slist *req_headers;
-    pc_upstream_cb cb;
-    void *arg;
-    struct pc_upstream_resp resp;
-    size_t headers_cap;
-    struct pc_buf conn; /* the Connection header's tokens: headers it names end here */
-    int too_large;
-    int is_head;
-    int paused;        /* by write_cb, over the output budget */
-    int admitted;      /* its whole length is counted in the budget: it never pauses */
-    curl_off_t length; /* the answer's Content-Length; -1: unknown; -2: not asked yet */
-    size_t held;       /* answer bytes counted in the output budget */
-    const struct pc_stream_ops *ops; /* a streamed transfer (pc_upstream_stream); else NULL */
-    int head_done;                   /* ops->head ran */
-    int held_by_client;              /* ops->data said hold on: paused until resume */
-    int resume_wanted;               /* pc_upstream_resume asked: resume_cb lets it go */
-    int cancelled;                   /* its head said stop: ends without a callback */
-    int out_of_fds;                  /* open_socket found no descriptor for its socket */
-    char errbuf[CURL_ERROR_SIZE];
-    struct pc_list link; /* in up->xfers */
 };
 
 static void check_done(struct pc_upstream *up);
@@ -112,7 +73,7 @@ static void resp_clear(struct pc_upstream_resp *r)
 }
 
 /* x is paused (1) or goes on (0): the counts follow. */
-static void set_paused(struct pc_xfer *x, int paused)
+void pc_up_set_paused(struct pc_xfer *x, int paused)
 {
     struct pc_upstream *up = x->up;
     if (x->paused == paused)
@@ -139,13 +100,17 @@ static void count_held(struct pc_xfer *x, int64_t delta)
 static void xfer_free(struct pc_xfer *x)
 {
     struct pc_upstream *up = x->up;
-    set_paused(x, 0);
+    pc_up_set_paused(x, 0);
     count_held(x, -(int64_t)x->held);
     pc_budget_release(x);
     pc_list_remove(&x->link);
     up->active--;
-    curl_multi_remove_handle(up->multi, x->easy);
-    curl_easy_cleanup(x->easy);
+    if (x->easy != NULL) {
+        curl_multi_remove_handle(up->multi, x->easy);
+        curl_easy_cleanup(x->easy);
+    } else {
+        pc_uph1_xfer_release(x);
+    }
     curl_slist_free_all(x->req_headers);
     resp_clear(&x->resp);
     free(x->resp.headers);
@@ -175,20 +140,9 @@ static enum pc_upstream_error map_error(CURLcode rc, const struct pc_xfer *x)
 /* Drops the headers the model server's Connection header named (RFC 9110 7.6.1). */
 static void drop_connection_named(struct pc_xfer *x)
 {
-    struct pc_upstream_resp *r = &x->resp;
-    if (x->conn.len == 0)
-        return;
-    struct pc_header conn = {(char *)"Connection", x->conn.data};
-    size_t k = 0;
-    for (size_t i = 0; i < r->n_headers; i++) {
-        if (pc_http_is_hop_by_hop_in(r->headers[i].name, &conn, 1)) {
-            free(r->headers[i].name);
-            free(r->headers[i].value);
-        } else {
-            r->headers[k++] = r->headers[i];
-        }
-    }
-    r->n_headers = k;
+    if (x->conn.len > 0)
+        x->resp.n_headers =
+            pc_http_drop_connection_named(x->resp.headers, x->resp.n_headers, x->conn.data);
 }
 
 /* curl's socket(): the same, but a failure for want of descriptors is remembered, so the
@@ -202,6 +156,34 @@ static curl_socket_t open_socket(void *arg, curlsocktype purpose, struct curl_so
     if (fd == CURL_SOCKET_BAD && (errno == EMFILE || errno == ENFILE))
         x->out_of_fds = 1;
     return fd;
+}
+
+void pc_up_deliver(struct pc_xfer *x)
+{
+    struct pc_upstream_resp *r = &x->resp;
+    if (x->cancelled) {
+        xfer_free(x);
+        return;
+    }
+    if (r->body.data == NULL)
+        pc_buf_append(&r->body, "", 0);
+    if (x->ops != NULL) {
+        if (!x->head_done && r->error == PC_UP_OK) {
+            x->head_done = 1;
+            if (x->ops->head(r->status, r->headers, r->n_headers, x->arg) != 0) {
+                xfer_free(x);
+                return;
+            }
+        }
+        x->ops->end(r, x->arg);
+        xfer_free(x);
+        return;
+    }
+    /* Its bytes were admitted to the budget as they came: its answer is not refused. */
+    pc_budget_credit_begin();
+    x->cb(r, x->arg);
+    pc_budget_credit_end();
+    xfer_free(x);
 }
 
 /* The transfer is over: fill in the answer, call back once, free everything. */
@@ -222,32 +204,17 @@ static void finish(struct pc_xfer *x, CURLcode rc)
     r->error = map_error(rc, x);
     if (r->error == PC_UP_NO_FD)
         snprintf(r->errmsg, sizeof r->errmsg, "out of file descriptors for the connection");
+    else if (x->bad_header)
+        snprintf(r->errmsg, sizeof r->errmsg,
+                 "model server response: control character in a header field");
     else if (r->error == PC_UP_TOO_LARGE)
         snprintf(r->errmsg, sizeof r->errmsg, "model server response larger than %zu bytes",
                  x->up->be.max_response_bytes);
     else if (r->error != PC_UP_OK)
         snprintf(r->errmsg, sizeof r->errmsg, "%s",
                  x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
-    if (r->body.data == NULL)
-        pc_buf_append(&r->body, "", 0);
     curl_multi_remove_handle(x->up->multi, x->easy);
-    if (x->ops != NULL) {
-        if (!x->head_done && r->error == PC_UP_OK) {
-            x->head_done = 1;
-            if (x->ops->head(r->status, r->headers, r->n_headers, x->arg) != 0) {
-                xfer_free(x);
-                return;
-            }
-        }
-        x->ops->end(r, x->arg);
-        xfer_free(x);
-        return;
-    }
-    /* Its bytes were admitted to the budget as they came: its answer is not refused. */
-    pc_budget_credit_begin();
-    x->cb(r, x->arg);
-    pc_budget_credit_end();
-    xfer_free(x);
+    pc_up_deliver(x);
 }
 
 static void check_done(struct pc_upstream *up)
@@ -366,7 +333,7 @@ static int sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *soc
  * May x take n more bytes of answer now (budget.h)? An answer of known length asks once
  * for all of it and is counted whole when admitted; one of unknown length asks per chunk.
  */
-static int budget_allows(struct pc_xfer *x, size_t n)
+int pc_up_budget_allows(struct pc_xfer *x, size_t n)
 {
     if (x->admitted || x->up->unbudgeted)
         return 1;
@@ -395,7 +362,7 @@ static size_t stream_write(struct pc_xfer *x, char *ptr, size_t n)
     if (x->ops->data(ptr, n, x->arg) == 0)
         return n;
     x->held_by_client = 1; /* curl keeps the chunk until pc_upstream_resume */
-    set_paused(x, 1);
+    pc_up_set_paused(x, 1);
     return CURL_WRITEFUNC_PAUSE;
 }
 
@@ -415,20 +382,30 @@ static size_t write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
         x->too_large = 1;
         return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
     }
-    if (!budget_allows(x, n)) {
+    if (!pc_up_budget_allows(x, n)) {
         /* curl keeps this chunk and hands it over again when resume_cb lets x go on. */
-        set_paused(x, 1);
-        if (!evtimer_pending(x->up->resume, NULL)) {
-            struct timeval tv = {0, PC_UPSTREAM_RESUME_MS * 1000};
-            evtimer_add(x->up->resume, &tv);
-        }
+        pc_up_set_paused(x, 1);
+        pc_up_arm_resume(x->up);
         return CURL_WRITEFUNC_PAUSE;
     }
     if (pc_buf_append(&x->resp.body, ptr, n) != 0)
         return 0;
+    pc_up_count_body(x);
+    return n;
+}
+
+void pc_up_count_body(struct pc_xfer *x)
+{
     if (x->resp.body.len > x->held && !x->up->unbudgeted)
         count_held(x, (int64_t)(x->resp.body.len - x->held));
-    return n;
+}
+
+void pc_up_arm_resume(struct pc_upstream *up)
+{
+    if (!evtimer_pending(up->resume, NULL)) {
+        struct timeval tv = {0, PC_UPSTREAM_RESUME_MS * 1000};
+        evtimer_add(up->resume, &tv);
+    }
 }
 
 /* A libevent timer, outside any curl callback: paused transfers the budget lets go on
@@ -446,10 +423,14 @@ static void resume_cb(evutil_socket_t fd, short what, void *arg)
                 continue;
             x->held_by_client = x->resume_wanted = 0;
         } else if (!x->paused ||
-                   !(x->length >= 0 ? budget_allows(x, 0) : pc_budget_may_resume(x))) {
+                   !(x->length >= 0 ? pc_up_budget_allows(x, 0) : pc_budget_may_resume(x))) {
             continue;
         }
-        set_paused(x, 0);
+        pc_up_set_paused(x, 0);
+        if (x->easy == NULL) { /* the own client: from its read event, not from here */
+            pc_uph1_resume(x);
+            continue;
+        }
         up->in_curl++;
         CURLcode rc = curl_easy_pause(x->easy, CURLPAUSE_CONT);
         up->in_curl--;
@@ -505,6 +486,13 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
         v++;
     while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
         end--;
+    for (const char *p = v; p < end; p++) { /* a value goes on to the client: no CR, no NUL */
+        unsigned char ch = (unsigned char)*p;
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f) {
+            x->bad_header = 1;
+            return 0; /* aborts the transfer (CURLE_WRITE_ERROR) */
+        }
+    }
     char *name = strndup(line, nl);
     if (name == NULL)
         return 0;
@@ -578,6 +566,7 @@ struct pc_upstream *pc_upstream_new_backend(struct event_base *base,
     size_t bl = strlen(up->base_url);
     while (bl > 0 && up->base_url[bl - 1] == '/')
         up->base_url[--bl] = '\0';
+    pc_uph1_setup(up);
     up->multi = curl_multi_init();
     up->timer = evtimer_new(base, timeout_cb, up);
     up->resume = evtimer_new(base, resume_cb, up);
@@ -599,7 +588,8 @@ void pc_upstream_abort_all(struct pc_upstream *up)
     /* Each caller still hears back once, so that nothing it holds for the answer leaks. */
     while (!pc_list_empty(&up->xfers)) {
         struct pc_xfer *x = pc_list_entry(up->xfers.next, struct pc_xfer, link);
-        curl_multi_remove_handle(up->multi, x->easy);
+        if (x->easy != NULL)
+            curl_multi_remove_handle(up->multi, x->easy);
         x->resp.error = PC_UP_SHUTDOWN;
         snprintf(x->resp.errmsg, sizeof x->resp.errmsg, "predcache is shutting down");
         if (x->cancelled)
@@ -617,6 +607,8 @@ void pc_upstream_free(struct pc_upstream *up)
     if (up == NULL)
         return;
     pc_upstream_abort_all(up);
+    if (up->idle.next != NULL) /* set up: its kept connections close */
+        pc_uph1_close_idle(up);
     if (up->multi)
         curl_multi_cleanup(up->multi);
     if (up->timer)
@@ -647,6 +639,13 @@ static int has_header(const struct pc_header *h, size_t n, const char *name)
     return 0;
 }
 
+int pc_up_forwards_header(const char *name)
+{
+    return !(pc_http_is_hop_by_hop(name) || pc_strcaseeq(name, "host") ||
+             pc_strcaseeq(name, "content-length") || pc_strcaseeq(name, "expect") ||
+             strchr(name, '_') != NULL);
+}
+
 /*
  * Request headers for curl: end-to-end ones only, and none that curl must own. A name
  * with an underscore is dropped (as nginx does): CGI-style servers read X_Foo and X-Foo
@@ -661,9 +660,7 @@ static struct curl_slist *build_headers(const struct pc_header *headers, size_t 
     pc_buf_init(&line);
     for (size_t i = 0; i < n; i++) {
         const char *name = headers[i].name;
-        if (pc_http_is_hop_by_hop(name) || pc_strcaseeq(name, "host") ||
-            pc_strcaseeq(name, "content-length") || pc_strcaseeq(name, "expect") ||
-            strchr(name, '_') != NULL)
+        if (!pc_up_forwards_header(name))
             continue;
         line.len = 0;
         int rc = pc_buf_append_str(&line, name);
@@ -712,6 +709,25 @@ static struct pc_xfer *xfer_start(struct pc_upstream *up, const char *method, co
     x->length = -2;
     pc_buf_init(&x->resp.body);
     pc_buf_init(&x->conn);
+    x->is_head = strcmp(method, "HEAD") == 0;
+    if (up->own) {
+        x->body = body;
+        x->body_len = body_len;
+        if (ops != NULL) {
+            x->idle_ms = idle_ms > 0 ? idle_ms : up->be.idle_timeout_ms;
+        } else {
+            x->timeout_ms =
+                timeout_ms > 0 && timeout_ms < up->be.timeout_ms ? timeout_ms : up->be.timeout_ms;
+        }
+        pc_list_push_front(&up->xfers, &x->link);
+        up->active++;
+        if (pc_uph1_start(x, method, target, headers, n_headers) != 0) {
+            x->cancelled = 1;
+            xfer_free(x);
+            return NULL;
+        }
+        return x;
+    }
     x->easy = curl_easy_init();
     x->req_headers = build_headers(headers, n_headers);
     struct pc_buf url;

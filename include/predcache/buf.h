@@ -35,6 +35,12 @@ int pc_buf_json_error(struct pc_buf *b, const char *msg);
 /* Moves the memory out; the caller frees it. The buffer is left empty. */
 char *pc_buf_steal(struct pc_buf *b, size_t *len);
 
+/* OpenSSL's SHA-256, fetched once for the process (an EVP_MD): EVP_sha256() in a digest's
+ * init fetches the implementation again on every call (a lock and a lookup). NULL if
+ * OpenSSL has none. */
+struct evp_md_st;
+const struct evp_md_st *pc_sha256_md(void);
+
 /* Monotonic clock in microseconds. */
 uint64_t pc_now_us(void);
 /* Wall clock in milliseconds since the epoch. */

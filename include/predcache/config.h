@@ -35,6 +35,7 @@ struct pc_backend_cfg {
     int health_fails;
     int health_passes;
     char cache_id[PC_CFG_STR]; /* the backend's identity in keys; "" = derived from url */
+    int http_client;           /* enum pc_http_client */
     unsigned set;              /* bit i: key i of the section's table was given */
     int line;                  /* of the section header; 0 when set in code */
 };
@@ -66,6 +67,9 @@ struct pc_route_cfg {
 
 /* [log] format: how log and access lines are written. */
 enum pc_log_format { PC_LOG_FORMAT_TEXT, PC_LOG_FORMAT_JSON };
+/* [backend] http_client: auto = predcache's own HTTP/1.1 client for http:// to an address
+ * (libcurl for https and host names); curl = libcurl for every URL. */
+enum pc_http_client { PC_HTTP_CLIENT_AUTO, PC_HTTP_CLIENT_CURL };
 
 /* [cache] verify_compare and verify_action (the order of their names in config.c). */
 enum pc_verify_compare { PC_VERIFY_BYTES, PC_VERIFY_JSON };
@@ -112,6 +116,7 @@ struct pc_config {
     int backend_health_interval_ms;       /* between checks; default 2000 */
     int backend_health_fails;  /* consecutive failures that mark the backend down; default 3 */
     int backend_health_passes; /* consecutive passes that mark it up again; default 2 */
+    int backend_http_client;   /* enum pc_http_client; default auto */
 
     /* [redis] */
     char redis_host[PC_CFG_STR];          /* default 127.0.0.1 */

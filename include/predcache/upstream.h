@@ -1,8 +1,10 @@
 /*
- * upstream: forwards requests to the model server with the libcurl multi_socket API,
- * driven by the worker's event_base (the hiperfifo pattern). Owns the curl multi
- * handle, its sockets' events and timer, and every transfer in flight. Connections are
- * kept alive and reused by the multi handle. The only module that includes curl.
+ * upstream: forwards requests to the model server, driven by the worker's event_base.
+ * Owns every transfer in flight and its connections: predcache's own HTTP/1.1 client
+ * (upstream_h1.c) for http:// to an address, the libcurl multi_socket API (the hiperfifo
+ * pattern: the multi handle, its sockets' events and timer) for https://, host names and
+ * [backend] http_client = curl. Connections are kept alive and reused. The only module
+ * that includes curl.
  */
 #ifndef PREDCACHE_UPSTREAM_H
 #define PREDCACHE_UPSTREAM_H

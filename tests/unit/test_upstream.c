@@ -39,8 +39,19 @@ static int requests_seen(void)
     return n;
 }
 
-/* Reads one request (a head, then Content-Length bytes) from fd: 0, or -1 at its end. */
-static int read_request(int fd, char *buf, size_t cap, size_t *have)
+static int srv_conns; /* connections accepted, under srv_mu */
+
+static int conns_seen(void)
+{
+    pthread_mutex_lock(&srv_mu);
+    int n = srv_conns;
+    pthread_mutex_unlock(&srv_mu);
+    return n;
+}
+
+/* Reads one request (a head, then Content-Length bytes) from fd, its target into path:
+ * 0, or -1 at its end. */
+static int read_request(int fd, char *buf, size_t cap, size_t *have, char *path, size_t plen)
 {
     for (;;) {
         buf[*have] = '\0';
@@ -50,6 +61,9 @@ static int read_request(int fd, char *buf, size_t cap, size_t *have)
             size_t body = cl != NULL && cl < end ? strtoul(cl + 16, NULL, 10) : 0;
             size_t whole = (size_t)(end + 4 - buf) + body;
             if (*have >= whole) {
+                const char *sp = strchr(buf, ' ');
+                size_t n = sp != NULL ? strcspn(sp + 1, " ") : 0;
+                snprintf(path, plen, "%.*s", (int)n, sp != NULL ? sp + 1 : "");
                 memmove(buf, buf + whole, *have - whole);
                 *have -= whole;
                 return 0;
@@ -64,18 +78,58 @@ static int read_request(int fd, char *buf, size_t cap, size_t *have)
     }
 }
 
-/* One connection (its descriptor is arg): every request answered until the client goes. */
+static int send_all(int fd, const char *s, size_t n)
+{
+    return write(fd, s, n) == (ssize_t)n ? 0 : -1;
+}
+
+/*
+ * One connection (its descriptor is arg): every request answered until the client goes,
+ * as its path says:
+ *   /drop2      the second request on a connection: closed without an answer
+ *   /drop       closed without an answer
+ *   /chunked    a chunked answer        /close  an answer that runs until the close
+ *   /big        a length over the client's bound
+ *   /slow       answered after 1.5 s    else    "ok" with its length
+ */
 static void *serve_conn(void *arg)
 {
     int c = (int)(intptr_t)arg;
     char *buf = malloc(65536);
+    char path[256];
     size_t have = 0;
-    while (buf != NULL && read_request(c, buf, 65536, &have) == 0) {
+    int n = 0;
+    while (buf != NULL && read_request(c, buf, 65536, &have, path, sizeof path) == 0) {
         pthread_mutex_lock(&srv_mu);
         srv_requests++;
         pthread_mutex_unlock(&srv_mu);
+        n++;
+        if (strstr(path, "/drop2") != NULL ? n == 2 : strstr(path, "/drop") != NULL)
+            break;
+        if (strstr(path, "/chunked") != NULL) {
+            static const char a[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                    "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+            if (send_all(c, a, sizeof a - 1) != 0)
+                break;
+            continue;
+        }
+        if (strstr(path, "/close") != NULL) {
+            static const char a[] = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the close";
+            send_all(c, a, sizeof a - 1);
+            break;
+        }
+        if (strstr(path, "/big") != NULL) {
+            static const char a[] = "HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\nxx";
+            if (send_all(c, a, sizeof a - 1) != 0)
+                break;
+            continue;
+        }
+        if (strstr(path, "/slow") != NULL) {
+            struct timespec t = {1, 500000000};
+            nanosleep(&t, NULL);
+        }
         static const char ok[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-        if (write(c, ok, sizeof ok - 1) != (ssize_t)(sizeof ok - 1))
+        if (send_all(c, ok, sizeof ok - 1) != 0)
             break;
     }
     free(buf);
@@ -90,6 +144,9 @@ static void *serve(void *arg)
         int c = accept(srv_fd, NULL, NULL);
         if (c < 0)
             return NULL; /* the listening socket was shut down */
+        pthread_mutex_lock(&srv_mu);
+        srv_conns++;
+        pthread_mutex_unlock(&srv_mu);
         pthread_t t;
         if (pthread_create(&t, NULL, serve_conn, (void *)(intptr_t)c) == 0)
             pthread_detach(t);
@@ -137,6 +194,8 @@ struct answer {
     int sending; /* set while pc_upstream_send runs: a callback must not see it */
     int inside;  /* a callback ran from inside pc_upstream_send */
     struct event_base *base;
+    char body[64];
+    char errmsg[256];
 };
 
 static void on_answer(const struct pc_upstream_resp *resp, void *arg)
@@ -146,6 +205,8 @@ static void on_answer(const struct pc_upstream_resp *resp, void *arg)
     a->status = resp->status;
     a->error = resp->error;
     a->inside |= a->sending;
+    snprintf(a->body, sizeof a->body, "%.*s", (int)resp->body.len, resp->body.data);
+    snprintf(a->errmsg, sizeof a->errmsg, "%s", resp->errmsg);
     event_base_loopbreak(a->base);
 }
 
@@ -155,6 +216,8 @@ static void on_guard(evutil_socket_t fd, short what, void *arg)
     (void)what;
     event_base_loopbreak(arg);
 }
+
+static int use_curl; /* the rig's upstream uses libcurl (http_client = curl) */
 
 static void rig_up(struct rig *r)
 {
@@ -167,6 +230,7 @@ static void rig_up(struct rig *r)
     be.idle_timeout_ms = 5000;
     be.max_response_bytes = 1 << 20;
     be.max_in_flight = 16;
+    be.http_client = use_curl ? PC_HTTP_CLIENT_CURL : PC_HTTP_CLIENT_AUTO;
     r->up = pc_upstream_new_backend(r->base, &be);
     assert_non_null(r->up);
     r->guard = evtimer_new(r->base, on_guard, r->base);
@@ -180,15 +244,20 @@ static void rig_down(struct rig *r)
     event_base_free(r->base);
 }
 
-static void send_one(struct rig *r, struct answer *a)
+static void send_to(struct rig *r, struct answer *a, const char *path, int timeout_ms)
 {
     static const char body[] = "{\"instances\": [1]}";
     a->base = r->base;
     a->sending = 1;
-    struct pc_xfer *x = pc_upstream_send(r->up, "POST", "/v1/models/m:predict", NULL, 0, body,
-                                         sizeof body - 1, 0, on_answer, a);
+    struct pc_xfer *x = pc_upstream_send(r->up, "POST", path, NULL, 0, body, sizeof body - 1,
+                                         timeout_ms, on_answer, a);
     a->sending = 0;
     assert_non_null(x);
+}
+
+static void send_one(struct rig *r, struct answer *a)
+{
+    send_to(r, a, "/v1/models/m:predict", 0);
 }
 
 /* Runs the loop until a's callback ran (or 3 s passed). */
@@ -292,12 +361,150 @@ static void test_many_transfers_started_in_one_turn_are_each_answered_once(void 
     rig_down(&r);
 }
 
+/* One transfer to path, waited for. */
+static void ask(struct rig *r, struct answer *a, const char *path, int timeout_ms)
+{
+    memset(a, 0, sizeof *a);
+    send_to(r, a, path, timeout_ms);
+    wait_answer(r, a);
+    assert_int_equal(a->calls, 1);
+    assert_int_equal(a->inside, 0);
+    assert_int_equal(pc_upstream_active(r->up), 0);
+}
+
+static void test_a_kept_connection_carries_the_next_request(void **state)
+{
+    (void)state;
+    struct rig r;
+    rig_up(&r);
+    int conns = conns_seen();
+    struct answer a;
+    for (int i = 0; i < 5; i++) {
+        ask(&r, &a, "/v1/models/m:predict", 0);
+        assert_int_equal(a.status, 200);
+        assert_string_equal(a.body, "ok");
+    }
+    assert_int_equal(conns_seen(), conns + 1);
+    rig_down(&r);
+}
+
+static void test_a_kept_connection_closed_under_a_request_sends_it_again(void **state)
+{
+    (void)state;
+    struct rig r;
+    rig_up(&r);
+    int before = requests_seen(), conns = conns_seen();
+    struct answer a;
+    ask(&r, &a, "/drop2", 0);
+    assert_int_equal(a.status, 200);
+    /* The kept connection closes as it reads the second request: that request goes again,
+     * once, on a new connection, and is answered there. */
+    ask(&r, &a, "/drop2", 0);
+    assert_int_equal(a.error, PC_UP_OK);
+    assert_int_equal(a.status, 200);
+    assert_string_equal(a.body, "ok");
+    assert_int_equal(requests_seen(), before + 3);
+    assert_int_equal(conns_seen(), conns + 2);
+    rig_down(&r);
+}
+
+static void test_a_new_connection_closed_without_an_answer_is_a_502(void **state)
+{
+    (void)state;
+    struct rig r;
+    rig_up(&r);
+    int before = requests_seen();
+    struct answer a;
+    ask(&r, &a, "/drop", 0);
+    assert_int_equal(a.error, PC_UP_PROTOCOL);
+    assert_int_equal(pc_upstream_error_status(a.error), 502);
+    assert_int_equal(requests_seen(), before + 1); /* not sent again */
+    rig_down(&r);
+}
+
+static void test_answers_framed_every_way(void **state)
+{
+    (void)state;
+    struct rig r;
+    rig_up(&r);
+    struct answer a;
+    ask(&r, &a, "/chunked", 0);
+    assert_int_equal(a.error, PC_UP_OK);
+    assert_string_equal(a.body, "hello world");
+    ask(&r, &a, "/close", 0);
+    assert_int_equal(a.error, PC_UP_OK);
+    assert_string_equal(a.body, "until the close");
+    ask(&r, &a, "/big", 0);
+    assert_int_equal(a.error, PC_UP_TOO_LARGE);
+    assert_string_equal(a.errmsg, "model server response larger than 1048576 bytes");
+    ask(&r, &a, "/v1/models/m:predict", 0); /* and the next one goes through */
+    assert_string_equal(a.body, "ok");
+    rig_down(&r);
+}
+
+static void test_timeouts_and_refusals(void **state)
+{
+    (void)state;
+    struct rig r;
+    rig_up(&r);
+    struct answer a;
+    ask(&r, &a, "/slow", 200);
+    assert_int_equal(a.error, PC_UP_TIMEOUT);
+    assert_int_equal(pc_upstream_error_status(a.error), 504);
+    rig_down(&r);
+
+    /* A port nobody listens on: refused, answered from the loop. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof sa;
+    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    close(fd);
+    r.base = event_base_new();
+    struct pc_backend_cfg be = {0};
+    snprintf(be.url, sizeof be.url, "http://127.0.0.1:%d/prefix/", ntohs(sa.sin_port));
+    be.connect_timeout_ms = 1000;
+    be.timeout_ms = 5000;
+    be.idle_timeout_ms = 5000;
+    be.max_response_bytes = 1 << 20;
+    r.up = pc_upstream_new_backend(r.base, &be);
+    r.guard = evtimer_new(r.base, on_guard, r.base);
+    ask(&r, &a, "/x", 0);
+    assert_int_equal(a.error, PC_UP_CONNECT);
+    assert_int_equal(pc_upstream_error_status(a.error), 502);
+    rig_down(&r);
+}
+
+/* The same with libcurl ([backend] http_client = curl). */
+#define WITH_CURL(name)                                                                            \
+    static void name##_with_curl(void **state)                                                     \
+    {                                                                                              \
+        use_curl = 1;                                                                              \
+        name(state);                                                                               \
+        use_curl = 0;                                                                              \
+    }
+WITH_CURL(test_a_request_on_a_kept_alive_connection_leaves_inside_send)
+WITH_CURL(test_a_transfer_the_start_ends_is_answered_from_the_loop)
+WITH_CURL(test_many_transfers_started_in_one_turn_are_each_answered_once)
+WITH_CURL(test_a_kept_connection_carries_the_next_request)
+WITH_CURL(test_answers_framed_every_way)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_request_on_a_kept_alive_connection_leaves_inside_send),
         cmocka_unit_test(test_a_transfer_the_start_ends_is_answered_from_the_loop),
         cmocka_unit_test(test_many_transfers_started_in_one_turn_are_each_answered_once),
+        cmocka_unit_test(test_a_kept_connection_carries_the_next_request),
+        cmocka_unit_test(test_a_kept_connection_closed_under_a_request_sends_it_again),
+        cmocka_unit_test(test_a_new_connection_closed_without_an_answer_is_a_502),
+        cmocka_unit_test(test_answers_framed_every_way),
+        cmocka_unit_test(test_timeouts_and_refusals),
+        cmocka_unit_test(test_a_request_on_a_kept_alive_connection_leaves_inside_send_with_curl),
+        cmocka_unit_test(test_a_transfer_the_start_ends_is_answered_from_the_loop_with_curl),
+        cmocka_unit_test(test_many_transfers_started_in_one_turn_are_each_answered_once_with_curl),
+        cmocka_unit_test(test_a_kept_connection_carries_the_next_request_with_curl),
+        cmocka_unit_test(test_answers_framed_every_way_with_curl),
     };
     return cmocka_run_group_tests(tests, start_server, stop_server);
 }
