@@ -290,6 +290,7 @@ static void store_drop(struct pc_store *st)
     redisReader *reader = st->reader;
     st->bev = NULL;
     st->reader = NULL;
+    st->out.len = 0; /* never written to another connection */
     st->broken = 0;
     st->subscribed = 0;
     if (bev != NULL && !st->asking && !st->watch && !st->connect_now && st->n_sentinels > 0)
@@ -611,6 +612,47 @@ static void cmd_timeout_cb(evutil_socket_t fd, short what, void *arg)
     store_break(st);
 }
 
+/* Writes p[0..n) to the connection. A plain connection that is up and has nothing waiting
+ * in its output gathers the commands in st->out, written in one send after the callbacks
+ * the turn is running (out_cb): no write event is added and removed, and no wait for the
+ * socket to be reported writable, as the bufferevent's write would. The rest goes through
+ * the bufferevent. 0 ok. */
+static int wire_write(struct pc_store *st, const char *p, size_t n)
+{
+    if (st->out.len == 0 &&
+        (st->tls_ctx != NULL || st->state != ST_CONNECTED ||
+         evbuffer_get_length(bufferevent_get_output(st->bev)) > 0))
+        return bufferevent_write(st->bev, p, n);
+    if (st->out.len == 0)
+        event_active(st->out_ev, EV_TIMEOUT, 1);
+    return pc_buf_append(&st->out, p, n);
+}
+
+/* out_ev: the turn's commands, straight to the socket; what it does not take (or meets an
+ * error on) goes through the bufferevent, which writes it when it can or meets the error
+ * itself. */
+static void out_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_store *st = arg;
+    const char *p = st->out.data;
+    size_t n = st->out.len;
+    if (n == 0 || st->bev == NULL || st->broken) {
+        st->out.len = 0; /* the connection went: its commands are failed with it */
+        return;
+    }
+    evutil_socket_t s = bufferevent_getfd(st->bev);
+    ssize_t w = s >= 0 ? send(s, p, n, MSG_NOSIGNAL | MSG_DONTWAIT) : -1;
+    if (w > 0) {
+        p += w;
+        n -= (size_t)w;
+    }
+    if (n > 0 && bufferevent_write(st->bev, p, n) != 0)
+        store_break(st);
+    st->out.len = 0;
+}
+
 /* Sends one encoded command on the connection: c is owned by st->q from here on, and out
  * (n bytes, from redisFormatCommandArgv) is taken in every case. bounded: a SET of bytes,
  * counted against the budgets (the caller checked pc_cmdq_full). 0 ok, -1 failed (c freed;
@@ -629,7 +671,7 @@ static int cmd_send_wire(struct pc_store *st, struct cmd *c, int bounded, size_t
     if (pc_cmdq_push(st->q, c, bounded, bytes, &c->id) != PC_CMDQ_OK)
         goto fail;
     queued = 1;
-    if (bufferevent_write(st->bev, out, n) != 0)
+    if (wire_write(st, out, n) != 0)
         goto fail;
     c->bounded = bounded;
     c->bytes = bytes;
@@ -1025,6 +1067,10 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
     st->held_timer = evtimer_new(base, held_cb, st);
     if (st->held_ev != NULL) /* a base of one priority: the next turn of the loop */
         event_priority_set(st->held_ev, event_base_get_npriorities(base) - 1);
+    pc_buf_init(&st->out);
+    /* The default priority: it goes out after the callbacks this turn is running, and a
+     * busy loop never holds it back (held_ev waits for an idle turn; this must not). */
+    st->out_ev = event_new(base, -1, 0, out_cb, st);
     if (st->host[0] == '\0') { /* a cluster node's address is set already */
         pc_strlcpy(st->host, cfg->redis_host, sizeof st->host);
         st->port = cfg->redis_port;
@@ -1052,8 +1098,11 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
     }
     if ((cfg->redis_tls && st->tls_ctx == NULL) || st->n_sentinels < 0 || st->n_seeds < 0 ||
         st->q == NULL || st->connect_timer == NULL || st->retry_timer == NULL ||
-        st->reset_ev == NULL || st->held_ev == NULL || st->held_timer == NULL) {
+        st->reset_ev == NULL || st->held_ev == NULL || st->held_timer == NULL ||
+        st->out_ev == NULL) {
         pc_cmdq_free(st->q);
+        if (st->out_ev)
+            event_free(st->out_ev);
         if (st->held_ev)
             event_free(st->held_ev);
         if (st->held_timer)
@@ -1185,6 +1234,9 @@ static void store_free_now(struct pc_store *st)
         event_free(st->held_ev);
     if (st->held_timer)
         event_free(st->held_timer);
+    if (st->out_ev)
+        event_free(st->out_ev);
+    pc_buf_release(&st->out);
     if (st->tls_ctx)
         SSL_CTX_free(st->tls_ctx);
     free(st->sentinel_hosts);
