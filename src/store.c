@@ -619,9 +619,8 @@ static void cmd_timeout_cb(evutil_socket_t fd, short what, void *arg)
  * the bufferevent. 0 ok. */
 static int wire_write(struct pc_store *st, const char *p, size_t n)
 {
-    if (st->out.len == 0 &&
-        (st->tls_ctx != NULL || st->state != ST_CONNECTED ||
-         evbuffer_get_length(bufferevent_get_output(st->bev)) > 0))
+    if (st->out.len == 0 && (st->tls_ctx != NULL || st->state != ST_CONNECTED ||
+                             evbuffer_get_length(bufferevent_get_output(st->bev)) > 0))
         return bufferevent_write(st->bev, p, n);
     if (st->out.len == 0)
         event_active(st->out_ev, EV_TIMEOUT, 1);
