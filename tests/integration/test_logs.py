@@ -31,6 +31,16 @@ def json_access(p, n):
     return got
 
 
+def json_access_of(p, rid):
+    """The access lines of p once the one of request rid is among them: a line is written
+    after its answer, so a client can read the answer before the line is there."""
+    def parsed():
+        lines = [json.loads(l) for l in p.stdout_text().splitlines()]
+        return lines if any(doc.get("id") == rid for doc in lines) else None
+    wait_for(parsed, timeout=5, what="the access line of %s" % rid)
+    return json_access(p, 1)
+
+
 def by_id(lines, rid):
     found = [doc for doc in lines if doc["id"] == rid]
     assert len(found) == 1, (rid, lines)
@@ -138,7 +148,7 @@ def test_errors_answered_by_predcache_carry_the_id(start_predcache, model, side_
     cold_id = unreachable.headers["X-Request-Id"]
     assert HEX32.match(cold_id)
 
-    lines = json_access(p, 3)
+    lines = json_access_of(p, cold_id)
     g = by_id(lines, "gpu-1")
     assert g["route"] == "gpu" and g["upstream"] == "b2" and g["cache"] == "MISS"
     refusals = [doc for doc in lines if doc["id"] == "gpu-2" and doc["status"] == 503]
