@@ -761,8 +761,7 @@ static struct pc_xfer *xfer_start(struct pc_upstream *up, const char *method, co
             timeout_ms > 0 && timeout_ms < up->be.timeout_ms ? timeout_ms : up->be.timeout_ms;
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, total);
     }
-    if (strcmp(method, "HEAD") == 0) {
-        x->is_head = 1;
+    if (x->is_head) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (strcmp(method, "GET") != 0 || body_len > 0) {
         if (strcmp(method, "POST") != 0)

@@ -32,7 +32,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
+#include <netdb.h>
 #include <event2/event.h>
 #include <netinet/tcp.h>
 #include <sys/uio.h>
@@ -42,6 +42,8 @@
 #define UPH1_READ 16384   /* bytes one read takes */
 #define UPH1_IDLE_MAX 256 /* kept connections with no transfer */
 
+/* A connection to the model server. Owned by the transfer it carries (x: closed with it
+ * when its answer is not read whole), else by up->idle; conn_close frees it. */
 struct pc_upconn {
     struct pc_upstream *up;
     int fd;
@@ -73,54 +75,29 @@ void pc_uph1_setup(struct pc_upstream *up)
     const char *a = u + 7;
     const char *slash = strchr(a, '/');
     size_t alen = slash != NULL ? (size_t)(slash - a) : strlen(a);
-    char auth[300];
+    char auth[300], hostport[310], host[256], ps[8];
     if (alen == 0 || alen >= sizeof auth || memchr(a, '@', alen) != NULL)
-        return;
+        return; /* none, too long, or with credentials: curl's */
     memcpy(auth, a, alen);
     auth[alen] = '\0';
-    char host[300];
-    const char *port = NULL;
-    if (auth[0] == '[') {
-        char *rb = strchr(auth, ']');
-        if (rb == NULL || (rb[1] != '\0' && rb[1] != ':'))
-            return;
-        size_t hl = (size_t)(rb - auth - 1);
-        memcpy(host, auth + 1, hl);
-        host[hl] = '\0';
-        port = rb[1] == ':' ? rb + 2 : NULL;
-    } else {
-        pc_strlcpy(host, auth, sizeof host);
-        char *colon = strchr(host, ':');
-        if (colon != NULL) {
-            *colon = '\0';
-            port = auth + (colon - host) + 1;
-        }
-    }
-    long p = 80;
-    if (port != NULL) {
-        char *end;
-        p = strtol(port, &end, 10);
-        if (*port == '\0' || *end != '\0' || p < 1 || p > 65535)
-            return;
-    }
-    memset(&up->addr, 0, sizeof up->addr);
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&up->addr;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&up->addr;
-    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1 || strcasecmp(host, "localhost") == 0) {
-        if (strcasecmp(host, "localhost") == 0)
-            s4->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)p);
-        up->addr_len = sizeof *s4;
-    } else if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)p);
-        up->addr_len = sizeof *s6;
-    } else {
-        return; /* a name to resolve: curl's */
-    }
+    /* A URL may leave its port out (80); the split takes host:port only. */
+    const char *after = auth[0] == '[' ? strchr(auth, ']') : auth;
+    int port;
+    snprintf(hostport, sizeof hostport, after != NULL && strchr(after, ':') ? "%s" : "%s:80", auth);
+    if (pc_config_split_hostport(hostport, host, sizeof host, &port) != 0 || port == 0)
+        return;
+    /* An address, or localhost: nothing to resolve (a name is curl's, which resolves it
+     * without holding the loop up). */
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV},
+                    *ai = NULL;
+    snprintf(ps, sizeof ps, "%d", port);
+    if (getaddrinfo(strcasecmp(host, "localhost") == 0 ? "127.0.0.1" : host, ps, &hints, &ai) != 0)
+        return;
+    memcpy(&up->addr, ai->ai_addr, ai->ai_addrlen);
+    up->addr_len = ai->ai_addrlen;
+    freeaddrinfo(ai);
     pc_strlcpy(up->host, auth, sizeof up->host);
-    pc_strlcpy(up->where, auth, sizeof up->where);
     pc_strlcpy(up->prefix, slash != NULL ? slash : "", sizeof up->prefix);
     up->own = 1;
 }
@@ -181,7 +158,7 @@ static void finish(struct pc_xfer *x, enum pc_upstream_error err, const char *ms
 {
     struct pc_upstream_resp *r = &x->resp;
     r->error = err;
-    if (err != PC_UP_OK)
+    if (err != PC_UP_OK && msg != NULL) /* NULL: set already (an early failure) */
         pc_strlcpy(r->errmsg, msg, sizeof r->errmsg);
     if (r->status == 0)
         r->status = x->rd.status;
@@ -230,7 +207,7 @@ static void conn_broke(struct pc_xfer *x, int err)
         fail(x, PC_UP_PROTOCOL, "%s", x->rd.err);
         return;
     }
-    fail(x, PC_UP_PROTOCOL, "model server connection (%s): %s", x->up->where, strerror(err));
+    fail(x, PC_UP_PROTOCOL, "model server connection (%s): %s", x->up->host, strerror(err));
 }
 
 /* ---- the request -------------------------------------------------------------------- */
@@ -497,7 +474,7 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
         if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
             err = errno;
         if (err != 0) {
-            fail(x, PC_UP_CONNECT, "could not connect to the model server at %s: %s", x->up->where,
+            fail(x, PC_UP_CONNECT, "could not connect to the model server at %s: %s", x->up->host,
                  strerror(err));
             return;
         }
@@ -547,7 +524,7 @@ static void open_conn(struct pc_xfer *x)
         return;
     }
     if (errno != EINPROGRESS && errno != EINTR) {
-        fail(x, PC_UP_CONNECT, "could not connect to the model server at %s: %s", up->where,
+        fail(x, PC_UP_CONNECT, "could not connect to the model server at %s: %s", up->host,
              strerror(errno));
         return;
     }
@@ -564,12 +541,12 @@ static void tmo_cb(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct pc_xfer *x = arg;
     if (x->early) {
-        finish(x, x->resp.error, x->resp.errmsg);
+        finish(x, x->resp.error, NULL);
         return;
     }
     if (x->c != NULL && x->c->connecting)
         fail(x, PC_UP_TIMEOUT, "connecting to the model server at %s timed out after %d ms",
-             x->up->where, x->up->be.connect_timeout_ms);
+             x->up->host, x->up->be.connect_timeout_ms);
     else if (x->timeout_ms <= 0)
         fail(x, PC_UP_TIMEOUT, "the model server was silent for %d ms", x->idle_ms);
     else

@@ -41,7 +41,6 @@ struct pc_upstream {
     socklen_t addr_len;
     char host[300];      /* the Host header's value */
     char prefix[1024];   /* the base URL's path, without a trailing '/' */
-    char where[320];     /* "HOST:PORT" for messages */
     struct pc_list idle; /* kept-alive connections with no transfer (struct pc_upconn) */
     size_t n_idle;
 };

@@ -2,7 +2,6 @@
 and libcurl (curl) answer every request with the model's answer to that request, over
 kept-alive connections, and refuse a model server answer that is not HTTP the same way."""
 
-import os
 import socket
 import threading
 
