@@ -352,6 +352,10 @@ def test_chunked_answers_cannot_wait_on_each_other(start_predcache, side_model):
         with side_bystander(p) as bystander, FigureSampler(p) as seen:
             try:
                 socks = [stalled_client(p.listen_port, get_bytes(STATUS)) for _ in range(n)]
+                # accepted first (a connection still in the backlog is not predcache's
+                # yet: none open would be true at once), then closed
+                wait_for(lambda: open_from(p.pid, p.listen_port, socks) == n, timeout=10,
+                         interval=0.02, what="every stalled client accepted")
                 wait_for(lambda: open_from(p.pid, p.listen_port, socks) == 0, timeout=60,
                          interval=0.2, what="every stalled client closed")
             finally:
