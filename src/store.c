@@ -181,11 +181,6 @@ static void role_answer(struct pc_store *st, const redisReply *r)
 static void cmd_answer(struct cmd *c, redisReply *r)
 {
     struct pc_store *st = c->st;
-    if (c->awaited) { /* the held writes waited for the last lookup's reply: now they go */
-        c->awaited = 0;
-        if (--st->lookups_out == 0 && st->held_head != NULL)
-            event_active(st->held_ev, EV_TIMEOUT, 1);
-    }
     if (st->router != NULL) {
         /* A cluster node: MOVED and ASK are the router's to follow; other replies go to the
          * caller, and the router remembers who answered (pc_store_out_of_step). */
@@ -692,10 +687,6 @@ static int cmd_send_wire(struct pc_store *st, struct cmd *c, int bounded, size_t
     event_base_update_cache_time(st->base);
     struct timeval tv = {c->timeout_ms / 1000, (c->timeout_ms % 1000) * 1000};
     evtimer_add(c->timer, &tv);
-    if (c->may_pass) {
-        c->awaited = 1;
-        st->lookups_out++;
-    }
     pending_changed(st);
     return 0;
 fail:
@@ -760,21 +751,8 @@ static void held_fail(struct pc_store *st)
     pending_changed(st);
 }
 
-/* held_ev: the loop is idle. While a lookup awaits its reply the writes wait for it (the
- * last reply activates held_ev again), or for held_timer: on a CPU shared with Redis, writes
- * that reach Redis with a lookup are worked through before the lookup is answered. st is
- * arg. */
-static void held_idle_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct pc_store *st = arg;
-    if (st->lookups_out == 0)
-        held_flush(st);
-}
-
-/* held_timer: the bound, PC_STORE_HOLD_MS after the first held write. st is arg. */
-static void held_timer_cb(evutil_socket_t fd, short what, void *arg)
+/* held_ev (idle) and held_timer (the bound): st is arg. */
+static void held_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
@@ -1084,8 +1062,8 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
     st->connect_timer = evtimer_new(base, connect_timeout_cb, st);
     st->retry_timer = evtimer_new(base, retry_cb, st);
     st->reset_ev = event_new(base, -1, 0, reset_cb, st);
-    st->held_ev = event_new(base, -1, 0, held_idle_cb, st);
-    st->held_timer = evtimer_new(base, held_timer_cb, st);
+    st->held_ev = event_new(base, -1, 0, held_cb, st);
+    st->held_timer = evtimer_new(base, held_cb, st);
     if (st->held_ev != NULL) /* a base of one priority: the next turn of the loop */
         event_priority_set(st->held_ev, event_base_get_npriorities(base) - 1);
     pc_buf_init(&st->out);

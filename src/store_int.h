@@ -64,9 +64,7 @@ struct pc_store {
     int hold;
     struct cmd *held_head, *held_tail;
     size_t n_held, held_bounded, held_bytes;
-    struct event *held_ev;    /* sends them when the loop is idle (its lowest priority) and
-                               * no lookup awaits its reply */
-    size_t lookups_out;       /* lookups sent and not answered (held writes wait for them) */
+    struct event *held_ev;    /* sends them when the loop is idle (its lowest priority) */
     struct event *held_timer; /* ... or PC_STORE_HOLD_MS after the first */
     struct pc_buf out;        /* commands of this turn, for a plain connection (wire_write) */
     struct event *out_ev;     /* writes them after the callbacks of the turn */
@@ -125,7 +123,6 @@ struct cmd {
     size_t bytes;
     int redirects; /* MOVED/ASK followed so far */
     int may_pass;  /* a lookup: it goes out before held writes (pc_store_hold) */
-    int awaited;   /* a lookup sent and not yet answered: counted in st->lookups_out */
     struct cmd *held_next;
 };
 
