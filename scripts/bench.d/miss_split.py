@@ -22,6 +22,12 @@ import re
 import sys
 
 
+def ret(field):
+    """A system call's return value as perf prints it (hex; an error is negative)."""
+    n = int(field, 16)
+    return n - (1 << 64) if n >= 1 << 63 else n
+
+
 def main():
     server = sys.argv[1] if len(sys.argv) > 1 else "backend"
     fd_re = re.compile(r"fd: 0x([0-9a-f]+)")
@@ -46,13 +52,13 @@ def main():
                 pending[tid] = int(m.group(1), 16)
             elif ev.endswith("sys_exit_read:") and tid in pending:
                 fd = pending.pop(tid)
-                if fd in sent and int(f[4], 16) > 0:
+                if fd in sent and ret(f[4]) > 0:
                     client.append(t - sent.pop(fd))
         elif comm == server:
             if ev.endswith("sys_enter_readv:") and m:
                 pending[tid] = int(m.group(1), 16)
             elif ev.endswith("sys_exit_readv:") and tid in pending:
-                fd, n = pending.pop(tid), int(f[4], 16)
+                fd, n = pending.pop(tid), ret(f[4])
                 if 0 < n < 4096:
                     took[fd] = t
             elif ev.endswith("sys_enter_writev:") and m:
