@@ -28,6 +28,18 @@
 #define PC_UNLOCKS_MAX 4096
 #define PC_UNLOCK_RETRY_MS 50
 
+/*
+ * A release sent while the lock cannot have expired yet (less than half of
+ * lock_timeout_ms since the script that took it was sent: Redis started its PX no earlier)
+ * needs no owner check: the lock is still this worker's. It is two plain DELs, the lock's
+ * and its waiters' mark's, sent with the answer's SET, and a PUBLISH one round trip later
+ * only when the mark was there. Redis runs each DEL alone: a waiter's lock script runs
+ * before the first (it marked: the second DEL finds the mark) or after it (it finds the
+ * value, or takes the lock). Later, or sent again, the release is the script, which
+ * deletes the lock only when it is still ours.
+ */
+#define PC_UNLOCK_PLAIN_DIV 2
+
 static void unlock_send(struct pc_unlock *u);
 static void coalesce_release(struct pc_preq *p);
 
@@ -188,6 +200,7 @@ struct pc_unlock {
     struct pc_worker *w;
     struct pc_unlock *next;
     uint64_t until_us;
+    uint64_t plain_until_us; /* the plain DELs may be sent before this (PC_UNLOCK_PLAIN_DIV) */
     char herd[PC_KEY_MAX];
 };
 
@@ -244,12 +257,47 @@ static void on_unlock_reply(const struct pc_reply *r, void *arg)
         free(u);
 }
 
+/* The announcement, after the plain release found the waiters' mark: fire and forget, as
+ * the script's PUBLISH (a waiter that misses it waits out its own timer). */
+static void announce(struct pc_worker *w, const char *herd)
+{
+    char chan[PC_CHANNEL_MAX];
+    pc_done_channel(w->cfg, chan, sizeof chan);
+    const char *argv[] = {"PUBLISH", chan, herd};
+    size_t lens[] = {7, strlen(chan), strlen(herd)};
+    (void)pc_store_command(w->store, 0, NULL, NULL, 3, argv, lens);
+}
+
+/* The reply to the plain release's second DEL (the mark's), or NULL: none came, and the
+ * first may or may not have run: the script is sent instead, later. */
+static void on_unlock_plain_reply(const struct pc_reply *r, void *arg)
+{
+    struct pc_unlock *u = arg;
+    if (r == NULL) {
+        u->plain_until_us = 0;
+        unlock_later(u);
+        return;
+    }
+    if (pc_reply_type(r) == PC_REPLY_INTEGER && pc_reply_integer(r) == 1)
+        announce(u->w, u->herd);
+    free(u);
+}
+
 static void unlock_send(struct pc_unlock *u)
 {
     struct pc_worker *w = u->w;
     char lk[PC_KEY_MAX + 8], wk[PC_KEY_MAX + 8], owner[32], chan[PC_CHANNEL_MAX];
     lock_key_of(u->herd, lk, sizeof lk);
     wait_key_of(u->herd, wk, sizeof wk);
+    if (pc_now_us() < u->plain_until_us) {
+        const char *del_lock[] = {"DEL", lk}, *del_mark[] = {"DEL", wk};
+        size_t lock_lens[] = {3, strlen(lk)}, mark_lens[] = {3, strlen(wk)};
+        u->plain_until_us = 0; /* sent once: again, it is the script */
+        if (pc_store_command(w->store, 0, NULL, NULL, 2, del_lock, lock_lens) != 0 ||
+            pc_store_command(w->store, 0, on_unlock_plain_reply, u, 2, del_mark, mark_lens) != 0)
+            unlock_later(u);
+        return;
+    }
     lock_owner(w, owner, sizeof owner);
     pc_done_channel(w->cfg, chan, sizeof chan);
     const char *argv[] = {"EVAL", unlock_script, "2", lk, wk, owner, chan, u->herd};
@@ -274,7 +322,7 @@ void pc_proxy_unlocks_free(struct pc_worker *w)
     }
 }
 
-void pc_lock_release(struct pc_worker *w, const char *key)
+void pc_lock_release(struct pc_worker *w, const char *key, uint64_t asked_us)
 {
     struct pc_unlock *u = malloc(sizeof *u);
     if (u == NULL)
@@ -282,6 +330,7 @@ void pc_lock_release(struct pc_worker *w, const char *key)
     u->w = w;
     u->next = NULL;
     u->until_us = pc_now_us() + (uint64_t)w->cfg->lock_timeout_ms * 1000;
+    u->plain_until_us = asked_us + (uint64_t)w->cfg->lock_timeout_ms * 1000 / PC_UNLOCK_PLAIN_DIV;
     pc_strlcpy(u->herd, key, sizeof u->herd);
     unlock_send(u);
 }
@@ -317,6 +366,7 @@ int pc_lockwait_ask(struct pc_lockwait *lw, const char *key, pc_lock_cb cb, void
 {
     lw->notified = 0;
     lw->asking = 1;
+    lw->asked_us = pc_now_us();
     if (pc_lock_ask(lw->w, key, cb, arg) == 0)
         return 0;
     lw->asking = 0;
@@ -357,7 +407,7 @@ static void coalesce_release(struct pc_preq *p)
 {
     if (p->lock.held) { /* after any SET of the answer: same connection, same order */
         p->lock.held = 0;
-        pc_lock_release(p->w, pc_coalesce_key(p));
+        pc_lock_release(p->w, pc_coalesce_key(p), p->lock.asked_us);
     }
     pc_lockwait_stop(&p->lock);
     if (p->flight != NULL)
@@ -459,6 +509,7 @@ static void lock_side(struct pc_preq *p)
 void pc_coalesce_prepare(struct pc_preq *p, const char *key, char *lock, char *wait, char *owner)
 {
     lock_side(p);
+    p->lock.asked_us = pc_now_us(); /* the lookup that may take it is sent now */
     lock_key_of(key, lock, PC_KEY_MAX + 8);
     wait_key_of(key, wait, PC_KEY_MAX + 8);
     lock_owner(p->w, owner, 32);

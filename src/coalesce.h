@@ -81,10 +81,10 @@ void pc_proxy_on_answered(struct pc_worker *w, const char *key);
 /* The cross-process lock on a key, for any flow (the per-body and batch flows above, the
  * gRPC cache): its types are lock.h's. */
 int pc_lock_ask(struct pc_worker *w, const char *key, pc_lock_cb cb, void *arg);
-/* Releases this worker's lock on key and, when another process waited, announces key
- * answered (after any SET of its answer on the same connection); sent again until it is
- * answered or the lock expired. */
-void pc_lock_release(struct pc_worker *w, const char *key);
+/* Releases this worker's lock on key, taken by a script sent at asked_us, and, when another
+ * process waited, announces key answered (after any SET of its answer on the same
+ * connection); sent again until it is answered or the lock expired. */
+void pc_lock_release(struct pc_worker *w, const char *key, uint64_t asked_us);
 /* How long a request started at start_us waits for another process: lock_timeout_ms, or
  * less when its own deadline (request_timeout_ms) comes first. */
 long pc_lock_wait_ms(const struct pc_worker *w, uint64_t start_us);

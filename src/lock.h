@@ -12,6 +12,7 @@
 #define PREDCACHE_LOCK_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event;
 struct pc_worker;
@@ -32,6 +33,7 @@ struct pc_lockwait {
     int asking;          /* the lock script is on its way */
     int notified;        /* and the holder's announcement came before its answer */
     int held;            /* ours: release it once the answer is stored (pc_lock_release) */
+    uint64_t asked_us;   /* when the script that may take it was sent: it lives from later */
 };
 
 #endif

@@ -1,4 +1,5 @@
-"""A lock release that Redis never got is sent again once Redis is back.
+"""A lock release that Redis never got is sent again once Redis is back; and a release that
+comes after the lock may have expired deletes it only when it is still the releaser's.
 
 Process A holds the cross-process lock of a key while its model server call runs; process B
 waits for A's release (its PUBLISH) before reading the answer. If A's connection to Redis is
@@ -117,3 +118,50 @@ def test_a_release_lost_with_the_connection_is_sent_again(start_predcache, model
         assert lock_keys == []
     finally:
         hole.close()
+
+
+def test_a_late_release_leaves_the_next_holders_lock(start_predcache, model, redis):
+    """A's model call outlives its lock (lock_timeout_ms 2000, the call 3 s). B misses the
+    same key after A's lock expired and takes the lock itself. A's release, 3 s after its
+    lock was asked (past half of lock_timeout_ms, when a plain DEL is no longer safe),
+    checks the owner: B's lock stays, so a third request waits for B instead of calling
+    the model a third time."""
+    cache = {"lock_timeout_ms": "2000"}
+    a = start_predcache(conf={"server": {"workers": "1"}, "cache": cache})
+    b = start_predcache(conf={"server": {"workers": "1"}, "cache": cache})
+    model.control(delay_ms=3000)
+    body = '{"instances": [["outlives its lock"]]}'
+    oracle = Oracle("late release")
+    results = {}
+
+    def ask(name, p):
+        r = p.post(PREDICT, body=body, timeout=20)
+        results[name] = r
+
+    t0 = time.monotonic()
+    ta = threading.Thread(target=ask, args=("a", a))
+    ta.start()
+    wait_for(lambda: model.count() == 1, what="A's model call started (A holds the lock)")
+    time.sleep(max(0.0, t0 + 2.3 - time.monotonic()))  # A's lock has expired
+    assert [k for k in redis.command("KEYS", "*") if k.endswith(b":lock")] == []
+    tb = threading.Thread(target=ask, args=("b", b))
+    tb.start()
+    wait_for(lambda: model.count() == 2, what="B's model call started (B took the lock)")
+    lock_keys = [k for k in redis.command("KEYS", "*") if k.endswith(b":lock")]
+    assert len(lock_keys) == 1
+    b_owner = redis.command("GET", lock_keys[0])
+    ta.join(20)
+    time.sleep(0.2)  # A's SET and release have run
+    assert b.metric("predcache_lock_waits_total") == 0
+    # B's lock (asked at t0 + 2.3 s, for 2 s) outlives A's release: it is still there
+    assert redis.command("GET", lock_keys[0]) == b_owner
+    tb.join(20)
+    for name in ("a", "b"):
+        r = results[name]
+        oracle.check("POST", PREDICT, body, {}, r.status_code, r.content,
+                     r.headers.get("X-Cache"))
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+    assert oracle.wrong == 0
+    assert model.count() == 2
+    wait_for(lambda: [k for k in redis.command("KEYS", "*") if k.endswith(b":lock")] == [],
+             what="B released its lock")

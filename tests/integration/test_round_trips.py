@@ -69,8 +69,8 @@ def test_a_miss_asks_redis_once_before_the_model_call(start_predcache, model, re
         t0 = time.monotonic()
         r = p.post(PREDICT, json_body={"instances": ["once"]})
         assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
-        wait_for(lambda: [c for c in mon.commands() if c[1] == "EVAL" and c[0] > t0 + 0.25],
-                 what="the lock's release")
+        wait_for(lambda: len([c for c in mon.commands() if c[1] == "DEL" and c[0] > t0 + 0.25])
+                 == 2, what="the lock's release")
     finally:
         mon.close()
     # predcache's own periodic reads (the invalidation counters) aside
@@ -79,9 +79,15 @@ def test_a_miss_asks_redis_once_before_the_model_call(start_predcache, model, re
     before = [c for c in cmds if c[0] < t0 + 0.25]
     assert len(before) == 1, before
     assert before[0][1] == "EVAL" and "MGET" in before[0][2] and "NX" in before[0][2], before
-    # after: the store and the release, nothing looked up again
-    after = [c[1] for c in cmds if c[0] >= t0 + 0.25]
-    assert "SET" in after and "EVAL" in after, after
+    # after: the store and the release (the lock cannot have expired yet: two plain DELs,
+    # the lock's and its waiters' mark's, no script; nobody waited: no PUBLISH), nothing
+    # looked up again
+    after = [c for c in cmds if c[0] >= t0 + 0.25]
+    names = [c[1] for c in after]
+    assert "SET" in names and "EVAL" not in names and "PUBLISH" not in names, after
+    dels = [c[2] for c in after if c[1] == "DEL"]
+    assert len(dels) == 2 and dels[0].endswith(':lock"') and dels[1].endswith(':wait"'), dels
+    after = names
     assert "MGET" not in after and "GET" not in after, after
     body = json.loads(r.content)
     assert body["predictions"]
