@@ -405,10 +405,7 @@ void pc_lockwait_wake(struct pc_lockwait *lw)
 /* What the request undoes when it is freed (its release hook, preq.h). */
 static void coalesce_release(struct pc_preq *p)
 {
-    if (p->lock.held) { /* after any SET of the answer: same connection, same order */
-        p->lock.held = 0;
-        pc_lock_release(p->w, pc_coalesce_key(p), p->lock.asked_us);
-    }
+    pc_coalesce_unlock(p); /* after any SET of the answer: same connection, same order */
     pc_lockwait_stop(&p->lock);
     if (p->flight != NULL)
         flight_fail(p); /* a leader that never reached the model server */
@@ -513,6 +510,20 @@ void pc_coalesce_prepare(struct pc_preq *p, const char *key, char *lock, char *w
     lock_key_of(key, lock, PC_KEY_MAX + 8);
     wait_key_of(key, wait, PC_KEY_MAX + 8);
     lock_owner(p->w, owner, 32);
+}
+
+int pc_coalesce_lookup(struct pc_preq *p, pc_lock_cb cb)
+{
+    lock_side(p);
+    return pc_lockwait_ask(&p->lock, pc_coalesce_key(p), cb, p);
+}
+
+void pc_coalesce_unlock(struct pc_preq *p)
+{
+    if (p->lock.held) {
+        p->lock.held = 0;
+        pc_lock_release(p->w, pc_coalesce_key(p), p->lock.asked_us);
+    }
 }
 
 void pc_coalesce_said(struct pc_preq *p, const struct pc_flow *flow, enum pc_lock what)

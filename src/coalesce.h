@@ -13,6 +13,10 @@
  *                                          held elsewhere: wait for that PUBLISH (or
  *                                                    lock_timeout_ms), then flow->relook
  *
+ * The script may be a request's lookup itself (pc_coalesce_lookup; a batch folds it into
+ * its MGET): then "held" is asked again once the request leads its flight, since the
+ * holder's PUBLISH may have come before there was a flight to hear it.
+ *
  * Ownership: at any time exactly one of the lock reply, the wait timer (or the PUBLISH
  * that cuts it short) and the relook holds p; each either answers and frees p or hands it
  * to the next step.
@@ -68,6 +72,14 @@ void pc_coalesce_lock(struct pc_preq *p, const struct pc_flow *flow);
  * get the key's lock and waiters' mark, owner this worker's name in locks (each at least
  * PC_KEY_MAX + 8 bytes; owner 32). */
 void pc_coalesce_prepare(struct pc_preq *p, const char *key, char *lock, char *wait, char *owner);
+/* p's lookup as the lock script (the value, else the lock, else a waiters' mark: one round
+ * trip before a model call), with p's lock side readied as pc_coalesce_prepare does: cb
+ * gets what it found and must hand TAKEN to pc_lockwait_answer. 0 asked, -1 not (cb is
+ * not called). */
+int pc_coalesce_lookup(struct pc_preq *p, pc_lock_cb cb);
+/* Releases now a lock p's lookup took (p joined another request's call instead of leading
+ * its own); nothing when p holds none. */
+void pc_coalesce_unlock(struct pc_preq *p);
 /* The lock script's answer that p's lookup brought (TAKEN or HELD), for a leader of flow
  * readied by pc_coalesce_prepare: as pc_coalesce_lock goes on from its own answer. */
 void pc_coalesce_said(struct pc_preq *p, const struct pc_flow *flow, enum pc_lock what);

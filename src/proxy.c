@@ -247,6 +247,7 @@ static void forward_or_join(struct pc_preq *p, enum pc_cache_result result)
     }
     switch (pc_proxy_join(p, &f)) {
     case PC_JOIN_DONE: {
+        pc_coalesce_unlock(p); /* a lock the lookup took: this process has the answer */
         struct pc_envelope env;
         char scratch[PC_ENV_SCRATCH];
         if (pc_envelope_decode(f->body, f->body_len, &env, scratch, sizeof scratch) == 0) {
@@ -257,9 +258,14 @@ static void forward_or_join(struct pc_preq *p, enum pc_cache_result result)
         return;
     }
     case PC_JOIN_WAIT:
-        return; /* answered by answer_waiters */
+        pc_coalesce_unlock(p); /* a lock the lookup took: this process's leader calls */
+        return;                /* answered by answer_waiters */
     case PC_JOIN_LEAD:
         break;
+    }
+    if (p->lock.held) { /* the lookup took the lock (on_lookup_lock) */
+        forward(p, result);
+        return;
     }
     /* The lock script may answer with the stored value: not for a client that found it
      * too old (max-age). */
@@ -328,6 +334,44 @@ static void on_lookup(enum pc_store_result res, const char *data, size_t len, vo
     if (res != PC_STORE_MISS)
         p->reason = PC_REASON_REDIS_ERROR;
     forward_or_join(p, res == PC_STORE_MISS ? RES_MISS : RES_BYPASS);
+}
+
+/*
+ * The lookup as the lock script (coalesce.h): the value, else the lock taken, else a mark
+ * that this process waits. TAKEN leads (or, when a request of this process leads already,
+ * releases it and joins). HELD goes on as a miss after a GET: its leader asks the lock
+ * again, now that its flight can hear the holder's announcement (one that came before the
+ * flight began was heard by nobody). p was held by the script until now.
+ */
+static void on_lookup_lock(enum pc_lock what, const char *data, size_t len, void *arg)
+{
+    struct pc_preq *p = arg;
+    PC_PREQ_CHECK(p);
+    pc_lockwait_answer(&p->lock, what == PC_LOCK_TAKEN ? what : PC_LOCK_UNKNOWN, 0);
+    switch (what) {
+    case PC_LOCK_FOUND:
+        on_lookup(PC_STORE_HIT, data, len, p);
+        return;
+    case PC_LOCK_TAKEN:
+    case PC_LOCK_HELD:
+        on_lookup(PC_STORE_MISS, NULL, 0, p);
+        return;
+    case PC_LOCK_UNKNOWN:
+        break;
+    }
+    on_lookup(PC_STORE_ERROR, NULL, 0, p);
+}
+
+/* A miss's one round trip before its model call: the lookup takes the lock too, when a miss
+ * would ask it ([cache] lock_timeout_ms; not for a stream, a client's max-age or
+ * only-if-cached) and no request of this process fetches the key already. 1: asked. */
+static int lookup_with_lock(struct pc_preq *p)
+{
+    struct pc_worker *w = p->w;
+    if (w->cfg->lock_timeout_ms <= 0 || p->stream || p->max_age_s >= 0 || p->only_if_cached ||
+        pc_flights_find(w->flights, p->key) != NULL)
+        return 0;
+    return pc_coalesce_lookup(p, on_lookup_lock) == 0;
 }
 
 /* The in-process tier: 1 when it answered p (a fresh hit); anything else asks Redis. */
@@ -692,7 +736,7 @@ static void key_and_lookup(struct pc_preq *p)
         forward(p, RES_MISS);
         return;
     }
-    if (!p->skip_lookup && l1_answer(p))
+    if (!p->skip_lookup && (l1_answer(p) || lookup_with_lock(p)))
         return;
     if (p->skip_lookup || pc_store_get(w->store, p->key, on_lookup, p) != 0) {
         p->reason = p->skip_lookup && pc_store_ready(w->store) ? PC_REASON_GENERATION_UNKNOWN

@@ -968,15 +968,19 @@ static void forward_missing(struct pc_preq *p, enum pc_cache_result result)
     struct pc_flight *f;
     switch (pc_proxy_join(p, &f)) {
     case PC_JOIN_WAIT:
-        return; /* answered by on_batch_backend of the leader */
+        pc_coalesce_unlock(p); /* a lock the lookup took: this process's leader calls */
+        return;                /* answered by on_batch_backend of the leader */
     case PC_JOIN_DONE:
+        pc_coalesce_unlock(p);
         answer_kept(p, f);
         return;
     case PC_JOIN_LEAD:
         break;
     }
-    /* Nothing was cached and the lookup asked the lock of this very herd already. */
-    if (said >= 0 && result == RES_MISS) {
+    /* Nothing was cached and the lookup took the lock of this very herd. Held by another
+     * process, it is asked again (pc_proxy_lock_batch): its holder's announcement may have
+     * come before this flight began, and nobody heard it. */
+    if (said == PC_LOCK_TAKEN && result == RES_MISS) {
         p->result = result;
         pc_coalesce_said(p, &item_flow, (enum pc_lock)said);
         return;

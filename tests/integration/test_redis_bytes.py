@@ -31,8 +31,12 @@ DESYNCS = "predcache_redis_desyncs_total"
 
 @pytest.fixture
 def pc(injector, start_predcache):
-    """predcache whose Redis is the injector (set up before it, so stopped after it)."""
-    return start_predcache(conf={"redis": {"port": str(injector.port)}})
+    """predcache whose Redis is the injector (set up before it, so stopped after it). The
+    lock off: a lookup is the plain GET these tests answer with other bytes (with the lock
+    on it is the lock script, whose replies test_another_keys_entry_is_never_served
+    replaces)."""
+    return start_predcache(conf={"redis": {"port": str(injector.port)},
+                                 "cache": {"lock_timeout_ms": "0"}})
 
 
 def post(p, oracle, instances, seen):
@@ -151,7 +155,8 @@ def test_garbage_instead_of_a_get_reply(start_predcache, injector, redis, model,
     """Bytes that are not a whole RESP value (or one no Redis would send) in place of a
     GET's reply: that GET is answered BYPASS at once (a stalled one at its timeout), the
     connection is dropped and counted, and caching resumes on a new one."""
-    p = start_predcache(conf={"redis": {"port": str(injector.port), "timeout_ms": "2000"}})
+    p = start_predcache(conf={"redis": {"port": str(injector.port), "timeout_ms": "2000"},
+                              "cache": {"lock_timeout_ms": "0"}})  # the lookup: a GET
     oracle = Oracle("garbage %r" % data[:12], per_instance=False)
     warm(p, redis, oracle, ["g"])
     pid, before, seen = p.pid, p.metric(DESYNCS), []
@@ -280,9 +285,10 @@ def bulk(data):
 
 @pytest.mark.parametrize("path,body_of,command", [
     ("/predict", lambda tag: {"image": tag}, b"GET"),
+    ("/predict", lambda tag: {"image": tag}, b"EVAL1"),
     (PATH, lambda tag: {"instances": [[tag, 1], [tag, 2]]}, b"MGET"),
     (PATH, lambda tag: {"instances": [[tag, 1], [tag, 2]]}, b"EVAL"),
-], ids=["GET", "MGET", "lookup-script"])
+], ids=["GET", "lock-script", "MGET", "lookup-script"])
 def test_another_keys_entry_is_never_served(start_predcache, injector, redis, model, path,
                                             body_of, command):
     """A reply of the right type that answers another command (a proxy out of step, an
@@ -290,10 +296,11 @@ def test_another_keys_entry_is_never_served(start_predcache, injector, redis, mo
     answered with A's stored entry. It is never served for B: each entry carries the tag of
     its key (PC4). Before: B was answered with A's prediction, a wrong answer. A batch's
     lookup is the MGET, or with the lock on (lock_timeout_ms) the script that runs it with
-    the lock: both are answered with A's entries."""
+    the lock: both are answered with A's entries. A whole body's lookup is the GET, or with
+    the lock on the lock script, answered {1, A's entry}."""
     cache = {"per_instance": "on"}  # MGET: one per instance
-    if command == b"MGET":
-        cache["lock_timeout_ms"] = "0"  # the plain MGET
+    if command in (b"MGET", b"GET"):
+        cache["lock_timeout_ms"] = "0"  # the plain MGET or GET
     pc = start_predcache(conf={"redis": {"port": str(injector.port)}, "cache": cache})
     oracle = Oracle("another key's entry")
     seen = []
@@ -302,7 +309,7 @@ def test_another_keys_entry_is_never_served(start_predcache, injector, redis, mo
     def entries():
         return [k for k in redis.command("KEYS", "*v2:*") if not k.endswith((b":lock", b":wait"))]
 
-    wait_for(lambda: len(entries()) >= (1 if command == b"GET" else 2), what="A stored")
+    wait_for(lambda: len(entries()) >= (2 if path == PATH else 1), what="A stored")
     # A's lock released (its release is an EVAL too): the next EVAL is B's lookup
     wait_for(lambda: not [k for k in redis.command("KEYS", "*") if k.endswith(b":lock")],
              what="A's lock released")
@@ -311,6 +318,8 @@ def test_another_keys_entry_is_never_served(start_predcache, injector, redis, mo
     pid, before = pc.pid, pc.metric(DESYNCS)
     if command == b"GET":
         injector.replace_reply(b"GET", bulk(a_value))
+    elif command == b"EVAL1":  # {1, value}: the value found, no lock taken
+        injector.replace_reply(b"EVAL", b"*2\r\n:1\r\n" + bulk(a_value))
     elif command == b"MGET":
         injector.replace_reply(b"MGET", b"*2\r\n" + bulk(a_value) + bulk(a_value))
     else:  # {values, 0}: the values found, no lock asked

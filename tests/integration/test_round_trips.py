@@ -7,6 +7,7 @@ import threading
 import time
 
 from conftest import wait_for
+from oracle import Oracle
 
 PREDICT = "/v1/models/m:predict"
 
@@ -91,6 +92,37 @@ def test_a_miss_asks_redis_once_before_the_model_call(start_predcache, model, re
     assert "MGET" not in after and "GET" not in after, after
     body = json.loads(r.content)
     assert body["predictions"]
+
+
+def test_a_whole_body_miss_asks_redis_once_before_the_model_call(start_predcache, model, redis):
+    """A request keyed by its whole body (per_instance off): its lookup is the lock script
+    (the value, else the lock), one command; before, a GET and then the script."""
+    p = start_predcache(conf={"cache": {"per_instance": "off"}})
+    p.post(PREDICT, json_body={"instances": ["warm"]})  # connections, versions, generations
+    time.sleep(0.3)
+    mon = Monitor(redis.port)
+    try:
+        model.control(delay_ms=300)
+        t0 = time.monotonic()
+        r = p.post(PREDICT, json_body={"instances": ["once, whole"]})
+        assert r.status_code == 200 and r.headers["X-Cache"] == "MISS"
+        wait_for(lambda: len([c for c in mon.commands() if c[1] == "DEL" and c[0] > t0 + 0.25])
+                 == 2, what="the lock's release")
+        r2 = p.post(PREDICT, json_body={"instances": ["once, whole"]})
+        assert r2.status_code == 200 and r2.headers["X-Cache"] == "HIT"
+    finally:
+        mon.close()
+    cmds = [c for c in mon.commands() if c[0] >= t0 and c[1] not in ("HGETALL", "INFO")]
+    before = [c for c in cmds if c[0] < t0 + 0.25]
+    assert len(before) == 1, before
+    assert before[0][1] == "EVAL" and "NX" in before[0][2], before
+    after = [c[1] for c in cmds if c[0] >= t0 + 0.25]
+    assert "SET" in after and "GET" not in after, after
+    oracle = Oracle("whole body, once", per_instance=False)
+    for resp in (r, r2):
+        oracle.check("POST", PREDICT, json.dumps({"instances": ["once, whole"]}), {},
+                     resp.status_code, resp.content, resp.headers.get("X-Cache"))
+    oracle.assert_clean()
 
 
 def test_a_partly_cached_batch_asks_the_lock_of_what_it_sends(start_predcache, model, redis):
