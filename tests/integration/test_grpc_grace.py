@@ -256,6 +256,13 @@ def grpc_only(start_predcache, grpc_model, **conf):
     return start(start_predcache, grpc_model, **conf)
 
 
+def repeated(rpc):
+    """A call repeated at once is answered from the cache: from Redis (HIT), or, when its
+    lookup passed the first answer's SET still held back (store.h's held writes), from the
+    flight that keeps that answer until the SET is acknowledged (COALESCED). Neither calls
+    the model; the callers count its calls."""
+    return xcache(rpc) in ("HIT", "COALESCED")
+
 def test_unversioned_calls_resolve_the_version_over_grpc(start_predcache, grpc_model,
                                                          grpc_stubs):
     """No REST port: a Predict without a version asks GetModelStatus (the newest AVAILABLE
@@ -269,13 +276,13 @@ def test_unversioned_calls_resolve_the_version_over_grpc(start_predcache, grpc_m
     assert xcache(rpc) == "MISS" and right(PREDICT, bare, r1) is None
     assert grpc_model.count("GetModelStatus") == 1
     r2, rpc = call(ch, PREDICT, bare)
-    assert xcache(rpc) == "HIT" and r2 == r1
+    assert repeated(rpc) and r2 == r1
     # a label: its own lookup (GetModelStatus with the label), its own entry
     labelled = predict_request(st, inputs={"images": IMAGES, "words": WORDS}, label="stable")
     r3, rpc = call(ch, PREDICT, labelled)
     assert xcache(rpc) == "MISS" and predictions(r3) == predictions(r1)  # version 1's
     _, rpc = call(ch, PREDICT, labelled)
-    assert xcache(rpc) == "HIT"
+    assert repeated(rpc)
     assert grpc_model.count("GetModelStatus") == 2
     assert grpc_model.count("Predict") == 2
     # KServe v2: ModelMetadata's versions
@@ -285,7 +292,8 @@ def test_unversioned_calls_resolve_the_version_over_grpc(start_predcache, grpc_m
     ra, rpc = call(ch, inf, a)
     assert xcache(rpc) == "MISS"
     rb, rpc = call(ch, inf, infer_request(st, rid="b"))
-    assert xcache(rpc) == "HIT" and rb.id == "b"
+    assert repeated(rpc) and rb.id == "b"
+    assert grpc_model.count("ModelInfer") == 1
     assert grpc_model.count("ModelMetadata") == 1
     # version 2 is served now: once the lookup is refreshed, a new key space
     grpc_model.control(version=2)
@@ -325,5 +333,6 @@ def test_version_refresh_off_keys_calls_as_sent(start_predcache, grpc_model, grp
     _, rpc = call(ch, PREDICT, bare)
     assert xcache(rpc) == "MISS"
     _, rpc = call(ch, PREDICT, bare)
-    assert xcache(rpc) == "HIT"
+    assert repeated(rpc)
+    assert grpc_model.count("Predict") == 1
     assert grpc_model.count("GetModelStatus") == 0
