@@ -348,6 +348,10 @@ static void on_lookup_lock(enum pc_lock what, const char *data, size_t len, void
     struct pc_preq *p = arg;
     PC_PREQ_CHECK(p);
     pc_lockwait_answer(&p->lock, what == PC_LOCK_TAKEN ? what : PC_LOCK_UNKNOWN, 0);
+    if (what == PC_LOCK_UNKNOWN)
+        PC_METRIC_INC(p->w->metrics.redis_get_failed); /* counted as a GET's (store.c) */
+    else
+        PC_METRIC_INC(p->w->metrics.redis_get_ok);
     switch (what) {
     case PC_LOCK_FOUND:
         on_lookup(PC_STORE_HIT, data, len, p);
