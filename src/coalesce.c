@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -436,6 +437,17 @@ static void on_lock_script(const struct pc_reply *r, void *arg)
 {
     struct lock_ask a = *(struct lock_ask *)arg;
     free(arg);
+    if (r != NULL && pc_reply_type(r) == PC_REPLY_ERROR) {
+        /* NOPERM for an ACL user without EVAL, NOSCRIPT, OOM ...: as a GET's, said once a
+         * second at most (per worker thread) */
+        static __thread time_t said_s;
+        size_t n = 0;
+        const char *e = pc_reply_str(r, &n);
+        if (time(NULL) != said_s) {
+            said_s = time(NULL);
+            pc_log(PC_LOG_WARN, "store: lock script failed: %.*s", (int)n, e != NULL ? e : "");
+        }
+    }
     const struct pc_reply *tag = r != NULL ? pc_reply_elem(r, 0) : NULL;
     long long what =
         tag != NULL && pc_reply_type(tag) == PC_REPLY_INTEGER ? pc_reply_integer(tag) : 0;

@@ -264,6 +264,8 @@ def test_acl_user_without_rights_bypasses_with_a_clear_error(start_predcache, mo
         assert r.headers["X-Cache"] in ("BYPASS", "MISS")
     assert oracle.wrong == 0
     wait_for(lambda: "NOPERM" in p.stderr_text(), timeout=10, what="NOPERM logged")
+    # the lookup is the lock script (EVAL): its refusal is said too, not only a GET's
+    assert "store: lock script failed: NOPERM" in p.stderr_text()
     assert p.proc.poll() is None
     assert redis.command("DBSIZE") == 0
 
