@@ -432,22 +432,26 @@ struct lock_ask {
     void *arg;
 };
 
+int pc_lock_refused(const struct pc_reply *r)
+{
+    if (r == NULL || pc_reply_type(r) != PC_REPLY_ERROR)
+        return 0;
+    static __thread time_t said_s; /* as a GET's error: once a second per worker thread */
+    size_t n = 0;
+    const char *e = pc_reply_str(r, &n);
+    if (time(NULL) != said_s) {
+        said_s = time(NULL);
+        pc_log(PC_LOG_WARN, "store: lock script failed: %.*s", (int)n, e != NULL ? e : "");
+    }
+    return 1;
+}
+
 /* The lock script's reply (NULL: none came), told to the asker as what it says. */
 static void on_lock_script(const struct pc_reply *r, void *arg)
 {
     struct lock_ask a = *(struct lock_ask *)arg;
     free(arg);
-    if (r != NULL && pc_reply_type(r) == PC_REPLY_ERROR) {
-        /* NOPERM for an ACL user without EVAL, NOSCRIPT, OOM ...: as a GET's, said once a
-         * second at most (per worker thread) */
-        static __thread time_t said_s;
-        size_t n = 0;
-        const char *e = pc_reply_str(r, &n);
-        if (time(NULL) != said_s) {
-            said_s = time(NULL);
-            pc_log(PC_LOG_WARN, "store: lock script failed: %.*s", (int)n, e != NULL ? e : "");
-        }
-    }
+    int refused = pc_lock_refused(r);
     const struct pc_reply *tag = r != NULL ? pc_reply_elem(r, 0) : NULL;
     long long what =
         tag != NULL && pc_reply_type(tag) == PC_REPLY_INTEGER ? pc_reply_integer(tag) : 0;
@@ -458,6 +462,7 @@ static void on_lock_script(const struct pc_reply *r, void *arg)
     a.cb(what == 1   ? PC_LOCK_FOUND
          : what == 2 ? PC_LOCK_TAKEN
          : what == 3 ? PC_LOCK_HELD
+         : refused   ? PC_LOCK_REFUSED
                      : PC_LOCK_UNKNOWN,
          data, len, a.arg);
 }

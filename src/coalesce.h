@@ -31,6 +31,8 @@
 #include "lock.h"
 #include "preq.h"
 
+struct pc_reply;
+
 /* How coalesce resumes a request of a flow (each takes p over). */
 struct pc_flow {
     /* Its model server call, labelled result (MISS, or BYPASS when Redis could not say). */
@@ -97,6 +99,9 @@ int pc_lock_ask(struct pc_worker *w, const char *key, pc_lock_cb cb, void *arg);
  * process waited, announces key answered (after any SET of its answer on the same
  * connection); sent again until it is answered or the lock expired. */
 void pc_lock_release(struct pc_worker *w, const char *key, uint64_t asked_us);
+/* 1 when r is an error reply to a lock script (NOPERM for a user without EVAL, OOM, ...),
+ * logged once a second at most; 0 for anything else. */
+int pc_lock_refused(const struct pc_reply *r);
 /* How long a request started at start_us waits for another process: lock_timeout_ms, or
  * less when its own deadline (request_timeout_ms) comes first. */
 long pc_lock_wait_ms(const struct pc_worker *w, uint64_t start_us);

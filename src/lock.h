@@ -6,7 +6,8 @@
  * key:lock NX PX lock_timeout_ms, else a mark that someone waits) and tells its callback
  * what it found: FOUND (data, len: the value, valid during the callback), TAKEN (release it
  * with pc_lock_release once the answer is stored), HELD by another process (wait for its
- * announcement, at most pc_lock_wait_ms), or UNKNOWN (no reply).
+ * announcement, at most pc_lock_wait_ms), UNKNOWN (no reply) or REFUSED (an error reply:
+ * NOPERM for a user without EVAL, ...; else as UNKNOWN).
  */
 #ifndef PREDCACHE_LOCK_H
 #define PREDCACHE_LOCK_H
@@ -17,7 +18,7 @@
 struct event;
 struct pc_worker;
 
-enum pc_lock { PC_LOCK_FOUND, PC_LOCK_TAKEN, PC_LOCK_HELD, PC_LOCK_UNKNOWN };
+enum pc_lock { PC_LOCK_FOUND, PC_LOCK_TAKEN, PC_LOCK_HELD, PC_LOCK_UNKNOWN, PC_LOCK_REFUSED };
 typedef void (*pc_lock_cb)(enum pc_lock what, const char *data, size_t len, void *arg);
 
 /*

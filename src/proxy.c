@@ -348,7 +348,7 @@ static void on_lookup_lock(enum pc_lock what, const char *data, size_t len, void
     struct pc_preq *p = arg;
     PC_PREQ_CHECK(p);
     pc_lockwait_answer(&p->lock, what == PC_LOCK_TAKEN ? what : PC_LOCK_UNKNOWN, 0);
-    if (what == PC_LOCK_UNKNOWN)
+    if (what == PC_LOCK_UNKNOWN || what == PC_LOCK_REFUSED)
         PC_METRIC_INC(p->w->metrics.redis_get_failed); /* counted as a GET's (store.c) */
     else
         PC_METRIC_INC(p->w->metrics.redis_get_ok);
@@ -360,6 +360,10 @@ static void on_lookup_lock(enum pc_lock what, const char *data, size_t len, void
     case PC_LOCK_HELD:
         on_lookup(PC_STORE_MISS, NULL, 0, p);
         return;
+    case PC_LOCK_REFUSED: /* no scripts for this user (logged): the plain GET still finds */
+        if (pc_store_get(p->w->store, p->key, on_lookup, p) == 0)
+            return;
+        break;
     case PC_LOCK_UNKNOWN:
         break;
     }

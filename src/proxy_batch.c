@@ -131,6 +131,7 @@ struct pc_batch_state {
     struct pc_buf sub; /* the sub-request body, when it differs from the client's */
     size_t n_pick;
     int retried;   /* looked up again after another process's answer */
+    int plain;     /* the lookup script was refused (no EVAL for this user): plain MGETs */
     int said;      /* the lock's answer the lookup brought (enum pc_lock), or -1 */
     int counted;   /* instance metrics counted (once per request) */
     int ttl_s;     /* entries older than this are stale */
@@ -1298,6 +1299,11 @@ static void on_batch_lookup_lock(const struct pc_reply *reply, void *arg)
 {
     struct pc_preq *p = arg;
     struct pc_batch_state *b = p->batch;
+    if (pc_lock_refused(reply)) { /* logged: the plain MGET still finds */
+        b->plain = 1;
+        redis_lookup(p);
+        return;
+    }
     const struct pc_reply *vals = NULL, *said = NULL;
     if (reply != NULL && pc_reply_type(reply) == PC_REPLY_ARRAY && pc_reply_count(reply) == 2) {
         vals = pc_reply_elem(reply, 0);
@@ -1324,7 +1330,7 @@ static void redis_lookup(struct pc_preq *p)
     struct pc_batch_state *b = p->batch;
     const struct pc_config *cfg = p->w->cfg;
     /* One slot in a cluster only for one key: there the lock is asked on its own. */
-    int lock = cfg->lock_timeout_ms > 0 && !cfg->redis_cluster && !b->retried &&
+    int lock = cfg->lock_timeout_ms > 0 && !cfg->redis_cluster && !b->retried && !b->plain &&
                b->n_uniq <= LOOKUP_LOCK_MAX;
     char herd[PC_KEY_MAX], lk[PC_KEY_MAX + 8], wk[PC_KEY_MAX + 8], owner[32], ttl[16];
     if (lock) {

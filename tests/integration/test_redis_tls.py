@@ -268,14 +268,17 @@ def test_acl_user_without_rights_bypasses_with_a_clear_error(start_predcache, mo
     assert redis.command("DBSIZE") == 0
 
 
-def test_acl_user_without_scripts_is_told_and_still_answered(start_predcache, model, redis):
-    """A user that may not run scripts: a whole body's lookup is the lock script, so it is
-    refused; the refusal is logged (as a GET's is) and every request is still answered
-    right, by the model server."""
+@pytest.mark.parametrize("per_instance", ["off", "on"], ids=["whole-body", "batch"])
+def test_acl_user_without_scripts_is_told_and_still_answered(start_predcache, model, redis,
+                                                             per_instance):
+    """A user that may not run scripts: a whole body's lookup is the lock script (a batch's
+    the MGET script with the lock), so it is refused; the refusal is logged (as a GET's is), the lookup falls back to a plain GET or
+    MGET (the cache still answers what it holds) and every request is answered right."""
     redis.command("ACL", "SETUSER", "noscripts", "on", ">pw", "~*", "&*", "+@all",
                   "-@scripting")
-    p = start_predcache(conf={"redis": {"username": "noscripts", "password": "pw"}})
-    oracle = Oracle("no scripts")
+    p = start_predcache(conf={"redis": {"username": "noscripts", "password": "pw"},
+                              "cache": {"per_instance": per_instance}})
+    oracle = Oracle("no scripts", per_instance=per_instance == "on")
     for i in range(3):
         body = '{"instances": [["no scripts", %d]]}' % i
         r = p.post(PREDICT, body=body, timeout=10)
@@ -285,6 +288,16 @@ def test_acl_user_without_scripts_is_told_and_still_answered(start_predcache, mo
     assert oracle.wrong == 0
     wait_for(lambda: "store: lock script failed: NOPERM" in p.stderr_text(), timeout=10,
              what="the lock script's refusal logged")
+    body = '{"instances": [["no scripts", 0]]}'
+
+    def hit():
+        r = p.post(PREDICT, body=body, timeout=10)
+        oracle.check("POST", PREDICT, body, {}, r.status_code, r.content,
+                     r.headers.get("X-Cache"))
+        return r.status_code == 200 and r.headers["X-Cache"] == "HIT"
+
+    wait_for(hit, timeout=10, what="a HIT through the plain GET")
+    assert oracle.wrong == 0
     assert p.proc.poll() is None
 
 
