@@ -348,10 +348,15 @@ static void on_lookup_lock(enum pc_lock what, const char *data, size_t len, void
     struct pc_preq *p = arg;
     PC_PREQ_CHECK(p);
     pc_lockwait_answer(&p->lock, what == PC_LOCK_TAKEN ? what : PC_LOCK_UNKNOWN, 0);
-    if (what == PC_LOCK_UNKNOWN || what == PC_LOCK_REFUSED)
-        PC_METRIC_INC(p->w->metrics.redis_get_failed); /* counted as a GET's (store.c) */
-    else
-        PC_METRIC_INC(p->w->metrics.redis_get_ok);
+    struct pc_metrics *m = &p->w->metrics; /* counted and timed as a GET's (store.c) */
+    if (what == PC_LOCK_UNKNOWN || what == PC_LOCK_REFUSED) {
+        PC_METRIC_INC(m->redis_get_failed);
+    } else {
+        PC_METRIC_INC(m->redis_get_ok);
+        uint64_t us = pc_now_us() - p->lock.asked_us;
+        pc_hist_observe(&m->h_redis_get, (double)us / 1e6);
+        pc_timer_observe_us(&m->t_redis_get, us);
+    }
     switch (what) {
     case PC_LOCK_FOUND:
         on_lookup(PC_STORE_HIT, data, len, p);

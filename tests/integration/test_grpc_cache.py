@@ -33,6 +33,13 @@ def xcache(rpc):
     return md.get("x-cache")
 
 
+def repeated(rpc):
+    """A call repeated at once is answered from the cache: from Redis (HIT), or, when its
+    lookup passed the first answer's SET still held back (store.h's held writes), from the
+    flight that keeps that answer until the SET is acknowledged (COALESCED). Neither calls
+    the model; the callers count its calls."""
+    return xcache(rpc) in ("HIT", "COALESCED")
+
 def right(method, req, resp):
     """None when resp is the model's answer to req (its predictions and what it read), else
     why not. The replayed message names the first requester's bytes (sha256): only what
@@ -109,12 +116,12 @@ def test_kserve_infer_replays_the_requesters_id(start_predcache, grpc_model, grp
     b = infer_request(st, rid="second")
     b.model_version = "1"
     rb, rpc = call(ch, V2 + "ModelInfer", b)
-    assert xcache(rpc) == "HIT" and rb.id == "second"
+    assert repeated(rpc) and rb.id == "second"
     assert right(V2 + "ModelInfer", b, rb) is None
     c = infer_request(st, rid="")
     c.model_version = "1"
     rc, rpc = call(ch, V2 + "ModelInfer", c)
-    assert xcache(rpc) == "HIT" and rc.id == ""
+    assert repeated(rpc) and rc.id == ""
     assert grpc_model.count("ModelInfer") == 1
 
 

@@ -13,7 +13,7 @@ import requests
 
 from conftest import HTTP_TIMEOUT, wait_for
 from grpc_harness import TFS, V2, call, stubs
-from test_grpc_cache import right, start, xcache
+from test_grpc_cache import repeated, right, start, xcache
 from test_grpc_model_server import IMAGES, WORDS, predict_request, predictions
 
 pytest_plugins = ["grpc_harness"]
@@ -255,13 +255,6 @@ def grpc_only(start_predcache, grpc_model, **conf):
     conf.setdefault("backend", {})["url"] = "http://127.0.0.1:%d" % free_port()
     return start(start_predcache, grpc_model, **conf)
 
-
-def repeated(rpc):
-    """A call repeated at once is answered from the cache: from Redis (HIT), or, when its
-    lookup passed the first answer's SET still held back (store.h's held writes), from the
-    flight that keeps that answer until the SET is acknowledged (COALESCED). Neither calls
-    the model; the callers count its calls."""
-    return xcache(rpc) in ("HIT", "COALESCED")
 
 def test_unversioned_calls_resolve_the_version_over_grpc(start_predcache, grpc_model,
                                                          grpc_stubs):

@@ -33,9 +33,11 @@ def slots_map(*ranges):
     return b"".join(out)
 
 
-def start(start_predcache, injector, **redis_extra):
+def start(start_predcache, injector, lock=False, **redis_extra):
+    """Every lookup a Redis GET (no tier; without the lock, a whole body's lookup is not the
+    lock script), or with lock the lock script (EVAL)."""
     conf = {"redis": {"cluster": "on", "port": str(injector.port), "timeout_ms": "300"},
-            "cache": {"l1_max_bytes": "0"}}  # every lookup is a Redis GET
+            "cache": {"l1_max_bytes": "0", "lock_timeout_ms": "5000" if lock else "0"}}
     conf["redis"].update(redis_extra)
     return start_predcache(conf=conf)
 
@@ -106,14 +108,15 @@ def test_moved_is_followed_and_a_moved_loop_ends(start_predcache, injector, redi
     oracle.assert_clean()
 
 
-def test_ask_sends_asking_first(start_predcache, injector, redis, model):
+@pytest.mark.parametrize("lookup", [b"GET", b"EVAL"])
+def test_ask_sends_asking_first(start_predcache, injector, redis, model, lookup):
     one_master(injector)
-    p = start(start_predcache, injector)
+    p = start(start_predcache, injector, lock=lookup == b"EVAL")
     oracle, seen = Oracle("ask", per_instance=False), []
     r = post(p, oracle, "k", seen)
     redis.wait_key(r.headers["X-Cache-Key"])
-    injector.replace_reply(b"GET", b"-ASK 866 127.0.0.1:%d\r\n" % injector.port, count=1)
-    # the plain Redis refuses ASKING (no cluster support): the GET after it still answers
+    injector.replace_reply(lookup, b"-ASK 866 127.0.0.1:%d\r\n" % injector.port, count=1)
+    # the plain Redis refuses ASKING (no cluster support): the lookup after it still answers
     assert post(p, oracle, "k", seen).headers["X-Cache"] == "HIT", seen
     assert p.metric("predcache_redis_redirects_total", kind="ask") == 1
     link = injector.wait_link(lambda l: l.sent(b"ASKING"))
