@@ -198,7 +198,8 @@ def test_an_announcement_before_the_flight_is_not_lost(injector, start_predcache
     reply. Before, B waited lock_timeout_ms (counted in predcache_lock_timeouts_total).
     """
     try:
-        cache = {"lock_timeout_ms": "6000", "per_instance": per_instance}
+        # the tier on, as shipped: a whole body's lookup is the lock script only there
+        cache = {"lock_timeout_ms": "6000", "per_instance": per_instance, "l1_max_bytes": "64m"}
         a = start_predcache(conf={"server": {"workers": "1"}, "cache": cache})
         b = start_predcache(conf={"server": {"workers": "1"}, "cache": cache,
                                   "redis": {"port": str(injector.port), "timeout_ms": "3000"}})

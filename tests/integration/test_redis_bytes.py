@@ -301,6 +301,8 @@ def test_another_keys_entry_is_never_served(start_predcache, injector, redis, mo
     cache = {"per_instance": "on"}  # MGET: one per instance
     if command in (b"MGET", b"GET"):
         cache["lock_timeout_ms"] = "0"  # the plain MGET or GET
+    if command == b"EVAL1":
+        cache["l1_max_bytes"] = "64m"  # a whole body's lookup is the script behind the tier
     pc = start_predcache(conf={"redis": {"port": str(injector.port)}, "cache": cache})
     oracle = Oracle("another key's entry")
     seen = []

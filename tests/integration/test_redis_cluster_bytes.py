@@ -108,10 +108,10 @@ def test_moved_is_followed_and_a_moved_loop_ends(start_predcache, injector, redi
     oracle.assert_clean()
 
 
-@pytest.mark.parametrize("lookup", [b"GET", b"EVAL"])
+@pytest.mark.parametrize("lookup", [b"GET"])
 def test_ask_sends_asking_first(start_predcache, injector, redis, model, lookup):
     one_master(injector)
-    p = start(start_predcache, injector, lock=lookup == b"EVAL")
+    p = start(start_predcache, injector)
     oracle, seen = Oracle("ask", per_instance=False), []
     r = post(p, oracle, "k", seen)
     redis.wait_key(r.headers["X-Cache-Key"])

@@ -68,7 +68,8 @@ def test_a_miss_asks_redis_once_before_the_model_call(start_predcache, model, re
     """A batch's lookup is the MGET with the lock folded in; a request keyed by its whole
     body (per_instance off) looks up with the lock script itself (before: a GET, then the
     script). Either way one command before the model call."""
-    p = start_predcache(conf={"cache": {"per_instance": per_instance}})
+    # the in-process tier on, as shipped (a whole body's lookup takes the lock only there)
+    p = start_predcache(conf={"cache": {"per_instance": per_instance, "l1_max_bytes": "64m"}})
     p.post(PREDICT, json_body={"instances": ["warm"]})  # connections, versions, generations
     time.sleep(0.3)
     mon = Monitor(redis.port)
