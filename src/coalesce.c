@@ -270,7 +270,8 @@ static void announce(struct pc_worker *w, const char *herd)
 }
 
 /* The reply to the plain release's second DEL (the mark's), or NULL: none came, and the
- * first may or may not have run: the script is sent instead, later. */
+ * first may or may not have run: the script is sent instead, later. arg is the release,
+ * owned by this call from here: freed, or kept on the worker's list (unlock_later). */
 static void on_unlock_plain_reply(const struct pc_reply *r, void *arg)
 {
     struct pc_unlock *u = arg;
@@ -535,12 +536,17 @@ int pc_coalesce_lookup(struct pc_preq *p, pc_lock_cb cb)
     return pc_lockwait_ask(&p->lock, pc_coalesce_key(p), cb, p);
 }
 
+void pc_lockwait_unlock(struct pc_lockwait *lw, const char *key)
+{
+    if (lw->held) {
+        lw->held = 0;
+        pc_lock_release(lw->w, key, lw->asked_us);
+    }
+}
+
 void pc_coalesce_unlock(struct pc_preq *p)
 {
-    if (p->lock.held) {
-        p->lock.held = 0;
-        pc_lock_release(p->w, pc_coalesce_key(p), p->lock.asked_us);
-    }
+    pc_lockwait_unlock(&p->lock, pc_coalesce_key(p));
 }
 
 void pc_coalesce_said(struct pc_preq *p, const struct pc_flow *flow, enum pc_lock what)

@@ -115,6 +115,9 @@ int pc_lockwait_answer(struct pc_lockwait *lw, enum pc_lock what, long ms);
 /* An announcement of the owner's key: a waiting owner looks again now; one still asking
  * will not wait. */
 void pc_lockwait_wake(struct pc_lockwait *lw);
+/* Releases the lock lw holds on key (pc_lock_release, with when it was asked); nothing
+ * when it holds none. */
+void pc_lockwait_unlock(struct pc_lockwait *lw, const char *key);
 /* Ends a wait without resuming (the owner is freed). */
 void pc_lockwait_stop(struct pc_lockwait *lw);
 /* Frees the lock releases still waiting to be sent again (after the store is freed). */

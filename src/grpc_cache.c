@@ -536,10 +536,7 @@ void pc_grpc_cache_answered(struct gcall *g, const struct pc_h2_resp *r, int grp
      * answer whatever they are); not when Redis failed the lookup. */
     if (ok && (strcmp(g->result, "MISS") == 0 || g->skip_lookup))
         store_message(w, g->key, w->cfg->ttl_s, &msg);
-    if (g->lock.held) { /* after the SET, on the same connection: the waiters find it */
-        g->lock.held = 0;
-        pc_lock_release(w, g->key, g->lock.asked_us);
-    }
+    pc_lockwait_unlock(&g->lock, g->key); /* after the SET, same connection: waiters find it */
     pc_store_hold(w->store, 0);
     answer_waiters(g, &msg, ok);
     pc_buf_release(&msg);

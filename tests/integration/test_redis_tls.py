@@ -251,15 +251,19 @@ def test_acl_user_limited_to_the_prefix(start_predcache, model, redis):
     assert r.status_code == 202, r.text
 
 
+def checked_post(p, oracle, body):
+    """POST body to PREDICT on p, its answer judged by oracle."""
+    r = p.post(PREDICT, body=body, timeout=10)
+    oracle.check("POST", PREDICT, body, {}, r.status_code, r.content, r.headers.get("X-Cache"))
+    return r
+
+
 def test_acl_user_without_rights_bypasses_with_a_clear_error(start_predcache, model, redis):
     redis.command("ACL", "SETUSER", "nobody", "on", ">pw", "~*", "-@all", "+auth")
     p = start_predcache(conf={"redis": {"username": "nobody", "password": "pw"}})
     oracle = Oracle("no rights")
     for i in range(3):
-        body = '{"instances": [["no rights", %d]]}' % i
-        r = p.post(PREDICT, body=body, timeout=10)
-        oracle.check("POST", PREDICT, body, {}, r.status_code, r.content,
-                     r.headers.get("X-Cache"))
+        r = checked_post(p, oracle, '{"instances": [["no rights", %d]]}' % i)
         assert r.status_code == 200
         assert r.headers["X-Cache"] in ("BYPASS", "MISS")
     assert oracle.wrong == 0
@@ -281,11 +285,8 @@ def test_acl_user_without_scripts_is_told_and_still_answered(start_predcache, mo
                               "cache": {"per_instance": per_instance, "l1_max_bytes": "64m"}})
     oracle = Oracle("no scripts", per_instance=per_instance == "on")
     for i in range(3):
-        body = '{"instances": [["no scripts", %d]]}' % i
-        r = p.post(PREDICT, body=body, timeout=10)
-        oracle.check("POST", PREDICT, body, {}, r.status_code, r.content,
-                     r.headers.get("X-Cache"))
-        assert r.status_code == 200
+        assert checked_post(p, oracle, '{"instances": [["no scripts", %d]]}' % i).status_code \
+            == 200
     assert oracle.wrong == 0
     wait_for(lambda: "store: lock script failed: NOPERM" in p.stderr_text(), timeout=10,
              what="the lock script's refusal logged")
@@ -294,9 +295,7 @@ def test_acl_user_without_scripts_is_told_and_still_answered(start_predcache, mo
     body = '{"instances": [["no scripts", 0]]}'
 
     def hit():
-        r = p.post(PREDICT, body=body, timeout=10)
-        oracle.check("POST", PREDICT, body, {}, r.status_code, r.content,
-                     r.headers.get("X-Cache"))
+        r = checked_post(p, oracle, body)
         return r.status_code == 200 and r.headers["X-Cache"] == "HIT"
 
     wait_for(hit, timeout=10, what="a HIT through the plain GET")
