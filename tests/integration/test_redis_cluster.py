@@ -461,6 +461,41 @@ def test_an_ask_redirection_is_followed(start_predcache, model, redis_cluster):
     clean(oracle)
 
 
+def test_a_lookup_by_script_in_a_migrating_slot_still_hits(start_predcache, model,
+                                                           redis_cluster):
+    """Behind the in-process tier a whole body's lookup is the lock script (value, lock and
+    waiters' mark: three keys of one slot). With the entry moved to the importing master
+    and the lock not there, the importing master refuses the script (TRYAGAIN, after the
+    owner's ASK): the lookup is made again as a plain GET, which follows the ASK to the
+    entry, a HIT. A second process asks, so that its tier has not seen the entry."""
+    cluster = redis_cluster
+    p = start_on(start_predcache, cluster)
+    oracle = Oracle("cluster ask by script", per_instance=False)
+    doc = {"instances": ["asked by script"]}
+    first = ask(p, oracle, doc)
+    key = first.headers["X-Cache-Key"]
+    src = wait_on_owner(cluster, key)
+    q = start_on(start_predcache, cluster, cache={"l1_max_bytes": "64m"})
+    slot = cluster.key_slot(key)
+    dst = other_master(cluster, src)
+    cluster.begin_migration(slot, dst)
+    try:
+        assert cluster.migrate_keys(slot, src, dst, [key]) == 1
+        asks, gets = redirects(q, "ask"), q.metric("predcache_redis_get_ok_total")
+        r = ask(q, oracle, doc)
+        assert r.headers["X-Cache"] == "HIT", "%s\n%s" % (r.headers.get("X-Cache"),
+                                                          q.stderr_text()[-2000:])
+        assert r.content == first.content
+        assert redirects(q, "ask") > asks
+        assert "lock script failed" in q.stderr_text(), q.stderr_text()[-2000:]
+        assert q.metric("predcache_redis_get_ok_total") >= gets + 1
+    finally:
+        cluster.migrate_keys(slot, src, dst)
+        cluster.end_migration(slot, dst)
+    assert model.count(PREDICT) == 1
+    clean(oracle)
+
+
 def test_a_new_entry_in_a_migrating_slot(start_predcache, model, redis_cluster):
     """A request whose key's slot is migrating and which is in neither node: the owner
     answers ASK to its GET (followed: a MISS) and to the writes (ASKING on the importing
