@@ -16,6 +16,7 @@
 #include "predcache/l1.h"
 #include "predcache/log.h"
 #include "predcache/metrics.h"
+#include "predcache/purges.h"
 #include "proxy_verify.h"
 
 /* Does a comma-separated header value hold the directive (case-insensitive)? */
@@ -393,9 +394,21 @@ void pc_answer_envelope(const struct pc_worker *w, const struct pc_upstream_resp
 
 /* SETs r's answer under key as an envelope fresh for ttl_s (written into it when record),
  * kept redis_ttl_s in Redis. 1 when queued (done_cb runs on its answer). */
-int pc_answer_store(struct pc_worker *w, const char *key, int ttl_s, int record, int redis_ttl_s,
-                    const struct pc_upstream_resp *r, pc_store_set_done_cb done_cb, void *done_arg)
+int pc_answer_purged(struct pc_worker *w, const char *key, uint64_t begun_us)
 {
+    if (!pc_purges_since(w->purges, key, begun_us))
+        return 0;
+    PC_METRIC_INC(w->metrics.store_skipped);
+    pc_log(PC_LOG_INFO, "proxy: not stored: %s was purged while its answer was fetched", key);
+    return 1;
+}
+
+int pc_answer_store(struct pc_worker *w, const char *key, int ttl_s, int record, int redis_ttl_s,
+                    const struct pc_upstream_resp *r, uint64_t begun_us,
+                    pc_store_set_done_cb done_cb, void *done_arg)
+{
+    if (pc_answer_purged(w, key, begun_us))
+        return 0;
     struct pc_envelope env;
     pc_answer_envelope(w, r, &env);
     env.ttl_s = record ? ttl_s : 0;
@@ -427,8 +440,8 @@ int pc_answer_store_result(struct pc_preq *p, const struct pc_upstream_resp *r, 
         pc_log(PC_LOG_DEBUG, "proxy: not stored (%s): %s", pc_reason_words(why), p->key);
         return 0;
     }
-    return pc_answer_store(w, p->key, p->ttl_s, p->client_ttl, pc_proxy_store_ttl(p), r, done_cb,
-                           done_arg);
+    return pc_answer_store(w, p->key, p->ttl_s, p->client_ttl, pc_proxy_store_ttl(p), r,
+                           p->begun_us, done_cb, done_arg);
 }
 
 /* The status and message predcache answers for a failed transfer. */

@@ -80,9 +80,15 @@ int pc_proxy_store_ttl(const struct pc_preq *p);
 void pc_answer_envelope(const struct pc_worker *w, const struct pc_upstream_resp *r,
                         struct pc_envelope *env);
 /* SETs r's answer under key as an envelope fresh for ttl_s (written into it when record),
- * kept redis_ttl_s in Redis. 1 when queued (done_cb runs on its answer). */
+ * kept redis_ttl_s in Redis. 1 when queued (done_cb runs on its answer). Not stored (0) when
+ * key was purged since begun_us, when what asked for r began (pc_answer_purged). */
 int pc_answer_store(struct pc_worker *w, const char *key, int ttl_s, int record, int redis_ttl_s,
-                    const struct pc_upstream_resp *r, pc_store_set_done_cb done_cb, void *done_arg);
+                    const struct pc_upstream_resp *r, uint64_t begun_us,
+                    pc_store_set_done_cb done_cb, void *done_arg);
+/* 1 when key's entry was purged since begun_us (a monotonic time, pc_now_us): an answer
+ * fetched for it from then on may be what the purge removed, and is not stored (counted as
+ * skipped, and logged). */
+int pc_answer_purged(struct pc_worker *w, const char *key, uint64_t begun_us);
 /* Stores p's answer r under p->key (why: its refusal, judged before); 1 when a SET was
  * queued (then done_cb runs once it is answered). */
 int pc_answer_store_result(struct pc_preq *p, const struct pc_upstream_resp *r, enum pc_reason why,

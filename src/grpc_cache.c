@@ -107,9 +107,12 @@ static int storable(enum pc_grpc_kind kind, const struct pc_h2_resp *r, int grpc
 }
 
 /* SETs msg under key as a PC4 entry fresh for ttl_s (kept grace_s more in Redis), and puts
- * it in the in-process tier. */
-static void store_message(struct pc_worker *w, const char *key, int ttl_s, const struct pc_buf *msg)
+ * it in the in-process tier; not when key was purged since begun_us (pc_answer_purged). */
+static void store_message(struct pc_worker *w, const char *key, int ttl_s, const struct pc_buf *msg,
+                          uint64_t begun_us)
 {
+    if (pc_answer_purged(w, key, begun_us))
+        return;
     struct pc_envelope env = {
         .key_tag = pc_envelope_key_tag(key, strlen(key)),
         .status = 200,
@@ -135,6 +138,7 @@ struct grefresh {
     struct pc_worker *w;
     enum pc_grpc_kind kind;
     int ttl_s;
+    uint64_t begun_us; /* when it was started: a purge since keeps its answer out */
     char key[PC_KEY_MAX];
 };
 
@@ -146,7 +150,7 @@ static void on_refresh(const struct pc_h2_resp *r, void *arg)
     pc_buf_init(&msg);
     int code = pc_h2_grpc_status(r);
     if (storable(rf->kind, r, code, &msg)) {
-        store_message(w, rf->key, rf->ttl_s, &msg);
+        store_message(w, rf->key, rf->ttl_s, &msg, rf->begun_us);
         PC_METRIC_INC(w->metrics.refresh_ok);
     } else {
         PC_METRIC_INC(w->metrics.refresh_failed);
@@ -170,6 +174,7 @@ static void refresh_start(struct gcall *g, int stale_ttl_s)
         (rf = calloc(1, sizeof *rf)) == NULL)
         return;
     rf->w = w;
+    rf->begun_us = pc_now_us();
     rf->kind = g->kind;
     rf->ttl_s = stale_ttl_s > 0 ? stale_ttl_s : w->cfg->ttl_s;
     pc_strlcpy(rf->key, g->key, sizeof rf->key);
@@ -535,7 +540,7 @@ void pc_grpc_cache_answered(struct gcall *g, const struct pc_h2_resp *r, int grp
     /* Stored after a miss, and when the generations were unknown (a fresh answer is an
      * answer whatever they are); not when Redis failed the lookup. */
     if (ok && (strcmp(g->result, "MISS") == 0 || g->skip_lookup))
-        store_message(w, g->key, w->cfg->ttl_s, &msg);
+        store_message(w, g->key, w->cfg->ttl_s, &msg, g->start_us);
     pc_lockwait_unlock(&g->lock, g->key); /* after the SET, same connection: waiters find it */
     pc_store_hold(w->store, 0);
     answer_waiters(g, &msg, ok);

@@ -69,6 +69,8 @@ struct pc_preq {
     char key[PC_KEY_MAX];      /* per-body key; empty for batches */
     enum pc_key_kind key_kind; /* how the body was read for it */
     double backend_ms;         /* < 0 until the model server answered */
+    uint64_t begun_us;         /* when it came (pc_now_us): its answer is not stored when its
+                                * entry was purged since (purges.h) */
     struct pc_header *fwd;     /* headers for the model server, owned */
     size_t n_fwd;
     struct pc_batch_state *batch; /* per-instance state, owned; NULL for the per-body flow */

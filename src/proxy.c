@@ -906,6 +906,7 @@ void pc_proxy_handle(struct pc_http_req *req, void *arg)
     p->w = w;
     p->req = req;
     p->backend_ms = -1;
+    p->begun_us = pc_http_req_start_us(req);
     long id = pc_routes_match(w->cfg, pc_http_req_method(req), pc_http_req_path(req));
     p->route = id >= 0 ? &w->routes[id] : NULL;
     p->backend = p->route != NULL ? p->route->v.backend : 0;

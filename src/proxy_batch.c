@@ -91,7 +91,7 @@ struct pc_batch_keys;
 static const char *pc_proxy_batch_store_refresh(struct pc_worker *w,
                                                 const struct pc_upstream_resp *r,
                                                 struct pc_batch_keys **keys, int env_ttl_s,
-                                                int redis_ttl_s);
+                                                int redis_ttl_s, uint64_t begun_us);
 
 /* The miss goes on to the model server: the batch keeps the label its lookup gave (MISS or
  * PARTIAL) unless Redis failed on the way. */
@@ -579,8 +579,9 @@ struct store_job {
     struct pc_batch_layout layout; /* points into data */
     char *ctype;
     int status, env_ttl_s, redis_ttl_s;
-    void *fs;    /* the flight to end once the stores are answered, or NULL */
-    size_t next; /* the next prediction to store */
+    void *fs;          /* the flight to end once the stores are answered, or NULL */
+    size_t next;       /* the next prediction to store */
+    uint64_t begun_us; /* when the request (or refresh) began: instances purged since stay out */
     struct pc_buf inst, val;
 };
 
@@ -649,6 +650,8 @@ static void store_one(struct store_job *j, size_t idx)
         PC_METRIC_INC(w->metrics.store_skipped);
         return;
     }
+    if (pc_answer_purged(w, key, j->begun_us))
+        return;
     pc_l1_put(w->l1, key, j->val.data, j->val.len);
     pc_store_set(w->store, key, j->val.data, j->val.len, j->redis_ttl_s);
 }
@@ -750,6 +753,7 @@ static void store_new_then_free(struct pc_preq *p, const struct pc_upstream_resp
     }
     j->p = p;
     j->prefix = p->keyp.prefix;
+    j->begun_us = p->begun_us;
     j->fs = fs;
     store_slice(j);
 }
@@ -757,7 +761,7 @@ static void store_new_then_free(struct pc_preq *p, const struct pc_upstream_resp
 static const char *pc_proxy_batch_store_refresh(struct pc_worker *w,
                                                 const struct pc_upstream_resp *r,
                                                 struct pc_batch_keys **keys, int env_ttl_s,
-                                                int redis_ttl_s)
+                                                int redis_ttl_s, uint64_t begun_us)
 {
     struct pc_batch_array preds;
     memset(&preds, 0, sizeof preds);
@@ -777,6 +781,7 @@ static const char *pc_proxy_batch_store_refresh(struct pc_worker *w,
     j->keys = *keys;
     *keys = NULL;
     j->prefix = j->keys->prefix;
+    j->begun_us = begun_us;
     store_slice(j);
     return NULL;
 }

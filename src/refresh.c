@@ -21,6 +21,7 @@ struct refresh {
     int ttl_s;
     int client_ttl;
     int ignore_cc, streamed; /* as answer_rules */
+    uint64_t begun_us;       /* when it was started: a purge since keeps its answer out */
     struct pc_bgcall call;
 };
 
@@ -51,9 +52,9 @@ static void on_refresh(const struct pc_upstream_resp *r, void *arg)
         why = pc_reason_words(refused);
     int rttl = a.no_grace ? a.ttl_s : pc_answer_redis_ttl(w, a.ttl_s);
     if (why == NULL && rf->items.keys != NULL)
-        why = rf->items.store(w, r, &rf->items.keys, a.record ? a.ttl_s : 0, rttl);
+        why = rf->items.store(w, r, &rf->items.keys, a.record ? a.ttl_s : 0, rttl, rf->begun_us);
     else if (why == NULL)
-        pc_answer_store(w, rf->key, a.ttl_s, a.record, rttl, r, NULL, NULL);
+        pc_answer_store(w, rf->key, a.ttl_s, a.record, rttl, r, rf->begun_us, NULL, NULL);
     if (why == NULL) {
         PC_METRIC_INC(w->metrics.refresh_ok);
     } else {
@@ -77,6 +78,7 @@ void pc_refresh_start(struct pc_preq *p, const char *key, int stale_ttl_s, const
     if (items != NULL)
         rf->items = *items;
     rf->w = w;
+    rf->begun_us = pc_now_us();
     rf->route = pc_preq_wroute(p);
     rf->vary_n = p->vary_n;
     rf->ignore_cc = pc_answer_ignores_cc(p);

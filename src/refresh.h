@@ -15,11 +15,13 @@
 struct pc_batch_keys;
 
 /* A refresh of a batch's instances: their keys (taken over) and how the answer is stored
- * under them (NULL: why nothing was; *keys may be taken) and the keys freed. */
+ * under them (NULL: why nothing was; *keys may be taken; an instance purged since begun_us
+ * is not stored) and the keys freed. */
 struct pc_refresh_items {
     struct pc_batch_keys *keys;
     const char *(*store)(struct pc_worker *w, const struct pc_upstream_resp *r,
-                         struct pc_batch_keys **keys, int env_ttl_s, int redis_ttl_s);
+                         struct pc_batch_keys **keys, int env_ttl_s, int redis_ttl_s,
+                         uint64_t begun_us);
     void (*free_keys)(struct pc_batch_keys *k);
 };
 

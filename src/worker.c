@@ -32,6 +32,7 @@
 #include "predcache/jobs.h"
 #include "predcache/keymemo.h"
 #include "predcache/log.h"
+#include "predcache/purges.h"
 #include "predcache/store.h"
 #include "predcache/upstream.h"
 #include "predcache/versions.h"
@@ -369,7 +370,8 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
     }
     w->versions = pc_versions_new(w);
     w->generations = pc_generations_new(w);
-    if (w->versions == NULL || w->generations == NULL) {
+    w->purges = pc_purges_new(PC_PURGES_KEEP);
+    if (w->versions == NULL || w->generations == NULL || w->purges == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -600,6 +602,7 @@ void pc_worker_release(struct pc_worker *w)
     }
     pc_versions_free(w->versions); /* after the upstreams: status calls call back */
     pc_keymemo_free(w->memo);
+    pc_purges_free(w->purges);
     free(w->routes);
     free(w->route_metrics);
     free(w->route_names);
