@@ -14,6 +14,7 @@
 #include "predcache/config.h"
 #include "predcache/envelope.h"
 #include "predcache/log.h"
+#include "predcache/purges.h"
 #include "predcache/metrics.h"
 #include "predcache/store.h"
 #include "answer.h"
@@ -586,6 +587,11 @@ enum pc_join pc_proxy_join(struct pc_preq *p, struct pc_flight **done)
     const char *key = pc_coalesce_key(p);
     struct pc_flight *f = pc_flights_find(w->flights, key);
     *done = NULL;
+    /* A purge of its entry since that call's request came: its answer may be what the
+     * purge removed. p goes alone (answers.c keeps that answer out of the cache). */
+    if (f != NULL && (p->items_purged != NULL ? p->items_purged(p, f->begun_us)
+                                              : pc_purges_since(w->purges, p->key, f->begun_us)))
+        return PC_JOIN_LEAD;
     if (f != NULL && f->done) {
         *done = f;
         return PC_JOIN_DONE;
@@ -594,7 +600,7 @@ enum pc_join pc_proxy_join(struct pc_preq *p, struct pc_flight **done)
         p->result = RES_COALESCED;
         return PC_JOIN_WAIT;
     }
-    if (f == NULL)
-        p->flight = pc_flights_start(w->flights, key, p); /* NULL: just go alone */
+    if (f == NULL && (p->flight = pc_flights_start(w->flights, key, p)) != NULL)
+        p->flight->begun_us = p->begun_us; /* (NULL: just go alone) */
     return PC_JOIN_LEAD;
 }

@@ -19,7 +19,7 @@ int pc_done_channel(const struct pc_config *cfg, char *out, size_t len)
 int pc_done_purge(struct pc_worker *w, const char *key, pc_store_cmd_cb cb, void *arg)
 {
     pc_l1_del(w->l1, key); /* this process's tier at once; the others hear it below */
-    pc_purges_add(w->purges, key, pc_now_us()); /* this worker's answers fetched before */
+    pc_purges_add_own(w->purges, key, pc_now_us()); /* this worker's answers fetched before */
     const char *argv[] = {"DEL", key};
     size_t lens[] = {3, strlen(key)};
     if (pc_store_command(w->store, 0, cb, arg, 2, argv, lens) != 0)
@@ -49,7 +49,7 @@ int pc_done_message(struct pc_worker *w, const char *msg, size_t len, char *out,
     al = strlen(PC_PURGE_ANNOUNCE);
     if (len > al && memcmp(out, PC_PURGE_ANNOUNCE, al) == 0) {
         pc_l1_del(w->l1, out + al); /* a purge by another process (or worker) */
-        pc_purges_add(w->purges, out + al, pc_now_us());
+        pc_purges_heard(w->purges, out + al, pc_now_us());
         return 1;
     }
     return 0;

@@ -24,6 +24,7 @@
 #include "predcache/grpcwire.h"
 #include "predcache/h2srv.h"
 #include "predcache/log.h"
+#include "predcache/purges.h"
 #include "predcache/l1.h"
 #include "predcache/l1refresh.h"
 #include "predcache/metrics.h"
@@ -203,8 +204,8 @@ static void answer_waiters(struct gcall *g, const struct pc_buf *msg, int ok)
     struct pc_worker *w = g->w;
     g->leader = 0;
     struct pc_flight *f = pc_flights_find(w->grpc_flights, g->key);
-    if (f == NULL)
-        return;
+    if (f == NULL || f->leader != g)
+        return; /* g went alone (a purge since the flight began): the flight is its leader's */
     for (size_t i = 0; i < f->n_waiters; i++) {
         struct gcall *o = f->waiters[i];
         if (o->gone) {
@@ -306,10 +307,15 @@ static void miss(struct gcall *g, const char *result, const char *reason)
     g->result = result;
     g->reason = reason;
     struct pc_flight *f = pc_flights_find(w->grpc_flights, g->key);
-    if (f != NULL && !f->done && pc_flight_join(f, g) == 0)
+    /* A purge of the entry since that call came: its answer may be what the purge removed,
+     * so g goes alone (that answer is kept out of the cache: store_message). */
+    int purged = f != NULL && pc_purges_since(w->purges, g->key, f->begun_us);
+    if (f != NULL && !purged && !f->done && pc_flight_join(f, g) == 0)
         return; /* answered with the leader's answer (answer_waiters) */
-    if (f == NULL && pc_flights_start(w->grpc_flights, g->key, g) != NULL)
+    if (f == NULL && (f = pc_flights_start(w->grpc_flights, g->key, g)) != NULL) {
+        f->begun_us = g->start_us;
         g->leader = 1;
+    }
     if (g->leader && w->cfg->lock_timeout_ms > 0 && strcmp(result, "MISS") == 0) {
         g->lock = (struct pc_lockwait){.w = w, .relook = relook, .owner = g};
         if (pc_lockwait_ask(&g->lock, g->key, on_lock, g) == 0)

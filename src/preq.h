@@ -114,6 +114,8 @@ struct pc_preq {
     /* The item flow's item count, and its first item's key into key ("" not keyed yet),
      * for the access line. */
     size_t (*items)(const struct pc_preq *p, char key[PC_KEY_MAX]);
+    /* The item flow's: 1 when an instance it is missing was purged since since_us. */
+    int (*items_purged)(const struct pc_preq *p, uint64_t since_us);
 };
 
 /* The request body as the model server reads it: decoded, or the bytes as received. */

@@ -55,6 +55,7 @@
 #include "predcache/l1.h"
 #include "predcache/l1refresh.h"
 #include "predcache/log.h"
+#include "predcache/purges.h"
 #include "predcache/store.h"
 #include "answer.h"
 #include "coalesce.h"
@@ -87,6 +88,7 @@ static void pc_proxy_batch_send(struct pc_preq *p, enum pc_cache_result result);
 static void pc_proxy_batch_retry(struct pc_preq *p);
 static int pc_proxy_batch_hit_keys(const struct pc_preq *p, char (**keys)[PC_KEY_MAX], size_t *n);
 static size_t pc_proxy_batch_items(const struct pc_preq *p, char key[PC_KEY_MAX]);
+static int pc_proxy_batch_purged_since(const struct pc_preq *p, uint64_t since_us);
 struct pc_batch_keys;
 static const char *pc_proxy_batch_store_refresh(struct pc_worker *w,
                                                 const struct pc_upstream_resp *r,
@@ -217,6 +219,21 @@ static size_t pc_proxy_batch_items(const struct pc_preq *p, char key[PC_KEY_MAX]
     if ((b->n_uniq > 0 || b->keyed > 0) && pc_cachekey_format(p->keyp.prefix, b->dig[0], key) == 0)
         key[0] = '\0';
     return b->n;
+}
+
+/* 1 when an instance the batch is missing (its pick, set before it joins a flight) was
+ * purged since since_us (purges.h). */
+static int pc_proxy_batch_purged_since(const struct pc_preq *p, uint64_t since_us)
+{
+    const struct pc_batch_state *b = p->batch;
+    if (b == NULL || !pc_purges_any_since(p->w->purges, since_us))
+        return 0;
+    char key[PC_KEY_MAX];
+    for (size_t k = 0; k < b->n_pick; k++)
+        if (pc_cachekey_format(p->keyp.prefix, b->dig[b->pick[k]], key) > 0 &&
+            pc_purges_since(p->w->purges, key, since_us))
+            return 1;
+    return 0;
 }
 
 /* ---- keys -------------------------------------------------------------------------- */
@@ -1214,6 +1231,7 @@ int pc_proxy_batch_key(struct pc_preq *p, const struct pc_keymemo_probe *probe, 
     p->free_items = pc_proxy_batch_free;
     p->hit_keys = pc_proxy_batch_hit_keys;
     p->items = pc_proxy_batch_items;
+    p->items_purged = pc_proxy_batch_purged_since;
     rc = key_slice(b); /* a small batch is keyed now; a larger one by pc_proxy_batch_lookup */
     if (rc < 0 || (rc == 1 && keyed(p) != 0)) {
         p->batch = NULL;
@@ -1253,6 +1271,7 @@ int pc_proxy_batch_from_memo(struct pc_preq *p, const struct pc_keymemo_val *v)
     p->free_items = pc_proxy_batch_free;
     p->hit_keys = pc_proxy_batch_hit_keys;
     p->items = pc_proxy_batch_items;
+    p->items_purged = pc_proxy_batch_purged_since;
     return 0;
 }
 

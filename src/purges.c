@@ -2,6 +2,7 @@
 #include "predcache/purges.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 struct heard {
     uint64_t hash;
@@ -16,6 +17,8 @@ struct pc_purges {
     uint64_t added; /* heard so far */
     int lost;       /* some were forgotten: lost_us is when the newest of them was */
     uint64_t lost_us;
+    uint64_t echoes[PC_PURGES_ECHOES]; /* hashes of own purges whose announcement is due */
+    size_t n_echoes;
 };
 
 /* FNV-1a, 64 bits. */
@@ -74,6 +77,34 @@ void pc_purges_add(struct pc_purges *pl, const char *key, uint64_t now_us)
     pl->added++;
 }
 
+void pc_purges_add_own(struct pc_purges *pl, const char *key, uint64_t now_us)
+{
+    if (pl == NULL)
+        return;
+    pc_purges_add(pl, key, now_us);
+    if (pl->n_echoes == PC_PURGES_ECHOES) { /* the oldest awaited one is added when it comes */
+        memmove(pl->echoes, pl->echoes + 1, (PC_PURGES_ECHOES - 1) * sizeof pl->echoes[0]);
+        pl->n_echoes--;
+    }
+    pl->echoes[pl->n_echoes++] = key_hash(key);
+}
+
+void pc_purges_heard(struct pc_purges *pl, const char *key, uint64_t now_us)
+{
+    if (pl == NULL)
+        return;
+    uint64_t h = key_hash(key);
+    for (size_t i = 0; i < pl->n_echoes; i++) {
+        if (pl->echoes[i] == h) { /* its own, added when it was made */
+            memmove(pl->echoes + i, pl->echoes + i + 1,
+                    (pl->n_echoes - i - 1) * sizeof pl->echoes[0]);
+            pl->n_echoes--;
+            return;
+        }
+    }
+    pc_purges_add(pl, key, now_us);
+}
+
 int pc_purges_since(const struct pc_purges *pl, const char *key, uint64_t since_us)
 {
     const struct heard *last = pl != NULL ? newest(pl) : NULL;
@@ -90,6 +121,12 @@ int pc_purges_since(const struct pc_purges *pl, const char *key, uint64_t since_
             return 1;
     }
     return 0;
+}
+
+int pc_purges_any_since(const struct pc_purges *pl, uint64_t since_us)
+{
+    const struct heard *last = pl != NULL ? newest(pl) : NULL;
+    return last != NULL && last->at_us >= since_us;
 }
 
 uint64_t pc_purges_count(const struct pc_purges *pl)

@@ -7,6 +7,7 @@
 #define PREDCACHE_FLIGHT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct pc_flights;
 
@@ -21,6 +22,7 @@ struct pc_flight {
     char *ctype;
     char *body;
     size_t body_len;
+    uint64_t begun_us;      /* set by its user: when the leader's request came (0 unset) */
     struct pc_flight *next; /* hash chain */
 };
 

@@ -35,9 +35,25 @@ void pc_purges_free(struct pc_purges *pl);
  * the newest). No-op on NULL. */
 void pc_purges_add(struct pc_purges *pl, const char *key, uint64_t now_us);
 
+/* The worker purged key itself at now_us (its DEL sent then, on the connection its
+ * lookups use): added, and its announcement, when it comes back on the done channel, is
+ * not added again (pc_purges_heard). Later lookups of the worker come after the DEL, so
+ * the time of the DEL is the one that counts; the announcement's would keep answers
+ * fetched after it out of the cache. Up to PC_PURGES_ECHOES wait (older ones are added
+ * again when they come: a store lost, never a purge undone). */
+#define PC_PURGES_ECHOES 64
+void pc_purges_add_own(struct pc_purges *pl, const char *key, uint64_t now_us);
+
+/* A purge of key announced on the done channel, heard at now_us: added, unless it is the
+ * echo of one of the worker's own (pc_purges_add_own). */
+void pc_purges_heard(struct pc_purges *pl, const char *key, uint64_t now_us);
+
 /* 1 when key may have been purged at or after since_us (stores of answers whose request
  * began at since_us must not land), 0 when it was not. NULL: 0. */
 int pc_purges_since(const struct pc_purges *pl, const char *key, uint64_t since_us);
+
+/* 1 when any purge was heard at or after since_us (or may have been: a forgotten one). */
+int pc_purges_any_since(const struct pc_purges *pl, uint64_t since_us);
 
 /* Purges heard (added) so far. */
 uint64_t pc_purges_count(const struct pc_purges *pl);

@@ -176,24 +176,33 @@ def test_a_purge_during_the_model_call_is_not_undone_in_the_tier(start_predcache
     later_answer_is_the_entry([p], redis, body, key, inflight, after)
 
 
-def test_a_purge_during_a_grpc_model_call_is_not_undone(start_predcache, grpc_model,
-                                                        grpc_stubs, redis):
-    """The gRPC port stores its answers on its own path (grpc_cache.c): the same rule."""
+def grpc_learned_and_purged(start_predcache, grpc_model, grpc_stubs, redis, **conf):
+    """A gRPC Predict answered and stored, then purged; the model slowed to SLOW_MS.
+    Returns (p, channel, request, key, first answer, call, xcache)."""
     from grpc_harness import TFS, call
     from test_grpc_cache import start, xcache
     from test_grpc_model_server import IMAGES, WORDS, predict_request
-    p, ch = start(start_predcache, grpc_model)
+    p, ch = start(start_predcache, grpc_model, **conf)
     req = predict_request(grpc_stubs, inputs={"images": IMAGES, "words": WORDS}, version=1)
     first, rpc = call(ch, TFS + "Predict", req)
     assert xcache(rpc) == "MISS"
-    key = dict(rpc.initial_metadata()).get("x-cache-key") or \
-        dict(rpc.trailing_metadata() or ()).get("x-cache-key")
+    md = dict(rpc.initial_metadata())
+    md.update(dict(rpc.trailing_metadata() or ()))
+    key = md.get("x-cache-key")
     assert key, "no x-cache-key"
     redis.wait_key(key)
     assert purge(p, key)["deleted"] == 1
     grpc_model.control(delay_ms=SLOW_MS)
+    return p, ch, req, key, first, (lambda r, **kw: call(ch, TFS + "Predict", r, **kw)), xcache
+
+
+def test_a_purge_during_a_grpc_model_call_is_not_undone(start_predcache, grpc_model,
+                                                        grpc_stubs, redis):
+    """The gRPC port stores its answers on its own path (grpc_cache.c): the same rule."""
+    p, ch, req, key, first, predict, xcache = grpc_learned_and_purged(
+        start_predcache, grpc_model, grpc_stubs, redis)
     with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(call, ch, TFS + "Predict", req, timeout=20)
+        pending = pool.submit(predict, req, timeout=20)
         wait_for(lambda: grpc_model.count("Predict") == 2, what="the call at the model server")
         purge(p, key)
         assert not pending.done()
@@ -201,8 +210,81 @@ def test_a_purge_during_a_grpc_model_call_is_not_undone(start_predcache, grpc_mo
     assert xcache(rpc) == "MISS" and inflight == first
     assert_stays_absent(redis, key, what="gRPC %s" % key)
     grpc_model.control(delay_ms=0)
-    after, rpc = call(ch, TFS + "Predict", req)
+    after, rpc = predict(req)
     assert xcache(rpc) == "MISS" and grpc_model.count("Predict") == 3
     redis.wait_key(key)
-    again, rpc = call(ch, TFS + "Predict", req)
+    again, rpc = predict(req)
     assert xcache(rpc) in ("HIT", "COALESCED") and grpc_model.count("Predict") == 3
+
+
+def after_the_purge_goes_alone(p, model, redis, body, oracle):
+    """A's model call is under way when its entry is purged; B, the same request sent after
+    the purge on the same worker, must not be answered with A's answer (COALESCED): it
+    makes its own call (after A's lock is released), and its answer is the one stored."""
+    first = p.post(PREDICT, json_body=body)
+    key = first.headers["X-Cache-Key"]
+    redis.wait_key(key)
+    assert purge(p, key)["deleted"] == 1
+    calls = model.count(PREDICT)
+    model.control(delay_ms=SLOW_MS)
+    with ThreadPoolExecutor(2) as pool:
+        a = pool.submit(p.post, PREDICT, json_body=body)
+        wait_for(lambda: model.count(PREDICT) == calls + 1, what="A at the model server")
+        purge(p, key)
+        b = pool.submit(p.post, PREDICT, json_body=body)
+        ra, rb = a.result(), b.result()
+    for r in (ra, rb):
+        assert r.status_code == 200, (r.status_code, r.text)
+        check(oracle, body, r)
+    assert ra.headers["X-Cache"] == "MISS", ra.headers
+    assert rb.headers["X-Cache"] == "MISS", (
+        "a request after the purge took the answer of a call from before it: %s"
+        % dict(rb.headers))
+    assert model.count(PREDICT) == calls + 2
+    assert call_of(rb) != call_of(ra)
+    redis.wait_key(key)
+    oracle.assert_clean()
+    return key, ra, rb
+
+
+def test_a_request_after_the_purge_does_not_join_a_call_from_before(start_predcache, model,
+                                                                    redis):
+    p = start_predcache(conf={"server": {"workers": "1"}})
+    body = {"instances": ["joined-after-purge"]}
+    key, ra, rb = after_the_purge_goes_alone(p, model, redis, body,
+                                             Oracle("join after purge", per_instance=False))
+    assert parse_envelope(redis.get(key), key)["body"] == rb.content
+
+
+def test_a_batch_after_the_purge_does_not_join_a_call_from_before(start_predcache, model,
+                                                                  redis):
+    p = start_predcache(conf={"server": {"workers": "1"}, "cache": {"per_instance": "on"}})
+    body = {"instances": ["batch-joined-after-purge"]}
+    key, ra, rb = after_the_purge_goes_alone(p, model, redis, body,
+                                             Oracle("batch join after purge", per_instance=True))
+    hit = p.post(PREDICT, json_body=body)
+    assert hit.headers["X-Cache"] == "HIT"
+    assert json.loads(hit.content)["predictions"] == json.loads(rb.content)["predictions"]
+
+
+def test_a_grpc_call_after_the_purge_does_not_join_a_call_from_before(start_predcache,
+                                                                      grpc_model, grpc_stubs,
+                                                                      redis):
+    p, ch, req, key, first, predict, xcache = grpc_learned_and_purged(
+        start_predcache, grpc_model, grpc_stubs, redis, server={"workers": "1"})
+    with ThreadPoolExecutor(2) as pool:
+        a = pool.submit(predict, req, timeout=20)
+        wait_for(lambda: grpc_model.count("Predict") == 2, what="A at the model server")
+        purge(p, key)
+        b = pool.submit(predict, req, timeout=20)
+        (_, rpc_a), (_, rpc_b) = a.result(), b.result()
+    assert xcache(rpc_a) == "MISS"
+    assert xcache(rpc_b) == "MISS", "a call after the purge took the answer of one from before"
+    assert grpc_model.count("Predict") == 3
+    # On the gRPC port only a flight's leader stores: A's answer is kept out (the purge),
+    # and B, which went alone beside A's flight, stores nothing. The next call stores.
+    assert_stays_absent(redis, key, what="gRPC %s" % key)
+    grpc_model.control(delay_ms=0)
+    _, rpc = predict(req)
+    assert xcache(rpc) == "MISS" and grpc_model.count("Predict") == 4
+    redis.wait_key(key)

@@ -3,6 +3,7 @@
  * an exact model of every purge ever heard. */
 #include "../model/model_unit.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "predcache/purges.h"
@@ -261,6 +262,55 @@ static void test_model(void **state)
     print_message("purges model: %zu runs, %zu adds\n", runs, total);
 }
 
+/* Any purge since a time: the newest heard decides. */
+static void test_any_since(void **state)
+{
+    (void)state;
+    assert_int_equal(pc_purges_any_since(NULL, 0), 0);
+    struct pc_purges *pl = pc_purges_new(4);
+    assert_non_null(pl);
+    assert_int_equal(pc_purges_any_since(pl, 0), 0);
+    pc_purges_add(pl, "a", 100);
+    assert_int_equal(pc_purges_any_since(pl, 100), 1);
+    assert_int_equal(pc_purges_any_since(pl, 101), 0);
+    pc_purges_free(pl);
+}
+
+/* A worker's own purge counts from when it was made; its announcement coming back later is
+ * not a second purge (answers fetched after the DEL are stored). Another key's
+ * announcement, or the same key's once its echo was taken, is a purge heard then. */
+static void test_own_purges_and_their_echoes(void **state)
+{
+    (void)state;
+    pc_purges_add_own(NULL, "k", 1);
+    pc_purges_heard(NULL, "k", 1);
+    struct pc_purges *pl = pc_purges_new(16);
+    assert_non_null(pl);
+    pc_purges_add_own(pl, "k", 100);
+    assert_int_equal(pc_purges_since(pl, "k", 100), 1);
+    pc_purges_heard(pl, "k", 150); /* its echo */
+    assert_int_equal(pc_purges_since(pl, "k", 120), 0);
+    assert_int_equal(pc_purges_count(pl), 1);
+    pc_purges_heard(pl, "k", 200); /* another process's purge of it */
+    assert_int_equal(pc_purges_since(pl, "k", 120), 1);
+    pc_purges_heard(pl, "other", 210);
+    assert_int_equal(pc_purges_since(pl, "other", 205), 1);
+    assert_int_equal(pc_purges_count(pl), 3);
+    /* More own purges than PC_PURGES_ECHOES awaited: the oldest's echo is added when it
+     * comes (a store lost, never a purge undone); the newest's is still taken. */
+    char key[32];
+    for (int i = 0; i < PC_PURGES_ECHOES + 1; i++) {
+        snprintf(key, sizeof key, "own-%d", i);
+        pc_purges_add_own(pl, key, 300 + (uint64_t)i);
+    }
+    pc_purges_heard(pl, "own-0", 1000);
+    assert_int_equal(pc_purges_since(pl, "own-0", 999), 1);
+    snprintf(key, sizeof key, "own-%d", PC_PURGES_ECHOES);
+    pc_purges_heard(pl, key, 1001);
+    assert_int_equal(pc_purges_since(pl, key, 1001), 0);
+    pc_purges_free(pl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -268,6 +318,8 @@ int main(void)
         cmocka_unit_test(test_at_or_after),
         cmocka_unit_test(test_backward_time_clamped),
         cmocka_unit_test(test_overflow),
+        cmocka_unit_test(test_any_since),
+        cmocka_unit_test(test_own_purges_and_their_echoes),
         cmocka_unit_test(test_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
