@@ -18,20 +18,27 @@ int pc_done_channel(const struct pc_config *cfg, char *out, size_t len)
 
 int pc_done_purge(struct pc_worker *w, const char *key, pc_store_cmd_cb cb, void *arg)
 {
-    pc_l1_del(w->l1, key); /* this process's tier at once; the others hear it below */
-    pc_purges_add_own(w->purges, key, pc_now_us()); /* this worker's answers fetched before */
+    pc_l1_del(w->l1, key);     /* this process's tier at once; the others hear it below */
+    uint64_t at = pc_now_us(); /* this worker's answers fetched before it stay out (purges.h) */
     const char *argv[] = {"DEL", key};
     size_t lens[] = {3, strlen(key)};
-    if (pc_store_command(w->store, 0, cb, arg, 2, argv, lens) != 0)
+    if (pc_store_command(w->store, 0, cb, arg, 2, argv, lens) != 0) {
+        pc_purges_add(w->purges, key, at);
         return -1;
+    }
     /* After the DEL on the same connection: a process that hears it reads Redis anew. */
     char chan[PC_CHANNEL_MAX], msg[PC_CFG_STR * 2 + sizeof PC_PURGE_ANNOUNCE];
+    int announced = 0;
     if (pc_done_channel(w->cfg, chan, sizeof chan) == 0 &&
         (size_t)snprintf(msg, sizeof msg, "%s%s", PC_PURGE_ANNOUNCE, key) < sizeof msg) {
         const char *pargv[] = {"PUBLISH", chan, msg};
         size_t plens[] = {7, strlen(chan), strlen(msg)};
-        pc_store_command(w->store, 0, NULL, NULL, 3, pargv, plens);
+        announced = pc_store_command(w->store, 0, NULL, NULL, 3, pargv, plens) == 0;
     }
+    if (announced) /* its echo is not heard again */
+        pc_purges_add_own(w->purges, key, at);
+    else
+        pc_purges_add(w->purges, key, at);
     return 0;
 }
 

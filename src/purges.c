@@ -17,7 +17,7 @@ struct pc_purges {
     uint64_t added; /* heard so far */
     int lost;       /* some were forgotten: lost_us is when the newest of them was */
     uint64_t lost_us;
-    uint64_t echoes[PC_PURGES_ECHOES]; /* hashes of own purges whose announcement is due */
+    struct heard echoes[PC_PURGES_ECHOES]; /* own purges whose announcement is due, oldest first */
     size_t n_echoes;
 };
 
@@ -86,7 +86,7 @@ void pc_purges_add_own(struct pc_purges *pl, const char *key, uint64_t now_us)
         memmove(pl->echoes, pl->echoes + 1, (PC_PURGES_ECHOES - 1) * sizeof pl->echoes[0]);
         pl->n_echoes--;
     }
-    pl->echoes[pl->n_echoes++] = key_hash(key);
+    pl->echoes[pl->n_echoes++] = (struct heard){key_hash(key), now_us};
 }
 
 void pc_purges_heard(struct pc_purges *pl, const char *key, uint64_t now_us)
@@ -94,8 +94,14 @@ void pc_purges_heard(struct pc_purges *pl, const char *key, uint64_t now_us)
     if (pl == NULL)
         return;
     uint64_t h = key_hash(key);
+    size_t late = 0; /* awaited too long: no longer awaited */
+    while (late < pl->n_echoes && now_us >= pl->echoes[late].at_us &&
+           now_us - pl->echoes[late].at_us > PC_PURGES_ECHO_US)
+        late++;
+    memmove(pl->echoes, pl->echoes + late, (pl->n_echoes - late) * sizeof pl->echoes[0]);
+    pl->n_echoes -= late;
     for (size_t i = 0; i < pl->n_echoes; i++) {
-        if (pl->echoes[i] == h) { /* its own, added when it was made */
+        if (pl->echoes[i].hash == h) { /* its own, added when it was made */
             memmove(pl->echoes + i, pl->echoes + i + 1,
                     (pl->n_echoes - i - 1) * sizeof pl->echoes[0]);
             pl->n_echoes--;

@@ -39,9 +39,12 @@ void pc_purges_add(struct pc_purges *pl, const char *key, uint64_t now_us);
  * lookups use): added, and its announcement, when it comes back on the done channel, is
  * not added again (pc_purges_heard). Later lookups of the worker come after the DEL, so
  * the time of the DEL is the one that counts; the announcement's would keep answers
- * fetched after it out of the cache. Up to PC_PURGES_ECHOES wait (older ones are added
- * again when they come: a store lost, never a purge undone). */
+ * fetched after it out of the cache. Up to PC_PURGES_ECHOES wait, each for at most
+ * PC_PURGES_ECHO_US (an echo that never came, the subscriber being away, must not hide a
+ * later purge of the key by another process); one past either is added when it comes: a
+ * store lost, never a purge undone. */
 #define PC_PURGES_ECHOES 64
+#define PC_PURGES_ECHO_US 1000000
 void pc_purges_add_own(struct pc_purges *pl, const char *key, uint64_t now_us);
 
 /* A purge of key announced on the done channel, heard at now_us: added, unless it is the

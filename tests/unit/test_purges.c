@@ -311,6 +311,29 @@ static void test_own_purges_and_their_echoes(void **state)
     pc_purges_free(pl);
 }
 
+/* An echo awaited longer than PC_PURGES_ECHO_US is no longer awaited (it may never come):
+ * the key's next announcement is a purge heard then, not taken as that echo. */
+static void test_an_echo_awaited_too_long(void **state)
+{
+    (void)state;
+    struct pc_purges *pl = pc_purges_new(16);
+    assert_non_null(pl);
+    pc_purges_add_own(pl, "k", 100);
+    uint64_t later = 100 + PC_PURGES_ECHO_US + 1;
+    pc_purges_heard(pl, "k", later);
+    assert_int_equal(pc_purges_since(pl, "k", later), 1);
+    /* Expired by another key's announcement first, then the key's own comes. */
+    pc_purges_add_own(pl, "j", later + 10);
+    pc_purges_heard(pl, "x", later + 10 + PC_PURGES_ECHO_US + 1);
+    pc_purges_heard(pl, "j", later + 10 + PC_PURGES_ECHO_US + 2);
+    assert_int_equal(pc_purges_since(pl, "j", later + 10 + PC_PURGES_ECHO_US + 2), 1);
+    /* Within the wait, it is taken. */
+    pc_purges_add_own(pl, "m", 10 * PC_PURGES_ECHO_US);
+    pc_purges_heard(pl, "m", 10 * PC_PURGES_ECHO_US + PC_PURGES_ECHO_US);
+    assert_int_equal(pc_purges_since(pl, "m", 10 * PC_PURGES_ECHO_US + 1), 0);
+    pc_purges_free(pl);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -320,6 +343,7 @@ int main(void)
         cmocka_unit_test(test_overflow),
         cmocka_unit_test(test_any_since),
         cmocka_unit_test(test_own_purges_and_their_echoes),
+        cmocka_unit_test(test_an_echo_awaited_too_long),
         cmocka_unit_test(test_model),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
