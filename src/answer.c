@@ -392,8 +392,6 @@ void pc_answer_envelope(const struct pc_worker *w, const struct pc_upstream_resp
     }
 }
 
-/* SETs r's answer under key as an envelope fresh for ttl_s (written into it when record),
- * kept redis_ttl_s in Redis. 1 when queued (done_cb runs on its answer). */
 int pc_answer_purged(struct pc_worker *w, const char *key, uint64_t begun_us)
 {
     if (!pc_purges_since(w->purges, key, begun_us))
@@ -403,6 +401,8 @@ int pc_answer_purged(struct pc_worker *w, const char *key, uint64_t begun_us)
     return 1;
 }
 
+/* SETs r's answer under key as an envelope fresh for ttl_s (written into it when record),
+ * kept redis_ttl_s in Redis. 1 when queued (done_cb runs on its answer). */
 int pc_answer_store(struct pc_worker *w, const char *key, int ttl_s, int record, int redis_ttl_s,
                     const struct pc_upstream_resp *r, uint64_t begun_us,
                     pc_store_set_done_cb done_cb, void *done_arg)
