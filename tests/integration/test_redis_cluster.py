@@ -429,6 +429,18 @@ def test_a_moved_slot_is_followed(start_predcache, model, redis_cluster):
     clean(oracle)
 
 
+def stored_then_moving(p, cluster, oracle, doc):
+    """doc answered through p and stored; its slot's move to another master begun.
+    Returns (the first answer, its key, the owner, the slot, the importing master)."""
+    first = ask(p, oracle, doc)
+    key = first.headers["X-Cache-Key"]
+    src = wait_on_owner(cluster, key)
+    slot = cluster.key_slot(key)
+    dst = other_master(cluster, src)
+    cluster.begin_migration(slot, dst)
+    return first, key, src, slot, dst
+
+
 def test_an_ask_redirection_is_followed(start_predcache, model, redis_cluster):
     """A slot half-way through a move: its entry already on the importing master, the
     owner answers ASK; predcache sends ASKING and the GET there: a HIT."""
@@ -436,12 +448,7 @@ def test_an_ask_redirection_is_followed(start_predcache, model, redis_cluster):
     p = start_on(start_predcache, cluster)
     oracle = Oracle("cluster ask", per_instance=False)
     doc = {"instances": ["asked"]}
-    first = ask(p, oracle, doc)
-    key = first.headers["X-Cache-Key"]
-    src = wait_on_owner(cluster, key)
-    slot = cluster.key_slot(key)
-    dst = other_master(cluster, src)
-    cluster.begin_migration(slot, dst)
+    first, key, src, slot, dst = stored_then_moving(p, cluster, oracle, doc)
     try:
         assert cluster.migrate_keys(slot, src, dst, [key]) == 1
         asks = redirects(p, "ask")
@@ -472,13 +479,8 @@ def test_a_lookup_by_script_in_a_migrating_slot_still_hits(start_predcache, mode
     p = start_on(start_predcache, cluster)
     oracle = Oracle("cluster ask by script", per_instance=False)
     doc = {"instances": ["asked by script"]}
-    first = ask(p, oracle, doc)
-    key = first.headers["X-Cache-Key"]
-    src = wait_on_owner(cluster, key)
     q = start_on(start_predcache, cluster, cache={"l1_max_bytes": "64m"})
-    slot = cluster.key_slot(key)
-    dst = other_master(cluster, src)
-    cluster.begin_migration(slot, dst)
+    first, key, src, slot, dst = stored_then_moving(p, cluster, oracle, doc)
     try:
         assert cluster.migrate_keys(slot, src, dst, [key]) == 1
         asks, gets = redirects(q, "ask"), q.metric("predcache_redis_get_ok_total")
