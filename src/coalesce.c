@@ -14,6 +14,7 @@
 #include "predcache/config.h"
 #include "predcache/envelope.h"
 #include "predcache/log.h"
+#include "predcache/peers.h"
 #include "predcache/purges.h"
 #include "predcache/metrics.h"
 #include "predcache/store.h"
@@ -570,10 +571,26 @@ void pc_coalesce_lock(struct pc_preq *p, const struct pc_flow *flow)
     }
 }
 
+int pc_lock_wanted(struct pc_worker *w, int count)
+{
+    const struct pc_config *cfg = w->cfg;
+    if (cfg->lock_timeout_ms <= 0)
+        return 0;
+    if (cfg->lock_mode == PC_LOCKMODE_ALWAYS)
+        return 1;
+    int alone = pc_peers_alone(w->peers, pc_store_listening_us(w->subscriber), pc_now_us());
+    PC_METRIC_SET(w->metrics.lock_alone, alone);
+    if (!alone)
+        return 1;
+    if (count)
+        PC_METRIC_INC(w->metrics.lock_skipped);
+    return 0;
+}
+
 int pc_proxy_lock_batch(struct pc_preq *p, const struct pc_flow *flow, enum pc_cache_result result)
 {
-    if (p->flight == NULL || p->w->cfg->lock_timeout_ms <= 0 ||
-        (result != RES_MISS && result != RES_PARTIAL))
+    if (p->flight == NULL || (result != RES_MISS && result != RES_PARTIAL) ||
+        !pc_lock_wanted(p->w, 1))
         return 0;
     p->result = result;
     pc_coalesce_lock(p, flow);

@@ -85,8 +85,13 @@ void pc_coalesce_unlock(struct pc_preq *p);
 /* The lock script's answer that p's lookup brought (TAKEN or HELD), for a leader of flow
  * readied by pc_coalesce_prepare: as pc_coalesce_lock goes on from its own answer. */
 void pc_coalesce_said(struct pc_preq *p, const struct pc_flow *flow, enum pc_lock what);
+/* 1 when a miss asks the cross-process lock: [cache] lock_timeout_ms > 0, and lock = always
+ * or another worker or process shares the done channel (peers.h); sets the lock_alone gauge.
+ * With count, a miss that goes without it for being alone counts lock_skipped (ask once per
+ * miss with count). */
+int pc_lock_wanted(struct pc_worker *w, int count);
 /* A batch leader asks the lock (result: its label): 1 asked (as pc_coalesce_lock); 0 not
- * (no flight, locks off, not a miss): the caller goes on. */
+ * (no flight, locks off or alone, not a miss): the caller goes on. */
 int pc_proxy_lock_batch(struct pc_preq *p, const struct pc_flow *flow, enum pc_cache_result result);
 
 /* Another process announced key answered (on the done channel): wakes its waiting leader. */

@@ -107,12 +107,14 @@ static const char *const jobs_creds[] = {"refuse", "local", NULL}; /* pc_jobs_cr
 static const char *const temperatures[] = {"sampling", "greedy", NULL}; /* pc_temperature */
 static const char *const log_formats[] = {"text", "json", NULL}; /* pc_log_format */
 static const char *const http_clients[] = {"auto", "curl", NULL}; /* pc_http_client */
+static const char *const lock_modes[] = {"auto", "always", NULL}; /* pc_lock_mode */
 enum { CHOICES_VERIFY_COMPARE, CHOICES_VERIFY_ACTION, CHOICES_CREDENTIALS, CHOICES_RESPONSE_CC,
        CHOICES_JOBS_CREDENTIALS, CHOICES_TEMPERATURE, CHOICES_API, CHOICES_LOG_FORMAT,
-       CHOICES_HTTP_CLIENT };
+       CHOICES_HTTP_CLIENT, CHOICES_LOCK };
 static const char *const *const choice_sets[] = {verify_compares, verify_actions, credentials,
                                                  response_ccs, jobs_creds, temperatures,
-                                                 pc_adapter_names, log_formats, http_clients};
+                                                 pc_adapter_names, log_formats, http_clients,
+                                                 lock_modes};
 
 static const struct opt static_options[] = {
     /* section  key                   type          field                               min  max               default                  flags */
@@ -187,6 +189,7 @@ static const struct opt static_options[] = {
     {"cache",   "max_batch_instances", OPT_INT,     FIELD(max_batch_instances),         1,   10000000,         "10000",                 0},
     {"cache",   "grace_s",            OPT_INT,      FIELD(grace_s),                     0,   INT_MAX / 2,      "3600",                  0},
     {"cache",   "lock_timeout_ms",    OPT_INT,      FIELD(lock_timeout_ms),             0,   HOUR_MS,          "5000",                  0},
+    {"cache",   "lock",               OPT_CHOICE,   FIELD(lock_mode),                   0,   CHOICES_LOCK,     "auto",                  0},
     {"cache",   "max_ttl_s",          OPT_INT,      FIELD(max_ttl_s),                   1,   INT_MAX / 2,      "604800",                0},
     {"cache",   "version_refresh_s",  OPT_INT,      FIELD(version_refresh_s),           0,   86400,            "30",                    0},
     {"cache",   "generation_refresh_ms", OPT_INT,   FIELD(generation_refresh_ms),       10,  HOUR_MS,          "1000",                  0},

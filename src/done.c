@@ -9,6 +9,7 @@
 #include "predcache/config.h"
 #include "predcache/generations.h"
 #include "predcache/l1.h"
+#include "predcache/peers.h"
 #include "predcache/purges.h"
 
 int pc_done_channel(const struct pc_config *cfg, char *out, size_t len)
@@ -51,6 +52,11 @@ int pc_done_message(struct pc_worker *w, const char *msg, size_t len, char *out,
     size_t al = strlen(PC_GEN_ANNOUNCE);
     if (len > al && memcmp(out, PC_GEN_ANNOUNCE, al) == 0) {
         pc_generations_forget(w->generations, out + al); /* an invalidation of that namespace */
+        return 1;
+    }
+    al = strlen(PC_PEERS_ANNOUNCE);
+    if (len > al && memcmp(out, PC_PEERS_ANNOUNCE, al) == 0) {
+        pc_peers_heard(w->peers, out + al, len - al, pc_now_us()); /* a worker's greeting */
         return 1;
     }
     al = strlen(PC_PURGE_ANNOUNCE);

@@ -2,7 +2,8 @@
  * done: the done channel, the one Redis channel on which the processes sharing a Redis
  * tell each other what changed: a key answered (its lock's waiters look again:
  * coalesce.c), an entry purged ("!del " key: dropped from every in-process tier), a
- * namespace invalidated (generations.h's announcement: its counters are read again). Owns
+ * namespace invalidated (generations.h's announcement: its counters are read again), a
+ * worker's greeting (peers.h: who shares the channel). Owns
  * the channel's name and the reading of its messages; purging an entry (DEL, then the
  * announcement on the same connection).
  */
@@ -28,8 +29,8 @@ int pc_done_channel(const struct pc_config *cfg, char *out, size_t len);
  */
 int pc_done_purge(struct pc_worker *w, const char *key, pc_store_cmd_cb cb, void *arg);
 /* A message on the channel (key, len bytes; NUL-terminated into out, at most outlen): 1
- * when it was an invalidation or a purge (handled here), 0 when it names an answered key
- * (in out), -1 when it is too long to be one. */
+ * when it was an invalidation, a purge or a greeting (handled here), 0 when it names an answered
+ * key (in out), -1 when it is too long to be one. */
 int pc_done_message(struct pc_worker *w, const char *msg, size_t len, char *out, size_t outlen);
 
 #endif

@@ -316,7 +316,7 @@ static void miss(struct gcall *g, const char *result, const char *reason)
         f->begun_us = g->start_us;
         g->leader = 1;
     }
-    if (g->leader && w->cfg->lock_timeout_ms > 0 && strcmp(result, "MISS") == 0) {
+    if (g->leader && strcmp(result, "MISS") == 0 && pc_lock_wanted(w, 1)) {
         g->lock = (struct pc_lockwait){.w = w, .relook = relook, .owner = g};
         if (pc_lockwait_ask(&g->lock, g->key, on_lock, g) == 0)
             return;

@@ -157,6 +157,11 @@ int pc_metrics_render(const struct pc_metrics *m, struct pc_buf *out)
                         "# TYPE predcache_jobs_running gauge\npredcache_jobs_running %lld\n",
                         (long long)m->jobs_running);
     rc |= pc_buf_printf(out,
+                        "# HELP predcache_lock_alone Workers that take no cross-process lock "
+                        "now: nobody else heard on the done channel ([cache] lock = auto)\n"
+                        "# TYPE predcache_lock_alone gauge\npredcache_lock_alone %lld\n",
+                        (long long)m->lock_alone);
+    rc |= pc_buf_printf(out,
                         "# HELP predcache_output_buffered_bytes Answer bytes in client "
                         "connections' output buffers, not yet taken by their sockets\n"
                         "# TYPE predcache_output_buffered_bytes gauge\n"
@@ -241,6 +246,7 @@ void pc_metrics_add(struct pc_metrics *sum, const struct pc_metrics *m)
     sum->in_flight += PC_METRIC_GET(m->in_flight);
     sum->store_pending += PC_METRIC_GET(m->store_pending);
     sum->jobs_running += PC_METRIC_GET(m->jobs_running);
+    sum->lock_alone += PC_METRIC_GET(m->lock_alone);
     sum->output_buffered += PC_METRIC_GET(m->output_buffered);
     sum->input_buffered += PC_METRIC_GET(m->input_buffered);
     sum->backend_buffered += PC_METRIC_GET(m->backend_buffered);

@@ -269,7 +269,7 @@ static void forward_or_join(struct pc_preq *p, enum pc_cache_result result)
     }
     /* The lock script may answer with the stored value: not for a client that found it
      * too old (max-age). */
-    if (p->flight != NULL && w->cfg->lock_timeout_ms > 0 && result == RES_MISS && p->max_age_s < 0)
+    if (p->flight != NULL && result == RES_MISS && p->max_age_s < 0 && pc_lock_wanted(w, 1))
         pc_coalesce_lock(p, &body_flow); /* other processes may be fetching the same key */
     else
         forward(p, result);
@@ -385,8 +385,8 @@ static void on_lookup_lock(enum pc_lock what, const char *data, size_t len, void
 static int lookup_with_lock(struct pc_preq *p)
 {
     struct pc_worker *w = p->w;
-    if (w->l1 == NULL || w->cfg->lock_timeout_ms <= 0 || p->stream || p->max_age_s >= 0 ||
-        p->only_if_cached || pc_flights_find(w->flights, p->key) != NULL)
+    if (w->l1 == NULL || p->stream || p->max_age_s >= 0 || p->only_if_cached ||
+        pc_flights_find(w->flights, p->key) != NULL || !pc_lock_wanted(w, 0))
         return 0;
     return pc_coalesce_lookup(p, on_lookup_lock) == 0;
 }

@@ -1354,8 +1354,8 @@ static void redis_lookup(struct pc_preq *p)
     struct pc_batch_state *b = p->batch;
     const struct pc_config *cfg = p->w->cfg;
     /* One slot in a cluster only for one key: there the lock is asked on its own. */
-    int lock = cfg->lock_timeout_ms > 0 && !cfg->redis_cluster && !b->retried && !b->plain &&
-               b->n_uniq <= LOOKUP_LOCK_MAX;
+    int lock = !cfg->redis_cluster && !b->retried && !b->plain && b->n_uniq <= LOOKUP_LOCK_MAX &&
+               pc_lock_wanted(p->w, 0);
     char herd[PC_KEY_MAX], lk[PC_KEY_MAX + 8], wk[PC_KEY_MAX + 8], owner[32], ttl[16];
     if (lock) {
         for (size_t u = 0; u < b->n_uniq; u++)

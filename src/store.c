@@ -263,6 +263,7 @@ static void cmd_answer(struct cmd *c, redisReply *r)
             store_break(st);
         } else if (r != NULL && c->kind == CMD_SUBSCRIBE) {
             st->subscribed = 1;
+            st->subscribed_us = pc_now_us();
         }
         break;
     }
@@ -293,6 +294,7 @@ static void store_drop(struct pc_store *st)
     st->out.len = 0; /* never written to another connection */
     st->broken = 0;
     st->subscribed = 0;
+    st->subscribed_us = 0;
     if (bev != NULL && !st->asking && !st->watch && !st->connect_now && st->n_sentinels > 0)
         st->have_master = 0; /* it may have moved: the sentinels are asked again */
     set_state(st, ST_CLOSED);
@@ -1259,6 +1261,11 @@ void pc_store_free(struct pc_store *st)
         return;
     }
     store_free_now(st);
+}
+
+uint64_t pc_store_listening_us(const struct pc_store *st)
+{
+    return st != NULL && st->subscribed ? st->subscribed_us : 0;
 }
 
 int pc_store_ready(const struct pc_store *st)

@@ -71,6 +71,7 @@ struct pc_store {
     size_t desyncs;           /* replies that fit no command: the connection was dropped */
     char *sub_channel;        /* subscribed on every (re)connect when set: a subscriber store */
     int subscribed;           /* the SUBSCRIBE was confirmed on this connection */
+    uint64_t subscribed_us;   /* when (pc_now_us) */
     pc_store_message_cb sub_cb;
     void *sub_arg;
     SSL_CTX *tls_ctx; /* [redis] tls = on: the context of every connection; else NULL */

@@ -32,6 +32,7 @@
 #include "predcache/jobs.h"
 #include "predcache/keymemo.h"
 #include "predcache/log.h"
+#include "predcache/peers.h"
 #include "predcache/purges.h"
 #include "predcache/store.h"
 #include "predcache/upstream.h"
@@ -41,6 +42,8 @@
 
 #define DRAIN_POLL_MS 20
 #define DRAIN_FLUSH_MS 100
+/* A greeting Redis would not take is tried again this soon (peers.h). */
+#define GREET_RETRY_MS 100
 
 /* Requests the HTTP layer refused get their access line and count as errors too. */
 static void on_http_failure(const struct pc_http_failure *f, void *arg)
@@ -231,10 +234,36 @@ static void on_done(const char *msg, size_t len, void *arg)
 {
     struct pc_worker *w = arg;
     char key[PC_KEY_MAX];
-    if (pc_done_message(w, msg, len, key, sizeof key) != 0)
+    int handled = pc_done_message(w, msg, len, key, sizeof key);
+    if (handled == 1)
+        pc_lock_wanted(w, 0); /* a greeting, say: the lock_alone gauge follows at once */
+    if (handled != 0)
         return;
     pc_proxy_on_answered(w, key);
     pc_grpc_cache_on_answered(w, key);
+}
+
+/* Publishes this worker's greeting on the done channel (peers.h); again after
+ * PC_PEERS_GREET_MS, or sooner while Redis would not take it (a new worker's first: the
+ * others stop skipping the lock as soon as they hear it). */
+static void greet(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct pc_worker *w = arg;
+    char chan[PC_CHANNEL_MAX];
+    const char *msg = pc_peers_greeting(w->peers);
+    int sent = 0;
+    if (pc_done_channel(w->cfg, chan, sizeof chan) == 0) {
+        const char *argv[] = {"PUBLISH", chan, msg};
+        size_t lens[] = {7, strlen(chan), strlen(msg)};
+        sent = pc_store_command(w->store, 0, NULL, NULL, 3, argv, lens) == 0;
+    }
+    pc_lock_wanted(w, 0); /* the lock_alone gauge follows the time without traffic */
+    struct timeval next = {0, GREET_RETRY_MS * 1000};
+    if (sent)
+        next = (struct timeval){PC_PEERS_GREET_MS / 1000, (PC_PEERS_GREET_MS % 1000) * 1000};
+    event_add(w->greet_timer, &next);
 }
 
 /* The access lines a pass of the loop wrote, written together once its other callbacks
@@ -371,7 +400,8 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
     w->versions = pc_versions_new(w);
     w->generations = pc_generations_new(w);
     w->purges = pc_purges_new(PC_PURGES_KEEP);
-    if (w->versions == NULL || w->generations == NULL || w->purges == NULL) {
+    w->peers = pc_peers_new();
+    if (w->versions == NULL || w->generations == NULL || w->purges == NULL || w->peers == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -480,6 +510,14 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         (w->sentinel_watch = pc_store_new_sentinel_watch(base, cfg, &w->sub_metrics,
                                                          on_switch_master, w)) == NULL) {
         snprintf(err, errlen, "cannot create the Sentinel watcher");
+        return -1;
+    }
+    /* Greets the other workers and processes on the done channel (peers.h): at once, then
+     * every PC_PEERS_GREET_MS. */
+    struct timeval soon = {0, 0};
+    if ((w->greet_timer = event_new(base, -1, 0, greet, w)) == NULL ||
+        event_add(w->greet_timer, &soon) != 0) {
+        snprintf(err, errlen, "out of memory");
         return -1;
     }
     /* Jobs run through the data port and keep their queue in the store: both exist now. */
@@ -603,6 +641,9 @@ void pc_worker_release(struct pc_worker *w)
     pc_versions_free(w->versions); /* after the upstreams: status calls call back */
     pc_keymemo_free(w->memo);
     pc_purges_free(w->purges);
+    pc_peers_free(w->peers);
+    if (w->greet_timer)
+        event_free(w->greet_timer);
     free(w->routes);
     free(w->route_metrics);
     free(w->route_names);

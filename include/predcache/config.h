@@ -74,6 +74,8 @@ enum pc_http_client { PC_HTTP_CLIENT_AUTO, PC_HTTP_CLIENT_CURL };
 /* [cache] verify_compare and verify_action (the order of their names in config.c). */
 enum pc_verify_compare { PC_VERIFY_BYTES, PC_VERIFY_JSON };
 enum pc_verify_action { PC_VERIFY_LOG, PC_VERIFY_PURGE };
+/* [cache] lock (the order of its names in config.c). */
+enum pc_lock_mode { PC_LOCKMODE_AUTO, PC_LOCKMODE_ALWAYS };
 /* [cache] credentials: who may share an answer given to a request that carries credentials */
 enum pc_credentials { PC_CREDS_ISOLATE, PC_CREDS_SHARED, PC_CREDS_BYPASS };
 /* [cache] absent_temperature: what a generation without a temperature does on the model server */
@@ -168,8 +170,9 @@ struct pc_config {
     int max_batch_instances; /* instances a batch may hold to be cached per instance; 10000 */
     int grace_s;             /* entries are kept and served stale this long past ttl_s; 3600 */
     int lock_timeout_ms;     /* cross-process coalescing: wait for another's call; 0 = off; 5000 */
-    int max_ttl_s;           /* bound of a client's X-Predcache-TTL; default 604800 */
-    int version_refresh_s;   /* model versions resolved from the status endpoint; 0 = off; 30 */
+    int lock_mode;         /* PC_LOCKMODE_AUTO (default: only while not alone, peers.h) | ALWAYS */
+    int max_ttl_s;         /* bound of a client's X-Predcache-TTL; default 604800 */
+    int version_refresh_s; /* model versions resolved from the status endpoint; 0 = off; 30 */
     int generation_refresh_ms;     /* invalidation generations re-read at least this often; 1000 */
     size_t l1_max_bytes;           /* in-process tier in front of Redis; 0 = off; 64m */
     int l1_ttl_ms;                 /* longest an entry stays in that tier; 5000 */

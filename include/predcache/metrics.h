@@ -41,6 +41,7 @@
     X(store_dropped, "Results not stored because too many stores were pending")                    \
     X(lock_waits, "Misses that waited for another predcache process's model server call")          \
     X(lock_timeouts, "Such waits that ran out (lock_timeout_ms) before an answer was announced")   \
+    X(lock_skipped, "Misses that took no cross-process lock: no other worker or process heard")    \
     X(instances_hit, "Batch instances answered from the cache")                                    \
     X(instances_miss, "Batch instances sent to the model server")                                  \
     X(req_pass, "Requests forwarded without the cache: route not cached, or request uncacheable")  \
@@ -157,6 +158,7 @@ struct pc_metrics {
     int64_t in_flight;   /* client requests being handled */
     int64_t store_pending;
     int64_t jobs_running; /* async jobs held by this process's consumer */
+    int64_t lock_alone;   /* 1: this worker skips the cross-process lock now (peers.h) */
     /* The output budget (budget.h), this worker's share: answer bytes in its clients' output
      * buffers, model server answer bytes its transfers received, its transfers paused. */
     int64_t output_buffered;
@@ -213,10 +215,10 @@ void pc_hist_observe(struct pc_hist *h, double seconds);
 /*
  * Fills sum (a plain struct of the caller's) with n >= 1 shards, each read with relaxed
  * atomic loads: counters, histograms, timers and the gauges in_flight, store_pending,
- * jobs_running, output_buffered, backend_buffered, backend_paused and input_buffered add up;
- * redis_up, backend_up and grpc_backend_up are 1 only when they are 1 in every shard; started_us is
- * the earliest. Timers merge exactly (mean and variance by Chan's formula), so that one shard sums
- * to itself.
+ * jobs_running, lock_alone, output_buffered, backend_buffered, backend_paused and input_buffered
+ * add up; redis_up, backend_up and grpc_backend_up are 1 only when they are 1 in every shard;
+ * started_us is the earliest. Timers merge exactly (mean and variance by Chan's formula), so that
+ * one shard sums to itself.
  */
 void pc_metrics_sum(struct pc_metrics *sum, const struct pc_metrics *const *shards, size_t n);
 /* Adds m's counters, histograms, timers, reasons and additive gauges (in_flight, ...) to sum,

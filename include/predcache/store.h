@@ -14,6 +14,7 @@
 #define PREDCACHE_STORE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct pc_config;
@@ -69,6 +70,9 @@ void pc_store_free(struct pc_store *st);
 
 /* 1 when connected and ready for commands. */
 int pc_store_ready(const struct pc_store *st);
+/* A subscriber: when (pc_now_us) its current subscription was confirmed; 0 while it is not
+ * subscribed (connecting, or dropped), and for NULL or another store. */
+uint64_t pc_store_listening_us(const struct pc_store *st);
 
 /*
  * GET key. 0: cb will be called later. -1: not connected; cb will not be called

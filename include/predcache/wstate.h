@@ -110,12 +110,14 @@ struct pc_worker {
     const char **route_names;               /* their labels, the same indexes */
     struct pc_versions *versions;           /* model versions from the status endpoints */
     struct pc_generations *generations;     /* invalidation generations from Redis */
-    struct pc_l1 *l1;         /* the in-process tier, shared by the process's workers; NULL: off */
-    struct pc_keymemo *memo;  /* keys derived from request bytes, this worker's; NULL: off */
-    struct pc_purges *purges; /* entries heard purged lately: answers fetched before stay out */
-    uint64_t verify_rng;      /* shadow verification's sampler state (never 0) */
-    size_t verify_in_flight;  /* its checks running now */
-    int draining;             /* SIGTERM seen: listeners closed, finishing what is in flight */
+    struct pc_l1 *l1;          /* the in-process tier, shared by the process's workers; NULL: off */
+    struct pc_keymemo *memo;   /* keys derived from request bytes, this worker's; NULL: off */
+    struct pc_purges *purges;  /* entries heard purged lately: answers fetched before stay out */
+    struct pc_peers *peers;    /* whether another worker or process shares the done channel */
+    struct event *greet_timer; /* publishes this worker's greeting (peers.h) */
+    uint64_t verify_rng;       /* shadow verification's sampler state (never 0) */
+    size_t verify_in_flight;   /* its checks running now */
+    int draining;              /* SIGTERM seen: listeners closed, finishing what is in flight */
     int closing; /* being torn down: callbacks answer at once instead of starting work */
     struct event *drain_timer;
     struct event *drain_deadline;

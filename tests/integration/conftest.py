@@ -307,6 +307,44 @@ class Resp:
         raise RedisError("unexpected reply %r" % line)
 
 
+class ChannelListener:
+    """SUBSCRIBEs to one channel and keeps every message heard, from a thread of its own,
+    until close(). messages(): what was heard so far (bytes), greetings of the workers
+    (peers.h: "!here <id>") left out unless asked for."""
+
+    GREETING = b"!here "
+
+    def __init__(self, port, channel):
+        self.resp = Resp(port, timeout=None)
+        self.heard = []
+        self.lock = threading.Lock()
+        assert self.resp.command("SUBSCRIBE", channel)[0] == b"subscribe"
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            while True:
+                m = self.resp._read()
+                if isinstance(m, list) and len(m) == 3 and m[0] == b"message":
+                    with self.lock:
+                        self.heard.append(m[2])
+        except (OSError, ValueError, ConnectionError):
+            pass
+
+    def messages(self, greetings=False):
+        with self.lock:
+            return [m for m in self.heard if greetings or not m.startswith(self.GREETING)]
+
+    def close(self):
+        try:
+            self.resp.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.resp.close()
+        self.thread.join(5)
+
+
 class RedisProcess:
     """What the tests' own redis-server processes (TLS, Sentinel) share: commands on their
     plain port (self.port), and stopping self.proc."""
@@ -618,6 +656,11 @@ def default_conf(listen_port, admin_port, backend_url, redis_port):
             # Tests read and change Redis behind predcache's back (DEL, expiry, bad
             # values); the in-process tier would answer for Redis. test_l1.py turns it on.
             "l1_max_bytes": "0",
+            # The cross-process lock on every miss, as before a process skipped it while
+            # alone (lock = auto, the shipped default: after 3.5 s with nobody else on the
+            # done channel); tests that count a miss's Redis commands must not see it
+            # change with their timing. test_lock_alone.py covers auto.
+            "lock": "always",
             # Tests that set a TTL or a namespace send it (trusted()); the shipped default
             # is empty (never), covered by test_operator_controls.py.
             "client_controls_token": CONTROLS_TOKEN,
