@@ -348,10 +348,12 @@ static void on_lookup_lock(enum pc_lock what, const char *data, size_t len, void
     struct pc_preq *p = arg;
     PC_PREQ_CHECK(p);
     pc_lockwait_answer(&p->lock, what == PC_LOCK_TAKEN ? what : PC_LOCK_UNKNOWN, 0);
-    struct pc_metrics *m = &p->w->metrics; /* counted and timed as a GET's (store.c) */
-    if (what == PC_LOCK_UNKNOWN || what == PC_LOCK_REFUSED) {
+    /* Counted and timed as a GET's (store.c). A refused script is not: the plain GET that
+     * stands in for it counts, whatever comes of it (pc_store_get). */
+    struct pc_metrics *m = &p->w->metrics;
+    if (what == PC_LOCK_UNKNOWN) {
         PC_METRIC_INC(m->redis_get_failed);
-    } else {
+    } else if (what != PC_LOCK_REFUSED) {
         PC_METRIC_INC(m->redis_get_ok);
         uint64_t us = pc_now_us() - p->lock.asked_us;
         pc_hist_observe(&m->h_redis_get, (double)us / 1e6);

@@ -1284,8 +1284,10 @@ int pc_store_get(struct pc_store *st, const char *key, pc_store_get_cb cb, void 
         return -1;
     }
     struct cmd *c = calloc(1, sizeof *c);
-    if (c == NULL)
+    if (c == NULL) {
+        PC_METRIC_INC(st->m->redis_get_failed);
         return -1;
+    }
     c->kind = CMD_GET;
     c->get_cb = cb;
     c->arg = arg;

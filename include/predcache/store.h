@@ -76,7 +76,8 @@ uint64_t pc_store_listening_us(const struct pc_store *st);
 
 /*
  * GET key. 0: cb will be called later. -1: not connected; cb will not be called
- * (the caller bypasses the cache at once).
+ * (the caller bypasses the cache at once). Every GET counts once in redis_get_ok or
+ * redis_get_failed, a -1 too.
  */
 int pc_store_get(struct pc_store *st, const char *key, pc_store_get_cb cb, void *arg);
 
