@@ -157,6 +157,24 @@ def test_another_process_ends_it_at_once_and_its_leaving_restores_it(start_predc
     oracle.assert_clean()
 
 
+def test_a_subscriber_that_was_away_listens_anew_before_it_is_alone(start_predcache, model,
+                                                                     redis):
+    """Redis restarted: while the subscriber is away the worker is not alone (it could not
+    hear a newcomer's greeting); once it is back, the quiet period starts again."""
+    p = start_predcache(conf=conf())
+    wait_alone(p)
+    redis.stop()
+    wait_for(lambda: alone(p) == 0, timeout=5, what="not alone once the subscriber is away")
+    redis.start()
+    wait_for(lambda: p.metric("predcache_redis_up") == 1, timeout=10, what="Redis back")
+    assert alone(p) == 0  # back, but not for 3.5 s yet
+    wait_alone(p)
+    oracle = Oracle("alone after a restart", per_instance=False)
+    misses(p, oracle, "restart", 2)
+    assert skipped(p) == 2
+    oracle.assert_clean()
+
+
 def test_two_workers_are_never_alone(start_predcache, model, redis):
     """Each worker has its own flights: the workers of one process hear each other."""
     p = start_predcache(conf=conf(server={"workers": "2"}))
