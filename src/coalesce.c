@@ -260,17 +260,6 @@ static void on_unlock_reply(const struct pc_reply *r, void *arg)
         free(u);
 }
 
-/* The announcement, after the plain release found the waiters' mark: fire and forget, as
- * the script's PUBLISH (a waiter that misses it waits out its own timer). */
-static void announce(struct pc_worker *w, const char *herd)
-{
-    char chan[PC_CHANNEL_MAX];
-    pc_done_channel(w->cfg, chan, sizeof chan);
-    const char *argv[] = {"PUBLISH", chan, herd};
-    size_t lens[] = {7, strlen(chan), strlen(herd)};
-    (void)pc_store_command(w->store, 0, NULL, NULL, 3, argv, lens);
-}
-
 /* The reply to the plain release's second DEL (the mark's), or NULL: none came, and the
  * first may or may not have run: the script is sent instead, later. arg is the release,
  * owned by this call from here: freed, or kept on the worker's list (unlock_later). */
@@ -282,8 +271,10 @@ static void on_unlock_plain_reply(const struct pc_reply *r, void *arg)
         unlock_later(u);
         return;
     }
+    /* The mark was there: the announcement, fire and forget as the script's PUBLISH (a
+     * waiter that misses it waits out its own timer). */
     if (pc_reply_type(r) == PC_REPLY_INTEGER && pc_reply_integer(r) == 1)
-        announce(u->w, u->herd);
+        (void)pc_done_publish(u->w, u->herd);
     free(u);
 }
 

@@ -17,6 +17,16 @@ int pc_done_channel(const struct pc_config *cfg, char *out, size_t len)
     return snprintf(out, len, "%sdone:%s", cfg->key_prefix, cfg->namespace_) < (int)len ? 0 : -1;
 }
 
+int pc_done_publish(struct pc_worker *w, const char *msg)
+{
+    char chan[PC_CHANNEL_MAX];
+    if (pc_done_channel(w->cfg, chan, sizeof chan) != 0)
+        return -1;
+    const char *argv[] = {"PUBLISH", chan, msg};
+    size_t lens[] = {7, strlen(chan), strlen(msg)};
+    return pc_store_command(w->store, 0, NULL, NULL, 3, argv, lens) == 0 ? 0 : -1;
+}
+
 int pc_done_purge(struct pc_worker *w, const char *key, pc_store_cmd_cb cb, void *arg)
 {
     pc_l1_del(w->l1, key);     /* this process's tier at once; the others hear it below */
@@ -28,14 +38,10 @@ int pc_done_purge(struct pc_worker *w, const char *key, pc_store_cmd_cb cb, void
         return -1;
     }
     /* After the DEL on the same connection: a process that hears it reads Redis anew. */
-    char chan[PC_CHANNEL_MAX], msg[PC_CFG_STR * 2 + sizeof PC_PURGE_ANNOUNCE];
-    int announced = 0;
-    if (pc_done_channel(w->cfg, chan, sizeof chan) == 0 &&
-        (size_t)snprintf(msg, sizeof msg, "%s%s", PC_PURGE_ANNOUNCE, key) < sizeof msg) {
-        const char *pargv[] = {"PUBLISH", chan, msg};
-        size_t plens[] = {7, strlen(chan), strlen(msg)};
-        announced = pc_store_command(w->store, 0, NULL, NULL, 3, pargv, plens) == 0;
-    }
+    char msg[PC_CFG_STR * 2 + sizeof PC_PURGE_ANNOUNCE];
+    int announced =
+        (size_t)snprintf(msg, sizeof msg, "%s%s", PC_PURGE_ANNOUNCE, key) < sizeof msg &&
+        pc_done_publish(w, msg) == 0;
     if (announced) /* its echo is not heard again */
         pc_purges_add_own(w->purges, key, at);
     else

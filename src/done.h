@@ -22,6 +22,10 @@
 
 /* The channel's name. 0 ok, -1 too long for len. */
 int pc_done_channel(const struct pc_config *cfg, char *out, size_t len);
+/* PUBLISHes msg on the done channel through the worker's store, fire and forget (a
+ * listener that misses it has its own timer or period). 0 sent; -1 not (Redis unavailable,
+ * or a channel name too long). */
+int pc_done_publish(struct pc_worker *w, const char *msg);
 /*
  * Deletes the cache entry key: from the in-process tier at once, from Redis, and announces
  * it on the done channel (after the DEL) so the other processes drop it from their tiers.

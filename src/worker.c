@@ -245,20 +245,14 @@ static void on_done(const char *msg, size_t len, void *arg)
 
 /* Publishes this worker's greeting on the done channel (peers.h); again after
  * PC_PEERS_GREET_MS, or sooner while Redis would not take it (a new worker's first: the
- * others stop skipping the lock as soon as they hear it). */
+ * others stop skipping the lock as soon as they hear it). arg is the worker, which owns
+ * the timer (freed in pc_worker_release, after its loop has stopped). */
 static void greet(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct pc_worker *w = arg;
-    char chan[PC_CHANNEL_MAX];
-    const char *msg = pc_peers_greeting(w->peers);
-    int sent = 0;
-    if (pc_done_channel(w->cfg, chan, sizeof chan) == 0) {
-        const char *argv[] = {"PUBLISH", chan, msg};
-        size_t lens[] = {7, strlen(chan), strlen(msg)};
-        sent = pc_store_command(w->store, 0, NULL, NULL, 3, argv, lens) == 0;
-    }
+    int sent = pc_done_publish(w, pc_peers_greeting(w->peers)) == 0;
     pc_lock_wanted(w, 0); /* the lock_alone gauge follows the time without traffic */
     struct timeval next = {0, GREET_RETRY_MS * 1000};
     if (sent)

@@ -9,12 +9,12 @@ conf sets lock = always; these tests set auto, the shipped default.
 
 Every 200 answer is judged by the integrity oracle against its own request."""
 
-import json
 import threading
 import time
 
-from conftest import concurrently, wait_for
+from conftest import wait_for
 from oracle import Oracle, post_checked, predict_request, run_load
+from test_coalescing import burst_two, check, herd_oracle
 
 pytest_plugins = ["grpc_harness"]
 
@@ -66,13 +66,11 @@ def herd_across(p1, p2, model, tag):
     before = model.count(PREDICT)
     model.control(delay_ms=500)
     body = {"instances": [tag]}
-    oracle = Oracle("herd " + tag, per_instance=False)
-    rs = concurrently(50, lambda i: (p1 if i % 2 == 0 else p2).post(PREDICT, json_body=body))
+    oracle = herd_oracle("herd " + tag)
+    rs = check(oracle, body, burst_two(p1, p2, 50, body))
     model.control()
     for r in rs:
         assert not isinstance(r, Exception), r
-        oracle.check("POST", PREDICT, json.dumps(body), {}, r.status_code, r.content,
-                     r.headers.get("X-Cache"))
     oracle.assert_clean()
     assert model.count(PREDICT) - before == 1
     caches = [r.headers["X-Cache"] for r in rs]
