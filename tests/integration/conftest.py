@@ -563,6 +563,10 @@ class ModelServer:
     def last(self):
         return requests.get(self.url("/_last"), timeout=HTTP_TIMEOUT).json()
 
+    def requests(self):
+        """The model server's last 1000 data requests, oldest first (each as last())."""
+        return requests.get(self.url("/_requests"), timeout=HTTP_TIMEOUT).json()["requests"]
+
     def control(self, **behaviour):
         r = requests.post(self.url("/_control"), json=behaviour, timeout=HTTP_TIMEOUT)
         r.raise_for_status()
