@@ -640,6 +640,8 @@ static void store_job_free(struct store_job *j)
     free(j);
 }
 
+/* Stores prediction idx. A job of one prediction whose flight ends after it hands the
+ * flight to the SET itself: its answer ends it, and no PING follows (store_end). */
 static void store_one(struct store_job *j, size_t idx)
 {
     struct pc_worker *w = j->w;
@@ -670,10 +672,16 @@ static void store_one(struct store_job *j, size_t idx)
     if (pc_answer_purged(w, key, j->begun_us))
         return;
     pc_l1_put(w->l1, key, j->val.data, j->val.len);
-    pc_store_set(w->store, key, j->val.data, j->val.len, j->redis_ttl_s);
+    if (j->fs == NULL || j->preds.n != 1) {
+        pc_store_set(w->store, key, j->val.data, j->val.len, j->redis_ttl_s);
+    } else if (pc_store_set_cb(w->store, key, j->val.data, j->val.len, j->redis_ttl_s,
+                               pc_proxy_flight_stored, j->fs) == 0) {
+        j->fs = NULL; /* the SET's answer ends the flight */
+    }
 }
 
-/* The stores before this PING are answered (one connection, in order): the flight ends. */
+/* The stores before this PING are answered (one connection, in order; in a cluster, a
+ * PING to every node): the flight ends. */
 static void on_stores_done(const struct pc_reply *reply, void *arg)
 {
     pc_proxy_flight_stored(reply != NULL, arg);

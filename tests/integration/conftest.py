@@ -69,6 +69,18 @@ class GiveUp(AssertionError):
     """Raised inside a wait_for poll: stop polling now (e.g. the process exited)."""
 
 
+def command_calls(redis, *names):
+    """Calls of the Redis commands names (lowercase, e.g. "evalsha") since the last
+    CONFIG RESETSTAT, from INFO commandstats."""
+    text = redis.command("INFO", "commandstats")
+    text = text.decode() if isinstance(text, bytes) else text
+    n = 0
+    for line in text.splitlines():
+        if line.startswith(tuple("cmdstat_%s:" % name for name in names)):
+            n += int(line.split("calls=")[1].split(",")[0])
+    return n
+
+
 def concurrently(n, fn, join_s=60):
     """Runs fn(i) for i in 0..n-1 in n threads released together; returns the results in
     order, an exception raised by fn(i) standing in its place."""

@@ -8,11 +8,12 @@ server is made to answer wrongly, mangle="short", is left out: its answers are t
 model's own, and wrong)."""
 
 import json
+import time
 
 import pytest
 
-from conftest import concurrently, wait_for, without_received
-from oracle import Oracle
+from conftest import command_calls, concurrently, wait_for, without_received
+from oracle import Oracle, post_checked
 
 PREDICT = "/v1/models/m:predict"
 ON = {"cache": {"per_instance": "on"}}
@@ -58,6 +59,30 @@ def test_fifty_identical_batches_make_one_model_call(start_predcache, model):
     wait_for(lambda: p.metric("predcache_requests_total", cache="coalesced") == coalesced,
              what="coalesced counter")
     assert p.metric("predcache_in_flight") == 0
+    oracle.assert_clean()
+
+
+def test_a_one_instance_miss_ends_its_flight_on_its_set(start_predcache, model, redis):
+    """A batch of one instance: the SET's own answer ends its flight, no PING follows it
+    (a miss alone on Redis makes MGET and SET only). The flight does end: once the entry
+    has expired, the same request calls the model server again."""
+    p = start_predcache(conf={"cache": {"per_instance": "on", "ttl_s": "1", "grace_s": "0",
+                                        "lock_timeout_ms": "0"}})
+    oracle = Oracle("one instance")
+    bodies = [{"instances": [["one", i]]} for i in range(10)]
+    redis.command("CONFIG", "RESETSTAT")
+    keys = [post_checked(p.url(), oracle, PREDICT, b).headers["X-Cache-Key"] for b in bodies]
+    for key in keys:
+        redis.wait_key(key)
+    assert command_calls(redis, "set") == 10
+    assert command_calls(redis, "ping") == 0
+    rs = [post_checked(p.url(), oracle, PREDICT, b) for b in bodies]
+    assert [r.headers["X-Cache"] for r in rs] == ["HIT"] * 10
+    assert model.count(PREDICT) == 10
+    time.sleep(1.2)
+    rs = [post_checked(p.url(), oracle, PREDICT, b) for b in bodies]
+    assert [r.headers["X-Cache"] for r in rs] == ["MISS"] * 10
+    assert model.count(PREDICT) == 20
     oracle.assert_clean()
 
 

@@ -12,7 +12,7 @@ Every 200 answer is judged by the integrity oracle against its own request."""
 import threading
 import time
 
-from conftest import wait_for
+from conftest import command_calls, wait_for
 from oracle import Oracle, post_checked, predict_request, run_load
 from test_coalescing import burst_two, check, herd_oracle
 
@@ -40,13 +40,7 @@ def skipped(p):
 
 def evals(redis):
     """EVAL and EVALSHA calls since the last CONFIG RESETSTAT."""
-    text = redis.command("INFO", "commandstats")
-    text = text.decode() if isinstance(text, bytes) else text
-    n = 0
-    for line in text.splitlines():
-        if line.startswith(("cmdstat_eval:", "cmdstat_evalsha:")):
-            n += int(line.split("calls=")[1].split(",")[0])
-    return n
+    return command_calls(redis, "eval", "evalsha")
 
 
 def wait_alone(p, want=1):
