@@ -1,7 +1,7 @@
 /*
  * store: Redis over predcache's own transport on the worker's event_base. A bufferevent
- * carries the bytes; hiredis only formats commands (redisFormatCommandArgv) and reads
- * replies (redisReader); which reply answers which command is decided here.
+ * carries the bytes; resp.h formats commands and hiredis only reads replies
+ * (redisReader); which reply answers which command is decided here.
  *
  *     CLOSED --connect()--> CONNECTING --connected--> CONNECTED
  *       ^                      |  connect timer / refused              |
@@ -9,7 +9,7 @@
  *       +---- retry timer <-- (backoff 100 ms .. 2 s) <-- closed by Redis, command
  *                                                          timeout, desync
  *
- *   command -> redisFormatCommandArgv -> cmdq (in order) -> bufferevent -> Redis
+ *   command -> pc_resp_command -> cmdq (in order) -> bufferevent -> Redis
  *   Redis -> bufferevent -> redisReader (bounded) -> reply -> fits the oldest command?
  *              yes: answered, shifted out of cmdq      no: desync, connection dropped
  *
@@ -60,6 +60,7 @@
 #include "predcache/config.h"
 #include "predcache/log.h"
 #include "predcache/metrics.h"
+#include "predcache/resp.h"
 #include "predcache/tlsctx.h"
 
 #define PC_STORE_BACKOFF_MIN_MS 100
@@ -109,7 +110,7 @@ static void cmd_free(struct cmd *c)
 {
     if (c->timer != NULL)
         event_free(c->timer);
-    redisFreeCommand(c->wire);
+    free(c->wire);
     free(c);
 }
 
@@ -655,7 +656,7 @@ static void out_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Sends one encoded command on the connection: c is owned by st->q from here on, and out
- * (n bytes, from redisFormatCommandArgv) is taken in every case. bounded: a SET of bytes,
+ * (n bytes, from pc_resp_command) is taken in every case. bounded: a SET of bytes,
  * counted against the budgets (the caller checked pc_cmdq_full). 0 ok, -1 failed (c freed;
  * its callback called with the failure only when answer_fail). */
 static int cmd_send_wire(struct pc_store *st, struct cmd *c, int bounded, size_t bytes, char *out,
@@ -680,7 +681,7 @@ static int cmd_send_wire(struct pc_store *st, struct cmd *c, int bounded, size_t
         c->wire = out;
         c->wire_len = n;
     } else {
-        redisFreeCommand(out);
+        free(out);
     }
     if (c->timeout_ms <= 0)
         c->timeout_ms = st->cfg->redis_timeout_ms;
@@ -694,7 +695,7 @@ static int cmd_send_wire(struct pc_store *st, struct cmd *c, int bounded, size_t
 fail:
     if (queued)
         pc_cmdq_remove(st->q, c->id);
-    redisFreeCommand(out);
+    free(out);
     if (answer_fail)
         cmd_answer(c, NULL);
     cmd_free(c);
@@ -804,7 +805,7 @@ static int cmd_send(struct pc_store *st, struct cmd *c, int bounded, size_t byte
                     const char **argv, const size_t *argvlen)
 {
     char *out = NULL;
-    int n = redisFormatCommandArgv(&out, argc, argv, argvlen);
+    long n = pc_resp_command(&out, argc, argv, argvlen);
     if (n < 0) {
         cmd_free(c);
         return -1;
