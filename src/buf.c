@@ -1,7 +1,6 @@
 /* buf: growable byte buffer and small string helpers. */
 #include "predcache/buf.h"
 
-#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,19 +64,41 @@ int pc_buf_append_char(struct pc_buf *b, char c)
     return pc_buf_append(b, &c, 1);
 }
 
+/* One vsnprintf when the text fits a line on the stack (every caller's usual case), a
+ * second one into the buffer only past that. */
 int pc_buf_printf(struct pc_buf *b, const char *fmt, ...)
 {
+    char line[256];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    if (n < 0 || pc_buf_reserve(b, (size_t)n) != 0)
+    if (n < 0)
+        return -1;
+    if ((size_t)n < sizeof line)
+        return pc_buf_append(b, line, (size_t)n);
+    if (pc_buf_reserve(b, (size_t)n) != 0)
         return -1;
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
     b->len += (size_t)n;
     return 0;
+}
+
+int pc_buf_append_u64(struct pc_buf *b, uint64_t v)
+{
+    char d[PC_U64_TEXT];
+    return pc_buf_append(b, d, pc_u64_text(v, d));
+}
+
+int pc_buf_append_hex64(struct pc_buf *b, uint64_t v)
+{
+    static const char hex[] = "0123456789abcdef";
+    char d[16];
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        d[i] = hex[v & 15];
+    return pc_buf_append(b, d, sizeof d);
 }
 
 /* The length of the well-formed UTF-8 sequence at s[0..n) (2 to 4), or 0. */
@@ -207,13 +228,19 @@ int64_t pc_clock_ms(const struct pc_clock *c)
     return c != NULL && c->now_ms != NULL ? c->now_ms(c->arg) : pc_wall_ms();
 }
 
+static inline unsigned char ascii_lower(unsigned char c)
+{
+    return c >= 'A' && c <= 'Z' ? (unsigned char)(c + 32) : c;
+}
+
 int pc_strcaseeq(const char *a, const char *b)
 {
-    for (; *a && *b; a++, b++) {
-        if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
-            return 0;
+    const unsigned char *x = (const unsigned char *)a, *y = (const unsigned char *)b;
+    for (; *x == *y || ascii_lower(*x) == ascii_lower(*y); x++, y++) {
+        if (*x == '\0')
+            return 1;
     }
-    return *a == *b;
+    return 0;
 }
 
 size_t pc_u64_text(uint64_t v, char out[PC_U64_TEXT])

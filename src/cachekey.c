@@ -504,7 +504,9 @@ int pc_cachekey_head(const struct pc_key_head *hd, struct pc_buf *out)
         const char *v = lines[i][1] ? lines[i][1] : "";
         if (strchr(v, '\n') != NULL)
             return -1;
-        rc |= pc_buf_printf(out, "%s%s\n", lines[i][0], v);
+        rc |= pc_buf_append_str(out, lines[i][0]);
+        rc |= pc_buf_append_str(out, v);
+        rc |= pc_buf_append_char(out, '\n');
     }
     rc |= pc_buf_append_str(out, "vary ");
     if (hd->vary_len > 0)
@@ -512,7 +514,9 @@ int pc_cachekey_head(const struct pc_key_head *hd, struct pc_buf *out)
     const char *ns = hd->ns ? hd->ns : "";
     if (strchr(ns, '\n') != NULL)
         return -1;
-    rc |= pc_buf_printf(out, "\nnamespace %s\n", ns);
+    rc |= pc_buf_append_str(out, "\nnamespace ");
+    rc |= pc_buf_append_str(out, ns);
+    rc |= pc_buf_append_char(out, '\n');
     return rc != 0 ? -1 : 0;
 }
 

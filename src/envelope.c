@@ -95,10 +95,24 @@ int pc_envelope_encode(const struct pc_envelope *env, struct pc_buf *out)
     /* one allocation: the numbers take at most 40 bytes with their newlines, the tag 17 */
     if (pc_buf_reserve(out, PC_ENV_MAGIC_LEN + 17 + 48 + text + env->body_len) != 0)
         return encode_fail(out, start);
-    int rc = env->key_tag != 0 ? pc_buf_printf(out, PC_ENV_MAGIC4 "%016" PRIx64 "\n", env->key_tag)
-                               : pc_buf_append(out, PC_ENV_MAGIC3, PC_ENV_MAGIC_LEN);
-    if (rc != 0 || pc_buf_printf(out, "%d\n%" PRId64 "\n%d\n%zu\n%s\n", env->status,
-                                 env->stored_at_ms, env->ttl_s, env->n_headers, ctype) != 0)
+    /* the numbers are checked above: none is negative */
+    int rc = 0;
+    if (env->key_tag != 0) {
+        rc |= pc_buf_append(out, PC_ENV_MAGIC4, PC_ENV_MAGIC_LEN);
+        rc |= pc_buf_append_hex64(out, env->key_tag);
+        rc |= pc_buf_append_char(out, '\n');
+    } else {
+        rc |= pc_buf_append(out, PC_ENV_MAGIC3, PC_ENV_MAGIC_LEN);
+    }
+    const uint64_t nums[] = {(uint64_t)env->status, (uint64_t)env->stored_at_ms,
+                             (uint64_t)env->ttl_s, (uint64_t)env->n_headers};
+    for (size_t i = 0; i < sizeof nums / sizeof nums[0]; i++) {
+        rc |= pc_buf_append_u64(out, nums[i]);
+        rc |= pc_buf_append_char(out, '\n');
+    }
+    rc |= pc_buf_append_str(out, ctype);
+    rc |= pc_buf_append_char(out, '\n');
+    if (rc != 0)
         return encode_fail(out, start);
     for (size_t i = 0; i < env->n_headers; i++) {
         const struct pc_env_header *h = &env->headers[i];

@@ -231,7 +231,8 @@ static int build_head(struct pc_xfer *x, const char *method, const char *target,
               pc_buf_append(h, "\r\n", 2);
     }
     if (x->body_len > 0 || (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0))
-        rc |= pc_buf_printf(h, "Content-Length: %zu\r\n", x->body_len);
+        rc |= pc_buf_append_str(h, "Content-Length: ") | pc_buf_append_u64(h, x->body_len) |
+              pc_buf_append(h, "\r\n", 2);
     rc |= pc_buf_append(h, "\r\n", 2);
     return rc != 0 ? -1 : 0;
 }

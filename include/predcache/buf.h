@@ -23,6 +23,9 @@ int pc_buf_append(struct pc_buf *b, const void *p, size_t n);
 int pc_buf_append_str(struct pc_buf *b, const char *s);
 int pc_buf_append_char(struct pc_buf *b, char c);
 int pc_buf_printf(struct pc_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The hot paths' numbers without printf: v in decimal; v as 16 lowercase hex digits. */
+int pc_buf_append_u64(struct pc_buf *b, uint64_t v);
+int pc_buf_append_hex64(struct pc_buf *b, uint64_t v);
 /* Escapes s[0..n) as the inside of a JSON string into out (cap bytes, 6 or more): quotes
  * and backslashes behind a backslash, control characters and bytes that are not UTF-8 as
  * \u00XX, the rest as it is. Takes as many whole characters as fit; *used: the input bytes

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <cmocka.h>
 
@@ -27,6 +28,55 @@ static void test_u64_text_matches_printf(void **state)
         pc_u64_text(x, got);
         assert_string_equal(got, want);
     }
+}
+
+/* The appends that stand in for printf on the hot paths write what printf writes. */
+static void test_appends_match_printf(void **state)
+{
+    (void)state;
+    struct pc_buf b;
+    pc_buf_init(&b);
+    for (uint64_t x = 0; x < UINT64_MAX / 5; x = x * 5 + 1) {
+        char want[64];
+        snprintf(want, sizeof want, "%llu|%016llx", (unsigned long long)x, (unsigned long long)x);
+        b.len = 0;
+        assert_int_equal(pc_buf_append_u64(&b, x), 0);
+        assert_int_equal(pc_buf_append_char(&b, '|'), 0);
+        assert_int_equal(pc_buf_append_hex64(&b, x), 0);
+        assert_string_equal(b.data, want);
+    }
+    b.len = 0;
+    assert_int_equal(pc_buf_append_hex64(&b, UINT64_MAX), 0);
+    assert_string_equal(b.data, "ffffffffffffffff");
+    /* pc_buf_printf: a text that fits its line on the stack, and one that does not */
+    char big[1000];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    b.len = 0;
+    assert_int_equal(pc_buf_printf(&b, "a%db", 42), 0);
+    assert_int_equal(pc_buf_printf(&b, "<%s>", big), 0);
+    assert_int_equal(b.len, 4 + 2 + strlen(big));
+    assert_memory_equal(b.data, "a42b<", 5);
+    assert_memory_equal(b.data + 5, big, strlen(big));
+    assert_string_equal(b.data + 5 + strlen(big), ">");
+    pc_buf_release(&b);
+}
+
+/* ASCII case folding, as strcasecmp in the C locale: every pair of bytes, and lengths. */
+static void test_strcaseeq(void **state)
+{
+    (void)state;
+    for (int x = 1; x < 256; x++) {
+        for (int y = 1; y < 256; y++) {
+            char a[3] = {(char)x, 'k', '\0'}, b[3] = {(char)y, 'K', '\0'};
+            assert_int_equal(pc_strcaseeq(a, b), strcasecmp(a, b) == 0);
+        }
+    }
+    assert_true(pc_strcaseeq("", ""));
+    assert_true(pc_strcaseeq("Content-Type", "content-TYPE"));
+    assert_false(pc_strcaseeq("Content-Type", "Content-Typ"));
+    assert_false(pc_strcaseeq("Content", "Content-Type"));
+    assert_false(pc_strcaseeq("", "a"));
 }
 
 /* JSON string escaping: quotes, controls, bytes that are not UTF-8; cut at whole
@@ -62,6 +112,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_u64_text_matches_printf),
+        cmocka_unit_test(test_appends_match_printf),
+        cmocka_unit_test(test_strcaseeq),
         cmocka_unit_test(test_json_escape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
