@@ -20,7 +20,6 @@
  */
 #include "predcache/envelope.h"
 
-#include <inttypes.h>
 #include <string.h>
 
 #define PC_ENV_MAGIC1 "PC1\n"
