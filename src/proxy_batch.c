@@ -596,7 +596,9 @@ struct store_job {
     struct pc_batch_layout layout; /* points into data */
     char *ctype;
     int status, env_ttl_s, redis_ttl_s;
-    void *fs;          /* the flight to end once the stores are answered, or NULL */
+    void *fs;          /* the flight to end once the stores are answered, or NULL; owned
+                          here until handed to the SET (store_one) or the PING (store_end),
+                          whose callback ends and frees it exactly once */
     size_t next;       /* the next prediction to store */
     uint64_t begun_us; /* when the request (or refresh) began: instances purged since stay out */
     struct pc_buf inst, val;

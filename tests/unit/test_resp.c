@@ -11,6 +11,7 @@
 #include <cmocka.h>
 #include <hiredis/hiredis.h>
 
+#include "../model/model.h"
 #include "predcache/resp.h"
 
 static void expect(int argc, const char *const *argv, const size_t *lens, const char *want)
@@ -54,10 +55,7 @@ static uint64_t rng = 88172645463325252ull;
 
 static uint64_t next(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return rng;
+    return model_next(&rng);
 }
 
 /* A length: often near a power of ten (where the digits of "$<len>" change). */
@@ -75,8 +73,7 @@ static void test_against_hiredis(void **state)
     enum { ARGS = 24, RUNS = 3000 };
     char *bytes = malloc(ARGS * 20000);
     assert_non_null(bytes);
-    for (size_t i = 0; i < ARGS * 20000; i++)
-        bytes[i] = (char)next();
+    model_fill((uint8_t *)bytes, ARGS * 20000, 7);
     for (int run = 0; run < RUNS; run++) {
         int argc = 1 + (int)(next() % (run % 10 == 0 ? ARGS : 6));
         const char *argv[ARGS];
