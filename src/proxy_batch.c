@@ -35,10 +35,10 @@
  *     layout is the answer's). Transient: the canonical text of the body, the MGET command.
  *   - no batch holds the loop: keys are derived SLICE_US at a time, each slice on its own
  *     loop turn (a zero timeout timer, so the connections ready meanwhile are served
- *     first), and the new predictions are stored SLICE_US at a time, each slice sent when
- *     Redis has answered the PING that ended the previous one (the drain waits for it, and
- *     Redis never holds more than a slice of one batch). Reading the body, merging and
- *     the MGET are O(bytes) passes, done at once.
+ *     first), and the new predictions are stored SLICE_US (at most SLICE_SETS) at a time,
+ *     each slice sent when Redis has answered the PING that ended the previous one (the
+ *     drain waits for it, and Redis never holds more than a slice of one batch). Reading
+ *     the body, merging and the MGET are O(bytes) passes, done at once.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -70,6 +70,10 @@
  * serves everything else. */
 #define SLICE_US 1000
 #define CLOCK_EVERY 32 /* instances done between two looks at the clock */
+/* Most SETs a store slice sends: what Redis holds of one batch at once is bounded by count,
+ * not only by time (a faster slice sent more, and ten batches' slices together reached
+ * [redis] max_pending, which sheds stores). */
+#define SLICE_SETS 256
 
 /* One unique instance found in the cache. Its prediction and separator are in the batch's
  * hitdata (the first instance's whole value in first). */
@@ -742,9 +746,11 @@ static void store_slice(struct store_job *j)
     struct pc_store *st = j->w->store;
     pc_store_hold(st, 1);
     uint64_t start = pc_now_us();
+    size_t first = j->next;
     while (j->next < j->preds.n) {
         store_one(j, j->next++);
-        if (j->next % CLOCK_EVERY == 0 && pc_now_us() - start >= SLICE_US)
+        if (j->next - first >= SLICE_SETS ||
+            (j->next % CLOCK_EVERY == 0 && pc_now_us() - start >= SLICE_US))
             break;
     }
     if (j->next == j->preds.n)

@@ -224,10 +224,7 @@ for res in out:
 
 def test_large_batches_do_not_hold_the_loop(start_predcache, model, redis, huge_model,
                                             side_model):
-    # One worker, the default bound. A Redis command that times out gives the rest of its
-    # batch's stores up (by design: stores are shed while Redis is slow); on a machine
-    # busy with other tests the harness's 500 ms is not enough for this test's 100,000.
-    p = start(start_predcache, huge_model, side_model, redis={"timeout_ms": "5000"})
+    p = start(start_predcache, huge_model, side_model)  # one worker, the default bound
     model.control(stable=True)
     small = json.dumps({"instances": ["bystander"]})
     hdrs = {"Content-Type": "application/json"}
