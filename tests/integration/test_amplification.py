@@ -222,9 +222,13 @@ for res in out:
 """
 
 
+@pytest.mark.parametrize("max_pending", [None, "3000"])
 def test_large_batches_do_not_hold_the_loop(start_predcache, model, redis, huge_model,
-                                            side_model):
-    p = start(start_predcache, huge_model, side_model)  # one worker, the default bound
+                                            side_model, max_pending):
+    """max_pending 3000: ten batches' store slices of at most 256 SETs (and a PING) each
+    fit it whatever the machine's speed (slices bounded only by time shed 42,024 here)."""
+    redis_conf = {"max_pending": max_pending} if max_pending else None
+    p = start(start_predcache, huge_model, side_model, redis=redis_conf)  # one worker
     model.control(stable=True)
     small = json.dumps({"instances": ["bystander"]})
     hdrs = {"Content-Type": "application/json"}
