@@ -31,6 +31,7 @@
 #include "predcache/buildinfo.h"
 #include "predcache/config.h"
 #include "predcache/log.h"
+#include "predcache/loop.h"
 #include "predcache/routes.h"
 #include "predcache/tlsctx.h"
 #include "predcache/l1.h"
@@ -426,11 +427,9 @@ static struct set *set_new(struct proc *p, struct pc_config *cfg, size_t n, stru
     for (size_t i = 0; i < n; i++) {
         worker_config(&s->cfgs[i], cfg, i, n);
         s->args[i] = (struct thread_arg){s, i};
-        /* Three priorities: everything at the default (1); the store's held writes at the
-         * lowest (2), sent when a turn of the loop finds nothing else to do (store.h). */
-        if ((s->bases[i] = event_base_new()) == NULL ||
-            event_base_priority_init(s->bases[i], 3) != 0) {
-            snprintf(err, errlen, "event_base_new or event_base_priority_init failed");
+        /* Its priorities and the order of its callbacks: loop.h. */
+        if ((s->bases[i] = pc_loop_new()) == NULL) {
+            snprintf(err, errlen, "cannot make an event loop");
             set_free(s);
             return NULL;
         }

@@ -529,6 +529,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct pc_store *st = arg;
     if (what & BEV_EVENT_CONNECTED) {
+        bufferevent_priority_set(bev, 0); /* a TLS connection's events were made anew */
         int one = 1;
         setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         if (st->n_sentinels > 0 && !st->watch) /* a sentinel's answer, or the ROLE, decides */
@@ -616,17 +617,25 @@ static void cmd_timeout_cb(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Writes p[0..n) to the connection. A plain connection that is up and has nothing waiting
- * in its output gathers the commands in st->out, written in one send after the callbacks
- * the turn is running (out_cb): no write event is added and removed, and no wait for the
- * socket to be reported writable, as the bufferevent's write would. The rest goes through
- * the bufferevent. 0 ok. */
+ * in its output gathers the commands in st->out, written in one send by out_cb: no write
+ * event is added and removed, and no wait for the socket to be reported writable, as the
+ * bufferevent's write would. A quiet loop (fewer than PC_STORE_AT_ONCE_BELOW callbacks
+ * waiting) runs out_cb at the top priority, right after the callback that wrote: a
+ * lookup goes out before the next request is read. A busy one runs it at the default,
+ * after the callbacks waiting now: their commands go in the same send. The rest goes
+ * through the bufferevent. 0 ok. */
 static int wire_write(struct pc_store *st, const char *p, size_t n)
 {
     if (st->out.len == 0 && (st->tls_ctx != NULL || st->state != ST_CONNECTED ||
                              evbuffer_get_length(bufferevent_get_output(st->bev)) > 0))
         return bufferevent_write(st->bev, p, n);
-    if (st->out.len == 0)
+    if (st->out.len == 0) {
+        int waiting = event_base_get_num_events(st->base, EVENT_BASE_COUNT_ACTIVE);
+        event_priority_set(st->out_ev, waiting < PC_STORE_AT_ONCE_BELOW
+                                           ? 0
+                                           : event_base_get_npriorities(st->base) / 2);
         event_active(st->out_ev, EV_TIMEOUT, 1);
+    }
     return pc_buf_append(&st->out, p, n);
 }
 
@@ -796,6 +805,11 @@ void pc_store_hold(struct pc_store *st, int on)
 size_t pc_store_held(const struct pc_store *st)
 {
     return st != NULL ? st->n_held : 0;
+}
+
+size_t pc_store_gathered(const struct pc_store *st)
+{
+    return st != NULL ? st->out.len : 0;
 }
 
 /* Encodes and sends one command (cmd_send_wire), or holds it back (pc_store_hold): a
@@ -1011,6 +1025,8 @@ static void store_connect(struct pc_store *st)
         goto fail;
     }
     bufferevent_enable(bev, EV_READ | EV_WRITE);
+    /* Replies at the top priority (store.h); after the connect, which makes the events. */
+    bufferevent_priority_set(bev, 0);
     freeaddrinfo(ai);
     st->bev = bev;
     set_state(st, ST_CONNECTING);
@@ -1070,8 +1086,8 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
     if (st->held_ev != NULL) /* a base of one priority: the next turn of the loop */
         event_priority_set(st->held_ev, event_base_get_npriorities(base) - 1);
     pc_buf_init(&st->out);
-    /* The default priority: it goes out after the callbacks this turn is running, and a
-     * busy loop never holds it back (held_ev waits for an idle turn; this must not). */
+    /* Its priority is set at each use (wire_write); either way a busy loop never holds it
+     * back (held_ev waits for an idle turn; this must not). */
     st->out_ev = event_new(base, -1, 0, out_cb, st);
     if (st->host[0] == '\0') { /* a cluster node's address is set already */
         pc_strlcpy(st->host, cfg->redis_host, sizeof st->host);

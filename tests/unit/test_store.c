@@ -1,5 +1,6 @@
-/* store's held writes (pc_store_hold), against a redis-server this test starts on a free
- * loopback port in a temporary directory, and stops. */
+/* store's held writes (pc_store_hold) and the order of its sends and replies on the loop,
+ * against a redis-server this test starts on a free loopback port in a temporary
+ * directory, and stops. */
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -20,6 +21,7 @@
 #include <netinet/in.h>
 
 #include "predcache/config.h"
+#include "predcache/loop.h"
 #include "predcache/metrics.h"
 #include "predcache/store.h"
 
@@ -82,7 +84,7 @@ static int stop_redis(void **state)
     return 0;
 }
 
-/* A loop of three priorities, as the workers' (main.c), and a store on it. */
+/* A worker's loop (loop.h) and a store on it. */
 struct rig {
     struct event_base *base;
     struct pc_config cfg;
@@ -116,9 +118,8 @@ static void rig_up(struct rig *r, int max_pending, const char *what, char *key, 
 {
     unique_key(key, keylen, what);
     memset(r, 0, sizeof *r);
-    r->base = event_base_new();
+    r->base = pc_loop_new();
     assert_non_null(r->base);
-    assert_int_equal(event_base_priority_init(r->base, 3), 0);
     pc_config_defaults(&r->cfg);
     snprintf(r->cfg.redis_host, sizeof r->cfg.redis_host, "127.0.0.1");
     r->cfg.redis_port = redis_port;
@@ -343,6 +344,113 @@ static void test_held_writes_fail_once_when_the_store_goes(void **state)
     event_base_free(r.base);
 }
 
+/* ---- the order of sends and replies ------------------------------------------------- */
+
+/* Callbacks at the default priority, made active together: each sends a GET of its key
+ * (when it has one) after noting what the store had gathered and not sent. */
+struct turn {
+    struct rig *r;
+    char key[128];
+    int send;
+    int ran;
+    size_t gathered_before; /* the store's unsent bytes when it ran */
+    struct get g;
+    const int *peek; /* when set: what it pointed to when the callback ran, in peeked */
+    int peeked;
+};
+
+static void turn_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct turn *t = arg;
+    t->ran = 1;
+    t->gathered_before = pc_store_gathered(t->r->st);
+    if (t->peek != NULL)
+        t->peeked = *t->peek;
+    if (t->send)
+        assert_int_equal(pc_store_get(t->r->st, t->key, on_get, &t->g), 0);
+}
+
+/* A quiet loop: the GET written by one callback has gone out before the next waiting
+ * callback runs (the build before sent it after the pass's callbacks, gathered). */
+static void test_a_quiet_loop_sends_a_lookup_after_its_callback(void **state)
+{
+    (void)state;
+    struct rig r;
+    struct turn a = {.r = &r, .send = 1}, b = {.r = &r};
+    rig_up(&r, 0, "quiet", a.key, sizeof a.key);
+    struct event *ea = event_new(r.base, -1, 0, turn_cb, &a);
+    struct event *eb = event_new(r.base, -1, 0, turn_cb, &b);
+    event_active(ea, EV_TIMEOUT, 1);
+    event_active(eb, EV_TIMEOUT, 1);
+    loop_until(&r, &b.ran);
+    assert_int_equal(b.gathered_before, 0);
+    loop_until(&r, &a.g.done);
+    assert_int_equal(a.g.res, PC_STORE_MISS);
+    event_free(ea);
+    event_free(eb);
+    rig_down(&r);
+}
+
+/* A busy loop (PC_STORE_AT_ONCE_BELOW callbacks or more waiting): the GETs of the
+ * callbacks waiting together go out in one send after them; each is answered. */
+static void test_a_busy_loop_gathers_its_lookups(void **state)
+{
+    (void)state;
+    enum { N = PC_STORE_AT_ONCE_BELOW + 4 };
+    struct rig r;
+    struct turn t[N];
+    struct event *ev[N];
+    memset(t, 0, sizeof t);
+    rig_up(&r, 0, "busy-gather", t[0].key, sizeof t[0].key);
+    for (int i = 0; i < N; i++) {
+        t[i].r = &r;
+        t[i].send = 1;
+        if (i > 0)
+            unique_key(t[i].key, sizeof t[i].key, "busy-gather");
+        ev[i] = event_new(r.base, -1, 0, turn_cb, &t[i]);
+        assert_non_null(ev[i]);
+    }
+    for (int i = 0; i < N; i++)
+        event_active(ev[i], EV_TIMEOUT, 1);
+    loop_until(&r, &t[N - 1].ran);
+    for (int i = 1; i < N; i++) /* the first one's GET was still there: one send */
+        assert_true(t[i].gathered_before > 0);
+    for (int i = 0; i < N; i++) {
+        loop_until(&r, &t[i].g.done);
+        assert_int_equal(t[i].g.res, PC_STORE_MISS);
+        event_free(ev[i]);
+    }
+    rig_down(&r);
+}
+
+/* A reply that has come runs before the callbacks that were waiting at the default
+ * priority (the build before ran them first: a lookup answered waited for the pass). */
+static void test_a_reply_runs_before_waiting_callbacks(void **state)
+{
+    (void)state;
+    struct rig r;
+    struct get g = {0};
+    struct turn a = {.peek = &g.done};
+    rig_up(&r, 0, "reply-first", a.key, sizeof a.key);
+    a.r = &r;
+    assert_int_equal(pc_store_get(r.st, a.key, on_get, &g), 0);
+    for (int i = 0; i < 20000 && pc_store_gathered(r.st) > 0; i++) /* sent */
+        event_base_loop(r.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    assert_int_equal(pc_store_gathered(r.st), 0);
+    assert_int_equal(g.done, 0);
+    usleep(200000); /* the local Redis has answered by now */
+    struct event *ea = event_new(r.base, -1, 0, turn_cb, &a);
+    event_active(ea, EV_TIMEOUT, 1);
+    event_base_loop(r.base, EVLOOP_ONCE);
+    assert_int_equal(a.ran, 1);
+    assert_int_equal(g.done, 1);
+    assert_int_equal(a.peeked, 1); /* the reply had run when a's callback did */
+    event_free(ea);
+    rig_down(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -351,6 +459,9 @@ int main(void)
         cmocka_unit_test(test_held_writes_go_out_within_the_bound_on_a_busy_loop),
         cmocka_unit_test(test_held_writes_count_in_the_budget),
         cmocka_unit_test(test_held_writes_fail_once_when_the_store_goes),
+        cmocka_unit_test(test_a_quiet_loop_sends_a_lookup_after_its_callback),
+        cmocka_unit_test(test_a_busy_loop_gathers_its_lookups),
+        cmocka_unit_test(test_a_reply_runs_before_waiting_callbacks),
     };
     return cmocka_run_group_tests(tests, start_redis, stop_redis);
 }
