@@ -59,6 +59,7 @@
 #include "predcache/cmdq.h"
 #include "predcache/config.h"
 #include "predcache/log.h"
+#include "predcache/loop.h"
 #include "predcache/metrics.h"
 #include "predcache/resp.h"
 #include "predcache/tlsctx.h"
@@ -529,7 +530,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct pc_store *st = arg;
     if (what & BEV_EVENT_CONNECTED) {
-        bufferevent_priority_set(bev, 0); /* a TLS connection's events were made anew */
+        bufferevent_priority_set(bev, PC_LOOP_FIRST); /* a TLS connection's events, made anew */
         int one = 1;
         setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         if (st->n_sentinels > 0 && !st->watch) /* a sentinel's answer, or the ROLE, decides */
@@ -632,14 +633,14 @@ static int wire_write(struct pc_store *st, const char *p, size_t n)
     if (st->out.len == 0) {
         int waiting = event_base_get_num_events(st->base, EVENT_BASE_COUNT_ACTIVE);
         event_priority_set(st->out_ev, waiting < PC_STORE_AT_ONCE_BELOW
-                                           ? 0
+                                           ? PC_LOOP_FIRST
                                            : event_base_get_npriorities(st->base) / 2);
         event_active(st->out_ev, EV_TIMEOUT, 1);
     }
     return pc_buf_append(&st->out, p, n);
 }
 
-/* out_ev: the turn's commands, straight to the socket; what it does not take (or meets an
+/* out_ev: the gathered commands, straight to the socket; what it does not take (or meets an
  * error on) goes through the bufferevent, which writes it when it can or meets the error
  * itself. */
 static void out_cb(evutil_socket_t fd, short what, void *arg)
@@ -1026,7 +1027,7 @@ static void store_connect(struct pc_store *st)
     }
     bufferevent_enable(bev, EV_READ | EV_WRITE);
     /* Replies at the top priority (store.h); after the connect, which makes the events. */
-    bufferevent_priority_set(bev, 0);
+    bufferevent_priority_set(bev, PC_LOOP_FIRST);
     freeaddrinfo(ai);
     st->bev = bev;
     set_state(st, ST_CONNECTING);

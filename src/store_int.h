@@ -66,8 +66,8 @@ struct pc_store {
     size_t n_held, held_bounded, held_bytes;
     struct event *held_ev;    /* sends them when the loop is idle (its lowest priority) */
     struct event *held_timer; /* ... or PC_STORE_HOLD_MS after the first */
-    struct pc_buf out;        /* commands of this turn, for a plain connection (wire_write) */
-    struct event *out_ev;     /* writes them after the callbacks of the turn */
+    struct pc_buf out;        /* commands gathered, for a plain connection (wire_write) */
+    struct event *out_ev;     /* writes them in one send; its priority: wire_write */
     size_t desyncs;           /* replies that fit no command: the connection was dropped */
     char *sub_channel;        /* subscribed on every (re)connect when set: a subscriber store */
     int subscribed;           /* the SUBSCRIBE was confirmed on this connection */

@@ -113,13 +113,14 @@ void pc_store_hold(struct pc_store *st, int on);
 size_t pc_store_held(const struct pc_store *st);
 
 /*
- * The order of sends and replies on st's base (a loop of loop.h: the top priority is 0).
- * Redis's replies run at the top: a lookup's answer goes on to its model call before the
- * loop's other waiting callbacks. Commands not held are gathered into one send; on a loop
- * with fewer than PC_STORE_AT_ONCE_BELOW callbacks waiting, that send runs at the top too,
- * right after the callback that wrote (a miss's lookup does not wait for the requests read
- * with it); on a busier loop it runs after the callbacks waiting now, their commands in
- * the same send (hits at high concurrency share one send and one reply read).
+ * The order of sends and replies on st's base (a loop of loop.h; its top priority,
+ * PC_LOOP_FIRST, is 0 on any base). Redis's replies run at the top: a lookup's answer
+ * goes on to its model call before the loop's other waiting callbacks. Commands not held
+ * are gathered into one send; on a loop with fewer than PC_STORE_AT_ONCE_BELOW callbacks
+ * waiting, that send runs at the top too, right after the callback that wrote (a miss's
+ * lookup does not wait for the requests read with it); on a busier loop it runs after the
+ * callbacks waiting now, their commands in the same send (hits at high concurrency share
+ * one send and one reply read).
  */
 #define PC_STORE_AT_ONCE_BELOW 16
 
