@@ -121,10 +121,11 @@ $(BUILD)/test_store: $(filter-out $(BUILD)/main.o $(BUILD)/store.o $(BUILD)/buf.
 $(BUILD)/test_upstream: $(filter-out $(BUILD)/main.o $(BUILD)/upstream.o $(BUILD)/buf.o \
                         $(BUILD)/log.o,$(OBJS)) $(PROTO_OBJS)
 
-# The HTTP/2 server on a socketpair: its connections' shared pieces (h2io), the input budget,
-# and listen (which reads host:port with config, and config its route table).
-$(BUILD)/test_h2srv: $(BUILD)/h2io.o $(BUILD)/budget.o $(BUILD)/listen.o $(BUILD)/config.o \
-                     $(BUILD)/routes.o $(ADAPTEROBJ)
+# The HTTP/2 server on a socketpair: its connections' shared pieces (h2io), their reads
+# (bevread), the input budget, and listen (which reads host:port with config, and config
+# its route table).
+$(BUILD)/test_h2srv: $(BUILD)/h2io.o $(BUILD)/bevread.o $(BUILD)/budget.o $(BUILD)/listen.o \
+                     $(BUILD)/config.o $(BUILD)/routes.o $(ADAPTEROBJ)
 
 # cachekey reads JSON through canon. test_canon also links the json-c implementation the
 # v1 key was first built on (tests/ref/), the reference canon is held to.

@@ -32,6 +32,7 @@
 #include <event2/listener.h>
 #include <nghttp2/nghttp2.h>
 
+#include "predcache/bevread.h"
 #include "predcache/budget.h"
 #include "predcache/buf.h"
 #include "predcache/h2io.h"
@@ -73,6 +74,7 @@ struct pc_h2_req {
 struct h2conn {
     struct pc_h2_server *srv;
     struct bufferevent *bev;
+    struct pc_bevread rd; /* its socket's reads (bevread.h) */
     nghttp2_session *ng;
     char peer[64];
     int in_recv;         /* inside nghttp2_session_mem_recv: no send, no free */
@@ -430,6 +432,15 @@ static void conn_linger(struct h2conn *c)
     bufferevent_enable(c->bev, EV_READ);
 }
 
+/* The connection's read event (bevread.h): arg is its bufferevent, whose callback argument
+ * is the connection. */
+static void conn_read_event(evutil_socket_t fd, short what, void *arg)
+{
+    void *c;
+    bufferevent_getcb(arg, NULL, NULL, NULL, &c);
+    pc_bevread_read(&((struct h2conn *)c)->rd, fd, what);
+}
+
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
     struct h2conn *c = arg;
@@ -537,8 +548,11 @@ int pc_h2_server_adopt_conn(struct pc_h2_server *srv, int fd, const struct socka
         pc_strlcpy(c->peer, "unknown", sizeof c->peer);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* fails on a local socket */
-    bufferevent_set_max_single_read(c->bev, 65536);
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    if (pc_bevread_own(c->bev, &c->rd, conn_read_event, pc_bevread_64k, NULL) != 0) {
+        conn_free(c);
+        return -1;
+    }
     struct timeval idle = {srv->lim.idle_timeout_ms / 1000,
                            (srv->lim.idle_timeout_ms % 1000) * 1000};
     bufferevent_set_timeouts(c->bev, &idle, NULL);

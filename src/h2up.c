@@ -23,6 +23,7 @@
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 
+#include "predcache/bevread.h"
 #include "predcache/buf.h"
 #include "predcache/config.h"
 #include "predcache/grpcwire.h"
@@ -37,6 +38,7 @@
 struct uconn {
     struct pc_h2_client *cl;
     struct bufferevent *bev;
+    struct pc_bevread rd; /* its socket's reads (bevread.h) */
     nghttp2_session *ng;
     int connected;
     int goaway; /* takes no new call */
@@ -402,6 +404,15 @@ static void uconn_flush(struct uconn *c)
         uconn_fail(c, PC_H2_RESET, "the model server closed the connection");
 }
 
+/* The connection's read event (bevread.h): arg is its bufferevent, whose callback argument
+ * is the connection. */
+static void uconn_read_event(evutil_socket_t fd, short what, void *arg)
+{
+    void *c;
+    bufferevent_getcb(arg, NULL, NULL, NULL, &c);
+    pc_bevread_read(&((struct uconn *)c)->rd, fd, what);
+}
+
 static void uconn_read_cb(struct bufferevent *bev, void *arg)
 {
     struct uconn *c = arg;
@@ -496,11 +507,12 @@ static struct uconn *uconn_get(struct pc_h2_client *cl)
         free(c);
         return NULL;
     }
-    bufferevent_set_max_single_read(c->bev, 65536);
     bufferevent_setcb(c->bev, uconn_read_cb, uconn_write_cb, uconn_event_cb, c);
     struct timeval ct = {cl->connect_timeout_ms / 1000, (cl->connect_timeout_ms % 1000) * 1000};
     bufferevent_set_timeouts(c->bev, &ct, &ct);
-    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&cl->addr, (int)cl->addrlen) != 0) {
+    /* Read by a read of its own (bevread.h): after the connect, which makes the events. */
+    if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&cl->addr, (int)cl->addrlen) != 0 ||
+        pc_bevread_own(c->bev, &c->rd, uconn_read_event, pc_bevread_64k, NULL) != 0) {
         bufferevent_free(c->bev);
         free(c);
         return NULL;

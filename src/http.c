@@ -79,7 +79,7 @@ struct pc_conn {
     int close_after;         /* close once the current answer is written */
     int read_eof;            /* the client closed its sending side: never read again */
     int in_paused;           /* reading stopped: the input budget is spent (budget.h) */
-    struct pc_bevread rd;    /* reads past libevent's 4 KB a callback (bevread.h) */
+    struct pc_bevread rd;    /* its socket's reads (bevread.h) */
     struct event *deadline;  /* a started request must be fully received by then */
     /* Output the socket has not taken, counted in the budget (budget.h) while out_cb
      * follows it: from an answer left over by its first write until written or freed. */
@@ -724,16 +724,31 @@ static void conn_process(struct pc_conn *c)
     }
 }
 
+/* The most one read takes: 64 KB while a request is read; 4 KB while the input budget is
+ * spent (a connection stops reading close to it), or between requests (pipelined input
+ * waits in the socket). */
+static size_t conn_read_limit(void *arg)
+{
+    const struct pc_conn *c = arg;
+    if ((c->state == CS_READ_HEAD || c->state == CS_READ_BODY) && !pc_budget_input_over())
+        return 65536;
+    return 4096;
+}
+
+/* The connection's read event (bevread.h): arg is its bufferevent, whose callback argument
+ * is the connection. */
+static void conn_read_event(evutil_socket_t fd, short what, void *arg)
+{
+    void *c;
+    bufferevent_getcb(arg, NULL, NULL, NULL, &c);
+    pc_bevread_read(&((struct pc_conn *)c)->rd, fd, what);
+}
+
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     struct pc_conn *c = arg;
-    /* A read of up to 64 KB, as set below; 4 KB at a time while the input budget is spent,
-     * so that a connection stops reading close to it. */
-    int more = pc_bevread_may_hold(&c->rd);
-    if ((c->state == CS_READ_HEAD || c->state == CS_READ_BODY) && !pc_budget_input_over())
-        more = pc_bevread_more(c->bev, &c->rd, 65536 - 4096);
-    if (more) /* edge-triggered: bytes left in the socket bring no new edge */
+    if (pc_bevread_may_hold(&c->rd)) /* edge-triggered: bytes left bring no new edge */
         pc_bevread_rearm(c->bev);
     /* The request's clock starts with its first byte. */
     if (c->state == CS_READ_HEAD && (c->deadline == NULL || !evtimer_pending(c->deadline, NULL)))
@@ -1025,16 +1040,14 @@ static struct pc_conn *conn_open(struct pc_http_server *srv, evutil_socket_t fd,
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    /* libevent reads 4 KB per callback by default: a body of a few KB would take several
-     * reads and parser passes. Take what the socket has, up to 64 KB, at once. */
-    bufferevent_set_max_single_read(c->bev, 65536);
     bufferevent_set_max_single_write(c->bev, 65536);
     pc_strlcpy(c->peer, peer, sizeof c->peer);
     c->srv = srv;
     pc_list_push_front(&srv->conns, &c->link);
     srv->n_conns++;
     bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-    if (pc_bevread_follow(c->bev, &c->rd) != 0 || pc_bevread_edge(c->bev, &c->rd) != 0) {
+    if (pc_bevread_own(c->bev, &c->rd, conn_read_event, conn_read_limit, c) != 0 ||
+        pc_bevread_edge(c->bev, &c->rd) != 0) {
         pc_bevread_release(&c->rd);
         pc_list_remove(&c->link);
         srv->n_conns--;

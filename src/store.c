@@ -497,14 +497,28 @@ static int read_replies(struct pc_store *st)
     return -1;
 }
 
+/* The most a plain connection's read callback takes (bevread.h): a large reply at once. */
+static size_t reply_read_limit(void *arg)
+{
+    (void)arg;
+    return (size_t)1 << 20;
+}
+
+/* A plain connection's read event (bevread.h): arg is its bufferevent, whose callback
+ * argument is the store. */
+static void reply_read_event(evutil_socket_t fd, short what, void *arg)
+{
+    void *st;
+    bufferevent_getcb(arg, NULL, NULL, NULL, &st);
+    pc_bevread_read(&((struct pc_store *)st)->rd, fd, what);
+}
+
 /* The bufferevent's read callback; arg is the store, which owns the bufferevent: it never
  * frees it here (a drop is deferred to reset_ev). */
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct pc_store *st = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
-    if (st->tls_ctx == NULL) /* a large reply at once (TLS: the filter's reads) */
-        pc_bevread_more(bev, &st->rd, 1 << 20);
     st->dispatching++;
     while (!st->broken && evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
@@ -1016,13 +1030,19 @@ static void store_connect(struct pc_store *st)
         }
         /* A Redis that closes without close_notify is a lost connection like any other. */
         bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-    } else if ((bev = bufferevent_socket_new(st->base, -1, BEV_OPT_CLOSE_ON_FREE)) == NULL ||
-               pc_bevread_follow(bev, &st->rd) != 0) {
-        goto fail; /* (bev freed there) */
+    } else if ((bev = bufferevent_socket_new(st->base, -1, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+        goto fail;
     }
     bufferevent_setcb(bev, on_read, NULL, on_event, st);
     if (bufferevent_socket_connect(bev, ai->ai_addr, (int)ai->ai_addrlen) != 0) {
         snprintf(err, sizeof err, "%s", evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        goto fail;
+    }
+    /* A plain connection's replies are read by a read of its own (bevread.h), up to 1 MB a
+     * callback; after the connect, which makes the events anew. */
+    if (st->tls_ctx == NULL &&
+        pc_bevread_own(bev, &st->rd, reply_read_event, reply_read_limit, st) != 0) {
+        snprintf(err, sizeof err, "cannot set up reading");
         goto fail;
     }
     bufferevent_enable(bev, EV_READ | EV_WRITE);

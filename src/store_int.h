@@ -42,7 +42,7 @@ struct pc_store {
     struct pc_metrics *m;
     enum store_state state;
     struct bufferevent *bev; /* the connection; NULL when there is none */
-    struct pc_bevread rd;    /* a plain connection's reads past 4 KB a callback (bevread.h) */
+    struct pc_bevread rd;    /* a plain connection's reads (bevread.h) */
     redisReader *reader;     /* its replies; with bev */
     /* The reader's object functions: hiredis's, with arrays bounded (bounded_array). */
     redisReplyObjectFunctions fns;

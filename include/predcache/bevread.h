@@ -1,9 +1,13 @@
 /*
- * bevread: reading what a plain socket bufferevent's socket holds in one go. libevent 2.1
- * reads at most 4096 bytes a read callback, whatever bufferevent_set_max_single_read says
- * (evbuffer_read's own cap): an 8 KB request or Redis reply would take three passes of the
- * loop and six system calls. After a read that came back full, pc_bevread_more reads the
- * rest at once. Not for a TLS bufferevent: its socket's bytes are the filter's.
+ * bevread: reading a plain socket bufferevent's socket ourselves. libevent 2.1's read asks
+ * the kernel how much is waiting (ioctl FIONREAD) before every read and then reads at most
+ * 4096 bytes, whatever bufferevent_set_max_single_read says: an 8 KB request or Redis reply
+ * took an ioctl and two or three reads, and as many passes of the loop. pc_bevread_own puts
+ * a read of its own in the bufferevent's read event: one readv of what the socket holds,
+ * up to the owner's limit (several, 60 KB each, when the limit is larger), straight into
+ * the input, then the bufferevent's read callback, or its event callback with the end, an
+ * error or the read timeout, as libevent's own read does. Not for a TLS bufferevent: its
+ * socket's bytes are the filter's.
  *
  * Edge-triggered reading (pc_bevread_edge), for connections served in turn. With epoll's
  * level-triggered mode an fd reported ready goes back to the end of the ready list at
@@ -25,28 +29,42 @@
 
 #include <stddef.h>
 
+#include <event2/util.h>
+
 struct bufferevent;
 struct event;
 
-/* What the input's last addition brought (set by the callback pc_bevread_follow adds). */
+/* A bufferevent's own read (pc_bevread_own). */
 struct pc_bevread {
-    size_t last;
+    size_t (*limit)(void *arg); /* the most one read callback takes */
+    void *limit_arg;
+    int full;                /* the last read took its limit: the socket may hold more */
     struct event *closed;    /* pc_bevread_edge's watch of the peer's end, or NULL */
     struct bufferevent *bev; /* the one watched */
     int peer_ended;          /* the watch fired: reading goes on until the end is read */
 };
 
-/* Follows bev's input additions into r (which must outlive bev). 0 ok, -1 no memory. */
-int pc_bevread_follow(struct bufferevent *bev, struct pc_bevread *r);
-/* From bev's read callback: when its read came back full, reads up to max bytes more from
- * its socket into its input (nothing read, the end or an error: its next read says so).
- * 1 when that read came back full too, or the peer's end is still to be read (the
- * socket may hold more), else 0. */
-int pc_bevread_more(struct bufferevent *bev, struct pc_bevread *r, size_t max);
-/* 1 when the read callback's own read came back full, or the peer's end is still to be
- * read: the socket may hold more. */
+/* Reads bev (a plain socket bufferevent, its socket set: after bufferevent_socket_connect,
+ * which makes its events anew; its read not yet enabled) with a read of its own into r
+ * (which must outlive bev): its read event's callback becomes read_event, whose argument
+ * stays bev (libevent's finalization of a freed bufferevent needs it); read_event finds r
+ * (from bev's callback argument: bufferevent_getcb) and calls pc_bevread_read. Each read
+ * takes up to limit(limit_arg) bytes. The event keeps its flags and priority. 0 ok, -1
+ * not (reading enabled). */
+int pc_bevread_own(struct bufferevent *bev, struct pc_bevread *r,
+                   void (*read_event)(evutil_socket_t fd, short what, void *bev),
+                   size_t (*limit)(void *arg), void *limit_arg);
+/* The read (from read_event): up to the limit, in reads of 60 KB until one comes back
+ * short, then bev's read callback. The end, an error or the read timeout go to its event
+ * callback, reading disabled, as libevent's own read does (a read the next one would retry
+ * is nothing). r is not touched after a callback, which may free it with its owner. */
+void pc_bevread_read(struct pc_bevread *r, evutil_socket_t fd, short what);
+/* A limit of 64 KB a read callback (arg unused). */
+size_t pc_bevread_64k(void *arg);
+/* 1 when the read before the read callback took its limit, or the peer's end is still to
+ * be read: the socket may hold more. */
 int pc_bevread_may_hold(const struct pc_bevread *r);
-/* Makes the read event of bev (a plain socket bufferevent followed into r, its read not
+/* Makes the read event of bev (a plain socket bufferevent read into r, its read not
  * yet enabled) edge-triggered, and watches for the peer's end. libevent sets EPOLLET per
  * fd: while bev's write event is added too, the fd is level-triggered again (reading is
  * then as before, never lost). 0 ok, -1 not. */
