@@ -177,7 +177,11 @@ def test_grace_answers_stale_and_refreshes_on_the_owner(start_predcache, model, 
     p = start_on(start_predcache, cluster, cache={"ttl_s": "1", "grace_s": "60"})
     oracle = Oracle("cluster grace")
     seen = []
-    for i in range(12):  # over the three masters
+    # Keys hold the model server's address (its port differs every run): twelve of them
+    # miss one of three masters in about 2 % of runs. Entries until all three own some.
+    for i in range(64):
+        if len(seen) >= 12 and len({o.port for _, _, o, _ in seen}) == 3:
+            break
         doc = {"instances": [["grace", i]]}
         r1 = ask(p, oracle, doc)
         assert r1.headers["X-Cache"] == "MISS"
