@@ -9,7 +9,11 @@
 #include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 
-/* One reservation: a 64 KB chain of libevent's (the chain's own header inside). */
+/* The first read's reservation: a 16 KB chain of libevent's (its own header inside), which
+ * holds a request or reply of a few KB. The reads after a full one take 64 KB chains. A
+ * chain of 64 KB or more costs more than its size: glibc's free of a chunk that large
+ * consolidates its fast bins first (cold memory, every time). */
+#define READ_FIRST (16384 - 512)
 #define READ_CHUNK (65536 - 4096)
 
 /* One readv of up to want bytes from fd into in's end. Bytes read, 0 the end, -1 an error
@@ -58,7 +62,8 @@ void pc_bevread_read(struct pc_bevread *r, evutil_socket_t fd, short what)
          * read as for its own. */
         evbuffer_unfreeze(in, 0);
         for (;;) {
-            size_t want = limit - got < READ_CHUNK ? limit - got : READ_CHUNK;
+            size_t chunk = got == 0 ? READ_FIRST : READ_CHUNK;
+            size_t want = limit - got < chunk ? limit - got : chunk;
             n = read_into(in, fd, want);
             if (n > 0)
                 got += (size_t)n;
