@@ -4,7 +4,7 @@
  * 4096 bytes, whatever bufferevent_set_max_single_read says: an 8 KB request or Redis reply
  * took an ioctl and two or three reads, and as many passes of the loop. pc_bevread_own puts
  * a read of its own in the bufferevent's read event: one readv of what the socket holds,
- * up to the owner's limit (several, 60 KB each, when the limit is larger), straight into
+ * up to the owner's limit (more after a full one, when the limit allows), straight into
  * the input, then the bufferevent's read callback, or its event callback with the end, an
  * error or the read timeout, as libevent's own read does. Not for a TLS bufferevent: its
  * socket's bytes are the filter's.
@@ -54,8 +54,8 @@ struct pc_bevread {
 int pc_bevread_own(struct bufferevent *bev, struct pc_bevread *r,
                    void (*read_event)(evutil_socket_t fd, short what, void *bev),
                    size_t (*limit)(void *arg), void *limit_arg);
-/* The read (from read_event): up to the limit, in reads of 60 KB until one comes back
- * short, then bev's read callback. The end, an error or the read timeout go to its event
+/* The read (from read_event): up to the limit, in reads of 16 KB, then 60 KB, until one
+ * comes back short, then bev's read callback. The end, an error or the read timeout go to its event
  * callback, reading disabled, as libevent's own read does (a read the next one would retry
  * is nothing). r is not touched after a callback, which may free it with its owner. */
 void pc_bevread_read(struct pc_bevread *r, evutil_socket_t fd, short what);
