@@ -230,9 +230,9 @@ $(FUZZ_BUILD)/fuzz_jsonedit: $(FUZZ_BUILD)/obj/canon.o
 # fuzz_grpckey: the message prefix and the gRPC key material on the generated messages.
 $(FUZZ_BUILD)/fuzz_grpckey: $(FUZZ_BUILD)/obj/grpcwire.o $(FUZZ_PROTO_OBJS)
 # fuzz_h2srv: one connection of the HTTP/2 server on a socketpair and a real event loop;
-# its handler reads the request as the gRPC intake does (grpcwire). listen reads host:port
-# with config (and config its route table: fuzz_config's objects).
-$(FUZZ_BUILD)/fuzz_h2srv: $(FUZZ_BUILD)/obj/h2io.o $(FUZZ_BUILD)/obj/budget.o \
+# its handler reads the request as the gRPC intake does (grpcwire), its reads are bevread's.
+# listen reads host:port with config (and config its route table: fuzz_config's objects).
+$(FUZZ_BUILD)/fuzz_h2srv: $(FUZZ_BUILD)/obj/h2io.o $(FUZZ_BUILD)/obj/bevread.o $(FUZZ_BUILD)/obj/budget.o \
                           $(FUZZ_BUILD)/obj/listen.o $(FUZZ_BUILD)/obj/grpcwire.o \
                           $(FUZZ_BUILD)/obj/config.o $(FUZZ_BUILD)/obj/routes.o \
                           $(FUZZ_BUILD)/obj/adapter.o $(FUZZ_BUILD)/obj/jsonedit.o \
