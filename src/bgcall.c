@@ -8,6 +8,18 @@
 
 #include "predcache/config.h"
 
+/* One header for the model server, its strings in p->fwd_text. 0 ok; -1 no memory. */
+static int fwd_add(struct pc_preq *p, const char *name, const char *value)
+{
+    struct pc_header *h = &p->fwd[p->n_fwd];
+    h->name = pc_arena_strdup(&p->fwd_text, name);
+    h->value = pc_arena_strdup(&p->fwd_text, value);
+    if (h->name == NULL || h->value == NULL)
+        return -1;
+    p->n_fwd++;
+    return 0;
+}
+
 /* Copies the request's end-to-end headers for the model server and adds X-Forwarded-For and
  * the request's X-Request-Id (the one its answer carries). */
 int pc_proxy_forward_headers(struct pc_preq *p)
@@ -37,42 +49,27 @@ int pc_proxy_forward_headers(struct pc_preq *p)
             continue; /* the body's own: put back by wire_body when the body goes as sent */
         if (pc_http_is_hop_by_hop_in(in[i].name, in, n))
             continue;
-        p->fwd[p->n_fwd].name = strdup(in[i].name);
-        p->fwd[p->n_fwd].value = strdup(in[i].value);
-        if (p->fwd[p->n_fwd].name == NULL || p->fwd[p->n_fwd].value == NULL) {
+        if (fwd_add(p, in[i].name, in[i].value) != 0) {
             pc_buf_release(&xff);
             return -1;
         }
-        p->n_fwd++;
     }
-    pc_buf_append_str(&xff, pc_http_req_client(p->req));
-    p->fwd[p->n_fwd].name = strdup("X-Forwarded-For");
-    p->fwd[p->n_fwd].value = pc_buf_steal(&xff, NULL);
-    if (p->fwd[p->n_fwd].name == NULL || p->fwd[p->n_fwd].value == NULL)
+    int rc = pc_buf_append_str(&xff, pc_http_req_client(p->req)) == 0
+                 ? fwd_add(p, "X-Forwarded-For", xff.data)
+                 : -1;
+    pc_buf_release(&xff);
+    if (rc != 0)
         return -1;
-    p->n_fwd++;
     const char *id = pc_http_req_id(p->req);
-    if (id[0] != '\0') {
-        p->fwd[p->n_fwd].name = strdup("X-Request-Id");
-        p->fwd[p->n_fwd].value = strdup(id);
-        if (p->fwd[p->n_fwd].name == NULL || p->fwd[p->n_fwd].value == NULL)
-            return -1;
-        p->n_fwd++;
-    }
-    return 0;
+    return id[0] != '\0' ? fwd_add(p, "X-Request-Id", id) : 0;
 }
 
 const char *pc_proxy_wire_body(struct pc_preq *p, const char *body, size_t *len)
 {
     if (p->plain == NULL || body != p->plain)
         return body;
-    char *name = strdup("Content-Encoding"), *value = strdup(p->coding);
-    if (name == NULL || value == NULL) { /* the decoded body, then: the same request */
-        free(name);
-        free(value);
-        return body;
-    }
-    p->fwd[p->n_fwd++] = (struct pc_header){name, value};
+    if (fwd_add(p, "Content-Encoding", p->coding) != 0)
+        return body; /* the decoded body, then: the same request */
     return pc_http_req_body(p->req, len);
 }
 
@@ -85,8 +82,10 @@ int pc_bgcall_copy(struct pc_preq *p, const char *body, size_t len, struct pc_bg
         body = pc_proxy_wire_body(p, body, &len);
     c->hdrs = p->fwd; /* the headers move to the call (also those copied before a failure) */
     c->n_hdrs = p->n_fwd;
+    c->text = p->fwd_text; /* an arena without a buffer of its own: it may move */
     p->fwd = NULL;
     p->n_fwd = 0;
+    pc_arena_init(&p->fwd_text, NULL, 0);
     c->method = strdup(pc_http_req_method(p->req));
     c->target = strdup(pc_http_req_target(p->req));
     c->body = malloc(len + 1);
@@ -113,11 +112,8 @@ int pc_bgcall_send(struct pc_worker *w, struct pc_bgcall *c, pc_upstream_cb cb, 
 
 void pc_bgcall_release(struct pc_bgcall *c)
 {
-    for (size_t i = 0; i < c->n_hdrs; i++) {
-        free(c->hdrs[i].name);
-        free(c->hdrs[i].value);
-    }
     free(c->hdrs);
+    pc_arena_release(&c->text);
     free(c->method);
     free(c->target);
     free(c->body);

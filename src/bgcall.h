@@ -12,8 +12,8 @@
 
 #include "preq.h"
 
-/* Copies the request's end-to-end headers for the model server into p->fwd, with
- * X-Forwarded-For and X-Request-Id. 0 ok; -1 no memory. */
+/* Copies the request's end-to-end headers for the model server into p->fwd (their strings
+ * into p->fwd_text), with X-Forwarded-For and X-Request-Id. 0 ok; -1 no memory. */
 int pc_proxy_forward_headers(struct pc_preq *p);
 /* The bytes to send for body (after pc_proxy_forward_headers): the client's own encoded
  * bytes, with their Content-Encoding, when body is its whole decoded body; else body. */
@@ -26,6 +26,7 @@ struct pc_bgcall {
     char *method, *target;
     struct pc_header *hdrs;
     size_t n_hdrs;
+    struct pc_arena text; /* the headers' strings */
     char *body;
     size_t len;
 };

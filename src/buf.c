@@ -2,6 +2,7 @@
 #include "predcache/buf.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,6 +194,67 @@ char *pc_buf_steal(struct pc_buf *b, size_t *len)
         *len = b->len;
     pc_buf_init(b);
     return p;
+}
+
+struct pc_arena_block {
+    struct pc_arena_block *next;
+    size_t size;
+    char data[];
+};
+
+/* The first heap block's size: a request's head from a common client fits. */
+#define ARENA_FIRST_BLOCK 1024
+
+void pc_arena_init(struct pc_arena *a, char *first, size_t first_len)
+{
+    a->blocks = NULL;
+    a->next = first;
+    a->left = first != NULL ? first_len : 0;
+}
+
+char *pc_arena_strndup(struct pc_arena *a, const char *s, size_t n)
+{
+    if (n >= SIZE_MAX / 4)
+        return NULL;
+    if (a->left <= n) {
+        size_t size = ARENA_FIRST_BLOCK;
+        if (a->blocks != NULL && a->blocks->size < SIZE_MAX / 8)
+            size = a->blocks->size * 2;
+        if (size <= n)
+            size = n + 1;
+        struct pc_arena_block *b = malloc(sizeof *b + size);
+        if (b == NULL)
+            return NULL;
+        b->next = a->blocks;
+        b->size = size;
+        a->blocks = b;
+        a->next = b->data;
+        a->left = size;
+    }
+    char *out = a->next;
+    if (n > 0)
+        memcpy(out, s, n);
+    out[n] = '\0';
+    a->next += n + 1;
+    a->left -= n + 1;
+    return out;
+}
+
+char *pc_arena_strdup(struct pc_arena *a, const char *s)
+{
+    return pc_arena_strndup(a, s, strlen(s));
+}
+
+void pc_arena_release(struct pc_arena *a)
+{
+    if (a == NULL)
+        return;
+    while (a->blocks != NULL) {
+        struct pc_arena_block *b = a->blocks;
+        a->blocks = b->next;
+        free(b);
+    }
+    pc_arena_init(a, NULL, 0);
 }
 
 static EVP_MD *sha256_md;

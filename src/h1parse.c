@@ -32,20 +32,14 @@ void pc_h1parse_init(struct pc_h1req *r, const struct pc_h1_limits *lim)
     pc_buf_init(&r->line);
     r->lim = *lim;
     r->state = PC_H1_S_START;
+    pc_arena_init(&r->text, r->text_first, sizeof r->text_first);
 }
 
 void pc_h1parse_release(struct pc_h1req *r)
 {
     if (r == NULL)
         return;
-    free(r->method);
-    free(r->target);
-    free(r->path);
-    free(r->query);
-    for (size_t i = 0; i < r->n_headers; i++) {
-        free(r->headers[i].name);
-        free(r->headers[i].value);
-    }
+    pc_arena_release(&r->text);
     pc_buf_release(&r->body);
     pc_buf_release(&r->line);
     memset(r, 0, sizeof *r);
@@ -143,12 +137,8 @@ size_t pc_http_drop_connection_named(struct pc_header *h, size_t n, const char *
     struct pc_header conn = {(char *)"Connection", (char *)conn_value};
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (pc_http_is_hop_by_hop_in(h[i].name, &conn, 1)) {
-            free(h[i].name);
-            free(h[i].value);
-        } else {
+        if (!pc_http_is_hop_by_hop_in(h[i].name, &conn, 1))
             h[k++] = h[i];
-        }
     }
     return k;
 }
@@ -173,8 +163,8 @@ static enum pc_h1_result parse_request_line(struct pc_h1req *r, const char *line
         return fail(r, 400, "malformed HTTP version");
     }
     r->minor = ver[7] - '0';
-    r->method = strndup(line, (size_t)(sp1 - line));
-    r->target = strndup(sp1 + 1, (size_t)(sp2 - sp1 - 1));
+    r->method = pc_arena_strndup(&r->text, line, (size_t)(sp1 - line));
+    r->target = pc_arena_strndup(&r->text, sp1 + 1, (size_t)(sp2 - sp1 - 1));
     if (r->method == NULL || r->target == NULL)
         return fail(r, 503, "out of memory");
     for (const char *p = r->target; *p; p++) { /* the authority too, before it is dropped */
@@ -192,14 +182,16 @@ static enum pc_h1_result parse_request_line(struct pc_h1req *r, const char *line
             pc_buf_release(&t);
             return fail(r, 503, "out of memory");
         }
-        free(r->target);
-        r->target = pc_buf_steal(&t, NULL);
+        r->target = pc_arena_strndup(&r->text, t.data, t.len);
+        pc_buf_release(&t);
+        if (r->target == NULL)
+            return fail(r, 503, "out of memory");
     }
     if (r->target[0] != '/')
         return fail(r, 400, "request target must be an absolute path");
     const char *q = strchr(r->target, '?');
-    r->path = q ? strndup(r->target, (size_t)(q - r->target)) : strdup(r->target);
-    r->query = strdup(q ? q + 1 : "");
+    r->path = q ? pc_arena_strndup(&r->text, r->target, (size_t)(q - r->target)) : r->target;
+    r->query = q ? q + 1 : "";
     if (r->path == NULL || r->query == NULL)
         return fail(r, 503, "out of memory");
     r->is_head = strcmp(r->method, "HEAD") == 0;
@@ -261,11 +253,9 @@ static enum pc_h1_result parse_header_line(struct pc_h1req *r, const char *line)
     while (vl > 0 && is_ows(v[vl - 1]))
         vl--;
     struct pc_header *h = &r->headers[r->n_headers];
-    h->name = strndup(line, (size_t)(colon - line));
-    h->value = strndup(v, vl);
+    h->name = pc_arena_strndup(&r->text, line, (size_t)(colon - line));
+    h->value = pc_arena_strndup(&r->text, v, vl);
     if (h->name == NULL || h->value == NULL) {
-        free(h->name);
-        free(h->value);
         h->name = h->value = NULL;
         return fail(r, 503, "out of memory");
     }

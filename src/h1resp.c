@@ -33,13 +33,12 @@ void pc_h1resp_init(struct pc_h1resp *r, int head_request)
     pc_buf_init(&r->conn);
 }
 
+/* An interim response's or a released reader's: their strings go with them, so a model
+ * server's interim responses never add up. */
 static void drop_headers(struct pc_h1resp *r)
 {
-    for (size_t i = 0; i < r->n_headers; i++) {
-        free(r->headers[i].name);
-        free(r->headers[i].value);
-    }
     r->n_headers = 0;
+    pc_arena_release(&r->text);
 }
 
 void pc_h1resp_release(struct pc_h1resp *r)
@@ -52,10 +51,12 @@ void pc_h1resp_release(struct pc_h1resp *r)
     pc_buf_release(&r->conn);
 }
 
-struct pc_header *pc_h1resp_take_headers(struct pc_h1resp *r, size_t *n)
+struct pc_header *pc_h1resp_take_headers(struct pc_h1resp *r, size_t *n, struct pc_arena *text)
 {
     struct pc_header *h = r->headers;
     *n = r->n_headers;
+    *text = r->text;
+    pc_arena_init(&r->text, NULL, 0);
     r->headers = NULL;
     r->n_headers = r->cap = 0;
     return h;
@@ -103,13 +104,10 @@ static int keep_header(struct pc_h1resp *r, const char *name, size_t nl, const c
         r->cap = cap;
     }
     struct pc_header *h = &r->headers[r->n_headers];
-    h->name = strndup(name, nl);
-    h->value = strndup(v, vl);
-    if (h->name == NULL || h->value == NULL) {
-        free(h->name);
-        free(h->value);
+    h->name = pc_arena_strndup(&r->text, name, nl);
+    h->value = pc_arena_strndup(&r->text, v, vl);
+    if (h->name == NULL || h->value == NULL)
         return -1;
-    }
     r->n_headers++;
     return 0;
 }

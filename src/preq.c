@@ -27,11 +27,8 @@ void pc_preq_free(struct pc_preq *p)
     PC_PREQ_CHECK(p);
     if (p->release != NULL)
         p->release(p); /* coalesce: its lock, its wait, the flight it led */
-    for (size_t i = 0; i < p->n_fwd; i++) {
-        free(p->fwd[i].name);
-        free(p->fwd[i].value);
-    }
     free(p->fwd);
+    pc_arena_release(&p->fwd_text);
     for (size_t i = 0; i < p->n_stream_hdrs; i++) {
         free(p->stream_hdrs[i].name);
         free(p->stream_hdrs[i].value);

@@ -71,8 +71,9 @@ struct pc_preq {
     double backend_ms;         /* < 0 until the model server answered */
     uint64_t begun_us;         /* when it came (pc_now_us): its answer is not stored when its
                                 * entry was purged since (purges.h) */
-    struct pc_header *fwd;     /* headers for the model server, owned */
+    struct pc_header *fwd;     /* headers for the model server, owned; their strings in fwd_text */
     size_t n_fwd;
+    struct pc_arena fwd_text;
     struct pc_batch_state *batch; /* per-instance state, owned; NULL for the per-body flow */
     struct pc_flight *flight;     /* the coalescing entry this request leads, or NULL */
     char herd[PC_KEY_MAX];        /* a batch's sub-request coalesces on this (else on key) */

@@ -63,13 +63,11 @@ int pc_upstream_error_status(enum pc_upstream_error e)
 
 /* ---- transfer bookkeeping ---------------------------------------------------------- */
 
-static void resp_clear(struct pc_upstream_resp *r)
+/* Drops the answer's headers and their strings (an interim response's: they never add up). */
+static void resp_clear(struct pc_xfer *x)
 {
-    for (size_t i = 0; i < r->n_headers; i++) {
-        free(r->headers[i].name);
-        free(r->headers[i].value);
-    }
-    r->n_headers = 0;
+    x->resp.n_headers = 0;
+    pc_arena_release(&x->text);
 }
 
 /* x is paused (1) or goes on (0): the counts follow. */
@@ -112,7 +110,7 @@ static void xfer_free(struct pc_xfer *x)
         pc_uph1_xfer_release(x);
     }
     curl_slist_free_all(x->req_headers);
-    resp_clear(&x->resp);
+    resp_clear(x);
     free(x->resp.headers);
     pc_buf_release(&x->resp.body);
     pc_buf_release(&x->conn);
@@ -473,7 +471,7 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
     struct pc_xfer *x = userdata;
     size_t n = size * nitems;
     if (n >= 5 && memcmp(line, "HTTP/", 5) == 0) {
-        resp_clear(&x->resp);
+        resp_clear(x);
         x->conn.len = 0;
         return n;
     }
@@ -523,12 +521,11 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
         x->headers_cap = cap;
     }
     struct pc_header *h = &x->resp.headers[x->resp.n_headers];
-    h->name = name;
-    h->value = strndup(v, (size_t)(end - v));
-    if (h->value == NULL) {
-        free(name);
+    h->name = pc_arena_strndup(&x->text, name, nl);
+    h->value = pc_arena_strndup(&x->text, v, (size_t)(end - v));
+    free(name);
+    if (h->name == NULL || h->value == NULL)
         return 0;
-    }
     x->resp.n_headers++;
     return n;
 }

@@ -277,7 +277,8 @@ static void write_request(struct pc_xfer *x)
 static int on_head(struct pc_xfer *x)
 {
     x->resp.status = x->rd.status;
-    x->resp.headers = pc_h1resp_take_headers(&x->rd, &x->resp.n_headers);
+    pc_arena_release(&x->text); /* nothing yet: a transfer has one final head */
+    x->resp.headers = pc_h1resp_take_headers(&x->rd, &x->resp.n_headers, &x->text);
     x->headers_cap = x->resp.n_headers;
     x->length = x->rd.length;
     if (x->ops == NULL) {

@@ -53,7 +53,8 @@ struct pc_xfer {
     void *arg;
     struct pc_upstream_resp resp;
     size_t headers_cap;
-    struct pc_buf conn; /* the Connection header's tokens: headers it names end here */
+    struct pc_arena text; /* resp.headers' strings (no buffer of its own: it moves) */
+    struct pc_buf conn;   /* the Connection header's tokens: headers it names end here */
     int too_large;
     int is_head;
     int paused;        /* over the output budget */

@@ -38,6 +38,31 @@ int pc_buf_json_error(struct pc_buf *b, const char *msg);
 /* Moves the memory out; the caller frees it. The buffer is left empty. */
 char *pc_buf_steal(struct pc_buf *b, size_t *len);
 
+/*
+ * A string arena: NUL-terminated copies that stay where they are until the arena is
+ * released, then are freed at once. The first copies go into a buffer the caller gives
+ * (or none), the rest into heap blocks, each twice the size of the one before (at least
+ * what the copy needs): a message's strings cost a few allocations, or none, where a copy
+ * each cost one. A pointer into the arena stays valid until pc_arena_release.
+ * An arena given a buffer of the caller's must not be copied: it points into that buffer.
+ * One without may be moved to a new owner by a struct copy, the old one then forgotten.
+ * A zeroed struct is an empty arena without a buffer.
+ */
+struct pc_arena_block;
+struct pc_arena {
+    struct pc_arena_block *blocks; /* heap blocks, the newest first */
+    char *next;                    /* where the next copy goes */
+    size_t left;                   /* bytes free from next */
+};
+/* first: first_len bytes of the caller's for the first copies (NULL, 0: none). */
+void pc_arena_init(struct pc_arena *a, char *first, size_t first_len);
+/* A copy of s[0..n) with a NUL after it; NULL out of memory. s may hold NULs. */
+char *pc_arena_strndup(struct pc_arena *a, const char *s, size_t n);
+char *pc_arena_strdup(struct pc_arena *a, const char *s);
+/* Frees the heap blocks; every copy is gone. The arena is left empty, without a buffer.
+ * Accepts NULL. */
+void pc_arena_release(struct pc_arena *a);
+
 /* OpenSSL's SHA-256, fetched once for the process (an EVP_MD): EVP_sha256() in a digest's
  * init fetches the implementation again on every call (a lock and a lookup). NULL if
  * OpenSSL has none. */

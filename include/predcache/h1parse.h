@@ -52,15 +52,19 @@ enum pc_h1_state {
     PC_H1_S_FAILED,
 };
 
-/* One request being read, and what was read of it. Strings are NUL-terminated heap copies
- * owned here until pc_h1parse_release. */
+/* The request's own room for its strings; more goes to the heap (buf.h's arena). */
+#define PC_H1_TEXT_FIRST 512
+
+/* One request being read, and what was read of it. Strings are NUL-terminated copies in
+ * text, owned here until pc_h1parse_release: never freed one by one. The struct is not
+ * copied once initialised (text points into text_first). */
 struct pc_h1req {
     char *method;
-    char *target; /* origin-form "path[?query]" (an absolute-form target loses scheme and
-                     authority) */
-    char *path;
-    char *query;                                 /* "" when none */
-    int minor;                                   /* HTTP/1.<minor> */
+    char *target;      /* origin-form "path[?query]" (an absolute-form target loses scheme and
+                          authority) */
+    const char *path;  /* target before any "?" (target itself when there is none) */
+    const char *query; /* after the "?", in target; "" when none */
+    int minor;         /* HTTP/1.<minor> */
     struct pc_header headers[PC_H1_MAX_HEADERS]; /* as sent, OWS trimmed, in order */
     size_t n_headers;
     struct pc_buf body; /* decoded */
@@ -77,6 +81,8 @@ struct pc_h1req {
     struct pc_buf line; /* the line being assembled, terminator included */
     size_t head_bytes;  /* bytes of complete head (and trailer) lines so far */
     size_t body_left;
+    struct pc_arena text; /* every string above */
+    char text_first[PC_H1_TEXT_FIRST];
 };
 
 /* Starts reading a request (copies lim). */

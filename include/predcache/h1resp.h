@@ -45,7 +45,7 @@ enum pc_h1r_result {
 struct pc_h1resp {
     /* Read these once PC_H1R_HEAD came. */
     int status;
-    struct pc_header *headers; /* heap copies, owned here (pc_h1resp_take_headers) */
+    struct pc_header *headers; /* owned here (pc_h1resp_take_headers), strings in text */
     size_t n_headers;
     int64_t length; /* the body's Content-Length; -1: chunked, until close, or none */
     int keep_alive; /* the connection may carry another request after this response */
@@ -60,8 +60,9 @@ struct pc_h1resp {
     uint64_t left; /* bytes of the body or of the current chunk still to come */
     size_t head_bytes;
     size_t cap;
-    struct pc_buf line; /* a line split across feeds */
-    struct pc_buf conn; /* the Connection header's elements */
+    struct pc_buf line;   /* a line split across feeds */
+    struct pc_buf conn;   /* the Connection header's elements */
+    struct pc_arena text; /* the kept headers' strings (no buffer of its own: it moves) */
 };
 
 /* head_request: the request was HEAD (the response has no body whatever it says). */
@@ -75,7 +76,8 @@ enum pc_h1r_result pc_h1resp_feed(struct pc_h1resp *r, const char *p, size_t n, 
                                   const char **data, size_t *dlen);
 /* The connection closed: DONE when the body runs until it closes, else ERROR. */
 enum pc_h1r_result pc_h1resp_eof(struct pc_h1resp *r);
-/* Moves the kept headers out (the caller frees names, values and the array). */
-struct pc_header *pc_h1resp_take_headers(struct pc_h1resp *r, size_t *n);
+/* Moves the kept headers out: the array (the caller frees it) and the arena that holds
+ * their strings, into *text (which must be empty; the caller releases it). */
+struct pc_header *pc_h1resp_take_headers(struct pc_h1resp *r, size_t *n, struct pc_arena *text);
 
 #endif

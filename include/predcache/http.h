@@ -180,8 +180,9 @@ int pc_http_is_hop_by_hop(const char *name);
 /* 1 for a hop-by-hop name, or one that a Connection header among h[0..n) names
  * (RFC 9110 7.6.1): such headers end at this hop and are never passed on. */
 int pc_http_is_hop_by_hop_in(const char *name, const struct pc_header *h, size_t n);
-/* Drops (frees) the hop-by-hop headers of h[0..n) and those conn_value (a Connection
- * header's elements) names; the rest keep their order. Returns how many are left. */
+/* Drops the hop-by-hop headers of h[0..n) and those conn_value (a Connection header's
+ * elements) names; the rest keep their order. Returns how many are left. Frees nothing:
+ * the strings are their owner's (an arena's, buf.h). */
 size_t pc_http_drop_connection_named(struct pc_header *h, size_t n, const char *conn_value);
 
 #endif

@@ -96,16 +96,16 @@ static void read_it(const uint8_t *d, size_t n, int head_req, int eof, uint64_t 
                 g->length = r.length;
                 FUZZ_CHECK(r.status >= 200 && r.status <= 599);
                 size_t nh = 0;
-                struct pc_header *h = pc_h1resp_take_headers(&r, &nh);
+                struct pc_arena text;
+                struct pc_header *h = pc_h1resp_take_headers(&r, &nh, &text);
                 FUZZ_CHECK(nh <= PC_H1R_MAX_KEPT);
                 for (size_t i = 0; i < nh; i++) {
                     check_header(&h[i]);
                     g->head_hash = mix(g->head_hash, h[i].name, strlen(h[i].name) + 1);
                     g->head_hash = mix(g->head_hash, h[i].value, strlen(h[i].value) + 1);
-                    free(h[i].name);
-                    free(h[i].value);
                 }
                 free(h);
+                pc_arena_release(&text);
                 g->n_headers += nh;
                 continue;
             }

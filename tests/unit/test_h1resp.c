@@ -60,15 +60,15 @@ static void read_resp(const char *in, size_t n, size_t piece, size_t cut, int he
                 g->keep_alive = r.keep_alive;
                 g->length = r.length;
                 size_t nh = 0;
-                struct pc_header *h = pc_h1resp_take_headers(&r, &nh);
+                struct pc_arena text;
+                struct pc_header *h = pc_h1resp_take_headers(&r, &nh, &text);
                 for (size_t i = 0; i < nh; i++) {
                     size_t l = strlen(g->headers);
                     snprintf(g->headers + l, sizeof g->headers - l, "%s=%s;", h[i].name,
                              h[i].value);
-                    free(h[i].name);
-                    free(h[i].value);
                 }
                 free(h);
+                pc_arena_release(&text);
                 g->n_headers = nh;
                 continue;
             }
