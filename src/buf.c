@@ -202,8 +202,9 @@ struct pc_arena_block {
     char data[];
 };
 
-/* The first heap block's size: a request's head from a common client fits. */
-#define ARENA_FIRST_BLOCK 1024
+/* The first heap block's room: with its header, 992 bytes, below glibc's large requests
+ * (1008 and more), which each sweep its fast bins first (malloc_consolidate). */
+#define ARENA_FIRST_BLOCK (992 - sizeof(struct pc_arena_block))
 
 void pc_arena_init(struct pc_arena *a, char *first, size_t first_len)
 {
