@@ -491,40 +491,33 @@ static size_t header_cb(char *line, size_t size, size_t nitems, void *userdata)
             return 0; /* aborts the transfer (CURLE_WRITE_ERROR) */
         }
     }
-    char *name = strndup(line, nl);
+    /* In the arena at once: a name dropped below stays there until the response ends (curl
+     * bounds a response's headers), not worth a copy of its own first. */
+    char *name = pc_arena_strndup(&x->text, line, nl);
     if (name == NULL)
         return 0;
     if (pc_strcaseeq(name, "connection")) {
         if ((x->conn.len > 0 && pc_buf_append(&x->conn, ",", 1) != 0) ||
-            pc_buf_append(&x->conn, v, (size_t)(end - v)) != 0) {
-            free(name);
+            pc_buf_append(&x->conn, v, (size_t)(end - v)) != 0)
             return 0;
-        }
     }
     /* The length of a HEAD answer describes a body that never comes: keep it for the client. */
-    if (pc_http_is_hop_by_hop(name) || (pc_strcaseeq(name, "content-length") && !x->is_head)) {
-        free(name);
+    if (pc_http_is_hop_by_hop(name) || (pc_strcaseeq(name, "content-length") && !x->is_head))
         return n;
-    }
     if (x->resp.n_headers == x->headers_cap) {
         size_t cap = x->headers_cap ? x->headers_cap * 2 : 16;
-        if (cap > 256) { /* a model server with hundreds of headers: keep the first ones */
-            free(name);
+        if (cap > 256) /* a model server with hundreds of headers: keep the first ones */
             return n;
-        }
         struct pc_header *h = realloc(x->resp.headers, cap * sizeof *h);
-        if (h == NULL) {
-            free(name);
+        if (h == NULL)
             return 0;
-        }
         x->resp.headers = h;
         x->headers_cap = cap;
     }
     struct pc_header *h = &x->resp.headers[x->resp.n_headers];
-    h->name = pc_arena_strndup(&x->text, name, nl);
+    h->name = name;
     h->value = pc_arena_strndup(&x->text, v, (size_t)(end - v));
-    free(name);
-    if (h->name == NULL || h->value == NULL)
+    if (h->value == NULL)
         return 0;
     x->resp.n_headers++;
     return n;

@@ -97,6 +97,33 @@ def test_a_header_that_would_split_the_answer_is_a_502(start_predcache, client):
         bad.close()
 
 
+@pytest.mark.parametrize("client", ["auto", "curl"])
+def test_an_answers_headers_after_interim_ones_and_hop_by_hop_ones(start_predcache, client):
+    """Each client keeps the final answer's end-to-end headers, in order, and drops the
+    interim answers' headers, the hop-by-hop ones and those its Connection header names,
+    however many come before them (their strings are held per answer, not per header)."""
+    interim = b"".join(b"HTTP/1.1 100 Continue\r\nX-Interim-%d: %s\r\n\r\n" % (i, b"i" * 300)
+                       for i in range(3))
+    dropped = b"".join(b"X-Drop-%d: %s\r\n" % (i, b"d" * 200) for i in range(40))
+    raw = (interim + b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+           b"Connection: close, " + b", ".join(b"X-Drop-%d" % i for i in range(40)) + b"\r\n"
+           + dropped + b"Keep-Alive: timeout=5\r\nX-Kept-A: a\r\nX-Kept-B: " + b"b" * 900
+           + b"\r\nContent-Length: 2\r\n\r\n{}")
+    backend = RawBackend(raw)
+    try:
+        p = start_predcache(conf={"backend": {"http_client": client}},
+                            backend_url=backend.url())
+        r = p.post("/v1/models/m:predict", json_body={"instances": [1]})
+        assert r.status_code == 200, r.text
+        assert r.headers.get("X-Kept-A") == "a"
+        assert r.headers.get("X-Kept-B") == "b" * 900
+        names = {k.lower() for k in r.headers}
+        assert not any(n.startswith("x-interim") or n.startswith("x-drop") for n in names), names
+        assert "keep-alive" not in names, names
+    finally:
+        backend.close()
+
+
 def _loopback_name():
     """A host name of this machine that resolves to 127.0.0.1, other than localhost."""
     name = socket.gethostname()
