@@ -60,6 +60,11 @@ PY
 '''
 
 
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
 def load_script():
     loader = importlib.machinery.SourceFileLoader("peer_rounds", SCRIPT)
     spec = importlib.util.spec_from_loader("peer_rounds", loader)
@@ -98,7 +103,10 @@ def run_rounds(b, runs, args, timeout=60):
                            "--out", out] + args, capture_output=True, text=True, env=env,
                           timeout=timeout)
     calls_path = os.path.join(b["work"], "calls.jsonl")
-    calls = [json.loads(x) for x in open(calls_path)] if os.path.exists(calls_path) else []
+    calls = []
+    if os.path.exists(calls_path):
+        with open(calls_path) as f:
+            calls = [json.loads(x) for x in f]
     return proc, calls, out
 
 
@@ -145,16 +153,15 @@ def test_one_build_the_order_turned_and_the_medians_against_nginx(bench):
     assert ("predcache: miss c1 no higher than nginx's: met; miss c8 no higher than nginx's: "
             "met; hits at least 2x nginx's: met; hit p99 at most 0.5x nginx's: met") in text
     assert "Not clean" not in text
-    with open(os.path.join(out, "summary.md")) as f:
-        assert f.read().strip() in text
-    assert len(json.load(open(os.path.join(out, "runs.json")))) == 4
+    summary = read(os.path.join(out, "summary.md"))
+    assert summary.strip() in text
+    assert len(json.loads(read(os.path.join(out, "runs.json")))) == 4
     assert sorted(os.listdir(out)) == ["run-1.log", "run-2.log", "run-3.log", "run-4.log",
                                        "runs.json", "summary.md"]
     # --summarize prints the same again without running the bench
     again = subprocess.run([PYTHON, SCRIPT, "--summarize", out], capture_output=True, text=True,
                            timeout=30)
-    assert again.returncode == 0 and again.stdout.strip() == open(
-        os.path.join(out, "summary.md")).read().strip()
+    assert again.returncode == 0 and again.stdout.strip() == summary.strip()
 
 
 def test_a_target_missed_is_said_so(bench):
@@ -207,7 +214,7 @@ def test_a_failed_check_or_a_failed_run_is_not_clean(bench):
     assert re.search(r"- run 2: the bench exited 3 \(its output: .*run-2\.log\)", text), text
     # the figures of the runs that finished are still summarized
     assert table_row(text, "predcache")[0] == "2"
-    assert "bench failed on purpose" in open(os.path.join(out, "run-2.log")).read()
+    assert "bench failed on purpose" in read(os.path.join(out, "run-2.log"))
 
 
 def test_usage_errors_exit_2(bench, tmp_path):
