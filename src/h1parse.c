@@ -192,7 +192,7 @@ static enum pc_h1_result parse_request_line(struct pc_h1req *r, const char *line
     const char *q = strchr(r->target, '?');
     r->path = q ? pc_arena_strndup(&r->text, r->target, (size_t)(q - r->target)) : r->target;
     r->query = q ? q + 1 : "";
-    if (r->path == NULL || r->query == NULL)
+    if (r->path == NULL) /* query points into target: no copy of its own */
         return fail(r, 503, "out of memory");
     r->is_head = strcmp(r->method, "HEAD") == 0;
     r->keep_alive = r->minor >= 1;
