@@ -19,6 +19,7 @@
 
 #include "predcache/adapter.h"
 #include "predcache/buf.h"
+#include "predcache/cpuslice.h"
 #include "predcache/log.h"
 #include "predcache/slots.h"
 #include "predcache/routes.h"
@@ -132,6 +133,7 @@ static const struct opt static_options[] = {
     {"server",  "max_output_bytes",   OPT_SIZE,     FIELD(max_output_bytes),            0,   64 * GIB,         "64m",                   0},
     {"server",  "admin_token",        OPT_STRING,   FIELD(admin_token),                 0,   0,                "",                      OPT_SECRET},
     {"server",  "workers",            OPT_AUTO_INT, FIELD(workers),                     1,   64,               "auto",                  0},
+    {"server",  "sched_slice_us",     OPT_INT,      FIELD(sched_slice_us),              0,   PC_CPUSLICE_MAX_US, "20000",               0},
 
     {"backend", "url",                OPT_URL,      FIELD(backend_url),                 0,   0,                "http://127.0.0.1:8501", 0},
     {"backend", "cache_id",           OPT_STRING,   FIELD(backend_cache_id),            0,   0,                "",                      0},
@@ -1481,6 +1483,14 @@ static int config_validate_at(struct pc_config *cfg, const int *lines, int *line
     /* Cross-field rules. */
     char h1[PC_CFG_STR], h2[PC_CFG_STR];
     int p1, p2;
+    if (cfg->sched_slice_us != 0 && cfg->sched_slice_us < PC_CPUSLICE_MIN_US) {
+        fmt(err, errlen,
+            "[server] sched_slice_us: %d is below the kernel's least slice: 0 (the kernel's "
+            "default) or %d..%d",
+            cfg->sched_slice_us, PC_CPUSLICE_MIN_US, PC_CPUSLICE_MAX_US);
+        *line = line_of(lines, "server", "sched_slice_us", NULL);
+        goto out;
+    }
     if (pc_config_split_hostport(cfg->listen, h1, sizeof h1, &p1) == 0 &&
         pc_config_split_hostport(cfg->admin_listen, h2, sizeof h2, &p2) == 0 && p1 == p2 &&
         p1 != 0 && (pc_strcaseeq(h1, h2) || is_wildcard(h1) || is_wildcard(h2))) {

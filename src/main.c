@@ -30,6 +30,7 @@
 #include "predcache/budget.h"
 #include "predcache/buildinfo.h"
 #include "predcache/config.h"
+#include "predcache/cpuslice.h"
 #include "predcache/log.h"
 #include "predcache/loop.h"
 #include "predcache/routes.h"
@@ -200,10 +201,32 @@ static void worker_config(struct pc_config *out, const struct pc_config *cfg, si
     out->key_memo_bytes = (size_t)share_bound((long long)cfg->key_memo_bytes, n);
 }
 
+/* [server] sched_slice_us for the calling worker thread (cpuslice.h). The first worker of a
+ * set tells what came of it: the others get the same. */
+static void worker_slice(const struct pc_config *cfg, size_t i)
+{
+    if (cfg->sched_slice_us == 0)
+        return;
+    enum pc_cpuslice_result r = pc_cpuslice_set(cfg->sched_slice_us);
+    int e = errno;
+    if (i != 0)
+        return;
+    if (r == PC_CPUSLICE_SET)
+        pc_log(PC_LOG_INFO, "workers: a scheduler slice of %d us each ([server] sched_slice_us)",
+               cfg->sched_slice_us);
+    else if (r == PC_CPUSLICE_FAILED)
+        pc_log(PC_LOG_WARN, "workers: [server] sched_slice_us = %d failed: %s; the kernel's slice",
+               cfg->sched_slice_us, strerror(e));
+    else
+        pc_log(PC_LOG_INFO, "workers: [server] sched_slice_us = %d %s", cfg->sched_slice_us,
+               pc_cpuslice_describe(r));
+}
+
 static void *worker_main(void *arg)
 {
     struct thread_arg *ta = arg;
     struct set *s = ta->set;
+    worker_slice(&s->cfgs[ta->i], ta->i);
     pc_log_defer_access(pc_worker_log_defer, &s->workers[ta->i]);
     event_base_dispatch(s->bases[ta->i]);
     pc_log_flush_access();

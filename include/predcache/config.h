@@ -102,6 +102,7 @@ struct pc_config {
     size_t max_output_bytes; /* answer bytes buffered for clients, process-wide; 0 = no bound */
     char admin_token[PC_CFG_STR]; /* Bearer token for mutating admin endpoints; "" = none */
     int workers;                  /* event loop threads, 1..64; 0 = auto (usable CPUs) */
+    int sched_slice_us; /* each worker thread's scheduler slice (cpuslice.h); 0 = the kernel's */
 
     /* [backend] */
     char backend_url[1024]; /* base URL of the model server; default http://127.0.0.1:8501 */
