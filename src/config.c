@@ -1480,9 +1480,7 @@ static int config_validate_at(struct pc_config *cfg, const int *lines, int *line
         }
     }
 
-    /* Cross-field rules. */
-    char h1[PC_CFG_STR], h2[PC_CFG_STR];
-    int p1, p2;
+    /* What the table cannot say: 0, or the kernel's bounds. */
     if (cfg->sched_slice_us != 0 && cfg->sched_slice_us < PC_CPUSLICE_MIN_US) {
         fmt(err, errlen,
             "[server] sched_slice_us: %d is below the kernel's least slice: 0 (the kernel's "
@@ -1491,6 +1489,10 @@ static int config_validate_at(struct pc_config *cfg, const int *lines, int *line
         *line = line_of(lines, "server", "sched_slice_us", NULL);
         goto out;
     }
+
+    /* Cross-field rules. */
+    char h1[PC_CFG_STR], h2[PC_CFG_STR];
+    int p1, p2;
     if (pc_config_split_hostport(cfg->listen, h1, sizeof h1, &p1) == 0 &&
         pc_config_split_hostport(cfg->admin_listen, h2, sizeof h2, &p2) == 0 && p1 == p2 &&
         p1 != 0 && (pc_strcaseeq(h1, h2) || is_wildcard(h1) || is_wildcard(h2))) {

@@ -8,10 +8,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#ifndef SCHED_BATCH
-#define SCHED_BATCH 3
-#endif
-
 /* The kernel's struct sched_attr, its first version (48 bytes: no utilization clamps).
  * glibc 2.36 has neither the struct nor the calls. */
 struct attr {
@@ -25,7 +21,7 @@ struct attr {
     uint64_t period;
 };
 
-#if defined(SYS_sched_getattr) && defined(SYS_sched_setattr)
+/* Both fail with ENOSYS on a kernel older than 3.14. */
 static int get_attr(struct attr *a)
 {
     memset(a, 0, sizeof *a);
@@ -36,21 +32,6 @@ static int set_attr(struct attr *a)
 {
     return (int)syscall(SYS_sched_setattr, 0, a, 0u);
 }
-#else
-static int get_attr(struct attr *a)
-{
-    memset(a, 0, sizeof *a);
-    errno = ENOSYS;
-    return -1;
-}
-
-static int set_attr(struct attr *a)
-{
-    (void)a;
-    errno = ENOSYS;
-    return -1;
-}
-#endif
 
 long pc_cpuslice_get(void)
 {
