@@ -251,12 +251,29 @@ void pc_versions_free(struct pc_versions *v)
     free(v);
 }
 
+/* The table's key of a model: "backend\napi\nname\nlabel", written without printf (it is
+ * made for every request). */
+static void model_id(size_t be, const struct pc_model_ref *m, char *id)
+{
+    size_t k = pc_u64_text(be, id);
+    id[k++] = '\n';
+    k += pc_u64_text((uint64_t)m->api, id + k);
+    id[k++] = '\n';
+    size_t n = strnlen(m->name, sizeof m->name - 1);
+    memcpy(id + k, m->name, n);
+    k += n;
+    id[k++] = '\n';
+    n = strnlen(m->label, sizeof m->label - 1);
+    memcpy(id + k, m->label, n);
+    id[k + n] = '\0';
+}
+
 enum pc_version_state pc_versions_get(struct pc_versions *v, size_t be,
                                       const struct pc_model_ref *m, char *out, size_t outlen,
                                       pc_version_cb cb, void *arg)
 {
-    char id[sizeof m->name + 96]; /* backend, api, name, label */
-    snprintf(id, sizeof id, "%zu\n%d\n%s\n%s", be, (int)m->api, m->name, m->label);
+    char id[2 * PC_U64_TEXT + sizeof m->name + sizeof m->label]; /* backend, api, name, label */
+    model_id(be, m, id);
     struct seed s = {be, m};
     void *data;
     switch (pc_lookups_get(v->table, id, &s, (pc_lookups_fn)cb, arg, &data)) {
