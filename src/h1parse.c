@@ -105,6 +105,16 @@ int pc_h1parse_list_has(const char *value, const char *token)
  * without the server. */
 int pc_http_is_hop_by_hop(const char *name)
 {
+    switch (name[0] | 0x20) { /* each name below starts with one of these, in either case */
+    case 'c':
+    case 'k':
+    case 'p':
+    case 't':
+    case 'u':
+        break;
+    default:
+        return 0;
+    }
     static const char *const hop[] = {"connection",
                                       "keep-alive",
                                       "proxy-connection",

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -476,14 +477,16 @@ static void head_id(struct head *h, const char *id)
     head_put(h, "\r\n", 2);
 }
 
-/* Writes status line, headers and body to the connection's output. id: the request's
- * X-Request-Id, in place of any the headers carry ("" none). */
-static void write_response(struct pc_conn *c, int status, int minor, int is_head, const char *id,
-                           const struct pc_header *headers, size_t n, const char *body, size_t len)
+/* Composes the status line and headers in h (a head longer than h's buffer goes on to the
+ * connection's output as it is written). id: the request's X-Request-Id, in place of any the
+ * headers carry ("" none). Returns how many of the body's len bytes go after the head (0
+ * for an answer without a body). */
+static size_t compose_response(struct head *h, struct pc_conn *c, int status, int minor,
+                               int is_head, const char *id, const struct pc_header *headers,
+                               size_t n, size_t len)
 {
-    struct head h;
-    head_start(&h, c, status, minor);
-    head_id(&h, id);
+    head_start(h, c, status, minor);
+    head_id(h, id);
     const char *head_length = NULL;
     for (size_t i = 0; i < n; i++) {
         const char *name = headers[i].name;
@@ -494,29 +497,38 @@ static void write_response(struct pc_conn *c, int status, int minor, int is_head
         if (pc_strcaseeq(name, "date") || pc_strcaseeq(name, "server") ||
             pc_http_is_hop_by_hop(name) || (id[0] != '\0' && pc_strcaseeq(name, "x-request-id")))
             continue;
-        head_str(&h, name);
-        head_put(&h, ": ", 2);
-        head_str(&h, headers[i].value);
-        head_put(&h, "\r\n", 2);
+        head_str(h, name);
+        head_put(h, ": ", 2);
+        head_str(h, headers[i].value);
+        head_put(h, "\r\n", 2);
     }
     int bodyless = is_head || status == 204 || status == 304 || status < 200;
     if (is_head && head_length != NULL) {
-        head_str(&h, "Content-Length: ");
-        head_str(&h, head_length);
-        head_put(&h, "\r\n", 2);
+        head_str(h, "Content-Length: ");
+        head_str(h, head_length);
+        head_put(h, "\r\n", 2);
     } else if (status != 204 && status >= 200) {
-        head_str(&h, "Content-Length: ");
-        head_uint(&h, len);
-        head_put(&h, "\r\n", 2);
+        head_str(h, "Content-Length: ");
+        head_uint(h, len);
+        head_put(h, "\r\n", 2);
     }
     if (c->close_after)
-        head_str(&h, "Connection: close\r\n");
+        head_str(h, "Connection: close\r\n");
     else if (minor == 0)
-        head_str(&h, "Connection: keep-alive\r\n");
-    head_put(&h, "\r\n", 2);
+        head_str(h, "Connection: keep-alive\r\n");
+    head_put(h, "\r\n", 2);
+    return bodyless ? 0 : len;
+}
+
+/* Writes status line, headers and body to the connection's output. */
+static void write_response(struct pc_conn *c, int status, int minor, int is_head, const char *id,
+                           const struct pc_header *headers, size_t n, const char *body, size_t len)
+{
+    struct head h;
+    size_t blen = compose_response(&h, c, status, minor, is_head, id, headers, n, len);
     evbuffer_add(h.out, h.buf, h.len);
-    if (!bodyless && len > 0)
-        evbuffer_add(h.out, body, len);
+    if (blen > 0)
+        evbuffer_add(h.out, body, blen);
 }
 
 /* Answers a protocol error before any handler ran, then closes the connection. */
@@ -786,17 +798,39 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
         conn_give(c); /* between requests: the next one is the new workers' */
 }
 
-/*
- * The keep-alive answer written straight away. 1 when it all went out and the connection
- * waits for the next request; 0 to let the write event finish it (a partial or failed
- * write, a close after the answer, or a pipelined request waiting: conn_write_cb then
- * reads it from the loop, never from inside the handler that answered).
- */
+/* Whether a keep-alive answer may be written straight away, from inside the handler that
+ * made it: not when the connection closes after it, nor while a pipelined request waits
+ * (conn_write_cb then reads it from the loop, never from inside that handler). */
+static int may_write_now(const struct pc_conn *c)
+{
+    return !c->close_after && !c->read_eof && c->srv->give == NULL &&
+           evbuffer_get_length(bufferevent_get_input(c->bev)) == 0;
+}
+
+static void answer_queued(struct pc_conn *c)
+{
+    if (c->srv->lim.answers_queued != NULL)
+        PC_METRIC_INC(*c->srv->lim.answers_queued);
+}
+
+/* The answer is written whole: back to reading the next request. */
+static void answer_written(struct pc_conn *c)
+{
+    c->state = CS_READ_HEAD;
+    set_read_timeout(c, c->srv->lim.idle_timeout_ms);
+    /* The write event stays off until there is something to write: enabling it would arm
+     * it (libevent adds it whatever the buffer holds) for one empty wakeup. Every writer
+     * (an answer, a 100 Continue, an error) enables it itself. */
+    bufferevent_enable(c->bev, EV_READ);
+}
+
+/* The answer in the output written straight away. 1 when it all went out and the
+ * connection waits for the next request; 0 to let the write event finish it (a partial or
+ * failed write, or may_write_now said no). */
 static int try_write_now(struct pc_conn *c)
 {
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    if (c->close_after || c->read_eof || c->srv->give != NULL ||
-        evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+    if (!may_write_now(c))
         return 0;
     /* A bufferevent keeps the start of its output frozen so that only its own write
      * callback drains it (evbuffer_write fails on a frozen start, writing nothing): thaw
@@ -805,17 +839,43 @@ static int try_write_now(struct pc_conn *c)
     int n = evbuffer_write(out, bufferevent_getfd(c->bev));
     evbuffer_freeze(out, 1);
     if (n < 0 || evbuffer_get_length(out) > 0) {
-        if (c->srv->lim.answers_queued != NULL)
-            PC_METRIC_INC(*c->srv->lim.answers_queued);
+        answer_queued(c);
         return 0;
     }
-    c->state = CS_READ_HEAD;
-    set_read_timeout(c, c->srv->lim.idle_timeout_ms);
-    /* The write event stays off until there is something to write: enabling it would arm
-     * it (libevent adds it whatever the buffer holds) for one empty wakeup. Every writer
-     * (an answer, a 100 Continue, an error) enables it itself. */
-    bufferevent_enable(c->bev, EV_READ);
+    answer_written(c);
     return 1;
+}
+
+/*
+ * Sends a composed answer (h, then blen bytes of body): when nothing waits in the output
+ * before it and it may be written now, straight to the socket from where it lies, and only
+ * what the socket does not take is copied to the output; else all of it goes to the output
+ * and is written from there (try_write_now). 1: written whole.
+ */
+static int send_answer(struct pc_conn *c, struct head *h, const char *body, size_t blen)
+{
+    struct evbuffer *out = h->out;
+    if (evbuffer_get_length(out) > 0 || !may_write_now(c)) {
+        evbuffer_add(out, h->buf, h->len);
+        if (blen > 0)
+            evbuffer_add(out, body, blen);
+        return try_write_now(c);
+    }
+    struct iovec v[2] = {{h->buf, h->len}, {(void *)body, blen}};
+    ssize_t n = writev(bufferevent_getfd(c->bev), v, blen > 0 ? 2 : 1);
+    size_t w = n > 0 ? (size_t)n : 0; /* a failed write: the write event meets it again */
+    if (w == h->len + blen) {
+        answer_written(c);
+        return 1;
+    }
+    if (w < h->len) {
+        evbuffer_add(out, h->buf + w, h->len - w);
+        w = h->len;
+    }
+    if (blen > 0)
+        evbuffer_add(out, body + (w - h->len), blen - (w - h->len));
+    answer_queued(c);
+    return 0;
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -913,13 +973,15 @@ void pc_http_reply(struct pc_http_req *req, int status, const struct pc_header *
     /* Composed with the write event off: most answers fit the socket buffer and are
      * written at once below, without arming the write event and a loop round for it. */
     bufferevent_disable(c->bev, EV_WRITE);
-    write_response(c, status, req->h1.minor, req->h1.is_head, req->id, headers, n_headers, body,
-                   len);
-    pc_buf_release(&shed);
+    struct head h;
+    size_t blen = compose_response(&h, c, status, req->h1.minor, req->h1.is_head, req->id, headers,
+                                   n_headers, len);
     c->req = NULL;
-    req_free(req);
     c->state = CS_WRITING;
-    if (try_write_now(c))
+    int written = send_answer(c, &h, body, blen); /* before req_free: body may be req's */
+    pc_buf_release(&shed);
+    req_free(req);
+    if (written)
         return;
     out_follow(c);
     bufferevent_enable(c->bev, c->read_eof ? EV_WRITE : EV_WRITE | EV_READ);

@@ -459,6 +459,54 @@ static void test_host(void **state)
     assert_int_equal(status_of("GET / HTTP/1.1\r\nExpect: teapot\r\n\r\n"), 417);
 }
 
+/* The hop-by-hop names of RFC 9110 7.6.1 and the proxy ones, in any case, and nothing else:
+ * not a longer or shorter name, nor one that only starts with the same letter. */
+static void test_hop_by_hop(void **state)
+{
+    (void)state;
+    static const char *const hop[] = {"connection",
+                                      "keep-alive",
+                                      "proxy-connection",
+                                      "te",
+                                      "trailer",
+                                      "transfer-encoding",
+                                      "upgrade",
+                                      "proxy-authenticate",
+                                      "proxy-authorization"};
+    for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++) {
+        char up[64], mixed[64];
+        size_t n = strlen(hop[i]);
+        for (size_t k = 0; k <= n; k++) {
+            up[k] = (char)(hop[i][k] >= 'a' && hop[i][k] <= 'z' ? hop[i][k] - 32 : hop[i][k]);
+            mixed[k] = k % 2 ? up[k] : hop[i][k];
+        }
+        assert_int_equal(pc_http_is_hop_by_hop(hop[i]), 1);
+        assert_int_equal(pc_http_is_hop_by_hop(up), 1);
+        assert_int_equal(pc_http_is_hop_by_hop(mixed), 1);
+        char longer[70];
+        snprintf(longer, sizeof longer, "%ss", hop[i]);
+        assert_int_equal(pc_http_is_hop_by_hop(longer), 0);
+        up[n - 1] = '\0';
+        assert_int_equal(pc_http_is_hop_by_hop(up), 0);
+    }
+    static const char *const not_hop[] = {"",
+                                          "content-type",
+                                          "content-length",
+                                          "date",
+                                          "server",
+                                          "x-request-id",
+                                          "trailers",
+                                          "t",
+                                          "proxy",
+                                          "upgrade-insecure-requests",
+                                          "kept-alive",
+                                          "@onnection",
+                                          "\x03onnection",
+                                          "connection "};
+    for (size_t i = 0; i < sizeof not_hop / sizeof not_hop[0]; i++)
+        assert_int_equal(pc_http_is_hop_by_hop(not_hop[i]), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -472,6 +520,7 @@ int main(void)
         cmocka_unit_test(test_pipelining_and_idle),
         cmocka_unit_test(test_host),
         cmocka_unit_test(test_list_has),
+        cmocka_unit_test(test_hop_by_hop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
