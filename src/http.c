@@ -520,15 +520,25 @@ static size_t compose_response(struct head *h, struct pc_conn *c, int status, in
     return bodyless ? 0 : len;
 }
 
+/* Copies a composed answer (h, then blen bytes of body) to the connection's output, from its
+ * byte from on (what a socket already took is not copied). */
+static void queue_answer(struct head *h, const char *body, size_t blen, size_t from)
+{
+    if (from < h->len) {
+        evbuffer_add(h->out, h->buf + from, h->len - from);
+        from = h->len;
+    }
+    if (from < h->len + blen)
+        evbuffer_add(h->out, body + (from - h->len), h->len + blen - from);
+}
+
 /* Writes status line, headers and body to the connection's output. */
 static void write_response(struct pc_conn *c, int status, int minor, int is_head, const char *id,
                            const struct pc_header *headers, size_t n, const char *body, size_t len)
 {
     struct head h;
     size_t blen = compose_response(&h, c, status, minor, is_head, id, headers, n, len);
-    evbuffer_add(h.out, h.buf, h.len);
-    if (blen > 0)
-        evbuffer_add(h.out, body, blen);
+    queue_answer(&h, body, blen, 0);
 }
 
 /* Answers a protocol error before any handler ran, then closes the connection. */
@@ -854,11 +864,8 @@ static int try_write_now(struct pc_conn *c)
  */
 static int send_answer(struct pc_conn *c, struct head *h, const char *body, size_t blen)
 {
-    struct evbuffer *out = h->out;
-    if (evbuffer_get_length(out) > 0 || !may_write_now(c)) {
-        evbuffer_add(out, h->buf, h->len);
-        if (blen > 0)
-            evbuffer_add(out, body, blen);
+    if (evbuffer_get_length(h->out) > 0 || !may_write_now(c)) {
+        queue_answer(h, body, blen, 0);
         return try_write_now(c);
     }
     struct iovec v[2] = {{h->buf, h->len}, {(void *)body, blen}};
@@ -868,12 +875,7 @@ static int send_answer(struct pc_conn *c, struct head *h, const char *body, size
         answer_written(c);
         return 1;
     }
-    if (w < h->len) {
-        evbuffer_add(out, h->buf + w, h->len - w);
-        w = h->len;
-    }
-    if (blen > 0)
-        evbuffer_add(out, body + (w - h->len), blen - (w - h->len));
+    queue_answer(h, body, blen, w);
     answer_queued(c);
     return 0;
 }
