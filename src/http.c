@@ -46,9 +46,15 @@
 #include "predcache/h1parse.h"
 #include "predcache/list.h"
 #include "predcache/log.h"
+#include "predcache/loop.h"
 #include "predcache/metrics.h"
 
 #define PC_HTTP_LINGER_MS 2000
+/* Held answers (hold_answer): at most this many at once, none longer than this many bytes,
+ * none waiting more than this many milliseconds for a busy loop. */
+#define PC_HTTP_HOLD_MAX 16
+#define PC_HTTP_HOLD_BYTES 16384
+#define PC_HTTP_HOLD_MS 1
 
 enum conn_state { CS_READ_HEAD, CS_READ_BODY, CS_HANDLING, CS_WRITING, CS_CLOSING };
 
@@ -87,7 +93,9 @@ struct pc_conn {
     size_t out_held;
     struct evbuffer_cb_entry *out_cb;
     char peer[64];
-    struct pc_list link; /* in srv->conns */
+    struct pc_list link;      /* in srv->conns */
+    int held;                 /* its answer waits in the output for the server's flush */
+    struct pc_list held_link; /* in srv->held while held */
 };
 
 struct pc_http_server {
@@ -113,6 +121,12 @@ struct pc_http_server {
     /* Handing over (a reload): each connection goes to give at its next request boundary. */
     pc_http_give_fn give;
     void *give_arg;
+    /* Answers made while a read is handled, held in their connections' outputs and written
+     * together when the loop has run what is ready (flush), or sooner: see hold_answer. */
+    int handling;        /* a read's handler runs: its answer may be held */
+    struct pc_list held; /* of struct pc_conn, by held_link, in the order held */
+    size_t n_held;
+    struct pc_loop_later flush; /* armed by the first held */
 };
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
@@ -362,6 +376,10 @@ static void conn_free(struct pc_conn *c)
     }
     pc_list_remove(&c->link);
     srv->n_conns--;
+    if (c->held) { /* gone before its answer went out: nothing left to flush for it */
+        pc_list_remove(&c->held_link);
+        srv->n_held--;
+    }
     if (c->in_paused)
         srv->n_in_paused--;
     if (c->deadline != NULL)
@@ -730,8 +748,12 @@ static void conn_process(struct pc_conn *c)
         if (c->deadline != NULL)
             event_del(c->deadline);
         set_read_timeout(c, 0); /* the handler's own deadline bounds the wait */
-        /* The handler may reply (and so free r) before it returns: touch neither after. */
-        c->srv->handler(r, c->srv->arg);
+        /* The handler may reply (and so free r, or even c) before it returns: touch
+         * neither after. */
+        struct pc_http_server *srv = c->srv;
+        srv->handling++;
+        srv->handler(r, srv->arg);
+        srv->handling--;
         return;
     }
     if (c->state == CS_HANDLING) {
@@ -856,14 +878,83 @@ static int try_write_now(struct pc_conn *c)
     return 1;
 }
 
+/* After an answer that did not go out whole: its output is counted in the budget and the
+ * write event finishes it (and reads on, unless the client closed its side). */
+static void answer_later(struct pc_conn *c)
+{
+    out_follow(c);
+    bufferevent_enable(c->bev, c->read_eof ? EV_WRITE : EV_WRITE | EV_READ);
+}
+
+/* Writes the held answers, in the order held: each as try_write_now would have at once. */
+static void flush_held(struct pc_http_server *srv)
+{
+    if (srv->n_held == 0)
+        return;
+    if (srv->lim.answer_flushes != NULL)
+        PC_METRIC_INC(*srv->lim.answer_flushes);
+    pc_loop_later_disarm(&srv->flush);
+    while (!pc_list_empty(&srv->held)) {
+        struct pc_conn *c = pc_list_entry(pc_list_first(&srv->held), struct pc_conn, held_link);
+        pc_list_remove(&c->held_link);
+        c->held = 0;
+        srv->n_held--;
+        if (!try_write_now(c))
+            answer_later(c);
+    }
+}
+
+/* srv->flush's (the server, arg). */
+static void flush_cb(void *arg)
+{
+    flush_held(arg);
+}
+
 /*
- * Sends a composed answer (h, then blen bytes of body): when nothing waits in the output
- * before it and it may be written now, straight to the socket from where it lies, and only
- * what the socket does not take is copied to the output; else all of it goes to the output
- * and is written from there (try_write_now). 1: written whole.
+ * Holds an answer made while a read is handled (c's output holds it whole), to be written
+ * with the others the loop makes before it next waits. Each answer written to a client that
+ * waits for it wakes that client: written one by one as they are made, answers to many
+ * clients wake them (or the one process that drives them all) again and again, and waking
+ * another CPU costs more than writing a small answer (docs/PERFORMANCE.md, "Answers written
+ * together"). Written when the loop has run every event that was ready (srv->flush, below
+ * every client's event), PC_HTTP_HOLD_MS after the first if the loop stays busy, or at the
+ * PC_HTTP_HOLD_MAX-th answer held.
+ */
+static void hold_answer(struct pc_conn *c)
+{
+    struct pc_http_server *srv = c->srv;
+    c->held = 1;
+    pc_list_push_back(&srv->held, &c->held_link);
+    if (srv->lim.answers_held != NULL)
+        PC_METRIC_INC(*srv->lim.answers_held);
+    if (++srv->n_held >= PC_HTTP_HOLD_MAX) {
+        flush_held(srv);
+        return;
+    }
+    if (srv->n_held == 1)
+        pc_loop_later_arm(&srv->flush);
+}
+
+/* Whether an answer of len bytes (head and body) made now may be held (hold_answer). */
+static int may_hold(const struct pc_conn *c, size_t len)
+{
+    return c->srv->handling > 0 && len <= PC_HTTP_HOLD_BYTES;
+}
+
+/*
+ * Sends a composed answer (h, then blen bytes of body) when nothing waits in the output
+ * before it and it may be written now: held with the others a read's handlers make
+ * (hold_answer), or straight to the socket from where it lies, and only what the socket
+ * does not take is copied to the output. Else all of it goes to the output and is written
+ * from there (try_write_now). 1: written whole; 2: held; 0: the write event finishes it.
  */
 static int send_answer(struct pc_conn *c, struct head *h, const char *body, size_t blen)
 {
+    if (evbuffer_get_length(h->out) == 0 && may_write_now(c) && may_hold(c, h->len + blen)) {
+        queue_answer(h, body, blen, 0);
+        hold_answer(c);
+        return 2;
+    }
     if (evbuffer_get_length(h->out) > 0 || !may_write_now(c)) {
         queue_answer(h, body, blen, 0);
         return try_write_now(c);
@@ -893,10 +984,12 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         conn_fail(c, 408, "timed out reading the request body");
         return;
     }
-    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) && c->state == CS_HANDLING) {
+    if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_ERROR) &&
+        (c->state == CS_HANDLING || c->state == CS_WRITING)) {
         /* EOF may be a half-close (the client shut its sending side and still reads):
-         * stop reading and answer anyway; a client that is really gone makes the write
-         * fail, and the connection is freed then. */
+         * stop reading and answer anyway, or finish the answer (held, or left over by its
+         * first write); a client that is really gone makes the write fail, and the
+         * connection is freed then. */
         pc_log(PC_LOG_DEBUG, "http: %s closed its side before the answer", c->peer);
         c->close_after = 1;
         c->read_eof = 1;
@@ -980,13 +1073,11 @@ void pc_http_reply(struct pc_http_req *req, int status, const struct pc_header *
                                    n_headers, len);
     c->req = NULL;
     c->state = CS_WRITING;
-    int written = send_answer(c, &h, body, blen); /* before req_free: body may be req's */
+    int sent = send_answer(c, &h, body, blen); /* before req_free: body may be req's */
     pc_buf_release(&shed);
     req_free(req);
-    if (written)
-        return;
-    out_follow(c);
-    bufferevent_enable(c->bev, c->read_eof ? EV_WRITE : EV_WRITE | EV_READ);
+    if (sent == 0)
+        answer_later(c);
 }
 
 void pc_http_reply_error(struct pc_http_req *req, int status, const char *msg)
@@ -1341,6 +1432,7 @@ static struct pc_http_server *server_alloc(struct event_base *base,
     if (srv == NULL)
         return NULL;
     pc_list_init(&srv->conns);
+    pc_list_init(&srv->held);
     srv->base = base;
     srv->lim = *limits;
     srv->handler = handler;
@@ -1358,7 +1450,8 @@ static struct pc_http_server *server_listening(struct pc_http_server *srv, char 
     srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     srv->resume = evtimer_new(srv->base, resume_accepting, srv);
     srv->in_resume = evtimer_new(srv->base, input_resume_cb, srv);
-    if (srv->resume == NULL || srv->in_resume == NULL) {
+    if (srv->resume == NULL || srv->in_resume == NULL ||
+        pc_loop_later_init(&srv->flush, srv->base, PC_HTTP_HOLD_MS, flush_cb, srv) != 0) {
         snprintf(err, errlen, "out of memory");
         pc_http_server_free(srv);
         return NULL;
@@ -1428,6 +1521,7 @@ void pc_http_server_free(struct pc_http_server *srv)
         event_free(srv->resume);
     if (srv->in_resume != NULL)
         event_free(srv->in_resume);
+    pc_loop_later_free(&srv->flush);
     if (srv->spare_fd >= 0)
         close(srv->spare_fd);
     free(srv);

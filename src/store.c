@@ -648,7 +648,7 @@ static int wire_write(struct pc_store *st, const char *p, size_t n)
         int waiting = event_base_get_num_events(st->base, EVENT_BASE_COUNT_ACTIVE);
         event_priority_set(st->out_ev, waiting < PC_STORE_AT_ONCE_BELOW
                                            ? PC_LOOP_FIRST
-                                           : event_base_get_npriorities(st->base) / 2);
+                                           : pc_loop_priority(st->base, PC_LOOP_DEFAULT));
         event_active(st->out_ev, EV_TIMEOUT, 1);
     }
     return pc_buf_append(&st->out, p, n);
@@ -734,10 +734,7 @@ static struct cmd *held_take(struct pc_store *st)
     struct cmd *list = st->held_head;
     st->held_head = st->held_tail = NULL;
     st->n_held = st->held_bounded = st->held_bytes = 0;
-    if (st->held_ev != NULL)
-        event_del(st->held_ev);
-    if (st->held_timer != NULL)
-        evtimer_del(st->held_timer);
+    pc_loop_later_disarm(&st->held_later);
     return list;
 }
 
@@ -778,11 +775,9 @@ static void held_fail(struct pc_store *st)
     pending_changed(st);
 }
 
-/* held_ev (idle) and held_timer (the bound): st is arg. */
-static void held_cb(evutil_socket_t fd, short what, void *arg)
+/* held_later's: st is arg. */
+static void held_cb(void *arg)
 {
-    (void)fd;
-    (void)what;
     held_flush(arg);
 }
 
@@ -800,9 +795,7 @@ static void held_push(struct pc_store *st, struct cmd *c, int bounded, size_t by
         st->held_tail->held_next = c;
     } else {
         st->held_head = c;
-        event_active(st->held_ev, EV_TIMEOUT, 1);
-        struct timeval tv = {0, PC_STORE_HOLD_MS * 1000};
-        evtimer_add(st->held_timer, &tv);
+        pc_loop_later_arm(&st->held_later);
     }
     st->held_tail = c;
     st->n_held++;
@@ -1102,13 +1095,10 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
     st->connect_timer = evtimer_new(base, connect_timeout_cb, st);
     st->retry_timer = evtimer_new(base, retry_cb, st);
     st->reset_ev = event_new(base, -1, 0, reset_cb, st);
-    st->held_ev = event_new(base, -1, 0, held_cb, st);
-    st->held_timer = evtimer_new(base, held_cb, st);
-    if (st->held_ev != NULL) /* a base of one priority: the next turn of the loop */
-        event_priority_set(st->held_ev, event_base_get_npriorities(base) - 1);
+    int held_ok = pc_loop_later_init(&st->held_later, base, PC_STORE_HOLD_MS, held_cb, st) == 0;
     pc_buf_init(&st->out);
     /* Its priority is set at each use (wire_write); either way a busy loop never holds it
-     * back (held_ev waits for an idle turn; this must not). */
+     * back (held_later waits for an idle turn; this must not). */
     st->out_ev = event_new(base, -1, 0, out_cb, st);
     if (st->host[0] == '\0') { /* a cluster node's address is set already */
         pc_strlcpy(st->host, cfg->redis_host, sizeof st->host);
@@ -1137,15 +1127,11 @@ static int store_init(struct pc_store *st, struct event_base *base, const struct
     }
     if ((cfg->redis_tls && st->tls_ctx == NULL) || st->n_sentinels < 0 || st->n_seeds < 0 ||
         st->q == NULL || st->connect_timer == NULL || st->retry_timer == NULL ||
-        st->reset_ev == NULL || st->held_ev == NULL || st->held_timer == NULL ||
-        st->out_ev == NULL) {
+        st->reset_ev == NULL || !held_ok || st->out_ev == NULL) {
         pc_cmdq_free(st->q);
         if (st->out_ev)
             event_free(st->out_ev);
-        if (st->held_ev)
-            event_free(st->held_ev);
-        if (st->held_timer)
-            event_free(st->held_timer);
+        pc_loop_later_free(&st->held_later);
         if (st->connect_timer)
             event_free(st->connect_timer);
         if (st->retry_timer)
@@ -1269,10 +1255,7 @@ static void store_free_now(struct pc_store *st)
         event_free(st->retry_timer);
     if (st->reset_ev)
         event_free(st->reset_ev);
-    if (st->held_ev)
-        event_free(st->held_ev);
-    if (st->held_timer)
-        event_free(st->held_timer);
+    pc_loop_later_free(&st->held_later);
     if (st->out_ev)
         event_free(st->out_ev);
     pc_buf_release(&st->out);

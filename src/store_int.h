@@ -17,6 +17,7 @@
 #include "predcache/bevread.h"
 #include "predcache/buf.h"
 #include "predcache/config.h"
+#include "predcache/loop.h"
 #include "predcache/store.h"
 #include "predcache/tlsctx.h"
 
@@ -64,14 +65,14 @@ struct pc_store {
     int hold;
     struct cmd *held_head, *held_tail;
     size_t n_held, held_bounded, held_bytes;
-    struct event *held_ev;    /* sends them when the loop is idle (its lowest priority) */
-    struct event *held_timer; /* ... or PC_STORE_HOLD_MS after the first */
-    struct pc_buf out;        /* commands gathered, for a plain connection (wire_write) */
-    struct event *out_ev;     /* writes them in one send; its priority: wire_write */
-    size_t desyncs;           /* replies that fit no command: the connection was dropped */
-    char *sub_channel;        /* subscribed on every (re)connect when set: a subscriber store */
-    int subscribed;           /* the SUBSCRIBE was confirmed on this connection */
-    uint64_t subscribed_us;   /* when (pc_now_us) */
+    struct pc_loop_later held_later; /* sends them when the loop is idle, or
+                                      * PC_STORE_HOLD_MS after the first */
+    struct pc_buf out;               /* commands gathered, for a plain connection (wire_write) */
+    struct event *out_ev;            /* writes them in one send; its priority: wire_write */
+    size_t desyncs;                  /* replies that fit no command: the connection was dropped */
+    char *sub_channel;      /* subscribed on every (re)connect when set: a subscriber store */
+    int subscribed;         /* the SUBSCRIBE was confirmed on this connection */
+    uint64_t subscribed_us; /* when (pc_now_us) */
     pc_store_message_cb sub_cb;
     void *sub_arg;
     SSL_CTX *tls_ctx; /* [redis] tls = on: the context of every connection; else NULL */

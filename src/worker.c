@@ -32,6 +32,7 @@
 #include "predcache/jobs.h"
 #include "predcache/keymemo.h"
 #include "predcache/log.h"
+#include "predcache/loop.h"
 #include "predcache/peers.h"
 #include "predcache/purges.h"
 #include "predcache/store.h"
@@ -261,7 +262,8 @@ static void greet(evutil_socket_t fd, short what, void *arg)
 }
 
 /* The access lines a pass of the loop wrote, written together once its other callbacks
- * ran (activated by the first of them: pc_worker_log_defer). */
+ * ran (activated by the first of them: pc_worker_log_defer), at the lowest priority: after
+ * the answers held in that pass (http.c), which were armed before the first line. */
 static void on_log_flush(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -319,6 +321,7 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
     pc_metrics_init(&w->metrics);
     if (pipe2(w->ctl, O_NONBLOCK | O_CLOEXEC) != 0 ||
         (w->log_flush = event_new(base, -1, 0, on_log_flush, NULL)) == NULL ||
+        event_priority_set(w->log_flush, pc_loop_priority(base, PC_LOOP_IDLE)) != 0 ||
         (w->ctl_ev = event_new(base, w->ctl[0], EV_READ | EV_PERSIST, on_ctl, w)) == NULL ||
         event_add(w->ctl_ev, NULL) != 0) {
         snprintf(err, errlen, "cannot create the worker's control pipe: %s", strerror(errno));
@@ -354,6 +357,8 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         .read_timeout_ms = cfg->request_timeout_ms,
         .max_connections = cfg->max_connections,
         .answers_queued = &w->metrics.answers_queued,
+        .answers_held = &w->metrics.answers_held,
+        .answer_flushes = &w->metrics.answer_flushes,
         .output_bytes = &w->metrics.output_buffered,
         .shed_over_budget = 1,
         .answers_shed = &w->metrics.answers_shed,
@@ -423,6 +428,8 @@ int pc_worker_init(struct pc_worker *w, struct event_base *base, const struct pc
         struct pc_http_limits admin_lim = lim;
         admin_lim.on_failure = NULL; /* the data port's counters and access log only */
         admin_lim.answers_queued = NULL;
+        admin_lim.answers_held = NULL;
+        admin_lim.answer_flushes = NULL;
         /* The operator's answers (/metrics above all) are never refused for the budget;
          * their bytes still count in it. */
         admin_lim.shed_over_budget = 0;

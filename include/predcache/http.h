@@ -48,6 +48,10 @@ struct pc_http_limits {
     /* NULL: not counted. Else one more (PC_METRIC_INC) for each answer the client's socket
      * did not take at once, finished later by the write event (slow or stalled readers). */
     uint64_t *answers_queued;
+    /* NULL: not counted. Answers held to be written together with others (answers_held),
+     * and the writes of the held answers together (answer_flushes): http.c, hold_answer. */
+    uint64_t *answers_held;
+    uint64_t *answer_flushes;
     /* The output budget (budget.h). Every server counts its connections' unsent answer bytes
      * in it; output_bytes (NULL: none) is this worker's gauge of them. */
     int64_t *output_bytes;

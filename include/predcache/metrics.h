@@ -77,6 +77,10 @@
     X(verify_skipped, "Sampled hits not checked: model server down or busy, or no memory")         \
     X(answers_queued, "Answers the client's socket did not take at once (slow or stalled "         \
                       "readers)")                                                                  \
+    X(answers_held, "Answers made while a read was handled, held to be written together with "     \
+                    "the others the loop made before it next waited")                              \
+    X(answer_flushes, "Writes of held answers together (answers_held over this: answers a "        \
+                      "write)")                                                                    \
     X(clients_stalled, "Client connections closed because they read none of their answer for "     \
                        "idle_timeout_ms")                                                          \
     X(connections_refused, "Client connections refused with 503 at once: past max_connections, "   \
