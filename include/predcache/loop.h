@@ -7,8 +7,9 @@
  * the next client's request is read. The lowest (PC_LOOP_IDLE) runs when a turn finds
  * nothing else to do: the store's held writes, the answers held while clients' requests
  * were read (http.c, hold_answer), written together once every client's event that was
- * ready has run, and then the access lines of those answers (worker.c). libevent gives an event the middle priority unless told (its
- * number of priorities over two): that must stay PC_LOOP_DEFAULT.
+ * ready has run, and then the access lines of those answers (worker.c). libevent gives an
+ * event the middle priority unless told (its number of priorities over two): that must stay
+ * PC_LOOP_DEFAULT.
  *
  * After each callback below the top, the loop asks the kernel for new events (a
  * non-blocking epoll_wait) before it runs the next one: a Redis reply that came meanwhile
