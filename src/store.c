@@ -543,6 +543,12 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     struct pc_store *st = arg;
+    /* Broken: an error was met on this connection already (its drop waits in reset_ev).
+     * A refused connect reports itself twice: the read (bevread) meets ECONNREFUSED first
+     * and takes the socket's error with it, then libevent's connect check finds no error
+     * left and says CONNECTED, which must not make a dead connection ready. */
+    if (st->broken)
+        return;
     if (what & BEV_EVENT_CONNECTED) {
         bufferevent_priority_set(bev, PC_LOOP_FIRST); /* a TLS connection's events, made anew */
         int one = 1;
@@ -554,8 +560,6 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         pc_log(PC_LOG_INFO, "store: connected to Redis %s:%d", st->host, st->port);
         return;
     }
-    if (st->broken)
-        return;
     int err = EVUTIL_SOCKET_ERROR();
     const char *why =
         (what & BEV_EVENT_EOF) ? "closed by server" : evutil_socket_error_to_string(err);

@@ -96,6 +96,34 @@ def test_redis_down_at_start(start_predcache, model, redis):
     wait_caching_resumes(proxy, redis, ["x"], seen)
 
 
+def test_a_refused_connect_never_counts_as_connected(start_predcache, model, redis):
+    """A connect refused (Redis down, its port closed) is met twice: by the connection's
+    read, which takes the socket's error, and then by libevent's connect check, which finds
+    no error left and reports the connection made. The store must stay not ready: no
+    "connected" line, predcache_redis_up 0, and every answer BYPASS for redis-unavailable
+    (a dead connection taken for ready answered one of them generation-unknown)."""
+    redis.kill()
+    proxy = start_predcache()
+    seen = []
+    ups = []
+    deadline = time.monotonic() + 2.5  # several attempts: 200 ms, then doubling
+    while time.monotonic() < deadline:
+        r = post_ok(proxy, ["refused"], seen)
+        assert r.status_code == 200, r.text
+        assert r.headers.get("X-Cache") == "BYPASS", seen[-3:]
+        assert r.headers.get("X-Cache-Reason") == "redis-unavailable", r.headers
+        ups.append(proxy.metric("predcache_redis_up"))
+        time.sleep(0.02)
+    err = proxy.stderr_text()
+    assert err.count("cannot connect to Redis") >= 2, err[-2000:]
+    assert "connected to Redis" not in err, err[-2000:]
+    assert set(ups) == {0}, ups
+
+    redis.start()
+    wait_caching_resumes(proxy, redis, ["refused"], seen)
+    assert "connected to Redis" in proxy.stderr_text()
+
+
 @pytest.mark.parametrize("password", ["wrong-pw", None], ids=["wrong-password", "no-password"])
 def test_redis_auth_refused_is_bypass(start_predcache, model, redis, password):
     """A Redis that refuses predcache's AUTH (or wants one that is not sent) is a Redis that
