@@ -748,8 +748,8 @@ static void conn_process(struct pc_conn *c)
         if (c->deadline != NULL)
             event_del(c->deadline);
         set_read_timeout(c, 0); /* the handler's own deadline bounds the wait */
-        /* The handler may reply (and so free r, or even c) before it returns: touch
-         * neither after. */
+        /* The handler may reply (and so free r) before it returns: r is not touched after.
+         * handling says to pc_http_reply that the answer is made inside a read (may_hold). */
         struct pc_http_server *srv = c->srv;
         srv->handling++;
         srv->handler(r, srv->arg);
@@ -950,14 +950,14 @@ static int may_hold(const struct pc_conn *c, size_t len)
  */
 static int send_answer(struct pc_conn *c, struct head *h, const char *body, size_t blen)
 {
-    if (evbuffer_get_length(h->out) == 0 && may_write_now(c) && may_hold(c, h->len + blen)) {
-        queue_answer(h, body, blen, 0);
-        hold_answer(c);
-        return 2;
-    }
     if (evbuffer_get_length(h->out) > 0 || !may_write_now(c)) {
         queue_answer(h, body, blen, 0);
         return try_write_now(c);
+    }
+    if (may_hold(c, h->len + blen)) {
+        queue_answer(h, body, blen, 0);
+        hold_answer(c);
+        return 2;
     }
     struct iovec v[2] = {{h->buf, h->len}, {(void *)body, blen}};
     ssize_t n = writev(bufferevent_getfd(c->bev), v, blen > 0 ? 2 : 1);
